@@ -1,0 +1,63 @@
+//! Server configuration: defaults ← `AUGUR_*` environment ← command line. Built once in `main`
+//! and passed down as a value.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How the server is started.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "augur",
+    version,
+    about = "A SQL-first streaming database for ML features and predictions"
+)]
+pub struct Config {
+    /// Directory of the RocksDB database holding the catalog and all data.
+    #[arg(long, env = "AUGUR_DATA_DIR", default_value = "./augur-data")]
+    pub data_dir: PathBuf,
+
+    /// Address to accept PostgreSQL connections on.
+    #[arg(long, env = "AUGUR_LISTEN", default_value = "127.0.0.1:5440")]
+    pub listen: SocketAddr,
+
+    /// Require this password (SCRAM-SHA-256) from every user.
+    #[arg(long, env = "AUGUR_PASSWORD", conflicts_with = "users_file")]
+    pub password: Option<String>,
+
+    /// Require passwords (SCRAM-SHA-256) from a file of `user:password` lines.
+    #[arg(long, env = "AUGUR_USERS_FILE")]
+    pub users_file: Option<PathBuf>,
+
+    /// PEM certificate chain; with --tls-key, clients may (and with a password should) use TLS.
+    #[arg(long, env = "AUGUR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8) for --tls-cert.
+    #[arg(long, env = "AUGUR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Skip the fsync of each write: an acknowledged write then survives a crash of the server
+    /// process but not of the machine.
+    #[arg(long, env = "AUGUR_NO_FSYNC")]
+    pub no_fsync: bool,
+
+    /// Log filter, in `tracing`'s EnvFilter syntax (e.g. `info`, `augur=debug`).
+    #[arg(long, env = "AUGUR_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// A configuration with every default, for a data directory (tests and embedding).
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            password: None,
+            users_file: None,
+            tls_cert: None,
+            tls_key: None,
+            no_fsync: false,
+            log: "info".into(),
+        }
+    }
+}

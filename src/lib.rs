@@ -1,0 +1,50 @@
+//! # Augur
+//!
+//! A SQL-first streaming database for ML features and predictions. One server process speaks the
+//! PostgreSQL wire protocol; DataFusion plans and evaluates every query; RocksDB holds the catalog
+//! and every row.
+//!
+//! # Layout
+//!
+//! Each module is one layer; dependencies point one way, from the wire down to storage:
+//!
+//! ```text
+//! server (pgwire only) → session (statement dispatch) → sql · catalog · table → storage
+//! ```
+//!
+//! - [`server`]: the PostgreSQL wire protocol (pgwire): startup and authentication, the simple and
+//!   extended query protocols, COPY, cancel requests. It turns [`Error`]s into SQLSTATE responses
+//!   and nothing else knows about the wire.
+//! - [`session`]: one per connection. Parses a statement, routes it (DDL to the catalog, DML to
+//!   the table writer, queries to DataFusion) and returns a [`session::Output`].
+//! - [`sql`]: parsing (sqlparser with PostgreSQL compatibility rewrites), SQL types to Arrow types,
+//!   and the planning helpers for DML.
+//! - [`catalog`]: table definitions, persisted in RocksDB, exposed to DataFusion as the `public`
+//!   schema of the `augur` catalog, with `pg_catalog` from `datafusion-pg-catalog` beside it.
+//! - [`table`]: durable tables: row encoding with Arrow's row format, the DataFusion
+//!   `TableProvider` that scans them (an equality filter on the whole primary key becomes a point
+//!   read), and the writer that applies INSERT / UPDATE / DELETE atomically.
+//! - [`storage`]: the RocksDB store. Imports nothing of Augur.
+//!
+//! # Data flow of a statement
+//!
+//! ```text
+//! client ──pgwire──> server ──> session ──parse──> sql
+//!                                  │ CREATE/DROP TABLE ──> catalog ──> storage (one WriteBatch)
+//!                                  │ INSERT/UPDATE/DELETE/COPY ──> table::writer ──> storage
+//!                                  │ SELECT ──> DataFusion ──> table::provider ──> storage
+//!                                  ▼
+//!                        Output (rows as Arrow batches, or a command tag)
+//! ```
+
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod server;
+pub mod session;
+pub mod sql;
+pub mod storage;
+pub mod table;
+
+pub use config::Config;
+pub use error::{Error, Result};

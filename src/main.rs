@@ -1,0 +1,58 @@
+//! The `augur` server binary.
+
+use anyhow::Context;
+use augur::Config;
+use augur::server::Server;
+use augur::session::Database;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&config.log).context("invalid --log filter")?)
+        .init();
+
+    let db = Database::open(&config)
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    let server = Server::bind(&config, db).await?;
+    let addr = server.local_addr()?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        "Augur {} listening on {addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!(
+        "Augur is ready. Connect with:\n  psql -h {} -p {} -U augur augur",
+        addr.ip(),
+        addr.port()
+    );
+
+    server.run(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,207 @@
+//! Startup: trust (no password configured) or SCRAM-SHA-256, and the parameters reported to a
+//! new connection.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
+use pgwire::api::auth::{AuthSource, LoginInfo, Password, ServerParameterProvider, StartupHandler};
+use pgwire::api::{ClientInfo, ConnectionManager, METADATA_USER};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::startup::ParameterStatus;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+
+use crate::error::{Error, Result};
+use crate::session::vars;
+
+/// SCRAM iterations for stored passwords (PostgreSQL's default).
+const SCRAM_ITERATIONS: usize = 4096;
+
+/// The parameters a client is told about at startup.
+#[derive(Debug, Default)]
+pub struct Parameters;
+
+impl Parameters {
+    fn values<C: ClientInfo>(client: &C) -> HashMap<String, String> {
+        let mut out: HashMap<String, String> = vars::startup_parameters()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let metadata = client.metadata();
+        if let Some(user) = metadata.get(METADATA_USER) {
+            out.insert("session_authorization".into(), user.clone());
+        }
+        if let Some(app) = metadata.get("application_name") {
+            out.insert("application_name".into(), app.clone());
+        }
+        out
+    }
+}
+
+impl ServerParameterProvider for Parameters {
+    fn server_parameters<C>(&self, client: &C) -> Option<HashMap<String, String>>
+    where
+        C: ClientInfo,
+    {
+        Some(Self::values(client))
+    }
+}
+
+/// Users and their passwords.
+#[derive(Debug, Clone)]
+pub struct Users {
+    /// `None`: any user name with this password.
+    passwords: HashMap<Option<String>, String>,
+}
+
+impl Users {
+    /// Every user name, one password.
+    pub fn any_user(password: String) -> Self {
+        Self {
+            passwords: HashMap::from([(None, password)]),
+        }
+    }
+
+    /// `user:password` lines; blank lines and lines starting with `#` are skipped.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidParameter(format!("cannot read users file {}: {e}", path.display()))
+        })?;
+        let mut passwords = HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (user, password) = line.split_once(':').ok_or_else(|| {
+                Error::InvalidParameter(format!(
+                    "{}:{}: expected user:password",
+                    path.display(),
+                    n + 1
+                ))
+            })?;
+            passwords.insert(Some(user.to_string()), password.to_string());
+        }
+        Ok(Self { passwords })
+    }
+
+    fn password_of(&self, user: &str) -> Option<&String> {
+        self.passwords
+            .get(&Some(user.to_string()))
+            .or_else(|| self.passwords.get(&None))
+    }
+}
+
+#[async_trait]
+impl AuthSource for Users {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let user = login.user().unwrap_or_default();
+        let password = self
+            .password_of(user)
+            .ok_or_else(|| PgWireError::InvalidPassword(user.to_string()))?;
+        // A fresh salt per attempt: the client derives the key from it, so none is stored.
+        let salt: [u8; 16] = rand_salt();
+        let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
+        Ok(Password::new(Some(salt.to_vec()), salted))
+    }
+}
+
+fn rand_salt() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = [0u8; 16];
+    for chunk in out.chunks_mut(8) {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        chunk.copy_from_slice(&hasher.finish().to_le_bytes()[..chunk.len()]);
+    }
+    out
+}
+
+/// Accepts every user; reports Augur's parameters.
+pub struct Trust {
+    connections: Arc<ConnectionManager>,
+}
+
+#[async_trait]
+impl NoopStartupHandler for Trust {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // pgwire reported its own defaults already; these come later and win.
+        for (name, value) in Parameters::values(client) {
+            client
+                .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                    name, value,
+                )))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// How connections authenticate.
+pub enum Startup {
+    /// No password configured.
+    Trust(Trust),
+    /// SCRAM-SHA-256.
+    Scram(SASLAuthStartupHandler<Parameters>),
+}
+
+impl Startup {
+    /// Trust every connection.
+    pub fn trust(connections: Arc<ConnectionManager>) -> Self {
+        Startup::Trust(Trust { connections })
+    }
+
+    /// Require SCRAM-SHA-256 with `users`' passwords.
+    pub fn scram(users: Users, connections: Arc<ConnectionManager>) -> Self {
+        let mut scram = ScramAuth::new(Arc::new(users));
+        scram.set_iterations(SCRAM_ITERATIONS);
+        Startup::Scram(
+            SASLAuthStartupHandler::new(Arc::new(Parameters))
+                .with_scram(scram)
+                .with_connection_manager(connections),
+        )
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Trust(trust) => trust.on_startup(client, message).await,
+            Startup::Scram(scram) => scram.on_startup(client, message).await,
+        }
+    }
+}

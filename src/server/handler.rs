@@ -1,0 +1,533 @@
+//! The pgwire query handlers: simple and extended protocol over a [`Session`].
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow_pg::datatypes::df::deserialize_parameters;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use arrow_pg::encoder::encode_value;
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::SessionExtensions;
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{CopyCsvOptions, CopyEncoder, CopyResponse, CopyTextOptions};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::response::NoticeResponse;
+use pgwire::messages::startup::ParameterStatus;
+use pgwire::types::format::FormatOptions;
+
+use super::auth::Startup;
+use crate::error::Error;
+use crate::session::copy::{CopyFormat, CopyIn};
+use crate::session::{self, Database, Notice, Output, Prepared, Session};
+
+/// Everything pgwire needs to serve Augur.
+pub struct Handlers {
+    queries: Arc<Queries>,
+    startup: Arc<Startup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl Handlers {
+    /// Handlers over `db`, authenticating with `startup`.
+    pub fn new(db: Arc<Database>, startup: Startup, connections: Arc<ConnectionManager>) -> Self {
+        Self {
+            queries: Arc::new(Queries {
+                parser: Arc::new(Parser { db: db.clone() }),
+                db,
+            }),
+            startup: Arc::new(startup),
+            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.queries.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.queries.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.queries.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(LogErrors)
+    }
+}
+
+struct LogErrors;
+
+impl ErrorHandler for LogErrors {
+    fn on_error<C>(&self, _client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        tracing::debug!(%error, "statement failed");
+    }
+}
+
+/// The wire form of an error: severity ERROR, its SQLSTATE, message and detail.
+pub fn error_info(error: &Error) -> ErrorInfo {
+    let mut info = ErrorInfo::new("ERROR".into(), error.sqlstate().into(), error.to_string());
+    info.detail = error.detail();
+    info
+}
+
+fn to_pgwire(error: Error) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(&error)))
+}
+
+/// Runs statements for pgwire.
+pub struct Queries {
+    db: Arc<Database>,
+    parser: Arc<Parser>,
+}
+
+async fn send_notices<C>(client: &mut C, notices: Vec<Notice>) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for notice in notices {
+        let message = match notice {
+            Notice::Message(severity, code, message) => PgWireBackendMessage::NoticeResponse(
+                NoticeResponse::from(ErrorInfo::new(severity.into(), code.into(), message)),
+            ),
+            Notice::Parameter(name, value) => {
+                PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value))
+            }
+        };
+        client.feed(message).await?;
+    }
+    Ok(())
+}
+
+/// The COPY FROM STDIN a connection is receiving data for.
+struct PendingCopy(std::sync::Mutex<Option<CopyState>>);
+
+enum CopyState {
+    Receiving(CopyIn),
+    /// The data was bad; the rest is ignored until the client ends the COPY.
+    Failed(Error),
+}
+
+/// Turns a statement's output into pgwire's response, encoding rows in `format`.
+fn into_response(
+    output: Output,
+    format: &Format,
+    options: Arc<FormatOptions>,
+    extensions: &SessionExtensions,
+) -> PgWireResult<Response> {
+    Ok(match output {
+        Output::CopyIn(copy) => {
+            let columns = copy.column_count();
+            extensions.insert(PendingCopy(std::sync::Mutex::new(Some(
+                CopyState::Receiving(copy),
+            ))));
+            Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty()))
+        }
+        Output::CopyOut {
+            schema,
+            stream,
+            format,
+        } => {
+            let fields = Arc::new(arrow_schema_to_pg_fields(
+                &schema,
+                &Format::UnifiedText,
+                Some(options),
+            )?);
+            Response::CopyOut(copy_out(schema, fields, stream, format))
+        }
+        Output::Rows {
+            schema,
+            stream,
+            tag,
+        } => {
+            let fields = Arc::new(arrow_schema_to_pg_fields(
+                &schema,
+                format,
+                Some(options.clone()),
+            )?);
+            let encode_fields = fields.clone();
+            let rows = stream
+                .map(move |batch| {
+                    let rows: Box<dyn Iterator<Item = PgWireResult<_>> + Send + Sync> = match batch
+                    {
+                        Ok(batch) => encode_recordbatch(
+                            encode_fields.clone(),
+                            super::text::postgres_text(batch, &encode_fields, &options),
+                        ),
+                        Err(e) => Box::new(std::iter::once(Err(to_pgwire(Error::from(e))))),
+                    };
+                    futures::stream::iter(rows)
+                })
+                .flatten();
+            let mut response = QueryResponse::new(fields, rows);
+            response.set_command_tag(&tag);
+            Response::Query(response)
+        }
+        Output::Command(tag) => Response::Execution(Tag::new(&tag)),
+        Output::TransactionStart(tag) => Response::TransactionStart(Tag::new(&tag)),
+        Output::TransactionEnd(tag) => Response::TransactionEnd(Tag::new(&tag)),
+        Output::Empty => Response::EmptyQuery,
+    })
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Queries {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = match self.db.parser().parse(query) {
+            Ok(statements) => statements,
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
+        };
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let mut responses = Vec::with_capacity(statements.len());
+        for statement in statements {
+            let (result, notices) = {
+                let mut session = Session::new(&self.db, client.metadata_mut());
+                let result = session.run(statement).await;
+                if result.is_err() {
+                    session.statement_failed();
+                }
+                (result, session.take_notices())
+            };
+            send_notices(client, notices).await?;
+            match result.and_then(|output| {
+                into_response(
+                    output,
+                    &Format::UnifiedText,
+                    options.clone(),
+                    client.session_extensions(),
+                )
+                .map_err(|e| Error::Internal(e.to_string()))
+            }) {
+                Ok(response) => responses.push(response),
+                Err(e) => {
+                    responses.push(Response::Error(Box::new(error_info(&e))));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Queries {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let expected = prepared.param_types().len();
+        if portal.parameter_len() != expected {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "08P01".into(),
+                format!(
+                    "bind message supplies {} parameters, but prepared statement requires {expected}",
+                    portal.parameter_len()
+                ),
+            ))));
+        }
+        let types: Vec<Option<&DataType>> = prepared
+            .param_types()
+            .iter()
+            .map(|t| (!t.is_null()).then_some(t))
+            .collect();
+        let params = deserialize_parameters(portal, &types)?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let (result, notices) = {
+            let mut session = Session::new(&self.db, client.metadata_mut());
+            let result = session.execute(prepared, params).await;
+            if result.is_err() {
+                session.statement_failed();
+            }
+            (result, session.take_notices())
+        };
+        send_notices(client, notices).await?;
+        into_response(
+            result.map_err(to_pgwire)?,
+            &portal.result_column_format,
+            options,
+            client.session_extensions(),
+        )
+    }
+}
+
+/// Prepares statements at Parse.
+pub struct Parser {
+    db: Arc<Database>,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = self.db.parser().parse(sql).map_err(to_pgwire)?;
+        match statements.len() {
+            0 => Ok(None),
+            1 => {
+                let statement = statements.remove(0);
+                Ok(Some(
+                    session::prepare(&self.db, statement)
+                        .await
+                        .map_err(to_pgwire)?,
+                ))
+            }
+            _ => Err(to_pgwire(Error::Syntax(
+                "cannot insert multiple commands into a prepared statement".into(),
+            ))),
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        stmt.param_types()
+            .iter()
+            .map(|t| {
+                if t.is_null() {
+                    Ok(Type::TEXT)
+                } else {
+                    into_pg_type(t)
+                }
+            })
+            .collect()
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match stmt.schema() {
+            Some(schema) => {
+                arrow_schema_to_pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None)
+            }
+            None => Ok(vec![]),
+        }
+    }
+}
+
+/// Encodes rows for `COPY ... TO STDOUT`: one CopyData message per row (after a header line for
+/// CSV with HEADER).
+fn copy_out(
+    schema: SchemaRef,
+    fields: Arc<Vec<FieldInfo>>,
+    stream: SendableRecordBatchStream,
+    format: CopyFormat,
+) -> CopyResponse {
+    let columns = fields.len();
+    let header = (format.csv && format.header).then(|| {
+        let delimiter = (format.delimiter as char).to_string();
+        let names: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| csv_quote(f.name(), &format))
+            .collect();
+        Ok(CopyData::new(Bytes::from(format!(
+            "{}\n",
+            names.join(&delimiter)
+        ))))
+    });
+    let new_encoder = {
+        let fields = fields.clone();
+        let format = format.clone();
+        move || {
+            if format.csv {
+                CopyEncoder::new_csv(
+                    fields.clone(),
+                    CopyCsvOptions {
+                        delimiter: (format.delimiter as char).to_string().into(),
+                        quote: (format.quote as char).to_string().into(),
+                        escape: (format.escape as char).to_string().into(),
+                        null_string: format.null.clone().into(),
+                        force_quote: vec![],
+                    },
+                )
+            } else {
+                CopyEncoder::new_text(
+                    fields.clone(),
+                    CopyTextOptions {
+                        delimiter: (format.delimiter as char).to_string().into(),
+                        null_string: format.null.clone().into(),
+                    },
+                )
+            }
+        }
+    };
+    let rows = stream
+        .map(move |batch| {
+            let rows: Vec<PgWireResult<CopyData>> = match batch {
+                Ok(batch) => {
+                    let mut encoder = new_encoder();
+                    let mut out = Vec::with_capacity(batch.num_rows());
+                    'rows: for row in 0..batch.num_rows() {
+                        for (i, column) in batch.columns().iter().enumerate() {
+                            if let Err(e) = encode_value(
+                                &mut encoder,
+                                column,
+                                row,
+                                batch.schema().field(i),
+                                &fields[i],
+                            ) {
+                                out.push(Err(e));
+                                break 'rows;
+                            }
+                        }
+                        out.push(Ok(encoder.take_copy()));
+                    }
+                    out
+                }
+                Err(e) => vec![Err(to_pgwire(Error::from(e)))],
+            };
+            futures::stream::iter(rows)
+        })
+        .flatten();
+    CopyResponse::new(0, columns, futures::stream::iter(header).chain(rows))
+}
+
+fn csv_quote(value: &str, format: &CopyFormat) -> String {
+    let quote = format.quote as char;
+    let needs = value.is_empty()
+        || value.contains(format.delimiter as char)
+        || value.contains(quote)
+        || value.contains('\n')
+        || value.contains('\r');
+    if needs {
+        format!(
+            "{quote}{}{quote}",
+            value.replace(quote, &format!("{quote}{quote}"))
+        )
+    } else {
+        value.to_string()
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Queries {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(pending) = client.session_extensions().get::<PendingCopy>() else {
+            return Err(to_pgwire(Error::coded(
+                "08P01",
+                "CopyData without a COPY in progress",
+            )));
+        };
+        let mut state = pending.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(CopyState::Receiving(copy)) = state.as_mut()
+            && let Err(e) = copy.push(&copy_data.data)
+        {
+            *state = Some(CopyState::Failed(e));
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let state = client
+            .session_extensions()
+            .get::<PendingCopy>()
+            .and_then(|pending| pending.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let copy = match state {
+            Some(CopyState::Receiving(copy)) => copy,
+            Some(CopyState::Failed(e)) => return Err(to_pgwire(e)),
+            None => {
+                return Err(to_pgwire(Error::coded(
+                    "08P01",
+                    "CopyDone without a COPY in progress",
+                )));
+            }
+        };
+        let rows = copy.finish(&self.db).await.map_err(to_pgwire)?;
+        client
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(rows).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(pending) = client.session_extensions().get::<PendingCopy>() {
+            pending.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+        to_pgwire(Error::coded(
+            "57014",
+            format!("COPY from stdin failed: {}", fail.message),
+        ))
+    }
+}

@@ -1,0 +1,189 @@
+//! PostgreSQL's text output for the types whose text form the encoder writes differently:
+//! floating point (PostgreSQL writes `10` and `1e+22`, not `10.0` and `1e22`) and timestamps and
+//! times in the ISO date style (PostgreSQL drops a zero fraction and trailing zeros:
+//! `2026-01-01 10:00:00`, `10:00:00.5`). Only text-format columns are rewritten, into strings
+//! the encoder then writes as they are; binary results are untouched.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float32Type, Float64Type, Schema, Time64MicrosecondType, TimeUnit,
+    TimestampMicrosecondType,
+};
+use pgwire::api::results::{FieldFormat, FieldInfo};
+use pgwire::types::format::FormatOptions;
+
+/// Rewrites the text-format columns of `batch` whose PostgreSQL text differs from the encoder's.
+pub fn postgres_text(
+    batch: RecordBatch,
+    fields: &[FieldInfo],
+    options: &FormatOptions,
+) -> RecordBatch {
+    let floats = options.extra_float_digits >= 1;
+    let iso = options
+        .date_style
+        .trim_start()
+        .to_ascii_uppercase()
+        .starts_with("ISO");
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let mut schema_fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
+    let mut changed = false;
+    for (i, field) in fields.iter().enumerate() {
+        if field.format() != FieldFormat::Text || i >= columns.len() {
+            continue;
+        }
+        let column = &columns[i];
+        let rewritten: Option<StringArray> = match column.data_type() {
+            DataType::Float64 if floats => Some(
+                column
+                    .as_primitive::<Float64Type>()
+                    .iter()
+                    .map(|v| v.map(|v| float_text(v, 15)))
+                    .collect(),
+            ),
+            DataType::Float32 if floats => Some(
+                column
+                    .as_primitive::<Float32Type>()
+                    .iter()
+                    .map(|v| v.map(|v| float32_text(v)))
+                    .collect(),
+            ),
+            DataType::Timestamp(_, tz) if iso => {
+                let micros = cast(
+                    column,
+                    &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+                )
+                .ok();
+                micros.map(|micros| {
+                    micros
+                        .as_primitive::<TimestampMicrosecondType>()
+                        .iter()
+                        .map(|v| v.and_then(|v| timestamp_text(v, tz.is_some())))
+                        .collect()
+                })
+            }
+            DataType::Time32(_) | DataType::Time64(_) => {
+                let micros = cast(column, &DataType::Time64(TimeUnit::Microsecond)).ok();
+                micros.map(|micros| {
+                    micros
+                        .as_primitive::<Time64MicrosecondType>()
+                        .iter()
+                        .map(|v| v.map(time_text))
+                        .collect()
+                })
+            }
+            _ => None,
+        };
+        if let Some(strings) = rewritten {
+            schema_fields[i] = Arc::new(Field::new(
+                schema_fields[i].name(),
+                DataType::Utf8,
+                schema_fields[i].is_nullable(),
+            ));
+            columns[i] = Arc::new(strings);
+            changed = true;
+        }
+    }
+    if !changed {
+        return batch;
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns).unwrap_or(batch)
+}
+
+/// A double as PostgreSQL writes it with `extra_float_digits` ≥ 1: the shortest text that reads
+/// back as the same value, in exponent form below 1e-4 or from 1e`max_exp`.
+fn float_text(v: f64, max_exp: i32) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..max_exp).contains(&exp) {
+        format!("{v}")
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    }
+}
+
+fn float32_text(v: f32) -> String {
+    if !v.is_finite() || v == 0.0 {
+        return float_text(v as f64, 6);
+    }
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        format!("{v}")
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    }
+}
+
+fn fraction(micros: u32) -> String {
+    if micros == 0 {
+        return String::new();
+    }
+    let digits = format!(".{micros:06}");
+    digits.trim_end_matches('0').to_string()
+}
+
+fn timestamp_text(micros: i64, with_tz: bool) -> Option<String> {
+    let dt = chrono::DateTime::from_timestamp_micros(micros)?.naive_utc();
+    let frac = fraction((micros.rem_euclid(1_000_000)) as u32);
+    let base = dt.format("%Y-%m-%d %H:%M:%S");
+    Some(if with_tz {
+        format!("{base}{frac}+00")
+    } else {
+        format!("{base}{frac}")
+    })
+}
+
+fn time_text(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = fraction(micros.rem_euclid(1_000_000) as u32);
+    format!(
+        "{:02}:{:02}:{:02}{frac}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_as_postgres_writes_them() {
+        assert_eq!(float_text(10.0, 15), "10");
+        assert_eq!(float_text(2.25, 15), "2.25");
+        assert_eq!(float_text(0.1 + 0.2, 15), "0.30000000000000004");
+        assert_eq!(float_text(1e22, 15), "1e+22");
+        assert_eq!(float_text(1.5e-5, 15), "1.5e-05");
+        assert_eq!(float_text(123456789012345.0, 15), "123456789012345");
+        assert_eq!(float_text(f64::INFINITY, 15), "Infinity");
+        assert_eq!(float32_text(1.5), "1.5");
+        assert_eq!(float32_text(1e6), "1e+06");
+    }
+
+    #[test]
+    fn timestamps_drop_zero_fractions() {
+        assert_eq!(timestamp_text(0, false).unwrap(), "1970-01-01 00:00:00");
+        assert_eq!(
+            timestamp_text(1_500_000, true).unwrap(),
+            "1970-01-01 00:00:01.5+00"
+        );
+        assert_eq!(time_text(3_723_000_001), "01:02:03.000001");
+    }
+}

@@ -1,0 +1,121 @@
+//! The state one server shares between its connections.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+
+use super::vars;
+use crate::catalog::Catalog;
+use crate::catalog::schema::{AugurSchema, CATALOG_NAME, SCHEMA_NAME};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::sql::SqlParser;
+use crate::storage::Store;
+
+/// Everything the sessions of one server share: storage, catalog, the DataFusion contexts
+/// queries are planned in, and the lock that serialises writes.
+pub struct Database {
+    store: Store,
+    catalog: Arc<Catalog>,
+    /// Plans users' queries.
+    ctx: SessionContext,
+    /// Plans UPDATE and DELETE: tables show their hidden row ids here.
+    dml_ctx: SessionContext,
+    parser: SqlParser,
+    /// Held while a statement writes, so that constraint checks and writes do not interleave.
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl Database {
+    /// Opens the database in `config.data_dir`, creating it if needed, and loads the catalog.
+    pub fn open(config: &Config) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::Internal(format!(
+                "cannot create data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let store = Store::open(&config.data_dir, !config.no_fsync)?;
+        let catalog = Arc::new(Catalog::load(store.clone())?);
+        let ctx = new_context(AugurSchema::new(catalog.clone()))?;
+        datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
+            .map_err(|e| Error::from(*e))?;
+        let dml_ctx = new_context(AugurSchema::with_hidden(catalog.clone()))?;
+        Ok(Arc::new(Self {
+            store,
+            catalog,
+            ctx,
+            dml_ctx,
+            parser: SqlParser::new(),
+            write_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The RocksDB store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The catalog of tables.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The context users' queries are planned and run in.
+    pub fn ctx(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The context UPDATE and DELETE are planned in.
+    pub(crate) fn dml_ctx(&self) -> &SessionContext {
+        &self.dml_ctx
+    }
+
+    /// The SQL parser.
+    pub fn parser(&self) -> &SqlParser {
+        &self.parser
+    }
+
+    /// Serialises writers.
+    pub(crate) async fn write_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().await
+    }
+}
+
+fn new_context(schema: AugurSchema) -> Result<SessionContext> {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
+        .with_information_schema(true)
+        .with_target_partitions(2);
+    config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    let ctx = SessionContext::new_with_config(config);
+    let catalog = MemoryCatalogProvider::new();
+    catalog.register_schema(SCHEMA_NAME, Arc::new(schema))?;
+    ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
+    let version = vars::version_string();
+    ctx.register_udf(create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                version.clone(),
+            ))))
+        }),
+    ));
+    Ok(ctx)
+}

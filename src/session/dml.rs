@@ -1,0 +1,526 @@
+//! INSERT, UPDATE and DELETE: planned with DataFusion, applied by the table writer.
+//!
+//! - INSERT plans through DataFusion's own INSERT planning (column lists, DEFAULTs, casts to
+//!   the column types); Augur runs the input and writes the rows, handling ON CONFLICT itself.
+//! - UPDATE and DELETE become a SELECT of the affected rows (their whole stored rows, hidden row
+//!   ids included, plus the new values of an UPDATE), planned in a context that shows hidden
+//!   columns. Every affected row is read and rewritten under the write lock, so concurrent
+//!   updates never lose each other's changes.
+//! - RETURNING expressions are planned against the table's columns and evaluated over the
+//!   rows written.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{DFSchema, ParamValues, TableReference};
+use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    Assignment, AssignmentTarget, Delete, FromTable, Insert, OnConflictAction, OnInsert,
+    SelectItem, Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
+};
+
+use super::{Database, Output, compile, evaluate, rows_output};
+use crate::error::{Error, Result};
+use crate::sql::{normalize_ident, table_name};
+use crate::table::Table;
+use crate::table::writer::{OnConflict, TableChanges};
+
+/// A planned INSERT, UPDATE or DELETE.
+#[derive(Debug)]
+pub struct WritePlan {
+    table: Arc<Table>,
+    kind: Kind,
+    /// The plan producing the rows the statement acts on.
+    input: LogicalPlan,
+    returning: Option<Returning>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// `input` yields rows in the table's visible columns.
+    Insert(InsertConflict),
+    /// `input` yields whole stored rows, then the new values of `columns` (visible positions).
+    Update { columns: Vec<usize> },
+    /// `input` yields whole stored rows.
+    Delete,
+}
+
+#[derive(Debug)]
+enum InsertConflict {
+    Fail,
+    Skip,
+    /// `ON CONFLICT (...) DO UPDATE SET ...`: expressions over the existing row (qualified by the
+    /// table name) and the proposed one (`excluded`).
+    Update {
+        columns: Vec<usize>,
+        values: Vec<Arc<dyn PhysicalExpr>>,
+        condition: Option<Arc<dyn PhysicalExpr>>,
+        schema: Arc<DFSchema>,
+    },
+}
+
+/// Compiled RETURNING list.
+#[derive(Debug)]
+struct Returning {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    /// The table's visible columns, qualified by the name the statement gave the table.
+    input_schema: Arc<DFSchema>,
+    schema: SchemaRef,
+}
+
+impl WritePlan {
+    /// Plans `statement`, which is an INSERT, UPDATE or DELETE.
+    pub async fn new(db: &Database, statement: &Statement) -> Result<Self> {
+        match statement {
+            Statement::Insert(insert) => plan_insert(db, insert).await,
+            Statement::Update(update) => plan_update(db, update).await,
+            Statement::Delete(delete) => plan_delete(db, delete).await,
+            other => Err(Error::Internal(format!("not a write: {other}"))),
+        }
+    }
+
+    /// Columns of the RETURNING rows, if the statement has RETURNING.
+    pub fn returning_schema(&self) -> Option<SchemaRef> {
+        self.returning.as_ref().map(|r| r.schema.clone())
+    }
+
+    /// Parameter types, by position.
+    pub fn param_types(&self) -> Result<Vec<DataType>> {
+        super::param_types(&self.input)
+    }
+
+    /// Runs the statement.
+    pub async fn execute(&self, db: &Database, params: ParamValues) -> Result<Output> {
+        let input = self.input.clone().replace_params_with_values(&params)?;
+        let _guard = db.write_guard().await;
+        let ctx = match self.kind {
+            Kind::Insert(_) => db.ctx(),
+            _ => db.dml_ctx(),
+        };
+        let batches = ctx.execute_logical_plan(input).await?.collect().await?;
+        let mut changes = TableChanges::new(db.store(), &self.table);
+        let (affected, tag) = match &self.kind {
+            Kind::Insert(conflict) => (self.insert(&mut changes, conflict, batches)?, "INSERT 0"),
+            Kind::Update { columns } => (self.update(&mut changes, columns, batches)?, "UPDATE"),
+            Kind::Delete => {
+                for batch in &batches {
+                    changes.delete(batch)?;
+                }
+                (batches, "DELETE")
+            }
+        };
+        changes.commit()?;
+        let count: usize = affected.iter().map(RecordBatch::num_rows).sum();
+        match &self.returning {
+            None => Ok(Output::Command(format!("{tag} {count}"))),
+            Some(returning) => {
+                let rows = affected
+                    .iter()
+                    .map(|batch| returning.evaluate(&self.table, batch))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(rows_output(returning.schema.clone(), rows, tag.into()))
+            }
+        }
+    }
+
+    /// Writes the rows of an INSERT; returns the rows written (inserted or, with ON CONFLICT DO
+    /// UPDATE, updated), as whole stored rows.
+    fn insert(
+        &self,
+        changes: &mut TableChanges<'_>,
+        conflict: &InsertConflict,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut written = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let rows = self.table.conform(batch.columns().to_vec(), None)?;
+            match conflict {
+                InsertConflict::Fail | InsertConflict::Skip => {
+                    let mode = if matches!(conflict, InsertConflict::Fail) {
+                        OnConflict::Fail
+                    } else {
+                        OnConflict::Skip
+                    };
+                    let inserted = changes.insert(&rows, mode)?;
+                    written.push(filter_record_batch(&rows, &BooleanArray::from(inserted))?);
+                }
+                InsertConflict::Update {
+                    columns,
+                    values,
+                    condition,
+                    schema,
+                } => {
+                    // Row by row, so that a key repeated within the statement is seen.
+                    for i in 0..rows.num_rows() {
+                        let row = rows.slice(i, 1);
+                        if changes.written_here(&row)?[0] {
+                            return Err(Error::coded(
+                                "21000",
+                                "ON CONFLICT DO UPDATE command cannot affect row a second time",
+                            ));
+                        }
+                        let Some(existing) = changes.existing(&row)?.remove(0) else {
+                            changes.insert(&row, OnConflict::Fail)?;
+                            written.push(row);
+                            continue;
+                        };
+                        let existing = self.table.codec().decode_values([existing.as_slice()])?;
+                        let visible = self.table.visible_schema().fields().len();
+                        let mut both: Vec<ArrayRef> = existing.columns()[..visible].to_vec();
+                        both.extend_from_slice(&row.columns()[..visible]);
+                        let combined =
+                            RecordBatch::try_new(Arc::new(schema.as_arrow().clone()), both)?;
+                        if let Some(condition) = condition {
+                            let keep = evaluate(condition, &combined)?;
+                            let keep =
+                                keep.as_any()
+                                    .downcast_ref::<BooleanArray>()
+                                    .ok_or_else(|| {
+                                        Error::coded(
+                                            "42804",
+                                            "argument of WHERE must be type boolean",
+                                        )
+                                    })?;
+                            if !(keep.is_valid(0) && keep.value(0)) {
+                                continue;
+                            }
+                        }
+                        let mut new_columns = existing.columns()[..visible].to_vec();
+                        for (&column, value) in columns.iter().zip(values) {
+                            new_columns[column] = evaluate(value, &combined)?;
+                        }
+                        let row_ids = self
+                            .table
+                            .def()
+                            .has_row_id()
+                            .then(|| existing.column(visible).clone());
+                        let updated = self.table.conform(new_columns, row_ids)?;
+                        changes.delete(&existing)?;
+                        changes.insert(&updated, OnConflict::Fail)?;
+                        written.push(updated);
+                    }
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// Rewrites the rows of an UPDATE; returns the new rows.
+    fn update(
+        &self,
+        changes: &mut TableChanges<'_>,
+        columns: &[usize],
+        batches: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
+        let full = self.table.full_schema().clone();
+        let stored = full.fields().len();
+        let visible = self.table.visible_schema().fields().len();
+        let mut old_rows = Vec::with_capacity(batches.len());
+        let mut new_rows = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let old = RecordBatch::try_new(full.clone(), batch.columns()[..stored].to_vec())?;
+            let mut new_columns = old.columns()[..visible].to_vec();
+            for (j, &column) in columns.iter().enumerate() {
+                new_columns[column] = batch.column(stored + j).clone();
+            }
+            let row_ids = self
+                .table
+                .def()
+                .has_row_id()
+                .then(|| old.column(visible).clone());
+            new_rows.push(self.table.conform(new_columns, row_ids)?);
+            old_rows.push(old);
+        }
+        // All old rows go first, so that keys may move onto keys this statement frees.
+        for old in &old_rows {
+            changes.delete(old)?;
+        }
+        for new in &new_rows {
+            changes.insert(new, OnConflict::Fail)?;
+        }
+        Ok(new_rows)
+    }
+}
+
+impl Returning {
+    fn evaluate(&self, table: &Table, rows: &RecordBatch) -> Result<RecordBatch> {
+        let visible = table.visible_schema().fields().len();
+        let input = RecordBatch::try_new(
+            Arc::new(self.input_schema.as_arrow().clone()),
+            rows.columns()[..visible].to_vec(),
+        )?;
+        let columns = self
+            .exprs
+            .iter()
+            .map(|e| evaluate(e, &input))
+            .collect::<Result<Vec<_>>>()?;
+        if columns.is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// The table's visible columns qualified by `qualifier`, as a DataFusion schema.
+fn qualified_schema(table: &Table, qualifier: &str) -> Result<DFSchema> {
+    Ok(DFSchema::try_from_qualified_schema(
+        TableReference::bare(qualifier),
+        table.visible_schema(),
+    )?)
+}
+
+/// Plans a list of SQL expressions (as text) against `schema`.
+fn plan_exprs(
+    db: &Database,
+    sql: &[String],
+    schema: &DFSchema,
+) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+    let state = db.ctx().state();
+    sql.iter()
+        .map(|s| compile(db, &state.create_logical_expr(s, schema)?, schema))
+        .collect()
+}
+
+fn compile_returning(
+    db: &Database,
+    table: &Table,
+    qualifier: &str,
+    items: &Option<Vec<SelectItem>>,
+) -> Result<Option<Returning>> {
+    let Some(items) = items else {
+        return Ok(None);
+    };
+    let input_schema = Arc::new(qualified_schema(table, qualifier)?);
+    let mut texts = Vec::new();
+    let mut names = Vec::new();
+    for item in items {
+        match item {
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                for field in table.visible_schema().fields() {
+                    texts.push(format!("\"{}\"", field.name().replace('"', "\"\"")));
+                    names.push(field.name().clone());
+                }
+            }
+            SelectItem::UnnamedExpr(expr) => {
+                texts.push(expr.to_string());
+                names.push(crate::sql::names::column_name(expr));
+            }
+            SelectItem::ExprWithAlias { expr, alias } => {
+                texts.push(expr.to_string());
+                names.push(normalize_ident(alias));
+            }
+            other => return Err(Error::NotSupported(format!("RETURNING item {other}"))),
+        }
+    }
+    let exprs = plan_exprs(db, &texts, &input_schema)?;
+    let fields = exprs
+        .iter()
+        .zip(&names)
+        .map(|(e, name)| {
+            let data_type = e.data_type(input_schema.as_arrow())?;
+            Ok(Field::new(name, data_type, true))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Returning {
+        exprs,
+        input_schema,
+        schema: Arc::new(Schema::new(fields)),
+    }))
+}
+
+fn lookup_table(db: &Database, name: &str) -> Result<Arc<Table>> {
+    db.catalog()
+        .table(name)
+        .ok_or_else(|| Error::UndefinedTable(name.to_string()))
+}
+
+/// Visible column positions of assignment targets.
+fn assignment_columns(
+    table: &Table,
+    assignments: &[Assignment],
+) -> Result<(Vec<usize>, Vec<String>)> {
+    let mut columns = Vec::with_capacity(assignments.len());
+    let mut values = Vec::with_capacity(assignments.len());
+    for assignment in assignments {
+        let AssignmentTarget::ColumnName(name) = &assignment.target else {
+            return Err(Error::NotSupported(
+                "assigning to a tuple of columns".into(),
+            ));
+        };
+        let column = name
+            .0
+            .last()
+            .and_then(|part| part.as_ident())
+            .map(normalize_ident)
+            .unwrap_or_default();
+        let position = table.visible_schema().index_of(&column).map_err(|_| {
+            Error::UndefinedColumn(format!(
+                "column \"{column}\" of relation \"{}\" does not exist",
+                table.name()
+            ))
+        })?;
+        if columns.contains(&position) {
+            return Err(Error::coded(
+                "42601",
+                format!("multiple assignments to same column \"{column}\""),
+            ));
+        }
+        columns.push(position);
+        values.push(assignment.value.to_string());
+    }
+    Ok((columns, values))
+}
+
+async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
+    let TableObject::TableName(name) = &insert.table else {
+        return Err(Error::NotSupported("INSERT into a table function".into()));
+    };
+    let table = lookup_table(db, &table_name(name)?)?;
+    let mut stripped = insert.clone();
+    let on = stripped.on.take();
+    let returning_items = stripped.returning.take();
+    let qualifier = match &stripped.table_alias {
+        Some(alias) => normalize_ident(&alias.alias),
+        None => table.name().to_string(),
+    };
+    stripped.table_alias = None;
+    let plan = db
+        .ctx()
+        .state()
+        .statement_to_plan(DfStatement::Statement(Box::new(Statement::Insert(
+            stripped,
+        ))))
+        .await?;
+    let LogicalPlan::Dml(dml) = plan else {
+        return Err(Error::Internal("INSERT did not plan as DML".into()));
+    };
+    if !matches!(dml.op, WriteOp::Insert(_)) {
+        return Err(Error::Internal("INSERT planned as another write".into()));
+    }
+    let conflict = match on {
+        None => InsertConflict::Fail,
+        Some(OnInsert::OnConflict(on_conflict)) => match on_conflict.action {
+            OnConflictAction::DoNothing => InsertConflict::Skip,
+            OnConflictAction::DoUpdate(update) => {
+                let mut schema = qualified_schema(&table, &qualifier)?;
+                schema.merge(&qualified_schema(&table, "excluded")?);
+                let (columns, texts) = assignment_columns(&table, &update.assignments)?;
+                let values = plan_exprs(db, &texts, &schema)?;
+                let condition = update
+                    .selection
+                    .map(|s| plan_exprs(db, &[s.to_string()], &schema).map(|mut v| v.remove(0)))
+                    .transpose()?;
+                InsertConflict::Update {
+                    columns,
+                    values,
+                    condition,
+                    schema: Arc::new(schema),
+                }
+            }
+        },
+        Some(other) => return Err(Error::NotSupported(format!("INSERT {other}"))),
+    };
+    let returning = compile_returning(db, &table, &qualifier, &returning_items)?;
+    Ok(WritePlan {
+        table,
+        kind: Kind::Insert(conflict),
+        input: dml.input.as_ref().clone(),
+        returning,
+    })
+}
+
+/// The table named by a FROM item, and the name the statement refers to it by.
+fn target(factor: &TableFactor) -> Result<(String, String)> {
+    let TableFactor::Table { name, alias, .. } = factor else {
+        return Err(Error::NotSupported(format!("UPDATE or DELETE of {factor}")));
+    };
+    let table = table_name(name)?;
+    let qualifier = alias
+        .as_ref()
+        .map(|a| normalize_ident(&a.name))
+        .unwrap_or_else(|| table.clone());
+    Ok((table, qualifier))
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+async fn plan_select(db: &Database, sql: &str) -> Result<LogicalPlan> {
+    let statement = db
+        .parser()
+        .parse(sql)?
+        .pop()
+        .ok_or_else(|| Error::Internal("empty rewritten statement".into()))?;
+    Ok(db
+        .dml_ctx()
+        .state()
+        .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+        .await?)
+}
+
+async fn plan_update(db: &Database, update: &Update) -> Result<WritePlan> {
+    if !update.table.joins.is_empty() {
+        return Err(Error::NotSupported("UPDATE of a join".into()));
+    }
+    let (name, qualifier) = target(&update.table.relation)?;
+    let table = lookup_table(db, &name)?;
+    let (columns, values) = assignment_columns(&table, &update.assignments)?;
+    let mut sql = format!("SELECT {}.*", quote(&qualifier));
+    for value in &values {
+        sql.push_str(", ");
+        sql.push_str(value);
+    }
+    sql.push_str(&format!(" FROM {}", update.table));
+    if let Some(UpdateTableFromKind::AfterSet(from) | UpdateTableFromKind::BeforeSet(from)) =
+        &update.from
+    {
+        for item in from {
+            sql.push_str(&format!(", {item}"));
+        }
+    }
+    if let Some(selection) = &update.selection {
+        sql.push_str(&format!(" WHERE {selection}"));
+    }
+    let input = plan_select(db, &sql).await?;
+    let returning = compile_returning(db, &table, &qualifier, &update.returning)?;
+    Ok(WritePlan {
+        table,
+        kind: Kind::Update { columns },
+        input,
+        returning,
+    })
+}
+
+async fn plan_delete(db: &Database, delete: &Delete) -> Result<WritePlan> {
+    let from = match &delete.from {
+        FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from) => from,
+    };
+    let [first] = from.as_slice() else {
+        return Err(Error::NotSupported("DELETE from several tables".into()));
+    };
+    if !first.joins.is_empty() {
+        return Err(Error::NotSupported("DELETE from a join".into()));
+    }
+    let (name, qualifier) = target(&first.relation)?;
+    let table = lookup_table(db, &name)?;
+    let mut sql = format!("SELECT {}.* FROM {first}", quote(&qualifier));
+    for item in delete.using.iter().flatten() {
+        sql.push_str(&format!(", {item}"));
+    }
+    if let Some(selection) = &delete.selection {
+        sql.push_str(&format!(" WHERE {selection}"));
+    }
+    let input = plan_select(db, &sql).await?;
+    let returning = compile_returning(db, &table, &qualifier, &delete.returning)?;
+    Ok(WritePlan {
+        table,
+        kind: Kind::Delete,
+        input,
+        returning,
+    })
+}

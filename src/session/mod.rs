@@ -1,0 +1,636 @@
+//! Statement dispatch: one [`Session`] per connection turns SQL into [`Output`].
+//!
+//! Every statement is first *prepared* — parsed, classified and, where it can be, planned by
+//! DataFusion — and then *executed* with its parameter values. The simple query protocol
+//! prepares and executes at once; the extended protocol prepares at Parse and executes at each
+//! Execute, so a prepared statement is planned once however often it runs.
+
+pub mod copy;
+mod database;
+mod dml;
+pub mod vars;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ParamValues;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    CopyLegacyOption, CopyOption, CopySource, CopyTarget, ObjectType, Statement,
+};
+
+pub use database::Database;
+
+use crate::error::{Error, Result};
+use crate::sql::{ddl, table_name};
+
+/// What a statement returns.
+pub enum Output {
+    /// Rows, streamed; `tag` is the command word of the completion tag (`SELECT`, or
+    /// `INSERT 0` / `UPDATE` / `DELETE` with RETURNING); the row count is appended.
+    Rows {
+        /// The columns.
+        schema: SchemaRef,
+        /// The rows.
+        stream: SendableRecordBatchStream,
+        /// Completion tag without the row count.
+        tag: String,
+    },
+    /// A command's completion tag, e.g. `CREATE TABLE` or `INSERT 0 5`.
+    Command(String),
+    /// `BEGIN`: a transaction block starts.
+    TransactionStart(String),
+    /// `COMMIT` / `ROLLBACK`: a transaction block ends.
+    TransactionEnd(String),
+    /// `COPY ... FROM STDIN`: the client now sends the data, which goes to this COPY.
+    CopyIn(copy::CopyIn),
+    /// `COPY ... TO STDOUT`: rows to send in COPY format.
+    CopyOut {
+        /// The columns.
+        schema: SchemaRef,
+        /// The rows.
+        stream: SendableRecordBatchStream,
+        /// How to write them.
+        format: copy::CopyFormat,
+    },
+    /// An empty statement.
+    Empty,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Rows { tag, schema, .. } => write!(f, "Rows({tag}, {schema:?})"),
+            Output::Command(tag) => write!(f, "Command({tag})"),
+            Output::TransactionStart(tag) => write!(f, "TransactionStart({tag})"),
+            Output::TransactionEnd(tag) => write!(f, "TransactionEnd({tag})"),
+            Output::CopyIn(copy) => write!(f, "{copy:?}"),
+            Output::CopyOut { format, .. } => write!(f, "CopyOut({format:?})"),
+            Output::Empty => write!(f, "Empty"),
+        }
+    }
+}
+
+/// A message for the client besides the statement's result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// A NOTICE or WARNING: `(severity, SQLSTATE, message)`.
+    Message(&'static str, &'static str, String),
+    /// A session variable the client tracks changed: ParameterStatus `(name, value)`.
+    Parameter(String, String),
+}
+
+/// A statement ready to execute any number of times.
+#[derive(Clone, Debug)]
+pub struct Prepared(Arc<PreparedInner>);
+
+#[derive(Debug)]
+struct PreparedInner {
+    statement: Statement,
+    plan: Plan,
+    /// Types of `$1`, `$2`, ... (`Null` where nothing constrains a parameter).
+    param_types: Vec<DataType>,
+    /// Columns of the rows it returns, if it returns rows.
+    schema: Option<SchemaRef>,
+}
+
+#[derive(Debug)]
+enum Plan {
+    /// A query DataFusion runs.
+    Query(LogicalPlan),
+    /// INSERT / UPDATE / DELETE.
+    Write(dml::WritePlan),
+    /// Everything else, executed from the statement itself.
+    Utility,
+}
+
+impl Prepared {
+    /// Types of the parameters, by position.
+    pub fn param_types(&self) -> &[DataType] {
+        &self.0.param_types
+    }
+
+    /// Columns of the result rows, or `None` when the statement returns none.
+    pub fn schema(&self) -> Option<&SchemaRef> {
+        self.0.schema.as_ref()
+    }
+
+    /// The statement as parsed.
+    pub fn statement(&self) -> &Statement {
+        &self.0.statement
+    }
+}
+
+/// Metadata key recording that the current transaction block has written.
+const TXN_WROTE: &str = "augur.txn_wrote";
+
+/// One connection's view of the database. Session variables live in the connection's metadata
+/// map, which the caller owns and passes in.
+pub struct Session<'a> {
+    db: &'a Database,
+    vars: &'a mut HashMap<String, String>,
+    notices: Vec<Notice>,
+}
+
+impl<'a> Session<'a> {
+    /// A session over `db` with the connection's variables `vars`.
+    pub fn new(db: &'a Database, vars: &'a mut HashMap<String, String>) -> Self {
+        Self {
+            db,
+            vars,
+            notices: Vec::new(),
+        }
+    }
+
+    /// Messages produced so far, to send before the statement's result.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Parses `sql` into statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        self.db.parser().parse(sql)
+    }
+
+    /// Prepares one parsed statement.
+    pub async fn prepare(&self, statement: Statement) -> Result<Prepared> {
+        prepare(self.db, statement).await
+    }
+
+    /// Executes a prepared statement with parameter values (`$1`, `$2`, ...).
+    pub async fn execute(&mut self, prepared: &Prepared, params: ParamValues) -> Result<Output> {
+        self.check_transaction_state(prepared.statement())?;
+        match &prepared.0.plan {
+            Plan::Query(plan) => {
+                let plan = if prepared.0.param_types.is_empty() {
+                    plan.clone()
+                } else {
+                    plan.clone().replace_params_with_values(&params)?
+                };
+                run_query(self.db, plan).await
+            }
+            Plan::Write(write) => {
+                let output = write.execute(self.db, params).await?;
+                if in_transaction(self.vars) {
+                    self.vars.insert(TXN_WROTE.into(), "1".into());
+                }
+                Ok(output)
+            }
+            Plan::Utility => self.execute_utility(prepared.statement()).await,
+        }
+    }
+
+    /// Parses, prepares and executes `sql` without parameters, one statement after another,
+    /// stopping at the first error. Used by the simple query protocol.
+    pub async fn run(&mut self, statement: Statement) -> Result<Output> {
+        let prepared = self.prepare(statement).await?;
+        if !prepared.param_types().is_empty() {
+            return Err(Error::coded(
+                "42P02",
+                format!("there is no parameter ${}", 1),
+            ));
+        }
+        self.execute(&prepared, ParamValues::List(vec![])).await
+    }
+
+    /// After an error inside a transaction block only COMMIT and ROLLBACK run, as in PostgreSQL.
+    fn check_transaction_state(&self, statement: &Statement) -> Result<()> {
+        if self.vars.get("augur.txn_failed").is_some()
+            && !matches!(
+                statement,
+                Statement::Commit { .. } | Statement::Rollback { .. }
+            )
+        {
+            return Err(Error::coded(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records that a statement failed, which aborts an open transaction block.
+    pub fn statement_failed(&mut self) {
+        if in_transaction(self.vars) {
+            self.vars.insert("augur.txn_failed".into(), "1".into());
+        }
+    }
+
+    async fn execute_utility(&mut self, statement: &Statement) -> Result<Output> {
+        match statement {
+            Statement::CreateTable(create) => {
+                if create.query.is_some() {
+                    return Err(Error::NotSupported("CREATE TABLE ... AS".into()));
+                }
+                let def = ddl::table_def(create)?;
+                let name = def.name.clone();
+                if self
+                    .db
+                    .catalog()
+                    .create_table(def, create.if_not_exists)?
+                    .is_none()
+                {
+                    self.notice(
+                        "42P07",
+                        format!("relation \"{name}\" already exists, skipping"),
+                    );
+                }
+                Ok(Output::Command("CREATE TABLE".into()))
+            }
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                if_exists,
+                names,
+                ..
+            } => {
+                let _guard = self.db.write_guard().await;
+                let names = names.iter().map(table_name).collect::<Result<Vec<_>>>()?;
+                for name in &names {
+                    if self.db.catalog().table(name).is_none() && !if_exists {
+                        return Err(Error::UndefinedTable(name.clone()));
+                    }
+                }
+                for name in names {
+                    if !self.db.catalog().drop_table(&name)? {
+                        self.notice(
+                            "00000",
+                            format!("table \"{name}\" does not exist, skipping"),
+                        );
+                    }
+                }
+                Ok(Output::Command("DROP TABLE".into()))
+            }
+            Statement::Truncate(truncate) => {
+                let _guard = self.db.write_guard().await;
+                for target in &truncate.table_names {
+                    let name = table_name(&target.name)?;
+                    let table = self
+                        .db
+                        .catalog()
+                        .table(&name)
+                        .ok_or(Error::UndefinedTable(name))?;
+                    let mut batch = crate::storage::WriteBatch::default();
+                    self.db
+                        .store()
+                        .delete_prefix_in(&mut batch, &table.def().key_prefix());
+                    self.db.store().write(batch)?;
+                }
+                Ok(Output::Command("TRUNCATE TABLE".into()))
+            }
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => {
+                self.copy(source, *to, target, options, legacy_options)
+                    .await
+            }
+            Statement::Set(set) => {
+                for (name, value) in vars::apply_set(self.vars, set)? {
+                    self.notices.push(Notice::Parameter(name, value));
+                }
+                Ok(Output::Command("SET".into()))
+            }
+            Statement::ShowVariable { variable } => {
+                let rows = if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("all") {
+                    vars::all(self.vars)
+                } else {
+                    let name = show_name(variable);
+                    let value = vars::get(self.vars, &name)?;
+                    vec![(name, value)]
+                };
+                show_output(
+                    rows,
+                    variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("all"),
+                )
+            }
+            Statement::StartTransaction { .. } => {
+                if in_transaction(self.vars) {
+                    self.notices.push(Notice::Message(
+                        "WARNING",
+                        "25001",
+                        "there is already a transaction in progress".into(),
+                    ));
+                }
+                self.vars.insert("augur.in_txn".into(), "1".into());
+                Ok(Output::TransactionStart("BEGIN".into()))
+            }
+            Statement::Commit { .. } => {
+                let failed = self.vars.contains_key("augur.txn_failed");
+                self.end_transaction();
+                Ok(Output::TransactionEnd(
+                    if failed { "ROLLBACK" } else { "COMMIT" }.into(),
+                ))
+            }
+            Statement::Rollback { .. } => {
+                if self.vars.contains_key(TXN_WROTE) {
+                    self.notices.push(Notice::Message(
+                        "WARNING",
+                        "01000",
+                        "writes in this transaction block were already committed: each \
+                         statement commits when it completes, so ROLLBACK cannot undo them"
+                            .into(),
+                    ));
+                }
+                self.end_transaction();
+                Ok(Output::TransactionEnd("ROLLBACK".into()))
+            }
+            other => Err(Error::NotSupported(statement_kind(other))),
+        }
+    }
+
+    async fn copy(
+        &mut self,
+        source: &CopySource,
+        to: bool,
+        target: &CopyTarget,
+        options: &[CopyOption],
+        legacy_options: &[CopyLegacyOption],
+    ) -> Result<Output> {
+        let format = copy::CopyFormat::from_options(options, legacy_options)?;
+        match (to, target, source) {
+            (
+                false,
+                CopyTarget::Stdin,
+                CopySource::Table {
+                    table_name: name,
+                    columns,
+                },
+            ) => {
+                let name = table_name(name)?;
+                let table = self
+                    .db
+                    .catalog()
+                    .table(&name)
+                    .ok_or(Error::UndefinedTable(name))?;
+                Ok(Output::CopyIn(copy::CopyIn::new(
+                    self.db, table, columns, format,
+                )?))
+            }
+            (true, CopyTarget::Stdout, source) => {
+                let query = match source {
+                    CopySource::Query(query) => query.to_string(),
+                    CopySource::Table {
+                        table_name: name,
+                        columns,
+                    } => {
+                        let list = if columns.is_empty() {
+                            "*".to_string()
+                        } else {
+                            columns
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        format!("SELECT {list} FROM {name}")
+                    }
+                };
+                let statement = self
+                    .db
+                    .parser()
+                    .parse(&query)?
+                    .pop()
+                    .ok_or_else(|| Error::Syntax("syntax error: empty COPY query".into()))?;
+                let prepared = prepare(self.db, statement).await?;
+                let Plan::Query(plan) = &prepared.0.plan else {
+                    return Err(Error::NotSupported(
+                        "COPY of a statement that returns no rows".into(),
+                    ));
+                };
+                let Output::Rows { schema, stream, .. } = run_query(self.db, plan.clone()).await?
+                else {
+                    return Err(Error::Internal("a query returned no rows".into()));
+                };
+                Ok(Output::CopyOut {
+                    schema,
+                    stream,
+                    format,
+                })
+            }
+            (false, CopyTarget::Stdin, CopySource::Query(_)) => Err(Error::Syntax(
+                "syntax error: COPY FROM needs a table".into(),
+            )),
+            _ => Err(Error::NotSupported(
+                "COPY to or from a file or program on the server; use STDIN/STDOUT (psql's \\copy)"
+                    .into(),
+            )),
+        }
+    }
+
+    fn end_transaction(&mut self) {
+        for key in ["augur.in_txn", "augur.txn_failed", TXN_WROTE] {
+            self.vars.remove(key);
+        }
+        self.vars.remove("transaction_isolation");
+    }
+
+    fn notice(&mut self, code: &'static str, message: String) {
+        self.notices.push(Notice::Message("NOTICE", code, message));
+    }
+}
+
+/// Prepares one parsed statement: classifies it and plans what can be planned ahead.
+pub async fn prepare(db: &Database, statement: Statement) -> Result<Prepared> {
+    let (plan, schema) = match &statement {
+        Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } => {
+            let plan = db
+                .ctx()
+                .state()
+                .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+                .await?;
+            let schema = Arc::new(plan.schema().as_arrow().clone());
+            (Plan::Query(plan), Some(schema))
+        }
+        Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+            let write = dml::WritePlan::new(db, &statement).await?;
+            let schema = write.returning_schema();
+            (Plan::Write(write), schema)
+        }
+        Statement::ShowVariable { variable } => {
+            let name = if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("all") {
+                None
+            } else {
+                Some(show_name(variable))
+            };
+            (Plan::Utility, Some(show_schema(name.as_deref())))
+        }
+        other => {
+            check_utility(other)?;
+            (Plan::Utility, None)
+        }
+    };
+    let param_types = match &plan {
+        Plan::Query(plan) => param_types(plan)?,
+        Plan::Write(write) => write.param_types()?,
+        Plan::Utility => Vec::new(),
+    };
+    Ok(Prepared(Arc::new(PreparedInner {
+        statement,
+        plan,
+        param_types,
+        schema,
+    })))
+}
+
+fn in_transaction(vars: &HashMap<String, String>) -> bool {
+    vars.contains_key("augur.in_txn")
+}
+
+/// Refuses, at prepare time, the statements Augur does not run.
+fn check_utility(statement: &Statement) -> Result<()> {
+    match statement {
+        Statement::CreateTable(_)
+        | Statement::Drop {
+            object_type: ObjectType::Table,
+            ..
+        }
+        | Statement::Truncate(_)
+        | Statement::Copy { .. }
+        | Statement::Set(_)
+        | Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. } => Ok(()),
+        other => Err(Error::NotSupported(statement_kind(other))),
+    }
+}
+
+/// A short name for a kind of statement, for "... is not supported" errors.
+fn statement_kind(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    let kind = match words.as_slice() {
+        [first, second]
+            if matches!(
+                first.to_ascii_uppercase().as_str(),
+                "CREATE" | "DROP" | "ALTER" | "SHOW"
+            ) =>
+        {
+            format!("{first} {second}")
+        }
+        [first, ..] => first.to_string(),
+        [] => "statement".to_string(),
+    };
+    format!("statement {}", kind.to_ascii_uppercase())
+}
+
+fn show_name(variable: &[datafusion::sql::sqlparser::ast::Ident]) -> String {
+    let joined = variable
+        .iter()
+        .map(|i| i.value.clone())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match joined.to_ascii_lowercase().as_str() {
+        "time zone" => "TimeZone".into(),
+        "transaction isolation level" => "transaction_isolation".into(),
+        _ => joined,
+    }
+}
+
+fn show_schema(name: Option<&str>) -> SchemaRef {
+    match name {
+        Some(name) => Arc::new(Schema::new(vec![Field::new(
+            name.to_ascii_lowercase(),
+            DataType::Utf8,
+            false,
+        )])),
+        None => Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("setting", DataType::Utf8, false),
+        ])),
+    }
+}
+
+fn show_output(rows: Vec<(String, String)>, all: bool) -> Result<Output> {
+    let (names, values): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
+    let schema = if all {
+        show_schema(None)
+    } else {
+        show_schema(names.first().map(String::as_str))
+    };
+    let columns: Vec<Arc<dyn datafusion::arrow::array::Array>> = if all {
+        vec![
+            Arc::new(StringArray::from(names)),
+            Arc::new(StringArray::from(values)),
+        ]
+    } else {
+        vec![Arc::new(StringArray::from(values))]
+    };
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    Ok(rows_output(schema, vec![batch], "SHOW".into()))
+}
+
+/// Runs a query plan in the users' context.
+async fn run_query(db: &Database, plan: LogicalPlan) -> Result<Output> {
+    let df = db.ctx().execute_logical_plan(plan).await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let stream = df.execute_stream().await?;
+    Ok(Output::Rows {
+        schema,
+        stream,
+        tag: "SELECT".into(),
+    })
+}
+
+/// Compiles `expr` over columns `schema` describes, with DataFusion's type coercion.
+pub(crate) fn compile(
+    db: &Database,
+    expr: &datafusion::logical_expr::Expr,
+    schema: &datafusion::common::DFSchema,
+) -> Result<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+    Ok(db
+        .ctx()
+        .state()
+        .create_physical_expr(expr.clone(), schema)?)
+}
+
+/// Evaluates a compiled expression over every row of `batch`.
+pub(crate) fn evaluate(
+    expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    batch: &RecordBatch,
+) -> Result<datafusion::arrow::array::ArrayRef> {
+    Ok(expr.evaluate(batch)?.into_array(batch.num_rows())?)
+}
+
+/// An [`Output::Rows`] over batches already in memory.
+pub(crate) fn rows_output(schema: SchemaRef, batches: Vec<RecordBatch>, tag: String) -> Output {
+    let stream = RecordBatchStreamAdapter::new(
+        schema.clone(),
+        futures::stream::iter(batches.into_iter().map(Ok)),
+    );
+    Output::Rows {
+        schema,
+        stream: Box::pin(stream),
+        tag,
+    }
+}
+
+/// Parameter types of a plan, by position (`$1` first).
+fn param_types(plan: &LogicalPlan) -> Result<Vec<DataType>> {
+    let types = plan.get_parameter_types()?;
+    let mut out: Vec<DataType> = Vec::new();
+    for (name, ty) in types {
+        let index: usize = name
+            .trim_start_matches('$')
+            .parse()
+            .map_err(|_| Error::Syntax(format!("syntax error: bad parameter name {name}")))?;
+        if index == 0 {
+            return Err(Error::Syntax(
+                "syntax error: parameters are numbered from $1".into(),
+            ));
+        }
+        if out.len() < index {
+            out.resize(index, DataType::Null);
+        }
+        out[index - 1] = ty.unwrap_or(DataType::Null);
+    }
+    Ok(out)
+}

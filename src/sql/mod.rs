@@ -1,0 +1,118 @@
+//! SQL text to statements: parsing, names, types, and the planning of CREATE TABLE.
+//!
+//! Standard SQL is parsed by sqlparser (the version DataFusion re-exports) through
+//! `datafusion-pg-catalog`'s PostgreSQL compatibility parser, which rewrites what clients such as
+//! psql, DBeaver and Metabase send into SQL DataFusion can plan.
+
+pub mod ddl;
+pub mod names;
+pub mod types;
+
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart, Statement};
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
+use crate::catalog::schema::{CATALOG_NAME, SCHEMA_NAME};
+use crate::error::{Error, Result};
+
+/// Statements longer than this are refused before parsing (`54000`).
+pub const MAX_STATEMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Parses SQL text into statements.
+#[derive(Debug, Default)]
+pub struct SqlParser {
+    inner: PostgresCompatibilityParser,
+}
+
+impl SqlParser {
+    /// A parser with PostgreSQL compatibility rewrites.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses `sql`, which may hold several statements separated by `;`. Empty and comment-only
+    /// text gives no statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        if sql.len() > MAX_STATEMENT_BYTES {
+            return Err(Error::coded(
+                "54000",
+                format!(
+                    "statement of {} bytes exceeds the limit of {MAX_STATEMENT_BYTES} bytes",
+                    sql.len()
+                ),
+            ));
+        }
+        let mut statements = self.inner.parse(sql)?;
+        statements.iter_mut().for_each(names::apply_pg_column_names);
+        Ok(statements)
+    }
+}
+
+/// An identifier as PostgreSQL resolves it: unquoted names fold to lower case.
+pub fn normalize_ident(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+/// The table name in `name`, which may be qualified by `public` or `augur.public`.
+pub fn table_name(name: &ObjectName) -> Result<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(ident) => Ok(normalize_ident(ident)),
+            ObjectNamePart::Function(_) => Err(Error::Syntax(format!(
+                "syntax error: {name} is not a table name"
+            ))),
+        })
+        .collect::<Result<_>>()?;
+    match parts.as_slice() {
+        [table] => Ok(table.clone()),
+        [schema, table] if schema == SCHEMA_NAME => Ok(table.clone()),
+        [catalog, schema, table] if schema == SCHEMA_NAME && catalog == CATALOG_NAME => {
+            Ok(table.clone())
+        }
+        [.., schema, _] => Err(Error::coded(
+            "3F000",
+            format!("schema \"{schema}\" does not exist"),
+        )),
+        [] => Err(Error::Syntax("syntax error: empty table name".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_comment_only_text_has_no_statements() {
+        let parser = SqlParser::new();
+        assert!(parser.parse("").unwrap().is_empty());
+        assert!(parser.parse("-- ping").unwrap().is_empty());
+        assert!(parser.parse("  ;  ").unwrap().is_empty());
+        assert_eq!(parser.parse("SELECT 1; SELECT 2").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn syntax_errors_are_42601() {
+        let err = SqlParser::new().parse("SELEC 1").unwrap_err();
+        assert_eq!(err.sqlstate(), "42601");
+    }
+
+    #[test]
+    fn names_resolve_in_public_only() {
+        let parse = |sql: &str| match &SqlParser::new().parse(sql).unwrap()[0] {
+            Statement::Drop { names, .. } => table_name(&names[0]),
+            other => panic!("{other}"),
+        };
+        assert_eq!(parse("DROP TABLE Foo").unwrap(), "foo");
+        assert_eq!(parse("DROP TABLE \"Foo\"").unwrap(), "Foo");
+        assert_eq!(parse("DROP TABLE public.foo").unwrap(), "foo");
+        assert_eq!(
+            parse("DROP TABLE other.foo").unwrap_err().sqlstate(),
+            "3F000"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Output column names as PostgreSQL gives them.
+//!
+//! DataFusion names an unaliased expression after its text (`count(*)`, `Int64(1)`); PostgreSQL
+//! names it after the function, the cast's type or the column (`count`, `?column?`, `float8`).
+//! Clients show these names and pandas uses them as column labels, so Augur aliases each
+//! unaliased expression of the outermost SELECT with PostgreSQL's name, where that name is unique
+//! in the list (DataFusion requires unique names; PostgreSQL does not).
+
+use std::collections::HashMap;
+
+use datafusion::sql::sqlparser::ast::{
+    DataType, Expr, Ident, Query, SelectItem, SetExpr, Statement, Value,
+};
+
+use super::normalize_ident;
+
+/// Aliases unaliased output expressions of a query statement with PostgreSQL's column names.
+pub fn apply_pg_column_names(statement: &mut Statement) {
+    if let Statement::Query(query) = statement {
+        name_query(query);
+    }
+}
+
+fn name_query(query: &mut Query) {
+    let mut body = query.body.as_mut();
+    // The first branch of a set operation names the columns.
+    while let SetExpr::SetOperation { left, .. } = body {
+        body = left.as_mut();
+    }
+    match body {
+        SetExpr::Select(select) => {
+            let names: Vec<Option<String>> = select
+                .projection
+                .iter()
+                .map(|item| match item {
+                    SelectItem::UnnamedExpr(expr) => Some(column_name(expr)),
+                    SelectItem::ExprWithAlias { alias, .. } => Some(normalize_ident(alias)),
+                    _ => None,
+                })
+                .collect();
+            let mut counts: HashMap<&str, usize> = HashMap::new();
+            for name in names.iter().flatten() {
+                *counts.entry(name.as_str()).or_default() += 1;
+            }
+            let has_wildcard = names.iter().any(Option::is_none);
+            let renames: Vec<Option<String>> = select
+                .projection
+                .iter()
+                .zip(&names)
+                .map(|(item, name)| match (item, name) {
+                    (SelectItem::UnnamedExpr(expr), Some(name))
+                        if !is_plain_column(expr)
+                            && counts.get(name.as_str()) == Some(&1)
+                            && !has_wildcard =>
+                    {
+                        Some(name.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (item, rename) in select.projection.iter_mut().zip(renames) {
+                if let (Some(name), SelectItem::UnnamedExpr(expr)) = (rename, &*item) {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: expr.clone(),
+                        alias: Ident::with_quote('"', name),
+                    };
+                }
+            }
+        }
+        SetExpr::Query(inner) => name_query(inner),
+        _ => {}
+    }
+}
+
+fn is_plain_column(expr: &Expr) -> bool {
+    matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+}
+
+/// PostgreSQL's name for an output expression (`FigureColname`).
+pub fn column_name(expr: &Expr) -> String {
+    figure(expr).unwrap_or_else(|| "?column?".to_string())
+}
+
+fn figure(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Identifier(ident) => Some(normalize_ident(ident)),
+        Expr::CompoundIdentifier(parts) => parts.last().map(normalize_ident),
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(normalize_ident),
+        Expr::Cast {
+            expr, data_type, ..
+        } => figure(expr).or_else(|| Some(type_name(data_type))),
+        Expr::Nested(inner) => figure(inner),
+        Expr::Case { .. } => Some("case".into()),
+        Expr::Exists { .. } => Some("exists".into()),
+        Expr::Array(_) => Some("array".into()),
+        Expr::Extract { .. } => Some("extract".into()),
+        Expr::Substring { .. } => Some("substring".into()),
+        Expr::Trim { .. } => Some("btrim".into()),
+        Expr::Position { .. } => Some("position".into()),
+        Expr::Overlay { .. } => Some("overlay".into()),
+        Expr::Ceil { .. } => Some("ceil".into()),
+        Expr::Floor { .. } => Some("floor".into()),
+        Expr::Subquery(query) => match query.body.as_ref() {
+            SetExpr::Select(select) => match select.projection.first() {
+                Some(SelectItem::UnnamedExpr(e)) => figure(e),
+                Some(SelectItem::ExprWithAlias { alias, .. }) => Some(normalize_ident(alias)),
+                _ => None,
+            },
+            _ => None,
+        },
+        Expr::TypedString(typed) => Some(type_name(&typed.data_type)),
+        Expr::Value(v) if matches!(v.value, Value::Boolean(_)) => Some("bool".into()),
+        _ => None,
+    }
+}
+
+/// The name PostgreSQL shows for a type in a column heading (`int4`, `float8`, `text`, ...).
+fn type_name(data_type: &DataType) -> String {
+    match data_type {
+        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) => "int4".into(),
+        DataType::BigInt(_) | DataType::Int8(_) => "int8".into(),
+        DataType::SmallInt(_) | DataType::Int2(_) => "int2".into(),
+        DataType::Real | DataType::Float4 => "float4".into(),
+        DataType::Double(_) | DataType::DoublePrecision | DataType::Float8 => "float8".into(),
+        DataType::Bool | DataType::Boolean => "bool".into(),
+        DataType::Varchar(_) | DataType::CharacterVarying(_) => "varchar".into(),
+        DataType::Char(_) | DataType::Character(_) => "bpchar".into(),
+        DataType::Numeric(_) | DataType::Decimal(_) => "numeric".into(),
+        DataType::Timestamp(_, datafusion::sql::sqlparser::ast::TimezoneInfo::WithTimeZone) => {
+            "timestamptz".into()
+        }
+        DataType::Timestamp(..) => "timestamp".into(),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::SqlParser;
+
+    fn named(sql: &str) -> String {
+        let mut statement = SqlParser::new().parse(sql).unwrap().remove(0);
+        apply_pg_column_names(&mut statement);
+        statement.to_string()
+    }
+
+    #[test]
+    fn expressions_get_postgres_names() {
+        assert_eq!(
+            named("SELECT count(*), sum(t.amount), 1, x::text, 2::float8 FROM t"),
+            "SELECT count(*) AS \"count\", sum(t.amount) AS \"sum\", 1 AS \"?column?\", \
+             x::TEXT AS \"x\", 2::FLOAT8 AS \"float8\" FROM t"
+        );
+        // plain columns and explicit aliases stay; duplicates keep DataFusion's names
+        assert_eq!(named("SELECT a, b AS c FROM t"), "SELECT a, b AS c FROM t");
+        assert_eq!(named("SELECT 1, 2"), "SELECT 1, 2");
+        assert_eq!(
+            named("SELECT *, count(*) FROM t"),
+            "SELECT *, count(*) FROM t"
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! The RocksDB store: one database per server for the catalog, every table row and counters.
+//!
+//! This layer knows bytes, not tables: it offers point reads, ordered prefix scans over a
+//! consistent snapshot, and atomic multi-key writes. It imports nothing of Augur.
+//!
+//! # Key space
+//!
+//! Every key starts with a one-byte tag naming its kind; the layers above own what follows:
+//!
+//! | tag   | what                              | rest of the key              |
+//! |-------|-----------------------------------|------------------------------|
+//! | `c`   | catalog entries                   | kind byte, object id (u32 BE) |
+//! | `m`   | counters and metadata             | a name                       |
+//! | `t`   | table rows                        | table id (u32 BE), row key   |
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteOptions};
+
+/// Errors of the storage layer. All of them are internal faults (SQLSTATE `XX000`).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// RocksDB reported an error.
+    #[error("storage error: {0}")]
+    RocksDb(#[from] rocksdb::Error),
+    /// Stored bytes could not be decoded.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// The storage layer's result type.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// A set of puts and deletes applied atomically by [`Store::write`].
+pub type WriteBatch = rocksdb::WriteBatch;
+
+/// Handle to the RocksDB database. Cheap to clone; safe to share between threads.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+    sync: bool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.db.path())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `path`.
+    ///
+    /// With `sync`, every [`Store::write`] waits until its WAL record is on disk (`fsync`), so an
+    /// acknowledged write survives a power loss; without it, it survives a process crash.
+    pub fn open(path: &Path, sync: bool) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Snappy);
+        opts.increase_parallelism(2);
+        let db = DB::open(&opts, path)?;
+        Ok(Self {
+            db: Arc::new(db),
+            sync,
+        })
+    }
+
+    /// Reads one key.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get(key)?)
+    }
+
+    /// Reads one key and passes its value to `f` without copying it.
+    pub fn get_with<T>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
+        Ok(self.db.get_pinned(key)?.map(|v| f(&v)))
+    }
+
+    /// Reads many keys at once; the result is in the order of `keys`.
+    pub fn multi_get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db
+            .multi_get(keys)
+            .into_iter()
+            .map(|r| r.map_err(StorageError::from))
+            .collect()
+    }
+
+    /// Visits every key starting with `prefix`, in key order, from one consistent snapshot.
+    /// `f` returns `false` to stop early.
+    pub fn scan_prefix<E>(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E>
+    where
+        E: From<StorageError>,
+    {
+        let mut read_opts = ReadOptions::default();
+        if let Some(upper) = prefix_upper_bound(prefix) {
+            read_opts.set_iterate_upper_bound(upper);
+        }
+        let snapshot = self.db.snapshot();
+        read_opts.set_snapshot(&snapshot);
+        let iter = self
+            .db
+            .iterator_opt(IteratorMode::From(prefix, Direction::Forward), read_opts);
+        for item in iter {
+            let (key, value) = item.map_err(StorageError::from)?;
+            if !f(&key, &value)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `batch` atomically.
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.sync);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// Deletes every key starting with `prefix`, atomically with `batch`.
+    pub fn delete_prefix_in(&self, batch: &mut WriteBatch, prefix: &[u8]) {
+        match prefix_upper_bound(prefix) {
+            Some(upper) => batch.delete_range(prefix, upper.as_slice()),
+            None => batch.delete_range(prefix, &[0xffu8; 16][..]),
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if there is one.
+fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last < 0xff {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_bound_carries() {
+        assert_eq!(prefix_upper_bound(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_upper_bound(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_upper_bound(&[0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn scan_sees_only_the_prefix_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut batch = WriteBatch::default();
+        for key in [&b"a1"[..], b"b2", b"b1", b"c1"] {
+            batch.put(key, key);
+        }
+        store.write(batch).unwrap();
+        let mut seen = Vec::new();
+        store
+            .scan_prefix::<StorageError>(b"b", |k, _| {
+                seen.push(k.to_vec());
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(seen, vec![b"b1".to_vec(), b"b2".to_vec()]);
+
+        let mut batch = WriteBatch::default();
+        store.delete_prefix_in(&mut batch, b"b");
+        store.write(batch).unwrap();
+        assert_eq!(store.get(b"b1").unwrap(), None);
+        assert_eq!(store.get(b"a1").unwrap(), Some(b"a1".to_vec()));
+    }
+}

@@ -1,0 +1,180 @@
+//! Durable tables: definitions, row encoding, the DataFusion scan and the writer.
+//!
+//! A row is stored under `t` + table id (u32, big-endian) + its primary key in Arrow's row
+//! format, so keys are memcomparable and a table is one contiguous key range. The value is the
+//! whole row (every column, hidden ones included) in Arrow's row format, so a point read or a
+//! scan decodes straight back into Arrow arrays. A table without a primary key gets a hidden
+//! `_augur_row_id BIGINT` column, numbered from a counter kept with the rows.
+//!
+//! Depends on `storage` only.
+
+mod codec;
+pub mod provider;
+pub mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::logical_expr::Expr;
+use serde::{Deserialize, Serialize};
+
+pub use codec::RowCodec;
+
+use crate::error::{Error, Result};
+
+/// Name of the hidden row-id column of tables without a primary key.
+pub const ROW_ID_COLUMN: &str = "_augur_row_id";
+
+/// The stored definition of one column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    /// Column name.
+    pub name: String,
+    /// The Arrow type, in Arrow's own text form (`Int64`, `Decimal128(10, 2)`, ...).
+    pub data_type: String,
+    /// False for `NOT NULL` and primary-key columns.
+    pub nullable: bool,
+    /// The `DEFAULT` expression as SQL text.
+    pub default: Option<String>,
+    /// True for the hidden row id, which `SELECT *` does not show.
+    #[serde(default)]
+    pub hidden: bool,
+}
+
+/// The stored definition of a table: what `CREATE TABLE` said, resolved to Arrow types.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDef {
+    /// Unique id; prefixes the table's keys.
+    pub id: u32,
+    /// The table's name, as written (unquoted names lower-cased).
+    pub name: String,
+    /// Columns in order; a hidden row id, if any, is last.
+    pub columns: Vec<ColumnDef>,
+    /// Positions in `columns` of the primary key (the hidden row id if none was declared).
+    pub primary_key: Vec<usize>,
+    /// The statement that created the table, for `pg_get_tabledef`-style display.
+    pub definition: String,
+}
+
+impl TableDef {
+    /// True when the primary key is the hidden row id.
+    pub fn has_row_id(&self) -> bool {
+        self.columns.last().is_some_and(|c| c.hidden)
+    }
+
+    /// The key range of this table's rows.
+    pub fn key_prefix(&self) -> [u8; 5] {
+        let mut prefix = [b't', 0, 0, 0, 0];
+        prefix[1..].copy_from_slice(&self.id.to_be_bytes());
+        prefix
+    }
+
+    /// Name of the primary-key constraint, as PostgreSQL names it.
+    pub fn pkey_name(&self) -> String {
+        format!("{}_pkey", self.name)
+    }
+}
+
+/// A table ready for use: its definition with everything derived from it.
+#[derive(Debug)]
+pub struct Table {
+    def: TableDef,
+    /// All columns, hidden ones included: the layout of stored rows.
+    full_schema: SchemaRef,
+    /// The columns users see.
+    visible_schema: SchemaRef,
+    codec: RowCodec,
+    /// Parsed DEFAULT expressions by column position.
+    defaults: Vec<Option<Expr>>,
+    /// The next hidden row id to hand out (tables without a primary key).
+    next_row_id: AtomicI64,
+}
+
+impl Table {
+    /// Builds a table from its definition; `parse_default` turns DEFAULT text into an expression.
+    pub fn new(
+        def: TableDef,
+        next_row_id: i64,
+        parse_default: impl Fn(&str) -> Result<Expr>,
+    ) -> Result<Self> {
+        let mut fields = Vec::with_capacity(def.columns.len());
+        for c in &def.columns {
+            let dt = DataType::from_str(&c.data_type).map_err(|e| {
+                Error::Internal(format!("stored type {} of {}: {e}", c.data_type, c.name))
+            })?;
+            fields.push(Field::new(&c.name, dt, c.nullable));
+        }
+        let full_schema = Arc::new(Schema::new(fields));
+        let visible: Vec<_> = full_schema
+            .fields()
+            .iter()
+            .zip(&def.columns)
+            .filter(|(_, c)| !c.hidden)
+            .map(|(f, _)| f.clone())
+            .collect();
+        let visible_schema = Arc::new(Schema::new(visible));
+        let codec = RowCodec::new(&full_schema, &def.primary_key)?;
+        let defaults = def
+            .columns
+            .iter()
+            .map(|c| c.default.as_deref().map(&parse_default).transpose())
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            def,
+            full_schema,
+            visible_schema,
+            codec,
+            defaults,
+            next_row_id: AtomicI64::new(next_row_id),
+        })
+    }
+
+    /// The stored definition.
+    pub fn def(&self) -> &TableDef {
+        &self.def
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    /// Schema of stored rows (hidden columns included).
+    pub fn full_schema(&self) -> &SchemaRef {
+        &self.full_schema
+    }
+
+    /// Schema users see.
+    pub fn visible_schema(&self) -> &SchemaRef {
+        &self.visible_schema
+    }
+
+    /// Key and value encoding of this table's rows.
+    pub fn codec(&self) -> &RowCodec {
+        &self.codec
+    }
+
+    /// The DEFAULT expression of the column at `index`, if it has one.
+    pub fn default_of(&self, index: usize) -> Option<&Expr> {
+        self.defaults.get(index).and_then(Option::as_ref)
+    }
+
+    /// Reserves `n` consecutive hidden row ids and returns the first.
+    pub fn reserve_row_ids(&self, n: usize) -> i64 {
+        self.next_row_id.fetch_add(n as i64, Ordering::SeqCst)
+    }
+
+    /// The next hidden row id that will be handed out.
+    pub fn next_row_id(&self) -> i64 {
+        self.next_row_id.load(Ordering::SeqCst)
+    }
+
+    /// Storage key of the row-id counter of the table with id `table_id`.
+    pub fn row_id_counter_key(table_id: u32) -> Vec<u8> {
+        let mut key = b"mrowid/".to_vec();
+        key.extend_from_slice(&table_id.to_be_bytes());
+        key
+    }
+}

@@ -1,0 +1,289 @@
+//! The DataFusion `TableProvider` over a stored table.
+//!
+//! A scan streams rows from one RocksDB snapshot, decoded in batches on a blocking thread. When
+//! the filters pin every primary-key column to a value (`WHERE id = 42`, or `$1` once bound), the
+//! scan is a single point read instead.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::{Constraint, Constraints, ScalarValue};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+
+use super::Table;
+use crate::error::Error;
+use crate::storage::Store;
+
+/// A stored table as DataFusion sees it.
+#[derive(Debug)]
+pub struct TableScan {
+    table: Arc<Table>,
+    store: Store,
+    /// Whether the hidden row id is part of the schema (only for Augur's own DML planning).
+    with_hidden: bool,
+    constraints: Constraints,
+}
+
+impl TableScan {
+    /// A provider for `table`; `with_hidden` exposes the hidden row id column.
+    pub fn new(table: Arc<Table>, store: Store, with_hidden: bool) -> Self {
+        let def = table.def();
+        let constraints = if def.has_row_id() && !with_hidden {
+            Constraints::default()
+        } else {
+            Constraints::new_unverified(vec![Constraint::PrimaryKey(def.primary_key.clone())])
+        };
+        Self {
+            table,
+            store,
+            with_hidden,
+            constraints,
+        }
+    }
+
+    fn out_schema(&self) -> &SchemaRef {
+        if self.with_hidden {
+            self.table.full_schema()
+        } else {
+            self.table.visible_schema()
+        }
+    }
+
+    /// The primary-key values the filters pin, in key order, if they pin every key column.
+    fn point_key(&self, filters: &[Expr]) -> Option<Vec<ScalarValue>> {
+        let def = self.table.def();
+        if def.has_row_id() && !self.with_hidden {
+            return None;
+        }
+        let schema = self.table.full_schema();
+        let mut key: Vec<Option<ScalarValue>> = vec![None; def.primary_key.len()];
+        for filter in filters {
+            if let Some((column, value)) = column_equals_literal(filter)
+                && let Some(pos) = def
+                    .primary_key
+                    .iter()
+                    .position(|&i| schema.field(i).name() == column)
+            {
+                key[pos] = Some(value.clone());
+            }
+        }
+        key.into_iter().collect()
+    }
+}
+
+/// `column = literal` or `literal = column`.
+fn column_equals_literal(expr: &Expr) -> Option<(&str, &ScalarValue)> {
+    let Expr::BinaryExpr(BinaryExpr {
+        left,
+        op: Operator::Eq,
+        right,
+    }) = expr
+    else {
+        return None;
+    };
+    match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => {
+            Some((c.name.as_str(), v))
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl TableProvider for TableScan {
+    fn schema(&self) -> SchemaRef {
+        self.out_schema().clone()
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.constraints)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        let index = self.table.full_schema().index_of(column).ok()?;
+        self.table.default_of(index)
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Key equalities are used for point reads; the filter stays above the scan as well.
+        Ok(filters
+            .iter()
+            .map(|f| match column_equals_literal(f) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let source = match self.point_key(filters) {
+            Some(key) => Source::Point(key),
+            None => Source::Range {
+                batch_size: state.config().batch_size(),
+            },
+        };
+        let partition = Arc::new(TablePartition {
+            table: self.table.clone(),
+            store: self.store.clone(),
+            schema: self.out_schema().clone(),
+            source,
+        });
+        let exec = StreamingTableExec::try_new(
+            self.out_schema().clone(),
+            vec![partition],
+            projection,
+            [],
+            false,
+            limit,
+        )?;
+        Ok(Arc::new(exec))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// One key, by value of each key column.
+    Point(Vec<ScalarValue>),
+    /// The whole table.
+    Range { batch_size: usize },
+}
+
+/// The rows one scan produces.
+#[derive(Debug)]
+struct TablePartition {
+    table: Arc<Table>,
+    store: Store,
+    schema: SchemaRef,
+    source: Source,
+}
+
+impl TablePartition {
+    /// Keeps the output columns of `full` (all stored columns) that the scan schema has.
+    fn shape(table: &Table, schema: &SchemaRef, full: RecordBatch) -> DfResult<RecordBatch> {
+        if schema.fields().len() == full.num_columns() {
+            return Ok(full);
+        }
+        let columns = full.columns()[..schema.fields().len()].to_vec();
+        debug_assert_eq!(table.visible_schema().fields().len(), columns.len());
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+
+    fn point_read(&self, key: &[ScalarValue]) -> crate::Result<Option<RecordBatch>> {
+        let Some(key_bytes) = super::writer::key_for_values(&self.table, key)? else {
+            return Ok(None);
+        };
+        let decoded = self
+            .store
+            .get_with(&key_bytes, |value| {
+                self.table.codec().decode_values([value])
+            })?
+            .transpose()?;
+        decoded
+            .map(|full| Self::shape(&self.table, &self.schema, full).map_err(Error::from))
+            .transpose()
+    }
+}
+
+impl PartitionStream for TablePartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let schema = self.schema.clone();
+        match &self.source {
+            Source::Point(key) => {
+                let result = self
+                    .point_read(key)
+                    .map_err(|e| DataFusionError::External(Box::new(e)));
+                let batches: Vec<DfResult<RecordBatch>> = match result {
+                    Ok(Some(batch)) => vec![Ok(batch)],
+                    Ok(None) => vec![],
+                    Err(e) => vec![Err(e)],
+                };
+                Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::iter(batches),
+                ))
+            }
+            Source::Range { batch_size } => {
+                let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
+                let table = self.table.clone();
+                let store = self.store.clone();
+                let out = self.schema.clone();
+                let batch_size = (*batch_size).max(1);
+                tokio::task::spawn_blocking(move || {
+                    let result = scan_table(&store, &table, &out, batch_size, &tx);
+                    if let Err(e) = result {
+                        let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
+                    }
+                });
+                let stream = futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|item| (item, rx))
+                });
+                Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+            }
+        }
+    }
+}
+
+/// Reads the whole table from one snapshot and sends it in batches of `batch_size` rows. Stops
+/// early when the receiver is gone (a LIMIT was satisfied, or the query was cancelled).
+fn scan_table(
+    store: &Store,
+    table: &Table,
+    out: &SchemaRef,
+    batch_size: usize,
+    tx: &tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
+) -> crate::Result<()> {
+    let mut data: Vec<u8> = Vec::new();
+    let mut ends: Vec<usize> = Vec::with_capacity(batch_size);
+    let flush = |data: &mut Vec<u8>, ends: &mut Vec<usize>| -> crate::Result<bool> {
+        let mut start = 0;
+        let values = ends.iter().map(|&end| {
+            let value = &data[start..end];
+            start = end;
+            value
+        });
+        let full = table.codec().decode_values(values)?;
+        let batch = TablePartition::shape(table, out, full)?;
+        data.clear();
+        ends.clear();
+        Ok(tx.blocking_send(Ok(batch)).is_ok())
+    };
+    let mut open = true;
+    store.scan_prefix::<Error>(&table.def().key_prefix(), |_, value| {
+        data.extend_from_slice(value);
+        ends.push(data.len());
+        if ends.len() >= batch_size {
+            open = flush(&mut data, &mut ends)?;
+        }
+        Ok(open)
+    })?;
+    if open && !ends.is_empty() {
+        flush(&mut data, &mut ends)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! Applies the changes one statement makes to one table, atomically and with the table's
+//! constraints checked: types, NOT NULL, and primary-key uniqueness.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::ScalarValue;
+
+use super::Table;
+use crate::error::{Error, Result};
+use crate::storage::{Store, WriteBatch};
+
+/// What an INSERT does with a row whose key is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Fail the statement with a unique violation (`23505`).
+    Fail,
+    /// Skip the row (`ON CONFLICT DO NOTHING`).
+    Skip,
+}
+
+/// The storage key of the row whose key columns have `values`, or `None` when no row can have
+/// it (a NULL, or a value that does not fit the column's type).
+pub fn key_for_values(table: &Table, values: &[ScalarValue]) -> Result<Option<Vec<u8>>> {
+    let def = table.def();
+    let schema = table.full_schema();
+    let mut columns = Vec::with_capacity(values.len());
+    for (value, &index) in values.iter().zip(&def.primary_key) {
+        let target = schema.field(index).data_type();
+        let Ok(value) = value.cast_to(target) else {
+            return Ok(None);
+        };
+        if value.is_null() {
+            return Ok(None);
+        }
+        columns.push(value.to_array_of_size(1)?);
+    }
+    let keys = table.codec().encode_keys(&columns)?;
+    Ok(Some(storage_key(table, keys.row(0).as_ref())))
+}
+
+fn storage_key(table: &Table, key: &[u8]) -> Vec<u8> {
+    let prefix = table.def().key_prefix();
+    let mut out = Vec::with_capacity(prefix.len() + key.len());
+    out.extend_from_slice(&prefix);
+    out.extend_from_slice(key);
+    out
+}
+
+impl Table {
+    /// Builds whole stored rows from `columns`, given in the order of the visible schema: casts
+    /// each to its column's type, checks NOT NULL, and numbers new rows when the table has a
+    /// hidden row id.
+    ///
+    /// `row_ids` keeps the hidden row ids of rows being updated; new rows get fresh ones.
+    pub fn conform(
+        &self,
+        columns: Vec<ArrayRef>,
+        row_ids: Option<ArrayRef>,
+    ) -> Result<RecordBatch> {
+        let visible = self.visible_schema();
+        if columns.len() != visible.fields().len() {
+            return Err(Error::Internal(format!(
+                "{} values for the {} columns of {}",
+                columns.len(),
+                visible.fields().len(),
+                self.name()
+            )));
+        }
+        let options = CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        let rows = columns.first().map_or(0, |c| c.len());
+        let mut out = Vec::with_capacity(self.full_schema().fields().len());
+        for (column, field) in columns.into_iter().zip(visible.fields()) {
+            let column = if column.data_type() == field.data_type() {
+                column
+            } else {
+                cast_with_options(&column, field.data_type(), &options)?
+            };
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(Error::NotNullViolation {
+                    table: self.name().to_string(),
+                    column: field.name().clone(),
+                });
+            }
+            out.push(column);
+        }
+        if self.def().has_row_id() {
+            out.push(match row_ids {
+                Some(ids) => ids,
+                None => {
+                    let first = self.reserve_row_ids(rows);
+                    Arc::new(Int64Array::from_iter_values(first..first + rows as i64))
+                }
+            });
+        }
+        Ok(RecordBatch::try_new(self.full_schema().clone(), out)?)
+    }
+
+    /// `Key (a, b)=(1, x)` for row `row` of `rows` (whole rows), as PostgreSQL words it.
+    fn describe_key(&self, rows: &RecordBatch, row: usize) -> String {
+        let def = self.def();
+        let names: Vec<&str> = def
+            .primary_key
+            .iter()
+            .map(|&i| def.columns[i].name.as_str())
+            .collect();
+        let options = FormatOptions::default().with_null("null");
+        let values: Vec<String> = def
+            .primary_key
+            .iter()
+            .map(|&i| {
+                ArrayFormatter::try_new(rows.column(i).as_ref(), &options)
+                    .map(|f| f.value(row).to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        format!("Key ({})=({})", names.join(", "), values.join(", "))
+    }
+}
+
+/// The changes of one statement to one table. Nothing is visible until [`TableChanges::commit`],
+/// which writes them in one atomic batch.
+pub struct TableChanges<'a> {
+    store: &'a Store,
+    table: &'a Table,
+    /// Keys deleted by this statement.
+    deleted: HashSet<Vec<u8>>,
+    /// Rows written by this statement, by key.
+    written: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl<'a> TableChanges<'a> {
+    /// No changes yet.
+    pub fn new(store: &'a Store, table: &'a Table) -> Self {
+        Self {
+            store,
+            table,
+            deleted: HashSet::new(),
+            written: HashMap::new(),
+        }
+    }
+
+    fn keys(&self, rows: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        let codec = self.table.codec();
+        let keys = codec.encode_keys(&codec.key_columns(rows))?;
+        Ok(keys
+            .iter()
+            .map(|k| storage_key(self.table, k.as_ref()))
+            .collect())
+    }
+
+    /// Deletes `rows` (whole stored rows, as read from the table).
+    pub fn delete(&mut self, rows: &RecordBatch) -> Result<()> {
+        for key in self.keys(rows)? {
+            self.written.remove(&key);
+            self.deleted.insert(key);
+        }
+        Ok(())
+    }
+
+    /// For each of `rows` (whole rows), whether its key is taken: by a stored row this statement
+    /// has not deleted, or by a row this statement wrote.
+    pub fn taken(&self, rows: &RecordBatch) -> Result<Vec<bool>> {
+        let keys = self.keys(rows)?;
+        let mut taken = vec![false; keys.len()];
+        let mut to_read = Vec::new();
+        let mut positions = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if self.written.contains_key(key) {
+                taken[i] = true;
+            } else if !self.deleted.contains(key) {
+                to_read.push(key.clone());
+                positions.push(i);
+            }
+        }
+        if !to_read.is_empty() && !self.table.def().has_row_id() {
+            for (found, i) in self.store.multi_get(&to_read)?.into_iter().zip(positions) {
+                taken[i] = found.is_some();
+            }
+        }
+        Ok(taken)
+    }
+
+    /// The stored values of the rows with the keys of `rows` (whole rows), as this statement
+    /// sees them: its own writes and deletes included.
+    pub fn existing(&self, rows: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys = self.keys(rows)?;
+        let mut out = vec![None; keys.len()];
+        let mut to_read = Vec::new();
+        let mut positions = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(value) = self.written.get(key) {
+                out[i] = Some(value.clone());
+            } else if !self.deleted.contains(key) {
+                to_read.push(key.clone());
+                positions.push(i);
+            }
+        }
+        if !to_read.is_empty() {
+            for (found, i) in self.store.multi_get(&to_read)?.into_iter().zip(positions) {
+                out[i] = found;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether this statement itself wrote a row with the key of each of `rows`.
+    pub fn written_here(&self, rows: &RecordBatch) -> Result<Vec<bool>> {
+        Ok(self
+            .keys(rows)?
+            .iter()
+            .map(|k| self.written.contains_key(k))
+            .collect())
+    }
+
+    /// Inserts `rows` (whole rows, from [`Table::conform`]); returns which of them were written
+    /// (all of them, unless `on_conflict` is [`OnConflict::Skip`]).
+    pub fn insert(&mut self, rows: &RecordBatch, on_conflict: OnConflict) -> Result<Vec<bool>> {
+        let taken = self.taken(rows)?;
+        let keys = self.keys(rows)?;
+        let values = self.table.codec().encode_values(rows)?;
+        let mut inserted = Vec::with_capacity(keys.len());
+        for (i, key) in keys.into_iter().enumerate() {
+            // A key may repeat within `rows` itself: check against what is written so far.
+            if taken[i] || self.written.contains_key(&key) {
+                match on_conflict {
+                    OnConflict::Fail => {
+                        return Err(Error::UniqueViolation {
+                            constraint: self.table.def().pkey_name(),
+                            detail: format!("{} already exists.", self.table.describe_key(rows, i)),
+                        });
+                    }
+                    OnConflict::Skip => {
+                        inserted.push(false);
+                        continue;
+                    }
+                }
+            }
+            self.written.insert(key, values.row(i).as_ref().to_vec());
+            inserted.push(true);
+        }
+        Ok(inserted)
+    }
+
+    /// Writes every change in one atomic batch.
+    pub fn commit(self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for key in &self.deleted {
+            if !self.written.contains_key(key) {
+                batch.delete(key);
+            }
+        }
+        for (key, value) in &self.written {
+            batch.put(key, value);
+        }
+        if self.table.def().has_row_id() {
+            batch.put(
+                Table::row_id_counter_key(self.table.def().id),
+                self.table.next_row_id().to_be_bytes(),
+            );
+        }
+        self.store.write(batch)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,116 @@
+"""Client compatibility: psycopg 3 (text, binary, prepared), SQLAlchemy inspect(), pandas.read_sql.
+
+Run by tests/clients.rs against a live server: `python test_clients.py HOST PORT`.
+Prints `N passed, N failed` and exits non-zero when anything failed.
+"""
+
+import datetime
+import decimal
+import sys
+import traceback
+
+import pandas as pd
+import psycopg
+import sqlalchemy as sa
+
+HOST, PORT = sys.argv[1], int(sys.argv[2])
+DSN = f"host={HOST} port={PORT} user=augur dbname=augur"
+URL = f"postgresql+psycopg://augur@{HOST}:{PORT}/augur"
+
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+@test
+def psycopg_text_binary_and_prepared():
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE py_users (user_id BIGINT PRIMARY KEY, name TEXT NOT NULL, "
+            "score DOUBLE PRECISION, balance NUMERIC(12, 2), born DATE, seen TIMESTAMP, vip BOOLEAN)"
+        )
+        rows = [
+            (i, f"user{i}", i / 4, decimal.Decimal(f"{i}.25"), datetime.date(2000, 1, 1 + i),
+             datetime.datetime(2026, 1, 1, 12, i), i % 2 == 0)
+            for i in range(1, 11)
+        ]
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO py_users VALUES (%s, %s, %s, %s, %s, %s, %s)", rows)
+        for binary in (False, True):
+            with conn.cursor(binary=binary) as cur:
+                cur.execute("SELECT * FROM py_users WHERE user_id = %s", (3,))
+                got = cur.fetchone()
+                assert got == rows[2], (binary, got, rows[2])
+                cur.execute("SELECT count(*), sum(score) FROM py_users")
+                assert cur.fetchone() == (10, sum(r[2] for r in rows))
+        # the same statement many times: psycopg prepares it server-side after a few runs
+        with conn.cursor() as cur:
+            for i in range(1, 11):
+                cur.execute("SELECT name FROM py_users WHERE user_id = %s", (i,), prepare=True)
+                assert cur.fetchone() == (f"user{i}",)
+        with conn.cursor() as cur:
+            try:
+                cur.execute("INSERT INTO py_users (user_id, name) VALUES (1, 'dup')")
+                raise AssertionError("duplicate key accepted")
+            except psycopg.errors.UniqueViolation:
+                pass
+
+
+@test
+def psycopg_transactions():
+    with psycopg.connect(DSN) as conn:  # not autocommit: psycopg sends BEGIN
+        conn.execute("CREATE TABLE py_tx (a INT PRIMARY KEY)")
+        conn.execute("INSERT INTO py_tx VALUES (1)")
+        conn.commit()
+        assert conn.execute("SELECT count(*) FROM py_tx").fetchone() == (1,)
+        conn.rollback()
+
+
+@test
+def sqlalchemy_inspect():
+    engine = sa.create_engine(URL)
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE TABLE sa_items (id BIGINT PRIMARY KEY, label TEXT NOT NULL, price DOUBLE PRECISION)"))
+        conn.commit()
+    insp = sa.inspect(engine)
+    assert "sa_items" in insp.get_table_names(), insp.get_table_names()
+    assert insp.has_table("sa_items")
+    assert not insp.has_table("sa_nothing")
+    columns = {c["name"]: c for c in insp.get_columns("sa_items")}
+    assert list(columns) == ["id", "label", "price"], list(columns)
+    assert columns["label"]["nullable"] is False
+    assert isinstance(columns["id"]["type"], sa.BigInteger), columns["id"]["type"]
+    pk = insp.get_pk_constraint("sa_items")
+    assert pk["constrained_columns"] == ["id"], pk
+
+
+@test
+def pandas_read_sql():
+    engine = sa.create_engine(URL)
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE TABLE pd_t (k TEXT PRIMARY KEY, v BIGINT)"))
+        conn.execute(sa.text("INSERT INTO pd_t VALUES ('a', 1), ('b', 2), ('c', 3)"))
+        conn.commit()
+    df = pd.read_sql("SELECT k, v FROM pd_t ORDER BY k", engine)
+    assert list(df["k"]) == ["a", "b", "c"]
+    assert int(df["v"].sum()) == 6
+    with psycopg.connect(DSN) as conn:
+        df2 = pd.read_sql_query("SELECT v FROM pd_t WHERE k = 'b'", conn)
+        assert df2.iloc[0, 0] == 2
+
+
+passed = failed = 0
+for fn in TESTS:
+    try:
+        fn()
+        passed += 1
+        print(f"test {fn.__name__} ... ok")
+    except Exception:  # noqa: BLE001 - report every failure
+        failed += 1
+        print(f"test {fn.__name__} ... FAILED")
+        traceback.print_exc()
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)

@@ -1,0 +1,91 @@
+//! psql against a live server: its catalog queries (`\d`, `\dt`, `\l`, ...) and `\copy`.
+
+mod common;
+
+use std::process::Command;
+
+use common::TestServer;
+
+fn psql(server: &TestServer, command: &str) -> String {
+    let output = Command::new("psql")
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(server.addr.ip().to_string())
+        .arg("-p")
+        .arg(server.addr.port().to_string())
+        .args(["-U", "augur", "-d", "augur", "-c", command])
+        .output()
+        .expect("psql must be installed (Debian package postgresql-client)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "psql -c {command:?} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+#[test]
+fn psql_describe_commands() {
+    let server = TestServer::start();
+    psql(
+        &server,
+        "CREATE TABLE users (user_id BIGINT PRIMARY KEY, country TEXT NOT NULL, score DOUBLE PRECISION)",
+    );
+    let dt = psql(&server, "\\dt");
+    assert!(dt.contains("users"), "{dt}");
+    let d = psql(&server, "\\d");
+    assert!(d.contains("users"), "{d}");
+    let d_users = psql(&server, "\\d users");
+    for expected in [
+        "user_id",
+        "bigint",
+        "country",
+        "text",
+        "not null",
+        "double precision",
+    ] {
+        assert!(
+            d_users.contains(expected),
+            "\\d users lacks {expected}:\n{d_users}"
+        );
+    }
+    for command in ["\\l", "\\dn", "\\dv", "\\dm"] {
+        psql(&server, command);
+    }
+    let l = psql(&server, "\\l");
+    assert!(l.contains("augur"), "{l}");
+    let dn = psql(&server, "\\dn");
+    assert!(dn.contains("public"), "{dn}");
+}
+
+#[test]
+fn psql_copy_round_trip() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    let output = dir.path().join("out.csv");
+    std::fs::write(&input, "id,label\n1,one\n2,\"two, too\"\n3,\n").unwrap();
+    psql(
+        &server,
+        "CREATE TABLE items (id INT PRIMARY KEY, label TEXT)",
+    );
+    let copied = psql(
+        &server,
+        &format!(
+            "\\copy items FROM '{}' WITH (FORMAT csv, HEADER)",
+            input.display()
+        ),
+    );
+    assert!(copied.contains("COPY 3"), "{copied}");
+    psql(
+        &server,
+        &format!(
+            "\\copy (SELECT id, label FROM items ORDER BY id) TO '{}' WITH (FORMAT csv)",
+            output.display()
+        ),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "1,one\n2,\"two, too\"\n3,\n"
+    );
+}

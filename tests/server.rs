@@ -1,0 +1,382 @@
+//! End-to-end tests against the built `augur` binary: the extended protocol, durability across
+//! restarts and `kill -9`, hostile bytes on the socket, and authentication.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::TestServer;
+
+#[tokio::test]
+async fn prepared_statements_run_many_times_with_parameters() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE features (user_id BIGINT PRIMARY KEY, name TEXT, score DOUBLE PRECISION, \
+             active BOOLEAN, seen TIMESTAMP)",
+        )
+        .await
+        .unwrap();
+
+    let insert = client
+        .prepare("INSERT INTO features VALUES ($1, $2, $3, $4, '2026-01-01 00:00:00')")
+        .await
+        .unwrap();
+    for i in 0..50i64 {
+        let n = client
+            .execute(
+                &insert,
+                &[&i, &format!("user{i}"), &(i as f64 / 2.0), &(i % 2 == 0)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    // one plan, many executions, binary results
+    let lookup = client
+        .prepare("SELECT name, score, active FROM features WHERE user_id = $1")
+        .await
+        .unwrap();
+    assert_eq!(lookup.params(), &[tokio_postgres::types::Type::INT8]);
+    for i in [0i64, 7, 49] {
+        let row = client.query_one(&lookup, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), format!("user{i}"));
+        assert_eq!(row.get::<_, f64>(1), i as f64 / 2.0);
+        assert_eq!(row.get::<_, bool>(2), i % 2 == 0);
+    }
+    assert!(
+        client
+            .query_opt(&lookup, &[&1000i64])
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let seen: chrono::NaiveDateTime = client
+        .query_one("SELECT seen FROM features WHERE user_id = $1", &[&3i64])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen.to_string(), "2026-01-01 00:00:00");
+
+    let updated = client
+        .execute(
+            "UPDATE features SET score = score + $1 WHERE user_id < $2",
+            &[&100.0f64, &10i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 10);
+    let total: f64 = client
+        .query_one("SELECT sum(score) FROM features WHERE user_id < 10", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 1000.0 + (0..10).map(|i| i as f64 / 2.0).sum::<f64>());
+
+    let deleted = client
+        .execute("DELETE FROM features WHERE user_id >= $1", &[&40i64])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 10);
+
+    // errors keep their SQLSTATE through the extended protocol
+    let err = client.prepare("SELECT * FROM nowhere").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42P01");
+    let err = client
+        .execute(&insert, &[&1i64, &"dup", &1.0f64, &true])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "23505");
+    // and the connection is still usable
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM features", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 40);
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_restart_and_kill_9() {
+    let mut server = TestServer::start();
+    {
+        let client = server.connect().await;
+        client
+            .batch_execute(
+                "CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT); CREATE TABLE log (line TEXT); \
+                 INSERT INTO t VALUES (1, 'one'), (2, 'two'); INSERT INTO log VALUES ('a'), ('b');",
+            )
+            .await
+            .unwrap();
+    }
+    assert!(server.terminate(), "SIGTERM must exit cleanly");
+    server.start_again();
+    {
+        let client = server.connect().await;
+        let rows = client
+            .query("SELECT id, v FROM t ORDER BY id", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].get::<_, String>(1), "two");
+        client
+            .batch_execute(
+                "INSERT INTO t VALUES (3, 'three'); UPDATE t SET v = 'uno' WHERE id = 1; \
+                              INSERT INTO log VALUES ('c')",
+            )
+            .await
+            .unwrap();
+    }
+    server.kill();
+    server.start_again();
+    let client = server.connect().await;
+    let rows = client
+        .query("SELECT id, v FROM t ORDER BY id", &[])
+        .await
+        .unwrap();
+    let got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        vec![(1, "uno".into()), (2, "two".into()), (3, "three".into())]
+    );
+    // hidden row ids continue after a restart: no row is overwritten
+    client
+        .batch_execute("INSERT INTO log VALUES ('d')")
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4);
+}
+
+#[tokio::test]
+async fn garbage_on_the_socket_does_not_hurt_other_clients() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE ok (a INT)")
+        .await
+        .unwrap();
+
+    let payloads: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0xff; 64],
+        vec![0, 0, 0, 8, 0xde, 0xad, 0xbe, 0xef],
+        // a startup message claiming an enormous length
+        vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0],
+        // a valid startup, then a query message with a bogus length
+        {
+            let mut v = startup_message();
+            v.extend_from_slice(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b'x']);
+            v
+        },
+        {
+            let mut v = startup_message();
+            v.extend_from_slice(&[b'Z', 0, 0, 0, 4]);
+            v.extend_from_slice(&[b'P', 0, 0, 0, 3]);
+            v
+        },
+    ];
+    for payload in payloads {
+        let mut socket = TcpStream::connect(server.addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let _ = socket.write_all(&payload);
+        let mut buf = [0u8; 4096];
+        // an error message or a close; either way the read returns
+        let _ = socket.read(&mut buf);
+    }
+    client
+        .batch_execute("INSERT INTO ok VALUES (1)")
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM ok", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+fn startup_message() -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608u32.to_be_bytes());
+    for s in ["user", "augur", "database", "augur"] {
+        body.extend_from_slice(s.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    msg
+}
+
+#[tokio::test]
+async fn huge_statements_and_wrong_parameter_counts_get_errors() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    let huge = format!("SELECT '{}'", "x".repeat(17 * 1024 * 1024));
+    let err = client.simple_query(&huge).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "54000");
+
+    let stmt = client.prepare("SELECT $1::BIGINT + 1").await.unwrap();
+    assert_eq!(stmt.params().len(), 1);
+    let err = client.query(&stmt, &[]).await.unwrap_err();
+    assert!(
+        err.to_string().contains("parameters") || err.code().is_some(),
+        "{err}"
+    );
+    let v: i64 = client.query_one(&stmt, &[&41i64]).await.unwrap().get(0);
+    assert_eq!(v, 42);
+}
+
+#[tokio::test]
+async fn a_password_turns_on_scram() {
+    let server = TestServer::start_with(&["--password", "s3cret"]);
+    let base = format!(
+        "host={} port={} user=alice dbname=augur",
+        server.addr.ip(),
+        server.addr.port()
+    );
+
+    let err = tokio_postgres::connect(&format!("{base} password=wrong"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a wrong password must be refused");
+    assert_eq!(err.code().map(|c| c.code()), Some("28P01"), "{err}");
+
+    let err = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("no password");
+    assert!(err.to_string().contains("password"), "{err}");
+
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{base} password=s3cret"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let one: i64 = client
+        .query_one("SELECT 1::BIGINT", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test]
+async fn copy_from_stdin_and_to_stdout() {
+    use futures::{SinkExt, StreamExt};
+
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE c (id BIGINT PRIMARY KEY, name TEXT, score DOUBLE PRECISION DEFAULT 0.5)",
+        )
+        .await
+        .unwrap();
+
+    // text format, a column list, DEFAULT for the missing column, data split across messages
+    let sink = client
+        .copy_in("COPY c (id, name) FROM STDIN")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\tone\n2\t\\N\n3\ttab\\there"))
+        .await
+        .unwrap();
+    sink.send(bytes::Bytes::from_static(b"\n")).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 3);
+
+    // CSV with a header and quoted fields
+    let sink = client
+        .copy_in("COPY c FROM STDIN WITH (FORMAT csv, HEADER true)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(
+        b"id,name,score\n4,\"a, b\",1.5\n5,\"\",\n",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+
+    let rows = client
+        .query("SELECT id, name, score FROM c ORDER BY id", &[])
+        .await
+        .unwrap();
+    let got: Vec<(i64, Option<String>, Option<f64>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, Some("one".into()), Some(0.5)),
+            (2, None, Some(0.5)),
+            (3, Some("tab\there".into()), Some(0.5)),
+            (4, Some("a, b".into()), Some(1.5)),
+            (5, Some("".into()), None),
+        ]
+    );
+
+    // a bad row fails the whole COPY with the type error; nothing is written
+    let sink = client
+        .copy_in("COPY c (id, name) FROM STDIN")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"6\tok\nseven\tbad\n"))
+        .await
+        .unwrap();
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22P02", "{err}");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM c", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 5);
+
+    // duplicate keys fail the COPY
+    let sink = client.copy_in("COPY c (id) FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\n")).await.unwrap();
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "23505", "{err}");
+
+    let out = client
+        .copy_out("COPY (SELECT id, name FROM c WHERE id <= 3 ORDER BY id) TO STDOUT")
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = out.map(|c| c.unwrap()).collect().await;
+    let text: String = chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    assert_eq!(text, "1\tone\n2\t\\N\n3\ttab\\there\n");
+
+    let out = client
+        .copy_out("COPY c (id, name) TO STDOUT WITH (FORMAT csv, HEADER)")
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = out.map(|c| c.unwrap()).collect().await;
+    let text: String = chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "id,name");
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(text.contains("4,\"a, b\""), "{text}");
+}
