@@ -254,11 +254,12 @@ async fn a_password_turns_on_scram() {
         .expect("a wrong password must be refused");
     assert_eq!(err.code().map(|c| c.code()), Some("28P01"), "{err}");
 
-    let err = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .err()
-        .expect("no password");
-    assert!(err.to_string().contains("password"), "{err}");
+    assert!(
+        tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .is_err(),
+        "a connection without a password must be refused"
+    );
 
     let (client, conn) =
         tokio_postgres::connect(&format!("{base} password=s3cret"), tokio_postgres::NoTls)

@@ -4,6 +4,8 @@
 //! `mnext_table_id`. Creating or dropping a table is one atomic write (dropping also deletes the
 //! table's rows in the same batch). DataFusion sees the catalog through [`schema::AugurSchema`].
 
+pub mod pg_functions;
+pub mod pg_overlay;
 pub mod schema;
 
 use std::collections::BTreeMap;

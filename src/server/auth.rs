@@ -58,14 +58,22 @@ impl ServerParameterProvider for Parameters {
 pub struct Users {
     /// `None`: any user name with this password.
     passwords: HashMap<Option<String>, String>,
+    /// Salt and salted password per user, computed once: SCRAM asks for them more than once per
+    /// login, and they must agree.
+    salted: Arc<std::sync::Mutex<HashMap<String, Password>>>,
 }
 
 impl Users {
+    fn new(passwords: HashMap<Option<String>, String>) -> Self {
+        Self {
+            passwords,
+            salted: Arc::default(),
+        }
+    }
+
     /// Every user name, one password.
     pub fn any_user(password: String) -> Self {
-        Self {
-            passwords: HashMap::from([(None, password)]),
-        }
+        Self::new(HashMap::from([(None, password)]))
     }
 
     /// `user:password` lines; blank lines and lines starting with `#` are skipped.
@@ -88,7 +96,7 @@ impl Users {
             })?;
             passwords.insert(Some(user.to_string()), password.to_string());
         }
-        Ok(Self { passwords })
+        Ok(Self::new(passwords))
     }
 
     fn password_of(&self, user: &str) -> Option<&String> {
@@ -105,24 +113,23 @@ impl AuthSource for Users {
         let password = self
             .password_of(user)
             .ok_or_else(|| PgWireError::InvalidPassword(user.to_string()))?;
-        // A fresh salt per attempt: the client derives the key from it, so none is stored.
-        let salt: [u8; 16] = rand_salt();
-        let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
-        Ok(Password::new(Some(salt.to_vec()), salted))
+        let mut salted = self.salted.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = salted.entry(user.to_string()).or_insert_with(|| {
+            let salt = random_salt();
+            let key = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
+            Password::new(Some(salt.to_vec()), key)
+        });
+        Ok(entry.clone())
     }
 }
 
-fn rand_salt() -> [u8; 16] {
+/// 16 bytes from the operating system's randomness (through the hasher keys std seeds from it).
+fn random_salt() -> [u8; 16] {
     use std::hash::{BuildHasher, Hasher};
     let mut out = [0u8; 16];
     for chunk in out.chunks_mut(8) {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default(),
-        );
+        hasher.write_u64(0);
         chunk.copy_from_slice(&hasher.finish().to_le_bytes()[..chunk.len()]);
     }
     out
@@ -161,34 +168,55 @@ impl NoopStartupHandler for Trust {
     }
 }
 
-/// How connections authenticate.
+/// How connections authenticate. pgwire's SASL handler keeps the state of one login, so every
+/// connection gets its own (see [`Startup::for_connection`]).
 pub enum Startup {
+    /// No password configured.
+    Trust(Arc<ConnectionManager>),
+    /// SCRAM-SHA-256 with these users' passwords.
+    Scram(Arc<Users>, Arc<ConnectionManager>),
+}
+
+impl Startup {
+    /// Trust every connection.
+    pub fn trust(connections: Arc<ConnectionManager>) -> Self {
+        Startup::Trust(connections)
+    }
+
+    /// Require SCRAM-SHA-256 with `users`' passwords.
+    pub fn scram(users: Users, connections: Arc<ConnectionManager>) -> Self {
+        Startup::Scram(Arc::new(users), connections)
+    }
+
+    /// The startup handler of one new connection.
+    pub fn for_connection(&self) -> ConnectionStartup {
+        match self {
+            Startup::Trust(connections) => ConnectionStartup::Trust(Trust {
+                connections: connections.clone(),
+            }),
+            Startup::Scram(users, connections) => {
+                let mut scram = ScramAuth::new(users.clone());
+                scram.set_iterations(SCRAM_ITERATIONS);
+                ConnectionStartup::Scram(
+                    SASLAuthStartupHandler::new(Arc::new(Parameters))
+                        .with_scram(scram)
+                        .with_connection_manager(connections.clone()),
+                )
+            }
+        }
+    }
+}
+
+/// The startup handler of one connection.
+pub enum ConnectionStartup {
     /// No password configured.
     Trust(Trust),
     /// SCRAM-SHA-256.
     Scram(SASLAuthStartupHandler<Parameters>),
 }
 
-impl Startup {
-    /// Trust every connection.
-    pub fn trust(connections: Arc<ConnectionManager>) -> Self {
-        Startup::Trust(Trust { connections })
-    }
-
-    /// Require SCRAM-SHA-256 with `users`' passwords.
-    pub fn scram(users: Users, connections: Arc<ConnectionManager>) -> Self {
-        let mut scram = ScramAuth::new(Arc::new(users));
-        scram.set_iterations(SCRAM_ITERATIONS);
-        Startup::Scram(
-            SASLAuthStartupHandler::new(Arc::new(Parameters))
-                .with_scram(scram)
-                .with_connection_manager(connections),
-        )
-    }
-}
-
 #[async_trait]
-impl StartupHandler for Startup {
+impl StartupHandler for ConnectionStartup {
     async fn on_startup<C>(
         &self,
         client: &mut C,
@@ -200,8 +228,8 @@ impl StartupHandler for Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         match self {
-            Startup::Trust(trust) => trust.on_startup(client, message).await,
-            Startup::Scram(scram) => scram.on_startup(client, message).await,
+            ConnectionStartup::Trust(trust) => trust.on_startup(client, message).await,
+            ConnectionStartup::Scram(scram) => scram.on_startup(client, message).await,
         }
     }
 }

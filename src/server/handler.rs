@@ -67,7 +67,8 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        self.startup.clone()
+        // Called once per connection.
+        Arc::new(self.startup.for_connection())
     }
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
@@ -159,11 +160,11 @@ fn into_response(
             stream,
             format,
         } => {
-            let fields = Arc::new(arrow_schema_to_pg_fields(
+            let fields = Arc::new(client_fields(arrow_schema_to_pg_fields(
                 &schema,
                 &Format::UnifiedText,
                 Some(options),
-            )?);
+            )?));
             Response::CopyOut(copy_out(schema, fields, stream, format))
         }
         Output::Rows {
@@ -171,11 +172,11 @@ fn into_response(
             stream,
             tag,
         } => {
-            let fields = Arc::new(arrow_schema_to_pg_fields(
+            let fields = Arc::new(client_fields(arrow_schema_to_pg_fields(
                 &schema,
                 format,
                 Some(options.clone()),
-            )?);
+            )?));
             let encode_fields = fields.clone();
             let rows = stream
                 .map(move |batch| {
@@ -361,9 +362,11 @@ impl QueryParser for Parser {
         format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         match stmt.schema() {
-            Some(schema) => {
-                arrow_schema_to_pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None)
-            }
+            Some(schema) => Ok(client_fields(arrow_schema_to_pg_fields(
+                schema,
+                format.unwrap_or(&Format::UnifiedText),
+                None,
+            )?)),
             None => Ok(vec![]),
         }
     }
@@ -530,4 +533,25 @@ impl CopyHandler for Queries {
             format!("COPY from stdin failed: {}", fail.message),
         ))
     }
+}
+
+/// Field descriptions with the names clients see (see [`crate::sql::names::client_name`]).
+fn client_fields(fields: Vec<FieldInfo>) -> Vec<FieldInfo> {
+    fields
+        .into_iter()
+        .map(|f| {
+            let name = crate::sql::names::client_name(f.name());
+            if name.len() == f.name().len() {
+                f
+            } else {
+                FieldInfo::new(
+                    name.to_string(),
+                    f.table_id(),
+                    f.column_id(),
+                    f.datatype().clone(),
+                    f.format(),
+                )
+            }
+        })
+        .collect()
 }

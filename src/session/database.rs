@@ -53,6 +53,19 @@ impl Database {
         let ctx = new_context(AugurSchema::new(catalog.clone()))?;
         datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
             .map_err(|e| Error::from(*e))?;
+        crate::catalog::pg_functions::register(&ctx);
+        let augur = ctx
+            .catalog(CATALOG_NAME)
+            .ok_or_else(|| Error::Internal("catalog augur missing".into()))?;
+        if let Some(pg_catalog) = augur.schema("pg_catalog") {
+            augur.register_schema(
+                "pg_catalog",
+                Arc::new(crate::catalog::pg_overlay::PgCatalogOverlay::new(
+                    pg_catalog,
+                    catalog.clone(),
+                )),
+            )?;
+        }
         let dml_ctx = new_context(AugurSchema::with_hidden(catalog.clone()))?;
         Ok(Arc::new(Self {
             store,

@@ -8,6 +8,7 @@
 pub mod copy;
 mod database;
 mod dml;
+mod lookup;
 pub mod vars;
 
 use std::collections::HashMap;
@@ -103,6 +104,8 @@ struct PreparedInner {
 enum Plan {
     /// A query DataFusion runs.
     Query(LogicalPlan),
+    /// A query that reads one row by primary key, run without DataFusion.
+    Lookup(lookup::PointLookup),
     /// INSERT / UPDATE / DELETE.
     Write(dml::WritePlan),
     /// Everything else, executed from the statement itself.
@@ -166,6 +169,14 @@ impl<'a> Session<'a> {
     pub async fn execute(&mut self, prepared: &Prepared, params: ParamValues) -> Result<Output> {
         self.check_transaction_state(prepared.statement())?;
         match &prepared.0.plan {
+            Plan::Lookup(lookup) => {
+                let batch = lookup.execute(&params)?;
+                Ok(rows_output(
+                    lookup.schema().clone(),
+                    vec![batch],
+                    "SELECT".into(),
+                ))
+            }
             Plan::Query(plan) => {
                 let plan = if prepared.0.param_types.is_empty() {
                     plan.clone()
@@ -330,20 +341,52 @@ impl<'a> Session<'a> {
                     if failed { "ROLLBACK" } else { "COMMIT" }.into(),
                 ))
             }
+            Statement::Savepoint { .. } => {
+                self.require_transaction("SAVEPOINT")?;
+                Ok(Output::Command("SAVEPOINT".into()))
+            }
+            Statement::ReleaseSavepoint { .. } => {
+                self.require_transaction("RELEASE SAVEPOINT")?;
+                Ok(Output::Command("RELEASE".into()))
+            }
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            } => {
+                self.require_transaction("ROLLBACK TO SAVEPOINT")?;
+                self.warn_if_wrote();
+                // As in PostgreSQL, the block is usable again after rolling back to a savepoint.
+                self.vars.remove("augur.txn_failed");
+                Ok(Output::Command("ROLLBACK".into()))
+            }
             Statement::Rollback { .. } => {
-                if self.vars.contains_key(TXN_WROTE) {
-                    self.notices.push(Notice::Message(
-                        "WARNING",
-                        "01000",
-                        "writes in this transaction block were already committed: each \
-                         statement commits when it completes, so ROLLBACK cannot undo them"
-                            .into(),
-                    ));
-                }
+                self.warn_if_wrote();
                 self.end_transaction();
                 Ok(Output::TransactionEnd("ROLLBACK".into()))
             }
             other => Err(Error::NotSupported(statement_kind(other))),
+        }
+    }
+
+    fn require_transaction(&self, what: &str) -> Result<()> {
+        if in_transaction(self.vars) {
+            Ok(())
+        } else {
+            Err(Error::coded(
+                "25P01",
+                format!("{what} can only be used in transaction blocks"),
+            ))
+        }
+    }
+
+    fn warn_if_wrote(&mut self) {
+        if self.vars.contains_key(TXN_WROTE) {
+            self.notices.push(Notice::Message(
+                "WARNING",
+                "01000",
+                "writes in this transaction block were already committed: each \
+                         statement commits when it completes, so ROLLBACK cannot undo them"
+                    .into(),
+            ));
         }
     }
 
@@ -401,13 +444,19 @@ impl<'a> Session<'a> {
                     .pop()
                     .ok_or_else(|| Error::Syntax("syntax error: empty COPY query".into()))?;
                 let prepared = prepare(self.db, statement).await?;
-                let Plan::Query(plan) = &prepared.0.plan else {
-                    return Err(Error::NotSupported(
-                        "COPY of a statement that returns no rows".into(),
-                    ));
+                let rows = match &prepared.0.plan {
+                    Plan::Query(plan) => run_query(self.db, plan.clone()).await?,
+                    Plan::Lookup(lookup) => {
+                        let batch = lookup.execute(&ParamValues::List(vec![]))?;
+                        rows_output(lookup.schema().clone(), vec![batch], "SELECT".into())
+                    }
+                    _ => {
+                        return Err(Error::NotSupported(
+                            "COPY of a statement that returns no rows".into(),
+                        ));
+                    }
                 };
-                let Output::Rows { schema, stream, .. } = run_query(self.db, plan.clone()).await?
-                else {
+                let Output::Rows { schema, stream, .. } = rows else {
                     return Err(Error::Internal("a query returned no rows".into()));
                 };
                 Ok(Output::CopyOut {
@@ -440,7 +489,7 @@ impl<'a> Session<'a> {
 
 /// Prepares one parsed statement: classifies it and plans what can be planned ahead.
 pub async fn prepare(db: &Database, statement: Statement) -> Result<Prepared> {
-    let (plan, schema) = match &statement {
+    let (plan, schema, param_types) = match &statement {
         Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } => {
             let plan = db
                 .ctx()
@@ -448,12 +497,18 @@ pub async fn prepare(db: &Database, statement: Statement) -> Result<Prepared> {
                 .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
                 .await?;
             let schema = Arc::new(plan.schema().as_arrow().clone());
-            (Plan::Query(plan), Some(schema))
+            let types = param_types(&plan)?;
+            let plan = match lookup::PointLookup::from_plan(&plan) {
+                Some(lookup) => Plan::Lookup(lookup),
+                None => Plan::Query(plan),
+            };
+            (plan, Some(schema), types)
         }
         Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
             let write = dml::WritePlan::new(db, &statement).await?;
             let schema = write.returning_schema();
-            (Plan::Write(write), schema)
+            let types = write.param_types()?;
+            (Plan::Write(write), schema, types)
         }
         Statement::ShowVariable { variable } => {
             let name = if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("all") {
@@ -461,17 +516,12 @@ pub async fn prepare(db: &Database, statement: Statement) -> Result<Prepared> {
             } else {
                 Some(show_name(variable))
             };
-            (Plan::Utility, Some(show_schema(name.as_deref())))
+            (Plan::Utility, Some(show_schema(name.as_deref())), vec![])
         }
         other => {
             check_utility(other)?;
-            (Plan::Utility, None)
+            (Plan::Utility, None, vec![])
         }
-    };
-    let param_types = match &plan {
-        Plan::Query(plan) => param_types(plan)?,
-        Plan::Write(write) => write.param_types()?,
-        Plan::Utility => Vec::new(),
     };
     Ok(Prepared(Arc::new(PreparedInner {
         statement,
@@ -498,7 +548,9 @@ fn check_utility(statement: &Statement) -> Result<()> {
         | Statement::Set(_)
         | Statement::StartTransaction { .. }
         | Statement::Commit { .. }
-        | Statement::Rollback { .. } => Ok(()),
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. } => Ok(()),
         other => Err(Error::NotSupported(statement_kind(other))),
     }
 }
@@ -613,9 +665,33 @@ pub(crate) fn rows_output(schema: SchemaRef, batches: Vec<RecordBatch>, tag: Str
     }
 }
 
-/// Parameter types of a plan, by position (`$1` first).
+/// Parameter types of a plan, by position (`$1` first). A parameter DataFusion leaves untyped
+/// takes the type it is cast to (`$1::BIGINT`), as in PostgreSQL.
 fn param_types(plan: &LogicalPlan) -> Result<Vec<DataType>> {
-    let types = plan.get_parameter_types()?;
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr};
+
+    let mut types = plan.get_parameter_types()?;
+    let mut casts: HashMap<String, DataType> = HashMap::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) = e
+                    && let Expr::Placeholder(p) = expr.as_ref()
+                {
+                    casts
+                        .entry(p.id.clone())
+                        .or_insert_with(|| field.data_type().clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    for (id, ty) in types.iter_mut() {
+        if ty.is_none() {
+            *ty = casts.get(id).cloned();
+        }
+    }
     let mut out: Vec<DataType> = Vec::new();
     for (name, ty) in types {
         let index: usize = name

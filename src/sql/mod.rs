@@ -6,10 +6,14 @@
 
 pub mod ddl;
 pub mod names;
+pub mod rewrite;
 pub mod types;
 
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
 
 use crate::catalog::schema::{CATALOG_NAME, SCHEMA_NAME};
 use crate::error::{Error, Result};
@@ -18,19 +22,45 @@ use crate::error::{Error, Result};
 pub const MAX_STATEMENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Parses SQL text into statements.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SqlParser {
-    inner: PostgresCompatibilityParser,
+    /// For catalog reads.
+    compat: PostgresCompatibilityParser,
+    /// The compatibility rewrites that keep a statement's meaning, applied to every statement:
+    /// `x = ANY(array)`, `'{1,2}'` array literals, `pg_catalog.`-qualified function names,
+    /// `current_user`, `COLLATE`.
+    exact_rules: Vec<Box<dyn SqlStatementRewriteRule>>,
+}
+
+impl Default for SqlParser {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl SqlParser {
     /// A parser with PostgreSQL compatibility rewrites.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            compat: PostgresCompatibilityParser::new(),
+            exact_rules: vec![
+                Box::new(rules::RewriteArrayAnyAllOperation),
+                Box::new(rules::FixArrayLiteral),
+                Box::new(rules::StripCallableQualifier),
+                Box::new(rules::CurrentUserVariableToSessionUserFunctionCall),
+                Box::new(rules::StripCollate),
+            ],
+        }
     }
 
     /// Parses `sql`, which may hold several statements separated by `;`. Empty and comment-only
     /// text gives no statements.
+    ///
+    /// Users' statements are parsed as they are. Text that reads PostgreSQL's catalogs — what
+    /// psql, drivers and BI tools send to introspect — goes through `datafusion-pg-catalog`'s
+    /// compatibility parser, whose rewrites trade exactness for plans DataFusion can run (a
+    /// correlated subquery it cannot plan becomes NULL, for one); they are never applied to
+    /// users' own queries.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
         if sql.len() > MAX_STATEMENT_BYTES {
             return Err(Error::coded(
@@ -41,7 +71,31 @@ impl SqlParser {
                 ),
             ));
         }
-        let mut statements = self.inner.parse(sql)?;
+        let plain = Parser::parse_sql(&PostgreSqlDialect {}, sql);
+        let mut statements = match plain {
+            Ok(statements) if !statements.iter().any(rewrite::reads_catalog) => statements
+                .into_iter()
+                .map(|statement| {
+                    let mut statement = self
+                        .exact_rules
+                        .iter()
+                        .fold(statement, |s, rule| rule.rewrite(s));
+                    rewrite::aggregate_scalar_subqueries(&mut statement);
+                    statement
+                })
+                .collect(),
+            // Catalog reads, and what plain sqlparser refuses (`ABORT`, for one).
+            _ => {
+                let mut statements = self.compat.parse(sql)?;
+                for statement in statements.iter_mut() {
+                    rewrite::null_unnest_subqueries(statement);
+                    rewrite::null_subqueries_in_case(statement);
+                    rewrite::rewrite_generate_subscripts(statement);
+                    rewrite::aggregate_scalar_subqueries(statement);
+                }
+                statements
+            }
+        };
         statements.iter_mut().for_each(names::apply_pg_column_names);
         Ok(statements)
     }

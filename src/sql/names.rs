@@ -14,6 +14,16 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::normalize_ident;
 
+/// Marks an internal suffix that makes a duplicated output name unique for DataFusion; the
+/// server shows clients the name before it ([`client_name`]).
+pub const DUPLICATE_MARK: char = '\u{1}';
+
+/// The name a client sees for an output column: PostgreSQL allows duplicate names, DataFusion
+/// does not, so duplicates carry a suffix after [`DUPLICATE_MARK`].
+pub fn client_name(name: &str) -> &str {
+    name.split(DUPLICATE_MARK).next().unwrap_or(name)
+}
+
 /// Aliases unaliased output expressions of a query statement with PostgreSQL's column names.
 pub fn apply_pg_column_names(statement: &mut Statement) {
     if let Statement::Query(query) = statement {
@@ -22,53 +32,61 @@ pub fn apply_pg_column_names(statement: &mut Statement) {
 }
 
 fn name_query(query: &mut Query) {
-    let mut body = query.body.as_mut();
-    // The first branch of a set operation names the columns.
-    while let SetExpr::SetOperation { left, .. } = body {
-        body = left.as_mut();
-    }
+    name_set_expr(query.body.as_mut());
+}
+
+fn name_set_expr(body: &mut SetExpr) {
     match body {
-        SetExpr::Select(select) => {
-            let names: Vec<Option<String>> = select
-                .projection
-                .iter()
-                .map(|item| match item {
-                    SelectItem::UnnamedExpr(expr) => Some(column_name(expr)),
-                    SelectItem::ExprWithAlias { alias, .. } => Some(normalize_ident(alias)),
-                    _ => None,
-                })
-                .collect();
-            let mut counts: HashMap<&str, usize> = HashMap::new();
-            for name in names.iter().flatten() {
-                *counts.entry(name.as_str()).or_default() += 1;
-            }
-            let has_wildcard = names.iter().any(Option::is_none);
-            let renames: Vec<Option<String>> = select
-                .projection
-                .iter()
-                .zip(&names)
-                .map(|(item, name)| match (item, name) {
-                    (SelectItem::UnnamedExpr(expr), Some(name))
-                        if !is_plain_column(expr)
-                            && counts.get(name.as_str()) == Some(&1)
-                            && !has_wildcard =>
-                    {
-                        Some(name.clone())
-                    }
-                    _ => None,
-                })
-                .collect();
-            for (item, rename) in select.projection.iter_mut().zip(renames) {
-                if let (Some(name), SelectItem::UnnamedExpr(expr)) = (rename, &*item) {
-                    *item = SelectItem::ExprWithAlias {
-                        expr: expr.clone(),
-                        alias: Ident::with_quote('"', name),
-                    };
-                }
-            }
+        // Every branch needs names DataFusion accepts; the first one's are the result's.
+        SetExpr::SetOperation { left, right, .. } => {
+            name_set_expr(left);
+            name_set_expr(right);
         }
+        SetExpr::Select(select) => name_items(&mut select.projection),
         SetExpr::Query(inner) => name_query(inner),
         _ => {}
+    }
+}
+
+fn name_items(projection: &mut [SelectItem]) {
+    let names: Vec<Option<String>> = projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(expr) => Some(column_name(expr)),
+            SelectItem::ExprWithAlias { alias, .. } => Some(normalize_ident(alias)),
+            _ => None,
+        })
+        .collect();
+    // With a wildcard the full list of names is unknown here: leave DataFusion's names.
+    if names.iter().any(Option::is_none) {
+        return;
+    }
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for name in names.iter().flatten() {
+        *counts.entry(name.as_str()).or_default() += 1;
+    }
+    let aliases: Vec<Option<String>> = projection
+        .iter()
+        .zip(&names)
+        .enumerate()
+        .map(|(i, (item, name))| match (item, name) {
+            (SelectItem::UnnamedExpr(expr), Some(name)) if !is_plain_column(expr) => {
+                if counts.get(name.as_str()) == Some(&1) {
+                    Some(name.clone())
+                } else {
+                    Some(format!("{name}{DUPLICATE_MARK}{i}"))
+                }
+            }
+            _ => None,
+        })
+        .collect();
+    for (item, alias) in projection.iter_mut().zip(aliases) {
+        if let (Some(alias), SelectItem::UnnamedExpr(expr)) = (alias, &*item) {
+            *item = SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias: Ident::with_quote('"', alias),
+            };
+        }
     }
 }
 
@@ -159,7 +177,11 @@ mod tests {
         );
         // plain columns and explicit aliases stay; duplicates keep DataFusion's names
         assert_eq!(named("SELECT a, b AS c FROM t"), "SELECT a, b AS c FROM t");
-        assert_eq!(named("SELECT 1, 2"), "SELECT 1, 2");
+        assert_eq!(
+            named("SELECT 1, 2"),
+            "SELECT 1 AS \"?column?\u{1}0\", 2 AS \"?column?\u{1}1\""
+        );
+        assert_eq!(client_name("?column?\u{1}1"), "?column?");
         assert_eq!(
             named("SELECT *, count(*) FROM t"),
             "SELECT *, count(*) FROM t"

@@ -50,6 +50,11 @@ impl TableScan {
         }
     }
 
+    /// The table and the store it reads.
+    pub fn parts(&self) -> (&Arc<Table>, &Store) {
+        (&self.table, &self.store)
+    }
+
     fn out_schema(&self) -> &SchemaRef {
         if self.with_hidden {
             self.table.full_schema()

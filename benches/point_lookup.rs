@@ -1,0 +1,214 @@
+//! Point lookups and bulk load: Augur against PostgreSQL, same client library, same machine,
+//! same run.
+//!
+//! Run with `benches/run.sh`, which starts a throwaway PostgreSQL 15 and passes its address in
+//! `AUGUR_BENCH_PG`. Without it only Augur is measured.
+//!
+//! - lookup: `SELECT user_id, amount, merchant FROM bench WHERE id = $1` through one prepared
+//!   statement, one client, over loopback, random keys of a 100k-row table: p50, p99, mean.
+//! - load: `COPY bench FROM STDIN` of 1M rows in text format: rows/s.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::SinkExt;
+use tokio_postgres::{Client, NoTls};
+
+const ROWS: i64 = 100_000;
+const LOAD_ROWS: i64 = 1_000_000;
+const WARMUP: usize = 5_000;
+const LOOKUPS: usize = 50_000;
+
+struct Augur {
+    child: Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for Augur {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_augur() -> Augur {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_augur"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("AUGUR_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start augur");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "augur did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Augur {
+        child,
+        _dir: dir,
+        port,
+    }
+}
+
+async fn connect(conn: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(conn, NoTls).await.expect("connect");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Deterministic pseudo-random numbers (xorshift), so both systems see the same keys.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn rows_text(from: i64, to: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(((to - from) * 48) as usize);
+    for id in from..to {
+        let user = id % 10_007;
+        let amount = (id % 1000) as f64 / 10.0 + 0.25;
+        out.extend_from_slice(
+            format!(
+                "{id}\t{user}\t{amount}\tmerchant-{}\t2026-01-01 00:00:{:02}\n",
+                id % 97,
+                id % 60
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
+async fn copy_rows(client: &Client, table: &str, from: i64, to: i64) -> Duration {
+    let data = rows_text(from, to);
+    let start = Instant::now();
+    let sink = client
+        .copy_in(&format!("COPY {table} FROM STDIN"))
+        .await
+        .expect("copy in");
+    futures::pin_mut!(sink);
+    for chunk in data.chunks(64 * 1024) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .expect("copy data");
+    }
+    let n = sink.finish().await.expect("copy done");
+    assert_eq!(n as i64, to - from);
+    start.elapsed()
+}
+
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    mean: Duration,
+    load_rows_per_s: f64,
+}
+
+async fn measure(name: &str, conn: &str) -> Figures {
+    let client = connect(conn).await;
+    let ddl = "(id BIGINT PRIMARY KEY, user_id BIGINT, amount DOUBLE PRECISION, merchant TEXT, ts TIMESTAMP)";
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS bench; DROP TABLE IF EXISTS bench_load; \
+             CREATE TABLE bench {ddl}; CREATE TABLE bench_load {ddl}"
+        ))
+        .await
+        .expect("create tables");
+
+    let load = copy_rows(&client, "bench_load", 0, LOAD_ROWS).await;
+    let load_rows_per_s = LOAD_ROWS as f64 / load.as_secs_f64();
+    copy_rows(&client, "bench", 0, ROWS).await;
+
+    let lookup = client
+        .prepare("SELECT user_id, amount, merchant FROM bench WHERE id = $1")
+        .await
+        .expect("prepare");
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..WARMUP {
+        let id = (rng.next() % ROWS as u64) as i64;
+        client.query_one(&lookup, &[&id]).await.expect("lookup");
+    }
+    let mut latencies = Vec::with_capacity(LOOKUPS);
+    for _ in 0..LOOKUPS {
+        let id = (rng.next() % ROWS as u64) as i64;
+        let start = Instant::now();
+        let row = client.query_one(&lookup, &[&id]).await.expect("lookup");
+        latencies.push(start.elapsed());
+        assert_eq!(row.get::<_, i64>(0), id % 10_007);
+    }
+    latencies.sort();
+    let total: Duration = latencies.iter().sum();
+    let figures = Figures {
+        p50: latencies[LOOKUPS / 2],
+        p99: latencies[LOOKUPS * 99 / 100],
+        mean: total / LOOKUPS as u32,
+        load_rows_per_s,
+    };
+    eprintln!(
+        "{name}: lookup p50 {:?} p99 {:?} mean {:?}; COPY {:.0} rows/s",
+        figures.p50, figures.p99, figures.mean, figures.load_rows_per_s
+    );
+    figures
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    // `cargo bench` passes `--bench`; any other argument is a filter we do not use.
+    let augur = start_augur();
+    let augur_figures = measure(
+        "augur",
+        &format!("host=127.0.0.1 port={} user=augur dbname=augur", augur.port),
+    )
+    .await;
+    let pg = match std::env::var("AUGUR_BENCH_PG") {
+        Ok(conn) => Some(measure("postgresql", &conn).await),
+        Err(_) => None,
+    };
+
+    println!("\n| system | lookup p50 | lookup p99 | lookup mean | COPY rows/s |");
+    println!("|---|---|---|---|---|");
+    let row = |name: &str, f: &Figures| {
+        println!(
+            "| {name} | {} | {} | {} | {:.0} |",
+            us(f.p50),
+            us(f.p99),
+            us(f.mean),
+            f.load_rows_per_s
+        )
+    };
+    row("Augur", &augur_figures);
+    if let Some(pg) = &pg {
+        row("PostgreSQL 15", pg);
+        println!(
+            "\nAugur / PostgreSQL: p50 {:.2}×, p99 {:.2}×, COPY throughput {:.2}×",
+            augur_figures.p50.as_secs_f64() / pg.p50.as_secs_f64(),
+            augur_figures.p99.as_secs_f64() / pg.p99.as_secs_f64(),
+            augur_figures.load_rows_per_s / pg.load_rows_per_s,
+        );
+    } else {
+        println!("\n(AUGUR_BENCH_PG not set: PostgreSQL not measured; run benches/run.sh)");
+    }
+}

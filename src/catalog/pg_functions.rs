@@ -1,0 +1,244 @@
+//! PostgreSQL catalog functions clients call on connect that `datafusion-pg-catalog` lacks.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
+use datafusion::prelude::SessionContext;
+
+/// Registers the functions of this module.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udf(to_regtype());
+    ctx.register_udf(pg_get_serial_sequence());
+    ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(NotPublishable {
+        signature: Signature::any(1, Volatility::Stable),
+    }));
+    for name in [
+        "pg_type_is_visible",
+        "pg_function_is_visible",
+        "pg_operator_is_visible",
+        "pg_opclass_is_visible",
+        "pg_opfamily_is_visible",
+        "pg_collation_is_visible",
+        "pg_conversion_is_visible",
+        "pg_statistics_obj_is_visible",
+        "pg_ts_config_is_visible",
+        "pg_ts_dict_is_visible",
+        "pg_ts_parser_is_visible",
+        "pg_ts_template_is_visible",
+    ] {
+        ctx.register_udf(is_visible(name));
+    }
+}
+
+/// `pg_*_is_visible(oid)`: every object is in the search path (Augur has one schema).
+fn is_visible(name: &str) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Int32],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
+            let array: ArrayRef = Arc::new(datafusion::arrow::array::BooleanArray::from(vec![
+                true;
+                rows
+            ]));
+            Ok(ColumnarValue::Array(array))
+        }),
+    )
+}
+
+/// `json_build_object(key, value, ...)`: a JSON object (as text) from alternating keys and
+/// values.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: Signature,
+}
+
+impl JsonBuildObject {
+    fn new() -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Stable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        if args.args.len() % 2 != 0 {
+            return datafusion::common::plan_err!(
+                "json_build_object needs an even number of arguments (key, value, ...)"
+            );
+        }
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut out = datafusion::arrow::array::StringBuilder::with_capacity(rows, rows * 16);
+        for row in 0..rows {
+            let mut object = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = ScalarValue::try_from_array(&pair[0], row)?.to_string();
+                let value = json_value(&ScalarValue::try_from_array(&pair[1], row)?);
+                object.insert(key, value);
+            }
+            out.append_value(serde_json::Value::Object(object).to_string());
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+fn json_value(value: &ScalarValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    if value.is_null() {
+        return J::Null;
+    }
+    match value {
+        ScalarValue::Boolean(Some(b)) => J::Bool(*b),
+        ScalarValue::Int8(Some(v)) => J::from(*v),
+        ScalarValue::Int16(Some(v)) => J::from(*v),
+        ScalarValue::Int32(Some(v)) => J::from(*v),
+        ScalarValue::Int64(Some(v)) => J::from(*v),
+        ScalarValue::UInt8(Some(v)) => J::from(*v),
+        ScalarValue::UInt16(Some(v)) => J::from(*v),
+        ScalarValue::UInt32(Some(v)) => J::from(*v),
+        ScalarValue::UInt64(Some(v)) => J::from(*v),
+        ScalarValue::Float32(Some(v)) => J::from(*v),
+        ScalarValue::Float64(Some(v)) => J::from(*v),
+        other => J::String(other.to_string()),
+    }
+}
+
+/// `pg_get_serial_sequence(table, column)`: Augur has no sequences, so always NULL.
+fn pg_get_serial_sequence() -> ScalarUDF {
+    create_udf(
+        "pg_get_serial_sequence",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
+            Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_null_array(&DataType::Utf8, rows),
+            ))
+        }),
+    )
+}
+
+/// OIDs of built-in types by every name PostgreSQL accepts for them.
+const TYPES: &[(&str, i32)] = &[
+    ("bool", 16),
+    ("boolean", 16),
+    ("bytea", 17),
+    ("char", 18),
+    ("name", 19),
+    ("int8", 20),
+    ("bigint", 20),
+    ("int2", 21),
+    ("smallint", 21),
+    ("int4", 23),
+    ("int", 23),
+    ("integer", 23),
+    ("regproc", 24),
+    ("text", 25),
+    ("oid", 26),
+    ("json", 114),
+    ("float4", 700),
+    ("real", 700),
+    ("float8", 701),
+    ("double precision", 701),
+    ("bpchar", 1042),
+    ("character", 1042),
+    ("varchar", 1043),
+    ("character varying", 1043),
+    ("date", 1082),
+    ("time", 1083),
+    ("time without time zone", 1083),
+    ("timestamp", 1114),
+    ("timestamp without time zone", 1114),
+    ("timestamptz", 1184),
+    ("timestamp with time zone", 1184),
+    ("interval", 1186),
+    ("numeric", 1700),
+    ("decimal", 1700),
+    ("uuid", 2950),
+    ("jsonb", 3802),
+];
+
+/// `to_regtype(name)`: the OID of the named type, or NULL when there is no such type (it never
+/// fails, unlike a `::regtype` cast).
+fn to_regtype() -> ScalarUDF {
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0].as_string::<i32>();
+            let oids: Int32Array = (0..names.len())
+                .map(|i| {
+                    if names.is_null(i) {
+                        return None;
+                    }
+                    let name = names.value(i).trim().to_ascii_lowercase();
+                    let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+                    TYPES.iter().find(|(n, _)| *n == name).map(|(_, oid)| *oid)
+                })
+                .collect();
+            let array: ArrayRef = Arc::new(oids);
+            Ok(ColumnarValue::Array(array))
+        }),
+    )
+}
+
+/// `pg_relation_is_publishable(relation)`: Augur has no logical replication publications. Takes
+/// an OID or its text (`'16455'`), as psql passes it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NotPublishable {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for NotPublishable {
+    fn name(&self) -> &str {
+        "pg_relation_is_publishable"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let array: ArrayRef = Arc::new(datafusion::arrow::array::BooleanArray::from(vec![
+            false;
+            args.number_rows
+        ]));
+        Ok(ColumnarValue::Array(array))
+    }
+}

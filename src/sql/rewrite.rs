@@ -1,0 +1,320 @@
+//! Rewrites of parsed statements that make PostgreSQL SQL plan in DataFusion.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+    ObjectName, ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableFactor, Value,
+    VisitMut, VisitorMut, visit_expressions, visit_relations,
+};
+
+/// Aggregates whose presence makes a scalar subquery return one row already.
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "first_value",
+    "last_value",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "json_agg",
+    "jsonb_agg",
+    "median",
+    "approx_distinct",
+];
+
+/// True when the statement reads PostgreSQL's catalogs (`pg_catalog`, `information_schema`,
+/// `pg_*` relations or functions): what clients send to introspect the database.
+pub fn reads_catalog(statement: &Statement) -> bool {
+    let catalog_name = |name: &ObjectName| {
+        name.0.iter().any(|part| match part {
+            ObjectNamePart::Identifier(ident) => {
+                let v = ident.value.to_ascii_lowercase();
+                v == "pg_catalog" || v == "information_schema" || v.starts_with("pg_")
+            }
+            ObjectNamePart::Function(_) => false,
+        })
+    };
+    let relation = visit_relations(statement, |name| {
+        if catalog_name(name) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    if relation.is_break() {
+        return true;
+    }
+    visit_expressions(statement, |expr| match expr {
+        Expr::Function(f) if catalog_name(&f.name) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
+/// DataFusion plans a correlated scalar subquery only when it is an aggregate. A scalar subquery
+/// returns at most one row, so `(SELECT x FROM ...)` equals `(SELECT first_value(x) FROM ...)`:
+/// this wraps the single output expression of every non-aggregate scalar subquery that way.
+pub fn aggregate_scalar_subqueries(statement: &mut Statement) {
+    let _ = statement.visit(&mut ScalarSubqueries);
+}
+
+struct ScalarSubqueries;
+
+impl VisitorMut for ScalarSubqueries {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Subquery(query) = expr {
+            wrap_single_output(query);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn wrap_single_output(query: &mut Query) {
+    if query.limit_clause.is_some() || query.fetch.is_some() || query.order_by.is_some() {
+        return;
+    }
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    if select.projection.len() != 1
+        || select.having.is_some()
+        || select.distinct.is_some()
+        || !matches!(&select.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
+    {
+        return;
+    }
+    let (SelectItem::UnnamedExpr(inner) | SelectItem::ExprWithAlias { expr: inner, .. }) =
+        &mut select.projection[0]
+    else {
+        return;
+    };
+    if has_aggregate(inner) {
+        return;
+    }
+    let argument = std::mem::replace(inner, Expr::Value(Value::Null.into()));
+    *inner = Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new("first_value")]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(argument))],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    });
+}
+
+fn has_aggregate(expr: &Expr) -> bool {
+    visit_expressions(expr, |e| match e {
+        Expr::Function(f) => {
+            let name = f
+                .name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.to_ascii_lowercase());
+            if f.over.is_none() && name.is_some_and(|n| AGGREGATES.contains(&n.as_str())) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        // an aggregate inside a nested subquery belongs to that subquery
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+            ControlFlow::Continue(())
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
+/// Catalog queries sometimes read a set-returning `unnest(column)` in FROM inside a correlated
+/// scalar subquery, which DataFusion cannot plan. Such subqueries describe catalog features
+/// Augur does not have (extended statistics, for one), so they become NULL.
+pub fn null_unnest_subqueries(statement: &mut Statement) {
+    let _ = statement.visit(&mut UnnestSubqueries);
+}
+
+/// In catalog queries, scalar subqueries inside CASE (SQLAlchemy's column defaults, identity
+/// and collation lookups) are correlated in ways DataFusion cannot plan; they read catalogs
+/// that hold nothing for Augur's tables, so they become NULL.
+pub fn null_subqueries_in_case(statement: &mut Statement) {
+    let _ = statement.visit(&mut CaseSubqueries);
+}
+
+struct CaseSubqueries;
+
+impl VisitorMut for CaseSubqueries {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Case { .. } = expr {
+            let _ = expr.visit(&mut NullSubqueries);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+struct NullSubqueries;
+
+impl VisitorMut for NullSubqueries {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Subquery(_) = expr {
+            *expr = Expr::Value(Value::Null.into());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `generate_subscripts(array, 1)`, a set-returning function DataFusion lacks, becomes
+/// `unnest(generate_series(1, cardinality(array)))`, which yields the same rows beside other
+/// `unnest`s of the same array.
+pub fn rewrite_generate_subscripts(statement: &mut Statement) {
+    let _ = statement.visit(&mut GenerateSubscripts);
+}
+
+struct GenerateSubscripts;
+
+impl VisitorMut for GenerateSubscripts {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr
+            && f.name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_subscripts"))
+            && let FunctionArguments::List(list) = &f.args
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(array))) = list.args.first()
+        {
+            let sql = format!("unnest(generate_series(1, CAST(cardinality({array}) AS BIGINT)))");
+            if let Ok(replacement) = datafusion::sql::sqlparser::parser::Parser::new(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            )
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_expr())
+            {
+                *expr = replacement;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+struct UnnestSubqueries;
+
+impl VisitorMut for UnnestSubqueries {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Subquery(query) = expr {
+            if query_has_table_function(query, "unnest") {
+                *expr = Expr::Value(Value::Null.into());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn query_has_table_function(query: &Query, function: &str) -> bool {
+    let mut found = false;
+    let mut finder = TableFunctionFinder {
+        function,
+        found: &mut found,
+    };
+    let mut query = query.clone();
+    let _ = query.visit(&mut finder);
+    found
+}
+
+struct TableFunctionFinder<'a> {
+    function: &'a str,
+    found: &'a mut bool,
+}
+
+impl VisitorMut for TableFunctionFinder<'_> {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name,
+            args: Some(_),
+            ..
+        } = factor
+            && name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case(self.function))
+        {
+            *self.found = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn parse(sql: &str) -> Statement {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn catalog_reads_are_recognised() {
+        assert!(reads_catalog(&parse("SELECT * FROM pg_catalog.pg_class")));
+        assert!(reads_catalog(&parse("SELECT relname FROM pg_class")));
+        assert!(reads_catalog(&parse("SELECT pg_catalog.format_type(1, 2)")));
+        assert!(reads_catalog(&parse(
+            "SELECT * FROM information_schema.tables"
+        )));
+        assert!(!reads_catalog(&parse("SELECT * FROM users WHERE id = 1")));
+    }
+
+    #[test]
+    fn scalar_subqueries_become_aggregates() {
+        let mut s = parse(
+            "SELECT (SELECT name FROM u WHERE u.id = t.uid), (SELECT count(*) FROM u) FROM t",
+        );
+        aggregate_scalar_subqueries(&mut s);
+        assert_eq!(
+            s.to_string(),
+            "SELECT (SELECT first_value(name) FROM u WHERE u.id = t.uid), (SELECT count(*) FROM u) FROM t"
+        );
+    }
+
+    #[test]
+    fn unnest_subqueries_become_null() {
+        let mut s =
+            parse("SELECT a, (SELECT string_agg(x, ',') FROM pg_catalog.unnest(k) s(x)) FROM t");
+        null_unnest_subqueries(&mut s);
+        assert_eq!(s.to_string(), "SELECT a, NULL FROM t");
+    }
+}
