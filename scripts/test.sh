@@ -4,6 +4,9 @@
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$AUGUR_ROOT"
 
+# psql and openssl drive the psql and TLS tests.
+apt_install postgresql-client openssl
+
 # Python client libraries, in a project-local virtual environment.
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import psycopg, sqlalchemy, pandas" 2>/dev/null; then
   echo "==> installing Python client libraries into .venv" >&2

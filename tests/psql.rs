@@ -89,3 +89,57 @@ fn psql_copy_round_trip() {
         "1,one\n2,\"two, too\"\n3,\n"
     );
 }
+
+#[test]
+fn tls_with_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl must be installed");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let server = TestServer::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let output = Command::new("psql")
+        .arg("-X")
+        .arg(format!(
+            "host={} port={} user=augur dbname=augur sslmode=require",
+            server.addr.ip(),
+            server.addr.port()
+        ))
+        .args(["-c", "\\conninfo", "-c", "SELECT 40 + 2"])
+        .output()
+        .expect("psql");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("SSL connection"), "{stdout}");
+    assert!(stdout.contains("42"), "{stdout}");
+}

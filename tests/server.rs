@@ -381,3 +381,31 @@ async fn copy_from_stdin_and_to_stdout() {
     assert_eq!(lines.len(), 6, "{text}");
     assert!(text.contains("4,\"a, b\""), "{text}");
 }
+
+#[tokio::test]
+async fn a_cancel_request_stops_a_running_query() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let started = std::time::Instant::now();
+    let err = client
+        .simple_query(
+            "SELECT count(*) FROM generate_series(1, 100000000000) AS t(x) WHERE x % 7 = 3",
+        )
+        .await
+        .expect_err("the query must be cancelled");
+    canceller.await.unwrap().unwrap();
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // the connection goes on
+    let one: i64 = client
+        .query_one("SELECT 1::BIGINT", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+}

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::SessionExtensions;
 use pgwire::api::cancel::DefaultCancelHandler;
@@ -140,6 +141,32 @@ enum CopyState {
     Failed(Error),
 }
 
+/// Waits for the first batch of a query's rows. pgwire races the statement handler against the
+/// client's cancel request, and DataFusion does a query's work when its stream is polled: most
+/// long queries (aggregates, sorts, joins) finish their work before the first batch, so waiting
+/// for it here makes them cancellable. Rows after the first stream to the client as they come.
+async fn first_batch(output: Output) -> Output {
+    match output {
+        Output::Rows {
+            schema,
+            mut stream,
+            tag,
+        } => {
+            let first = stream.next().await;
+            let stream = RecordBatchStreamAdapter::new(
+                schema.clone(),
+                futures::stream::iter(first).chain(stream),
+            );
+            Output::Rows {
+                schema,
+                stream: Box::pin(stream),
+                tag,
+            }
+        }
+        other => other,
+    }
+}
+
 /// Turns a statement's output into pgwire's response, encoding rows in `format`.
 fn into_response(
     output: Output,
@@ -223,7 +250,10 @@ impl SimpleQueryHandler for Queries {
         for statement in statements {
             let (result, notices) = {
                 let mut session = Session::new(&self.db, client.metadata_mut());
-                let result = session.run(statement).await;
+                let result = match session.run(statement).await {
+                    Ok(output) => Ok(first_batch(output).await),
+                    Err(e) => Err(e),
+                };
                 if result.is_err() {
                     session.statement_failed();
                 }
@@ -292,7 +322,10 @@ impl ExtendedQueryHandler for Queries {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let (result, notices) = {
             let mut session = Session::new(&self.db, client.metadata_mut());
-            let result = session.execute(prepared, params).await;
+            let result = match session.execute(prepared, params).await {
+                Ok(output) => Ok(first_batch(output).await),
+                Err(e) => Err(e),
+            };
             if result.is_err() {
                 session.statement_failed();
             }

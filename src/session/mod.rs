@@ -710,3 +710,94 @@ fn param_types(plan: &LogicalPlan) -> Result<Vec<DataType>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    async fn db() -> (tempfile::TempDir, Arc<Database>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_data_dir(dir.path().join("data"));
+        config.no_fsync = true;
+        let db = Database::open(&config).unwrap();
+        let mut vars = HashMap::new();
+        let mut session = Session::new(&db, &mut vars);
+        for sql in [
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, name TEXT, score DOUBLE PRECISION)",
+            "CREATE TABLE pair (a INT, b TEXT, v INT, PRIMARY KEY (a, b))",
+            "INSERT INTO t VALUES (1, 'one', 1.5), (2, 'two', 2.5)",
+            "INSERT INTO pair VALUES (1, 'x', 10)",
+        ] {
+            let statement = session.parse(sql).unwrap().remove(0);
+            session.run(statement).await.unwrap();
+        }
+        (dir, db)
+    }
+
+    async fn plan_kind(db: &Database, sql: &str) -> &'static str {
+        let statement = db.parser().parse(sql).unwrap().remove(0);
+        match prepare(db, statement).await.unwrap().0.plan {
+            Plan::Lookup(_) => "lookup",
+            Plan::Query(_) => "query",
+            Plan::Write(_) => "write",
+            Plan::Utility => "utility",
+        }
+    }
+
+    #[tokio::test]
+    async fn key_lookups_skip_datafusion_and_nothing_else_does() {
+        let (_dir, db) = db().await;
+        for sql in [
+            "SELECT name, score FROM t WHERE id = $1",
+            "SELECT name FROM t WHERE id = 2",
+            "SELECT x.name AS n FROM t AS x WHERE x.id = $1",
+            "SELECT v FROM pair WHERE b = $2 AND a = $1",
+        ] {
+            assert_eq!(plan_kind(&db, sql).await, "lookup", "{sql}");
+        }
+        for sql in [
+            "SELECT name FROM t WHERE id > $1",
+            "SELECT upper(name) FROM t WHERE id = $1",
+            "SELECT name FROM t WHERE id = $1 AND score > 1",
+            "SELECT v FROM pair WHERE a = $1",
+            "SELECT * FROM t",
+        ] {
+            assert_eq!(plan_kind(&db, sql).await, "query", "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn key_lookups_read_the_row() {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::common::metadata::ScalarAndMetadata;
+        use futures::StreamExt;
+
+        let (_dir, db) = db().await;
+        let statement = db
+            .parser()
+            .parse("SELECT name FROM t WHERE id = $1")
+            .unwrap()
+            .remove(0);
+        let prepared = prepare(&db, statement).await.unwrap();
+        let mut vars = HashMap::new();
+        let mut session = Session::new(&db, &mut vars);
+        for (id, expected) in [(2i64, Some("two")), (7, None)] {
+            let params = ParamValues::List(vec![ScalarAndMetadata::from(
+                datafusion::common::ScalarValue::Int64(Some(id)),
+            )]);
+            let Output::Rows { mut stream, .. } = session.execute(&prepared, params).await.unwrap()
+            else {
+                panic!("no rows");
+            };
+            let batch = stream.next().await.unwrap().unwrap();
+            let names: Vec<&str> = batch
+                .column(0)
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .collect();
+            assert_eq!(names, expected.into_iter().collect::<Vec<_>>());
+        }
+    }
+}
