@@ -167,6 +167,22 @@ async fn first_batch(output: Output) -> Output {
     }
 }
 
+/// Ends a statement: waits for its first batch, records a failure (which aborts an open
+/// transaction block) and collects the messages for the client.
+async fn conclude(
+    mut session: Session<'_>,
+    result: Result<Output, Error>,
+) -> (Result<Output, Error>, Vec<Notice>) {
+    let result = match result {
+        Ok(output) => Ok(first_batch(output).await),
+        Err(e) => {
+            session.statement_failed();
+            Err(e)
+        }
+    };
+    (result, session.take_notices())
+}
+
 /// Turns a statement's output into pgwire's response, encoding rows in `format`.
 fn into_response(
     output: Output,
@@ -250,14 +266,8 @@ impl SimpleQueryHandler for Queries {
         for statement in statements {
             let (result, notices) = {
                 let mut session = Session::new(&self.db, client.metadata_mut());
-                let result = match session.run(statement).await {
-                    Ok(output) => Ok(first_batch(output).await),
-                    Err(e) => Err(e),
-                };
-                if result.is_err() {
-                    session.statement_failed();
-                }
-                (result, session.take_notices())
+                let result = session.run(statement).await;
+                conclude(session, result).await
             };
             send_notices(client, notices).await?;
             match result.and_then(|output| {
@@ -322,14 +332,8 @@ impl ExtendedQueryHandler for Queries {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let (result, notices) = {
             let mut session = Session::new(&self.db, client.metadata_mut());
-            let result = match session.execute(prepared, params).await {
-                Ok(output) => Ok(first_batch(output).await),
-                Err(e) => Err(e),
-            };
-            if result.is_err() {
-                session.statement_failed();
-            }
-            (result, session.take_notices())
+            let result = session.execute(prepared, params).await;
+            conclude(session, result).await
         };
         send_notices(client, notices).await?;
         into_response(
