@@ -409,3 +409,70 @@ async fn a_cancel_request_stops_a_running_query() {
         .get(0);
     assert_eq!(one, 1);
 }
+
+#[tokio::test]
+async fn row_descriptions_and_binary_values_for_every_type() {
+    use tokio_postgres::types::Type;
+
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE all_types (id INT PRIMARY KEY, b BOOLEAN, i2 SMALLINT, i4 INTEGER, \
+             i8 BIGINT, f4 REAL, f8 DOUBLE PRECISION, n NUMERIC(10, 2), t TEXT, by BYTEA, d DATE, \
+             tm TIME, ts TIMESTAMP, tz TIMESTAMPTZ, iv INTERVAL, arr BIGINT[]); \
+             INSERT INTO all_types VALUES (1, true, 2, 4, 8, 1.5, 2.25, 12345.67, 'text', \
+             '\\x0102ff', '2026-11-21', '13:45:01.5', '2026-11-21 13:45:01', \
+             '2026-11-21 13:45:01+00', INTERVAL '1 day 2 hours', ARRAY[1, 2, 3])",
+        )
+        .await
+        .unwrap();
+    let stmt = client
+        .prepare("SELECT b, i2, i4, i8, f4, f8, n, t, by, d, tm, ts, tz, iv, arr FROM all_types WHERE id = $1")
+        .await
+        .unwrap();
+    let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
+    assert_eq!(
+        types,
+        vec![
+            Type::BOOL,
+            Type::INT2,
+            Type::INT4,
+            Type::INT8,
+            Type::FLOAT4,
+            Type::FLOAT8,
+            Type::NUMERIC,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::DATE,
+            Type::TIME,
+            Type::TIMESTAMP,
+            Type::TIMESTAMPTZ,
+            Type::INTERVAL,
+            Type::INT8_ARRAY,
+        ]
+    );
+    let row = client.query_one(&stmt, &[&1i32]).await.unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, i16>(1), 2);
+    assert_eq!(row.get::<_, i32>(2), 4);
+    assert_eq!(row.get::<_, i64>(3), 8);
+    assert_eq!(row.get::<_, f32>(4), 1.5);
+    assert_eq!(row.get::<_, f64>(5), 2.25);
+    assert_eq!(row.get::<_, String>(7), "text");
+    assert_eq!(row.get::<_, Vec<u8>>(8), vec![1u8, 2, 255]);
+    assert_eq!(row.get::<_, chrono::NaiveDate>(9).to_string(), "2026-11-21");
+    assert_eq!(
+        row.get::<_, chrono::NaiveTime>(10).to_string(),
+        "13:45:01.500"
+    );
+    assert_eq!(
+        row.get::<_, chrono::NaiveDateTime>(11).to_string(),
+        "2026-11-21 13:45:01"
+    );
+    assert_eq!(
+        row.get::<_, chrono::DateTime<chrono::Utc>>(12).to_rfc3339(),
+        "2026-11-21T13:45:01+00:00"
+    );
+    assert_eq!(row.get::<_, Vec<i64>>(14), vec![1, 2, 3]);
+}

@@ -13,6 +13,7 @@ use datafusion::prelude::SessionContext;
 /// Registers the functions of this module.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(to_regtype());
+    ctx.register_udf(bytea_in());
     ctx.register_udf(pg_get_serial_sequence());
     ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(NotPublishable {
@@ -241,4 +242,40 @@ impl ScalarUDFImpl for NotPublishable {
         ]));
         Ok(ColumnarValue::Array(array))
     }
+}
+
+/// `augur_bytea_in(text)`: PostgreSQL's text form of `bytea` (`\\x0102ff`, or the escape form
+/// with `\\ooo` octal bytes) to bytes. Augur plans it wherever text is cast to `bytea`, where
+/// a plain cast would keep the characters themselves.
+pub const BYTEA_IN: &str = "augur_bytea_in";
+
+fn bytea_in() -> ScalarUDF {
+    create_udf(
+        BYTEA_IN,
+        vec![DataType::Utf8],
+        DataType::Binary,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let texts = arrays[0].as_string::<i32>();
+            let mut out = datafusion::arrow::array::BinaryBuilder::new();
+            for text in texts.iter() {
+                match text {
+                    None => out.append_null(),
+                    Some(text) => match crate::sql::types::parse_bytea(text) {
+                        Some(bytes) => out.append_value(bytes),
+                        None => {
+                            return Err(datafusion::error::DataFusionError::External(Box::new(
+                                crate::error::Error::InvalidText(format!(
+                                    "invalid input syntax for type bytea: \"{text}\""
+                                )),
+                            )));
+                        }
+                    },
+                }
+            }
+            let array: ArrayRef = Arc::new(out.finish());
+            Ok(ColumnarValue::Array(array))
+        }),
+    )
 }

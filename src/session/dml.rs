@@ -428,7 +428,7 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
     Ok(WritePlan {
         table,
         kind: Kind::Insert(conflict),
-        input: dml.input.as_ref().clone(),
+        input: super::pg_text_casts(db, dml.input.as_ref().clone())?,
         returning,
     })
 }
@@ -486,7 +486,7 @@ async fn plan_update(db: &Database, update: &Update) -> Result<WritePlan> {
     if let Some(selection) = &update.selection {
         sql.push_str(&format!(" WHERE {selection}"));
     }
-    let input = plan_select(db, &sql).await?;
+    let input = super::pg_text_casts(db, plan_select(db, &sql).await?)?;
     let returning = compile_returning(db, &table, &qualifier, &update.returning)?;
     Ok(WritePlan {
         table,

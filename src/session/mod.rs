@@ -498,6 +498,7 @@ pub async fn prepare(db: &Database, statement: Statement) -> Result<Prepared> {
                 .await?;
             let schema = Arc::new(plan.schema().as_arrow().clone());
             let types = param_types(&plan)?;
+            let plan = pg_text_casts(db, plan)?;
             let plan = match lookup::PointLookup::from_plan(&plan) {
                 Some(lookup) => Plan::Lookup(lookup),
                 None => Plan::Query(plan),
@@ -618,6 +619,44 @@ fn show_output(rows: Vec<(String, String)>, all: bool) -> Result<Output> {
     };
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     Ok(rows_output(schema, vec![batch], "SHOW".into()))
+}
+
+/// Replaces casts of text to `bytea` with PostgreSQL's reading of the text (`'\\x01'::bytea` is
+/// one byte, not four), everywhere in `plan`.
+pub(crate) fn pg_text_casts(db: &Database, plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::execution::FunctionRegistry;
+    use datafusion::logical_expr::{Cast, Expr, ExprSchemable};
+
+    let Ok(bytea_in) = db.ctx().udf(crate::catalog::pg_functions::BYTEA_IN) else {
+        return Ok(plan);
+    };
+    let rewritten = plan.transform_up_with_subqueries(|node| {
+        let inputs: Vec<_> = node.inputs().iter().map(|i| i.schema().clone()).collect();
+        node.map_expressions(|expr| {
+            expr.transform_up(|e| match &e {
+                Expr::Cast(Cast { expr, field })
+                    if field.data_type() == &DataType::Binary
+                        && inputs.iter().any(|schema| {
+                            expr.get_type(schema).is_ok_and(|t| {
+                                matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+                            })
+                        }) =>
+                {
+                    Ok(Transformed::yes(bytea_in.call(vec![expr.as_ref().clone()])))
+                }
+                Expr::Cast(Cast { expr, field })
+                    if field.data_type() == &DataType::Binary
+                        && inputs.is_empty()
+                        && matches!(expr.as_ref(), Expr::Literal(v, _) if matches!(v.data_type(), DataType::Utf8)) =>
+                {
+                    Ok(Transformed::yes(bytea_in.call(vec![expr.as_ref().clone()])))
+                }
+                _ => Ok(Transformed::no(e)),
+            })
+        })
+    })?;
+    Ok(rewritten.data)
 }
 
 /// Runs a query plan in the users' context.

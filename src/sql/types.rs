@@ -124,6 +124,45 @@ pub fn pg_type_name(dt: &DataType) -> String {
     }
 }
 
+/// Parses PostgreSQL's text form of a `bytea` value.
+pub fn parse_bytea(text: &str) -> Option<Vec<u8>> {
+    if let Some(hex) = text.strip_prefix("\\x") {
+        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        if digits.len() % 2 != 0 {
+            return None;
+        }
+        return digits
+            .chunks(2)
+            .map(|pair| {
+                let hi = (pair[0] as char).to_digit(16)?;
+                let lo = (pair[1] as char).to_digit(16)?;
+                Some((hi * 16 + lo) as u8)
+            })
+            .collect();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+        } else if bytes.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else {
+            let octal = bytes.get(i + 1..i + 4)?;
+            if !octal.iter().all(|b| (b'0'..=b'7').contains(b)) {
+                return None;
+            }
+            let value = octal.iter().fold(0u32, |v, b| v * 8 + (b - b'0') as u32);
+            out.push(u8::try_from(value).ok()?);
+            i += 4;
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +198,18 @@ mod tests {
             DataType::List(Arc::new(Field::new_list_field(DataType::Int32, true)))
         );
         assert_eq!(pg_type_name(&map("text[]").unwrap()), "text[]");
+    }
+
+    #[test]
+    fn bytea_text_forms() {
+        assert_eq!(parse_bytea("\\x0102ff"), Some(vec![1, 2, 255]));
+        assert_eq!(parse_bytea("\\x"), Some(vec![]));
+        assert_eq!(
+            parse_bytea("ab\\\\c\\001"),
+            Some(vec![b'a', b'b', b'\\', b'c', 1])
+        );
+        assert_eq!(parse_bytea("\\xzz"), None);
+        assert_eq!(parse_bytea("bad\\9"), None);
     }
 
     #[test]

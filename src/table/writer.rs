@@ -4,13 +4,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::array::{ArrayRef, AsArray, BinaryBuilder, Int64Array, RecordBatch};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::ScalarValue;
 
 use super::Table;
 use crate::error::{Error, Result};
+use crate::sql::types::parse_bytea;
 use crate::storage::{Store, WriteBatch};
 
 /// What an INSERT does with a row whose key is taken.
@@ -79,6 +81,10 @@ impl Table {
         for (column, field) in columns.into_iter().zip(visible.fields()) {
             let column = if column.data_type() == field.data_type() {
                 column
+            } else if field.data_type() == &DataType::Binary
+                && column.data_type() == &DataType::Utf8
+            {
+                bytea_from_text(&column)?
             } else {
                 cast_with_options(&column, field.data_type(), &options)?
             };
@@ -122,6 +128,20 @@ impl Table {
             .collect();
         format!("Key ({})=({})", names.join(", "), values.join(", "))
     }
+}
+
+/// Text to `bytea` as PostgreSQL reads it (`\\x0102ff`), not the text's own bytes.
+fn bytea_from_text(column: &ArrayRef) -> Result<ArrayRef> {
+    let mut out = BinaryBuilder::new();
+    for text in column.as_string::<i32>().iter() {
+        match text {
+            None => out.append_null(),
+            Some(text) => out.append_value(parse_bytea(text).ok_or_else(|| {
+                Error::InvalidText(format!("invalid input syntax for type bytea: \"{text}\""))
+            })?),
+        }
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 /// The changes of one statement to one table. Nothing is visible until [`TableChanges::commit`],
