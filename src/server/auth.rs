@@ -233,3 +233,32 @@ impl StartupHandler for ConnectionStartup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_file_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        std::fs::write(&path, "# analysts\nalice:s3cret\n\nbob:pass:with:colons\n").unwrap();
+        let users = Users::from_file(&path).unwrap();
+        assert_eq!(
+            users.password_of("alice").map(String::as_str),
+            Some("s3cret")
+        );
+        assert_eq!(
+            users.password_of("bob").map(String::as_str),
+            Some("pass:with:colons")
+        );
+        assert_eq!(users.password_of("mallory"), None);
+
+        std::fs::write(&path, "no colon here\n").unwrap();
+        let err = Users::from_file(&path).unwrap_err();
+        assert!(
+            err.to_string().contains(":1: expected user:password"),
+            "{err}"
+        );
+    }
+}

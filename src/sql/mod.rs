@@ -91,6 +91,7 @@ impl SqlParser {
                     rewrite::null_unnest_subqueries(statement);
                     rewrite::null_subqueries_in_case(statement);
                     rewrite::rewrite_generate_subscripts(statement);
+                    rewrite::regproc_as_names(statement);
                     rewrite::aggregate_scalar_subqueries(statement);
                 }
                 statements

@@ -222,6 +222,66 @@ impl VisitorMut for GenerateSubscripts {
     }
 }
 
+/// `col = 'name'::regproc` reaches here as a lookup of the function's OID in `pg_proc`, but
+/// `datafusion-pg-catalog` keeps `regproc` columns (`pg_type.typinput`, ...) as names: the lookup
+/// becomes the function's name, which is what the comparison means.
+pub fn regproc_as_names(statement: &mut Statement) {
+    let _ = statement.visit(&mut RegprocNames);
+}
+
+struct RegprocNames;
+
+impl VisitorMut for RegprocNames {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::BinaryOp { left, right, .. } = expr {
+            for side in [left, right] {
+                if let Some(name) = proc_oid_lookup(side) {
+                    **side = Expr::Value(Value::SingleQuotedString(name).into());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The function name in `(SELECT oid FROM pg_catalog.pg_proc WHERE proname = 'name')`.
+fn proc_oid_lookup(expr: &Expr) -> Option<String> {
+    let Expr::Subquery(query) = expr else {
+        return None;
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    let TableFactor::Table { name, .. } = &from.relation else {
+        return None;
+    };
+    let table = name.0.last()?.as_ident()?.value.to_ascii_lowercase();
+    if table != "pg_proc" {
+        return None;
+    }
+    let Some(Expr::BinaryOp { left, right, .. }) = &select.selection else {
+        return None;
+    };
+    let Expr::Identifier(column) = left.as_ref() else {
+        return None;
+    };
+    if !column.value.eq_ignore_ascii_case("proname") {
+        return None;
+    }
+    let Expr::Value(value) = right.as_ref() else {
+        return None;
+    };
+    let Value::SingleQuotedString(proc) = &value.value else {
+        return None;
+    };
+    Some(proc.rsplit('.').next().unwrap_or(proc).to_string())
+}
+
 struct UnnestSubqueries;
 
 impl VisitorMut for UnnestSubqueries {
@@ -308,6 +368,15 @@ mod tests {
             s.to_string(),
             "SELECT (SELECT first_value(name) FROM u WHERE u.id = t.uid), (SELECT count(*) FROM u) FROM t"
         );
+    }
+
+    #[test]
+    fn regproc_lookups_become_names() {
+        let mut s = parse(
+            "SELECT typinput = (SELECT oid FROM pg_catalog.pg_proc WHERE proname = 'pg_catalog.array_in') FROM pg_type",
+        );
+        regproc_as_names(&mut s);
+        assert_eq!(s.to_string(), "SELECT typinput = 'array_in' FROM pg_type");
     }
 
     #[test]
