@@ -65,7 +65,7 @@ pub enum Error {
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// An error from DataFusion that none of the variants above describes.
-    #[error("{}", .0.message())]
+    #[error("{}", .0.find_root().message())]
     DataFusion(Box<DataFusionError>),
     /// A fault inside Augur (`XX000`).
     #[error("internal error: {0}")]
