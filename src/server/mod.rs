@@ -3,6 +3,7 @@
 //! [`crate::Error`] into protocol messages.
 
 mod auth;
+mod copy;
 mod handler;
 mod text;
 

@@ -9,26 +9,25 @@ pub mod copy;
 mod database;
 mod dml;
 mod lookup;
+mod utility;
 pub mod vars;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{
-    CopyLegacyOption, CopyOption, CopySource, CopyTarget, ObjectType, Statement,
-};
+use datafusion::sql::sqlparser::ast::Statement;
 
 pub use database::Database;
+use utility::{check_utility, show_name, show_schema};
 
 use crate::error::{Error, Result};
-use crate::sql::{ddl, table_name};
 
 /// What a statement returns.
 pub enum Output {
@@ -231,260 +230,6 @@ impl<'a> Session<'a> {
             self.vars.insert("augur.txn_failed".into(), "1".into());
         }
     }
-
-    async fn execute_utility(&mut self, statement: &Statement) -> Result<Output> {
-        match statement {
-            Statement::CreateTable(create) => {
-                if create.query.is_some() {
-                    return Err(Error::NotSupported("CREATE TABLE ... AS".into()));
-                }
-                let def = ddl::table_def(create)?;
-                let name = def.name.clone();
-                if self
-                    .db
-                    .catalog()
-                    .create_table(def, create.if_not_exists)?
-                    .is_none()
-                {
-                    self.notice(
-                        "42P07",
-                        format!("relation \"{name}\" already exists, skipping"),
-                    );
-                }
-                Ok(Output::Command("CREATE TABLE".into()))
-            }
-            Statement::Drop {
-                object_type: ObjectType::Table,
-                if_exists,
-                names,
-                ..
-            } => {
-                let _guard = self.db.write_guard().await;
-                let names = names.iter().map(table_name).collect::<Result<Vec<_>>>()?;
-                for name in &names {
-                    if self.db.catalog().table(name).is_none() && !if_exists {
-                        return Err(Error::UndefinedTable(name.clone()));
-                    }
-                }
-                for name in names {
-                    if !self.db.catalog().drop_table(&name)? {
-                        self.notice(
-                            "00000",
-                            format!("table \"{name}\" does not exist, skipping"),
-                        );
-                    }
-                }
-                Ok(Output::Command("DROP TABLE".into()))
-            }
-            Statement::Truncate(truncate) => {
-                let _guard = self.db.write_guard().await;
-                for target in &truncate.table_names {
-                    let name = table_name(&target.name)?;
-                    let table = self
-                        .db
-                        .catalog()
-                        .table(&name)
-                        .ok_or(Error::UndefinedTable(name))?;
-                    let mut batch = crate::storage::WriteBatch::default();
-                    self.db
-                        .store()
-                        .delete_prefix_in(&mut batch, &table.def().key_prefix());
-                    self.db.store().write(batch)?;
-                }
-                Ok(Output::Command("TRUNCATE TABLE".into()))
-            }
-            Statement::Copy {
-                source,
-                to,
-                target,
-                options,
-                legacy_options,
-                ..
-            } => {
-                self.copy(source, *to, target, options, legacy_options)
-                    .await
-            }
-            Statement::Set(set) => {
-                for (name, value) in vars::apply_set(self.vars, set)? {
-                    self.notices.push(Notice::Parameter(name, value));
-                }
-                Ok(Output::Command("SET".into()))
-            }
-            Statement::ShowVariable { variable } => {
-                let rows = if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("all") {
-                    vars::all(self.vars)
-                } else {
-                    let name = show_name(variable);
-                    let value = vars::get(self.vars, &name)?;
-                    vec![(name, value)]
-                };
-                show_output(
-                    rows,
-                    variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("all"),
-                )
-            }
-            Statement::StartTransaction { .. } => {
-                if in_transaction(self.vars) {
-                    self.notices.push(Notice::Message(
-                        "WARNING",
-                        "25001",
-                        "there is already a transaction in progress".into(),
-                    ));
-                }
-                self.vars.insert("augur.in_txn".into(), "1".into());
-                Ok(Output::TransactionStart("BEGIN".into()))
-            }
-            Statement::Commit { .. } => {
-                let failed = self.vars.contains_key("augur.txn_failed");
-                self.end_transaction();
-                Ok(Output::TransactionEnd(
-                    if failed { "ROLLBACK" } else { "COMMIT" }.into(),
-                ))
-            }
-            Statement::Savepoint { .. } => {
-                self.require_transaction("SAVEPOINT")?;
-                Ok(Output::Command("SAVEPOINT".into()))
-            }
-            Statement::ReleaseSavepoint { .. } => {
-                self.require_transaction("RELEASE SAVEPOINT")?;
-                Ok(Output::Command("RELEASE".into()))
-            }
-            Statement::Rollback {
-                savepoint: Some(_), ..
-            } => {
-                self.require_transaction("ROLLBACK TO SAVEPOINT")?;
-                self.warn_if_wrote();
-                // As in PostgreSQL, the block is usable again after rolling back to a savepoint.
-                self.vars.remove("augur.txn_failed");
-                Ok(Output::Command("ROLLBACK".into()))
-            }
-            Statement::Rollback { .. } => {
-                self.warn_if_wrote();
-                self.end_transaction();
-                Ok(Output::TransactionEnd("ROLLBACK".into()))
-            }
-            other => Err(Error::NotSupported(statement_kind(other))),
-        }
-    }
-
-    fn require_transaction(&self, what: &str) -> Result<()> {
-        if in_transaction(self.vars) {
-            Ok(())
-        } else {
-            Err(Error::coded(
-                "25P01",
-                format!("{what} can only be used in transaction blocks"),
-            ))
-        }
-    }
-
-    fn warn_if_wrote(&mut self) {
-        if self.vars.contains_key(TXN_WROTE) {
-            self.notices.push(Notice::Message(
-                "WARNING",
-                "01000",
-                "writes in this transaction block were already committed: each \
-                         statement commits when it completes, so ROLLBACK cannot undo them"
-                    .into(),
-            ));
-        }
-    }
-
-    async fn copy(
-        &mut self,
-        source: &CopySource,
-        to: bool,
-        target: &CopyTarget,
-        options: &[CopyOption],
-        legacy_options: &[CopyLegacyOption],
-    ) -> Result<Output> {
-        let format = copy::CopyFormat::from_options(options, legacy_options)?;
-        match (to, target, source) {
-            (
-                false,
-                CopyTarget::Stdin,
-                CopySource::Table {
-                    table_name: name,
-                    columns,
-                },
-            ) => {
-                let name = table_name(name)?;
-                let table = self
-                    .db
-                    .catalog()
-                    .table(&name)
-                    .ok_or(Error::UndefinedTable(name))?;
-                Ok(Output::CopyIn(copy::CopyIn::new(
-                    self.db, table, columns, format,
-                )?))
-            }
-            (true, CopyTarget::Stdout, source) => {
-                let query = match source {
-                    CopySource::Query(query) => query.to_string(),
-                    CopySource::Table {
-                        table_name: name,
-                        columns,
-                    } => {
-                        let list = if columns.is_empty() {
-                            "*".to_string()
-                        } else {
-                            columns
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        };
-                        format!("SELECT {list} FROM {name}")
-                    }
-                };
-                let statement = self
-                    .db
-                    .parser()
-                    .parse(&query)?
-                    .pop()
-                    .ok_or_else(|| Error::Syntax("syntax error: empty COPY query".into()))?;
-                let prepared = prepare(self.db, statement).await?;
-                let rows = match &prepared.0.plan {
-                    Plan::Query(plan) => run_query(self.db, plan.clone()).await?,
-                    Plan::Lookup(lookup) => {
-                        let batch = lookup.execute(&ParamValues::List(vec![]))?;
-                        rows_output(lookup.schema().clone(), vec![batch], "SELECT".into())
-                    }
-                    _ => {
-                        return Err(Error::NotSupported(
-                            "COPY of a statement that returns no rows".into(),
-                        ));
-                    }
-                };
-                let Output::Rows { schema, stream, .. } = rows else {
-                    return Err(Error::Internal("a query returned no rows".into()));
-                };
-                Ok(Output::CopyOut {
-                    schema,
-                    stream,
-                    format,
-                })
-            }
-            (false, CopyTarget::Stdin, CopySource::Query(_)) => Err(Error::Syntax(
-                "syntax error: COPY FROM needs a table".into(),
-            )),
-            _ => Err(Error::NotSupported(
-                "COPY to or from a file or program on the server; use STDIN/STDOUT (psql's \\copy)"
-                    .into(),
-            )),
-        }
-    }
-
-    fn end_transaction(&mut self) {
-        for key in ["augur.in_txn", "augur.txn_failed", TXN_WROTE] {
-            self.vars.remove(key);
-        }
-        self.vars.remove("transaction_isolation");
-    }
-
-    fn notice(&mut self, code: &'static str, message: String) {
-        self.notices.push(Notice::Message("NOTICE", code, message));
-    }
 }
 
 /// Prepares one parsed statement: classifies it and plans what can be planned ahead.
@@ -534,91 +279,6 @@ pub async fn prepare(db: &Database, statement: Statement) -> Result<Prepared> {
 
 fn in_transaction(vars: &HashMap<String, String>) -> bool {
     vars.contains_key("augur.in_txn")
-}
-
-/// Refuses, at prepare time, the statements Augur does not run.
-fn check_utility(statement: &Statement) -> Result<()> {
-    match statement {
-        Statement::CreateTable(_)
-        | Statement::Drop {
-            object_type: ObjectType::Table,
-            ..
-        }
-        | Statement::Truncate(_)
-        | Statement::Copy { .. }
-        | Statement::Set(_)
-        | Statement::StartTransaction { .. }
-        | Statement::Commit { .. }
-        | Statement::Rollback { .. }
-        | Statement::Savepoint { .. }
-        | Statement::ReleaseSavepoint { .. } => Ok(()),
-        other => Err(Error::NotSupported(statement_kind(other))),
-    }
-}
-
-/// A short name for a kind of statement, for "... is not supported" errors.
-fn statement_kind(statement: &Statement) -> String {
-    let text = statement.to_string();
-    let words: Vec<&str> = text.split_whitespace().take(2).collect();
-    let kind = match words.as_slice() {
-        [first, second]
-            if matches!(
-                first.to_ascii_uppercase().as_str(),
-                "CREATE" | "DROP" | "ALTER" | "SHOW"
-            ) =>
-        {
-            format!("{first} {second}")
-        }
-        [first, ..] => first.to_string(),
-        [] => "statement".to_string(),
-    };
-    format!("statement {}", kind.to_ascii_uppercase())
-}
-
-fn show_name(variable: &[datafusion::sql::sqlparser::ast::Ident]) -> String {
-    let joined = variable
-        .iter()
-        .map(|i| i.value.clone())
-        .collect::<Vec<_>>()
-        .join(" ");
-    match joined.to_ascii_lowercase().as_str() {
-        "time zone" => "TimeZone".into(),
-        "transaction isolation level" => "transaction_isolation".into(),
-        _ => joined,
-    }
-}
-
-fn show_schema(name: Option<&str>) -> SchemaRef {
-    match name {
-        Some(name) => Arc::new(Schema::new(vec![Field::new(
-            name.to_ascii_lowercase(),
-            DataType::Utf8,
-            false,
-        )])),
-        None => Arc::new(Schema::new(vec![
-            Field::new("name", DataType::Utf8, false),
-            Field::new("setting", DataType::Utf8, false),
-        ])),
-    }
-}
-
-fn show_output(rows: Vec<(String, String)>, all: bool) -> Result<Output> {
-    let (names, values): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
-    let schema = if all {
-        show_schema(None)
-    } else {
-        show_schema(names.first().map(String::as_str))
-    };
-    let columns: Vec<Arc<dyn datafusion::arrow::array::Array>> = if all {
-        vec![
-            Arc::new(StringArray::from(names)),
-            Arc::new(StringArray::from(values)),
-        ]
-    } else {
-        vec![Arc::new(StringArray::from(values))]
-    };
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    Ok(rows_output(schema, vec![batch], "SHOW".into()))
 }
 
 /// Replaces casts of text to `bytea` with PostgreSQL's reading of the text (`'\\x01'::bytea` is
