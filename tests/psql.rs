@@ -143,3 +143,36 @@ fn tls_with_a_certificate() {
     assert!(stdout.contains("SSL connection"), "{stdout}");
     assert!(stdout.contains("42"), "{stdout}");
 }
+
+#[test]
+fn the_quickstart_script_runs() {
+    let server = TestServer::start();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/quickstart.sql");
+    let output = Command::new("psql")
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(server.addr.ip().to_string())
+        .arg("-p")
+        .arg(server.addr.port().to_string())
+        .args(["-U", "augur", "-d", "augur", "-f"])
+        .arg(&script)
+        .output()
+        .expect("psql");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "INSERT 0 3",
+        " DE      |     2",
+        "       2 | US      | new",
+        "running_total",
+        "65.5",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}

@@ -19,8 +19,8 @@ use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    Assignment, AssignmentTarget, Delete, FromTable, Insert, OnConflictAction, OnInsert,
-    SelectItem, Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
+    Assignment, AssignmentTarget, Delete, FromTable, Ident, Insert, ObjectName, OnConflictAction,
+    OnInsert, SelectItem, Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
 };
 
 use super::{Database, Output, compile, evaluate, rows_output};
@@ -381,6 +381,7 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
     };
     let table = lookup_table(db, &table_name(name)?)?;
     let mut stripped = insert.clone();
+    replace_default_keywords(&table, &mut stripped)?;
     let on = stripped.on.take();
     let returning_items = stripped.returning.take();
     let qualifier = match &stripped.table_alias {
@@ -431,6 +432,75 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
         input: super::pg_text_casts(db, dml.input.as_ref().clone())?,
         returning,
     })
+}
+
+/// `VALUES (1, DEFAULT)`: each `DEFAULT` becomes its column's DEFAULT expression, or NULL; rows
+/// shorter than the table fill its leading columns.
+fn replace_default_keywords(table: &Table, insert: &mut Insert) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, SetExpr, Value};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    let Some(source) = insert.source.as_mut() else {
+        return Ok(());
+    };
+    let SetExpr::Values(values) = source.body.as_mut() else {
+        return Ok(());
+    };
+    let visible = table.visible_schema();
+    // `INSERT INTO t VALUES (1)` fills the leading columns; the rest get their defaults.
+    let width = values.rows.first().map_or(0, |r| r.content.len());
+    if insert.columns.is_empty()
+        && width < visible.fields().len()
+        && values.rows.iter().all(|r| r.content.len() == width)
+    {
+        insert.columns = visible.fields()[..width]
+            .iter()
+            .map(|f| ObjectName::from(vec![Ident::with_quote('"', f.name().clone())]))
+            .collect();
+    }
+    let targets: Vec<usize> = if insert.columns.is_empty() {
+        (0..visible.fields().len()).collect()
+    } else {
+        insert
+            .columns
+            .iter()
+            .map(|c| {
+                let name =
+                    c.0.last()
+                        .and_then(|p| p.as_ident())
+                        .map(normalize_ident)
+                        .unwrap_or_default();
+                visible.index_of(&name).map_err(|_| {
+                    Error::UndefinedColumn(format!(
+                        "column \"{name}\" of relation \"{}\" does not exist",
+                        table.name()
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    for row in values.rows.iter_mut() {
+        for (i, expr) in row.content.iter_mut().enumerate() {
+            let is_default = matches!(expr, SqlExpr::Identifier(ident)
+                if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default"));
+            if !is_default {
+                continue;
+            }
+            let column = *targets.get(i).ok_or_else(|| {
+                Error::Syntax(
+                    "syntax error: INSERT has more expressions than target columns".into(),
+                )
+            })?;
+            *expr = match &table.def().columns[column].default {
+                Some(sql) => Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(sql)?
+                    .parse_expr()?,
+                None => SqlExpr::Value(Value::Null.into()),
+            };
+        }
+    }
+    Ok(())
 }
 
 /// The table named by a FROM item, and the name the statement refers to it by.
