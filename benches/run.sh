@@ -14,7 +14,15 @@ as_pg "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U postgres >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -o "-p $PGPORT -k $PGDIR -c listen_addresses=127.0.0.1" -l "$PGDIR/log" -w start >/dev/null
 trap 'as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null; rm -rf "$PGDIR"' EXIT
 
-cargo build --release --bin augur
+# Built with the release profile and run directly (`cargo bench` would build everything again
+# under its own profile).
+# One build of the binary and the bench together: one feature resolution, one set of artifacts.
+bench="$(cargo build --release --bin augur --bench point_lookup --message-format=json \
+  | python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "point_lookup" and m.get("executable"):
+        print(m["executable"])')"
 cache_rocksdb
-AUGUR_BENCH_PG="host=127.0.0.1 port=$PGPORT user=postgres dbname=postgres" \
-  cargo bench --bench point_lookup
+echo "==> $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')" >&2
+AUGUR_BENCH_PG="host=127.0.0.1 port=$PGPORT user=postgres dbname=postgres" "$bench"
