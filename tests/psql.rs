@@ -6,22 +6,29 @@ use std::process::Command;
 
 use common::TestServer;
 
-fn psql(server: &TestServer, command: &str) -> String {
+/// Runs psql against `server` with `args` after the connection options; returns its stdout and
+/// fails the test when psql fails.
+fn psql_with(server: &TestServer, args: &[&str]) -> String {
     let output = Command::new("psql")
         .args(["-X", "-v", "ON_ERROR_STOP=1", "-h"])
         .arg(server.addr.ip().to_string())
         .arg("-p")
         .arg(server.addr.port().to_string())
-        .args(["-U", "augur", "-d", "augur", "-c", command])
+        .args(["-U", "augur", "-d", "augur"])
+        .args(args)
         .output()
         .expect("psql must be installed (Debian package postgresql-client)");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "psql -c {command:?} failed:\n{stdout}\n{stderr}"
+        "psql {args:?} failed:\n{stdout}\n{stderr}"
     );
     stdout
+}
+
+fn psql(server: &TestServer, command: &str) -> String {
+    psql_with(server, &["-c", command])
 }
 
 #[test]
@@ -148,21 +155,7 @@ fn tls_with_a_certificate() {
 fn the_quickstart_script_runs() {
     let server = TestServer::start();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/quickstart.sql");
-    let output = Command::new("psql")
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h"])
-        .arg(server.addr.ip().to_string())
-        .arg("-p")
-        .arg(server.addr.port().to_string())
-        .args(["-U", "augur", "-d", "augur", "-f"])
-        .arg(&script)
-        .output()
-        .expect("psql");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = psql_with(&server, &["-f", script.to_str().unwrap()]);
     for expected in [
         "INSERT 0 3",
         " DE      |     2",
