@@ -16,4 +16,17 @@ fi
 
 cargo build --tests
 cache_rocksdb
-cargo test --no-fail-fast "$@"
+
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite: Rust test binaries, sqllogictest files, Python clients.
+awk '
+  /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+  /^[0-9]+ passed, [0-9]+ failed$/ && !/test result/ { p += $1; f += $3 }
+  END { printf "suite: %d passed, %d failed\n", p, f }
+' "$log"
+exit "$status"
