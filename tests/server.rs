@@ -476,3 +476,61 @@ async fn row_descriptions_and_binary_values_for_every_type() {
     );
     assert_eq!(row.get::<_, Vec<i64>>(14), vec![1, 2, 3]);
 }
+
+#[tokio::test]
+async fn kill_9_during_inserts_loses_no_acknowledged_row() {
+    use std::sync::{Arc, Mutex};
+
+    let mut server = TestServer::start();
+    server
+        .connect()
+        .await
+        .batch_execute("CREATE TABLE acked (id BIGINT PRIMARY KEY, payload TEXT)")
+        .await
+        .unwrap();
+    let acknowledged = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let mut next_id = 0i64;
+    for round in 0..3u64 {
+        let client = server.connect().await;
+        let acked = acknowledged.clone();
+        let first = next_id;
+        let writer = tokio::spawn(async move {
+            let insert = client
+                .prepare("INSERT INTO acked VALUES ($1, $2)")
+                .await
+                .unwrap();
+            for id in first.. {
+                // an error means the server is gone: stop
+                if client
+                    .execute(&insert, &[&id, &format!("row {id}")])
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                acked.lock().unwrap().push(id);
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(150 + 100 * round)).await;
+        server.kill();
+        let _ = writer.await;
+        server.start_again();
+        let client = server.connect().await;
+        let ids: Vec<i64> = client
+            .query("SELECT id FROM acked ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let acked = acknowledged.lock().unwrap().clone();
+        assert!(!acked.is_empty(), "round {round}: nothing was inserted");
+        for id in &acked {
+            assert!(
+                ids.binary_search(id).is_ok(),
+                "round {round}: acknowledged row {id} is lost"
+            );
+        }
+        next_id = ids.last().map_or(0, |last| last + 1);
+    }
+}

@@ -87,7 +87,7 @@ impl ScalarUDFImpl for JsonBuildObject {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::error::Result<ColumnarValue> {
-        if args.args.len() % 2 != 0 {
+        if !args.args.len().is_multiple_of(2) {
             return datafusion::common::plan_err!(
                 "json_build_object needs an even number of arguments (key, value, ...)"
             );

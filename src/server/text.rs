@@ -47,7 +47,7 @@ pub fn postgres_text(
                 column
                     .as_primitive::<Float32Type>()
                     .iter()
-                    .map(|v| v.map(|v| float32_text(v)))
+                    .map(|v| v.map(float32_text))
                     .collect(),
             ),
             DataType::Timestamp(_, tz) if iso => {

@@ -288,10 +288,10 @@ impl VisitorMut for UnnestSubqueries {
     type Break = ();
 
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        if let Expr::Subquery(query) = expr {
-            if query_has_table_function(query, "unnest") {
-                *expr = Expr::Value(Value::Null.into());
-            }
+        if let Expr::Subquery(query) = expr
+            && query_has_table_function(query, "unnest")
+        {
+            *expr = Expr::Value(Value::Null.into());
         }
         ControlFlow::Continue(())
     }
