@@ -41,6 +41,11 @@ pub struct Config {
     #[arg(long, env = "AUGUR_NO_FSYNC")]
     pub no_fsync: bool,
 
+    /// How often views commit: the epoch length in milliseconds. A write is visible in views at
+    /// most about this long after it is acknowledged (or at once after FLUSH).
+    #[arg(long, env = "AUGUR_EPOCH_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub epoch_ms: u64,
+
     /// Log filter, in `tracing`'s EnvFilter syntax (e.g. `info`, `augur=debug`).
     #[arg(long, env = "AUGUR_LOG", default_value = "info")]
     pub log: String,
@@ -57,6 +62,7 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             no_fsync: false,
+            epoch_ms: 100,
             log: "info".into(),
         }
     }

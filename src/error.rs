@@ -53,6 +53,14 @@ pub enum Error {
     /// A feature Augur does not have; the message names it (`0A000`).
     #[error("{0} is not supported")]
     NotSupported(String),
+    /// DROP of an object others depend on, without CASCADE (`2BP01`).
+    #[error("{message}")]
+    DependentObjects {
+        /// `cannot drop table t because other objects depend on it`.
+        message: String,
+        /// One line per dependent object.
+        detail: String,
+    },
     /// Any other error with a known SQLSTATE.
     #[error("{message}")]
     Coded {
@@ -86,8 +94,19 @@ impl Error {
             Error::InvalidParameter(_) => "22023",
             Error::NotSupported(_) => "0A000",
             Error::Coded { code, .. } => code,
+            Error::DependentObjects { .. } => "2BP01",
             Error::Storage(_) | Error::Internal(_) => "XX000",
             Error::DataFusion(e) => datafusion_sqlstate(e),
+        }
+    }
+
+    /// The HINT line of the error response, where there is one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::DependentObjects { .. } => {
+                Some("Use DROP ... CASCADE to drop the dependent objects too.".into())
+            }
+            _ => None,
         }
     }
 
@@ -95,6 +114,7 @@ impl Error {
     pub fn detail(&self) -> Option<String> {
         match self {
             Error::UniqueViolation { detail, .. } => Some(detail.clone()),
+            Error::DependentObjects { detail, .. } => Some(detail.clone()),
             _ => None,
         }
     }

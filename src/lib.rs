@@ -44,6 +44,7 @@ pub mod server;
 pub mod session;
 pub mod sql;
 pub mod storage;
+pub mod stream;
 pub mod table;
 
 pub use config::Config;

@@ -15,8 +15,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let db = Database::open(&config)
+        .await
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
-    let server = Server::bind(&config, db).await?;
+    let server = Server::bind(&config, db.clone()).await?;
     let addr = server.local_addr()?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
@@ -30,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     server.run(shutdown_signal()).await?;
+    db.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

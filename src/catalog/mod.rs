@@ -1,12 +1,15 @@
-//! The catalog: every table's definition, persisted in RocksDB and loaded on start.
+//! The catalog: every table's and view's definition, persisted in RocksDB and loaded on start.
 //!
-//! Entries live under `ct` + table id (u32, big-endian) as JSON; the next id under
-//! `mnext_table_id`. Creating or dropping a table is one atomic write (dropping also deletes the
-//! table's rows in the same batch). DataFusion sees the catalog through [`schema::AugurSchema`].
+//! Entries live under `ct` (tables) and `cv` (views) + id (u32, big-endian) as JSON; the next
+//! id under `mnext_table_id`. Tables and views share one namespace and one id counter.
+//! Creating or dropping a table is one atomic write (dropping also deletes the table's rows in
+//! the same batch); a materialized view's entry is committed by the dataflow together with its
+//! first state. DataFusion sees the catalog through [`schema::AugurSchema`].
 
 pub mod pg_functions;
 pub mod pg_overlay;
 pub mod schema;
+pub mod view;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -21,12 +24,18 @@ use crate::storage::{StorageError, Store, WriteBatch};
 use crate::table::{Table, TableDef};
 
 const TABLE_PREFIX: &[u8] = b"ct";
+const VIEW_PREFIX: &[u8] = b"cv";
 const NEXT_TABLE_ID: &[u8] = b"mnext_table_id";
 
-/// All tables, by name.
+use view::{View, ViewDef};
+
+/// All tables and views, by name.
 pub struct Catalog {
     store: Store,
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
+    views: RwLock<BTreeMap<String, Arc<View>>>,
+    /// Serialises id reservations.
+    ids: std::sync::Mutex<()>,
     /// Plans DEFAULT expressions (built-in functions only).
     expr_state: SessionState,
 }
@@ -45,6 +54,8 @@ impl Catalog {
         let catalog = Self {
             store: store.clone(),
             tables: RwLock::new(BTreeMap::new()),
+            views: RwLock::new(BTreeMap::new()),
+            ids: std::sync::Mutex::new(()),
             expr_state: SessionContext::new().state(),
         };
         let mut defs = Vec::new();
@@ -92,6 +103,129 @@ impl Catalog {
         &self.store
     }
 
+    /// Stored view definitions, in id order (the order they can be rebuilt in: a view only
+    /// reads relations older than itself).
+    pub fn stored_views(&self) -> Result<Vec<ViewDef>> {
+        let mut defs = Vec::new();
+        self.store.scan_prefix::<Error>(VIEW_PREFIX, |_, value| {
+            let def: ViewDef = serde_json::from_slice(value)
+                .map_err(|e| StorageError::Corrupt(format!("view definition: {e}")))?;
+            defs.push(def);
+            Ok(true)
+        })?;
+        Ok(defs)
+    }
+
+    /// Hands out a new table or view id.
+    pub fn reserve_id(&self) -> Result<u32> {
+        let _guard = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let id = self
+            .store
+            .get(NEXT_TABLE_ID)?
+            .map(|v| decode_i64(&v))
+            .transpose()?
+            .unwrap_or(1);
+        let mut batch = WriteBatch::default();
+        batch.put(NEXT_TABLE_ID, (id + 1).to_be_bytes());
+        self.store.write(batch)?;
+        u32::try_from(id).map_err(|_| Error::Internal("table ids exhausted".into()))
+    }
+
+    fn read_views(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<View>>> {
+        self.views.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_views(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<View>>> {
+        self.views.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True when a table or view is called `name`.
+    pub fn exists(&self, name: &str) -> bool {
+        self.read_tables().contains_key(name) || self.read_views().contains_key(name)
+    }
+
+    /// The view called `name`, if there is one.
+    pub fn view(&self, name: &str) -> Option<Arc<View>> {
+        self.read_views().get(name).cloned()
+    }
+
+    /// All views, in id order.
+    pub fn views(&self) -> Vec<Arc<View>> {
+        let mut views: Vec<_> = self.read_views().values().cloned().collect();
+        views.sort_by_key(|v| v.def().id);
+        views
+    }
+
+    /// The catalog entry of a view: its key and value.
+    pub fn view_entry(def: &ViewDef) -> Result<(Vec<u8>, Vec<u8>)> {
+        Ok((view_key(def.id), serde_json::to_vec(def).map_err(json_err)?))
+    }
+
+    /// The storage key of view `id`'s catalog entry.
+    pub fn view_entry_key(id: u32) -> Vec<u8> {
+        view_key(id)
+    }
+
+    /// Adds a view whose entry is already stored (or stored by the caller).
+    pub fn insert_view(&self, view: View) -> Arc<View> {
+        let view = Arc::new(view);
+        self.write_views()
+            .insert(view.name().to_string(), view.clone());
+        view
+    }
+
+    /// Stores and adds a plain view.
+    pub fn create_plain_view(&self, view: View) -> Result<Arc<View>> {
+        let (key, value) = Self::view_entry(view.def())?;
+        let mut batch = WriteBatch::default();
+        batch.put(key, value);
+        self.store.write(batch)?;
+        Ok(self.insert_view(view))
+    }
+
+    /// Forgets a view (its entry is deleted by the caller).
+    pub fn remove_view(&self, name: &str) {
+        self.write_views().remove(name);
+    }
+
+    /// Deletes a plain view's entry and forgets it.
+    pub fn drop_plain_view(&self, name: &str) -> Result<()> {
+        if let Some(view) = self.view(name) {
+            let mut batch = WriteBatch::default();
+            batch.delete(view_key(view.def().id));
+            self.store.write(batch)?;
+            self.remove_view(name);
+        }
+        Ok(())
+    }
+
+    /// The views that read relation `id` directly.
+    pub fn dependents(&self, id: u32) -> Vec<Arc<View>> {
+        self.views()
+            .into_iter()
+            .filter(|v| v.def().depends_on.contains(&id))
+            .collect()
+    }
+
+    /// The table, or the storage of the materialized view, with id `id`.
+    pub fn relation_by_id(&self, id: u32) -> Option<Arc<Table>> {
+        if let Some(table) = self.read_tables().values().find(|t| t.def().id == id) {
+            return Some(table.clone());
+        }
+        self.read_views()
+            .values()
+            .find(|v| v.def().id == id)
+            .and_then(|v| v.storage().cloned())
+    }
+
+    /// The id and name of relation `name` (a table or a view).
+    pub fn relation_id(&self, name: &str) -> Option<u32> {
+        if let Some(table) = self.table(name) {
+            return Some(table.def().id);
+        }
+        self.view(name).map(|v| v.def().id)
+    }
+
     /// The table called `name`, if there is one.
     pub fn table(&self, name: &str) -> Option<Arc<Table>> {
         self.read_tables().get(name).cloned()
@@ -102,6 +236,14 @@ impl Catalog {
         self.read_tables().keys().cloned().collect()
     }
 
+    /// Names of all tables and views, sorted.
+    pub fn relation_names(&self) -> Vec<String> {
+        let mut names = self.table_names();
+        names.extend(self.read_views().keys().cloned());
+        names.sort();
+        names
+    }
+
     /// Creates a table from `def` (its `id` is assigned here). With `if_not_exists`, an existing
     /// table of that name is left alone and `None` is returned.
     pub fn create_table(
@@ -109,6 +251,13 @@ impl Catalog {
         mut def: TableDef,
         if_not_exists: bool,
     ) -> Result<Option<Arc<Table>>> {
+        if self.view(&def.name).is_some() {
+            return if if_not_exists {
+                Ok(None)
+            } else {
+                Err(Error::DuplicateTable(def.name))
+            };
+        }
         let mut tables = self.write_tables();
         if tables.contains_key(&def.name) {
             return if if_not_exists {
@@ -117,20 +266,13 @@ impl Catalog {
                 Err(Error::DuplicateTable(def.name))
             };
         }
-        let id = self
-            .store
-            .get(NEXT_TABLE_ID)?
-            .map(|v| decode_i64(&v))
-            .transpose()?
-            .unwrap_or(1);
-        def.id = u32::try_from(id).map_err(|_| Error::Internal("table ids exhausted".into()))?;
+        def.id = self.reserve_id()?;
         let table = Arc::new(self.build(def, 1)?);
         let mut batch = WriteBatch::default();
         batch.put(
             table_key(table.def().id),
             serde_json::to_vec(table.def()).map_err(json_err)?,
         );
-        batch.put(NEXT_TABLE_ID, (id + 1).to_be_bytes());
         self.store.write(batch)?;
         tables.insert(table.name().to_string(), table.clone());
         Ok(Some(table))
@@ -152,6 +294,12 @@ impl Catalog {
         tables.remove(name);
         Ok(true)
     }
+}
+
+fn view_key(id: u32) -> Vec<u8> {
+    let mut key = VIEW_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
 }
 
 fn table_key(id: u32) -> Vec<u8> {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::SchemaProvider;
-use datafusion::datasource::TableProvider;
+use datafusion::datasource::{TableProvider, ViewTable};
 use datafusion::error::Result as DfResult;
 
 use super::Catalog;
@@ -44,20 +44,36 @@ impl AugurSchema {
 #[async_trait]
 impl SchemaProvider for AugurSchema {
     fn table_names(&self) -> Vec<String> {
-        self.catalog.table_names()
+        self.catalog.relation_names()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self.catalog.table(name).map(|table| {
-            Arc::new(TableScan::new(
+        if let Some(table) = self.catalog.table(name) {
+            return Ok(Some(Arc::new(TableScan::new(
                 table,
                 self.catalog.store().clone(),
                 self.with_hidden,
-            )) as Arc<dyn TableProvider>
-        }))
+            ))));
+        }
+        let Some(view) = self.catalog.view(name) else {
+            return Ok(None);
+        };
+        if let Some(storage) = view.storage() {
+            return Ok(Some(Arc::new(TableScan::view(
+                storage.clone(),
+                self.catalog.store().clone(),
+            ))));
+        }
+        match view.plan() {
+            Some(plan) => Ok(Some(Arc::new(ViewTable::new(
+                plan.clone(),
+                Some(view.def().query.clone()),
+            )))),
+            None => Ok(None),
+        }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.table(name).is_some()
+        self.catalog.exists(name)
     }
 }

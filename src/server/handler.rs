@@ -93,6 +93,7 @@ impl ErrorHandler for LogErrors {
 pub fn error_info(error: &Error) -> ErrorInfo {
     let mut info = ErrorInfo::new("ERROR".into(), error.sqlstate().into(), error.to_string());
     info.detail = error.detail();
+    info.hint = error.hint();
     info
 }
 
@@ -236,7 +237,7 @@ impl SimpleQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = match self.db.parser().parse(query) {
+        let statements = match self.db.parser().parse_stmts(query) {
             Ok(statements) => statements,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
         };
@@ -345,7 +346,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut statements = self.db.parser().parse(sql).map_err(to_pgwire)?;
+        let mut statements = self.db.parser().parse_stmts(sql).map_err(to_pgwire)?;
         match statements.len() {
             0 => Ok(None),
             1 => {

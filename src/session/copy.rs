@@ -302,7 +302,7 @@ impl CopyIn {
             changes.insert(batch, OnConflict::Fail)?;
             count += batch.num_rows();
         }
-        changes.commit()?;
+        changes.commit(db.log_for(self.table.def().id))?;
         Ok(count)
     }
 }

@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::sql::SqlParser;
 use crate::storage::Store;
+use crate::stream::runtime::Runtime;
+use crate::table::changelog::{self, ChangeLog};
 
 /// Everything the sessions of one server share: storage, catalog, the DataFusion contexts
 /// queries are planned in, and the lock that serialises writes.
@@ -27,8 +29,14 @@ pub struct Database {
     /// Plans UPDATE and DELETE: tables show their hidden row ids here.
     dml_ctx: SessionContext,
     parser: SqlParser,
-    /// Held while a statement writes, so that constraint checks and writes do not interleave.
+    /// Held while a statement writes, so that constraint checks and writes do not interleave,
+    /// and while a view is created or dropped, so that its backfill sees every write before it
+    /// and none after.
     write_lock: tokio::sync::Mutex<()>,
+    /// Where writes to tables that views read are logged.
+    changelog: Arc<ChangeLog>,
+    /// The dataflow keeping materialized views up to date.
+    runtime: Runtime,
 }
 
 impl std::fmt::Debug for Database {
@@ -40,8 +48,9 @@ impl std::fmt::Debug for Database {
 }
 
 impl Database {
-    /// Opens the database in `config.data_dir`, creating it if needed, and loads the catalog.
-    pub fn open(config: &Config) -> Result<Arc<Self>> {
+    /// Opens the database in `config.data_dir`, creating it if needed, loads the catalog and
+    /// starts the dataflow of every materialized view where its last commit left it.
+    pub async fn open(config: &Config) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             Error::Internal(format!(
                 "cannot create data directory {}: {e}",
@@ -67,14 +76,54 @@ impl Database {
             )?;
         }
         let dml_ctx = new_context(AugurSchema::with_hidden(catalog.clone()))?;
+        let parser = SqlParser::new();
+        let flows = super::views::recover(&store, &catalog, &ctx, &parser).await?;
+        let lookup_catalog = catalog.clone();
+        let runtime = Runtime::start(
+            store.clone(),
+            Arc::new(move |id| lookup_catalog.relation_by_id(id)),
+            flows,
+            std::time::Duration::from_millis(config.epoch_ms),
+        )?;
+        let applied = runtime
+            .progress()
+            .applied_seq
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let logged = changelog::last_logged(&store)?.unwrap_or(0);
+        let changelog = Arc::new(ChangeLog::new(applied.max(logged) + 1));
+        changelog.subscribe(runtime.subscriber());
         Ok(Arc::new(Self {
             store,
             catalog,
             ctx,
             dml_ctx,
-            parser: SqlParser::new(),
+            parser,
             write_lock: tokio::sync::Mutex::new(()),
+            changelog,
+            runtime,
         }))
+    }
+
+    /// Commits what the views have pending and stops their dataflow.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.runtime.stop().await {
+            tracing::error!(error = %e, "stopping the dataflow");
+        }
+    }
+
+    /// The dataflow runtime.
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The change log.
+    pub(crate) fn changelog(&self) -> &Arc<ChangeLog> {
+        &self.changelog
+    }
+
+    /// The change log, if a view reads table `table_id` (writes to other tables are not logged).
+    pub(crate) fn log_for(&self, table_id: u32) -> Option<&ChangeLog> {
+        (!self.catalog.dependents(table_id).is_empty()).then_some(self.changelog.as_ref())
     }
 
     /// The RocksDB store.

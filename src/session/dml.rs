@@ -113,7 +113,7 @@ impl WritePlan {
                 (batches, "DELETE")
             }
         };
-        changes.commit()?;
+        changes.commit(db.log_for(self.table.def().id))?;
         let count: usize = affected.iter().map(RecordBatch::num_rows).sum();
         match &self.returning {
             None => Ok(Output::Command(format!("{tag} {count}"))),

@@ -11,6 +11,7 @@ mod dml;
 mod lookup;
 mod utility;
 pub mod vars;
+mod views;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use database::Database;
 use utility::{check_utility, show_name, show_schema};
 
 use crate::error::{Error, Result};
+use crate::sql::Stmt;
 
 /// What a statement returns.
 pub enum Output {
@@ -91,7 +93,7 @@ pub struct Prepared(Arc<PreparedInner>);
 
 #[derive(Debug)]
 struct PreparedInner {
-    statement: Statement,
+    statement: Stmt,
     plan: Plan,
     /// Types of `$1`, `$2`, ... (`Null` where nothing constrains a parameter).
     param_types: Vec<DataType>,
@@ -123,7 +125,7 @@ impl Prepared {
     }
 
     /// The statement as parsed.
-    pub fn statement(&self) -> &Statement {
+    pub fn statement(&self) -> &Stmt {
         &self.0.statement
     }
 }
@@ -155,12 +157,12 @@ impl<'a> Session<'a> {
     }
 
     /// Parses `sql` into statements.
-    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        self.db.parser().parse(sql)
+    pub fn parse(&self, sql: &str) -> Result<Vec<Stmt>> {
+        self.db.parser().parse_stmts(sql)
     }
 
     /// Prepares one parsed statement.
-    pub async fn prepare(&self, statement: Statement) -> Result<Prepared> {
+    pub async fn prepare(&self, statement: Stmt) -> Result<Prepared> {
         prepare(self.db, statement).await
     }
 
@@ -191,13 +193,16 @@ impl<'a> Session<'a> {
                 }
                 Ok(output)
             }
-            Plan::Utility => self.execute_utility(prepared.statement()).await,
+            Plan::Utility => match prepared.statement() {
+                Stmt::Sql(statement) => self.execute_utility(statement).await,
+                Stmt::Flush => self.flush().await,
+            },
         }
     }
 
     /// Parses, prepares and executes `sql` without parameters, one statement after another,
     /// stopping at the first error. Used by the simple query protocol.
-    pub async fn run(&mut self, statement: Statement) -> Result<Output> {
+    pub async fn run(&mut self, statement: Stmt) -> Result<Output> {
         let prepared = self.prepare(statement).await?;
         if !prepared.param_types().is_empty() {
             return Err(Error::coded(
@@ -209,11 +214,11 @@ impl<'a> Session<'a> {
     }
 
     /// After an error inside a transaction block only COMMIT and ROLLBACK run, as in PostgreSQL.
-    fn check_transaction_state(&self, statement: &Statement) -> Result<()> {
+    fn check_transaction_state(&self, statement: &Stmt) -> Result<()> {
         if self.vars.get("augur.txn_failed").is_some()
             && !matches!(
                 statement,
-                Statement::Commit { .. } | Statement::Rollback { .. }
+                Stmt::Sql(s) if matches!(s.as_ref(), Statement::Commit { .. } | Statement::Rollback { .. })
             )
         {
             return Err(Error::coded(
@@ -233,8 +238,26 @@ impl<'a> Session<'a> {
 }
 
 /// Prepares one parsed statement: classifies it and plans what can be planned ahead.
-pub async fn prepare(db: &Database, statement: Statement) -> Result<Prepared> {
-    let (plan, schema, param_types) = match &statement {
+pub async fn prepare(db: &Database, stmt: Stmt) -> Result<Prepared> {
+    let statement = match &stmt {
+        Stmt::Sql(statement) => statement.as_ref(),
+        Stmt::Flush => {
+            return Ok(Prepared(Arc::new(PreparedInner {
+                statement: stmt,
+                plan: Plan::Utility,
+                param_types: vec![],
+                schema: None,
+            })));
+        }
+    };
+    let (plan, schema, param_types) = match statement {
+        Statement::Explain { statement, .. } if matches!(statement.as_ref(), Statement::CreateView(c) if c.materialized) =>
+        {
+            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+                datafusion::arrow::datatypes::Field::new("QUERY PLAN", DataType::Utf8, false),
+            ]));
+            (Plan::Utility, Some(schema), vec![])
+        }
         Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } => {
             let plan = db
                 .ctx()
@@ -251,7 +274,7 @@ pub async fn prepare(db: &Database, statement: Statement) -> Result<Prepared> {
             (plan, Some(schema), types)
         }
         Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
-            let write = dml::WritePlan::new(db, &statement).await?;
+            let write = dml::WritePlan::new(db, statement).await?;
             let schema = write.returning_schema();
             let types = write.param_types()?;
             (Plan::Write(write), schema, types)
@@ -264,13 +287,14 @@ pub async fn prepare(db: &Database, statement: Statement) -> Result<Prepared> {
             };
             (Plan::Utility, Some(show_schema(name.as_deref())), vec![])
         }
+        Statement::ShowViews { .. } => (Plan::Utility, Some(views::show_views_schema()), vec![]),
         other => {
             check_utility(other)?;
             (Plan::Utility, None, vec![])
         }
     };
     Ok(Prepared(Arc::new(PreparedInner {
-        statement,
+        statement: stmt,
         plan,
         param_types,
         schema,
@@ -419,7 +443,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::for_data_dir(dir.path().join("data"));
         config.no_fsync = true;
-        let db = Database::open(&config).unwrap();
+        let db = Database::open(&config).await.unwrap();
         let mut vars = HashMap::new();
         let mut session = Session::new(&db, &mut vars);
         for sql in [
@@ -435,7 +459,7 @@ mod tests {
     }
 
     async fn plan_kind(db: &Database, sql: &str) -> &'static str {
-        let statement = db.parser().parse(sql).unwrap().remove(0);
+        let statement = db.parser().parse_stmts(sql).unwrap().remove(0);
         match prepare(db, statement).await.unwrap().0.plan {
             Plan::Lookup(_) => "lookup",
             Plan::Query(_) => "query",
@@ -475,7 +499,7 @@ mod tests {
         let (_dir, db) = db().await;
         let statement = db
             .parser()
-            .parse("SELECT name FROM t WHERE id = $1")
+            .parse_stmts("SELECT name FROM t WHERE id = $1")
             .unwrap()
             .remove(0);
         let prepared = prepare(&db, statement).await.unwrap();

@@ -40,28 +40,24 @@ impl Session<'_> {
                 Ok(Output::Command("CREATE TABLE".into()))
             }
             Statement::Drop {
-                object_type: ObjectType::Table,
+                object_type:
+                    object_type @ (ObjectType::Table | ObjectType::View | ObjectType::MaterializedView),
                 if_exists,
                 names,
+                cascade,
                 ..
             } => {
-                let _guard = self.db.write_guard().await;
-                let names = names.iter().map(table_name).collect::<Result<Vec<_>>>()?;
-                for name in &names {
-                    if self.db.catalog().table(name).is_none() && !if_exists {
-                        return Err(Error::UndefinedTable(name.clone()));
-                    }
-                }
-                for name in names {
-                    if !self.db.catalog().drop_table(&name)? {
-                        self.notice(
-                            "00000",
-                            format!("table \"{name}\" does not exist, skipping"),
-                        );
-                    }
-                }
-                Ok(Output::Command("DROP TABLE".into()))
+                self.drop_relations(*object_type, *if_exists, names, *cascade)
+                    .await
             }
+            Statement::CreateView(create) => self.create_view(create).await,
+            Statement::ShowViews { materialized, .. } => self.show_views(*materialized),
+            Statement::Explain { statement, .. } => match statement.as_ref() {
+                Statement::CreateView(create) if create.materialized => {
+                    self.explain_view(create).await
+                }
+                _ => Err(Error::Internal("EXPLAIN planned as a utility".into())),
+            },
             Statement::Truncate(truncate) => {
                 let _guard = self.db.write_guard().await;
                 for target in &truncate.table_names {
@@ -72,10 +68,24 @@ impl Session<'_> {
                         .table(&name)
                         .ok_or(Error::UndefinedTable(name))?;
                     let mut batch = crate::storage::WriteBatch::default();
-                    self.db
-                        .store()
-                        .delete_prefix_in(&mut batch, &table.def().key_prefix());
+                    let prefix = table.def().key_prefix();
+                    let log = self.db.log_for(table.def().id);
+                    let entries = match log {
+                        Some(log) => {
+                            let mut rows = Vec::new();
+                            self.db.store().scan_prefix::<Error>(&prefix, |_, value| {
+                                rows.push(value.to_vec());
+                                Ok(true)
+                            })?;
+                            log.append(&mut batch, table.def().id, rows, Vec::new())
+                        }
+                        None => Vec::new(),
+                    };
+                    self.db.store().delete_prefix_in(&mut batch, &prefix);
                     self.db.store().write(batch)?;
+                    if let Some(log) = log {
+                        log.publish(entries);
+                    }
                 }
                 Ok(Output::Command("TRUNCATE TABLE".into()))
             }
@@ -229,7 +239,7 @@ impl Session<'_> {
                     .parse(&query)?
                     .pop()
                     .ok_or_else(|| Error::Syntax("syntax error: empty COPY query".into()))?;
-                let prepared = prepare(self.db, statement).await?;
+                let prepared = prepare(self.db, crate::sql::Stmt::Sql(Box::new(statement))).await?;
                 let rows = match &prepared.0.plan {
                     Plan::Query(plan) => run_query(self.db, plan.clone()).await?,
                     Plan::Lookup(lookup) => {
@@ -268,7 +278,7 @@ impl Session<'_> {
         self.vars.remove("transaction_isolation");
     }
 
-    fn notice(&mut self, code: &'static str, message: String) {
+    pub(super) fn notice(&mut self, code: &'static str, message: String) {
         self.notices.push(Notice::Message("NOTICE", code, message));
     }
 }
@@ -277,8 +287,10 @@ impl Session<'_> {
 pub(super) fn check_utility(statement: &Statement) -> Result<()> {
     match statement {
         Statement::CreateTable(_)
+        | Statement::CreateView(_)
+        | Statement::ShowViews { .. }
         | Statement::Drop {
-            object_type: ObjectType::Table,
+            object_type: ObjectType::Table | ObjectType::View | ObjectType::MaterializedView,
             ..
         }
         | Statement::Truncate(_)

@@ -146,6 +146,7 @@ pub fn table_def(create: &CreateTable) -> Result<TableDef> {
         columns,
         primary_key,
         definition: create.to_string(),
+        counted: false,
     })
 }
 

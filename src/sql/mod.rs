@@ -11,12 +11,32 @@ pub mod types;
 
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
 
 use crate::catalog::schema::{CATALOG_NAME, SCHEMA_NAME};
 use crate::error::{Error, Result};
+
+/// A statement Augur runs: standard SQL, or one of Augur's own statements, which sqlparser does
+/// not know.
+#[derive(Debug, Clone)]
+pub enum Stmt {
+    /// Standard SQL.
+    Sql(Box<Statement>),
+    /// `FLUSH`: wait until everything written before is visible in every view.
+    Flush,
+}
+
+impl std::fmt::Display for Stmt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stmt::Sql(statement) => write!(f, "{statement}"),
+            Stmt::Flush => write!(f, "FLUSH"),
+        }
+    }
+}
 
 /// Statements longer than this are refused before parsing (`54000`).
 pub const MAX_STATEMENT_BYTES: usize = 16 * 1024 * 1024;
@@ -51,6 +71,57 @@ impl SqlParser {
                 Box::new(rules::StripCollate),
             ],
         }
+    }
+
+    /// Parses `sql` — standard SQL and Augur's own statements — into statements.
+    pub fn parse_stmts(&self, sql: &str) -> Result<Vec<Stmt>> {
+        match self.parse(sql) {
+            Ok(statements) => Ok(statements
+                .into_iter()
+                .map(|s| Stmt::Sql(Box::new(s)))
+                .collect()),
+            Err(error) => match self.parse_extended(sql) {
+                Some(stmts) => stmts,
+                None => Err(error),
+            },
+        }
+    }
+
+    /// Parses text that holds Augur's own statements, statement by statement; `None` when it
+    /// holds none of them.
+    fn parse_extended(&self, sql: &str) -> Option<Result<Vec<Stmt>>> {
+        use datafusion::sql::sqlparser::tokenizer::Token;
+
+        let mut parser = Parser::new(&PostgreSqlDialect {}).try_with_sql(sql).ok()?;
+        let mut stmts = Vec::new();
+        let mut own = false;
+        loop {
+            while parser.consume_token(&Token::SemiColon) {}
+            if parser.peek_token() == Token::EOF {
+                break;
+            }
+            let start = parser.peek_token().span.start;
+            if parser.parse_keyword(Keyword::FLUSH) {
+                own = true;
+                stmts.push(Stmt::Flush);
+            } else {
+                let statement = parser.parse_statement().ok()?;
+                // Standard statements go through the usual path, rewrites included.
+                let text = statement.to_string();
+                let _ = start;
+                match self.parse(&text) {
+                    Ok(parsed) => stmts.extend(parsed.into_iter().map(|s| Stmt::Sql(Box::new(s)))),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            if parser.peek_token() != Token::EOF && !parser.consume_token(&Token::SemiColon) {
+                let found = parser.peek_token();
+                return Some(Err(Error::Syntax(format!(
+                    "syntax error at or near \"{found}\""
+                ))));
+            }
+        }
+        own.then_some(Ok(stmts))
     }
 
     /// Parses `sql`, which may hold several statements separated by `;`. Empty and comment-only

@@ -8,6 +8,7 @@
 //!
 //! Depends on `storage` only.
 
+pub mod changelog;
 mod codec;
 pub mod provider;
 pub mod writer;
@@ -56,6 +57,10 @@ pub struct TableDef {
     pub primary_key: Vec<usize>,
     /// The statement that created the table, for `pg_get_tabledef`-style display.
     pub definition: String,
+    /// Rows are stored once per distinct row, keyed by all columns, with their multiplicity in
+    /// 8 bytes after the value (views whose rows have no key).
+    #[serde(default)]
+    pub counted: bool,
 }
 
 impl TableDef {
@@ -177,4 +182,16 @@ impl Table {
         key.extend_from_slice(&table_id.to_be_bytes());
         key
     }
+}
+
+/// Splits the stored value of a counted table's row into the row and its multiplicity.
+pub fn split_count(value: &[u8]) -> Result<(&[u8], i64)> {
+    let at = value.len().checked_sub(8).ok_or_else(|| {
+        Error::Storage(crate::storage::StorageError::Corrupt(
+            "counted row without its count".into(),
+        ))
+    })?;
+    let (row, count) = value.split_at(at);
+    let count: [u8; 8] = count.try_into().unwrap_or([0; 8]);
+    Ok((row, i64::from_be_bytes(count)))
 }

@@ -31,6 +31,8 @@ pub struct TableScan {
     /// Whether the hidden row id is part of the schema (only for Augur's own DML planning).
     with_hidden: bool,
     constraints: Constraints,
+    /// A materialized view's rows rather than a table.
+    is_view: bool,
 }
 
 impl TableScan {
@@ -47,7 +49,18 @@ impl TableScan {
             store,
             with_hidden,
             constraints,
+            is_view: false,
         }
+    }
+
+    /// A provider for the rows of a materialized view, stored in `storage`.
+    pub fn view(storage: Arc<Table>, store: Store) -> Self {
+        let mut scan = Self::new(storage, store, false);
+        if scan.table.def().counted {
+            scan.constraints = Constraints::default();
+        }
+        scan.is_view = true;
+        scan
     }
 
     /// The table and the store it reads.
@@ -66,7 +79,7 @@ impl TableScan {
     /// The primary-key values the filters pin, in key order, if they pin every key column.
     fn point_key(&self, filters: &[Expr]) -> Option<Vec<ScalarValue>> {
         let def = self.table.def();
-        if def.has_row_id() && !self.with_hidden {
+        if (def.has_row_id() && !self.with_hidden) || def.counted || def.primary_key.is_empty() {
             return None;
         }
         let schema = self.table.full_schema();
@@ -114,7 +127,11 @@ impl TableProvider for TableScan {
     }
 
     fn table_type(&self) -> TableType {
-        TableType::Base
+        if self.is_view {
+            TableType::View
+        } else {
+            TableType::Base
+        }
     }
 
     fn get_column_default(&self, column: &str) -> Option<&Expr> {
@@ -263,32 +280,59 @@ fn scan_table(
     batch_size: usize,
     tx: &tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
 ) -> crate::Result<()> {
+    let counted = table.def().counted;
     let mut data: Vec<u8> = Vec::new();
     let mut ends: Vec<usize> = Vec::with_capacity(batch_size);
-    let flush = |data: &mut Vec<u8>, ends: &mut Vec<usize>| -> crate::Result<bool> {
-        let mut start = 0;
-        let values = ends.iter().map(|&end| {
-            let value = &data[start..end];
-            start = end;
-            value
-        });
-        let full = table.codec().decode_values(values)?;
-        let batch = TablePartition::shape(table, out, full)?;
-        data.clear();
-        ends.clear();
-        Ok(tx.blocking_send(Ok(batch)).is_ok())
-    };
+    // Multiplicities of the rows of a counted table, by position in the batch.
+    let mut counts: Vec<i64> = Vec::new();
+    let flush =
+        |data: &mut Vec<u8>, ends: &mut Vec<usize>, counts: &mut Vec<i64>| -> crate::Result<bool> {
+            let mut start = 0;
+            let values = ends.iter().map(|&end| {
+                let value = &data[start..end];
+                start = end;
+                value
+            });
+            let mut full = table.codec().decode_values(values)?;
+            if counts.iter().any(|&c| c != 1) {
+                full = repeat_rows(&full, counts)?;
+            }
+            let batch = TablePartition::shape(table, out, full)?;
+            data.clear();
+            ends.clear();
+            counts.clear();
+            Ok(tx.blocking_send(Ok(batch)).is_ok())
+        };
     let mut open = true;
     store.scan_prefix::<Error>(&table.def().key_prefix(), |_, value| {
-        data.extend_from_slice(value);
+        if counted {
+            let (row, count) = super::split_count(value)?;
+            data.extend_from_slice(row);
+            counts.push(count);
+        } else {
+            data.extend_from_slice(value);
+        }
         ends.push(data.len());
         if ends.len() >= batch_size {
-            open = flush(&mut data, &mut ends)?;
+            open = flush(&mut data, &mut ends, &mut counts)?;
         }
         Ok(open)
     })?;
     if open && !ends.is_empty() {
-        flush(&mut data, &mut ends)?;
+        flush(&mut data, &mut ends, &mut counts)?;
     }
     Ok(())
+}
+
+/// Each row of `batch` as often as `counts` says.
+fn repeat_rows(batch: &RecordBatch, counts: &[i64]) -> crate::Result<RecordBatch> {
+    let indices: Vec<u32> = counts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &c)| std::iter::repeat_n(i as u32, c.max(0) as usize))
+        .collect();
+    let indices = datafusion::arrow::array::UInt32Array::from(indices);
+    Ok(datafusion::arrow::compute::take_record_batch(
+        batch, &indices,
+    )?)
 }

@@ -11,6 +11,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::ScalarValue;
 
 use super::Table;
+use super::changelog::ChangeLog;
 use crate::error::{Error, Result};
 use crate::sql::types::parse_bytea;
 use crate::storage::{Store, WriteBatch};
@@ -144,6 +145,9 @@ fn bytea_from_text(column: &ArrayRef) -> Result<ArrayRef> {
     Ok(Arc::new(out.finish()))
 }
 
+/// Old and new versions of the rows a statement changes (stored values).
+type RowVersions = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 /// The changes of one statement to one table. Nothing is visible until [`TableChanges::commit`],
 /// which writes them in one atomic batch.
 pub struct TableChanges<'a> {
@@ -153,6 +157,8 @@ pub struct TableChanges<'a> {
     deleted: HashSet<Vec<u8>>,
     /// Rows written by this statement, by key.
     written: HashMap<Vec<u8>, Vec<u8>>,
+    /// Keys known to have no stored row (checked by an insert).
+    absent: HashSet<Vec<u8>>,
 }
 
 impl<'a> TableChanges<'a> {
@@ -163,6 +169,7 @@ impl<'a> TableChanges<'a> {
             table,
             deleted: HashSet::new(),
             written: HashMap::new(),
+            absent: HashSet::new(),
         }
     }
 
@@ -262,15 +269,26 @@ impl<'a> TableChanges<'a> {
                     }
                 }
             }
+            if !self.deleted.contains(&key) {
+                self.absent.insert(key.clone());
+            }
             self.written.insert(key, values.row(i).as_ref().to_vec());
             inserted.push(true);
         }
         Ok(inserted)
     }
 
-    /// Writes every change in one atomic batch.
-    pub fn commit(self) -> Result<()> {
+    /// Writes every change in one atomic batch. With `log` (the table feeds views), the old
+    /// and new versions of every changed row go into the change log in the same batch.
+    pub fn commit(self, log: Option<&ChangeLog>) -> Result<()> {
         let mut batch = WriteBatch::default();
+        let entries = match log {
+            Some(log) => {
+                let (deleted, inserted) = self.row_versions()?;
+                log.append(&mut batch, self.table.def().id, deleted, inserted)
+            }
+            None => Vec::new(),
+        };
         for key in &self.deleted {
             if !self.written.contains_key(key) {
                 batch.delete(key);
@@ -286,6 +304,46 @@ impl<'a> TableChanges<'a> {
             );
         }
         self.store.write(batch)?;
+        if let Some(log) = log {
+            log.publish(entries);
+        }
         Ok(())
+    }
+
+    /// The stored versions this statement replaces or deletes, and the versions it writes;
+    /// rows written unchanged appear in neither.
+    fn row_versions(&self) -> Result<RowVersions> {
+        let touched: Vec<Vec<u8>> = self
+            .deleted
+            .iter()
+            .chain(self.written.keys())
+            .filter(|k| !self.absent.contains(*k))
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let old = if self.table.def().has_row_id() && self.deleted.is_empty() {
+            vec![None; touched.len()]
+        } else {
+            self.store.multi_get(&touched)?
+        };
+        let mut deleted = Vec::new();
+        let mut inserted = Vec::new();
+        for (key, old) in touched.iter().zip(old) {
+            let new = self.written.get(key);
+            match (old, new) {
+                (Some(old), Some(new)) if &old == new => {}
+                (old, new) => {
+                    deleted.extend(old);
+                    inserted.extend(new.cloned());
+                }
+            }
+        }
+        for key in &self.absent {
+            if let Some(new) = self.written.get(key) {
+                inserted.push(new.clone());
+            }
+        }
+        Ok((deleted, inserted))
     }
 }

@@ -1,0 +1,119 @@
+//! Views: named queries, and materialized views whose rows the dataflow keeps up to date.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::logical_expr::LogicalPlan;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::table::{ColumnDef, Table, TableDef};
+
+/// The stored definition of a view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewDef {
+    /// Unique id, from the same counter as tables'. A materialized view's rows and state are
+    /// stored under it.
+    pub id: u32,
+    /// The view's name.
+    pub name: String,
+    /// The query, as SQL text.
+    pub query: String,
+    /// True for a materialized view.
+    pub materialized: bool,
+    /// The view's columns.
+    pub columns: Vec<ColumnDef>,
+    /// Positions of the columns that are unique in every row, if the query gives such a key.
+    pub key: Option<Vec<usize>>,
+    /// Ids of the tables and views the query reads.
+    pub depends_on: Vec<u32>,
+    /// When the view was created (ms since 1970).
+    pub created_ms: i64,
+}
+
+impl ViewDef {
+    /// The definition of the table-like storage of a materialized view's rows: keyed by the
+    /// view's key, or by all columns with a count per distinct row when there is none.
+    pub fn storage_def(&self) -> TableDef {
+        let (primary_key, counted) = match &self.key {
+            Some(key) => (key.clone(), false),
+            None => ((0..self.columns.len()).collect(), true),
+        };
+        TableDef {
+            id: self.id,
+            name: self.name.clone(),
+            columns: self.columns.clone(),
+            primary_key,
+            definition: self.query.clone(),
+            counted,
+        }
+    }
+
+    /// Columns from a planned schema.
+    pub fn columns_of(schema: &SchemaRef) -> Vec<ColumnDef> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| ColumnDef {
+                name: crate::sql::names::client_name(f.name()).to_string(),
+                data_type: f.data_type().to_string(),
+                nullable: true,
+                default: None,
+                hidden: false,
+            })
+            .collect()
+    }
+}
+
+/// A view ready for use.
+#[derive(Debug)]
+pub struct View {
+    def: ViewDef,
+    /// A materialized view's rows.
+    storage: Option<Arc<Table>>,
+    /// A plain view's plan, inlined into the queries that read it.
+    plan: Option<LogicalPlan>,
+}
+
+impl View {
+    /// A materialized view.
+    pub fn materialized(def: ViewDef) -> Result<Self> {
+        let storage = Table::new(def.storage_def(), 0, |_| {
+            Err(crate::Error::Internal("views have no defaults".into()))
+        })?;
+        Ok(Self {
+            def,
+            storage: Some(Arc::new(storage)),
+            plan: None,
+        })
+    }
+
+    /// A plain view over `plan`.
+    pub fn plain(def: ViewDef, plan: LogicalPlan) -> Self {
+        Self {
+            def,
+            storage: None,
+            plan: Some(plan),
+        }
+    }
+
+    /// The stored definition.
+    pub fn def(&self) -> &ViewDef {
+        &self.def
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    /// A materialized view's rows.
+    pub fn storage(&self) -> Option<&Arc<Table>> {
+        self.storage.as_ref()
+    }
+
+    /// A plain view's plan.
+    pub fn plan(&self) -> Option<&LogicalPlan> {
+        self.plan.as_ref()
+    }
+}

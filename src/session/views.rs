@@ -1,0 +1,477 @@
+//! CREATE [MATERIALIZED] VIEW, DROP (tables and views, with CASCADE), SHOW [MATERIALIZED]
+//! VIEWS, EXPLAIN CREATE MATERIALIZED VIEW and FLUSH — and the rebuilding of every view's
+//! dataflow when the server starts.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::source_as_provider;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{CreateView, ObjectName, ObjectType, Query, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::{Output, Session, rows_output};
+use crate::catalog::Catalog;
+use crate::catalog::view::{View, ViewDef};
+use crate::error::{Error, Result};
+use crate::sql::{SqlParser, normalize_ident, table_name};
+use crate::storage::Store;
+use crate::stream::StreamError;
+use crate::stream::materialize::MaterializeOp;
+use crate::stream::planner::{Input, Planned, plan_view};
+use crate::stream::runtime::ViewFlow;
+use crate::stream::state::StateScope;
+use crate::table::provider::TableScan;
+
+/// The schema of `SHOW [MATERIALIZED] VIEWS`.
+pub(super) fn show_views_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("Name", DataType::Utf8, false)]))
+}
+
+/// Which relation a scan in a view's query reads.
+fn resolve(scan: &datafusion::logical_expr::TableScan) -> crate::stream::Result<Input> {
+    let provider = source_as_provider(&scan.source)?;
+    let Some(relation) = provider.as_ref().downcast_ref::<TableScan>() else {
+        return Err(StreamError::NotSupported(format!(
+            "reading {} (a system table)",
+            scan.table_name
+        )));
+    };
+    let (table, _) = relation.parts();
+    let def = table.def();
+    let key = (!def.has_row_id() && !def.counted).then(|| def.primary_key.clone());
+    Ok(Input {
+        id: def.id,
+        name: def.name.clone(),
+        key,
+        append_only: false,
+    })
+}
+
+/// Plans a query into a logical plan.
+async fn logical_plan(state: &SessionState, query: &Query) -> Result<LogicalPlan> {
+    let statement = Statement::Query(Box::new(query.clone()));
+    let plan = state
+        .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+        .await?;
+    if !plan.get_parameter_types()?.is_empty() {
+        return Err(Error::coded(
+            "42P02",
+            "a view's query cannot have parameters",
+        ));
+    }
+    Ok(plan)
+}
+
+/// The dataflow of materialized view `def` (whose storage is `view`), root included.
+fn dataflow(state: &SessionState, store: &Store, plan: &LogicalPlan, id: u32) -> Result<Planned> {
+    let optimized = state.optimize(plan)?;
+    Ok(plan_view(&optimized, state, store.clone(), id, &resolve)?)
+}
+
+fn add_root(planned: &mut Planned, view: &View, store: &Store) -> Result<()> {
+    let storage = view
+        .storage()
+        .ok_or_else(|| Error::Internal("a materialized view without storage".into()))?;
+    let top = planned
+        .graph
+        .len()
+        .checked_sub(1)
+        .ok_or_else(|| Error::Internal("an empty dataflow".into()))?;
+    let root = planned
+        .graph
+        .add(Box::new(MaterializeOp::new(storage.clone(), store.clone())));
+    planned.graph.connect(top, root, 0);
+    Ok(())
+}
+
+/// The view's column names: the query's, or those the statement lists.
+fn column_names(plan: &LogicalPlan, listed: &[String]) -> Result<Vec<String>> {
+    let names: Vec<String> = plan
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| crate::sql::names::client_name(f.name()).to_string())
+        .collect();
+    if !listed.is_empty() && listed.len() > names.len() {
+        return Err(Error::Syntax(
+            "CREATE VIEW specifies more column names than columns".into(),
+        ));
+    }
+    let mut out = names;
+    for (i, name) in listed.iter().enumerate() {
+        out[i] = name.clone();
+    }
+    let mut seen = BTreeSet::new();
+    for name in &out {
+        if !seen.insert(name) {
+            return Err(Error::coded(
+                "42701",
+                format!("column \"{name}\" specified more than once"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `plan` with its output columns renamed to `names`.
+fn renamed(plan: LogicalPlan, names: &[String]) -> Result<LogicalPlan> {
+    let exprs: Vec<_> = plan
+        .schema()
+        .columns()
+        .into_iter()
+        .zip(names)
+        .map(|(c, name)| col(c).alias(name))
+        .collect();
+    Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+}
+
+/// Rebuilds every stored view, in id order: plain views into the catalog, materialized views
+/// into the catalog and into dataflows for the runtime.
+pub(super) async fn recover(
+    store: &Store,
+    catalog: &Arc<Catalog>,
+    ctx: &SessionContext,
+    _parser: &SqlParser,
+) -> Result<Vec<ViewFlow>> {
+    let mut flows = Vec::new();
+    for def in catalog.stored_views()? {
+        // The stored text was parsed and rewritten once already: parse it as it is.
+        let query = match Parser::parse_sql(&PostgreSqlDialect {}, &def.query)?.pop() {
+            Some(Statement::Query(query)) => query,
+            _ => {
+                return Err(Error::Internal(format!(
+                    "stored query of view {} is not a query",
+                    def.name
+                )));
+            }
+        };
+        let state = ctx.state();
+        let plan = logical_plan(&state, &query).await?;
+        let names: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
+        if def.materialized {
+            let mut planned = dataflow(&state, store, &plan, def.id)?;
+            let view = View::materialized(def.clone())?;
+            add_root(&mut planned, &view, store)?;
+            catalog.insert_view(view);
+            flows.push(ViewFlow {
+                id: def.id,
+                name: def.name.clone(),
+                graph: planned.graph,
+            });
+        } else {
+            let plan = renamed(plan, &names)?;
+            catalog.insert_view(View::plain(def, plan));
+        }
+    }
+    Ok(flows)
+}
+
+/// The ids of the tables and views `query` names (plain views included, which planning inlines).
+fn dependencies(catalog: &Catalog, query: &Query) -> Result<Vec<u32>> {
+    let statement = DfStatement::Statement(Box::new(Statement::Query(Box::new(query.clone()))));
+    let (relations, _ctes) = datafusion::sql::resolve::resolve_table_references(&statement, true)?;
+    let mut ids: Vec<u32> = relations
+        .iter()
+        .filter_map(|r| catalog.relation_id(r.table()))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+impl Session<'_> {
+    pub(super) async fn create_view(&mut self, create: &CreateView) -> Result<Output> {
+        let kind = if create.materialized {
+            "CREATE MATERIALIZED VIEW"
+        } else {
+            "CREATE VIEW"
+        };
+        if create.or_replace || create.or_alter {
+            return Err(Error::NotSupported(format!("{kind} with OR REPLACE")));
+        }
+        if create.temporary {
+            return Err(Error::NotSupported("temporary views".into()));
+        }
+        let name = table_name(&create.name)?;
+        let listed: Vec<String> = create
+            .columns
+            .iter()
+            .map(|c| normalize_ident(&c.name))
+            .collect();
+        let _guard = self.db.write_guard().await;
+        let catalog = self.db.catalog();
+        if catalog.exists(&name) {
+            if create.if_not_exists {
+                self.notice(
+                    "42P07",
+                    format!("relation \"{name}\" already exists, skipping"),
+                );
+                return Ok(Output::Command(kind.into()));
+            }
+            return Err(Error::DuplicateTable(name));
+        }
+        let state = self.db.ctx().state();
+        let plan = logical_plan(&state, &create.query).await?;
+        let names = column_names(&plan, &listed)?;
+        let query = create.query.to_string();
+        let created_ms = chrono::Utc::now().timestamp_millis();
+        if !create.materialized {
+            let depends_on = dependencies(catalog, &create.query)?;
+            let plan = renamed(plan, &names)?;
+            let mut columns = ViewDef::columns_of(&Arc::new(plan.schema().as_arrow().clone()));
+            for (column, name) in columns.iter_mut().zip(&names) {
+                column.name = name.clone();
+            }
+            let def = ViewDef {
+                id: catalog.reserve_id()?,
+                name,
+                query,
+                materialized: false,
+                columns,
+                key: None,
+                depends_on,
+                created_ms,
+            };
+            catalog.create_plain_view(View::plain(def, plan))?;
+            return Ok(Output::Command(kind.into()));
+        }
+        let id = catalog.reserve_id()?;
+        let store = self.db.store();
+        let mut planned = dataflow(&state, store, &plan, id)?;
+        let mut columns = ViewDef::columns_of(&planned.schema);
+        for (column, name) in columns.iter_mut().zip(&names) {
+            column.name = name.clone();
+        }
+        // What the dataflow reads, and the plain views the query names on the way there.
+        let mut depends_on = planned.graph.inputs();
+        depends_on.extend(dependencies(catalog, &create.query)?);
+        depends_on.sort_unstable();
+        depends_on.dedup();
+        let def = ViewDef {
+            id,
+            name: name.clone(),
+            query,
+            materialized: true,
+            columns,
+            key: planned.key.clone(),
+            depends_on,
+            created_ms,
+        };
+        let view = View::materialized(def.clone())?;
+        add_root(&mut planned, &view, store)?;
+        let entry = Catalog::view_entry(&def)?;
+        self.db
+            .runtime()
+            .add_view(
+                ViewFlow {
+                    id,
+                    name,
+                    graph: planned.graph,
+                },
+                vec![entry],
+            )
+            .await?;
+        catalog.insert_view(view);
+        Ok(Output::Command(kind.into()))
+    }
+
+    /// `EXPLAIN CREATE MATERIALIZED VIEW`: the dataflow, one operator per line.
+    pub(super) async fn explain_view(&mut self, create: &CreateView) -> Result<Output> {
+        let state = self.db.ctx().state();
+        let plan = logical_plan(&state, &create.query).await?;
+        // Planning touches no state: an id no view has is fine.
+        let mut planned = dataflow(&state, self.db.store(), &plan, u32::MAX)?;
+        let name = table_name(&create.name)?;
+        let graph = std::mem::take(&mut planned.graph);
+        let key = match &planned.key {
+            Some(key) => {
+                let names: Vec<&str> = key
+                    .iter()
+                    .map(|&i| planned.schema.field(i).name().as_str())
+                    .collect();
+                format!("key=[{}]", names.join(", "))
+            }
+            None => "rows counted".to_string(),
+        };
+        let mut lines = vec![format!("Materialize: {name} {key}")];
+        lines.extend(graph.explain().into_iter().map(|l| format!("  {l}")));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "QUERY PLAN",
+            DataType::Utf8,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(lines))])?;
+        Ok(rows_output(schema, vec![batch], "EXPLAIN".into()))
+    }
+
+    /// `SHOW VIEWS`, `SHOW MATERIALIZED VIEWS`.
+    pub(super) fn show_views(&self, materialized: bool) -> Result<Output> {
+        let names: Vec<String> = self
+            .db
+            .catalog()
+            .views()
+            .iter()
+            .filter(|v| v.def().materialized == materialized)
+            .map(|v| v.name().to_string())
+            .collect();
+        let schema = show_views_schema();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(names))])?;
+        Ok(rows_output(schema, vec![batch], "SHOW".into()))
+    }
+
+    /// FLUSH: returns once every write acknowledged before it is visible in every view.
+    pub(super) async fn flush(&mut self) -> Result<Output> {
+        let seq = self.db.changelog().published_seq();
+        self.db.runtime().flush(seq).await?;
+        Ok(Output::Command("FLUSH".into()))
+    }
+
+    /// DROP TABLE / VIEW / MATERIALIZED VIEW, refusing (or with CASCADE, also dropping) the
+    /// views that depend on what is dropped.
+    pub(super) async fn drop_relations(
+        &mut self,
+        object_type: ObjectType,
+        if_exists: bool,
+        names: &[ObjectName],
+        cascade: bool,
+    ) -> Result<Output> {
+        let (noun, tag) = match object_type {
+            ObjectType::Table => ("table", "DROP TABLE"),
+            ObjectType::View => ("view", "DROP VIEW"),
+            ObjectType::MaterializedView => ("materialized view", "DROP MATERIALIZED VIEW"),
+            _ => return Err(Error::Internal("not a relation".into())),
+        };
+        let _guard = self.db.write_guard().await;
+        let catalog = self.db.catalog().clone();
+        let names = names.iter().map(table_name).collect::<Result<Vec<_>>>()?;
+        let mut targets: Vec<(u32, String)> = Vec::new();
+        for name in names {
+            let found = match object_type {
+                ObjectType::Table => catalog.table(&name).map(|t| t.def().id),
+                _ => catalog
+                    .view(&name)
+                    .filter(|v| {
+                        v.def().materialized == (object_type == ObjectType::MaterializedView)
+                    })
+                    .map(|v| v.def().id),
+            };
+            match found {
+                Some(id) => targets.push((id, name)),
+                None if catalog.exists(&name) => {
+                    let actual = relation_noun(&catalog, &name);
+                    return Err(Error::coded(
+                        "42809",
+                        format!("\"{name}\" is not a {noun}; it is a {actual}"),
+                    ));
+                }
+                None if if_exists => {
+                    self.notice(
+                        "00000",
+                        format!("{noun} \"{name}\" does not exist, skipping"),
+                    );
+                }
+                None => {
+                    return Err(Error::coded(
+                        "42P01",
+                        format!("{noun} \"{name}\" does not exist"),
+                    ));
+                }
+            }
+        }
+        // Everything that depends on the targets, transitively.
+        let target_ids: BTreeSet<u32> = targets.iter().map(|(id, _)| *id).collect();
+        let mut doomed = target_ids.clone();
+        let mut dependents: Vec<(Arc<View>, String)> = Vec::new();
+        let mut frontier: Vec<(u32, String)> = targets.clone();
+        while let Some((id, name)) = frontier.pop() {
+            for view in catalog.dependents(id) {
+                if doomed.insert(view.def().id) {
+                    frontier.push((view.def().id, view.name().to_string()));
+                    dependents.push((view, name.clone()));
+                }
+            }
+        }
+        if !dependents.is_empty() && !cascade {
+            let (_, first) = &targets[0];
+            let detail = dependents
+                .iter()
+                .map(|(v, on)| {
+                    format!(
+                        "{} {} depends on {}",
+                        if v.def().materialized {
+                            "materialized view"
+                        } else {
+                            "view"
+                        },
+                        v.name(),
+                        relation_noun_named(&catalog, on)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(Error::DependentObjects {
+                message: format!("cannot drop {noun} {first} because other objects depend on it"),
+                detail,
+            });
+        }
+        for (view, _) in &dependents {
+            self.notice(
+                "00000",
+                format!(
+                    "drop cascades to {} {}",
+                    if view.def().materialized {
+                        "materialized view"
+                    } else {
+                        "view"
+                    },
+                    view.name()
+                ),
+            );
+        }
+        // Newest first: a view is always newer than what it reads.
+        let mut order: Vec<u32> = doomed.into_iter().collect();
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        for id in order {
+            if let Some(view) = catalog.views().into_iter().find(|v| v.def().id == id) {
+                if view.def().materialized {
+                    let mut rows = vec![b't'];
+                    rows.extend_from_slice(&id.to_be_bytes());
+                    self.db
+                        .runtime()
+                        .drop_view(
+                            id,
+                            vec![Catalog::view_entry_key(id)],
+                            vec![rows, StateScope::view_prefix(id)],
+                        )
+                        .await?;
+                    catalog.remove_view(view.name());
+                } else {
+                    catalog.drop_plain_view(view.name())?;
+                }
+            } else if let Some((_, name)) = targets.iter().find(|(t, _)| *t == id) {
+                catalog.drop_table(name)?;
+            }
+        }
+        Ok(Output::Command(tag.into()))
+    }
+}
+
+/// "table", "view" or "materialized view", for what `name` is.
+fn relation_noun(catalog: &Catalog, name: &str) -> &'static str {
+    match catalog.view(name) {
+        Some(v) if v.def().materialized => "materialized view",
+        Some(_) => "view",
+        None => "table",
+    }
+}
+
+fn relation_noun_named(catalog: &Catalog, name: &str) -> String {
+    format!("{} {name}", relation_noun(catalog, name))
+}

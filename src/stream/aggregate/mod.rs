@@ -1,0 +1,576 @@
+//! GROUP BY and global aggregates, maintained under inserts and retractions.
+//!
+//! Each group's state (its row count and one [`Acc`] per call) is cached in memory and stored
+//! under the operator's `g` entries, keyed by the group key in Arrow's row format; the value
+//! multisets of calls that need them under `m` + call index + group key + value. Changes are
+//! applied as they arrive; each group that changed emits once per epoch, at the barrier: the
+//! retraction of the row it had at the last barrier and its new row. A global aggregate (no
+//! GROUP BY) always has exactly one row, as in PostgreSQL.
+
+pub mod acc;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::physical_expr::PhysicalExpr;
+
+pub use acc::{Acc, AggCall, AggKind};
+
+use super::project::evaluate;
+use super::state::{Reader, StateScope, put_i64};
+use super::{ChangeBatch, Operator, Result, StreamError};
+use crate::storage::WriteBatch;
+
+const GROUP_TAG: u8 = b'g';
+const VALUE_TAG: u8 = b'm';
+
+/// How many groups stay cached after a checkpoint.
+const CACHED_GROUPS: usize = 1 << 20;
+
+#[derive(Debug)]
+struct Group {
+    rows: i64,
+    accs: Vec<Acc>,
+}
+
+/// A hash aggregate over change batches.
+#[derive(Debug)]
+pub struct AggregateOp {
+    schema: SchemaRef,
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    calls: Vec<AggCall>,
+    /// Encodes group keys (unused without GROUP BY).
+    keys: RowConverter,
+    state: StateScope,
+    groups: HashMap<Box<[u8]>, Group>,
+    /// Groups changed this epoch, with the values they had at the last barrier.
+    dirty: HashMap<Box<[u8]>, Option<Vec<ScalarValue>>>,
+    /// Groups to write at the next checkpoint.
+    unsaved: Vec<Box<[u8]>>,
+}
+
+impl AggregateOp {
+    /// Groups rows by `group_exprs` (whose types are `group_types`) and computes `calls`;
+    /// output rows are the group columns then one column per call, in `schema`.
+    pub fn new(
+        schema: SchemaRef,
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        calls: Vec<AggCall>,
+        state: StateScope,
+    ) -> Result<Self> {
+        let fields: Vec<SortField> = schema.fields()[..group_exprs.len()]
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        let mut op = Self {
+            schema,
+            group_exprs,
+            calls,
+            keys: RowConverter::new(fields)?,
+            state,
+            groups: HashMap::new(),
+            dirty: HashMap::new(),
+            unsaved: Vec::new(),
+        };
+        if op.is_global() {
+            // The one row exists from the start: make sure it is emitted once.
+            op.load(&[&[]])?;
+            if op
+                .state
+                .store()
+                .get(&op.state.key(GROUP_TAG, &[]))?
+                .is_none()
+            {
+                op.dirty.insert(Box::from(&[][..]), None);
+            }
+        }
+        Ok(op)
+    }
+
+    fn is_global(&self) -> bool {
+        self.group_exprs.is_empty()
+    }
+
+    /// Makes sure the groups with `keys` are in memory, reading the missing ones in one batch.
+    fn load(&mut self, keys: &[&[u8]]) -> Result<()> {
+        let mut missing: Vec<&[u8]> = keys
+            .iter()
+            .copied()
+            .filter(|k| !self.groups.contains_key(*k))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let storage_keys: Vec<Vec<u8>> = missing
+            .iter()
+            .map(|k| self.state.key(GROUP_TAG, &[k]))
+            .collect();
+        let found = self.state.store().multi_get(&storage_keys)?;
+        for (key, value) in missing.into_iter().zip(found) {
+            let group = match value {
+                Some(bytes) => self.decode_group(key, &bytes)?,
+                None => Group {
+                    rows: 0,
+                    accs: self.calls.iter().map(AggCall::empty).collect(),
+                },
+            };
+            self.groups.insert(key.into(), group);
+        }
+        Ok(())
+    }
+
+    fn decode_group(&self, key: &[u8], bytes: &[u8]) -> Result<Group> {
+        let mut reader = Reader::new(bytes);
+        let rows = reader.i64()?;
+        let mut accs = Vec::with_capacity(self.calls.len());
+        for (index, call) in self.calls.iter().enumerate() {
+            let mut acc = call.decode_state(&mut reader)?;
+            if let Acc::Multiset { values, .. } = &mut acc {
+                let prefix = self.state.key(VALUE_TAG, &[&[index as u8], key]);
+                self.state
+                    .store()
+                    .scan_prefix::<StreamError>(&prefix, |k, v| {
+                        let count = Reader::new(v).i64()?;
+                        values.insert(k[prefix.len()..].into(), count);
+                        Ok(true)
+                    })?;
+            }
+            accs.push(acc);
+        }
+        Ok(Group { rows, accs })
+    }
+
+    fn values(&self, group: &Group) -> Result<Option<Vec<ScalarValue>>> {
+        if group.rows <= 0 && !self.is_global() {
+            return Ok(None);
+        }
+        self.calls
+            .iter()
+            .zip(&group.accs)
+            .map(|(call, acc)| call.value(acc))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// Output rows `(group key, values)` with their weights.
+    fn rows(&self, rows: Vec<(&[u8], Vec<ScalarValue>, i64)>) -> Result<ChangeBatch> {
+        let parser = self.keys.parser();
+        let mut columns: Vec<ArrayRef> = if self.is_global() {
+            Vec::new()
+        } else {
+            self.keys
+                .convert_rows(rows.iter().map(|(key, _, _)| parser.parse(key)))?
+        };
+        for (index, field) in self.schema.fields()[self.group_exprs.len()..]
+            .iter()
+            .enumerate()
+        {
+            let values = rows.iter().map(|(_, values, _)| values[index].clone());
+            let array = if rows.is_empty() {
+                datafusion::arrow::array::new_empty_array(field.data_type())
+            } else {
+                ScalarValue::iter_to_array(values)?
+            };
+            columns.push(array);
+        }
+        let weights = Int64Array::from_iter_values(rows.iter().map(|(_, _, w)| *w));
+        let options =
+            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        Ok(ChangeBatch::new(batch, weights))
+    }
+}
+
+impl Operator for AggregateOp {
+    fn process(&mut self, _: usize, changes: ChangeBatch, _: &mut Vec<ChangeBatch>) -> Result<()> {
+        let rows = changes.rows();
+        let n = rows.num_rows();
+        let keys = if self.is_global() {
+            None
+        } else {
+            let columns = self
+                .group_exprs
+                .iter()
+                .map(|e| evaluate(e, rows))
+                .collect::<Result<Vec<_>>>()?;
+            Some(self.keys.convert_columns(&columns)?)
+        };
+        let key_of = |row: usize| -> &[u8] {
+            match &keys {
+                Some(keys) => keys.row(row).data(),
+                None => &[],
+            }
+        };
+        let all: Vec<&[u8]> = (0..n).map(key_of).collect();
+        self.load(&all)?;
+        let inputs = self
+            .calls
+            .iter()
+            .map(|c| c.prepare(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let weights = changes.weights().values();
+        for (row, key) in all.iter().enumerate() {
+            if !self.dirty.contains_key(*key) {
+                let group = &self.groups[*key];
+                let before = self.values(group)?;
+                self.dirty.insert((*key).into(), before);
+            }
+            let Some(group) = self.groups.get_mut(*key) else {
+                return Err(StreamError::Internal("group not loaded".into()));
+            };
+            let w = weights[row];
+            group.rows += w;
+            for ((call, acc), (input, mask)) in
+                self.calls.iter().zip(group.accs.iter_mut()).zip(&inputs)
+            {
+                call.update(acc, input, mask, row, w);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut emitted = Vec::new();
+        for (key, before) in &dirty {
+            let group = self
+                .groups
+                .get(key)
+                .ok_or_else(|| StreamError::Internal("dirty group not cached".into()))?;
+            let after = self.values(group)?;
+            if before == &after {
+                continue;
+            }
+            if let Some(before) = before {
+                emitted.push((key.as_ref(), before.clone(), -1));
+            }
+            if let Some(after) = after {
+                emitted.push((key.as_ref(), after, 1));
+            }
+        }
+        if !emitted.is_empty() {
+            out.push(self.rows(emitted)?);
+        }
+        self.unsaved.extend(dirty.into_keys());
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        let global = self.is_global();
+        for key in std::mem::take(&mut self.unsaved) {
+            let Some(group) = self.groups.get_mut(&key) else {
+                continue;
+            };
+            for (index, acc) in group.accs.iter_mut().enumerate() {
+                if let Acc::Multiset { values, changed } = acc {
+                    for value in changed.drain() {
+                        let k = self.state.key(VALUE_TAG, &[&[index as u8], &key, &value]);
+                        match values.get(&value) {
+                            Some(count) => batch.put(k, count.to_be_bytes()),
+                            None => batch.delete(k),
+                        }
+                    }
+                }
+            }
+            let storage_key = self.state.key(GROUP_TAG, &[&key]);
+            if group.rows == 0 && !global {
+                batch.delete(storage_key);
+                self.groups.remove(&key);
+                continue;
+            }
+            let mut value = Vec::with_capacity(32);
+            put_i64(&mut value, group.rows);
+            for (call, acc) in self.calls.iter().zip(&group.accs) {
+                call.encode(acc, &mut value);
+            }
+            batch.put(storage_key, value);
+        }
+        Ok(())
+    }
+
+    fn evict(&mut self) {
+        if self.groups.len() > CACHED_GROUPS && self.dirty.is_empty() {
+            let mut keep = CACHED_GROUPS / 2;
+            self.groups.retain(|_, _| {
+                keep = keep.saturating_sub(1);
+                keep > 0
+            });
+        }
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn explain(&self) -> String {
+        let groups: Vec<String> = self.group_exprs.iter().map(|e| e.to_string()).collect();
+        let calls: Vec<&str> = self.calls.iter().map(AggCall::text).collect();
+        format!(
+            "Aggregate: groupBy=[{}], aggr=[{}]",
+            groups.join(", "),
+            calls.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::ScalarValue;
+    use datafusion::physical_expr::expressions::{Column, Literal};
+
+    use super::*;
+    use crate::storage::Store;
+    use crate::stream::change::pretty::{changes, net};
+
+    fn column(i: usize) -> Arc<dyn PhysicalExpr> {
+        Arc::new(Column::new(&format!("c{i}"), i))
+    }
+
+    fn call(
+        kind: AggKind,
+        arg: Option<usize>,
+        input: DataType,
+        output: DataType,
+        distinct: bool,
+    ) -> AggCall {
+        let arg = match arg {
+            Some(i) => column(i),
+            None => Arc::new(Literal::new(ScalarValue::Int64(Some(1)))),
+        };
+        AggCall::new(
+            kind,
+            Some(arg),
+            None,
+            vec![],
+            distinct,
+            input,
+            output,
+            false,
+            "call".into(),
+        )
+        .unwrap()
+    }
+
+    /// `c0` groups; count(*), sum(c1), min(c1), max(c1), count(DISTINCT c2), string_agg(c2).
+    fn op(store: &Store) -> AggregateOp {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("sum", DataType::Float64, true),
+            Field::new("min", DataType::Float64, true),
+            Field::new("max", DataType::Float64, true),
+            Field::new("distinct", DataType::Int64, true),
+            Field::new("names", DataType::Utf8, true),
+        ]));
+        let calls = vec![
+            call(
+                AggKind::Count,
+                None,
+                DataType::Int64,
+                DataType::Int64,
+                false,
+            ),
+            call(
+                AggKind::Sum,
+                Some(1),
+                DataType::Float64,
+                DataType::Float64,
+                false,
+            ),
+            call(
+                AggKind::Min,
+                Some(1),
+                DataType::Float64,
+                DataType::Float64,
+                false,
+            ),
+            call(
+                AggKind::Max,
+                Some(1),
+                DataType::Float64,
+                DataType::Float64,
+                false,
+            ),
+            call(
+                AggKind::Count,
+                Some(2),
+                DataType::Utf8,
+                DataType::Int64,
+                true,
+            ),
+            call(
+                AggKind::StringAgg {
+                    delimiter: ",".into(),
+                },
+                Some(2),
+                DataType::Utf8,
+                DataType::Utf8,
+                false,
+            ),
+        ];
+        AggregateOp::new(
+            schema,
+            vec![column(0)],
+            calls,
+            StateScope::new(store.clone(), 1, 0),
+        )
+        .unwrap()
+    }
+
+    fn epoch(op: &mut AggregateOp, input: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        op.process(0, changes(input), &mut out).unwrap();
+        assert!(out.is_empty(), "aggregates emit at barriers only");
+        op.on_barrier(&mut out).unwrap();
+        net(&out)
+    }
+
+    fn commit(op: &mut AggregateOp, store: &Store) {
+        let mut batch = WriteBatch::default();
+        op.checkpoint(&mut batch).unwrap();
+        store.write(batch).unwrap();
+    }
+
+    #[test]
+    fn groups_follow_inserts_and_retractions_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut agg = op(&store);
+        let out = epoch(
+            &mut agg,
+            "I F T
+             + 1 1.5 a
+             + 1 2.5 b
+             + 1 2.5 b
+             + 2 3.0 a",
+        );
+        assert_eq!(
+            out,
+            vec!["+ 1 3 6.5 1.5 2.5 2 a,b,b", "+ 2 1 3.0 3.0 3.0 1 a"]
+        );
+
+        // The largest value goes (once of twice), then entirely: max falls back.
+        let out = epoch(
+            &mut agg,
+            "I F T
+             - 1 2.5 b
+             - 1 2.5 b",
+        );
+        assert_eq!(
+            out,
+            vec!["+ 1 1 1.5 1.5 1.5 1 a", "- 1 3 6.5 1.5 2.5 2 a,b,b"]
+        );
+        commit(&mut agg, &store);
+
+        // A new operator over the same state carries on where the old one stopped.
+        let mut agg = op(&store);
+        let out = epoch(
+            &mut agg,
+            "I F T
+             + 1 0.5 c
+             - 2 3.0 a",
+        );
+        assert_eq!(
+            out,
+            vec![
+                "- 1 1 1.5 1.5 1.5 1 a",
+                "+ 1 2 2.0 0.5 1.5 2 a,c",
+                "- 2 1 3.0 3.0 3.0 1 a"
+            ]
+        );
+        commit(&mut agg, &store);
+        // The emptied group's state is gone from storage.
+        let mut groups = 0;
+        store
+            .scan_prefix::<crate::storage::StorageError>(&agg.state.key(GROUP_TAG, &[]), |_, _| {
+                groups += 1;
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(groups, 1);
+    }
+
+    #[test]
+    fn changes_that_cancel_within_an_epoch_emit_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut agg = op(&store);
+        let out = epoch(
+            &mut agg,
+            "I F T
+             + 1 1.0 a
+             - 1 1.0 a",
+        );
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_global_aggregate_has_one_row_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("sum", DataType::Float64, true),
+            Field::new("var", DataType::Float64, true),
+            Field::new("all", DataType::Boolean, true),
+        ]));
+        let calls = vec![
+            call(
+                AggKind::Count,
+                None,
+                DataType::Int64,
+                DataType::Int64,
+                false,
+            ),
+            call(
+                AggKind::Sum,
+                Some(0),
+                DataType::Float64,
+                DataType::Float64,
+                false,
+            ),
+            call(
+                AggKind::Variance {
+                    sample: false,
+                    sqrt: false,
+                },
+                Some(0),
+                DataType::Float64,
+                DataType::Float64,
+                false,
+            ),
+            call(
+                AggKind::BoolAnd,
+                Some(1),
+                DataType::Boolean,
+                DataType::Boolean,
+                false,
+            ),
+        ];
+        let mut agg =
+            AggregateOp::new(schema, vec![], calls, StateScope::new(store.clone(), 1, 0)).unwrap();
+        let mut out = Vec::new();
+        agg.on_barrier(&mut out).unwrap();
+        assert_eq!(net(&out), vec!["+ 0 . . ."]);
+        let out = epoch(
+            &mut agg,
+            "F B
+             + 1.0 true
+             + 3.0 false",
+        );
+        assert_eq!(out, vec!["- 0 . . .", "+ 2 4.0 1.0 false"]);
+        let out = epoch(
+            &mut agg,
+            "F B
+             - 3.0 false",
+        );
+        assert_eq!(out, vec!["+ 1 1.0 0.0 true", "- 2 4.0 1.0 false"]);
+    }
+}

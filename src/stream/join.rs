@@ -1,0 +1,665 @@
+//! Equi-joins (inner, left, right, full, semi, anti), with optional extra conditions.
+//!
+//! Each side's rows are kept per join key: every distinct row once, with its multiplicity and
+//! its number of matches on the other side (matches count only pairs that pass the extra
+//! condition). A change on one side joins against the other side's current rows —
+//! `Δ(L ⋈ R) = ΔL ⋈ R + L' ⋈ ΔR` — and the match counts say when an outer row gains its
+//! first match (its NULL-padded row is retracted) or loses its last (it comes back). State is
+//! stored under `l` / `r` + join key + row, in Arrow's row format.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array, new_null_array,
+};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::JoinType;
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::project::evaluate;
+use super::state::{Reader, StateScope, put_i64};
+use super::{ChangeBatch, Operator, Result, StreamError};
+use crate::storage::WriteBatch;
+
+const SIDE_TAGS: [u8; 2] = [b'l', b'r'];
+
+/// How many join keys per side stay cached after a checkpoint.
+const CACHED_KEYS: usize = 1 << 18;
+
+/// A row of one side: its join key and its encoding.
+type RowAt = (Box<[u8]>, Box<[u8]>);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    /// Multiplicity of the row.
+    count: i64,
+    /// Rows of the other side it matches, with multiplicity.
+    matches: i64,
+}
+
+/// The rows of one side with one join key.
+#[derive(Debug, Default)]
+struct Bucket {
+    rows: HashMap<Box<[u8]>, Entry>,
+    /// Rows changed since the last checkpoint.
+    changed: Vec<Box<[u8]>>,
+}
+
+/// What a side emits besides joined pairs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unmatched {
+    /// Nothing (inner side).
+    Nothing,
+    /// The row padded with NULLs while it has no match (outer side).
+    Padded,
+    /// The row alone while it has no match (anti join).
+    Alone,
+    /// The row alone while it has a match (semi join).
+    AloneWhenMatched,
+}
+
+/// Per side: key expressions, row encoding, cached buckets.
+#[derive(Debug)]
+struct Side {
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+    rows: RowConverter,
+    buckets: HashMap<Box<[u8]>, Bucket>,
+    dirty: Vec<Box<[u8]>>,
+    unmatched: Unmatched,
+}
+
+/// A join of two change streams.
+#[derive(Debug)]
+pub struct JoinOp {
+    join_type: JoinType,
+    sides: [Side; 2],
+    key_types: Vec<DataType>,
+    key_encoder: RowConverter,
+    /// NULL keys match each other (`IS NOT DISTINCT FROM`).
+    nulls_match: bool,
+    /// The extra condition, over left columns then right columns.
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    /// left columns ++ right columns, what `filter` reads.
+    pair_schema: SchemaRef,
+    schema: SchemaRef,
+    state: StateScope,
+}
+
+impl JoinOp {
+    /// Joins `left` and `right` on `on` (pairs of key expressions, each over its side) and
+    /// `filter`; `schema` is the output (left ++ right, or left alone for semi and anti joins).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        join_type: JoinType,
+        left: SchemaRef,
+        right: SchemaRef,
+        on: Vec<(Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>)>,
+        key_types: Vec<DataType>,
+        nulls_match: bool,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+        state: StateScope,
+    ) -> Result<Self> {
+        let (left_unmatched, right_unmatched) = match join_type {
+            JoinType::Inner => (Unmatched::Nothing, Unmatched::Nothing),
+            JoinType::Left => (Unmatched::Padded, Unmatched::Nothing),
+            JoinType::Right => (Unmatched::Nothing, Unmatched::Padded),
+            JoinType::Full => (Unmatched::Padded, Unmatched::Padded),
+            JoinType::LeftSemi => (Unmatched::AloneWhenMatched, Unmatched::Nothing),
+            JoinType::LeftAnti => (Unmatched::Alone, Unmatched::Nothing),
+            other => return Err(StreamError::NotSupported(format!("{other} join"))),
+        };
+        let side = |schema: &SchemaRef, keys, unmatched| -> Result<Side> {
+            let fields = schema
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect();
+            Ok(Side {
+                keys,
+                schema: schema.clone(),
+                rows: RowConverter::new(fields)?,
+                buckets: HashMap::new(),
+                dirty: Vec::new(),
+                unmatched,
+            })
+        };
+        let (left_keys, right_keys): (Vec<_>, Vec<_>) = on.into_iter().unzip();
+        let mut pair_fields: Vec<_> = left.fields().iter().cloned().collect();
+        pair_fields.extend(
+            right
+                .fields()
+                .iter()
+                .map(|f| Arc::new(f.as_ref().clone().with_nullable(true))),
+        );
+        let pair_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(pair_fields));
+        let key_encoder = RowConverter::new(
+            key_types
+                .iter()
+                .map(|t| SortField::new(t.clone()))
+                .collect(),
+        )?;
+        Ok(Self {
+            join_type,
+            sides: [
+                side(&left, left_keys, left_unmatched)?,
+                side(&right, right_keys, right_unmatched)?,
+            ],
+            key_types,
+            key_encoder,
+            nulls_match,
+            filter,
+            pair_schema,
+            schema,
+            state,
+        })
+    }
+
+    fn emits_pairs(&self) -> bool {
+        !matches!(self.join_type, JoinType::LeftSemi | JoinType::LeftAnti)
+    }
+
+    /// Makes sure the buckets of `keys` on `side` are cached.
+    fn load(&mut self, side: usize, keys: &[&[u8]]) -> Result<()> {
+        for key in keys {
+            if self.sides[side].buckets.contains_key(*key) {
+                continue;
+            }
+            let prefix = self.state.key(SIDE_TAGS[side], &[key]);
+            let mut bucket = Bucket::default();
+            self.state
+                .store()
+                .scan_prefix::<StreamError>(&prefix, |k, v| {
+                    let mut reader = Reader::new(v);
+                    let entry = Entry {
+                        count: reader.i64()?,
+                        matches: reader.i64()?,
+                    };
+                    bucket.rows.insert(k[prefix.len()..].into(), entry);
+                    Ok(true)
+                })?;
+            self.sides[side].buckets.insert((*key).into(), bucket);
+        }
+        Ok(())
+    }
+
+    /// Decodes rows of `side` from their encoding.
+    fn decode(&self, side: usize, rows: &[&[u8]]) -> Result<Vec<ArrayRef>> {
+        let converter = &self.sides[side].rows;
+        let parser = converter.parser();
+        Ok(converter.convert_rows(rows.iter().map(|r| parser.parse(r)))?)
+    }
+
+    /// Output rows: `left` columns and `right` columns (either may be all NULL).
+    fn output(
+        &self,
+        left: Option<Vec<ArrayRef>>,
+        right: Option<Vec<ArrayRef>>,
+        weights: Vec<i64>,
+    ) -> Result<ChangeBatch> {
+        let n = weights.len();
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        let fill =
+            |side: usize, columns: &mut Vec<ArrayRef>, given: Option<Vec<ArrayRef>>| match given {
+                Some(given) => columns.extend(given),
+                None => columns.extend(
+                    self.sides[side]
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| new_null_array(f.data_type(), n)),
+                ),
+            };
+        fill(0, &mut columns, left);
+        if self.emits_pairs() {
+            fill(1, &mut columns, right);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    Ok(cast(&c, f.data_type())?)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        let rows = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        Ok(ChangeBatch::new(rows, Int64Array::from(weights)))
+    }
+
+    /// The side's rows alone or padded: `rows` are given as columns of that side.
+    fn unmatched_rows(
+        &self,
+        side: usize,
+        rows: Vec<ArrayRef>,
+        weights: Vec<i64>,
+    ) -> Result<ChangeBatch> {
+        if side == 0 {
+            self.output(Some(rows), None, weights)
+        } else {
+            self.output(None, Some(rows), weights)
+        }
+    }
+}
+
+impl Operator for JoinOp {
+    fn process(
+        &mut self,
+        this: usize,
+        changes: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
+        let other = 1 - this;
+        let batch = changes.rows();
+        let n = batch.num_rows();
+        let weights = changes.weights().values();
+        // Join keys, cast to common types.
+        let mut key_columns = Vec::with_capacity(self.key_types.len());
+        for (expr, t) in self.sides[this].keys.iter().zip(&self.key_types) {
+            let column = evaluate(expr, batch)?;
+            key_columns.push(if column.data_type() == t {
+                column
+            } else {
+                cast(&column, t)?
+            });
+        }
+        let has_null_key: Vec<bool> = (0..n)
+            .map(|i| !self.nulls_match && key_columns.iter().any(|c| c.is_null(i)))
+            .collect();
+        let keys = self.key_encoder.convert_columns(&key_columns)?;
+        let row_bytes = self.sides[this].rows.convert_columns(batch.columns())?;
+        let probe: Vec<&[u8]> = (0..n)
+            .filter(|&i| !has_null_key[i])
+            .map(|i| keys.row(i).data())
+            .collect();
+        self.load(other, &probe)?;
+        self.load(this, &probe)?;
+
+        // Candidate pairs: (row of the batch, row of the other side, its multiplicity).
+        let mut pair_this: Vec<u32> = Vec::new();
+        let mut pair_other: Vec<&[u8]> = Vec::new();
+        let mut pair_count: Vec<i64> = Vec::new();
+        let other_buckets = &self.sides[other].buckets;
+        for (i, _) in has_null_key.iter().enumerate().filter(|(_, null)| !**null) {
+            if let Some(bucket) = other_buckets.get(keys.row(i).data()) {
+                for (row, entry) in &bucket.rows {
+                    pair_this.push(i as u32);
+                    pair_other.push(row);
+                    pair_count.push(entry.count);
+                }
+            }
+        }
+        // Pairs as rows of left ++ right, and which pass the condition.
+        let mut passing = vec![true; pair_this.len()];
+        let mut pair_columns: Option<(Vec<ArrayRef>, Vec<ArrayRef>)> = None;
+        if !pair_this.is_empty() {
+            let indices = UInt32Array::from(pair_this.clone());
+            let this_columns = batch
+                .columns()
+                .iter()
+                .map(|c| Ok(take(c.as_ref(), &indices, None)?))
+                .collect::<Result<Vec<_>>>()?;
+            let other_columns = self.decode(other, &pair_other)?;
+            let (left, right) = if this == 0 {
+                (this_columns, other_columns)
+            } else {
+                (other_columns, this_columns)
+            };
+            if let Some(filter) = &self.filter {
+                let mut all = left.clone();
+                all.extend(right.iter().cloned());
+                let options = RecordBatchOptions::new().with_row_count(Some(pair_this.len()));
+                let pairs =
+                    RecordBatch::try_new_with_options(self.pair_schema.clone(), all, &options)?;
+                let mask = evaluate(filter, &pairs)?;
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::BooleanArray>()
+                    .ok_or_else(|| StreamError::Internal("join condition is not boolean".into()))?;
+                for (p, pass) in passing.iter_mut().enumerate() {
+                    *pass = mask.is_valid(p) && mask.value(p);
+                }
+            }
+            pair_columns = Some((left, right));
+        }
+
+        // Joined rows.
+        if self.emits_pairs()
+            && let Some((left, right)) = pair_columns
+        {
+            let keep: Vec<u32> = (0..pair_this.len() as u32)
+                .filter(|&p| passing[p as usize])
+                .collect();
+            if !keep.is_empty() {
+                let indices = UInt32Array::from(keep.clone());
+                let pick = |cols: Vec<ArrayRef>| -> Result<Vec<ArrayRef>> {
+                    cols.iter()
+                        .map(|c| Ok(take(c.as_ref(), &indices, None)?))
+                        .collect()
+                };
+                let w = keep
+                    .iter()
+                    .map(|&p| weights[pair_this[p as usize] as usize] * pair_count[p as usize])
+                    .collect();
+                out.push(self.output(Some(pick(left)?), Some(pick(right)?), w)?);
+            }
+        }
+
+        // Matches of this batch's rows, and changes of the other side's match counts.
+        let mut matches = vec![0i64; n];
+        // (join key, row of the other side) → change of its match count.
+        let mut other_delta: HashMap<RowAt, i64> = HashMap::new();
+        for p in 0..pair_this.len() {
+            if !passing[p] {
+                continue;
+            }
+            let i = pair_this[p] as usize;
+            matches[i] += pair_count[p];
+            if self.sides[other].unmatched != Unmatched::Nothing {
+                *other_delta
+                    .entry((keys.row(i).data().into(), pair_other[p].into()))
+                    .or_default() += weights[i];
+            }
+        }
+
+        // This side's own unmatched (or, for a semi join, matched) rows.
+        let mode = self.sides[this].unmatched;
+        if mode != Unmatched::Nothing {
+            let emit: Vec<u32> = (0..n as u32)
+                .filter(|&i| {
+                    let m = matches[i as usize];
+                    if mode == Unmatched::AloneWhenMatched {
+                        m > 0
+                    } else {
+                        m == 0
+                    }
+                })
+                .collect();
+            if !emit.is_empty() {
+                let indices = UInt32Array::from(emit.clone());
+                let columns = batch
+                    .columns()
+                    .iter()
+                    .map(|c| Ok(take(c.as_ref(), &indices, None)?))
+                    .collect::<Result<Vec<_>>>()?;
+                let w = emit.iter().map(|&i| weights[i as usize]).collect();
+                out.push(self.unmatched_rows(this, columns, w)?);
+            }
+        }
+
+        // The other side's rows whose having-a-match changed.
+        let mut flipped: Vec<(Box<[u8]>, i64)> = Vec::new();
+        let other_mode = self.sides[other].unmatched;
+        for ((key, row), delta) in other_delta {
+            if delta == 0 {
+                continue;
+            }
+            let side = &mut self.sides[other];
+            let Some(bucket) = side.buckets.get_mut(&key) else {
+                continue;
+            };
+            let Some(entry) = bucket.rows.get_mut(&row) else {
+                continue;
+            };
+            let before = entry.matches;
+            entry.matches += delta;
+            let after = entry.matches;
+            bucket.changed.push(row.clone());
+            side.dirty.push(key.clone());
+            let (was, is) = (before > 0, after > 0);
+            if was != is {
+                let shown_when_matched = other_mode == Unmatched::AloneWhenMatched;
+                // +count when the row starts being shown, -count when it stops.
+                let w = if is == shown_when_matched {
+                    entry.count
+                } else {
+                    -entry.count
+                };
+                flipped.push((row, w));
+            }
+        }
+        if !flipped.is_empty() {
+            let rows: Vec<&[u8]> = flipped.iter().map(|(r, _)| r.as_ref()).collect();
+            let columns = self.decode(other, &rows)?;
+            let w = flipped.iter().map(|(_, w)| *w).collect();
+            out.push(self.unmatched_rows(other, columns, w)?);
+        }
+
+        // Finally this side's rows change.
+        for i in 0..n {
+            if has_null_key[i] {
+                continue;
+            }
+            let key = keys.row(i).data();
+            let row: Box<[u8]> = row_bytes.row(i).data().into();
+            let side = &mut self.sides[this];
+            let bucket = side.buckets.entry(key.into()).or_default();
+            let entry = bucket.rows.entry(row.clone()).or_default();
+            entry.count += weights[i];
+            entry.matches = matches[i];
+            if entry.count == 0 {
+                bucket.rows.remove(&row);
+            }
+            bucket.changed.push(row);
+            side.dirty.push(key.into());
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        for (index, side) in self.sides.iter_mut().enumerate() {
+            let mut dirty = std::mem::take(&mut side.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for key in dirty {
+                let Some(bucket) = side.buckets.get_mut(&key) else {
+                    continue;
+                };
+                let mut changed = std::mem::take(&mut bucket.changed);
+                changed.sort_unstable();
+                changed.dedup();
+                for row in changed {
+                    let storage_key = self.state.key(SIDE_TAGS[index], &[&key, &row]);
+                    match bucket.rows.get(&row) {
+                        Some(entry) => {
+                            let mut value = Vec::with_capacity(16);
+                            put_i64(&mut value, entry.count);
+                            put_i64(&mut value, entry.matches);
+                            batch.put(storage_key, value);
+                        }
+                        None => batch.delete(storage_key),
+                    }
+                }
+                if bucket.rows.is_empty() {
+                    side.buckets.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn evict(&mut self) {
+        for side in &mut self.sides {
+            if side.buckets.len() > CACHED_KEYS && side.dirty.is_empty() {
+                let mut keep = CACHED_KEYS / 2;
+                side.buckets.retain(|_, _| {
+                    keep = keep.saturating_sub(1);
+                    keep > 0
+                });
+            }
+        }
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn explain(&self) -> String {
+        let on: Vec<String> = self.sides[0]
+            .keys
+            .iter()
+            .zip(&self.sides[1].keys)
+            .map(|(l, r)| format!("{l} = {r}"))
+            .collect();
+        let filter = self
+            .filter
+            .as_ref()
+            .map(|f| format!(", filter={f}"))
+            .unwrap_or_default();
+        format!("Join: {} on=[{}]{filter}", self.join_type, on.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::logical_expr::Operator as BinOp;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column};
+
+    use super::*;
+    use crate::storage::Store;
+    use crate::stream::change::pretty::{changes_of, net, schema};
+
+    fn column(name: &str, i: usize) -> Arc<dyn PhysicalExpr> {
+        Arc::new(Column::new(name, i))
+    }
+
+    /// `l(c0 I, c1 T)` joined to `r(c0 I, c1 I)` on `l.c0 = r.c0`.
+    fn join(store: &Store, join_type: JoinType, filter: Option<Arc<dyn PhysicalExpr>>) -> JoinOp {
+        let left = schema("I T");
+        let right = schema("I I");
+        let mut fields: Vec<Field> = left.fields().iter().map(|f| f.as_ref().clone()).collect();
+        if !matches!(join_type, JoinType::LeftSemi | JoinType::LeftAnti) {
+            fields.extend(
+                right
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_name(format!("r{}", f.name()))),
+            );
+        }
+        JoinOp::new(
+            join_type,
+            left,
+            right,
+            vec![(column("c0", 0), column("c0", 0))],
+            vec![DataType::Int64],
+            false,
+            filter,
+            Arc::new(Schema::new(fields)),
+            StateScope::new(store.clone(), 1, 0),
+        )
+        .unwrap()
+    }
+
+    fn push(op: &mut JoinOp, side: usize, rows: &[&str]) -> Vec<String> {
+        let schema = if side == 0 {
+            schema("I T")
+        } else {
+            schema("I I")
+        };
+        let mut out = Vec::new();
+        op.process(side, changes_of(&schema, rows.iter().copied()), &mut out)
+            .unwrap();
+        net(&out)
+    }
+
+    #[test]
+    fn inner_join_follows_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut op = join(&store, JoinType::Inner, None);
+        assert!(push(&mut op, 0, &["+ 1 a", "+ 2 b", "+ . n"]).is_empty());
+        assert_eq!(
+            push(&mut op, 1, &["+ 1 10", "+ 1 11", "+ . 12"]),
+            vec!["+ 1 a 1 10", "+ 1 a 1 11"]
+        );
+        assert_eq!(
+            push(&mut op, 0, &["+ 1 c"]),
+            vec!["+ 1 c 1 10", "+ 1 c 1 11"]
+        );
+        assert_eq!(
+            push(&mut op, 1, &["- 1 10"]),
+            vec!["- 1 a 1 10", "- 1 c 1 10"]
+        );
+    }
+
+    #[test]
+    fn outer_rows_are_padded_until_they_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut op = join(&store, JoinType::Full, None);
+        assert_eq!(
+            push(&mut op, 0, &["+ 1 a", "+ 2 b"]),
+            vec!["+ 1 a . .", "+ 2 b . ."]
+        );
+        assert_eq!(
+            push(&mut op, 1, &["+ 1 10", "+ 3 30"]),
+            vec!["+ . . 3 30", "- 1 a . .", "+ 1 a 1 10"]
+        );
+        // A second match changes nothing padded; losing both brings the padding back.
+        assert_eq!(push(&mut op, 1, &["+ 1 11"]), vec!["+ 1 a 1 11"]);
+        assert_eq!(
+            push(&mut op, 1, &["- 1 10", "- 1 11"]),
+            vec!["+ 1 a . .", "- 1 a 1 10", "- 1 a 1 11"]
+        );
+        assert_eq!(
+            push(&mut op, 0, &["- 1 a", "+ 3 c"]),
+            vec!["- . . 3 30", "- 1 a . .", "+ 3 c 3 30"]
+        );
+
+        // After a checkpoint, a new operator over the same state continues.
+        let mut batch = WriteBatch::default();
+        op.checkpoint(&mut batch).unwrap();
+        store.write(batch).unwrap();
+        let mut op = join(&store, JoinType::Full, None);
+        assert_eq!(
+            push(&mut op, 1, &["- 3 30"]),
+            vec!["+ 3 c . .", "- 3 c 3 30"]
+        );
+    }
+
+    #[test]
+    fn extra_conditions_decide_what_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        // ... AND r.c1 > 10 (right columns follow the left ones in the pair schema)
+        let filter = Arc::new(BinaryExpr::new(
+            column("rc1", 3),
+            BinOp::Gt,
+            Arc::new(datafusion::physical_expr::expressions::Literal::new(
+                datafusion::common::ScalarValue::Int64(Some(10)),
+            )),
+        ));
+        let mut op = join(&store, JoinType::Left, Some(filter));
+        assert_eq!(push(&mut op, 0, &["+ 1 a"]), vec!["+ 1 a . ."]);
+        assert!(push(&mut op, 1, &["+ 1 5"]).is_empty());
+        assert_eq!(
+            push(&mut op, 1, &["+ 1 20"]),
+            vec!["- 1 a . .", "+ 1 a 1 20"]
+        );
+    }
+
+    #[test]
+    fn semi_and_anti_joins_show_left_rows_by_whether_they_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut semi = join(&store, JoinType::LeftSemi, None);
+        let other = tempfile::tempdir().unwrap();
+        let other_store = Store::open(other.path(), false).unwrap();
+        let mut anti = join(&other_store, JoinType::LeftAnti, None);
+        for op in [&mut semi, &mut anti] {
+            push(op, 0, &["+ 1 a", "+ 2 b"]);
+        }
+        assert_eq!(push(&mut semi, 1, &["+ 1 10", "+ 1 11"]), vec!["+ 1 a"]);
+        assert_eq!(push(&mut anti, 1, &["+ 1 10", "+ 1 11"]), vec!["- 1 a"]);
+        assert_eq!(push(&mut semi, 1, &["- 1 10"]), Vec::<String>::new());
+        assert_eq!(push(&mut anti, 1, &["- 1 10", "- 1 11"]), vec!["+ 1 a"]);
+    }
+}

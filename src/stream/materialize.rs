@@ -1,0 +1,185 @@
+//! Materialize: the root of every view's dataflow. It writes the view's rows into the view's
+//! storage — laid out like a table's, so SELECTs and key lookups read a view exactly as they
+//! read a table — and passes the consolidated changes on to views defined on this view.
+//!
+//! A view with a key (its GROUP BY columns, or the key of what it selects from) stores one row
+//! per key; a view without one stores each distinct row once with its multiplicity.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::Int64Array;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use super::change::consolidate;
+use super::{ChangeBatch, Operator, Result, StreamError};
+use crate::storage::{Store, WriteBatch};
+use crate::table::Table;
+
+/// An encoded row and its weight.
+type Weighted = (Box<[u8]>, i64);
+
+/// Writes a view's changes into its storage.
+#[derive(Debug)]
+pub struct MaterializeOp {
+    table: Arc<Table>,
+    store: Store,
+    /// Changes of this epoch: key → (value, weight) in arrival order.
+    pending: HashMap<Box<[u8]>, Vec<Weighted>>,
+    /// Writes for the next checkpoint: storage key → new value (`None` deletes).
+    staged: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl MaterializeOp {
+    /// Materializes into `table` (a view's storage).
+    pub fn new(table: Arc<Table>, store: Store) -> Self {
+        Self {
+            table,
+            store,
+            pending: HashMap::new(),
+            staged: Vec::new(),
+        }
+    }
+
+    fn storage_key(&self, key: &[u8]) -> Vec<u8> {
+        let prefix = self.table.def().key_prefix();
+        let mut out = Vec::with_capacity(prefix.len() + key.len());
+        out.extend_from_slice(&prefix);
+        out.extend_from_slice(key);
+        out
+    }
+
+    /// Keyed: the net change of each key is the removal of its old row and the insertion of
+    /// its new one.
+    fn barrier_keyed(&mut self) -> Vec<(Box<[u8]>, i64)> {
+        let mut emitted = Vec::new();
+        for (key, changes) in std::mem::take(&mut self.pending) {
+            let net = consolidate(changes);
+            let mut new_value = None;
+            for (value, weight) in &net {
+                if *weight > 0 {
+                    if *weight != 1 || new_value.is_some() {
+                        tracing::error!(view = self.table.name(), "two rows for one view key");
+                    }
+                    new_value = Some(value.clone());
+                }
+            }
+            let storage_key = self.storage_key(&key);
+            self.staged
+                .push((storage_key, new_value.map(|v| v.into_vec())));
+            emitted.extend(net);
+        }
+        emitted
+    }
+
+    /// Counted: each distinct row's multiplicity changes by its net weight.
+    fn barrier_counted(&mut self) -> Result<Vec<(Box<[u8]>, i64)>> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut net = Vec::with_capacity(pending.len());
+        for (key, changes) in pending {
+            let total: i64 = changes.iter().map(|(_, w)| w).sum();
+            if total != 0 {
+                net.push((key, changes[0].0.clone(), total));
+            }
+        }
+        let keys: Vec<Vec<u8>> = net.iter().map(|(k, _, _)| self.storage_key(k)).collect();
+        let stored = self.store.multi_get(&keys)?;
+        let mut emitted = Vec::with_capacity(net.len());
+        for ((storage_key, old), (_, value, weight)) in keys.into_iter().zip(stored).zip(net) {
+            let old_count = match old {
+                Some(bytes) => {
+                    crate::table::split_count(&bytes)
+                        .map_err(|e| StreamError::Corrupt(e.to_string()))?
+                        .1
+                }
+                None => 0,
+            };
+            let count = old_count + weight;
+            if count < 0 {
+                tracing::error!(
+                    view = self.table.name(),
+                    "a row retracted more often than inserted"
+                );
+            }
+            let new = (count > 0).then(|| {
+                let mut v = value.to_vec();
+                v.extend_from_slice(&count.to_be_bytes());
+                v
+            });
+            self.staged.push((storage_key, new));
+            emitted.push((value, weight));
+        }
+        Ok(emitted)
+    }
+}
+
+impl Operator for MaterializeOp {
+    fn process(&mut self, _: usize, changes: ChangeBatch, _: &mut Vec<ChangeBatch>) -> Result<()> {
+        let codec = self.table.codec();
+        let rows = changes.rows();
+        let values = codec.encode_values(rows)?;
+        // A view with an empty key (a global aggregate) has one row, under the empty key.
+        let keys = if self.table.def().primary_key.is_empty() {
+            None
+        } else {
+            Some(codec.encode_keys(&codec.key_columns(rows))?)
+        };
+        for (row, weight) in changes.weights().values().iter().enumerate() {
+            let key: Box<[u8]> = match &keys {
+                Some(keys) => keys.row(row).data().into(),
+                None => Box::from(&[][..]),
+            };
+            self.pending
+                .entry(key)
+                .or_default()
+                .push((values.row(row).data().into(), *weight));
+        }
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let emitted = if self.table.def().counted {
+            self.barrier_counted()?
+        } else {
+            self.barrier_keyed()
+        };
+        if emitted.is_empty() {
+            return Ok(());
+        }
+        let rows = self
+            .table
+            .codec()
+            .decode_values(emitted.iter().map(|(v, _)| v.as_ref()))?;
+        let weights = Int64Array::from_iter_values(emitted.iter().map(|(_, w)| *w));
+        out.push(ChangeBatch::new(rows, weights));
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        for (key, value) in self.staged.drain(..) {
+            match value {
+                Some(value) => batch.put(key, value),
+                None => batch.delete(key),
+            }
+        }
+        Ok(())
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.table.full_schema().clone()
+    }
+
+    fn explain(&self) -> String {
+        let def = self.table.def();
+        if def.counted {
+            format!("Materialize: {} (rows counted)", def.name)
+        } else {
+            let key: Vec<&str> = def
+                .primary_key
+                .iter()
+                .map(|&i| def.columns[i].name.as_str())
+                .collect();
+            format!("Materialize: {} key=[{}]", def.name, key.join(", "))
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Incremental dataflow: the operators that keep materialized views up to date.
+//!
+//! A view's query becomes a tree of [`Operator`]s (see [`planner`]). Sources at the leaves push
+//! [`ChangeBatch`]es (rows with a weight of +1 or −1 each) up the tree; every operator turns the
+//! changes of its inputs into the changes of its output, so the view at the root changes by
+//! exactly what its query's answer changes by. Each epoch ends with a barrier: operators that
+//! hold changes back (aggregates emit once per epoch) emit them, then every operator writes the
+//! state it changed into the epoch's one RocksDB `WriteBatch` ([`runtime`]).
+//!
+//! State lives in memory while hot and in RocksDB under `s` + view id + operator id, with keys in
+//! Arrow's row format. Depends on `storage`, `table` (the change log, view storage) and `source`.
+
+pub mod aggregate;
+pub mod change;
+pub mod filter;
+pub mod graph;
+pub mod join;
+pub mod materialize;
+pub mod planner;
+pub mod project;
+pub mod runtime;
+pub mod state;
+pub mod topn;
+pub mod union;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+
+pub use change::ChangeBatch;
+
+use crate::storage::{StorageError, WriteBatch};
+
+/// Errors of the dataflow layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The query uses something Augur cannot maintain incrementally; the text names it.
+    #[error("{0} is not supported in a materialized view")]
+    NotSupported(String),
+    /// Planning or evaluating an expression failed.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    /// An Arrow kernel failed.
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    /// Reading or writing state failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A table-layer operation (row encoding) failed.
+    #[error(transparent)]
+    Table(Box<crate::Error>),
+    /// Stored state could not be decoded.
+    #[error("corrupt operator state: {0}")]
+    Corrupt(String),
+    /// A fault in Augur.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The dataflow layer's result type.
+pub type Result<T, E = StreamError> = std::result::Result<T, E>;
+
+impl From<StreamError> for crate::Error {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::NotSupported(what) => {
+                crate::Error::NotSupported(format!("{what} in a materialized view"))
+            }
+            StreamError::DataFusion(e) => crate::Error::from(e),
+            StreamError::Arrow(e) => crate::Error::from(e),
+            StreamError::Storage(e) => crate::Error::Storage(e),
+            StreamError::Table(e) => *e,
+            StreamError::Corrupt(m) => crate::Error::Internal(format!("corrupt state: {m}")),
+            StreamError::Internal(m) => crate::Error::Internal(m),
+        }
+    }
+}
+
+impl From<crate::Error> for StreamError {
+    fn from(e: crate::Error) -> Self {
+        StreamError::Table(Box::new(e))
+    }
+}
+
+/// One incremental operator: it turns changes of its inputs into changes of its output.
+///
+/// The runtime calls [`Operator::process`] for every change batch that reaches the operator,
+/// then, once per epoch, [`Operator::on_barrier`] (to emit what was held back) and
+/// [`Operator::checkpoint`] (to persist what changed). Operators are driven by one thread at a
+/// time and never see two calls at once.
+pub trait Operator: Send + std::fmt::Debug {
+    /// Applies `changes` that arrived on input `side` (0, or 1 for a join's right input) and
+    /// appends the resulting changes of the output to `out`.
+    fn process(
+        &mut self,
+        side: usize,
+        changes: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()>;
+
+    /// The epoch ends: appends the changes held back until now to `out`. All inputs have
+    /// delivered their changes of this epoch before this is called.
+    fn on_barrier(&mut self, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Adds the state changed since the last checkpoint to `batch`, which the runtime commits
+    /// together with every other operator's and the sources' positions.
+    fn checkpoint(&mut self, _batch: &mut WriteBatch) -> Result<()> {
+        Ok(())
+    }
+
+    /// After a commit: drops cached state beyond the operator's memory share. Only state that is
+    /// safely in RocksDB may be dropped.
+    fn evict(&mut self) {}
+
+    /// The schema of the changes this operator emits.
+    fn schema(&self) -> SchemaRef;
+
+    /// One line for `EXPLAIN CREATE MATERIALIZED VIEW`.
+    fn explain(&self) -> String;
+}

@@ -1,0 +1,529 @@
+//! From a view's query to its dataflow.
+//!
+//! DataFusion parses, analyses and optimises the query into a `LogicalPlan`; this module turns
+//! each node of that plan into an incremental operator and refuses, with `0A000` naming it,
+//! anything it cannot maintain. Expressions are compiled by DataFusion, so a view runs exactly
+//! the function library an ad-hoc query does. Along the way it derives what the view needs to
+//! store its rows: a key (columns unique in every row) where there is one, and whether the
+//! output only ever grows (append-only), which lets min and max keep a single value.
+
+use std::sync::Arc;
+
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{DFSchema, NullEquality};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::{
+    Distinct, Expr, ExprSchemable, FetchType, LogicalPlan, SkipType, SortExpr,
+};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::aggregate::{AggCall, AggKind, AggregateOp};
+use super::filter::FilterOp;
+use super::graph::{Graph, ScanOp};
+use super::join::JoinOp;
+use super::project::ProjectOp;
+use super::state::StateScope;
+use super::topn::TopNOp;
+use super::union::UnionOp;
+use super::{Result, StreamError};
+use crate::storage::Store;
+
+/// What the planner needs to know about a relation a view reads.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// The relation's id: where its changes come from.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Positions (in the relation's columns) of a key, if its rows have one.
+    pub key: Option<Vec<usize>>,
+    /// True when rows are only ever inserted (sources).
+    pub append_only: bool,
+}
+
+/// Tells the planner which relation a `TableScan` reads.
+pub type Resolve<'a> = &'a dyn Fn(&datafusion::logical_expr::TableScan) -> Result<Input>;
+
+/// A view's dataflow without its root, and what was derived about its output.
+#[derive(Debug)]
+pub struct Planned {
+    /// The operators; the last one produces the view's rows.
+    pub graph: Graph,
+    /// The columns of the view.
+    pub schema: SchemaRef,
+    /// Positions of columns unique in every row, if there are such.
+    pub key: Option<Vec<usize>>,
+    /// True when the view's rows are only ever inserted.
+    pub append_only: bool,
+}
+
+/// Properties of a node's output.
+#[derive(Debug, Clone)]
+struct Props {
+    key: Option<Vec<usize>>,
+    append_only: bool,
+}
+
+struct Planner<'a> {
+    state: &'a SessionState,
+    store: Store,
+    view: u32,
+    resolve: Resolve<'a>,
+    graph: Graph,
+}
+
+/// Plans the dataflow of view `view` from its optimised logical plan.
+pub fn plan_view(
+    plan: &LogicalPlan,
+    state: &SessionState,
+    store: Store,
+    view: u32,
+    resolve: Resolve<'_>,
+) -> Result<Planned> {
+    let mut planner = Planner {
+        state,
+        store,
+        view,
+        resolve,
+        graph: Graph::default(),
+    };
+    let (_, props) = planner.plan(plan)?;
+    Ok(Planned {
+        graph: planner.graph,
+        schema: Arc::new(plan.schema().as_arrow().clone()),
+        key: props.key,
+        append_only: props.append_only,
+    })
+}
+
+fn not_supported(what: impl Into<String>) -> StreamError {
+    StreamError::NotSupported(what.into())
+}
+
+impl Planner<'_> {
+    fn scope(&self, node: usize) -> Result<StateScope> {
+        let op = u16::try_from(node).map_err(|_| not_supported("a query with 65536 operators"))?;
+        Ok(StateScope::new(self.store.clone(), self.view, op))
+    }
+
+    fn compile(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+        let mut unsupported = None;
+        expr.apply(|e| {
+            use datafusion::common::tree_node::TreeNodeRecursion;
+            let what = match e {
+                Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) => {
+                    Some("a subquery in an expression".to_string())
+                }
+                Expr::WindowFunction(_) => Some("window functions (OVER)".to_string()),
+                Expr::ScalarFunction(f) if e.is_volatile_node() => {
+                    Some(format!("the volatile function {}()", f.func.name()))
+                }
+                _ => None,
+            };
+            if let Some(what) = what {
+                unsupported = Some(what);
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if let Some(what) = unsupported {
+            return Err(not_supported(what));
+        }
+        Ok(self.state.create_physical_expr(expr.clone(), schema)?)
+    }
+
+    /// Plans `plan`; returns the node producing its rows.
+    fn plan(&mut self, plan: &LogicalPlan) -> Result<(usize, Props)> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                if scan.fetch.is_some() {
+                    return Err(not_supported("LIMIT without ORDER BY"));
+                }
+                let input = (self.resolve)(scan)?;
+                let width = scan.source.schema().fields().len();
+                let columns = scan
+                    .projection
+                    .clone()
+                    .unwrap_or_else(|| (0..width).collect());
+                let key = input.key.as_ref().and_then(|key| {
+                    key.iter()
+                        .map(|k| columns.iter().position(|c| c == k))
+                        .collect::<Option<Vec<_>>>()
+                });
+                let schema = Arc::new(scan.projected_schema.as_arrow().clone());
+                let node =
+                    self.graph
+                        .add(Box::new(ScanOp::new(input.name.clone(), columns, schema)));
+                self.graph.add_leaf(input.id, node);
+                Ok((
+                    node,
+                    Props {
+                        key,
+                        append_only: input.append_only,
+                    },
+                ))
+            }
+            LogicalPlan::SubqueryAlias(alias) => self.plan(&alias.input),
+            LogicalPlan::Projection(projection) => {
+                let (child, props) = self.plan(&projection.input)?;
+                let input_schema = projection.input.schema();
+                let exprs = projection
+                    .expr
+                    .iter()
+                    .map(|e| self.compile(e, input_schema))
+                    .collect::<Result<Vec<_>>>()?;
+                let key = props.key.as_ref().and_then(|key| {
+                    key.iter()
+                        .map(|&k| {
+                            projection.expr.iter().position(|e| match strip_aliases(e) {
+                                Expr::Column(c) => input_schema.index_of_column(c).ok() == Some(k),
+                                _ => false,
+                            })
+                        })
+                        .collect::<Option<Vec<_>>>()
+                });
+                let schema = Arc::new(projection.schema.as_arrow().clone());
+                // Columns passed through in order under new names need no operator.
+                let identity =
+                    exprs.len() == input_schema.fields().len()
+                        && projection.expr.iter().enumerate().all(|(i, e)| {
+                            match strip_aliases(e) {
+                                Expr::Column(c) => input_schema.index_of_column(c).ok() == Some(i),
+                                _ => false,
+                            }
+                        })
+                        && schema
+                            .fields()
+                            .iter()
+                            .zip(input_schema.fields())
+                            .all(|(a, b)| a.data_type() == b.data_type());
+                if identity {
+                    return Ok((child, Props { key, ..props }));
+                }
+                let node = self.graph.add(Box::new(ProjectOp::new(exprs, schema)));
+                self.graph.connect(child, node, 0);
+                Ok((node, Props { key, ..props }))
+            }
+            LogicalPlan::Filter(filter) => {
+                let (child, props) = self.plan(&filter.input)?;
+                let predicate = self.compile(&filter.predicate, filter.input.schema())?;
+                let schema = Arc::new(filter.input.schema().as_arrow().clone());
+                let node = self.graph.add(Box::new(FilterOp::new(predicate, schema)));
+                self.graph.connect(child, node, 0);
+                Ok((node, props))
+            }
+            LogicalPlan::Aggregate(aggregate) => {
+                let (child, props) = self.plan(&aggregate.input)?;
+                let input_schema = aggregate.input.schema();
+                let mut groups = Vec::new();
+                for expr in &aggregate.group_expr {
+                    if matches!(expr, Expr::GroupingSet(_)) {
+                        return Err(not_supported("GROUPING SETS, CUBE and ROLLUP"));
+                    }
+                    groups.push(self.compile(expr, input_schema)?);
+                }
+                let group_count = groups.len();
+                let mut calls = Vec::new();
+                for (index, expr) in aggregate.aggr_expr.iter().enumerate() {
+                    let output_type = aggregate.schema.field(group_count + index).data_type();
+                    calls.push(self.agg_call(
+                        expr,
+                        input_schema,
+                        output_type.clone(),
+                        props.append_only,
+                    )?);
+                }
+                let schema = Arc::new(aggregate.schema.as_arrow().clone());
+                let node = self.graph.len();
+                let op = AggregateOp::new(schema, groups, calls, self.scope(node)?)?;
+                let node = self.graph.add(Box::new(op));
+                self.graph.connect(child, node, 0);
+                Ok((
+                    node,
+                    Props {
+                        key: Some((0..group_count).collect()),
+                        append_only: false,
+                    },
+                ))
+            }
+            LogicalPlan::Distinct(Distinct::All(input)) => {
+                let (child, _) = self.plan(input)?;
+                let schema = input.schema();
+                let groups = schema
+                    .columns()
+                    .iter()
+                    .map(|c| self.compile(&Expr::Column(c.clone()), schema))
+                    .collect::<Result<Vec<_>>>()?;
+                let width = groups.len();
+                let node = self.graph.len();
+                let op = AggregateOp::new(
+                    Arc::new(schema.as_arrow().clone()),
+                    groups,
+                    Vec::new(),
+                    self.scope(node)?,
+                )?;
+                let node = self.graph.add(Box::new(op));
+                self.graph.connect(child, node, 0);
+                Ok((
+                    node,
+                    Props {
+                        key: Some((0..width).collect()),
+                        append_only: false,
+                    },
+                ))
+            }
+            LogicalPlan::Distinct(Distinct::On(_)) => Err(not_supported("DISTINCT ON")),
+            LogicalPlan::Sort(sort) => match sort.fetch {
+                Some(limit) => self.top_n(&sort.expr, &sort.input, 0, limit),
+                // Rows of a view have no order: ORDER BY alone changes nothing.
+                None => self.plan(&sort.input),
+            },
+            LogicalPlan::Limit(limit) => {
+                let skip = match limit.get_skip_type()? {
+                    SkipType::Literal(n) => n,
+                    SkipType::UnsupportedExpr => {
+                        return Err(not_supported("a non-constant OFFSET"));
+                    }
+                };
+                let fetch = match limit.get_fetch_type()? {
+                    FetchType::Literal(n) => n,
+                    FetchType::UnsupportedExpr => {
+                        return Err(not_supported("a non-constant LIMIT"));
+                    }
+                };
+                let LogicalPlan::Sort(sort) = limit.input.as_ref() else {
+                    return Err(not_supported("LIMIT or OFFSET without ORDER BY"));
+                };
+                let count = match (fetch, sort.fetch) {
+                    (Some(f), _) => f,
+                    (None, Some(f)) => f.saturating_sub(skip),
+                    (None, None) => usize::MAX,
+                };
+                self.top_n(&sort.expr, &sort.input, skip, count)
+            }
+            LogicalPlan::Join(join) => {
+                if join.null_aware {
+                    return Err(not_supported("NOT IN over a subquery"));
+                }
+                if join.on.is_empty() {
+                    return Err(not_supported("a join without an equality condition"));
+                }
+                let (left, left_props) = self.plan(&join.left)?;
+                let (right, right_props) = self.plan(&join.right)?;
+                let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
+                let mut on = Vec::new();
+                let mut key_types = Vec::new();
+                for (l, r) in &join.on {
+                    let lt = l.get_type(left_schema)?;
+                    let rt = r.get_type(right_schema)?;
+                    key_types.push(common_type(&lt, &rt));
+                    on.push((
+                        self.compile(l, left_schema)?,
+                        self.compile(r, right_schema)?,
+                    ));
+                }
+                let pair_schema = left_schema.join(right_schema)?;
+                let filter = join
+                    .filter
+                    .as_ref()
+                    .map(|f| self.compile(f, &pair_schema))
+                    .transpose()?;
+                let node = self.graph.len();
+                let op = JoinOp::new(
+                    join.join_type,
+                    Arc::new(left_schema.as_arrow().clone()),
+                    Arc::new(right_schema.as_arrow().clone()),
+                    on,
+                    key_types,
+                    join.null_equality == NullEquality::NullEqualsNull,
+                    filter,
+                    Arc::new(join.schema.as_arrow().clone()),
+                    self.scope(node)?,
+                )?;
+                let node = self.graph.add(Box::new(op));
+                self.graph.connect(left, node, 0);
+                self.graph.connect(right, node, 1);
+                let width = left_schema.fields().len();
+                let key = match join.join_type {
+                    datafusion::common::JoinType::LeftSemi
+                    | datafusion::common::JoinType::LeftAnti => left_props.key.clone(),
+                    _ => match (&left_props.key, &right_props.key) {
+                        (Some(l), Some(r)) => Some(
+                            l.iter()
+                                .copied()
+                                .chain(r.iter().map(|k| k + width))
+                                .collect(),
+                        ),
+                        _ => None,
+                    },
+                };
+                let append_only = join.join_type == datafusion::common::JoinType::Inner
+                    && left_props.append_only
+                    && right_props.append_only;
+                Ok((node, Props { key, append_only }))
+            }
+            LogicalPlan::Union(union) => {
+                let mut children = Vec::new();
+                let mut append_only = true;
+                for input in &union.inputs {
+                    let (child, props) = self.plan(input)?;
+                    append_only &= props.append_only;
+                    children.push(child);
+                }
+                let schema = Arc::new(union.schema.as_arrow().clone());
+                let node = self
+                    .graph
+                    .add(Box::new(UnionOp::new(schema, children.len())));
+                for (side, child) in children.into_iter().enumerate() {
+                    self.graph.connect(child, node, side);
+                }
+                Ok((
+                    node,
+                    Props {
+                        key: None,
+                        append_only,
+                    },
+                ))
+            }
+            LogicalPlan::Window(_) => Err(not_supported("window functions (OVER)")),
+            LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
+                Err(not_supported("a query that reads no table, view or source"))
+            }
+            LogicalPlan::RecursiveQuery(_) => Err(not_supported("WITH RECURSIVE")),
+            LogicalPlan::Unnest(_) => Err(not_supported("UNNEST")),
+            other => Err(not_supported(format!("{} in a query", other.display()))),
+        }
+    }
+
+    fn top_n(
+        &mut self,
+        order: &[SortExpr],
+        input: &LogicalPlan,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Props)> {
+        let (child, props) = self.plan(input)?;
+        let order = order
+            .iter()
+            .map(|s| {
+                Ok((
+                    self.compile(&s.expr, input.schema())?,
+                    SortOptions {
+                        descending: !s.asc,
+                        nulls_first: s.nulls_first,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let node = self.graph.len();
+        let op = TopNOp::new(
+            Arc::new(input.schema().as_arrow().clone()),
+            order,
+            offset,
+            limit,
+            self.scope(node)?,
+        )?;
+        let node = self.graph.add(Box::new(op));
+        self.graph.connect(child, node, 0);
+        Ok((
+            node,
+            Props {
+                key: props.key,
+                append_only: false,
+            },
+        ))
+    }
+
+    fn agg_call(
+        &self,
+        expr: &Expr,
+        input_schema: &DFSchema,
+        output_type: DataType,
+        append_only: bool,
+    ) -> Result<AggCall> {
+        let text = expr.schema_name().to_string();
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = expr.clone().unalias()
+        else {
+            return Err(not_supported(format!("the aggregate expression {text}")));
+        };
+        let Some(mut kind) = AggKind::from_name(func.name()) else {
+            return Err(not_supported(format!(
+                "the aggregate function {}",
+                func.name()
+            )));
+        };
+        if params.null_treatment.is_some() {
+            return Err(not_supported(format!("IGNORE/RESPECT NULLS in {text}")));
+        }
+        if let AggKind::StringAgg { delimiter } = &mut kind {
+            match params.args.get(1) {
+                Some(Expr::Literal(value, _)) => {
+                    *delimiter = if value.is_null() {
+                        String::new()
+                    } else {
+                        value.to_string()
+                    }
+                }
+                _ => {
+                    return Err(not_supported(format!(
+                        "{text} with a non-constant delimiter"
+                    )));
+                }
+            }
+        }
+        let arg = params.args.first();
+        let input_type = match arg {
+            Some(arg) => arg.get_type(input_schema)?,
+            None => DataType::Null,
+        };
+        let order_by = params
+            .order_by
+            .iter()
+            .map(|s| {
+                Ok((
+                    self.compile(&s.expr, input_schema)?,
+                    SortOptions {
+                        descending: !s.asc,
+                        nulls_first: s.nulls_first,
+                    },
+                    s.expr.get_type(input_schema)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        AggCall::new(
+            kind,
+            arg.map(|a| self.compile(a, input_schema)).transpose()?,
+            params
+                .filter
+                .as_ref()
+                .map(|f| self.compile(f, input_schema))
+                .transpose()?,
+            order_by,
+            params.distinct,
+            input_type,
+            output_type,
+            append_only,
+            text,
+        )
+    }
+}
+
+/// The type both sides of a join key are compared in.
+fn common_type(left: &DataType, right: &DataType) -> DataType {
+    if left == right {
+        return left.clone();
+    }
+    datafusion::logical_expr::type_coercion::binary::comparison_coercion(left, right)
+        .unwrap_or_else(|| left.clone())
+}
+
+/// `expr` without the aliases around it.
+fn strip_aliases(mut expr: &Expr) -> &Expr {
+    while let Expr::Alias(alias) = expr {
+        expr = &alias.expr;
+    }
+    expr
+}

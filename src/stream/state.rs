@@ -1,0 +1,125 @@
+//! Where an operator keeps its state in RocksDB.
+//!
+//! Every stateful operator of a view owns the key range `s` + view id (u32 BE) + operator
+//! position (u16 BE). Inside it, a one-byte tag separates kinds of entries (an aggregate's
+//! groups from its value multisets, a join's left rows from its right rows), followed by keys in
+//! Arrow's row format. Dropping a view deletes `s` + view id.
+
+use crate::storage::Store;
+
+/// The storage tag of operator state.
+pub const STATE_TAG: u8 = b's';
+
+/// One operator's key range and the store to read it from.
+#[derive(Debug, Clone)]
+pub struct StateScope {
+    store: Store,
+    prefix: Vec<u8>,
+}
+
+impl StateScope {
+    /// The range of operator `op` of view `view`.
+    pub fn new(store: Store, view: u32, op: u16) -> Self {
+        let mut prefix = Vec::with_capacity(7);
+        prefix.push(STATE_TAG);
+        prefix.extend_from_slice(&view.to_be_bytes());
+        prefix.extend_from_slice(&op.to_be_bytes());
+        Self { store, prefix }
+    }
+
+    /// The prefix of every state key of view `view`.
+    pub fn view_prefix(view: u32) -> Vec<u8> {
+        let mut prefix = vec![STATE_TAG];
+        prefix.extend_from_slice(&view.to_be_bytes());
+        prefix
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The key `prefix + tag + parts...`.
+    pub fn key(&self, tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+        let len = self.prefix.len() + 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut key = Vec::with_capacity(len);
+        key.extend_from_slice(&self.prefix);
+        key.push(tag);
+        for part in parts {
+            key.extend_from_slice(part);
+        }
+        key
+    }
+
+    /// Length of `prefix + tag`: what to strip from a key to get its parts back.
+    pub fn header_len(&self) -> usize {
+        self.prefix.len() + 1
+    }
+}
+
+/// Appends `value` as 8 bytes, big-endian.
+pub fn put_i64(out: &mut Vec<u8>, value: i64) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+/// Reads values written by the `put_*` functions, front to back.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Reads from `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes }
+    }
+
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize) -> super::Result<&'a [u8]> {
+        if self.bytes.len() < n {
+            return Err(super::StreamError::Corrupt(format!(
+                "{} bytes left where {n} were expected",
+                self.bytes.len()
+            )));
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    /// The next 8-byte integer.
+    pub fn i64(&mut self) -> super::Result<i64> {
+        let bytes = self.take(8)?;
+        Ok(i64::from_be_bytes(bytes.try_into().unwrap_or([0; 8])))
+    }
+
+    /// The next 16-byte integer.
+    pub fn i128(&mut self) -> super::Result<i128> {
+        let bytes = self.take(16)?;
+        Ok(i128::from_be_bytes(bytes.try_into().unwrap_or([0; 16])))
+    }
+
+    /// The next 8-byte float.
+    pub fn f64(&mut self) -> super::Result<f64> {
+        Ok(f64::from_bits(self.i64()? as u64))
+    }
+
+    /// A length-prefixed byte string.
+    pub fn bytes(&mut self) -> super::Result<&'a [u8]> {
+        let len = self.i64()?;
+        self.take(
+            usize::try_from(len)
+                .map_err(|_| super::StreamError::Corrupt(format!("negative length {len}")))?,
+        )
+    }
+
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+/// Appends a length-prefixed byte string.
+pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_i64(out, bytes.len() as i64);
+    out.extend_from_slice(bytes);
+}

@@ -1,0 +1,196 @@
+//! `ORDER BY ... LIMIT n [OFFSET m]`: keeps the rows at positions `m .. m + n` of the input in
+//! sort order, as the input changes.
+//!
+//! Every input row is kept, ordered by its sort key (Arrow's row format with the query's sort
+//! options) and then by the whole row, so ties are broken the same way every time. At each
+//! barrier the operator compares the rows in the window with those it emitted last and emits the
+//! difference. Rows are stored under `v` + sort key + row with their multiplicity.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::change::consolidate;
+use super::project::evaluate;
+use super::state::{Reader, StateScope};
+use super::{ChangeBatch, Operator, Result, StreamError};
+use crate::storage::WriteBatch;
+
+const ROW_TAG: u8 = b'v';
+
+/// Top-n over the whole input.
+#[derive(Debug)]
+pub struct TopNOp {
+    schema: SchemaRef,
+    order: Vec<Arc<dyn PhysicalExpr>>,
+    /// Encodes `[sort keys..., row...]`.
+    encoder: RowConverter,
+    offset: usize,
+    limit: usize,
+    /// Encoded `(sort key, row)` → multiplicity; `None` until read from storage.
+    rows: Option<BTreeMap<Box<[u8]>, i64>>,
+    changed: HashSet<Box<[u8]>>,
+    /// What the window held at the last barrier.
+    shown: Vec<Box<[u8]>>,
+    state: StateScope,
+}
+
+impl TopNOp {
+    /// Keeps rows `offset .. offset + limit` of the input ordered by `order`.
+    pub fn new(
+        schema: SchemaRef,
+        order: Vec<(Arc<dyn PhysicalExpr>, SortOptions)>,
+        offset: usize,
+        limit: usize,
+        state: StateScope,
+    ) -> Result<Self> {
+        let mut fields = Vec::new();
+        for (expr, options) in &order {
+            fields.push(SortField::new_with_options(
+                expr.data_type(&schema)?,
+                *options,
+            ));
+        }
+        fields.extend(
+            schema
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone())),
+        );
+        let mut op = Self {
+            encoder: RowConverter::new(fields)?,
+            schema,
+            order: order.into_iter().map(|(e, _)| e).collect(),
+            offset,
+            limit,
+            rows: None,
+            changed: HashSet::new(),
+            shown: Vec::new(),
+            state,
+        };
+        op.loaded()?;
+        op.shown = op.window();
+        Ok(op)
+    }
+
+    fn loaded(&mut self) -> Result<&mut BTreeMap<Box<[u8]>, i64>> {
+        if self.rows.is_none() {
+            let mut rows = BTreeMap::new();
+            let prefix = self.state.key(ROW_TAG, &[]);
+            self.state
+                .store()
+                .scan_prefix::<StreamError>(&prefix, |k, v| {
+                    rows.insert(k[prefix.len()..].into(), Reader::new(v).i64()?);
+                    Ok(true)
+                })?;
+            self.rows = Some(rows);
+        }
+        self.rows
+            .as_mut()
+            .ok_or_else(|| StreamError::Internal("top-n rows not loaded".into()))
+    }
+
+    /// The encoded rows in the window, each as often as it occurs.
+    fn window(&self) -> Vec<Box<[u8]>> {
+        let Some(rows) = &self.rows else {
+            return Vec::new();
+        };
+        rows.iter()
+            .flat_map(|(row, &count)| std::iter::repeat_n(row, count.max(0) as usize))
+            .skip(self.offset)
+            .take(self.limit)
+            .cloned()
+            .collect()
+    }
+
+    fn decode(&self, rows: &[(Box<[u8]>, i64)]) -> Result<ChangeBatch> {
+        let parser = self.encoder.parser();
+        let columns: Vec<ArrayRef> = self
+            .encoder
+            .convert_rows(rows.iter().map(|(r, _)| parser.parse(r)))?;
+        let columns = columns[self.order.len()..].to_vec();
+        let batch = datafusion::arrow::array::RecordBatch::try_new(self.schema.clone(), columns)?;
+        Ok(ChangeBatch::new(
+            batch,
+            Int64Array::from_iter_values(rows.iter().map(|(_, w)| *w)),
+        ))
+    }
+}
+
+impl Operator for TopNOp {
+    fn process(&mut self, _: usize, changes: ChangeBatch, _: &mut Vec<ChangeBatch>) -> Result<()> {
+        let batch = changes.rows();
+        let mut columns = self
+            .order
+            .iter()
+            .map(|e| evaluate(e, batch))
+            .collect::<Result<Vec<_>>>()?;
+        columns.extend(batch.columns().iter().cloned());
+        let encoded = self.encoder.convert_columns(&columns)?;
+        let weights = changes.weights().values().to_vec();
+        let rows = self.loaded()?;
+        let mut touched = Vec::with_capacity(weights.len());
+        for (i, w) in weights.into_iter().enumerate() {
+            let key: Box<[u8]> = encoded.row(i).data().into();
+            let count = rows.entry(key.clone()).or_insert(0);
+            *count += w;
+            if *count == 0 {
+                rows.remove(&key);
+            }
+            touched.push(key);
+        }
+        self.changed.extend(touched);
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        if self.changed.is_empty() {
+            return Ok(());
+        }
+        let now = self.window();
+        let before = std::mem::replace(&mut self.shown, now.clone());
+        let diff = consolidate(
+            before
+                .into_iter()
+                .map(|r| (r, -1))
+                .chain(now.into_iter().map(|r| (r, 1))),
+        );
+        if !diff.is_empty() {
+            out.push(self.decode(&diff)?);
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        let changed = std::mem::take(&mut self.changed);
+        let state = self.state.clone();
+        let rows = self.loaded()?;
+        for row in changed {
+            let key = state.key(ROW_TAG, &[&row]);
+            match rows.get(&row) {
+                Some(count) => batch.put(key, count.to_be_bytes()),
+                None => batch.delete(key),
+            }
+        }
+        Ok(())
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn explain(&self) -> String {
+        let order: Vec<String> = self.order.iter().map(|e| e.to_string()).collect();
+        format!(
+            "TopN: order=[{}], offset={}, limit={}",
+            order.join(", "),
+            self.offset,
+            self.limit
+        )
+    }
+}
