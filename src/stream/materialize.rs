@@ -55,6 +55,10 @@ impl MaterializeOp {
         let mut emitted = Vec::new();
         for (key, changes) in std::mem::take(&mut self.pending) {
             let net = consolidate(changes);
+            if net.is_empty() {
+                // The changes cancel: the stored row stays as it is.
+                continue;
+            }
             let mut new_value = None;
             for (value, weight) in &net {
                 if *weight > 0 {
