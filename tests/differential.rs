@@ -113,7 +113,11 @@ fn random_write(rng: &mut Rng) -> String {
             rng.text_or_null(),
             rng.bool_or_null()
         ),
-        4 => format!("UPDATE a SET v = v + 1, s = {} WHERE k = {}", rng.text_or_null(), rng.below(5)),
+        4 => format!(
+            "UPDATE a SET v = v + 1, s = {} WHERE k = {}",
+            rng.text_or_null(),
+            rng.below(5)
+        ),
         5 => format!("DELETE FROM a WHERE id % 7 = {}", rng.below(7)),
         6 | 7 => format!(
             "INSERT INTO b VALUES ({id}, {}, {}, {}) ON CONFLICT (id) DO NOTHING",
@@ -121,7 +125,11 @@ fn random_write(rng: &mut Rng) -> String {
             rng.int_or_null(-10, 10),
             rng.text_or_null()
         ),
-        8 => format!("UPDATE b SET k = {}, w = w - 3 WHERE id % 5 = {}", rng.int_or_null(0, 4), rng.below(5)),
+        8 => format!(
+            "UPDATE b SET k = {}, w = w - 3 WHERE id % 5 = {}",
+            rng.int_or_null(0, 4),
+            rng.below(5)
+        ),
         9 => format!("DELETE FROM b WHERE k = {}", rng.below(5)),
         10 => format!(
             "INSERT INTO c VALUES ({}, {}), ({}, {})",
@@ -170,7 +178,9 @@ fn texts(column: &dyn Array) -> Vec<String> {
     }
     let options = FormatOptions::default().with_null("NULL");
     let formatter = ArrayFormatter::try_new(column, &options).unwrap();
-    (0..column.len()).map(|i| formatter.value(i).to_string()).collect()
+    (0..column.len())
+        .map(|i| formatter.value(i).to_string())
+        .collect()
 }
 
 /// Rows as canonical text, with their multiplicities.
@@ -191,7 +201,10 @@ async fn check(db: &Database, created: &[(String, String)], context: &str) {
     for (name, query) in created {
         let view = rows(&run(db, &format!("SELECT * FROM {name}")).await);
         let batch = rows(&run(db, query).await);
-        assert_eq!(view, batch, "{context}: view {name} differs from its query\n  {query}");
+        assert_eq!(
+            view, batch,
+            "{context}: view {name} differs from its query\n  {query}"
+        );
     }
 }
 

@@ -1,0 +1,157 @@
+//! Materialized views across crashes: the server is killed (`kill -9`) at random moments while
+//! a client writes; after every restart each acknowledged write is there and every view equals
+//! its query run as a batch query.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::TestServer;
+
+const VIEWS: &[(&str, &str)] = &[
+    (
+        "per_user",
+        "SELECT user_id, count(*) AS n, sum(amount) AS total, max(amount) AS top FROM events GROUP BY user_id",
+    ),
+    (
+        "totals",
+        "SELECT count(*) AS n, sum(amount) AS total FROM events",
+    ),
+    ("big", "SELECT id, amount FROM events WHERE amount > 50"),
+    (
+        "with_counts",
+        "SELECT e.id, p.n FROM events AS e JOIN per_user AS p ON e.user_id = p.user_id",
+    ),
+    ("amounts", "SELECT amount FROM events"),
+];
+
+/// Rows of a query as sorted text lines.
+async fn lines(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for message in client.simple_query(sql).await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            let values: Vec<String> = (0..row.len())
+                .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                .collect();
+            out.push(values.join("|"));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[derive(Default)]
+struct Acked {
+    inserted: BTreeSet<i64>,
+    deleted: BTreeSet<i64>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_equal_their_queries_after_kill_9_at_random_moments() {
+    let mut server = TestServer::start_with(&["--epoch-ms", "30"]);
+    {
+        let client = server.connect().await;
+        client
+            .batch_execute(
+                "CREATE TABLE events (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, amount DOUBLE PRECISION)",
+            )
+            .await
+            .unwrap();
+        for (name, query) in VIEWS {
+            client
+                .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
+                .await
+                .unwrap();
+        }
+    }
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let mut next_id = 0i64;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..10u64 {
+        let client = server.connect().await;
+        let log = acked.clone();
+        let first = next_id;
+        let writer = tokio::spawn(async move {
+            let mut id = first;
+            for step in 0u64.. {
+                let (sql, inserted, deleted) = if step % 7 == 6 && id > 20 {
+                    let victim = id - 1 - (step as i64 * 13) % 20;
+                    (
+                        format!("DELETE FROM events WHERE id = {victim}"),
+                        vec![],
+                        vec![victim],
+                    )
+                } else if step % 5 == 4 {
+                    (
+                        format!(
+                            "UPDATE events SET amount = amount + 1 WHERE user_id = {}",
+                            step % 17
+                        ),
+                        vec![],
+                        vec![],
+                    )
+                } else {
+                    let rows: Vec<String> = (id..id + 5)
+                        .map(|i| format!("({i}, {}, {})", i % 17, (i * 37 % 101) as f64 * 0.5))
+                        .collect();
+                    let ids: Vec<i64> = (id..id + 5).collect();
+                    id += 5;
+                    (
+                        format!("INSERT INTO events VALUES {}", rows.join(", ")),
+                        ids,
+                        vec![],
+                    )
+                };
+                if client.batch_execute(&sql).await.is_err() {
+                    break; // the server is gone
+                }
+                let mut log = log.lock().unwrap();
+                log.inserted.extend(inserted);
+                for d in deleted {
+                    log.deleted.insert(d);
+                }
+            }
+        });
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(40 + seed % 400)).await;
+        server.kill();
+        let _ = writer.await;
+        server.start_again();
+
+        let client = server.connect().await;
+        let ids: BTreeSet<i64> = lines(&client, "SELECT id FROM events")
+            .await
+            .iter()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        {
+            let log = acked.lock().unwrap();
+            for id in log.inserted.difference(&log.deleted) {
+                assert!(
+                    ids.contains(id),
+                    "round {round}: acknowledged row {id} is lost"
+                );
+            }
+            for id in &log.deleted {
+                assert!(!ids.contains(id), "round {round}: deleted row {id} is back");
+            }
+        }
+        client.batch_execute("FLUSH").await.unwrap();
+        for (name, query) in VIEWS {
+            let view = lines(&client, &format!("SELECT * FROM {name}")).await;
+            let batch = lines(&client, query).await;
+            assert_eq!(
+                view, batch,
+                "round {round}: view {name} differs from its query"
+            );
+        }
+        // Never reuse an id: not one that exists, was acknowledged, or was deleted.
+        let log = acked.lock().unwrap();
+        let used = [ids.last(), log.inserted.last(), log.deleted.last()];
+        next_id = used.into_iter().flatten().max().map_or(0, |m| m + 1);
+    }
+}
