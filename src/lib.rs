@@ -42,6 +42,7 @@ pub mod config;
 pub mod error;
 pub mod server;
 pub mod session;
+pub mod source;
 pub mod sql;
 pub mod storage;
 pub mod stream;

@@ -25,15 +25,29 @@ use crate::table::{Table, TableDef};
 
 const TABLE_PREFIX: &[u8] = b"ct";
 const VIEW_PREFIX: &[u8] = b"cv";
+const SOURCE_PREFIX: &[u8] = b"cs";
 const NEXT_TABLE_ID: &[u8] = b"mnext_table_id";
 
 use view::{View, ViewDef};
+
+use crate::source::SourceDef;
+use crate::source::provider::SourceScan;
+
+/// A source: its definition and its rows.
+#[derive(Debug)]
+pub struct SourceEntry {
+    /// The stored definition.
+    pub def: SourceDef,
+    /// Its rows, as far as the views have read them.
+    pub scan: Arc<SourceScan>,
+}
 
 /// All tables and views, by name.
 pub struct Catalog {
     store: Store,
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
     views: RwLock<BTreeMap<String, Arc<View>>>,
+    sources: RwLock<BTreeMap<String, Arc<SourceEntry>>>,
     /// Serialises id reservations.
     ids: std::sync::Mutex<()>,
     /// Plans DEFAULT expressions (built-in functions only).
@@ -55,6 +69,7 @@ impl Catalog {
             store: store.clone(),
             tables: RwLock::new(BTreeMap::new()),
             views: RwLock::new(BTreeMap::new()),
+            sources: RwLock::new(BTreeMap::new()),
             ids: std::sync::Mutex::new(()),
             expr_state: SessionContext::new().state(),
         };
@@ -139,9 +154,70 @@ impl Catalog {
         self.views.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// True when a table or view is called `name`.
+    /// True when a table, view or source is called `name`.
     pub fn exists(&self, name: &str) -> bool {
-        self.read_tables().contains_key(name) || self.read_views().contains_key(name)
+        self.read_tables().contains_key(name)
+            || self.read_views().contains_key(name)
+            || self.read_sources().contains_key(name)
+    }
+
+    fn read_sources(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<SourceEntry>>> {
+        self.sources.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stored source definitions, in id order.
+    pub fn stored_sources(&self) -> Result<Vec<SourceDef>> {
+        let mut defs = Vec::new();
+        self.store.scan_prefix::<Error>(SOURCE_PREFIX, |_, value| {
+            let def: SourceDef = serde_json::from_slice(value)
+                .map_err(|e| StorageError::Corrupt(format!("source definition: {e}")))?;
+            defs.push(def);
+            Ok(true)
+        })?;
+        Ok(defs)
+    }
+
+    /// The catalog entry of a source: its key and value.
+    pub fn source_entry(def: &SourceDef) -> Result<(Vec<u8>, Vec<u8>)> {
+        Ok((
+            source_key(def.id),
+            serde_json::to_vec(def).map_err(json_err)?,
+        ))
+    }
+
+    /// The storage key of source `id`'s catalog entry.
+    pub fn source_entry_key(id: u32) -> Vec<u8> {
+        source_key(id)
+    }
+
+    /// Adds a source whose entry is stored.
+    pub fn insert_source(&self, entry: SourceEntry) -> Arc<SourceEntry> {
+        let entry = Arc::new(entry);
+        self.sources
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry.def.name.clone(), entry.clone());
+        entry
+    }
+
+    /// Forgets a source (its entry is deleted by the caller).
+    pub fn remove_source(&self, name: &str) {
+        self.sources
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// The source called `name`.
+    pub fn source(&self, name: &str) -> Option<Arc<SourceEntry>> {
+        self.read_sources().get(name).cloned()
+    }
+
+    /// All sources, in id order.
+    pub fn sources(&self) -> Vec<Arc<SourceEntry>> {
+        let mut sources: Vec<_> = self.read_sources().values().cloned().collect();
+        sources.sort_by_key(|s| s.def.id);
+        sources
     }
 
     /// The view called `name`, if there is one.
@@ -223,6 +299,9 @@ impl Catalog {
         if let Some(table) = self.table(name) {
             return Some(table.def().id);
         }
+        if let Some(source) = self.source(name) {
+            return Some(source.def.id);
+        }
         self.view(name).map(|v| v.def().id)
     }
 
@@ -240,6 +319,7 @@ impl Catalog {
     pub fn relation_names(&self) -> Vec<String> {
         let mut names = self.table_names();
         names.extend(self.read_views().keys().cloned());
+        names.extend(self.read_sources().keys().cloned());
         names.sort();
         names
     }
@@ -251,7 +331,7 @@ impl Catalog {
         mut def: TableDef,
         if_not_exists: bool,
     ) -> Result<Option<Arc<Table>>> {
-        if self.view(&def.name).is_some() {
+        if self.view(&def.name).is_some() || self.source(&def.name).is_some() {
             return if if_not_exists {
                 Ok(None)
             } else {
@@ -294,6 +374,12 @@ impl Catalog {
         tables.remove(name);
         Ok(true)
     }
+}
+
+fn source_key(id: u32) -> Vec<u8> {
+    let mut key = SOURCE_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
 }
 
 fn view_key(id: u32) -> Vec<u8> {

@@ -55,6 +55,9 @@ impl SchemaProvider for AugurSchema {
                 self.with_hidden,
             ))));
         }
+        if let Some(source) = self.catalog.source(name) {
+            return Ok(Some(source.scan.clone()));
+        }
         let Some(view) = self.catalog.view(name) else {
             return Ok(None);
         };

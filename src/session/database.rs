@@ -77,12 +77,14 @@ impl Database {
         }
         let dml_ctx = new_context(AugurSchema::with_hidden(catalog.clone()))?;
         let parser = SqlParser::new();
+        let sources = super::sources::recover(&catalog)?;
         let flows = super::views::recover(&store, &catalog, &ctx, &parser).await?;
         let lookup_catalog = catalog.clone();
         let runtime = Runtime::start(
             store.clone(),
             Arc::new(move |id| lookup_catalog.relation_by_id(id)),
             flows,
+            sources,
             std::time::Duration::from_millis(config.epoch_ms),
         )?;
         let applied = runtime

@@ -9,6 +9,7 @@ pub mod copy;
 mod database;
 mod dml;
 mod lookup;
+mod sources;
 mod utility;
 pub mod vars;
 mod views;
@@ -196,6 +197,16 @@ impl<'a> Session<'a> {
             Plan::Utility => match prepared.statement() {
                 Stmt::Sql(statement) => self.execute_utility(statement).await,
                 Stmt::Flush => self.flush().await,
+                Stmt::CreateSource(create) => self.create_source(create).await,
+                Stmt::DropSource {
+                    names,
+                    if_exists,
+                    cascade,
+                } => {
+                    self.drop_relations(views::Kind::Source, *if_exists, names, *cascade)
+                        .await
+                }
+                Stmt::ShowSources => self.show_sources(),
             },
         }
     }
@@ -241,12 +252,13 @@ impl<'a> Session<'a> {
 pub async fn prepare(db: &Database, stmt: Stmt) -> Result<Prepared> {
     let statement = match &stmt {
         Stmt::Sql(statement) => statement.as_ref(),
-        Stmt::Flush => {
+        other => {
+            let schema = matches!(other, Stmt::ShowSources).then(views::show_views_schema);
             return Ok(Prepared(Arc::new(PreparedInner {
                 statement: stmt,
                 plan: Plan::Utility,
                 param_types: vec![],
-                schema: None,
+                schema,
             })));
         }
     };

@@ -47,7 +47,10 @@ impl Session<'_> {
                 cascade,
                 ..
             } => {
-                self.drop_relations(*object_type, *if_exists, names, *cascade)
+                let kind = super::views::Kind::of(*object_type)
+                    .ok_or_else(|| Error::Internal("not a relation".into()))?;
+                let names = super::views::drop_names(names)?;
+                self.drop_relations(kind, *if_exists, &names, *cascade)
                     .await
             }
             Statement::CreateView(create) => self.create_view(create).await,

@@ -20,6 +20,7 @@ use super::{Output, Session, rows_output};
 use crate::catalog::Catalog;
 use crate::catalog::view::{View, ViewDef};
 use crate::error::{Error, Result};
+use crate::source::provider::SourceScan;
 use crate::sql::{SqlParser, normalize_ident, table_name};
 use crate::storage::Store;
 use crate::stream::StreamError;
@@ -37,6 +38,14 @@ pub(super) fn show_views_schema() -> SchemaRef {
 /// Which relation a scan in a view's query reads.
 fn resolve(scan: &datafusion::logical_expr::TableScan) -> crate::stream::Result<Input> {
     let provider = source_as_provider(&scan.source)?;
+    if let Some(source) = provider.as_ref().downcast_ref::<SourceScan>() {
+        return Ok(Input {
+            id: source.id,
+            name: source.name.clone(),
+            key: None,
+            append_only: true,
+        });
+    }
     let Some(relation) = provider.as_ref().downcast_ref::<TableScan>() else {
         return Err(StreamError::NotSupported(format!(
             "reading {} (a system table)",
@@ -337,29 +346,27 @@ impl Session<'_> {
     /// views that depend on what is dropped.
     pub(super) async fn drop_relations(
         &mut self,
-        object_type: ObjectType,
+        kind: Kind,
         if_exists: bool,
-        names: &[ObjectName],
+        names: &[String],
         cascade: bool,
     ) -> Result<Output> {
-        let (noun, tag) = match object_type {
-            ObjectType::Table => ("table", "DROP TABLE"),
-            ObjectType::View => ("view", "DROP VIEW"),
-            ObjectType::MaterializedView => ("materialized view", "DROP MATERIALIZED VIEW"),
-            _ => return Err(Error::Internal("not a relation".into())),
+        let (noun, tag) = match kind {
+            Kind::Table => ("table", "DROP TABLE"),
+            Kind::View => ("view", "DROP VIEW"),
+            Kind::MaterializedView => ("materialized view", "DROP MATERIALIZED VIEW"),
+            Kind::Source => ("source", "DROP SOURCE"),
         };
         let _guard = self.db.write_guard().await;
         let catalog = self.db.catalog().clone();
-        let names = names.iter().map(table_name).collect::<Result<Vec<_>>>()?;
         let mut targets: Vec<(u32, String)> = Vec::new();
-        for name in names {
-            let found = match object_type {
-                ObjectType::Table => catalog.table(&name).map(|t| t.def().id),
+        for name in names.iter().cloned() {
+            let found = match kind {
+                Kind::Table => catalog.table(&name).map(|t| t.def().id),
+                Kind::Source => catalog.source(&name).map(|s| s.def.id),
                 _ => catalog
                     .view(&name)
-                    .filter(|v| {
-                        v.def().materialized == (object_type == ObjectType::MaterializedView)
-                    })
+                    .filter(|v| v.def().materialized == (kind == Kind::MaterializedView))
                     .map(|v| v.def().id),
             };
             match found {
@@ -455,6 +462,12 @@ impl Session<'_> {
                 } else {
                     catalog.drop_plain_view(view.name())?;
                 }
+            } else if let Some(source) = catalog.sources().into_iter().find(|s| s.def.id == id) {
+                self.db
+                    .runtime()
+                    .drop_source(id, vec![Catalog::source_entry_key(id)])
+                    .await?;
+                catalog.remove_source(&source.def.name);
             } else if let Some((_, name)) = targets.iter().find(|(t, _)| *t == id) {
                 catalog.drop_table(name)?;
             }
@@ -463,8 +476,37 @@ impl Session<'_> {
     }
 }
 
-/// "table", "view" or "materialized view", for what `name` is.
+/// What DROP drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Table,
+    View,
+    MaterializedView,
+    Source,
+}
+
+impl Kind {
+    /// The kind an `ObjectType` of DROP names.
+    pub(super) fn of(object_type: ObjectType) -> Option<Self> {
+        Some(match object_type {
+            ObjectType::Table => Kind::Table,
+            ObjectType::View => Kind::View,
+            ObjectType::MaterializedView => Kind::MaterializedView,
+            _ => return None,
+        })
+    }
+}
+
+/// The names of `DROP`, resolved.
+pub(super) fn drop_names(names: &[ObjectName]) -> Result<Vec<String>> {
+    names.iter().map(table_name).collect()
+}
+
+/// "table", "view", "materialized view" or "source", for what `name` is.
 fn relation_noun(catalog: &Catalog, name: &str) -> &'static str {
+    if catalog.source(name).is_some() {
+        return "source";
+    }
     match catalog.view(name) {
         Some(v) if v.def().materialized => "materialized view",
         Some(_) => "view",

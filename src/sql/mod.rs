@@ -27,6 +27,32 @@ pub enum Stmt {
     Sql(Box<Statement>),
     /// `FLUSH`: wait until everything written before is visible in every view.
     Flush,
+    /// `CREATE SOURCE`.
+    CreateSource(CreateSource),
+    /// `DROP SOURCE [IF EXISTS] name, ... [CASCADE]`.
+    DropSource {
+        /// Sources to drop.
+        names: Vec<String>,
+        /// IF EXISTS.
+        if_exists: bool,
+        /// CASCADE: drop the views that read them too.
+        cascade: bool,
+    },
+    /// `SHOW SOURCES`.
+    ShowSources,
+}
+
+/// `CREATE SOURCE [IF NOT EXISTS] name (columns) WITH (options) [FORMAT ... ENCODE ...]`.
+#[derive(Debug, Clone)]
+pub struct CreateSource {
+    /// The source's name.
+    pub name: String,
+    /// IF NOT EXISTS.
+    pub if_not_exists: bool,
+    /// Column definitions as parsed.
+    pub columns: Vec<datafusion::sql::sqlparser::ast::ColumnDef>,
+    /// `WITH (key = 'value', ...)`, keys lower-cased.
+    pub options: Vec<(String, String)>,
 }
 
 impl std::fmt::Display for Stmt {
@@ -34,6 +60,9 @@ impl std::fmt::Display for Stmt {
         match self {
             Stmt::Sql(statement) => write!(f, "{statement}"),
             Stmt::Flush => write!(f, "FLUSH"),
+            Stmt::CreateSource(create) => write!(f, "CREATE SOURCE {}", create.name),
+            Stmt::DropSource { names, .. } => write!(f, "DROP SOURCE {}", names.join(", ")),
+            Stmt::ShowSources => write!(f, "SHOW SOURCES"),
         }
     }
 }
@@ -76,10 +105,7 @@ impl SqlParser {
     /// Parses `sql` — standard SQL and Augur's own statements — into statements.
     pub fn parse_stmts(&self, sql: &str) -> Result<Vec<Stmt>> {
         match self.parse(sql) {
-            Ok(statements) => Ok(statements
-                .into_iter()
-                .map(|s| Stmt::Sql(Box::new(s)))
-                .collect()),
+            Ok(statements) => Ok(statements.into_iter().map(own_statement).collect()),
             Err(error) => match self.parse_extended(sql) {
                 Some(stmts) => stmts,
                 None => Err(error),
@@ -100,17 +126,43 @@ impl SqlParser {
             if parser.peek_token() == Token::EOF {
                 break;
             }
-            let start = parser.peek_token().span.start;
+            let words: Vec<String> = (0..2)
+                .map(|n| match parser.peek_nth_token(n).token {
+                    Token::Word(w) => w.value.to_ascii_lowercase(),
+                    _ => String::new(),
+                })
+                .collect();
+            let word = |n: usize, text: &str| words[n] == text;
             if parser.parse_keyword(Keyword::FLUSH) {
                 own = true;
                 stmts.push(Stmt::Flush);
+            } else if word(0, "create") && word(1, "source") {
+                own = true;
+                parser.next_token();
+                parser.next_token();
+                match parse_create_source(&mut parser) {
+                    Ok(create) => stmts.push(Stmt::CreateSource(create)),
+                    Err(e) => return Some(Err(e)),
+                }
+            } else if word(0, "drop") && word(1, "source") {
+                own = true;
+                parser.next_token();
+                parser.next_token();
+                match parse_drop_source(&mut parser) {
+                    Ok(stmt) => stmts.push(stmt),
+                    Err(e) => return Some(Err(e)),
+                }
+            } else if word(0, "show") && word(1, "sources") {
+                own = true;
+                parser.next_token();
+                parser.next_token();
+                stmts.push(Stmt::ShowSources);
             } else {
                 let statement = parser.parse_statement().ok()?;
                 // Standard statements go through the usual path, rewrites included.
                 let text = statement.to_string();
-                let _ = start;
                 match self.parse(&text) {
-                    Ok(parsed) => stmts.extend(parsed.into_iter().map(|s| Stmt::Sql(Box::new(s)))),
+                    Ok(parsed) => stmts.extend(parsed.into_iter().map(own_statement)),
                     Err(e) => return Some(Err(e)),
                 }
             }
@@ -171,6 +223,109 @@ impl SqlParser {
         statements.iter_mut().for_each(names::apply_pg_column_names);
         Ok(statements)
     }
+}
+
+/// Augur's statements that sqlparser reads as something else: `SHOW SOURCES` parses as
+/// showing a setting called `sources`.
+fn own_statement(statement: Statement) -> Stmt {
+    match &statement {
+        Statement::ShowVariable { variable }
+            if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("sources") =>
+        {
+            Stmt::ShowSources
+        }
+        _ => Stmt::Sql(Box::new(statement)),
+    }
+}
+
+fn parse_create_source(parser: &mut Parser<'_>) -> Result<CreateSource> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = table_name(&parser.parse_object_name(false)?)?;
+    parser.expect_token(&Token::LParen)?;
+    let mut columns = Vec::new();
+    loop {
+        if let Token::Word(w) = &parser.peek_token().token
+            && w.value.eq_ignore_ascii_case("watermark")
+        {
+            return Err(Error::NotSupported("WATERMARK in CREATE SOURCE".into()));
+        }
+        columns.push(parser.parse_column_def()?);
+        if !parser.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    parser.expect_token(&Token::RParen)?;
+    let mut options = Vec::new();
+    if parser.parse_keyword(Keyword::WITH) {
+        parser.expect_token(&Token::LParen)?;
+        loop {
+            // Keys are dotted words: datagen.rows.per.second, fields.id.kind.
+            let mut key = String::new();
+            loop {
+                match parser.next_token().token {
+                    Token::Word(w) => key.push_str(&w.value.to_lowercase()),
+                    Token::Period => key.push('.'),
+                    Token::Number(n, _) => key.push_str(&n),
+                    Token::Eq => break,
+                    other => {
+                        return Err(Error::Syntax(format!(
+                            "syntax error at or near \"{other}\" in the WITH options"
+                        )));
+                    }
+                }
+            }
+            let value = match parser.next_token().token {
+                Token::SingleQuotedString(s) => s,
+                Token::Number(n, _) => n,
+                Token::Word(w) => w.value,
+                other => {
+                    return Err(Error::Syntax(format!(
+                        "syntax error at or near \"{other}\": option {key} needs a value"
+                    )));
+                }
+            };
+            options.push((key, value));
+            if !parser.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        parser.expect_token(&Token::RParen)?;
+    }
+    // FORMAT PLAIN ENCODE JSON: only for connectors with an encoding (none yet).
+    if let Token::Word(w) = &parser.peek_token().token
+        && w.value.eq_ignore_ascii_case("format")
+    {
+        return Err(Error::NotSupported(
+            "FORMAT ... ENCODE ... for this connector".into(),
+        ));
+    }
+    Ok(CreateSource {
+        name,
+        if_not_exists,
+        columns,
+        options,
+    })
+}
+
+fn parse_drop_source(parser: &mut Parser<'_>) -> Result<Stmt> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+
+    let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let mut names = vec![table_name(&parser.parse_object_name(false)?)?];
+    while parser.consume_token(&Token::Comma) {
+        names.push(table_name(&parser.parse_object_name(false)?)?);
+    }
+    let cascade = parser.parse_keyword(Keyword::CASCADE);
+    if !cascade {
+        let _ = parser.parse_keyword(Keyword::RESTRICT);
+    }
+    Ok(Stmt::DropSource {
+        names,
+        if_exists,
+        cascade,
+    })
 }
 
 /// An identifier as PostgreSQL resolves it: unquoted names fold to lower case.

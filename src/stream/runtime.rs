@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use super::graph::Graph;
 use super::{ChangeBatch, Result, StreamError};
+use crate::source::Source;
 use crate::storage::{Store, WriteBatch};
 use crate::table::changelog::{self, LOG_TAG, LoggedChange};
 use crate::table::{Table, split_count};
@@ -32,8 +33,18 @@ pub const APPLIED_SEQ_KEY: &[u8] = b"mstream_applied_seq";
 /// Storage key of the last committed epoch: number (u64) and commit time (ms since 1970, i64).
 pub const EPOCH_KEY: &[u8] = b"mstream_epoch";
 
-/// Rows per batch when a view reads its inputs at creation.
+/// Rows per batch when a view reads its inputs at creation, and per read from a source.
 const BACKFILL_BATCH: usize = 8192;
+
+/// The longest the runtime sleeps while a paced source may have rows due.
+const SOURCE_POLL: Duration = Duration::from_millis(5);
+
+/// Storage key of source `id`'s committed position.
+pub fn source_offset_key(id: u32) -> Vec<u8> {
+    let mut key = b"msource/".to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
 
 /// Finds the table (or a view's storage) with an id.
 pub type Lookup = Arc<dyn Fn(u32) -> Option<Arc<Table>> + Send + Sync>;
@@ -46,6 +57,26 @@ pub struct ViewFlow {
     pub name: String,
     /// Its dataflow, root included.
     pub graph: Graph,
+}
+
+/// A source ready to be read.
+pub struct SourceFlow {
+    /// The source's id: views name it as their input.
+    pub id: u32,
+    /// Its name, for logs.
+    pub name: String,
+    /// Its rows.
+    pub source: Arc<dyn Source>,
+    /// Rows read and committed, for readers of the source.
+    pub committed: Arc<AtomicU64>,
+}
+
+struct SourceRun {
+    flow: SourceFlow,
+    /// Rows read so far.
+    offset: u64,
+    /// Pacing: the position and time reading (re)started from.
+    paced_from: (u64, Instant),
 }
 
 /// Answers a request once it is done.
@@ -69,6 +100,16 @@ enum Message {
     },
     Flush {
         seq: u64,
+        reply: Reply,
+    },
+    AddSource {
+        flow: Box<SourceFlow>,
+        catalog: Vec<(Vec<u8>, Vec<u8>)>,
+        reply: Reply,
+    },
+    DropSource {
+        id: u32,
+        catalog: Vec<Vec<u8>>,
         reply: Reply,
     },
     Stop(Reply),
@@ -107,9 +148,26 @@ impl Runtime {
         store: Store,
         lookup: Lookup,
         views: Vec<ViewFlow>,
+        sources: Vec<SourceFlow>,
         epoch: Duration,
     ) -> Result<Self> {
         let (applied, number, at) = committed_position(&store)?;
+        let mut runs = BTreeMap::new();
+        for flow in sources {
+            let offset = store
+                .get(&source_offset_key(flow.id))?
+                .map(|v| u64::from_be_bytes(v.as_slice().try_into().unwrap_or([0; 8])))
+                .unwrap_or(0);
+            flow.committed.store(offset, Ordering::SeqCst);
+            runs.insert(
+                flow.id,
+                SourceRun {
+                    flow,
+                    offset,
+                    paced_from: (offset, Instant::now()),
+                },
+            );
+        }
         let progress = Arc::new(Progress::default());
         progress.epoch.store(number, Ordering::SeqCst);
         progress.committed_at_ms.store(at, Ordering::SeqCst);
@@ -119,6 +177,7 @@ impl Runtime {
             store,
             lookup,
             views: views.into_iter().map(|v| (v.id, v)).collect(),
+            sources: runs,
             applied_seq: applied,
             epoch: number,
             pending: false,
@@ -188,7 +247,28 @@ impl Runtime {
         .await
     }
 
-    /// Returns once every change-log entry up to `seq` is committed in every view.
+    /// Adds a source, committing `catalog` writes with its starting position.
+    pub async fn add_source(
+        &self,
+        flow: SourceFlow,
+        catalog: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        self.request(|reply| Message::AddSource {
+            flow: Box::new(flow),
+            catalog,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops reading a source and deletes the `catalog` keys.
+    pub async fn drop_source(&self, id: u32, catalog: Vec<Vec<u8>>) -> Result<()> {
+        self.request(|reply| Message::DropSource { id, catalog, reply })
+            .await
+    }
+
+    /// Returns once every change-log entry up to `seq` is committed in every view, and every
+    /// bounded source is read to its end and committed.
     pub async fn flush(&self, seq: u64) -> Result<()> {
         self.request(|reply| Message::Flush { seq, reply }).await
     }
@@ -224,6 +304,7 @@ struct Worker {
     store: Store,
     lookup: Lookup,
     views: BTreeMap<u32, ViewFlow>,
+    sources: BTreeMap<u32, SourceRun>,
     applied_seq: u64,
     epoch: u64,
     /// Something was applied since the last commit.
@@ -242,7 +323,14 @@ impl Worker {
         }
         let mut next_barrier = Instant::now() + self.interval;
         loop {
-            let wait = next_barrier.saturating_duration_since(Instant::now());
+            let mut wait = next_barrier.saturating_duration_since(Instant::now());
+            if self.failure.is_none() && !self.sources.is_empty() {
+                match self.poll_sources() {
+                    Ok(true) => wait = Duration::ZERO,
+                    Ok(false) => wait = wait.min(SOURCE_POLL),
+                    Err(e) => self.fail(e),
+                }
+            }
             match rx.recv_timeout(wait) {
                 Ok(Message::Stop(reply)) => {
                     let _ = reply.send(self.commit());
@@ -328,14 +416,109 @@ impl Worker {
                 Some(e) => {
                     let _ = reply.send(Err(e));
                 }
-                None if seq <= self.applied_seq => {
-                    let result = self.commit();
-                    let _ = reply.send(result);
+                None => {
+                    self.waiters.push((seq, reply));
+                    if self.caught_up(seq)
+                        && let Err(e) = self.commit()
+                    {
+                        self.fail(e);
+                    }
                 }
-                None => self.waiters.push((seq, reply)),
             },
+            Message::AddSource {
+                flow,
+                catalog,
+                reply,
+            } => {
+                let mut batch = WriteBatch::default();
+                for (key, value) in catalog {
+                    batch.put(key, value);
+                }
+                let id = flow.id;
+                self.sources.insert(
+                    id,
+                    SourceRun {
+                        flow: *flow,
+                        offset: 0,
+                        paced_from: (0, Instant::now()),
+                    },
+                );
+                let result = self.commit_with(batch);
+                if result.is_err() {
+                    self.sources.remove(&id);
+                }
+                let _ = reply.send(result);
+            }
+            Message::DropSource { id, catalog, reply } => {
+                self.sources.remove(&id);
+                let mut batch = WriteBatch::default();
+                for key in catalog {
+                    batch.delete(key);
+                }
+                batch.delete(source_offset_key(id));
+                let result = if self.failure.is_some() {
+                    self.store.write(batch).map_err(StreamError::from)
+                } else {
+                    self.commit_with(batch)
+                };
+                let _ = reply.send(result);
+            }
             Message::Stop(_) => unreachable!("handled by run"),
         }
+    }
+
+    /// Whether a FLUSH that waits for log position `seq` can be answered by the next commit.
+    fn caught_up(&self, seq: u64) -> bool {
+        seq <= self.applied_seq
+            && self
+                .sources
+                .values()
+                .all(|s| s.flow.source.bound().is_none_or(|b| s.offset >= b))
+    }
+
+    /// Reads what is due from each source (at most one batch each) into the views; returns
+    /// whether more is due at once.
+    fn poll_sources(&mut self) -> Result<bool> {
+        let ids: Vec<u32> = self.sources.keys().copied().collect();
+        let mut more = false;
+        for id in ids {
+            let read = self.views.values().any(|v| v.graph.inputs().contains(&id));
+            let Some(run) = self.sources.get_mut(&id) else {
+                continue;
+            };
+            let source = run.flow.source.clone();
+            let mut due = match source.rate() {
+                Some(rate) => {
+                    let (from, since) = run.paced_from;
+                    from + (since.elapsed().as_secs_f64() * rate) as u64
+                }
+                None => u64::MAX,
+            };
+            if let Some(bound) = source.bound() {
+                due = due.min(bound);
+            }
+            if due <= run.offset {
+                continue;
+            }
+            if !read {
+                // Nobody reads it: its position moves on; rows are made when a view asks.
+                run.offset = due.min(run.offset.saturating_add(1 << 40));
+                self.pending = true;
+                continue;
+            }
+            let n = (due - run.offset).min(BACKFILL_BATCH as u64) as usize;
+            let rows = source
+                .read(run.offset, n)
+                .map_err(|e| StreamError::Internal(format!("source {}: {e}", run.flow.name)))?;
+            if rows.num_rows() == 0 {
+                continue;
+            }
+            run.offset += rows.num_rows() as u64;
+            more |= due > run.offset;
+            self.pending = true;
+            self.push(id, &[ChangeBatch::inserts(rows)], 0)?;
+        }
+        Ok(more)
     }
 
     /// Applies the change log after the committed position (recovery).
@@ -428,6 +611,9 @@ impl Worker {
         epoch.extend_from_slice(&now.to_be_bytes());
         batch.put(EPOCH_KEY, epoch);
         batch.put(APPLIED_SEQ_KEY, self.applied_seq.to_be_bytes());
+        for (id, run) in &self.sources {
+            batch.put(source_offset_key(*id), run.offset.to_be_bytes());
+        }
         batch.delete_range(
             changelog::log_key(0).as_slice(),
             changelog::log_key(self.applied_seq.saturating_add(1)).as_slice(),
@@ -443,9 +629,13 @@ impl Worker {
         self.progress
             .applied_seq
             .store(self.applied_seq, Ordering::SeqCst);
-        let applied = self.applied_seq;
-        let (done, waiting): (Vec<_>, Vec<_>) =
-            self.waiters.drain(..).partition(|(seq, _)| *seq <= applied);
+        for run in self.sources.values() {
+            run.flow.committed.store(run.offset, Ordering::SeqCst);
+        }
+        let waiters = std::mem::take(&mut self.waiters);
+        let (done, waiting): (Vec<_>, Vec<_>) = waiters
+            .into_iter()
+            .partition(|(seq, _)| self.caught_up(*seq));
         self.waiters = waiting;
         for (_, reply) in done {
             let _ = reply.send(Ok(()));
@@ -465,6 +655,21 @@ impl Worker {
         // the other views have seen.
         self.commit()?;
         for input in flow.graph.inputs() {
+            if let Some(run) = self.sources.get(&input) {
+                let mut from = 0;
+                while from < run.offset {
+                    let n = (run.offset - from).min(BACKFILL_BATCH as u64) as usize;
+                    let rows = run.flow.source.read(from, n).map_err(|e| {
+                        StreamError::Internal(format!("source {}: {e}", run.flow.name))
+                    })?;
+                    if rows.num_rows() == 0 {
+                        break;
+                    }
+                    from += rows.num_rows() as u64;
+                    flow.graph.push(input, &ChangeBatch::inserts(rows))?;
+                }
+                continue;
+            }
             let table = (self.lookup)(input).ok_or_else(|| {
                 StreamError::Internal(format!("view input {input} is not a table or view"))
             })?;

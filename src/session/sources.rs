@@ -1,0 +1,133 @@
+//! CREATE SOURCE, SHOW SOURCES, and the reopening of every source when the server starts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+
+use super::{Output, Session, rows_output};
+use crate::catalog::{Catalog, SourceEntry};
+use crate::error::{Error, Result};
+use crate::source::provider::SourceScan;
+use crate::source::{self, SourceDef};
+use crate::sql::{CreateSource, normalize_ident, types};
+use crate::stream::runtime::SourceFlow;
+use crate::table::ColumnDef;
+
+/// The Arrow schema of a source's columns.
+fn schema_of(columns: &[ColumnDef]) -> Result<SchemaRef> {
+    let fields = columns
+        .iter()
+        .map(|c| {
+            let data_type = c.data_type.parse().map_err(|e| {
+                Error::Internal(format!("stored type {} of {}: {e}", c.data_type, c.name))
+            })?;
+            Ok(Field::new(&c.name, data_type, true))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Opens a stored source: its catalog entry and its flow for the runtime.
+pub(super) fn open(def: SourceDef) -> Result<(SourceEntry, SourceFlow)> {
+    let schema = schema_of(&def.columns)?;
+    let rows = source::open(&def, schema)?;
+    let committed = Arc::new(AtomicU64::new(0));
+    let scan = Arc::new(SourceScan {
+        id: def.id,
+        name: def.name.clone(),
+        source: rows.clone(),
+        committed: committed.clone(),
+    });
+    let flow = SourceFlow {
+        id: def.id,
+        name: def.name.clone(),
+        source: rows,
+        committed,
+    };
+    Ok((SourceEntry { def, scan }, flow))
+}
+
+/// Reopens every stored source into the catalog; returns their flows for the runtime.
+pub(super) fn recover(catalog: &Catalog) -> Result<Vec<SourceFlow>> {
+    let mut flows = Vec::new();
+    for def in catalog.stored_sources()? {
+        let (entry, flow) = open(def)?;
+        catalog.insert_source(entry);
+        flows.push(flow);
+    }
+    Ok(flows)
+}
+
+impl Session<'_> {
+    pub(super) async fn create_source(&mut self, create: &CreateSource) -> Result<Output> {
+        let _guard = self.db.write_guard().await;
+        let catalog = self.db.catalog();
+        if catalog.exists(&create.name) {
+            if create.if_not_exists {
+                self.notice(
+                    "42P07",
+                    format!("relation \"{}\" already exists, skipping", create.name),
+                );
+                return Ok(Output::Command("CREATE SOURCE".into()));
+            }
+            return Err(Error::DuplicateTable(create.name.clone()));
+        }
+        let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len());
+        for column in &create.columns {
+            let name = normalize_ident(&column.name);
+            if columns.iter().any(|c| c.name == name) {
+                return Err(Error::coded(
+                    "42701",
+                    format!("column \"{name}\" specified more than once"),
+                ));
+            }
+            if !column.options.is_empty() {
+                return Err(Error::NotSupported(format!(
+                    "constraints and defaults on source columns ({name})"
+                )));
+            }
+            columns.push(ColumnDef {
+                name,
+                data_type: types::arrow_type(&column.data_type)?.to_string(),
+                nullable: true,
+                default: None,
+                hidden: false,
+            });
+        }
+        let mut options = BTreeMap::new();
+        for (key, value) in &create.options {
+            if options.insert(key.clone(), value.clone()).is_some() {
+                return Err(Error::InvalidParameter(format!("option {key} given twice")));
+            }
+        }
+        let def = SourceDef {
+            id: catalog.reserve_id()?,
+            name: create.name.clone(),
+            columns,
+            options,
+            created_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        let entry = Catalog::source_entry(&def)?;
+        let (source, flow) = open(def)?;
+        self.db.runtime().add_source(flow, vec![entry]).await?;
+        catalog.insert_source(source);
+        Ok(Output::Command("CREATE SOURCE".into()))
+    }
+
+    /// `SHOW SOURCES`.
+    pub(super) fn show_sources(&self) -> Result<Output> {
+        let names: Vec<String> = self
+            .db
+            .catalog()
+            .sources()
+            .iter()
+            .map(|s| s.def.name.clone())
+            .collect();
+        let schema = super::views::show_views_schema();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(names))])?;
+        Ok(rows_output(schema, vec![batch], "SHOW".into()))
+    }
+}

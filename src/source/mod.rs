@@ -1,0 +1,87 @@
+//! Sources: streams of rows from outside Augur that views read.
+//!
+//! A source is addressed by position: row `n` of a source is always the same row, so the
+//! dataflow can commit how far it has read with each epoch, replay from there after a crash,
+//! and replay from the start to fill a view created after rows arrived. Connectors live one per
+//! file (`datagen.rs`). Depends on nothing of Augur but the table column definitions.
+
+pub mod datagen;
+pub mod provider;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use serde::{Deserialize, Serialize};
+
+use crate::table::ColumnDef;
+
+/// Errors of the source layer.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// An option is unknown, missing or has a bad value (`22023`); the text says which.
+    #[error("{0}")]
+    Option(String),
+    /// A column type or connector Augur does not have (`0A000`).
+    #[error("{0} is not supported")]
+    NotSupported(String),
+    /// Building rows failed.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+/// The source layer's result type.
+pub type Result<T, E = SourceError> = std::result::Result<T, E>;
+
+impl From<SourceError> for crate::Error {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Option(m) => crate::Error::InvalidParameter(m),
+            SourceError::NotSupported(what) => crate::Error::NotSupported(what),
+            SourceError::Arrow(e) => crate::Error::from(e),
+        }
+    }
+}
+
+/// The stored definition of a source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceDef {
+    /// Unique id, from the tables' and views' counter.
+    pub id: u32,
+    /// The source's name.
+    pub name: String,
+    /// Its columns.
+    pub columns: Vec<ColumnDef>,
+    /// The `WITH (...)` options, keys lower-cased.
+    pub options: BTreeMap<String, String>,
+    /// When it was created (ms since 1970).
+    pub created_ms: i64,
+}
+
+/// Rows of a source by position.
+pub trait Source: Send + Sync + std::fmt::Debug {
+    /// The columns of every row.
+    fn schema(&self) -> &SchemaRef;
+
+    /// Up to `max_rows` rows starting at position `from`. Fewer (or none) when the source has
+    /// no more rows yet, or ends.
+    fn read(&self, from: u64, max_rows: usize) -> Result<RecordBatch>;
+
+    /// The number of rows of a bounded source.
+    fn bound(&self) -> Option<u64>;
+
+    /// How many rows per second to read at; `None` reads as fast as possible.
+    fn rate(&self) -> Option<f64>;
+}
+
+/// Opens the connector `def` names.
+pub fn open(def: &SourceDef, schema: SchemaRef) -> Result<Arc<dyn Source>> {
+    match def.options.get("connector").map(String::as_str) {
+        Some("datagen") => Ok(Arc::new(datagen::Datagen::new(schema, &def.options)?)),
+        Some(other) => Err(SourceError::NotSupported(format!("connector '{other}'"))),
+        None => Err(SourceError::Option(
+            "a source needs WITH (connector = '...'); Augur has 'datagen'".into(),
+        )),
+    }
+}
