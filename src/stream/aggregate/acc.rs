@@ -174,7 +174,9 @@ impl AggCall {
                 }
                 Strategy::Sum
             }
-            AggKind::Variance { .. } if !distinct => Strategy::Variance,
+            // A running variance drifts when values are taken out again (the last of equal
+            // values leaves a residue where 0 is right): over changing input, keep the values.
+            AggKind::Variance { .. } if !distinct && append_only => Strategy::Variance,
             AggKind::BoolAnd | AggKind::BoolOr if !distinct => Strategy::Bool,
             AggKind::Min | AggKind::Max if append_only => Strategy::Extreme,
             AggKind::Sum | AggKind::Avg if !numeric(&input_type) => {
@@ -182,7 +184,7 @@ impl AggCall {
                     "{text} over {input_type}"
                 )));
             }
-            AggKind::Variance { .. } | AggKind::BoolAnd | AggKind::BoolOr => {
+            AggKind::BoolAnd | AggKind::BoolOr => {
                 return Err(StreamError::NotSupported(format!("{text} with DISTINCT")));
             }
             _ => Strategy::Multiset,
@@ -525,6 +527,27 @@ impl AggCall {
                         let text = cast(&array, &DataType::Utf8)?;
                         let parts: Vec<&str> = text.as_string::<i32>().iter().flatten().collect();
                         ScalarValue::Utf8(Some(parts.join(delimiter)))
+                    }
+                    AggKind::Variance { .. } => {
+                        let values = cast(&array, &DataType::Float64)?;
+                        let input = CallInput::Float(values.as_primitive::<Float64Type>().clone());
+                        let running = AggCall {
+                            strategy: Strategy::Variance,
+                            values: None,
+                            order_by: vec![],
+                            arg: None,
+                            filter: None,
+                            kind: self.kind.clone(),
+                            distinct: false,
+                            input_type: DataType::Float64,
+                            output_type: self.output_type.clone(),
+                            text: String::new(),
+                        };
+                        let mut acc = running.empty();
+                        for row in 0..array.len() {
+                            running.update(&mut acc, &input, &None, row, 1);
+                        }
+                        running.value(&acc)?
                     }
                     AggKind::ArrayAgg => SingleRowListArrayBuilder::new(array)
                         .with_nullable(true)
