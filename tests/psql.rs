@@ -63,6 +63,26 @@ fn psql_describe_commands() {
     assert!(l.contains("augur"), "{l}");
     let dn = psql(&server, "\\dn");
     assert!(dn.contains("public"), "{dn}");
+
+    // Materialized views: \dm lists them, \d describes them, pg_matviews has their queries.
+    psql(
+        &server,
+        "CREATE MATERIALIZED VIEW user_count AS SELECT country, count(*) AS n FROM users GROUP BY country",
+    );
+    let dm = psql(&server, "\\dm");
+    assert!(
+        dm.contains("user_count") && dm.contains("materialized view"),
+        "{dm}"
+    );
+    let dt = psql(&server, "\\dt");
+    assert!(!dt.contains("user_count"), "a view is not a table: {dt}");
+    let d = psql(&server, "\\d user_count");
+    assert!(d.contains("country") && d.contains("bigint"), "{d}");
+    let matviews = psql(&server, "SELECT matviewname, definition FROM pg_matviews");
+    assert!(
+        matviews.contains("user_count") && matviews.contains("GROUP BY country"),
+        "{matviews}"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 pub mod pg_functions;
 pub mod pg_overlay;
 pub mod schema;
+pub mod system;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -86,7 +87,13 @@ impl Catalog {
                 .map(|v| decode_i64(&v))
                 .transpose()?
                 .unwrap_or(1);
+            let ingested = store
+                .get(&Table::ingested_key(def.id))?
+                .map(|v| decode_i64(&v))
+                .transpose()?
+                .unwrap_or(0);
             let table = catalog.build(def, next_row_id)?;
+            table.set_ingested(ingested);
             catalog
                 .write_tables()
                 .insert(table.name().to_string(), Arc::new(table));
@@ -369,6 +376,7 @@ impl Catalog {
         let mut batch = WriteBatch::default();
         batch.delete(table_key(def.id));
         batch.delete(Table::row_id_counter_key(def.id));
+        batch.delete(Table::ingested_key(def.id));
         self.store.delete_prefix_in(&mut batch, &def.key_prefix());
         self.store.write(batch)?;
         tables.remove(name);

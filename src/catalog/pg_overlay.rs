@@ -3,6 +3,8 @@
 //!
 //! - `pg_statistic_ext` is empty, with its array columns typed as arrays so that psql's `\d`
 //!   query over it plans.
+//! - `pg_class` says `m` (materialized view) for materialized views, so that psql's `\dm`
+//!   lists them, and `pg_matviews` lists them with their queries.
 //! - `pg_constraint` holds the primary keys of Augur's tables (with `conkey` a real `int2[]`),
 //!   joined to `pg_class` so that `conrelid` is the OID `pg_class` gives the table. SQLAlchemy's
 //!   `get_pk_constraint` and psql read it.
@@ -10,13 +12,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Int16Builder, ListBuilder, RecordBatch, StringArray};
+use datafusion::arrow::array::{BooleanArray, Int16Builder, ListBuilder, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::SchemaProvider;
 use datafusion::common::{Column, JoinType, ScalarValue};
 use datafusion::datasource::{MemTable, TableProvider, ViewTable, provider_as_source};
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit};
+use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit, when};
 
 use super::Catalog;
 
@@ -130,6 +132,89 @@ impl PgCatalogOverlay {
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
 
+    /// The library's `pg_class` with relkind `m` for materialized views.
+    async fn pg_class(&self) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(pg_class) = self.inner.table("pg_class").await? else {
+            return Ok(None);
+        };
+        let materialized: Vec<_> = self
+            .catalog
+            .views()
+            .iter()
+            .filter(|v| v.def().materialized)
+            .map(|v| lit(v.name().to_string()))
+            .collect();
+        if materialized.is_empty() {
+            return Ok(Some(pg_class));
+        }
+        let schema = pg_class.schema();
+        let columns: Vec<_> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.name() == "relkind" {
+                    when(
+                        col("relname").in_list(materialized.clone(), false),
+                        lit("m"),
+                    )
+                    .otherwise(col("relkind"))
+                    .map(|e| e.alias("relkind"))
+                } else {
+                    Ok(col(f.name()))
+                }
+            })
+            .collect::<DfResult<_>>()?;
+        let plan = LogicalPlanBuilder::scan("pg_class", provider_as_source(pg_class), None)?
+            .project(columns)?
+            .build()?;
+        Ok(Some(Arc::new(ViewTable::new(plan, None))))
+    }
+
+    /// One row per materialized view.
+    fn pg_matviews(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("schemaname", DataType::Utf8, true),
+            Field::new("matviewname", DataType::Utf8, true),
+            Field::new("matviewowner", DataType::Utf8, true),
+            Field::new("tablespace", DataType::Utf8, true),
+            Field::new("hasindexes", DataType::Boolean, true),
+            Field::new("ispopulated", DataType::Boolean, true),
+            Field::new("definition", DataType::Utf8, true),
+        ]));
+        let views: Vec<_> = self
+            .catalog
+            .views()
+            .into_iter()
+            .filter(|v| v.def().materialized)
+            .collect();
+        let n = views.len();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![
+                    crate::catalog::schema::SCHEMA_NAME;
+                    n
+                ])),
+                Arc::new(StringArray::from_iter_values(
+                    views.iter().map(|v| v.name()),
+                )),
+                Arc::new(StringArray::from(vec!["augur"; n])),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+                Arc::new(BooleanArray::from(
+                    views
+                        .iter()
+                        .map(|v| v.def().key.is_some())
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(BooleanArray::from(vec![true; n])),
+                Arc::new(StringArray::from_iter_values(
+                    views.iter().map(|v| format!("{};", v.def().query)),
+                )),
+            ],
+        )?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+
     async fn pg_constraint(&self) -> DfResult<Arc<dyn TableProvider>> {
         let oid = cast(col("c.oid") + lit(CONSTRAINT_OID_OFFSET), DataType::Int32);
         let none = |name: &str| cast(lit(ScalarValue::Null), DataType::Utf8).alias(name);
@@ -199,6 +284,8 @@ impl SchemaProvider for PgCatalogOverlay {
             "pg_statistic_ext" => Ok(Some(pg_statistic_ext()?)),
             "pg_constraint" => Ok(Some(self.pg_constraint().await?)),
             "pg_index" => Ok(Some(self.pg_index().await?)),
+            "pg_class" => self.pg_class().await,
+            "pg_matviews" => Ok(Some(self.pg_matviews()?)),
             _ => self.inner.table(name).await,
         }
     }

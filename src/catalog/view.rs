@@ -1,6 +1,7 @@
 //! Views: named queries, and materialized views whose rows the dataflow keeps up to date.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::logical_expr::LogicalPlan;
@@ -73,6 +74,8 @@ pub struct View {
     storage: Option<Arc<Table>>,
     /// A plain view's plan, inlined into the queries that read it.
     plan: Option<LogicalPlan>,
+    /// A materialized view's row count as of the last committed epoch.
+    rows: Arc<AtomicI64>,
 }
 
 impl View {
@@ -85,6 +88,7 @@ impl View {
             def,
             storage: Some(Arc::new(storage)),
             plan: None,
+            rows: Arc::new(AtomicI64::new(0)),
         })
     }
 
@@ -94,6 +98,7 @@ impl View {
             def,
             storage: None,
             plan: Some(plan),
+            rows: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -110,6 +115,11 @@ impl View {
     /// A materialized view's rows.
     pub fn storage(&self) -> Option<&Arc<Table>> {
         self.storage.as_ref()
+    }
+
+    /// The row count of a materialized view, kept by its dataflow.
+    pub fn rows(&self) -> &Arc<AtomicI64> {
+        &self.rows
     }
 
     /// A plain view's plan.

@@ -94,6 +94,18 @@ impl Database {
         let logged = changelog::last_logged(&store)?.unwrap_or(0);
         let changelog = Arc::new(ChangeLog::new(applied.max(logged) + 1));
         changelog.subscribe(runtime.subscriber());
+        let progress = runtime.progress().clone();
+        let system = crate::catalog::system::SystemSchema::new(
+            catalog.clone(),
+            Arc::new(move || {
+                use std::sync::atomic::Ordering;
+                (
+                    progress.epoch.load(Ordering::SeqCst),
+                    progress.committed_at_ms.load(Ordering::SeqCst),
+                )
+            }),
+        );
+        augur.register_schema(crate::catalog::system::SYSTEM_SCHEMA, Arc::new(system))?;
         Ok(Arc::new(Self {
             store,
             catalog,

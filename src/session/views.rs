@@ -93,9 +93,11 @@ fn add_root(planned: &mut Planned, view: &View, store: &Store) -> Result<()> {
         .len()
         .checked_sub(1)
         .ok_or_else(|| Error::Internal("an empty dataflow".into()))?;
-    let root = planned
-        .graph
-        .add(Box::new(MaterializeOp::new(storage.clone(), store.clone())));
+    let root = planned.graph.add(Box::new(MaterializeOp::new(
+        storage.clone(),
+        store.clone(),
+        view.rows().clone(),
+    )?));
     planned.graph.connect(top, root, 0);
     Ok(())
 }

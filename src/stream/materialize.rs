@@ -11,7 +11,10 @@ use std::sync::Arc;
 use datafusion::arrow::array::Int64Array;
 use datafusion::arrow::datatypes::SchemaRef;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use super::change::consolidate;
+use super::state::{Reader, StateScope};
 use super::{ChangeBatch, Operator, Result, StreamError};
 use crate::storage::{Store, WriteBatch};
 use crate::table::Table;
@@ -28,17 +31,31 @@ pub struct MaterializeOp {
     pending: HashMap<Box<[u8]>, Vec<Weighted>>,
     /// Writes for the next checkpoint: storage key → new value (`None` deletes).
     staged: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Rows in the view, and where it is stored and published.
+    rows: i64,
+    rows_key: Vec<u8>,
+    published_rows: Arc<AtomicI64>,
 }
 
 impl MaterializeOp {
-    /// Materializes into `table` (a view's storage).
-    pub fn new(table: Arc<Table>, store: Store) -> Self {
-        Self {
+    /// Materializes into `table` (a view's storage); keeps the view's row count in `rows`.
+    pub fn new(table: Arc<Table>, store: Store, rows: Arc<AtomicI64>) -> Result<Self> {
+        let rows_key = StateScope::new(store.clone(), table.def().id, u16::MAX).key(b'n', &[]);
+        let count = store
+            .get(&rows_key)?
+            .map(|v| Reader::new(&v).i64())
+            .transpose()?
+            .unwrap_or(0);
+        rows.store(count, Ordering::SeqCst);
+        Ok(Self {
             table,
             store,
             pending: HashMap::new(),
             staged: Vec::new(),
-        }
+            rows: count,
+            rows_key,
+            published_rows: rows,
+        })
     }
 
     fn storage_key(&self, key: &[u8]) -> Vec<u8> {
@@ -150,6 +167,7 @@ impl Operator for MaterializeOp {
         if emitted.is_empty() {
             return Ok(());
         }
+        self.rows += emitted.iter().map(|(_, w)| w).sum::<i64>();
         let rows = self
             .table
             .codec()
@@ -160,6 +178,10 @@ impl Operator for MaterializeOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        if !self.staged.is_empty() {
+            batch.put(&self.rows_key, self.rows.to_be_bytes());
+            self.published_rows.store(self.rows, Ordering::SeqCst);
+        }
         for (key, value) in self.staged.drain(..) {
             match value {
                 Some(value) => batch.put(key, value),

@@ -95,6 +95,8 @@ pub struct Table {
     defaults: Vec<Option<Expr>>,
     /// The next hidden row id to hand out (tables without a primary key).
     next_row_id: AtomicI64,
+    /// Row versions written since the table was created.
+    ingested: AtomicI64,
 }
 
 impl Table {
@@ -133,6 +135,7 @@ impl Table {
             codec,
             defaults,
             next_row_id: AtomicI64::new(next_row_id),
+            ingested: AtomicI64::new(0),
         })
     }
 
@@ -174,6 +177,28 @@ impl Table {
     /// The next hidden row id that will be handed out.
     pub fn next_row_id(&self) -> i64 {
         self.next_row_id.load(Ordering::SeqCst)
+    }
+
+    /// Row versions written since the table was created (INSERT, COPY and UPDATE).
+    pub fn ingested(&self) -> i64 {
+        self.ingested.load(Ordering::SeqCst)
+    }
+
+    /// Sets the count of written row versions (when loading).
+    pub fn set_ingested(&self, n: i64) {
+        self.ingested.store(n, Ordering::SeqCst);
+    }
+
+    /// Counts `n` more written row versions; returns the new total.
+    pub fn add_ingested(&self, n: i64) -> i64 {
+        self.ingested.fetch_add(n, Ordering::SeqCst) + n
+    }
+
+    /// Storage key of the written-rows counter of the table with id `table_id`.
+    pub fn ingested_key(table_id: u32) -> Vec<u8> {
+        let mut key = b"mingested/".to_vec();
+        key.extend_from_slice(&table_id.to_be_bytes());
+        key
     }
 
     /// Storage key of the row-id counter of the table with id `table_id`.

@@ -303,6 +303,13 @@ impl<'a> TableChanges<'a> {
                 self.table.next_row_id().to_be_bytes(),
             );
         }
+        if !self.written.is_empty() {
+            let total = self.table.add_ingested(self.written.len() as i64);
+            batch.put(
+                Table::ingested_key(self.table.def().id),
+                total.to_be_bytes(),
+            );
+        }
         self.store.write(batch)?;
         if let Some(log) = log {
             log.publish(entries);

@@ -1,0 +1,155 @@
+//! `augur_catalog`: Augur's own system views, readable from any client.
+//!
+//! - `views`: every materialized view with its query, key, row count, and the epoch its rows are
+//!   from (the last committed one, the same for every view) and when that epoch was committed.
+//! - `source_stats`: per source and per table, the rows ingested so far, and the rows dropped as
+//!   late or rejected as malformed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::catalog::SchemaProvider;
+use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::error::Result as DfResult;
+
+use super::Catalog;
+
+/// Name of the schema.
+pub const SYSTEM_SCHEMA: &str = "augur_catalog";
+
+/// The last committed epoch: its number and its commit time (ms since 1970).
+pub type EpochProbe = Arc<dyn Fn() -> (u64, i64) + Send + Sync>;
+
+/// The `augur_catalog` schema.
+pub struct SystemSchema {
+    catalog: Arc<Catalog>,
+    epoch: EpochProbe,
+}
+
+impl std::fmt::Debug for SystemSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemSchema").finish()
+    }
+}
+
+const TABLES: &[&str] = &["views", "source_stats"];
+
+impl SystemSchema {
+    /// System views over `catalog`; `epoch` tells the last committed epoch.
+    pub fn new(catalog: Arc<Catalog>, epoch: EpochProbe) -> Self {
+        Self { catalog, epoch }
+    }
+
+    fn views(&self) -> DfResult<RecordBatch> {
+        let views: Vec<_> = self
+            .catalog
+            .views()
+            .into_iter()
+            .filter(|v| v.def().materialized)
+            .collect();
+        let (epoch, at) = (self.epoch)();
+        let n = views.len();
+        let key = |v: &crate::catalog::view::View| {
+            v.def().key.as_ref().map(|key| {
+                key.iter()
+                    .map(|&i| v.def().columns[i].name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("definition", DataType::Utf8, false),
+            Field::new("key", DataType::Utf8, true),
+            Field::new("rows", DataType::Int64, false),
+            Field::new("epoch", DataType::Int64, false),
+            Field::new(
+                "committed_at",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+                true,
+            ),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                views.iter().map(|v| v.name()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                views.iter().map(|v| v.def().query.clone()),
+            )),
+            Arc::new(StringArray::from_iter(views.iter().map(|v| key(v)))),
+            Arc::new(Int64Array::from_iter_values(
+                views.iter().map(|v| v.rows().load(Ordering::SeqCst)),
+            )),
+            Arc::new(Int64Array::from(vec![epoch as i64; n])),
+            Arc::new(
+                TimestampMillisecondArray::from(vec![(at > 0).then_some(at); n])
+                    .with_timezone("+00:00"),
+            ),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    fn source_stats(&self) -> DfResult<RecordBatch> {
+        let mut names = Vec::new();
+        let mut kinds = Vec::new();
+        let mut ingested = Vec::new();
+        for source in self.catalog.sources() {
+            names.push(source.def.name.clone());
+            kinds.push("source");
+            ingested.push(source.scan.committed.load(Ordering::SeqCst) as i64);
+        }
+        for name in self.catalog.table_names() {
+            if let Some(table) = self.catalog.table(&name) {
+                names.push(name);
+                kinds.push("table");
+                ingested.push(table.ingested());
+            }
+        }
+        let n = names.len();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("source_name", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("rows_ingested", DataType::Int64, false),
+            Field::new("rows_late", DataType::Int64, false),
+            Field::new("rows_rejected", DataType::Int64, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(names)),
+            Arc::new(StringArray::from(kinds)),
+            Arc::new(Int64Array::from(ingested)),
+            // Nothing is late or malformed yet: watermarks and decoding come with later
+            // connectors, and count here.
+            Arc::new(Int64Array::from(vec![0; n])),
+            Arc::new(Int64Array::from(vec![0; n])),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let batch = match name {
+            "views" => self.views()?,
+            "source_stats" => self.source_stats()?,
+            _ => return Ok(None),
+        };
+        Ok(Some(Arc::new(MemTable::try_new(
+            batch.schema(),
+            vec![vec![batch]],
+        )?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        TABLES.contains(&name)
+    }
+}
