@@ -355,9 +355,17 @@ pub(crate) fn pg_text_casts(db: &Database, plan: LogicalPlan) -> Result<LogicalP
     Ok(rewritten.data)
 }
 
-/// Runs a query plan in the users' context.
+/// Runs a query plan in the users' context: tables as of now, materialized views as of the last
+/// committed epoch, each from one snapshot for the whole statement.
 async fn run_query(db: &Database, plan: LogicalPlan) -> Result<Output> {
-    let df = db.ctx().execute_logical_plan(plan).await?;
+    let mut state = db.ctx().state();
+    state
+        .config_mut()
+        .set_extension(Arc::new(crate::table::provider::ReadSnapshots {
+            latest: Arc::new(db.store().snapshot()),
+            committed: db.runtime().progress().snapshot(),
+        }));
+    let df = datafusion::dataframe::DataFrame::new(state, plan);
     let schema = Arc::new(df.schema().as_arrow().clone());
     let stream = df.execute_stream().await?;
     Ok(Output::Rows {

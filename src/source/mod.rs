@@ -2,8 +2,10 @@
 //!
 //! A source is addressed by position: row `n` of a source is always the same row, so the
 //! dataflow can commit how far it has read with each epoch, replay from there after a crash,
-//! and replay from the start to fill a view created after rows arrived. Connectors live one per
-//! file (`datagen.rs`). Depends on nothing of Augur but the table column definitions.
+//! and replay from the start to fill a view created after rows arrived. A source is read while
+//! at least one view reads it (as in RisingWave, nothing is ingested for nobody). Connectors
+//! live one per file (`datagen.rs`). Depends on nothing of Augur but the table column
+//! definitions.
 
 pub mod datagen;
 pub mod provider;

@@ -131,6 +131,72 @@ impl Store {
     }
 }
 
+/// A consistent view of the whole store at one moment, kept as long as it is held: every read
+/// through it sees exactly the writes before it was taken.
+pub struct Snapshot {
+    // Declared before `_db`: dropped first, while the database it points into still lives.
+    snapshot: rocksdb::SnapshotWithThreadMode<'static, DB>,
+    _db: Arc<DB>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").finish()
+    }
+}
+
+impl Store {
+    /// A snapshot of the store as it is now.
+    pub fn snapshot(&self) -> Snapshot {
+        let snapshot = self.db.snapshot();
+        // SAFETY: the snapshot borrows the database; the `Arc` stored beside it keeps the
+        // database alive for as long as the snapshot exists, and the field order drops the
+        // snapshot first.
+        let snapshot = unsafe {
+            std::mem::transmute::<
+                rocksdb::SnapshotWithThreadMode<'_, DB>,
+                rocksdb::SnapshotWithThreadMode<'static, DB>,
+            >(snapshot)
+        };
+        Snapshot {
+            snapshot,
+            _db: self.db.clone(),
+        }
+    }
+}
+
+impl Snapshot {
+    /// Reads one key.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.snapshot.get(key)?)
+    }
+
+    /// Visits every key starting with `prefix`, in key order. `f` returns `false` to stop.
+    pub fn scan_prefix<E>(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E>
+    where
+        E: From<StorageError>,
+    {
+        let mut read_opts = ReadOptions::default();
+        if let Some(upper) = prefix_upper_bound(prefix) {
+            read_opts.set_iterate_upper_bound(upper);
+        }
+        let iter = self
+            .snapshot
+            .iterator_opt(IteratorMode::From(prefix, Direction::Forward), read_opts);
+        for item in iter {
+            let (key, value) = item.map_err(StorageError::from)?;
+            if !f(&key, &value)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The smallest key greater than every key starting with `prefix`, if there is one.
 fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut upper = prefix.to_vec();

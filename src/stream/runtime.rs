@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use super::graph::Graph;
 use super::{ChangeBatch, Result, StreamError};
 use crate::source::Source;
-use crate::storage::{Store, WriteBatch};
+use crate::storage::{Snapshot, Store, WriteBatch};
 use crate::table::changelog::{self, LOG_TAG, LoggedChange};
 use crate::table::{Table, split_count};
 
@@ -124,6 +124,22 @@ pub struct Progress {
     pub committed_at_ms: AtomicI64,
     /// Last change-log position applied and committed.
     pub applied_seq: AtomicU64,
+    /// The store as of the last commit: what readers of views read.
+    snapshot: std::sync::RwLock<Option<Arc<Snapshot>>>,
+}
+
+impl Progress {
+    /// The store as of the last committed epoch.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn publish(&self, snapshot: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(snapshot));
+    }
 }
 
 /// Handle to the runtime thread.
@@ -172,6 +188,7 @@ impl Runtime {
         progress.epoch.store(number, Ordering::SeqCst);
         progress.committed_at_ms.store(at, Ordering::SeqCst);
         progress.applied_seq.store(applied, Ordering::SeqCst);
+        progress.publish(store.snapshot());
         let (tx, rx) = channel();
         let mut worker = Worker {
             store,
@@ -486,6 +503,11 @@ impl Worker {
             let Some(run) = self.sources.get_mut(&id) else {
                 continue;
             };
+            if !read {
+                // A source is read while a view reads it; its pace starts over when one does.
+                run.paced_from = (run.offset, Instant::now());
+                continue;
+            }
             let source = run.flow.source.clone();
             let mut due = match source.rate() {
                 Some(rate) => {
@@ -498,12 +520,6 @@ impl Worker {
                 due = due.min(bound);
             }
             if due <= run.offset {
-                continue;
-            }
-            if !read {
-                // Nobody reads it: its position moves on; rows are made when a view asks.
-                run.offset = due.min(run.offset.saturating_add(1 << 40));
-                self.pending = true;
                 continue;
             }
             let n = (due - run.offset).min(BACKFILL_BATCH as u64) as usize;
@@ -620,6 +636,7 @@ impl Worker {
         );
         debug_assert_eq!(changelog::log_key(0)[0], LOG_TAG);
         self.store.write(batch)?;
+        self.progress.publish(self.store.snapshot());
         self.pending = false;
         for view in self.views.values_mut() {
             view.graph.evict();

@@ -21,7 +21,7 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 
 use super::Table;
 use crate::error::Error;
-use crate::storage::Store;
+use crate::storage::{Snapshot, Store};
 
 /// A stored table as DataFusion sees it.
 #[derive(Debug)]
@@ -166,9 +166,22 @@ impl TableProvider for TableScan {
                 batch_size: state.config().batch_size(),
             },
         };
+        // One statement reads every relation from the snapshots it was given: tables as of
+        // its start, views as of the last committed epoch.
+        let snapshot = state
+            .config()
+            .get_extension::<ReadSnapshots>()
+            .and_then(|reads| {
+                if self.is_view {
+                    reads.committed.clone()
+                } else {
+                    Some(reads.latest.clone())
+                }
+            });
         let partition = Arc::new(TablePartition {
             table: self.table.clone(),
             store: self.store.clone(),
+            snapshot,
             schema: self.out_schema().clone(),
             source,
         });
@@ -192,11 +205,23 @@ enum Source {
     Range { batch_size: usize },
 }
 
+/// The snapshots one statement reads from, set in its DataFusion session config.
+#[derive(Debug)]
+pub struct ReadSnapshots {
+    /// The store at the start of the statement: what tables show.
+    pub latest: Arc<Snapshot>,
+    /// The store at the last committed epoch: what materialized views show (the same epoch in
+    /// every view). `None` before the first epoch.
+    pub committed: Option<Arc<Snapshot>>,
+}
+
 /// The rows one scan produces.
 #[derive(Debug)]
 struct TablePartition {
     table: Arc<Table>,
     store: Store,
+    /// Read from this snapshot rather than the store's latest state.
+    snapshot: Option<Arc<Snapshot>>,
     schema: SchemaRef,
     source: Source,
 }
@@ -216,12 +241,18 @@ impl TablePartition {
         let Some(key_bytes) = super::writer::key_for_values(&self.table, key)? else {
             return Ok(None);
         };
-        let decoded = self
-            .store
-            .get_with(&key_bytes, |value| {
-                self.table.codec().decode_values([value])
-            })?
-            .transpose()?;
+        let decoded = match &self.snapshot {
+            Some(snapshot) => snapshot
+                .get(&key_bytes)?
+                .map(|value| self.table.codec().decode_values([value.as_slice()]))
+                .transpose()?,
+            None => self
+                .store
+                .get_with(&key_bytes, |value| {
+                    self.table.codec().decode_values([value])
+                })?
+                .transpose()?,
+        };
         decoded
             .map(|full| Self::shape(&self.table, &self.schema, full).map_err(Error::from))
             .transpose()
@@ -254,10 +285,12 @@ impl PartitionStream for TablePartition {
                 let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
                 let table = self.table.clone();
                 let store = self.store.clone();
+                let snapshot = self.snapshot.clone();
                 let out = self.schema.clone();
                 let batch_size = (*batch_size).max(1);
                 tokio::task::spawn_blocking(move || {
-                    let result = scan_table(&store, &table, &out, batch_size, &tx);
+                    let result =
+                        scan_table(&store, snapshot.as_deref(), &table, &out, batch_size, &tx);
                     if let Err(e) = result {
                         let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
                     }
@@ -275,6 +308,7 @@ impl PartitionStream for TablePartition {
 /// early when the receiver is gone (a LIMIT was satisfied, or the query was cancelled).
 fn scan_table(
     store: &Store,
+    snapshot: Option<&Snapshot>,
     table: &Table,
     out: &SchemaRef,
     batch_size: usize,
@@ -304,7 +338,7 @@ fn scan_table(
             Ok(tx.blocking_send(Ok(batch)).is_ok())
         };
     let mut open = true;
-    store.scan_prefix::<Error>(&table.def().key_prefix(), |_, value| {
+    let visit = |_: &[u8], value: &[u8]| -> crate::Result<bool> {
         if counted {
             let (row, count) = super::split_count(value)?;
             data.extend_from_slice(row);
@@ -317,7 +351,12 @@ fn scan_table(
             open = flush(&mut data, &mut ends, &mut counts)?;
         }
         Ok(open)
-    })?;
+    };
+    let prefix = table.def().key_prefix();
+    match snapshot {
+        Some(snapshot) => snapshot.scan_prefix::<Error>(&prefix, visit)?,
+        None => store.scan_prefix::<Error>(&prefix, visit)?,
+    }
     if open && !ends.is_empty() {
         flush(&mut data, &mut ends, &mut counts)?;
     }

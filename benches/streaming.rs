@@ -1,0 +1,227 @@
+//! Streaming aggregation throughput: a `datagen` source at full speed into
+//! `SELECT user_id, count(*), sum(amount), max(amount) FROM s GROUP BY user_id`, with its state in
+//! RocksDB, at 100k and at 10M distinct keys.
+//!
+//! The figure is events per CPU-second of the server process (user + sys, from
+//! `/proc/<pid>/stat`) from CREATE MATERIALIZED VIEW until FLUSH returns — FLUSH waits until the
+//! bounded source is read to its end and the last epoch is committed. The reference, in the same
+//! run on the same rows, is the same query run once as a batch query by DataFusion inside the
+//! same server (`SELECT ... FROM s GROUP BY user_id` over the source, whose rows are generated
+//! again for the scan): the cost of computing the answer once, against keeping it current.
+//!
+//! Run with `benches/run.sh streaming` (release build).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+struct Augur {
+    child: Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for Augur {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_augur() -> Augur {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_augur"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("AUGUR_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start augur");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "augur did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Augur {
+        child,
+        _dir: dir,
+        port,
+    }
+}
+
+/// CPU seconds (user + sys) the process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields[11].parse().unwrap();
+    let stime: f64 = fields[12].parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc_sysconf_clk_tck() };
+    (utime + stime) / ticks
+}
+
+unsafe extern "C" {
+    fn sysconf(name: i32) -> i64;
+}
+
+/// `sysconf(_SC_CLK_TCK)`.
+unsafe fn libc_sysconf_clk_tck() -> f64 {
+    const SC_CLK_TCK: i32 = 2;
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { sysconf(SC_CLK_TCK) }) as f64
+}
+
+/// Resident memory of the process in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn dir_mib(path: &std::path::Path) -> f64 {
+    let mut total = 0u64;
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            if let Ok(meta) = entry.metadata() {
+                total += meta.len();
+            }
+        }
+    }
+    total as f64 / (1024.0 * 1024.0)
+}
+
+async fn connect(port: u16) -> Client {
+    let conn = format!("host=127.0.0.1 port={port} user=augur dbname=augur");
+    let (client, connection) = tokio_postgres::connect(&conn, NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+struct Run {
+    keys: u64,
+    events: u64,
+    cpu: f64,
+    wall: f64,
+    batch_cpu: f64,
+    batch_wall: f64,
+    rss: f64,
+    disk: f64,
+}
+
+async fn measure(keys: u64, events: u64) -> Run {
+    let augur = start_augur();
+    let pid = augur.child.id();
+    let client = connect(augur.port).await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE s (id BIGINT, user_id BIGINT, amount DOUBLE PRECISION, ts TIMESTAMP)
+             WITH (connector = 'datagen', datagen.rows.per.second = '1000000000000',
+                   datagen.rows = '{events}', fields.id.kind = 'sequence',
+                   fields.user_id.min = '1', fields.user_id.max = '{keys}',
+                   fields.amount.min = '0', fields.amount.max = '1000', fields.amount.seed = '7')"
+        ))
+        .await
+        .unwrap();
+    let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW per_user AS
+             SELECT user_id, count(*) AS n, sum(amount) AS total, max(amount) AS top
+             FROM s GROUP BY user_id;
+             FLUSH",
+        )
+        .await
+        .unwrap();
+    let (cpu, wall) = (cpu_seconds(pid) - cpu0, t0.elapsed().as_secs_f64());
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM per_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let n: i64 = client
+        .query_one("SELECT sum(n) FROM per_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n as u64, events, "the view counted every event once");
+    assert!(rows as u64 <= keys);
+    let (cpu1, t1) = (cpu_seconds(pid), Instant::now());
+    let batch = client
+        .query(
+            "SELECT user_id, count(*), sum(amount), max(amount) FROM s GROUP BY user_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (batch_cpu, batch_wall) = (cpu_seconds(pid) - cpu1, t1.elapsed().as_secs_f64());
+    assert_eq!(
+        batch.len() as i64,
+        rows,
+        "batch and view have the same groups"
+    );
+    Run {
+        keys,
+        events,
+        cpu,
+        wall,
+        batch_cpu,
+        batch_wall,
+        rss: rss_mib(pid),
+        disk: dir_mib(augur._dir.path()),
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let scale: f64 = std::env::var("AUGUR_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let runs = [
+        (100_000u64, (10_000_000.0 * scale) as u64),
+        (10_000_000, (20_000_000.0 * scale) as u64),
+    ];
+    println!(
+        "| keys | events | incremental events/CPU-s | wall events/s | CPU s | batch events/CPU-s | batch wall s | incremental / batch | peak RSS | data dir |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (keys, events) in runs {
+        let run = runtime.block_on(measure(keys, events));
+        let inc = run.events as f64 / run.cpu;
+        let batch = run.events as f64 / run.batch_cpu;
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2}× | {:.0} MiB | {:.0} MiB |",
+            run.keys,
+            run.events,
+            inc,
+            run.events as f64 / run.wall,
+            run.cpu,
+            batch,
+            run.batch_wall,
+            inc / batch,
+            run.rss,
+            run.disk,
+        );
+    }
+}
