@@ -30,7 +30,7 @@ impl Drop for Augur {
     }
 }
 
-fn start_augur() -> Augur {
+fn start_augur(epoch_ms: u64) -> Augur {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -42,6 +42,8 @@ fn start_augur() -> Augur {
         .arg(dir.path())
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        .arg("--epoch-ms")
+        .arg(epoch_ms.to_string())
         .env("AUGUR_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -116,6 +118,7 @@ async fn connect(port: u16) -> Client {
 }
 
 struct Run {
+    epoch_ms: u64,
     keys: u64,
     events: u64,
     cpu: f64,
@@ -126,8 +129,8 @@ struct Run {
     disk: f64,
 }
 
-async fn measure(keys: u64, events: u64) -> Run {
-    let augur = start_augur();
+async fn measure(keys: u64, events: u64, epoch_ms: u64) -> Run {
+    let augur = start_augur(epoch_ms);
     let pid = augur.child.id();
     let client = connect(augur.port).await;
     client
@@ -178,6 +181,7 @@ async fn measure(keys: u64, events: u64) -> Run {
         "batch and view have the same groups"
     );
     Run {
+        epoch_ms,
         keys,
         events,
         cpu,
@@ -198,21 +202,26 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
+    let small = (10_000_000.0 * scale) as u64;
+    let large = (20_000_000.0 * scale) as u64;
     let runs = [
-        (100_000u64, (10_000_000.0 * scale) as u64),
-        (10_000_000, (20_000_000.0 * scale) as u64),
+        (100_000u64, small, 100u64),
+        (100_000, small, 1000),
+        (10_000_000, large, 100),
+        (10_000_000, large, 1000),
     ];
     println!(
-        "| keys | events | incremental events/CPU-s | wall events/s | CPU s | batch events/CPU-s | batch wall s | incremental / batch | peak RSS | data dir |"
+        "| keys | epoch | events | incremental events/CPU-s | wall events/s | CPU s | batch events/CPU-s | batch wall s | incremental / batch | peak RSS | data dir |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (keys, events) in runs {
-        let run = runtime.block_on(measure(keys, events));
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (keys, events, epoch_ms) in runs {
+        let run = runtime.block_on(measure(keys, events, epoch_ms));
         let inc = run.events as f64 / run.cpu;
         let batch = run.events as f64 / run.batch_cpu;
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2}× | {:.0} MiB | {:.0} MiB |",
+            "| {} | {} ms | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2}× | {:.0} MiB | {:.0} MiB |",
             run.keys,
+            run.epoch_ms,
             run.events,
             inc,
             run.events as f64 / run.wall,

@@ -60,6 +60,12 @@ impl Store {
         opts.create_if_missing(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Snappy);
         opts.increase_parallelism(2);
+        // Bloom filters: most reads of operator state at a new key find nothing.
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        table.set_block_cache(&rocksdb::Cache::new_lru_cache(256 << 20));
+        opts.set_block_based_table_factory(&table);
+        opts.set_write_buffer_size(128 << 20);
         let db = DB::open(&opts, path)?;
         Ok(Self {
             db: Arc::new(db),

@@ -7,7 +7,7 @@
 //! first match (its NULL-padded row is retracted) or loses its last (it comes back). State is
 //! stored under `l` / `r` + join key + row, in Arrow's row format.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -70,6 +70,8 @@ struct Side {
     buckets: HashMap<Box<[u8]>, Bucket>,
     dirty: Vec<Box<[u8]>>,
     unmatched: Unmatched,
+    /// Every stored bucket is cached: a key not in memory has no rows, without a read.
+    complete: bool,
 }
 
 /// A join of two change streams.
@@ -126,6 +128,7 @@ impl JoinOp {
                 buckets: HashMap::new(),
                 dirty: Vec::new(),
                 unmatched,
+                complete: false,
             })
         };
         let (left_keys, right_keys): (Vec<_>, Vec<_>) = on.into_iter().unzip();
@@ -143,7 +146,7 @@ impl JoinOp {
                 .map(|t| SortField::new(t.clone()))
                 .collect(),
         )?;
-        Ok(Self {
+        let mut op = Self {
             join_type,
             sides: [
                 side(&left, left_keys, left_unmatched)?,
@@ -156,7 +159,11 @@ impl JoinOp {
             pair_schema,
             schema,
             state,
-        })
+        };
+        for (index, side) in op.sides.iter_mut().enumerate() {
+            side.complete = op.state.is_empty(SIDE_TAGS[index])?;
+        }
+        Ok(op)
     }
 
     fn emits_pairs(&self) -> bool {
@@ -167,6 +174,12 @@ impl JoinOp {
     fn load(&mut self, side: usize, keys: &[&[u8]]) -> Result<()> {
         for key in keys {
             if self.sides[side].buckets.contains_key(*key) {
+                continue;
+            }
+            if self.sides[side].complete {
+                self.sides[side]
+                    .buckets
+                    .insert((*key).into(), Bucket::default());
                 continue;
             }
             let prefix = self.state.key(SIDE_TAGS[side], &[key]);
@@ -488,6 +501,7 @@ impl Operator for JoinOp {
     fn evict(&mut self) {
         for side in &mut self.sides {
             if side.buckets.len() > CACHED_KEYS && side.dirty.is_empty() {
+                side.complete = false;
                 let mut keep = CACHED_KEYS / 2;
                 side.buckets.retain(|_, _| {
                     keep = keep.saturating_sub(1);

@@ -5,7 +5,7 @@
 //! A view with a key (its GROUP BY columns, or the key of what it selects from) stores one row
 //! per key; a view without one stores each distinct row once with its multiplicity.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::Int64Array;

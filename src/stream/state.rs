@@ -51,6 +51,18 @@ impl StateScope {
         key
     }
 
+    /// True when no entry with `tag` is stored: an operator whose state starts empty knows
+    /// that any key it has not cached is new, without reading it.
+    pub fn is_empty(&self, tag: u8) -> super::Result<bool> {
+        let mut empty = true;
+        self.store
+            .scan_prefix::<super::StreamError>(&self.key(tag, &[]), |_, _| {
+                empty = false;
+                Ok(false)
+            })?;
+        Ok(empty)
+    }
+
     /// Length of `prefix + tag`: what to strip from a key to get its parts back.
     pub fn header_len(&self) -> usize {
         self.prefix.len() + 1

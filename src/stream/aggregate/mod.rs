@@ -9,8 +9,9 @@
 
 pub mod acc;
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use datafusion::common::HashMap;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -35,6 +36,10 @@ const CACHED_GROUPS: usize = 1 << 20;
 struct Group {
     rows: i64,
     accs: Vec<Acc>,
+    /// The values emitted at the last barrier (`None`: the group had no row).
+    emitted: Option<Vec<ScalarValue>>,
+    /// Changed since the last barrier.
+    dirty: bool,
 }
 
 /// A hash aggregate over change batches.
@@ -47,10 +52,12 @@ pub struct AggregateOp {
     keys: RowConverter,
     state: StateScope,
     groups: HashMap<Box<[u8]>, Group>,
-    /// Groups changed this epoch, with the values they had at the last barrier.
-    dirty: HashMap<Box<[u8]>, Option<Vec<ScalarValue>>>,
+    /// Groups changed this epoch.
+    dirty: Vec<Box<[u8]>>,
     /// Groups to write at the next checkpoint.
     unsaved: Vec<Box<[u8]>>,
+    /// Every stored group is cached: a group not in memory is new, and is not looked up.
+    complete: bool,
 }
 
 impl AggregateOp {
@@ -73,19 +80,19 @@ impl AggregateOp {
             keys: RowConverter::new(fields)?,
             state,
             groups: HashMap::new(),
-            dirty: HashMap::new(),
+            dirty: Vec::new(),
             unsaved: Vec::new(),
+            complete: false,
         };
+        op.complete = op.state.is_empty(GROUP_TAG)?;
         if op.is_global() {
             // The one row exists from the start: make sure it is emitted once.
             op.load(&[&[]])?;
-            if op
-                .state
-                .store()
-                .get(&op.state.key(GROUP_TAG, &[]))?
-                .is_none()
+            if let Some(group) = op.groups.get_mut(&[][..])
+                && group.emitted.is_none()
             {
-                op.dirty.insert(Box::from(&[][..]), None);
+                group.dirty = true;
+                op.dirty.push(Box::from(&[][..]));
             }
         }
         Ok(op)
@@ -107,17 +114,28 @@ impl AggregateOp {
         if missing.is_empty() {
             return Ok(());
         }
-        let storage_keys: Vec<Vec<u8>> = missing
-            .iter()
-            .map(|k| self.state.key(GROUP_TAG, &[k]))
-            .collect();
-        let found = self.state.store().multi_get(&storage_keys)?;
+        let found = if self.complete {
+            vec![None; missing.len()]
+        } else {
+            let storage_keys: Vec<Vec<u8>> = missing
+                .iter()
+                .map(|k| self.state.key(GROUP_TAG, &[k]))
+                .collect();
+            self.state.store().multi_get(&storage_keys)?
+        };
         for (key, value) in missing.into_iter().zip(found) {
             let group = match value {
-                Some(bytes) => self.decode_group(key, &bytes)?,
+                Some(bytes) => {
+                    let mut group = self.decode_group(key, &bytes)?;
+                    // Stored state is the state of the last barrier: so are its values.
+                    group.emitted = self.values(&group)?;
+                    group
+                }
                 None => Group {
                     rows: 0,
                     accs: self.calls.iter().map(AggCall::empty).collect(),
+                    emitted: None,
+                    dirty: false,
                 },
             };
             self.groups.insert(key.into(), group);
@@ -143,7 +161,12 @@ impl AggregateOp {
             }
             accs.push(acc);
         }
-        Ok(Group { rows, accs })
+        Ok(Group {
+            rows,
+            accs,
+            emitted: None,
+            dirty: false,
+        })
     }
 
     fn values(&self, group: &Group) -> Result<Option<Vec<ScalarValue>>> {
@@ -207,29 +230,52 @@ impl Operator for AggregateOp {
                 None => &[],
             }
         };
-        let all: Vec<&[u8]> = (0..n).map(key_of).collect();
-        self.load(&all)?;
         let inputs = self
             .calls
             .iter()
             .map(|c| c.prepare(rows))
             .collect::<Result<Vec<_>>>()?;
         let weights = changes.weights().values();
-        for (row, key) in all.iter().enumerate() {
-            if !self.dirty.contains_key(*key) {
-                let group = &self.groups[*key];
-                let before = self.values(group)?;
-                self.dirty.insert((*key).into(), before);
-            }
-            let Some(group) = self.groups.get_mut(*key) else {
-                return Err(StreamError::Internal("group not loaded".into()));
+        // Rows of cached groups are applied at once; the others after one read of all their
+        // groups. Aggregates do not depend on the order of their input.
+        let mut misses: Vec<usize> = Vec::new();
+        for pass in 0..2 {
+            let rows_of_pass: Box<dyn Iterator<Item = usize>> = if pass == 0 {
+                Box::new(0..n)
+            } else {
+                if misses.is_empty() {
+                    break;
+                }
+                let keys: Vec<&[u8]> = misses.iter().map(|&row| key_of(row)).collect();
+                self.load(&keys)?;
+                Box::new(std::mem::take(&mut misses).into_iter())
             };
-            let w = weights[row];
-            group.rows += w;
-            for ((call, acc), (input, mask)) in
-                self.calls.iter().zip(group.accs.iter_mut()).zip(&inputs)
-            {
-                call.update(acc, input, mask, row, w);
+            let Self {
+                groups,
+                dirty,
+                calls,
+                ..
+            } = self;
+            for row in rows_of_pass {
+                let key = key_of(row);
+                let Some(group) = groups.get_mut(key) else {
+                    if pass == 0 {
+                        misses.push(row);
+                        continue;
+                    }
+                    return Err(StreamError::Internal("group not loaded".into()));
+                };
+                if !group.dirty {
+                    group.dirty = true;
+                    dirty.push(key.into());
+                }
+                let w = weights[row];
+                group.rows += w;
+                for ((call, acc), (input, mask)) in
+                    calls.iter().zip(group.accs.iter_mut()).zip(&inputs)
+                {
+                    call.update(acc, input, mask, row, w);
+                }
             }
         }
         Ok(())
@@ -237,27 +283,39 @@ impl Operator for AggregateOp {
 
     fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
         let dirty = std::mem::take(&mut self.dirty);
-        let mut emitted = Vec::new();
-        for (key, before) in &dirty {
+        let mut changes: Vec<(&[u8], Option<Vec<ScalarValue>>, Option<Vec<ScalarValue>>)> =
+            Vec::new();
+        for key in &dirty {
             let group = self
                 .groups
                 .get(key)
                 .ok_or_else(|| StreamError::Internal("dirty group not cached".into()))?;
             let after = self.values(group)?;
-            if before == &after {
-                continue;
+            if group.emitted != after {
+                changes.push((key.as_ref(), group.emitted.clone(), after));
+            }
+        }
+        let mut emitted = Vec::with_capacity(changes.len() * 2);
+        for (key, before, after) in changes {
+            if let Some(group) = self.groups.get_mut(key) {
+                group.emitted = after.clone();
             }
             if let Some(before) = before {
-                emitted.push((key.as_ref(), before.clone(), -1));
+                emitted.push((key, before, -1));
             }
             if let Some(after) = after {
-                emitted.push((key.as_ref(), after, 1));
+                emitted.push((key, after, 1));
             }
         }
         if !emitted.is_empty() {
             out.push(self.rows(emitted)?);
         }
-        self.unsaved.extend(dirty.into_keys());
+        for key in &dirty {
+            if let Some(group) = self.groups.get_mut(key) {
+                group.dirty = false;
+            }
+        }
+        self.unsaved.extend(dirty);
         Ok(())
     }
 
@@ -296,6 +354,7 @@ impl Operator for AggregateOp {
 
     fn evict(&mut self) {
         if self.groups.len() > CACHED_GROUPS && self.dirty.is_empty() {
+            self.complete = false;
             let mut keep = CACHED_GROUPS / 2;
             self.groups.retain(|_, _| {
                 keep = keep.saturating_sub(1);
