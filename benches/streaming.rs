@@ -9,7 +9,8 @@
 //! same server (`SELECT ... FROM s GROUP BY user_id` over the source, whose rows are generated
 //! again for the scan): the cost of computing the answer once, against keeping it current.
 //!
-//! Run with `benches/run.sh streaming` (release build).
+//! Run with `benches/run.sh streaming` (release build). `AUGUR_BENCH_SCALE=0.25` scales the event
+//! counts; `AUGUR_BENCH_KEYS=100000` runs only the runs with that many keys.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -214,7 +215,14 @@ fn main() {
         "| keys | epoch | events | incremental events/CPU-s | wall events/s | CPU s | batch events/CPU-s | batch wall s | incremental / batch | peak RSS | data dir |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    // AUGUR_BENCH_KEYS=10000000 runs only the runs with that many keys.
+    let only: Option<u64> = std::env::var("AUGUR_BENCH_KEYS")
+        .ok()
+        .and_then(|s| s.parse().ok());
     for (keys, events, epoch_ms) in runs {
+        if only.is_some_and(|k| k != keys) {
+            continue;
+        }
         let run = runtime.block_on(measure(keys, events, epoch_ms));
         let inc = run.events as f64 / run.cpu;
         let batch = run.events as f64 / run.batch_cpu;

@@ -209,3 +209,92 @@ impl Operator for MaterializeOp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::DataType;
+
+    use super::*;
+    use crate::stream::change::pretty::{changes, net};
+    use crate::table::{ColumnDef, TableDef};
+
+    fn view(store: &Store, counted: bool) -> (Arc<Table>, MaterializeOp) {
+        let column = |name: &str, t: DataType| ColumnDef {
+            name: name.into(),
+            data_type: t.to_string(),
+            nullable: true,
+            default: None,
+            hidden: false,
+        };
+        let def = TableDef {
+            id: 7,
+            name: "v".into(),
+            columns: vec![column("k", DataType::Int64), column("name", DataType::Utf8)],
+            primary_key: if counted { vec![0, 1] } else { vec![0] },
+            definition: String::new(),
+            counted,
+        };
+        let table = Arc::new(Table::new(def, 0, |_| unreachable!()).unwrap());
+        let op =
+            MaterializeOp::new(table.clone(), store.clone(), Arc::new(AtomicI64::new(0))).unwrap();
+        (table, op)
+    }
+
+    fn epoch(op: &mut MaterializeOp, store: &Store, input: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        op.process(0, changes(input), &mut out).unwrap();
+        op.on_barrier(&mut out).unwrap();
+        let mut batch = WriteBatch::default();
+        op.checkpoint(&mut batch).unwrap();
+        store.write(batch).unwrap();
+        net(&out)
+    }
+
+    fn stored(store: &Store, table: &Table) -> usize {
+        let mut n = 0;
+        store
+            .scan_prefix::<crate::storage::StorageError>(&table.def().key_prefix(), |_, _| {
+                n += 1;
+                Ok(true)
+            })
+            .unwrap();
+        n
+    }
+
+    #[test]
+    fn keyed_rows_are_replaced_and_cancelled_changes_keep_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let (table, mut op) = view(&store, false);
+        assert_eq!(
+            epoch(&mut op, &store, "I T\n+ 1 a\n+ 2 b"),
+            vec!["+ 1 a", "+ 2 b"]
+        );
+        assert_eq!(
+            epoch(&mut op, &store, "I T\n- 1 a\n+ 1 z"),
+            vec!["- 1 a", "+ 1 z"]
+        );
+        // Changes that cancel within an epoch leave the stored row alone.
+        assert!(epoch(&mut op, &store, "I T\n- 2 b\n+ 2 b").is_empty());
+        assert_eq!(stored(&store, &table), 2);
+        assert_eq!(epoch(&mut op, &store, "I T\n- 2 b"), vec!["- 2 b"]);
+        assert_eq!(stored(&store, &table), 1);
+        assert_eq!(op.rows, 1);
+    }
+
+    #[test]
+    fn rows_without_a_key_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let (table, mut op) = view(&store, true);
+        assert_eq!(
+            epoch(&mut op, &store, "I T\n+ 1 a\n+ 1 a\n+ 2 b"),
+            vec!["+2 1 a", "+ 2 b"]
+        );
+        assert_eq!(stored(&store, &table), 2);
+        assert_eq!(epoch(&mut op, &store, "I T\n- 1 a"), vec!["- 1 a"]);
+        assert_eq!(epoch(&mut op, &store, "I T\n- 1 a"), vec!["- 1 a"]);
+        assert_eq!(stored(&store, &table), 1);
+        assert_eq!(op.rows, 1);
+    }
+}

@@ -194,3 +194,71 @@ impl Operator for TopNOp {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::storage::Store;
+    use crate::stream::change::pretty::{changes, net};
+
+    fn epoch(op: &mut TopNOp, input: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        op.process(0, changes(input), &mut out).unwrap();
+        op.on_barrier(&mut out).unwrap();
+        net(&out)
+    }
+
+    #[test]
+    fn the_window_follows_inserts_and_deletes_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let schema = changes("I T").schema();
+        // ORDER BY c0 DESC LIMIT 2 OFFSET 1
+        let make = || {
+            TopNOp::new(
+                schema.clone(),
+                vec![(
+                    Arc::new(Column::new("c0", 0)) as Arc<dyn PhysicalExpr>,
+                    SortOptions {
+                        descending: true,
+                        nulls_first: false,
+                    },
+                )],
+                1,
+                2,
+                StateScope::new(store.clone(), 1, 0),
+            )
+            .unwrap()
+        };
+        let mut op = make();
+        let out = epoch(
+            &mut op,
+            "I T
+             + 5 e
+             + 3 c
+             + 9 i
+             + 1 a",
+        );
+        assert_eq!(out, vec!["+ 3 c", "+ 5 e"]);
+        // The top row goes: everything moves up one place.
+        let out = epoch(
+            &mut op,
+            "I T
+             - 9 i",
+        );
+        assert_eq!(out, vec!["+ 1 a", "- 5 e"]);
+        let mut batch = WriteBatch::default();
+        op.checkpoint(&mut batch).unwrap();
+        store.write(batch).unwrap();
+
+        let mut op = make();
+        let out = epoch(
+            &mut op,
+            "I T
+             + 4 d",
+        );
+        assert_eq!(out, vec!["- 1 a", "+ 4 d"]);
+    }
+}

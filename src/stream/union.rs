@@ -51,3 +51,19 @@ impl Operator for UnionOp {
         format!("Union: {} inputs", self.inputs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::change::pretty::{changes, net};
+
+    #[test]
+    fn every_input_passes_through_with_its_weights() {
+        let schema = changes("I").schema();
+        let mut op = UnionOp::new(schema, 2);
+        let mut out = Vec::new();
+        op.process(0, changes("I\n+ 1\n+ 2"), &mut out).unwrap();
+        op.process(1, changes("I\n- 2\n+ 3"), &mut out).unwrap();
+        assert_eq!(net(&out), vec!["+ 1", "+ 3"]);
+    }
+}

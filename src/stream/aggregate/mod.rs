@@ -29,6 +29,9 @@ use crate::storage::WriteBatch;
 const GROUP_TAG: u8 = b'g';
 const VALUE_TAG: u8 = b'm';
 
+/// A group's output values, `None` when it has no row.
+type Values = Option<Vec<ScalarValue>>;
+
 /// How many groups stay cached after a checkpoint.
 const CACHED_GROUPS: usize = 1 << 20;
 
@@ -283,8 +286,7 @@ impl Operator for AggregateOp {
 
     fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
         let dirty = std::mem::take(&mut self.dirty);
-        let mut changes: Vec<(&[u8], Option<Vec<ScalarValue>>, Option<Vec<ScalarValue>>)> =
-            Vec::new();
+        let mut changes: Vec<(&[u8], Values, Values)> = Vec::new();
         for key in &dirty {
             let group = self
                 .groups
