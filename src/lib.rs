@@ -1,15 +1,16 @@
 //! # Augur
 //!
 //! A SQL-first streaming database for ML features and predictions. One server process speaks the
-//! PostgreSQL wire protocol; DataFusion plans and evaluates every query; RocksDB holds the catalog
-//! and every row.
+//! PostgreSQL wire protocol; DataFusion plans and evaluates every query; materialized views are
+//! kept up to date incrementally by a dataflow of change batches; RocksDB holds the catalog,
+//! every row and every operator's state.
 //!
 //! # Layout
 //!
 //! Each module is one layer; dependencies point one way, from the wire down to storage:
 //!
 //! ```text
-//! server (pgwire only) → session (statement dispatch) → sql · catalog · table → storage
+//! server (pgwire only) → session (statement dispatch) → sql · catalog · stream · source · table → storage
 //! ```
 //!
 //! - [`server`]: the PostgreSQL wire protocol (pgwire): startup and authentication, the simple and
@@ -21,6 +22,10 @@
 //!   and the planning helpers for DML.
 //! - [`catalog`]: table definitions, persisted in RocksDB, exposed to DataFusion as the `public`
 //!   schema of the `augur` catalog, with `pg_catalog` from `datafusion-pg-catalog` beside it.
+//! - [`stream`]: incremental dataflow: change batches (rows with weights ±1), one operator per
+//!   file (filter, project, aggregate, join, union, top-n, materialize), the planner from
+//!   DataFusion's logical plan, and the runtime that commits every view in epochs.
+//! - [`source`]: rows from outside, addressed by position so they can be replayed (`datagen`).
 //! - [`table`]: durable tables: row encoding with Arrow's row format, the DataFusion
 //!   `TableProvider` that scans them (an equality filter on the whole primary key becomes a point
 //!   read), and the writer that applies INSERT / UPDATE / DELETE atomically.
@@ -32,7 +37,13 @@
 //! client ──pgwire──> server ──> session ──parse──> sql
 //!                                  │ CREATE/DROP TABLE ──> catalog ──> storage (one WriteBatch)
 //!                                  │ INSERT/UPDATE/DELETE/COPY ──> table::writer ──> storage
+//!                                  │        └─ rows + change log, one batch ─┐
+//!                                  │ CREATE MATERIALIZED VIEW ──> stream::planner
+//!                                  │                                          ▼
+//!                                  │ sources ──> stream::runtime: operators, a barrier per epoch,
+//!                                  │             state + view rows + positions, one batch ──> storage
 //!                                  │ SELECT ──> DataFusion ──> table::provider ──> storage
+//!                                  │            (tables as of now, views as of the last epoch)
 //!                                  ▼
 //!                        Output (rows as Arrow batches, or a command tag)
 //! ```
