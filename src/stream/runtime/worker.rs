@@ -1,0 +1,470 @@
+//! The dataflow thread: applies changes, reads sources, runs barriers and commits epochs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::Int64Array;
+
+use super::{
+    APPLIED_SEQ_KEY, BACKFILL_BATCH, EPOCH_KEY, Lookup, Message, Progress, Reply, SOURCE_POLL,
+    SourceRun, ViewFlow, source_offset_key,
+};
+use crate::storage::{Store, WriteBatch};
+use crate::stream::{ChangeBatch, Result, StreamError};
+use crate::table::changelog::{self, LOG_TAG, LoggedChange};
+use crate::table::{Table, split_count};
+
+/// The state of the dataflow thread.
+pub(super) struct Worker {
+    pub(super) store: Store,
+    pub(super) lookup: Lookup,
+    pub(super) views: BTreeMap<u32, ViewFlow>,
+    pub(super) sources: BTreeMap<u32, SourceRun>,
+    pub(super) applied_seq: u64,
+    pub(super) epoch: u64,
+    /// Something was applied since the last commit.
+    pub(super) pending: bool,
+    pub(super) waiters: Vec<(u64, Reply)>,
+    /// Set when applying changes failed: views stay at their last commit.
+    pub(super) failure: Option<String>,
+    pub(super) progress: Arc<Progress>,
+    pub(super) interval: Duration,
+}
+
+impl Worker {
+    /// Runs until stopped: replays the log, then serves messages and epochs.
+    pub(super) fn run(&mut self, rx: Receiver<Message>) {
+        if let Err(e) = self.replay() {
+            self.fail(e);
+        }
+        let mut next_barrier = Instant::now() + self.interval;
+        loop {
+            let mut wait = next_barrier.saturating_duration_since(Instant::now());
+            if self.failure.is_none() && !self.sources.is_empty() {
+                match self.poll_sources() {
+                    Ok(true) => wait = Duration::ZERO,
+                    Ok(false) => wait = wait.min(SOURCE_POLL),
+                    Err(e) => self.fail(e),
+                }
+            }
+            match rx.recv_timeout(wait) {
+                Ok(Message::Stop(reply)) => {
+                    let _ = reply.send(self.commit());
+                    return;
+                }
+                Ok(message) => {
+                    // A fault in an operator must not take the server down: the views stop at
+                    // their last commit and say why.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.handle(message)
+                    }));
+                    if let Err(panic) = outcome {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".into());
+                        self.fail(StreamError::Internal(what));
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.commit();
+                    return;
+                }
+            }
+            if Instant::now() >= next_barrier {
+                if (self.pending || !self.waiters.is_empty())
+                    && let Err(e) = self.commit()
+                {
+                    self.fail(e);
+                }
+                next_barrier = Instant::now() + self.interval;
+            }
+        }
+    }
+
+    fn fail(&mut self, error: StreamError) {
+        tracing::error!(%error, "the dataflow stopped; views stay at their last committed epoch");
+        self.failure = Some(error.to_string());
+        for (_, reply) in self.waiters.drain(..) {
+            let _ = reply.send(Err(StreamError::Internal(format!(
+                "the dataflow stopped: {error}"
+            ))));
+        }
+    }
+
+    fn stopped(&self) -> Option<StreamError> {
+        self.failure
+            .as_ref()
+            .map(|f| StreamError::Internal(format!("the dataflow stopped: {f}")))
+    }
+
+    fn handle(&mut self, message: Message) {
+        match message {
+            Message::Changes(entries) => {
+                if self.failure.is_none()
+                    && let Err(e) = self.apply(entries)
+                {
+                    self.fail(e);
+                }
+            }
+            Message::AddView {
+                flow,
+                catalog,
+                reply,
+            } => {
+                let result = match self.stopped() {
+                    Some(e) => Err(e),
+                    None => self.add_view(*flow, catalog),
+                };
+                let _ = reply.send(result);
+            }
+            Message::DropView {
+                id,
+                catalog,
+                ranges,
+                reply,
+            } => {
+                let _ = reply.send(self.drop_view(id, catalog, ranges));
+            }
+            Message::Flush { seq, reply } => match self.stopped() {
+                Some(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                None => {
+                    self.waiters.push((seq, reply));
+                    if self.caught_up(seq)
+                        && let Err(e) = self.commit()
+                    {
+                        self.fail(e);
+                    }
+                }
+            },
+            Message::AddSource {
+                flow,
+                catalog,
+                reply,
+            } => {
+                let mut batch = WriteBatch::default();
+                for (key, value) in catalog {
+                    batch.put(key, value);
+                }
+                let id = flow.id;
+                self.sources.insert(
+                    id,
+                    SourceRun {
+                        flow: *flow,
+                        offset: 0,
+                        paced_from: (0, Instant::now()),
+                    },
+                );
+                let result = self.commit_with(batch);
+                if result.is_err() {
+                    self.sources.remove(&id);
+                }
+                let _ = reply.send(result);
+            }
+            Message::DropSource { id, catalog, reply } => {
+                self.sources.remove(&id);
+                let mut batch = WriteBatch::default();
+                for key in catalog {
+                    batch.delete(key);
+                }
+                batch.delete(source_offset_key(id));
+                let result = if self.failure.is_some() {
+                    self.store.write(batch).map_err(StreamError::from)
+                } else {
+                    self.commit_with(batch)
+                };
+                let _ = reply.send(result);
+            }
+            Message::Stop(_) => unreachable!("handled by run"),
+        }
+    }
+
+    /// Whether a FLUSH that waits for log position `seq` can be answered by the next commit.
+    fn caught_up(&self, seq: u64) -> bool {
+        seq <= self.applied_seq
+            && self
+                .sources
+                .values()
+                .all(|s| s.flow.source.bound().is_none_or(|b| s.offset >= b))
+    }
+
+    /// Reads what is due from each source (at most one batch each) into the views; returns
+    /// whether more is due at once.
+    fn poll_sources(&mut self) -> Result<bool> {
+        let ids: Vec<u32> = self.sources.keys().copied().collect();
+        let mut more = false;
+        for id in ids {
+            let read = self.views.values().any(|v| v.graph.inputs().contains(&id));
+            let Some(run) = self.sources.get_mut(&id) else {
+                continue;
+            };
+            if !read {
+                // A source is read while a view reads it; its pace starts over when one does.
+                run.paced_from = (run.offset, Instant::now());
+                continue;
+            }
+            let source = run.flow.source.clone();
+            let mut due = match source.rate() {
+                Some(rate) => {
+                    let (from, since) = run.paced_from;
+                    from + (since.elapsed().as_secs_f64() * rate) as u64
+                }
+                None => u64::MAX,
+            };
+            if let Some(bound) = source.bound() {
+                due = due.min(bound);
+            }
+            if due <= run.offset {
+                continue;
+            }
+            let n = (due - run.offset).min(BACKFILL_BATCH as u64) as usize;
+            let rows = source
+                .read(run.offset, n)
+                .map_err(|e| StreamError::Internal(format!("source {}: {e}", run.flow.name)))?;
+            if rows.num_rows() == 0 {
+                continue;
+            }
+            run.offset += rows.num_rows() as u64;
+            more |= due > run.offset;
+            self.pending = true;
+            self.push(id, &[ChangeBatch::inserts(rows)], 0)?;
+        }
+        Ok(more)
+    }
+
+    /// Applies the change log after the committed position (recovery).
+    fn replay(&mut self) -> Result<()> {
+        let entries = changelog::read_after(&self.store, self.applied_seq)
+            .map_err(|e| StreamError::Internal(e.to_string()))?;
+        if !entries.is_empty() {
+            tracing::info!(entries = entries.len(), "replaying the change log");
+            self.apply(entries)?;
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<LoggedChange>) -> Result<()> {
+        for entry in entries {
+            if entry.seq <= self.applied_seq {
+                continue;
+            }
+            self.applied_seq = entry.seq;
+            self.pending = true;
+            if !self
+                .views
+                .values()
+                .any(|v| v.graph.inputs().contains(&entry.table))
+            {
+                continue;
+            }
+            let table = (self.lookup)(entry.table).ok_or_else(|| {
+                StreamError::Internal(format!("change log names unknown table {}", entry.table))
+            })?;
+            let values = entry
+                .deleted
+                .iter()
+                .chain(&entry.inserted)
+                .map(Vec::as_slice);
+            let rows = table
+                .codec()
+                .decode_values(values)
+                .map_err(|e| StreamError::Internal(e.to_string()))?;
+            let weights = std::iter::repeat_n(-1, entry.deleted.len())
+                .chain(std::iter::repeat_n(1, entry.inserted.len()));
+            let changes = ChangeBatch::new(rows, Int64Array::from_iter_values(weights));
+            self.push(entry.table, &[changes], 0)?;
+        }
+        Ok(())
+    }
+
+    /// Feeds changes of relation `input` to every view after `after` that reads it.
+    fn push(&mut self, input: u32, changes: &[ChangeBatch], after: u32) -> Result<()> {
+        let readers: Vec<u32> = self
+            .views
+            .range(after.saturating_add(1)..)
+            .filter(|(_, v)| v.graph.inputs().contains(&input))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in readers {
+            let mut out = Vec::new();
+            if let Some(view) = self.views.get_mut(&id) {
+                for batch in changes {
+                    out.extend(view.graph.push(input, batch)?);
+                }
+            }
+            if !out.is_empty() {
+                self.push(id, &out, id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the epoch and commits it, together with `extra` writes.
+    fn commit_with(&mut self, extra: WriteBatch) -> Result<()> {
+        let ids: Vec<u32> = self.views.keys().copied().collect();
+        for id in ids {
+            let out = match self.views.get_mut(&id) {
+                Some(view) => view.graph.barrier()?,
+                None => continue,
+            };
+            if !out.is_empty() {
+                self.push(id, &out, id)?;
+            }
+        }
+        let mut batch = extra;
+        for view in self.views.values_mut() {
+            view.graph.checkpoint(&mut batch)?;
+        }
+        self.epoch += 1;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut epoch = self.epoch.to_be_bytes().to_vec();
+        epoch.extend_from_slice(&now.to_be_bytes());
+        batch.put(EPOCH_KEY, epoch);
+        batch.put(APPLIED_SEQ_KEY, self.applied_seq.to_be_bytes());
+        for (id, run) in &self.sources {
+            batch.put(source_offset_key(*id), run.offset.to_be_bytes());
+        }
+        batch.delete_range(
+            changelog::log_key(0).as_slice(),
+            changelog::log_key(self.applied_seq.saturating_add(1)).as_slice(),
+        );
+        debug_assert_eq!(changelog::log_key(0)[0], LOG_TAG);
+        self.store.write(batch)?;
+        self.progress.publish(self.store.snapshot());
+        self.pending = false;
+        for view in self.views.values_mut() {
+            view.graph.evict();
+        }
+        self.progress.epoch.store(self.epoch, Ordering::SeqCst);
+        self.progress.committed_at_ms.store(now, Ordering::SeqCst);
+        self.progress
+            .applied_seq
+            .store(self.applied_seq, Ordering::SeqCst);
+        for run in self.sources.values() {
+            run.flow.committed.store(run.offset, Ordering::SeqCst);
+        }
+        let waiters = std::mem::take(&mut self.waiters);
+        let (done, waiting): (Vec<_>, Vec<_>) = waiters
+            .into_iter()
+            .partition(|(seq, _)| self.caught_up(*seq));
+        self.waiters = waiting;
+        for (_, reply) in done {
+            let _ = reply.send(Ok(()));
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        if let Some(e) = self.stopped() {
+            return Err(e);
+        }
+        self.commit_with(WriteBatch::default())
+    }
+
+    fn add_view(&mut self, mut flow: ViewFlow, catalog: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        // Everything before the view is committed: its inputs' stored rows are exactly what
+        // the other views have seen.
+        self.commit()?;
+        for input in flow.graph.inputs() {
+            if let Some(run) = self.sources.get(&input) {
+                let mut from = 0;
+                while from < run.offset {
+                    let n = (run.offset - from).min(BACKFILL_BATCH as u64) as usize;
+                    let rows = run.flow.source.read(from, n).map_err(|e| {
+                        StreamError::Internal(format!("source {}: {e}", run.flow.name))
+                    })?;
+                    if rows.num_rows() == 0 {
+                        break;
+                    }
+                    from += rows.num_rows() as u64;
+                    flow.graph.push(input, &ChangeBatch::inserts(rows))?;
+                }
+                continue;
+            }
+            let table = (self.lookup)(input).ok_or_else(|| {
+                StreamError::Internal(format!("view input {input} is not a table or view"))
+            })?;
+            backfill(&self.store, &table, |changes| {
+                let out = flow.graph.push(input, &changes)?;
+                debug_assert!(out.is_empty(), "a view's root emits only at barriers");
+                Ok(())
+            })?;
+        }
+        let mut batch = WriteBatch::default();
+        for (key, value) in catalog {
+            batch.put(key, value);
+        }
+        let id = flow.id;
+        tracing::info!(view = flow.name, "view created");
+        self.views.insert(id, flow);
+        if let Err(e) = self.commit_with(batch) {
+            self.views.remove(&id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn drop_view(&mut self, id: u32, catalog: Vec<Vec<u8>>, ranges: Vec<Vec<u8>>) -> Result<()> {
+        self.views.remove(&id);
+        let mut batch = WriteBatch::default();
+        for key in catalog {
+            batch.delete(key);
+        }
+        for prefix in ranges {
+            self.store.delete_prefix_in(&mut batch, &prefix);
+        }
+        if self.failure.is_some() {
+            self.store.write(batch)?;
+            return Ok(());
+        }
+        self.commit_with(batch)
+    }
+}
+
+/// Reads every stored row of `table` (a table or a view's storage) from one snapshot, as
+/// insertions in batches.
+fn backfill(
+    store: &Store,
+    table: &Table,
+    mut apply: impl FnMut(ChangeBatch) -> Result<()>,
+) -> Result<()> {
+    let counted = table.def().counted;
+    let mut values: Vec<Vec<u8>> = Vec::with_capacity(BACKFILL_BATCH);
+    let mut weights: Vec<i64> = Vec::with_capacity(BACKFILL_BATCH);
+    let mut flush = |values: &mut Vec<Vec<u8>>, weights: &mut Vec<i64>| -> Result<()> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let rows = table
+            .codec()
+            .decode_values(values.iter().map(Vec::as_slice))
+            .map_err(|e| StreamError::Internal(e.to_string()))?;
+        let changes = ChangeBatch::new(rows, Int64Array::from(std::mem::take(weights)));
+        values.clear();
+        apply(changes)
+    };
+    store.scan_prefix::<StreamError>(&table.def().key_prefix(), |_, value| {
+        if counted {
+            let (row, count) =
+                split_count(value).map_err(|e| StreamError::Corrupt(e.to_string()))?;
+            values.push(row.to_vec());
+            weights.push(count);
+        } else {
+            values.push(value.to_vec());
+            weights.push(1);
+        }
+        if values.len() >= BACKFILL_BATCH {
+            flush(&mut values, &mut weights)?;
+        }
+        Ok(true)
+    })?;
+    flush(&mut values, &mut weights)
+}
