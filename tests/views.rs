@@ -106,7 +106,10 @@ async fn views_equal_their_queries_after_kill_9_at_random_moments() {
                         vec![],
                     )
                 };
-                log.lock().unwrap().maybe_deleted.extend(deleted.iter().copied());
+                log.lock()
+                    .unwrap()
+                    .maybe_deleted
+                    .extend(deleted.iter().copied());
                 if client.batch_execute(&sql).await.is_err() {
                     break; // the server is gone
                 }
@@ -247,5 +250,8 @@ async fn two_views_over_one_table_never_disagree() {
         checks += 1;
     }
     writes.await.unwrap();
-    assert!(checks > 10, "only {checks} reads happened during the writes");
+    assert!(
+        checks > 10,
+        "only {checks} reads happened during the writes"
+    );
 }
