@@ -8,66 +8,18 @@
 //!   statement, one client, over loopback, random keys of a 100k-row table: p50, p99, mean.
 //! - load: `COPY bench FROM STDIN` of 1M rows in text format: rows/s.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Augur, connect};
 use futures::SinkExt;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 const ROWS: i64 = 100_000;
 const LOAD_ROWS: i64 = 1_000_000;
 const WARMUP: usize = 5_000;
 const LOOKUPS: usize = 50_000;
-
-struct Augur {
-    child: Child,
-    _dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Drop for Augur {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_augur() -> Augur {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_augur"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("AUGUR_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start augur");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "augur did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Augur {
-        child,
-        _dir: dir,
-        port,
-    }
-}
-
-async fn connect(conn: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(conn, NoTls).await.expect("connect");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
-}
 
 /// Deterministic pseudo-random numbers (xorshift), so both systems see the same keys.
 struct Rng(u64);
@@ -177,12 +129,8 @@ fn us(d: Duration) -> String {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     // `cargo bench` passes `--bench`; any other argument is a filter we do not use.
-    let augur = start_augur();
-    let augur_figures = measure(
-        "augur",
-        &format!("host=127.0.0.1 port={} user=augur dbname=augur", augur.port),
-    )
-    .await;
+    let augur = Augur::start(&[]);
+    let augur_figures = measure("augur", &augur.conn_str()).await;
     let pg = match std::env::var("AUGUR_BENCH_PG") {
         Ok(conn) => Some(measure("postgresql", &conn).await),
         Err(_) => None,

@@ -12,54 +12,11 @@
 //! Run with `benches/run.sh streaming` (release build). `AUGUR_BENCH_SCALE=0.25` scales the event
 //! counts; `AUGUR_BENCH_KEYS=100000` runs only the runs with that many keys.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use tokio_postgres::{Client, NoTls};
+use std::time::Instant;
 
-struct Augur {
-    child: Child,
-    _dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Drop for Augur {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_augur(epoch_ms: u64) -> Augur {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_augur"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--epoch-ms")
-        .arg(epoch_ms.to_string())
-        .env("AUGUR_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start augur");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "augur did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Augur {
-        child,
-        _dir: dir,
-        port,
-    }
-}
+use common::{Augur, connect};
 
 /// CPU seconds (user + sys) the process has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -107,17 +64,6 @@ fn dir_mib(path: &std::path::Path) -> f64 {
     total as f64 / (1024.0 * 1024.0)
 }
 
-async fn connect(port: u16) -> Client {
-    let conn = format!("host=127.0.0.1 port={port} user=augur dbname=augur");
-    let (client, connection) = tokio_postgres::connect(&conn, NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
-}
-
 struct Run {
     epoch_ms: u64,
     keys: u64,
@@ -131,9 +77,9 @@ struct Run {
 }
 
 async fn measure(keys: u64, events: u64, epoch_ms: u64) -> Run {
-    let augur = start_augur(epoch_ms);
+    let augur = Augur::start(&["--epoch-ms", &epoch_ms.to_string()]);
     let pid = augur.child.id();
-    let client = connect(augur.port).await;
+    let client = connect(&augur.conn_str()).await;
     client
         .batch_execute(&format!(
             "CREATE SOURCE s (id BIGINT, user_id BIGINT, amount DOUBLE PRECISION, ts TIMESTAMP)
@@ -190,7 +136,7 @@ async fn measure(keys: u64, events: u64, epoch_ms: u64) -> Run {
         batch_cpu,
         batch_wall,
         rss: rss_mib(pid),
-        disk: dir_mib(augur._dir.path()),
+        disk: dir_mib(augur.dir.path()),
     }
 }
 

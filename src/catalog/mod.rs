@@ -74,14 +74,7 @@ impl Catalog {
             ids: std::sync::Mutex::new(()),
             expr_state: SessionContext::new().state(),
         };
-        let mut defs = Vec::new();
-        store.scan_prefix::<Error>(TABLE_PREFIX, |_, value| {
-            let def: TableDef = serde_json::from_slice(value)
-                .map_err(|e| StorageError::Corrupt(format!("table definition: {e}")))?;
-            defs.push(def);
-            Ok(true)
-        })?;
-        for def in defs {
+        for def in stored::<TableDef>(&store, TABLE_PREFIX, "table")? {
             let next_row_id = store
                 .get(&Table::row_id_counter_key(def.id))?
                 .map(|v| decode_i64(&v))
@@ -128,14 +121,7 @@ impl Catalog {
     /// Stored view definitions, in id order (the order they can be rebuilt in: a view only
     /// reads relations older than itself).
     pub fn stored_views(&self) -> Result<Vec<ViewDef>> {
-        let mut defs = Vec::new();
-        self.store.scan_prefix::<Error>(VIEW_PREFIX, |_, value| {
-            let def: ViewDef = serde_json::from_slice(value)
-                .map_err(|e| StorageError::Corrupt(format!("view definition: {e}")))?;
-            defs.push(def);
-            Ok(true)
-        })?;
-        Ok(defs)
+        stored(&self.store, VIEW_PREFIX, "view")
     }
 
     /// Hands out a new table or view id.
@@ -174,14 +160,7 @@ impl Catalog {
 
     /// Stored source definitions, in id order.
     pub fn stored_sources(&self) -> Result<Vec<SourceDef>> {
-        let mut defs = Vec::new();
-        self.store.scan_prefix::<Error>(SOURCE_PREFIX, |_, value| {
-            let def: SourceDef = serde_json::from_slice(value)
-                .map_err(|e| StorageError::Corrupt(format!("source definition: {e}")))?;
-            defs.push(def);
-            Ok(true)
-        })?;
-        Ok(defs)
+        stored(&self.store, SOURCE_PREFIX, "source")
     }
 
     /// The catalog entry of a source: its key and value.
@@ -280,6 +259,13 @@ impl Catalog {
             self.remove_view(name);
         }
         Ok(())
+    }
+
+    /// Whether some view reads relation `id` directly.
+    pub fn has_dependents(&self, id: u32) -> bool {
+        self.read_views()
+            .values()
+            .any(|v| v.def().depends_on.contains(&id))
     }
 
     /// The views that read relation `id` directly.
@@ -384,22 +370,39 @@ impl Catalog {
     }
 }
 
-fn source_key(id: u32) -> Vec<u8> {
-    let mut key = SOURCE_PREFIX.to_vec();
+/// Every stored definition of one kind (`prefix`), in id order.
+fn stored<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    prefix: &[u8],
+    kind: &str,
+) -> Result<Vec<T>> {
+    let mut defs = Vec::new();
+    store.scan_prefix::<Error>(prefix, |_, value| {
+        let def = serde_json::from_slice(value)
+            .map_err(|e| StorageError::Corrupt(format!("{kind} definition: {e}")))?;
+        defs.push(def);
+        Ok(true)
+    })?;
+    Ok(defs)
+}
+
+/// The catalog key of an entry: its kind's prefix and its id.
+fn entry_key(prefix: &[u8], id: u32) -> Vec<u8> {
+    let mut key = prefix.to_vec();
     key.extend_from_slice(&id.to_be_bytes());
     key
+}
+
+fn source_key(id: u32) -> Vec<u8> {
+    entry_key(SOURCE_PREFIX, id)
 }
 
 fn view_key(id: u32) -> Vec<u8> {
-    let mut key = VIEW_PREFIX.to_vec();
-    key.extend_from_slice(&id.to_be_bytes());
-    key
+    entry_key(VIEW_PREFIX, id)
 }
 
 fn table_key(id: u32) -> Vec<u8> {
-    let mut key = TABLE_PREFIX.to_vec();
-    key.extend_from_slice(&id.to_be_bytes());
-    key
+    entry_key(TABLE_PREFIX, id)
 }
 
 fn decode_i64(bytes: &[u8]) -> Result<i64> {

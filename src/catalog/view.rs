@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::logical_expr::LogicalPlan;
 use serde::{Deserialize, Serialize};
 
@@ -50,13 +50,14 @@ impl ViewDef {
         }
     }
 
-    /// Columns from a planned schema.
-    pub fn columns_of(schema: &SchemaRef) -> Vec<ColumnDef> {
+    /// Columns of the types of a planned `schema`, under `names`.
+    pub fn columns_of(schema: &Schema, names: &[String]) -> Vec<ColumnDef> {
         schema
             .fields()
             .iter()
-            .map(|f| ColumnDef {
-                name: crate::sql::names::client_name(f.name()).to_string(),
+            .zip(names)
+            .map(|(f, name)| ColumnDef {
+                name: name.clone(),
                 data_type: f.data_type().to_string(),
                 nullable: true,
                 default: None,

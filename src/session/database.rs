@@ -137,7 +137,9 @@ impl Database {
 
     /// The change log, if a view reads table `table_id` (writes to other tables are not logged).
     pub(crate) fn log_for(&self, table_id: u32) -> Option<&ChangeLog> {
-        (!self.catalog.dependents(table_id).is_empty()).then_some(self.changelog.as_ref())
+        self.catalog
+            .has_dependents(table_id)
+            .then_some(self.changelog.as_ref())
     }
 
     /// The RocksDB store.

@@ -64,7 +64,7 @@ impl PointLookup {
         let table_scan = provider.as_ref().downcast_ref::<TableScan>()?;
         let (table, store) = table_scan.parts();
         let def = table.def();
-        if def.has_row_id() || def.counted || def.primary_key.is_empty() {
+        if def.unique_key().is_none_or(<[usize]>::is_empty) {
             return None;
         }
         let visible = table.visible_schema();

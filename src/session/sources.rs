@@ -4,10 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 
-use super::{Output, Session, rows_output};
+use super::{Output, Session};
 use crate::catalog::{Catalog, SourceEntry};
 use crate::error::{Error, Result};
 use crate::source::provider::SourceScan;
@@ -126,8 +125,6 @@ impl Session<'_> {
             .iter()
             .map(|s| s.def.name.clone())
             .collect();
-        let schema = super::views::show_views_schema();
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(names))])?;
-        Ok(rows_output(schema, vec![batch], "SHOW".into()))
+        super::views::names_output(names)
     }
 }

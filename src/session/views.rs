@@ -35,6 +35,13 @@ pub(super) fn show_views_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("Name", DataType::Utf8, false)]))
 }
 
+/// The result of `SHOW VIEWS`, `SHOW SOURCES`, ...: one name per row.
+pub(super) fn names_output(names: Vec<String>) -> Result<Output> {
+    let schema = show_views_schema();
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(names))])?;
+    Ok(rows_output(schema, vec![batch], "SHOW".into()))
+}
+
 /// Which relation a scan in a view's query reads.
 fn resolve(scan: &datafusion::logical_expr::TableScan) -> crate::stream::Result<Input> {
     let provider = source_as_provider(&scan.source)?;
@@ -54,7 +61,7 @@ fn resolve(scan: &datafusion::logical_expr::TableScan) -> crate::stream::Result<
     };
     let (table, _) = relation.parts();
     let def = table.def();
-    let key = (!def.has_row_id() && !def.counted).then(|| def.primary_key.clone());
+    let key = def.unique_key().map(<[usize]>::to_vec);
     Ok(Input {
         id: def.id,
         name: def.name.clone(),
@@ -236,10 +243,7 @@ impl Session<'_> {
         if !create.materialized {
             let depends_on = dependencies(catalog, &create.query)?;
             let plan = renamed(plan, &names)?;
-            let mut columns = ViewDef::columns_of(&Arc::new(plan.schema().as_arrow().clone()));
-            for (column, name) in columns.iter_mut().zip(&names) {
-                column.name = name.clone();
-            }
+            let columns = ViewDef::columns_of(plan.schema().as_arrow(), &names);
             let def = ViewDef {
                 id: catalog.reserve_id()?,
                 name,
@@ -256,10 +260,7 @@ impl Session<'_> {
         let id = catalog.reserve_id()?;
         let store = self.db.store();
         let mut planned = dataflow(&state, store, &plan, id)?;
-        let mut columns = ViewDef::columns_of(&planned.schema);
-        for (column, name) in columns.iter_mut().zip(&names) {
-            column.name = name.clone();
-        }
+        let columns = ViewDef::columns_of(&planned.schema, &names);
         // What the dataflow reads, and the plain views the query names on the way there.
         let mut depends_on = planned.graph.inputs();
         depends_on.extend(dependencies(catalog, &create.query)?);
@@ -332,9 +333,7 @@ impl Session<'_> {
             .filter(|v| v.def().materialized == materialized)
             .map(|v| v.name().to_string())
             .collect();
-        let schema = show_views_schema();
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(names))])?;
-        Ok(rows_output(schema, vec![batch], "SHOW".into()))
+        names_output(names)
     }
 
     /// FLUSH: returns once every write acknowledged before it is visible in every view.

@@ -97,27 +97,12 @@ impl Store {
     pub fn scan_prefix<E>(
         &self,
         prefix: &[u8],
-        mut f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+        f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
     ) -> std::result::Result<(), E>
     where
         E: From<StorageError>,
     {
-        let mut read_opts = ReadOptions::default();
-        if let Some(upper) = prefix_upper_bound(prefix) {
-            read_opts.set_iterate_upper_bound(upper);
-        }
-        let snapshot = self.db.snapshot();
-        read_opts.set_snapshot(&snapshot);
-        let iter = self
-            .db
-            .iterator_opt(IteratorMode::From(prefix, Direction::Forward), read_opts);
-        for item in iter {
-            let (key, value) = item.map_err(StorageError::from)?;
-            if !f(&key, &value)? {
-                break;
-            }
-        }
-        Ok(())
+        self.snapshot().scan_prefix(prefix, f)
     }
 
     /// Applies `batch` atomically.

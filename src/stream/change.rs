@@ -6,12 +6,11 @@
 //! change batches, so deletes flow through a view the same way inserts do.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions,
 };
-use datafusion::arrow::compute::{concat, concat_batches, filter, filter_record_batch};
+use datafusion::arrow::compute::{cast, filter, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::Result;
@@ -34,17 +33,6 @@ impl ChangeBatch {
     pub fn inserts(rows: RecordBatch) -> Self {
         let weights = Int64Array::from(vec![1; rows.num_rows()]);
         Self { rows, weights }
-    }
-
-    /// Every row of `rows` retracted once.
-    pub fn retractions(rows: RecordBatch) -> Self {
-        let weights = Int64Array::from(vec![-1; rows.num_rows()]);
-        Self { rows, weights }
-    }
-
-    /// No rows.
-    pub fn empty(schema: SchemaRef) -> Self {
-        Self::inserts(RecordBatch::new_empty(schema))
     }
 
     /// The rows.
@@ -72,11 +60,6 @@ impl ChangeBatch {
         self.rows.num_rows() == 0
     }
 
-    /// Both parts.
-    pub fn into_parts(self) -> (RecordBatch, Int64Array) {
-        (self.rows, self.weights)
-    }
-
     /// The rows where `mask` is true (a null in `mask` counts as false).
     pub fn filter(&self, mask: &BooleanArray) -> Result<Self> {
         let rows = filter_record_batch(&self.rows, mask)?;
@@ -91,74 +74,70 @@ impl ChangeBatch {
         })
     }
 
-    /// The same weights over other columns (one per row), in `schema`.
+    /// The same weights over other columns (one per row), cast where needed to the types of
+    /// `schema`.
     pub fn with_columns(&self, schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<Self> {
-        let options = RecordBatchOptions::new().with_row_count(Some(self.len()));
-        let rows = RecordBatch::try_new_with_options(schema, columns, &options)?;
         Ok(Self {
-            rows,
+            rows: rows_of(schema, columns, self.len())?,
             weights: self.weights.clone(),
         })
     }
+}
 
-    /// All of `batches` as one batch of `schema`.
-    pub fn concat(schema: &SchemaRef, batches: &[ChangeBatch]) -> Result<Self> {
-        if batches.len() == 1 {
-            return Ok(batches[0].clone());
-        }
-        let rows = concat_batches(schema, batches.iter().map(|b| &b.rows))?;
-        let weights: Vec<&dyn Array> = batches.iter().map(|b| &b.weights as &dyn Array).collect();
-        let weights = if weights.is_empty() {
-            Int64Array::from(Vec::<i64>::new())
-        } else {
-            concat(&weights)?
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .cloned()
-                .unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()))
-        };
-        Ok(Self { rows, weights })
-    }
-
-    /// The same rows with every weight negated.
-    pub fn negate(&self) -> Self {
-        let weights = self.weights.values().iter().map(|w| -w).collect::<Vec<_>>();
-        Self {
-            rows: self.rows.clone(),
-            weights: Int64Array::from(weights),
-        }
-    }
+/// `n` rows of `schema` from `columns`, each cast to its field's type where it differs (an
+/// expression's type may be wider than the planned column's, a join's padding is untyped
+/// NULLs).
+pub fn rows_of(schema: SchemaRef, columns: Vec<ArrayRef>, n: usize) -> Result<RecordBatch> {
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(column, field)| cast(&column, field.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(n));
+    Ok(RecordBatch::try_new_with_options(
+        schema, columns, &options,
+    )?)
 }
 
 /// Sums the weights of equal rows given as `(row key, weight)`, dropping rows whose weights
 /// cancel. The result is in first-seen order of the keys.
+///
+/// Most calls sum a handful of rows (a key's old and new versions), so equal rows are found by
+/// a linear search until there are more than [`LINEAR_CONSOLIDATION`], then through a hash map.
 pub fn consolidate<K: std::hash::Hash + Eq + Clone>(
     rows: impl IntoIterator<Item = (K, i64)>,
 ) -> Vec<(K, i64)> {
-    let mut order = Vec::new();
-    let mut sums: HashMap<K, i64> = HashMap::new();
+    let mut sums: Vec<(K, i64)> = Vec::new();
+    let mut index: Option<HashMap<K, usize>> = None;
     for (key, weight) in rows {
-        match sums.get_mut(&key) {
-            Some(sum) => *sum += weight,
+        let at = match &index {
+            Some(index) => index.get(&key).copied(),
+            None => sums.iter().position(|(k, _)| *k == key),
+        };
+        match at {
+            Some(at) => sums[at].1 += weight,
             None => {
-                order.push(key.clone());
-                sums.insert(key, weight);
+                if let Some(index) = &mut index {
+                    index.insert(key.clone(), sums.len());
+                }
+                sums.push((key, weight));
+                if index.is_none() && sums.len() > LINEAR_CONSOLIDATION {
+                    index = Some(
+                        sums.iter()
+                            .enumerate()
+                            .map(|(i, (k, _))| (k.clone(), i))
+                            .collect(),
+                    );
+                }
             }
         }
     }
-    order
-        .into_iter()
-        .filter_map(|key| {
-            let weight = sums[&key];
-            (weight != 0).then_some((key, weight))
-        })
-        .collect()
+    sums.retain(|(_, weight)| *weight != 0);
+    sums
 }
 
-/// Wraps an array in an `Arc`.
-pub fn array(a: impl Array + 'static) -> ArrayRef {
-    Arc::new(a)
-}
+/// Up to this many distinct rows, [`consolidate`] searches linearly.
+const LINEAR_CONSOLIDATION: usize = 16;
 
 #[cfg(test)]
 pub mod pretty {

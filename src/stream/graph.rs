@@ -70,6 +70,11 @@ impl Graph {
         inputs
     }
 
+    /// Whether changes of relation `input` enter this dataflow.
+    pub fn reads(&self, input: u32) -> bool {
+        self.leaves.iter().any(|(id, _)| *id == input)
+    }
+
     /// Feeds changes of relation `input` in; returns the changes that reach the root's output.
     pub fn push(&mut self, input: u32, changes: &ChangeBatch) -> Result<Vec<ChangeBatch>> {
         let mut root_out = Vec::new();

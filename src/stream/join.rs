@@ -19,6 +19,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::JoinType;
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::change::rows_of;
 use super::project::evaluate;
 use super::state::{Reader, StateScope, put_i64};
 use super::{ChangeBatch, Operator, Result, StreamError};
@@ -231,19 +232,7 @@ impl JoinOp {
         if self.emits_pairs() {
             fill(1, &mut columns, right);
         }
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    Ok(cast(&c, f.data_type())?)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let options = RecordBatchOptions::new().with_row_count(Some(n));
-        let rows = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        let rows = rows_of(self.schema.clone(), columns, n)?;
         Ok(ChangeBatch::new(rows, Int64Array::from(weights)))
     }
 

@@ -58,14 +58,6 @@ impl MaterializeOp {
         })
     }
 
-    fn storage_key(&self, key: &[u8]) -> Vec<u8> {
-        let prefix = self.table.def().key_prefix();
-        let mut out = Vec::with_capacity(prefix.len() + key.len());
-        out.extend_from_slice(&prefix);
-        out.extend_from_slice(key);
-        out
-    }
-
     /// Keyed: the net change of each key is the removal of its old row and the insertion of
     /// its new one.
     fn barrier_keyed(&mut self) -> Vec<(Box<[u8]>, i64)> {
@@ -85,7 +77,7 @@ impl MaterializeOp {
                     new_value = Some(value.clone());
                 }
             }
-            let storage_key = self.storage_key(&key);
+            let storage_key = self.table.row_key(&key);
             self.staged
                 .push((storage_key, new_value.map(|v| v.into_vec())));
             emitted.extend(net);
@@ -103,7 +95,7 @@ impl MaterializeOp {
                 net.push((key, changes[0].0.clone(), total));
             }
         }
-        let keys: Vec<Vec<u8>> = net.iter().map(|(k, _, _)| self.storage_key(k)).collect();
+        let keys: Vec<Vec<u8>> = net.iter().map(|(k, _, _)| self.table.row_key(k)).collect();
         let stored = self.store.multi_get(&keys)?;
         let mut emitted = Vec::with_capacity(net.len());
         for ((storage_key, old), (_, value, weight)) in keys.into_iter().zip(stored).zip(net) {

@@ -237,17 +237,7 @@ impl Planner<'_> {
                     )?);
                 }
                 let schema = Arc::new(aggregate.schema.as_arrow().clone());
-                let node = self.graph.len();
-                let op = AggregateOp::new(schema, groups, calls, self.scope(node)?)?;
-                let node = self.graph.add(Box::new(op));
-                self.graph.connect(child, node, 0);
-                Ok((
-                    node,
-                    Props {
-                        key: Some((0..group_count).collect()),
-                        append_only: false,
-                    },
-                ))
+                self.aggregate(child, schema, groups, calls)
             }
             LogicalPlan::Distinct(Distinct::All(input)) => {
                 let (child, _) = self.plan(input)?;
@@ -257,23 +247,13 @@ impl Planner<'_> {
                     .iter()
                     .map(|c| self.compile(&Expr::Column(c.clone()), schema))
                     .collect::<Result<Vec<_>>>()?;
-                let width = groups.len();
-                let node = self.graph.len();
-                let op = AggregateOp::new(
+                // DISTINCT is a GROUP BY of every column without aggregates.
+                self.aggregate(
+                    child,
                     Arc::new(schema.as_arrow().clone()),
                     groups,
                     Vec::new(),
-                    self.scope(node)?,
-                )?;
-                let node = self.graph.add(Box::new(op));
-                self.graph.connect(child, node, 0);
-                Ok((
-                    node,
-                    Props {
-                        key: Some((0..width).collect()),
-                        append_only: false,
-                    },
-                ))
+                )
             }
             LogicalPlan::Distinct(Distinct::On(_)) => Err(not_supported("DISTINCT ON")),
             LogicalPlan::Sort(sort) => match sort.fetch {
@@ -396,6 +376,28 @@ impl Planner<'_> {
             LogicalPlan::Unnest(_) => Err(not_supported("UNNEST")),
             other => Err(not_supported(format!("{} in a query", other.display()))),
         }
+    }
+
+    /// An aggregate over `child`, grouped by `groups`: its rows are keyed by the group columns.
+    fn aggregate(
+        &mut self,
+        child: usize,
+        schema: SchemaRef,
+        groups: Vec<Arc<dyn PhysicalExpr>>,
+        calls: Vec<AggCall>,
+    ) -> Result<(usize, Props)> {
+        let width = groups.len();
+        let node = self.graph.len();
+        let op = AggregateOp::new(schema, groups, calls, self.scope(node)?)?;
+        let node = self.graph.add(Box::new(op));
+        self.graph.connect(child, node, 0);
+        Ok((
+            node,
+            Props {
+                key: Some((0..width).collect()),
+                append_only: false,
+            },
+        ))
     }
 
     fn top_n(

@@ -34,18 +34,7 @@ impl Operator for ProjectOp {
         let columns = self
             .exprs
             .iter()
-            .zip(self.schema.fields())
-            .map(|(expr, field)| {
-                let column = evaluate(expr, changes.rows())?;
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    Ok(datafusion::arrow::compute::cast(
-                        &column,
-                        field.data_type(),
-                    )?)
-                }
-            })
+            .map(|expr| evaluate(expr, changes.rows()))
             .collect::<Result<Vec<_>>>()?;
         out.push(changes.with_columns(self.schema.clone(), columns)?);
         Ok(())

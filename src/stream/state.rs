@@ -62,11 +62,6 @@ impl StateScope {
             })?;
         Ok(empty)
     }
-
-    /// Length of `prefix + tag`: what to strip from a key to get its parts back.
-    pub fn header_len(&self) -> usize {
-        self.prefix.len() + 1
-    }
 }
 
 /// Appends `value` as 8 bytes, big-endian.
@@ -113,20 +108,6 @@ impl<'a> Reader<'a> {
     /// The next 8-byte float.
     pub fn f64(&mut self) -> super::Result<f64> {
         Ok(f64::from_bits(self.i64()? as u64))
-    }
-
-    /// A length-prefixed byte string.
-    pub fn bytes(&mut self) -> super::Result<&'a [u8]> {
-        let len = self.i64()?;
-        self.take(
-            usize::try_from(len)
-                .map_err(|_| super::StreamError::Corrupt(format!("negative length {len}")))?,
-        )
-    }
-
-    /// The bytes not read yet.
-    pub fn rest(&self) -> &'a [u8] {
-        self.bytes
     }
 }
 

@@ -1,6 +1,5 @@
 //! UNION ALL: the changes of every input, as rows of one schema. Stateless.
 
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::{ChangeBatch, Operator, Result};
@@ -26,19 +25,8 @@ impl Operator for UnionOp {
         changes: ChangeBatch,
         out: &mut Vec<ChangeBatch>,
     ) -> Result<()> {
-        let columns = changes
-            .rows()
-            .columns()
-            .iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c.clone())
-                } else {
-                    Ok(cast(c, f.data_type())?)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // Inputs are planned to the union's types; `with_columns` casts what differs.
+        let columns = changes.rows().columns().to_vec();
         out.push(changes.with_columns(self.schema.clone(), columns)?);
         Ok(())
     }

@@ -63,11 +63,6 @@ impl ChangeLog {
         }
     }
 
-    /// The sequence number of the last entry handed out (0 when none was).
-    pub fn last_seq(&self) -> u64 {
-        self.next_seq.load(Ordering::SeqCst).saturating_sub(1)
-    }
-
     /// The last entry published: FLUSH waits for the views to apply up to here.
     pub fn published_seq(&self) -> u64 {
         self.published.load(Ordering::SeqCst)
@@ -216,7 +211,7 @@ mod tests {
         let entries = log.append(&mut batch, 7, vec![b"old".to_vec()], inserted.clone());
         store.write(batch).unwrap();
         assert_eq!(entries.len(), 2);
-        assert_eq!(log.last_seq(), 2);
+        assert_eq!(entries[1].seq, 2);
         let read = read_after(&store, 0).unwrap();
         assert_eq!(read.len(), 2);
         assert_eq!(read[0].deleted, vec![b"old".to_vec()]);

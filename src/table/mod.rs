@@ -17,6 +17,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::Expr;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use codec::RowCodec;
 
 use crate::error::{Error, Result};
+use crate::storage::{Snapshot, Store};
 
 /// Name of the hidden row-id column of tables without a primary key.
 pub const ROW_ID_COLUMN: &str = "_augur_row_id";
@@ -67,6 +69,12 @@ impl TableDef {
     /// True when the primary key is the hidden row id.
     pub fn has_row_id(&self) -> bool {
         self.columns.last().is_some_and(|c| c.hidden)
+    }
+
+    /// The columns unique in every row users see: the primary key, unless it is the hidden row
+    /// id or rows are counted. An empty key means at most one row.
+    pub fn unique_key(&self) -> Option<&[usize]> {
+        (!self.has_row_id() && !self.counted).then_some(self.primary_key.as_slice())
     }
 
     /// The key range of this table's rows.
@@ -206,6 +214,70 @@ impl Table {
         let mut key = b"mrowid/".to_vec();
         key.extend_from_slice(&table_id.to_be_bytes());
         key
+    }
+}
+
+impl Table {
+    /// The storage key of the row whose encoded key is `key`.
+    pub fn row_key(&self, key: &[u8]) -> Vec<u8> {
+        let prefix = self.def.key_prefix();
+        let mut out = Vec::with_capacity(prefix.len() + key.len());
+        out.extend_from_slice(&prefix);
+        out.extend_from_slice(key);
+        out
+    }
+
+    /// Reads every stored row in key order — from `snapshot`, or from one snapshot of `store`
+    /// taken now — and hands them to `f` in batches of up to `batch_size` whole rows, with each
+    /// row's multiplicity (always 1 unless the table is counted). `f` returns `false` to stop.
+    pub fn read_batches(
+        &self,
+        store: &Store,
+        snapshot: Option<&Snapshot>,
+        batch_size: usize,
+        mut f: impl FnMut(RecordBatch, Vec<i64>) -> Result<bool>,
+    ) -> Result<()> {
+        let counted = self.def.counted;
+        let mut data: Vec<u8> = Vec::new();
+        let mut ends: Vec<usize> = Vec::with_capacity(batch_size);
+        let mut counts: Vec<i64> = Vec::with_capacity(batch_size);
+        let mut flush =
+            |data: &mut Vec<u8>, ends: &mut Vec<usize>, counts: &mut Vec<i64>| -> Result<bool> {
+                let mut start = 0;
+                let values = ends.iter().map(|&end| {
+                    let value = &data[start..end];
+                    start = end;
+                    value
+                });
+                let rows = self.codec.decode_values(values)?;
+                data.clear();
+                ends.clear();
+                f(rows, std::mem::take(counts))
+            };
+        let mut open = true;
+        let visit = |_: &[u8], value: &[u8]| -> Result<bool> {
+            let (row, count) = if counted {
+                split_count(value)?
+            } else {
+                (value, 1)
+            };
+            data.extend_from_slice(row);
+            ends.push(data.len());
+            counts.push(count);
+            if ends.len() >= batch_size {
+                open = flush(&mut data, &mut ends, &mut counts)?;
+            }
+            Ok(open)
+        };
+        let prefix = self.def.key_prefix();
+        match snapshot {
+            Some(snapshot) => snapshot.scan_prefix::<Error>(&prefix, visit)?,
+            None => store.scan_prefix::<Error>(&prefix, visit)?,
+        }
+        if open && !ends.is_empty() {
+            flush(&mut data, &mut ends, &mut counts)?;
+        }
+        Ok(())
     }
 }
 

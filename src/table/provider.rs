@@ -314,53 +314,15 @@ fn scan_table(
     batch_size: usize,
     tx: &tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
 ) -> crate::Result<()> {
-    let counted = table.def().counted;
-    let mut data: Vec<u8> = Vec::new();
-    let mut ends: Vec<usize> = Vec::with_capacity(batch_size);
-    // Multiplicities of the rows of a counted table, by position in the batch.
-    let mut counts: Vec<i64> = Vec::new();
-    let flush =
-        |data: &mut Vec<u8>, ends: &mut Vec<usize>, counts: &mut Vec<i64>| -> crate::Result<bool> {
-            let mut start = 0;
-            let values = ends.iter().map(|&end| {
-                let value = &data[start..end];
-                start = end;
-                value
-            });
-            let mut full = table.codec().decode_values(values)?;
-            if counts.iter().any(|&c| c != 1) {
-                full = repeat_rows(&full, counts)?;
-            }
-            let batch = TablePartition::shape(table, out, full)?;
-            data.clear();
-            ends.clear();
-            counts.clear();
-            Ok(tx.blocking_send(Ok(batch)).is_ok())
-        };
-    let mut open = true;
-    let visit = |_: &[u8], value: &[u8]| -> crate::Result<bool> {
-        if counted {
-            let (row, count) = super::split_count(value)?;
-            data.extend_from_slice(row);
-            counts.push(count);
+    table.read_batches(store, snapshot, batch_size, |full, counts| {
+        let full = if counts.iter().any(|&c| c != 1) {
+            repeat_rows(&full, &counts)?
         } else {
-            data.extend_from_slice(value);
-        }
-        ends.push(data.len());
-        if ends.len() >= batch_size {
-            open = flush(&mut data, &mut ends, &mut counts)?;
-        }
-        Ok(open)
-    };
-    let prefix = table.def().key_prefix();
-    match snapshot {
-        Some(snapshot) => snapshot.scan_prefix::<Error>(&prefix, visit)?,
-        None => store.scan_prefix::<Error>(&prefix, visit)?,
-    }
-    if open && !ends.is_empty() {
-        flush(&mut data, &mut ends, &mut counts)?;
-    }
-    Ok(())
+            full
+        };
+        let batch = TablePartition::shape(table, out, full)?;
+        Ok(tx.blocking_send(Ok(batch)).is_ok())
+    })
 }
 
 /// Each row of `batch` as often as `counts` says.

@@ -42,15 +42,7 @@ pub fn key_for_values(table: &Table, values: &[ScalarValue]) -> Result<Option<Ve
         columns.push(value.to_array_of_size(1)?);
     }
     let keys = table.codec().encode_keys(&columns)?;
-    Ok(Some(storage_key(table, keys.row(0).as_ref())))
-}
-
-fn storage_key(table: &Table, key: &[u8]) -> Vec<u8> {
-    let prefix = table.def().key_prefix();
-    let mut out = Vec::with_capacity(prefix.len() + key.len());
-    out.extend_from_slice(&prefix);
-    out.extend_from_slice(key);
-    out
+    Ok(Some(table.row_key(keys.row(0).as_ref())))
 }
 
 impl Table {
@@ -178,7 +170,7 @@ impl<'a> TableChanges<'a> {
         let keys = codec.encode_keys(&codec.key_columns(rows))?;
         Ok(keys
             .iter()
-            .map(|k| storage_key(self.table, k.as_ref()))
+            .map(|k| self.table.row_key(k.as_ref()))
             .collect())
     }
 

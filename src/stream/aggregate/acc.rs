@@ -223,11 +223,6 @@ impl AggCall {
         &self.text
     }
 
-    /// Whether this call keeps a multiset of values per group.
-    pub fn keeps_values(&self) -> bool {
-        self.strategy == Strategy::Multiset
-    }
-
     /// A fresh state.
     pub fn empty(&self) -> Acc {
         match self.strategy {

@@ -14,8 +14,8 @@ use super::{
 };
 use crate::storage::{Store, WriteBatch};
 use crate::stream::{ChangeBatch, Result, StreamError};
+use crate::table::Table;
 use crate::table::changelog::{self, LOG_TAG, LoggedChange};
-use crate::table::{Table, split_count};
 
 /// The state of the dataflow thread.
 pub(super) struct Worker {
@@ -201,7 +201,7 @@ impl Worker {
         let ids: Vec<u32> = self.sources.keys().copied().collect();
         let mut more = false;
         for id in ids {
-            let read = self.views.values().any(|v| v.graph.inputs().contains(&id));
+            let read = self.views.values().any(|v| v.graph.reads(id));
             let Some(run) = self.sources.get_mut(&id) else {
                 continue;
             };
@@ -258,11 +258,7 @@ impl Worker {
             }
             self.applied_seq = entry.seq;
             self.pending = true;
-            if !self
-                .views
-                .values()
-                .any(|v| v.graph.inputs().contains(&entry.table))
-            {
+            if !self.views.values().any(|v| v.graph.reads(entry.table)) {
                 continue;
             }
             let table = (self.lookup)(entry.table).ok_or_else(|| {
@@ -290,7 +286,7 @@ impl Worker {
         let readers: Vec<u32> = self
             .views
             .range(after.saturating_add(1)..)
-            .filter(|(_, v)| v.graph.inputs().contains(&input))
+            .filter(|(_, v)| v.graph.reads(input))
             .map(|(id, _)| *id)
             .collect();
         for id in readers {
@@ -436,35 +432,9 @@ fn backfill(
     table: &Table,
     mut apply: impl FnMut(ChangeBatch) -> Result<()>,
 ) -> Result<()> {
-    let counted = table.def().counted;
-    let mut values: Vec<Vec<u8>> = Vec::with_capacity(BACKFILL_BATCH);
-    let mut weights: Vec<i64> = Vec::with_capacity(BACKFILL_BATCH);
-    let mut flush = |values: &mut Vec<Vec<u8>>, weights: &mut Vec<i64>| -> Result<()> {
-        if values.is_empty() {
-            return Ok(());
-        }
-        let rows = table
-            .codec()
-            .decode_values(values.iter().map(Vec::as_slice))
-            .map_err(|e| StreamError::Internal(e.to_string()))?;
-        let changes = ChangeBatch::new(rows, Int64Array::from(std::mem::take(weights)));
-        values.clear();
-        apply(changes)
-    };
-    store.scan_prefix::<StreamError>(&table.def().key_prefix(), |_, value| {
-        if counted {
-            let (row, count) =
-                split_count(value).map_err(|e| StreamError::Corrupt(e.to_string()))?;
-            values.push(row.to_vec());
-            weights.push(count);
-        } else {
-            values.push(value.to_vec());
-            weights.push(1);
-        }
-        if values.len() >= BACKFILL_BATCH {
-            flush(&mut values, &mut weights)?;
-        }
+    table.read_batches(store, None, BACKFILL_BATCH, |rows, counts| {
+        apply(ChangeBatch::new(rows, Int64Array::from(counts)))?;
         Ok(true)
     })?;
-    flush(&mut values, &mut weights)
+    Ok(())
 }

@@ -1,0 +1,67 @@
+//! What the benchmarks share: a release `augur` on a free port with its own data directory, and
+//! a tokio-postgres connection. Each benchmark uses part of it.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+/// A running server, killed when dropped.
+pub struct Augur {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Drop for Augur {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Augur {
+    /// Starts the server with `args` added to its command line and waits until it accepts
+    /// connections.
+    pub fn start(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_augur"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .env("AUGUR_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start augur");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "augur did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Augur { child, dir, port }
+    }
+
+    /// Its connection string.
+    pub fn conn_str(&self) -> String {
+        format!("host=127.0.0.1 port={} user=augur dbname=augur", self.port)
+    }
+}
+
+/// Connects with tokio-postgres; the connection runs on the current runtime.
+pub async fn connect(conn: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(conn, NoTls).await.expect("connect");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
