@@ -2,7 +2,9 @@
 #
 # - libclang (RocksDB's Rust bindings run bindgen) from Debian's packages;
 # - a cache of the compiled RocksDB outside the clone, so that a fresh clone does not compile
-#   RocksDB's C++ again (it is most of a clean build).
+#   RocksDB's C++ again (it is most of a clean build);
+# - ONNX Runtime's library, from the `onnxruntime` package on PyPI, in ./.venv (where Augur
+#   looks for it).
 
 set -euo pipefail
 
@@ -48,5 +50,19 @@ cache_rocksdb() {
       cp "$out/$lib" "$ROCKSDB_CACHE/$lib.tmp.$$"
       mv "$ROCKSDB_CACHE/$lib.tmp.$$" "$ROCKSDB_CACHE/$lib"
     done
+  fi
+}
+
+# ONNX Runtime for CREATE MODEL and PREDICT: the `onnxruntime` Python package ships the library
+# (onnxruntime/capi/libonnxruntime.so.*); Augur finds it in ./.venv.
+ONNXRUNTIME_VERSION=1.31.1
+install_onnxruntime() {
+  if [ ! -x "$AUGUR_ROOT/.venv/bin/python" ]; then
+    python3 -m venv "$AUGUR_ROOT/.venv"
+  fi
+  if ! "$AUGUR_ROOT/.venv/bin/python" -c "import onnxruntime" 2>/dev/null; then
+    echo "==> installing onnxruntime $ONNXRUNTIME_VERSION into .venv" >&2
+    "$AUGUR_ROOT/.venv/bin/pip" install --quiet --disable-pip-version-check \
+      "onnxruntime==$ONNXRUNTIME_VERSION"
   fi
 }

@@ -7,8 +7,9 @@ cd "$AUGUR_ROOT"
 # psql and openssl drive the psql and TLS tests.
 apt_install postgresql-client openssl
 
-# Python client libraries, in a project-local virtual environment.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import psycopg, sqlalchemy, pandas" 2>/dev/null; then
+# ONNX Runtime for the model tests, and the Python client libraries, in ./.venv.
+install_onnxruntime
+if ! .venv/bin/python -c "import psycopg, sqlalchemy, pandas" 2>/dev/null; then
   echo "==> installing Python client libraries into .venv" >&2
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt

@@ -46,6 +46,17 @@ pub struct Config {
     #[arg(long, env = "AUGUR_EPOCH_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub epoch_ms: u64,
 
+    /// ONNX Runtime's shared library (`libonnxruntime.so.*`), or a directory holding it. Without
+    /// it, `ORT_DYLIB_PATH`, then a `.venv` (with the `onnxruntime` package) in the working
+    /// directory or next to the executable.
+    #[arg(long, env = "AUGUR_ONNXRUNTIME")]
+    pub onnxruntime: Option<PathBuf>,
+
+    /// Threads ONNX Runtime uses within one model run. Runs of concurrent queries go on in
+    /// parallel besides, each in its own session.
+    #[arg(long, env = "AUGUR_ONNX_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub onnx_threads: u16,
+
     /// Log filter, in `tracing`'s EnvFilter syntax (e.g. `info`, `augur=debug`).
     #[arg(long, env = "AUGUR_LOG", default_value = "info")]
     pub log: String,
@@ -63,6 +74,8 @@ impl Config {
             tls_key: None,
             no_fsync: false,
             epoch_ms: 100,
+            onnxruntime: None,
+            onnx_threads: 1,
             log: "info".into(),
         }
     }

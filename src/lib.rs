@@ -10,7 +10,7 @@
 //! Each module is one layer; dependencies point one way, from the wire down to storage:
 //!
 //! ```text
-//! server (pgwire only) → session (statement dispatch) → sql · catalog · stream · source · table → storage
+//! server (pgwire only) → session (statement dispatch) → sql · catalog · model · stream · source · table → storage
 //! ```
 //!
 //! - [`server`]: the PostgreSQL wire protocol (pgwire): startup and authentication, the simple and
@@ -25,6 +25,9 @@
 //! - [`stream`]: incremental dataflow: change batches (rows with weights ±1), one operator per
 //!   file (filter, project, aggregate, join, union, top-n, materialize), the planner from
 //!   DataFusion's logical plan, and the runtime that commits every view in epochs.
+//! - [`model`]: ONNX models stored in RocksDB and run by ONNX Runtime (loaded at run time from
+//!   the `onnxruntime` Python package's library) inside SQL: `PREDICT`, `PREDICT_LABEL`,
+//!   `PREDICT_PROBA`, one run per Arrow batch.
 //! - [`source`]: rows from outside, addressed by position so they can be replayed (`datagen`).
 //! - [`table`]: durable tables: row encoding with Arrow's row format, the DataFusion
 //!   `TableProvider` that scans them (an equality filter on the whole primary key becomes a point
@@ -51,6 +54,7 @@
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod model;
 pub mod server;
 pub mod session;
 pub mod source;

@@ -276,6 +276,14 @@ impl Catalog {
             .collect()
     }
 
+    /// The views that call model `name` directly.
+    pub fn model_dependents(&self, name: &str) -> Vec<Arc<View>> {
+        self.views()
+            .into_iter()
+            .filter(|v| v.def().models.iter().any(|m| m == name))
+            .collect()
+    }
+
     /// The table, or the storage of the materialized view, with id `id`.
     pub fn relation_by_id(&self, id: u32) -> Option<Arc<Table>> {
         if let Some(table) = self.read_tables().values().find(|t| t.def().id == id) {

@@ -4,6 +4,9 @@
 //!   from (the last committed one, the same for every view) and when that epoch was committed.
 //! - `source_stats`: per source and per table, the rows ingested so far, and the rows dropped as
 //!   late or rejected as malformed.
+//! - `models`: every model with its version, kind, inputs and outputs, file size and SHA-256,
+//!   and how many rows it scored, in how many runs, how many failed and the last failure (since
+//!   the server started).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +21,7 @@ use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::Result as DfResult;
 
 use super::Catalog;
+use crate::model::Models;
 
 /// Name of the schema.
 pub const SYSTEM_SCHEMA: &str = "augur_catalog";
@@ -28,6 +32,7 @@ pub type EpochProbe = Arc<dyn Fn() -> (u64, i64) + Send + Sync>;
 /// The `augur_catalog` schema.
 pub struct SystemSchema {
     catalog: Arc<Catalog>,
+    models: Arc<Models>,
     epoch: EpochProbe,
 }
 
@@ -37,12 +42,94 @@ impl std::fmt::Debug for SystemSchema {
     }
 }
 
-const TABLES: &[&str] = &["views", "source_stats"];
+const TABLES: &[&str] = &["views", "source_stats", "models"];
 
 impl SystemSchema {
     /// System views over `catalog`; `epoch` tells the last committed epoch.
-    pub fn new(catalog: Arc<Catalog>, epoch: EpochProbe) -> Self {
-        Self { catalog, epoch }
+    pub fn new(catalog: Arc<Catalog>, models: Arc<Models>, epoch: EpochProbe) -> Self {
+        Self {
+            catalog,
+            models,
+            epoch,
+        }
+    }
+
+    fn models(&self) -> DfResult<RecordBatch> {
+        let models = self.models.all();
+        let text = |f: &dyn Fn(&crate::model::Model) -> Option<String>| -> ArrayRef {
+            Arc::new(StringArray::from_iter(models.iter().map(|m| f(m))))
+        };
+        let count = |f: &dyn Fn(&crate::model::Stats) -> u64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(
+                models.iter().map(|m| f(&m.stats) as i64),
+            ))
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("version", DataType::Int64, false),
+            Field::new("kind", DataType::Utf8, true),
+            Field::new("inputs", DataType::Utf8, true),
+            Field::new("outputs", DataType::Utf8, true),
+            Field::new("size_bytes", DataType::Int64, false),
+            Field::new("sha256", DataType::Utf8, false),
+            Field::new("path", DataType::Utf8, false),
+            Field::new(
+                "created_at",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+                false,
+            ),
+            Field::new("rows_scored", DataType::Int64, false),
+            Field::new("runs", DataType::Int64, false),
+            Field::new("errors", DataType::Int64, false),
+            Field::new("last_error", DataType::Utf8, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            text(&|m| Some(m.def.name.clone())),
+            Arc::new(Int64Array::from_iter_values(
+                models.iter().map(|m| i64::from(m.def.version)),
+            )),
+            text(&|m| match &m.loaded {
+                Ok(loaded) => Some(match &loaded.signature.task {
+                    Ok(task) => task.describe(),
+                    Err(_) => "unusable".into(),
+                }),
+                Err(_) => Some("not loaded".into()),
+            }),
+            text(&|m| {
+                m.loaded
+                    .as_ref()
+                    .ok()
+                    .map(|l| l.signature.input_text.join(", "))
+            }),
+            text(&|m| {
+                m.loaded
+                    .as_ref()
+                    .ok()
+                    .map(|l| l.signature.output_text.join(", "))
+            }),
+            Arc::new(Int64Array::from_iter_values(
+                models.iter().map(|m| m.def.size as i64),
+            )),
+            text(&|m| Some(m.def.sha256.clone())),
+            text(&|m| Some(m.def.path.clone())),
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(
+                    models.iter().map(|m| m.def.created_ms),
+                )
+                .with_timezone("+00:00"),
+            ),
+            count(&|s| s.rows.load(Ordering::Relaxed)),
+            count(&|s| s.runs.load(Ordering::Relaxed)),
+            count(&|s| s.errors.load(Ordering::Relaxed)),
+            text(&|m| {
+                m.stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            }),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
     }
 
     fn views(&self) -> DfResult<RecordBatch> {
@@ -141,6 +228,7 @@ impl SchemaProvider for SystemSchema {
         let batch = match name {
             "views" => self.views()?,
             "source_stats" => self.source_stats()?,
+            "models" => self.models()?,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(MemTable::try_new(

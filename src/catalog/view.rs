@@ -28,6 +28,9 @@ pub struct ViewDef {
     pub key: Option<Vec<usize>>,
     /// Ids of the tables and views the query reads.
     pub depends_on: Vec<u32>,
+    /// Names of the models the query calls.
+    #[serde(default)]
+    pub models: Vec<String>,
     /// When the view was created (ms since 1970).
     pub created_ms: i64,
 }

@@ -14,6 +14,7 @@ use crate::catalog::Catalog;
 use crate::catalog::schema::{AugurSchema, CATALOG_NAME, SCHEMA_NAME};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::model::{Models, OnnxConfig};
 use crate::sql::SqlParser;
 use crate::storage::Store;
 use crate::stream::runtime::Runtime;
@@ -37,6 +38,8 @@ pub struct Database {
     changelog: Arc<ChangeLog>,
     /// The dataflow keeping materialized views up to date.
     runtime: Runtime,
+    /// The models PREDICT runs.
+    models: Arc<Models>,
 }
 
 impl std::fmt::Debug for Database {
@@ -59,7 +62,14 @@ impl Database {
         })?;
         let store = Store::open(&config.data_dir, !config.no_fsync)?;
         let catalog = Arc::new(Catalog::load(store.clone())?);
-        let ctx = new_context(AugurSchema::new(catalog.clone()))?;
+        let models = Arc::new(Models::load(
+            store.clone(),
+            OnnxConfig {
+                library: config.onnxruntime.clone(),
+                threads: usize::from(config.onnx_threads),
+            },
+        )?);
+        let ctx = new_context(AugurSchema::new(catalog.clone()), &models)?;
         datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
             .map_err(|e| Error::from(*e))?;
         crate::catalog::pg_functions::register(&ctx);
@@ -75,7 +85,7 @@ impl Database {
                 )),
             )?;
         }
-        let dml_ctx = new_context(AugurSchema::with_hidden(catalog.clone()))?;
+        let dml_ctx = new_context(AugurSchema::with_hidden(catalog.clone()), &models)?;
         let parser = SqlParser::new();
         let sources = super::sources::recover(&catalog)?;
         let flows = super::views::recover(&store, &catalog, &ctx, &parser).await?;
@@ -97,6 +107,7 @@ impl Database {
         let progress = runtime.progress().clone();
         let system = crate::catalog::system::SystemSchema::new(
             catalog.clone(),
+            models.clone(),
             Arc::new(move || {
                 use std::sync::atomic::Ordering;
                 (
@@ -115,6 +126,7 @@ impl Database {
             write_lock: tokio::sync::Mutex::new(()),
             changelog,
             runtime,
+            models,
         }))
     }
 
@@ -140,6 +152,11 @@ impl Database {
         self.catalog
             .has_dependents(table_id)
             .then_some(self.changelog.as_ref())
+    }
+
+    /// The models.
+    pub fn models(&self) -> &Arc<Models> {
+        &self.models
     }
 
     /// The RocksDB store.
@@ -173,7 +190,7 @@ impl Database {
     }
 }
 
-fn new_context(schema: AugurSchema) -> Result<SessionContext> {
+fn new_context(schema: AugurSchema, models: &Arc<Models>) -> Result<SessionContext> {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
         .with_information_schema(true)
@@ -195,5 +212,6 @@ fn new_context(schema: AugurSchema) -> Result<SessionContext> {
             ))))
         }),
     ));
+    crate::model::functions::register(&ctx, models);
     Ok(ctx)
 }

@@ -89,8 +89,8 @@ impl WritePlan {
     }
 
     /// Parameter types, by position.
-    pub fn param_types(&self) -> Result<Vec<DataType>> {
-        super::param_types(&self.input)
+    pub fn param_types(&self, models: &crate::model::Models) -> Result<Vec<DataType>> {
+        super::param_types(&self.input, models)
     }
 
     /// Runs the statement.

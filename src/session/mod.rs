@@ -9,6 +9,7 @@ pub mod copy;
 mod database;
 mod dml;
 mod lookup;
+mod models;
 mod sources;
 mod utility;
 pub mod vars;
@@ -207,6 +208,13 @@ impl<'a> Session<'a> {
                         .await
                 }
                 Stmt::ShowSources => self.show_sources(),
+                Stmt::CreateModel(create) => self.create_model(create).await,
+                Stmt::DropModel {
+                    names,
+                    if_exists,
+                    cascade,
+                } => self.drop_models(names, *if_exists, *cascade).await,
+                Stmt::ShowModels => self.show_models(),
             },
         }
     }
@@ -253,7 +261,8 @@ pub async fn prepare(db: &Database, stmt: Stmt) -> Result<Prepared> {
     let statement = match &stmt {
         Stmt::Sql(statement) => statement.as_ref(),
         other => {
-            let schema = matches!(other, Stmt::ShowSources).then(views::show_views_schema);
+            let schema = matches!(other, Stmt::ShowSources | Stmt::ShowModels)
+                .then(views::show_views_schema);
             return Ok(Prepared(Arc::new(PreparedInner {
                 statement: stmt,
                 plan: Plan::Utility,
@@ -277,7 +286,7 @@ pub async fn prepare(db: &Database, stmt: Stmt) -> Result<Prepared> {
                 .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
                 .await?;
             let schema = Arc::new(plan.schema().as_arrow().clone());
-            let types = param_types(&plan)?;
+            let types = param_types(&plan, db.models())?;
             let plan = pg_text_casts(db, plan)?;
             let plan = match lookup::PointLookup::from_plan(&plan) {
                 Some(lookup) => Plan::Lookup(lookup),
@@ -288,7 +297,7 @@ pub async fn prepare(db: &Database, stmt: Stmt) -> Result<Prepared> {
         Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
             let write = dml::WritePlan::new(db, statement).await?;
             let schema = write.returning_schema();
-            let types = write.param_types()?;
+            let types = write.param_types(db.models())?;
             (Plan::Write(write), schema, types)
         }
         Statement::ShowVariable { variable } => {
@@ -409,8 +418,9 @@ pub(crate) fn rows_output(schema: SchemaRef, batches: Vec<RecordBatch>, tag: Str
 }
 
 /// Parameter types of a plan, by position (`$1` first). A parameter DataFusion leaves untyped
-/// takes the type it is cast to (`$1::BIGINT`), as in PostgreSQL.
-fn param_types(plan: &LogicalPlan) -> Result<Vec<DataType>> {
+/// takes the type it is cast to (`$1::BIGINT`), as in PostgreSQL, or the type of the model
+/// input it is passed to (`PREDICT('m', $1)`).
+fn param_types(plan: &LogicalPlan, models: &crate::model::Models) -> Result<Vec<DataType>> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::{Cast, Expr};
 
@@ -430,9 +440,10 @@ fn param_types(plan: &LogicalPlan) -> Result<Vec<DataType>> {
             })
         })
     })?;
+    let model_inputs = crate::model::functions::placeholder_types(plan, models);
     for (id, ty) in types.iter_mut() {
         if ty.is_none() {
-            *ty = casts.get(id).cloned();
+            *ty = casts.get(id).or_else(|| model_inputs.get(id)).cloned();
         }
     }
     let mut out: Vec<DataType> = Vec::new();

@@ -252,6 +252,7 @@ impl Session<'_> {
                 columns,
                 key: None,
                 depends_on,
+                models: crate::model::functions::models_used(&plan),
                 created_ms,
             };
             catalog.create_plain_view(View::plain(def, plan))?;
@@ -274,6 +275,7 @@ impl Session<'_> {
             columns,
             key: planned.key.clone(),
             depends_on,
+            models: crate::model::functions::models_used(&plan),
             created_ms,
         };
         let view = View::materialized(def.clone())?;
@@ -393,35 +395,56 @@ impl Session<'_> {
                 }
             }
         }
-        // Everything that depends on the targets, transitively.
-        let target_ids: BTreeSet<u32> = targets.iter().map(|(id, _)| *id).collect();
-        let mut doomed = target_ids.clone();
+        let seeds = targets
+            .iter()
+            .map(|(id, name)| (*id, relation_noun_named(&catalog, name)))
+            .collect();
+        let first = targets.first().map(|(_, n)| n.clone()).unwrap_or_default();
+        self.drop_with_dependents(noun, &first, seeds, Vec::new(), cascade)
+            .await?;
+        for (id, name) in &targets {
+            if catalog.table(name).is_some_and(|t| t.def().id == *id) {
+                catalog.drop_table(name)?;
+            }
+        }
+        Ok(Output::Command(tag.into()))
+    }
+
+    /// Drops the views that depend on relations `seeds` (id, described) or that are listed in
+    /// `direct` (a view and what it depends on, described), and everything depending on those,
+    /// newest first; refuses (2BP01, naming each) unless `cascade`. The relations themselves
+    /// (sources included) are dropped when they are views or sources; tables are left to the
+    /// caller.
+    pub(super) async fn drop_with_dependents(
+        &mut self,
+        noun: &str,
+        first: &str,
+        seeds: Vec<(u32, String)>,
+        direct: Vec<(Arc<View>, String)>,
+        cascade: bool,
+    ) -> Result<()> {
+        let catalog = self.db.catalog().clone();
+        let mut doomed: BTreeSet<u32> = seeds.iter().map(|(id, _)| *id).collect();
         let mut dependents: Vec<(Arc<View>, String)> = Vec::new();
-        let mut frontier: Vec<(u32, String)> = targets.clone();
-        while let Some((id, name)) = frontier.pop() {
+        let mut frontier: Vec<(u32, String)> = seeds;
+        for (view, on) in direct {
+            if doomed.insert(view.def().id) {
+                frontier.push((view.def().id, view_noun(&view)));
+                dependents.push((view, on));
+            }
+        }
+        while let Some((id, described)) = frontier.pop() {
             for view in catalog.dependents(id) {
                 if doomed.insert(view.def().id) {
-                    frontier.push((view.def().id, view.name().to_string()));
-                    dependents.push((view, name.clone()));
+                    frontier.push((view.def().id, view_noun(&view)));
+                    dependents.push((view, described.clone()));
                 }
             }
         }
         if !dependents.is_empty() && !cascade {
-            let (_, first) = &targets[0];
             let detail = dependents
                 .iter()
-                .map(|(v, on)| {
-                    format!(
-                        "{} {} depends on {}",
-                        if v.def().materialized {
-                            "materialized view"
-                        } else {
-                            "view"
-                        },
-                        v.name(),
-                        relation_noun_named(&catalog, on)
-                    )
-                })
+                .map(|(v, on)| format!("{} depends on {on}", view_noun(v)))
                 .collect::<Vec<_>>()
                 .join("\n");
             return Err(Error::DependentObjects {
@@ -430,18 +453,7 @@ impl Session<'_> {
             });
         }
         for (view, _) in &dependents {
-            self.notice(
-                "00000",
-                format!(
-                    "drop cascades to {} {}",
-                    if view.def().materialized {
-                        "materialized view"
-                    } else {
-                        "view"
-                    },
-                    view.name()
-                ),
-            );
+            self.notice("00000", format!("drop cascades to {}", view_noun(view)));
         }
         // Newest first: a view is always newer than what it reads.
         let mut order: Vec<u32> = doomed.into_iter().collect();
@@ -469,11 +481,18 @@ impl Session<'_> {
                     .drop_source(id, vec![Catalog::source_entry_key(id)])
                     .await?;
                 catalog.remove_source(&source.def.name);
-            } else if let Some((_, name)) = targets.iter().find(|(t, _)| *t == id) {
-                catalog.drop_table(name)?;
             }
         }
-        Ok(Output::Command(tag.into()))
+        Ok(())
+    }
+}
+
+/// "materialized view v" or "view v".
+pub(super) fn view_noun(view: &View) -> String {
+    if view.def().materialized {
+        format!("materialized view {}", view.name())
+    } else {
+        format!("view {}", view.name())
     }
 }
 

@@ -40,6 +40,32 @@ pub enum Stmt {
     },
     /// `SHOW SOURCES`.
     ShowSources,
+    /// `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name FROM 'file.onnx'`.
+    CreateModel(CreateModel),
+    /// `DROP MODEL [IF EXISTS] name, ... [CASCADE]`.
+    DropModel {
+        /// Models to drop.
+        names: Vec<String>,
+        /// IF EXISTS.
+        if_exists: bool,
+        /// CASCADE: drop the views that use them too.
+        cascade: bool,
+    },
+    /// `SHOW MODELS`.
+    ShowModels,
+}
+
+/// `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name FROM 'path'`.
+#[derive(Debug, Clone)]
+pub struct CreateModel {
+    /// The model's name.
+    pub name: String,
+    /// The ONNX file, on the server; relative to its working directory.
+    pub path: String,
+    /// OR REPLACE: a new version of an existing model.
+    pub or_replace: bool,
+    /// IF NOT EXISTS.
+    pub if_not_exists: bool,
 }
 
 /// `CREATE SOURCE [IF NOT EXISTS] name (columns) WITH (options) [FORMAT ... ENCODE ...]`.
@@ -63,6 +89,9 @@ impl std::fmt::Display for Stmt {
             Stmt::CreateSource(create) => write!(f, "CREATE SOURCE {}", create.name),
             Stmt::DropSource { names, .. } => write!(f, "DROP SOURCE {}", names.join(", ")),
             Stmt::ShowSources => write!(f, "SHOW SOURCES"),
+            Stmt::CreateModel(create) => write!(f, "CREATE MODEL {}", create.name),
+            Stmt::DropModel { names, .. } => write!(f, "DROP MODEL {}", names.join(", ")),
+            Stmt::ShowModels => write!(f, "SHOW MODELS"),
         }
     }
 }
@@ -126,7 +155,7 @@ impl SqlParser {
             if parser.peek_token() == Token::EOF {
                 break;
             }
-            let words: Vec<String> = (0..2)
+            let words: Vec<String> = (0..4)
                 .map(|n| match parser.peek_nth_token(n).token {
                     Token::Word(w) => w.value.to_ascii_lowercase(),
                     _ => String::new(),
@@ -148,8 +177,12 @@ impl SqlParser {
                 own = true;
                 parser.next_token();
                 parser.next_token();
-                match parse_drop_source(&mut parser) {
-                    Ok(stmt) => stmts.push(stmt),
+                match parse_drop_names(&mut parser) {
+                    Ok((names, if_exists, cascade)) => stmts.push(Stmt::DropSource {
+                        names,
+                        if_exists,
+                        cascade,
+                    }),
                     Err(e) => return Some(Err(e)),
                 }
             } else if word(0, "show") && word(1, "sources") {
@@ -157,6 +190,35 @@ impl SqlParser {
                 parser.next_token();
                 parser.next_token();
                 stmts.push(Stmt::ShowSources);
+            } else if word(0, "create")
+                && (word(1, "model") || (word(1, "or") && word(2, "replace") && word(3, "model")))
+            {
+                own = true;
+                let or_replace = word(1, "or");
+                for _ in 0..if or_replace { 4 } else { 2 } {
+                    parser.next_token();
+                }
+                match parse_create_model(&mut parser, or_replace) {
+                    Ok(create) => stmts.push(Stmt::CreateModel(create)),
+                    Err(e) => return Some(Err(e)),
+                }
+            } else if word(0, "drop") && word(1, "model") {
+                own = true;
+                parser.next_token();
+                parser.next_token();
+                match parse_drop_names(&mut parser) {
+                    Ok((names, if_exists, cascade)) => stmts.push(Stmt::DropModel {
+                        names,
+                        if_exists,
+                        cascade,
+                    }),
+                    Err(e) => return Some(Err(e)),
+                }
+            } else if word(0, "show") && word(1, "models") {
+                own = true;
+                parser.next_token();
+                parser.next_token();
+                stmts.push(Stmt::ShowModels);
             } else {
                 let statement = parser.parse_statement().ok()?;
                 // Standard statements go through the usual path, rewrites included.
@@ -225,8 +287,8 @@ impl SqlParser {
     }
 }
 
-/// Augur's statements that sqlparser reads as something else: `SHOW SOURCES` parses as
-/// showing a setting called `sources`.
+/// Augur's statements that sqlparser reads as something else: `SHOW SOURCES` and `SHOW MODELS`
+/// parse as showing a setting called `sources` or `models`.
 fn own_statement(statement: Statement) -> Stmt {
     match &statement {
         Statement::ShowVariable { variable }
@@ -234,8 +296,41 @@ fn own_statement(statement: Statement) -> Stmt {
         {
             Stmt::ShowSources
         }
+        Statement::ShowVariable { variable }
+            if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("models") =>
+        {
+            Stmt::ShowModels
+        }
         _ => Stmt::Sql(Box::new(statement)),
     }
+}
+
+fn parse_create_model(parser: &mut Parser<'_>, or_replace: bool) -> Result<CreateModel> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    if or_replace && if_not_exists {
+        return Err(Error::Syntax(
+            "syntax error: OR REPLACE and IF NOT EXISTS cannot both be given".into(),
+        ));
+    }
+    let name = table_name(&parser.parse_object_name(false)?)?;
+    parser.expect_keyword(Keyword::FROM)?;
+    let path = match parser.next_token().token {
+        Token::SingleQuotedString(path) => path,
+        other => {
+            return Err(Error::Syntax(format!(
+                "syntax error at or near \"{other}\": CREATE MODEL {name} FROM takes the model \
+                 file's path as a quoted string"
+            )));
+        }
+    };
+    Ok(CreateModel {
+        name,
+        path,
+        or_replace,
+        if_not_exists,
+    })
 }
 
 fn parse_create_source(parser: &mut Parser<'_>) -> Result<CreateSource> {
@@ -309,7 +404,8 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<CreateSource> {
     })
 }
 
-fn parse_drop_source(parser: &mut Parser<'_>) -> Result<Stmt> {
+/// `[IF EXISTS] name, ... [CASCADE | RESTRICT]` of a DROP.
+fn parse_drop_names(parser: &mut Parser<'_>) -> Result<(Vec<String>, bool, bool)> {
     use datafusion::sql::sqlparser::tokenizer::Token;
 
     let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
@@ -321,11 +417,7 @@ fn parse_drop_source(parser: &mut Parser<'_>) -> Result<Stmt> {
     if !cascade {
         let _ = parser.parse_keyword(Keyword::RESTRICT);
     }
-    Ok(Stmt::DropSource {
-        names,
-        if_exists,
-        cascade,
-    })
+    Ok((names, if_exists, cascade))
 }
 
 /// An identifier as PostgreSQL resolves it: unquoted names fold to lower case.

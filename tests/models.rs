@@ -1,0 +1,487 @@
+//! Models end to end: CREATE MODEL from the ONNX files in `tests/models/`, PREDICT,
+//! PREDICT_LABEL and PREDICT_PROBA checked against what ONNX Runtime computed in Python
+//! (`tests/models/expected.json`, written by `tests/models/train.py`) within 1e-5, in ad-hoc
+//! queries, with parameters, over point lookups and in materialized views; errors and their
+//! SQLSTATEs; models after a restart without their files.
+
+mod common;
+
+use common::TestServer;
+use serde_json::Value;
+use tokio_postgres::Client;
+
+const TOLERANCE: f64 = 1e-5;
+
+fn expected() -> Value {
+    let text = std::fs::read_to_string("tests/models/expected.json").expect("expected.json");
+    serde_json::from_str(&text).expect("expected.json parses")
+}
+
+fn floats(value: &Value) -> Vec<f64> {
+    value
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|v| v.as_f64().expect("a number"))
+        .collect()
+}
+
+fn close(actual: f64, expected: f64) -> bool {
+    (actual - expected).abs() <= TOLERANCE * expected.abs().max(1.0)
+}
+
+fn assert_close(actual: &[f64], expected: &[f64], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(close(*a, *e), "{what}[{i}]: {a} vs {e}");
+    }
+}
+
+/// A table `features` of the rows the expected outputs are for: id, a, b, c, d, country.
+async fn load_rows(client: &Client, expected: &Value) {
+    client
+        .batch_execute(
+            "CREATE TABLE features (id BIGINT PRIMARY KEY, a DOUBLE PRECISION, \
+             b DOUBLE PRECISION, c DOUBLE PRECISION, d DOUBLE PRECISION, country TEXT)",
+        )
+        .await
+        .unwrap();
+    let countries = expected["mixed"]["country"].as_array().unwrap();
+    let insert = client
+        .prepare("INSERT INTO features VALUES ($1, $2, $3, $4, $5, $6)")
+        .await
+        .unwrap();
+    for (i, row) in expected["rows"].as_array().unwrap().iter().enumerate() {
+        let row = floats(row);
+        let country = countries[i].as_str().unwrap();
+        client
+            .execute(
+                &insert,
+                &[&(i as i64), &row[0], &row[1], &row[2], &row[3], &country],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn create_models(client: &Client) {
+    for name in [
+        "logreg",
+        "logreg_tensor",
+        "forest",
+        "forest_tensor",
+        "gbc",
+        "gbc_tensor",
+        "pipeline",
+        "gbr",
+        "tiers",
+        "mixed",
+        "lookup",
+    ] {
+        client
+            .batch_execute(&format!(
+                "CREATE MODEL {name} FROM 'tests/models/{name}.onnx'"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE MODEL {name}: {e:?}"));
+    }
+}
+
+fn sqlstate(error: &tokio_postgres::Error) -> String {
+    error
+        .code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {error}"))
+}
+
+async fn error_of(client: &Client, sql: &str) -> (String, String) {
+    let error = client
+        .batch_execute(sql)
+        .await
+        .expect_err(&format!("{sql} should fail"));
+    let message = error
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    (sqlstate(&error), message)
+}
+
+#[tokio::test]
+async fn every_kind_of_model_scores_as_onnx_runtime_does() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    let expected = expected();
+    load_rows(&client, &expected).await;
+    create_models(&client).await;
+
+    let binary = [
+        "logreg",
+        "logreg_tensor",
+        "forest",
+        "forest_tensor",
+        "gbc",
+        "gbc_tensor",
+        "pipeline",
+    ];
+    for model in binary {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT PREDICT('{model}', a, b, c, d), PREDICT_LABEL('{model}', a, b, c, d), \
+                     PREDICT_PROBA('{model}', a, b, c, d) FROM features ORDER BY id"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let proba: Vec<Vec<f64>> = expected[model]["proba"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(floats)
+            .collect();
+        let labels: Vec<i64> = expected[model]["label"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(rows.len(), proba.len(), "{model}");
+        let scores: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+        let positive: Vec<f64> = proba.iter().map(|p| p[1]).collect();
+        assert_close(&scores, &positive, &format!("PREDICT {model}"));
+        let got_labels: Vec<i64> = rows.iter().map(|r| r.get(1)).collect();
+        assert_eq!(got_labels, labels, "PREDICT_LABEL {model}");
+        for (i, row) in rows.iter().enumerate() {
+            let got: Vec<f64> = row.get(2);
+            assert_close(&got, &proba[i], &format!("PREDICT_PROBA {model} row {i}"));
+        }
+    }
+
+    // A regressor over three of the features.
+    let rows = client
+        .query(
+            "SELECT PREDICT('gbr', b, c, d) FROM features ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let values: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_close(&values, &floats(&expected["gbr"]["value"]), "gbr");
+
+    // Three classes with text labels: labels, and probabilities in the classes' order.
+    let rows = client
+        .query(
+            "SELECT PREDICT_LABEL('tiers', a, b, c, d), PREDICT_PROBA('tiers', a, b, c, d) \
+             FROM features ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        let label: String = row.get(0);
+        assert_eq!(label, expected["tiers"]["label"][i].as_str().unwrap());
+        let proba: Vec<f64> = row.get(1);
+        assert_close(&proba, &floats(&expected["tiers"]["proba"][i]), "tiers");
+    }
+
+    // Several inputs: a float, an integer (cast from double precision) and a text column.
+    let rows = client
+        .query(
+            "SELECT PREDICT('mixed', a, b, country), PREDICT_LABEL('mixed', a, b::bigint, country) \
+             FROM features ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        let score: f64 = row.get(0);
+        let p = floats(&expected["mixed"]["proba"][i]);
+        assert!(close(score, p[1]), "mixed row {i}: {score} vs {}", p[1]);
+        let label: i64 = row.get(1);
+        assert_eq!(label, expected["mixed"]["label"][i].as_i64().unwrap());
+    }
+
+    // Integer and boolean arguments are cast to the input's type; a NULL gives NULL.
+    let row = client
+        .query_one(
+            "SELECT PREDICT('lookup', 2), PREDICT('lookup', 7.0), PREDICT('lookup', true), \
+             PREDICT('lookup', NULL)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let lookup = floats(&expected["lookup"]["value"]);
+    assert!(close(row.get(0), lookup[0]));
+    assert!(close(row.get(1), lookup[1]));
+    assert!(close(row.get(2), 1.5));
+    assert_eq!(row.get::<_, Option<f64>>(3), None);
+
+    // What ran is counted.
+    let row = client
+        .query_one(
+            "SELECT version, kind, inputs, rows_scored > 0, errors FROM augur_catalog.models \
+             WHERE name = 'gbc'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    assert_eq!(row.get::<_, String>(1), "binary classifier");
+    assert_eq!(row.get::<_, String>(2), "features real[?,4]");
+    assert!(row.get::<_, bool>(3));
+    assert_eq!(row.get::<_, i64>(4), 0);
+}
+
+#[tokio::test]
+async fn parameters_point_lookups_and_concurrent_clients() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    let expected = expected();
+    load_rows(&client, &expected).await;
+    create_models(&client).await;
+    let proba = |i: usize| floats(&expected["gbc"]["proba"][i])[1];
+
+    // Features as parameters: typed by the model's input.
+    let statement = client
+        .prepare("SELECT PREDICT('gbc', $1, $2, $3, $4)")
+        .await
+        .unwrap();
+    for i in [0usize, 7, 49] {
+        let r = floats(&expected["rows"][i]);
+        let row = client
+            .query_one(&statement, &[&r[0], &r[1], &r[2], &r[3]])
+            .await
+            .unwrap();
+        assert!(close(row.get(0), proba(i)), "row {i}");
+    }
+    let none: Option<f64> = None;
+    let row = client
+        .query_one(&statement, &[&1.0f64, &none, &3.0f64, &4.0f64])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<f64>>(0), None);
+
+    // Over a point lookup of the features.
+    let lookup = client
+        .prepare("SELECT PREDICT('gbc', f.a, f.b, f.c, f.d) FROM features f WHERE id = $1")
+        .await
+        .unwrap();
+    for i in [3i64, 11, 42] {
+        let row = client.query_one(&lookup, &[&i]).await.unwrap();
+        assert!(close(row.get(0), proba(i as usize)), "id {i}");
+    }
+    assert!(client.query(&lookup, &[&1000i64]).await.unwrap().is_empty());
+
+    // Several clients at once, each scoring whole batches and single rows.
+    let mut tasks = Vec::new();
+    for t in 0..6 {
+        let client = server.connect().await;
+        let expected = expected.clone();
+        tasks.push(tokio::spawn(async move {
+            let lookup = client
+                .prepare("SELECT PREDICT('gbc', f.a, f.b, f.c, f.d) FROM features f WHERE id = $1")
+                .await
+                .unwrap();
+            for n in 0..30i64 {
+                let id = (n * 7 + t) % 50;
+                let row = client.query_one(&lookup, &[&id]).await.unwrap();
+                let want = floats(&expected["gbc"]["proba"][id as usize])[1];
+                assert!(close(row.get(0), want));
+                let all = client
+                    .query_one(
+                        "SELECT sum(PREDICT('forest_tensor', a, b, c, d)) FROM features",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                let want: f64 = expected["forest_tensor"]["proba"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| floats(p)[1])
+                    .sum();
+                assert!(close(all.get(0), want));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn mistakes_get_clear_errors_with_sqlstates() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    create_models(&client).await;
+    client
+        .batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY, x DOUBLE PRECISION, s TEXT)")
+        .await
+        .unwrap();
+    for (sql, code, says) in [
+        (
+            "SELECT PREDICT('nope', 1.0)",
+            "42704",
+            "model \"nope\" does not exist",
+        ),
+        (
+            "SELECT PREDICT('gbc', 1, 2, 3)",
+            "42883",
+            "takes 4 arguments (features real[4]); 3 given",
+        ),
+        (
+            "SELECT PREDICT('gbc', 1, 2, 3, 'x')",
+            "42883",
+            "argument 5 is text",
+        ),
+        ("SELECT PREDICT('mixed', 1, 2, 3)", "42883", "country text"),
+        (
+            "SELECT PREDICT_LABEL('gbr', 1, 2, 3)",
+            "42883",
+            "is a regressor",
+        ),
+        (
+            "SELECT PREDICT_PROBA('gbr', 1, 2, 3)",
+            "42883",
+            "is a regressor",
+        ),
+        (
+            "SELECT PREDICT('tiers', 1, 2, 3, 4)",
+            "42883",
+            "PREDICT_LABEL('tiers', ...)",
+        ),
+        (
+            "SELECT PREDICT(s, 1.0) FROM t",
+            "42804",
+            "model's name, as a text literal",
+        ),
+        (
+            "CREATE MODEL gbc FROM 'tests/models/gbc.onnx'",
+            "42710",
+            "already exists",
+        ),
+        (
+            "CREATE MODEL m FROM 'tests/models/no_such.onnx'",
+            "58P01",
+            "could not open model file",
+        ),
+        (
+            "CREATE MODEL m FROM 'tests/models/expected.json'",
+            "22023",
+            "not a model ONNX Runtime can run",
+        ),
+        ("CREATE MODEL m FROM tests", "42601", "quoted string"),
+        ("DROP MODEL nope", "42704", "model \"nope\" does not exist"),
+        (
+            "SELECT PREDICT('lookup', 12.0)",
+            "38000",
+            "model \"lookup\" failed",
+        ),
+    ] {
+        let (state, message) = error_of(&client, sql).await;
+        assert_eq!(state, code, "{sql}: {message}");
+        assert!(message.contains(says), "{sql}: {message}");
+    }
+    // IF EXISTS / IF NOT EXISTS, and the failure above is counted.
+    client
+        .batch_execute(
+            "DROP MODEL IF EXISTS nope; CREATE MODEL IF NOT EXISTS gbc FROM 'tests/models/x.onnx'",
+        )
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT errors, last_error FROM augur_catalog.models WHERE name = 'lookup'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    assert!(
+        row.get::<_, String>(1).contains("out of"),
+        "{:?}",
+        row.get::<_, String>(1)
+    );
+    // The server is still there.
+    client
+        .batch_execute("SELECT PREDICT('gbr', 1, 2, 3)")
+        .await
+        .unwrap();
+}
+
+async fn score(client: &Client, r: &[f64]) -> f64 {
+    client
+        .query_one(
+            "SELECT PREDICT('fraud', $1, $2, $3, $4)",
+            &[&r[0], &r[1], &r[2], &r[3]],
+        )
+        .await
+        .unwrap()
+        .get::<_, f64>(0)
+}
+
+#[tokio::test]
+async fn models_are_stored_versioned_and_survive_restarts_without_their_files() {
+    let mut server = TestServer::start();
+    let client = server.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    std::fs::copy("tests/models/logreg_tensor.onnx", &path).unwrap();
+    client
+        .batch_execute(&format!("CREATE MODEL fraud FROM '{}'", path.display()))
+        .await
+        .unwrap();
+    let expected = expected();
+    let r = floats(&expected["rows"][5]);
+    assert!(close(
+        score(&client, &r).await,
+        floats(&expected["logreg_tensor"]["proba"][5])[1]
+    ));
+
+    // A new version from another file.
+    std::fs::copy("tests/models/forest_tensor.onnx", &path).unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE OR REPLACE MODEL fraud FROM '{}'",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    let forest = floats(&expected["forest_tensor"]["proba"][5])[1];
+    assert!(close(score(&client, &r).await, forest));
+    let bytes = std::fs::read(&path).unwrap();
+    drop(client);
+    drop(dir);
+
+    // The file is gone; the model is in the database.
+    server.restart();
+    let client = server.connect().await;
+    assert!(close(score(&client, &r).await, forest));
+    let row = client
+        .query_one(
+            "SELECT version, sha256, size_bytes FROM augur_catalog.models WHERE name = 'fraud'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2);
+    assert_eq!(row.get::<_, String>(1), augur::model::sha256_hex(&bytes));
+    assert_eq!(row.get::<_, i64>(2), bytes.len() as i64);
+    let names: Vec<String> = client
+        .simple_query("SHOW MODELS")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, vec!["fraud".to_string()]);
+    client.batch_execute("DROP MODEL fraud").await.unwrap();
+    server.restart();
+    let client = server.connect().await;
+    let (state, _) = error_of(&client, "SELECT PREDICT('fraud', 1, 2, 3, 4)").await;
+    assert_eq!(state, "42704");
+}
