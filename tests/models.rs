@@ -485,3 +485,237 @@ async fn models_are_stored_versioned_and_survive_restarts_without_their_files() 
     let (state, _) = error_of(&client, "SELECT PREDICT('fraud', 1, 2, 3, 4)").await;
     assert_eq!(state, "42704");
 }
+
+async fn scores_of(client: &Client, sql: &str) -> Vec<(i64, Option<f64>)> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn same_scores(view: &[(i64, Option<f64>)], batch: &[(i64, Option<f64>)]) -> bool {
+    view.len() == batch.len()
+        && view.iter().zip(batch).all(|(v, b)| {
+            v.0 == b.0
+                && match (v.1, b.1) {
+                    (Some(x), Some(y)) => close(x, y),
+                    (x, y) => x == y,
+                }
+        })
+}
+
+/// `risky` (an aggregate over scores) agrees with `scored` (the scores).
+async fn consistent(client: &Client) {
+    let risky = client
+        .query_one("SELECT n, total FROM risky", &[])
+        .await
+        .unwrap();
+    let direct = client
+        .query_one(
+            "SELECT count(*), sum(score) FROM scored WHERE score > 0.5",
+            &[],
+        )
+        .await
+        .unwrap();
+    let n: i64 = risky.get(0);
+    assert_eq!(n, direct.get::<_, i64>(0));
+    if n > 0 {
+        assert!(close(risky.get(1), direct.get(1)));
+    }
+}
+
+#[tokio::test]
+async fn views_keep_scores_current_and_take_back_exactly_what_they_gave() {
+    let mut server = TestServer::start();
+    let client = server.connect().await;
+    let expected = expected();
+    load_rows(&client, &expected).await;
+    client
+        .batch_execute(
+            "CREATE MODEL fraud FROM 'tests/models/logreg_tensor.onnx';
+             CREATE MATERIALIZED VIEW scored AS
+               SELECT id, PREDICT('fraud', a, b, c, d) AS score FROM features;
+             CREATE MATERIALIZED VIEW risky AS
+               SELECT count(*) AS n, sum(s) AS total
+               FROM (SELECT id, PREDICT('fraud', a, b, c, d) AS s FROM features) x
+               WHERE s > 0.5;
+             FLUSH",
+        )
+        .await
+        .unwrap();
+    let batch_query = "SELECT id, PREDICT('fraud', a, b, c, d) FROM features ORDER BY id";
+    let view_query = "SELECT id, score FROM scored ORDER BY id";
+    let logreg = |i: usize| floats(&expected["logreg_tensor"]["proba"][i])[1];
+    let view = scores_of(&client, view_query).await;
+    assert_eq!(view.len(), 50);
+    for (id, score) in &view {
+        assert!(close(score.unwrap(), logreg(*id as usize)), "id {id}");
+    }
+    // The aggregate over the scores agrees with the scored rows.
+    consistent(&client).await;
+
+    // An update retracts the old score and emits the new one; a delete takes it back.
+    let r1 = floats(&expected["rows"][1]);
+    client
+        .batch_execute(&format!(
+            "UPDATE features SET a = {}, b = {}, c = {}, d = {} WHERE id = 0",
+            r1[0], r1[1], r1[2], r1[3]
+        ))
+        .await
+        .unwrap();
+    client
+        .batch_execute("DELETE FROM features WHERE id = 2; FLUSH")
+        .await
+        .unwrap();
+    let view = scores_of(&client, view_query).await;
+    assert!(same_scores(&view, &scores_of(&client, batch_query).await));
+    assert_eq!(view.len(), 49);
+    assert!(close(view[0].1.unwrap(), logreg(1)));
+    consistent(&client).await;
+
+    // A new version: new rows get its scores, rows scored before keep theirs until they
+    // change, and taking one of those back takes back the score it was given.
+    client
+        .batch_execute("CREATE OR REPLACE MODEL fraud FROM 'tests/models/forest_tensor.onnx'")
+        .await
+        .unwrap();
+    let forest = |i: usize| floats(&expected["forest_tensor"]["proba"][i])[1];
+    let r3 = floats(&expected["rows"][3]);
+    client
+        .batch_execute(&format!(
+            "UPDATE features SET a = {}, b = {}, c = {}, d = {} WHERE id = 5",
+            r3[0], r3[1], r3[2], r3[3]
+        ))
+        .await
+        .unwrap();
+    client.batch_execute("FLUSH").await.unwrap();
+    let view = scores_of(&client, view_query).await;
+    let score = |id: i64| view.iter().find(|(i, _)| *i == id).unwrap().1.unwrap();
+    assert!(close(score(5), forest(3)));
+    assert!(close(score(4), logreg(4)));
+    consistent(&client).await;
+
+    // What a view remembers survives a restart.
+    drop(client);
+    server.restart();
+    let client = server.connect().await;
+    client
+        .batch_execute("DELETE FROM features WHERE id IN (4, 6, 7); FLUSH")
+        .await
+        .unwrap();
+    assert_eq!(scores_of(&client, view_query).await.len(), 46);
+    consistent(&client).await;
+
+    // A version that takes or gives other types is refused while views use the model.
+    let (state, message) = error_of(
+        &client,
+        "CREATE OR REPLACE MODEL fraud FROM 'tests/models/gbr.onnx'",
+    )
+    .await;
+    assert_eq!(state, "2BP01", "{message}");
+    // Dropping the model is refused while views use it, and CASCADE drops them.
+    let (state, message) = error_of(&client, "DROP MODEL fraud").await;
+    assert_eq!(state, "2BP01", "{message}");
+    client
+        .batch_execute("DROP MODEL fraud CASCADE")
+        .await
+        .unwrap();
+    let (state, _) = error_of(&client, "SELECT * FROM scored").await;
+    assert_eq!(state, "42P01");
+}
+
+#[tokio::test]
+async fn a_failing_model_run_in_a_view_gives_null_and_is_counted() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE MODEL lookup FROM 'tests/models/lookup.onnx';
+             CREATE TABLE t (id BIGINT PRIMARY KEY, x DOUBLE PRECISION);
+             CREATE MATERIALIZED VIEW looked_up AS SELECT id, PREDICT('lookup', x) AS y FROM t;
+             INSERT INTO t VALUES (1, 1), (2, 12), (3, 3);
+             FLUSH",
+        )
+        .await
+        .unwrap();
+    let rows = scores_of(&client, "SELECT id, y FROM looked_up ORDER BY id").await;
+    assert_eq!(rows, vec![(1, Some(1.5)), (2, None), (3, Some(4.5))]);
+    let row = client
+        .query_one(
+            "SELECT errors, last_error FROM augur_catalog.views WHERE name = 'looked_up'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    assert!(row.get::<_, String>(1).contains("lookup"));
+    // The pipeline goes on.
+    client
+        .batch_execute("INSERT INTO t VALUES (4, 4); UPDATE t SET x = 2 WHERE id = 2; FLUSH")
+        .await
+        .unwrap();
+    let rows = scores_of(&client, "SELECT id, y FROM looked_up ORDER BY id").await;
+    assert_eq!(
+        rows,
+        vec![
+            (1, Some(1.5)),
+            (2, Some(3.0)),
+            (3, Some(4.5)),
+            (4, Some(6.0))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn model_calls_outside_the_select_list_need_rows_that_only_grow() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE MODEL gbr FROM 'tests/models/gbr.onnx';
+             CREATE TABLE t (id BIGINT PRIMARY KEY, b DOUBLE PRECISION, c DOUBLE PRECISION, \
+               d DOUBLE PRECISION);
+             CREATE SOURCE s (id BIGINT, b DOUBLE PRECISION, c DOUBLE PRECISION, \
+               d DOUBLE PRECISION) WITH (connector = 'datagen', datagen.rows = '2000', \
+               datagen.rows.per.second = '1000000', \
+               fields.id.kind = 'sequence', fields.b.min = '0', fields.b.max = '8', \
+               fields.c.min = '0', fields.c.max = '200', fields.d.min = '0', fields.d.max = '1000')",
+        )
+        .await
+        .unwrap();
+    // Over a table, rows change: a model call in WHERE or an aggregate is refused.
+    for sql in [
+        "CREATE MATERIALIZED VIEW v AS SELECT id FROM t WHERE PREDICT('gbr', b, c, d) > 100",
+        "CREATE MATERIALIZED VIEW v AS SELECT avg(PREDICT('gbr', b, c, d)) FROM t",
+    ] {
+        let (state, message) = error_of(&client, sql).await;
+        assert_eq!(state, "0A000", "{sql}: {message}");
+        assert!(message.contains("SELECT list of a subquery"), "{message}");
+    }
+    // Over a source, rows only grow: anywhere goes; the view equals its batch query.
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW high AS SELECT count(*) AS n, avg(PREDICT('gbr', b, c, d)) \
+               AS mean FROM s WHERE PREDICT('gbr', b, c, d) > 100;
+             FLUSH",
+        )
+        .await
+        .unwrap();
+    let view = client
+        .query_one("SELECT n, mean FROM high", &[])
+        .await
+        .unwrap();
+    let batch = client
+        .query_one(
+            "SELECT count(*), avg(PREDICT('gbr', b, c, d)) FROM s WHERE PREDICT('gbr', b, c, d) > 100",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(view.get::<_, i64>(0), batch.get::<_, i64>(0));
+    assert!(view.get::<_, i64>(0) > 0);
+    assert!(close(view.get(1), batch.get(1)));
+}

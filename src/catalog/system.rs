@@ -1,7 +1,8 @@
 //! `augur_catalog`: Augur's own system views, readable from any client.
 //!
-//! - `views`: every materialized view with its query, key, row count, and the epoch its rows are
-//!   from (the last committed one, the same for every view) and when that epoch was committed.
+//! - `views`: every materialized view with its query, key, row count, the epoch its rows are
+//!   from (the last committed one, the same for every view) and when that epoch was committed,
+//!   and how many rows got NULL because an expression failed on them (since the server started).
 //! - `source_stats`: per source and per table, the rows ingested so far, and the rows dropped as
 //!   late or rejected as malformed.
 //! - `models`: every model with its version, kind, inputs and outputs, file size and SHA-256,
@@ -160,6 +161,8 @@ impl SystemSchema {
                 DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
                 true,
             ),
+            Field::new("errors", DataType::Int64, false),
+            Field::new("last_error", DataType::Utf8, true),
         ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
@@ -177,6 +180,18 @@ impl SystemSchema {
                 TimestampMillisecondArray::from(vec![(at > 0).then_some(at); n])
                     .with_timezone("+00:00"),
             ),
+            Arc::new(Int64Array::from_iter_values(
+                views
+                    .iter()
+                    .map(|v| v.errors().rows.load(Ordering::Relaxed) as i64),
+            )),
+            Arc::new(StringArray::from_iter(views.iter().map(|v| {
+                v.errors()
+                    .last
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            }))),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }

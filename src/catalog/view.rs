@@ -8,6 +8,7 @@ use datafusion::logical_expr::LogicalPlan;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::stream::ExprErrors;
 use crate::table::{ColumnDef, Table, TableDef};
 
 /// The stored definition of a view.
@@ -80,6 +81,8 @@ pub struct View {
     plan: Option<LogicalPlan>,
     /// A materialized view's row count as of the last committed epoch.
     rows: Arc<AtomicI64>,
+    /// Rows whose expressions failed and got NULL.
+    errors: Arc<ExprErrors>,
 }
 
 impl View {
@@ -93,7 +96,19 @@ impl View {
             storage: Some(Arc::new(storage)),
             plan: None,
             rows: Arc::new(AtomicI64::new(0)),
+            errors: Arc::default(),
         })
+    }
+
+    /// The view, counting its failing rows in `errors` (which its dataflow was planned with).
+    pub fn with_errors(mut self, errors: Arc<ExprErrors>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// Rows of a materialized view whose expressions failed and got NULL.
+    pub fn errors(&self) -> &Arc<ExprErrors> {
+        &self.errors
     }
 
     /// A plain view over `plan`.
@@ -103,6 +118,7 @@ impl View {
             storage: None,
             plan: Some(plan),
             rows: Arc::new(AtomicI64::new(0)),
+            errors: Arc::default(),
         }
     }
 

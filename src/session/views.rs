@@ -23,11 +23,11 @@ use crate::error::{Error, Result};
 use crate::source::provider::SourceScan;
 use crate::sql::{SqlParser, normalize_ident, table_name};
 use crate::storage::Store;
-use crate::stream::StreamError;
 use crate::stream::materialize::MaterializeOp;
 use crate::stream::planner::{Input, Planned, plan_view};
 use crate::stream::runtime::ViewFlow;
 use crate::stream::state::StateScope;
+use crate::stream::{ExprErrors, StreamError};
 use crate::table::provider::TableScan;
 
 /// The schema of `SHOW [MATERIALIZED] VIEWS`.
@@ -85,10 +85,24 @@ async fn logical_plan(state: &SessionState, query: &Query) -> Result<LogicalPlan
     Ok(plan)
 }
 
-/// The dataflow of materialized view `def` (whose storage is `view`), root included.
-fn dataflow(state: &SessionState, store: &Store, plan: &LogicalPlan, id: u32) -> Result<Planned> {
+/// The dataflow of materialized view `id`, without its root; failing rows are counted in
+/// `errors`.
+fn dataflow(
+    state: &SessionState,
+    store: &Store,
+    plan: &LogicalPlan,
+    id: u32,
+    errors: Arc<ExprErrors>,
+) -> Result<Planned> {
     let optimized = state.optimize(plan)?;
-    Ok(plan_view(&optimized, state, store.clone(), id, &resolve)?)
+    Ok(plan_view(
+        &optimized,
+        state,
+        store.clone(),
+        id,
+        &resolve,
+        errors,
+    )?)
 }
 
 fn add_root(planned: &mut Planned, view: &View, store: &Store) -> Result<()> {
@@ -174,8 +188,8 @@ pub(super) async fn recover(
         let plan = logical_plan(&state, &query).await?;
         let names: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
         if def.materialized {
-            let mut planned = dataflow(&state, store, &plan, def.id)?;
             let view = View::materialized(def.clone())?;
+            let mut planned = dataflow(&state, store, &plan, def.id, view.errors().clone())?;
             add_root(&mut planned, &view, store)?;
             catalog.insert_view(view);
             flows.push(ViewFlow {
@@ -260,7 +274,8 @@ impl Session<'_> {
         }
         let id = catalog.reserve_id()?;
         let store = self.db.store();
-        let mut planned = dataflow(&state, store, &plan, id)?;
+        let errors = Arc::new(ExprErrors::default());
+        let mut planned = dataflow(&state, store, &plan, id, errors.clone())?;
         let columns = ViewDef::columns_of(&planned.schema, &names);
         // What the dataflow reads, and the plain views the query names on the way there.
         let mut depends_on = planned.graph.inputs();
@@ -278,7 +293,7 @@ impl Session<'_> {
             models: crate::model::functions::models_used(&plan),
             created_ms,
         };
-        let view = View::materialized(def.clone())?;
+        let view = View::materialized(def.clone())?.with_errors(errors);
         add_root(&mut planned, &view, store)?;
         let entry = Catalog::view_entry(&def)?;
         self.db
@@ -301,7 +316,7 @@ impl Session<'_> {
         let state = self.db.ctx().state();
         let plan = logical_plan(&state, &create.query).await?;
         // Planning touches no state: an id no view has is fine.
-        let mut planned = dataflow(&state, self.db.store(), &plan, u32::MAX)?;
+        let mut planned = dataflow(&state, self.db.store(), &plan, u32::MAX, Arc::default())?;
         let name = table_name(&create.name)?;
         let graph = std::mem::take(&mut planned.graph);
         let key = match &planned.key {

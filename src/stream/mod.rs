@@ -16,6 +16,7 @@ pub mod filter;
 pub mod graph;
 pub mod join;
 pub mod materialize;
+pub mod memo;
 pub mod planner;
 pub mod project;
 pub mod runtime;
@@ -28,6 +29,25 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
 pub use change::ChangeBatch;
+
+/// Rows of one view whose expressions failed and got NULL (a model run that failed, a division
+/// by zero), since the server started; shown in `augur_catalog.views`.
+#[derive(Debug, Default)]
+pub struct ExprErrors {
+    /// Rows that got NULL.
+    pub rows: std::sync::atomic::AtomicU64,
+    /// The last failure.
+    pub last: std::sync::Mutex<Option<String>>,
+}
+
+impl ExprErrors {
+    /// Counts `rows` rows that failed with `error`.
+    pub fn record(&self, rows: u64, error: String) {
+        self.rows
+            .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+}
 
 use crate::storage::{StorageError, WriteBatch};
 

@@ -24,11 +24,13 @@ use super::aggregate::{AggCall, AggKind, AggregateOp};
 use super::filter::FilterOp;
 use super::graph::{Graph, ScanOp};
 use super::join::JoinOp;
+use super::memo::MemoProjectOp;
 use super::project::ProjectOp;
 use super::state::StateScope;
 use super::topn::TopNOp;
 use super::union::UnionOp;
-use super::{Result, StreamError};
+use super::{ExprErrors, Operator, Result, StreamError};
+use crate::model::functions::{NAMES as MODEL_FUNCTIONS, calls_model};
 use crate::storage::Store;
 
 /// What the planner needs to know about a relation a view reads.
@@ -73,15 +75,18 @@ struct Planner<'a> {
     view: u32,
     resolve: Resolve<'a>,
     graph: Graph,
+    errors: Arc<ExprErrors>,
 }
 
-/// Plans the dataflow of view `view` from its optimised logical plan.
+/// Plans the dataflow of view `view` from its optimised logical plan; rows whose expressions
+/// fail are counted in `errors`.
 pub fn plan_view(
     plan: &LogicalPlan,
     state: &SessionState,
     store: Store,
     view: u32,
     resolve: Resolve<'_>,
+    errors: Arc<ExprErrors>,
 ) -> Result<Planned> {
     let mut planner = Planner {
         state,
@@ -89,6 +94,7 @@ pub fn plan_view(
         view,
         resolve,
         graph: Graph::default(),
+        errors,
     };
     let (_, props) = planner.plan(plan)?;
     Ok(Planned {
@@ -101,6 +107,23 @@ pub fn plan_view(
 
 fn not_supported(what: impl Into<String>) -> StreamError {
     StreamError::NotSupported(what.into())
+}
+
+/// Refuses model calls in `place` over rows that change. A model can be replaced while its
+/// scores are in a view; taking back a row must take back the score it was given, which only
+/// a projection remembers (see [`MemoProjectOp`]).
+fn no_model_calls<'e>(
+    exprs: impl IntoIterator<Item = &'e Expr>,
+    append_only: bool,
+    place: &str,
+) -> Result<()> {
+    if !append_only && exprs.into_iter().any(calls_model) {
+        return Err(not_supported(format!(
+            "PREDICT in {place} over rows that change (score the rows in the SELECT list of a \
+             subquery, and use its column)"
+        )));
+    }
+    Ok(())
 }
 
 impl Planner<'_> {
@@ -118,7 +141,11 @@ impl Planner<'_> {
                     Some("a subquery in an expression".to_string())
                 }
                 Expr::WindowFunction(_) => Some("window functions (OVER)".to_string()),
-                Expr::ScalarFunction(f) if e.is_volatile_node() => {
+                // Model calls are volatile to DataFusion (a model can be replaced between two
+                // runs of a plan) but give one row one score: views remember it.
+                Expr::ScalarFunction(f)
+                    if e.is_volatile_node() && !MODEL_FUNCTIONS.contains(&f.func.name()) =>
+                {
                     Some(format!("the volatile function {}()", f.func.name()))
                 }
                 _ => None,
@@ -203,12 +230,26 @@ impl Planner<'_> {
                 if identity {
                     return Ok((child, Props { key, ..props }));
                 }
-                let node = self.graph.add(Box::new(ProjectOp::new(exprs, schema)));
+                let node = self.graph.len();
+                let op: Box<dyn Operator> =
+                    if !props.append_only && projection.expr.iter().any(calls_model) {
+                        Box::new(MemoProjectOp::new(
+                            exprs,
+                            &Arc::new(input_schema.as_arrow().clone()),
+                            schema,
+                            self.scope(node)?,
+                            self.errors.clone(),
+                        )?)
+                    } else {
+                        Box::new(ProjectOp::new(exprs, schema, self.errors.clone()))
+                    };
+                let node = self.graph.add(op);
                 self.graph.connect(child, node, 0);
                 Ok((node, Props { key, ..props }))
             }
             LogicalPlan::Filter(filter) => {
                 let (child, props) = self.plan(&filter.input)?;
+                no_model_calls([&filter.predicate], props.append_only, "WHERE")?;
                 let predicate = self.compile(&filter.predicate, filter.input.schema())?;
                 let schema = Arc::new(filter.input.schema().as_arrow().clone());
                 let node = self.graph.add(Box::new(FilterOp::new(predicate, schema)));
@@ -217,6 +258,11 @@ impl Planner<'_> {
             }
             LogicalPlan::Aggregate(aggregate) => {
                 let (child, props) = self.plan(&aggregate.input)?;
+                no_model_calls(
+                    aggregate.group_expr.iter().chain(&aggregate.aggr_expr),
+                    props.append_only,
+                    "GROUP BY or an aggregate",
+                )?;
                 let input_schema = aggregate.input.schema();
                 let mut groups = Vec::new();
                 for expr in &aggregate.group_expr {
@@ -293,6 +339,11 @@ impl Planner<'_> {
                 }
                 let (left, left_props) = self.plan(&join.left)?;
                 let (right, right_props) = self.plan(&join.right)?;
+                no_model_calls(
+                    join.on.iter().flat_map(|(l, r)| [l, r]).chain(&join.filter),
+                    left_props.append_only && right_props.append_only,
+                    "a join condition",
+                )?;
                 let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
                 let mut on = Vec::new();
                 let mut key_types = Vec::new();
@@ -408,6 +459,7 @@ impl Planner<'_> {
         limit: usize,
     ) -> Result<(usize, Props)> {
         let (child, props) = self.plan(input)?;
+        no_model_calls(order.iter().map(|s| &s.expr), props.append_only, "ORDER BY")?;
         let order = order
             .iter()
             .map(|s| {

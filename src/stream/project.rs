@@ -8,19 +8,29 @@ use datafusion::arrow::compute::concat;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::{ChangeBatch, Operator, Result};
+use super::{ChangeBatch, ExprErrors, Operator, Result};
 
 /// The SELECT list.
 #[derive(Debug)]
 pub struct ProjectOp {
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
+    errors: Arc<ExprErrors>,
 }
 
 impl ProjectOp {
-    /// Computes `exprs` into columns of `schema`.
-    pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Self {
-        Self { exprs, schema }
+    /// Computes `exprs` into columns of `schema`; rows whose expressions fail get NULL and are
+    /// counted in `errors`.
+    pub fn new(
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+        errors: Arc<ExprErrors>,
+    ) -> Self {
+        Self {
+            exprs,
+            schema,
+            errors,
+        }
     }
 }
 
@@ -34,7 +44,7 @@ impl Operator for ProjectOp {
         let columns = self
             .exprs
             .iter()
-            .map(|expr| evaluate(expr, changes.rows()))
+            .map(|expr| evaluate_counted(expr, changes.rows(), &self.errors))
             .collect::<Result<Vec<_>>>()?;
         out.push(changes.with_columns(self.schema.clone(), columns)?);
         Ok(())
@@ -58,9 +68,18 @@ impl Operator for ProjectOp {
 /// Evaluates `expr` over every row of `batch`.
 ///
 /// A view must not stop because one row makes an expression fail (a division by zero, a cast
-/// of bad text): when the batch as a whole fails, rows are evaluated one by one and those that
-/// fail get NULL, as RisingWave does. The failure is logged.
+/// of bad text, a model run): when the batch as a whole fails, rows are evaluated one by one and
+/// those that fail get NULL, as RisingWave does. The failure is logged.
 pub fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    evaluate_counted(expr, batch, &ExprErrors::default())
+}
+
+/// [`evaluate`], counting the rows that got NULL in `errors`.
+pub fn evaluate_counted(
+    expr: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+    errors: &ExprErrors,
+) -> Result<ArrayRef> {
     match expr
         .evaluate(batch)
         .and_then(|v| v.into_array(batch.num_rows()))
@@ -81,6 +100,10 @@ pub fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<Arr
                 }
             }
             tracing::warn!(%expr, rows = failed, %error, "expression failed; rows get NULL");
+            if failed > 0 {
+                let error = crate::Error::from(error);
+                errors.record(failed as u64, error.to_string());
+            }
             if parts.is_empty() {
                 return Ok(new_null_array(&data_type, 0));
             }
@@ -114,7 +137,7 @@ mod tests {
             Arc::new(Column::new("c1", 1)),
         ));
         let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Int64, true)]));
-        let mut op = ProjectOp::new(vec![sum], schema);
+        let mut op = ProjectOp::new(vec![sum], schema, Arc::default());
         let mut out = Vec::new();
         op.process(0, input, &mut out).unwrap();
         assert_eq!(net(&out), vec!["+ 11", "- 22"]);
@@ -134,9 +157,13 @@ mod tests {
             Arc::new(Column::new("c0", 0)),
         ));
         let schema = Arc::new(Schema::new(vec![Field::new("q", DataType::Int64, true)]));
-        let mut op = ProjectOp::new(vec![div], schema);
+        let errors = Arc::new(ExprErrors::default());
+        let mut op = ProjectOp::new(vec![div], schema, errors.clone());
         let mut out = Vec::new();
         op.process(0, input, &mut out).unwrap();
         assert_eq!(net(&out), vec!["+ .", "- 2", "+ 4"]);
+        assert_eq!(errors.rows.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let last = errors.last.lock().unwrap().clone().unwrap();
+        assert!(last.contains("by zero"), "{last}");
     }
 }
