@@ -16,31 +16,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{Augur, connect};
-
-/// CPU seconds (user + sys) the process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields[11].parse().unwrap();
-    let stime: f64 = fields[12].parse().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc_sysconf_clk_tck() };
-    (utime + stime) / ticks
-}
-
-unsafe extern "C" {
-    fn sysconf(name: i32) -> i64;
-}
-
-/// `sysconf(_SC_CLK_TCK)`.
-unsafe fn libc_sysconf_clk_tck() -> f64 {
-    const SC_CLK_TCK: i32 = 2;
-    // SAFETY: sysconf has no preconditions.
-    (unsafe { sysconf(SC_CLK_TCK) }) as f64
-}
+use common::{Augur, connect, cpu_seconds};
 
 /// Resident memory of the process in MiB.
 fn rss_mib(pid: u32) -> f64 {

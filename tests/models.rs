@@ -719,3 +719,21 @@ async fn model_calls_outside_the_select_list_need_rows_that_only_grow() {
     assert!(view.get::<_, i64>(0) > 0);
     assert!(close(view.get(1), batch.get(1)));
 }
+
+#[tokio::test]
+async fn without_onnx_runtime_the_server_runs_and_create_model_says_how_to_install_it() {
+    let server = TestServer::start_with(&["--onnxruntime", "/nonexistent/libonnxruntime.so"]);
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let (state, message) = error_of(&client, "CREATE MODEL m FROM 'tests/models/gbr.onnx'").await;
+    assert_eq!(state, "58000", "{message}");
+    assert!(message.contains("pip install onnxruntime"), "{message}");
+    let row = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+}

@@ -1,18 +1,23 @@
 //! Prepared primary-key lookups without DataFusion.
 //!
-//! A prepared `SELECT columns FROM t WHERE pk = $1` is recognised when it is planned (at Parse)
+//! A prepared `SELECT exprs FROM t WHERE pk = $1` is recognised when it is planned (at Parse)
 //! and then runs as one RocksDB read and a projection: no optimiser, no physical plan, no
-//! streams. Serving a feature row by key is the hottest query an application sends. Anything
-//! that is not exactly that shape goes through DataFusion as usual.
+//! streams. Serving a feature row by key — or a score of it, `SELECT PREDICT('m', f.a, f.b)
+//! FROM f WHERE id = $1` — is the hottest query an application sends. The SELECT list may hold
+//! any scalar expression over the row's columns, compiled once by DataFusion and evaluated over
+//! the one row. Anything that is not exactly that shape goes through DataFusion as usual.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::source_as_provider;
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::Result;
 use crate::storage::Store;
@@ -28,6 +33,15 @@ enum KeyValue {
     Literal(ScalarValue),
 }
 
+/// One output column of a lookup.
+#[derive(Debug)]
+enum Output {
+    /// A stored column, by position.
+    Column(usize),
+    /// An expression over the scanned columns.
+    Expr(Arc<dyn PhysicalExpr>),
+}
+
 /// A query that reads one row by its whole primary key.
 #[derive(Debug)]
 pub struct PointLookup {
@@ -35,14 +49,41 @@ pub struct PointLookup {
     store: Store,
     /// By key column, in key order.
     key: Vec<KeyValue>,
-    /// Stored-row positions of the output columns.
-    projection: Vec<usize>,
+    /// The output columns.
+    outputs: Vec<Output>,
+    /// Stored-row positions of the scanned columns, which expressions read, and their schema.
+    scanned: (Vec<usize>, SchemaRef),
     schema: SchemaRef,
 }
 
+/// Whether `expr` can be computed from the row alone, at execution: no parameters, no
+/// subqueries, no aggregates or window functions.
+fn row_expr(expr: &Expr) -> bool {
+    let mut ok = true;
+    let _ = expr.apply(|e| {
+        ok &= !matches!(
+            e,
+            Expr::Placeholder(_)
+                | Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::AggregateFunction(_)
+                | Expr::WindowFunction(_)
+                | Expr::OuterReferenceColumn(..)
+        );
+        Ok(if ok {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    ok
+}
+
 impl PointLookup {
-    /// Recognises `Projection(columns) ← Filter(key = value AND ...) ← [alias] ← TableScan`.
-    pub fn from_plan(plan: &LogicalPlan) -> Option<Self> {
+    /// Recognises `Projection(exprs) ← Filter(key = value AND ...) ← [alias] ← TableScan`;
+    /// expressions are compiled in `state`.
+    pub fn from_plan(plan: &LogicalPlan, state: &SessionState) -> Option<Self> {
         let LogicalPlan::Projection(projection) = plan else {
             return None;
         };
@@ -78,11 +119,24 @@ impl PointLookup {
                 _ => None,
             }
         };
-        let projection_columns = projection
+        let scan_schema = filter.input.schema();
+        let outputs = projection
             .expr
             .iter()
-            .map(columns_of)
+            .map(|expr| match columns_of(expr) {
+                Some(column) => Some(Output::Column(column)),
+                None if row_expr(expr) => state
+                    .create_physical_expr(expr.clone(), scan_schema)
+                    .ok()
+                    .map(Output::Expr),
+                None => None,
+            })
             .collect::<Option<Vec<_>>>()?;
+        let scanned_columns = scan
+            .projection
+            .clone()
+            .unwrap_or_else(|| (0..visible.fields().len()).collect());
+        let scanned = (scanned_columns, Arc::new(scan_schema.as_arrow().clone()));
 
         let mut key: Vec<Option<KeyValue>> = vec![None; def.primary_key.len()];
         for conjunct in split_conjunction(&filter.predicate) {
@@ -115,7 +169,8 @@ impl PointLookup {
             table: table.clone(),
             store: store.clone(),
             key,
-            projection: projection_columns,
+            outputs,
+            scanned,
             schema: Arc::new(plan.schema().as_arrow().clone()),
         })
     }
@@ -144,11 +199,25 @@ impl PointLookup {
         };
         match row {
             Some(full) => {
+                let needs_scan = self.outputs.iter().any(|o| matches!(o, Output::Expr(_)));
+                let scanned = if needs_scan {
+                    let (positions, schema) = &self.scanned;
+                    let columns = positions.iter().map(|&i| full.column(i).clone()).collect();
+                    Some(RecordBatch::try_new(schema.clone(), columns)?)
+                } else {
+                    None
+                };
                 let columns = self
-                    .projection
+                    .outputs
                     .iter()
-                    .map(|&i| full.column(i).clone())
-                    .collect();
+                    .map(|output| match (output, &scanned) {
+                        (Output::Column(i), _) => Ok(full.column(*i).clone()),
+                        (Output::Expr(expr), Some(row)) => super::evaluate(expr, row),
+                        (Output::Expr(_), None) => Err(crate::Error::Internal(
+                            "a lookup expression without its row".into(),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
             }
             None => Ok(RecordBatch::new_empty(self.schema.clone())),

@@ -288,7 +288,7 @@ pub async fn prepare(db: &Database, stmt: Stmt) -> Result<Prepared> {
             let schema = Arc::new(plan.schema().as_arrow().clone());
             let types = param_types(&plan, db.models())?;
             let plan = pg_text_casts(db, plan)?;
-            let plan = match lookup::PointLookup::from_plan(&plan) {
+            let plan = match lookup::PointLookup::from_plan(&plan, &db.ctx().state()) {
                 Some(lookup) => Plan::Lookup(lookup),
                 None => Plan::Query(plan),
             };
@@ -507,12 +507,13 @@ mod tests {
             "SELECT name FROM t WHERE id = 2",
             "SELECT x.name AS n FROM t AS x WHERE x.id = $1",
             "SELECT v FROM pair WHERE b = $2 AND a = $1",
+            "SELECT upper(name), score * 2 FROM t WHERE id = $1",
         ] {
             assert_eq!(plan_kind(&db, sql).await, "lookup", "{sql}");
         }
         for sql in [
             "SELECT name FROM t WHERE id > $1",
-            "SELECT upper(name) FROM t WHERE id = $1",
+            "SELECT upper(name) || $2 FROM t WHERE id = $1",
             "SELECT name FROM t WHERE id = $1 AND score > 1",
             "SELECT v FROM pair WHERE a = $1",
             "SELECT * FROM t",

@@ -207,6 +207,14 @@ def main():
         "country": test_country.tolist(),
     }
 
+    # The benchmark's model (benches/predict.rs): 100 trees of depth 3, probabilities as a
+    # tensor, as a model exported for serving would be.
+    gbc100 = GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=1)
+    gbc100.fit(x, y)
+    path = export("gbc100", gbc100, x, zipmap=False)
+    labels, proba = classifier_outputs(run(path, {"features": rows}))
+    expected["gbc100"] = {"label": labels, "proba": proba}
+
     path = lookup_model()
     expected["lookup"] = {
         "value": run(path, {"x": np.array([[2.0], [7.0]], dtype=np.float32)})["y"][
