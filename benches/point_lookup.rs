@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Augur, connect};
+use common::{Augur, Rng, connect, us};
 use futures::SinkExt;
 use tokio_postgres::Client;
 
@@ -20,18 +20,6 @@ const ROWS: i64 = 100_000;
 const LOAD_ROWS: i64 = 1_000_000;
 const WARMUP: usize = 5_000;
 const LOOKUPS: usize = 50_000;
-
-/// Deterministic pseudo-random numbers (xorshift), so both systems see the same keys.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn rows_text(from: i64, to: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(((to - from) * 48) as usize);
@@ -120,10 +108,6 @@ async fn measure(name: &str, conn: &str) -> Figures {
         figures.p50, figures.p99, figures.mean, figures.load_rows_per_s
     );
     figures
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -17,7 +17,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Augur, connect, cpu_seconds};
+use common::{Augur, Rng, connect, cpu_seconds, us};
 use futures::SinkExt;
 use tokio_postgres::Client;
 
@@ -25,22 +25,6 @@ const ROWS: i64 = 1_000_000;
 const BATCH: usize = 8192;
 const WARMUP: usize = 2_000;
 const LOOKUPS: usize = 20_000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in [0, max).
-    fn below(&mut self, max: f64) -> f64 {
-        (self.next() % 1_000_000) as f64 / 1_000_000.0 * max
-    }
-}
 
 async fn load(client: &Client) {
     client
@@ -56,10 +40,10 @@ async fn load(client: &Client) {
         data.extend_from_slice(
             format!(
                 "{id}\t{:.3}\t{}\t{:.3}\t{:.3}\n",
-                rng.below(400.0),
+                below(&mut rng, 400.0),
                 rng.next() % 9,
-                rng.below(300.0),
-                rng.below(1000.0)
+                below(&mut rng, 300.0),
+                below(&mut rng, 1000.0)
             )
             .as_bytes(),
         );
@@ -130,6 +114,11 @@ fn reference(model: &[u8], rows: &[[f32; 4]]) -> (Duration, f64) {
     best
 }
 
+/// Uniform in [0, max).
+fn below(rng: &mut Rng, max: f64) -> f64 {
+    (rng.next() % 1_000_000) as f64 / 1_000_000.0 * max
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -151,10 +140,6 @@ async fn latency(client: &Client, sql: &str) -> (Duration, Duration, Duration) {
     times.sort();
     let mean = times.iter().sum::<Duration>() / times.len() as u32;
     (percentile(&times, 0.5), percentile(&times, 0.99), mean)
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
 fn main() {

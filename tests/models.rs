@@ -507,6 +507,17 @@ fn same_scores(view: &[(i64, Option<f64>)], batch: &[(i64, Option<f64>)]) -> boo
         })
 }
 
+/// Gives row `id` of `features` the features `r`.
+async fn set_features(client: &Client, id: i64, r: &[f64]) {
+    client
+        .batch_execute(&format!(
+            "UPDATE features SET a = {}, b = {}, c = {}, d = {} WHERE id = {id}",
+            r[0], r[1], r[2], r[3]
+        ))
+        .await
+        .unwrap();
+}
+
 /// `risky` (an aggregate over scores) agrees with `scored` (the scores).
 async fn consistent(client: &Client) {
     let risky = client
@@ -558,14 +569,7 @@ async fn views_keep_scores_current_and_take_back_exactly_what_they_gave() {
     consistent(&client).await;
 
     // An update retracts the old score and emits the new one; a delete takes it back.
-    let r1 = floats(&expected["rows"][1]);
-    client
-        .batch_execute(&format!(
-            "UPDATE features SET a = {}, b = {}, c = {}, d = {} WHERE id = 0",
-            r1[0], r1[1], r1[2], r1[3]
-        ))
-        .await
-        .unwrap();
+    set_features(&client, 0, &floats(&expected["rows"][1])).await;
     client
         .batch_execute("DELETE FROM features WHERE id = 2; FLUSH")
         .await
@@ -583,14 +587,7 @@ async fn views_keep_scores_current_and_take_back_exactly_what_they_gave() {
         .await
         .unwrap();
     let forest = |i: usize| floats(&expected["forest_tensor"]["proba"][i])[1];
-    let r3 = floats(&expected["rows"][3]);
-    client
-        .batch_execute(&format!(
-            "UPDATE features SET a = {}, b = {}, c = {}, d = {} WHERE id = 5",
-            r3[0], r3[1], r3[2], r3[3]
-        ))
-        .await
-        .unwrap();
+    set_features(&client, 5, &floats(&expected["rows"][3])).await;
     client.batch_execute("FLUSH").await.unwrap();
     let view = scores_of(&client, view_query).await;
     let score = |id: i64| view.iter().find(|(i, _)| *i == id).unwrap().1.unwrap();

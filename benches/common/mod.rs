@@ -89,3 +89,21 @@ unsafe fn libc_sysconf_clk_tck() -> f64 {
     // SAFETY: sysconf has no preconditions.
     (unsafe { sysconf(SC_CLK_TCK) }) as f64
 }
+
+/// Deterministic pseudo-random numbers (xorshift), so every system measured sees the same keys.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A duration in microseconds, one decimal.
+pub fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}

@@ -71,13 +71,9 @@ fn mismatch(message: String) -> DataFusionError {
 
 /// The model's name in the first argument.
 fn model_name(function: &str, value: Option<&ScalarValue>) -> Result<String, DataFusionError> {
-    match value {
-        Some(
-            ScalarValue::Utf8(Some(name))
-            | ScalarValue::LargeUtf8(Some(name))
-            | ScalarValue::Utf8View(Some(name)),
-        ) => Ok(name.clone()),
-        _ => Err(external(Error::coded(
+    match value.and_then(|v| v.try_as_str().flatten()) {
+        Some(name) => Ok(name.to_string()),
+        None => Err(external(Error::coded(
             "42804",
             format!(
                 "the first argument of {} must be a model's name, as a text literal",
@@ -235,12 +231,7 @@ fn called_model(expr: &Expr) -> Option<(&str, &[Expr])> {
         return None;
     }
     match f.args.first() {
-        Some(Expr::Literal(
-            ScalarValue::Utf8(Some(name))
-            | ScalarValue::LargeUtf8(Some(name))
-            | ScalarValue::Utf8View(Some(name)),
-            _,
-        )) => Some((name.as_str(), &f.args[1..])),
+        Some(Expr::Literal(value, _)) => Some((value.try_as_str().flatten()?, &f.args[1..])),
         _ => None,
     }
 }

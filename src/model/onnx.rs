@@ -13,7 +13,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Field, Float32Type, Float64Type, Int32Type, Int64Type,
+    ArrowPrimitiveType, DataType, Field, Float32Type, Float64Type, Int32Type, Int64Type,
 };
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
@@ -238,6 +238,15 @@ pub enum Proba {
     /// scikit-learn's ZipMap: `seq(map(label, float))`, one map per row; class order is the
     /// labels' order.
     ZipMap(String, LabelType),
+}
+
+impl Proba {
+    /// The output holding the probabilities.
+    fn output(&self) -> &str {
+        match self {
+            Proba::Tensor(name) | Proba::ZipMap(name, _) => name,
+        }
+    }
 }
 
 /// What kind of model it is, and the outputs PREDICT reads.
@@ -630,8 +639,7 @@ impl Loaded {
     ) -> Result<ArrayRef, Failure> {
         let inputs = self.signature.inputs.as_ref().map_err(Clone::clone)?;
         let task = self.signature.task.as_ref().map_err(Clone::clone)?;
-        let arity: usize = inputs.iter().map(|i| i.width).sum();
-        if args.len() != arity {
+        if Some(args.len()) != self.signature.arity() {
             return Err(format!(
                 "the model takes {}; {} given",
                 self.signature.expects(),
@@ -645,9 +653,9 @@ impl Loaded {
             .collect();
         let output = match (want, task) {
             (Want::Value, Task::Regressor { output }) => output.clone(),
-            (Want::Value | Want::Proba, Task::Classifier { proba, .. }) => match proba {
-                Proba::Tensor(name) | Proba::ZipMap(name, _) => name.clone(),
-            },
+            (Want::Value | Want::Proba, Task::Classifier { proba, .. }) => {
+                proba.output().to_string()
+            }
             (
                 Want::Label,
                 Task::Classifier {
@@ -655,9 +663,7 @@ impl Loaded {
                     ..
                 },
             ) => name.clone(),
-            (Want::Label, Task::Classifier { proba, .. }) => match proba {
-                Proba::Tensor(name) | Proba::ZipMap(name, _) => name.clone(),
-            },
+            (Want::Label, Task::Classifier { proba, .. }) => proba.output().to_string(),
             (_, Task::Regressor { .. }) => {
                 return Err("the model is a regressor: use PREDICT".into());
             }
@@ -717,38 +723,19 @@ fn feeds(
             vec![n as i64, input.width as i64]
         };
         let value: Result<DynValue, ort::Error> = match input.elem {
-            Elem::F32 => {
-                let data = interleave(&columns, valid, |a, i| {
-                    a.as_primitive::<Float32Type>().value(i)
-                });
-                Tensor::from_array((shape, data)).map(|t| t.into_dyn())
-            }
-            Elem::F64 => {
-                let data = interleave(&columns, valid, |a, i| {
-                    a.as_primitive::<Float64Type>().value(i)
-                });
-                Tensor::from_array((shape, data)).map(|t| t.into_dyn())
-            }
-            Elem::I64 => {
-                let data = interleave(&columns, valid, |a, i| {
-                    a.as_primitive::<Int64Type>().value(i)
-                });
-                Tensor::from_array((shape, data)).map(|t| t.into_dyn())
-            }
-            Elem::I32 => {
-                let data = interleave(&columns, valid, |a, i| {
-                    a.as_primitive::<Int32Type>().value(i)
-                });
-                Tensor::from_array((shape, data)).map(|t| t.into_dyn())
-            }
+            Elem::F32 => tensor::<Float32Type>(shape, &columns, valid),
+            Elem::F64 => tensor::<Float64Type>(shape, &columns, valid),
+            Elem::I64 => tensor::<Int64Type>(shape, &columns, valid),
+            Elem::I32 => tensor::<Int32Type>(shape, &columns, valid),
             Elem::Bool => {
-                let data = interleave(&columns, valid, |a, i| a.as_boolean().value(i));
+                let columns: Vec<_> = columns.iter().map(|c| c.as_boolean()).collect();
+                let data = interleave(&columns, valid, |c, i| c.value(i));
                 Tensor::from_array((shape, data)).map(|t| t.into_dyn())
             }
             Elem::Text => {
-                let data: Vec<String> = interleave(&columns, valid, |a, i| {
-                    a.as_string::<i32>().value(i).to_string()
-                });
+                let columns: Vec<_> = columns.iter().map(|c| c.as_string::<i32>()).collect();
+                // ONNX Runtime copies the text; the tensor data must own it.
+                let data = interleave(&columns, valid, |c, i| c.value(i).to_string());
                 Tensor::from_string_array((shape, data.as_slice())).map(|t| t.into_dyn())
             }
         };
@@ -760,16 +747,29 @@ fn feeds(
     Ok(feeds)
 }
 
+/// A tensor of primitive type `T` from `columns` (already cast to `T`) at rows `valid`.
+fn tensor<T>(shape: Vec<i64>, columns: &[ArrayRef], valid: &[usize]) -> Result<DynValue, ort::Error>
+where
+    T: ArrowPrimitiveType,
+    T::Native: ort::value::PrimitiveTensorElementType + std::fmt::Debug,
+{
+    let values: Vec<&[T::Native]> = columns
+        .iter()
+        .map(|c| c.as_primitive::<T>().values().as_ref())
+        .collect();
+    let data = interleave(&values, valid, |v, i| v[i]);
+    Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+}
+
 /// Row-major values of `columns` at rows `valid`: row 0's columns, then row 1's, ...
-fn interleave<T: Default + Clone>(
-    columns: &[ArrayRef],
+fn interleave<C, T: Default + Clone>(
+    columns: &[C],
     valid: &[usize],
-    get: impl Fn(&dyn Array, usize) -> T,
+    get: impl Fn(&C, usize) -> T,
 ) -> Vec<T> {
     let width = columns.len();
     let mut data = vec![T::default(); valid.len() * width];
     for (j, column) in columns.iter().enumerate() {
-        let column = column.as_ref();
         for (r, &row) in valid.iter().enumerate() {
             data[r * width + j] = get(column, row);
         }

@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::project::evaluate_counted;
+use super::project::{evaluate_counted, explain_exprs};
 use super::state::{Reader, StateScope, put_i64};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError};
 use crate::storage::WriteBatch;
@@ -186,12 +186,9 @@ impl Operator for MemoProjectOp {
     }
 
     fn explain(&self) -> String {
-        let exprs: Vec<String> = self
-            .exprs
-            .iter()
-            .zip(self.schema.fields())
-            .map(|(e, f)| format!("{e} AS {}", f.name()))
-            .collect();
-        format!("Project (outputs remembered): {}", exprs.join(", "))
+        format!(
+            "Project (outputs remembered): {}",
+            explain_exprs(&self.exprs, &self.schema)
+        )
     }
 }

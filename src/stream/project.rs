@@ -55,14 +55,18 @@ impl Operator for ProjectOp {
     }
 
     fn explain(&self) -> String {
-        let exprs: Vec<String> = self
-            .exprs
-            .iter()
-            .zip(self.schema.fields())
-            .map(|(e, f)| format!("{e} AS {}", f.name()))
-            .collect();
-        format!("Project: {}", exprs.join(", "))
+        format!("Project: {}", explain_exprs(&self.exprs, &self.schema))
     }
+}
+
+/// `expr AS name, ...` for EXPLAIN.
+pub fn explain_exprs(exprs: &[Arc<dyn PhysicalExpr>], schema: &SchemaRef) -> String {
+    exprs
+        .iter()
+        .zip(schema.fields())
+        .map(|(e, f)| format!("{e} AS {}", f.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Evaluates `expr` over every row of `batch`.
