@@ -21,7 +21,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-use super::onnx::{LabelType, Task, Want, proba_item};
+use super::scores::{Want, proba_item};
+use super::signature::{LabelType, Task};
 use super::{Model, Models, undefined};
 use crate::error::Error;
 

@@ -10,6 +10,9 @@
 
 pub mod functions;
 pub mod onnx;
+pub mod runtime;
+pub mod scores;
+pub mod signature;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +24,9 @@ use sha2::Digest;
 
 use crate::error::{Error, Result};
 use crate::storage::{StorageError, Store, WriteBatch};
-use onnx::{Failure, Loaded, Want};
+use onnx::Loaded;
+use runtime::Failure;
+use scores::Want;
 
 const MODEL_PREFIX: &[u8] = b"cm";
 const BYTES_PREFIX: &[u8] = b"mb";
@@ -108,7 +113,7 @@ impl Model {
         rows: usize,
     ) -> Result<datafusion::arrow::array::ArrayRef> {
         let loaded = self.loaded()?;
-        let env = onnx::environment(config.library.as_deref())
+        let env = runtime::environment(config.library.as_deref())
             .map_err(|why| Error::coded("58000", why))?;
         self.stats.runs.fetch_add(1, Ordering::Relaxed);
         match loaded.run(env, want, args, rows) {
@@ -208,14 +213,14 @@ impl Models {
     }
 
     fn build(&self, bytes: Arc<[u8]>) -> std::result::Result<Loaded, Failure> {
-        let env = onnx::environment(self.config.library.as_deref())?;
+        let env = runtime::environment(self.config.library.as_deref())?;
         Loaded::new(env, bytes, self.config.threads.max(1))
     }
 
     /// Loads `bytes` as a model, for CREATE MODEL: an error when ONNX Runtime is missing or
     /// refuses the file.
     pub fn prepare(&self, bytes: Vec<u8>) -> Result<Loaded> {
-        let env = onnx::environment(self.config.library.as_deref())
+        let env = runtime::environment(self.config.library.as_deref())
             .map_err(|why| Error::coded("58000", why))?;
         Loaded::new(env, bytes.into(), self.config.threads.max(1)).map_err(|why| {
             Error::InvalidParameter(format!("not a model ONNX Runtime can run: {why}"))
