@@ -510,10 +510,10 @@ fn same_scores(view: &[(i64, Option<f64>)], batch: &[(i64, Option<f64>)]) -> boo
 /// Gives row `id` of `features` the features `r`.
 async fn set_features(client: &Client, id: i64, r: &[f64]) {
     client
-        .batch_execute(&format!(
-            "UPDATE features SET a = {}, b = {}, c = {}, d = {} WHERE id = {id}",
-            r[0], r[1], r[2], r[3]
-        ))
+        .execute(
+            "UPDATE features SET a = $1, b = $2, c = $3, d = $4 WHERE id = $5",
+            &[&r[0], &r[1], &r[2], &r[3], &id],
+        )
         .await
         .unwrap();
 }

@@ -78,6 +78,47 @@ async fn prepared_statements_run_many_times_with_parameters() {
         .get(0);
     assert_eq!(total, 1000.0 + (0..10).map(|i| i as f64 / 2.0).sum::<f64>());
 
+    // a parameter assigned to a column takes the column's type, as in PostgreSQL
+    let set = client
+        .prepare(
+            "UPDATE features SET name = $1, score = $2, active = $3, seen = $4 WHERE user_id = $5",
+        )
+        .await
+        .unwrap();
+    {
+        use tokio_postgres::types::Type;
+        assert_eq!(
+            set.params(),
+            &[
+                Type::TEXT,
+                Type::FLOAT8,
+                Type::BOOL,
+                Type::TIMESTAMP,
+                Type::INT8
+            ]
+        );
+    }
+    let noon = chrono::NaiveDate::from_ymd_opt(2026, 3, 1)
+        .unwrap()
+        .and_hms_opt(12, 0, 0)
+        .unwrap();
+    let n = client
+        .execute(&set, &[&"renamed", &-1.25f64, &false, &noon, &20i64])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let row = client
+        .query_one(
+            "SELECT name, score, active, seen FROM features WHERE user_id = 20",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "renamed");
+    assert_eq!(row.get::<_, f64>(1), -1.25);
+    assert!(!row.get::<_, bool>(2));
+    assert_eq!(row.get::<_, chrono::NaiveDateTime>(3), noon);
+
     let deleted = client
         .execute("DELETE FROM features WHERE user_id >= $1", &[&40i64])
         .await

@@ -18,6 +18,7 @@ use datafusion::common::{DFSchema, ParamValues, TableReference};
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::ast::{
     Assignment, AssignmentTarget, Delete, FromTable, Ident, Insert, ObjectName, OnConflictAction,
     OnInsert, SelectItem, Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
@@ -370,9 +371,26 @@ fn assignment_columns(
             ));
         }
         columns.push(position);
-        values.push(assignment.value.to_string());
+        values.push(assigned_value(
+            &assignment.value,
+            table.visible_schema().field(position).data_type(),
+        ));
     }
     Ok((columns, values))
+}
+
+/// The SQL text of the value assigned to a column of type `ty`. A bare parameter (`SET a = $1`)
+/// takes the column's type, as in PostgreSQL, rather than none (which clients send as text).
+fn assigned_value(value: &ast::Expr, ty: &DataType) -> String {
+    let is_parameter = matches!(
+        value,
+        ast::Expr::Value(v) if matches!(v.value, ast::Value::Placeholder(_))
+    );
+    if is_parameter && !ty.is_nested() {
+        format!("CAST({value} AS {})", crate::sql::types::pg_type_name(ty))
+    } else {
+        value.to_string()
+    }
 }
 
 async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
