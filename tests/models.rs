@@ -664,6 +664,45 @@ async fn a_failing_model_run_in_a_view_gives_null_and_is_counted() {
             (4, Some(6.0))
         ]
     );
+
+    // Over a source, in WHERE and in an aggregate: failing rows count as the view's errors too.
+    client
+        .batch_execute(
+            "CREATE SOURCE s (id BIGINT, x BIGINT) WITH (connector = 'datagen', \
+               datagen.rows = '500', datagen.rows.per.second = '1000000', \
+               fields.id.kind = 'sequence', fields.x.min = '0', fields.x.max = '19');
+             CREATE MATERIALIZED VIEW kept AS SELECT count(*) AS n, sum(PREDICT('lookup', x)) \
+               AS total FROM s WHERE PREDICT('lookup', x) >= 3;
+             FLUSH",
+        )
+        .await
+        .unwrap();
+    let expected = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE x BETWEEN 2 AND 9), \
+               sum(1.5 * x) FILTER (WHERE x BETWEEN 2 AND 9), count(*) FILTER (WHERE x >= 10) \
+             FROM s",
+            &[],
+        )
+        .await
+        .unwrap();
+    let view = client
+        .query_one("SELECT n, total FROM kept", &[])
+        .await
+        .unwrap();
+    assert_eq!(view.get::<_, i64>(0), expected.get::<_, i64>(0));
+    assert!(close(view.get(1), expected.get(1)));
+    let failing: i64 = expected.get(2);
+    assert!(failing > 0);
+    let row = client
+        .query_one(
+            "SELECT errors, last_error FROM augur_catalog.views WHERE name = 'kept'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), failing);
+    assert!(row.get::<_, String>(1).contains("lookup"));
 }
 
 #[tokio::test]

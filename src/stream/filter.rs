@@ -7,20 +7,31 @@ use datafusion::arrow::array::{Array, AsArray, BooleanArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::project::evaluate;
-use super::{ChangeBatch, Operator, Result};
+use super::project::evaluate_counted;
+use super::{ChangeBatch, ExprErrors, Operator, Result};
 
 /// `WHERE` / `HAVING`.
 #[derive(Debug)]
 pub struct FilterOp {
     predicate: Arc<dyn PhysicalExpr>,
     schema: SchemaRef,
+    errors: Arc<ExprErrors>,
 }
 
 impl FilterOp {
     /// Keeps rows of `schema` for which `predicate` is true (not false, not NULL).
     pub fn new(predicate: Arc<dyn PhysicalExpr>, schema: SchemaRef) -> Self {
-        Self { predicate, schema }
+        Self {
+            predicate,
+            schema,
+            errors: Arc::default(),
+        }
+    }
+
+    /// Counts the rows whose expressions fail (they get NULL) in `errors`, the view's.
+    pub fn with_errors(mut self, errors: Arc<ExprErrors>) -> Self {
+        self.errors = errors;
+        self
     }
 }
 
@@ -31,7 +42,7 @@ impl Operator for FilterOp {
         changes: ChangeBatch,
         out: &mut Vec<ChangeBatch>,
     ) -> Result<()> {
-        let mask = evaluate(&self.predicate, changes.rows())?;
+        let mask = evaluate_counted(&self.predicate, changes.rows(), &self.errors)?;
         let mask: BooleanArray = if mask.data_type() == &DataType::Boolean {
             mask.as_boolean().clone()
         } else {

@@ -20,9 +20,9 @@ use datafusion::common::JoinType;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::change::rows_of;
-use super::project::evaluate;
+use super::project::evaluate_counted;
 use super::state::{Reader, StateScope, put_i64};
-use super::{ChangeBatch, Operator, Result, StreamError};
+use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError};
 use crate::storage::WriteBatch;
 
 const SIDE_TAGS: [u8; 2] = [b'l', b'r'];
@@ -90,9 +90,16 @@ pub struct JoinOp {
     pair_schema: SchemaRef,
     schema: SchemaRef,
     state: StateScope,
+    errors: Arc<ExprErrors>,
 }
 
 impl JoinOp {
+    /// Counts the rows whose expressions fail (they get NULL) in `errors`, the view's.
+    pub fn with_errors(mut self, errors: Arc<ExprErrors>) -> Self {
+        self.errors = errors;
+        self
+    }
+
     /// Joins `left` and `right` on `on` (pairs of key expressions, each over its side) and
     /// `filter`; `schema` is the output (left ++ right, or left alone for semi and anti joins).
     #[allow(clippy::too_many_arguments)]
@@ -160,6 +167,7 @@ impl JoinOp {
             pair_schema,
             schema,
             state,
+            errors: Arc::default(),
         };
         for (index, side) in op.sides.iter_mut().enumerate() {
             side.complete = op.state.is_empty(SIDE_TAGS[index])?;
@@ -265,7 +273,7 @@ impl Operator for JoinOp {
         // Join keys, cast to common types.
         let mut key_columns = Vec::with_capacity(self.key_types.len());
         for (expr, t) in self.sides[this].keys.iter().zip(&self.key_types) {
-            let column = evaluate(expr, batch)?;
+            let column = evaluate_counted(expr, batch, &self.errors)?;
             key_columns.push(if column.data_type() == t {
                 column
             } else {
@@ -320,7 +328,7 @@ impl Operator for JoinOp {
                 let options = RecordBatchOptions::new().with_row_count(Some(pair_this.len()));
                 let pairs =
                     RecordBatch::try_new_with_options(self.pair_schema.clone(), all, &options)?;
-                let mask = evaluate(filter, &pairs)?;
+                let mask = evaluate_counted(filter, &pairs, &self.errors)?;
                 let mask = mask
                     .as_any()
                     .downcast_ref::<datafusion::arrow::array::BooleanArray>()

@@ -252,7 +252,8 @@ impl Planner<'_> {
                 no_model_calls([&filter.predicate], props.append_only, "WHERE")?;
                 let predicate = self.compile(&filter.predicate, filter.input.schema())?;
                 let schema = Arc::new(filter.input.schema().as_arrow().clone());
-                let node = self.graph.add(Box::new(FilterOp::new(predicate, schema)));
+                let op = FilterOp::new(predicate, schema).with_errors(self.errors.clone());
+                let node = self.graph.add(Box::new(op));
                 self.graph.connect(child, node, 0);
                 Ok((node, props))
             }
@@ -373,7 +374,8 @@ impl Planner<'_> {
                     filter,
                     Arc::new(join.schema.as_arrow().clone()),
                     self.scope(node)?,
-                )?;
+                )?
+                .with_errors(self.errors.clone());
                 let node = self.graph.add(Box::new(op));
                 self.graph.connect(left, node, 0);
                 self.graph.connect(right, node, 1);
@@ -439,7 +441,8 @@ impl Planner<'_> {
     ) -> Result<(usize, Props)> {
         let width = groups.len();
         let node = self.graph.len();
-        let op = AggregateOp::new(schema, groups, calls, self.scope(node)?)?;
+        let op = AggregateOp::new(schema, groups, calls, self.scope(node)?)?
+            .with_errors(self.errors.clone());
         let node = self.graph.add(Box::new(op));
         self.graph.connect(child, node, 0);
         Ok((
@@ -479,7 +482,8 @@ impl Planner<'_> {
             offset,
             limit,
             self.scope(node)?,
-        )?;
+        )?
+        .with_errors(self.errors.clone());
         let node = self.graph.add(Box::new(op));
         self.graph.connect(child, node, 0);
         Ok((

@@ -16,9 +16,9 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::change::consolidate;
-use super::project::evaluate;
+use super::project::evaluate_counted;
 use super::state::{Reader, StateScope};
-use super::{ChangeBatch, Operator, Result, StreamError};
+use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError};
 use crate::storage::WriteBatch;
 
 const ROW_TAG: u8 = b'v';
@@ -38,9 +38,16 @@ pub struct TopNOp {
     /// What the window held at the last barrier.
     shown: Vec<Box<[u8]>>,
     state: StateScope,
+    errors: Arc<ExprErrors>,
 }
 
 impl TopNOp {
+    /// Counts the rows whose expressions fail (they get NULL) in `errors`, the view's.
+    pub fn with_errors(mut self, errors: Arc<ExprErrors>) -> Self {
+        self.errors = errors;
+        self
+    }
+
     /// Keeps rows `offset .. offset + limit` of the input ordered by `order`.
     pub fn new(
         schema: SchemaRef,
@@ -72,6 +79,7 @@ impl TopNOp {
             changed: HashSet::new(),
             shown: Vec::new(),
             state,
+            errors: Arc::default(),
         };
         op.loaded()?;
         op.shown = op.window();
@@ -128,7 +136,7 @@ impl Operator for TopNOp {
         let mut columns = self
             .order
             .iter()
-            .map(|e| evaluate(e, batch))
+            .map(|e| evaluate_counted(e, batch, &self.errors))
             .collect::<Result<Vec<_>>>()?;
         columns.extend(batch.columns().iter().cloned());
         let encoded = self.encoder.convert_columns(&columns)?;

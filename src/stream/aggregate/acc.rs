@@ -22,7 +22,8 @@ use datafusion::physical_expr::PhysicalExpr;
 
 mod multiset;
 
-use crate::stream::project::evaluate;
+use crate::stream::ExprErrors;
+use crate::stream::project::evaluate_counted;
 use crate::stream::state::{Reader, put_i64};
 use crate::stream::{Result, StreamError};
 
@@ -250,10 +251,11 @@ impl AggCall {
     pub fn prepare(
         &self,
         rows: &datafusion::arrow::array::RecordBatch,
+        errors: &ExprErrors,
     ) -> Result<(CallInput, Mask)> {
         let mask = match &self.filter {
             Some(filter) => {
-                let m = evaluate(filter, rows)?;
+                let m = evaluate_counted(filter, rows, errors)?;
                 Some(
                     m.as_boolean_opt()
                         .cloned()
@@ -263,7 +265,7 @@ impl AggCall {
             None => None,
         };
         let arg = match &self.arg {
-            Some(arg) => Some(evaluate(arg, rows)?),
+            Some(arg) => Some(evaluate_counted(arg, rows, errors)?),
             None => None,
         };
         let input = match self.strategy {
@@ -314,7 +316,7 @@ impl AggCall {
                     .collect();
                 let mut columns = Vec::with_capacity(self.order_by.len() + 1);
                 for (expr, _) in &self.order_by {
-                    columns.push(evaluate(expr, rows)?);
+                    columns.push(evaluate_counted(expr, rows, errors)?);
                 }
                 columns.push(arg);
                 let converter = self

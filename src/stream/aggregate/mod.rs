@@ -21,9 +21,9 @@ use datafusion::physical_expr::PhysicalExpr;
 
 pub use acc::{Acc, AggCall, AggKind};
 
-use super::project::evaluate;
+use super::project::evaluate_counted;
 use super::state::{Reader, StateScope, put_i64};
-use super::{ChangeBatch, Operator, Result, StreamError};
+use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError};
 use crate::storage::WriteBatch;
 
 const GROUP_TAG: u8 = b'g';
@@ -61,9 +61,16 @@ pub struct AggregateOp {
     unsaved: Vec<Box<[u8]>>,
     /// Every stored group is cached: a group not in memory is new, and is not looked up.
     complete: bool,
+    errors: Arc<ExprErrors>,
 }
 
 impl AggregateOp {
+    /// Counts the rows whose expressions fail (they get NULL) in `errors`, the view's.
+    pub fn with_errors(mut self, errors: Arc<ExprErrors>) -> Self {
+        self.errors = errors;
+        self
+    }
+
     /// Groups rows by `group_exprs` (whose types are `group_types`) and computes `calls`;
     /// output rows are the group columns then one column per call, in `schema`.
     pub fn new(
@@ -86,6 +93,7 @@ impl AggregateOp {
             dirty: Vec::new(),
             unsaved: Vec::new(),
             complete: false,
+            errors: Arc::default(),
         };
         op.complete = op.state.is_empty(GROUP_TAG)?;
         if op.is_global() {
@@ -223,7 +231,7 @@ impl Operator for AggregateOp {
             let columns = self
                 .group_exprs
                 .iter()
-                .map(|e| evaluate(e, rows))
+                .map(|e| evaluate_counted(e, rows, &self.errors))
                 .collect::<Result<Vec<_>>>()?;
             Some(self.keys.convert_columns(&columns)?)
         };
@@ -236,7 +244,7 @@ impl Operator for AggregateOp {
         let inputs = self
             .calls
             .iter()
-            .map(|c| c.prepare(rows))
+            .map(|c| c.prepare(rows, &self.errors))
             .collect::<Result<Vec<_>>>()?;
         let weights = changes.weights().values();
         // Rows of cached groups are applied at once; the others after one read of all their
