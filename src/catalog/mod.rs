@@ -22,6 +22,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::storage::{StorageError, Store, WriteBatch};
+use crate::table::watermark::WatermarkState;
 use crate::table::{Table, TableDef};
 
 const TABLE_PREFIX: &[u8] = b"ct";
@@ -85,8 +86,14 @@ impl Catalog {
                 .map(|v| decode_i64(&v))
                 .transpose()?
                 .unwrap_or(0);
+            let watermark = store
+                .get(&Table::watermark_key(def.id))?
+                .map(|v| WatermarkState::decode(&v))
+                .transpose()?
+                .unwrap_or_default();
             let table = catalog.build(def, next_row_id)?;
             table.set_ingested(ingested);
+            table.set_watermark_state(watermark);
             catalog
                 .write_tables()
                 .insert(table.name().to_string(), Arc::new(table));
@@ -371,6 +378,7 @@ impl Catalog {
         batch.delete(table_key(def.id));
         batch.delete(Table::row_id_counter_key(def.id));
         batch.delete(Table::ingested_key(def.id));
+        batch.delete(Table::watermark_key(def.id));
         self.store.delete_prefix_in(&mut batch, &def.key_prefix());
         self.store.write(batch)?;
         tables.remove(name);

@@ -200,19 +200,33 @@ impl SystemSchema {
         let mut names = Vec::new();
         let mut kinds = Vec::new();
         let mut ingested = Vec::new();
+        let mut late = Vec::new();
+        let mut rejected = Vec::new();
         for source in self.catalog.sources() {
             names.push(source.def.name.clone());
             kinds.push("source");
-            ingested.push(source.scan.committed.load(Ordering::SeqCst) as i64);
+            let read = source.scan.committed.load(Ordering::SeqCst) as i64;
+            let dropped = source
+                .scan
+                .watermark
+                .as_ref()
+                .map(|w| w.committed())
+                .unwrap_or_default();
+            // Rows that reached the views: those read, less those dropped.
+            ingested.push(read - dropped.late as i64 - dropped.rejected as i64);
+            late.push(dropped.late as i64);
+            rejected.push(dropped.rejected as i64);
         }
         for name in self.catalog.table_names() {
             if let Some(table) = self.catalog.table(&name) {
                 names.push(name);
                 kinds.push("table");
                 ingested.push(table.ingested());
+                let dropped = table.watermark_state();
+                late.push(dropped.late as i64);
+                rejected.push(dropped.rejected as i64);
             }
         }
-        let n = names.len();
         let schema = Arc::new(Schema::new(vec![
             Field::new("source_name", DataType::Utf8, false),
             Field::new("kind", DataType::Utf8, false),
@@ -224,10 +238,8 @@ impl SystemSchema {
             Arc::new(StringArray::from(names)),
             Arc::new(StringArray::from(kinds)),
             Arc::new(Int64Array::from(ingested)),
-            // Nothing is late or malformed yet: watermarks and decoding come with later
-            // connectors, and count here.
-            Arc::new(Int64Array::from(vec![0; n])),
-            Arc::new(Int64Array::from(vec![0; n])),
+            Arc::new(Int64Array::from(late)),
+            Arc::new(Int64Array::from(rejected)),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }

@@ -51,6 +51,8 @@ impl ViewDef {
             primary_key,
             definition: self.query.clone(),
             counted,
+            append_only: false,
+            watermark: None,
         }
     }
 

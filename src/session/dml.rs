@@ -333,6 +333,21 @@ fn compile_returning(
     }))
 }
 
+/// An append-only table takes INSERT and COPY only (`55000`, as PostgreSQL refuses DML on
+/// relations that cannot take it).
+pub(super) fn refuse_if_append_only(table: &Table, what: &str) -> Result<()> {
+    if table.def().append_only {
+        return Err(Error::coded(
+            "55000",
+            format!(
+                "cannot {what} table \"{}\": it is APPEND ONLY",
+                table.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn lookup_table(db: &Database, name: &str) -> Result<Arc<Table>> {
     db.catalog()
         .table(name)
@@ -425,6 +440,7 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
         Some(OnInsert::OnConflict(on_conflict)) => match on_conflict.action {
             OnConflictAction::DoNothing => InsertConflict::Skip,
             OnConflictAction::DoUpdate(update) => {
+                refuse_if_append_only(&table, "ON CONFLICT DO UPDATE")?;
                 let mut schema = qualified_schema(&table, &qualifier)?;
                 schema.merge(&qualified_schema(&table, "excluded")?);
                 let (columns, texts) = assignment_columns(&table, &update.assignments)?;
@@ -557,6 +573,7 @@ async fn plan_update(db: &Database, update: &Update) -> Result<WritePlan> {
     }
     let (name, qualifier) = target(&update.table.relation)?;
     let table = lookup_table(db, &name)?;
+    refuse_if_append_only(&table, "UPDATE")?;
     let (columns, values) = assignment_columns(&table, &update.assignments)?;
     let mut sql = format!("SELECT {}.*", quote(&qualifier));
     for value in &values {
@@ -596,6 +613,7 @@ async fn plan_delete(db: &Database, delete: &Delete) -> Result<WritePlan> {
     }
     let (name, qualifier) = target(&first.relation)?;
     let table = lookup_table(db, &name)?;
+    refuse_if_append_only(&table, "DELETE")?;
     let mut sql = format!("SELECT {}.* FROM {first}", quote(&qualifier));
     for item in delete.using.iter().flatten() {
         sql.push_str(&format!(", {item}"));

@@ -215,6 +215,14 @@ impl<'a> Session<'a> {
                     cascade,
                 } => self.drop_models(names, *if_exists, *cascade).await,
                 Stmt::ShowModels => self.show_models(),
+                Stmt::CreateTable {
+                    create,
+                    append_only,
+                    watermark,
+                } => {
+                    self.create_table(create, *append_only, watermark.clone())
+                        .await
+                }
             },
         }
     }

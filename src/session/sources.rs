@@ -10,10 +10,11 @@ use super::{Output, Session};
 use crate::catalog::{Catalog, SourceEntry};
 use crate::error::{Error, Result};
 use crate::source::provider::SourceScan;
-use crate::source::{self, SourceDef};
+use crate::source::{self, SourceDef, SourceWatermark};
 use crate::sql::{CreateSource, normalize_ident, types};
 use crate::stream::runtime::SourceFlow;
 use crate::table::ColumnDef;
+use crate::table::watermark::Watermark;
 
 /// The Arrow schema of a source's columns.
 fn schema_of(columns: &[ColumnDef]) -> Result<SchemaRef> {
@@ -32,6 +33,16 @@ fn schema_of(columns: &[ColumnDef]) -> Result<SchemaRef> {
 /// Opens a stored source: its catalog entry and its flow for the runtime.
 pub(super) fn open(def: SourceDef) -> Result<(SourceEntry, SourceFlow)> {
     let schema = schema_of(&def.columns)?;
+    let watermark = def
+        .watermark
+        .as_ref()
+        .map(|w| -> Result<_> {
+            Ok(Arc::new(SourceWatermark {
+                watermark: Watermark::compile(w, &schema)?,
+                committed: Default::default(),
+            }))
+        })
+        .transpose()?;
     let rows = source::open(&def, schema)?;
     let committed = Arc::new(AtomicU64::new(0));
     let scan = Arc::new(SourceScan {
@@ -39,12 +50,14 @@ pub(super) fn open(def: SourceDef) -> Result<(SourceEntry, SourceFlow)> {
         name: def.name.clone(),
         source: rows.clone(),
         committed: committed.clone(),
+        watermark: watermark.clone(),
     });
     let flow = SourceFlow {
         id: def.id,
         name: def.name.clone(),
         source: rows,
         committed,
+        watermark,
     };
     Ok((SourceEntry { def, scan }, flow))
 }
@@ -108,6 +121,7 @@ impl Session<'_> {
             columns,
             options,
             created_ms: chrono::Utc::now().timestamp_millis(),
+            watermark: create.watermark.clone(),
         };
         let entry = Catalog::source_entry(&def)?;
         let (source, flow) = open(def)?;

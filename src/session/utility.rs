@@ -7,7 +7,7 @@ use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::sql::sqlparser::ast::{
-    CopyLegacyOption, CopyOption, CopySource, CopyTarget, ObjectType, Statement,
+    CopyLegacyOption, CopyOption, CopySource, CopyTarget, CreateTable, ObjectType, Statement,
 };
 
 use super::{
@@ -16,29 +16,53 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::sql::{ddl, table_name};
+use crate::table::watermark::WatermarkDef;
 
 impl Session<'_> {
+    /// `CREATE TABLE`, with Augur's `APPEND ONLY` and `WATERMARK FOR` if given.
+    pub(super) async fn create_table(
+        &mut self,
+        create: &CreateTable,
+        append_only: bool,
+        watermark: Option<WatermarkDef>,
+    ) -> Result<Output> {
+        if create.query.is_some() {
+            return Err(Error::NotSupported("CREATE TABLE ... AS".into()));
+        }
+        let mut def = ddl::table_def(create)?;
+        if let Some(watermark) = &watermark {
+            if !append_only {
+                return Err(Error::NotSupported(
+                    "WATERMARK on a table that is not APPEND ONLY (rows that can be updated or \
+                     deleted have no event-time order); write CREATE TABLE ... APPEND ONLY"
+                        .into(),
+                ));
+            }
+            // Every row needs an event time.
+            if let Some(column) = def.columns.iter_mut().find(|c| c.name == watermark.column) {
+                column.nullable = false;
+            }
+        }
+        def.append_only = append_only;
+        def.watermark = watermark;
+        let name = def.name.clone();
+        if self
+            .db
+            .catalog()
+            .create_table(def, create.if_not_exists)?
+            .is_none()
+        {
+            self.notice(
+                "42P07",
+                format!("relation \"{name}\" already exists, skipping"),
+            );
+        }
+        Ok(Output::Command("CREATE TABLE".into()))
+    }
+
     pub(super) async fn execute_utility(&mut self, statement: &Statement) -> Result<Output> {
         match statement {
-            Statement::CreateTable(create) => {
-                if create.query.is_some() {
-                    return Err(Error::NotSupported("CREATE TABLE ... AS".into()));
-                }
-                let def = ddl::table_def(create)?;
-                let name = def.name.clone();
-                if self
-                    .db
-                    .catalog()
-                    .create_table(def, create.if_not_exists)?
-                    .is_none()
-                {
-                    self.notice(
-                        "42P07",
-                        format!("relation \"{name}\" already exists, skipping"),
-                    );
-                }
-                Ok(Output::Command("CREATE TABLE".into()))
-            }
+            Statement::CreateTable(create) => self.create_table(create, false, None).await,
             Statement::Drop {
                 object_type:
                     object_type @ (ObjectType::Table | ObjectType::View | ObjectType::MaterializedView),
@@ -70,6 +94,7 @@ impl Session<'_> {
                         .catalog()
                         .table(&name)
                         .ok_or(Error::UndefinedTable(name))?;
+                    super::dml::refuse_if_append_only(&table, "TRUNCATE")?;
                     let mut batch = crate::storage::WriteBatch::default();
                     let prefix = table.def().key_prefix();
                     let log = self.db.log_for(table.def().id);

@@ -66,7 +66,7 @@ fn resolve(scan: &datafusion::logical_expr::TableScan) -> crate::stream::Result<
         id: def.id,
         name: def.name.clone(),
         key,
-        append_only: false,
+        append_only: def.append_only,
     })
 }
 

@@ -5,7 +5,9 @@
 //! `.max` / `.seed` for random numbers, `.length` / `.seed` for random strings. Augur adds
 //! `datagen.rows`, a bounded total, and timestamps that advance with the rows: row `n` has
 //! `fields.<col>.start` (default `2026-01-01 00:00:00`) plus `n` times `fields.<col>.step`
-//! (default one second divided by the rate), so event time runs at the generation rate.
+//! (default one second divided by the rate), so event time runs at the generation rate; with
+//! `fields.<col>.max_past` each row's time is moved back by a random amount up to that interval
+//! (seeded by `.seed`), for event times that arrive out of order.
 //!
 //! Every value is a function of the row's position and the column's seed alone: reading rows
 //! `n..m` twice gives the same rows, which is what recovery and backfill rely on.
@@ -47,10 +49,12 @@ enum Values {
     Bool {
         seed: u64,
     },
-    /// Microseconds since 1970.
+    /// Microseconds since 1970: `start + n * step`, less a random amount up to `max_past`.
     Time {
         start: i64,
         step: i64,
+        max_past: i64,
+        seed: u64,
     },
 }
 
@@ -120,7 +124,15 @@ impl Datagen {
                     names.iter().any(|n| n == column)
                         && matches!(
                             option,
-                            "kind" | "start" | "end" | "min" | "max" | "seed" | "length" | "step"
+                            "kind"
+                                | "start"
+                                | "end"
+                                | "min"
+                                | "max"
+                                | "seed"
+                                | "length"
+                                | "step"
+                                | "max_past"
                         )
                 })
             });
@@ -185,7 +197,21 @@ impl Datagen {
                         })?,
                         None => (1_000_000.0 / rate).max(1.0) as i64,
                     };
-                    Values::Time { start, step }
+                    let max_past = match options.get(&key("max_past")) {
+                        Some(text) => parse_interval(text).ok_or_else(|| {
+                            SourceError::Option(format!(
+                                "invalid interval '{text}' for {}",
+                                key("max_past")
+                            ))
+                        })?,
+                        None => 0,
+                    };
+                    Values::Time {
+                        start,
+                        step,
+                        max_past,
+                        seed,
+                    }
                 }
                 (t, None | Some("random")) if t.is_integer() => Values::Int {
                     min: parse(options, &key("min"))?.unwrap_or(0),
@@ -276,9 +302,21 @@ impl Datagen {
             Values::Bool { seed } => Arc::new(BooleanArray::from_iter(
                 positions.map(|p| Some(mix(*seed, p) & 1 == 1)),
             )),
-            Values::Time { start, step } => Arc::new(TimestampMicrosecondArray::from_iter_values(
-                positions.map(|p| start + p as i64 * step),
-            )),
+            Values::Time {
+                start,
+                step,
+                max_past,
+                seed,
+            } => Arc::new(TimestampMicrosecondArray::from_iter_values(positions.map(
+                |p| {
+                    let past = if *max_past > 0 {
+                        (mix(*seed, p) % (*max_past as u64 + 1)) as i64
+                    } else {
+                        0
+                    };
+                    start + p as i64 * step - past
+                },
+            ))),
         }
     }
 }

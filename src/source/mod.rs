@@ -18,6 +18,53 @@ use datafusion::arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 
 use crate::table::ColumnDef;
+use crate::table::watermark::{Watermark, WatermarkDef, WatermarkState};
+
+/// A source's watermark: compiled, and where it stands as last committed (what the system
+/// views show).
+#[derive(Debug)]
+pub struct SourceWatermark {
+    /// The compiled declaration.
+    pub watermark: Watermark,
+    /// As of the last commit.
+    pub committed: std::sync::Mutex<WatermarkState>,
+}
+
+impl SourceWatermark {
+    /// The state as of the last commit.
+    pub fn committed(&self) -> WatermarkState {
+        *self.committed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads the first `end` rows of `source` in batches of up to `batch`, dropping late rows as
+/// `watermark`, judged from the source's first row, says: the rows the views have seen. `each`
+/// gets every batch that holds rows.
+pub fn read_on_time(
+    source: &dyn Source,
+    watermark: Option<&Watermark>,
+    end: u64,
+    batch: usize,
+    mut each: impl FnMut(RecordBatch) -> crate::error::Result<()>,
+) -> crate::error::Result<()> {
+    let mut state = WatermarkState::default();
+    let mut from = 0;
+    while from < end {
+        let rows = source.read(from, (end - from).min(batch as u64) as usize)?;
+        if rows.num_rows() == 0 {
+            break;
+        }
+        from += rows.num_rows() as u64;
+        let rows = match watermark {
+            Some(w) => w.filter(&rows, &mut state)?,
+            None => rows,
+        };
+        if rows.num_rows() > 0 {
+            each(rows)?;
+        }
+    }
+    Ok(())
+}
 
 /// Errors of the source layer.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +106,9 @@ pub struct SourceDef {
     pub options: BTreeMap<String, String>,
     /// When it was created (ms since 1970).
     pub created_ms: i64,
+    /// `WATERMARK FOR column AS expr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<WatermarkDef>,
 }
 
 /// Rows of a source by position.

@@ -16,7 +16,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 
-use super::Source;
+use super::{Source, SourceWatermark, read_on_time};
 
 /// A source, with how far the views have read it.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct SourceScan {
     pub source: Arc<dyn Source>,
     /// Rows read and committed by the views.
     pub committed: Arc<AtomicU64>,
+    /// The source's watermark, if it has one: late rows are not shown.
+    pub watermark: Option<Arc<SourceWatermark>>,
 }
 
 #[async_trait]
@@ -50,6 +52,7 @@ impl TableProvider for SourceScan {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let partition = Arc::new(Rows {
             source: self.source.clone(),
+            watermark: self.watermark.clone(),
             end: self.committed.load(Ordering::SeqCst),
             batch_size: state.config().batch_size().max(1),
         });
@@ -67,6 +70,7 @@ impl TableProvider for SourceScan {
 #[derive(Debug)]
 struct Rows {
     source: Arc<dyn Source>,
+    watermark: Option<Arc<SourceWatermark>>,
     end: u64,
     batch_size: usize,
 }
@@ -79,12 +83,34 @@ impl PartitionStream for Rows {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let source = self.source.clone();
         let (end, step) = (self.end, self.batch_size as u64);
-        let batches = (0..end.div_ceil(step)).map(move |i| {
-            let from = i * step;
-            source
-                .read(from, (end - from).min(step) as usize)
-                .map_err(|e| DataFusionError::External(Box::new(e)))
-        });
+        let Some(watermark) = self.watermark.clone() else {
+            let batches = (0..end.div_ceil(step)).map(move |i| {
+                let from = i * step;
+                source
+                    .read(from, (end - from).min(step) as usize)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))
+            });
+            return Box::pin(RecordBatchStreamAdapter::new(
+                self.source.schema().clone(),
+                futures::stream::iter(batches),
+            ));
+        };
+        // Which rows are late depends on every row before them: judged from the first row,
+        // as the views judged them.
+        let mut batches = Vec::new();
+        let read = read_on_time(
+            source.as_ref(),
+            Some(&watermark.watermark),
+            end,
+            self.batch_size,
+            |rows| {
+                batches.push(Ok(rows));
+                Ok(())
+            },
+        );
+        if let Err(e) = read {
+            batches.push(Err(DataFusionError::External(Box::new(e))));
+        }
         Box::pin(RecordBatchStreamAdapter::new(
             self.source.schema().clone(),
             futures::stream::iter(batches),

@@ -9,15 +9,17 @@ pub mod names;
 pub mod rewrite;
 pub mod types;
 
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart, Statement};
+use datafusion::sql::sqlparser::ast::helpers::stmt_create_table::CreateTableBuilder;
+use datafusion::sql::sqlparser::ast::{CreateTable, Ident, ObjectName, ObjectNamePart, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
 
 use crate::catalog::schema::{CATALOG_NAME, SCHEMA_NAME};
 use crate::error::{Error, Result};
+use crate::table::watermark::WatermarkDef;
 
 /// A statement Augur runs: standard SQL, or one of Augur's own statements, which sqlparser does
 /// not know.
@@ -53,6 +55,16 @@ pub enum Stmt {
     },
     /// `SHOW MODELS`.
     ShowModels,
+    /// `CREATE TABLE` with Augur's event-time clauses: `WATERMARK FOR column AS expr` among the
+    /// columns, `APPEND ONLY` after them.
+    CreateTable {
+        /// The standard part of the statement.
+        create: Box<CreateTable>,
+        /// `APPEND ONLY`.
+        append_only: bool,
+        /// `WATERMARK FOR column AS expr`.
+        watermark: Option<WatermarkDef>,
+    },
 }
 
 /// `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name FROM 'path'`.
@@ -79,6 +91,8 @@ pub struct CreateSource {
     pub columns: Vec<datafusion::sql::sqlparser::ast::ColumnDef>,
     /// `WITH (key = 'value', ...)`, keys lower-cased.
     pub options: Vec<(String, String)>,
+    /// `WATERMARK FOR column AS expr`.
+    pub watermark: Option<WatermarkDef>,
 }
 
 impl std::fmt::Display for Stmt {
@@ -92,6 +106,7 @@ impl std::fmt::Display for Stmt {
             Stmt::CreateModel(create) => write!(f, "CREATE MODEL {}", create.name),
             Stmt::DropModel { names, .. } => write!(f, "DROP MODEL {}", names.join(", ")),
             Stmt::ShowModels => write!(f, "SHOW MODELS"),
+            Stmt::CreateTable { create, .. } => write!(f, "{create}"),
         }
     }
 }
@@ -212,6 +227,14 @@ impl SqlParser {
                         if_exists,
                         cascade,
                     }),
+                    Err(e) => return Some(Err(e)),
+                }
+            } else if word(0, "create") && word(1, "table") && !standard_statement(&mut parser) {
+                own = true;
+                parser.next_token();
+                parser.next_token();
+                match parse_create_table(&mut parser) {
+                    Ok(stmt) => stmts.push(stmt),
                     Err(e) => return Some(Err(e)),
                 }
             } else if word(0, "show") && word(1, "models") {
@@ -340,13 +363,13 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<CreateSource> {
     let name = table_name(&parser.parse_object_name(false)?)?;
     parser.expect_token(&Token::LParen)?;
     let mut columns = Vec::new();
+    let mut watermark = None;
     loop {
-        if let Token::Word(w) = &parser.peek_token().token
-            && w.value.eq_ignore_ascii_case("watermark")
-        {
-            return Err(Error::NotSupported("WATERMARK in CREATE SOURCE".into()));
+        if is_word(parser, 0, "watermark") {
+            set_watermark(&mut watermark, parse_watermark(parser)?)?;
+        } else {
+            columns.push(parser.parse_column_def()?);
         }
-        columns.push(parser.parse_column_def()?);
         if !parser.consume_token(&Token::Comma) {
             break;
         }
@@ -401,6 +424,97 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<CreateSource> {
         if_not_exists,
         columns,
         options,
+        watermark,
+    })
+}
+
+/// Whether the `n`-th token ahead is the word `word`.
+fn is_word(parser: &Parser<'_>, n: usize, word: &str) -> bool {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    matches!(&parser.peek_nth_token(n).token, Token::Word(w) if w.value.eq_ignore_ascii_case(word))
+}
+
+/// Whether a standard statement, and nothing more, comes next (the parser does not move).
+fn standard_statement(parser: &mut Parser<'_>) -> bool {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let mut probe = |p: &mut Parser<'_>| -> std::result::Result<(), ParserError> {
+        p.parse_statement()?;
+        match p.peek_token().token {
+            Token::SemiColon | Token::EOF => Err(ParserError::ParserError("rewind".into())),
+            _ => Err(ParserError::ParserError("more follows".into())),
+        }
+    };
+    // Either way the probe fails, so the parser is back where it was; only the reason differs.
+    matches!(parser.try_parse(&mut probe), Err(ParserError::ParserError(m)) if m == "rewind")
+}
+
+/// `WATERMARK FOR column AS expr`.
+fn parse_watermark(parser: &mut Parser<'_>) -> Result<WatermarkDef> {
+    parser.next_token();
+    parser.expect_keyword(Keyword::FOR)?;
+    let column = normalize_ident(&parser.parse_identifier()?);
+    parser.expect_keyword(Keyword::AS)?;
+    let expr = parser.parse_expr()?;
+    Ok(WatermarkDef {
+        column,
+        expr: expr.to_string(),
+    })
+}
+
+fn set_watermark(slot: &mut Option<WatermarkDef>, watermark: WatermarkDef) -> Result<()> {
+    if slot.is_some() {
+        return Err(Error::Syntax(
+            "syntax error: a relation has at most one WATERMARK".into(),
+        ));
+    }
+    *slot = Some(watermark);
+    Ok(())
+}
+
+/// `CREATE TABLE [IF NOT EXISTS] name (columns, constraints, WATERMARK FOR column AS expr)
+/// [APPEND ONLY]`, after `CREATE TABLE`.
+fn parse_create_table(parser: &mut Parser<'_>) -> Result<Stmt> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parser.parse_object_name(false)?;
+    parser.expect_token(&Token::LParen)?;
+    let mut columns = Vec::new();
+    let mut constraints = Vec::new();
+    let mut watermark = None;
+    loop {
+        if is_word(parser, 0, "watermark") && is_word(parser, 1, "for") {
+            set_watermark(&mut watermark, parse_watermark(parser)?)?;
+        } else if let Some(constraint) = parser.parse_optional_table_constraint()? {
+            constraints.push(constraint);
+        } else {
+            columns.push(parser.parse_column_def()?);
+        }
+        if !parser.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    parser.expect_token(&Token::RParen)?;
+    let append_only = is_word(parser, 0, "append");
+    if append_only {
+        parser.next_token();
+        if !is_word(parser, 0, "only") {
+            return Err(Error::Syntax(format!(
+                "syntax error at or near \"{}\": APPEND ONLY expected",
+                parser.peek_token()
+            )));
+        }
+        parser.next_token();
+    }
+    let create = CreateTableBuilder::new(name)
+        .if_not_exists(if_not_exists)
+        .columns(columns)
+        .constraints(constraints)
+        .build();
+    Ok(Stmt::CreateTable {
+        create: Box::new(create),
+        append_only,
+        watermark,
     })
 }
 

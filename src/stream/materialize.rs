@@ -227,6 +227,8 @@ mod tests {
             primary_key: if counted { vec![0, 1] } else { vec![0] },
             definition: String::new(),
             counted,
+            append_only: false,
+            watermark: None,
         };
         let table = Arc::new(Table::new(def, 0, |_| unreachable!()).unwrap());
         let op =

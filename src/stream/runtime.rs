@@ -24,10 +24,11 @@ mod worker;
 
 use super::graph::Graph;
 use super::{Result, StreamError};
-use crate::source::Source;
+use crate::source::{Source, SourceWatermark};
 use crate::storage::{Snapshot, Store};
 use crate::table::Table;
 use crate::table::changelog::{self, LoggedChange};
+use crate::table::watermark::WatermarkState;
 
 /// Storage key of the last change-log position the views have applied.
 pub const APPLIED_SEQ_KEY: &[u8] = b"mstream_applied_seq";
@@ -43,6 +44,13 @@ const SOURCE_POLL: Duration = Duration::from_millis(5);
 /// Storage key of source `id`'s committed position.
 pub fn source_offset_key(id: u32) -> Vec<u8> {
     let mut key = b"msource/".to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// Storage key of source `id`'s watermark (sources that have one).
+pub fn source_watermark_key(id: u32) -> Vec<u8> {
+    let mut key = b"msource_watermark/".to_vec();
     key.extend_from_slice(&id.to_be_bytes());
     key
 }
@@ -70,6 +78,8 @@ pub struct SourceFlow {
     pub source: Arc<dyn Source>,
     /// Rows read and committed, for readers of the source.
     pub committed: Arc<AtomicU64>,
+    /// Its watermark, if it has one; late rows never reach a view.
+    pub watermark: Option<Arc<SourceWatermark>>,
 }
 
 struct SourceRun {
@@ -78,6 +88,8 @@ struct SourceRun {
     offset: u64,
     /// Pacing: the position and time reading (re)started from.
     paced_from: (u64, Instant),
+    /// Where the watermark stands after the rows read so far.
+    watermark: WatermarkState,
 }
 
 /// Answers a request once it is done.
@@ -176,12 +188,22 @@ impl Runtime {
                 .map(|v| u64::from_be_bytes(v.as_slice().try_into().unwrap_or([0; 8])))
                 .unwrap_or(0);
             flow.committed.store(offset, Ordering::SeqCst);
+            let watermark = store
+                .get(&source_watermark_key(flow.id))?
+                .map(|v| WatermarkState::decode(&v))
+                .transpose()
+                .map_err(|e| StreamError::Corrupt(e.to_string()))?
+                .unwrap_or_default();
+            if let Some(w) = &flow.watermark {
+                *w.committed.lock().unwrap_or_else(|e| e.into_inner()) = watermark;
+            }
             runs.insert(
                 flow.id,
                 SourceRun {
                     flow,
                     offset,
                     paced_from: (offset, Instant::now()),
+                    watermark,
                 },
             );
         }

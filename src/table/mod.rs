@@ -11,11 +11,12 @@
 pub mod changelog;
 mod codec;
 pub mod provider;
+pub mod watermark;
 pub mod writer;
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -63,6 +64,12 @@ pub struct TableDef {
     /// 8 bytes after the value (views whose rows have no key).
     #[serde(default)]
     pub counted: bool,
+    /// `APPEND ONLY`: rows are inserted, never updated or deleted.
+    #[serde(default)]
+    pub append_only: bool,
+    /// `WATERMARK FOR column AS expr` (append-only tables only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<watermark::WatermarkDef>,
 }
 
 impl TableDef {
@@ -105,6 +112,10 @@ pub struct Table {
     next_row_id: AtomicI64,
     /// Row versions written since the table was created.
     ingested: AtomicI64,
+    /// The compiled watermark, if the table has one.
+    watermark: Option<watermark::Watermark>,
+    /// Where it stands, as last committed.
+    watermark_state: Mutex<watermark::WatermarkState>,
 }
 
 impl Table {
@@ -136,7 +147,14 @@ impl Table {
             .iter()
             .map(|c| c.default.as_deref().map(&parse_default).transpose())
             .collect::<Result<_>>()?;
+        let watermark = def
+            .watermark
+            .as_ref()
+            .map(|w| watermark::Watermark::compile(w, &full_schema))
+            .transpose()?;
         Ok(Self {
+            watermark,
+            watermark_state: Mutex::new(watermark::WatermarkState::default()),
             def,
             full_schema,
             visible_schema,
@@ -200,6 +218,34 @@ impl Table {
     /// Counts `n` more written row versions; returns the new total.
     pub fn add_ingested(&self, n: i64) -> i64 {
         self.ingested.fetch_add(n, Ordering::SeqCst) + n
+    }
+
+    /// The table's watermark, if it has one.
+    pub fn watermark(&self) -> Option<&watermark::Watermark> {
+        self.watermark.as_ref()
+    }
+
+    /// Where the watermark stands, as last committed.
+    pub fn watermark_state(&self) -> watermark::WatermarkState {
+        *self
+            .watermark_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets where the watermark stands (when loading, and after a commit).
+    pub fn set_watermark_state(&self, state: watermark::WatermarkState) {
+        *self
+            .watermark_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    /// Storage key of the watermark of the table with id `table_id`.
+    pub fn watermark_key(table_id: u32) -> Vec<u8> {
+        let mut key = b"mwatermark/".to_vec();
+        key.extend_from_slice(&table_id.to_be_bytes());
+        key
     }
 
     /// Storage key of the written-rows counter of the table with id `table_id`.

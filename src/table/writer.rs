@@ -12,6 +12,7 @@ use datafusion::common::ScalarValue;
 
 use super::Table;
 use super::changelog::ChangeLog;
+use super::watermark::WatermarkState;
 use crate::error::{Error, Result};
 use crate::sql::types::parse_bytea;
 use crate::storage::{Store, WriteBatch};
@@ -151,6 +152,8 @@ pub struct TableChanges<'a> {
     written: HashMap<Vec<u8>, Vec<u8>>,
     /// Keys known to have no stored row (checked by an insert).
     absent: HashSet<Vec<u8>>,
+    /// The table's watermark as this statement has moved it (tables with a watermark).
+    watermark: Option<WatermarkState>,
 }
 
 impl<'a> TableChanges<'a> {
@@ -162,6 +165,15 @@ impl<'a> TableChanges<'a> {
             deleted: HashSet::new(),
             written: HashMap::new(),
             absent: HashSet::new(),
+            watermark: None,
+        }
+    }
+
+    /// Rows this statement dropped as late (below the table's watermark).
+    pub fn late(&self) -> u64 {
+        match self.watermark {
+            Some(state) => state.late - self.table.watermark_state().late,
+            None => 0,
         }
     }
 
@@ -241,11 +253,25 @@ impl<'a> TableChanges<'a> {
     /// Inserts `rows` (whole rows, from [`Table::conform`]); returns which of them were written
     /// (all of them, unless `on_conflict` is [`OnConflict::Skip`]).
     pub fn insert(&mut self, rows: &RecordBatch, on_conflict: OnConflict) -> Result<Vec<bool>> {
+        let table = self.table;
+        let on_time = match table.watermark() {
+            Some(watermark) => {
+                let state = self
+                    .watermark
+                    .get_or_insert_with(|| table.watermark_state());
+                Some(watermark.judge(rows, state)?)
+            }
+            None => None,
+        };
         let taken = self.taken(rows)?;
         let keys = self.keys(rows)?;
         let values = self.table.codec().encode_values(rows)?;
         let mut inserted = Vec::with_capacity(keys.len());
         for (i, key) in keys.into_iter().enumerate() {
+            if on_time.as_ref().is_some_and(|on_time| !on_time[i]) {
+                inserted.push(false);
+                continue;
+            }
             // A key may repeat within `rows` itself: check against what is written so far.
             if taken[i] || self.written.contains_key(&key) {
                 match on_conflict {
@@ -302,7 +328,13 @@ impl<'a> TableChanges<'a> {
                 total.to_be_bytes(),
             );
         }
+        if let Some(state) = self.watermark {
+            batch.put(Table::watermark_key(self.table.def().id), state.encode());
+        }
         self.store.write(batch)?;
+        if let Some(state) = self.watermark {
+            self.table.set_watermark_state(state);
+        }
         if let Some(log) = log {
             log.publish(entries);
         }

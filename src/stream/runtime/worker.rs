@@ -10,12 +10,14 @@ use datafusion::arrow::array::Int64Array;
 
 use super::{
     APPLIED_SEQ_KEY, BACKFILL_BATCH, EPOCH_KEY, Lookup, Message, Progress, Reply, SOURCE_POLL,
-    SourceRun, ViewFlow, source_offset_key,
+    SourceRun, ViewFlow, source_offset_key, source_watermark_key,
 };
+use crate::source::read_on_time;
 use crate::storage::{Store, WriteBatch};
 use crate::stream::{ChangeBatch, Result, StreamError};
 use crate::table::Table;
 use crate::table::changelog::{self, LOG_TAG, LoggedChange};
+use crate::table::watermark::WatermarkState;
 
 /// The state of the dataflow thread.
 pub(super) struct Worker {
@@ -160,6 +162,7 @@ impl Worker {
                         flow: *flow,
                         offset: 0,
                         paced_from: (0, Instant::now()),
+                        watermark: WatermarkState::default(),
                     },
                 );
                 let result = self.commit_with(batch);
@@ -175,6 +178,7 @@ impl Worker {
                     batch.delete(key);
                 }
                 batch.delete(source_offset_key(id));
+                batch.delete(source_watermark_key(id));
                 let result = if self.failure.is_some() {
                     self.store.write(batch).map_err(StreamError::from)
                 } else {
@@ -234,7 +238,16 @@ impl Worker {
             run.offset += rows.num_rows() as u64;
             more |= due > run.offset;
             self.pending = true;
-            self.push(id, &[ChangeBatch::inserts(rows)], 0)?;
+            let rows = match &run.flow.watermark {
+                Some(w) => w
+                    .watermark
+                    .filter(&rows, &mut run.watermark)
+                    .map_err(|e| StreamError::Internal(format!("source {}: {e}", run.flow.name)))?,
+                None => rows,
+            };
+            if rows.num_rows() > 0 {
+                self.push(id, &[ChangeBatch::inserts(rows)], 0)?;
+            }
         }
         Ok(more)
     }
@@ -327,6 +340,9 @@ impl Worker {
         batch.put(APPLIED_SEQ_KEY, self.applied_seq.to_be_bytes());
         for (id, run) in &self.sources {
             batch.put(source_offset_key(*id), run.offset.to_be_bytes());
+            if run.flow.watermark.is_some() {
+                batch.put(source_watermark_key(*id), run.watermark.encode());
+            }
         }
         batch.delete_range(
             changelog::log_key(0).as_slice(),
@@ -346,6 +362,9 @@ impl Worker {
             .store(self.applied_seq, Ordering::SeqCst);
         for run in self.sources.values() {
             run.flow.committed.store(run.offset, Ordering::SeqCst);
+            if let Some(w) = &run.flow.watermark {
+                *w.committed.lock().unwrap_or_else(|e| e.into_inner()) = run.watermark;
+            }
         }
         let waiters = std::mem::take(&mut self.waiters);
         let (done, waiting): (Vec<_>, Vec<_>) = waiters
@@ -371,18 +390,18 @@ impl Worker {
         self.commit()?;
         for input in flow.graph.inputs() {
             if let Some(run) = self.sources.get(&input) {
-                let mut from = 0;
-                while from < run.offset {
-                    let n = (run.offset - from).min(BACKFILL_BATCH as u64) as usize;
-                    let rows = run.flow.source.read(from, n).map_err(|e| {
-                        StreamError::Internal(format!("source {}: {e}", run.flow.name))
-                    })?;
-                    if rows.num_rows() == 0 {
-                        break;
-                    }
-                    from += rows.num_rows() as u64;
-                    flow.graph.push(input, &ChangeBatch::inserts(rows))?;
-                }
+                // The rows the other views saw: late ones judged again from the first row.
+                read_on_time(
+                    run.flow.source.as_ref(),
+                    run.flow.watermark.as_ref().map(|w| &w.watermark),
+                    run.offset,
+                    BACKFILL_BATCH,
+                    |rows| {
+                        let out = flow.graph.push(input, &ChangeBatch::inserts(rows))?;
+                        debug_assert!(out.is_empty(), "a view's root emits only at barriers");
+                        Ok(())
+                    },
+                )?;
                 continue;
             }
             let table = (self.lookup)(input).ok_or_else(|| {
