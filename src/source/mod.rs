@@ -37,33 +37,62 @@ impl SourceWatermark {
     }
 }
 
-/// Reads the first `end` rows of `source` in batches of up to `batch`, dropping late rows as
-/// `watermark`, judged from the source's first row, says: the rows the views have seen. `each`
-/// gets every batch that holds rows.
-pub fn read_on_time(
-    source: &dyn Source,
-    watermark: Option<&Watermark>,
+/// The first `end` rows of a source as its views saw them, in batches of up to `batch` rows:
+/// late rows dropped as `watermark`, judged from the source's first row, says. Batches left with
+/// no rows are skipped.
+pub struct OnTimeRows {
+    source: Arc<dyn Source>,
+    watermark: Option<Arc<SourceWatermark>>,
+    state: WatermarkState,
+    from: u64,
     end: u64,
     batch: usize,
-    mut each: impl FnMut(RecordBatch) -> crate::error::Result<()>,
-) -> crate::error::Result<()> {
-    let mut state = WatermarkState::default();
-    let mut from = 0;
-    while from < end {
-        let rows = source.read(from, (end - from).min(batch as u64) as usize)?;
-        if rows.num_rows() == 0 {
-            break;
-        }
-        from += rows.num_rows() as u64;
-        let rows = match watermark {
-            Some(w) => w.filter(&rows, &mut state)?,
-            None => rows,
-        };
-        if rows.num_rows() > 0 {
-            each(rows)?;
+}
+
+impl OnTimeRows {
+    /// Reads `source` from its first row up to row `end`.
+    pub fn new(
+        source: Arc<dyn Source>,
+        watermark: Option<Arc<SourceWatermark>>,
+        end: u64,
+        batch: usize,
+    ) -> Self {
+        Self {
+            source,
+            watermark,
+            state: WatermarkState::default(),
+            from: 0,
+            end,
+            batch: batch.max(1),
         }
     }
-    Ok(())
+}
+
+impl Iterator for OnTimeRows {
+    type Item = crate::error::Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.from < self.end {
+            let n = (self.end - self.from).min(self.batch as u64) as usize;
+            let rows = match self.source.read(self.from, n) {
+                Ok(rows) if rows.num_rows() == 0 => return None,
+                Ok(rows) => rows,
+                Err(e) => return Some(Err(e.into())),
+            };
+            self.from += rows.num_rows() as u64;
+            let rows = match &self.watermark {
+                Some(w) => match w.watermark.filter(&rows, &mut self.state) {
+                    Ok(rows) => rows,
+                    Err(e) => return Some(Err(e)),
+                },
+                None => rows,
+            };
+            if rows.num_rows() > 0 {
+                return Some(Ok(rows));
+            }
+        }
+        None
+    }
 }
 
 /// Errors of the source layer.

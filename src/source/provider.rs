@@ -16,7 +16,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 
-use super::{Source, SourceWatermark, read_on_time};
+use super::{OnTimeRows, Source, SourceWatermark};
 
 /// A source, with how far the views have read it.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ impl TableProvider for SourceScan {
             source: self.source.clone(),
             watermark: self.watermark.clone(),
             end: self.committed.load(Ordering::SeqCst),
-            batch_size: state.config().batch_size().max(1),
+            batch_size: state.config().batch_size(),
         });
         Ok(Arc::new(StreamingTableExec::try_new(
             self.source.schema().clone(),
@@ -81,39 +81,16 @@ impl PartitionStream for Rows {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let source = self.source.clone();
-        let (end, step) = (self.end, self.batch_size as u64);
-        let Some(watermark) = self.watermark.clone() else {
-            let batches = (0..end.div_ceil(step)).map(move |i| {
-                let from = i * step;
-                source
-                    .read(from, (end - from).min(step) as usize)
-                    .map_err(|e| DataFusionError::External(Box::new(e)))
-            });
-            return Box::pin(RecordBatchStreamAdapter::new(
-                self.source.schema().clone(),
-                futures::stream::iter(batches),
-            ));
-        };
-        // Which rows are late depends on every row before them: judged from the first row,
-        // as the views judged them.
-        let mut batches = Vec::new();
-        let read = read_on_time(
-            source.as_ref(),
-            Some(&watermark.watermark),
-            end,
+        let rows = OnTimeRows::new(
+            self.source.clone(),
+            self.watermark.clone(),
+            self.end,
             self.batch_size,
-            |rows| {
-                batches.push(Ok(rows));
-                Ok(())
-            },
-        );
-        if let Err(e) = read {
-            batches.push(Err(DataFusionError::External(Box::new(e))));
-        }
+        )
+        .map(|rows| rows.map_err(|e| DataFusionError::External(Box::new(e))));
         Box::pin(RecordBatchStreamAdapter::new(
             self.source.schema().clone(),
-            futures::stream::iter(batches),
+            futures::stream::iter(rows),
         ))
     }
 }

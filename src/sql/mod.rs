@@ -437,15 +437,14 @@ fn is_word(parser: &Parser<'_>, n: usize, word: &str) -> bool {
 /// Whether a standard statement, and nothing more, comes next (the parser does not move).
 fn standard_statement(parser: &mut Parser<'_>) -> bool {
     use datafusion::sql::sqlparser::tokenizer::Token;
-    let mut probe = |p: &mut Parser<'_>| -> std::result::Result<(), ParserError> {
+    let mut alone = false;
+    // The probe always fails, so that the parser goes back to where it was.
+    let _ = parser.try_parse(|p| -> std::result::Result<(), ParserError> {
         p.parse_statement()?;
-        match p.peek_token().token {
-            Token::SemiColon | Token::EOF => Err(ParserError::ParserError("rewind".into())),
-            _ => Err(ParserError::ParserError("more follows".into())),
-        }
-    };
-    // Either way the probe fails, so the parser is back where it was; only the reason differs.
-    matches!(parser.try_parse(&mut probe), Err(ParserError::ParserError(m)) if m == "rewind")
+        alone = matches!(p.peek_token().token, Token::SemiColon | Token::EOF);
+        Err(ParserError::ParserError(String::new()))
+    });
+    alone
 }
 
 /// `WATERMARK FOR column AS expr`.

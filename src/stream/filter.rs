@@ -7,7 +7,7 @@ use datafusion::arrow::array::{Array, AsArray, BooleanArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::project::evaluate_counted;
+use super::project::evaluate;
 use super::{ChangeBatch, ExprErrors, Operator, Result};
 
 /// `WHERE` / `HAVING`.
@@ -42,7 +42,7 @@ impl Operator for FilterOp {
         changes: ChangeBatch,
         out: &mut Vec<ChangeBatch>,
     ) -> Result<()> {
-        let mask = evaluate_counted(&self.predicate, changes.rows(), &self.errors)?;
+        let mask = evaluate(&self.predicate, changes.rows(), &self.errors)?;
         let mask: BooleanArray = if mask.data_type() == &DataType::Boolean {
             mask.as_boolean().clone()
         } else {

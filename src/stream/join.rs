@@ -20,7 +20,7 @@ use datafusion::common::JoinType;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::change::rows_of;
-use super::project::evaluate_counted;
+use super::project::evaluate;
 use super::state::{Reader, StateScope, put_i64};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError};
 use crate::storage::WriteBatch;
@@ -273,7 +273,7 @@ impl Operator for JoinOp {
         // Join keys, cast to common types.
         let mut key_columns = Vec::with_capacity(self.key_types.len());
         for (expr, t) in self.sides[this].keys.iter().zip(&self.key_types) {
-            let column = evaluate_counted(expr, batch, &self.errors)?;
+            let column = evaluate(expr, batch, &self.errors)?;
             key_columns.push(if column.data_type() == t {
                 column
             } else {
@@ -328,7 +328,7 @@ impl Operator for JoinOp {
                 let options = RecordBatchOptions::new().with_row_count(Some(pair_this.len()));
                 let pairs =
                     RecordBatch::try_new_with_options(self.pair_schema.clone(), all, &options)?;
-                let mask = evaluate_counted(filter, &pairs, &self.errors)?;
+                let mask = evaluate(filter, &pairs, &self.errors)?;
                 let mask = mask
                     .as_any()
                     .downcast_ref::<datafusion::arrow::array::BooleanArray>()

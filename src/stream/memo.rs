@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::project::{evaluate_counted, explain_exprs};
+use super::project::{evaluate, explain_exprs};
 use super::state::{Reader, StateScope, put_i64};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError};
 use crate::storage::WriteBatch;
@@ -111,7 +111,7 @@ impl Operator for MemoProjectOp {
             let columns = self
                 .exprs
                 .iter()
-                .map(|e| evaluate_counted(e, &rows, &self.errors))
+                .map(|e| evaluate(e, &rows, &self.errors))
                 .collect::<Result<Vec<_>>>()?;
             let rows = super::change::rows_of(self.schema.clone(), columns, rows.num_rows())?;
             Some(self.outputs.convert_columns(rows.columns())?)

@@ -44,7 +44,7 @@ impl Operator for ProjectOp {
         let columns = self
             .exprs
             .iter()
-            .map(|expr| evaluate_counted(expr, changes.rows(), &self.errors))
+            .map(|expr| evaluate(expr, changes.rows(), &self.errors))
             .collect::<Result<Vec<_>>>()?;
         out.push(changes.with_columns(self.schema.clone(), columns)?);
         Ok(())
@@ -73,13 +73,9 @@ pub fn explain_exprs(exprs: &[Arc<dyn PhysicalExpr>], schema: &SchemaRef) -> Str
 ///
 /// A view must not stop because one row makes an expression fail (a division by zero, a cast
 /// of bad text, a model run): when the batch as a whole fails, rows are evaluated one by one and
-/// those that fail get NULL, as RisingWave does. The failure is logged.
-pub fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
-    evaluate_counted(expr, batch, &ExprErrors::default())
-}
-
-/// [`evaluate`], counting the rows that got NULL in `errors`.
-pub fn evaluate_counted(
+/// those that fail get NULL, as RisingWave does. The failure is logged and the rows that got
+/// NULL are counted in `errors`, the view's.
+pub fn evaluate(
     expr: &Arc<dyn PhysicalExpr>,
     batch: &RecordBatch,
     errors: &ExprErrors,

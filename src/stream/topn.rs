@@ -16,7 +16,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::change::consolidate;
-use super::project::evaluate_counted;
+use super::project::evaluate;
 use super::state::{Reader, StateScope};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError};
 use crate::storage::WriteBatch;
@@ -136,7 +136,7 @@ impl Operator for TopNOp {
         let mut columns = self
             .order
             .iter()
-            .map(|e| evaluate_counted(e, batch, &self.errors))
+            .map(|e| evaluate(e, batch, &self.errors))
             .collect::<Result<Vec<_>>>()?;
         columns.extend(batch.columns().iter().cloned());
         let encoded = self.encoder.convert_columns(&columns)?;

@@ -83,7 +83,6 @@ impl WatermarkState {
 /// A watermark compiled against its relation's columns.
 #[derive(Debug)]
 pub struct Watermark {
-    def: WatermarkDef,
     /// Position of the event-time column.
     column: usize,
     column_type: DataType,
@@ -143,21 +142,10 @@ impl Watermark {
             ));
         }
         Ok(Self {
-            def: def.clone(),
             column,
             column_type,
             expr,
         })
-    }
-
-    /// What was declared.
-    pub fn def(&self) -> &WatermarkDef {
-        &self.def
-    }
-
-    /// Position of the event-time column.
-    pub fn column(&self) -> usize {
-        self.column
     }
 
     /// Judges `rows` in order against `state`, which it advances: returns the rows that are

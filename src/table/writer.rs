@@ -169,14 +169,6 @@ impl<'a> TableChanges<'a> {
         }
     }
 
-    /// Rows this statement dropped as late (below the table's watermark).
-    pub fn late(&self) -> u64 {
-        match self.watermark {
-            Some(state) => state.late - self.table.watermark_state().late,
-            None => 0,
-        }
-    }
-
     fn keys(&self, rows: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         let codec = self.table.codec();
         let keys = codec.encode_keys(&codec.key_columns(rows))?;

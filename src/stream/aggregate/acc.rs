@@ -23,7 +23,7 @@ use datafusion::physical_expr::PhysicalExpr;
 mod multiset;
 
 use crate::stream::ExprErrors;
-use crate::stream::project::evaluate_counted;
+use crate::stream::project::evaluate;
 use crate::stream::state::{Reader, put_i64};
 use crate::stream::{Result, StreamError};
 
@@ -126,6 +126,26 @@ pub struct AggCall {
     /// Encodes `[order_by..., arg]` for Extreme and Multiset.
     values: Option<RowConverter>,
     text: String,
+}
+
+impl CallInput {
+    /// Numbers as sum and avg add them: decimals as they are, floats as `double precision`,
+    /// integers widened to `bigint`.
+    pub fn summed(arg: &ArrayRef) -> Result<Self> {
+        Ok(match arg.data_type() {
+            DataType::Decimal128(..) => CallInput::Decimal(arg.as_primitive().clone()),
+            t if t.is_floating() => CallInput::Float(
+                cast(arg, &DataType::Float64)?
+                    .as_primitive::<Float64Type>()
+                    .clone(),
+            ),
+            _ => CallInput::Int(
+                cast(arg, &DataType::Int64)?
+                    .as_primitive::<Int64Type>()
+                    .clone(),
+            ),
+        })
+    }
 }
 
 /// A call's argument columns for one change batch, ready for row-by-row updates.
@@ -255,7 +275,7 @@ impl AggCall {
     ) -> Result<(CallInput, Mask)> {
         let mask = match &self.filter {
             Some(filter) => {
-                let m = evaluate_counted(filter, rows, errors)?;
+                let m = evaluate(filter, rows, errors)?;
                 Some(
                     m.as_boolean_opt()
                         .cloned()
@@ -265,28 +285,14 @@ impl AggCall {
             None => None,
         };
         let arg = match &self.arg {
-            Some(arg) => Some(evaluate_counted(arg, rows, errors)?),
+            Some(arg) => Some(evaluate(arg, rows, errors)?),
             None => None,
         };
         let input = match self.strategy {
             Strategy::Count => CallInput::Validity(arg),
-            Strategy::Sum => {
-                let arg =
-                    arg.ok_or_else(|| StreamError::Internal("sum without argument".into()))?;
-                match arg.data_type() {
-                    DataType::Decimal128(..) => CallInput::Decimal(arg.as_primitive().clone()),
-                    t if t.is_floating() => CallInput::Float(
-                        cast(&arg, &DataType::Float64)?
-                            .as_primitive::<Float64Type>()
-                            .clone(),
-                    ),
-                    _ => CallInput::Int(
-                        cast(&arg, &DataType::Int64)?
-                            .as_primitive::<Int64Type>()
-                            .clone(),
-                    ),
-                }
-            }
+            Strategy::Sum => CallInput::summed(
+                &arg.ok_or_else(|| StreamError::Internal("sum without argument".into()))?,
+            )?,
             Strategy::Variance => {
                 let arg =
                     arg.ok_or_else(|| StreamError::Internal("variance without argument".into()))?;
@@ -316,7 +322,7 @@ impl AggCall {
                     .collect();
                 let mut columns = Vec::with_capacity(self.order_by.len() + 1);
                 for (expr, _) in &self.order_by {
-                    columns.push(evaluate_counted(expr, rows, errors)?);
+                    columns.push(evaluate(expr, rows, errors)?);
                 }
                 columns.push(arg);
                 let converter = self

@@ -21,7 +21,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 pub use acc::{Acc, AggCall, AggKind};
 
-use super::project::evaluate_counted;
+use super::project::evaluate;
 use super::state::{Reader, StateScope, put_i64};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError};
 use crate::storage::WriteBatch;
@@ -231,7 +231,7 @@ impl Operator for AggregateOp {
             let columns = self
                 .group_exprs
                 .iter()
-                .map(|e| evaluate_counted(e, rows, &self.errors))
+                .map(|e| evaluate(e, rows, &self.errors))
                 .collect::<Result<Vec<_>>>()?;
             Some(self.keys.convert_columns(&columns)?)
         };

@@ -12,7 +12,7 @@ use super::{
     APPLIED_SEQ_KEY, BACKFILL_BATCH, EPOCH_KEY, Lookup, Message, Progress, Reply, SOURCE_POLL,
     SourceRun, ViewFlow, source_offset_key, source_watermark_key,
 };
-use crate::source::read_on_time;
+use crate::source::OnTimeRows;
 use crate::storage::{Store, WriteBatch};
 use crate::stream::{ChangeBatch, Result, StreamError};
 use crate::table::Table;
@@ -391,17 +391,16 @@ impl Worker {
         for input in flow.graph.inputs() {
             if let Some(run) = self.sources.get(&input) {
                 // The rows the other views saw: late ones judged again from the first row.
-                read_on_time(
-                    run.flow.source.as_ref(),
-                    run.flow.watermark.as_ref().map(|w| &w.watermark),
+                let rows = OnTimeRows::new(
+                    run.flow.source.clone(),
+                    run.flow.watermark.clone(),
                     run.offset,
                     BACKFILL_BATCH,
-                    |rows| {
-                        let out = flow.graph.push(input, &ChangeBatch::inserts(rows))?;
-                        debug_assert!(out.is_empty(), "a view's root emits only at barriers");
-                        Ok(())
-                    },
-                )?;
+                );
+                for rows in rows {
+                    let out = flow.graph.push(input, &ChangeBatch::inserts(rows?))?;
+                    debug_assert!(out.is_empty(), "a view's root emits only at barriers");
+                }
                 continue;
             }
             let table = (self.lookup)(input).ok_or_else(|| {

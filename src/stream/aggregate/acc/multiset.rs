@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::ScalarValue;
 use datafusion::common::utils::SingleRowListArrayBuilder;
 
-use super::{Acc, AggCall, AggKind, CallInput, Strategy};
+use super::{AggCall, AggKind, CallInput, Strategy};
 use crate::stream::{Result, StreamError};
 
 impl AggCall {
@@ -31,6 +31,34 @@ impl AggCall {
         columns
             .pop()
             .ok_or_else(|| StreamError::Internal("no decoded column".into()))
+    }
+
+    /// This call's value over `rows` rows of `input`, computed as a call with `strategy` over
+    /// `input_type` would: the running form of an aggregate whose values are kept in full.
+    fn fold(
+        &self,
+        strategy: Strategy,
+        input_type: DataType,
+        input: &CallInput,
+        rows: usize,
+    ) -> Result<ScalarValue> {
+        let running = AggCall {
+            strategy,
+            values: None,
+            order_by: vec![],
+            arg: None,
+            filter: None,
+            kind: self.kind.clone(),
+            distinct: false,
+            input_type,
+            output_type: self.output_type.clone(),
+            text: String::new(),
+        };
+        let mut acc = running.empty();
+        for row in 0..rows {
+            running.update(&mut acc, input, &None, row, 1);
+        }
+        running.value(&acc)
     }
 
     pub(super) fn multiset_value(&self, values: &BTreeMap<Box<[u8]>, i64>) -> Result<ScalarValue> {
@@ -71,64 +99,14 @@ impl AggCall {
                     AggKind::Variance { .. } => {
                         let values = cast(&array, &DataType::Float64)?;
                         let input = CallInput::Float(values.as_primitive::<Float64Type>().clone());
-                        let running = AggCall {
-                            strategy: Strategy::Variance,
-                            values: None,
-                            order_by: vec![],
-                            arg: None,
-                            filter: None,
-                            kind: self.kind.clone(),
-                            distinct: false,
-                            input_type: DataType::Float64,
-                            output_type: self.output_type.clone(),
-                            text: String::new(),
-                        };
-                        let mut acc = running.empty();
-                        for row in 0..array.len() {
-                            running.update(&mut acc, &input, &None, row, 1);
-                        }
-                        running.value(&acc)?
+                        self.fold(Strategy::Variance, DataType::Float64, &input, array.len())?
                     }
                     AggKind::ArrayAgg => SingleRowListArrayBuilder::new(array)
                         .with_nullable(true)
                         .build_list_scalar(),
                     AggKind::Sum | AggKind::Avg => {
-                        let input = match array.data_type() {
-                            DataType::Decimal128(..) => {
-                                CallInput::Decimal(array.as_primitive().clone())
-                            }
-                            t if t.is_floating() => CallInput::Float(
-                                cast(&array, &DataType::Float64)?
-                                    .as_primitive::<Float64Type>()
-                                    .clone(),
-                            ),
-                            _ => CallInput::Int(
-                                cast(&array, &DataType::Int64)?
-                                    .as_primitive::<Int64Type>()
-                                    .clone(),
-                            ),
-                        };
-                        let mut acc = Acc::Sum {
-                            int: 0,
-                            float: 0.0,
-                            n: 0,
-                        };
-                        let summing = AggCall {
-                            strategy: Strategy::Sum,
-                            values: None,
-                            order_by: vec![],
-                            arg: None,
-                            filter: None,
-                            kind: self.kind.clone(),
-                            distinct: false,
-                            input_type: self.input_type.clone(),
-                            output_type: self.output_type.clone(),
-                            text: String::new(),
-                        };
-                        for row in 0..array.len() {
-                            summing.update(&mut acc, &input, &None, row, 1);
-                        }
-                        summing.value(&acc)?
+                        let input = CallInput::summed(&array)?;
+                        self.fold(Strategy::Sum, self.input_type.clone(), &input, array.len())?
                     }
                     other => {
                         return Err(StreamError::Internal(format!("{other:?} over a multiset")));
