@@ -299,8 +299,12 @@ impl CopyIn {
         let mut changes = TableChanges::new(db.store(), &self.table);
         let mut count = 0;
         for batch in &self.batches {
-            changes.insert(batch, OnConflict::Fail)?;
-            count += batch.num_rows();
+            // Late rows (below an append-only table's watermark) are not stored or counted.
+            count += changes
+                .insert(batch, OnConflict::Fail)?
+                .into_iter()
+                .filter(|stored| *stored)
+                .count();
         }
         changes.commit(db.log_for(self.table.def().id))?;
         Ok(count)
