@@ -116,3 +116,58 @@ async fn watermarks_and_late_counts_survive_restarts() {
     assert_eq!(row.get::<_, i64>(0), row.get::<_, i64>(2));
     assert_eq!(row.get::<_, i64>(1), row.get::<_, i64>(3));
 }
+
+async fn windows(client: &Client, view: &str) -> Vec<(String, i64)> {
+    client
+        .query(
+            &format!("SELECT window_start::text, n FROM {view} ORDER BY window_start"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn closed_windows_are_emitted_once_across_restarts() {
+    let mut server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1 minute') \
+               APPEND ONLY;
+             CREATE MATERIALIZED VIEW per_hour AS SELECT window_start, count(*) AS n \
+               FROM TUMBLE(t, ts, INTERVAL '1 hour') GROUP BY window_start EMIT ON WINDOW CLOSE;
+             INSERT INTO t VALUES ('2026-01-01 10:10:00'), ('2026-01-01 10:50:00'), \
+               ('2026-01-01 11:30:00');
+             FLUSH",
+        )
+        .await
+        .unwrap();
+    // The watermark (11:29) has passed 11:00: the 10:00 window is out.
+    let first = vec![("2026-01-01T10:00:00".to_string(), 2)];
+    assert_eq!(windows(&client, "per_hour").await, first);
+    drop(client);
+
+    server.restart();
+    let client = server.connect().await;
+    client
+        .batch_execute("INSERT INTO t VALUES ('2026-01-01 11:40:00'); FLUSH")
+        .await
+        .unwrap();
+    // Nothing new has closed, and the closed window is not emitted again.
+    assert_eq!(windows(&client, "per_hour").await, first);
+    client
+        .batch_execute("INSERT INTO t VALUES ('2026-01-01 12:05:00'); FLUSH")
+        .await
+        .unwrap();
+    assert_eq!(
+        windows(&client, "per_hour").await,
+        vec![
+            ("2026-01-01T10:00:00".to_string(), 2),
+            ("2026-01-01T11:00:00".to_string(), 2)
+        ]
+    );
+}

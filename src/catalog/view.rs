@@ -34,6 +34,16 @@ pub struct ViewDef {
     pub models: Vec<String>,
     /// When the view was created (ms since 1970).
     pub created_ms: i64,
+    /// `EMIT ON WINDOW CLOSE`: the query's GROUP BY emits each group once, when the watermark
+    /// closes it.
+    #[serde(default)]
+    pub emit_on_window_close: bool,
+    /// The view's rows are only ever inserted.
+    #[serde(default)]
+    pub append_only: bool,
+    /// Positions of the columns that carry a watermark to views reading this one.
+    #[serde(default)]
+    pub watermarks: Vec<usize>,
 }
 
 impl ViewDef {
@@ -51,7 +61,7 @@ impl ViewDef {
             primary_key,
             definition: self.query.clone(),
             counted,
-            append_only: false,
+            append_only: self.append_only,
             watermark: None,
         }
     }

@@ -223,6 +223,13 @@ impl<'a> Session<'a> {
                     self.create_table(create, *append_only, watermark.clone())
                         .await
                 }
+                Stmt::EmitOnWindowClose { create, explain } => {
+                    if *explain {
+                        self.explain_view(create, true).await
+                    } else {
+                        self.create_view(create, true).await
+                    }
+                }
             },
         }
     }
@@ -269,8 +276,11 @@ pub async fn prepare(db: &Database, stmt: Stmt) -> Result<Prepared> {
     let statement = match &stmt {
         Stmt::Sql(statement) => statement.as_ref(),
         other => {
-            let schema = matches!(other, Stmt::ShowSources | Stmt::ShowModels)
-                .then(views::show_views_schema);
+            let schema = match other {
+                Stmt::ShowSources | Stmt::ShowModels => Some(views::show_views_schema()),
+                Stmt::EmitOnWindowClose { explain: true, .. } => Some(views::explain_schema()),
+                _ => None,
+            };
             return Ok(Prepared(Arc::new(PreparedInner {
                 statement: stmt,
                 plan: Plan::Utility,

@@ -77,11 +77,11 @@ impl Session<'_> {
                 self.drop_relations(kind, *if_exists, &names, *cascade)
                     .await
             }
-            Statement::CreateView(create) => self.create_view(create).await,
+            Statement::CreateView(create) => self.create_view(create, false).await,
             Statement::ShowViews { materialized, .. } => self.show_views(*materialized),
             Statement::Explain { statement, .. } => match statement.as_ref() {
                 Statement::CreateView(create) if create.materialized => {
-                    self.explain_view(create).await
+                    self.explain_view(create, false).await
                 }
                 _ => Err(Error::Internal("EXPLAIN planned as a utility".into())),
             },

@@ -35,6 +35,15 @@ pub(super) fn show_views_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("Name", DataType::Utf8, false)]))
 }
 
+/// The schema of `EXPLAIN CREATE MATERIALIZED VIEW`.
+pub(super) fn explain_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "QUERY PLAN",
+        DataType::Utf8,
+        false,
+    )]))
+}
+
 /// The result of `SHOW VIEWS`, `SHOW SOURCES`, ...: one name per row.
 pub(super) fn names_output(names: Vec<String>) -> Result<Output> {
     let schema = show_views_schema();
@@ -43,7 +52,10 @@ pub(super) fn names_output(names: Vec<String>) -> Result<Output> {
 }
 
 /// Which relation a scan in a view's query reads.
-fn resolve(scan: &datafusion::logical_expr::TableScan) -> crate::stream::Result<Input> {
+fn resolve(
+    scan: &datafusion::logical_expr::TableScan,
+    catalog: &Catalog,
+) -> crate::stream::Result<Input> {
     let provider = source_as_provider(&scan.source)?;
     if let Some(source) = provider.as_ref().downcast_ref::<SourceScan>() {
         return Ok(Input {
@@ -51,6 +63,11 @@ fn resolve(scan: &datafusion::logical_expr::TableScan) -> crate::stream::Result<
             name: source.name.clone(),
             key: None,
             append_only: true,
+            watermarks: source
+                .watermark
+                .iter()
+                .map(|w| w.watermark.column())
+                .collect(),
         });
     }
     let Some(relation) = provider.as_ref().downcast_ref::<TableScan>() else {
@@ -62,11 +79,21 @@ fn resolve(scan: &datafusion::logical_expr::TableScan) -> crate::stream::Result<
     let (table, _) = relation.parts();
     let def = table.def();
     let key = def.unique_key().map(<[usize]>::to_vec);
+    let watermarks = match table.watermark() {
+        Some(w) => vec![w.column()],
+        // A materialized view's columns that carry a watermark.
+        None => catalog
+            .view(&def.name)
+            .filter(|v| v.def().id == def.id)
+            .map(|v| v.def().watermarks.clone())
+            .unwrap_or_default(),
+    };
     Ok(Input {
         id: def.id,
         name: def.name.clone(),
         key,
         append_only: def.append_only,
+        watermarks,
     })
 }
 
@@ -89,19 +116,21 @@ async fn logical_plan(state: &SessionState, query: &Query) -> Result<LogicalPlan
 /// `errors`.
 fn dataflow(
     state: &SessionState,
-    store: &Store,
+    catalog: &Catalog,
     plan: &LogicalPlan,
     id: u32,
     errors: Arc<ExprErrors>,
+    emit_on_close: bool,
 ) -> Result<Planned> {
     let optimized = state.optimize(plan)?;
     Ok(plan_view(
         &optimized,
         state,
-        store.clone(),
+        catalog.store().clone(),
         id,
-        &resolve,
+        &|scan| resolve(scan, catalog),
         errors,
+        emit_on_close,
     )?)
 }
 
@@ -189,7 +218,14 @@ pub(super) async fn recover(
         let names: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
         if def.materialized {
             let view = View::materialized(def.clone())?;
-            let mut planned = dataflow(&state, store, &plan, def.id, view.errors().clone())?;
+            let mut planned = dataflow(
+                &state,
+                catalog,
+                &plan,
+                def.id,
+                view.errors().clone(),
+                def.emit_on_window_close,
+            )?;
             add_root(&mut planned, &view, store)?;
             catalog.insert_view(view);
             flows.push(ViewFlow {
@@ -219,7 +255,11 @@ fn dependencies(catalog: &Catalog, query: &Query) -> Result<Vec<u32>> {
 }
 
 impl Session<'_> {
-    pub(super) async fn create_view(&mut self, create: &CreateView) -> Result<Output> {
+    pub(super) async fn create_view(
+        &mut self,
+        create: &CreateView,
+        emit_on_close: bool,
+    ) -> Result<Output> {
         let kind = if create.materialized {
             "CREATE MATERIALIZED VIEW"
         } else {
@@ -268,6 +308,9 @@ impl Session<'_> {
                 depends_on,
                 models: crate::model::functions::models_used(&plan),
                 created_ms,
+                emit_on_window_close: false,
+                append_only: false,
+                watermarks: Vec::new(),
             };
             catalog.create_plain_view(View::plain(def, plan))?;
             return Ok(Output::Command(kind.into()));
@@ -275,7 +318,7 @@ impl Session<'_> {
         let id = catalog.reserve_id()?;
         let store = self.db.store();
         let errors = Arc::new(ExprErrors::default());
-        let mut planned = dataflow(&state, store, &plan, id, errors.clone())?;
+        let mut planned = dataflow(&state, catalog, &plan, id, errors.clone(), emit_on_close)?;
         let columns = ViewDef::columns_of(&planned.schema, &names);
         // What the dataflow reads, and the plain views the query names on the way there.
         let mut depends_on = planned.graph.inputs();
@@ -292,6 +335,9 @@ impl Session<'_> {
             depends_on,
             models: crate::model::functions::models_used(&plan),
             created_ms,
+            emit_on_window_close: emit_on_close,
+            append_only: planned.append_only,
+            watermarks: planned.watermarks.clone(),
         };
         let view = View::materialized(def.clone())?.with_errors(errors);
         add_root(&mut planned, &view, store)?;
@@ -312,11 +358,22 @@ impl Session<'_> {
     }
 
     /// `EXPLAIN CREATE MATERIALIZED VIEW`: the dataflow, one operator per line.
-    pub(super) async fn explain_view(&mut self, create: &CreateView) -> Result<Output> {
+    pub(super) async fn explain_view(
+        &mut self,
+        create: &CreateView,
+        emit_on_close: bool,
+    ) -> Result<Output> {
         let state = self.db.ctx().state();
         let plan = logical_plan(&state, &create.query).await?;
         // Planning touches no state: an id no view has is fine.
-        let mut planned = dataflow(&state, self.db.store(), &plan, u32::MAX, Arc::default())?;
+        let mut planned = dataflow(
+            &state,
+            self.db.catalog(),
+            &plan,
+            u32::MAX,
+            Arc::default(),
+            emit_on_close,
+        )?;
         let name = table_name(&create.name)?;
         let graph = std::mem::take(&mut planned.graph);
         let key = match &planned.key {
@@ -331,11 +388,7 @@ impl Session<'_> {
         };
         let mut lines = vec![format!("Materialize: {name} {key}")];
         lines.extend(graph.explain().into_iter().map(|l| format!("  {l}")));
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "QUERY PLAN",
-            DataType::Utf8,
-            false,
-        )]));
+        let schema = explain_schema();
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(lines))])?;
         Ok(rows_output(schema, vec![batch], "EXPLAIN".into()))
     }

@@ -8,6 +8,7 @@ pub mod ddl;
 pub mod names;
 pub mod rewrite;
 pub mod types;
+pub mod windows;
 
 use datafusion::sql::sqlparser::ast::helpers::stmt_create_table::CreateTableBuilder;
 use datafusion::sql::sqlparser::ast::{CreateTable, Ident, ObjectName, ObjectNamePart, Statement};
@@ -65,6 +66,14 @@ pub enum Stmt {
         /// `WATERMARK FOR column AS expr`.
         watermark: Option<WatermarkDef>,
     },
+    /// `[EXPLAIN] CREATE MATERIALIZED VIEW ... EMIT ON WINDOW CLOSE`: the query's GROUP BY
+    /// emits each group once, when the watermark closes it.
+    EmitOnWindowClose {
+        /// The statement without the clause.
+        create: Box<datafusion::sql::sqlparser::ast::CreateView>,
+        /// EXPLAIN: show the dataflow, create nothing.
+        explain: bool,
+    },
 }
 
 /// `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name FROM 'path'`.
@@ -107,6 +116,10 @@ impl std::fmt::Display for Stmt {
             Stmt::DropModel { names, .. } => write!(f, "DROP MODEL {}", names.join(", ")),
             Stmt::ShowModels => write!(f, "SHOW MODELS"),
             Stmt::CreateTable { create, .. } => write!(f, "{create}"),
+            Stmt::EmitOnWindowClose { create, explain } => {
+                let explain = if *explain { "EXPLAIN " } else { "" };
+                write!(f, "{explain}{create} EMIT ON WINDOW CLOSE")
+            }
         }
     }
 }
@@ -229,6 +242,50 @@ impl SqlParser {
                     }),
                     Err(e) => return Some(Err(e)),
                 }
+            } else if let Some(clause) = emit_on_window_close(&parser, sql) {
+                own = true;
+                // Up to the clause, as a standard statement; then past it.
+                let create = self.parse(&sql[clause.statement..clause.clause]);
+                while parser.peek_token().span.start != clause.end {
+                    parser.next_token();
+                }
+                parser.next_token();
+                let create = match create {
+                    Ok(mut statements) if statements.len() == 1 => statements.remove(0),
+                    Ok(_) => {
+                        return Some(Err(Error::Syntax(
+                            "syntax error at or near \"EMIT\"".into(),
+                        )));
+                    }
+                    Err(e) => return Some(Err(e)),
+                };
+                let stmt = match create {
+                    Statement::CreateView(create) if create.materialized => {
+                        Stmt::EmitOnWindowClose {
+                            create: Box::new(create),
+                            explain: false,
+                        }
+                    }
+                    Statement::Explain { statement, .. } => match *statement {
+                        Statement::CreateView(create) if create.materialized => {
+                            Stmt::EmitOnWindowClose {
+                                create: Box::new(create),
+                                explain: true,
+                            }
+                        }
+                        _ => {
+                            return Some(Err(Error::Syntax(
+                                "EMIT ON WINDOW CLOSE ends a CREATE MATERIALIZED VIEW".into(),
+                            )));
+                        }
+                    },
+                    _ => {
+                        return Some(Err(Error::Syntax(
+                            "EMIT ON WINDOW CLOSE ends a CREATE MATERIALIZED VIEW".into(),
+                        )));
+                    }
+                };
+                stmts.push(stmt);
             } else if word(0, "create") && word(1, "table") && !standard_statement(&mut parser) {
                 own = true;
                 parser.next_token();
@@ -289,9 +346,10 @@ impl SqlParser {
                         .iter()
                         .fold(statement, |s, rule| rule.rewrite(s));
                     rewrite::aggregate_scalar_subqueries(&mut statement);
-                    statement
+                    windows::expand(&mut statement)?;
+                    Ok(statement)
                 })
-                .collect(),
+                .collect::<Result<Vec<_>>>()?,
             // Catalog reads, and what plain sqlparser refuses (`ABORT`, for one).
             _ => {
                 let mut statements = self.compat.parse(sql)?;
@@ -308,6 +366,58 @@ impl SqlParser {
         statements.iter_mut().for_each(names::apply_pg_column_names);
         Ok(statements)
     }
+}
+
+/// Where a statement that ends in `EMIT ON WINDOW CLOSE` lies in the text.
+struct WindowCloseClause {
+    /// Byte offset of the statement's first token.
+    statement: usize,
+    /// Byte offset of `EMIT`.
+    clause: usize,
+    /// Where `CLOSE` starts.
+    end: datafusion::sql::sqlparser::tokenizer::Location,
+}
+
+/// Finds `EMIT ON WINDOW CLOSE` at the end of the statement at the parser's position.
+fn emit_on_window_close(parser: &Parser<'_>, sql: &str) -> Option<WindowCloseClause> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+
+    let mut tokens: Vec<TokenWithSpan> = Vec::new();
+    loop {
+        let token = parser.peek_nth_token(tokens.len());
+        if matches!(token.token, Token::EOF | Token::SemiColon) {
+            break;
+        }
+        tokens.push(token);
+    }
+    let n = tokens.len();
+    if n < 5 {
+        return None;
+    }
+    let is = |t: &TokenWithSpan, word: &str| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case(word) && w.quote_style.is_none());
+    let tail = ["emit", "on", "window", "close"];
+    if !tokens[n - 4..].iter().zip(tail).all(|(t, w)| is(t, w)) {
+        return None;
+    }
+    let offset = |location: datafusion::sql::sqlparser::tokenizer::Location| -> Option<usize> {
+        let mut line_start = 0;
+        for _ in 1..location.line {
+            line_start += sql[line_start..].find('\n')? + 1;
+        }
+        let column = usize::try_from(location.column).ok()?.checked_sub(1)?;
+        Some(
+            line_start
+                + sql[line_start..]
+                    .char_indices()
+                    .nth(column)
+                    .map_or(sql.len() - line_start, |(i, _)| i),
+        )
+    };
+    Some(WindowCloseClause {
+        statement: offset(tokens[0].span.start)?,
+        clause: offset(tokens[n - 4].span.start)?,
+        end: tokens[n - 1].span.start,
+    })
 }
 
 /// Augur's statements that sqlparser reads as something else: `SHOW SOURCES` and `SHOW MODELS`

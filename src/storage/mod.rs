@@ -105,6 +105,20 @@ impl Store {
         self.snapshot().scan_prefix(prefix, f)
     }
 
+    /// Visits every key in `[from, to)`, in key order, from one consistent snapshot. `f`
+    /// returns `false` to stop early.
+    pub fn scan_range<E>(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E>
+    where
+        E: From<StorageError>,
+    {
+        self.snapshot().scan_range(from, to, f)
+    }
+
     /// Applies `batch` atomically.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut opts = WriteOptions::default();
@@ -166,18 +180,46 @@ impl Snapshot {
     pub fn scan_prefix<E>(
         &self,
         prefix: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E>
+    where
+        E: From<StorageError>,
+    {
+        match prefix_upper_bound(prefix) {
+            Some(upper) => self.scan_range(prefix, &upper, f),
+            None => self.scan_from(prefix, None, f),
+        }
+    }
+
+    /// Visits every key in `[from, to)`, in key order. `f` returns `false` to stop.
+    pub fn scan_range<E>(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E>
+    where
+        E: From<StorageError>,
+    {
+        self.scan_from(from, Some(to), f)
+    }
+
+    fn scan_from<E>(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
         mut f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
     ) -> std::result::Result<(), E>
     where
         E: From<StorageError>,
     {
         let mut read_opts = ReadOptions::default();
-        if let Some(upper) = prefix_upper_bound(prefix) {
-            read_opts.set_iterate_upper_bound(upper);
+        if let Some(to) = to {
+            read_opts.set_iterate_upper_bound(to.to_vec());
         }
         let iter = self
             .snapshot
-            .iterator_opt(IteratorMode::From(prefix, Direction::Forward), read_opts);
+            .iterator_opt(IteratorMode::From(from, Direction::Forward), read_opts);
         for item in iter {
             let (key, value) = item.map_err(StorageError::from)?;
             if !f(&key, &value)? {

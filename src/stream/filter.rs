@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::project::evaluate;
-use super::{ChangeBatch, ExprErrors, Operator, Result};
+use super::{ChangeBatch, ExprErrors, Operator, Result, Watermark};
 
 /// `WHERE` / `HAVING`.
 #[derive(Debug)]
@@ -36,6 +36,16 @@ impl FilterOp {
 }
 
 impl Operator for FilterOp {
+    fn on_watermark(
+        &mut self,
+        _: usize,
+        watermark: Watermark,
+        out: &mut Vec<Watermark>,
+    ) -> Result<()> {
+        out.push(watermark);
+        Ok(())
+    }
+
     fn process(
         &mut self,
         _: usize,

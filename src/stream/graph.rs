@@ -9,7 +9,7 @@
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
 
-use super::{ChangeBatch, Operator, Result};
+use super::{ChangeBatch, Operator, Result, Watermark};
 use crate::storage::WriteBatch;
 
 /// Where a node sends its output: the parent's position and which of its inputs.
@@ -121,16 +121,68 @@ impl Graph {
         Ok(())
     }
 
-    /// Ends the epoch: every operator, inputs first, emits what it held back. Returns the
-    /// changes of the view's output.
-    pub fn barrier(&mut self) -> Result<Vec<ChangeBatch>> {
+    /// Feeds a watermark of relation `input` in (`column` is a position in the relation's
+    /// rows); returns the watermarks that reach the root's output.
+    pub fn watermark(&mut self, input: u32, watermark: &Watermark) -> Result<Vec<Watermark>> {
         let mut root_out = Vec::new();
+        let leaves: Vec<usize> = self
+            .leaves
+            .iter()
+            .filter(|(id, _)| *id == input)
+            .map(|(_, node)| *node)
+            .collect();
+        for leaf in leaves {
+            self.deliver_watermark(leaf, 0, watermark.clone(), &mut root_out)?;
+        }
+        Ok(root_out)
+    }
+
+    fn deliver_watermark(
+        &mut self,
+        node: usize,
+        side: usize,
+        watermark: Watermark,
+        root_out: &mut Vec<Watermark>,
+    ) -> Result<()> {
+        let mut out = Vec::new();
+        self.nodes[node]
+            .op
+            .on_watermark(side, watermark, &mut out)?;
+        self.forward_watermarks(node, out, root_out)
+    }
+
+    fn forward_watermarks(
+        &mut self,
+        node: usize,
+        out: Vec<Watermark>,
+        root_out: &mut Vec<Watermark>,
+    ) -> Result<()> {
+        match self.nodes[node].parent {
+            Some(edge) => {
+                for watermark in out {
+                    self.deliver_watermark(edge.node, edge.side, watermark, root_out)?;
+                }
+            }
+            None => root_out.extend(out),
+        }
+        Ok(())
+    }
+
+    /// Ends the epoch: every operator, inputs first, emits what it held back, then the
+    /// watermarks it held with it. Returns the changes of the view's output, and the watermarks
+    /// that follow them.
+    pub fn barrier(&mut self) -> Result<(Vec<ChangeBatch>, Vec<Watermark>)> {
+        let mut root_out = Vec::new();
+        let mut root_watermarks = Vec::new();
         for node in 0..self.nodes.len() {
             let mut out = Vec::new();
             self.nodes[node].op.on_barrier(&mut out)?;
             self.forward(node, out, &mut root_out)?;
+            let mut held = Vec::new();
+            self.nodes[node].op.held_watermarks(&mut held);
+            self.forward_watermarks(node, held, &mut root_watermarks)?;
         }
-        Ok(root_out)
+        Ok((root_out, root_watermarks))
     }
 
     /// Adds every operator's changed state to `batch`.
@@ -210,6 +262,21 @@ impl Operator for ScanOp {
             .map(|&i| changes.rows().column(i).clone())
             .collect();
         out.push(changes.with_columns(self.schema.clone(), columns)?);
+        Ok(())
+    }
+
+    fn on_watermark(
+        &mut self,
+        _: usize,
+        watermark: Watermark,
+        out: &mut Vec<Watermark>,
+    ) -> Result<()> {
+        if let Some(column) = self.columns.iter().position(|&c| c == watermark.column) {
+            out.push(Watermark {
+                column,
+                ..watermark
+            });
+        }
         Ok(())
     }
 

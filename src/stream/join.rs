@@ -22,7 +22,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::change::rows_of;
 use super::project::evaluate;
 use super::state::{Reader, StateScope, put_i64};
-use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError};
+use super::watermark::Meet;
+use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::WriteBatch;
 
 const SIDE_TAGS: [u8; 2] = [b'l', b'r'];
@@ -91,12 +92,21 @@ pub struct JoinOp {
     schema: SchemaRef,
     state: StateScope,
     errors: Arc<ExprErrors>,
+    /// Equality-key columns `(left, right)` both sides carry a watermark on, with the least of
+    /// the two: every output row has equal values there.
+    watermarks: Vec<(usize, usize, Meet)>,
 }
 
 impl JoinOp {
     /// Counts the rows whose expressions fail (they get NULL) in `errors`, the view's.
     pub fn with_errors(mut self, errors: Arc<ExprErrors>) -> Self {
         self.errors = errors;
+        self
+    }
+
+    /// Carries the least of both sides' watermarks on the equality-key column pairs `pairs`.
+    pub fn with_watermarks(mut self, pairs: &[(usize, usize)]) -> Self {
+        self.watermarks = pairs.iter().map(|&(l, r)| (l, r, Meet::new(2))).collect();
         self
     }
 
@@ -168,6 +178,7 @@ impl JoinOp {
             schema,
             state,
             errors: Arc::default(),
+            watermarks: Vec::new(),
         };
         for (index, side) in op.sides.iter_mut().enumerate() {
             side.complete = op.state.is_empty(SIDE_TAGS[index])?;
@@ -506,6 +517,35 @@ impl Operator for JoinOp {
                 });
             }
         }
+    }
+
+    fn on_watermark(
+        &mut self,
+        side: usize,
+        watermark: Watermark,
+        out: &mut Vec<Watermark>,
+    ) -> Result<()> {
+        let width = self.sides[0].schema.fields().len();
+        let has_right = self.schema.fields().len() > width;
+        for (left, right, meet) in &mut self.watermarks {
+            let column = if side == 0 { *left } else { *right };
+            if column != watermark.column {
+                continue;
+            }
+            if let Some(value) = meet.raise(side, watermark.value.clone()) {
+                if has_right {
+                    out.push(Watermark {
+                        column: width + *right,
+                        value: value.clone(),
+                    });
+                }
+                out.push(Watermark {
+                    column: *left,
+                    value,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn schema(&self) -> SchemaRef {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::change::consolidate;
 use super::state::{Reader, StateScope};
-use super::{ChangeBatch, Operator, Result, StreamError};
+use super::{ChangeBatch, Operator, Result, StreamError, Watermark};
 use crate::storage::{Store, WriteBatch};
 use crate::table::Table;
 
@@ -35,6 +35,8 @@ pub struct MaterializeOp {
     rows: i64,
     rows_key: Vec<u8>,
     published_rows: Arc<AtomicI64>,
+    /// Watermarks that arrived this epoch: they follow the epoch's changes to readers.
+    watermarks: Vec<Watermark>,
 }
 
 impl MaterializeOp {
@@ -55,6 +57,7 @@ impl MaterializeOp {
             rows: count,
             rows_key,
             published_rows: rows,
+            watermarks: Vec::new(),
         })
     }
 
@@ -167,6 +170,20 @@ impl Operator for MaterializeOp {
         let weights = Int64Array::from_iter_values(emitted.iter().map(|(_, w)| *w));
         out.push(ChangeBatch::new(rows, weights));
         Ok(())
+    }
+
+    fn on_watermark(
+        &mut self,
+        _: usize,
+        watermark: Watermark,
+        _: &mut Vec<Watermark>,
+    ) -> Result<()> {
+        self.watermarks.push(watermark);
+        Ok(())
+    }
+
+    fn held_watermarks(&mut self, out: &mut Vec<Watermark>) {
+        out.append(&mut self.watermarks);
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {

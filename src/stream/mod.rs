@@ -23,12 +23,14 @@ pub mod runtime;
 pub mod state;
 pub mod topn;
 pub mod union;
+pub mod watermark;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
 pub use change::ChangeBatch;
+pub use watermark::Watermark;
 
 /// Rows of one view whose expressions failed and got NULL (a model run that failed, a division
 /// by zero), since the server started; shown in `augur_catalog.views`.
@@ -123,6 +125,23 @@ pub trait Operator: Send + std::fmt::Debug {
     fn on_barrier(&mut self, _out: &mut Vec<ChangeBatch>) -> Result<()> {
         Ok(())
     }
+
+    /// A watermark arrived on input `side`, after every change it covers: appends the
+    /// watermarks it gives the output to `out`. An operator that holds changes back until the
+    /// barrier holds their watermarks too, and gives them in [`Operator::held_watermarks`].
+    /// The default drops it: the output carries no watermark.
+    fn on_watermark(
+        &mut self,
+        _side: usize,
+        _watermark: Watermark,
+        _out: &mut Vec<Watermark>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Right after [`Operator::on_barrier`]: appends the watermarks held back until the
+    /// changes emitted there to `out`.
+    fn held_watermarks(&mut self, _out: &mut Vec<Watermark>) {}
 
     /// Adds the state changed since the last checkpoint to `batch`, which the runtime commits
     /// together with every other operator's and the sources' positions.

@@ -29,6 +29,7 @@ use super::project::ProjectOp;
 use super::state::StateScope;
 use super::topn::TopNOp;
 use super::union::UnionOp;
+use super::watermark::Derived;
 use super::{ExprErrors, Operator, Result, StreamError};
 use crate::model::functions::{NAMES as MODEL_FUNCTIONS, calls_model};
 use crate::storage::Store;
@@ -44,6 +45,8 @@ pub struct Input {
     pub key: Option<Vec<usize>>,
     /// True when rows are only ever inserted (sources).
     pub append_only: bool,
+    /// Positions of the columns that carry a watermark.
+    pub watermarks: Vec<usize>,
 }
 
 /// Tells the planner which relation a `TableScan` reads.
@@ -60,6 +63,8 @@ pub struct Planned {
     pub key: Option<Vec<usize>>,
     /// True when the view's rows are only ever inserted.
     pub append_only: bool,
+    /// Positions of the view's columns that carry a watermark.
+    pub watermarks: Vec<usize>,
 }
 
 /// Properties of a node's output.
@@ -67,6 +72,8 @@ pub struct Planned {
 struct Props {
     key: Option<Vec<usize>>,
     append_only: bool,
+    /// Columns that carry a watermark, in order.
+    watermarks: Vec<usize>,
 }
 
 struct Planner<'a> {
@@ -76,10 +83,13 @@ struct Planner<'a> {
     resolve: Resolve<'a>,
     graph: Graph,
     errors: Arc<ExprErrors>,
+    /// `EMIT ON WINDOW CLOSE` was asked for and its aggregate not planned yet.
+    emit_on_close: bool,
 }
 
 /// Plans the dataflow of view `view` from its optimised logical plan; rows whose expressions
-/// fail are counted in `errors`.
+/// fail are counted in `errors`. With `emit_on_close` (`EMIT ON WINDOW CLOSE`), the query's
+/// outermost GROUP BY emits each group once, when the watermark closes it.
 pub fn plan_view(
     plan: &LogicalPlan,
     state: &SessionState,
@@ -87,6 +97,7 @@ pub fn plan_view(
     view: u32,
     resolve: Resolve<'_>,
     errors: Arc<ExprErrors>,
+    emit_on_close: bool,
 ) -> Result<Planned> {
     let mut planner = Planner {
         state,
@@ -95,6 +106,7 @@ pub fn plan_view(
         resolve,
         graph: Graph::default(),
         errors,
+        emit_on_close,
     };
     let (_, props) = planner.plan(plan)?;
     Ok(Planned {
@@ -102,7 +114,17 @@ pub fn plan_view(
         schema: Arc::new(plan.schema().as_arrow().clone()),
         key: props.key,
         append_only: props.append_only,
+        watermarks: props.watermarks,
     })
+}
+
+/// The refusal of `EMIT ON WINDOW CLOSE` over `what`.
+fn no_window_close(what: &str) -> StreamError {
+    not_supported(format!(
+        "EMIT ON WINDOW CLOSE over {what} (it needs a GROUP BY on a column with a watermark, \
+         such as the window_start or window_end of TUMBLE or HOP over a source or table with \
+         WATERMARK FOR, at the top of the query)"
+    ))
 }
 
 fn not_supported(what: impl Into<String>) -> StreamError {
@@ -164,6 +186,19 @@ impl Planner<'_> {
 
     /// Plans `plan`; returns the node producing its rows.
     fn plan(&mut self, plan: &LogicalPlan) -> Result<(usize, Props)> {
+        if self.emit_on_close {
+            let passes = match plan {
+                LogicalPlan::Projection(_)
+                | LogicalPlan::Filter(_)
+                | LogicalPlan::SubqueryAlias(_)
+                | LogicalPlan::Aggregate(_) => true,
+                LogicalPlan::Sort(sort) => sort.fetch.is_none(),
+                _ => false,
+            };
+            if !passes {
+                return Err(no_window_close(&format!("{}", plan.display())));
+            }
+        }
         match plan {
             LogicalPlan::TableScan(scan) => {
                 if scan.fetch.is_some() {
@@ -181,6 +216,12 @@ impl Planner<'_> {
                         .collect::<Option<Vec<_>>>()
                 });
                 let schema = Arc::new(scan.projected_schema.as_arrow().clone());
+                let watermarks = columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| input.watermarks.contains(c))
+                    .map(|(i, _)| i)
+                    .collect();
                 let node =
                     self.graph
                         .add(Box::new(ScanOp::new(input.name.clone(), columns, schema)));
@@ -190,6 +231,7 @@ impl Planner<'_> {
                     Props {
                         key,
                         append_only: input.append_only,
+                        watermarks,
                     },
                 ))
             }
@@ -230,22 +272,41 @@ impl Planner<'_> {
                 if identity {
                     return Ok((child, Props { key, ..props }));
                 }
+                let input_arrow = Arc::new(input_schema.as_arrow().clone());
+                let derived = Derived::find(&exprs, &input_arrow, &props.watermarks);
+                let watermarks = derived.iter().map(|d| d.output).collect();
                 let node = self.graph.len();
-                let op: Box<dyn Operator> =
-                    if !props.append_only && projection.expr.iter().any(calls_model) {
-                        Box::new(MemoProjectOp::new(
-                            exprs,
-                            &Arc::new(input_schema.as_arrow().clone()),
-                            schema,
-                            self.scope(node)?,
-                            self.errors.clone(),
-                        )?)
-                    } else {
-                        Box::new(ProjectOp::new(exprs, schema, self.errors.clone()))
-                    };
+                let op: Box<dyn Operator> = if !props.append_only
+                    && projection.expr.iter().any(calls_model)
+                {
+                    Box::new(MemoProjectOp::new(
+                        exprs,
+                        &Arc::new(input_schema.as_arrow().clone()),
+                        schema,
+                        self.scope(node)?,
+                        self.errors.clone(),
+                    )?)
+                } else {
+                    Box::new(
+                        ProjectOp::new(exprs, schema, self.errors.clone()).with_watermarks(derived),
+                    )
+                };
+                // A memoising projection carries no watermark.
+                let watermarks = if props.append_only || !projection.expr.iter().any(calls_model) {
+                    watermarks
+                } else {
+                    Vec::new()
+                };
                 let node = self.graph.add(op);
                 self.graph.connect(child, node, 0);
-                Ok((node, Props { key, ..props }))
+                Ok((
+                    node,
+                    Props {
+                        key,
+                        watermarks,
+                        ..props
+                    },
+                ))
             }
             LogicalPlan::Filter(filter) => {
                 let (child, props) = self.plan(&filter.input)?;
@@ -258,6 +319,7 @@ impl Planner<'_> {
                 Ok((node, props))
             }
             LogicalPlan::Aggregate(aggregate) => {
+                let emit_on_close = std::mem::take(&mut self.emit_on_close);
                 let (child, props) = self.plan(&aggregate.input)?;
                 no_model_calls(
                     aggregate.group_expr.iter().chain(&aggregate.aggr_expr),
@@ -284,10 +346,18 @@ impl Planner<'_> {
                     )?);
                 }
                 let schema = Arc::new(aggregate.schema.as_arrow().clone());
-                self.aggregate(child, schema, groups, calls)
+                let derived = Derived::find(
+                    &groups,
+                    &Arc::new(input_schema.as_arrow().clone()),
+                    &props.watermarks,
+                );
+                if emit_on_close && derived.is_empty() {
+                    return Err(no_window_close("a GROUP BY without a watermark column"));
+                }
+                self.aggregate(child, schema, groups, calls, derived, emit_on_close)
             }
             LogicalPlan::Distinct(Distinct::All(input)) => {
-                let (child, _) = self.plan(input)?;
+                let (child, props) = self.plan(input)?;
                 let schema = input.schema();
                 let groups = schema
                     .columns()
@@ -295,12 +365,9 @@ impl Planner<'_> {
                     .map(|c| self.compile(&Expr::Column(c.clone()), schema))
                     .collect::<Result<Vec<_>>>()?;
                 // DISTINCT is a GROUP BY of every column without aggregates.
-                self.aggregate(
-                    child,
-                    Arc::new(schema.as_arrow().clone()),
-                    groups,
-                    Vec::new(),
-                )
+                let arrow = Arc::new(schema.as_arrow().clone());
+                let derived = Derived::find(&groups, &arrow, &props.watermarks);
+                self.aggregate(child, arrow, groups, Vec::new(), derived, false)
             }
             LogicalPlan::Distinct(Distinct::On(_)) => Err(not_supported("DISTINCT ON")),
             LogicalPlan::Sort(sort) => match sort.fetch {
@@ -363,6 +430,21 @@ impl Planner<'_> {
                     .as_ref()
                     .map(|f| self.compile(f, &pair_schema))
                     .transpose()?;
+                // Equality keys that are columns with a watermark on both sides.
+                let watermarks: Vec<(usize, usize)> = join
+                    .on
+                    .iter()
+                    .filter_map(|(l, r)| match (l, r) {
+                        (Expr::Column(l), Expr::Column(r)) => Some((
+                            left_schema.index_of_column(l).ok()?,
+                            right_schema.index_of_column(r).ok()?,
+                        )),
+                        _ => None,
+                    })
+                    .filter(|(l, r)| {
+                        left_props.watermarks.contains(l) && right_props.watermarks.contains(r)
+                    })
+                    .collect();
                 let node = self.graph.len();
                 let op = JoinOp::new(
                     join.join_type,
@@ -375,11 +457,23 @@ impl Planner<'_> {
                     Arc::new(join.schema.as_arrow().clone()),
                     self.scope(node)?,
                 )?
-                .with_errors(self.errors.clone());
+                .with_errors(self.errors.clone())
+                .with_watermarks(&watermarks);
                 let node = self.graph.add(Box::new(op));
                 self.graph.connect(left, node, 0);
                 self.graph.connect(right, node, 1);
                 let width = left_schema.fields().len();
+                let semi = matches!(
+                    join.join_type,
+                    datafusion::common::JoinType::LeftSemi | datafusion::common::JoinType::LeftAnti
+                );
+                let mut out_watermarks: Vec<usize> = watermarks
+                    .iter()
+                    .flat_map(|&(l, r)| [Some(l), (!semi).then_some(width + r)])
+                    .flatten()
+                    .collect();
+                out_watermarks.sort_unstable();
+                out_watermarks.dedup();
                 let key = match join.join_type {
                     datafusion::common::JoinType::LeftSemi
                     | datafusion::common::JoinType::LeftAnti => left_props.key.clone(),
@@ -396,20 +490,36 @@ impl Planner<'_> {
                 let append_only = join.join_type == datafusion::common::JoinType::Inner
                     && left_props.append_only
                     && right_props.append_only;
-                Ok((node, Props { key, append_only }))
+                Ok((
+                    node,
+                    Props {
+                        key,
+                        append_only,
+                        watermarks: out_watermarks,
+                    },
+                ))
             }
             LogicalPlan::Union(union) => {
                 let mut children = Vec::new();
                 let mut append_only = true;
+                let mut watermarks: Option<Vec<usize>> = None;
                 for input in &union.inputs {
                     let (child, props) = self.plan(input)?;
                     append_only &= props.append_only;
+                    watermarks = Some(match watermarks {
+                        None => props.watermarks,
+                        Some(w) => w
+                            .into_iter()
+                            .filter(|c| props.watermarks.contains(c))
+                            .collect(),
+                    });
                     children.push(child);
                 }
+                let watermarks = watermarks.unwrap_or_default();
                 let schema = Arc::new(union.schema.as_arrow().clone());
-                let node = self
-                    .graph
-                    .add(Box::new(UnionOp::new(schema, children.len())));
+                let node = self.graph.add(Box::new(
+                    UnionOp::new(schema, children.len()).with_watermarks(&watermarks),
+                ));
                 for (side, child) in children.into_iter().enumerate() {
                     self.graph.connect(child, node, side);
                 }
@@ -418,6 +528,7 @@ impl Planner<'_> {
                     Props {
                         key: None,
                         append_only,
+                        watermarks,
                     },
                 ))
             }
@@ -438,18 +549,23 @@ impl Planner<'_> {
         schema: SchemaRef,
         groups: Vec<Arc<dyn PhysicalExpr>>,
         calls: Vec<AggCall>,
+        watermarks: Vec<Derived>,
+        emit_on_close: bool,
     ) -> Result<(usize, Props)> {
         let width = groups.len();
         let node = self.graph.len();
+        let outputs = watermarks.iter().map(|d| d.output).collect();
         let op = AggregateOp::new(schema, groups, calls, self.scope(node)?)?
-            .with_errors(self.errors.clone());
+            .with_errors(self.errors.clone())
+            .with_watermarks(watermarks, emit_on_close)?;
         let node = self.graph.add(Box::new(op));
         self.graph.connect(child, node, 0);
         Ok((
             node,
             Props {
                 key: Some((0..width).collect()),
-                append_only: false,
+                append_only: emit_on_close,
+                watermarks: outputs,
             },
         ))
     }
@@ -491,6 +607,7 @@ impl Planner<'_> {
             Props {
                 key: props.key,
                 append_only: false,
+                watermarks: Vec::new(),
             },
         ))
     }

@@ -8,7 +8,8 @@ use datafusion::arrow::compute::concat;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::{ChangeBatch, ExprErrors, Operator, Result};
+use super::watermark::Derived;
+use super::{ChangeBatch, ExprErrors, Operator, Result, Watermark};
 
 /// The SELECT list.
 #[derive(Debug)]
@@ -16,6 +17,8 @@ pub struct ProjectOp {
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
     errors: Arc<ExprErrors>,
+    /// Output columns that carry an input column's watermark.
+    watermarks: Vec<Derived>,
 }
 
 impl ProjectOp {
@@ -30,7 +33,14 @@ impl ProjectOp {
             exprs,
             schema,
             errors,
+            watermarks: Vec::new(),
         }
+    }
+
+    /// Carries watermarks to the output columns `watermarks`.
+    pub fn with_watermarks(mut self, watermarks: Vec<Derived>) -> Self {
+        self.watermarks = watermarks;
+        self
     }
 }
 
@@ -47,6 +57,25 @@ impl Operator for ProjectOp {
             .map(|expr| evaluate(expr, changes.rows(), &self.errors))
             .collect::<Result<Vec<_>>>()?;
         out.push(changes.with_columns(self.schema.clone(), columns)?);
+        Ok(())
+    }
+
+    fn on_watermark(
+        &mut self,
+        _: usize,
+        watermark: Watermark,
+        out: &mut Vec<Watermark>,
+    ) -> Result<()> {
+        for derived in &self.watermarks {
+            if derived.input == watermark.column
+                && let Some(value) = derived.apply(&watermark.value)?
+            {
+                out.push(Watermark {
+                    column: derived.output,
+                    value,
+                });
+            }
+        }
         Ok(())
     }
 

@@ -48,6 +48,17 @@ pub fn source_offset_key(id: u32) -> Vec<u8> {
     key
 }
 
+/// Storage key of where the watermark of append-only table `id` stands in the rows the
+/// dataflow has applied (tables with `WATERMARK FOR`).
+pub fn table_watermark_key(id: u32) -> Vec<u8> {
+    let mut key = TABLE_WATERMARK_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The prefix of [`table_watermark_key`]s.
+const TABLE_WATERMARK_PREFIX: &[u8] = b"mflow_table_watermark/";
+
 /// Storage key of source `id`'s watermark (sources that have one).
 pub fn source_watermark_key(id: u32) -> Vec<u8> {
     let mut key = b"msource_watermark/".to_vec();
@@ -207,6 +218,17 @@ impl Runtime {
                 },
             );
         }
+        let mut table_watermarks = BTreeMap::new();
+        store.scan_prefix::<StreamError>(TABLE_WATERMARK_PREFIX, |key, value| {
+            let id = key[TABLE_WATERMARK_PREFIX.len()..]
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| StreamError::Corrupt("table watermark key".into()))?;
+            let state =
+                WatermarkState::decode(value).map_err(|e| StreamError::Corrupt(e.to_string()))?;
+            table_watermarks.insert(id, state);
+            Ok(true)
+        })?;
         let progress = Arc::new(Progress::default());
         progress.epoch.store(number, Ordering::SeqCst);
         progress.committed_at_ms.store(at, Ordering::SeqCst);
@@ -218,6 +240,8 @@ impl Runtime {
             lookup,
             views: views.into_iter().map(|v| (v.id, v)).collect(),
             sources: runs,
+            table_watermarks,
+            watermarks: BTreeMap::new(),
             applied_seq: applied,
             epoch: number,
             pending: false,

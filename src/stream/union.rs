@@ -2,19 +2,35 @@
 
 use datafusion::arrow::datatypes::SchemaRef;
 
-use super::{ChangeBatch, Operator, Result};
+use super::watermark::Meet;
+use super::{ChangeBatch, Operator, Result, Watermark};
 
 /// Merges any number of inputs.
 #[derive(Debug)]
 pub struct UnionOp {
     schema: SchemaRef,
     inputs: usize,
+    /// Columns every input carries a watermark on, with the least of them.
+    watermarks: Vec<(usize, Meet)>,
 }
 
 impl UnionOp {
     /// A union of `inputs` inputs into `schema`.
     pub fn new(schema: SchemaRef, inputs: usize) -> Self {
-        Self { schema, inputs }
+        Self {
+            schema,
+            inputs,
+            watermarks: Vec::new(),
+        }
+    }
+
+    /// Carries the least of the inputs' watermarks on `columns`, which every input has.
+    pub fn with_watermarks(mut self, columns: &[usize]) -> Self {
+        self.watermarks = columns
+            .iter()
+            .map(|&c| (c, Meet::new(self.inputs)))
+            .collect();
+        self
     }
 }
 
@@ -28,6 +44,25 @@ impl Operator for UnionOp {
         // Inputs are planned to the union's types; `with_columns` casts what differs.
         let columns = changes.rows().columns().to_vec();
         out.push(changes.with_columns(self.schema.clone(), columns)?);
+        Ok(())
+    }
+
+    fn on_watermark(
+        &mut self,
+        side: usize,
+        watermark: Watermark,
+        out: &mut Vec<Watermark>,
+    ) -> Result<()> {
+        for (column, meet) in &mut self.watermarks {
+            if *column == watermark.column
+                && let Some(value) = meet.raise(side, watermark.value.clone())
+            {
+                out.push(Watermark {
+                    column: *column,
+                    value,
+                });
+            }
+        }
         Ok(())
     }
 

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
-use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{Expr, Volatility};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
@@ -146,6 +146,20 @@ impl Watermark {
             column_type,
             expr,
         })
+    }
+
+    /// Position of the event-time column.
+    pub fn column(&self) -> usize {
+        self.column
+    }
+
+    /// Where `state` stands, as a value of the event-time column; `None` before any row.
+    pub fn value(&self, state: &WatermarkState) -> Result<Option<ScalarValue>> {
+        state
+            .current
+            .map(|v| ScalarValue::Int64(Some(v)).cast_to(&self.column_type))
+            .transpose()
+            .map_err(Error::from)
     }
 
     /// Judges `rows` in order against `state`, which it advances: returns the rows that are

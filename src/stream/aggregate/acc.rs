@@ -244,6 +244,11 @@ impl AggCall {
         &self.text
     }
 
+    /// Whether the call keeps its group's values (stored beside the group).
+    pub fn keeps_values(&self) -> bool {
+        matches!(self.strategy, Strategy::Multiset)
+    }
+
     /// A fresh state.
     pub fn empty(&self) -> Acc {
         match self.strategy {

@@ -6,6 +6,12 @@
 //! applied as they arrive; each group that changed emits once per epoch, at the barrier: the
 //! retraction of the row it had at the last barrier and its new row. A global aggregate (no
 //! GROUP BY) always has exactly one row, as in PostgreSQL.
+//!
+//! Grouped by a column that carries a watermark (a window's start or end), a group below the
+//! watermark can no longer change: at the barrier it is closed and its state deleted. That
+//! column comes first in the stored keys, so the closed groups are one key range, read and
+//! deleted at once. Under `EMIT ON WINDOW CLOSE` groups emit nothing while they change and
+//! their one final row when they close: the output only grows.
 
 pub mod acc;
 
@@ -23,7 +29,8 @@ pub use acc::{Acc, AggCall, AggKind};
 
 use super::project::evaluate;
 use super::state::{Reader, StateScope, put_i64};
-use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError};
+use super::watermark::Derived;
+use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::WriteBatch;
 
 const GROUP_TAG: u8 = b'g';
@@ -62,6 +69,23 @@ pub struct AggregateOp {
     /// Every stored group is cached: a group not in memory is new, and is not looked up.
     complete: bool,
     errors: Arc<ExprErrors>,
+    /// Group columns (outputs) that carry an input column's watermark.
+    watermarks: Vec<Derived>,
+    /// Group positions in the order their values make up a stored key: the column groups are
+    /// closed by first.
+    key_order: Vec<usize>,
+    /// Groups are closed by this group column's watermark.
+    close_on: Option<usize>,
+    /// Encodes a value of the `close_on` column alone: the bound of the closed keys.
+    close_keys: Option<RowConverter>,
+    /// Its watermark, to close groups below at the next barrier.
+    closing: Option<ScalarValue>,
+    /// Keys below this (encoded) bound are closed; deleted from storage at the checkpoint.
+    closed_below: Option<Vec<u8>>,
+    /// `EMIT ON WINDOW CLOSE`: a group emits its row once, when it closes.
+    emit_on_close: bool,
+    /// Output watermarks, given after the barrier's changes.
+    held: Vec<Watermark>,
 }
 
 impl AggregateOp {
@@ -94,7 +118,16 @@ impl AggregateOp {
             unsaved: Vec::new(),
             complete: false,
             errors: Arc::default(),
+            watermarks: Vec::new(),
+            key_order: Vec::new(),
+            close_on: None,
+            close_keys: None,
+            closing: None,
+            closed_below: None,
+            emit_on_close: false,
+            held: Vec::new(),
         };
+        op.key_order = (0..op.group_exprs.len()).collect();
         op.complete = op.state.is_empty(GROUP_TAG)?;
         if op.is_global() {
             // The one row exists from the start: make sure it is emitted once.
@@ -109,8 +142,87 @@ impl AggregateOp {
         Ok(op)
     }
 
+    /// Carries watermarks to the group columns `watermarks` and closes the groups below the
+    /// first one's; with `emit_on_close`, groups emit their row only then. Stored keys start
+    /// with that column: call this before any state is written.
+    pub fn with_watermarks(
+        mut self,
+        watermarks: Vec<Derived>,
+        emit_on_close: bool,
+    ) -> Result<Self> {
+        self.close_on = watermarks.iter().map(|d| d.output).min();
+        if let Some(close_on) = self.close_on {
+            self.key_order.retain(|&c| c != close_on);
+            self.key_order.insert(0, close_on);
+            let field = |c: usize| SortField::new(self.schema.field(c).data_type().clone());
+            self.keys = RowConverter::new(self.key_order.iter().map(|&c| field(c)).collect())?;
+            self.close_keys = Some(RowConverter::new(vec![field(close_on)])?);
+        }
+        self.watermarks = watermarks;
+        self.emit_on_close = emit_on_close && self.close_on.is_some();
+        Ok(self)
+    }
+
     fn is_global(&self) -> bool {
         self.group_exprs.is_empty()
+    }
+
+    /// Closes the groups below the `close_on` column's watermark: deletes their state and,
+    /// under `EMIT ON WINDOW CLOSE`, emits their rows.
+    fn close(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let (Some(value), Some(encoder)) = (self.closing.take(), &self.close_keys) else {
+            return Ok(());
+        };
+        let bound: Vec<u8> = encoder
+            .convert_columns(&[value.to_array_of_size(1)?])?
+            .row(0)
+            .data()
+            .to_vec();
+        // Closed groups: those stored below the bound, and those changed since the last
+        // checkpoint (not stored yet) below it.
+        let prefix = self.state.key(GROUP_TAG, &[]);
+        let mut closed: Vec<Box<[u8]>> = Vec::new();
+        self.state.store().scan_range::<StreamError>(
+            &prefix,
+            &self.state.key(GROUP_TAG, &[&bound]),
+            |key, _| {
+                closed.push(key[prefix.len()..].into());
+                Ok(true)
+            },
+        )?;
+        closed.extend(
+            self.unsaved
+                .iter()
+                .filter(|k| k.as_ref() < bound.as_slice())
+                .cloned(),
+        );
+        closed.sort_unstable();
+        closed.dedup();
+        if self.emit_on_close && !closed.is_empty() {
+            let keys: Vec<&[u8]> = closed.iter().map(AsRef::as_ref).collect();
+            self.load(&keys)?;
+            let mut rows = Vec::with_capacity(closed.len());
+            for key in &closed {
+                let group = self
+                    .groups
+                    .get(key)
+                    .ok_or_else(|| StreamError::Internal("closed group not loaded".into()))?;
+                if let Some(values) = self.values(group)? {
+                    rows.push((key.as_ref(), values, 1));
+                }
+            }
+            if !rows.is_empty() {
+                out.push(self.rows(rows)?);
+            }
+        }
+        for key in &closed {
+            self.groups.remove(key);
+        }
+        self.unsaved.retain(|k| k.as_ref() >= bound.as_slice());
+        if self.closed_below.as_ref().is_none_or(|b| *b < bound) {
+            self.closed_below = Some(bound);
+        }
+        Ok(())
     }
 
     /// Makes sure the groups with `keys` are in memory, reading the missing ones in one batch.
@@ -198,8 +310,14 @@ impl AggregateOp {
         let mut columns: Vec<ArrayRef> = if self.is_global() {
             Vec::new()
         } else {
-            self.keys
-                .convert_rows(rows.iter().map(|(key, _, _)| parser.parse(key)))?
+            let in_key_order = self
+                .keys
+                .convert_rows(rows.iter().map(|(key, _, _)| parser.parse(key)))?;
+            let mut columns = in_key_order.clone();
+            for (array, &position) in in_key_order.into_iter().zip(&self.key_order) {
+                columns[position] = array;
+            }
+            columns
         };
         for (index, field) in self.schema.fields()[self.group_exprs.len()..]
             .iter()
@@ -233,6 +351,8 @@ impl Operator for AggregateOp {
                 .iter()
                 .map(|e| evaluate(e, rows, &self.errors))
                 .collect::<Result<Vec<_>>>()?;
+            let columns: Vec<ArrayRef> =
+                self.key_order.iter().map(|&c| columns[c].clone()).collect();
             Some(self.keys.convert_columns(&columns)?)
         };
         let key_of = |row: usize| -> &[u8] {
@@ -292,8 +412,47 @@ impl Operator for AggregateOp {
         Ok(())
     }
 
+    fn on_watermark(
+        &mut self,
+        _: usize,
+        watermark: Watermark,
+        _: &mut Vec<Watermark>,
+    ) -> Result<()> {
+        for derived in &self.watermarks {
+            if derived.input != watermark.column {
+                continue;
+            }
+            let Some(value) = derived.apply(&watermark.value)? else {
+                continue;
+            };
+            if Some(derived.output) == self.close_on
+                && self.closing.as_ref().is_none_or(|c| *c < value)
+            {
+                self.closing = Some(value.clone());
+            }
+            self.held.push(Watermark {
+                column: derived.output,
+                value,
+            });
+        }
+        Ok(())
+    }
+
+    fn held_watermarks(&mut self, out: &mut Vec<Watermark>) {
+        out.append(&mut self.held);
+    }
+
     fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
         let dirty = std::mem::take(&mut self.dirty);
+        if self.emit_on_close {
+            for key in &dirty {
+                if let Some(group) = self.groups.get_mut(key) {
+                    group.dirty = false;
+                }
+            }
+            self.unsaved.extend(dirty);
+            return self.close(out);
+        }
         let mut changes: Vec<(&[u8], Values, Values)> = Vec::new();
         for key in &dirty {
             let group = self
@@ -326,7 +485,7 @@ impl Operator for AggregateOp {
             }
         }
         self.unsaved.extend(dirty);
-        Ok(())
+        self.close(out)
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
@@ -361,6 +520,21 @@ impl Operator for AggregateOp {
                 call.encode(acc, &mut value);
             }
             batch.put(storage_key, value);
+        }
+        if let Some(bound) = self.closed_below.take() {
+            batch.delete_range(
+                self.state.key(GROUP_TAG, &[]),
+                self.state.key(GROUP_TAG, &[&bound]),
+            );
+            for (index, call) in self.calls.iter().enumerate() {
+                if call.keeps_values() {
+                    let index = [index as u8];
+                    batch.delete_range(
+                        self.state.key(VALUE_TAG, &[&index]),
+                        self.state.key(VALUE_TAG, &[&index, &bound]),
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -567,6 +741,82 @@ mod tests {
             })
             .unwrap();
         assert_eq!(groups, 1);
+    }
+
+    #[test]
+    fn groups_below_the_watermark_close_and_leave_storage() {
+        use crate::stream::watermark::Derived;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let input = changes("I I").schema();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("w", DataType::Int64, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        for (op, emit_on_close) in [(0, false), (1, true)] {
+            let count = call(
+                AggKind::Count,
+                None,
+                DataType::Int64,
+                DataType::Int64,
+                false,
+            );
+            let mut agg = AggregateOp::new(
+                schema.clone(),
+                vec![column(0)],
+                vec![count],
+                StateScope::new(store.clone(), 1, op),
+            )
+            .unwrap()
+            .with_watermarks(Derived::find(&[column(0)], &input, &[0]), emit_on_close)
+            .unwrap();
+            let first = epoch(&mut agg, "I I\n+ 1 0\n+ 1 0\n+ 2 0\n+ 3 0");
+            if emit_on_close {
+                assert!(first.is_empty(), "{first:?}");
+            } else {
+                assert_eq!(first, vec!["+ 1 2", "+ 2 1", "+ 3 1"]);
+            }
+            commit(&mut agg, &store);
+
+            // Groups 1 and 2 are below the watermark 3: they close at the barrier, and the
+            // watermark follows the barrier's rows.
+            let mut marks = Vec::new();
+            let mark = Watermark {
+                column: 0,
+                value: ScalarValue::Int64(Some(3)),
+            };
+            agg.on_watermark(0, mark.clone(), &mut marks).unwrap();
+            assert!(marks.is_empty());
+            let mut out = Vec::new();
+            agg.on_barrier(&mut out).unwrap();
+            agg.held_watermarks(&mut marks);
+            assert_eq!(marks, vec![mark]);
+            if emit_on_close {
+                assert_eq!(net(&out), vec!["+ 1 2", "+ 2 1"]);
+            } else {
+                assert!(out.is_empty());
+            }
+            commit(&mut agg, &store);
+            let mut stored = 0;
+            store
+                .scan_prefix::<crate::storage::StorageError>(
+                    &agg.state.key(GROUP_TAG, &[]),
+                    |_, _| {
+                        stored += 1;
+                        Ok(true)
+                    },
+                )
+                .unwrap();
+            assert_eq!(stored, 1, "only the open group is stored");
+            // The open group carries on.
+            let last = epoch(&mut agg, "I I\n+ 3 0");
+            if emit_on_close {
+                assert!(last.is_empty());
+            } else {
+                assert_eq!(last, vec!["- 3 1", "+ 3 2"]);
+            }
+        }
     }
 
     #[test]

@@ -10,11 +10,11 @@ use datafusion::arrow::array::Int64Array;
 
 use super::{
     APPLIED_SEQ_KEY, BACKFILL_BATCH, EPOCH_KEY, Lookup, Message, Progress, Reply, SOURCE_POLL,
-    SourceRun, ViewFlow, source_offset_key, source_watermark_key,
+    SourceRun, ViewFlow, source_offset_key, source_watermark_key, table_watermark_key,
 };
 use crate::source::OnTimeRows;
 use crate::storage::{Store, WriteBatch};
-use crate::stream::{ChangeBatch, Result, StreamError};
+use crate::stream::{ChangeBatch, Result, StreamError, Watermark};
 use crate::table::Table;
 use crate::table::changelog::{self, LOG_TAG, LoggedChange};
 use crate::table::watermark::WatermarkState;
@@ -25,6 +25,11 @@ pub(super) struct Worker {
     pub(super) lookup: Lookup,
     pub(super) views: BTreeMap<u32, ViewFlow>,
     pub(super) sources: BTreeMap<u32, SourceRun>,
+    /// Where the watermarks of append-only tables with one stand in the rows applied.
+    pub(super) table_watermarks: BTreeMap<u32, WatermarkState>,
+    /// The last watermark of each column of each relation (sources, tables, views) sent to
+    /// the views: what a view created later, or a restarted dataflow, starts from.
+    pub(super) watermarks: BTreeMap<u32, BTreeMap<usize, Watermark>>,
     pub(super) applied_seq: u64,
     pub(super) epoch: u64,
     /// Something was applied since the last commit.
@@ -39,7 +44,7 @@ pub(super) struct Worker {
 impl Worker {
     /// Runs until stopped: replays the log, then serves messages and epochs.
     pub(super) fn run(&mut self, rx: Receiver<Message>) {
-        if let Err(e) = self.replay() {
+        if let Err(e) = self.replay().and_then(|()| self.send_stored_watermarks()) {
             self.fail(e);
         }
         let mut next_barrier = Instant::now() + self.interval;
@@ -238,15 +243,26 @@ impl Worker {
             run.offset += rows.num_rows() as u64;
             more |= due > run.offset;
             self.pending = true;
-            let rows = match &run.flow.watermark {
-                Some(w) => w
-                    .watermark
-                    .filter(&rows, &mut run.watermark)
-                    .map_err(|e| StreamError::Internal(format!("source {}: {e}", run.flow.name)))?,
-                None => rows,
+            let before = run.watermark.current;
+            let (rows, watermark) = match &run.flow.watermark {
+                Some(w) => {
+                    let rows = w.watermark.filter(&rows, &mut run.watermark).map_err(|e| {
+                        StreamError::Internal(format!("source {}: {e}", run.flow.name))
+                    })?;
+                    let watermark = if run.watermark.current != before {
+                        source_mark(&w.watermark, &run.watermark)?
+                    } else {
+                        None
+                    };
+                    (rows, watermark)
+                }
+                None => (rows, None),
             };
             if rows.num_rows() > 0 {
                 self.push(id, &[ChangeBatch::inserts(rows)], 0)?;
+            }
+            if let Some(watermark) = watermark {
+                self.push_watermark(id, watermark, 0)?;
             }
         }
         Ok(more)
@@ -271,12 +287,21 @@ impl Worker {
             }
             self.applied_seq = entry.seq;
             self.pending = true;
-            if !self.views.values().any(|v| v.graph.reads(entry.table)) {
+            let read = self.views.values().any(|v| v.graph.reads(entry.table));
+            let table = match (self.lookup)(entry.table) {
+                Some(table) => table,
+                None if !read => continue,
+                None => {
+                    return Err(StreamError::Internal(format!(
+                        "change log names unknown table {}",
+                        entry.table
+                    )));
+                }
+            };
+            // A table with a watermark keeps it up to date for views created later.
+            if !read && table.watermark().is_none() {
                 continue;
             }
-            let table = (self.lookup)(entry.table).ok_or_else(|| {
-                StreamError::Internal(format!("change log names unknown table {}", entry.table))
-            })?;
             let values = entry
                 .deleted
                 .iter()
@@ -286,10 +311,30 @@ impl Worker {
                 .codec()
                 .decode_values(values)
                 .map_err(|e| StreamError::Internal(e.to_string()))?;
+            // An append-only table's rows raise its watermark as they are applied.
+            let watermark = match table.watermark() {
+                Some(w) if entry.deleted.is_empty() => {
+                    let state = self.table_watermarks.entry(entry.table).or_default();
+                    let before = state.current;
+                    w.judge(&rows, state)
+                        .map_err(|e| StreamError::Internal(e.to_string()))?;
+                    if state.current != before {
+                        source_mark(w, state)?
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
             let weights = std::iter::repeat_n(-1, entry.deleted.len())
                 .chain(std::iter::repeat_n(1, entry.inserted.len()));
             let changes = ChangeBatch::new(rows, Int64Array::from_iter_values(weights));
-            self.push(entry.table, &[changes], 0)?;
+            if read {
+                self.push(entry.table, &[changes], 0)?;
+            }
+            if let Some(watermark) = watermark {
+                self.push_watermark(entry.table, watermark, 0)?;
+            }
         }
         Ok(())
     }
@@ -316,16 +361,69 @@ impl Worker {
         Ok(())
     }
 
+    /// Feeds a watermark of relation `input` to every view after `after` that reads it, and
+    /// what it gives their outputs to the views that read those.
+    fn push_watermark(&mut self, input: u32, watermark: Watermark, after: u32) -> Result<()> {
+        self.watermarks
+            .entry(input)
+            .or_default()
+            .insert(watermark.column, watermark.clone());
+        let readers: Vec<u32> = self
+            .views
+            .range(after.saturating_add(1)..)
+            .filter(|(_, v)| v.graph.reads(input))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in readers {
+            let out = match self.views.get_mut(&id) {
+                Some(view) => view.graph.watermark(input, &watermark)?,
+                None => continue,
+            };
+            for watermark in out {
+                self.push_watermark(id, watermark, id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a restart: sends where the watermarks of sources and tables stood at the last
+    /// commit, before any new row.
+    fn send_stored_watermarks(&mut self) -> Result<()> {
+        let mut marks = Vec::new();
+        for (id, run) in &self.sources {
+            if let Some(w) = &run.flow.watermark
+                && let Some(mark) = source_mark(&w.watermark, &run.watermark)?
+            {
+                marks.push((*id, mark));
+            }
+        }
+        for (id, state) in &self.table_watermarks {
+            if let Some(table) = (self.lookup)(*id)
+                && let Some(w) = table.watermark()
+                && let Some(mark) = source_mark(w, state)?
+            {
+                marks.push((*id, mark));
+            }
+        }
+        for (id, mark) in marks {
+            self.push_watermark(id, mark, 0)?;
+        }
+        Ok(())
+    }
+
     /// Ends the epoch and commits it, together with `extra` writes.
     fn commit_with(&mut self, extra: WriteBatch) -> Result<()> {
         let ids: Vec<u32> = self.views.keys().copied().collect();
         for id in ids {
-            let out = match self.views.get_mut(&id) {
+            let (out, watermarks) = match self.views.get_mut(&id) {
                 Some(view) => view.graph.barrier()?,
                 None => continue,
             };
             if !out.is_empty() {
                 self.push(id, &out, id)?;
+            }
+            for watermark in watermarks {
+                self.push_watermark(id, watermark, id)?;
             }
         }
         let mut batch = extra;
@@ -343,6 +441,9 @@ impl Worker {
             if run.flow.watermark.is_some() {
                 batch.put(source_watermark_key(*id), run.watermark.encode());
             }
+        }
+        for (id, state) in &self.table_watermarks {
+            batch.put(table_watermark_key(*id), state.encode());
         }
         batch.delete_range(
             changelog::log_key(0).as_slice(),
@@ -412,6 +513,18 @@ impl Worker {
                 Ok(())
             })?;
         }
+        // Then where its inputs' watermarks stand: its rows are all in.
+        for input in flow.graph.inputs() {
+            let marks: Vec<Watermark> = self
+                .watermarks
+                .get(&input)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            for mark in marks {
+                // The view's output watermarks follow its first barrier's rows.
+                flow.graph.watermark(input, &mark)?;
+            }
+        }
         let mut batch = WriteBatch::default();
         for (key, value) in catalog {
             batch.put(key, value);
@@ -441,6 +554,20 @@ impl Worker {
         }
         self.commit_with(batch)
     }
+}
+
+/// Where `state` stands as a watermark of `watermark`'s event-time column.
+fn source_mark(
+    watermark: &crate::table::watermark::Watermark,
+    state: &WatermarkState,
+) -> Result<Option<Watermark>> {
+    let value = watermark
+        .value(state)
+        .map_err(|e| StreamError::Internal(e.to_string()))?;
+    Ok(value.map(|value| Watermark {
+        column: watermark.column(),
+        value,
+    }))
 }
 
 /// Reads every stored row of `table` (a table or a view's storage) from one snapshot, as

@@ -1,0 +1,317 @@
+//! Window table functions in FROM: `TUMBLE(relation, ts, size [, offset])` and
+//! `HOP(relation, ts, slide, size)`.
+//!
+//! Each becomes a subquery over the relation that adds `window_start` and `window_end`
+//! (timestamps of `ts`'s type) to every row, so a query plans the same whether it is run once or
+//! kept as a materialized view, and a view's rows equal its query run as a batch query. Windows
+//! are aligned to the Unix epoch (plus TUMBLE's offset): a TUMBLE window starts at
+//! `date_bin(size, ts, epoch + offset)`. A HOP row belongs to the `size / slide` windows whose
+//! start ≤ ts < end; the subquery is a UNION ALL of one branch per window, each a projection
+//! whose `window_start` rises with `ts`, which is what lets a watermark on `ts` reach the
+//! windows (see `stream::watermark`).
+
+use std::ops::ControlFlow;
+
+use datafusion::arrow::compute::kernels::cast_utils::parse_interval_month_day_nano;
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, ObjectName, Statement, TableFactor, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::error::{Error, Result};
+
+/// The origin windows are aligned to.
+const EPOCH: &str = "TIMESTAMP '1970-01-01 00:00:00'";
+
+/// Replaces every TUMBLE and HOP in `statement`'s FROM clauses by the subquery that computes it.
+pub fn expand(statement: &mut Statement) -> Result<()> {
+    let mut expander = Expander;
+    match statement.visit(&mut expander) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(e) => Err(e),
+    }
+}
+
+struct Expander;
+
+impl VisitorMut for Expander {
+    type Break = Error;
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<Error> {
+        let TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            ..
+        } = factor
+        else {
+            return ControlFlow::Continue(());
+        };
+        let Some(function) = window_function(name) else {
+            return ControlFlow::Continue(());
+        };
+        let expanded = expand_call(function, &args.args).and_then(|(relation, subquery)| {
+            let alias = match alias {
+                Some(alias) => {
+                    let mut alias = alias.clone();
+                    alias.explicit = true;
+                    alias.to_string()
+                }
+                None => format!("AS {relation}"),
+            };
+            derived(&format!("({subquery}) {alias}"))
+        });
+        match expanded {
+            Ok(derived) => {
+                *factor = derived;
+                ControlFlow::Continue(())
+            }
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Function {
+    Tumble,
+    Hop,
+}
+
+fn window_function(name: &ObjectName) -> Option<Function> {
+    if name.0.len() != 1 {
+        return None;
+    }
+    let ident = name.0[0].as_ident()?;
+    match ident.value.to_ascii_lowercase().as_str() {
+        "tumble" => Some(Function::Tumble),
+        "hop" => Some(Function::Hop),
+        _ => None,
+    }
+}
+
+/// The relation's name (the subquery's default alias) and the subquery's text.
+fn expand_call(function: Function, args: &[FunctionArg]) -> Result<(String, String)> {
+    let (name, arity) = match function {
+        Function::Tumble => ("TUMBLE", "TUMBLE(relation, time column, size [, offset])"),
+        Function::Hop => ("HOP", "HOP(relation, time column, slide, size)"),
+    };
+    let args = args
+        .iter()
+        .map(|arg| match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+            other => Err(Error::coded(
+                "42601",
+                format!("{name} takes positional arguments, not {other}"),
+            )),
+        })
+        .collect::<Result<Vec<&Expr>>>()?;
+    let fits = match function {
+        Function::Tumble => (3..=4).contains(&args.len()),
+        Function::Hop => args.len() == 4,
+    };
+    if !fits {
+        return Err(Error::coded(
+            "42883",
+            format!(
+                "{name} takes {arity}; it was given {} arguments",
+                args.len()
+            ),
+        ));
+    }
+    let relation = match args[0] {
+        Expr::Identifier(ident) => ident.to_string(),
+        Expr::CompoundIdentifier(parts) => parts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("."),
+        other => {
+            return Err(Error::coded(
+                "42601",
+                format!(
+                    "the first argument of {name} is a table, view or source name, not {other}"
+                ),
+            ));
+        }
+    };
+    let alias = match args[0] {
+        Expr::CompoundIdentifier(parts) => parts.last().map(ToString::to_string),
+        _ => None,
+    }
+    .unwrap_or_else(|| relation.clone());
+    let ts = args[1];
+    let subquery = match function {
+        Function::Tumble => {
+            duration(name, "size", args[2])?;
+            let offset = match args.get(3) {
+                Some(offset) => interval_nanos(name, "offset", offset)?,
+                None => 0,
+            };
+            let origin = format!("{EPOCH} + INTERVAL '{offset} nanoseconds'");
+            let start = format!("date_bin({}, {ts}, {origin})", args[2]);
+            format!(
+                "SELECT *, {start} AS window_start, {start} + {} AS window_end FROM {relation}",
+                args[2]
+            )
+        }
+        Function::Hop => {
+            let slide = duration(name, "slide", args[2])?;
+            let size = duration(name, "size", args[3])?;
+            if size % slide != 0 {
+                return Err(Error::coded(
+                    "22023",
+                    format!(
+                        "{name}'s size ({}) must be a whole multiple of its slide ({})",
+                        args[3], args[2]
+                    ),
+                ));
+            }
+            let latest = format!("date_bin({}, {ts}, {EPOCH})", args[2]);
+            let branches: Vec<String> = (0..size / slide)
+                .map(|i| {
+                    let start = format!("{latest} - INTERVAL '{} nanoseconds'", i * slide);
+                    format!(
+                        "SELECT *, {start} AS window_start, {start} + {} AS window_end \
+                         FROM {relation}",
+                        args[3]
+                    )
+                })
+                .collect();
+            branches.join(" UNION ALL ")
+        }
+    };
+    Ok((alias, subquery))
+}
+
+/// A window's length in nanoseconds: a positive interval of fixed length.
+fn duration(function: &str, what: &str, expr: &Expr) -> Result<i64> {
+    let nanos = interval_nanos(function, what, expr)?;
+    if nanos <= 0 {
+        return Err(Error::coded(
+            "22023",
+            format!("{function}'s {what} must be a positive interval, not {expr}"),
+        ));
+    }
+    Ok(nanos)
+}
+
+/// The length of an interval literal in nanoseconds; days count 24 hours.
+fn interval_nanos(function: &str, what: &str, expr: &Expr) -> Result<i64> {
+    let Expr::Interval(interval) = expr else {
+        return Err(Error::coded(
+            "42804",
+            format!(
+                "{function}'s {what} must be an interval literal such as INTERVAL '10 seconds', not {expr}"
+            ),
+        ));
+    };
+    let value = match interval.value.as_ref() {
+        Expr::Value(v) => match &v.value {
+            datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    };
+    let text = match &interval.leading_field {
+        Some(field) => format!("{value} {field}"),
+        None => value,
+    };
+    let parsed = parse_interval_month_day_nano(&text).map_err(|e| {
+        Error::coded(
+            "22007",
+            format!("{function}'s {what} {expr} is not a valid interval: {e}"),
+        )
+    })?;
+    if parsed.months != 0 {
+        return Err(Error::coded(
+            "0A000",
+            format!("{function}'s {what} must have a fixed length; months and years do not"),
+        ));
+    }
+    (parsed.days as i64)
+        .checked_mul(86_400_000_000_000)
+        .and_then(|d| d.checked_add(parsed.nanoseconds))
+        .ok_or_else(|| Error::coded("22008", format!("{function}'s {what} is too long")))
+}
+
+/// The table factor of `FROM <text>`.
+fn derived(text: &str) -> Result<TableFactor> {
+    let sql = format!("SELECT * FROM {text}");
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, &sql)
+        .map_err(|e| Error::Internal(format!("window subquery does not parse: {e}: {sql}")))?;
+    if let Some(Statement::Query(query)) = statements.pop()
+        && let datafusion::sql::sqlparser::ast::SetExpr::Select(select) = *query.body
+        && let Some(from) = select.from.into_iter().next()
+    {
+        return Ok(from.relation);
+    }
+    Err(Error::Internal(format!(
+        "window subquery has no FROM: {sql}"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expanded(sql: &str) -> Result<String> {
+        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .pop()
+            .unwrap();
+        expand(&mut statement)?;
+        Ok(statement.to_string())
+    }
+
+    #[test]
+    fn tumble_adds_the_window_of_each_row() {
+        let sql = expanded(
+            "SELECT window_start, count(*) FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) \
+             GROUP BY window_start",
+        )
+        .unwrap();
+        assert!(
+            sql.contains("date_bin(INTERVAL '10' SECOND, date_time"),
+            "{sql}"
+        );
+        assert!(sql.contains(") AS bid GROUP BY"), "{sql}");
+    }
+
+    #[test]
+    fn hop_has_one_branch_per_window_a_row_is_in() {
+        let sql = expanded(
+            "SELECT * FROM HOP(bid, date_time, INTERVAL '2 seconds', INTERVAL '10 seconds') AS h",
+        )
+        .unwrap();
+        assert_eq!(sql.matches("UNION ALL").count(), 4, "{sql}");
+        assert!(sql.contains("INTERVAL '8000000000 nanoseconds'"), "{sql}");
+        assert!(sql.ends_with(") AS h"), "{sql}");
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        let code = |sql: &str| match expanded(sql) {
+            Err(e) => e.sqlstate().to_string(),
+            Ok(s) => panic!("accepted: {s}"),
+        };
+        assert_eq!(code("SELECT * FROM TUMBLE(t, ts)"), "42883");
+        assert_eq!(code("SELECT * FROM TUMBLE(t, ts, 5)"), "42804");
+        assert_eq!(
+            code("SELECT * FROM TUMBLE(t, ts, INTERVAL '0 seconds')"),
+            "22023"
+        );
+        assert_eq!(
+            code("SELECT * FROM TUMBLE(t, ts, INTERVAL '1 month')"),
+            "0A000"
+        );
+        assert_eq!(
+            code("SELECT * FROM HOP(t, ts, INTERVAL '3 seconds', INTERVAL '10 seconds')"),
+            "22023"
+        );
+        assert_eq!(
+            code("SELECT * FROM TUMBLE((SELECT 1), ts, INTERVAL '1 second')"),
+            "42601"
+        );
+    }
+}
