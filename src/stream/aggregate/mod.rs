@@ -557,8 +557,16 @@ impl Operator for AggregateOp {
     fn explain(&self) -> String {
         let groups: Vec<String> = self.group_exprs.iter().map(|e| e.to_string()).collect();
         let calls: Vec<&str> = self.calls.iter().map(AggCall::text).collect();
+        let closing = match (self.close_on, self.emit_on_close) {
+            (Some(c), true) => format!(", emit on window close of {}", self.schema.field(c).name()),
+            (Some(c), false) => format!(
+                ", closed below the watermark of {}",
+                self.schema.field(c).name()
+            ),
+            (None, _) => String::new(),
+        };
         format!(
-            "Aggregate: groupBy=[{}], aggr=[{}]",
+            "Aggregate: groupBy=[{}], aggr=[{}]{closing}",
             groups.join(", "),
             calls.join(", ")
         )
