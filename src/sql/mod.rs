@@ -250,42 +250,28 @@ impl SqlParser {
                     parser.next_token();
                 }
                 parser.next_token();
-                let create = match create {
-                    Ok(mut statements) if statements.len() == 1 => statements.remove(0),
-                    Ok(_) => {
-                        return Some(Err(Error::Syntax(
-                            "syntax error at or near \"EMIT\"".into(),
-                        )));
-                    }
+                let mut statements = match create {
+                    Ok(statements) => statements,
                     Err(e) => return Some(Err(e)),
                 };
-                let stmt = match create {
-                    Statement::CreateView(create) if create.materialized => {
-                        Stmt::EmitOnWindowClose {
+                let statement = match (statements.pop(), statements.is_empty()) {
+                    (Some(Statement::Explain { statement, .. }), true) => Some((true, *statement)),
+                    (Some(statement), true) => Some((false, statement)),
+                    _ => None,
+                };
+                match statement {
+                    Some((explain, Statement::CreateView(create))) if create.materialized => {
+                        stmts.push(Stmt::EmitOnWindowClose {
                             create: Box::new(create),
-                            explain: false,
-                        }
+                            explain,
+                        });
                     }
-                    Statement::Explain { statement, .. } => match *statement {
-                        Statement::CreateView(create) if create.materialized => {
-                            Stmt::EmitOnWindowClose {
-                                create: Box::new(create),
-                                explain: true,
-                            }
-                        }
-                        _ => {
-                            return Some(Err(Error::Syntax(
-                                "EMIT ON WINDOW CLOSE ends a CREATE MATERIALIZED VIEW".into(),
-                            )));
-                        }
-                    },
                     _ => {
                         return Some(Err(Error::Syntax(
                             "EMIT ON WINDOW CLOSE ends a CREATE MATERIALIZED VIEW".into(),
                         )));
                     }
-                };
-                stmts.push(stmt);
+                }
             } else if word(0, "create") && word(1, "table") && !standard_statement(&mut parser) {
                 own = true;
                 parser.next_token();

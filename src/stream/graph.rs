@@ -75,16 +75,19 @@ impl Graph {
         self.leaves.iter().any(|(id, _)| *id == input)
     }
 
-    /// Feeds changes of relation `input` in; returns the changes that reach the root's output.
-    pub fn push(&mut self, input: u32, changes: &ChangeBatch) -> Result<Vec<ChangeBatch>> {
-        let mut root_out = Vec::new();
-        let leaves: Vec<usize> = self
-            .leaves
+    /// The leaves where relation `input` enters.
+    fn leaves_of(&self, input: u32) -> Vec<usize> {
+        self.leaves
             .iter()
             .filter(|(id, _)| *id == input)
             .map(|(_, node)| *node)
-            .collect();
-        for leaf in leaves {
+            .collect()
+    }
+
+    /// Feeds changes of relation `input` in; returns the changes that reach the root's output.
+    pub fn push(&mut self, input: u32, changes: &ChangeBatch) -> Result<Vec<ChangeBatch>> {
+        let mut root_out = Vec::new();
+        for leaf in self.leaves_of(input) {
             self.deliver(leaf, 0, changes.clone(), &mut root_out)?;
         }
         Ok(root_out)
@@ -125,13 +128,7 @@ impl Graph {
     /// rows); returns the watermarks that reach the root's output.
     pub fn watermark(&mut self, input: u32, watermark: &Watermark) -> Result<Vec<Watermark>> {
         let mut root_out = Vec::new();
-        let leaves: Vec<usize> = self
-            .leaves
-            .iter()
-            .filter(|(id, _)| *id == input)
-            .map(|(_, node)| *node)
-            .collect();
-        for leaf in leaves {
+        for leaf in self.leaves_of(input) {
             self.deliver_watermark(leaf, 0, watermark.clone(), &mut root_out)?;
         }
         Ok(root_out)

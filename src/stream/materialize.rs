@@ -178,7 +178,7 @@ impl Operator for MaterializeOp {
         watermark: Watermark,
         _: &mut Vec<Watermark>,
     ) -> Result<()> {
-        self.watermarks.push(watermark);
+        super::watermark::hold(&mut self.watermarks, watermark);
         Ok(())
     }
 

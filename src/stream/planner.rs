@@ -273,30 +273,25 @@ impl Planner<'_> {
                     return Ok((child, Props { key, ..props }));
                 }
                 let input_arrow = Arc::new(input_schema.as_arrow().clone());
-                let derived = Derived::find(&exprs, &input_arrow, &props.watermarks);
-                let watermarks = derived.iter().map(|d| d.output).collect();
                 let node = self.graph.len();
-                let op: Box<dyn Operator> = if !props.append_only
-                    && projection.expr.iter().any(calls_model)
-                {
-                    Box::new(MemoProjectOp::new(
-                        exprs,
-                        &Arc::new(input_schema.as_arrow().clone()),
-                        schema,
-                        self.scope(node)?,
-                        self.errors.clone(),
-                    )?)
-                } else {
-                    Box::new(
-                        ProjectOp::new(exprs, schema, self.errors.clone()).with_watermarks(derived),
-                    )
-                };
                 // A memoising projection carries no watermark.
-                let watermarks = if props.append_only || !projection.expr.iter().any(calls_model) {
-                    watermarks
-                } else {
-                    Vec::new()
-                };
+                let (op, watermarks): (Box<dyn Operator>, _) =
+                    if !props.append_only && projection.expr.iter().any(calls_model) {
+                        let op = MemoProjectOp::new(
+                            exprs,
+                            &input_arrow,
+                            schema,
+                            self.scope(node)?,
+                            self.errors.clone(),
+                        )?;
+                        (Box::new(op), Vec::new())
+                    } else {
+                        let derived = Derived::find(&exprs, &input_arrow, &props.watermarks);
+                        let watermarks = derived.iter().map(|d| d.output).collect();
+                        let op = ProjectOp::new(exprs, schema, self.errors.clone())
+                            .with_watermarks(derived);
+                        (Box::new(op), watermarks)
+                    };
                 let node = self.graph.add(op);
                 self.graph.connect(child, node, 0);
                 Ok((

@@ -66,16 +66,7 @@ impl Operator for ProjectOp {
         watermark: Watermark,
         out: &mut Vec<Watermark>,
     ) -> Result<()> {
-        for derived in &self.watermarks {
-            if derived.input == watermark.column
-                && let Some(value) = derived.apply(&watermark.value)?
-            {
-                out.push(Watermark {
-                    column: derived.output,
-                    value,
-                });
-            }
-        }
+        out.extend(Derived::carry(&self.watermarks, &watermark)?);
         Ok(())
     }
 

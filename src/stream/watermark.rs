@@ -67,6 +67,9 @@ impl Derived {
                 .collect::<Vec<_>>(),
         ));
         let mut derived = Vec::new();
+        if watermarked.is_empty() {
+            return derived;
+        }
         for (output, expr) in exprs.iter().enumerate() {
             if let Some(&input) = watermarked.iter().find(|&&c| rises_with(expr, c, schema)) {
                 derived.push(Derived {
@@ -78,6 +81,20 @@ impl Derived {
             }
         }
         derived
+    }
+
+    /// The watermarks `derived` gives the output for `watermark` on the input.
+    pub fn carry(derived: &[Derived], watermark: &Watermark) -> Result<Vec<Watermark>> {
+        let mut out = Vec::new();
+        for d in derived.iter().filter(|d| d.input == watermark.column) {
+            if let Some(value) = d.apply(&watermark.value)? {
+                out.push(Watermark {
+                    column: d.output,
+                    value,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// The output's watermark when the input's is `value`; `None` where the expression gives
@@ -173,6 +190,14 @@ fn order(expr: &Arc<dyn PhysicalExpr>, column: usize, schema: &SchemaRef) -> Ord
         return Order::Rising;
     }
     Order::Other
+}
+
+/// Holds `watermark` back until the barrier: only the latest of each column is worth giving.
+pub fn hold(held: &mut Vec<Watermark>, watermark: Watermark) {
+    match held.iter_mut().find(|h| h.column == watermark.column) {
+        Some(h) => *h = watermark,
+        None => held.push(watermark),
+    }
 }
 
 /// The least watermark over several inputs of one column: known once every input has given

@@ -29,7 +29,7 @@ pub use acc::{Acc, AggCall, AggKind};
 
 use super::project::evaluate;
 use super::state::{Reader, StateScope, put_i64};
-use super::watermark::Derived;
+use super::watermark::{Derived, hold};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::WriteBatch;
 
@@ -313,11 +313,10 @@ impl AggregateOp {
             let in_key_order = self
                 .keys
                 .convert_rows(rows.iter().map(|(key, _, _)| parser.parse(key)))?;
-            let mut columns = in_key_order.clone();
-            for (array, &position) in in_key_order.into_iter().zip(&self.key_order) {
-                columns[position] = array;
-            }
-            columns
+            let mut placed: Vec<(usize, ArrayRef)> =
+                self.key_order.iter().copied().zip(in_key_order).collect();
+            placed.sort_unstable_by_key(|(position, _)| *position);
+            placed.into_iter().map(|(_, array)| array).collect()
         };
         for (index, field) in self.schema.fields()[self.group_exprs.len()..]
             .iter()
@@ -418,22 +417,13 @@ impl Operator for AggregateOp {
         watermark: Watermark,
         _: &mut Vec<Watermark>,
     ) -> Result<()> {
-        for derived in &self.watermarks {
-            if derived.input != watermark.column {
-                continue;
-            }
-            let Some(value) = derived.apply(&watermark.value)? else {
-                continue;
-            };
-            if Some(derived.output) == self.close_on
-                && self.closing.as_ref().is_none_or(|c| *c < value)
+        for mark in Derived::carry(&self.watermarks, &watermark)? {
+            if Some(mark.column) == self.close_on
+                && self.closing.as_ref().is_none_or(|c| *c < mark.value)
             {
-                self.closing = Some(value.clone());
+                self.closing = Some(mark.value.clone());
             }
-            self.held.push(Watermark {
-                column: derived.output,
-                value,
-            });
+            hold(&mut self.held, mark);
         }
         Ok(())
     }

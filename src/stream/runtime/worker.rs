@@ -339,15 +339,18 @@ impl Worker {
         Ok(())
     }
 
-    /// Feeds changes of relation `input` to every view after `after` that reads it.
-    fn push(&mut self, input: u32, changes: &[ChangeBatch], after: u32) -> Result<()> {
-        let readers: Vec<u32> = self
-            .views
+    /// The views after `after` (in id order) that read relation `input`.
+    fn readers(&self, input: u32, after: u32) -> Vec<u32> {
+        self.views
             .range(after.saturating_add(1)..)
             .filter(|(_, v)| v.graph.reads(input))
             .map(|(id, _)| *id)
-            .collect();
-        for id in readers {
+            .collect()
+    }
+
+    /// Feeds changes of relation `input` to every view after `after` that reads it.
+    fn push(&mut self, input: u32, changes: &[ChangeBatch], after: u32) -> Result<()> {
+        for id in self.readers(input, after) {
             let mut out = Vec::new();
             if let Some(view) = self.views.get_mut(&id) {
                 for batch in changes {
@@ -368,13 +371,7 @@ impl Worker {
             .entry(input)
             .or_default()
             .insert(watermark.column, watermark.clone());
-        let readers: Vec<u32> = self
-            .views
-            .range(after.saturating_add(1)..)
-            .filter(|(_, v)| v.graph.reads(input))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in readers {
+        for id in self.readers(input, after) {
             let out = match self.views.get_mut(&id) {
                 Some(view) => view.graph.watermark(input, &watermark)?,
                 None => continue,
