@@ -218,5 +218,6 @@ fn new_context(schema: AugurSchema, models: &Arc<Models>) -> Result<SessionConte
         }),
     ));
     crate::model::functions::register(&ctx, models);
+    crate::stream::session::register(&ctx);
     Ok(ctx)
 }

@@ -9,22 +9,29 @@
 //! start ≤ ts < end; the subquery is a UNION ALL of one branch per window, each a projection
 //! whose `window_start` rises with `ts`, which is what lets a watermark on `ts` reach the
 //! windows (see `stream::watermark`).
+//!
+//! `SESSION(relation, ts, gap)` forms sessions per GROUP BY key of the query it is in: its
+//! subquery adds the bounds with the window functions of `stream::session`, partitioned by the
+//! GROUP BY columns of the relation (other than the bounds) and ordered by `ts`.
 
 use std::ops::ControlFlow;
 
 use datafusion::arrow::compute::kernels::cast_utils::parse_interval_month_day_nano;
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, ObjectName, Statement, TableFactor, VisitMut, VisitorMut,
+    Expr, FunctionArg, FunctionArgExpr, GroupByExpr, Ident, ObjectName, Query, Select, SelectItem,
+    SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::{Error, Result};
+use crate::stream::session;
 
 /// The origin windows are aligned to.
 const EPOCH: &str = "TIMESTAMP '1970-01-01 00:00:00'";
 
-/// Replaces every TUMBLE and HOP in `statement`'s FROM clauses by the subquery that computes it.
+/// Replaces every TUMBLE, HOP and SESSION in `statement`'s FROM clauses by the subquery that
+/// computes it.
 pub fn expand(statement: &mut Statement) -> Result<()> {
     let mut expander = Expander;
     match statement.visit(&mut expander) {
@@ -37,6 +44,15 @@ struct Expander;
 
 impl VisitorMut for Expander {
     type Break = Error;
+
+    /// SESSION needs its query's GROUP BY: it is expanded here, before the visitor reaches the
+    /// query's FROM.
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<Error> {
+        match sessions_in(&mut query.body) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<Error> {
         let TableFactor::Table {
@@ -51,7 +67,14 @@ impl VisitorMut for Expander {
         let Some(function) = window_function(name) else {
             return ControlFlow::Continue(());
         };
-        let expanded = expand_call(function, &args.args).and_then(|(relation, subquery)| {
+        if function == Function::Session {
+            // Every FROM list of a SELECT was expanded by `pre_visit_query`.
+            return ControlFlow::Break(Error::coded(
+                "0A000",
+                "SESSION must be an item of a FROM list, not inside parenthesized joins",
+            ));
+        }
+        let expanded = expand_call(function, &args.args, &[]).and_then(|(relation, subquery)| {
             let alias = match alias {
                 Some(alias) => {
                     let mut alias = alias.clone();
@@ -76,6 +99,137 @@ impl VisitorMut for Expander {
 enum Function {
     Tumble,
     Hop,
+    Session,
+}
+
+/// Expands the SESSIONs of every SELECT in `body`.
+fn sessions_in(body: &mut SetExpr) -> Result<()> {
+    match body {
+        SetExpr::Select(select) => expand_sessions(select),
+        SetExpr::SetOperation { left, right, .. } => {
+            sessions_in(left)?;
+            sessions_in(right)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn expand_sessions(select: &mut Select) -> Result<()> {
+    let relations: usize = select.from.iter().map(|t| 1 + t.joins.len()).sum();
+    let group_by = select.group_by.clone();
+    let projection = select.projection.clone();
+    let factors = select.from.iter_mut().flat_map(|t| {
+        std::iter::once(&mut t.relation).chain(t.joins.iter_mut().map(|j| &mut j.relation))
+    });
+    for factor in factors {
+        let TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            ..
+        } = factor
+        else {
+            continue;
+        };
+        if window_function(name) != Some(Function::Session) {
+            continue;
+        }
+        let default_alias = match positional("SESSION", &args.args)?.first() {
+            Some(first) => relation_of("SESSION", first)?.0,
+            // Refused for its arity.
+            None => expand_call(Function::Session, &args.args, &[])?.0,
+        };
+        let (name, alias) = match alias {
+            Some(alias) => {
+                let mut alias = alias.clone();
+                alias.explicit = true;
+                (alias.name.clone(), alias.to_string())
+            }
+            None => (Ident::new(&default_alias), format!("AS {default_alias}")),
+        };
+        let keys = session_keys(&group_by, &projection, &name, relations == 1)?;
+        let (_, subquery) = expand_call(Function::Session, &args.args, &keys)?;
+        *factor = derived(&format!("({subquery}) {alias}"))?;
+    }
+    Ok(())
+}
+
+/// The columns of SESSION's relation (named `alias` in the query) that the query groups by,
+/// other than the window bounds: a session is formed per value of them. With `only`, SESSION
+/// is the query's one relation and unqualified names are its columns.
+fn session_keys(
+    group_by: &GroupByExpr,
+    projection: &[SelectItem],
+    alias: &Ident,
+    only: bool,
+) -> Result<Vec<String>> {
+    let exprs = match group_by {
+        GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs,
+        other => {
+            return Err(Error::coded(
+                "0A000",
+                format!("SESSION forms sessions per GROUP BY column; {other} has none"),
+            ));
+        }
+    };
+    let mut keys = Vec::new();
+    for expr in exprs {
+        if let Some(key) = session_key(expr, projection, alias, only)? {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+fn session_key(
+    expr: &Expr,
+    projection: &[SelectItem],
+    alias: &Ident,
+    only: bool,
+) -> Result<Option<String>> {
+    let normal = |ident: &Ident| match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    };
+    let column = |ident: &Ident| {
+        let name = normal(ident);
+        (name != "window_start" && name != "window_end").then(|| ident.to_string())
+    };
+    let refused = || {
+        Error::coded(
+            "0A000",
+            format!(
+                "SESSION forms sessions per GROUP BY column of its relation {alias}; \
+                 GROUP BY {expr} is not one"
+            ),
+        )
+    };
+    match expr {
+        Expr::Identifier(ident) if only => Ok(column(ident)),
+        Expr::CompoundIdentifier(parts)
+            if parts.len() == 2 && normal(&parts[0]) == normal(alias) =>
+        {
+            Ok(column(&parts[1]))
+        }
+        Expr::Nested(inner) => session_key(inner, projection, alias, only),
+        Expr::Value(value) => {
+            let Value::Number(n, _) = &value.value else {
+                return Err(refused());
+            };
+            let item = n
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| projection.get(i));
+            match item {
+                Some(SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) => {
+                    session_key(e, projection, alias, only)
+                }
+                _ => Err(refused()),
+            }
+        }
+        _ => Err(refused()),
+    }
 }
 
 fn window_function(name: &ObjectName) -> Option<Function> {
@@ -86,29 +240,28 @@ fn window_function(name: &ObjectName) -> Option<Function> {
     match ident.value.to_ascii_lowercase().as_str() {
         "tumble" => Some(Function::Tumble),
         "hop" => Some(Function::Hop),
+        "session" => Some(Function::Session),
         _ => None,
     }
 }
 
-/// The relation's name (the subquery's default alias) and the subquery's text.
-fn expand_call(function: Function, args: &[FunctionArg]) -> Result<(String, String)> {
+/// The relation's name (the subquery's default alias) and the subquery's text. A SESSION is
+/// partitioned by `keys`.
+fn expand_call(
+    function: Function,
+    args: &[FunctionArg],
+    keys: &[String],
+) -> Result<(String, String)> {
     let (name, arity) = match function {
         Function::Tumble => ("TUMBLE", "TUMBLE(relation, time column, size [, offset])"),
         Function::Hop => ("HOP", "HOP(relation, time column, slide, size)"),
+        Function::Session => ("SESSION", "SESSION(relation, time column, gap)"),
     };
-    let args = args
-        .iter()
-        .map(|arg| match arg {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
-            other => Err(Error::coded(
-                "42601",
-                format!("{name} takes positional arguments, not {other}"),
-            )),
-        })
-        .collect::<Result<Vec<&Expr>>>()?;
+    let args = positional(name, args)?;
     let fits = match function {
         Function::Tumble => (3..=4).contains(&args.len()),
         Function::Hop => args.len() == 4,
+        Function::Session => args.len() == 3,
     };
     if !fits {
         return Err(Error::coded(
@@ -119,27 +272,7 @@ fn expand_call(function: Function, args: &[FunctionArg]) -> Result<(String, Stri
             ),
         ));
     }
-    let relation = match args[0] {
-        Expr::Identifier(ident) => ident.to_string(),
-        Expr::CompoundIdentifier(parts) => parts
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("."),
-        other => {
-            return Err(Error::coded(
-                "42601",
-                format!(
-                    "the first argument of {name} is a table, view or source name, not {other}"
-                ),
-            ));
-        }
-    };
-    let alias = match args[0] {
-        Expr::CompoundIdentifier(parts) => parts.last().map(ToString::to_string),
-        _ => None,
-    }
-    .unwrap_or_else(|| relation.clone());
+    let (alias, relation) = relation_of(name, args[0])?;
     let ts = args[1];
     let subquery = match function {
         Function::Tumble => {
@@ -180,8 +313,62 @@ fn expand_call(function: Function, args: &[FunctionArg]) -> Result<(String, Stri
                 .collect();
             branches.join(" UNION ALL ")
         }
+        Function::Session => {
+            let gap = duration(name, "gap", args[2])?;
+            let partition = if keys.is_empty() {
+                String::new()
+            } else {
+                format!("PARTITION BY {} ", keys.join(", "))
+            };
+            let over = format!("OVER ({partition}ORDER BY {ts})");
+            format!(
+                "SELECT *, {}({ts}, {gap}) {over} AS window_start, \
+                 {}({ts}, {gap}) {over} AS window_end FROM {relation}",
+                session::START,
+                session::END
+            )
+        }
     };
     Ok((alias, subquery))
+}
+
+/// The arguments of a window table function, which are all positional.
+fn positional<'a>(name: &str, args: &'a [FunctionArg]) -> Result<Vec<&'a Expr>> {
+    args.iter()
+        .map(|arg| match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+            other => Err(Error::coded(
+                "42601",
+                format!("{name} takes positional arguments, not {other}"),
+            )),
+        })
+        .collect()
+}
+
+/// The relation a window table function reads: its default alias and its name.
+fn relation_of(name: &str, first: &Expr) -> Result<(String, String)> {
+    let relation = match first {
+        Expr::Identifier(ident) => ident.to_string(),
+        Expr::CompoundIdentifier(parts) => parts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("."),
+        other => {
+            return Err(Error::coded(
+                "42601",
+                format!(
+                    "the first argument of {name} is a table, view or source name, not {other}"
+                ),
+            ));
+        }
+    };
+    let alias = match first {
+        Expr::CompoundIdentifier(parts) => parts.last().map(ToString::to_string),
+        _ => None,
+    }
+    .unwrap_or_else(|| relation.clone());
+    Ok((alias, relation))
 }
 
 /// A window's length in nanoseconds: a positive interval of fixed length.

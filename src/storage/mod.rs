@@ -231,7 +231,7 @@ impl Snapshot {
 }
 
 /// The smallest key greater than every key starting with `prefix`, if there is one.
-fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
+pub fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut upper = prefix.to_vec();
     while let Some(last) = upper.pop() {
         if last < 0xff {

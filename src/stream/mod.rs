@@ -20,6 +20,7 @@ pub mod memo;
 pub mod planner;
 pub mod project;
 pub mod runtime;
+pub mod session;
 pub mod state;
 pub mod topn;
 pub mod union;

@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, NullEquality};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
     Distinct, Expr, ExprSchemable, FetchType, LogicalPlan, SkipType, SortExpr,
+    WindowFunctionDefinition,
 };
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -26,6 +28,7 @@ use super::graph::{Graph, ScanOp};
 use super::join::JoinOp;
 use super::memo::MemoProjectOp;
 use super::project::ProjectOp;
+use super::session::{Bound, SessionOp};
 use super::state::StateScope;
 use super::topn::TopNOp;
 use super::union::UnionOp;
@@ -116,6 +119,35 @@ pub fn plan_view(
         append_only: props.append_only,
         watermarks: props.watermarks,
     })
+}
+
+/// A SESSION bound `expr` over rows of `schema`: which bound, the time column's position, the
+/// gap in nanoseconds and the partition expressions.
+fn session_bound<'e>(expr: &'e Expr, schema: &DFSchema) -> Option<(Bound, usize, i64, &'e [Expr])> {
+    let Expr::WindowFunction(function) = strip_aliases(expr) else {
+        return None;
+    };
+    let WindowFunctionDefinition::WindowUDF(udf) = &function.fun else {
+        return None;
+    };
+    let bound = Bound::of(udf.name())?;
+    let params = &function.params;
+    let [
+        Expr::Column(time),
+        Expr::Literal(ScalarValue::Int64(Some(gap)), _),
+    ] = params.args.as_slice()
+    else {
+        return None;
+    };
+    let [order] = params.order_by.as_slice() else {
+        return None;
+    };
+    if !order.asc || !matches!(&order.expr, Expr::Column(c) if c == time) || params.filter.is_some()
+    {
+        return None;
+    }
+    let time = schema.index_of_column(time).ok()?;
+    Some((bound, time, *gap, &params.partition_by))
 }
 
 /// The refusal of `EMIT ON WINDOW CLOSE` over `what`.
@@ -527,7 +559,7 @@ impl Planner<'_> {
                     },
                 ))
             }
-            LogicalPlan::Window(_) => Err(not_supported("window functions (OVER)")),
+            LogicalPlan::Window(window) => self.window(window),
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
                 Err(not_supported("a query that reads no table, view or source"))
             }
@@ -535,6 +567,70 @@ impl Planner<'_> {
             LogicalPlan::Unnest(_) => Err(not_supported("UNNEST")),
             other => Err(not_supported(format!("{} in a query", other.display()))),
         }
+    }
+
+    /// Window functions. Those that SESSION adds (the bounds of each row's session) are kept
+    /// by a [`SessionOp`].
+    fn window(&mut self, window: &datafusion::logical_expr::Window) -> Result<(usize, Props)> {
+        let input_schema = window.input.schema();
+        let mut shape = None;
+        let mut bounds = Vec::new();
+        for expr in &window.window_expr {
+            let Some((bound, time, gap, partition)) = session_bound(expr, input_schema) else {
+                return Err(not_supported("window functions (OVER)"));
+            };
+            if shape.get_or_insert((time, gap, partition)) != &(time, gap, partition) {
+                return Err(not_supported(
+                    "SESSION bounds of different sessions in one query",
+                ));
+            }
+            bounds.push(bound);
+        }
+        let Some((time, gap, partition)) = shape else {
+            return Err(not_supported("window functions (OVER)"));
+        };
+        let (child, props) = self.plan(&window.input)?;
+        let partition = partition
+            .iter()
+            .map(|e| self.compile(e, input_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let input_arrow = Arc::new(input_schema.as_arrow().clone());
+        let schema = Arc::new(window.schema.as_arrow().clone());
+        let width = input_arrow.fields().len();
+        let watermarked = props.watermarks.contains(&time);
+        let node = self.graph.len();
+        let op = SessionOp::new(
+            &input_arrow,
+            schema,
+            partition,
+            time,
+            gap,
+            bounds.clone(),
+            self.scope(node)?,
+            self.errors.clone(),
+        )?
+        .with_watermark(watermarked);
+        let node = self.graph.add(Box::new(op));
+        self.graph.connect(child, node, 0);
+        // Merges retract rows with their old times: only window_end keeps a watermark.
+        let watermarks = if watermarked {
+            bounds
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == Bound::End)
+                .map(|(i, _)| width + i)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok((
+            node,
+            Props {
+                key: props.key,
+                append_only: false,
+                watermarks,
+            },
+        ))
     }
 
     /// An aggregate over `child`, grouped by `groups`: its rows are keyed by the group columns.
