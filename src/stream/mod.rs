@@ -17,6 +17,7 @@ pub mod graph;
 pub mod join;
 pub mod materialize;
 pub mod memo;
+pub mod over;
 pub mod planner;
 pub mod project;
 pub mod runtime;

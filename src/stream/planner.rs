@@ -27,6 +27,7 @@ use super::filter::FilterOp;
 use super::graph::{Graph, ScanOp};
 use super::join::JoinOp;
 use super::memo::MemoProjectOp;
+use super::over::{OverOp, Reach, bound_units};
 use super::project::ProjectOp;
 use super::session::{Bound, SessionOp};
 use super::state::StateScope;
@@ -573,11 +574,20 @@ impl Planner<'_> {
     /// by a [`SessionOp`].
     fn window(&mut self, window: &datafusion::logical_expr::Window) -> Result<(usize, Props)> {
         let input_schema = window.input.schema();
+        if !window
+            .window_expr
+            .iter()
+            .any(|e| session_bound(e, input_schema).is_some())
+        {
+            return self.over(window);
+        }
         let mut shape = None;
         let mut bounds = Vec::new();
         for expr in &window.window_expr {
             let Some((bound, time, gap, partition)) = session_bound(expr, input_schema) else {
-                return Err(not_supported("window functions (OVER)"));
+                return Err(not_supported(
+                    "SESSION with other window functions at one level",
+                ));
             };
             if shape.get_or_insert((time, gap, partition)) != &(time, gap, partition) {
                 return Err(not_supported(
@@ -629,6 +639,141 @@ impl Planner<'_> {
                 key: props.key,
                 append_only: false,
                 watermarks,
+            },
+        ))
+    }
+
+    /// Window functions with one PARTITION BY and ORDER BY, kept by an [`OverOp`].
+    fn over(&mut self, window: &datafusion::logical_expr::Window) -> Result<(usize, Props)> {
+        use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+        let input_schema = window.input.schema();
+        let mut shape: Option<(&[Expr], &[SortExpr])> = None;
+        let mut functions = Vec::new();
+        let mut frames = Vec::new();
+        let mut causal = true;
+        for expr in &window.window_expr {
+            let Expr::WindowFunction(function) = strip_aliases(expr) else {
+                return Err(not_supported(format!("{expr} as a window function")));
+            };
+            let params = &function.params;
+            let this = (params.partition_by.as_slice(), params.order_by.as_slice());
+            if *shape.get_or_insert(this) != this {
+                return Err(not_supported(
+                    "window functions with different PARTITION BY or ORDER BY at one level",
+                ));
+            }
+            let aggregate = matches!(function.fun, WindowFunctionDefinition::AggregateUDF(_));
+            let name = function.fun.name().to_ascii_lowercase();
+            causal &= match name.as_str() {
+                "row_number" | "rank" | "dense_rank" | "lag" => true,
+                "first_value" | "last_value" | "nth_value" => params.window_frame.is_causal(),
+                _ => aggregate && params.window_frame.is_causal(),
+            };
+            frames.push((aggregate, params.window_frame.clone()));
+            functions.push(
+                datafusion::physical_planner::create_window_expr(
+                    expr,
+                    &window.schema,
+                    self.state.execution_props(),
+                    &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+                )?,
+            );
+        }
+        let Some((partition, order)) = shape else {
+            return Err(not_supported("a window without functions"));
+        };
+        let (child, props) = self.plan(&window.input)?;
+        let partition = partition
+            .iter()
+            .map(|e| self.compile(e, input_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let order_exprs = order
+            .iter()
+            .map(|s| {
+                Ok((
+                    self.compile(&s.expr, input_schema)?,
+                    SortOptions {
+                        descending: !s.asc,
+                        nulls_first: s.nulls_first,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Bounded recompute: aggregates over RANGE frames of fixed reach along one ascending
+        // number or timestamp.
+        let reach = match order {
+            [only] if only.asc => {
+                let order_type = only.expr.get_type(input_schema)?;
+                frames
+                    .iter()
+                    .map(|(aggregate, frame)| {
+                        if !aggregate || frame.units != WindowFrameUnits::Range {
+                            return None;
+                        }
+                        let side = |bound: &WindowFrameBound, preceding: bool| match bound {
+                            WindowFrameBound::CurrentRow => Some(0),
+                            WindowFrameBound::Preceding(v) if preceding => {
+                                bound_units(v, &order_type)
+                            }
+                            WindowFrameBound::Following(v) if !preceding => {
+                                bound_units(v, &order_type)
+                            }
+                            WindowFrameBound::Preceding(v) | WindowFrameBound::Following(v) => {
+                                (!v.is_null()).then_some(0)
+                            }
+                        };
+                        Some(Reach {
+                            before: side(&frame.start_bound, true)?,
+                            after: side(&frame.end_bound, false)?,
+                        })
+                    })
+                    .try_fold(
+                        Reach {
+                            before: 0,
+                            after: 0,
+                        },
+                        |acc, r| {
+                            let r = r?;
+                            Some(Reach {
+                                before: acc.before.max(r.before),
+                                after: acc.after.max(r.after),
+                            })
+                        },
+                    )
+            }
+            _ => None,
+        };
+        // A watermark on the ORDER BY column passes when no value depends on later rows.
+        let watermark = match order.first() {
+            Some(first) if first.asc && causal => match &first.expr {
+                Expr::Column(c) => input_schema
+                    .index_of_column(c)
+                    .ok()
+                    .filter(|i| props.watermarks.contains(i)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let node = self.graph.len();
+        let op = OverOp::new(
+            Arc::new(input_schema.as_arrow().clone()),
+            Arc::new(window.schema.as_arrow().clone()),
+            functions,
+            partition,
+            order_exprs,
+            reach,
+            self.scope(node)?,
+            self.errors.clone(),
+        )?
+        .with_watermark(watermark);
+        let node = self.graph.add(Box::new(op));
+        self.graph.connect(child, node, 0);
+        Ok((
+            node,
+            Props {
+                key: props.key,
+                append_only: false,
+                watermarks: watermark.into_iter().collect(),
             },
         ))
     }

@@ -810,7 +810,7 @@ impl Operator for SessionOp {
 }
 
 /// `nanos` in the largest unit that divides it: `30 minutes`, `1500 milliseconds`.
-fn human_duration(nanos: i128) -> String {
+pub(super) fn human_duration(nanos: i128) -> String {
     const UNITS: [(i128, &str); 7] = [
         (86_400_000_000_000, "days"),
         (3_600_000_000_000, "hours"),
@@ -820,12 +820,18 @@ fn human_duration(nanos: i128) -> String {
         (1_000, "microseconds"),
         (1, "nanoseconds"),
     ];
+    if nanos == 0 {
+        return "0".to_string();
+    }
     let (size, name) = UNITS
         .iter()
         .find(|(size, _)| nanos % size == 0)
         .copied()
         .unwrap_or((1, "nanoseconds"));
-    format!("{} {name}", nanos / size)
+    match nanos / size {
+        1 => format!("1 {}", name.trim_end_matches('s')),
+        n => format!("{n} {name}"),
+    }
 }
 
 #[cfg(test)]

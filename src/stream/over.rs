@@ -1,0 +1,591 @@
+//! Window functions (`OVER`), kept up to date per partition.
+//!
+//! The operator keeps every output row (the input row and its window values) under its
+//! partition and ORDER BY key. When rows of a partition change, it recomputes the window values
+//! of the rows they can affect with DataFusion's own window expressions, over those rows and
+//! the rows their frames reach, and emits the difference from what it showed before. So a view
+//! computes exactly what the query computes as a batch query: frames, peers (rows with equal
+//! ORDER BY values share a RANGE frame, as in PostgreSQL), NULL ordering and every window
+//! function DataFusion has.
+//!
+//! How much is recomputed depends on the frames. When every function is an aggregate over a
+//! `RANGE BETWEEN x PRECEDING AND y FOLLOWING` frame (either side may be `CURRENT ROW`) ordered
+//! by one number or timestamp, a change at order value `t` can only affect rows in
+//! `[t - y, t + x]`, whose frames reach `[t - y - x, t + x + y]`: only those rows are read.
+//! Anything else (ROWS frames, running totals from UNBOUNDED PRECEDING, row_number, lag, lead)
+//! recomputes the partition.
+//!
+//! State: `o` + partition + order key + output row → multiplicity and the output row.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{SortOptions, cast, take};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::WindowExpr;
+
+use super::change::{consolidate, rows_of};
+use super::project::evaluate;
+use super::state::{Reader, StateScope, put_i64};
+use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
+use crate::storage::{WriteBatch, prefix_upper_bound};
+
+const ROW_TAG: u8 = b'o';
+
+/// How far a change reaches along a single numeric or timestamp ORDER BY column: a change at
+/// `t` affects rows in `[t - after, t + before]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reach {
+    /// The largest `x` of `x PRECEDING`, in the column's units.
+    pub before: i64,
+    /// The largest `y` of `y FOLLOWING`.
+    pub after: i64,
+}
+
+/// A partition's changes of the epoch: order value (when bounded recompute applies), encoded
+/// input row, weight.
+type Change = (Option<i64>, Box<[u8]>, i64);
+
+/// Order values `[lo, hi]`.
+type Span = (i64, i64);
+
+/// Window functions over `input`, all with one PARTITION BY and ORDER BY.
+#[derive(Debug)]
+pub struct OverOp {
+    schema: SchemaRef,
+    input: SchemaRef,
+    functions: Vec<Arc<dyn WindowExpr>>,
+    partition: Vec<Arc<dyn PhysicalExpr>>,
+    partition_codec: Option<RowConverter>,
+    order: Vec<Arc<dyn PhysicalExpr>>,
+    order_codec: RowConverter,
+    input_codec: RowConverter,
+    output_codec: RowConverter,
+    /// Bounded recompute, when the frames allow it.
+    reach: Option<Reach>,
+    /// The ORDER BY column passes a watermark on: no function looks ahead.
+    watermark_column: Option<usize>,
+    held: Vec<Watermark>,
+    pending: BTreeMap<Box<[u8]>, Vec<Change>>,
+    /// State written since the last checkpoint (`None`: deleted), read over the store.
+    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    state: StateScope,
+    errors: Arc<ExprErrors>,
+}
+
+impl OverOp {
+    /// The operator for `functions` over rows of `input`, partitioned by `partition` and
+    /// ordered by `order`; its rows are the input's followed by one column per function.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        input: SchemaRef,
+        schema: SchemaRef,
+        functions: Vec<Arc<dyn WindowExpr>>,
+        partition: Vec<Arc<dyn PhysicalExpr>>,
+        order: Vec<(Arc<dyn PhysicalExpr>, SortOptions)>,
+        reach: Option<Reach>,
+        state: StateScope,
+        errors: Arc<ExprErrors>,
+    ) -> Result<Self> {
+        let partition_codec = if partition.is_empty() {
+            None
+        } else {
+            let fields = partition
+                .iter()
+                .map(|e| Ok(SortField::new(e.data_type(&input)?)))
+                .collect::<Result<Vec<_>>>()?;
+            Some(RowConverter::new(fields)?)
+        };
+        let mut order_fields = order
+            .iter()
+            .map(|(e, options)| Ok(SortField::new_with_options(e.data_type(&input)?, *options)))
+            .collect::<Result<Vec<_>>>()?;
+        if order_fields.is_empty() {
+            // Without ORDER BY every row is a peer of every other: one constant key.
+            order_fields.push(SortField::new(DataType::Boolean));
+        }
+        let codec = |schema: &SchemaRef| {
+            RowConverter::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .collect(),
+            )
+        };
+        Ok(Self {
+            input_codec: codec(&input)?,
+            output_codec: codec(&schema)?,
+            order_codec: RowConverter::new(order_fields)?,
+            schema,
+            input,
+            functions,
+            partition,
+            partition_codec,
+            order: order.into_iter().map(|(e, _)| e).collect(),
+            reach,
+            watermark_column: None,
+            held: Vec::new(),
+            pending: BTreeMap::new(),
+            overlay: BTreeMap::new(),
+            state,
+            errors,
+        })
+    }
+
+    /// Passes a watermark on ORDER BY column `column` through: set when no function's value
+    /// depends on rows after its own.
+    pub fn with_watermark(mut self, column: Option<usize>) -> Self {
+        self.watermark_column = column;
+        self
+    }
+
+    /// The order key of each row of `batch`.
+    fn order_keys(&self, batch: &RecordBatch) -> Result<datafusion::arrow::row::Rows> {
+        let columns = if self.order.is_empty() {
+            vec![Arc::new(datafusion::arrow::array::BooleanArray::from(vec![
+                true;
+                batch
+                    .num_rows(
+                    )
+            ])) as ArrayRef]
+        } else {
+            self.order
+                .iter()
+                .map(|e| evaluate(e, batch, &self.errors))
+                .collect::<Result<Vec<_>>>()?
+        };
+        Ok(self.order_codec.convert_columns(&columns)?)
+    }
+
+    /// The encoded order key of the single order value `value` (bounded recompute only).
+    fn order_key_of(&self, value: i64) -> Result<Vec<u8>> {
+        let data_type = self.order[0].data_type(&self.input)?;
+        let array = cast(&Int64Array::from(vec![value]), &data_type)?;
+        Ok(self
+            .order_codec
+            .convert_columns(&[array])?
+            .row(0)
+            .data()
+            .to_vec())
+    }
+
+    /// The stored output rows of `partition`, those with order values in `range` or all of them:
+    /// encoded output row → multiplicity.
+    fn stored(
+        &self,
+        partition: &[u8],
+        range: Option<(i64, i64)>,
+    ) -> Result<BTreeMap<Box<[u8]>, i64>> {
+        let prefix = self.state.key(ROW_TAG, &[partition]);
+        let (from, to) = match range {
+            Some((lo, hi)) => {
+                let from = self
+                    .state
+                    .key(ROW_TAG, &[partition, &self.order_key_of(lo)?]);
+                let to = match hi.checked_add(1) {
+                    Some(next) => self
+                        .state
+                        .key(ROW_TAG, &[partition, &self.order_key_of(next)?]),
+                    None => upper(&prefix),
+                };
+                (from, to)
+            }
+            None => (prefix.clone(), upper(&prefix)),
+        };
+        let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        self.state
+            .store()
+            .scan_range::<StreamError>(&from, &to, |k, v| {
+                found.insert(k.to_vec(), v.to_vec());
+                Ok(true)
+            })?;
+        for (k, v) in self.overlay.range(from.clone()..to.clone()) {
+            match v {
+                Some(v) => found.insert(k.clone(), v.clone()),
+                None => found.remove(k),
+            };
+        }
+        let mut rows = BTreeMap::new();
+        for value in found.values() {
+            let mut reader = Reader::new(value);
+            let count = reader.i64()?;
+            let row: Box<[u8]> = value[8..].into();
+            *rows.entry(row).or_default() += count;
+        }
+        Ok(rows)
+    }
+
+    /// Recomputes one partition after `changes`; appends the output's changes.
+    fn update(
+        &mut self,
+        partition: &[u8],
+        changes: Vec<Change>,
+        out: &mut Vec<(Box<[u8]>, i64)>,
+    ) -> Result<()> {
+        // The rows whose values may change, and the rows their frames reach.
+        let bounded = match self.reach {
+            Some(reach) if changes.iter().all(|(t, _, _)| t.is_some()) => {
+                let mut spans: Vec<(i64, i64)> = changes
+                    .iter()
+                    .filter_map(|(t, _, _)| *t)
+                    .map(|t| {
+                        (
+                            t.saturating_sub(reach.after),
+                            t.saturating_add(reach.before),
+                        )
+                    })
+                    .collect();
+                // Spans whose frames overlap are one: each change is then applied once.
+                spans.sort_unstable();
+                let mut merged: Vec<(i64, i64)> = Vec::new();
+                let frames = reach.before.saturating_add(reach.after).saturating_add(1);
+                for (lo, hi) in spans {
+                    match merged.last_mut() {
+                        Some(last) if lo <= last.1.saturating_add(frames) => {
+                            last.1 = last.1.max(hi)
+                        }
+                        _ => merged.push((lo, hi)),
+                    }
+                }
+                Some((merged, reach))
+            }
+            _ => None,
+        };
+        let spans: Vec<Option<(Span, Span)>> = match &bounded {
+            Some((merged, reach)) => merged
+                .iter()
+                .map(|&(lo, hi)| {
+                    Some((
+                        (lo, hi),
+                        (
+                            lo.saturating_sub(reach.before),
+                            hi.saturating_add(reach.after),
+                        ),
+                    ))
+                })
+                .collect(),
+            None => vec![None],
+        };
+        for span in spans {
+            let context = span.map(|(_, c)| c);
+            let shown = self.stored(partition, context)?;
+            // The input rows: the stored outputs' input columns, changed.
+            let mut inputs: BTreeMap<Box<[u8]>, i64> = BTreeMap::new();
+            if !shown.is_empty() {
+                let parser = self.output_codec.parser();
+                let columns = self
+                    .output_codec
+                    .convert_rows(shown.keys().map(|r| parser.parse(r)))?;
+                let encoded = self
+                    .input_codec
+                    .convert_columns(&columns[..self.input.fields().len()])?;
+                for (i, count) in shown.values().enumerate() {
+                    *inputs.entry(encoded.row(i).data().into()).or_default() += count;
+                }
+            }
+            for (t, row, w) in &changes {
+                let inside = match (span, t) {
+                    (Some((_, (lo, hi))), Some(t)) => (lo..=hi).contains(t),
+                    _ => true,
+                };
+                if inside {
+                    *inputs.entry(row.clone()).or_default() += w;
+                }
+            }
+            let computed = self.compute(&inputs)?;
+            // Only rows in the affected span are compared: the others' frames are incomplete.
+            let in_span = |rows: BTreeMap<Box<[u8]>, i64>| -> Result<BTreeMap<Box<[u8]>, i64>> {
+                match span {
+                    Some(((lo, hi), _)) => self.within(rows, lo, hi),
+                    None => Ok(rows),
+                }
+            };
+            let before = in_span(shown)?;
+            let after = in_span(computed)?;
+            let diff = consolidate(
+                before
+                    .iter()
+                    .map(|(r, c)| (r.clone(), -c))
+                    .chain(after.iter().map(|(r, c)| (r.clone(), *c))),
+            );
+            if diff.is_empty() {
+                continue;
+            }
+            let rows: Vec<Box<[u8]>> = diff.iter().map(|(r, _)| r.clone()).collect();
+            let keys = self.order_keys_of_outputs(&rows)?;
+            for ((row, change), key) in diff.into_iter().zip(keys) {
+                let count = after.get(&row).copied().unwrap_or(0);
+                let state_key = self.state.key(ROW_TAG, &[partition, &key, &row]);
+                if count == 0 {
+                    self.overlay.insert(state_key, None);
+                } else {
+                    let mut value = Vec::with_capacity(8 + row.len());
+                    put_i64(&mut value, count);
+                    value.extend_from_slice(&row);
+                    self.overlay.insert(state_key, Some(value));
+                }
+                out.push((row, change));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows of `rows` (encoded outputs) whose order value is in `[lo, hi]`.
+    fn within(
+        &self,
+        rows: BTreeMap<Box<[u8]>, i64>,
+        lo: i64,
+        hi: i64,
+    ) -> Result<BTreeMap<Box<[u8]>, i64>> {
+        if rows.is_empty() {
+            return Ok(rows);
+        }
+        let batch = self.decode_outputs(rows.keys())?;
+        let values = evaluate(&self.order[0], &batch, &self.errors)?;
+        let values = cast(&values, &DataType::Int64)?;
+        let values = values.as_primitive::<Int64Type>();
+        Ok(rows
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| values.is_valid(*i) && (lo..=hi).contains(&values.value(*i)))
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    fn decode_outputs<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a Box<[u8]>>,
+    ) -> Result<RecordBatch> {
+        let parser = self.output_codec.parser();
+        let rows: Vec<&Box<[u8]>> = rows.into_iter().collect();
+        let n = rows.len();
+        let columns = self
+            .output_codec
+            .convert_rows(rows.into_iter().map(|r| parser.parse(r)))?;
+        rows_of(self.schema.clone(), columns, n)
+    }
+
+    /// The order keys of encoded output rows.
+    fn order_keys_of_outputs(&self, rows: &[Box<[u8]>]) -> Result<Vec<Vec<u8>>> {
+        let batch = self.decode_outputs(rows)?;
+        let input = batch.project(&(0..self.input.fields().len()).collect::<Vec<_>>())?;
+        let input = RecordBatch::try_new(self.input.clone(), input.columns().to_vec())?;
+        let keys = self.order_keys(&input)?;
+        Ok((0..rows.len())
+            .map(|i| keys.row(i).data().to_vec())
+            .collect())
+    }
+
+    /// The output rows of a partition's input rows (encoded, with multiplicities): the window
+    /// functions evaluated over them in ORDER BY order, ties in a fixed order.
+    fn compute(&self, inputs: &BTreeMap<Box<[u8]>, i64>) -> Result<BTreeMap<Box<[u8]>, i64>> {
+        let present: Vec<(&Box<[u8]>, i64)> = inputs
+            .iter()
+            .filter(|(_, c)| **c > 0)
+            .map(|(r, c)| (r, *c))
+            .collect();
+        if present.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let parser = self.input_codec.parser();
+        let columns = self
+            .input_codec
+            .convert_rows(present.iter().map(|(r, _)| parser.parse(r)))?;
+        let distinct = RecordBatch::try_new(self.input.clone(), columns)?;
+        let keys = self.order_keys(&distinct)?;
+        let mut order: Vec<usize> = (0..present.len()).collect();
+        order.sort_by(|&a, &b| keys.row(a).cmp(&keys.row(b)).then(a.cmp(&b)));
+        let indices: UInt32Array = order
+            .iter()
+            .flat_map(|&i| std::iter::repeat_n(i as u32, present[i].1 as usize))
+            .collect();
+        let columns = distinct
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &indices, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sorted = RecordBatch::try_new(self.input.clone(), columns)?;
+        let mut outputs = sorted.columns().to_vec();
+        for function in &self.functions {
+            outputs.push(function.evaluate(&sorted)?);
+        }
+        let batch = rows_of(self.schema.clone(), outputs, sorted.num_rows())?;
+        let encoded = self.output_codec.convert_columns(batch.columns())?;
+        let mut rows = BTreeMap::new();
+        for i in 0..batch.num_rows() {
+            *rows.entry(encoded.row(i).data().into()).or_default() += 1;
+        }
+        Ok(rows)
+    }
+}
+
+fn upper(prefix: &[u8]) -> Vec<u8> {
+    prefix_upper_bound(prefix).unwrap_or_else(|| vec![0xff; 32])
+}
+
+impl Operator for OverOp {
+    fn process(&mut self, _: usize, changes: ChangeBatch, _: &mut Vec<ChangeBatch>) -> Result<()> {
+        let batch = changes.rows();
+        let partitions = match &self.partition_codec {
+            Some(codec) => {
+                let columns = self
+                    .partition
+                    .iter()
+                    .map(|e| evaluate(e, batch, &self.errors))
+                    .collect::<Result<Vec<_>>>()?;
+                Some(codec.convert_columns(&columns)?)
+            }
+            None => None,
+        };
+        let times = match self.reach {
+            Some(_) => {
+                let values = evaluate(&self.order[0], batch, &self.errors)?;
+                Some(cast(&values, &DataType::Int64)?)
+            }
+            None => None,
+        };
+        let times = times.as_ref().map(|t| t.as_primitive::<Int64Type>());
+        let rows = self.input_codec.convert_columns(batch.columns())?;
+        for i in 0..batch.num_rows() {
+            let partition: Box<[u8]> = match &partitions {
+                Some(p) => p.row(i).data().into(),
+                None => Box::default(),
+            };
+            let t = times.and_then(|t| t.is_valid(i).then(|| t.value(i)));
+            self.pending.entry(partition).or_default().push((
+                t,
+                rows.row(i).data().into(),
+                changes.weights().value(i),
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_watermark(
+        &mut self,
+        _: usize,
+        watermark: Watermark,
+        _: &mut Vec<Watermark>,
+    ) -> Result<()> {
+        // Rows are recomputed at the barrier: the watermark waits for the changes emitted there.
+        if Some(watermark.column) == self.watermark_column {
+            super::watermark::hold(&mut self.held, watermark);
+        }
+        Ok(())
+    }
+
+    fn held_watermarks(&mut self, out: &mut Vec<Watermark>) {
+        out.append(&mut self.held);
+    }
+
+    fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let mut emitted = Vec::new();
+        for (partition, changes) in std::mem::take(&mut self.pending) {
+            self.update(&partition, changes, &mut emitted)?;
+        }
+        if emitted.is_empty() {
+            return Ok(());
+        }
+        let batch = self.decode_outputs(emitted.iter().map(|(r, _)| r))?;
+        out.push(ChangeBatch::new(
+            batch,
+            Int64Array::from_iter_values(emitted.iter().map(|(_, w)| *w)),
+        ));
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        for (key, value) in std::mem::take(&mut self.overlay) {
+            match value {
+                Some(value) => batch.put(key, value),
+                None => batch.delete(key),
+            }
+        }
+        Ok(())
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn explain(&self) -> String {
+        let names: Vec<String> = self
+            .functions
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        let partition: Vec<String> = self.partition.iter().map(|e| e.to_string()).collect();
+        let order: Vec<String> = self.order.iter().map(|e| e.to_string()).collect();
+        let span = |units: i64| match self.order.first().map(|e| e.data_type(&self.input)) {
+            Some(Ok(DataType::Timestamp(unit, _))) => {
+                let per_unit: i128 = match unit {
+                    datafusion::arrow::datatypes::TimeUnit::Second => 1_000_000_000,
+                    datafusion::arrow::datatypes::TimeUnit::Millisecond => 1_000_000,
+                    datafusion::arrow::datatypes::TimeUnit::Microsecond => 1_000,
+                    datafusion::arrow::datatypes::TimeUnit::Nanosecond => 1,
+                };
+                super::session::human_duration(i128::from(units) * per_unit)
+            }
+            _ => units.to_string(),
+        };
+        let recompute = match self.reach {
+            Some(r) => format!(
+                "the rows {} before to {} after a change",
+                span(r.before),
+                span(r.after)
+            ),
+            None => "the partition".to_string(),
+        };
+        format!(
+            "Over: [{}], partition=[{}], order=[{}], recomputes {recompute}",
+            names.join(", "),
+            partition.join(", "),
+            order.join(", ")
+        )
+    }
+}
+
+/// The reach of frame bound `value` (`x` of `x PRECEDING`) in units of an ORDER BY column of
+/// `order_type`; `None` when it is not a fixed amount.
+pub fn bound_units(value: &ScalarValue, order_type: &DataType) -> Option<i64> {
+    if value.is_null() {
+        return None;
+    }
+    match order_type {
+        DataType::Timestamp(unit, _) => {
+            let nanos: i128 = match value {
+                ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
+                    i128::from(v.days) * 86_400_000_000_000 + i128::from(v.nanoseconds)
+                }
+                ScalarValue::IntervalDayTime(Some(v)) => {
+                    i128::from(v.days) * 86_400_000_000_000 + i128::from(v.milliseconds) * 1_000_000
+                }
+                _ => return None,
+            };
+            let per_unit: i128 = match unit {
+                datafusion::arrow::datatypes::TimeUnit::Second => 1_000_000_000,
+                datafusion::arrow::datatypes::TimeUnit::Millisecond => 1_000_000,
+                datafusion::arrow::datatypes::TimeUnit::Microsecond => 1_000,
+                datafusion::arrow::datatypes::TimeUnit::Nanosecond => 1,
+            };
+            // Rounded up: a wider span only reads more rows.
+            i64::try_from((nanos + per_unit - 1) / per_unit).ok()
+        }
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => match value.cast_to(&DataType::Int64).ok()? {
+            ScalarValue::Int64(Some(v)) => Some(v),
+            _ => None,
+        },
+        _ => None,
+    }
+}
