@@ -30,8 +30,8 @@ use datafusion::physical_plan::WindowExpr;
 
 use super::change::{consolidate, rows_of};
 use super::project::evaluate;
-use super::state::{Reader, StateScope, put_i64};
-use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
+use super::state::{Overlay, Reader, StateScope, put_i64};
+use super::{ChangeBatch, ExprErrors, Operator, Result, Watermark};
 use crate::storage::{WriteBatch, prefix_upper_bound};
 
 const ROW_TAG: u8 = b'o';
@@ -72,7 +72,7 @@ pub struct OverOp {
     held: Vec<Watermark>,
     pending: BTreeMap<Box<[u8]>, Vec<Change>>,
     /// State written since the last checkpoint (`None`: deleted), read over the store.
-    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: Overlay,
     state: StateScope,
     errors: Arc<ExprErrors>,
 }
@@ -131,7 +131,7 @@ impl OverOp {
             watermark_column: None,
             held: Vec::new(),
             pending: BTreeMap::new(),
-            overlay: BTreeMap::new(),
+            overlay: Overlay::default(),
             state,
             errors,
         })
@@ -197,19 +197,7 @@ impl OverOp {
             }
             None => (prefix.clone(), upper(&prefix)),
         };
-        let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        self.state
-            .store()
-            .scan_range::<StreamError>(&from, &to, |k, v| {
-                found.insert(k.to_vec(), v.to_vec());
-                Ok(true)
-            })?;
-        for (k, v) in self.overlay.range(from.clone()..to.clone()) {
-            match v {
-                Some(v) => found.insert(k.clone(), v.clone()),
-                None => found.remove(k),
-            };
-        }
+        let found = self.overlay.read(self.state.store(), &from, &to)?;
         let mut rows = BTreeMap::new();
         for value in found.values() {
             let mut reader = Reader::new(value);
@@ -322,12 +310,12 @@ impl OverOp {
                 let count = after.get(&row).copied().unwrap_or(0);
                 let state_key = self.state.key(ROW_TAG, &[partition, &key, &row]);
                 if count == 0 {
-                    self.overlay.insert(state_key, None);
+                    self.overlay.set(state_key, None);
                 } else {
                     let mut value = Vec::with_capacity(8 + row.len());
                     put_i64(&mut value, count);
                     value.extend_from_slice(&row);
-                    self.overlay.insert(state_key, Some(value));
+                    self.overlay.set(state_key, Some(value));
                 }
                 out.push((row, change));
             }
@@ -500,12 +488,7 @@ impl Operator for OverOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        for (key, value) in std::mem::take(&mut self.overlay) {
-            match value {
-                Some(value) => batch.put(key, value),
-                None => batch.delete(key),
-            }
-        }
+        self.overlay.flush(batch);
         Ok(())
     }
 

@@ -39,7 +39,7 @@ use datafusion::prelude::SessionContext;
 
 use super::change::rows_of;
 use super::project::evaluate;
-use super::state::{Reader, StateScope, put_i64};
+use super::state::{Overlay, Reader, StateScope, put_i64};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::{WriteBatch, prefix_upper_bound};
 
@@ -332,7 +332,7 @@ pub struct SessionOp {
     /// Changes of this epoch per partition: `(time, row, weight)`.
     pending: BTreeMap<Box<[u8]>, Vec<Change>>,
     /// State written since the last checkpoint (`None`: deleted), read over the store.
-    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: Overlay,
     /// Key ranges of closed sessions' rows, deleted at the checkpoint.
     closed: Vec<(Vec<u8>, Vec<u8>)>,
     /// The latest watermark on the time column, not yet acted on.
@@ -387,7 +387,7 @@ impl SessionOp {
             gap,
             outputs,
             pending: BTreeMap::new(),
-            overlay: BTreeMap::new(),
+            overlay: Overlay::default(),
             closed: Vec::new(),
             closing: None,
             held: Vec::new(),
@@ -405,24 +405,7 @@ impl SessionOp {
 
     /// The entries of `[from, to)` as they stand: the store under this epoch's writes.
     fn read(&self, from: &[u8], to: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
-        let mut found = BTreeMap::new();
-        self.state
-            .store()
-            .scan_range::<StreamError>(from, to, |k, v| {
-                found.insert(k.to_vec(), v.to_vec());
-                Ok(true)
-            })?;
-        self.overlay_onto(&mut found, from, to);
-        Ok(found)
-    }
-
-    fn overlay_onto(&self, found: &mut BTreeMap<Vec<u8>, Vec<u8>>, from: &[u8], to: &[u8]) {
-        for (k, v) in self.overlay.range(from.to_vec()..to.to_vec()) {
-            match v {
-                Some(v) => found.insert(k.clone(), v.clone()),
-                None => found.remove(k),
-            };
-        }
+        self.overlay.read(self.state.store(), from, to)
     }
 
     /// The sessions of `partition` that a row at `t` joins: those with a row less than `gap`
@@ -460,7 +443,7 @@ impl SessionOp {
         if let Some(e) = bad {
             return Err(e);
         }
-        self.overlay_onto(&mut found, &from, &to);
+        self.overlay.apply(&mut found, &from, &to);
         let mut sessions = Vec::new();
         for (k, v) in &found {
             let session = self.session_entry(partition, k, v)?;
@@ -511,8 +494,8 @@ impl SessionOp {
             .state
             .key(CLOSE_TAG, &[&encode_time(session.last), partition]);
         let value = present.then(|| encode_time(session.start).to_vec());
-        self.overlay.insert(by_partition, value.clone());
-        self.overlay.insert(by_close, value);
+        self.overlay.set(by_partition, value.clone());
+        self.overlay.set(by_close, value);
     }
 
     /// Applies one partition's changes of the epoch; appends the output's changes.
@@ -558,11 +541,11 @@ impl SessionOp {
                 *count += w;
                 if *count == 0 {
                     new.remove(&(*t, row.clone()));
-                    self.overlay.insert(key, None);
+                    self.overlay.set(key, None);
                 } else {
                     let mut value = Vec::with_capacity(8);
                     put_i64(&mut value, *count);
-                    self.overlay.insert(key, Some(value));
+                    self.overlay.set(key, Some(value));
                 }
             }
             let before = sessions_of(&old, self.gap);
@@ -634,14 +617,7 @@ impl SessionOp {
                 .state
                 .key(ROW_TAG, &[&partition, &encode_time(session.start)]);
             let rows_to = self.rows_after(&partition, session.last);
-            let unsaved: Vec<Vec<u8>> = self
-                .overlay
-                .range(rows_from.clone()..rows_to.clone())
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in unsaved {
-                self.overlay.remove(&key);
-            }
+            self.overlay.forget(&rows_from, &rows_to);
             self.closed.push((rows_from, rows_to));
         }
         Ok(())
@@ -767,12 +743,7 @@ impl Operator for SessionOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        for (key, value) in std::mem::take(&mut self.overlay) {
-            match value {
-                Some(value) => batch.put(key, value),
-                None => batch.delete(key),
-            }
-        }
+        self.overlay.flush(batch);
         for (from, to) in std::mem::take(&mut self.closed) {
             batch.delete_range(from.as_slice(), to.as_slice());
         }

@@ -116,3 +116,70 @@ pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     put_i64(out, bytes.len() as i64);
     out.extend_from_slice(bytes);
 }
+
+/// State an operator wrote since its last checkpoint (`None`: deleted), read over the store:
+/// what an operator that reads its state back in ranges sees before the epoch commits.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    entries: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Overlay {
+    /// Sets `key` to `value`, or deletes it with `None`.
+    pub fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.entries.insert(key, value);
+    }
+
+    /// Forgets the writes to keys in `[from, to)`.
+    pub fn forget(&mut self, from: &[u8], to: &[u8]) {
+        let keys: Vec<Vec<u8>> = self
+            .entries
+            .range(from.to_vec()..to.to_vec())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.entries.remove(&key);
+        }
+    }
+
+    /// Applies the writes to keys in `[from, to)` to `found`, entries read from the store.
+    pub fn apply(
+        &self,
+        found: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+        from: &[u8],
+        to: &[u8],
+    ) {
+        for (k, v) in self.entries.range(from.to_vec()..to.to_vec()) {
+            match v {
+                Some(v) => found.insert(k.clone(), v.clone()),
+                None => found.remove(k),
+            };
+        }
+    }
+
+    /// The entries of `[from, to)` in `store` with the writes applied.
+    pub fn read(
+        &self,
+        store: &Store,
+        from: &[u8],
+        to: &[u8],
+    ) -> super::Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+        let mut found = std::collections::BTreeMap::new();
+        store.scan_range::<super::StreamError>(from, to, |k, v| {
+            found.insert(k.to_vec(), v.to_vec());
+            Ok(true)
+        })?;
+        self.apply(&mut found, from, to);
+        Ok(found)
+    }
+
+    /// Moves the writes into `batch`.
+    pub fn flush(&mut self, batch: &mut crate::storage::WriteBatch) {
+        for (key, value) in std::mem::take(&mut self.entries) {
+            match value {
+                Some(value) => batch.put(key, value),
+                None => batch.delete(key),
+            }
+        }
+    }
+}
