@@ -19,7 +19,7 @@ use std::ops::ControlFlow;
 use datafusion::arrow::compute::kernels::cast_utils::parse_interval_month_day_nano;
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, GroupByExpr, Ident, ObjectName, Query, Select, SelectItem,
-    SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
+    SetExpr, Statement, TableAlias, TableFactor, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -75,14 +75,7 @@ impl VisitorMut for Expander {
             ));
         }
         let expanded = expand_call(function, &args.args, &[]).and_then(|(relation, subquery)| {
-            let alias = match alias {
-                Some(alias) => {
-                    let mut alias = alias.clone();
-                    alias.explicit = true;
-                    alias.to_string()
-                }
-                None => format!("AS {relation}"),
-            };
+            let (_, alias) = alias_of(alias.as_ref(), &relation);
             derived(&format!("({subquery}) {alias}"))
         });
         match expanded {
@@ -139,19 +132,25 @@ fn expand_sessions(select: &mut Select) -> Result<()> {
             // Refused for its arity.
             None => expand_call(Function::Session, &args.args, &[])?.0,
         };
-        let (name, alias) = match alias {
-            Some(alias) => {
-                let mut alias = alias.clone();
-                alias.explicit = true;
-                (alias.name.clone(), alias.to_string())
-            }
-            None => (Ident::new(&default_alias), format!("AS {default_alias}")),
-        };
+        let (name, alias) = alias_of(alias.as_ref(), &default_alias);
         let keys = session_keys(&group_by, &projection, &name, relations == 1)?;
         let (_, subquery) = expand_call(Function::Session, &args.args, &keys)?;
         *factor = derived(&format!("({subquery}) {alias}"))?;
     }
     Ok(())
+}
+
+/// The name a window function's subquery goes by in its query (its alias, else the relation's
+/// name) and the `AS ...` text that gives it.
+fn alias_of(alias: Option<&TableAlias>, relation: &str) -> (Ident, String) {
+    match alias {
+        Some(alias) => {
+            let mut alias = alias.clone();
+            alias.explicit = true;
+            (alias.name.clone(), alias.to_string())
+        }
+        None => (Ident::new(relation), format!("AS {relation}")),
+    }
 }
 
 /// The columns of SESSION's relation (named `alias` in the query) that the query groups by,

@@ -21,7 +21,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::change::rows_of;
 use super::project::evaluate;
-use super::state::{Reader, StateScope, put_i64};
+use super::state::{Reader, StateScope, put_i64, sort_fields};
 use super::watermark::Meet;
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::WriteBatch;
@@ -134,11 +134,7 @@ impl JoinOp {
             other => return Err(StreamError::NotSupported(format!("{other} join"))),
         };
         let side = |schema: &SchemaRef, keys, unmatched| -> Result<Side> {
-            let fields = schema
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect();
+            let fields = sort_fields(schema.fields());
             Ok(Side {
                 keys,
                 schema: schema.clone(),

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::RowConverter;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::project::{evaluate, explain_exprs};
-use super::state::{Reader, StateScope, put_i64};
+use super::state::{Reader, StateScope, put_i64, sort_fields};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError};
 use crate::storage::WriteBatch;
 
@@ -51,16 +51,10 @@ impl MemoProjectOp {
         state: StateScope,
         errors: Arc<ExprErrors>,
     ) -> Result<Self> {
-        let fields = |s: &SchemaRef| -> Vec<SortField> {
-            s.fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect()
-        };
         Ok(Self {
             exprs,
-            inputs: RowConverter::new(fields(input))?,
-            outputs: RowConverter::new(fields(&schema))?,
+            inputs: RowConverter::new(sort_fields(input.fields()))?,
+            outputs: RowConverter::new(sort_fields(schema.fields()))?,
             schema,
             state,
             memo: None,

@@ -23,6 +23,7 @@ pub mod project;
 pub mod runtime;
 pub mod session;
 pub mod state;
+pub mod time;
 pub mod topn;
 pub mod union;
 pub mod watermark;

@@ -30,9 +30,10 @@ use datafusion::physical_plan::WindowExpr;
 
 use super::change::{consolidate, rows_of};
 use super::project::evaluate;
-use super::state::{Overlay, Reader, StateScope, put_i64};
-use super::{ChangeBatch, ExprErrors, Operator, Result, Watermark};
-use crate::storage::{WriteBatch, prefix_upper_bound};
+use super::state::{Overlay, Partitioner, Reader, StateScope, put_i64, sort_fields, upper_bound};
+use super::time::{human_duration, nanos_per};
+use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
+use crate::storage::WriteBatch;
 
 const ROW_TAG: u8 = b'o';
 
@@ -53,14 +54,16 @@ type Change = (Option<i64>, Box<[u8]>, i64);
 /// Order values `[lo, hi]`.
 type Span = (i64, i64);
 
+/// Output rows (encoded) with their multiplicities and order keys.
+type Shown = BTreeMap<Box<[u8]>, (i64, Vec<u8>)>;
+
 /// Window functions over `input`, all with one PARTITION BY and ORDER BY.
 #[derive(Debug)]
 pub struct OverOp {
     schema: SchemaRef,
     input: SchemaRef,
     functions: Vec<Arc<dyn WindowExpr>>,
-    partition: Vec<Arc<dyn PhysicalExpr>>,
-    partition_codec: Option<RowConverter>,
+    partition: Partitioner,
     order: Vec<Arc<dyn PhysicalExpr>>,
     order_codec: RowConverter,
     input_codec: RowConverter,
@@ -91,15 +94,6 @@ impl OverOp {
         state: StateScope,
         errors: Arc<ExprErrors>,
     ) -> Result<Self> {
-        let partition_codec = if partition.is_empty() {
-            None
-        } else {
-            let fields = partition
-                .iter()
-                .map(|e| Ok(SortField::new(e.data_type(&input)?)))
-                .collect::<Result<Vec<_>>>()?;
-            Some(RowConverter::new(fields)?)
-        };
         let mut order_fields = order
             .iter()
             .map(|(e, options)| Ok(SortField::new_with_options(e.data_type(&input)?, *options)))
@@ -108,24 +102,14 @@ impl OverOp {
             // Without ORDER BY every row is a peer of every other: one constant key.
             order_fields.push(SortField::new(DataType::Boolean));
         }
-        let codec = |schema: &SchemaRef| {
-            RowConverter::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| SortField::new(f.data_type().clone()))
-                    .collect(),
-            )
-        };
         Ok(Self {
-            input_codec: codec(&input)?,
-            output_codec: codec(&schema)?,
+            input_codec: RowConverter::new(sort_fields(input.fields()))?,
+            output_codec: RowConverter::new(sort_fields(schema.fields()))?,
             order_codec: RowConverter::new(order_fields)?,
+            partition: Partitioner::new(partition, &input)?,
             schema,
             input,
             functions,
-            partition,
-            partition_codec,
             order: order.into_iter().map(|(e, _)| e).collect(),
             reach,
             watermark_column: None,
@@ -162,50 +146,77 @@ impl OverOp {
         Ok(self.order_codec.convert_columns(&columns)?)
     }
 
-    /// The encoded order key of the single order value `value` (bounded recompute only).
-    fn order_key_of(&self, value: i64) -> Result<Vec<u8>> {
+    /// The order keys from order value `lo` (inclusive) to `hi` (inclusive; `None` when there
+    /// is no key after it): the span of a bounded recompute, or every key without one.
+    fn key_range(&self, span: Option<Span>) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+        let Some((lo, hi)) = span else {
+            return Ok((Vec::new(), None));
+        };
         let data_type = self.order[0].data_type(&self.input)?;
-        let array = cast(&Int64Array::from(vec![value]), &data_type)?;
-        Ok(self
-            .order_codec
-            .convert_columns(&[array])?
-            .row(0)
-            .data()
-            .to_vec())
+        let encode = |value: i64| -> Result<Vec<u8>> {
+            let array = cast(&Int64Array::from(vec![value]), &data_type)?;
+            Ok(self
+                .order_codec
+                .convert_columns(&[array])?
+                .row(0)
+                .data()
+                .to_vec())
+        };
+        Ok((encode(lo)?, hi.checked_add(1).map(encode).transpose()?))
     }
 
-    /// The stored output rows of `partition`, those with order values in `range` or all of them:
-    /// encoded output row → multiplicity.
-    fn stored(
-        &self,
-        partition: &[u8],
-        range: Option<(i64, i64)>,
-    ) -> Result<BTreeMap<Box<[u8]>, i64>> {
+    /// The stored output rows of `partition` with order keys in `range`.
+    fn stored(&self, partition: &[u8], range: &(Vec<u8>, Option<Vec<u8>>)) -> Result<Shown> {
         let prefix = self.state.key(ROW_TAG, &[partition]);
-        let (from, to) = match range {
-            Some((lo, hi)) => {
-                let from = self
-                    .state
-                    .key(ROW_TAG, &[partition, &self.order_key_of(lo)?]);
-                let to = match hi.checked_add(1) {
-                    Some(next) => self
-                        .state
-                        .key(ROW_TAG, &[partition, &self.order_key_of(next)?]),
-                    None => upper(&prefix),
-                };
-                (from, to)
-            }
-            None => (prefix.clone(), upper(&prefix)),
+        let from = self.state.key(ROW_TAG, &[partition, &range.0]);
+        let to = match &range.1 {
+            Some(hi) => self.state.key(ROW_TAG, &[partition, hi]),
+            None => upper_bound(&prefix),
         };
-        let found = self.overlay.read(self.state.store(), &from, &to)?;
-        let mut rows = BTreeMap::new();
-        for value in found.values() {
-            let mut reader = Reader::new(value);
-            let count = reader.i64()?;
-            let row: Box<[u8]> = value[8..].into();
-            *rows.entry(row).or_default() += count;
+        let mut rows = Shown::new();
+        for (key, value) in self.overlay.read(self.state.store(), &from, &to)? {
+            let count = Reader::new(&value).i64()?;
+            let row = &value[8..];
+            let order_key = key
+                .get(prefix.len()..key.len().saturating_sub(row.len()))
+                .ok_or_else(|| StreamError::Corrupt("a window row key without its row".into()))?;
+            rows.insert(row.into(), (count, order_key.to_vec()));
         }
         Ok(rows)
+    }
+
+    /// The affected spans of `changes` (all with order values) and the spans their frames
+    /// reach. Spans whose frames overlap are one, so each change is applied once.
+    fn spans(changes: &[Change], reach: Reach) -> Vec<(Span, Span)> {
+        let mut spans: Vec<Span> = changes
+            .iter()
+            .filter_map(|(t, _, _)| *t)
+            .map(|t| {
+                (
+                    t.saturating_sub(reach.after),
+                    t.saturating_add(reach.before),
+                )
+            })
+            .collect();
+        spans.sort_unstable();
+        let frames = reach.before.saturating_add(reach.after).saturating_add(1);
+        let mut merged: Vec<Span> = Vec::new();
+        for (lo, hi) in spans {
+            match merged.last_mut() {
+                Some(last) if lo <= last.1.saturating_add(frames) => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        merged
+            .into_iter()
+            .map(|(lo, hi)| {
+                let context = (
+                    lo.saturating_sub(reach.before),
+                    hi.saturating_add(reach.after),
+                );
+                ((lo, hi), context)
+            })
+            .collect()
     }
 
     /// Recomputes one partition after `changes`; appends the output's changes.
@@ -216,52 +227,16 @@ impl OverOp {
         out: &mut Vec<(Box<[u8]>, i64)>,
     ) -> Result<()> {
         // The rows whose values may change, and the rows their frames reach.
-        let bounded = match self.reach {
+        let spans: Vec<Option<(Span, Span)>> = match self.reach {
             Some(reach) if changes.iter().all(|(t, _, _)| t.is_some()) => {
-                let mut spans: Vec<(i64, i64)> = changes
-                    .iter()
-                    .filter_map(|(t, _, _)| *t)
-                    .map(|t| {
-                        (
-                            t.saturating_sub(reach.after),
-                            t.saturating_add(reach.before),
-                        )
-                    })
-                    .collect();
-                // Spans whose frames overlap are one: each change is then applied once.
-                spans.sort_unstable();
-                let mut merged: Vec<(i64, i64)> = Vec::new();
-                let frames = reach.before.saturating_add(reach.after).saturating_add(1);
-                for (lo, hi) in spans {
-                    match merged.last_mut() {
-                        Some(last) if lo <= last.1.saturating_add(frames) => {
-                            last.1 = last.1.max(hi)
-                        }
-                        _ => merged.push((lo, hi)),
-                    }
-                }
-                Some((merged, reach))
+                Self::spans(&changes, reach).into_iter().map(Some).collect()
             }
-            _ => None,
-        };
-        let spans: Vec<Option<(Span, Span)>> = match &bounded {
-            Some((merged, reach)) => merged
-                .iter()
-                .map(|&(lo, hi)| {
-                    Some((
-                        (lo, hi),
-                        (
-                            lo.saturating_sub(reach.before),
-                            hi.saturating_add(reach.after),
-                        ),
-                    ))
-                })
-                .collect(),
-            None => vec![None],
+            _ => vec![None],
         };
         for span in spans {
+            let affected = self.key_range(span.map(|(a, _)| a))?;
             let context = span.map(|(_, c)| c);
-            let shown = self.stored(partition, context)?;
+            let shown = self.stored(partition, &self.key_range(context)?)?;
             // The input rows: the stored outputs' input columns, changed.
             let mut inputs: BTreeMap<Box<[u8]>, i64> = BTreeMap::new();
             if !shown.is_empty() {
@@ -272,13 +247,13 @@ impl OverOp {
                 let encoded = self
                     .input_codec
                     .convert_columns(&columns[..self.input.fields().len()])?;
-                for (i, count) in shown.values().enumerate() {
+                for (i, (count, _)) in shown.values().enumerate() {
                     *inputs.entry(encoded.row(i).data().into()).or_default() += count;
                 }
             }
             for (t, row, w) in &changes {
-                let inside = match (span, t) {
-                    (Some((_, (lo, hi))), Some(t)) => (lo..=hi).contains(t),
+                let inside = match (context, t) {
+                    (Some((lo, hi)), Some(t)) => (lo..=hi).contains(t),
                     _ => true,
                 };
                 if inside {
@@ -287,28 +262,27 @@ impl OverOp {
             }
             let computed = self.compute(&inputs)?;
             // Only rows in the affected span are compared: the others' frames are incomplete.
-            let in_span = |rows: BTreeMap<Box<[u8]>, i64>| -> Result<BTreeMap<Box<[u8]>, i64>> {
-                match span {
-                    Some(((lo, hi), _)) => self.within(rows, lo, hi),
-                    None => Ok(rows),
-                }
+            let in_span = |rows: Shown| -> Shown {
+                rows.into_iter()
+                    .filter(|(_, (_, key))| {
+                        *key >= affected.0 && affected.1.as_ref().is_none_or(|hi| key < hi)
+                    })
+                    .collect()
             };
-            let before = in_span(shown)?;
-            let after = in_span(computed)?;
+            let (before, after) = (in_span(shown), in_span(computed));
             let diff = consolidate(
                 before
                     .iter()
-                    .map(|(r, c)| (r.clone(), -c))
-                    .chain(after.iter().map(|(r, c)| (r.clone(), *c))),
+                    .map(|(r, (c, _))| (r.clone(), -c))
+                    .chain(after.iter().map(|(r, (c, _))| (r.clone(), *c))),
             );
-            if diff.is_empty() {
-                continue;
-            }
-            let rows: Vec<Box<[u8]>> = diff.iter().map(|(r, _)| r.clone()).collect();
-            let keys = self.order_keys_of_outputs(&rows)?;
-            for ((row, change), key) in diff.into_iter().zip(keys) {
-                let count = after.get(&row).copied().unwrap_or(0);
-                let state_key = self.state.key(ROW_TAG, &[partition, &key, &row]);
+            for (row, change) in diff {
+                let (count, key) = match (after.get(&row), before.get(&row)) {
+                    (Some((count, key)), _) => (*count, key),
+                    (None, Some((_, key))) => (0, key),
+                    (None, None) => continue,
+                };
+                let state_key = self.state.key(ROW_TAG, &[partition, key, &row]);
                 if count == 0 {
                     self.overlay.set(state_key, None);
                 } else {
@@ -321,28 +295,6 @@ impl OverOp {
             }
         }
         Ok(())
-    }
-
-    /// The rows of `rows` (encoded outputs) whose order value is in `[lo, hi]`.
-    fn within(
-        &self,
-        rows: BTreeMap<Box<[u8]>, i64>,
-        lo: i64,
-        hi: i64,
-    ) -> Result<BTreeMap<Box<[u8]>, i64>> {
-        if rows.is_empty() {
-            return Ok(rows);
-        }
-        let batch = self.decode_outputs(rows.keys())?;
-        let values = evaluate(&self.order[0], &batch, &self.errors)?;
-        let values = cast(&values, &DataType::Int64)?;
-        let values = values.as_primitive::<Int64Type>();
-        Ok(rows
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| values.is_valid(*i) && (lo..=hi).contains(&values.value(*i)))
-            .map(|(_, r)| r)
-            .collect())
     }
 
     fn decode_outputs<'a>(
@@ -358,27 +310,16 @@ impl OverOp {
         rows_of(self.schema.clone(), columns, n)
     }
 
-    /// The order keys of encoded output rows.
-    fn order_keys_of_outputs(&self, rows: &[Box<[u8]>]) -> Result<Vec<Vec<u8>>> {
-        let batch = self.decode_outputs(rows)?;
-        let input = batch.project(&(0..self.input.fields().len()).collect::<Vec<_>>())?;
-        let input = RecordBatch::try_new(self.input.clone(), input.columns().to_vec())?;
-        let keys = self.order_keys(&input)?;
-        Ok((0..rows.len())
-            .map(|i| keys.row(i).data().to_vec())
-            .collect())
-    }
-
     /// The output rows of a partition's input rows (encoded, with multiplicities): the window
     /// functions evaluated over them in ORDER BY order, ties in a fixed order.
-    fn compute(&self, inputs: &BTreeMap<Box<[u8]>, i64>) -> Result<BTreeMap<Box<[u8]>, i64>> {
+    fn compute(&self, inputs: &BTreeMap<Box<[u8]>, i64>) -> Result<Shown> {
         let present: Vec<(&Box<[u8]>, i64)> = inputs
             .iter()
             .filter(|(_, c)| **c > 0)
             .map(|(r, c)| (r, *c))
             .collect();
         if present.is_empty() {
-            return Ok(BTreeMap::new());
+            return Ok(Shown::new());
         }
         let parser = self.input_codec.parser();
         let columns = self
@@ -404,32 +345,20 @@ impl OverOp {
         }
         let batch = rows_of(self.schema.clone(), outputs, sorted.num_rows())?;
         let encoded = self.output_codec.convert_columns(batch.columns())?;
-        let mut rows = BTreeMap::new();
-        for i in 0..batch.num_rows() {
-            *rows.entry(encoded.row(i).data().into()).or_default() += 1;
+        let mut rows = Shown::new();
+        for (i, source) in indices.values().iter().enumerate() {
+            rows.entry(encoded.row(i).data().into())
+                .or_insert_with(|| (0, keys.row(*source as usize).data().to_vec()))
+                .0 += 1;
         }
         Ok(rows)
     }
 }
 
-fn upper(prefix: &[u8]) -> Vec<u8> {
-    prefix_upper_bound(prefix).unwrap_or_else(|| vec![0xff; 32])
-}
-
 impl Operator for OverOp {
     fn process(&mut self, _: usize, changes: ChangeBatch, _: &mut Vec<ChangeBatch>) -> Result<()> {
         let batch = changes.rows();
-        let partitions = match &self.partition_codec {
-            Some(codec) => {
-                let columns = self
-                    .partition
-                    .iter()
-                    .map(|e| evaluate(e, batch, &self.errors))
-                    .collect::<Result<Vec<_>>>()?;
-                Some(codec.convert_columns(&columns)?)
-            }
-            None => None,
-        };
+        let partitions = self.partition.keys(batch, &self.errors)?;
         let times = match self.reach {
             Some(_) => {
                 let values = evaluate(&self.order[0], batch, &self.errors)?;
@@ -439,11 +368,7 @@ impl Operator for OverOp {
         };
         let times = times.as_ref().map(|t| t.as_primitive::<Int64Type>());
         let rows = self.input_codec.convert_columns(batch.columns())?;
-        for i in 0..batch.num_rows() {
-            let partition: Box<[u8]> = match &partitions {
-                Some(p) => p.row(i).data().into(),
-                None => Box::default(),
-            };
+        for (i, partition) in partitions.into_iter().enumerate() {
             let t = times.and_then(|t| t.is_valid(i).then(|| t.value(i)));
             self.pending.entry(partition).or_default().push((
                 t,
@@ -502,17 +427,10 @@ impl Operator for OverOp {
             .iter()
             .map(|f| f.name().to_string())
             .collect();
-        let partition: Vec<String> = self.partition.iter().map(|e| e.to_string()).collect();
         let order: Vec<String> = self.order.iter().map(|e| e.to_string()).collect();
         let span = |units: i64| match self.order.first().map(|e| e.data_type(&self.input)) {
             Some(Ok(DataType::Timestamp(unit, _))) => {
-                let per_unit: i128 = match unit {
-                    datafusion::arrow::datatypes::TimeUnit::Second => 1_000_000_000,
-                    datafusion::arrow::datatypes::TimeUnit::Millisecond => 1_000_000,
-                    datafusion::arrow::datatypes::TimeUnit::Microsecond => 1_000,
-                    datafusion::arrow::datatypes::TimeUnit::Nanosecond => 1,
-                };
-                super::session::human_duration(i128::from(units) * per_unit)
+                human_duration(i128::from(units) * i128::from(nanos_per(&unit)))
             }
             _ => units.to_string(),
         };
@@ -527,7 +445,7 @@ impl Operator for OverOp {
         format!(
             "Over: [{}], partition=[{}], order=[{}], recomputes {recompute}",
             names.join(", "),
-            partition.join(", "),
+            self.partition.explain(),
             order.join(", ")
         )
     }
@@ -550,12 +468,7 @@ pub fn bound_units(value: &ScalarValue, order_type: &DataType) -> Option<i64> {
                 }
                 _ => return None,
             };
-            let per_unit: i128 = match unit {
-                datafusion::arrow::datatypes::TimeUnit::Second => 1_000_000_000,
-                datafusion::arrow::datatypes::TimeUnit::Millisecond => 1_000_000,
-                datafusion::arrow::datatypes::TimeUnit::Microsecond => 1_000,
-                datafusion::arrow::datatypes::TimeUnit::Nanosecond => 1,
-            };
+            let per_unit = i128::from(nanos_per(unit));
             // Rounded up: a wider span only reads more rows.
             i64::try_from((nanos + per_unit - 1) / per_unit).ok()
         }

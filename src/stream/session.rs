@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, new_null_array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type, SchemaRef, TimeUnit};
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type, SchemaRef};
+use datafusion::arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
@@ -38,10 +38,10 @@ use datafusion::physical_expr::expressions::Literal;
 use datafusion::prelude::SessionContext;
 
 use super::change::rows_of;
-use super::project::evaluate;
-use super::state::{Overlay, Reader, StateScope, put_i64};
+use super::state::{Overlay, Partitioner, Reader, StateScope, put_i64, sort_fields, upper_bound};
+use super::time::nanos_per;
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
-use crate::storage::{WriteBatch, prefix_upper_bound};
+use crate::storage::WriteBatch;
 
 /// The window function giving a row's session start.
 pub const START: &str = "session_window_start";
@@ -99,12 +99,7 @@ pub fn sessions(times: &[i64], gap: i64) -> Vec<Range<usize>> {
 /// Nanoseconds in one unit of a timestamp column.
 fn unit_nanos(data_type: &DataType) -> crate::Result<i64> {
     match data_type {
-        DataType::Timestamp(unit, _) => Ok(match unit {
-            TimeUnit::Second => 1_000_000_000,
-            TimeUnit::Millisecond => 1_000_000,
-            TimeUnit::Microsecond => 1_000,
-            TimeUnit::Nanosecond => 1,
-        }),
+        DataType::Timestamp(unit, _) => Ok(nanos_per(unit)),
         other => Err(crate::Error::coded(
             "42804",
             format!("SESSION's time column must be a timestamp, not {other}"),
@@ -319,9 +314,7 @@ type Emitted = Vec<(Box<[u8]>, Session, i64)>;
 pub struct SessionOp {
     schema: SchemaRef,
     input_width: usize,
-    partition: Vec<Arc<dyn PhysicalExpr>>,
-    /// Encodes the partition key; `None` when there is one partition.
-    partition_codec: Option<RowConverter>,
+    partition: Partitioner,
     /// Encodes whole input rows.
     row_codec: RowConverter,
     time: usize,
@@ -360,28 +353,11 @@ impl SessionOp {
     ) -> Result<Self> {
         let time_type = input.field(time).data_type().clone();
         let gap = gap_in_units(gap_nanos, &time_type)?;
-        let partition_codec = if partition.is_empty() {
-            None
-        } else {
-            let fields = partition
-                .iter()
-                .map(|e| Ok(SortField::new(e.data_type(input)?)))
-                .collect::<Result<Vec<_>>>()?;
-            Some(RowConverter::new(fields)?)
-        };
-        let row_codec = RowConverter::new(
-            input
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
         Ok(Self {
             schema,
             input_width: input.fields().len(),
-            partition,
-            partition_codec,
-            row_codec,
+            partition: Partitioner::new(partition, input)?,
+            row_codec: RowConverter::new(sort_fields(input.fields()))?,
             time,
             time_type,
             gap,
@@ -408,21 +384,19 @@ impl SessionOp {
         self.overlay.read(self.state.store(), from, to)
     }
 
-    /// The sessions of `partition` that a row at `t` joins: those with a row less than `gap`
-    /// away. There are at most two, one on each side.
-    fn reach(&self, partition: &[u8], t: i64) -> Result<Vec<Session>> {
+    /// The sessions of `partition` that a row at some time in `[first, last]` may join: those
+    /// with a row less than `gap` from that span. One scan serves every change of an epoch.
+    fn near(&self, partition: &[u8], first: i64, last: i64) -> Result<Vec<Session>> {
         let from = self.state.key(
             SESSION_TAG,
             &[
                 partition,
-                &encode_time(t.saturating_sub(self.gap).saturating_add(1)),
+                &encode_time(first.saturating_sub(self.gap).saturating_add(1)),
             ],
         );
         let to = self.state.key(SESSION_TAG, &[partition, &[0xff; 9]]);
-        let reachable = |s: &Session| {
-            i128::from(s.last) > i128::from(t) - i128::from(self.gap)
-                && i128::from(s.start) < i128::from(t) + i128::from(self.gap)
-        };
+        let before_end =
+            |s: &Session| i128::from(s.start) < i128::from(last) + i128::from(self.gap);
         // Sessions are disjoint: in order of their last rows their starts rise too, so the
         // first one starting out of reach ends the scan.
         let mut found = BTreeMap::new();
@@ -438,7 +412,7 @@ impl SessionOp {
                     }
                 };
                 found.insert(k.to_vec(), v.to_vec());
-                Ok(i128::from(session.start) < i128::from(t) + i128::from(self.gap))
+                Ok(before_end(&session))
             })?;
         if let Some(e) = bad {
             return Err(e);
@@ -447,7 +421,7 @@ impl SessionOp {
         let mut sessions = Vec::new();
         for (k, v) in &found {
             let session = self.session_entry(partition, k, v)?;
-            if reachable(&session) {
+            if before_end(&session) {
                 sessions.push(session);
             }
         }
@@ -481,8 +455,7 @@ impl SessionOp {
     fn rows_after(&self, partition: &[u8], hi: i64) -> Vec<u8> {
         match hi.checked_add(1) {
             Some(next) => self.state.key(ROW_TAG, &[partition, &encode_time(next)]),
-            None => prefix_upper_bound(&self.state.key(ROW_TAG, &[partition]))
-                .unwrap_or_else(|| vec![0xff; 32]),
+            None => upper_bound(&self.state.key(ROW_TAG, &[partition])),
         }
     }
 
@@ -507,10 +480,18 @@ impl SessionOp {
         deltas.retain(|_, w| *w != 0);
         // Each changed time with the sessions it can touch, merged into disjoint spans.
         let times: BTreeSet<i64> = deltas.keys().map(|(t, _)| *t).collect();
+        let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
+            return Ok(());
+        };
+        let near = self.near(partition, first, last)?;
         let mut spans: Vec<(i64, i64)> = Vec::new();
         for &t in &times {
+            // The sessions a row at `t` joins: at most two, one on each side.
             let (mut lo, mut hi) = (t, t);
-            for s in self.reach(partition, t)? {
+            for s in near.iter().filter(|s| {
+                i128::from(s.last) > i128::from(t) - i128::from(self.gap)
+                    && i128::from(s.start) < i128::from(t) + i128::from(self.gap)
+            }) {
                 lo = lo.min(s.start);
                 hi = hi.max(s.last);
             }
@@ -602,7 +583,7 @@ impl SessionOp {
         let from = self.state.key(CLOSE_TAG, &[]);
         let to = match limit.checked_add(1) {
             Some(next) => self.state.key(CLOSE_TAG, &[&encode_time(next)]),
-            None => prefix_upper_bound(&from).unwrap_or_else(|| vec![0xff; 32]),
+            None => upper_bound(&from),
         };
         let at = from.len();
         for (k, v) in self.read(&from, &to)? {
@@ -669,26 +650,12 @@ impl Operator for SessionOp {
             );
             out.push(unplaced.with_columns(self.schema.clone(), columns)?);
         }
-        let partitions = match &self.partition_codec {
-            Some(codec) => {
-                let columns = self
-                    .partition
-                    .iter()
-                    .map(|e| evaluate(e, batch, &self.errors))
-                    .collect::<Result<Vec<_>>>()?;
-                Some(codec.convert_columns(&columns)?)
-            }
-            None => None,
-        };
+        let partitions = self.partition.keys(batch, &self.errors)?;
         let rows = self.row_codec.convert_columns(batch.columns())?;
-        for i in 0..batch.num_rows() {
+        for (i, partition) in partitions.into_iter().enumerate() {
             if times.is_null(i) {
                 continue;
             }
-            let partition: Box<[u8]> = match &partitions {
-                Some(p) => p.row(i).data().into(),
-                None => Box::default(),
-            };
             self.pending.entry(partition).or_default().push((
                 times.value(i),
                 rows.row(i).data().into(),
@@ -755,7 +722,6 @@ impl Operator for SessionOp {
     }
 
     fn explain(&self) -> String {
-        let partition: Vec<String> = self.partition.iter().map(|e| e.to_string()).collect();
         let outputs: Vec<&str> = self
             .outputs
             .iter()
@@ -766,7 +732,7 @@ impl Operator for SessionOp {
             .collect();
         let time = self.schema.field(self.time).name();
         let unit = unit_nanos(&self.time_type).unwrap_or(1);
-        let gap = human_duration(i128::from(self.gap) * i128::from(unit));
+        let gap = super::time::human_duration(i128::from(self.gap) * i128::from(unit));
         let closed = if self.watermarked {
             format!(", closed below the watermark of {time}")
         } else {
@@ -774,40 +740,15 @@ impl Operator for SessionOp {
         };
         format!(
             "Session: partition=[{}], time={time}, gap={gap}, bounds=[{}]{closed}",
-            partition.join(", "),
+            self.partition.explain(),
             outputs.join(", ")
         )
     }
 }
 
-/// `nanos` in the largest unit that divides it: `30 minutes`, `1500 milliseconds`.
-pub(super) fn human_duration(nanos: i128) -> String {
-    const UNITS: [(i128, &str); 7] = [
-        (86_400_000_000_000, "days"),
-        (3_600_000_000_000, "hours"),
-        (60_000_000_000, "minutes"),
-        (1_000_000_000, "seconds"),
-        (1_000_000, "milliseconds"),
-        (1_000, "microseconds"),
-        (1, "nanoseconds"),
-    ];
-    if nanos == 0 {
-        return "0".to_string();
-    }
-    let (size, name) = UNITS
-        .iter()
-        .find(|(size, _)| nanos % size == 0)
-        .copied()
-        .unwrap_or((1, "nanoseconds"));
-    match nanos / size {
-        1 => format!("1 {}", name.trim_end_matches('s')),
-        n => format!("{n} {name}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::datatypes::Schema;
+    use datafusion::arrow::datatypes::{Schema, TimeUnit};
     use datafusion::physical_expr::expressions::Column;
 
     use super::*;

@@ -5,6 +5,14 @@
 //! groups from its value multisets, a join's left rows from its right rows), followed by keys in
 //! Arrow's row format. Dropping a view deletes `s` + view id.
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::ExprErrors;
 use crate::storage::Store;
 
 /// The storage tag of operator state.
@@ -181,5 +189,63 @@ impl Overlay {
                 None => batch.delete(key),
             }
         }
+    }
+}
+
+/// The smallest key after every key starting with `prefix` (the end of its range).
+pub fn upper_bound(prefix: &[u8]) -> Vec<u8> {
+    crate::storage::prefix_upper_bound(prefix).unwrap_or_else(|| vec![0xff; 32])
+}
+
+/// Row-format fields of `fields`' types, in ascending order: the encoding of whole rows.
+pub fn sort_fields(fields: &[datafusion::arrow::datatypes::FieldRef]) -> Vec<SortField> {
+    fields
+        .iter()
+        .map(|f| SortField::new(f.data_type().clone()))
+        .collect()
+}
+
+/// Encodes each row's PARTITION BY values as the prefix of its state keys (Arrow's row format:
+/// no partition's key is a prefix of another's). Without expressions every row is in the one
+/// partition with the empty key.
+#[derive(Debug)]
+pub struct Partitioner {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    codec: Option<RowConverter>,
+}
+
+impl Partitioner {
+    /// Partitions rows of `schema` by `exprs`.
+    pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: &SchemaRef) -> super::Result<Self> {
+        let codec = if exprs.is_empty() {
+            None
+        } else {
+            let fields = exprs
+                .iter()
+                .map(|e| Ok(SortField::new(e.data_type(schema)?)))
+                .collect::<super::Result<Vec<_>>>()?;
+            Some(RowConverter::new(fields)?)
+        };
+        Ok(Self { exprs, codec })
+    }
+
+    /// The partition key of every row of `batch`.
+    pub fn keys(&self, batch: &RecordBatch, errors: &ExprErrors) -> super::Result<Vec<Box<[u8]>>> {
+        let Some(codec) = &self.codec else {
+            return Ok(vec![Box::default(); batch.num_rows()]);
+        };
+        let columns = self
+            .exprs
+            .iter()
+            .map(|e| super::project::evaluate(e, batch, errors))
+            .collect::<super::Result<Vec<_>>>()?;
+        let rows = codec.convert_columns(&columns)?;
+        Ok(rows.iter().map(|r| r.data().into()).collect())
+    }
+
+    /// The expressions, for EXPLAIN.
+    pub fn explain(&self) -> String {
+        let exprs: Vec<String> = self.exprs.iter().map(|e| e.to_string()).collect();
+        exprs.join(", ")
     }
 }

@@ -28,7 +28,7 @@ use datafusion::physical_expr::PhysicalExpr;
 pub use acc::{Acc, AggCall, AggKind};
 
 use super::project::evaluate;
-use super::state::{Reader, StateScope, put_i64};
+use super::state::{Reader, StateScope, put_i64, sort_fields};
 use super::watermark::{Derived, hold};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::WriteBatch;
@@ -103,10 +103,7 @@ impl AggregateOp {
         calls: Vec<AggCall>,
         state: StateScope,
     ) -> Result<Self> {
-        let fields: Vec<SortField> = schema.fields()[..group_exprs.len()]
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
+        let fields = sort_fields(&schema.fields()[..group_exprs.len()]);
         let mut op = Self {
             schema,
             group_exprs,
