@@ -115,6 +115,18 @@ impl Session<'_> {
                 return Err(Error::InvalidParameter(format!("option {key} given twice")));
             }
         }
+        if columns.is_empty() {
+            columns = source::implied_columns(&options)?
+                .into_iter()
+                .map(|(name, data_type)| ColumnDef {
+                    name,
+                    data_type: data_type.to_string(),
+                    nullable: true,
+                    default: None,
+                    hidden: false,
+                })
+                .collect();
+        }
         let def = SourceDef {
             id: catalog.reserve_id()?,
             name: create.name.clone(),

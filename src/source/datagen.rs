@@ -22,7 +22,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
-use super::{Result, Source, SourceError};
+use super::{Result, Source, SourceError, parse_option as parse};
 
 /// Rows per second when no rate is given (RisingWave's default).
 const DEFAULT_RATE: f64 = 10.0;
@@ -76,17 +76,6 @@ fn mix(seed: u64, position: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-fn parse<T: std::str::FromStr>(options: &BTreeMap<String, String>, key: &str) -> Result<Option<T>> {
-    options
-        .get(key)
-        .map(|v| {
-            v.trim().parse::<T>().map_err(|_| {
-                SourceError::Option(format!("invalid value '{v}' for datagen option {key}"))
-            })
-        })
-        .transpose()
 }
 
 /// An interval such as `1 second`, `250 ms`, `2 minutes`, in microseconds.

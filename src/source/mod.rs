@@ -8,6 +8,7 @@
 //! definitions.
 
 pub mod datagen;
+pub mod nexmark;
 pub mod provider;
 
 use std::collections::BTreeMap;
@@ -156,13 +157,41 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn rate(&self) -> Option<f64>;
 }
 
+/// The value of option `key`, if given, as a `T`.
+fn parse_option<T: std::str::FromStr>(
+    options: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<Option<T>> {
+    options
+        .get(key)
+        .map(|v| {
+            v.trim()
+                .parse::<T>()
+                .map_err(|_| SourceError::Option(format!("invalid value '{v}' for option {key}")))
+        })
+        .transpose()
+}
+
+/// The columns of a source declared without any, for connectors whose rows have a fixed shape.
+pub fn implied_columns(
+    options: &BTreeMap<String, String>,
+) -> Result<Vec<(String, datafusion::arrow::datatypes::DataType)>> {
+    match options.get("connector").map(String::as_str) {
+        Some("nexmark") => nexmark::columns(options),
+        _ => Err(SourceError::Option(
+            "a source needs a column list; only 'nexmark' sources imply their columns".into(),
+        )),
+    }
+}
+
 /// Opens the connector `def` names.
 pub fn open(def: &SourceDef, schema: SchemaRef) -> Result<Arc<dyn Source>> {
     match def.options.get("connector").map(String::as_str) {
         Some("datagen") => Ok(Arc::new(datagen::Datagen::new(schema, &def.options)?)),
+        Some("nexmark") => Ok(Arc::new(nexmark::Nexmark::new(schema, &def.options)?)),
         Some(other) => Err(SourceError::NotSupported(format!("connector '{other}'"))),
         None => Err(SourceError::Option(
-            "a source needs WITH (connector = '...'); Augur has 'datagen'".into(),
+            "a source needs WITH (connector = '...'); Augur has 'datagen' and 'nexmark'".into(),
         )),
     }
 }

@@ -457,20 +457,22 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<CreateSource> {
 
     let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = table_name(&parser.parse_object_name(false)?)?;
-    parser.expect_token(&Token::LParen)?;
+    // The column list may be left out where the connector implies the columns.
     let mut columns = Vec::new();
     let mut watermark = None;
-    loop {
-        if is_word(parser, 0, "watermark") {
-            set_watermark(&mut watermark, parse_watermark(parser)?)?;
-        } else {
-            columns.push(parser.parse_column_def()?);
+    if parser.consume_token(&Token::LParen) {
+        loop {
+            if is_word(parser, 0, "watermark") {
+                set_watermark(&mut watermark, parse_watermark(parser)?)?;
+            } else {
+                columns.push(parser.parse_column_def()?);
+            }
+            if !parser.consume_token(&Token::Comma) {
+                break;
+            }
         }
-        if !parser.consume_token(&Token::Comma) {
-            break;
-        }
+        parser.expect_token(&Token::RParen)?;
     }
-    parser.expect_token(&Token::RParen)?;
     let mut options = Vec::new();
     if parser.parse_keyword(Keyword::WITH) {
         parser.expect_token(&Token::LParen)?;
