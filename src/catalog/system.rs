@@ -14,7 +14,8 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::SchemaProvider;
@@ -202,6 +203,7 @@ impl SystemSchema {
         let mut ingested = Vec::new();
         let mut late = Vec::new();
         let mut rejected = Vec::new();
+        let mut watermarks = Vec::new();
         for source in self.catalog.sources() {
             names.push(source.def.name.clone());
             kinds.push("source");
@@ -216,6 +218,7 @@ impl SystemSchema {
             ingested.push(read - dropped.late as i64 - dropped.rejected as i64);
             late.push(dropped.late as i64);
             rejected.push(dropped.rejected as i64);
+            watermarks.push(dropped.current);
         }
         for name in self.catalog.table_names() {
             if let Some(table) = self.catalog.table(&name) {
@@ -225,6 +228,7 @@ impl SystemSchema {
                 let dropped = table.watermark_state();
                 late.push(dropped.late as i64);
                 rejected.push(dropped.rejected as i64);
+                watermarks.push(dropped.current);
             }
         }
         let schema = Arc::new(Schema::new(vec![
@@ -233,6 +237,11 @@ impl SystemSchema {
             Field::new("rows_ingested", DataType::Int64, false),
             Field::new("rows_late", DataType::Int64, false),
             Field::new("rows_rejected", DataType::Int64, false),
+            Field::new(
+                "watermark",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                true,
+            ),
         ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(names)),
@@ -240,6 +249,7 @@ impl SystemSchema {
             Arc::new(Int64Array::from(ingested)),
             Arc::new(Int64Array::from(late)),
             Arc::new(Int64Array::from(rejected)),
+            Arc::new(TimestampMicrosecondArray::from(watermarks)),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }

@@ -122,7 +122,14 @@ fn dataflow(
     errors: Arc<ExprErrors>,
     emit_on_close: bool,
 ) -> Result<Planned> {
-    let optimized = state.optimize(plan)?;
+    // NOW() becomes the event-time clock after the analyser has inlined the views read, and
+    // before the optimiser would fold it into a constant.
+    let analyzed =
+        state
+            .analyzer()
+            .execute_and_check(plan.clone(), state.config_options(), |_, _| {})?;
+    let marked = crate::stream::temporal::mark_now(analyzed, state.config_options())?;
+    let optimized = state.optimizer().optimize(marked, state, |_, _| {})?;
     Ok(plan_view(
         &optimized,
         state,

@@ -23,6 +23,7 @@ pub mod project;
 pub mod runtime;
 pub mod session;
 pub mod state;
+pub mod temporal;
 pub mod time;
 pub mod topn;
 pub mod union;

@@ -16,6 +16,7 @@ use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, NullEquality};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
     Distinct, Expr, ExprSchemable, FetchType, LogicalPlan, SkipType, SortExpr,
     WindowFunctionDefinition,
@@ -31,6 +32,7 @@ use super::over::{OverOp, Reach, bound_units};
 use super::project::ProjectOp;
 use super::session::{Bound, SessionOp};
 use super::state::StateScope;
+use super::temporal::{self, TemporalFilterOp};
 use super::topn::TopNOp;
 use super::union::UnionOp;
 use super::watermark::Derived;
@@ -181,13 +183,107 @@ fn no_model_calls<'e>(
     Ok(())
 }
 
+/// The text of a row's side of a condition on `NOW()`, without the casts DataFusion added.
+fn row_text(expr: &Expr) -> String {
+    match expr {
+        Expr::Cast(c) => row_text(&c.expr),
+        Expr::TryCast(c) => row_text(&c.expr),
+        Expr::Column(c) => c.name.clone(),
+        other => other.to_string(),
+    }
+}
+
 impl Planner<'_> {
+    /// A [`TemporalFilterOp`] after `node` for the conjuncts of a WHERE that compare with
+    /// `NOW()`: the clock is the watermark of the one column they compare with.
+    fn temporal_filter(
+        &mut self,
+        node: usize,
+        conjuncts: &[&Expr],
+        input: &DFSchema,
+        schema: SchemaRef,
+        props: Props,
+    ) -> Result<(usize, Props)> {
+        let mut clock = None;
+        let mut bounds = Vec::new();
+        for conjunct in conjuncts {
+            for condition in temporal::conditions(conjunct)? {
+                let mut columns: Vec<usize> = condition
+                    .row
+                    .column_refs()
+                    .into_iter()
+                    .filter_map(|c| input.index_of_column(c).ok())
+                    .collect();
+                columns.sort_unstable();
+                columns.dedup();
+                let watermarked: Vec<usize> = columns
+                    .iter()
+                    .copied()
+                    .filter(|c| props.watermarks.contains(c))
+                    .collect();
+                let column = match watermarked.as_slice() {
+                    [one] => *one,
+                    [] => {
+                        return Err(not_supported(format!(
+                            "NOW() compared with {} (NOW() in a view is event time: the \
+                             watermark of the column it is compared with, and that has none; \
+                             declare WATERMARK FOR on the source or APPEND ONLY table)",
+                            row_text(&condition.row)
+                        )));
+                    }
+                    _ => {
+                        return Err(not_supported(format!(
+                            "NOW() compared with {}, which reads more than one column with a \
+                             watermark",
+                            row_text(&condition.row)
+                        )));
+                    }
+                };
+                if clock.is_some_and(|c| c != column) {
+                    return Err(not_supported(
+                        "NOW() compared with two columns with different watermarks",
+                    ));
+                }
+                clock = Some(column);
+                bounds.push(temporal::Bound {
+                    row: self.compile(&condition.row, input)?,
+                    op: condition.op,
+                    offset: condition.offset,
+                    text: row_text(&condition.row),
+                });
+            }
+        }
+        let clock = clock.ok_or_else(temporal::misplaced)?;
+        let index = self.graph.len();
+        let op = TemporalFilterOp::new(
+            schema,
+            bounds,
+            clock,
+            self.scope(index)?,
+            self.errors.clone(),
+        )?;
+        let filtered = self.graph.add(Box::new(op));
+        self.graph.connect(node, filtered, 0);
+        // Rows leave below the watermark: no watermark passes, and the output changes.
+        Ok((
+            filtered,
+            Props {
+                key: props.key,
+                append_only: false,
+                watermarks: Vec::new(),
+            },
+        ))
+    }
+
     fn scope(&self, node: usize) -> Result<StateScope> {
         let op = u16::try_from(node).map_err(|_| not_supported("a query with 65536 operators"))?;
         Ok(StateScope::new(self.store.clone(), self.view, op))
     }
 
     fn compile(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+        if temporal::contains_now(expr) {
+            return Err(temporal::misplaced());
+        }
         let mut unsupported = None;
         expr.apply(|e| {
             use datafusion::common::tree_node::TreeNodeRecursion;
@@ -339,12 +435,24 @@ impl Planner<'_> {
             LogicalPlan::Filter(filter) => {
                 let (child, props) = self.plan(&filter.input)?;
                 no_model_calls([&filter.predicate], props.append_only, "WHERE")?;
-                let predicate = self.compile(&filter.predicate, filter.input.schema())?;
+                let (temporal, plain): (Vec<&Expr>, Vec<&Expr>) =
+                    split_conjunction(&filter.predicate)
+                        .into_iter()
+                        .partition(|e| temporal::contains_now(e));
                 let schema = Arc::new(filter.input.schema().as_arrow().clone());
-                let op = FilterOp::new(predicate, schema).with_errors(self.errors.clone());
-                let node = self.graph.add(Box::new(op));
-                self.graph.connect(child, node, 0);
-                Ok((node, props))
+                let mut node = child;
+                if let Some(predicate) = conjunction(plain.into_iter().cloned()) {
+                    let predicate = self.compile(&predicate, filter.input.schema())?;
+                    let op =
+                        FilterOp::new(predicate, schema.clone()).with_errors(self.errors.clone());
+                    let filtered = self.graph.add(Box::new(op));
+                    self.graph.connect(node, filtered, 0);
+                    node = filtered;
+                }
+                if temporal.is_empty() {
+                    return Ok((node, props));
+                }
+                self.temporal_filter(node, &temporal, filter.input.schema(), schema, props)
             }
             LogicalPlan::Aggregate(aggregate) => {
                 let emit_on_close = std::mem::take(&mut self.emit_on_close);

@@ -39,7 +39,7 @@ use datafusion::prelude::SessionContext;
 
 use super::change::rows_of;
 use super::state::{Overlay, Partitioner, Reader, StateScope, put_i64, sort_fields, upper_bound};
-use super::time::nanos_per;
+use super::time::{self, nanos_per};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::WriteBatch;
 
@@ -242,29 +242,6 @@ fn end_of(last: i64, gap: i64) -> crate::Result<i64> {
 }
 
 /// A time as 8 bytes that sort like the number.
-fn encode_time(t: i64) -> [u8; 8] {
-    ((t as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn decode_time(bytes: &[u8]) -> Result<i64> {
-    let bytes: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| StreamError::Corrupt("a session time of fewer than 8 bytes".into()))?;
-    Ok((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
-}
-
-/// A watermark's value in the time column's units.
-fn raw_time(value: &ScalarValue) -> Option<i64> {
-    match value {
-        ScalarValue::TimestampSecond(v, _)
-        | ScalarValue::TimestampMillisecond(v, _)
-        | ScalarValue::TimestampMicrosecond(v, _)
-        | ScalarValue::TimestampNanosecond(v, _) => *v,
-        _ => None,
-    }
-}
-
 /// One session: its first and last row's times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Session {
@@ -391,7 +368,7 @@ impl SessionOp {
             SESSION_TAG,
             &[
                 partition,
-                &encode_time(first.saturating_sub(self.gap).saturating_add(1)),
+                &time::encode(first.saturating_sub(self.gap).saturating_add(1)),
             ],
         );
         let to = self.state.key(SESSION_TAG, &[partition, &[0xff; 9]]);
@@ -432,19 +409,19 @@ impl SessionOp {
     fn session_entry(&self, partition: &[u8], key: &[u8], value: &[u8]) -> Result<Session> {
         let at = self.state.key(SESSION_TAG, &[partition]).len();
         Ok(Session {
-            start: decode_time(value)?,
-            last: decode_time(key.get(at..).unwrap_or_default())?,
+            start: time::decode(value)?,
+            last: time::decode(key.get(at..).unwrap_or_default())?,
         })
     }
 
     /// The rows of `partition` with times in `[lo, hi]`.
     fn rows(&self, partition: &[u8], lo: i64, hi: i64) -> Result<Rows> {
-        let from = self.state.key(ROW_TAG, &[partition, &encode_time(lo)]);
+        let from = self.state.key(ROW_TAG, &[partition, &time::encode(lo)]);
         let to = self.rows_after(partition, hi);
         let at = self.state.key(ROW_TAG, &[partition]).len();
         let mut rows = Rows::new();
         for (k, v) in self.read(&from, &to)? {
-            let t = decode_time(&k[at..])?;
+            let t = time::decode(&k[at..])?;
             let row: Box<[u8]> = k[at + 8..].into();
             rows.insert((t, row), Reader::new(&v).i64()?);
         }
@@ -454,7 +431,7 @@ impl SessionOp {
     /// The first row key of `partition` after time `hi`.
     fn rows_after(&self, partition: &[u8], hi: i64) -> Vec<u8> {
         match hi.checked_add(1) {
-            Some(next) => self.state.key(ROW_TAG, &[partition, &encode_time(next)]),
+            Some(next) => self.state.key(ROW_TAG, &[partition, &time::encode(next)]),
             None => upper_bound(&self.state.key(ROW_TAG, &[partition])),
         }
     }
@@ -462,11 +439,11 @@ impl SessionOp {
     fn put_session(&mut self, partition: &[u8], session: Session, present: bool) {
         let by_partition = self
             .state
-            .key(SESSION_TAG, &[partition, &encode_time(session.last)]);
+            .key(SESSION_TAG, &[partition, &time::encode(session.last)]);
         let by_close = self
             .state
-            .key(CLOSE_TAG, &[&encode_time(session.last), partition]);
-        let value = present.then(|| encode_time(session.start).to_vec());
+            .key(CLOSE_TAG, &[&time::encode(session.last), partition]);
+        let value = present.then(|| time::encode(session.start).to_vec());
         self.overlay.set(by_partition, value.clone());
         self.overlay.set(by_close, value);
     }
@@ -517,7 +494,9 @@ impl SessionOp {
                 .map(|(k, w)| (k.clone(), *w))
                 .collect();
             for ((t, row), w) in &in_span {
-                let key = self.state.key(ROW_TAG, &[partition, &encode_time(*t), row]);
+                let key = self
+                    .state
+                    .key(ROW_TAG, &[partition, &time::encode(*t), row]);
                 let count = new.entry((*t, row.clone())).or_default();
                 *count += w;
                 if *count == 0 {
@@ -582,21 +561,21 @@ impl SessionOp {
         };
         let from = self.state.key(CLOSE_TAG, &[]);
         let to = match limit.checked_add(1) {
-            Some(next) => self.state.key(CLOSE_TAG, &[&encode_time(next)]),
+            Some(next) => self.state.key(CLOSE_TAG, &[&time::encode(next)]),
             None => upper_bound(&from),
         };
         let at = from.len();
         for (k, v) in self.read(&from, &to)? {
-            let last = decode_time(&k[at..])?;
+            let last = time::decode(&k[at..])?;
             let partition = k[at + 8..].to_vec();
             let session = Session {
-                start: decode_time(&v)?,
+                start: time::decode(&v)?,
                 last,
             };
             self.put_session(&partition, session, false);
             let rows_from = self
                 .state
-                .key(ROW_TAG, &[&partition, &encode_time(session.start)]);
+                .key(ROW_TAG, &[&partition, &time::encode(session.start)]);
             let rows_to = self.rows_after(&partition, session.last);
             self.overlay.forget(&rows_from, &rows_to);
             self.closed.push((rows_from, rows_to));
@@ -700,7 +679,7 @@ impl Operator for SessionOp {
         for (partition, changes) in std::mem::take(&mut self.pending) {
             self.update(&partition, changes, &mut emitted)?;
         }
-        if let Some(watermark) = self.closing.take().as_ref().and_then(raw_time) {
+        if let Some(watermark) = self.closing.take().as_ref().and_then(time::raw) {
             self.close(watermark)?;
         }
         if !emitted.is_empty() {

@@ -138,6 +138,14 @@ impl Overlay {
         self.entries.insert(key, value);
     }
 
+    /// The value of `key` as it stands: this epoch's write, else the store's.
+    pub fn get(&self, store: &Store, key: &[u8]) -> super::Result<Option<Vec<u8>>> {
+        match self.entries.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => Ok(store.get(key)?),
+        }
+    }
+
     /// Forgets the writes to keys in `[from, to)`.
     pub fn forget(&mut self, from: &[u8], to: &[u8]) {
         let keys: Vec<Vec<u8>> = self

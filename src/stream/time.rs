@@ -1,6 +1,9 @@
 //! Timestamp units and durations, for operators that work along event time.
 
 use datafusion::arrow::datatypes::TimeUnit;
+use datafusion::common::ScalarValue;
+
+use super::{Result, StreamError};
 
 /// Nanoseconds in one `unit`.
 pub fn nanos_per(unit: &TimeUnit) -> i64 {
@@ -35,4 +38,41 @@ pub fn human_duration(nanos: i128) -> String {
         1 => format!("1 {}", name.trim_end_matches('s')),
         n => format!("{n} {name}"),
     }
+}
+
+/// `t` as 8 bytes that sort as the numbers do, for state keys ordered by time.
+pub fn encode(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The time [`encode`] wrote at the start of `bytes`.
+pub fn decode(bytes: &[u8]) -> Result<i64> {
+    let bytes: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StreamError::Corrupt("a time of fewer than 8 bytes".into()))?;
+    Ok((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
+}
+
+/// A timestamp's value in its own units.
+pub fn raw(value: &ScalarValue) -> Option<i64> {
+    match value {
+        ScalarValue::TimestampSecond(v, _)
+        | ScalarValue::TimestampMillisecond(v, _)
+        | ScalarValue::TimestampMicrosecond(v, _)
+        | ScalarValue::TimestampNanosecond(v, _) => *v,
+        _ => None,
+    }
+}
+
+/// A timestamp in nanoseconds since 1970 (saturating).
+pub fn nanos(value: &ScalarValue) -> Option<i64> {
+    let per = match value {
+        ScalarValue::TimestampSecond(..) => nanos_per(&TimeUnit::Second),
+        ScalarValue::TimestampMillisecond(..) => nanos_per(&TimeUnit::Millisecond),
+        ScalarValue::TimestampMicrosecond(..) => nanos_per(&TimeUnit::Microsecond),
+        ScalarValue::TimestampNanosecond(..) => 1,
+        _ => return None,
+    };
+    raw(value).map(|v| v.saturating_mul(per))
 }

@@ -1,0 +1,767 @@
+//! `NOW()` in views: sliding filters along event time.
+//!
+//! In a view, `WHERE ts > NOW() - INTERVAL '1 hour'` keeps the rows of the last hour, and rows
+//! leave the view as they age out. What `NOW()` is decides what the view shows, so it is defined
+//! by the data, not by the server's clock: **`NOW()` in a view is the watermark of the column it is
+//! compared with** — for a source or an append-only table with `WATERMARK FOR ts AS ts -
+//! INTERVAL '5 seconds'`, the largest `ts` seen so far less five seconds. The view's contents are
+//! then a function of its input rows in order: the same on every run, after a restart, for a
+//! view created before or after the data, and the same when historical events are replayed as
+//! when they arrived live (what a model trained on replayed features needs). Before the first
+//! watermark the clock stands at the beginning of time. Ad-hoc queries keep PostgreSQL's `NOW()`,
+//! the time the statement started.
+//!
+//! A view's `NOW()` calls are swapped for [`EventNow`] after DataFusion has analysed the plan
+//! (so that views read by the view are covered) and before it optimises it (so that `NOW()` is
+//! not folded into the creation time). The planner then takes the conditions
+//! `expr OP NOW() ± interval` (`OP` one of `<`, `<=`, `>`, `>=`, `=`, and `BETWEEN`, joined by
+//! AND) out of the filter and gives them to a [`TemporalFilterOp`]: each row is visible while
+//! the clock is in `[from, until)`, computed from the row once. Rows wait in state keyed by the
+//! time they appear or leave, so a clock that advances reads only the rows it moves past; rows
+//! that have left are deleted, which keeps the state to the rows in the window.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, Int64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
+use datafusion::arrow::row::RowConverter;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{ScalarValue, config::ConfigOptions};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, Operator as BinaryOp, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::change::rows_of;
+use super::project::evaluate;
+use super::state::{Overlay, Reader, StateScope, put_i64, sort_fields, upper_bound};
+use super::time::{self, human_duration};
+use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
+use crate::storage::WriteBatch;
+
+/// `NOW()` in a view: the event-time clock. Volatile, so that DataFusion neither folds it into
+/// a constant nor moves conditions on it; never evaluated (the planner takes it out).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct EventNow {
+    signature: Signature,
+    return_type: DataType,
+}
+
+impl ScalarUDFImpl for EventNow {
+    fn name(&self) -> &str {
+        "now"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(self.return_type.clone())
+    }
+
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        Err(datafusion::error::DataFusionError::NotImplemented(
+            NOW_PLACES.to_string(),
+        ))
+    }
+}
+
+/// Where `NOW()` may stand in a view.
+const NOW_PLACES: &str = "NOW() in a view outside WHERE conditions such as `ts > NOW() - \
+     INTERVAL '1 hour'` (<, <=, >, >=, = or BETWEEN, joined by AND) on a column with a watermark";
+
+/// Date and time functions that would be fixed at the view's creation: refused.
+const FROZEN: [&str; 3] = ["current_date", "current_time", "localtimestamp"];
+
+/// Swaps the `NOW()` calls of an analysed view plan for [`EventNow`]; refuses the other
+/// functions of the current time.
+pub fn mark_now(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
+    let now = Arc::new(ScalarUDF::new_from_impl(EventNow {
+        signature: Signature::nullary(Volatility::Volatile),
+        return_type: DataType::Timestamp(
+            TimeUnit::Nanosecond,
+            config.execution.time_zone.as_deref().map(Arc::from),
+        ),
+    }));
+    let mut frozen = None;
+    let plan = plan
+        .transform_up_with_subqueries(|node| {
+            node.map_expressions(|expr| {
+                expr.transform_up(|e| match &e {
+                    Expr::ScalarFunction(f) if f.func.name() == "now" && f.args.is_empty() => {
+                        Ok(Transformed::yes(Expr::ScalarFunction(
+                            ScalarFunction::new_udf(now.clone(), vec![]),
+                        )))
+                    }
+                    Expr::ScalarFunction(f) if FROZEN.contains(&f.func.name()) => {
+                        frozen = Some(f.func.name().to_string());
+                        Ok(Transformed::no(e))
+                    }
+                    _ => Ok(Transformed::no(e)),
+                })
+            })
+        })?
+        .data;
+    if let Some(name) = frozen {
+        return Err(StreamError::NotSupported(format!(
+            "{name}() in a view (it would stay the time the view was created; compare with \
+             NOW(), the view's event time, instead)"
+        )));
+    }
+    Ok(plan)
+}
+
+/// True for the event-time `NOW()` of a view.
+pub fn is_now(expr: &Expr) -> bool {
+    matches!(expr, Expr::ScalarFunction(f) if f.func.name() == "now" && f.args.is_empty())
+}
+
+/// True when `expr` calls `NOW()`.
+pub fn contains_now(expr: &Expr) -> bool {
+    let mut found = false;
+    let _ = expr.apply(|e| {
+        found = is_now(e);
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
+/// The refusal of `NOW()` where it stands.
+pub fn misplaced() -> StreamError {
+    StreamError::NotSupported(NOW_PLACES.to_string())
+}
+
+/// How a row's value compares with the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+    Eq,
+}
+
+impl Cmp {
+    fn of(op: BinaryOp) -> Option<Self> {
+        Some(match op {
+            BinaryOp::Lt => Cmp::Lt,
+            BinaryOp::LtEq => Cmp::LtEq,
+            BinaryOp::Gt => Cmp::Gt,
+            BinaryOp::GtEq => Cmp::GtEq,
+            BinaryOp::Eq => Cmp::Eq,
+            _ => return None,
+        })
+    }
+
+    /// The comparison with its sides swapped.
+    fn swap(self) -> Self {
+        match self {
+            Cmp::Lt => Cmp::Gt,
+            Cmp::LtEq => Cmp::GtEq,
+            Cmp::Gt => Cmp::Lt,
+            Cmp::GtEq => Cmp::LtEq,
+            Cmp::Eq => Cmp::Eq,
+        }
+    }
+
+    fn symbol(self) -> &'static str {
+        match self {
+            Cmp::Lt => "<",
+            Cmp::LtEq => "<=",
+            Cmp::Gt => ">",
+            Cmp::GtEq => ">=",
+            Cmp::Eq => "=",
+        }
+    }
+}
+
+/// `row OP NOW() + offset`, the offset in nanoseconds.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    /// The row's side.
+    pub row: Expr,
+    /// The comparison.
+    pub op: Cmp,
+    /// Added to the clock.
+    pub offset: i64,
+}
+
+/// The conditions on `NOW()` of one conjunct of a view's WHERE.
+pub fn conditions(expr: &Expr) -> Result<Vec<Condition>> {
+    match expr {
+        Expr::BinaryExpr(b) => {
+            let op = Cmp::of(b.op).ok_or_else(misplaced)?;
+            let (row, clock, op) = match (contains_now(&b.left), contains_now(&b.right)) {
+                (false, true) => (&b.left, &b.right, op),
+                (true, false) => (&b.right, &b.left, op.swap()),
+                _ => return Err(misplaced()),
+            };
+            Ok(vec![Condition {
+                row: row.as_ref().clone(),
+                op,
+                offset: clock_offset(clock)?,
+            }])
+        }
+        Expr::Between(b) if !b.negated && !contains_now(&b.expr) => {
+            let low = Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                b.expr.clone(),
+                BinaryOp::GtEq,
+                b.low.clone(),
+            ));
+            let high = Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                b.expr.clone(),
+                BinaryOp::LtEq,
+                b.high.clone(),
+            ));
+            let mut found = Vec::new();
+            for side in [low, high] {
+                if contains_now(&side) {
+                    found.extend(conditions(&side)?);
+                }
+            }
+            Ok(found)
+        }
+        Expr::Alias(a) => conditions(&a.expr),
+        _ => Err(misplaced()),
+    }
+}
+
+/// `NOW() ± constant intervals` (through casts): the sum of the intervals in nanoseconds.
+fn clock_offset(expr: &Expr) -> Result<i64> {
+    match expr {
+        e if is_now(e) => Ok(0),
+        Expr::Cast(c) => clock_offset(&c.expr),
+        Expr::TryCast(c) => clock_offset(&c.expr),
+        Expr::Alias(a) => clock_offset(&a.expr),
+        Expr::BinaryExpr(b) if b.op == BinaryOp::Plus => {
+            if contains_now(&b.left) && !contains_now(&b.right) {
+                Ok(clock_offset(&b.left)?.saturating_add(interval_nanos(&b.right)?))
+            } else if contains_now(&b.right) && !contains_now(&b.left) {
+                Ok(clock_offset(&b.right)?.saturating_add(interval_nanos(&b.left)?))
+            } else {
+                Err(misplaced())
+            }
+        }
+        Expr::BinaryExpr(b)
+            if b.op == BinaryOp::Minus && contains_now(&b.left) && !contains_now(&b.right) =>
+        {
+            Ok(clock_offset(&b.left)?.saturating_sub(interval_nanos(&b.right)?))
+        }
+        _ => Err(misplaced()),
+    }
+}
+
+/// A constant interval of fixed length, in nanoseconds (a day is 24 hours).
+fn interval_nanos(expr: &Expr) -> Result<i64> {
+    const DAY: i64 = 86_400_000_000_000;
+    let value = match expr {
+        Expr::Literal(value, _) => value,
+        Expr::Cast(c) => return interval_nanos(&c.expr),
+        _ => return Err(misplaced()),
+    };
+    let months = || {
+        StreamError::NotSupported(
+            "NOW() plus or minus months or years in a view (months differ in length; use days)"
+                .into(),
+        )
+    };
+    match value {
+        ScalarValue::IntervalMonthDayNano(Some(v)) => {
+            if v.months != 0 {
+                return Err(months());
+            }
+            Ok(i64::from(v.days)
+                .saturating_mul(DAY)
+                .saturating_add(v.nanoseconds))
+        }
+        ScalarValue::IntervalDayTime(Some(v)) => Ok(i64::from(v.days)
+            .saturating_mul(DAY)
+            .saturating_add(i64::from(v.milliseconds) * 1_000_000)),
+        ScalarValue::IntervalYearMonth(Some(0)) => Ok(0),
+        ScalarValue::IntervalYearMonth(Some(_)) => Err(months()),
+        ScalarValue::DurationSecond(Some(v)) => Ok(v.saturating_mul(1_000_000_000)),
+        ScalarValue::DurationMillisecond(Some(v)) => Ok(v.saturating_mul(1_000_000)),
+        ScalarValue::DurationMicrosecond(Some(v)) => Ok(v.saturating_mul(1_000)),
+        ScalarValue::DurationNanosecond(Some(v)) => Ok(*v),
+        _ => Err(misplaced()),
+    }
+}
+
+/// A condition ready to run: the row's side compiled.
+#[derive(Debug)]
+pub struct Bound {
+    /// The row's side, a timestamp.
+    pub row: Arc<dyn PhysicalExpr>,
+    /// How it compares with the clock.
+    pub op: Cmp,
+    /// Added to the clock, in nanoseconds.
+    pub offset: i64,
+    /// For EXPLAIN: the row's side.
+    pub text: String,
+}
+
+/// Rows waiting for the clock to reach the time they appear: `f` + from + row → count, until.
+const FROM_TAG: u8 = b'f';
+/// Visible rows that leave at a known time: `u` + until + row → count.
+const UNTIL_TAG: u8 = b'u';
+/// The clock (nanoseconds) as of the last barrier.
+const CLOCK_TAG: u8 = b'c';
+
+/// Keeps each row while the event-time clock is within the row's `[from, until)`.
+#[derive(Debug)]
+pub struct TemporalFilterOp {
+    schema: SchemaRef,
+    bounds: Vec<Bound>,
+    /// The input column whose watermark is the clock.
+    clock: usize,
+    codec: RowConverter,
+    /// The clock as of the last barrier; `None` until read from the state.
+    now: Option<i64>,
+    /// The latest watermark on the clock column, applied at the barrier.
+    next: Option<i64>,
+    overlay: Overlay,
+    state: StateScope,
+    errors: Arc<ExprErrors>,
+}
+
+impl TemporalFilterOp {
+    /// Filters rows of `schema` by `bounds` on the clock, the watermark of column `clock`.
+    pub fn new(
+        schema: SchemaRef,
+        bounds: Vec<Bound>,
+        clock: usize,
+        state: StateScope,
+        errors: Arc<ExprErrors>,
+    ) -> Result<Self> {
+        Ok(Self {
+            codec: RowConverter::new(sort_fields(schema.fields()))?,
+            schema,
+            bounds,
+            clock,
+            now: None,
+            next: None,
+            overlay: Overlay::default(),
+            state,
+            errors,
+        })
+    }
+
+    fn now(&mut self) -> Result<i64> {
+        if let Some(now) = self.now {
+            return Ok(now);
+        }
+        let now = match self.state.store().get(&self.state.key(CLOCK_TAG, &[]))? {
+            Some(bytes) => Reader::new(&bytes).i64()?,
+            None => i64::MIN,
+        };
+        self.now = Some(now);
+        Ok(now)
+    }
+
+    /// Each row's `[from, until)` in nanoseconds of the clock; `None` for a row some bound of
+    /// which is NULL (never visible).
+    fn spans(
+        &self,
+        rows: &datafusion::arrow::array::RecordBatch,
+    ) -> Result<Vec<Option<(i64, i64)>>> {
+        let mut spans = vec![Some((i64::MIN, i64::MAX)); rows.num_rows()];
+        for bound in &self.bounds {
+            let values = evaluate(&bound.row, rows, &self.errors)?;
+            let values = cast(&values, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+            let values = values.as_primitive::<TimestampNanosecondType>();
+            for (i, span) in spans.iter_mut().enumerate() {
+                let Some((from, until)) = span else { continue };
+                if values.is_null(i) {
+                    *span = None;
+                    continue;
+                }
+                // row OP clock + offset  ⇔  clock (op reversed) row - offset.
+                let t = values.value(i).saturating_sub(bound.offset);
+                match bound.op {
+                    Cmp::Gt => *until = (*until).min(t),
+                    Cmp::GtEq => *until = (*until).min(t.saturating_add(1)),
+                    Cmp::Lt => *from = (*from).max(t.saturating_add(1)),
+                    Cmp::LtEq => *from = (*from).max(t),
+                    Cmp::Eq => {
+                        *from = (*from).max(t);
+                        *until = (*until).min(t.saturating_add(1));
+                    }
+                }
+            }
+        }
+        Ok(spans)
+    }
+
+    /// Adds `weight` to the count of `row` under `key`; `extra` follows the count.
+    fn add(&mut self, key: Vec<u8>, weight: i64, extra: Option<i64>) -> Result<()> {
+        let old = match self.overlay.get(self.state.store(), &key)? {
+            Some(bytes) => Reader::new(&bytes).i64()?,
+            None => 0,
+        };
+        let count = old + weight;
+        let value = (count != 0).then(|| {
+            let mut value = Vec::with_capacity(16);
+            put_i64(&mut value, count);
+            if let Some(extra) = extra {
+                put_i64(&mut value, extra);
+            }
+            value
+        });
+        self.overlay.set(key, value);
+        Ok(())
+    }
+
+    /// The entries of `tag` with times up to `last`.
+    fn due(&self, tag: u8, last: i64) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+        let from = self.state.key(tag, &[]);
+        let to = match last.checked_add(1) {
+            Some(next) => self.state.key(tag, &[&time::encode(next)]),
+            None => upper_bound(&from),
+        };
+        self.overlay.read(self.state.store(), &from, &to)
+    }
+
+    fn emit(&self, rows: &[(Vec<u8>, i64)], out: &mut Vec<ChangeBatch>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let parser = self.codec.parser();
+        let columns = self
+            .codec
+            .convert_rows(rows.iter().map(|(r, _)| parser.parse(r)))?;
+        let batch = rows_of(self.schema.clone(), columns, rows.len())?;
+        out.push(ChangeBatch::new(
+            batch,
+            Int64Array::from_iter_values(rows.iter().map(|(_, w)| *w)),
+        ));
+        Ok(())
+    }
+}
+
+impl Operator for TemporalFilterOp {
+    fn process(
+        &mut self,
+        _: usize,
+        changes: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
+        let now = self.now()?;
+        let spans = self.spans(changes.rows())?;
+        let encoded = self.codec.convert_columns(changes.rows().columns())?;
+        let weights = changes.weights().clone();
+        let mut keep = vec![false; changes.len()];
+        for (i, span) in spans.into_iter().enumerate() {
+            let Some((from, until)) = span else { continue };
+            if until <= now || from >= until {
+                // Gone, or never in view: the clock only moves on.
+                continue;
+            }
+            let row = encoded.row(i);
+            let weight = weights.value(i);
+            if from > now {
+                let key = self
+                    .state
+                    .key(FROM_TAG, &[&time::encode(from), row.as_ref()]);
+                self.add(key, weight, Some(until))?;
+            } else {
+                keep[i] = true;
+                if until != i64::MAX {
+                    let key = self
+                        .state
+                        .key(UNTIL_TAG, &[&time::encode(until), row.as_ref()]);
+                    self.add(key, weight, None)?;
+                }
+            }
+        }
+        let kept = changes.filter(&BooleanArray::from(keep))?;
+        if !kept.is_empty() {
+            out.push(kept);
+        }
+        Ok(())
+    }
+
+    fn on_watermark(
+        &mut self,
+        _: usize,
+        watermark: Watermark,
+        _: &mut Vec<Watermark>,
+    ) -> Result<()> {
+        // Rows leave below any watermark: none passes on.
+        if watermark.column == self.clock
+            && let Some(t) = time::nanos(&watermark.value)
+        {
+            self.next = Some(self.next.map_or(t, |n| n.max(t)));
+        }
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let Some(next) = self.next.take() else {
+            return Ok(());
+        };
+        if next <= self.now()? {
+            return Ok(());
+        }
+        let at = self.state.key(FROM_TAG, &[]).len();
+        let mut changed = Vec::new();
+        for (key, value) in self.due(FROM_TAG, next)? {
+            let mut reader = Reader::new(&value);
+            let (count, until) = (reader.i64()?, reader.i64()?);
+            self.overlay.set(key.clone(), None);
+            if until > next {
+                let row = key[at + 8..].to_vec();
+                if until != i64::MAX {
+                    let key = self.state.key(UNTIL_TAG, &[&time::encode(until), &row]);
+                    self.add(key, count, None)?;
+                }
+                changed.push((row, count));
+            }
+        }
+        for (key, value) in self.due(UNTIL_TAG, next)? {
+            let count = Reader::new(&value).i64()?;
+            self.overlay.set(key.clone(), None);
+            changed.push((key[at + 8..].to_vec(), -count));
+        }
+        self.emit(&changed, out)?;
+        self.now = Some(next);
+        let mut value = Vec::with_capacity(8);
+        put_i64(&mut value, next);
+        self.overlay
+            .set(self.state.key(CLOCK_TAG, &[]), Some(value));
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        self.overlay.flush(batch);
+        Ok(())
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn explain(&self) -> String {
+        let conditions: Vec<String> = self
+            .bounds
+            .iter()
+            .map(|b| {
+                let offset = match b.offset {
+                    0 => String::new(),
+                    o if o < 0 => format!(" - {}", human_duration(-i128::from(o))),
+                    o => format!(" + {}", human_duration(i128::from(o))),
+                };
+                format!("{} {} NOW(){offset}", b.text, b.op.symbol())
+            })
+            .collect();
+        format!(
+            "TemporalFilter: {} (NOW() = the watermark of {}; rows that leave are deleted)",
+            conditions.join(" AND "),
+            self.schema.field(self.clock).name()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::storage::Store;
+    use crate::stream::change::pretty::{changes_of, net};
+
+    const SECOND: i64 = 1_000_000_000;
+
+    /// Rows `(id BIGINT, ts TIMESTAMP(s))` kept while `ts > NOW() - 10 s AND ts <= NOW() + 3 s`.
+    fn op(store: &Store) -> TemporalFilterOp {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Second, None), true),
+        ]));
+        let ts = || Arc::new(Column::new("ts", 1)) as Arc<dyn PhysicalExpr>;
+        let bounds = vec![
+            Bound {
+                row: ts(),
+                op: Cmp::Gt,
+                offset: -10 * SECOND,
+                text: "ts".into(),
+            },
+            Bound {
+                row: ts(),
+                op: Cmp::LtEq,
+                offset: 3 * SECOND,
+                text: "ts".into(),
+            },
+        ];
+        TemporalFilterOp::new(
+            schema,
+            bounds,
+            1,
+            StateScope::new(store.clone(), 1, 0),
+            Arc::default(),
+        )
+        .unwrap()
+    }
+
+    fn time(t: i64) -> String {
+        chrono::DateTime::from_timestamp(t, 0)
+            .unwrap()
+            .naive_utc()
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string()
+    }
+
+    /// One epoch: `rows` (`+ id t` / `- id t`, t in seconds), then a watermark at `clock`.
+    fn epoch(
+        op: &mut TemporalFilterOp,
+        store: &Store,
+        rows: &[(i64, i64, i64)],
+        clock: Option<i64>,
+    ) -> Vec<ChangeBatch> {
+        let schema = op.schema();
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|(w, id, t)| format!("{w} {id} {}", time(*t)))
+            .collect();
+        let mut out = Vec::new();
+        op.process(
+            0,
+            changes_of(&schema, lines.iter().map(String::as_str)),
+            &mut out,
+        )
+        .unwrap();
+        if let Some(clock) = clock {
+            let watermark = Watermark {
+                column: 1,
+                value: ScalarValue::TimestampSecond(Some(clock), None),
+            };
+            let mut passed = Vec::new();
+            op.on_watermark(0, watermark, &mut passed).unwrap();
+            assert!(passed.is_empty(), "no watermark passes a temporal filter");
+        }
+        op.on_barrier(&mut out).unwrap();
+        let mut batch = WriteBatch::default();
+        op.checkpoint(&mut batch).unwrap();
+        store.write(batch).unwrap();
+        out
+    }
+
+    fn state_entries(store: &Store) -> usize {
+        let mut n = 0;
+        store
+            .scan_prefix::<StreamError>(
+                &StateScope::new(store.clone(), 1, 0).key(FROM_TAG, &[]),
+                |_, _| {
+                    n += 1;
+                    Ok(true)
+                },
+            )
+            .unwrap();
+        store
+            .scan_prefix::<StreamError>(
+                &StateScope::new(store.clone(), 1, 0).key(UNTIL_TAG, &[]),
+                |_, _| {
+                    n += 1;
+                    Ok(true)
+                },
+            )
+            .unwrap();
+        n
+    }
+
+    #[test]
+    fn rows_enter_and_leave_with_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut op = op(&store);
+        // Before any watermark the clock is at the beginning of time: nothing is due yet.
+        let out = epoch(&mut op, &store, &[(1, 1, 100), (1, 2, 105)], None);
+        assert!(net(&out).is_empty());
+        // At 102 the row at 100 is in (100 ≤ 105), the row at 105 too (105 ≤ 102 + 3).
+        let out = epoch(&mut op, &store, &[], Some(102));
+        assert_eq!(
+            net(&out),
+            vec![format!("+ 1 {}", time(100)), format!("+ 2 {}", time(105))]
+        );
+        // At 110 the row at 100 leaves (100 > 110 - 10 is false).
+        let out = epoch(&mut op, &store, &[(1, 3, 90)], Some(110));
+        assert_eq!(net(&out), vec![format!("- 1 {}", time(100))]);
+        // A retraction of a row that left changes nothing; one in view is retracted.
+        let out = epoch(&mut op, &store, &[(-1, 1, 100), (-1, 2, 105)], None);
+        assert_eq!(net(&out), vec![format!("- 2 {}", time(105))]);
+        assert_eq!(state_entries(&store), 0);
+    }
+
+    #[test]
+    fn a_random_history_matches_the_rows_in_the_window_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut op = op(&store);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: i64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as i64
+        };
+        let mut present: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+        let mut shown: BTreeMap<String, i64> = BTreeMap::new();
+        let mut clock = i64::MIN;
+        for round in 0..80 {
+            let mut rows = Vec::new();
+            for _ in 0..next(6) {
+                let id = next(5);
+                let t = (clock.max(0) + next(30) - 10).max(0);
+                if next(3) == 0
+                    && let Some((&(id, t), _)) = present
+                        .iter()
+                        .nth(next(present.len().max(1) as i64) as usize)
+                {
+                    rows.push((-1, id, t));
+                    *present.get_mut(&(id, t)).unwrap() -= 1;
+                    present.retain(|_, c| *c > 0);
+                } else {
+                    rows.push((1, id, t));
+                    *present.entry((id, t)).or_default() += 1;
+                }
+            }
+            let advance = (next(2) == 0).then(|| clock.max(0) + next(8));
+            if let Some(a) = advance {
+                clock = clock.max(a);
+            }
+            for line in net(&epoch(&mut op, &store, &rows, advance)) {
+                let (sign, row) = line.split_once(' ').unwrap();
+                let weight = match sign {
+                    "+" => 1,
+                    "-" => -1,
+                    w => w.parse::<i64>().unwrap(),
+                };
+                *shown.entry(row.to_string()).or_default() += weight;
+            }
+            shown.retain(|_, c| *c != 0);
+            let expected: BTreeMap<String, i64> = present
+                .iter()
+                .filter(|((_, t), _)| clock != i64::MIN && *t > clock - 10 && *t <= clock + 3)
+                .map(|((id, t), c)| (format!("{id} {}", time(*t)), *c))
+                .collect();
+            assert_eq!(shown, expected, "round {round}, clock {clock}");
+            if round % 7 == 3 {
+                op = self::op(&store);
+            }
+        }
+        // Everything leaves once the clock has passed it, and its state goes with it.
+        let out = epoch(&mut op, &store, &[], Some(clock + 1000));
+        let left: i64 = net(&out).len() as i64;
+        assert_eq!(left, shown.len() as i64);
+        assert_eq!(state_entries(&store), 0);
+    }
+}
