@@ -5,6 +5,8 @@
 //!   and how many rows got NULL because an expression failed on them (since the server started).
 //! - `source_stats`: per source and per table, the rows ingested so far, and the rows dropped as
 //!   late or rejected as malformed.
+//! - `view_state`: per materialized view, the entries and bytes of operator state it holds
+//!   (read from RocksDB when queried): what windows, watermarks and NOW() keep bounded.
 //! - `models`: every model with its version, kind, inputs and outputs, file size and SHA-256,
 //!   and how many rows it scored, in how many runs, how many failed and the last failure (since
 //!   the server started).
@@ -44,7 +46,7 @@ impl std::fmt::Debug for SystemSchema {
     }
 }
 
-const TABLES: &[&str] = &["views", "source_stats", "models"];
+const TABLES: &[&str] = &["views", "source_stats", "models", "view_state"];
 
 impl SystemSchema {
     /// System views over `catalog`; `epoch` tells the last committed epoch.
@@ -197,6 +199,45 @@ impl SystemSchema {
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
+    /// Per materialized view, the operator state it holds as of now: entries and bytes (keys
+    /// and values), counted by reading it.
+    fn view_state(&self) -> DfResult<RecordBatch> {
+        let mut names = Vec::new();
+        let mut entries = Vec::new();
+        let mut bytes = Vec::new();
+        for view in self.catalog.views() {
+            if !view.def().materialized {
+                continue;
+            }
+            let (mut n, mut size) = (0i64, 0i64);
+            self.catalog
+                .store()
+                .scan_prefix::<crate::storage::StorageError>(
+                    &crate::stream::state::StateScope::view_prefix(view.def().id),
+                    |k, v| {
+                        n += 1;
+                        size += (k.len() + v.len()) as i64;
+                        Ok(true)
+                    },
+                )
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            names.push(view.name().to_string());
+            entries.push(n);
+            bytes.push(size);
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("view_name", DataType::Utf8, false),
+            Field::new("state_entries", DataType::Int64, false),
+            Field::new("state_bytes", DataType::Int64, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(names)),
+            Arc::new(Int64Array::from(entries)),
+            Arc::new(Int64Array::from(bytes)),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
     fn source_stats(&self) -> DfResult<RecordBatch> {
         let mut names = Vec::new();
         let mut kinds = Vec::new();
@@ -266,6 +307,7 @@ impl SchemaProvider for SystemSchema {
             "views" => self.views()?,
             "source_stats" => self.source_stats()?,
             "models" => self.models()?,
+            "view_state" => self.view_state()?,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(MemTable::try_new(

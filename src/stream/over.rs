@@ -15,7 +15,14 @@
 //! Anything else (ROWS frames, running totals from UNBOUNDED PRECEDING, row_number, lag, lead)
 //! recomputes the partition.
 //!
-//! State: `o` + partition + order key + output row → multiplicity and the output row.
+//! With bounded recompute and a watermark `W` on the ORDER BY column, rows below
+//! `W - x - y` are never read again (a later change is at `W` or above, and its frames reach
+//! down to `W - y - x`) and their values are final: they are deleted, so the state holds the
+//! rows within reach of the watermark, not the history.
+//!
+//! State: `o` + partition + order key + output row → multiplicity and the output row; for
+//! deletion below the watermark, `m` + partition → the partition's lowest order key (or lower)
+//! and `x` + that key + partition, to find the partitions with rows to delete.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +43,10 @@ use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::WriteBatch;
 
 const ROW_TAG: u8 = b'o';
+/// Partition → its lowest stored order key, or a lower one.
+const MIN_TAG: u8 = b'm';
+/// Lowest order key + partition → nothing: partitions by their oldest rows.
+const INDEX_TAG: u8 = b'x';
 
 /// How far a change reaches along a single numeric or timestamp ORDER BY column: a change at
 /// `t` affects rows in `[t - after, t + before]`.
@@ -73,6 +84,12 @@ pub struct OverOp {
     /// The ORDER BY column passes a watermark on: no function looks ahead.
     watermark_column: Option<usize>,
     held: Vec<Watermark>,
+    /// The ORDER BY column, whose watermark deletes rows out of reach (bounded recompute only).
+    cleanup: Option<usize>,
+    /// The latest watermark on it, acted on at the barrier.
+    closing: Option<i64>,
+    /// Key ranges of rows out of reach, deleted at the checkpoint.
+    closed: Vec<(Vec<u8>, Vec<u8>)>,
     pending: BTreeMap<Box<[u8]>, Vec<Change>>,
     /// State written since the last checkpoint (`None`: deleted), read over the store.
     overlay: Overlay,
@@ -114,6 +131,9 @@ impl OverOp {
             reach,
             watermark_column: None,
             held: Vec::new(),
+            cleanup: None,
+            closing: None,
+            closed: Vec::new(),
             pending: BTreeMap::new(),
             overlay: Overlay::default(),
             state,
@@ -125,6 +145,13 @@ impl OverOp {
     /// depends on rows after its own.
     pub fn with_watermark(mut self, column: Option<usize>) -> Self {
         self.watermark_column = column;
+        self
+    }
+
+    /// Deletes rows out of reach of the watermark on input column `column`, the ORDER BY
+    /// column (it has one); only with bounded recompute.
+    pub fn with_cleanup(mut self, column: Option<usize>) -> Self {
+        self.cleanup = column.filter(|_| self.reach.is_some());
         self
     }
 
@@ -152,17 +179,79 @@ impl OverOp {
         let Some((lo, hi)) = span else {
             return Ok((Vec::new(), None));
         };
+        Ok((
+            self.order_key(lo)?,
+            hi.checked_add(1).map(|hi| self.order_key(hi)).transpose()?,
+        ))
+    }
+
+    /// The order key of order value `value` (bounded recompute: one number or timestamp).
+    fn order_key(&self, value: i64) -> Result<Vec<u8>> {
         let data_type = self.order[0].data_type(&self.input)?;
-        let encode = |value: i64| -> Result<Vec<u8>> {
-            let array = cast(&Int64Array::from(vec![value]), &data_type)?;
-            Ok(self
-                .order_codec
-                .convert_columns(&[array])?
-                .row(0)
-                .data()
-                .to_vec())
-        };
-        Ok((encode(lo)?, hi.checked_add(1).map(encode).transpose()?))
+        let array = cast(&Int64Array::from(vec![value]), &data_type)?;
+        Ok(self
+            .order_codec
+            .convert_columns(&[array])?
+            .row(0)
+            .data()
+            .to_vec())
+    }
+
+    /// Records that `partition` holds a row at order value `t`: lowers its lowest key.
+    fn note_lowest(&mut self, partition: &[u8], t: i64) -> Result<()> {
+        let key = self.order_key(t)?;
+        let lowest = self.state.key(MIN_TAG, &[partition]);
+        let old = self.overlay.get(self.state.store(), &lowest)?;
+        if old.as_ref().is_some_and(|old| *old <= key) {
+            return Ok(());
+        }
+        if let Some(old) = old {
+            self.overlay
+                .set(self.state.key(INDEX_TAG, &[&old, partition]), None);
+        }
+        self.overlay.set(
+            self.state.key(INDEX_TAG, &[&key, partition]),
+            Some(Vec::new()),
+        );
+        self.overlay.set(lowest, Some(key));
+        Ok(())
+    }
+
+    /// Deletes the rows of every partition below order value `below`.
+    fn delete_below(&mut self, below: i64) -> Result<()> {
+        let bound = self.order_key(below)?;
+        let index = self.state.key(INDEX_TAG, &[]);
+        let end = self.state.key(INDEX_TAG, &[&bound]);
+        for (entry, _) in self.overlay.read(self.state.store(), &index, &end)? {
+            let partition = entry
+                .get(index.len() + bound.len()..)
+                .ok_or_else(|| StreamError::Corrupt("a window index key too short".into()))?
+                .to_vec();
+            self.overlay.set(entry, None);
+            let prefix = self.state.key(ROW_TAG, &[&partition]);
+            let kept = self.state.key(ROW_TAG, &[&partition, &bound]);
+            self.overlay.forget(&prefix, &kept);
+            let first = self
+                .overlay
+                .first(self.state.store(), &kept, &upper_bound(&prefix))?;
+            self.closed.push((prefix.clone(), kept));
+            let lowest = self.state.key(MIN_TAG, &[&partition]);
+            match first {
+                Some((key, _)) => {
+                    let order_key = key
+                        .get(prefix.len()..prefix.len() + bound.len())
+                        .ok_or_else(|| StreamError::Corrupt("a window row key too short".into()))?
+                        .to_vec();
+                    self.overlay.set(
+                        self.state.key(INDEX_TAG, &[&order_key, &partition]),
+                        Some(Vec::new()),
+                    );
+                    self.overlay.set(lowest, Some(order_key));
+                }
+                None => self.overlay.set(lowest, None),
+            }
+        }
+        Ok(())
     }
 
     /// The stored output rows of `partition` with order keys in `range`.
@@ -385,6 +474,11 @@ impl Operator for OverOp {
         watermark: Watermark,
         _: &mut Vec<Watermark>,
     ) -> Result<()> {
+        if Some(watermark.column) == self.cleanup
+            && let Some(t) = super::time::raw(&watermark.value)
+        {
+            self.closing = Some(self.closing.map_or(t, |c| c.max(t)));
+        }
         // Rows are recomputed at the barrier: the watermark waits for the changes emitted there.
         if Some(watermark.column) == self.watermark_column {
             super::watermark::hold(&mut self.held, watermark);
@@ -399,7 +493,21 @@ impl Operator for OverOp {
     fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
         let mut emitted = Vec::new();
         for (partition, changes) in std::mem::take(&mut self.pending) {
+            if self.cleanup.is_some() {
+                let lowest = changes
+                    .iter()
+                    .filter(|(_, _, w)| *w > 0)
+                    .filter_map(|c| c.0)
+                    .min();
+                if let Some(t) = lowest {
+                    self.note_lowest(&partition, t)?;
+                }
+            }
             self.update(&partition, changes, &mut emitted)?;
+        }
+        if let (Some(reach), Some(w)) = (self.reach, self.closing.take()) {
+            // A change at W or later reads frames from W - after - before on.
+            self.delete_below(w.saturating_sub(reach.after).saturating_sub(reach.before))?;
         }
         if emitted.is_empty() {
             return Ok(());
@@ -414,6 +522,9 @@ impl Operator for OverOp {
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         self.overlay.flush(batch);
+        for (from, to) in std::mem::take(&mut self.closed) {
+            batch.delete_range(from.as_slice(), to.as_slice());
+        }
         Ok(())
     }
 
@@ -442,8 +553,16 @@ impl Operator for OverOp {
             ),
             None => "the partition".to_string(),
         };
+        let deleted = match (self.cleanup, self.reach) {
+            (Some(column), Some(r)) => format!(
+                ", deletes rows {} below the watermark of {}",
+                span(r.before.saturating_add(r.after)),
+                self.input.field(column).name()
+            ),
+            _ => String::new(),
+        };
         format!(
-            "Over: [{}], partition=[{}], order=[{}], recomputes {recompute}",
+            "Over: [{}], partition=[{}], order=[{}], recomputes {recompute}{deleted}",
             names.join(", "),
             self.partition.explain(),
             order.join(", ")

@@ -851,9 +851,10 @@ impl Planner<'_> {
             }
             _ => None,
         };
-        // A watermark on the ORDER BY column passes when no value depends on later rows.
-        let watermark = match order.first() {
-            Some(first) if first.asc && causal => match &first.expr {
+        // The ascending ORDER BY column, when it has a watermark: rows out of reach of it are
+        // deleted, and it passes on when no value depends on later rows.
+        let ordered = match order.first() {
+            Some(first) if first.asc => match &first.expr {
                 Expr::Column(c) => input_schema
                     .index_of_column(c)
                     .ok()
@@ -862,6 +863,7 @@ impl Planner<'_> {
             },
             _ => None,
         };
+        let watermark = ordered.filter(|_| causal);
         let node = self.graph.len();
         let op = OverOp::new(
             Arc::new(input_schema.as_arrow().clone()),
@@ -873,7 +875,8 @@ impl Planner<'_> {
             self.scope(node)?,
             self.errors.clone(),
         )?
-        .with_watermark(watermark);
+        .with_watermark(watermark)
+        .with_cleanup(ordered);
         let node = self.graph.add(Box::new(op));
         self.graph.connect(child, node, 0);
         Ok((

@@ -146,6 +146,31 @@ impl Overlay {
         }
     }
 
+    /// The first entry of `[from, to)` as it stands: the store under this epoch's writes.
+    pub fn first(
+        &self,
+        store: &Store,
+        from: &[u8],
+        to: &[u8],
+    ) -> super::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let mut stored = None;
+        store.scan_range::<super::StreamError>(from, to, |k, v| {
+            if matches!(self.entries.get(k), Some(None)) {
+                return Ok(true);
+            }
+            stored = Some((k.to_vec(), v.to_vec()));
+            Ok(false)
+        })?;
+        let written = self
+            .entries
+            .range(from.to_vec()..to.to_vec())
+            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())));
+        Ok(match (stored, written) {
+            (Some(s), Some(w)) => Some(if w.0 <= s.0 { w } else { s }),
+            (s, w) => w.or(s),
+        })
+    }
+
     /// Forgets the writes to keys in `[from, to)`.
     pub fn forget(&mut self, from: &[u8], to: &[u8]) {
         let keys: Vec<Vec<u8>> = self
