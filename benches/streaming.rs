@@ -16,29 +16,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{Augur, connect, cpu_seconds};
-
-/// Resident memory of the process in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
-fn dir_mib(path: &std::path::Path) -> f64 {
-    let mut total = 0u64;
-    if let Ok(entries) = std::fs::read_dir(path) {
-        for entry in entries.flatten() {
-            if let Ok(meta) = entry.metadata() {
-                total += meta.len();
-            }
-        }
-    }
-    total as f64 / (1024.0 * 1024.0)
-}
+use common::{Augur, connect, cpu_seconds, dir_mib, rss_mib};
 
 struct Run {
     epoch_ms: u64,
