@@ -195,13 +195,15 @@ impl Worker {
         }
     }
 
-    /// Whether a FLUSH that waits for log position `seq` can be answered by the next commit.
+    /// Whether a FLUSH that waits for log position `seq` can be answered by the next commit:
+    /// the log is applied and every bounded source a view reads is read to its end (a source no
+    /// view reads is not read at all).
     fn caught_up(&self, seq: u64) -> bool {
         seq <= self.applied_seq
-            && self
-                .sources
-                .values()
-                .all(|s| s.flow.source.bound().is_none_or(|b| s.offset >= b))
+            && self.sources.iter().all(|(id, s)| {
+                s.flow.source.bound().is_none_or(|b| s.offset >= b)
+                    || !self.views.values().any(|v| v.graph.reads(*id))
+            })
     }
 
     /// Reads what is due from each source (at most one batch each) into the views; returns
