@@ -93,8 +93,12 @@ pub struct JoinOp {
     state: StateScope,
     errors: Arc<ExprErrors>,
     /// Equality-key columns `(left, right)` both sides carry a watermark on, with the least of
-    /// the two: every output row has equal values there.
+    /// the two: every output row has equal values there. The first pair, when there is one, is
+    /// the first join key: rows below its least watermark are final on both sides.
     watermarks: Vec<(usize, usize, Meet)>,
+    /// The least watermark on the first join key, when it rose this epoch: rows with keys below
+    /// it are deleted at the checkpoint.
+    closing: Option<datafusion::common::ScalarValue>,
 }
 
 impl JoinOp {
@@ -104,7 +108,8 @@ impl JoinOp {
         self
     }
 
-    /// Carries the least of both sides' watermarks on the equality-key column pairs `pairs`.
+    /// Carries the least of both sides' watermarks on the equality-key column pairs `pairs`;
+    /// the first pair must be the first join key, whose rows below it are then deleted.
     pub fn with_watermarks(mut self, pairs: &[(usize, usize)]) -> Self {
         self.watermarks = pairs.iter().map(|&(l, r)| (l, r, Meet::new(2))).collect();
         self
@@ -175,6 +180,7 @@ impl JoinOp {
             state,
             errors: Arc::default(),
             watermarks: Vec::new(),
+            closing: None,
         };
         for (index, side) in op.sides.iter_mut().enumerate() {
             side.complete = op.state.is_empty(SIDE_TAGS[index])?;
@@ -471,6 +477,24 @@ impl Operator for JoinOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        if let Some(value) = self.closing.take() {
+            // Rows whose first key is below the least watermark of both sides: no later row
+            // of either side can match them or take them back. Keys start with the first key
+            // column's encoding, so they are one range (after NULL keys) on each side.
+            let value = value.cast_to(&self.key_types[0])?.to_array()?;
+            let bound = RowConverter::new(vec![SortField::new(self.key_types[0].clone())])?
+                .convert_columns(&[value])?
+                .row(0)
+                .data()
+                .to_vec();
+            for (index, side) in self.sides.iter_mut().enumerate() {
+                side.buckets
+                    .retain(|key, _| key.first() == Some(&0) || key[..] >= bound[..]);
+                let from = self.state.key(SIDE_TAGS[index], &[&[1]]);
+                let to = self.state.key(SIDE_TAGS[index], &[&bound]);
+                batch.delete_range(from.as_slice(), to.as_slice());
+            }
+        }
         for (index, side) in self.sides.iter_mut().enumerate() {
             let mut dirty = std::mem::take(&mut side.dirty);
             dirty.sort_unstable();
@@ -523,12 +547,15 @@ impl Operator for JoinOp {
     ) -> Result<()> {
         let width = self.sides[0].schema.fields().len();
         let has_right = self.schema.fields().len() > width;
-        for (left, right, meet) in &mut self.watermarks {
+        for (pair, (left, right, meet)) in self.watermarks.iter_mut().enumerate() {
             let column = if side == 0 { *left } else { *right };
             if column != watermark.column {
                 continue;
             }
             if let Some(value) = meet.raise(side, watermark.value.clone()) {
+                if pair == 0 {
+                    self.closing = Some(value.clone());
+                }
                 if has_right {
                     out.push(Watermark {
                         column: width + *right,
@@ -573,6 +600,7 @@ mod tests {
     use super::*;
     use crate::storage::Store;
     use crate::stream::change::pretty::{changes_of, net, schema};
+    use datafusion::common::ScalarValue;
 
     fn column(name: &str, i: usize) -> Arc<dyn PhysicalExpr> {
         Arc::new(Column::new(name, i))
@@ -635,6 +663,56 @@ mod tests {
             push(&mut op, 1, &["- 1 10"]),
             vec!["- 1 a 1 10", "- 1 c 1 10"]
         );
+    }
+
+    fn state_keys(store: &Store) -> usize {
+        let mut n = 0;
+        store
+            .scan_prefix::<StreamError>(&StateScope::view_prefix(1), |_, _| {
+                n += 1;
+                Ok(true)
+            })
+            .unwrap();
+        n
+    }
+
+    fn commit(op: &mut JoinOp, store: &Store) {
+        let mut batch = WriteBatch::default();
+        op.checkpoint(&mut batch).unwrap();
+        store.write(batch).unwrap();
+    }
+
+    #[test]
+    fn rows_below_both_watermarks_on_the_key_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut op = join(&store, JoinType::Left, None).with_watermarks(&[(0, 0)]);
+        push(&mut op, 0, &["+ 1 a", "+ 5 b", "+ 9 c", "+ . n"]);
+        push(&mut op, 1, &["+ 1 10", "+ 5 50", "+ 9 90"]);
+        commit(&mut op, &store);
+        // Six rows: a NULL key never matches, its row is not kept.
+        assert_eq!(state_keys(&store), 6);
+        let watermark = |value| Watermark {
+            column: 0,
+            value: ScalarValue::Int64(Some(value)),
+        };
+        let mut out = Vec::new();
+        // One side's watermark alone deletes nothing: the other side may still bring rows.
+        op.on_watermark(0, watermark(6), &mut out).unwrap();
+        commit(&mut op, &store);
+        assert!(out.is_empty());
+        assert_eq!(state_keys(&store), 6);
+        // Both at 6 or above: keys 1 and 5 are final on both sides.
+        op.on_watermark(1, watermark(8), &mut out).unwrap();
+        commit(&mut op, &store);
+        assert_eq!(out.len(), 2, "the least watermark goes on: {out:?}");
+        assert_eq!(state_keys(&store), 2);
+        // Rows at 9 still join and leave as before.
+        assert_eq!(
+            push(&mut op, 1, &["- 9 90"]),
+            vec!["+ 9 c . .", "- 9 c 9 90"]
+        );
+        assert_eq!(push(&mut op, 0, &["+ 9 d"]), vec!["+ 9 d . ."]);
     }
 
     #[test]

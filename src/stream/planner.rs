@@ -549,9 +549,30 @@ impl Planner<'_> {
                     "a join condition",
                 )?;
                 let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
+                // Equality keys that are columns with a watermark on both sides.
+                let watermarked = |(l, r): &(Expr, Expr)| -> Option<(usize, usize)> {
+                    match (l, r) {
+                        (Expr::Column(l), Expr::Column(r)) => {
+                            let pair = (
+                                left_schema.index_of_column(l).ok()?,
+                                right_schema.index_of_column(r).ok()?,
+                            );
+                            (left_props.watermarks.contains(&pair.0)
+                                && right_props.watermarks.contains(&pair.1))
+                            .then_some(pair)
+                        }
+                        _ => None,
+                    }
+                };
+                // Such a key goes first: the rows the watermark has passed are then one range
+                // of each side's state, deleted at once.
+                let mut keys: Vec<&(Expr, Expr)> = join.on.iter().collect();
+                keys.sort_by_key(|pair| watermarked(pair).is_none());
+                let watermarks: Vec<(usize, usize)> =
+                    keys.iter().filter_map(|pair| watermarked(pair)).collect();
                 let mut on = Vec::new();
                 let mut key_types = Vec::new();
-                for (l, r) in &join.on {
+                for (l, r) in keys {
                     let lt = l.get_type(left_schema)?;
                     let rt = r.get_type(right_schema)?;
                     key_types.push(common_type(&lt, &rt));
@@ -566,21 +587,6 @@ impl Planner<'_> {
                     .as_ref()
                     .map(|f| self.compile(f, &pair_schema))
                     .transpose()?;
-                // Equality keys that are columns with a watermark on both sides.
-                let watermarks: Vec<(usize, usize)> = join
-                    .on
-                    .iter()
-                    .filter_map(|(l, r)| match (l, r) {
-                        (Expr::Column(l), Expr::Column(r)) => Some((
-                            left_schema.index_of_column(l).ok()?,
-                            right_schema.index_of_column(r).ok()?,
-                        )),
-                        _ => None,
-                    })
-                    .filter(|(l, r)| {
-                        left_props.watermarks.contains(l) && right_props.watermarks.contains(r)
-                    })
-                    .collect();
                 let node = self.graph.len();
                 let op = JoinOp::new(
                     join.join_type,
