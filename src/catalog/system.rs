@@ -209,21 +209,16 @@ impl SystemSchema {
             if !view.def().materialized {
                 continue;
             }
-            let (mut n, mut size) = (0i64, 0i64);
-            self.catalog
+            let (n, size) = self
+                .catalog
                 .store()
-                .scan_prefix::<crate::storage::StorageError>(
-                    &crate::stream::state::StateScope::view_prefix(view.def().id),
-                    |k, v| {
-                        n += 1;
-                        size += (k.len() + v.len()) as i64;
-                        Ok(true)
-                    },
-                )
+                .measure_prefix(&crate::stream::state::StateScope::view_prefix(
+                    view.def().id,
+                ))
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
             names.push(view.name().to_string());
-            entries.push(n);
-            bytes.push(size);
+            entries.push(n as i64);
+            bytes.push(size as i64);
         }
         let schema = Arc::new(Schema::new(vec![
             Field::new("view_name", DataType::Utf8, false),

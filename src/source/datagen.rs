@@ -19,10 +19,9 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringBuilder,
     TimestampMicrosecondArray,
 };
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
-use super::{Result, Source, SourceError, parse_option as parse};
+use super::{Result, Source, SourceError, declared_rows, parse_option as parse};
 
 /// Rows per second when no rate is given (RisingWave's default).
 const DEFAULT_RATE: f64 = 10.0;
@@ -320,21 +319,12 @@ impl Source for Datagen {
             Some(total) => (total.saturating_sub(from) as usize).min(max_rows),
             None => max_rows,
         };
-        let mut columns = Vec::with_capacity(self.columns.len());
-        for (values, field) in self.columns.iter().zip(self.schema.fields()) {
-            let column = self.column(values, from, n);
-            columns.push(if column.data_type() == field.data_type() {
-                column
-            } else {
-                cast(&column, field.data_type())?
-            });
-        }
-        let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
-        Ok(RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &options,
-        )?)
+        let columns = self
+            .columns
+            .iter()
+            .map(|values| self.column(values, from, n))
+            .collect();
+        declared_rows(&self.schema, columns, n)
     }
 
     fn bound(&self) -> Option<u64> {

@@ -14,7 +14,7 @@ pub mod provider;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 
@@ -170,6 +170,27 @@ fn parse_option<T: std::str::FromStr>(
                 .map_err(|_| SourceError::Option(format!("invalid value '{v}' for option {key}")))
         })
         .transpose()
+}
+
+/// `n` rows of `schema` from `columns` of the connector's own types, cast to the declared ones.
+fn declared_rows(schema: &SchemaRef, columns: Vec<ArrayRef>, n: usize) -> Result<RecordBatch> {
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column)
+            } else {
+                datafusion::arrow::compute::cast(&column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
 }
 
 /// The columns of a source declared without any, for connectors whose rows have a fixed shape.

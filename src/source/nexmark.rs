@@ -23,16 +23,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Int64Builder, RecordBatch, RecordBatchOptions, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use nexmark::EventGenerator;
 use nexmark::config::NexmarkConfig;
 use nexmark::event::{Event, EventType};
 
-use super::{Result, Source, SourceError, parse_option};
+use super::{Result, Source, SourceError, declared_rows, parse_option};
 
 /// Rows per second when `nexmark.min.event.gap.in.ns` is not given (RisingWave's default gap
 /// of 100 µs).
@@ -282,7 +280,7 @@ impl Source for Nexmark {
         };
         let events: Vec<Event> = self.generator.clone().with_offset(from).take(n).collect();
         let mut arrays = Vec::with_capacity(self.columns.len());
-        for (&(index, kind), field) in self.columns.iter().zip(self.schema.fields()) {
+        for &(index, kind) in &self.columns {
             let array: ArrayRef = match kind {
                 Kind::Int => {
                     let mut b = Int64Builder::with_capacity(n);
@@ -312,18 +310,9 @@ impl Source for Nexmark {
                     Arc::new(b.finish())
                 }
             };
-            arrays.push(if array.data_type() == field.data_type() {
-                array
-            } else {
-                cast(&array, field.data_type())?
-            });
+            arrays.push(array);
         }
-        let options = RecordBatchOptions::new().with_row_count(Some(n));
-        Ok(RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            arrays,
-            &options,
-        )?)
+        declared_rows(&self.schema, arrays, n)
     }
 
     fn bound(&self) -> Option<u64> {

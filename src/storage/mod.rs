@@ -105,6 +105,17 @@ impl Store {
         self.snapshot().scan_prefix(prefix, f)
     }
 
+    /// How many keys start with `prefix`, and their keys' and values' bytes.
+    pub fn measure_prefix(&self, prefix: &[u8]) -> Result<(usize, usize)> {
+        let (mut entries, mut bytes) = (0, 0);
+        self.scan_prefix::<StorageError>(prefix, |k, v| {
+            entries += 1;
+            bytes += k.len() + v.len();
+            Ok(true)
+        })?;
+        Ok((entries, bytes))
+    }
+
     /// Visits every key in `[from, to)`, in key order, from one consistent snapshot. `f`
     /// returns `false` to stop early.
     pub fn scan_range<E>(

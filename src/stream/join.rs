@@ -666,14 +666,7 @@ mod tests {
     }
 
     fn state_keys(store: &Store) -> usize {
-        let mut n = 0;
-        store
-            .scan_prefix::<StreamError>(&StateScope::view_prefix(1), |_, _| {
-                n += 1;
-                Ok(true)
-            })
-            .unwrap();
-        n
+        store.measure_prefix(&StateScope::view_prefix(1)).unwrap().0
     }
 
     fn commit(op: &mut JoinOp, store: &Store) {

@@ -264,14 +264,7 @@ mod tests {
     }
 
     fn stored(store: &Store, table: &Table) -> usize {
-        let mut n = 0;
-        store
-            .scan_prefix::<crate::storage::StorageError>(&table.def().key_prefix(), |_, _| {
-                n += 1;
-                Ok(true)
-            })
-            .unwrap();
-        n
+        store.measure_prefix(&table.def().key_prefix()).unwrap().0
     }
 
     #[test]

@@ -656,26 +656,11 @@ mod tests {
     }
 
     fn state_entries(store: &Store) -> usize {
-        let mut n = 0;
-        store
-            .scan_prefix::<StreamError>(
-                &StateScope::new(store.clone(), 1, 0).key(FROM_TAG, &[]),
-                |_, _| {
-                    n += 1;
-                    Ok(true)
-                },
-            )
-            .unwrap();
-        store
-            .scan_prefix::<StreamError>(
-                &StateScope::new(store.clone(), 1, 0).key(UNTIL_TAG, &[]),
-                |_, _| {
-                    n += 1;
-                    Ok(true)
-                },
-            )
-            .unwrap();
-        n
+        let scope = StateScope::new(store.clone(), 1, 0);
+        [FROM_TAG, UNTIL_TAG]
+            .iter()
+            .map(|&tag| store.measure_prefix(&scope.key(tag, &[])).unwrap().0)
+            .sum()
     }
 
     #[test]
