@@ -11,7 +11,8 @@ use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array, new_null_array,
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array,
+    new_null_array,
 };
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -22,17 +23,57 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::change::rows_of;
 use super::project::evaluate;
 use super::state::{Reader, StateScope, put_i64, sort_fields};
+use super::time;
 use super::watermark::Meet;
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::WriteBatch;
 
 const SIDE_TAGS: [u8; 2] = [b'l', b'r'];
 
+/// With an interval condition, each side's rows by event time: `L` / `R` + time + key length +
+/// key + row.
+const TIME_TAGS: [u8; 2] = [b'L', b'R'];
+
+/// A condition `lo ≤ left.a - right.b ≤ hi` between two event-time columns with watermarks
+/// (nanoseconds; either side may be open): rows that no later row of the other side can reach
+/// are deleted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    /// `a`, a column of the left input.
+    pub left: usize,
+    /// `b`, a column of the right input.
+    pub right: usize,
+    /// The least `a - b` that passes.
+    pub lo: Option<i64>,
+    /// The greatest `a - b` that passes.
+    pub hi: Option<i64>,
+}
+
+impl Interval {
+    /// Below which time each side's rows are final and out of reach, given the watermarks
+    /// (nanoseconds) on `a` and `b`: a left row at `a` matches right rows at `b ≤ a - lo`, and
+    /// later right rows are at `W_b` or above; a right row at `b` matches left rows at
+    /// `a ≤ b + hi`, and later left rows are at `W_a` or above.
+    fn thresholds(&self, marks: [Option<i64>; 2]) -> [Option<i64>; 2] {
+        let [Some(wa), Some(wb)] = marks else {
+            return [None, None];
+        };
+        [
+            self.lo.map(|lo| wa.min(wb.saturating_add(lo))),
+            self.hi.map(|hi| wb.min(wa.saturating_sub(hi))),
+        ]
+    }
+}
+
 /// How many join keys per side stay cached after a checkpoint.
 const CACHED_KEYS: usize = 1 << 18;
 
 /// A row of one side: its join key and its encoding.
 type RowAt = (Box<[u8]>, Box<[u8]>);
+
+/// A row of one side written at a checkpoint: join key, encoding, and whether it is still
+/// stored.
+type Written = (Box<[u8]>, Box<[u8]>, bool);
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
@@ -99,6 +140,8 @@ pub struct JoinOp {
     /// The least watermark on the first join key, when it rose this epoch: rows with keys below
     /// it are deleted at the checkpoint.
     closing: Option<datafusion::common::ScalarValue>,
+    /// An interval condition on event time, with the latest watermarks (ns) of its columns.
+    interval: Option<(Interval, [Option<i64>; 2])>,
 }
 
 impl JoinOp {
@@ -113,6 +156,81 @@ impl JoinOp {
     pub fn with_watermarks(mut self, pairs: &[(usize, usize)]) -> Self {
         self.watermarks = pairs.iter().map(|&(l, r)| (l, r, Meet::new(2))).collect();
         self
+    }
+
+    /// Deletes the rows out of reach of an interval condition on event time (part of the
+    /// filter): each side's rows are also kept by time.
+    pub fn with_interval(mut self, interval: Option<Interval>) -> Self {
+        self.interval = interval.map(|i| (i, [None, None]));
+        self
+    }
+
+    /// Writes the by-time entries of `rows` (key, row, still stored) of `side` to `batch`.
+    fn index_by_time(
+        &self,
+        side: usize,
+        column: usize,
+        rows: &[Written],
+        batch: &mut WriteBatch,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let encoded: Vec<&[u8]> = rows.iter().map(|(_, row, _)| &row[..]).collect();
+        let times = cast(
+            &self.decode(side, &encoded)?[column],
+            &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None),
+        )?;
+        let times = times.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>();
+        for (i, (key, row, present)) in rows.iter().enumerate() {
+            if times.is_null(i) {
+                continue;
+            }
+            let entry = self.state.key(
+                TIME_TAGS[side],
+                &[
+                    &time::encode(times.value(i)),
+                    &(key.len() as u32).to_be_bytes(),
+                    key,
+                    row,
+                ],
+            );
+            if *present {
+                batch.put(entry, Vec::new());
+            } else {
+                batch.delete(entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the stored rows of `side` with times below `below`, and their cached copies.
+    fn delete_before(&mut self, side: usize, below: i64, batch: &mut WriteBatch) -> Result<()> {
+        let from = self.state.key(TIME_TAGS[side], &[]);
+        let to = self.state.key(TIME_TAGS[side], &[&time::encode(below)]);
+        let mut found = Vec::new();
+        self.state
+            .store()
+            .scan_range::<StreamError>(&from, &to, |k, _| {
+                found.push(k.to_vec());
+                Ok(true)
+            })?;
+        for entry in found {
+            let corrupt = || StreamError::Corrupt("a join time entry too short".into());
+            let rest = entry.get(from.len() + 8..).ok_or_else(corrupt)?;
+            let (len, rest) = rest.split_at_checked(4).ok_or_else(corrupt)?;
+            let len = u32::from_be_bytes(len.try_into().map_err(|_| corrupt())?) as usize;
+            let (key, row) = rest.split_at_checked(len).ok_or_else(corrupt)?;
+            batch.delete(self.state.key(SIDE_TAGS[side], &[key, row]));
+            if let Some(bucket) = self.sides[side].buckets.get_mut(key) {
+                bucket.rows.remove(row);
+                if bucket.rows.is_empty() && bucket.changed.is_empty() {
+                    self.sides[side].buckets.remove(key);
+                }
+            }
+            batch.delete(entry);
+        }
+        Ok(())
     }
 
     /// Joins `left` and `right` on `on` (pairs of key expressions, each over its side) and
@@ -181,6 +299,7 @@ impl JoinOp {
             errors: Arc::default(),
             watermarks: Vec::new(),
             closing: None,
+            interval: None,
         };
         for (index, side) in op.sides.iter_mut().enumerate() {
             side.complete = op.state.is_empty(SIDE_TAGS[index])?;
@@ -495,6 +614,8 @@ impl Operator for JoinOp {
                 batch.delete_range(from.as_slice(), to.as_slice());
             }
         }
+        let timed = self.interval.is_some();
+        let mut changed_rows: [Vec<Written>; 2] = [Vec::new(), Vec::new()];
         for (index, side) in self.sides.iter_mut().enumerate() {
             let mut dirty = std::mem::take(&mut side.dirty);
             dirty.sort_unstable();
@@ -508,6 +629,10 @@ impl Operator for JoinOp {
                 changed.dedup();
                 for row in changed {
                     let storage_key = self.state.key(SIDE_TAGS[index], &[&key, &row]);
+                    if timed {
+                        let present = bucket.rows.contains_key(&row);
+                        changed_rows[index].push((key.clone(), row.clone(), present));
+                    }
                     match bucket.rows.get(&row) {
                         Some(entry) => {
                             let mut value = Vec::with_capacity(16);
@@ -520,6 +645,18 @@ impl Operator for JoinOp {
                 }
                 if bucket.rows.is_empty() {
                     side.buckets.remove(&key);
+                }
+            }
+        }
+        if let Some((interval, marks)) = self.interval {
+            let columns = [interval.left, interval.right];
+            for (side, rows) in changed_rows.iter().enumerate() {
+                self.index_by_time(side, columns[side], rows, batch)?;
+            }
+            // Rows written in this epoch that are already out of reach go at the next rise.
+            for (side, below) in interval.thresholds(marks).into_iter().enumerate() {
+                if let Some(below) = below {
+                    self.delete_before(side, below, batch)?;
                 }
             }
         }
@@ -545,6 +682,14 @@ impl Operator for JoinOp {
         watermark: Watermark,
         out: &mut Vec<Watermark>,
     ) -> Result<()> {
+        if let Some((interval, marks)) = &mut self.interval {
+            let column = [interval.left, interval.right][side];
+            if column == watermark.column
+                && let Some(t) = time::nanos(&watermark.value)
+            {
+                marks[side] = Some(marks[side].map_or(t, |m| m.max(t)));
+            }
+        }
         let width = self.sides[0].schema.fields().len();
         let has_right = self.schema.fields().len() > width;
         for (pair, (left, right, meet)) in self.watermarks.iter_mut().enumerate() {
@@ -587,7 +732,35 @@ impl Operator for JoinOp {
             .as_ref()
             .map(|f| format!(", filter={f}"))
             .unwrap_or_default();
-        format!("Join: {} on=[{}]{filter}", self.join_type, on.join(", "))
+        let mut deletes = Vec::new();
+        if !self.watermarks.is_empty() {
+            deletes.push("keys both watermarks have passed".to_string());
+        }
+        if let Some((i, _)) = self.interval {
+            let bound = |v: Option<i64>| {
+                v.map_or("unbounded".to_string(), |v| {
+                    let text = super::time::human_duration(i128::from(v).abs());
+                    if v < 0 { format!("-{text}") } else { text }
+                })
+            };
+            deletes.push(format!(
+                "rows out of reach of left {} - right {} in [{}, {}]",
+                self.sides[0].schema.field(i.left).name(),
+                self.sides[1].schema.field(i.right).name(),
+                bound(i.lo),
+                bound(i.hi)
+            ));
+        }
+        let deletes = if deletes.is_empty() {
+            String::new()
+        } else {
+            format!(", deletes {}", deletes.join(" and "))
+        };
+        format!(
+            "Join: {} on=[{}]{filter}{deletes}",
+            self.join_type,
+            on.join(", ")
+        )
     }
 }
 

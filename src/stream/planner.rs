@@ -26,7 +26,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::aggregate::{AggCall, AggKind, AggregateOp};
 use super::filter::FilterOp;
 use super::graph::{Graph, ScanOp};
-use super::join::JoinOp;
+use super::join::{Interval, JoinOp};
 use super::memo::MemoProjectOp;
 use super::over::{OverOp, Reach, bound_units};
 use super::project::ProjectOp;
@@ -181,6 +181,96 @@ fn no_model_calls<'e>(
         )));
     }
     Ok(())
+}
+
+/// `column ± constant intervals` (through casts): the column and the sum in nanoseconds.
+fn column_offset(expr: &Expr) -> Option<(&datafusion::common::Column, i64)> {
+    use datafusion::logical_expr::Operator as Op;
+    match expr {
+        Expr::Column(c) => Some((c, 0)),
+        Expr::Cast(c) => column_offset(&c.expr),
+        Expr::TryCast(c) => column_offset(&c.expr),
+        Expr::Alias(a) => column_offset(&a.expr),
+        Expr::BinaryExpr(b) if b.op == Op::Plus => match column_offset(&b.left) {
+            Some((c, o)) => Some((c, o.checked_add(temporal::interval_nanos(&b.right).ok()?)?)),
+            None => {
+                let (c, o) = column_offset(&b.right)?;
+                Some((c, o.checked_add(temporal::interval_nanos(&b.left).ok()?)?))
+            }
+        },
+        Expr::BinaryExpr(b) if b.op == Op::Minus => {
+            let (c, o) = column_offset(&b.left)?;
+            Some((c, o.checked_sub(temporal::interval_nanos(&b.right).ok()?)?))
+        }
+        _ => None,
+    }
+}
+
+/// The interval condition `lo ≤ left.a - right.b ≤ hi` in a join's `filter`, between columns
+/// with watermarks on each side (`a + x OP b + y` conjuncts, and BETWEEN), if there is one.
+fn interval_of(
+    filter: &Expr,
+    left: &DFSchema,
+    right: &DFSchema,
+    left_watermarks: &[usize],
+    right_watermarks: &[usize],
+) -> Option<Interval> {
+    use datafusion::logical_expr::Operator as Op;
+    let mut comparisons: Vec<(Expr, Op, Expr)> = Vec::new();
+    for conjunct in split_conjunction(filter) {
+        match conjunct {
+            Expr::BinaryExpr(b) => {
+                comparisons.push((b.left.as_ref().clone(), b.op, b.right.as_ref().clone()))
+            }
+            Expr::Between(b) if !b.negated => {
+                comparisons.push((b.expr.as_ref().clone(), Op::GtEq, b.low.as_ref().clone()));
+                comparisons.push((b.expr.as_ref().clone(), Op::LtEq, b.high.as_ref().clone()));
+            }
+            _ => {}
+        }
+    }
+    let mut found: Option<Interval> = None;
+    for (x, op, y) in comparisons {
+        if !matches!(op, Op::Lt | Op::LtEq | Op::Gt | Op::GtEq) {
+            continue;
+        }
+        let (Some((cx, ox)), Some((cy, oy))) = (column_offset(&x), column_offset(&y)) else {
+            continue;
+        };
+        let on_left = |c| {
+            left.index_of_column(c)
+                .ok()
+                .filter(|i| left_watermarks.contains(i))
+        };
+        let on_right = |c| {
+            right
+                .index_of_column(c)
+                .ok()
+                .filter(|i| right_watermarks.contains(i))
+        };
+        // a + oa OP b + ob  ⇔  a - b OP ob - oa.
+        let (a, b, op, c) = match (on_left(cx), on_right(cy), on_left(cy), on_right(cx)) {
+            (Some(a), Some(b), _, _) => (a, b, op, oy.checked_sub(ox)?),
+            (_, _, Some(a), Some(b)) => (a, b, op.swap()?, ox.checked_sub(oy)?),
+            _ => continue,
+        };
+        let interval = found.get_or_insert(Interval {
+            left: a,
+            right: b,
+            lo: None,
+            hi: None,
+        });
+        if (interval.left, interval.right) != (a, b) {
+            continue;
+        }
+        // Strict bounds are taken as inclusive: a row kept a moment longer is harmless.
+        if matches!(op, Op::Gt | Op::GtEq) {
+            interval.lo = Some(interval.lo.map_or(c, |lo| lo.max(c)));
+        } else {
+            interval.hi = Some(interval.hi.map_or(c, |hi| hi.min(c)));
+        }
+    }
+    found
 }
 
 /// The text of a row's side of a condition on `NOW()`, without the casts DataFusion added.
@@ -600,7 +690,16 @@ impl Planner<'_> {
                     self.scope(node)?,
                 )?
                 .with_errors(self.errors.clone())
-                .with_watermarks(&watermarks);
+                .with_watermarks(&watermarks)
+                .with_interval(join.filter.as_ref().and_then(|f| {
+                    interval_of(
+                        f,
+                        left_schema,
+                        right_schema,
+                        &left_props.watermarks,
+                        &right_props.watermarks,
+                    )
+                }));
                 let node = self.graph.add(Box::new(op));
                 self.graph.connect(left, node, 0);
                 self.graph.connect(right, node, 1);

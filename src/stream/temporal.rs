@@ -261,7 +261,7 @@ fn clock_offset(expr: &Expr) -> Result<i64> {
 }
 
 /// A constant interval of fixed length, in nanoseconds (a day is 24 hours).
-fn interval_nanos(expr: &Expr) -> Result<i64> {
+pub fn interval_nanos(expr: &Expr) -> Result<i64> {
     const DAY: i64 = 86_400_000_000_000;
     let value = match expr {
         Expr::Literal(value, _) => value,
