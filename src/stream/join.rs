@@ -882,6 +882,83 @@ mod tests {
     }
 
     #[test]
+    fn interval_joins_delete_rows_out_of_reach() {
+        use datafusion::arrow::datatypes::TimeUnit;
+        // l(k, a) ⋈ r(k, b) on k, for `b - 10 s ≤ a ≤ b`: a left row at `a` matches right rows
+        // at `b ≤ a + 10 s`, a right row at `b` left rows at `a ≤ b`.
+        let ts = DataType::Timestamp(TimeUnit::Second, None);
+        let side = |time: &str| {
+            Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Int64, true),
+                Field::new(time, ts.clone(), true),
+            ]))
+        };
+        let (left, right) = (side("a"), side("b"));
+        let output = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("a", ts.clone(), true),
+            Field::new("rk", DataType::Int64, true),
+            Field::new("b", ts.clone(), true),
+        ]));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut op = JoinOp::new(
+            JoinType::Inner,
+            left.clone(),
+            right.clone(),
+            vec![(column("k", 0), column("k", 0))],
+            vec![DataType::Int64],
+            false,
+            None,
+            output,
+            StateScope::new(store.clone(), 1, 0),
+        )
+        .unwrap()
+        .with_interval(Some(Interval {
+            left: 1,
+            right: 1,
+            lo: Some(-10_000_000_000),
+            hi: Some(0),
+        }));
+        let push = |op: &mut JoinOp, side: usize, rows: &[&str]| {
+            let schema = if side == 0 { &left } else { &right };
+            let mut out = Vec::new();
+            op.process(side, changes_of(schema, rows.iter().copied()), &mut out)
+                .unwrap();
+            net(&out)
+        };
+        push(
+            &mut op,
+            0,
+            &["+ 1 1970-01-01T00:01:40", "+ 1 1970-01-01T00:01:45"],
+        );
+        push(
+            &mut op,
+            1,
+            &["+ 1 1970-01-01T00:01:48", "+ 2 1970-01-01T00:01:30"],
+        );
+        commit(&mut op, &store);
+        // Each stored row once by key and once by time.
+        assert_eq!(state_keys(&store), 8);
+        let watermark = |column, seconds| Watermark {
+            column,
+            value: ScalarValue::TimestampSecond(Some(seconds), None),
+        };
+        let mut out = Vec::new();
+        op.on_watermark(0, watermark(1, 107), &mut out).unwrap();
+        op.on_watermark(1, watermark(1, 120), &mut out).unwrap();
+        commit(&mut op, &store);
+        // Left rows below min(107, 120 - 10) are final and out of reach: both go. Right rows
+        // below min(120, 107 - 0): the one at 1:30 goes, the one at 1:48 can still be reached by
+        // a left row at 1:47 or later.
+        assert_eq!(state_keys(&store), 2);
+        assert_eq!(
+            push(&mut op, 0, &["+ 1 1970-01-01T00:01:47"]),
+            vec!["+ 1 1970-01-01T00:01:47 1 1970-01-01T00:01:48"]
+        );
+    }
+
+    #[test]
     fn outer_rows_are_padded_until_they_match() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), false).unwrap();
