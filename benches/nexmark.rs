@@ -291,10 +291,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let scale: f64 = std::env::var("AUGUR_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
+    let scale = common::scale();
     let only = std::env::var("AUGUR_BENCH_ONLY").ok();
     let events = (10_000_000.0 * scale) as u64;
     let fraud_events = (2_000_000.0 * scale) as u64;

@@ -99,10 +99,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let scale: f64 = std::env::var("AUGUR_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
+    let scale = common::scale();
     let small = (10_000_000.0 * scale) as u64;
     let large = (20_000_000.0 * scale) as u64;
     let runs = [

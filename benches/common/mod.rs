@@ -130,3 +130,11 @@ pub fn dir_mib(path: &std::path::Path) -> f64 {
     }
     total as f64 / (1024.0 * 1024.0)
 }
+
+/// `AUGUR_BENCH_SCALE`, the factor on a benchmark's event counts (1 when unset).
+pub fn scale() -> f64 {
+    std::env::var("AUGUR_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
+}

@@ -21,7 +21,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
-use super::{Result, Source, SourceError, declared_rows, parse_option as parse};
+use super::{Result, Source, SourceError, declared_rows, parse_option as parse, rows_to_read};
 
 /// Rows per second when no rate is given (RisingWave's default).
 const DEFAULT_RATE: f64 = 10.0;
@@ -315,10 +315,7 @@ impl Source for Datagen {
     }
 
     fn read(&self, from: u64, max_rows: usize) -> Result<RecordBatch> {
-        let n = match self.rows {
-            Some(total) => (total.saturating_sub(from) as usize).min(max_rows),
-            None => max_rows,
-        };
+        let n = rows_to_read(self.rows, from, max_rows);
         let columns = self
             .columns
             .iter()

@@ -172,6 +172,15 @@ fn parse_option<T: std::str::FromStr>(
         .transpose()
 }
 
+/// How many rows a read of up to `max_rows` from position `from` gets, of `bound` rows if the
+/// source is bounded.
+fn rows_to_read(bound: Option<u64>, from: u64, max_rows: usize) -> usize {
+    match bound {
+        Some(total) => (total.saturating_sub(from) as usize).min(max_rows),
+        None => max_rows,
+    }
+}
+
 /// `n` rows of `schema` from `columns` of the connector's own types, cast to the declared ones.
 fn declared_rows(schema: &SchemaRef, columns: Vec<ArrayRef>, n: usize) -> Result<RecordBatch> {
     let columns = columns

@@ -30,7 +30,7 @@ use nexmark::EventGenerator;
 use nexmark::config::NexmarkConfig;
 use nexmark::event::{Event, EventType};
 
-use super::{Result, Source, SourceError, declared_rows, parse_option};
+use super::{Result, Source, SourceError, declared_rows, parse_option, rows_to_read};
 
 /// Rows per second when `nexmark.min.event.gap.in.ns` is not given (RisingWave's default gap
 /// of 100 µs).
@@ -274,10 +274,7 @@ impl Source for Nexmark {
     }
 
     fn read(&self, from: u64, max_rows: usize) -> Result<RecordBatch> {
-        let n = match self.rows {
-            Some(total) => (total.saturating_sub(from) as usize).min(max_rows),
-            None => max_rows,
-        };
+        let n = rows_to_read(self.rows, from, max_rows);
         let events: Vec<Event> = self.generator.clone().with_offset(from).take(n).collect();
         let mut arrays = Vec::with_capacity(self.columns.len());
         for &(index, kind) in &self.columns {

@@ -653,7 +653,7 @@ impl Operator for JoinOp {
             for (side, rows) in changed_rows.iter().enumerate() {
                 self.index_by_time(side, columns[side], rows, batch)?;
             }
-            // Rows written in this epoch that are already out of reach go at the next rise.
+            // Rows written in this epoch that are already out of reach go at the next one.
             for (side, below) in interval.thresholds(marks).into_iter().enumerate() {
                 if let Some(below) = below {
                     self.delete_before(side, below, batch)?;

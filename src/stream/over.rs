@@ -88,8 +88,6 @@ pub struct OverOp {
     cleanup: Option<usize>,
     /// The latest watermark on it, acted on at the barrier.
     closing: Option<i64>,
-    /// Key ranges of rows out of reach, deleted at the checkpoint.
-    closed: Vec<(Vec<u8>, Vec<u8>)>,
     pending: BTreeMap<Box<[u8]>, Vec<Change>>,
     /// State written since the last checkpoint (`None`: deleted), read over the store.
     overlay: Overlay,
@@ -133,7 +131,6 @@ impl OverOp {
             held: Vec::new(),
             cleanup: None,
             closing: None,
-            closed: Vec::new(),
             pending: BTreeMap::new(),
             overlay: Overlay::default(),
             state,
@@ -197,23 +194,29 @@ impl OverOp {
             .to_vec())
     }
 
-    /// Records that `partition` holds a row at order value `t`: lowers its lowest key.
-    fn note_lowest(&mut self, partition: &[u8], t: i64) -> Result<()> {
-        let key = self.order_key(t)?;
-        let lowest = self.state.key(MIN_TAG, &[partition]);
-        let old = self.overlay.get(self.state.store(), &lowest)?;
-        if old.as_ref().is_some_and(|old| *old <= key) {
-            return Ok(());
+    /// Records that each partition holds a row at its order value: lowers the partitions'
+    /// lowest keys, read in one call.
+    fn note_lowest(&mut self, lowest: Vec<(&[u8], i64)>) -> Result<()> {
+        let entries: Vec<Vec<u8>> = lowest
+            .iter()
+            .map(|(p, _)| self.state.key(MIN_TAG, &[p]))
+            .collect();
+        let old = self.overlay.get_many(self.state.store(), &entries)?;
+        for (((partition, t), entry), old) in lowest.into_iter().zip(entries).zip(old) {
+            let key = self.order_key(t)?;
+            if old.as_ref().is_some_and(|old| *old <= key) {
+                continue;
+            }
+            if let Some(old) = old {
+                self.overlay
+                    .set(self.state.key(INDEX_TAG, &[&old, partition]), None);
+            }
+            self.overlay.set(
+                self.state.key(INDEX_TAG, &[&key, partition]),
+                Some(Vec::new()),
+            );
+            self.overlay.set(entry, Some(key));
         }
-        if let Some(old) = old {
-            self.overlay
-                .set(self.state.key(INDEX_TAG, &[&old, partition]), None);
-        }
-        self.overlay.set(
-            self.state.key(INDEX_TAG, &[&key, partition]),
-            Some(Vec::new()),
-        );
-        self.overlay.set(lowest, Some(key));
         Ok(())
     }
 
@@ -230,11 +233,10 @@ impl OverOp {
             self.overlay.set(entry, None);
             let prefix = self.state.key(ROW_TAG, &[&partition]);
             let kept = self.state.key(ROW_TAG, &[&partition, &bound]);
-            self.overlay.forget(&prefix, &kept);
             let first = self
                 .overlay
                 .first(self.state.store(), &kept, &upper_bound(&prefix))?;
-            self.closed.push((prefix.clone(), kept));
+            self.overlay.delete_range(prefix.clone(), kept);
             let lowest = self.state.key(MIN_TAG, &[&partition]);
             match first {
                 Some((key, _)) => {
@@ -492,17 +494,22 @@ impl Operator for OverOp {
 
     fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
         let mut emitted = Vec::new();
-        for (partition, changes) in std::mem::take(&mut self.pending) {
-            if self.cleanup.is_some() {
-                let lowest = changes
-                    .iter()
-                    .filter(|(_, _, w)| *w > 0)
-                    .filter_map(|c| c.0)
-                    .min();
-                if let Some(t) = lowest {
-                    self.note_lowest(&partition, t)?;
-                }
-            }
+        let pending = std::mem::take(&mut self.pending);
+        if self.cleanup.is_some() {
+            let lowest = pending
+                .iter()
+                .filter_map(|(partition, changes)| {
+                    let t = changes
+                        .iter()
+                        .filter(|(_, _, w)| *w > 0)
+                        .filter_map(|c| c.0)
+                        .min()?;
+                    Some((&partition[..], t))
+                })
+                .collect();
+            self.note_lowest(lowest)?;
+        }
+        for (partition, changes) in pending {
             self.update(&partition, changes, &mut emitted)?;
         }
         if let (Some(reach), Some(w)) = (self.reach, self.closing.take()) {
@@ -522,9 +529,6 @@ impl Operator for OverOp {
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         self.overlay.flush(batch);
-        for (from, to) in std::mem::take(&mut self.closed) {
-            batch.delete_range(from.as_slice(), to.as_slice());
-        }
         Ok(())
     }
 

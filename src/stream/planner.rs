@@ -185,23 +185,8 @@ fn no_model_calls<'e>(
 
 /// `column ± constant intervals` (through casts): the column and the sum in nanoseconds.
 fn column_offset(expr: &Expr) -> Option<(&datafusion::common::Column, i64)> {
-    use datafusion::logical_expr::Operator as Op;
-    match expr {
-        Expr::Column(c) => Some((c, 0)),
-        Expr::Cast(c) => column_offset(&c.expr),
-        Expr::TryCast(c) => column_offset(&c.expr),
-        Expr::Alias(a) => column_offset(&a.expr),
-        Expr::BinaryExpr(b) if b.op == Op::Plus => match column_offset(&b.left) {
-            Some((c, o)) => Some((c, o.checked_add(temporal::interval_nanos(&b.right).ok()?)?)),
-            None => {
-                let (c, o) = column_offset(&b.right)?;
-                Some((c, o.checked_add(temporal::interval_nanos(&b.left).ok()?)?))
-            }
-        },
-        Expr::BinaryExpr(b) if b.op == Op::Minus => {
-            let (c, o) = column_offset(&b.left)?;
-            Some((c, o.checked_sub(temporal::interval_nanos(&b.right).ok()?)?))
-        }
+    match temporal::peel_intervals(expr).ok()? {
+        (Expr::Column(c), offset) => Some((c, offset)),
         _ => None,
     }
 }

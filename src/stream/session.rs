@@ -303,8 +303,6 @@ pub struct SessionOp {
     pending: BTreeMap<Box<[u8]>, Vec<Change>>,
     /// State written since the last checkpoint (`None`: deleted), read over the store.
     overlay: Overlay,
-    /// Key ranges of closed sessions' rows, deleted at the checkpoint.
-    closed: Vec<(Vec<u8>, Vec<u8>)>,
     /// The latest watermark on the time column, not yet acted on.
     closing: Option<ScalarValue>,
     held: Vec<Watermark>,
@@ -341,7 +339,6 @@ impl SessionOp {
             outputs,
             pending: BTreeMap::new(),
             overlay: Overlay::default(),
-            closed: Vec::new(),
             closing: None,
             held: Vec::new(),
             watermarked: false,
@@ -577,8 +574,7 @@ impl SessionOp {
                 .state
                 .key(ROW_TAG, &[&partition, &time::encode(session.start)]);
             let rows_to = self.rows_after(&partition, session.last);
-            self.overlay.forget(&rows_from, &rows_to);
-            self.closed.push((rows_from, rows_to));
+            self.overlay.delete_range(rows_from, rows_to);
         }
         Ok(())
     }
@@ -690,9 +686,6 @@ impl Operator for SessionOp {
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         self.overlay.flush(batch);
-        for (from, to) in std::mem::take(&mut self.closed) {
-            batch.delete_range(from.as_slice(), to.as_slice());
-        }
         Ok(())
     }
 

@@ -130,6 +130,8 @@ pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 #[derive(Debug, Default)]
 pub struct Overlay {
     entries: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Key ranges deleted since the last checkpoint, applied after the writes.
+    ranges: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Overlay {
@@ -144,6 +146,23 @@ impl Overlay {
             Some(value) => Ok(value.clone()),
             None => Ok(store.get(key)?),
         }
+    }
+
+    /// The values of `keys` as they stand, the stored ones read in one call.
+    pub fn get_many(&self, store: &Store, keys: &[Vec<u8>]) -> super::Result<Vec<Option<Vec<u8>>>> {
+        let unwritten: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| !self.entries.contains_key(*k))
+            .cloned()
+            .collect();
+        let mut stored = store.multi_get(&unwritten)?.into_iter();
+        Ok(keys
+            .iter()
+            .map(|k| match self.entries.get(k) {
+                Some(value) => value.clone(),
+                None => stored.next().flatten(),
+            })
+            .collect())
     }
 
     /// The first entry of `[from, to)` as it stands: the store under this epoch's writes.
@@ -171,16 +190,18 @@ impl Overlay {
         })
     }
 
-    /// Forgets the writes to keys in `[from, to)`.
-    pub fn forget(&mut self, from: &[u8], to: &[u8]) {
+    /// Deletes the keys in `[from, to)`, written or stored, at the checkpoint. Until then the
+    /// stored ones still read: callers delete what they will not read again.
+    pub fn delete_range(&mut self, from: Vec<u8>, to: Vec<u8>) {
         let keys: Vec<Vec<u8>> = self
             .entries
-            .range(from.to_vec()..to.to_vec())
+            .range(from.clone()..to.clone())
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
             self.entries.remove(&key);
         }
+        self.ranges.push((from, to));
     }
 
     /// Applies the writes to keys in `[from, to)` to `found`, entries read from the store.
@@ -214,13 +235,16 @@ impl Overlay {
         Ok(found)
     }
 
-    /// Moves the writes into `batch`.
+    /// Moves the writes, then the range deletions, into `batch`.
     pub fn flush(&mut self, batch: &mut crate::storage::WriteBatch) {
         for (key, value) in std::mem::take(&mut self.entries) {
             match value {
                 Some(value) => batch.put(key, value),
                 None => batch.delete(key),
             }
+        }
+        for (from, to) in std::mem::take(&mut self.ranges) {
+            batch.delete_range(from.as_slice(), to.as_slice());
         }
     }
 }

@@ -237,36 +237,49 @@ pub fn conditions(expr: &Expr) -> Result<Vec<Condition>> {
 
 /// `NOW() ± constant intervals` (through casts): the sum of the intervals in nanoseconds.
 fn clock_offset(expr: &Expr) -> Result<i64> {
-    match expr {
-        e if is_now(e) => Ok(0),
-        Expr::Cast(c) => clock_offset(&c.expr),
-        Expr::TryCast(c) => clock_offset(&c.expr),
-        Expr::Alias(a) => clock_offset(&a.expr),
-        Expr::BinaryExpr(b) if b.op == BinaryOp::Plus => {
-            if contains_now(&b.left) && !contains_now(&b.right) {
-                Ok(clock_offset(&b.left)?.saturating_add(interval_nanos(&b.right)?))
-            } else if contains_now(&b.right) && !contains_now(&b.left) {
-                Ok(clock_offset(&b.right)?.saturating_add(interval_nanos(&b.left)?))
-            } else {
-                Err(misplaced())
-            }
-        }
-        Expr::BinaryExpr(b)
-            if b.op == BinaryOp::Minus && contains_now(&b.left) && !contains_now(&b.right) =>
-        {
-            Ok(clock_offset(&b.left)?.saturating_sub(interval_nanos(&b.right)?))
-        }
+    match peel_intervals(expr)? {
+        (base, offset) if is_now(base) => Ok(offset),
         _ => Err(misplaced()),
     }
 }
 
-/// A constant interval of fixed length, in nanoseconds (a day is 24 hours).
-pub fn interval_nanos(expr: &Expr) -> Result<i64> {
+/// `expr ± constant intervals`, through casts and aliases: `expr` and the sum of the intervals
+/// in nanoseconds (`expr` itself and 0 when nothing is added).
+pub fn peel_intervals(expr: &Expr) -> Result<(&Expr, i64)> {
+    match expr {
+        Expr::Cast(c) => peel_intervals(&c.expr),
+        Expr::TryCast(c) => peel_intervals(&c.expr),
+        Expr::Alias(a) => peel_intervals(&a.expr),
+        Expr::BinaryExpr(b) if b.op == BinaryOp::Plus => {
+            if let Some(n) = interval_nanos(&b.right)? {
+                let (base, offset) = peel_intervals(&b.left)?;
+                Ok((base, offset.saturating_add(n)))
+            } else if let Some(n) = interval_nanos(&b.left)? {
+                let (base, offset) = peel_intervals(&b.right)?;
+                Ok((base, offset.saturating_add(n)))
+            } else {
+                Ok((expr, 0))
+            }
+        }
+        Expr::BinaryExpr(b) if b.op == BinaryOp::Minus => match interval_nanos(&b.right)? {
+            Some(n) => {
+                let (base, offset) = peel_intervals(&b.left)?;
+                Ok((base, offset.saturating_sub(n)))
+            }
+            None => Ok((expr, 0)),
+        },
+        _ => Ok((expr, 0)),
+    }
+}
+
+/// A constant interval of fixed length in nanoseconds (a day is 24 hours); `None` for anything
+/// but an interval constant, an error for months.
+fn interval_nanos(expr: &Expr) -> Result<Option<i64>> {
     const DAY: i64 = 86_400_000_000_000;
     let value = match expr {
         Expr::Literal(value, _) => value,
         Expr::Cast(c) => return interval_nanos(&c.expr),
-        _ => return Err(misplaced()),
+        _ => return Ok(None),
     };
     let months = || {
         StreamError::NotSupported(
@@ -274,26 +287,26 @@ pub fn interval_nanos(expr: &Expr) -> Result<i64> {
                 .into(),
         )
     };
-    match value {
+    Ok(Some(match value {
         ScalarValue::IntervalMonthDayNano(Some(v)) => {
             if v.months != 0 {
                 return Err(months());
             }
-            Ok(i64::from(v.days)
+            i64::from(v.days)
                 .saturating_mul(DAY)
-                .saturating_add(v.nanoseconds))
+                .saturating_add(v.nanoseconds)
         }
-        ScalarValue::IntervalDayTime(Some(v)) => Ok(i64::from(v.days)
+        ScalarValue::IntervalDayTime(Some(v)) => i64::from(v.days)
             .saturating_mul(DAY)
-            .saturating_add(i64::from(v.milliseconds) * 1_000_000)),
-        ScalarValue::IntervalYearMonth(Some(0)) => Ok(0),
-        ScalarValue::IntervalYearMonth(Some(_)) => Err(months()),
-        ScalarValue::DurationSecond(Some(v)) => Ok(v.saturating_mul(1_000_000_000)),
-        ScalarValue::DurationMillisecond(Some(v)) => Ok(v.saturating_mul(1_000_000)),
-        ScalarValue::DurationMicrosecond(Some(v)) => Ok(v.saturating_mul(1_000)),
-        ScalarValue::DurationNanosecond(Some(v)) => Ok(*v),
-        _ => Err(misplaced()),
-    }
+            .saturating_add(i64::from(v.milliseconds) * 1_000_000),
+        ScalarValue::IntervalYearMonth(Some(0)) => 0,
+        ScalarValue::IntervalYearMonth(Some(_)) => return Err(months()),
+        ScalarValue::DurationSecond(Some(v)) => v.saturating_mul(1_000_000_000),
+        ScalarValue::DurationMillisecond(Some(v)) => v.saturating_mul(1_000_000),
+        ScalarValue::DurationMicrosecond(Some(v)) => v.saturating_mul(1_000),
+        ScalarValue::DurationNanosecond(Some(v)) => *v,
+        _ => return Ok(None),
+    }))
 }
 
 /// A condition ready to run: the row's side compiled.
@@ -401,22 +414,31 @@ impl TemporalFilterOp {
         Ok(spans)
     }
 
-    /// Adds `weight` to the count of `row` under `key`; `extra` follows the count.
-    fn add(&mut self, key: Vec<u8>, weight: i64, extra: Option<i64>) -> Result<()> {
-        let old = match self.overlay.get(self.state.store(), &key)? {
-            Some(bytes) => Reader::new(&bytes).i64()?,
-            None => 0,
-        };
-        let count = old + weight;
-        let value = (count != 0).then(|| {
-            let mut value = Vec::with_capacity(16);
-            put_i64(&mut value, count);
-            if let Some(extra) = extra {
-                put_i64(&mut value, extra);
-            }
-            value
-        });
-        self.overlay.set(key, value);
+    /// Adds each weight to the count under its key (`extra`, when given, is stored after the
+    /// count), reading the counts in one call.
+    fn add(&mut self, changes: Vec<(Vec<u8>, i64, Option<i64>)>) -> Result<()> {
+        let mut summed: BTreeMap<Vec<u8>, (i64, Option<i64>)> = BTreeMap::new();
+        for (key, weight, extra) in changes {
+            let entry = summed.entry(key).or_insert((0, extra));
+            entry.0 += weight;
+        }
+        let keys: Vec<Vec<u8>> = summed.keys().cloned().collect();
+        let old = self.overlay.get_many(self.state.store(), &keys)?;
+        for ((key, (weight, extra)), old) in summed.into_iter().zip(old) {
+            let count = match old {
+                Some(bytes) => Reader::new(&bytes).i64()? + weight,
+                None => weight,
+            };
+            let value = (count != 0).then(|| {
+                let mut value = Vec::with_capacity(16);
+                put_i64(&mut value, count);
+                if let Some(extra) = extra {
+                    put_i64(&mut value, extra);
+                }
+                value
+            });
+            self.overlay.set(key, value);
+        }
         Ok(())
     }
 
@@ -459,6 +481,7 @@ impl Operator for TemporalFilterOp {
         let encoded = self.codec.convert_columns(changes.rows().columns())?;
         let weights = changes.weights().clone();
         let mut keep = vec![false; changes.len()];
+        let mut stored = Vec::new();
         for (i, span) in spans.into_iter().enumerate() {
             let Some((from, until)) = span else { continue };
             if until <= now || from >= until {
@@ -471,17 +494,18 @@ impl Operator for TemporalFilterOp {
                 let key = self
                     .state
                     .key(FROM_TAG, &[&time::encode(from), row.as_ref()]);
-                self.add(key, weight, Some(until))?;
+                stored.push((key, weight, Some(until)));
             } else {
                 keep[i] = true;
                 if until != i64::MAX {
                     let key = self
                         .state
                         .key(UNTIL_TAG, &[&time::encode(until), row.as_ref()]);
-                    self.add(key, weight, None)?;
+                    stored.push((key, weight, None));
                 }
             }
         }
+        self.add(stored)?;
         let kept = changes.filter(&BooleanArray::from(keep))?;
         if !kept.is_empty() {
             out.push(kept);
@@ -513,6 +537,7 @@ impl Operator for TemporalFilterOp {
         }
         let at = self.state.key(FROM_TAG, &[]).len();
         let mut changed = Vec::new();
+        let mut visible = Vec::new();
         for (key, value) in self.due(FROM_TAG, next)? {
             let mut reader = Reader::new(&value);
             let (count, until) = (reader.i64()?, reader.i64()?);
@@ -521,11 +546,12 @@ impl Operator for TemporalFilterOp {
                 let row = key[at + 8..].to_vec();
                 if until != i64::MAX {
                     let key = self.state.key(UNTIL_TAG, &[&time::encode(until), &row]);
-                    self.add(key, count, None)?;
+                    visible.push((key, count, None));
                 }
                 changed.push((row, count));
             }
         }
+        self.add(visible)?;
         for (key, value) in self.due(UNTIL_TAG, next)? {
             let count = Reader::new(&value).i64()?;
             self.overlay.set(key.clone(), None);
