@@ -44,6 +44,10 @@ pub struct ViewDef {
     /// Positions of the columns that carry a watermark to views reading this one.
     #[serde(default)]
     pub watermarks: Vec<usize>,
+    /// Rows without a key that are only ever inserted are stored in arrival order, each under
+    /// its sequence number, instead of once per distinct row with a count.
+    #[serde(default)]
+    pub appended: bool,
 }
 
 impl ViewDef {
@@ -61,6 +65,7 @@ impl ViewDef {
             primary_key,
             definition: self.query.clone(),
             counted,
+            appended: self.appended && counted,
             append_only: self.append_only,
             watermark: None,
         }

@@ -318,6 +318,7 @@ impl Session<'_> {
                 emit_on_window_close: false,
                 append_only: false,
                 watermarks: Vec::new(),
+                appended: false,
             };
             catalog.create_plain_view(View::plain(def, plan))?;
             return Ok(Output::Command(kind.into()));
@@ -345,6 +346,7 @@ impl Session<'_> {
             emit_on_window_close: emit_on_close,
             append_only: planned.append_only,
             watermarks: planned.watermarks.clone(),
+            appended: planned.key.is_none() && planned.append_only,
         };
         let view = View::materialized(def.clone())?.with_errors(errors);
         add_root(&mut planned, &view, store)?;
@@ -391,6 +393,7 @@ impl Session<'_> {
                     .collect();
                 format!("key=[{}]", names.join(", "))
             }
+            None if planned.append_only => "rows appended".to_string(),
             None => "rows counted".to_string(),
         };
         let mut lines = vec![format!("Materialize: {name} {key}")];

@@ -147,6 +147,7 @@ pub fn table_def(create: &CreateTable) -> Result<TableDef> {
         primary_key,
         definition: create.to_string(),
         counted: false,
+        appended: false,
         append_only: false,
         watermark: None,
     })

@@ -3,7 +3,9 @@
 //! read a table — and passes the consolidated changes on to views defined on this view.
 //!
 //! A view with a key (its GROUP BY columns, or the key of what it selects from) stores one row
-//! per key; a view without one stores each distinct row once with its multiplicity.
+//! per key; a view without one stores each distinct row once with its multiplicity — unless its
+//! rows are only ever inserted (a projection or filter of a source, an interval join of two): then
+//! each row is appended under its sequence number, and nothing is read to write it.
 
 use datafusion::common::HashMap;
 use std::sync::Arc;
@@ -37,6 +39,21 @@ pub struct MaterializeOp {
     published_rows: Arc<AtomicI64>,
     /// Watermarks that arrived this epoch: they follow the epoch's changes to readers.
     watermarks: Vec<Watermark>,
+    /// An appended view's rows since the last checkpoint (`None` for other views).
+    appended: Option<Appended>,
+}
+
+/// An appended view's rows: written under their sequence numbers, never read back.
+#[derive(Debug, Default)]
+struct Appended {
+    /// This epoch's changes, passed on as they came at the barrier.
+    epoch: Vec<ChangeBatch>,
+    /// Rows this epoch added (the sum of its weights): the next epoch's rows start after them.
+    epoch_rows: i64,
+    /// Rows staged for the checkpoint: encoded values each followed by its count, back to back.
+    data: Vec<u8>,
+    /// Each staged row's sequence number and where its bytes end in `data`.
+    ends: Vec<(u64, usize)>,
 }
 
 impl MaterializeOp {
@@ -50,6 +67,7 @@ impl MaterializeOp {
             .unwrap_or(0);
         rows.store(count, Ordering::SeqCst);
         Ok(Self {
+            appended: table.def().appended.then(Appended::default),
             table,
             store,
             pending: HashMap::new(),
@@ -59,6 +77,39 @@ impl MaterializeOp {
             published_rows: rows,
             watermarks: Vec::new(),
         })
+    }
+
+    /// Appended: every row gets the next sequence number; nothing is read.
+    fn process_appended(&mut self, changes: ChangeBatch) -> Result<()> {
+        let Some(appended) = &mut self.appended else {
+            return Ok(());
+        };
+        let mut changes = changes;
+        if changes.weights().values().iter().any(|&w| w <= 0) {
+            // The planner only appends rows of append-only inputs.
+            tracing::error!(
+                view = self.table.name(),
+                "a retraction in an append-only view"
+            );
+            let inserts = datafusion::arrow::compute::kernels::cmp::gt(
+                changes.weights(),
+                &Int64Array::new_scalar(0),
+            )?;
+            changes = changes.filter(&inserts)?;
+        }
+        let values = self.table.codec().encode_values(changes.rows())?;
+        for (row, &weight) in changes.weights().values().iter().enumerate() {
+            let seq = self.rows + appended.epoch_rows;
+            appended.epoch_rows += weight;
+            appended.data.extend_from_slice(values.row(row).data());
+            appended.data.extend_from_slice(&weight.to_be_bytes());
+            appended.ends.push((seq as u64, appended.data.len()));
+        }
+        let columns = changes.rows().columns().to_vec();
+        appended
+            .epoch
+            .push(changes.with_columns(self.table.full_schema().clone(), columns)?);
+        Ok(())
     }
 
     /// Keyed: the net change of each key is the removal of its old row and the insertion of
@@ -131,6 +182,9 @@ impl MaterializeOp {
 
 impl Operator for MaterializeOp {
     fn process(&mut self, _: usize, changes: ChangeBatch, _: &mut Vec<ChangeBatch>) -> Result<()> {
+        if self.appended.is_some() {
+            return self.process_appended(changes);
+        }
         let codec = self.table.codec();
         let rows = changes.rows();
         let values = codec.encode_values(rows)?;
@@ -154,6 +208,11 @@ impl Operator for MaterializeOp {
     }
 
     fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        if let Some(appended) = &mut self.appended {
+            self.rows += std::mem::take(&mut appended.epoch_rows);
+            out.append(&mut appended.epoch);
+            return Ok(());
+        }
         let emitted = if self.table.def().counted {
             self.barrier_counted()?
         } else {
@@ -187,9 +246,24 @@ impl Operator for MaterializeOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        if !self.staged.is_empty() {
+        let appended = self.appended.as_mut().filter(|a| !a.ends.is_empty());
+        if !self.staged.is_empty() || appended.is_some() {
             batch.put(&self.rows_key, self.rows.to_be_bytes());
             self.published_rows.store(self.rows, Ordering::SeqCst);
+        }
+        if let Some(appended) = appended {
+            // Sequence numbers rise, so the keys arrive in order.
+            let mut key = self.table.row_key(&[]);
+            let prefix = key.len();
+            let mut start = 0;
+            for &(seq, end) in &appended.ends {
+                key.truncate(prefix);
+                key.extend_from_slice(&seq.to_be_bytes());
+                batch.put(&key, &appended.data[start..end]);
+                start = end;
+            }
+            appended.data.clear();
+            appended.ends.clear();
         }
         // In key order: RocksDB's memtable inserts sorted keys much faster than scattered ones.
         self.staged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -208,7 +282,9 @@ impl Operator for MaterializeOp {
 
     fn explain(&self) -> String {
         let def = self.table.def();
-        if def.counted {
+        if def.appended {
+            format!("Materialize: {} (rows appended)", def.name)
+        } else if def.counted {
             format!("Materialize: {} (rows counted)", def.name)
         } else {
             let key: Vec<&str> = def
@@ -230,6 +306,10 @@ mod tests {
     use crate::table::{ColumnDef, TableDef};
 
     fn view(store: &Store, counted: bool) -> (Arc<Table>, MaterializeOp) {
+        view_of(store, counted, false)
+    }
+
+    fn view_of(store: &Store, counted: bool, appended: bool) -> (Arc<Table>, MaterializeOp) {
         let column = |name: &str, t: DataType| ColumnDef {
             name: name.into(),
             data_type: t.to_string(),
@@ -244,7 +324,8 @@ mod tests {
             primary_key: if counted { vec![0, 1] } else { vec![0] },
             definition: String::new(),
             counted,
-            append_only: false,
+            appended,
+            append_only: appended,
             watermark: None,
         };
         let table = Arc::new(Table::new(def, 0, |_| unreachable!()).unwrap());
@@ -302,5 +383,53 @@ mod tests {
         assert_eq!(epoch(&mut op, &store, "I T\n- 1 a"), vec!["- 1 a"]);
         assert_eq!(stored(&store, &table), 1);
         assert_eq!(op.rows, 1);
+    }
+
+    /// Every stored row with its multiplicity, read as SELECT reads a view.
+    fn read(store: &Store, table: &Table) -> Vec<String> {
+        let mut rows = Vec::new();
+        table
+            .read_batches(store, None, 2, |batch, counts| {
+                let ks = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap();
+                let names = batch
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::StringArray>()
+                    .unwrap();
+                for (i, count) in counts.into_iter().enumerate() {
+                    rows.push(format!("{count} {} {}", ks.value(i), names.value(i)));
+                }
+                Ok(true)
+            })
+            .unwrap();
+        rows
+    }
+
+    #[test]
+    fn appended_rows_keep_arrival_order_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let (table, mut op) = view_of(&store, true, true);
+        assert_eq!(
+            epoch(&mut op, &store, "I T\n+ 2 b\n+ 1 a\n+ 1 a"),
+            vec!["+2 1 a", "+ 2 b"]
+        );
+        // Equal rows are stored apart, in arrival order; a weight above one is kept as a count.
+        assert_eq!(epoch(&mut op, &store, "I T\n+3 0 z"), vec!["+3 0 z"]);
+        assert_eq!(read(&store, &table), ["1 2 b", "1 1 a", "1 1 a", "3 0 z"]);
+        assert_eq!(op.rows, 6);
+        // A restarted view goes on after the last row instead of overwriting the first ones.
+        let (table, mut op) = view_of(&store, true, true);
+        assert_eq!(op.rows, 6);
+        assert_eq!(epoch(&mut op, &store, "I T\n+ 5 e"), vec!["+ 5 e"]);
+        assert_eq!(
+            read(&store, &table),
+            ["1 2 b", "1 1 a", "1 1 a", "3 0 z", "1 5 e"]
+        );
+        assert_eq!(op.rows, 7);
     }
 }

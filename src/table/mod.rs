@@ -64,6 +64,10 @@ pub struct TableDef {
     /// 8 bytes after the value (views whose rows have no key).
     #[serde(default)]
     pub counted: bool,
+    /// Counted rows stored in arrival order, each under its sequence number (8 bytes, big
+    /// endian) with count 1 or more: an append-only view's rows, written without reading.
+    #[serde(default)]
+    pub appended: bool,
     /// `APPEND ONLY`: rows are inserted, never updated or deleted.
     #[serde(default)]
     pub append_only: bool,

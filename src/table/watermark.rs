@@ -87,6 +87,47 @@ pub struct Watermark {
     column: usize,
     column_type: DataType,
     expr: Arc<dyn PhysicalExpr>,
+    /// When the expression is the column minus a fixed delay (`ts - INTERVAL '5 seconds'`, the
+    /// usual form): the delay in the column's unit, so that rows' marks are computed without
+    /// evaluating the expression.
+    delay: Option<i64>,
+}
+
+/// The delay of `expr` if it is `column - <interval of a fixed length>` (or `column` alone), in
+/// the unit of the column's timestamps.
+fn fixed_delay(expr: &Expr, column: &str, column_type: &DataType) -> Option<i64> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let DataType::Timestamp(unit, _) = column_type else {
+        return None;
+    };
+    let unit_nanos: i64 = match unit {
+        TimeUnit::Second => 1_000_000_000,
+        TimeUnit::Millisecond => 1_000_000,
+        TimeUnit::Microsecond => 1_000,
+        TimeUnit::Nanosecond => 1,
+    };
+    let is_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
+    let nanos = match expr {
+        e if is_column(e) => 0,
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Minus,
+            right,
+        }) if is_column(left) => match right.as_ref() {
+            // Days and months are calendar lengths in a time zone; only a fixed length is
+            // a plain subtraction.
+            Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _)
+                if v.months == 0 && v.days == 0 =>
+            {
+                v.nanoseconds
+            }
+            Expr::Literal(ScalarValue::DurationNanosecond(Some(n)), _) => *n,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    (nanos >= 0 && nanos % unit_nanos == 0).then_some(nanos / unit_nanos)
 }
 
 impl Watermark {
@@ -127,6 +168,7 @@ impl Watermark {
                 def.expr
             )));
         }
+        let delay = fixed_delay(&expr, &def.column, &column_type);
         let expr = ctx.create_physical_expr(expr, &df_schema)?;
         let ty = expr.data_type(schema)?;
         if !matches!(ty, DataType::Timestamp(..)) {
@@ -145,6 +187,7 @@ impl Watermark {
             column,
             column_type,
             expr,
+            delay,
         })
     }
 
@@ -181,9 +224,19 @@ impl Watermark {
         }
         let times = cast(rows.column(self.column), &DataType::Int64)?;
         let times = times.as_primitive::<Int64Type>();
-        let marks = self.expr.evaluate(rows)?.into_array(n)?;
-        let marks = cast(&cast(&marks, &self.column_type)?, &DataType::Int64)?;
-        let marks = marks.as_primitive::<Int64Type>();
+        let marks = match self.delay {
+            Some(_) => None,
+            None => {
+                let marks = self.expr.evaluate(rows)?.into_array(n)?;
+                Some(cast(&cast(&marks, &self.column_type)?, &DataType::Int64)?)
+            }
+        };
+        let marks = marks.as_ref().map(|m| m.as_primitive::<Int64Type>());
+        let mark = |i: usize| match (marks, self.delay) {
+            (Some(marks), _) => marks.is_valid(i).then(|| marks.value(i)),
+            (None, Some(delay)) => times.value(i).checked_sub(delay),
+            (None, None) => None,
+        };
         let mut keep = Vec::with_capacity(n);
         for i in 0..n {
             if times.is_null(i) {
@@ -197,8 +250,7 @@ impl Watermark {
                 continue;
             }
             keep.push(true);
-            if marks.is_valid(i) {
-                let mark = marks.value(i);
+            if let Some(mark) = mark(i) {
                 state.current = Some(state.current.map_or(mark, |w| w.max(mark)));
             }
         }
@@ -247,7 +299,19 @@ mod tests {
 
     #[test]
     fn late_rows_are_dropped_and_counted_row_by_row() {
-        let w = watermark("ts - INTERVAL '5 seconds'").unwrap();
+        // The usual form is computed as a fixed delay; the second is evaluated per row.
+        let fixed = watermark("ts - INTERVAL '5 seconds'").unwrap();
+        assert_eq!(fixed.delay, Some(5_000_000));
+        let evaluated = watermark("ts - INTERVAL '4 seconds' - INTERVAL '1 second'").unwrap();
+        assert_eq!(evaluated.delay, None);
+        for w in [fixed, evaluated] {
+            late_rows_of(&w);
+        }
+        assert_eq!(watermark("ts").unwrap().delay, Some(0));
+        assert_eq!(watermark("ts - INTERVAL '1 day'").unwrap().delay, None);
+    }
+
+    fn late_rows_of(w: &Watermark) {
         let mut state = WatermarkState::default();
         // Seconds: 10 (w=5), 7 (on time), 4 (late), 20 (w=15), 15 (on time: not below), 14
         // (late), NULL (rejected), 16.
