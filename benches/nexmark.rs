@@ -13,8 +13,12 @@
 //! built, the state it holds (`augur_catalog.view_state`) and the data directory are sampled:
 //! bounded state stays flat as the events go by.
 //!
+//! The ceiling for queries over bids: the `nexmark` crate's generator alone, in this process on
+//! one thread, producing the same bids (`generator`).
+//!
 //! Run with `benches/run.sh nexmark` (release build). `AUGUR_BENCH_SCALE=0.1` scales the event
-//! counts; `AUGUR_BENCH_ONLY=q5` runs one query (`fraud` for the fraud features).
+//! counts; `AUGUR_BENCH_ONLY=q5` runs one query (`fraud` for the fraud features, `generator`
+//! for the generator alone).
 
 mod common;
 
@@ -333,4 +337,36 @@ fn main() {
         }
     }
     print(&runs);
+    if only.as_deref().is_none_or(|o| o == "generator") {
+        eprintln!("==> generator");
+        let (bids, seconds) = generator_alone(events);
+        println!(
+            "\nThe generator alone (one thread, bids of {events} events, nothing converted or \
+             stored): {bids} bids in {seconds:.2} s, {:.0} bids/s, {:.0} events/s.",
+            bids as f64 / seconds,
+            events as f64 / seconds
+        );
+    }
+}
+
+/// Generates the bids of the first `events` events with the `nexmark` crate, as the `nexmark`
+/// source does, and does nothing else with them: how many, and the seconds it took.
+fn generator_alone(events: u64) -> (u64, f64) {
+    use nexmark::EventGenerator;
+    use nexmark::config::NexmarkConfig;
+    use nexmark::event::{Event, EventType};
+    // 46 of every 50 events are bids.
+    let bids = events / 50 * 46 + (events % 50).saturating_sub(4);
+    let start = Instant::now();
+    let mut bytes = 0usize;
+    for event in EventGenerator::new(NexmarkConfig::default())
+        .with_type_filter(EventType::Bid)
+        .take(bids as usize)
+    {
+        if let Event::Bid(bid) = event {
+            bytes += bid.extra.len() + bid.url.len() + bid.channel.len();
+        }
+    }
+    std::hint::black_box(bytes);
+    (bids, start.elapsed().as_secs_f64())
 }
