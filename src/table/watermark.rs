@@ -308,6 +308,10 @@ mod tests {
             late_rows_of(&w);
         }
         assert_eq!(watermark("ts").unwrap().delay, Some(0));
+        assert_eq!(
+            watermark("ts - INTERVAL '4' SECOND").unwrap().delay,
+            Some(4_000_000)
+        );
         assert_eq!(watermark("ts - INTERVAL '1 day'").unwrap().delay, None);
     }
 
