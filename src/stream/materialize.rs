@@ -4,7 +4,7 @@
 //!
 //! A view with a key (its GROUP BY columns, or the key of what it selects from) stores one row
 //! per key; a view without one stores each distinct row once with its multiplicity — unless its
-//! rows are only ever inserted (a projection or filter of a source, an interval join of two): then
+//! rows are only ever inserted (a projection or filter of a source, an inner join of two): then
 //! each row is appended under its sequence number, and nothing is read to write it.
 
 use datafusion::common::HashMap;
@@ -56,6 +56,50 @@ struct Appended {
     ends: Vec<(u64, usize)>,
 }
 
+impl Appended {
+    /// Stages `changes` for `table`, whose rows before this epoch number `rows`: every row gets
+    /// the next sequence number; nothing is read.
+    fn push(&mut self, table: &Table, rows: i64, mut changes: ChangeBatch) -> Result<()> {
+        if changes.weights().values().iter().any(|&w| w <= 0) {
+            // The planner only appends rows of append-only inputs.
+            tracing::error!(view = table.name(), "a retraction in an append-only view");
+            let inserts = datafusion::arrow::compute::kernels::cmp::gt(
+                changes.weights(),
+                &Int64Array::new_scalar(0),
+            )?;
+            changes = changes.filter(&inserts)?;
+        }
+        let values = table.codec().encode_values(changes.rows())?;
+        for (row, &weight) in changes.weights().values().iter().enumerate() {
+            let seq = rows + self.epoch_rows;
+            self.epoch_rows += weight;
+            self.data.extend_from_slice(values.row(row).data());
+            self.data.extend_from_slice(&weight.to_be_bytes());
+            self.ends.push((seq as u64, self.data.len()));
+        }
+        let columns = changes.rows().columns().to_vec();
+        self.epoch
+            .push(changes.with_columns(table.full_schema().clone(), columns)?);
+        Ok(())
+    }
+
+    /// Writes the staged rows of `table` into `batch`.
+    fn write(&mut self, table: &Table, batch: &mut WriteBatch) {
+        // Sequence numbers rise, so the keys arrive in order.
+        let mut key = table.row_key(&[]);
+        let prefix = key.len();
+        let mut start = 0;
+        for &(seq, end) in &self.ends {
+            key.truncate(prefix);
+            key.extend_from_slice(&seq.to_be_bytes());
+            batch.put(&key, &self.data[start..end]);
+            start = end;
+        }
+        self.data.clear();
+        self.ends.clear();
+    }
+}
+
 impl MaterializeOp {
     /// Materializes into `table` (a view's storage); keeps the view's row count in `rows`.
     pub fn new(table: Arc<Table>, store: Store, rows: Arc<AtomicI64>) -> Result<Self> {
@@ -77,39 +121,6 @@ impl MaterializeOp {
             published_rows: rows,
             watermarks: Vec::new(),
         })
-    }
-
-    /// Appended: every row gets the next sequence number; nothing is read.
-    fn process_appended(&mut self, changes: ChangeBatch) -> Result<()> {
-        let Some(appended) = &mut self.appended else {
-            return Ok(());
-        };
-        let mut changes = changes;
-        if changes.weights().values().iter().any(|&w| w <= 0) {
-            // The planner only appends rows of append-only inputs.
-            tracing::error!(
-                view = self.table.name(),
-                "a retraction in an append-only view"
-            );
-            let inserts = datafusion::arrow::compute::kernels::cmp::gt(
-                changes.weights(),
-                &Int64Array::new_scalar(0),
-            )?;
-            changes = changes.filter(&inserts)?;
-        }
-        let values = self.table.codec().encode_values(changes.rows())?;
-        for (row, &weight) in changes.weights().values().iter().enumerate() {
-            let seq = self.rows + appended.epoch_rows;
-            appended.epoch_rows += weight;
-            appended.data.extend_from_slice(values.row(row).data());
-            appended.data.extend_from_slice(&weight.to_be_bytes());
-            appended.ends.push((seq as u64, appended.data.len()));
-        }
-        let columns = changes.rows().columns().to_vec();
-        appended
-            .epoch
-            .push(changes.with_columns(self.table.full_schema().clone(), columns)?);
-        Ok(())
     }
 
     /// Keyed: the net change of each key is the removal of its old row and the insertion of
@@ -182,8 +193,8 @@ impl MaterializeOp {
 
 impl Operator for MaterializeOp {
     fn process(&mut self, _: usize, changes: ChangeBatch, _: &mut Vec<ChangeBatch>) -> Result<()> {
-        if self.appended.is_some() {
-            return self.process_appended(changes);
+        if let Some(appended) = &mut self.appended {
+            return appended.push(&self.table, self.rows, changes);
         }
         let codec = self.table.codec();
         let rows = changes.rows();
@@ -252,18 +263,7 @@ impl Operator for MaterializeOp {
             self.published_rows.store(self.rows, Ordering::SeqCst);
         }
         if let Some(appended) = appended {
-            // Sequence numbers rise, so the keys arrive in order.
-            let mut key = self.table.row_key(&[]);
-            let prefix = key.len();
-            let mut start = 0;
-            for &(seq, end) in &appended.ends {
-                key.truncate(prefix);
-                key.extend_from_slice(&seq.to_be_bytes());
-                batch.put(&key, &appended.data[start..end]);
-                start = end;
-            }
-            appended.data.clear();
-            appended.ends.clear();
+            appended.write(&self.table, batch);
         }
         // In key order: RocksDB's memtable inserts sorted keys much faster than scattered ones.
         self.staged.sort_unstable_by(|a, b| a.0.cmp(&b.0));

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -96,17 +96,11 @@ pub struct Watermark {
 /// The delay of `expr` if it is `column - <interval of a fixed length>` (or `column` alone), in
 /// the unit of the column's timestamps.
 fn fixed_delay(expr: &Expr, column: &str, column_type: &DataType) -> Option<i64> {
-    use datafusion::arrow::datatypes::TimeUnit;
     use datafusion::logical_expr::{BinaryExpr, Operator};
     let DataType::Timestamp(unit, _) = column_type else {
         return None;
     };
-    let unit_nanos: i64 = match unit {
-        TimeUnit::Second => 1_000_000_000,
-        TimeUnit::Millisecond => 1_000_000,
-        TimeUnit::Microsecond => 1_000,
-        TimeUnit::Nanosecond => 1,
-    };
+    let unit_nanos = crate::stream::time::nanos_per(unit);
     let is_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
     let nanos = match expr {
         e if is_column(e) => 0,
@@ -224,19 +218,14 @@ impl Watermark {
         }
         let times = cast(rows.column(self.column), &DataType::Int64)?;
         let times = times.as_primitive::<Int64Type>();
-        let marks = match self.delay {
-            Some(_) => None,
+        let marks: ArrayRef = match self.delay {
+            Some(delay) => Arc::new(times.unary_opt::<_, Int64Type>(|t| t.checked_sub(delay))),
             None => {
                 let marks = self.expr.evaluate(rows)?.into_array(n)?;
-                Some(cast(&cast(&marks, &self.column_type)?, &DataType::Int64)?)
+                cast(&cast(&marks, &self.column_type)?, &DataType::Int64)?
             }
         };
-        let marks = marks.as_ref().map(|m| m.as_primitive::<Int64Type>());
-        let mark = |i: usize| match (marks, self.delay) {
-            (Some(marks), _) => marks.is_valid(i).then(|| marks.value(i)),
-            (None, Some(delay)) => times.value(i).checked_sub(delay),
-            (None, None) => None,
-        };
+        let marks = marks.as_primitive::<Int64Type>();
         let mut keep = Vec::with_capacity(n);
         for i in 0..n {
             if times.is_null(i) {
@@ -250,7 +239,8 @@ impl Watermark {
                 continue;
             }
             keep.push(true);
-            if let Some(mark) = mark(i) {
+            if marks.is_valid(i) {
+                let mark = marks.value(i);
                 state.current = Some(state.current.map_or(mark, |w| w.max(mark)));
             }
         }
