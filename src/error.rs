@@ -132,7 +132,9 @@ impl From<ParserError> for Error {
     fn from(e: ParserError) -> Self {
         let msg = match e {
             ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
-            ParserError::RecursionLimitExceeded => "statement is nested too deeply".to_string(),
+            ParserError::RecursionLimitExceeded => {
+                return crate::sql::depth::too_deep("the statement");
+            }
         };
         Error::Syntax(format!("syntax error: {msg}"))
     }

@@ -7,9 +7,19 @@ use augur::session::Database;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    // Statements are parsed, planned and run on the runtime's threads; deeply nested ones recurse
+    // deeply, so the threads get stacks sized for the deepest statement Augur accepts.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(augur::sql::depth::STATEMENT_STACK_BYTES)
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log).context("invalid --log filter")?)
         .init();

@@ -10,7 +10,6 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::SessionExtensions;
-use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::CopyResponse;
@@ -27,26 +26,30 @@ use pgwire::messages::startup::ParameterStatus;
 use pgwire::types::format::FormatOptions;
 
 use super::auth::Startup;
+use super::cancel::{CancelRequests, Interrupts};
 use crate::error::Error;
-use crate::session::{self, Database, Notice, Output, Prepared, Session};
+use crate::session::limits::StatementLimits;
+use crate::session::{self, Database, Notice, Output, Prepared, Session, vars};
 
 /// Everything pgwire needs to serve Augur.
 pub struct Handlers {
     queries: Arc<Queries>,
     startup: Arc<Startup>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<CancelRequests>,
 }
 
 impl Handlers {
     /// Handlers over `db`, authenticating with `startup`.
-    pub fn new(db: Arc<Database>, startup: Startup, connections: Arc<ConnectionManager>) -> Self {
+    pub fn new(db: Arc<Database>, startup: Startup, _connections: Arc<ConnectionManager>) -> Self {
+        let interrupts = Arc::new(Interrupts::default());
         Self {
             queries: Arc::new(Queries {
                 parser: Arc::new(Parser { db: db.clone() }),
                 db,
+                interrupts: interrupts.clone(),
             }),
             startup: Arc::new(startup),
-            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+            cancel: Arc::new(CancelRequests(interrupts)),
         }
     }
 }
@@ -105,6 +108,23 @@ pub(super) fn to_pgwire(error: Error) -> PgWireError {
 pub struct Queries {
     pub(super) db: Arc<Database>,
     parser: Arc<Parser>,
+    interrupts: Arc<Interrupts>,
+}
+
+impl Queries {
+    /// Limits for each statement of a new query message from `client`: its cancel requests and
+    /// its `statement_timeout`, read when each statement starts.
+    fn limits<C: ClientInfo>(&self, client: &C) -> impl Fn(&C) -> StatementLimits + use<C> {
+        let interrupt = self.interrupts.of(client);
+        let serial = interrupt.begin();
+        move |client: &C| {
+            StatementLimits::new(
+                interrupt.clone(),
+                serial,
+                vars::duration(client.metadata(), "statement_timeout"),
+            )
+        }
+    }
 }
 
 async fn send_notices<C>(client: &mut C, notices: Vec<Notice>) -> PgWireResult<()>
@@ -126,21 +146,23 @@ where
     Ok(())
 }
 
-/// Waits for the first batch of a query's rows. pgwire races the statement handler against the
-/// client's cancel request, and DataFusion does a query's work when its stream is polled: most
-/// long queries (aggregates, sorts, joins) finish their work before the first batch, so waiting
-/// for it here makes them cancellable. Rows after the first stream to the client as they come.
-async fn first_batch(output: Output) -> Output {
-    match output {
+/// Guards a statement's rows with its limits and waits for the first batch: DataFusion does a
+/// query's work when its stream is polled, and most long queries (aggregates, sorts, joins)
+/// finish it before the first batch, so an error then is the statement's error (and aborts a
+/// transaction block). Rows after the first stream to the client as they come, and stop when the
+/// statement is cancelled or times out.
+async fn first_batch(output: Output, limits: &StatementLimits) -> Result<Output, Error> {
+    Ok(match output {
         Output::Rows {
             schema,
-            mut stream,
+            stream,
             tag,
         } => {
-            let first = stream.next().await;
+            let mut stream = limits.guard(stream);
+            let first = stream.next().await.transpose()?;
             let stream = RecordBatchStreamAdapter::new(
                 schema.clone(),
-                futures::stream::iter(first).chain(stream),
+                futures::stream::iter(first.map(Ok)).chain(stream),
             );
             Output::Rows {
                 schema,
@@ -148,24 +170,38 @@ async fn first_batch(output: Output) -> Output {
                 tag,
             }
         }
+        Output::CopyOut {
+            schema,
+            stream,
+            format,
+        } => Output::CopyOut {
+            schema,
+            stream: limits.guard(stream),
+            format,
+        },
         other => other,
-    }
+    })
 }
 
-/// Ends a statement: waits for its first batch, records a failure (which aborts an open
-/// transaction block) and collects the messages for the client.
-async fn conclude(
+/// Ends a statement: records a failure (which aborts an open transaction block) and collects
+/// the messages for the client.
+fn conclude(
     mut session: Session<'_>,
     result: Result<Output, Error>,
 ) -> (Result<Output, Error>, Vec<Notice>) {
-    let result = match result {
-        Ok(output) => Ok(first_batch(output).await),
-        Err(e) => {
-            session.statement_failed();
-            Err(e)
-        }
-    };
+    if result.is_err() {
+        session.statement_failed();
+    }
     (result, session.take_notices())
+}
+
+/// Runs a statement's work and then waits for its first batch, both within `limits`.
+async fn within(
+    limits: &StatementLimits,
+    work: impl std::future::Future<Output = Result<Output, Error>>,
+) -> Result<Output, Error> {
+    let output = limits.run(work).await?;
+    limits.run(first_batch(output, limits)).await
 }
 
 /// Turns a statement's output into pgwire's response, encoding rows in `format`.
@@ -245,12 +281,14 @@ impl SimpleQueryHandler for Queries {
             return Ok(vec![Response::EmptyQuery]);
         }
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let limits_for = self.limits(client);
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
+            let limits = limits_for(client);
             let (result, notices) = {
                 let mut session = Session::new(&self.db, client.metadata_mut());
-                let result = session.run(statement).await;
-                conclude(session, result).await
+                let result = within(&limits, session.run(statement)).await;
+                conclude(session, result)
             };
             send_notices(client, notices).await?;
             match result.and_then(|output| {
@@ -313,10 +351,11 @@ impl ExtendedQueryHandler for Queries {
             .collect();
         let params = deserialize_parameters(portal, &types)?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let limits = self.limits(client)(client);
         let (result, notices) = {
             let mut session = Session::new(&self.db, client.metadata_mut());
-            let result = session.execute(prepared, params).await;
-            conclude(session, result).await
+            let result = within(&limits, session.execute(prepared, params)).await;
+            conclude(session, result)
         };
         send_notices(client, notices).await?;
         into_response(

@@ -3,6 +3,7 @@
 //! [`crate::Error`] into protocol messages.
 
 mod auth;
+mod cancel;
 mod copy;
 mod handler;
 mod text;

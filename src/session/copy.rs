@@ -132,6 +132,8 @@ pub struct CopyIn {
     /// The text format's end marker `\.` arrived.
     ended: bool,
     line: usize,
+    /// How long to wait for other writers (`lock_timeout`).
+    lock_timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for CopyIn {
@@ -186,7 +188,14 @@ impl CopyIn {
             header_seen: false,
             ended: false,
             line: 0,
+            lock_timeout: None,
         })
+    }
+
+    /// Waits at most `timeout` for other writers when the data is written.
+    pub fn with_lock_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.lock_timeout = timeout;
+        self
     }
 
     /// Number of fields each row must have.
@@ -295,7 +304,7 @@ impl CopyIn {
             ));
         }
         self.flush_rows()?;
-        let _guard = db.write_guard().await;
+        let _guard = db.write_guard(self.lock_timeout).await?;
         let mut changes = TableChanges::new(db.store(), &self.table);
         let mut count = 0;
         for batch in &self.batches {

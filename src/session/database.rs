@@ -189,9 +189,18 @@ impl Database {
         &self.parser
     }
 
-    /// Serialises writers.
-    pub(crate) async fn write_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.write_lock.lock().await
+    /// Serialises writers. Waits at most `lock_timeout` (none: as long as it takes), then
+    /// fails with `55P03`.
+    pub(crate) async fn write_guard(
+        &self,
+        lock_timeout: Option<std::time::Duration>,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>> {
+        match lock_timeout {
+            None => Ok(self.write_lock.lock().await),
+            Some(timeout) => tokio::time::timeout(timeout, self.write_lock.lock())
+                .await
+                .map_err(|_| super::limits::lock_timed_out()),
+        }
     }
 }
 

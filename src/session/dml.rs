@@ -94,15 +94,28 @@ impl WritePlan {
         super::param_types(&self.input, models)
     }
 
-    /// Runs the statement.
-    pub async fn execute(&self, db: &Database, params: ParamValues) -> Result<Output> {
+    /// Runs the statement, waiting at most `lock_timeout` for other writers.
+    pub async fn execute(
+        &self,
+        db: &Database,
+        params: ParamValues,
+        lock_timeout: Option<std::time::Duration>,
+    ) -> Result<Output> {
         let input = self.input.clone().replace_params_with_values(&params)?;
-        let _guard = db.write_guard().await;
+        let _guard = db.write_guard(lock_timeout).await?;
         let ctx = match self.kind {
             Kind::Insert(_) => db.ctx(),
             _ => db.dml_ctx(),
         };
-        let batches = ctx.execute_logical_plan(input).await?.collect().await?;
+        // Cooperative, so that a cancel request or a timeout can stop a long INSERT ... SELECT
+        // between batches.
+        let stream = datafusion::physical_plan::coop::make_cooperative(
+            ctx.execute_logical_plan(input)
+                .await?
+                .execute_stream()
+                .await?,
+        );
+        let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
         let mut changes = TableChanges::new(db.store(), &self.table);
         let (affected, tag) = match &self.kind {
             Kind::Insert(conflict) => (self.insert(&mut changes, conflict, batches)?, "INSERT 0"),

@@ -8,6 +8,7 @@
 pub mod copy;
 mod database;
 mod dml;
+pub mod limits;
 mod lookup;
 mod models;
 mod sources;
@@ -189,7 +190,9 @@ impl<'a> Session<'a> {
                 run_query(self.db, plan).await
             }
             Plan::Write(write) => {
-                let output = write.execute(self.db, params).await?;
+                let output = write
+                    .execute(self.db, params, vars::duration(self.vars, "lock_timeout"))
+                    .await?;
                 if in_transaction(self.vars) {
                     self.vars.insert(TXN_WROTE.into(), "1".into());
                 }
@@ -261,6 +264,13 @@ impl<'a> Session<'a> {
             ));
         }
         Ok(())
+    }
+
+    /// Waits for the write lock, at most `lock_timeout`.
+    pub(crate) async fn write_guard(&self) -> Result<tokio::sync::MutexGuard<'a, ()>> {
+        self.db
+            .write_guard(vars::duration(self.vars, "lock_timeout"))
+            .await
     }
 
     /// Records that a statement failed, which aborts an open transaction block.

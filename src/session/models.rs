@@ -42,7 +42,7 @@ impl Session<'_> {
     /// `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name FROM 'path'`.
     pub(super) async fn create_model(&mut self, create: &CreateModel) -> Result<Output> {
         const TAG: &str = "CREATE MODEL";
-        let _guard = self.db.write_guard().await;
+        let _guard = self.write_guard().await?;
         let models = self.db.models().clone();
         let existing = models.get(&create.name);
         if existing.is_some() && !create.or_replace {
@@ -116,7 +116,7 @@ impl Session<'_> {
         if_exists: bool,
         cascade: bool,
     ) -> Result<Output> {
-        let _guard = self.db.write_guard().await;
+        let _guard = self.write_guard().await?;
         let models = self.db.models().clone();
         let catalog = self.db.catalog().clone();
         let mut found = Vec::new();

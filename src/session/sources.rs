@@ -75,7 +75,7 @@ pub(super) fn recover(catalog: &Catalog) -> Result<Vec<SourceFlow>> {
 
 impl Session<'_> {
     pub(super) async fn create_source(&mut self, create: &CreateSource) -> Result<Output> {
-        let _guard = self.db.write_guard().await;
+        let _guard = self.write_guard().await?;
         let catalog = self.db.catalog();
         if catalog.exists(&create.name) {
             if create.if_not_exists {

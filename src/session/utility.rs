@@ -86,7 +86,7 @@ impl Session<'_> {
                 _ => Err(Error::Internal("EXPLAIN planned as a utility".into())),
             },
             Statement::Truncate(truncate) => {
-                let _guard = self.db.write_guard().await;
+                let _guard = self.write_guard().await?;
                 for target in &truncate.table_names {
                     let name = table_name(&target.name)?;
                     let table = self
@@ -238,9 +238,10 @@ impl Session<'_> {
                     .catalog()
                     .table(&name)
                     .ok_or(Error::UndefinedTable(name))?;
-                Ok(Output::CopyIn(copy::CopyIn::new(
-                    self.db, table, columns, format,
-                )?))
+                Ok(Output::CopyIn(
+                    copy::CopyIn::new(self.db, table, columns, format)?
+                        .with_lock_timeout(vars::duration(self.vars, "lock_timeout")),
+                ))
             }
             (true, CopyTarget::Stdout, source) => {
                 let query = match source {

@@ -107,6 +107,11 @@ const VARS: &[Var] = &[
         reported: false,
     },
     Var {
+        name: "lock_timeout",
+        default: "0",
+        reported: false,
+    },
+    Var {
         name: "max_identifier_length",
         default: "63",
         reported: false,
@@ -207,6 +212,12 @@ pub fn all(metadata: &HashMap<String, String>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value of a duration setting (`statement_timeout`, `lock_timeout`); `None` for no limit.
+pub fn duration(metadata: &HashMap<String, String>, name: &str) -> Option<std::time::Duration> {
+    let value = metadata.get(name)?;
+    super::limits::parse_duration(value).filter(|d| !d.is_zero())
+}
+
 /// A change to report to the client: `(name, new value)` when the variable is reported.
 pub type Reported = Option<(String, String)>;
 
@@ -267,6 +278,10 @@ fn validate(name: &str, value: String) -> Result<String> {
                 invalid("")
             }
         }
+        "statement_timeout" | "lock_timeout" => match super::limits::parse_duration(&value) {
+            Some(duration) => Ok(super::limits::show_duration(duration)),
+            None => invalid(" (a duration such as 5000, '5s' or '1min')"),
+        },
         "transaction_isolation" | "default_transaction_isolation" => {
             match value.to_ascii_lowercase().as_str() {
                 v

@@ -284,7 +284,7 @@ impl Session<'_> {
             .iter()
             .map(|c| normalize_ident(&c.name))
             .collect();
-        let _guard = self.db.write_guard().await;
+        let _guard = self.write_guard().await?;
         let catalog = self.db.catalog();
         if catalog.exists(&name) {
             if create.if_not_exists {
@@ -438,7 +438,7 @@ impl Session<'_> {
             Kind::MaterializedView => ("materialized view", "DROP MATERIALIZED VIEW"),
             Kind::Source => ("source", "DROP SOURCE"),
         };
-        let _guard = self.db.write_guard().await;
+        let _guard = self.write_guard().await?;
         let catalog = self.db.catalog().clone();
         let mut targets: Vec<(u32, String)> = Vec::new();
         for name in names.iter().cloned() {

@@ -4,8 +4,11 @@
 //! `datafusion-pg-catalog`'s PostgreSQL compatibility parser, which rewrites what clients such as
 //! psql, DBeaver and Metabase send into SQL DataFusion can plan.
 
+pub mod balance;
 pub mod ddl;
+pub mod depth;
 pub mod names;
+pub mod recursive;
 pub mod rewrite;
 pub mod types;
 pub mod windows;
@@ -163,10 +166,13 @@ impl SqlParser {
     pub fn parse_stmts(&self, sql: &str) -> Result<Vec<Stmt>> {
         match self.parse(sql) {
             Ok(statements) => Ok(statements.into_iter().map(own_statement).collect()),
-            Err(error) => match self.parse_extended(sql) {
+            // Augur's own statements are syntax errors to sqlparser; text too long or nested
+            // too deeply is not one of them.
+            Err(error) if error.sqlstate() == "42601" => match self.parse_extended(sql) {
                 Some(stmts) => stmts,
                 None => Err(error),
             },
+            Err(error) => Err(error),
         }
     }
 
@@ -176,6 +182,14 @@ impl SqlParser {
         use datafusion::sql::sqlparser::tokenizer::Token;
 
         let mut parser = Parser::new(&PostgreSqlDialect {}).try_with_sql(sql).ok()?;
+        // The tokens once more, to look ahead to the end of a statement in one pass.
+        let tokens: Vec<_> =
+            datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, sql)
+                .tokenize_with_location()
+                .ok()?
+                .into_iter()
+                .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+                .collect();
         let mut stmts = Vec::new();
         let mut own = false;
         loop {
@@ -242,7 +256,7 @@ impl SqlParser {
                     }),
                     Err(e) => return Some(Err(e)),
                 }
-            } else if let Some(clause) = emit_on_window_close(&parser, sql) {
+            } else if let Some(clause) = emit_on_window_close(&parser, &tokens, sql) {
                 own = true;
                 // Up to the clause, as a standard statement; then past it.
                 let create = self.parse(&sql[clause.statement..clause.clause]);
@@ -322,11 +336,41 @@ impl SqlParser {
                 ),
             ));
         }
-        let plain = Parser::parse_sql(&PostgreSqlDialect {}, sql);
+        let parser =
+            Parser::new(&PostgreSqlDialect {}).with_recursion_limit(depth::PARSER_RECURSION_LIMIT);
+        let plain = if sql.len() > depth::MAX_DEPTH {
+            // Long enough to nest too deeply: look at the tokens before building a tree.
+            let tokens =
+                datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, sql)
+                    .with_unescape(true)
+                    .tokenize_with_location();
+            match tokens {
+                Ok(tokens) if depth::chain_depth(&tokens) > depth::MAX_DEPTH => {
+                    return Err(depth::too_deep("the statement"));
+                }
+                Ok(tokens) => parser.with_tokens_with_locations(tokens).parse_statements(),
+                Err(e) => Err(ParserError::from(e)),
+            }
+        } else {
+            parser
+                .try_with_sql(sql)
+                .and_then(|mut parser| parser.parse_statements())
+        };
+        if let Err(ParserError::RecursionLimitExceeded) = plain {
+            return Err(depth::too_deep("the statement"));
+        }
+        if let Ok(statements) = &plain
+            && let Some(e) = statements.iter().find_map(|s| depth::check(s).err())
+        {
+            plain.into_iter().flatten().for_each(depth::dismantle);
+            return Err(e);
+        }
         let mut statements = match plain {
             Ok(statements) if !statements.iter().any(rewrite::reads_catalog) => statements
                 .into_iter()
-                .map(|statement| {
+                .map(|mut statement| {
+                    recursive::check(&statement)?;
+                    balance::balance(&mut statement);
                     let mut statement = self
                         .exact_rules
                         .iter()
@@ -364,18 +408,21 @@ struct WindowCloseClause {
     end: datafusion::sql::sqlparser::tokenizer::Location,
 }
 
-/// Finds `EMIT ON WINDOW CLOSE` at the end of the statement at the parser's position.
-fn emit_on_window_close(parser: &Parser<'_>, sql: &str) -> Option<WindowCloseClause> {
+/// Finds `EMIT ON WINDOW CLOSE` at the end of the statement at the parser's position; `all` are
+/// the text's tokens without whitespace.
+fn emit_on_window_close(
+    parser: &Parser<'_>,
+    all: &[datafusion::sql::sqlparser::tokenizer::TokenWithSpan],
+    sql: &str,
+) -> Option<WindowCloseClause> {
     use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
-    let mut tokens: Vec<TokenWithSpan> = Vec::new();
-    loop {
-        let token = parser.peek_nth_token(tokens.len());
-        if matches!(token.token, Token::EOF | Token::SemiColon) {
-            break;
-        }
-        tokens.push(token);
-    }
+    let start = parser.peek_token().span.start;
+    let first = all.iter().position(|t| t.span.start == start)?;
+    let tokens: Vec<&TokenWithSpan> = all[first..]
+        .iter()
+        .take_while(|t| !matches!(t.token, Token::EOF | Token::SemiColon))
+        .collect();
     let n = tokens.len();
     if n < 5 {
         return None;

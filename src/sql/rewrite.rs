@@ -32,7 +32,37 @@ const AGGREGATES: &[&str] = &[
     "jsonb_agg",
     "median",
     "approx_distinct",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "bit_and",
+    "bit_or",
+    "corr",
+    "covar_pop",
+    "covar_samp",
+    "regr_slope",
+    "regr_intercept",
+    "regr_count",
+    "regr_r2",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_sxx",
+    "regr_syy",
+    "regr_sxy",
+    "percentile_cont",
+    "percentile_disc",
+    "mode",
 ];
+
+/// True when `function` is an aggregate call (not a window function).
+pub fn is_aggregate(function: &Function) -> bool {
+    function.over.is_none()
+        && function
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| AGGREGATES.contains(&i.value.to_ascii_lowercase().as_str()))
+}
 
 /// True when the statement reads PostgreSQL's catalogs (`pg_catalog`, `information_schema`,
 /// `pg_*` relations or functions): what clients send to introspect the database.
@@ -124,19 +154,7 @@ fn wrap_single_output(query: &mut Query) {
 
 fn has_aggregate(expr: &Expr) -> bool {
     visit_expressions(expr, |e| match e {
-        Expr::Function(f) => {
-            let name = f
-                .name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .map(|i| i.value.to_ascii_lowercase());
-            if f.over.is_none() && name.is_some_and(|n| AGGREGATES.contains(&n.as_str())) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        }
+        Expr::Function(f) if is_aggregate(f) => ControlFlow::Break(()),
         // an aggregate inside a nested subquery belongs to that subquery
         Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
             ControlFlow::Continue(())

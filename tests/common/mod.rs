@@ -45,25 +45,45 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_augur"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_augur"))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(self.addr.to_string())
             .args(&self.extra_args)
             .env("AUGUR_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start augur");
+        // Ready once this process says so: a port that accepts connections may be another
+        // process's, when this one could not listen on it.
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("augur's stdout");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.starts_with("Augur is ready") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready(ready);
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self, ready: std::sync::mpsc::Receiver<()>) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if TcpStream::connect(self.addr).is_ok() {
+            if ready.recv_timeout(Duration::from_millis(20)).is_ok() {
+                assert!(
+                    TcpStream::connect(self.addr).is_ok(),
+                    "augur is ready but does not accept connections on {}",
+                    self.addr
+                );
                 return;
             }
             if let Some(status) = self
@@ -73,7 +93,6 @@ impl TestServer {
             {
                 panic!("augur exited before accepting connections: {status}");
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
             "augur did not accept connections on {} within 60 s",

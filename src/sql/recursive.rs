@@ -1,0 +1,201 @@
+//! PostgreSQL's rules for `WITH RECURSIVE`, checked before planning.
+//!
+//! A recursive query's recursive term (what follows its `UNION [ALL]`) is run again on the rows
+//! of its last round until a round gives none. PostgreSQL refuses recursive terms for which that
+//! is not well defined: an aggregate (it gives a row even from no rows, so the query would never
+//! end), the query's own name inside a subquery, or read more than once. DataFusion plans such
+//! queries and runs them forever; Augur refuses them with PostgreSQL's `42P19`.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, ObjectNamePart, Query, SetExpr, SetOperator, Statement, TableFactor, Visit, Visitor,
+};
+
+use super::rewrite::is_aggregate;
+use crate::error::{Error, Result};
+
+/// Refuses recursive queries PostgreSQL refuses.
+pub fn check(statement: &Statement) -> Result<()> {
+    match statement.visit(&mut RecursiveQueries) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(e) => Err(e),
+    }
+}
+
+struct RecursiveQueries;
+
+impl Visitor for RecursiveQueries {
+    type Break = Error;
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Error> {
+        let Some(with) = query.with.as_ref().filter(|w| w.recursive) else {
+            return ControlFlow::Continue(());
+        };
+        for cte in &with.cte_tables {
+            let name = crate::sql::normalize_ident(&cte.alias.name);
+            let SetExpr::SetOperation {
+                op: SetOperator::Union,
+                right,
+                ..
+            } = cte.query.body.as_ref()
+            else {
+                continue;
+            };
+            let mut references = References {
+                name: &name,
+                direct: 0,
+                nested: 0,
+                depth: 0,
+            };
+            let _ = right.visit(&mut references);
+            if references.direct + references.nested == 0 {
+                continue;
+            }
+            if references.nested > 0 {
+                return ControlFlow::Break(invalid_recursion(format!(
+                    "recursive reference to query \"{name}\" must not appear within a subquery"
+                )));
+            }
+            if references.direct > 1 {
+                return ControlFlow::Break(invalid_recursion(format!(
+                    "recursive reference to query \"{name}\" must not appear more than once"
+                )));
+            }
+            if term_aggregates(right) {
+                return ControlFlow::Break(invalid_recursion(
+                    "aggregate functions are not allowed in a recursive query's recursive term",
+                ));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn invalid_recursion(message: impl Into<String>) -> Error {
+    Error::coded("42P19", message)
+}
+
+/// Counts the reads of a query's own name in its recursive term: at the term's own level, and
+/// inside subqueries.
+struct References<'a> {
+    name: &'a str,
+    direct: usize,
+    nested: usize,
+    /// Open subqueries in the term.
+    depth: usize,
+}
+
+impl Visitor for References<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, .. } = factor
+            && let [ObjectNamePart::Identifier(ident)] = name.0.as_slice()
+            && crate::sql::normalize_ident(ident) == self.name
+        {
+            if self.depth == 0 {
+                self.direct += 1;
+            } else {
+                self.nested += 1;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// True when the recursive term aggregates at its own level (aggregates in its subqueries
+/// belong to them).
+fn term_aggregates(term: &SetExpr) -> bool {
+    let select = match term {
+        SetExpr::Select(select) => select.as_ref(),
+        SetExpr::Query(query) => match query.body.as_ref() {
+            SetExpr::Select(select) => select.as_ref(),
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let mut finder = OwnAggregates { depth: 0 };
+    select.projection.visit(&mut finder).is_break() || select.having.visit(&mut finder).is_break()
+}
+
+struct OwnAggregates {
+    depth: usize,
+}
+
+impl Visitor for OwnAggregates {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::Function(f) if self.depth == 0 && is_aggregate(f) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn check_sql(sql: &str) -> Result<()> {
+        check(&Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap()[0])
+    }
+
+    #[test]
+    fn postgresql_refusals() {
+        for (sql, message) in [
+            (
+                "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT count(*) FROM t) SELECT * FROM t",
+                "aggregate functions",
+            ),
+            (
+                "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < (SELECT max(n) FROM t)) SELECT * FROM t",
+                "within a subquery",
+            ),
+            (
+                "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT t.n + 1 FROM t, t AS u) SELECT * FROM t",
+                "more than once",
+            ),
+        ] {
+            let err = check_sql(sql).unwrap_err();
+            assert_eq!(err.sqlstate(), "42P19", "{sql}");
+            assert!(err.to_string().contains(message), "{err}");
+        }
+    }
+
+    #[test]
+    fn what_postgresql_runs_passes() {
+        for sql in [
+            "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 10) SELECT sum(n) FROM t",
+            "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t GROUP BY n) SELECT * FROM t LIMIT 3",
+            "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT sum(n) OVER () FROM t) SELECT * FROM t LIMIT 3",
+            "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT (SELECT count(*) FROM u) FROM t) SELECT 1",
+            "WITH RECURSIVE u(x) AS (SELECT count(*) FROM v) SELECT * FROM u",
+        ] {
+            check_sql(sql).unwrap();
+        }
+    }
+}
