@@ -144,7 +144,8 @@ fn random_write(rng: &mut Rng) -> String {
 
 async fn run(db: &Database, sql: &str) -> Vec<RecordBatch> {
     let mut vars = HashMap::new();
-    let mut session = Session::new(db, &mut vars);
+    let conn = augur::session::ConnectionState::default();
+    let mut session = Session::new(db, &mut vars, &conn);
     let mut batches = Vec::new();
     for statement in session.parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}")) {
         match session.run(statement).await {

@@ -11,16 +11,18 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::SessionExtensions;
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_describe_response};
 use pgwire::api::results::CopyResponse;
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::results::{DescribePortalResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
+    ClientInfo, ClientPortalStore, ConnectionManager, DEFAULT_NAME, ErrorHandler,
+    PgWireServerHandlers, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::extendedquery::{Describe, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL};
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::types::format::FormatOptions;
@@ -29,7 +31,7 @@ use super::auth::Startup;
 use super::cancel::{CancelRequests, Interrupts};
 use crate::error::Error;
 use crate::session::limits::StatementLimits;
-use crate::session::{self, Database, Notice, Output, Prepared, Session, vars};
+use crate::session::{self, ConnectionState, Database, Notice, Output, Prepared, Session, vars};
 
 /// Everything pgwire needs to serve Augur.
 pub struct Handlers {
@@ -183,6 +185,24 @@ async fn first_batch(output: Output, limits: &StatementLimits) -> Result<Output,
     })
 }
 
+/// The connection's named statements and cursors.
+fn connection<C: ClientInfo>(client: &C) -> Arc<ConnectionState> {
+    client
+        .session_extensions()
+        .get_or_insert_with(ConnectionState::default)
+}
+
+/// Forgets the protocol-level statements a `DEALLOCATE` removed.
+fn forget_deallocated<C>(client: &C, conn: &ConnectionState)
+where
+    C: ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    for name in conn.take_deallocated() {
+        client.portal_store().rm_statement(&name);
+    }
+}
+
 /// Ends a statement: records a failure (which aborts an open transaction block) and collects
 /// the messages for the client.
 fn conclude(
@@ -282,14 +302,16 @@ impl SimpleQueryHandler for Queries {
         }
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let limits_for = self.limits(client);
+        let conn = connection(client);
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
             let limits = limits_for(client);
             let (result, notices) = {
-                let mut session = Session::new(&self.db, client.metadata_mut());
+                let mut session = Session::new(&self.db, client.metadata_mut(), &conn);
                 let result = within(&limits, session.run(statement)).await;
                 conclude(session, result)
             };
+            forget_deallocated(client, &conn);
             send_notices(client, notices).await?;
             match result.and_then(|output| {
                 into_response(
@@ -318,6 +340,55 @@ impl ExtendedQueryHandler for Queries {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.parser.clone()
+    }
+
+    /// As pgwire does, and records the statement's name, which `DEALLOCATE ALL` forgets.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+            Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        if message.name.is_some() {
+            connection(client).protocol_statement_prepared(&name);
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// As pgwire does; a portal named after an open cursor describes the cursor's rows (psycopg
+    /// describes a named cursor that way after declaring it).
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == TARGET_TYPE_BYTE_PORTAL
+            && let Some(name) = message.name.as_deref()
+            && client.portal_store().get_portal(name).is_none()
+            && let Some(schema) = connection(client).cursor_schema(name)
+        {
+            let fields = client_fields(arrow_schema_to_pg_fields(
+                &schema,
+                &Format::UnifiedText,
+                None,
+            )?);
+            return send_describe_response(client, &DescribePortalResponse::new(fields)).await;
+        }
+        self._on_describe(client, message).await
     }
 
     async fn do_query<C>(
@@ -352,11 +423,13 @@ impl ExtendedQueryHandler for Queries {
         let params = deserialize_parameters(portal, &types)?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let limits = self.limits(client)(client);
+        let conn = connection(client);
         let (result, notices) = {
-            let mut session = Session::new(&self.db, client.metadata_mut());
+            let mut session = Session::new(&self.db, client.metadata_mut(), &conn);
             let result = within(&limits, session.execute(prepared, params)).await;
             conclude(session, result)
         };
+        forget_deallocated(client, &conn);
         send_notices(client, notices).await?;
         into_response(
             result.map_err(to_pgwire)?,
@@ -378,7 +451,7 @@ impl QueryParser for Parser {
 
     async fn parse_sql<C>(
         &self,
-        _client: &C,
+        client: &C,
         sql: &str,
         _types: &[Option<Type>],
     ) -> PgWireResult<Option<Prepared>>
@@ -391,7 +464,7 @@ impl QueryParser for Parser {
             1 => {
                 let statement = statements.remove(0);
                 Ok(Some(
-                    session::prepare(&self.db, statement)
+                    session::prepare(&self.db, &connection(client), statement)
                         .await
                         .map_err(to_pgwire)?,
                 ))

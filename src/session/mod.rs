@@ -5,12 +5,14 @@
 //! prepares and executes at once; the extended protocol prepares at Parse and executes at each
 //! Execute, so a prepared statement is planned once however often it runs.
 
+pub mod connection;
 pub mod copy;
 mod database;
 mod dml;
 pub mod limits;
 mod lookup;
 mod models;
+mod portals;
 mod sources;
 mod utility;
 pub mod vars;
@@ -28,6 +30,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 
+pub use connection::ConnectionState;
 pub use database::Database;
 use utility::{check_utility, show_name, show_schema};
 
@@ -112,6 +115,17 @@ enum Plan {
     Lookup(lookup::PointLookup),
     /// INSERT / UPDATE / DELETE.
     Write(dml::WritePlan),
+    /// `EXECUTE name (arguments)` of a statement prepared with PREPARE.
+    Execute {
+        target: connection::NamedStatement,
+        arguments: Vec<datafusion::sql::sqlparser::ast::Expr>,
+    },
+    /// `DECLARE name CURSOR FOR query`.
+    Declare {
+        name: String,
+        query: LogicalPlan,
+        hold: bool,
+    },
     /// Everything else, executed from the statement itself.
     Utility,
 }
@@ -141,15 +155,22 @@ const TXN_WROTE: &str = "augur.txn_wrote";
 pub struct Session<'a> {
     db: &'a Database,
     vars: &'a mut HashMap<String, String>,
+    /// The connection's named statements and cursors.
+    conn: &'a ConnectionState,
     notices: Vec<Notice>,
 }
 
 impl<'a> Session<'a> {
-    /// A session over `db` with the connection's variables `vars`.
-    pub fn new(db: &'a Database, vars: &'a mut HashMap<String, String>) -> Self {
+    /// A session over `db` with the connection's variables `vars` and state `conn`.
+    pub fn new(
+        db: &'a Database,
+        vars: &'a mut HashMap<String, String>,
+        conn: &'a ConnectionState,
+    ) -> Self {
         Self {
             db,
             vars,
+            conn,
             notices: Vec::new(),
         }
     }
@@ -166,7 +187,7 @@ impl<'a> Session<'a> {
 
     /// Prepares one parsed statement.
     pub async fn prepare(&self, statement: Stmt) -> Result<Prepared> {
-        prepare(self.db, statement).await
+        prepare(self.db, self.conn, statement).await
     }
 
     /// Executes a prepared statement with parameter values (`$1`, `$2`, ...).
@@ -189,6 +210,8 @@ impl<'a> Session<'a> {
                 };
                 run_query(self.db, plan).await
             }
+            Plan::Execute { target, arguments } => self.execute_named(target, arguments).await,
+            Plan::Declare { name, query, hold } => self.declare(name, query, *hold, &params).await,
             Plan::Write(write) => {
                 let output = write
                     .execute(self.db, params, vars::duration(self.vars, "lock_timeout"))
@@ -281,8 +304,9 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Prepares one parsed statement: classifies it and plans what can be planned ahead.
-pub async fn prepare(db: &Database, stmt: Stmt) -> Result<Prepared> {
+/// Prepares one parsed statement: classifies it and plans what can be planned ahead. `conn`
+/// holds the statements `EXECUTE` runs and the cursors `FETCH` reads.
+pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Result<Prepared> {
     let statement = match &stmt {
         Stmt::Sql(statement) => statement.as_ref(),
         other => {
@@ -305,6 +329,47 @@ pub async fn prepare(db: &Database, stmt: Stmt) -> Result<Prepared> {
             let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
                 datafusion::arrow::datatypes::Field::new("QUERY PLAN", DataType::Utf8, false),
             ]));
+            (Plan::Utility, Some(schema), vec![])
+        }
+        Statement::Execute {
+            name: Some(name),
+            parameters,
+            ..
+        } => {
+            let target = conn.prepared(&portals::statement_name(name)?)?;
+            let schema = target.prepared.schema().cloned();
+            let arguments = parameters.clone();
+            (Plan::Execute { target, arguments }, schema, vec![])
+        }
+        Statement::Declare { stmts } => {
+            let declaration = portals::cursor_declaration(stmts)?;
+            let query = Statement::Query(Box::new(declaration.query.clone()));
+            let plan = db
+                .ctx()
+                .state()
+                .statement_to_plan(DfStatement::Statement(Box::new(query)))
+                .await?;
+            let types = param_types(&plan, db.models())?;
+            let plan = pg_text_casts(db, plan)?;
+            let declare = Plan::Declare {
+                name: declaration.name,
+                query: plan,
+                hold: declaration.hold,
+            };
+            (declare, None, types)
+        }
+        Statement::Fetch { name, .. } => {
+            let schema = conn
+                .cursor_schema(&crate::sql::normalize_ident(name))
+                .ok_or_else(|| {
+                    Error::coded(
+                        "34000",
+                        format!(
+                            "cursor \"{}\" does not exist",
+                            crate::sql::normalize_ident(name)
+                        ),
+                    )
+                })?;
             (Plan::Utility, Some(schema), vec![])
         }
         Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } => {
@@ -504,7 +569,8 @@ mod tests {
         config.no_fsync = true;
         let db = Database::open(&config).await.unwrap();
         let mut vars = HashMap::new();
-        let mut session = Session::new(&db, &mut vars);
+        let conn = ConnectionState::default();
+        let mut session = Session::new(&db, &mut vars, &conn);
         for sql in [
             "CREATE TABLE t (id BIGINT PRIMARY KEY, name TEXT, score DOUBLE PRECISION)",
             "CREATE TABLE pair (a INT, b TEXT, v INT, PRIMARY KEY (a, b))",
@@ -519,11 +585,16 @@ mod tests {
 
     async fn plan_kind(db: &Database, sql: &str) -> &'static str {
         let statement = db.parser().parse_stmts(sql).unwrap().remove(0);
-        match prepare(db, statement).await.unwrap().0.plan {
+        match prepare(db, &ConnectionState::default(), statement)
+            .await
+            .unwrap()
+            .0
+            .plan
+        {
             Plan::Lookup(_) => "lookup",
             Plan::Query(_) => "query",
             Plan::Write(_) => "write",
-            Plan::Utility => "utility",
+            Plan::Execute { .. } | Plan::Declare { .. } | Plan::Utility => "utility",
         }
     }
 
@@ -562,9 +633,10 @@ mod tests {
             .parse_stmts("SELECT name FROM t WHERE id = $1")
             .unwrap()
             .remove(0);
-        let prepared = prepare(&db, statement).await.unwrap();
+        let conn = ConnectionState::default();
+        let prepared = prepare(&db, &conn, statement).await.unwrap();
         let mut vars = HashMap::new();
-        let mut session = Session::new(&db, &mut vars);
+        let mut session = Session::new(&db, &mut vars, &conn);
         for (id, expected) in [(2i64, Some("two")), (7, None)] {
             let params = ParamValues::List(vec![ScalarAndMetadata::from(
                 datafusion::common::ScalarValue::Int64(Some(id)),

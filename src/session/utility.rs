@@ -11,8 +11,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::{
-    Notice, Output, Plan, Session, TXN_WROTE, copy, in_transaction, prepare, rows_output,
-    run_query, vars,
+    Notice, Output, Plan, Session, TXN_WROTE, copy, in_transaction, rows_output, run_query, vars,
 };
 use crate::error::{Error, Result};
 use crate::sql::{ddl, table_name};
@@ -187,6 +186,16 @@ impl Session<'_> {
                 self.end_transaction();
                 Ok(Output::TransactionEnd("ROLLBACK".into()))
             }
+            Statement::Prepare {
+                name,
+                data_types,
+                statement,
+            } => self.prepare_named(name, data_types, statement).await,
+            Statement::Deallocate { name, .. } => self.deallocate(name),
+            Statement::Fetch {
+                name, direction, ..
+            } => self.fetch(name, direction).await,
+            Statement::Close { cursor } => self.close(cursor),
             other => Err(Error::NotSupported(statement_kind(other))),
         }
     }
@@ -268,7 +277,9 @@ impl Session<'_> {
                     .parse(&query)?
                     .pop()
                     .ok_or_else(|| Error::Syntax("syntax error: empty COPY query".into()))?;
-                let prepared = prepare(self.db, crate::sql::Stmt::Sql(Box::new(statement))).await?;
+                let prepared = self
+                    .prepare(crate::sql::Stmt::Sql(Box::new(statement)))
+                    .await?;
                 let rows = match &prepared.0.plan {
                     Plan::Query(plan) => run_query(self.db, plan.clone()).await?,
                     Plan::Lookup(lookup) => {
@@ -301,6 +312,7 @@ impl Session<'_> {
     }
 
     fn end_transaction(&mut self) {
+        self.conn.transaction_ended();
         for key in ["augur.in_txn", "augur.txn_failed", TXN_WROTE] {
             self.vars.remove(key);
         }
@@ -329,7 +341,11 @@ pub(super) fn check_utility(statement: &Statement) -> Result<()> {
         | Statement::Commit { .. }
         | Statement::Rollback { .. }
         | Statement::Savepoint { .. }
-        | Statement::ReleaseSavepoint { .. } => Ok(()),
+        | Statement::ReleaseSavepoint { .. }
+        | Statement::Prepare { .. }
+        | Statement::Deallocate { .. }
+        | Statement::Fetch { .. }
+        | Statement::Close { .. } => Ok(()),
         other => Err(Error::NotSupported(statement_kind(other))),
     }
 }

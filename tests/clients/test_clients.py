@@ -1,4 +1,5 @@
-"""Client compatibility: psycopg 3 (text, binary, prepared), SQLAlchemy inspect(), pandas.read_sql.
+"""Client compatibility: psycopg 3 (text, binary, prepared statements, named cursors), SQLAlchemy
+(inspect(), the ORM, stream_results), pandas.
 
 Run by tests/clients.rs against a live server: `python test_clients.py HOST PORT`.
 Prints `N passed, N failed` and exits non-zero when anything failed.
@@ -100,6 +101,66 @@ def pandas_read_sql():
     with psycopg.connect(DSN) as conn:
         df2 = pd.read_sql_query("SELECT v FROM pd_t WHERE k = 'b'", conn)
         assert df2.iloc[0, 0] == 2
+
+
+@test
+def psycopg_prepares_then_rolls_back():
+    # After a rollback psycopg sends DEALLOCATE ALL for the statements it prepared itself
+    # (the fifth execution of a query prepares it), then prepares them again.
+    with psycopg.connect(DSN) as conn:
+        conn.execute("CREATE TABLE py_prep (id INT PRIMARY KEY)")
+        conn.execute("INSERT INTO py_prep SELECT x FROM generate_series(1, 20) AS g(x)")
+        conn.commit()
+        for attempt in range(3):
+            for i in range(8):
+                got = conn.execute("SELECT count(*) FROM py_prep WHERE id > %s", (i,)).fetchone()
+                assert got == (20 - i,), got
+            conn.rollback()
+
+
+@test
+def sql_prepare_execute_deallocate():
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute("PREPARE py_q(int) AS SELECT $1 * 2")
+        assert conn.execute("EXECUTE py_q(21)").fetchone() == (42,)
+        conn.execute("DEALLOCATE py_q")
+        try:
+            conn.execute("EXECUTE py_q(1)")
+            raise AssertionError("a deallocated statement ran")
+        except psycopg.errors.InvalidSqlStatementName:
+            pass
+
+
+@test
+def psycopg_named_cursor():
+    with psycopg.connect(DSN) as conn:
+        conn.execute("CREATE TABLE py_many (id INT PRIMARY KEY, v TEXT)")
+        conn.execute("INSERT INTO py_many SELECT x, 'v' || x FROM generate_series(1, 1000) AS g(x)")
+        conn.commit()
+        for binary in (False, True):
+            with conn.cursor(name="py_cur", binary=binary) as cur:
+                cur.itersize = 100
+                cur.execute("SELECT id, v FROM py_many WHERE id > %s ORDER BY id", (10,))
+                assert [d.name for d in cur.description] == ["id", "v"]
+                assert cur.fetchone() == (11, "v11")
+                assert len(cur.fetchmany(5)) == 5
+                rest = cur.fetchall()
+                assert len(rest) == 984 and rest[-1] == (1000, "v1000"), len(rest)
+            conn.commit()
+
+
+@test
+def sqlalchemy_stream_results():
+    engine = sa.create_engine(URL)
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE TABLE sa_stream (id INT PRIMARY KEY)"))
+        conn.execute(sa.text("INSERT INTO sa_stream SELECT x FROM generate_series(1, 5000) AS g(x)"))
+        conn.commit()
+        result = conn.execution_options(stream_results=True, max_row_buffer=500).execute(
+            sa.text("SELECT id FROM sa_stream ORDER BY id")
+        )
+        ids = [row.id for row in result]
+        assert ids == list(range(1, 5001)), len(ids)
 
 
 passed = failed = 0
