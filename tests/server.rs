@@ -150,7 +150,9 @@ async fn acknowledged_writes_survive_restart_and_kill_9() {
         client
             .batch_execute(
                 "CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT); CREATE TABLE log (line TEXT); \
-                 INSERT INTO t VALUES (1, 'one'), (2, 'two'); INSERT INTO log VALUES ('a'), ('b');",
+                 INSERT INTO t VALUES (1, 'one'), (2, 'two'); INSERT INTO log VALUES ('a'), ('b'); \
+                 CREATE TABLE serials (id BIGSERIAL PRIMARY KEY, v TEXT); \
+                 INSERT INTO serials (v) VALUES ('a'), ('b');",
             )
             .await
             .unwrap();
@@ -168,7 +170,7 @@ async fn acknowledged_writes_survive_restart_and_kill_9() {
         client
             .batch_execute(
                 "INSERT INTO t VALUES (3, 'three'); UPDATE t SET v = 'uno' WHERE id = 1; \
-                              INSERT INTO log VALUES ('c')",
+                              INSERT INTO log VALUES ('c'); INSERT INTO serials (v) VALUES ('c')",
             )
             .await
             .unwrap();
@@ -196,6 +198,15 @@ async fn acknowledged_writes_survive_restart_and_kill_9() {
         .unwrap()
         .get(0);
     assert_eq!(n, 4);
+    // a sequence continues after a restart and a kill: no value is handed out twice
+    let ids: Vec<i64> = client
+        .query("INSERT INTO serials (v) VALUES ('d') RETURNING id; ", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![4]);
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@
 pub mod pg_functions;
 pub mod pg_overlay;
 pub mod schema;
+pub mod sequence;
+pub mod sequence_functions;
 pub mod system;
 pub mod view;
 
@@ -50,9 +52,11 @@ pub struct Catalog {
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
     views: RwLock<BTreeMap<String, Arc<View>>>,
     sources: RwLock<BTreeMap<String, Arc<SourceEntry>>>,
+    /// Sequences (`CREATE SEQUENCE`, `SERIAL` and identity columns).
+    sequences: Arc<sequence::Sequences>,
     /// Serialises id reservations.
     ids: std::sync::Mutex<()>,
-    /// Plans DEFAULT expressions (built-in functions only).
+    /// Plans DEFAULT expressions (built-in functions and the sequence functions).
     expr_state: SessionState,
 }
 
@@ -67,13 +71,19 @@ impl std::fmt::Debug for Catalog {
 impl Catalog {
     /// Loads every table definition from `store`.
     pub fn load(store: Store) -> Result<Self> {
+        let sequences = Arc::new(sequence::Sequences::load(store.clone())?);
+        let defaults = SessionContext::new();
+        for function in sequence_functions::functions(&sequences) {
+            defaults.register_udf(function);
+        }
         let catalog = Self {
             store: store.clone(),
             tables: RwLock::new(BTreeMap::new()),
             views: RwLock::new(BTreeMap::new()),
             sources: RwLock::new(BTreeMap::new()),
+            sequences,
             ids: std::sync::Mutex::new(()),
-            expr_state: SessionContext::new().state(),
+            expr_state: defaults.state(),
         };
         for def in stored::<TableDef>(&store, TABLE_PREFIX, "table")? {
             let next_row_id = store
@@ -154,11 +164,69 @@ impl Catalog {
         self.views.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// True when a table, view or source is called `name`.
+    /// True when a table, view, source or sequence is called `name`.
     pub fn exists(&self, name: &str) -> bool {
-        self.read_tables().contains_key(name)
+        self.taken(&self.read_tables(), name)
+    }
+
+    /// [`Catalog::exists`] for a caller that holds the tables' lock.
+    fn taken(&self, tables: &BTreeMap<String, Arc<Table>>, name: &str) -> bool {
+        tables.contains_key(name)
             || self.read_views().contains_key(name)
             || self.read_sources().contains_key(name)
+            || self.sequences.get(name).is_some()
+    }
+
+    /// The sequences.
+    pub fn sequences(&self) -> &Arc<sequence::Sequences> {
+        &self.sequences
+    }
+
+    /// Creates a sequence (its id is assigned here). With `if_not_exists`, an existing relation
+    /// of that name is left alone and `false` is returned.
+    pub fn create_sequence(
+        &self,
+        mut def: sequence::SequenceDef,
+        if_not_exists: bool,
+    ) -> Result<bool> {
+        let tables = self.write_tables();
+        if self.taken(&tables, &def.name) {
+            return if if_not_exists {
+                Ok(false)
+            } else {
+                Err(Error::DuplicateTable(def.name))
+            };
+        }
+        def.id = self.reserve_id()?;
+        let mut batch = WriteBatch::default();
+        let sequence = self.sequences.create_in(&mut batch, def)?;
+        self.store.write(batch)?;
+        self.sequences.insert(sequence);
+        Ok(true)
+    }
+
+    /// Drops sequence `name`; `false` when there is none. A sequence a column's default uses is
+    /// dropped with its table, not alone (`2BP01`).
+    pub fn drop_sequence(&self, name: &str) -> Result<bool> {
+        let tables = self.write_tables();
+        let Some(sequence) = self.sequences.get(name) else {
+            return Ok(false);
+        };
+        if let Some((table, column)) = &sequence.def().owned_by
+            && tables.contains_key(table.as_str())
+        {
+            return Err(Error::DependentObjects {
+                message: format!("cannot drop sequence {name} because other objects depend on it"),
+                detail: format!(
+                    "default value for column {column} of table {table} depends on sequence {name}"
+                ),
+            });
+        }
+        let mut batch = WriteBatch::default();
+        self.sequences.drop_in(&mut batch, &sequence);
+        self.store.write(batch)?;
+        self.sequences.remove(name);
+        Ok(true)
     }
 
     fn read_sources(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<SourceEntry>>> {
@@ -334,12 +402,18 @@ impl Catalog {
 
     /// Creates a table from `def` (its `id` is assigned here). With `if_not_exists`, an existing
     /// table of that name is left alone and `None` is returned.
+    /// `sequences` are created with it, in the same write; one whose name is taken gets a digit
+    /// appended, as in PostgreSQL, and the column default that uses it follows.
     pub fn create_table(
         &self,
         mut def: TableDef,
         if_not_exists: bool,
+        sequences: Vec<sequence::SequenceDef>,
     ) -> Result<Option<Arc<Table>>> {
-        if self.view(&def.name).is_some() || self.source(&def.name).is_some() {
+        if self.view(&def.name).is_some()
+            || self.source(&def.name).is_some()
+            || self.sequences.get(&def.name).is_some()
+        {
             return if if_not_exists {
                 Ok(None)
             } else {
@@ -355,13 +429,33 @@ impl Catalog {
             };
         }
         def.id = self.reserve_id()?;
-        let table = Arc::new(self.build(def, 1)?);
         let mut batch = WriteBatch::default();
+        let mut created = Vec::new();
+        for mut sequence in sequences {
+            let wanted = sequence.name.clone();
+            let mut suffix = 0;
+            while sequence.name == def.name || self.taken(&tables, &sequence.name) {
+                suffix += 1;
+                sequence.name = format!("{wanted}{suffix}");
+            }
+            if sequence.name != wanted
+                && let Some((_, column)) = &sequence.owned_by
+                && let Some(c) = def.columns.iter_mut().find(|c| &c.name == column)
+            {
+                c.default = Some(format!("nextval('{}')", sequence.name));
+            }
+            sequence.id = self.reserve_id()?;
+            created.push(self.sequences.create_in(&mut batch, sequence)?);
+        }
+        let table = Arc::new(self.build(def, 1)?);
         batch.put(
             table_key(table.def().id),
             serde_json::to_vec(table.def()).map_err(json_err)?,
         );
         self.store.write(batch)?;
+        for sequence in created {
+            self.sequences.insert(sequence);
+        }
         tables.insert(table.name().to_string(), table.clone());
         Ok(Some(table))
     }
@@ -380,7 +474,14 @@ impl Catalog {
         batch.delete(Table::ingested_key(def.id));
         batch.delete(Table::watermark_key(def.id));
         self.store.delete_prefix_in(&mut batch, &def.key_prefix());
+        let owned = self.sequences.owned_by(name);
+        for sequence in &owned {
+            self.sequences.drop_in(&mut batch, sequence);
+        }
         self.store.write(batch)?;
+        for sequence in owned {
+            self.sequences.remove(&sequence.def().name);
+        }
         tables.remove(name);
         Ok(true)
     }

@@ -83,6 +83,7 @@ impl ViewDef {
                 nullable: true,
                 default: None,
                 hidden: false,
+                identity: None,
             })
             .collect()
     }

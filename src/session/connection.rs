@@ -11,6 +11,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 
 use super::Prepared;
+use crate::catalog::sequence_functions::SessionSequences;
 use crate::error::{Error, Result};
 
 /// A statement prepared with `PREPARE name [(types)] AS ...`.
@@ -95,6 +96,8 @@ pub struct ConnectionState {
     protocol_statements: Mutex<BTreeSet<String>>,
     /// Protocol statements deallocated by `DEALLOCATE`, for the wire layer to forget.
     deallocated: Mutex<Vec<String>>,
+    /// What `nextval` gave in this session, for `currval` and `lastval`.
+    sequences: SessionSequences,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,6 +109,11 @@ fn no_cursor(name: &str) -> Error {
 }
 
 impl ConnectionState {
+    /// What `nextval` gave in this session.
+    pub fn sequences(&self) -> &SessionSequences {
+        &self.sequences
+    }
+
     /// The statement prepared as `name`.
     pub fn prepared(&self, name: &str) -> Result<NamedStatement> {
         lock(&self.prepared).get(name).cloned().ok_or_else(|| {

@@ -69,7 +69,11 @@ impl Database {
                 threads: usize::from(config.onnx_threads),
             },
         )?);
-        let ctx = new_context(AugurSchema::new(catalog.clone()), &models)?;
+        let ctx = new_context(
+            AugurSchema::new(catalog.clone()),
+            &models,
+            catalog.sequences(),
+        )?;
         datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
             .map_err(|e| Error::from(*e))?;
         crate::catalog::pg_functions::register(&ctx);
@@ -85,7 +89,11 @@ impl Database {
                 )),
             )?;
         }
-        let dml_ctx = new_context(AugurSchema::with_hidden(catalog.clone()), &models)?;
+        let dml_ctx = new_context(
+            AugurSchema::with_hidden(catalog.clone()),
+            &models,
+            catalog.sequences(),
+        )?;
         let parser = SqlParser::new();
         let sources = super::sources::recover(&catalog)?;
         let flows = super::views::recover(&store, &catalog, &ctx, &parser).await?;
@@ -204,7 +212,11 @@ impl Database {
     }
 }
 
-fn new_context(schema: AugurSchema, models: &Arc<Models>) -> Result<SessionContext> {
+fn new_context(
+    schema: AugurSchema,
+    models: &Arc<Models>,
+    sequences: &Arc<crate::catalog::sequence::Sequences>,
+) -> Result<SessionContext> {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
         .with_information_schema(true)
@@ -227,6 +239,9 @@ fn new_context(schema: AugurSchema, models: &Arc<Models>) -> Result<SessionConte
         }),
     ));
     crate::model::functions::register(&ctx, models);
+    for function in crate::catalog::sequence_functions::functions(sequences) {
+        ctx.register_udf(function);
+    }
     crate::stream::session::register(&ctx);
     Ok(ctx)
 }

@@ -25,6 +25,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::{Database, Output, compile, evaluate, rows_output};
+use crate::catalog::sequence_functions::SessionSequences;
 use crate::error::{Error, Result};
 use crate::sql::{normalize_ident, table_name};
 use crate::table::Table;
@@ -98,6 +99,7 @@ impl WritePlan {
     pub async fn execute(
         &self,
         db: &Database,
+        sequences: &SessionSequences,
         params: ParamValues,
         lock_timeout: Option<std::time::Duration>,
     ) -> Result<Output> {
@@ -109,9 +111,15 @@ impl WritePlan {
         };
         // Cooperative, so that a cancel request or a timeout can stop a long INSERT ... SELECT
         // between batches.
+        let mut state = ctx.state();
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(sequences.clone());
+        state.mark_start_execution();
         let stream = datafusion::physical_plan::coop::make_cooperative(
-            ctx.execute_logical_plan(input)
-                .await?
+            datafusion::dataframe::DataFrame::new(state, input)
                 .execute_stream()
                 .await?,
         );
@@ -427,6 +435,7 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
     };
     let table = lookup_table(db, &table_name(name)?)?;
     let mut stripped = insert.clone();
+    refuse_generated_always(&table, insert)?;
     replace_default_keywords(&table, &mut stripped)?;
     let on = stripped.on.take();
     let returning_items = stripped.returning.take();
@@ -435,19 +444,28 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
         None => table.name().to_string(),
     };
     stripped.table_alias = None;
-    let plan = db
-        .ctx()
-        .state()
-        .statement_to_plan(DfStatement::Statement(Box::new(Statement::Insert(
-            stripped,
-        ))))
-        .await?;
-    let LogicalPlan::Dml(dml) = plan else {
-        return Err(Error::Internal("INSERT did not plan as DML".into()));
+    let is_values = stripped
+        .source
+        .as_ref()
+        .is_none_or(|s| matches!(s.body.as_ref(), ast::SetExpr::Values(_)));
+    let input = if is_values {
+        let plan = db
+            .ctx()
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(Statement::Insert(
+                stripped,
+            ))))
+            .await?;
+        let LogicalPlan::Dml(dml) = plan else {
+            return Err(Error::Internal("INSERT did not plan as DML".into()));
+        };
+        if !matches!(dml.op, WriteOp::Insert(_)) {
+            return Err(Error::Internal("INSERT planned as another write".into()));
+        }
+        dml.input.as_ref().clone()
+    } else {
+        insert_query_input(db, &table, &stripped).await?
     };
-    if !matches!(dml.op, WriteOp::Insert(_)) {
-        return Err(Error::Internal("INSERT planned as another write".into()));
-    }
     let conflict = match on {
         None => InsertConflict::Fail,
         Some(OnInsert::OnConflict(on_conflict)) => match on_conflict.action {
@@ -476,9 +494,167 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
     Ok(WritePlan {
         table,
         kind: Kind::Insert(conflict),
-        input: super::pg_text_casts(db, dml.input.as_ref().clone())?,
+        input: super::pg_text_casts(db, input)?,
         returning,
     })
+}
+
+/// The rows of `INSERT INTO t [(columns)] query`, as whole rows of `t`: the query's columns cast
+/// to the target columns' types, the other columns their defaults.
+///
+/// DataFusion plans every `VALUES` inside an INSERT's query against the target table's columns
+/// (`INSERT INTO t (a) SELECT p0 FROM (VALUES ($1, 0), ($2, 1)) AS v(p0, n) ORDER BY n`, which
+/// SQLAlchemy sends for a batch of ORM rows, is refused for its two-column VALUES), so the query
+/// is planned on its own here.
+async fn insert_query_input(db: &Database, table: &Table, insert: &Insert) -> Result<LogicalPlan> {
+    use datafusion::logical_expr::{ExprSchemable, LogicalPlanBuilder, lit};
+
+    let source = insert
+        .source
+        .as_ref()
+        .ok_or_else(|| Error::Internal("INSERT without rows".into()))?;
+    let plan = db
+        .ctx()
+        .state()
+        .statement_to_plan(DfStatement::Statement(Box::new(Statement::Query(
+            source.clone(),
+        ))))
+        .await?;
+    let provider = db
+        .ctx()
+        .table_provider(table.name())
+        .await
+        .map_err(|_| Error::UndefinedTable(table.name().to_string()))?;
+    let target = provider.schema();
+    let width = plan.schema().fields().len();
+    let mut value_of: Vec<Option<usize>> = vec![None; target.fields().len()];
+    if insert.columns.is_empty() {
+        // Without a column list the query fills the leading columns, as in PostgreSQL.
+        if width > value_of.len() {
+            return Err(Error::coded(
+                "42601",
+                "INSERT has more expressions than target columns",
+            ));
+        }
+        for (i, slot) in value_of.iter_mut().take(width).enumerate() {
+            *slot = Some(i);
+        }
+    } else {
+        for (i, column) in insert.columns.iter().enumerate() {
+            let name = column
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(normalize_ident)
+                .unwrap_or_default();
+            let position = target.index_of(&name).map_err(|_| {
+                Error::UndefinedColumn(format!(
+                    "column \"{name}\" of relation \"{}\" does not exist",
+                    table.name()
+                ))
+            })?;
+            if value_of[position].is_some() {
+                return Err(Error::coded(
+                    "42701",
+                    format!("column \"{name}\" specified more than once"),
+                ));
+            }
+            value_of[position] = Some(i);
+        }
+        if width != insert.columns.len() {
+            let message = if width > insert.columns.len() {
+                "INSERT has more expressions than target columns"
+            } else {
+                "INSERT has more target columns than expressions"
+            };
+            return Err(Error::coded("42601", message));
+        }
+    }
+    let schema = plan.schema().clone();
+    let exprs = target
+        .fields()
+        .iter()
+        .zip(&value_of)
+        .map(|(field, value)| {
+            let expr = match value {
+                Some(v) => datafusion::logical_expr::Expr::Column(
+                    datafusion::common::Column::from(schema.qualified_field(*v)),
+                )
+                .cast_to(field.data_type(), &schema)?,
+                None => provider
+                    .get_column_default(field.name())
+                    .cloned()
+                    .unwrap_or_else(|| lit(datafusion::common::ScalarValue::Null))
+                    .cast_to(field.data_type(), &DFSchema::empty())?,
+            };
+            Ok(expr.alias(field.name()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+}
+
+/// An identity column `GENERATED ALWAYS` takes only its sequence's values: an INSERT that gives
+/// it one is refused (`428C9`), as in PostgreSQL. `DEFAULT` is allowed.
+fn refuse_generated_always(table: &Table, insert: &Insert) -> Result<()> {
+    use crate::table::Identity;
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, SetExpr};
+
+    let columns = &table.def().columns;
+    if !columns.iter().any(|c| c.identity == Some(Identity::Always)) {
+        return Ok(());
+    }
+    let Some(source) = insert.source.as_ref() else {
+        return Ok(());
+    };
+    let refuse = |column: &str| {
+        Err(Error::coded(
+            "428C9",
+            format!(
+                "cannot insert a non-DEFAULT value into column \"{column}\": it is an identity column defined as GENERATED ALWAYS"
+            ),
+        ))
+    };
+    let position = |name: &ObjectName| {
+        let name = name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(normalize_ident)
+            .unwrap_or_default();
+        columns.iter().position(|c| !c.hidden && c.name == name)
+    };
+    let is_default = |expr: &SqlExpr| {
+        matches!(expr, SqlExpr::Identifier(ident)
+            if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default"))
+    };
+    let targets: Vec<Option<usize>> = if insert.columns.is_empty() {
+        (0..columns.len()).map(Some).collect()
+    } else {
+        insert.columns.iter().map(position).collect()
+    };
+    let always = |target: &Option<usize>| {
+        target
+            .and_then(|i| (columns[i].identity == Some(Identity::Always)).then(|| &columns[i].name))
+    };
+    match source.body.as_ref() {
+        SetExpr::Values(values) => {
+            for row in &values.rows {
+                for (expr, target) in row.content.iter().zip(&targets) {
+                    if let Some(name) = always(target)
+                        && !is_default(expr)
+                    {
+                        return refuse(name);
+                    }
+                }
+            }
+        }
+        _ => {
+            if let Some(name) = targets.iter().find_map(always) {
+                return refuse(name);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `VALUES (1, DEFAULT)`: each `DEFAULT` becomes its column's DEFAULT expression, or NULL; rows

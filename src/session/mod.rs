@@ -208,13 +208,18 @@ impl<'a> Session<'a> {
                 } else {
                     plan.clone().replace_params_with_values(&params)?
                 };
-                run_query(self.db, plan).await
+                run_query(self.db, self.conn, plan).await
             }
             Plan::Execute { target, arguments } => self.execute_named(target, arguments).await,
             Plan::Declare { name, query, hold } => self.declare(name, query, *hold, &params).await,
             Plan::Write(write) => {
                 let output = write
-                    .execute(self.db, params, vars::duration(self.vars, "lock_timeout"))
+                    .execute(
+                        self.db,
+                        self.conn.sequences(),
+                        params,
+                        vars::duration(self.vars, "lock_timeout"),
+                    )
                     .await?;
                 if in_transaction(self.vars) {
                     self.vars.insert(TXN_WROTE.into(), "1".into());
@@ -459,14 +464,19 @@ pub(crate) fn pg_text_casts(db: &Database, plan: LogicalPlan) -> Result<LogicalP
 
 /// Runs a query plan in the users' context: tables as of now, materialized views as of the last
 /// committed epoch, each from one snapshot for the whole statement.
-async fn run_query(db: &Database, plan: LogicalPlan) -> Result<Output> {
+async fn run_query(db: &Database, conn: &ConnectionState, plan: LogicalPlan) -> Result<Output> {
     let mut state = db.ctx().state();
-    state
-        .config_mut()
-        .set_extension(Arc::new(crate::table::provider::ReadSnapshots {
-            latest: Arc::new(db.store().snapshot()),
-            committed: db.runtime().progress().snapshot(),
-        }));
+    let config = state.config_mut();
+    config.set_extension(Arc::new(crate::table::provider::ReadSnapshots {
+        latest: Arc::new(db.store().snapshot()),
+        committed: db.runtime().progress().snapshot(),
+    }));
+    config
+        .options_mut()
+        .extensions
+        .insert(conn.sequences().clone());
+    // Functions read the configuration as of the start of execution: that is now.
+    state.mark_start_execution();
     let df = datafusion::dataframe::DataFrame::new(state, plan);
     let schema = Arc::new(df.schema().as_arrow().clone());
     let stream = df.execute_stream().await?;

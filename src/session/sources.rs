@@ -107,6 +107,7 @@ impl Session<'_> {
                 nullable: true,
                 default: None,
                 hidden: false,
+                identity: None,
             });
         }
         let mut options = BTreeMap::new();
@@ -124,6 +125,7 @@ impl Session<'_> {
                     nullable: true,
                     default: None,
                     hidden: false,
+                    identity: None,
                 })
                 .collect();
         }

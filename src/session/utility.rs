@@ -28,7 +28,7 @@ impl Session<'_> {
         if create.query.is_some() {
             return Err(Error::NotSupported("CREATE TABLE ... AS".into()));
         }
-        let mut def = ddl::table_def(create)?;
+        let (mut def, sequences) = ddl::table_def(create)?;
         if let Some(watermark) = &watermark {
             if !append_only {
                 return Err(Error::NotSupported(
@@ -48,7 +48,7 @@ impl Session<'_> {
         if self
             .db
             .catalog()
-            .create_table(def, create.if_not_exists)?
+            .create_table(def, create.if_not_exists, sequences)?
             .is_none()
         {
             self.notice(
@@ -59,8 +59,110 @@ impl Session<'_> {
         Ok(Output::Command("CREATE TABLE".into()))
     }
 
+    /// `CREATE SEQUENCE`.
+    fn create_sequence(
+        &mut self,
+        name: &datafusion::sql::sqlparser::ast::ObjectName,
+        data_type: Option<&datafusion::sql::sqlparser::ast::DataType>,
+        options: &[datafusion::sql::sqlparser::ast::SequenceOptions],
+        owned_by: Option<&datafusion::sql::sqlparser::ast::ObjectName>,
+        if_not_exists: bool,
+    ) -> Result<Output> {
+        let name = table_name(name)?;
+        let mut def = ddl::sequence_def(name.clone(), data_type, options)?;
+        def.owned_by = match owned_by {
+            None => None,
+            Some(owner) if owner.to_string().eq_ignore_ascii_case("none") => None,
+            Some(owner) => Some(self.sequence_owner(owner)?),
+        };
+        if !self.db.catalog().create_sequence(def, if_not_exists)? {
+            self.notice(
+                "42P07",
+                format!("relation \"{name}\" already exists, skipping"),
+            );
+        }
+        Ok(Output::Command("CREATE SEQUENCE".into()))
+    }
+
+    /// The table and column of `OWNED BY table.column`.
+    fn sequence_owner(
+        &self,
+        owner: &datafusion::sql::sqlparser::ast::ObjectName,
+    ) -> Result<(String, String)> {
+        let parts: Vec<String> = owner
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident())
+            .map(crate::sql::normalize_ident)
+            .collect();
+        let [.., table, column] = parts.as_slice() else {
+            return Err(Error::coded(
+                "42601",
+                "invalid OWNED BY option: specify OWNED BY table.column or OWNED BY NONE",
+            ));
+        };
+        let found = self
+            .db
+            .catalog()
+            .table(table)
+            .ok_or_else(|| Error::UndefinedTable(table.clone()))?;
+        if found.visible_schema().index_of(column).is_err() {
+            return Err(Error::UndefinedColumn(format!(
+                "column \"{column}\" of relation \"{table}\" does not exist"
+            )));
+        }
+        Ok((table.clone(), column.clone()))
+    }
+
+    /// `DROP SEQUENCE [IF EXISTS] name, ...`.
+    fn drop_sequences(
+        &mut self,
+        names: &[datafusion::sql::sqlparser::ast::ObjectName],
+        if_exists: bool,
+    ) -> Result<Output> {
+        for name in names {
+            let name = table_name(name)?;
+            if !self.db.catalog().drop_sequence(&name)? {
+                if !if_exists {
+                    return Err(Error::coded(
+                        "42P01",
+                        format!("sequence \"{name}\" does not exist"),
+                    ));
+                }
+                self.notice(
+                    "00000",
+                    format!("sequence \"{name}\" does not exist, skipping"),
+                );
+            }
+        }
+        Ok(Output::Command("DROP SEQUENCE".into()))
+    }
+
     pub(super) async fn execute_utility(&mut self, statement: &Statement) -> Result<Output> {
         match statement {
+            Statement::CreateSequence {
+                temporary: true, ..
+            } => Err(Error::NotSupported("temporary sequences".into())),
+            Statement::CreateSequence {
+                if_not_exists,
+                name,
+                data_type,
+                sequence_options,
+                owned_by,
+                ..
+            } => self.create_sequence(
+                name,
+                data_type.as_ref(),
+                sequence_options,
+                owned_by.as_ref(),
+                *if_not_exists,
+            ),
+            Statement::Drop {
+                object_type: ObjectType::Sequence,
+                if_exists,
+                names,
+                ..
+            } => self.drop_sequences(names, *if_exists),
             Statement::CreateTable(create) => self.create_table(create, false, None).await,
             Statement::Drop {
                 object_type:
@@ -281,7 +383,7 @@ impl Session<'_> {
                     .prepare(crate::sql::Stmt::Sql(Box::new(statement)))
                     .await?;
                 let rows = match &prepared.0.plan {
-                    Plan::Query(plan) => run_query(self.db, plan.clone()).await?,
+                    Plan::Query(plan) => run_query(self.db, self.conn, plan.clone()).await?,
                     Plan::Lookup(lookup) => {
                         let batch = lookup.execute(&ParamValues::List(vec![]))?;
                         rows_output(lookup.schema().clone(), vec![batch], "SELECT".into())
@@ -328,10 +430,15 @@ impl Session<'_> {
 pub(super) fn check_utility(statement: &Statement) -> Result<()> {
     match statement {
         Statement::CreateTable(_)
+        | Statement::CreateSequence { .. }
         | Statement::CreateView(_)
         | Statement::ShowViews { .. }
         | Statement::Drop {
-            object_type: ObjectType::Table | ObjectType::View | ObjectType::MaterializedView,
+            object_type:
+                ObjectType::Table
+                | ObjectType::View
+                | ObjectType::MaterializedView
+                | ObjectType::Sequence,
             ..
         }
         | Statement::Truncate(_)

@@ -1,19 +1,132 @@
 //! CREATE TABLE: from the parsed statement to a [`TableDef`].
 
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateTable, Expr as SqlExpr, TableConstraint,
+    ColumnOption, CreateTable, DataType as SqlType, Expr as SqlExpr, GeneratedAs, SequenceOptions,
+    TableConstraint, UnaryOperator, Value,
 };
 
 use super::{normalize_ident, table_name, types};
+use crate::catalog::sequence::SequenceDef;
 use crate::error::{Error, Result};
-use crate::table::{ColumnDef, ROW_ID_COLUMN, TableDef};
+use crate::table::{ColumnDef, Identity, ROW_ID_COLUMN, TableDef};
 
-/// Resolves a CREATE TABLE statement (without `AS query`) into a table definition. The id is
-/// assigned by the catalog.
-pub fn table_def(create: &CreateTable) -> Result<TableDef> {
+/// The type and sequence type of `SERIAL`, `BIGSERIAL` and `SMALLSERIAL` (and their aliases).
+fn serial_type(data_type: &SqlType) -> Option<(SqlType, &'static str)> {
+    let SqlType::Custom(name, modifiers) = data_type else {
+        return None;
+    };
+    if !modifiers.is_empty() {
+        return None;
+    }
+    match name.to_string().to_ascii_lowercase().as_str() {
+        "serial" | "serial4" => Some((SqlType::Integer(None), "integer")),
+        "bigserial" | "serial8" => Some((SqlType::BigInt(None), "bigint")),
+        "smallserial" | "serial2" => Some((SqlType::SmallInt(None), "smallint")),
+        _ => None,
+    }
+}
+
+/// The sequence type of an identity column of `data_type`.
+fn identity_sequence_type(data_type: &SqlType) -> Result<&'static str> {
+    match data_type {
+        SqlType::SmallInt(_) | SqlType::Int2(_) => Ok("smallint"),
+        SqlType::Int(_) | SqlType::Integer(_) | SqlType::Int4(_) => Ok("integer"),
+        SqlType::BigInt(_) | SqlType::Int8(_) => Ok("bigint"),
+        other => Err(Error::coded(
+            "22023",
+            format!("identity column type must be smallint, integer, or bigint, not {other}"),
+        )),
+    }
+}
+
+/// An integer literal of a sequence option (`5`, `-1`).
+fn int_literal(expr: &SqlExpr) -> Result<i64> {
+    match expr {
+        SqlExpr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => int_literal(expr).ok().and_then(i64::checked_neg),
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Plus,
+            expr,
+        } => int_literal(expr).ok(),
+        _ => None,
+    }
+    .ok_or_else(|| Error::Syntax(format!("syntax error: {expr} is not an integer")))
+}
+
+/// Applies `CREATE SEQUENCE` options to `def`; the bounds follow the increment's direction as in
+/// PostgreSQL.
+pub fn apply_sequence_options(def: &mut SequenceDef, options: &[SequenceOptions]) -> Result<()> {
+    let (type_min, type_max) = crate::catalog::sequence::type_range(&def.data_type)?;
+    let (mut min, mut max, mut start) = (None, None, None);
+    for option in options {
+        match option {
+            SequenceOptions::IncrementBy(e, _) => def.increment = int_literal(e)?,
+            SequenceOptions::MinValue(e) => min = Some(e.as_ref().map(int_literal).transpose()?),
+            SequenceOptions::MaxValue(e) => max = Some(e.as_ref().map(int_literal).transpose()?),
+            SequenceOptions::StartWith(e, _) => start = Some(int_literal(e)?),
+            SequenceOptions::Cache(e) => {
+                int_literal(e)?;
+            }
+            SequenceOptions::Cycle(no) => def.cycle = !*no,
+        }
+    }
+    let ascending = def.increment > 0;
+    def.min = min
+        .flatten()
+        .unwrap_or(if ascending { 1 } else { type_min });
+    def.max = max
+        .flatten()
+        .unwrap_or(if ascending { type_max } else { -1 });
+    def.start = start.unwrap_or(if ascending { def.min } else { def.max });
+    for (what, value) in [("MINVALUE", def.min), ("MAXVALUE", def.max)] {
+        if value < type_min || value > type_max {
+            return Err(Error::coded(
+                "22023",
+                format!(
+                    "{what} ({value}) is out of range for sequence data type {}",
+                    def.data_type
+                ),
+            ));
+        }
+    }
+    def.validate()
+}
+
+/// Resolves `CREATE SEQUENCE name [AS type] options` into a definition; `OWNED BY` is resolved
+/// by the caller, which knows the tables.
+pub fn sequence_def(
+    name: String,
+    data_type: Option<&SqlType>,
+    options: &[SequenceOptions],
+) -> Result<SequenceDef> {
+    let data_type = match data_type {
+        None => "bigint",
+        Some(t) => identity_sequence_type(t).map_err(|_| {
+            Error::coded(
+                "22023",
+                format!("sequence type must be smallint, integer, or bigint, not {t}"),
+            )
+        })?,
+    };
+    let mut def = SequenceDef::counting(name, data_type)?;
+    apply_sequence_options(&mut def, options)?;
+    Ok(def)
+}
+
+/// Resolves a CREATE TABLE statement (without `AS query`) into a table definition and the
+/// sequences its `SERIAL` and identity columns need (owned by those columns). Ids are assigned
+/// by the catalog, which may rename a sequence whose name is taken.
+pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
     refuse_unsupported(create)?;
     let name = table_name(&create.name)?;
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len() + 1);
+    let mut sequences: Vec<SequenceDef> = Vec::new();
     let mut primary_key: Option<Vec<String>> = None;
     let mut set_primary_key = |cols: Vec<String>| {
         if primary_key.is_some() {
@@ -40,14 +153,60 @@ pub fn table_def(create: &CreateTable) -> Result<TableDef> {
                 format!("column \"{column_name}\" specified more than once"),
             ));
         }
-        let data_type = types::arrow_type(&column.data_type)?;
+        let serial = serial_type(&column.data_type);
+        let sql_type = serial.as_ref().map_or(&column.data_type, |(t, _)| t);
+        let data_type = types::arrow_type(sql_type)?;
         let mut nullable = true;
         let mut default: Option<String> = None;
+        let mut identity = None;
+        let mut owned_sequence = |data_type: &str, options: &[SequenceOptions]| -> Result<String> {
+            let sequence_name = format!("{name}_{column_name}_seq");
+            let mut def = SequenceDef::counting(sequence_name.clone(), data_type)?;
+            apply_sequence_options(&mut def, options)?;
+            def.owned_by = Some((name.clone(), column_name.clone()));
+            sequences.push(def);
+            Ok(format!("nextval('{}')", sequence_name.replace('\'', "''")))
+        };
+        if let Some((_, sequence_type)) = serial {
+            default = Some(owned_sequence(sequence_type, &[])?);
+            nullable = false;
+        }
         for option in &column.options {
             match &option.option {
                 ColumnOption::Null => nullable = true,
                 ColumnOption::NotNull => nullable = false,
+                ColumnOption::Default(_) if default.is_some() => {
+                    return Err(Error::coded(
+                        "42601",
+                        format!(
+                            "multiple default values specified for column \"{column_name}\" of table \"{name}\""
+                        ),
+                    ));
+                }
                 ColumnOption::Default(expr) => default = Some(default_sql(expr)),
+                ColumnOption::Generated {
+                    generated_as: generated_as @ (GeneratedAs::Always | GeneratedAs::ByDefault),
+                    sequence_options,
+                    generation_expr: None,
+                    ..
+                } => {
+                    if default.is_some() {
+                        return Err(Error::coded(
+                            "42601",
+                            format!(
+                                "both default and identity specified for column \"{column_name}\" of table \"{name}\""
+                            ),
+                        ));
+                    }
+                    let sequence_type = identity_sequence_type(&column.data_type)?;
+                    let options = sequence_options.as_deref().unwrap_or_default();
+                    default = Some(owned_sequence(sequence_type, options)?);
+                    nullable = false;
+                    identity = Some(match generated_as {
+                        GeneratedAs::Always => Identity::Always,
+                        _ => Identity::ByDefault,
+                    });
+                }
                 ColumnOption::PrimaryKey(_) => set_primary_key(vec![column_name.clone()])?,
                 ColumnOption::Unique(_) => {
                     return Err(Error::NotSupported(
@@ -74,6 +233,7 @@ pub fn table_def(create: &CreateTable) -> Result<TableDef> {
             nullable,
             default,
             hidden: false,
+            identity,
         });
     }
     if columns.is_empty() {
@@ -135,12 +295,13 @@ pub fn table_def(create: &CreateTable) -> Result<TableDef> {
                 nullable: false,
                 default: None,
                 hidden: true,
+                identity: None,
             });
             vec![columns.len() - 1]
         }
     };
 
-    Ok(TableDef {
+    let table = TableDef {
         id: 0,
         name,
         columns,
@@ -150,7 +311,8 @@ pub fn table_def(create: &CreateTable) -> Result<TableDef> {
         appended: false,
         append_only: false,
         watermark: None,
-    })
+    };
+    Ok((table, sequences))
 }
 
 fn default_sql(expr: &SqlExpr) -> String {
@@ -186,7 +348,7 @@ mod tests {
 
     fn def(sql: &str) -> Result<TableDef> {
         match SqlParser::new().parse(sql)?.remove(0) {
-            Statement::CreateTable(create) => table_def(&create),
+            Statement::CreateTable(create) => table_def(&create).map(|(t, _)| t),
             other => panic!("not CREATE TABLE: {other}"),
         }
     }
@@ -206,6 +368,41 @@ mod tests {
 
         let t = def("CREATE TABLE e (a INT, b TEXT, PRIMARY KEY (b, a))").unwrap();
         assert_eq!(t.primary_key, vec![1, 0]);
+    }
+
+    #[test]
+    fn serial_and_identity_columns_own_sequences() {
+        let create = |sql: &str| match SqlParser::new().parse(sql).unwrap().remove(0) {
+            Statement::CreateTable(create) => table_def(&create),
+            other => panic!("not CREATE TABLE: {other}"),
+        };
+        let (t, sequences) = create(
+            "CREATE TABLE t (id SERIAL PRIMARY KEY, big BIGSERIAL, \
+             i BIGINT GENERATED ALWAYS AS IDENTITY (INCREMENT BY 5 START WITH 10), v TEXT)",
+        )
+        .unwrap();
+        assert_eq!(t.columns[0].data_type, "Int32");
+        assert_eq!(t.columns[0].default.as_deref(), Some("nextval('t_id_seq')"));
+        assert_eq!(t.columns[1].data_type, "Int64");
+        assert!(!t.columns[1].nullable);
+        assert_eq!(t.columns[2].identity, Some(Identity::Always));
+        let names: Vec<_> = sequences.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["t_id_seq", "t_big_seq", "t_i_seq"]);
+        assert_eq!(
+            (sequences[0].max, sequences[1].max),
+            (i32::MAX.into(), i64::MAX)
+        );
+        assert_eq!((sequences[2].start, sequences[2].increment), (10, 5));
+        assert_eq!(
+            sequences[2].owned_by,
+            Some(("t".to_string(), "i".to_string()))
+        );
+        assert_eq!(
+            create("CREATE TABLE u (a TEXT GENERATED ALWAYS AS IDENTITY)")
+                .unwrap_err()
+                .sqlstate(),
+            "22023"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod depth;
 pub mod names;
 pub mod recursive;
 pub mod rewrite;
+pub mod sequence_options;
 pub mod types;
 pub mod windows;
 
@@ -168,10 +169,15 @@ impl SqlParser {
             Ok(statements) => Ok(statements.into_iter().map(own_statement).collect()),
             // Augur's own statements are syntax errors to sqlparser; text too long or nested
             // too deeply is not one of them.
-            Err(error) if error.sqlstate() == "42601" => match self.parse_extended(sql) {
-                Some(stmts) => stmts,
-                None => Err(error),
-            },
+            Err(error) if error.sqlstate() == "42601" => {
+                if let Some(reordered) = sequence_options::in_parser_order(sql) {
+                    return self.parse_stmts(&reordered);
+                }
+                match self.parse_extended(sql) {
+                    Some(stmts) => stmts,
+                    None => Err(error),
+                }
+            }
             Err(error) => Err(error),
         }
     }
@@ -432,25 +438,32 @@ fn emit_on_window_close(
     if !tokens[n - 4..].iter().zip(tail).all(|(t, w)| is(t, w)) {
         return None;
     }
-    let offset = |location: datafusion::sql::sqlparser::tokenizer::Location| -> Option<usize> {
-        let mut line_start = 0;
-        for _ in 1..location.line {
-            line_start += sql[line_start..].find('\n')? + 1;
-        }
-        let column = usize::try_from(location.column).ok()?.checked_sub(1)?;
-        Some(
-            line_start
-                + sql[line_start..]
-                    .char_indices()
-                    .nth(column)
-                    .map_or(sql.len() - line_start, |(i, _)| i),
-        )
-    };
+    let offset = |location| byte_offset(sql, location);
     Some(WindowCloseClause {
         statement: offset(tokens[0].span.start)?,
         clause: offset(tokens[n - 4].span.start)?,
         end: tokens[n - 1].span.start,
     })
+}
+
+/// The byte offset in `sql` of a token's `location` (lines and columns count from 1, columns in
+/// characters).
+pub(crate) fn byte_offset(
+    sql: &str,
+    location: datafusion::sql::sqlparser::tokenizer::Location,
+) -> Option<usize> {
+    let mut line_start = 0;
+    for _ in 1..location.line {
+        line_start += sql[line_start..].find('\n')? + 1;
+    }
+    let column = usize::try_from(location.column).ok()?.checked_sub(1)?;
+    Some(
+        line_start
+            + sql[line_start..]
+                .char_indices()
+                .nth(column)
+                .map_or(sql.len() - line_start, |(i, _)| i),
+    )
 }
 
 /// Augur's statements that sqlparser reads as something else: `SHOW SOURCES` and `SHOW MODELS`

@@ -138,6 +138,13 @@ impl Store {
         Ok(())
     }
 
+    /// Applies `batch` atomically without waiting for the disk: it becomes durable with the next
+    /// write that waits (RocksDB's log is written in order), or is lost in a machine crash.
+    pub fn write_unsynced(&self, batch: WriteBatch) -> Result<()> {
+        self.db.write(batch)?;
+        Ok(())
+    }
+
     /// Deletes every key starting with `prefix`, atomically with `batch`.
     pub fn delete_prefix_in(&self, batch: &mut WriteBatch, prefix: &[u8]) {
         match prefix_upper_bound(prefix) {

@@ -316,6 +316,7 @@ mod tests {
             nullable: true,
             default: None,
             hidden: false,
+            identity: None,
         };
         let def = TableDef {
             id: 7,

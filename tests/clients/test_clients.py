@@ -163,6 +163,58 @@ def sqlalchemy_stream_results():
         assert ids == list(range(1, 5001)), len(ids)
 
 
+@test
+def sqlalchemy_orm_generated_keys():
+    from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Account(Base):
+        __tablename__ = "orm_accounts"
+        id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+        name: Mapped[str] = mapped_column(sa.Text)
+
+    class Event(Base):
+        __tablename__ = "orm_events"
+        id: Mapped[int] = mapped_column(sa.Integer, sa.Identity(start=100, increment=10),
+                                        primary_key=True)
+        kind: Mapped[str] = mapped_column(sa.Text)
+
+    engine = sa.create_engine(URL)
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        accounts = [Account(name=f"a{i}") for i in range(3)]
+        session.add_all(accounts)
+        session.add(Event(kind="login"))
+        session.commit()
+        assert [a.id for a in accounts] == [1, 2, 3], [a.id for a in accounts]
+        event = session.scalars(sa.select(Event)).one()
+        assert (event.id, event.kind) == (100, "login")
+        session.add(Event(kind="logout"))
+        session.commit()
+        ids = session.scalars(sa.select(Event.id).order_by(Event.id)).all()
+        assert ids == [100, 110], ids
+    with engine.connect() as conn:
+        nxt = conn.execute(sa.text("SELECT nextval('orm_accounts_id_seq')")).scalar()
+        assert nxt == 4, nxt
+        assert conn.execute(sa.text("SELECT currval('orm_accounts_id_seq')")).scalar() == 4
+    # currval is the session's own: a new connection has not called nextval
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        try:
+            conn.execute("SELECT currval('orm_accounts_id_seq')")
+            raise AssertionError("currval before nextval in this session")
+        except psycopg.errors.ObjectNotInPrerequisiteState:
+            pass
+    Base.metadata.drop_all(engine)
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        try:
+            conn.execute("SELECT nextval('orm_accounts_id_seq')")
+            raise AssertionError("sequence outlived its table")
+        except psycopg.errors.UndefinedTable:
+            pass
+
+
 passed = failed = 0
 for fn in TESTS:
     try:

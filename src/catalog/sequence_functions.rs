@@ -1,0 +1,244 @@
+//! `nextval`, `currval`, `setval` and `lastval`.
+//!
+//! `currval` and `lastval` answer with what `nextval` gave in the same session, as in
+//! PostgreSQL: a query runs with its connection's [`SessionSequences`] among its configuration
+//! extensions (sessions that have none, such as a view's dataflow, cannot call them).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+
+use super::sequence::{Sequence, Sequences};
+use crate::error::Error;
+
+/// The values `nextval` gave in one session, for `currval` and `lastval`.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSequences(Arc<Mutex<SessionValues>>);
+
+#[derive(Debug, Default)]
+struct SessionValues {
+    by_sequence: HashMap<u32, i64>,
+    last: Option<i64>,
+}
+
+impl SessionSequences {
+    fn record(&self, sequence: &Sequence, value: i64) {
+        let mut values = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        values.by_sequence.insert(sequence.def().id, value);
+        values.last = Some(value);
+    }
+
+    fn current(&self, sequence: &Sequence) -> Option<i64> {
+        let values = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        values.by_sequence.get(&sequence.def().id).copied()
+    }
+
+    fn last(&self) -> Option<i64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).last
+    }
+}
+
+impl ExtensionOptions for SessionSequences {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    /// A copy shares the session's values: every query of a session adds to the same ones.
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, _value: &str) -> datafusion::common::Result<()> {
+        Err(DataFusionError::Configuration(format!(
+            "{key} cannot be set"
+        )))
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        vec![]
+    }
+}
+
+impl ConfigExtension for SessionSequences {
+    const PREFIX: &'static str = "augur_sequences";
+}
+
+/// The sequence functions over `sequences`.
+pub fn functions(sequences: &Arc<Sequences>) -> Vec<ScalarUDF> {
+    [Kind::Nextval, Kind::Currval, Kind::Setval, Kind::Lastval]
+        .into_iter()
+        .map(|kind| {
+            ScalarUDF::new_from_impl(SequenceFunction {
+                kind,
+                sequences: sequences.clone(),
+                signature: kind.signature(),
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Nextval,
+    Currval,
+    Setval,
+    Lastval,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Nextval => "nextval",
+            Kind::Currval => "currval",
+            Kind::Setval => "setval",
+            Kind::Lastval => "lastval",
+        }
+    }
+
+    fn signature(self) -> Signature {
+        let types = match self {
+            Kind::Nextval | Kind::Currval => vec![TypeSignature::Exact(vec![DataType::Utf8])],
+            Kind::Setval => vec![
+                TypeSignature::Exact(vec![DataType::Utf8, DataType::Int64]),
+                TypeSignature::Exact(vec![DataType::Utf8, DataType::Int64, DataType::Boolean]),
+            ],
+            Kind::Lastval => vec![TypeSignature::Nullary],
+        };
+        Signature::one_of(types, Volatility::Volatile)
+    }
+}
+
+#[derive(Debug)]
+struct SequenceFunction {
+    kind: Kind,
+    sequences: Arc<Sequences>,
+    signature: Signature,
+}
+
+impl PartialEq for SequenceFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && Arc::ptr_eq(&self.sequences, &other.sequences)
+    }
+}
+
+impl Eq for SequenceFunction {}
+
+impl std::hash::Hash for SequenceFunction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+    }
+}
+
+fn user_error(e: Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+fn not_in_session(what: String) -> DataFusionError {
+    user_error(Error::coded(
+        "55000",
+        format!("{what} is not yet defined in this session"),
+    ))
+}
+
+impl ScalarUDFImpl for SequenceFunction {
+    fn name(&self) -> &str {
+        self.kind.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let session = args.config_options.extensions.get::<SessionSequences>();
+        let rows = args.number_rows;
+        if self.kind == Kind::Lastval {
+            let value = session
+                .and_then(SessionSequences::last)
+                .ok_or_else(|| not_in_session("lastval".into()))?;
+            return Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(value))));
+        }
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let names = arrays[0].as_string::<i32>();
+        let store = self.sequences.store();
+        // A run of rows naming one sequence is served together: one write for a whole batch.
+        let mut out: Vec<Option<i64>> = Vec::with_capacity(rows);
+        let mut i = 0;
+        while i < rows {
+            if names.is_null(i) {
+                out.push(None);
+                i += 1;
+                continue;
+            }
+            let name = names.value(i);
+            let run = (i..rows)
+                .take_while(|&j| names.is_valid(j) && names.value(j) == name)
+                .count();
+            let sequence = self.sequences.resolve(name).map_err(user_error)?;
+            match self.kind {
+                Kind::Nextval => {
+                    let values = sequence.next(store, run).map_err(user_error)?;
+                    if let (Some(session), Some(last)) = (session, values.last()) {
+                        session.record(&sequence, *last);
+                    }
+                    out.extend(values.into_iter().map(Some));
+                }
+                Kind::Currval => {
+                    let value = session.and_then(|s| s.current(&sequence)).ok_or_else(|| {
+                        not_in_session(format!("currval of sequence \"{}\"", sequence.def().name))
+                    })?;
+                    out.extend(std::iter::repeat_n(Some(value), run));
+                }
+                Kind::Setval => {
+                    for j in i..i + run {
+                        let values =
+                            arrays[1].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                        if values.is_null(j) {
+                            out.push(None);
+                            continue;
+                        }
+                        let called = arrays
+                            .get(2)
+                            .map(|a| a.as_boolean())
+                            .is_none_or(|a| a.is_null(j) || a.value(j));
+                        let value = sequence
+                            .set(store, values.value(j), called)
+                            .map_err(user_error)?;
+                        if let (Some(session), true) = (session, called) {
+                            session.record(&sequence, value);
+                        }
+                        out.push(Some(value));
+                    }
+                }
+                Kind::Lastval => unreachable!("answered above"),
+            }
+            i += run;
+        }
+        let array: ArrayRef = Arc::new(Int64Array::from(out));
+        Ok(ColumnarValue::Array(array))
+    }
+}
