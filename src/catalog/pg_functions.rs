@@ -10,11 +10,260 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
+/// The user a connection logged in as, among a query's configuration extensions: what
+/// `current_user`, `session_user`, `user` and `current_role` return.
+#[derive(Debug, Clone, Default)]
+pub struct SessionUser(pub String);
+
+impl datafusion::common::config::ExtensionOptions for SessionUser {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn datafusion::common::config::ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, _value: &str) -> datafusion::common::Result<()> {
+        datafusion::common::plan_err!("{key} cannot be set")
+    }
+
+    fn entries(&self) -> Vec<datafusion::common::config::ConfigEntry> {
+        vec![]
+    }
+}
+
+impl datafusion::common::config::ConfigExtension for SessionUser {
+    const PREFIX: &'static str = "augur_user";
+}
+
+/// The session's settings (lower-case names), among a query's configuration extensions: what
+/// `current_setting` reads.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSettings(pub Arc<std::collections::HashMap<String, String>>);
+
+impl datafusion::common::config::ExtensionOptions for SessionSettings {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn datafusion::common::config::ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, _value: &str) -> datafusion::common::Result<()> {
+        datafusion::common::plan_err!("{key} cannot be set")
+    }
+
+    fn entries(&self) -> Vec<datafusion::common::config::ConfigEntry> {
+        vec![]
+    }
+}
+
+impl datafusion::common::config::ConfigExtension for SessionSettings {
+    const PREFIX: &'static str = "augur_settings";
+}
+
+/// `current_setting(name [, missing_ok])`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CurrentSetting {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for CurrentSetting {
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let settings = args.config_options.extensions.get::<SessionSettings>();
+        let names = args.args[0].to_array(rows)?;
+        let names = names.as_string::<i32>();
+        let missing_ok = args.args.get(1).map(|a| a.to_array(rows)).transpose()?;
+        let mut out = datafusion::arrow::array::StringBuilder::new();
+        for i in 0..rows {
+            if names.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            let name = names.value(i).to_ascii_lowercase();
+            match settings.and_then(|s| s.0.get(&name)) {
+                Some(value) => out.append_value(value),
+                None if missing_ok
+                    .as_ref()
+                    .is_some_and(|m| m.as_boolean().is_valid(i) && m.as_boolean().value(i)) =>
+                {
+                    out.append_null()
+                }
+                None => {
+                    return Err(datafusion::error::DataFusionError::External(Box::new(
+                        crate::error::Error::coded(
+                            "42704",
+                            format!("unrecognized configuration parameter \"{name}\""),
+                        ),
+                    )));
+                }
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// `augur_like_escape(pattern, escape)`: a LIKE pattern written with `escape` as its escape
+/// character (none when empty), rewritten with the backslash as its escape, which is what
+/// DataFusion's LIKE takes.
+fn like_escape() -> ScalarUDF {
+    create_udf(
+        crate::sql::rewrite::LIKE_ESCAPE_FUNCTION,
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = args
+                .iter()
+                .find_map(|a| match a {
+                    ColumnarValue::Array(a) => Some(a.len()),
+                    ColumnarValue::Scalar(_) => None,
+                })
+                .unwrap_or(1);
+            let patterns = args[0].to_array(rows)?;
+            let escapes = args[1].to_array(rows)?;
+            let (patterns, escapes) = (patterns.as_string::<i32>(), escapes.as_string::<i32>());
+            let mut out = datafusion::arrow::array::StringBuilder::new();
+            for i in 0..rows {
+                if patterns.is_null(i) || escapes.is_null(i) {
+                    out.append_null();
+                    continue;
+                }
+                let escape = escapes.value(i);
+                let mut chars = escape.chars();
+                let escape = match (chars.next(), chars.next()) {
+                    (None, _) => None,
+                    (Some(c), None) => Some(c),
+                    _ => {
+                        return Err(pg_error(
+                            "22025",
+                            "invalid escape string: escape string must be empty or one character",
+                        ));
+                    }
+                };
+                let mut rewritten = String::new();
+                let mut pattern = patterns.value(i).chars();
+                while let Some(c) = pattern.next() {
+                    if Some(c) == escape {
+                        let Some(next) = pattern.next() else {
+                            return Err(pg_error(
+                                "22025",
+                                "LIKE pattern must not end with escape character",
+                            ));
+                        };
+                        rewritten.push('\\');
+                        rewritten.push(next);
+                    } else if c == '\\' {
+                        rewritten.push_str("\\\\");
+                    } else {
+                        rewritten.push(c);
+                    }
+                }
+                out.append_value(rewritten);
+            }
+            let array = out.finish();
+            Ok(
+                if rows == 1 && args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+                } else {
+                    ColumnarValue::Array(Arc::new(array))
+                },
+            )
+        }),
+    )
+}
+
+fn pg_error(code: &'static str, message: &str) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(crate::error::Error::coded(
+        code,
+        message.to_string(),
+    )))
+}
+
+/// `session_user` and its synonyms.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct UserFunction {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for UserFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let user = args
+            .config_options
+            .extensions
+            .get::<SessionUser>()
+            .map(|u| u.0.clone())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "augur".into());
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(user))))
+    }
+}
+
 /// Registers the functions of this module.
 pub fn register(ctx: &SessionContext) {
+    ctx.register_udf(like_escape());
+    ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting {
+        signature: Signature::one_of(
+            vec![
+                datafusion::logical_expr::TypeSignature::Exact(vec![DataType::Utf8]),
+                datafusion::logical_expr::TypeSignature::Exact(vec![
+                    DataType::Utf8,
+                    DataType::Boolean,
+                ]),
+            ],
+            Volatility::Stable,
+        ),
+    }));
+    for name in ["session_user", "current_user", "user", "current_role"] {
+        ctx.register_udf(ScalarUDF::new_from_impl(UserFunction {
+            name,
+            signature: Signature::nullary(Volatility::Stable),
+        }));
+    }
     ctx.register_udf(to_regtype());
     ctx.register_udf(bytea_in());
-    ctx.register_udf(pg_get_serial_sequence());
     ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(NotPublishable {
         signature: Signature::any(1, Volatility::Stable),
@@ -127,22 +376,6 @@ fn json_value(value: &ScalarValue) -> serde_json::Value {
         ScalarValue::Float64(Some(v)) => J::from(*v),
         other => J::String(other.to_string()),
     }
-}
-
-/// `pg_get_serial_sequence(table, column)`: Augur has no sequences, so always NULL.
-fn pg_get_serial_sequence() -> ScalarUDF {
-    create_udf(
-        "pg_get_serial_sequence",
-        vec![DataType::Utf8, DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
-            Ok(ColumnarValue::Array(
-                datafusion::arrow::array::new_null_array(&DataType::Utf8, rows),
-            ))
-        }),
-    )
 }
 
 /// OIDs of built-in types by every name PostgreSQL accepts for them.

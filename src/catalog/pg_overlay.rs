@@ -4,7 +4,13 @@
 //! - `pg_statistic_ext` is empty, with its array columns typed as arrays so that psql's `\d`
 //!   query over it plans.
 //! - `pg_class` says `m` (materialized view) for materialized views, so that psql's `\dm`
-//!   lists them, and `pg_matviews` lists them with their queries.
+//!   lists them, and has `reloptions` (none), and `pg_matviews` lists them with their queries.
+//! - `pg_views` lists the plain views with their queries; `augur_view_definitions` gives every
+//!   view's definition by the OID `pg_class` gives it, for `pg_get_viewdef`.
+//! - `augur_index_definitions` gives each index's definition and key columns, for
+//!   `pg_get_indexdef`.
+//! - `pg_index` has one index per primary key, its `indclass` and `indoption` arrays as long as
+//!   its key, so that SQLAlchemy's `get_indexes` query plans.
 //! - `pg_constraint` holds the primary keys of Augur's tables (with `conkey` a real `int2[]`),
 //!   joined to `pg_class` so that `conrelid` is the OID `pg_class` gives the table. SQLAlchemy's
 //!   `get_pk_constraint` and psql read it.
@@ -29,7 +35,19 @@ pub struct PgCatalogOverlay {
     catalog: Arc<Catalog>,
 }
 
-const OWN_TABLES: &[&str] = &["pg_statistic_ext", "pg_constraint", "pg_index"];
+const OWN_TABLES: &[&str] = &[
+    "pg_statistic_ext",
+    "pg_constraint",
+    "pg_index",
+    VIEW_DEFINITIONS,
+    INDEX_DEFINITIONS,
+];
+
+/// The table `pg_get_indexdef` reads (see `sql::rewrite::view_definitions`).
+pub const INDEX_DEFINITIONS: &str = "augur_index_definitions";
+
+/// The table `pg_get_viewdef(oid)` reads (see `sql::rewrite::view_definitions`).
+pub const VIEW_DEFINITIONS: &str = "augur_view_definitions";
 
 /// Constraint OIDs are the table's OID plus this, clear of the OIDs `pg_class` hands out.
 const CONSTRAINT_OID_OFFSET: i32 = 1_000_000;
@@ -102,6 +120,17 @@ impl PgCatalogOverlay {
             DataType::Int16,
         );
         let none = |name: &str| cast(lit(ScalarValue::Null), DataType::Utf8).alias(name);
+        // `oidvector` and `int2vector` columns, one entry per key column: the default operator
+        // class (0) and no sort options.
+        let zeros = |element: DataType| {
+            datafusion::functions_nested::expr_fn::array_repeat(
+                cast(lit(0), element),
+                cast(
+                    datafusion::functions_nested::expr_fn::cardinality(col("k.key_conkey")),
+                    DataType::Int64,
+                ),
+            )
+        };
         let plan = self
             .tables_with_keys()
             .await?
@@ -123,8 +152,8 @@ impl PgCatalogOverlay {
                 lit(false).alias("indisreplident"),
                 col("k.key_conkey").alias("indkey"),
                 none("indcollation"),
-                none("indclass"),
-                none("indoption"),
+                zeros(DataType::Int32).alias("indclass"),
+                zeros(DataType::Int16).alias("indoption"),
                 none("indexprs"),
                 none("indpred"),
             ])?
@@ -132,7 +161,7 @@ impl PgCatalogOverlay {
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
 
-    /// The library's `pg_class` with relkind `m` for materialized views.
+    /// The library's `pg_class` with relkind `m` for materialized views, and `reloptions`.
     async fn pg_class(&self) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let Some(pg_class) = self.inner.table("pg_class").await? else {
             return Ok(None);
@@ -144,15 +173,12 @@ impl PgCatalogOverlay {
             .filter(|v| v.def().materialized)
             .map(|v| lit(v.name().to_string()))
             .collect();
-        if materialized.is_empty() {
-            return Ok(Some(pg_class));
-        }
         let schema = pg_class.schema();
-        let columns: Vec<_> = schema
+        let mut columns: Vec<_> = schema
             .fields()
             .iter()
             .map(|f| {
-                if f.name() == "relkind" {
+                if f.name() == "relkind" && !materialized.is_empty() {
                     when(
                         col("relname").in_list(materialized.clone(), false),
                         lit("m"),
@@ -164,6 +190,10 @@ impl PgCatalogOverlay {
                 }
             })
             .collect::<DfResult<_>>()?;
+        if schema.field_with_name("reloptions").is_err() {
+            // Storage options (`text[]`): Augur's relations have none.
+            columns.push(lit(ScalarValue::try_from(&list(DataType::Utf8))?).alias("reloptions"));
+        }
         let plan = LogicalPlanBuilder::scan("pg_class", provider_as_source(pg_class), None)?
             .project(columns)?
             .build()?;
@@ -215,6 +245,164 @@ impl PgCatalogOverlay {
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
     }
 
+    /// Every view, plain and materialized: name, definition (as `pg_get_viewdef` gives it) and
+    /// whether it is materialized.
+    fn view_definitions(&self) -> DfResult<RecordBatch> {
+        let views = self.catalog.views();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("viewname", DataType::Utf8, false),
+            Field::new("definition", DataType::Utf8, false),
+            Field::new("materialized", DataType::Boolean, false),
+        ]));
+        Ok(RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    views.iter().map(|v| v.name()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    views.iter().map(|v| format!(" {};", v.def().query)),
+                )),
+                Arc::new(BooleanArray::from(
+                    views
+                        .iter()
+                        .map(|v| v.def().materialized)
+                        .collect::<Vec<_>>(),
+                )),
+            ],
+        )?)
+    }
+
+    /// `pg_views`: the plain views with their definitions.
+    fn pg_views(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let all = self.view_definitions()?;
+        let plain = datafusion::arrow::compute::filter_record_batch(
+            &all,
+            &datafusion::arrow::compute::not(all.column(2).as_any().downcast_ref().ok_or_else(
+                || datafusion::error::DataFusionError::Internal("materialized flags".into()),
+            )?)?,
+        )?;
+        let n = plain.num_rows();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("schemaname", DataType::Utf8, true),
+            Field::new("viewname", DataType::Utf8, true),
+            Field::new("viewowner", DataType::Utf8, true),
+            Field::new("definition", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![
+                    crate::catalog::schema::SCHEMA_NAME;
+                    n
+                ])),
+                plain.column(0).clone(),
+                Arc::new(StringArray::from(vec!["augur"; n])),
+                plain.column(1).clone(),
+            ],
+        )?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+
+    /// `augur_view_definitions`: the OID `pg_class` gives each view, with its definition; what
+    /// `pg_get_viewdef(oid)` reads.
+    async fn oid_view_definitions(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let Some(pg_class) = self.inner.table("pg_class").await? else {
+            return datafusion::common::plan_err!("pg_catalog.pg_class is missing");
+        };
+        let all = self.view_definitions()?;
+        let views = MemTable::try_new(all.schema(), vec![vec![all]])?;
+        let plan = LogicalPlanBuilder::scan("c", provider_as_source(pg_class), None)?
+            .join(
+                LogicalPlanBuilder::scan("v", provider_as_source(Arc::new(views)), None)?
+                    .build()?,
+                JoinType::Inner,
+                (
+                    vec![Column::from_qualified_name("c.relname")],
+                    vec![Column::from_qualified_name("v.viewname")],
+                ),
+                None,
+            )?
+            .project(vec![
+                col("c.oid").alias("oid"),
+                col("v.viewname").alias("viewname"),
+                col("v.definition").alias("definition"),
+            ])?
+            .build()?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+
+    /// `augur_index_definitions`: for every index, by the OID `pg_index` gives it, its
+    /// `CREATE INDEX` statement (`column_no` 0) and its key columns (`column_no` from 1); what
+    /// `pg_get_indexdef` reads.
+    async fn index_definitions(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let Some(pg_class) = self.inner.table("pg_class").await? else {
+            return datafusion::common::plan_err!("pg_catalog.pg_class is missing");
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("relname", DataType::Utf8, false),
+            Field::new("column_no", DataType::Int32, false),
+            Field::new("definition", DataType::Utf8, false),
+        ]));
+        let (mut relnames, mut numbers, mut definitions) = (Vec::new(), Vec::new(), Vec::new());
+        for name in self.catalog.table_names() {
+            let Some(table) = self.catalog.table(&name) else {
+                continue;
+            };
+            let def = table.def();
+            if def.has_row_id() {
+                continue;
+            }
+            let columns: Vec<String> = def
+                .primary_key
+                .iter()
+                .map(|&i| quote_ident(&def.columns[i].name))
+                .collect();
+            relnames.push(def.name.clone());
+            numbers.push(0);
+            definitions.push(format!(
+                "CREATE UNIQUE INDEX {} ON {}.{} USING btree ({})",
+                quote_ident(&def.pkey_name()),
+                crate::catalog::schema::SCHEMA_NAME,
+                quote_ident(&def.name),
+                columns.join(", ")
+            ));
+            for (i, column) in columns.into_iter().enumerate() {
+                relnames.push(def.name.clone());
+                numbers.push(i as i32 + 1);
+                definitions.push(column);
+            }
+        }
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(relnames)),
+                Arc::new(datafusion::arrow::array::Int32Array::from(numbers)),
+                Arc::new(StringArray::from(definitions)),
+            ],
+        )?;
+        let indexes = MemTable::try_new(schema, vec![vec![batch]])?;
+        let plan = LogicalPlanBuilder::scan("c", provider_as_source(pg_class), None)?
+            .join(
+                LogicalPlanBuilder::scan("i", provider_as_source(Arc::new(indexes)), None)?
+                    .build()?,
+                JoinType::Inner,
+                (
+                    vec![Column::from_qualified_name("c.relname")],
+                    vec![Column::from_qualified_name("i.relname")],
+                ),
+                None,
+            )?
+            .project(vec![
+                cast(col("c.oid") + lit(CONSTRAINT_OID_OFFSET), DataType::Int32)
+                    .alias("indexrelid"),
+                col("i.column_no").alias("column_no"),
+                col("i.definition").alias("definition"),
+            ])?
+            .build()?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+
     async fn pg_constraint(&self) -> DfResult<Arc<dyn TableProvider>> {
         let oid = cast(col("c.oid") + lit(CONSTRAINT_OID_OFFSET), DataType::Int32);
         let none = |name: &str| cast(lit(ScalarValue::Null), DataType::Utf8).alias(name);
@@ -254,6 +442,23 @@ impl PgCatalogOverlay {
     }
 }
 
+/// `name` as PostgreSQL prints an identifier: quoted unless it is lower-case letters, digits
+/// and underscores.
+fn quote_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 fn list(element: DataType) -> DataType {
     DataType::List(Arc::new(Field::new_list_field(element, true)))
 }
@@ -286,6 +491,9 @@ impl SchemaProvider for PgCatalogOverlay {
             "pg_index" => Ok(Some(self.pg_index().await?)),
             "pg_class" => self.pg_class().await,
             "pg_matviews" => Ok(Some(self.pg_matviews()?)),
+            "pg_views" => Ok(Some(self.pg_views()?)),
+            VIEW_DEFINITIONS => Ok(Some(self.oid_view_definitions().await?)),
+            INDEX_DEFINITIONS => Ok(Some(self.index_definitions().await?)),
             _ => self.inner.table(name).await,
         }
     }

@@ -350,7 +350,8 @@ impl Sequences {
 }
 
 /// The name in a sequence argument: `public.` dropped, unquoted names folded to lower case.
-fn resolve_name(text: &str) -> String {
+/// A relation name as text (`name`, `public.name`, `"Name"`) as the catalog keys it.
+pub fn resolve_name(text: &str) -> String {
     let text = text.trim();
     let text = text
         .strip_prefix("public.")

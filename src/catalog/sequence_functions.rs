@@ -1,4 +1,4 @@
-//! `nextval`, `currval`, `setval` and `lastval`.
+//! `nextval`, `currval`, `setval`, `lastval` and `pg_get_serial_sequence`.
 //!
 //! `currval` and `lastval` answer with what `nextval` gave in the same session, as in
 //! PostgreSQL: a query runs with its connection's [`SessionSequences`] among its configuration
@@ -78,16 +78,22 @@ impl ConfigExtension for SessionSequences {
 
 /// The sequence functions over `sequences`.
 pub fn functions(sequences: &Arc<Sequences>) -> Vec<ScalarUDF> {
-    [Kind::Nextval, Kind::Currval, Kind::Setval, Kind::Lastval]
-        .into_iter()
-        .map(|kind| {
-            ScalarUDF::new_from_impl(SequenceFunction {
-                kind,
-                sequences: sequences.clone(),
-                signature: kind.signature(),
-            })
+    [
+        Kind::Nextval,
+        Kind::Currval,
+        Kind::Setval,
+        Kind::Lastval,
+        Kind::SerialSequence,
+    ]
+    .into_iter()
+    .map(|kind| {
+        ScalarUDF::new_from_impl(SequenceFunction {
+            kind,
+            sequences: sequences.clone(),
+            signature: kind.signature(),
         })
-        .collect()
+    })
+    .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,6 +102,8 @@ enum Kind {
     Currval,
     Setval,
     Lastval,
+    /// `pg_get_serial_sequence(table, column)`: the sequence a column's default uses.
+    SerialSequence,
 }
 
 impl Kind {
@@ -105,6 +113,7 @@ impl Kind {
             Kind::Currval => "currval",
             Kind::Setval => "setval",
             Kind::Lastval => "lastval",
+            Kind::SerialSequence => "pg_get_serial_sequence",
         }
     }
 
@@ -116,6 +125,9 @@ impl Kind {
                 TypeSignature::Exact(vec![DataType::Utf8, DataType::Int64, DataType::Boolean]),
             ],
             Kind::Lastval => vec![TypeSignature::Nullary],
+            Kind::SerialSequence => {
+                vec![TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8])]
+            }
         };
         Signature::one_of(types, Volatility::Volatile)
     }
@@ -153,6 +165,40 @@ fn not_in_session(what: String) -> DataFusionError {
     ))
 }
 
+impl SequenceFunction {
+    /// `pg_get_serial_sequence(table, column)`: `public.name` of the sequence the column owns
+    /// (SERIAL, identity, `OWNED BY`), NULL when it owns none.
+    fn serial_sequence(
+        &self,
+        args: &[ColumnarValue],
+        rows: usize,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let tables = args[0].to_array(rows)?;
+        let columns = args[1].to_array(rows)?;
+        let (tables, columns) = (tables.as_string::<i32>(), columns.as_string::<i32>());
+        let sequences = self.sequences.all();
+        let out: datafusion::arrow::array::StringArray = (0..rows)
+            .map(|i| {
+                if tables.is_null(i) || columns.is_null(i) {
+                    return None;
+                }
+                let table = super::sequence::resolve_name(tables.value(i));
+                let column = columns.value(i).to_lowercase();
+                sequences
+                    .iter()
+                    .find(|s| {
+                        s.def()
+                            .owned_by
+                            .as_ref()
+                            .is_some_and(|(t, c)| *t == table && *c == column)
+                    })
+                    .map(|s| format!("{}.{}", crate::catalog::schema::SCHEMA_NAME, s.def().name))
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
 impl ScalarUDFImpl for SequenceFunction {
     fn name(&self) -> &str {
         self.kind.name()
@@ -163,7 +209,10 @@ impl ScalarUDFImpl for SequenceFunction {
     }
 
     fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
-        Ok(DataType::Int64)
+        Ok(match self.kind {
+            Kind::SerialSequence => DataType::Utf8,
+            _ => DataType::Int64,
+        })
     }
 
     fn invoke_with_args(
@@ -177,6 +226,9 @@ impl ScalarUDFImpl for SequenceFunction {
                 .and_then(SessionSequences::last)
                 .ok_or_else(|| not_in_session("lastval".into()))?;
             return Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(value))));
+        }
+        if self.kind == Kind::SerialSequence {
+            return self.serial_sequence(&args.args, rows);
         }
         let arrays = args
             .args
@@ -234,7 +286,7 @@ impl ScalarUDFImpl for SequenceFunction {
                         out.push(Some(value));
                     }
                 }
-                Kind::Lastval => unreachable!("answered above"),
+                Kind::Lastval | Kind::SerialSequence => unreachable!("answered above"),
             }
             i += run;
         }

@@ -187,9 +187,10 @@ async fn first_batch(output: Output, limits: &StatementLimits) -> Result<Output,
 
 /// The connection's named statements and cursors.
 fn connection<C: ClientInfo>(client: &C) -> Arc<ConnectionState> {
+    let user = client.metadata().get(pgwire::api::METADATA_USER).cloned();
     client
         .session_extensions()
-        .get_or_insert_with(ConnectionState::default)
+        .get_or_insert_with(|| ConnectionState::for_user(user.unwrap_or_default()))
 }
 
 /// Forgets the protocol-level statements a `DEALLOCATE` removed.

@@ -98,6 +98,8 @@ pub struct ConnectionState {
     deallocated: Mutex<Vec<String>>,
     /// What `nextval` gave in this session, for `currval` and `lastval`.
     sequences: SessionSequences,
+    /// Who logged in, for `current_user` and `session_user`.
+    user: crate::catalog::pg_functions::SessionUser,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,6 +111,18 @@ fn no_cursor(name: &str) -> Error {
 }
 
 impl ConnectionState {
+    /// The state of a new connection of `user`.
+    pub fn for_user(user: String) -> Self {
+        Self {
+            user: crate::catalog::pg_functions::SessionUser(user),
+            ..Self::default()
+        }
+    }
+
+    /// Who logged in.
+    pub fn user(&self) -> &crate::catalog::pg_functions::SessionUser {
+        &self.user
+    }
     /// What `nextval` gave in this session.
     pub fn sequences(&self) -> &SessionSequences {
         &self.sequences

@@ -94,6 +94,7 @@ impl Database {
             &models,
             catalog.sequences(),
         )?;
+        crate::catalog::pg_functions::register(&dml_ctx);
         let parser = SqlParser::new();
         let sources = super::sources::recover(&catalog)?;
         let flows = super::views::recover(&store, &catalog, &ctx, &parser).await?;

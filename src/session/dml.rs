@@ -25,7 +25,6 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::{Database, Output, compile, evaluate, rows_output};
-use crate::catalog::sequence_functions::SessionSequences;
 use crate::error::{Error, Result};
 use crate::sql::{normalize_ident, table_name};
 use crate::table::Table;
@@ -99,7 +98,7 @@ impl WritePlan {
     pub async fn execute(
         &self,
         db: &Database,
-        sequences: &SessionSequences,
+        env: &super::SessionEnv,
         params: ParamValues,
         lock_timeout: Option<std::time::Duration>,
     ) -> Result<Output> {
@@ -112,12 +111,7 @@ impl WritePlan {
         // Cooperative, so that a cancel request or a timeout can stop a long INSERT ... SELECT
         // between batches.
         let mut state = ctx.state();
-        state
-            .config_mut()
-            .options_mut()
-            .extensions
-            .insert(sequences.clone());
-        state.mark_start_execution();
+        env.apply(&mut state);
         let stream = datafusion::physical_plan::coop::make_cooperative(
             datafusion::dataframe::DataFrame::new(state, input)
                 .execute_stream()

@@ -208,7 +208,7 @@ impl<'a> Session<'a> {
                 } else {
                     plan.clone().replace_params_with_values(&params)?
                 };
-                run_query(self.db, self.conn, plan).await
+                run_query(self.db, &self.env(), plan).await
             }
             Plan::Execute { target, arguments } => self.execute_named(target, arguments).await,
             Plan::Declare { name, query, hold } => self.declare(name, query, *hold, &params).await,
@@ -216,7 +216,7 @@ impl<'a> Session<'a> {
                 let output = write
                     .execute(
                         self.db,
-                        self.conn.sequences(),
+                        &self.env(),
                         params,
                         vars::duration(self.vars, "lock_timeout"),
                     )
@@ -292,6 +292,20 @@ impl<'a> Session<'a> {
             ));
         }
         Ok(())
+    }
+
+    /// What functions of this session's queries read: its user, settings and sequence values.
+    pub(crate) fn env(&self) -> SessionEnv {
+        SessionEnv {
+            sequences: self.conn.sequences().clone(),
+            user: self.conn.user().clone(),
+            settings: crate::catalog::pg_functions::SessionSettings(Arc::new(
+                vars::all(self.vars)
+                    .into_iter()
+                    .map(|(name, value)| (name.to_ascii_lowercase(), value))
+                    .collect(),
+            )),
+        }
     }
 
     /// Waits for the write lock, at most `lock_timeout`.
@@ -462,21 +476,38 @@ pub(crate) fn pg_text_casts(db: &Database, plan: LogicalPlan) -> Result<LogicalP
     Ok(rewritten.data)
 }
 
+/// A session's part of a query's configuration, read by `currval`, `current_user`,
+/// `current_setting` and their kin.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionEnv {
+    sequences: crate::catalog::sequence_functions::SessionSequences,
+    user: crate::catalog::pg_functions::SessionUser,
+    settings: crate::catalog::pg_functions::SessionSettings,
+}
+
+impl SessionEnv {
+    /// Adds the session's extensions to `state`, whose execution starts now.
+    pub(crate) fn apply(&self, state: &mut datafusion::execution::SessionState) {
+        let extensions = &mut state.config_mut().options_mut().extensions;
+        extensions.insert(self.sequences.clone());
+        extensions.insert(self.user.clone());
+        extensions.insert(self.settings.clone());
+        // Functions read the configuration as of the start of execution.
+        state.mark_start_execution();
+    }
+}
+
 /// Runs a query plan in the users' context: tables as of now, materialized views as of the last
 /// committed epoch, each from one snapshot for the whole statement.
-async fn run_query(db: &Database, conn: &ConnectionState, plan: LogicalPlan) -> Result<Output> {
+async fn run_query(db: &Database, env: &SessionEnv, plan: LogicalPlan) -> Result<Output> {
     let mut state = db.ctx().state();
-    let config = state.config_mut();
-    config.set_extension(Arc::new(crate::table::provider::ReadSnapshots {
-        latest: Arc::new(db.store().snapshot()),
-        committed: db.runtime().progress().snapshot(),
-    }));
-    config
-        .options_mut()
-        .extensions
-        .insert(conn.sequences().clone());
-    // Functions read the configuration as of the start of execution: that is now.
-    state.mark_start_execution();
+    state
+        .config_mut()
+        .set_extension(Arc::new(crate::table::provider::ReadSnapshots {
+            latest: Arc::new(db.store().snapshot()),
+            committed: db.runtime().progress().snapshot(),
+        }));
+    env.apply(&mut state);
     let df = datafusion::dataframe::DataFrame::new(state, plan);
     let schema = Arc::new(df.schema().as_arrow().clone());
     let stream = df.execute_stream().await?;

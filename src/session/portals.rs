@@ -184,7 +184,7 @@ impl Session<'_> {
             ));
         }
         let plan = plan.clone().replace_params_with_values(params)?;
-        let Output::Rows { stream, .. } = run_query(self.db, self.conn, plan).await? else {
+        let Output::Rows { stream, .. } = run_query(self.db, &self.env(), plan).await? else {
             return Err(Error::Internal("a cursor's query returned no rows".into()));
         };
         self.conn.declare(name, Cursor::new(stream, hold))?;

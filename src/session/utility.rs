@@ -383,7 +383,7 @@ impl Session<'_> {
                     .prepare(crate::sql::Stmt::Sql(Box::new(statement)))
                     .await?;
                 let rows = match &prepared.0.plan {
-                    Plan::Query(plan) => run_query(self.db, self.conn, plan.clone()).await?,
+                    Plan::Query(plan) => run_query(self.db, &self.env(), plan.clone()).await?,
                     Plan::Lookup(lookup) => {
                         let batch = lookup.execute(&ParamValues::List(vec![]))?;
                         rows_output(lookup.schema().clone(), vec![batch], "SELECT".into())

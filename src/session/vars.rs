@@ -57,6 +57,11 @@ const VARS: &[Var] = &[
         reported: true,
     },
     Var {
+        name: "default_table_access_method",
+        default: "heap",
+        reported: false,
+    },
+    Var {
         name: "default_transaction_isolation",
         default: "read committed",
         reported: false,

@@ -376,6 +376,9 @@ impl SqlParser {
                 .into_iter()
                 .map(|mut statement| {
                     recursive::check(&statement)?;
+                    rewrite::distinct_from_precedence(&mut statement);
+                    rewrite::like_escapes(&mut statement);
+                    rewrite::current_role(&mut statement);
                     balance::balance(&mut statement);
                     let mut statement = self
                         .exact_rules
@@ -393,6 +396,8 @@ impl SqlParser {
                     rewrite::null_unnest_subqueries(statement);
                     rewrite::null_subqueries_in_case(statement);
                     rewrite::rewrite_generate_subscripts(statement);
+                    rewrite::view_definitions(statement);
+                    rewrite::like_escapes(statement);
                     rewrite::regproc_as_names(statement);
                     rewrite::aggregate_scalar_subqueries(statement);
                 }

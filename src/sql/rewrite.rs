@@ -240,6 +240,216 @@ impl VisitorMut for GenerateSubscripts {
     }
 }
 
+/// `a IS DISTINCT FROM b AND c` means `(a IS DISTINCT FROM b) AND c` in PostgreSQL, where `IS`
+/// binds tighter than `NOT`, `AND` and `OR`; sqlparser reads the right side of `IS [NOT] DISTINCT
+/// FROM` as a whole expression, `a IS DISTINCT FROM (b AND c)`. This regroups what it read.
+/// Parentheses the user wrote are kept (they parse as `Expr::Nested`).
+pub fn distinct_from_precedence(statement: &mut Statement) {
+    let _ = statement.visit(&mut DistinctFromPrecedence);
+}
+
+struct DistinctFromPrecedence;
+
+impl VisitorMut for DistinctFromPrecedence {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if matches!(expr, Expr::IsDistinctFrom(..) | Expr::IsNotDistinctFrom(..)) {
+            let taken = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+            *expr = regroup_distinct_from(taken);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn regroup_distinct_from(expr: Expr) -> Expr {
+    use datafusion::sql::sqlparser::ast::BinaryOperator;
+
+    let (left, right, negated) = match expr {
+        Expr::IsDistinctFrom(left, right) => (left, right, false),
+        Expr::IsNotDistinctFrom(left, right) => (left, right, true),
+        other => return other,
+    };
+    match *right {
+        Expr::BinaryOp {
+            left: inner,
+            op: op @ (BinaryOperator::And | BinaryOperator::Or | BinaryOperator::Xor),
+            right: rest,
+        } => {
+            let tight = if negated {
+                Expr::IsNotDistinctFrom(left, inner)
+            } else {
+                Expr::IsDistinctFrom(left, inner)
+            };
+            Expr::BinaryOp {
+                left: Box::new(regroup_distinct_from(tight)),
+                op,
+                right: rest,
+            }
+        }
+        right if negated => Expr::IsNotDistinctFrom(left, Box::new(right)),
+        right => Expr::IsDistinctFrom(left, Box::new(right)),
+    }
+}
+
+/// `current_role`, a keyword in PostgreSQL that sqlparser reads as a column name, becomes a call
+/// of the function of that name.
+pub fn current_role(statement: &mut Statement) {
+    let _ = statement.visit(&mut CurrentRole);
+}
+
+struct CurrentRole;
+
+impl VisitorMut for CurrentRole {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Identifier(ident) = expr
+            && ident.quote_style.is_none()
+            && ident.value.eq_ignore_ascii_case("current_role")
+        {
+            *expr = Expr::Function(Function {
+                name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new("current_role"))]),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::List(FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![],
+                    clauses: vec![],
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `LIKE pattern ESCAPE 'c'` with an escape other than the backslash (which DataFusion refuses)
+/// becomes `LIKE augur_like_escape(pattern, 'c')`: the same pattern written with the backslash
+/// as its escape. `ESCAPE ''` (no escape character) works the same way.
+pub fn like_escapes(statement: &mut Statement) {
+    let _ = statement.visit(&mut LikeEscapes);
+}
+
+/// The function [`like_escapes`] calls.
+pub const LIKE_ESCAPE_FUNCTION: &str = "augur_like_escape";
+
+struct LikeEscapes;
+
+impl VisitorMut for LikeEscapes {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let (pattern, escape_char) = match expr {
+            Expr::Like {
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::ILike {
+                pattern,
+                escape_char,
+                ..
+            } => (pattern, escape_char),
+            _ => return ControlFlow::Continue(()),
+        };
+        let Some(escape) = escape_char.take() else {
+            return ControlFlow::Continue(());
+        };
+        if let Value::SingleQuotedString(text) | Value::EscapedStringLiteral(text) = &escape.value
+            && text == "\\"
+        {
+            return ControlFlow::Continue(());
+        }
+        let taken = std::mem::replace(pattern.as_mut(), Expr::Value(Value::Null.into()));
+        **pattern = Expr::Function(Function {
+            name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(
+                LIKE_ESCAPE_FUNCTION,
+            ))]),
+            uses_odbc_syntax: false,
+            parameters: FunctionArguments::None,
+            args: FunctionArguments::List(FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(taken)),
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(escape))),
+                ],
+                clauses: vec![],
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: vec![],
+        });
+        ControlFlow::Continue(())
+    }
+}
+
+/// `pg_get_viewdef(oid [, pretty])` and `pg_get_indexdef(oid [, column, pretty])` become reads
+/// of the definitions by OID that `pg_catalog.augur_view_definitions` and
+/// `pg_catalog.augur_index_definitions` serve.
+pub fn view_definitions(statement: &mut Statement) {
+    let _ = statement.visit(&mut ViewDefinitions);
+}
+
+struct ViewDefinitions;
+
+impl VisitorMut for ViewDefinitions {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Function(f) = expr else {
+            return ControlFlow::Continue(());
+        };
+        let Some(name) = f.name.0.last().and_then(|p| p.as_ident()) else {
+            return ControlFlow::Continue(());
+        };
+        let name = name.value.to_ascii_lowercase();
+        let FunctionArguments::List(list) = &f.args else {
+            return ControlFlow::Continue(());
+        };
+        let args: Vec<&Expr> = list
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                _ => None,
+            })
+            .collect();
+        let sql = match (name.as_str(), args.as_slice()) {
+            ("pg_get_viewdef", [oid, ..]) => {
+                let table = crate::catalog::pg_overlay::VIEW_DEFINITIONS;
+                format!(
+                    "(SELECT {table}.definition FROM pg_catalog.{table} WHERE {table}.oid = CAST({oid} AS INT))"
+                )
+            }
+            ("pg_get_indexdef", [oid, rest @ ..]) => {
+                let table = crate::catalog::pg_overlay::INDEX_DEFINITIONS;
+                let column = match rest.first() {
+                    Some(column) => format!("CAST({column} AS INT)"),
+                    None => "0".into(),
+                };
+                format!(
+                    "(SELECT {table}.definition FROM pg_catalog.{table} WHERE {table}.indexrelid = CAST({oid} AS INT) AND {table}.column_no = {column})"
+                )
+            }
+            _ => return ControlFlow::Continue(()),
+        };
+        if let Ok(replacement) = datafusion::sql::sqlparser::parser::Parser::new(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+        )
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_expr())
+        {
+            *expr = replacement;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// `col = 'name'::regproc` reaches here as a lookup of the function's OID in `pg_proc`, but
 /// `datafusion-pg-catalog` keeps `regproc` columns (`pg_type.typinput`, ...) as names: the lookup
 /// becomes the function's name, which is what the comparison means.

@@ -86,6 +86,30 @@ def sqlalchemy_inspect():
     assert isinstance(columns["id"]["type"], sa.BigInteger), columns["id"]["type"]
     pk = insp.get_pk_constraint("sa_items")
     assert pk["constrained_columns"] == ["id"], pk
+    assert insp.get_foreign_keys("sa_items") == []
+    assert insp.get_indexes("sa_items") == [], insp.get_indexes("sa_items")
+    assert "public" in insp.get_schema_names(), insp.get_schema_names()
+
+
+@test
+def sqlalchemy_reflection():
+    engine = sa.create_engine(URL)
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE TABLE sa_orders (id BIGINT PRIMARY KEY, amount DOUBLE PRECISION)"))
+        conn.execute(sa.text("CREATE VIEW sa_big AS SELECT id FROM sa_orders WHERE amount > 100"))
+        conn.execute(sa.text(
+            "CREATE MATERIALIZED VIEW sa_total AS SELECT count(*) AS n, sum(amount) AS total FROM sa_orders"))
+        conn.commit()
+    orders = sa.Table("sa_orders", sa.MetaData(), autoload_with=engine)
+    assert [c.name for c in orders.columns] == ["id", "amount"]
+    assert [c.name for c in orders.primary_key.columns] == ["id"]
+    meta = sa.MetaData()
+    meta.reflect(engine, views=True)
+    assert {"sa_orders", "sa_big", "sa_total"} <= set(meta.tables), set(meta.tables)
+    insp = sa.inspect(engine)
+    definition = insp.get_view_definition("sa_big")
+    assert "amount > 100" in definition, definition
+    assert "sa_total" in insp.get_materialized_view_names(), insp.get_materialized_view_names()
 
 
 @test
