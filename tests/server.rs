@@ -586,3 +586,81 @@ async fn kill_9_during_inserts_loses_no_acknowledged_row() {
         next_id = ids.last().map_or(0, |last| last + 1);
     }
 }
+
+#[tokio::test]
+async fn indexes_serve_prepared_lookups_and_survive_restarts() {
+    let mut server = TestServer::start();
+    {
+        let client = server.connect().await;
+        client
+            .batch_execute(
+                "CREATE TABLE txns (id BIGINT PRIMARY KEY, card BIGINT, amount DOUBLE PRECISION); \
+                 INSERT INTO txns SELECT x, x % 50, x * 1.5 FROM generate_series(1, 1000) AS g(x); \
+                 CREATE INDEX txns_card ON txns (card);",
+            )
+            .await
+            .unwrap();
+        let plan: Vec<String> = client
+            .query("EXPLAIN SELECT id FROM txns WHERE card = 7", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(1))
+            .collect();
+        assert!(
+            plan[1].contains("IndexScan: txns_card on txns (card = 7)"),
+            "{plan:?}"
+        );
+        // the prepared lookup path: one plan, executed by the index for every card
+        let by_card = client
+            .prepare("SELECT id, amount FROM txns WHERE card = $1")
+            .await
+            .unwrap();
+        for card in [0i64, 7, 49, 50] {
+            let mut ids: Vec<i64> = client
+                .query(&by_card, &[&card])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            ids.sort_unstable();
+            let expected: Vec<i64> = (1..=1000).filter(|x| x % 50 == card).collect();
+            assert_eq!(ids, expected, "card {card}");
+        }
+        client
+            .batch_execute("UPDATE txns SET card = 99 WHERE id = 7; DROP INDEX txns_card")
+            .await
+            .unwrap();
+        // planned with the index, run after it is gone: still every row
+        let rows = client.query(&by_card, &[&7i64]).await.unwrap();
+        assert_eq!(rows.len(), 19);
+        client
+            .batch_execute("CREATE INDEX txns_card ON txns (card)")
+            .await
+            .unwrap();
+    }
+    server.kill();
+    server.start_again();
+    let client = server.connect().await;
+    client
+        .batch_execute("INSERT INTO txns VALUES (2000, 99, 1.0)")
+        .await
+        .unwrap();
+    let ids: Vec<i64> = client
+        .query("SELECT id FROM txns WHERE card = 99 ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![7, 2000]);
+    let plan: Vec<String> = client
+        .query("EXPLAIN SELECT id FROM txns WHERE card = 99", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(1))
+        .collect();
+    assert!(plan[1].contains("IndexScan: txns_card"), "{plan:?}");
+}

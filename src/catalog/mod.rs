@@ -24,12 +24,14 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::storage::{StorageError, Store, WriteBatch};
+use crate::table::index::{Index, IndexDef};
 use crate::table::watermark::WatermarkState;
 use crate::table::{Table, TableDef};
 
 const TABLE_PREFIX: &[u8] = b"ct";
 const VIEW_PREFIX: &[u8] = b"cv";
 const SOURCE_PREFIX: &[u8] = b"cs";
+const INDEX_PREFIX: &[u8] = b"ci";
 const NEXT_TABLE_ID: &[u8] = b"mnext_table_id";
 
 use view::{View, ViewDef};
@@ -54,6 +56,8 @@ pub struct Catalog {
     sources: RwLock<BTreeMap<String, Arc<SourceEntry>>>,
     /// Sequences (`CREATE SEQUENCE`, `SERIAL` and identity columns).
     sequences: Arc<sequence::Sequences>,
+    /// Secondary indexes by name; each is also attached to the table it indexes.
+    indexes: RwLock<BTreeMap<String, IndexDef>>,
     /// Serialises id reservations.
     ids: std::sync::Mutex<()>,
     /// Plans DEFAULT expressions (built-in functions and the sequence functions).
@@ -82,6 +86,7 @@ impl Catalog {
             views: RwLock::new(BTreeMap::new()),
             sources: RwLock::new(BTreeMap::new()),
             sequences,
+            indexes: RwLock::new(BTreeMap::new()),
             ids: std::sync::Mutex::new(()),
             expr_state: defaults.state(),
         };
@@ -108,7 +113,93 @@ impl Catalog {
                 .write_tables()
                 .insert(table.name().to_string(), Arc::new(table));
         }
+        for def in stored::<IndexDef>(&store, INDEX_PREFIX, "index")? {
+            if let Some(table) = catalog.table(&def.relation) {
+                table.add_index(Arc::new(Index::new(def.clone(), table.full_schema())?));
+            }
+            catalog.write_indexes().insert(def.name.clone(), def);
+        }
         Ok(catalog)
+    }
+
+    fn read_indexes(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, IndexDef>> {
+        self.indexes.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_indexes(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, IndexDef>> {
+        self.indexes.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every secondary index, by name.
+    pub fn indexes(&self) -> Vec<IndexDef> {
+        self.read_indexes().values().cloned().collect()
+    }
+
+    /// The secondary index called `name`.
+    pub fn index(&self, name: &str) -> Option<IndexDef> {
+        self.read_indexes().get(name).cloned()
+    }
+
+    /// Creates index `def` on `table` (its id is assigned here): `build` adds the entries of
+    /// the rows already stored to the batch that stores the definition. With `if_not_exists`,
+    /// an existing relation of that name is left alone and `false` is returned.
+    pub fn create_index(
+        &self,
+        table: &Arc<Table>,
+        mut def: IndexDef,
+        if_not_exists: bool,
+        build: impl FnOnce(&Index, &mut WriteBatch) -> Result<()>,
+    ) -> Result<bool> {
+        let tables = self.write_tables();
+        if self.taken(&tables, &def.name) {
+            return if if_not_exists {
+                Ok(false)
+            } else {
+                Err(Error::DuplicateTable(def.name))
+            };
+        }
+        def.id = self.reserve_id()?;
+        let index = Index::new(def.clone(), table.full_schema())?;
+        let mut batch = WriteBatch::default();
+        build(&index, &mut batch)?;
+        batch.put(
+            entry_key(INDEX_PREFIX, def.id),
+            serde_json::to_vec(&def).map_err(json_err)?,
+        );
+        self.store.write(batch)?;
+        table.add_index(Arc::new(index));
+        self.write_indexes().insert(def.name.clone(), def);
+        Ok(true)
+    }
+
+    /// Drops index `name` and its entries; `false` when there is none.
+    pub fn drop_index(&self, name: &str) -> Result<bool> {
+        let tables = self.write_tables();
+        let Some(def) = self.index(name) else {
+            return Ok(false);
+        };
+        let mut batch = WriteBatch::default();
+        self.drop_index_in(&mut batch, &def);
+        self.store.write(batch)?;
+        if let Some(table) = tables.get(&def.relation) {
+            table.remove_index(def.id);
+        }
+        self.write_indexes().remove(&def.name);
+        Ok(true)
+    }
+
+    fn drop_index_in(&self, batch: &mut WriteBatch, def: &IndexDef) {
+        batch.delete(entry_key(INDEX_PREFIX, def.id));
+        self.store.delete_prefix_in(batch, &def.key_prefix());
+    }
+
+    /// The indexes on relation `name`.
+    pub fn indexes_on(&self, name: &str) -> Vec<IndexDef> {
+        self.read_indexes()
+            .values()
+            .filter(|d| d.relation == name)
+            .cloned()
+            .collect()
     }
 
     fn build(&self, def: TableDef, next_row_id: i64) -> Result<Table> {
@@ -175,6 +266,7 @@ impl Catalog {
             || self.read_views().contains_key(name)
             || self.read_sources().contains_key(name)
             || self.sequences.get(name).is_some()
+            || self.read_indexes().contains_key(name)
     }
 
     /// The sequences.
@@ -478,9 +570,17 @@ impl Catalog {
         for sequence in &owned {
             self.sequences.drop_in(&mut batch, sequence);
         }
+        let indexes = self.indexes_on(name);
+        for index in &indexes {
+            self.drop_index_in(&mut batch, index);
+        }
         self.store.write(batch)?;
         for sequence in owned {
             self.sequences.remove(&sequence.def().name);
+        }
+        for index in &indexes {
+            table.remove_index(index.id);
+            self.write_indexes().remove(&index.name);
         }
         tables.remove(name);
         Ok(true)

@@ -41,6 +41,8 @@ const OWN_TABLES: &[&str] = &[
     "pg_index",
     VIEW_DEFINITIONS,
     INDEX_DEFINITIONS,
+    "pg_indexes",
+    "pg_views",
 ];
 
 /// The table `pg_get_indexdef` reads (see `sql::rewrite::view_definitions`).
@@ -94,6 +96,161 @@ impl PgCatalogOverlay {
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
     }
 
+    /// One row per index, primary keys' and `CREATE INDEX`'s: the relation's name, the
+    /// index's name, whether it is the primary key and unique, its key column numbers (from 1),
+    /// its OID if it has its own (`CREATE INDEX`; a primary key's follows its table's), and
+    /// its `CREATE INDEX` statement.
+    fn all_indexes(&self) -> DfResult<Arc<MemTable>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("x_relname", DataType::Utf8, false),
+            Field::new("x_indexname", DataType::Utf8, false),
+            Field::new("x_primary", DataType::Boolean, false),
+            Field::new("x_unique", DataType::Boolean, false),
+            vector("x_key", DataType::Int16, "int2vector"),
+            Field::new("x_oid", DataType::Int32, true),
+            Field::new("x_definition", DataType::Utf8, false),
+            vector("x_class", DataType::Int32, "oidvector"),
+            vector("x_option", DataType::Int16, "int2vector"),
+        ]));
+        let mut relnames = Vec::new();
+        let mut names = Vec::new();
+        let mut primary = Vec::new();
+        let mut unique = Vec::new();
+        let mut keys = ListBuilder::new(Int16Builder::new());
+        // Per key column: the default operator class (0) and no sort options.
+        let mut classes = ListBuilder::new(datafusion::arrow::array::Int32Builder::new());
+        let mut options = ListBuilder::new(Int16Builder::new());
+        let mut oids = Vec::new();
+        let mut definitions = Vec::new();
+        for index in self.index_list() {
+            relnames.push(index.relation.clone());
+            names.push(index.name.clone());
+            primary.push(index.primary);
+            unique.push(index.unique);
+            for (_, number) in &index.columns {
+                keys.values().append_value(*number);
+                classes.values().append_value(0);
+                options.values().append_value(0);
+            }
+            keys.append(true);
+            classes.append(true);
+            options.append(true);
+            oids.push(index.oid);
+            definitions.push(index.definition());
+        }
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(relnames)),
+                Arc::new(StringArray::from(names)),
+                Arc::new(BooleanArray::from(primary)),
+                Arc::new(BooleanArray::from(unique)),
+                Arc::new(keys.finish()),
+                Arc::new(datafusion::arrow::array::Int32Array::from(oids)),
+                Arc::new(StringArray::from(definitions)),
+                Arc::new(classes.finish()),
+                Arc::new(options.finish()),
+            ],
+        )?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+
+    /// Every index: each primary key, then each secondary index.
+    fn index_list(&self) -> Vec<IndexEntry> {
+        let mut out = Vec::new();
+        for name in self.catalog.table_names() {
+            let Some(table) = self.catalog.table(&name) else {
+                continue;
+            };
+            let def = table.def();
+            if def.has_row_id() {
+                continue;
+            }
+            out.push(IndexEntry {
+                relation: def.name.clone(),
+                name: def.pkey_name(),
+                primary: true,
+                unique: true,
+                columns: def
+                    .primary_key
+                    .iter()
+                    .map(|&i| (def.columns[i].name.clone(), i as i16 + 1))
+                    .collect(),
+                oid: None,
+            });
+        }
+        for index in self.catalog.indexes() {
+            let Some(table) = self.catalog.table(&index.relation) else {
+                continue;
+            };
+            let def = table.def();
+            out.push(IndexEntry {
+                relation: index.relation.clone(),
+                name: index.name.clone(),
+                primary: false,
+                unique: index.unique,
+                columns: index
+                    .columns
+                    .iter()
+                    .map(|&i| (def.columns[i].name.clone(), i as i16 + 1))
+                    .collect(),
+                oid: Some(INDEX_OID_OFFSET + index.id as i32),
+            });
+        }
+        out
+    }
+
+    /// `pg_class` (as `c`) joined to every index (as `x`).
+    async fn tables_with_indexes(&self) -> DfResult<LogicalPlanBuilder> {
+        let Some(pg_class) = self.inner.table("pg_class").await? else {
+            return datafusion::common::plan_err!("pg_catalog.pg_class is missing");
+        };
+        let indexes = LogicalPlanBuilder::scan("x", provider_as_source(self.all_indexes()?), None)?
+            .build()?;
+        LogicalPlanBuilder::scan("c", provider_as_source(pg_class), None)?.join(
+            indexes,
+            JoinType::Inner,
+            (
+                vec![Column::from_qualified_name("c.relname")],
+                vec![Column::from_qualified_name("x.x_relname")],
+            ),
+            None,
+        )
+    }
+
+    /// `pg_indexes`: every index with its definition.
+    fn pg_indexes(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("schemaname", DataType::Utf8, true),
+            Field::new("tablename", DataType::Utf8, true),
+            Field::new("indexname", DataType::Utf8, true),
+            Field::new("tablespace", DataType::Utf8, true),
+            Field::new("indexdef", DataType::Utf8, true),
+        ]));
+        let list = self.index_list();
+        let n = list.len();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![
+                    crate::catalog::schema::SCHEMA_NAME;
+                    n
+                ])),
+                Arc::new(StringArray::from_iter_values(
+                    list.iter().map(|i| i.relation.clone()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    list.iter().map(|i| i.name.clone()),
+                )),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+                Arc::new(StringArray::from_iter_values(
+                    list.iter().map(IndexEntry::definition),
+                )),
+            ],
+        )?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+
     /// `pg_class` (as `c`) joined to the primary keys (as `k`).
     async fn tables_with_keys(&self) -> DfResult<LogicalPlanBuilder> {
         let Some(pg_class) = self.inner.table("pg_class").await? else {
@@ -112,36 +269,24 @@ impl PgCatalogOverlay {
         )
     }
 
-    /// One index per primary key, as PostgreSQL keeps one behind every primary key.
+    /// Every index: one behind every primary key, as PostgreSQL keeps, and each `CREATE INDEX`.
     async fn pg_index(&self) -> DfResult<Arc<dyn TableProvider>> {
-        let oid = cast(col("c.oid") + lit(CONSTRAINT_OID_OFFSET), DataType::Int32);
         let natts = cast(
-            datafusion::functions_nested::expr_fn::cardinality(col("k.key_conkey")),
+            datafusion::functions_nested::expr_fn::cardinality(col("x.x_key")),
             DataType::Int16,
         );
         let none = |name: &str| cast(lit(ScalarValue::Null), DataType::Utf8).alias(name);
-        // `oidvector` and `int2vector` columns, one entry per key column: the default operator
-        // class (0) and no sort options.
-        let zeros = |element: DataType| {
-            datafusion::functions_nested::expr_fn::array_repeat(
-                cast(lit(0), element),
-                cast(
-                    datafusion::functions_nested::expr_fn::cardinality(col("k.key_conkey")),
-                    DataType::Int64,
-                ),
-            )
-        };
         let plan = self
-            .tables_with_keys()
+            .tables_with_indexes()
             .await?
             .project(vec![
-                oid.alias("indexrelid"),
+                index_oid().alias("indexrelid"),
                 col("c.oid").alias("indrelid"),
                 natts.clone().alias("indnatts"),
                 natts.alias("indnkeyatts"),
-                lit(true).alias("indisunique"),
+                col("x.x_unique").alias("indisunique"),
                 lit(false).alias("indnullsnotdistinct"),
-                lit(true).alias("indisprimary"),
+                col("x.x_primary").alias("indisprimary"),
                 lit(false).alias("indisexclusion"),
                 lit(true).alias("indimmediate"),
                 lit(false).alias("indisclustered"),
@@ -150,10 +295,10 @@ impl PgCatalogOverlay {
                 lit(true).alias("indisready"),
                 lit(true).alias("indislive"),
                 lit(false).alias("indisreplident"),
-                col("k.key_conkey").alias("indkey"),
+                col("x.x_key").alias("indkey"),
                 none("indcollation"),
-                zeros(DataType::Int32).alias("indclass"),
-                zeros(DataType::Int16).alias("indoption"),
+                col("x.x_class").alias("indclass"),
+                col("x.x_option").alias("indoption"),
                 none("indexprs"),
                 none("indpred"),
             ])?
@@ -194,10 +339,40 @@ impl PgCatalogOverlay {
             // Storage options (`text[]`): Augur's relations have none.
             columns.push(lit(ScalarValue::try_from(&list(DataType::Utf8))?).alias("reloptions"));
         }
-        let plan = LogicalPlanBuilder::scan("pg_class", provider_as_source(pg_class), None)?
-            .project(columns)?
-            .build()?;
-        Ok(Some(Arc::new(ViewTable::new(plan, None))))
+        let mut plan =
+            LogicalPlanBuilder::scan("pg_class", provider_as_source(pg_class.clone()), None)?
+                .project(columns)?;
+        {
+            // Indexes are relations too (relkind `i`), in their table's namespace, with the
+            // btree access method (403).
+            let mut index_columns = Vec::new();
+            for f in schema.fields() {
+                let expr = match f.name().as_str() {
+                    "oid" => index_oid(),
+                    "relname" => col("x.x_indexname"),
+                    "relkind" => lit("i"),
+                    "relam" => lit(BTREE_AM_OID),
+                    "relnatts" => {
+                        datafusion::functions_nested::expr_fn::cardinality(col("x.x_key"))
+                    }
+                    "reltype" => lit(0),
+                    "relhasindex" => lit(false),
+                    name => col(format!("c.{name}")),
+                };
+                index_columns.push(cast(expr, f.data_type().clone()).alias(f.name()));
+            }
+            if schema.field_with_name("reloptions").is_err() {
+                index_columns
+                    .push(lit(ScalarValue::try_from(&list(DataType::Utf8))?).alias("reloptions"));
+            }
+            let indexes = self
+                .tables_with_indexes()
+                .await?
+                .project(index_columns)?
+                .build()?;
+            plan = plan.union(indexes)?;
+        }
+        Ok(Some(Arc::new(ViewTable::new(plan.build()?, None))))
     }
 
     /// One row per materialized view.
@@ -336,68 +511,48 @@ impl PgCatalogOverlay {
     /// `CREATE INDEX` statement (`column_no` 0) and its key columns (`column_no` from 1); what
     /// `pg_get_indexdef` reads.
     async fn index_definitions(&self) -> DfResult<Arc<dyn TableProvider>> {
-        let Some(pg_class) = self.inner.table("pg_class").await? else {
-            return datafusion::common::plan_err!("pg_catalog.pg_class is missing");
-        };
         let schema = Arc::new(Schema::new(vec![
-            Field::new("relname", DataType::Utf8, false),
+            Field::new("d_indexname", DataType::Utf8, false),
             Field::new("column_no", DataType::Int32, false),
             Field::new("definition", DataType::Utf8, false),
         ]));
-        let (mut relnames, mut numbers, mut definitions) = (Vec::new(), Vec::new(), Vec::new());
-        for name in self.catalog.table_names() {
-            let Some(table) = self.catalog.table(&name) else {
-                continue;
-            };
-            let def = table.def();
-            if def.has_row_id() {
-                continue;
-            }
-            let columns: Vec<String> = def
-                .primary_key
-                .iter()
-                .map(|&i| quote_ident(&def.columns[i].name))
-                .collect();
-            relnames.push(def.name.clone());
+        let (mut names, mut numbers, mut definitions) = (Vec::new(), Vec::new(), Vec::new());
+        for index in self.index_list() {
+            names.push(index.name.clone());
             numbers.push(0);
-            definitions.push(format!(
-                "CREATE UNIQUE INDEX {} ON {}.{} USING btree ({})",
-                quote_ident(&def.pkey_name()),
-                crate::catalog::schema::SCHEMA_NAME,
-                quote_ident(&def.name),
-                columns.join(", ")
-            ));
-            for (i, column) in columns.into_iter().enumerate() {
-                relnames.push(def.name.clone());
+            definitions.push(index.definition());
+            for (i, (column, _)) in index.columns.iter().enumerate() {
+                names.push(index.name.clone());
                 numbers.push(i as i32 + 1);
-                definitions.push(column);
+                definitions.push(quote_ident(column));
             }
         }
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from(relnames)),
+                Arc::new(StringArray::from(names)),
                 Arc::new(datafusion::arrow::array::Int32Array::from(numbers)),
                 Arc::new(StringArray::from(definitions)),
             ],
         )?;
-        let indexes = MemTable::try_new(schema, vec![vec![batch]])?;
-        let plan = LogicalPlanBuilder::scan("c", provider_as_source(pg_class), None)?
+        let definitions = MemTable::try_new(schema, vec![vec![batch]])?;
+        let plan = self
+            .tables_with_indexes()
+            .await?
             .join(
-                LogicalPlanBuilder::scan("i", provider_as_source(Arc::new(indexes)), None)?
+                LogicalPlanBuilder::scan("d", provider_as_source(Arc::new(definitions)), None)?
                     .build()?,
                 JoinType::Inner,
                 (
-                    vec![Column::from_qualified_name("c.relname")],
-                    vec![Column::from_qualified_name("i.relname")],
+                    vec![Column::from_qualified_name("x.x_indexname")],
+                    vec![Column::from_qualified_name("d.d_indexname")],
                 ),
                 None,
             )?
             .project(vec![
-                cast(col("c.oid") + lit(CONSTRAINT_OID_OFFSET), DataType::Int32)
-                    .alias("indexrelid"),
-                col("i.column_no").alias("column_no"),
-                col("i.definition").alias("definition"),
+                index_oid().alias("indexrelid"),
+                col("d.column_no").alias("column_no"),
+                col("d.definition").alias("definition"),
             ])?
             .build()?;
         Ok(Arc::new(ViewTable::new(plan, None)))
@@ -442,6 +597,52 @@ impl PgCatalogOverlay {
     }
 }
 
+/// The OID of the btree access method in `pg_am`.
+const BTREE_AM_OID: i32 = 403;
+
+/// OIDs of `CREATE INDEX` indexes are this plus the index's id.
+const INDEX_OID_OFFSET: i32 = 2_000_000;
+
+/// An index as the catalogs show it.
+struct IndexEntry {
+    relation: String,
+    name: String,
+    primary: bool,
+    unique: bool,
+    /// Names and numbers (from 1) of the key columns.
+    columns: Vec<(String, i16)>,
+    /// A secondary index's own OID.
+    oid: Option<i32>,
+}
+
+impl IndexEntry {
+    /// `CREATE [UNIQUE] INDEX name ON public.relation USING btree (columns)`.
+    fn definition(&self) -> String {
+        let columns: Vec<String> = self.columns.iter().map(|(c, _)| quote_ident(c)).collect();
+        format!(
+            "CREATE {}INDEX {} ON {}.{} USING btree ({})",
+            if self.unique { "UNIQUE " } else { "" },
+            quote_ident(&self.name),
+            crate::catalog::schema::SCHEMA_NAME,
+            quote_ident(&self.relation),
+            columns.join(", ")
+        )
+    }
+}
+
+/// The OID of index `x` in a join of `pg_class` (`c`) and the indexes (`x`).
+fn index_oid() -> datafusion::logical_expr::Expr {
+    cast(
+        when(
+            col("x.x_oid").is_null(),
+            col("c.oid") + lit(CONSTRAINT_OID_OFFSET),
+        )
+        .otherwise(col("x.x_oid"))
+        .unwrap_or_else(|_| col("x.x_oid")),
+        DataType::Int32,
+    )
+}
+
 /// `name` as PostgreSQL prints an identifier: quoted unless it is lower-case letters, digits
 /// and underscores.
 fn quote_ident(name: &str) -> String {
@@ -457,6 +658,17 @@ fn quote_ident(name: &str) -> String {
     } else {
         format!("\"{}\"", name.replace('"', "\"\""))
     }
+}
+
+/// A list column sent to clients as PostgreSQL's `int2vector` or `oidvector`.
+fn vector(name: &str, element: DataType, pg_type: &str) -> Field {
+    Field::new(name, list(element), false).with_metadata(
+        [(
+            crate::server::text::VECTOR_TYPE_KEY.to_string(),
+            pg_type.to_string(),
+        )]
+        .into(),
+    )
 }
 
 fn list(element: DataType) -> DataType {
@@ -481,7 +693,13 @@ fn pg_statistic_ext() -> DfResult<Arc<dyn TableProvider>> {
 #[async_trait]
 impl SchemaProvider for PgCatalogOverlay {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        for own in OWN_TABLES {
+            if !names.iter().any(|n| n == own) {
+                names.push(own.to_string());
+            }
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
@@ -494,6 +712,7 @@ impl SchemaProvider for PgCatalogOverlay {
             "pg_views" => Ok(Some(self.pg_views()?)),
             VIEW_DEFINITIONS => Ok(Some(self.oid_view_definitions().await?)),
             INDEX_DEFINITIONS => Ok(Some(self.index_definitions().await?)),
+            "pg_indexes" => Ok(Some(self.pg_indexes()?)),
             _ => self.inner.table(name).await,
         }
     }

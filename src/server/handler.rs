@@ -243,11 +243,7 @@ fn into_response(
             stream,
             format,
         } => {
-            let fields = Arc::new(client_fields(arrow_schema_to_pg_fields(
-                &schema,
-                &Format::UnifiedText,
-                Some(options),
-            )?));
+            let fields = Arc::new(pg_fields(&schema, &Format::UnifiedText, Some(options))?);
             Response::CopyOut(super::copy::copy_out(schema, fields, stream, format))
         }
         Output::Rows {
@@ -255,11 +251,7 @@ fn into_response(
             stream,
             tag,
         } => {
-            let fields = Arc::new(client_fields(arrow_schema_to_pg_fields(
-                &schema,
-                format,
-                Some(options.clone()),
-            )?));
+            let fields = Arc::new(pg_fields(&schema, format, Some(options.clone()))?);
             let encode_fields = fields.clone();
             let rows = stream
                 .map(move |batch| {
@@ -382,11 +374,7 @@ impl ExtendedQueryHandler for Queries {
             && client.portal_store().get_portal(name).is_none()
             && let Some(schema) = connection(client).cursor_schema(name)
         {
-            let fields = client_fields(arrow_schema_to_pg_fields(
-                &schema,
-                &Format::UnifiedText,
-                None,
-            )?);
+            let fields = pg_fields(&schema, &Format::UnifiedText, None)?;
             return send_describe_response(client, &DescribePortalResponse::new(fields)).await;
         }
         self._on_describe(client, message).await
@@ -495,17 +483,28 @@ impl QueryParser for Parser {
         format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         match stmt.schema() {
-            Some(schema) => Ok(client_fields(arrow_schema_to_pg_fields(
+            Some(schema) => Ok(pg_fields(
                 schema,
                 format.unwrap_or(&Format::UnifiedText),
                 None,
-            )?)),
+            )?),
             None => Ok(vec![]),
         }
     }
 }
 
 /// Field descriptions with the names clients see (see [`crate::sql::names::client_name`]).
+/// The row description of `schema`: arrow-pg's, with PostgreSQL's column names and the
+/// `int2vector`/`oidvector` catalog columns typed as such.
+fn pg_fields(
+    schema: &datafusion::arrow::datatypes::Schema,
+    format: &Format,
+    options: Option<Arc<pgwire::types::format::FormatOptions>>,
+) -> PgWireResult<Vec<FieldInfo>> {
+    let fields = client_fields(arrow_schema_to_pg_fields(schema, format, options)?);
+    Ok(super::text::vector_types(schema, fields))
+}
+
 fn client_fields(fields: Vec<FieldInfo>) -> Vec<FieldInfo> {
     fields
         .into_iter()

@@ -6,7 +6,7 @@ mod auth;
 mod cancel;
 mod copy;
 mod handler;
-mod text;
+pub mod text;
 
 use std::future::Future;
 use std::net::SocketAddr;

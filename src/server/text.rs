@@ -16,6 +16,44 @@ use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::types::format::FormatOptions;
 
 /// Rewrites the text-format columns of `batch` whose PostgreSQL text differs from the encoder's.
+/// Field metadata naming a list column's PostgreSQL vector type (`int2vector` or `oidvector`),
+/// as catalog columns such as `pg_index.indkey` are: sent in text as space-separated numbers,
+/// which clients (SQLAlchemy's reflection) split themselves.
+pub const VECTOR_TYPE_KEY: &str = "augur.pg_vector";
+
+/// `fields` with the text-format columns of `schema` that carry [`VECTOR_TYPE_KEY`] typed as
+/// `int2vector` or `oidvector`.
+pub fn vector_types(schema: &Schema, fields: Vec<FieldInfo>) -> Vec<FieldInfo> {
+    fields
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(info, field)| {
+            // The type's OID, as a simple type: its text is one value, not an array's elements.
+            let (name, oid) = match field.metadata().get(VECTOR_TYPE_KEY).map(String::as_str) {
+                Some("int2vector") => ("int2vector", pgwire::api::Type::INT2_VECTOR.oid()),
+                Some("oidvector") => ("oidvector", pgwire::api::Type::OID_VECTOR.oid()),
+                _ => return info,
+            };
+            let vector = pgwire::api::Type::new(
+                name.to_string(),
+                oid,
+                postgres_types::Kind::Simple,
+                "pg_catalog".to_string(),
+            );
+            if info.format() != FieldFormat::Text {
+                return info;
+            }
+            FieldInfo::new(
+                info.name().to_string(),
+                info.table_id(),
+                info.column_id(),
+                vector,
+                info.format(),
+            )
+        })
+        .collect()
+}
+
 pub fn postgres_text(
     batch: RecordBatch,
     fields: &[FieldInfo],
@@ -63,6 +101,33 @@ pub fn postgres_text(
                         .map(|v| v.and_then(|v| timestamp_text(v, tz.is_some())))
                         .collect()
                 })
+            }
+            DataType::List(_)
+                if batch
+                    .schema()
+                    .field(i)
+                    .metadata()
+                    .contains_key(VECTOR_TYPE_KEY) =>
+            {
+                let lists = column.as_list::<i32>();
+                Some(
+                    (0..lists.len())
+                        .map(|row| {
+                            lists.is_valid(row).then(|| {
+                                let values = cast(&lists.value(row), &DataType::Utf8).ok();
+                                values
+                                    .map(|v| {
+                                        let v = v.as_string::<i32>();
+                                        (0..v.len())
+                                            .map(|j| v.value(j))
+                                            .collect::<Vec<_>>()
+                                            .join(" ")
+                                    })
+                                    .unwrap_or_default()
+                            })
+                        })
+                        .collect(),
+                )
             }
             DataType::Time32(_) | DataType::Time64(_) => {
                 let micros = cast(column, &DataType::Time64(TimeUnit::Microsecond)).ok();

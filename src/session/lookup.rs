@@ -1,4 +1,4 @@
-//! Prepared primary-key lookups without DataFusion.
+//! Prepared primary-key and index lookups without DataFusion.
 //!
 //! A prepared `SELECT exprs FROM t WHERE pk = $1` is recognised when it is planned (at Parse)
 //! and then runs as one RocksDB read and a projection: no optimiser, no physical plan, no
@@ -22,6 +22,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use crate::error::Result;
 use crate::storage::Store;
 use crate::table::Table;
+use crate::table::index::Index;
 use crate::table::provider::TableScan;
 use crate::table::writer::key_for_values;
 
@@ -42,11 +43,21 @@ enum Output {
     Expr(Arc<dyn PhysicalExpr>),
 }
 
-/// A query that reads one row by its whole primary key.
+/// What a lookup reads by.
+#[derive(Debug)]
+enum Target {
+    /// The primary key: at most one row.
+    PrimaryKey,
+    /// A secondary index: the rows it finds.
+    Index(Arc<Index>),
+}
+
+/// A query that reads rows by their whole primary key, or by every column of an index.
 #[derive(Debug)]
 pub struct PointLookup {
     table: Arc<Table>,
     store: Store,
+    target: Target,
     /// By key column, in key order.
     key: Vec<KeyValue>,
     /// The output columns.
@@ -105,9 +116,6 @@ impl PointLookup {
         let table_scan = provider.as_ref().downcast_ref::<TableScan>()?;
         let (table, store) = table_scan.parts();
         let def = table.def();
-        if def.unique_key().is_none_or(<[usize]>::is_empty) {
-            return None;
-        }
         let visible = table.visible_schema();
         let columns_of = |expr: &Expr| -> Option<usize> {
             match expr {
@@ -138,7 +146,8 @@ impl PointLookup {
             .unwrap_or_else(|| (0..visible.fields().len()).collect());
         let scanned = (scanned_columns, Arc::new(scan_schema.as_arrow().clone()));
 
-        let mut key: Vec<Option<KeyValue>> = vec![None; def.primary_key.len()];
+        // Every conjunct pins one column to a value, each column once.
+        let mut pinned: Vec<(usize, KeyValue)> = Vec::new();
         for conjunct in split_conjunction(&filter.predicate) {
             let Expr::BinaryExpr(BinaryExpr {
                 left,
@@ -158,21 +167,65 @@ impl PointLookup {
                 _ => return None,
             };
             let position = visible.index_of(&column.name).ok()?;
-            let key_index = def.primary_key.iter().position(|&k| k == position)?;
-            if key[key_index].is_some() {
+            if pinned.iter().any(|(p, _)| *p == position) {
                 return None;
             }
-            key[key_index] = Some(value);
+            pinned.push((position, value));
         }
-        let key = key.into_iter().collect::<Option<Vec<_>>>()?;
+        // Exactly the columns of the primary key, or of an index.
+        let values_for = |columns: &[usize]| -> Option<Vec<KeyValue>> {
+            if columns.is_empty() || columns.len() != pinned.len() {
+                return None;
+            }
+            columns
+                .iter()
+                .map(|c| pinned.iter().find(|(p, _)| p == c).map(|(_, v)| v.clone()))
+                .collect()
+        };
+        let (target, key) = match def.unique_key().and_then(values_for) {
+            Some(key) => (Target::PrimaryKey, key),
+            None => table.indexes().iter().find_map(|index| {
+                values_for(&index.def().columns).map(|key| (Target::Index(index.clone()), key))
+            })?,
+        };
         Some(Self {
             table: table.clone(),
             store: store.clone(),
+            target,
             key,
             outputs,
             scanned,
             schema: Arc::new(plan.schema().as_arrow().clone()),
         })
+    }
+
+    /// Every stored row whose `columns` hold `values`, by reading them all.
+    fn scan_for(&self, columns: &[usize], values: &[ScalarValue]) -> Result<Option<RecordBatch>> {
+        use datafusion::arrow::compute::kernels::{boolean, cmp};
+
+        let mut found = Vec::new();
+        self.table
+            .read_batches(&self.store, None, 4096, |rows, _| {
+                let mut mask: Option<datafusion::arrow::array::BooleanArray> = None;
+                for (&column, value) in columns.iter().zip(values) {
+                    let array = rows.column(column);
+                    let value = value.cast_to(array.data_type())?.to_scalar()?;
+                    let equal = cmp::eq(array, &value)?;
+                    mask = Some(match mask {
+                        Some(mask) => boolean::and(&mask, &equal)?,
+                        None => equal,
+                    });
+                }
+                if let Some(mask) = mask {
+                    found.push(datafusion::arrow::compute::filter_record_batch(
+                        &rows, &mask,
+                    )?);
+                }
+                Ok(true)
+            })?;
+        let schema = self.table.full_schema().clone();
+        let all = datafusion::arrow::compute::concat_batches(&schema, &found)?;
+        Ok((all.num_rows() > 0).then_some(all))
     }
 
     /// The columns of the result.
@@ -190,12 +243,36 @@ impl PointLookup {
                 KeyValue::Literal(v) => Ok(v.clone()),
             })
             .collect::<Result<Vec<_>>>()?;
-        let row = match key_for_values(&self.table, &values)? {
-            Some(key) => self
-                .store
-                .get_with(&key, |value| self.table.codec().decode_values([value]))?
-                .transpose()?,
-            None => None,
+        let row = match &self.target {
+            Target::PrimaryKey => match key_for_values(&self.table, &values)? {
+                Some(key) => self
+                    .store
+                    .get_with(&key, |value| self.table.codec().decode_values([value]))?
+                    .transpose()?,
+                None => None,
+            },
+            Target::Index(index) if !self.table.indexes().iter().any(|i| Arc::ptr_eq(i, index)) => {
+                // Dropped since this lookup was planned: read the rows without it.
+                self.scan_for(&index.def().columns, &values)?
+            }
+            Target::Index(index) => {
+                let keys: Vec<Vec<u8>> = index
+                    .find(&self.store, None, &values, self.table.full_schema())?
+                    .iter()
+                    .map(|k| self.table.row_key(k))
+                    .collect();
+                let found: Vec<Vec<u8>> =
+                    self.store.multi_get(&keys)?.into_iter().flatten().collect();
+                if found.is_empty() {
+                    None
+                } else {
+                    Some(
+                        self.table
+                            .codec()
+                            .decode_values(found.iter().map(Vec::as_slice))?,
+                    )
+                }
+            }
         };
         match row {
             Some(full) => {

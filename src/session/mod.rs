@@ -9,6 +9,7 @@ pub mod connection;
 pub mod copy;
 mod database;
 mod dml;
+mod indexes;
 pub mod limits;
 mod lookup;
 mod models;

@@ -163,6 +163,13 @@ impl Session<'_> {
                 names,
                 ..
             } => self.drop_sequences(names, *if_exists),
+            Statement::CreateIndex(create) => self.create_index(create).await,
+            Statement::Drop {
+                object_type: ObjectType::Index,
+                if_exists,
+                names,
+                ..
+            } => self.drop_indexes(names, *if_exists).await,
             Statement::CreateTable(create) => self.create_table(create, false, None).await,
             Statement::Drop {
                 object_type:
@@ -211,6 +218,11 @@ impl Session<'_> {
                         None => Vec::new(),
                     };
                     self.db.store().delete_prefix_in(&mut batch, &prefix);
+                    for index in table.indexes().iter() {
+                        self.db
+                            .store()
+                            .delete_prefix_in(&mut batch, &index.def().key_prefix());
+                    }
                     self.db.store().write(batch)?;
                     if let Some(log) = log {
                         log.publish(entries);
@@ -431,6 +443,7 @@ pub(super) fn check_utility(statement: &Statement) -> Result<()> {
     match statement {
         Statement::CreateTable(_)
         | Statement::CreateSequence { .. }
+        | Statement::CreateIndex(_)
         | Statement::CreateView(_)
         | Statement::ShowViews { .. }
         | Statement::Drop {
@@ -438,7 +451,8 @@ pub(super) fn check_utility(statement: &Statement) -> Result<()> {
                 ObjectType::Table
                 | ObjectType::View
                 | ObjectType::MaterializedView
-                | ObjectType::Sequence,
+                | ObjectType::Sequence
+                | ObjectType::Index,
             ..
         }
         | Statement::Truncate(_)

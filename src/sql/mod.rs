@@ -398,6 +398,7 @@ impl SqlParser {
                     rewrite::rewrite_generate_subscripts(statement);
                     rewrite::view_definitions(statement);
                     rewrite::like_escapes(statement);
+                    rewrite::qualify_own_catalog_relations(statement);
                     rewrite::regproc_as_names(statement);
                     rewrite::aggregate_scalar_subqueries(statement);
                 }

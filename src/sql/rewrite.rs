@@ -292,6 +292,42 @@ fn regroup_distinct_from(expr: Expr) -> Expr {
     }
 }
 
+/// Catalog relations Augur serves that `datafusion-pg-catalog` does not know, and so does not
+/// qualify with `pg_catalog.` when a query names them alone (PostgreSQL searches `pg_catalog`
+/// first).
+const OWN_CATALOG_RELATIONS: &[&str] = &["pg_indexes"];
+
+/// `FROM pg_indexes` becomes `FROM pg_catalog.pg_indexes`.
+pub fn qualify_own_catalog_relations(statement: &mut Statement) {
+    let _ = statement.visit(&mut QualifyOwn);
+}
+
+struct QualifyOwn;
+
+impl VisitorMut for QualifyOwn {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name, args: None, ..
+        } = factor
+            && name.0.len() == 1
+            && let Some(ident) = name.0[0].as_ident()
+            && ident.quote_style.is_none()
+            && OWN_CATALOG_RELATIONS
+                .iter()
+                .any(|own| own.eq_ignore_ascii_case(&ident.value))
+        {
+            let relation = name.0[0].clone();
+            *name = ObjectName(vec![
+                ObjectNamePart::Identifier(Ident::new("pg_catalog")),
+                relation,
+            ]);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// `current_role`, a keyword in PostgreSQL that sqlparser reads as a column name, becomes a call
 /// of the function of that name.
 pub fn current_role(statement: &mut Statement) {

@@ -10,6 +10,7 @@
 
 pub mod changelog;
 mod codec;
+pub mod index;
 pub mod provider;
 pub mod watermark;
 pub mod writer;
@@ -132,6 +133,9 @@ pub struct Table {
     watermark: Option<watermark::Watermark>,
     /// Where it stands, as last committed.
     watermark_state: Mutex<watermark::WatermarkState>,
+    /// Secondary indexes, maintained with the rows. Shared by every holder of the table, so
+    /// that an index created later is maintained by plans made before it.
+    indexes: std::sync::RwLock<Arc<Vec<Arc<index::Index>>>>,
 }
 
 impl Table {
@@ -171,6 +175,7 @@ impl Table {
         Ok(Self {
             watermark,
             watermark_state: Mutex::new(watermark::WatermarkState::default()),
+            indexes: std::sync::RwLock::new(Arc::new(Vec::new())),
             def,
             full_schema,
             visible_schema,
@@ -179,6 +184,33 @@ impl Table {
             next_row_id: AtomicI64::new(next_row_id),
             ingested: AtomicI64::new(0),
         })
+    }
+
+    /// The secondary indexes.
+    pub fn indexes(&self) -> Arc<Vec<Arc<index::Index>>> {
+        self.indexes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Adds a secondary index (its entries are written by the caller).
+    pub fn add_index(&self, index: Arc<index::Index>) {
+        let mut indexes = self.indexes.write().unwrap_or_else(|e| e.into_inner());
+        let mut list = indexes.as_ref().clone();
+        list.push(index);
+        *indexes = Arc::new(list);
+    }
+
+    /// Removes the secondary index with id `id`.
+    pub fn remove_index(&self, id: u32) {
+        let mut indexes = self.indexes.write().unwrap_or_else(|e| e.into_inner());
+        let list: Vec<_> = indexes
+            .iter()
+            .filter(|i| i.def().id != id)
+            .cloned()
+            .collect();
+        *indexes = Arc::new(list);
     }
 
     /// The stored definition.

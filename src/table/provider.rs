@@ -20,6 +20,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 
 use super::Table;
+use super::index::Index;
 use crate::error::Error;
 use crate::storage::{Snapshot, Store};
 
@@ -98,6 +99,34 @@ impl TableScan {
     }
 }
 
+impl TableScan {
+    /// An index whose every column the filters pin to a value, with those values in index
+    /// column order. Of several, the one with the most columns.
+    fn index_key(&self, filters: &[Expr]) -> Option<(Arc<Index>, Vec<ScalarValue>)> {
+        let schema = self.table.full_schema();
+        let pinned: Vec<(&str, &ScalarValue)> =
+            filters.iter().filter_map(column_equals_literal).collect();
+        self.table
+            .indexes()
+            .iter()
+            .filter_map(|index| {
+                let values = index
+                    .def()
+                    .columns
+                    .iter()
+                    .map(|&c| {
+                        pinned
+                            .iter()
+                            .find(|(name, _)| *name == schema.field(c).name())
+                            .map(|(_, v)| (*v).clone())
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                Some((index.clone(), values))
+            })
+            .max_by_key(|(index, _)| index.def().columns.len())
+    }
+}
+
 /// `column = literal` or `literal = column`.
 fn column_equals_literal(expr: &Expr) -> Option<(&str, &ScalarValue)> {
     let Expr::BinaryExpr(BinaryExpr {
@@ -160,12 +189,6 @@ impl TableProvider for TableScan {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let source = match self.point_key(filters) {
-            Some(key) => Source::Point(key),
-            None => Source::Range {
-                batch_size: state.config().batch_size(),
-            },
-        };
         // One statement reads every relation from the snapshots it was given: tables as of
         // its start, views as of the last committed epoch.
         let snapshot = state
@@ -178,6 +201,26 @@ impl TableProvider for TableScan {
                     Some(reads.latest.clone())
                 }
             });
+        let source = match self.point_key(filters) {
+            Some(key) => Source::Point(key),
+            None => match self.index_key(filters) {
+                Some((index, values)) => {
+                    return Ok(Arc::new(IndexScanExec::new(
+                        self.table.clone(),
+                        self.store.clone(),
+                        snapshot,
+                        index,
+                        values,
+                        self.out_schema().clone(),
+                        projection,
+                        limit,
+                    )?));
+                }
+                None => Source::Range {
+                    batch_size: state.config().batch_size(),
+                },
+            },
+        };
         let partition = Arc::new(TablePartition {
             table: self.table.clone(),
             store: self.store.clone(),
@@ -336,4 +379,163 @@ fn repeat_rows(batch: &RecordBatch, counts: &[i64]) -> crate::Result<RecordBatch
     Ok(datafusion::arrow::compute::take_record_batch(
         batch, &indices,
     )?)
+}
+
+/// Reads the rows an index finds for one value of its columns: `WHERE col = value` on an
+/// indexed column, without scanning the relation.
+#[derive(Debug)]
+struct IndexScanExec {
+    table: Arc<Table>,
+    store: Store,
+    snapshot: Option<Arc<Snapshot>>,
+    index: Arc<Index>,
+    values: Vec<ScalarValue>,
+    /// The columns the scan yields (all or the visible ones), before `projection`.
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    limit: Option<usize>,
+    properties: Arc<datafusion::physical_plan::PlanProperties>,
+}
+
+impl IndexScanExec {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        table: Arc<Table>,
+        store: Store,
+        snapshot: Option<Arc<Snapshot>>,
+        index: Arc<Index>,
+        values: Vec<ScalarValue>,
+        schema: SchemaRef,
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+    ) -> DfResult<Self> {
+        use datafusion::physical_expr::EquivalenceProperties;
+        use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+        use datafusion::physical_plan::{Partitioning, PlanProperties};
+
+        let out = match projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema.clone(),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(out),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        Ok(Self {
+            table,
+            store,
+            snapshot,
+            index,
+            values,
+            schema,
+            projection: projection.cloned(),
+            limit,
+            properties: Arc::new(properties),
+        })
+    }
+
+    /// The rows the index finds, whole.
+    fn read(&self) -> crate::Result<RecordBatch> {
+        let keys = self.index.find(
+            &self.store,
+            self.snapshot.as_deref(),
+            &self.values,
+            self.table.full_schema(),
+        )?;
+        let keys: Vec<Vec<u8>> = keys
+            .iter()
+            .take(self.limit.unwrap_or(usize::MAX))
+            .map(|k| self.table.row_key(k))
+            .collect();
+        let values: Vec<Vec<u8>> = match &self.snapshot {
+            Some(snapshot) => keys
+                .iter()
+                .map(|k| snapshot.get(k))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
+            None => self.store.multi_get(&keys)?.into_iter().flatten().collect(),
+        };
+        let full = self
+            .table
+            .codec()
+            .decode_values(values.iter().map(Vec::as_slice))?;
+        let shaped = TablePartition::shape(&self.table, &self.schema, full)?;
+        Ok(match &self.projection {
+            Some(p) => shaped.project(p)?,
+            None => shaped,
+        })
+    }
+}
+
+impl datafusion::physical_plan::DisplayAs for IndexScanExec {
+    fn fmt_as(
+        &self,
+        _: datafusion::physical_plan::DisplayFormatType,
+        f: &mut std::fmt::Formatter,
+    ) -> std::fmt::Result {
+        let def = self.index.def();
+        let columns = self.table.full_schema();
+        let pins: Vec<String> = def
+            .columns
+            .iter()
+            .zip(&self.values)
+            .map(|(&c, v)| format!("{} = {v}", columns.field(c).name()))
+            .collect();
+        write!(
+            f,
+            "IndexScan: {} on {} ({})",
+            def.name,
+            def.relation,
+            pins.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for IndexScanExec {
+    fn name(&self) -> &str {
+        "IndexScanExec"
+    }
+
+    fn properties(&self) -> &Arc<datafusion::physical_plan::PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        ) -> DfResult<datafusion::common::tree_node::TreeNodeRecursion>,
+    ) -> DfResult<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _ctx: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let batch = self
+            .read()
+            .map_err(|e| DataFusionError::External(Box::new(e)));
+        let schema = self.properties.eq_properties.schema().clone();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(vec![batch]),
+        )))
+    }
 }

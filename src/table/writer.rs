@@ -104,15 +104,18 @@ impl Table {
 
     /// `Key (a, b)=(1, x)` for row `row` of `rows` (whole rows), as PostgreSQL words it.
     fn describe_key(&self, rows: &RecordBatch, row: usize) -> String {
+        self.describe_columns(&self.def().primary_key, rows, row)
+    }
+
+    /// `Key (a, b)=(1, x)` for columns `columns` of row `row` of `rows` (whole rows).
+    pub fn describe_columns(&self, columns: &[usize], rows: &RecordBatch, row: usize) -> String {
         let def = self.def();
-        let names: Vec<&str> = def
-            .primary_key
+        let names: Vec<&str> = columns
             .iter()
             .map(|&i| def.columns[i].name.as_str())
             .collect();
         let options = FormatOptions::default().with_null("null");
-        let values: Vec<String> = def
-            .primary_key
+        let values: Vec<String> = columns
             .iter()
             .map(|&i| {
                 ArrayFormatter::try_new(rows.column(i).as_ref(), &options)
@@ -292,12 +295,22 @@ impl<'a> TableChanges<'a> {
     /// and new versions of every changed row go into the change log in the same batch.
     pub fn commit(self, log: Option<&ChangeLog>) -> Result<()> {
         let mut batch = WriteBatch::default();
-        let entries = match log {
-            Some(log) => {
-                let (deleted, inserted) = self.row_versions()?;
+        let indexes = self.table.indexes();
+        let versions = if log.is_some() || !indexes.is_empty() {
+            Some(self.row_versions()?)
+        } else {
+            None
+        };
+        if let Some((deleted, inserted)) = &versions
+            && !indexes.is_empty()
+        {
+            self.update_indexes(&indexes, &mut batch, deleted, inserted)?;
+        }
+        let entries = match (log, versions) {
+            (Some(log), Some((deleted, inserted))) => {
                 log.append(&mut batch, self.table.def().id, deleted, inserted)
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         for key in &self.deleted {
             if !self.written.contains_key(key) {
@@ -329,6 +342,38 @@ impl<'a> TableChanges<'a> {
         }
         if let Some(log) = log {
             log.publish(entries);
+        }
+        Ok(())
+    }
+
+    /// Adds the index changes of replacing the `deleted` row versions by the `inserted` ones.
+    fn update_indexes(
+        &self,
+        indexes: &[std::sync::Arc<super::index::Index>],
+        batch: &mut WriteBatch,
+        deleted: &[Vec<u8>],
+        inserted: &[Vec<u8>],
+    ) -> Result<()> {
+        let decode = |values: &[Vec<u8>]| -> Result<(RecordBatch, Vec<Vec<u8>>)> {
+            let codec = self.table.codec();
+            let rows = codec.decode_values(values.iter().map(Vec::as_slice))?;
+            let keys = codec.encode_keys(&codec.key_columns(&rows))?;
+            let keys = keys.iter().map(|k| k.as_ref().to_vec()).collect();
+            Ok((rows, keys))
+        };
+        let (old_rows, old_keys) = decode(deleted)?;
+        let (new_rows, new_keys) = decode(inserted)?;
+        for index in indexes {
+            index.update(
+                self.store,
+                batch,
+                (&old_rows, &old_keys),
+                (&new_rows, &new_keys),
+                |i| {
+                    self.table
+                        .describe_columns(&index.def().columns, &new_rows, i)
+                },
+            )?;
         }
         Ok(())
     }

@@ -128,6 +128,25 @@ def pandas_read_sql():
 
 
 @test
+def pandas_to_sql_and_read_sql_table():
+    engine = sa.create_engine(URL)
+    df = pd.DataFrame({"user_id": [1, 2, 3], "score": [0.5, 0.25, 1.0], "label": ["a", "b", None]})
+    # the default: the frame's index becomes a column with an index on it
+    df.to_sql("pd_scores", engine)
+    df.to_sql("pd_scores", engine, if_exists="append")
+    back = pd.read_sql_table("pd_scores", engine)
+    assert list(back.columns) == ["index", "user_id", "score", "label"], list(back.columns)
+    assert len(back) == 6 and back["score"].sum() == 3.5, back
+    indexes = sa.inspect(engine).get_indexes("pd_scores")
+    assert [(i["name"], i["column_names"]) for i in indexes] == [("ix_pd_scores_index", ["index"])], indexes
+    df.to_sql("pd_scores", engine, if_exists="replace", index=False)
+    back = pd.read_sql_table("pd_scores", engine)
+    assert list(back.columns) == ["user_id", "score", "label"] and len(back) == 3, back
+    assert back["label"].isna().sum() == 1
+    assert sa.inspect(engine).get_indexes("pd_scores") == []
+
+
+@test
 def psycopg_prepares_then_rolls_back():
     # After a rollback psycopg sends DEALLOCATE ALL for the statements it prepared itself
     # (the fifth execution of a query prepares it), then prepares them again.

@@ -1,0 +1,162 @@
+//! `CREATE [UNIQUE] INDEX` and `DROP INDEX`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::sql::sqlparser::ast::{CreateIndex, Expr as SqlExpr, IndexType, ObjectName};
+
+use super::{Output, Session};
+use crate::error::{Error, Result};
+use crate::sql::{normalize_ident, table_name};
+use crate::storage::WriteBatch;
+use crate::table::Table;
+use crate::table::index::{Index, IndexDef};
+
+/// Rows read at a time when an index is built over existing rows.
+const BUILD_BATCH_ROWS: usize = 4096;
+
+impl Session<'_> {
+    /// `CREATE [UNIQUE] INDEX [IF NOT EXISTS] [name] ON table (columns)`: the index is built
+    /// over the rows stored now, under the write lock, and maintained with every later write.
+    pub(super) async fn create_index(&mut self, create: &CreateIndex) -> Result<Output> {
+        refuse_unsupported(create)?;
+        let relation = table_name(&create.table_name)?;
+        let catalog = self.db.catalog();
+        let Some(table) = catalog.table(&relation) else {
+            if catalog.view(&relation).is_some() || catalog.source(&relation).is_some() {
+                return Err(Error::NotSupported(format!(
+                    "an index on \"{relation}\", which is not a table"
+                )));
+            }
+            return Err(Error::UndefinedTable(relation));
+        };
+        let visible = table.visible_schema();
+        let mut columns = Vec::with_capacity(create.columns.len());
+        let mut names = Vec::with_capacity(create.columns.len());
+        for column in &create.columns {
+            let name = match &column.column.expr {
+                SqlExpr::Identifier(ident) => normalize_ident(ident),
+                SqlExpr::CompoundIdentifier(parts) if parts.len() == 1 => {
+                    normalize_ident(&parts[0])
+                }
+                other => {
+                    return Err(Error::NotSupported(format!(
+                        "an index on the expression {other}"
+                    )));
+                }
+            };
+            let position = visible
+                .index_of(&name)
+                .map_err(|_| Error::UndefinedColumn(format!("column \"{name}\" does not exist")))?;
+            columns.push(position);
+            names.push(name);
+        }
+        let name = match &create.name {
+            Some(name) => table_name(name)?,
+            None => {
+                let wanted = format!("{relation}_{}_idx", names.join("_"));
+                let mut candidate = wanted.clone();
+                let mut suffix = 0;
+                while catalog.exists(&candidate) {
+                    suffix += 1;
+                    candidate = format!("{wanted}{suffix}");
+                }
+                candidate
+            }
+        };
+        let def = IndexDef {
+            id: 0,
+            name: name.clone(),
+            relation,
+            columns,
+            unique: create.unique,
+        };
+        let _guard = self.write_guard().await?;
+        let store = self.db.store().clone();
+        let created = catalog.create_index(&table, def, create.if_not_exists, |index, batch| {
+            build(&store, &table, index, batch)
+        })?;
+        if !created {
+            self.notice(
+                "42P07",
+                format!("relation \"{name}\" already exists, skipping"),
+            );
+        }
+        Ok(Output::Command("CREATE INDEX".into()))
+    }
+
+    /// `DROP INDEX [IF EXISTS] name, ...`.
+    pub(super) async fn drop_indexes(
+        &mut self,
+        names: &[ObjectName],
+        if_exists: bool,
+    ) -> Result<Output> {
+        let _guard = self.write_guard().await?;
+        for name in names {
+            let name = table_name(name)?;
+            if !self.db.catalog().drop_index(&name)? {
+                if !if_exists {
+                    return Err(Error::coded(
+                        "42704",
+                        format!("index \"{name}\" does not exist"),
+                    ));
+                }
+                self.notice(
+                    "00000",
+                    format!("index \"{name}\" does not exist, skipping"),
+                );
+            }
+        }
+        Ok(Output::Command("DROP INDEX".into()))
+    }
+}
+
+/// Adds the entries of every stored row of `table` to `batch`.
+fn build(
+    store: &crate::storage::Store,
+    table: &Arc<Table>,
+    index: &Index,
+    batch: &mut WriteBatch,
+) -> Result<()> {
+    let mut seen = HashSet::new();
+    let codec = table.codec();
+    table.read_batches(store, None, BUILD_BATCH_ROWS, |rows, _| {
+        let keys = codec.encode_keys(&codec.key_columns(&rows))?;
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.as_ref().to_vec()).collect();
+        index.build(batch, (&rows, &keys), &mut seen, |i| {
+            table.describe_columns(&index.def().columns, &rows, i)
+        })?;
+        Ok(true)
+    })
+}
+
+/// Refuses what Augur's indexes do not do, rather than ignoring it.
+fn refuse_unsupported(create: &CreateIndex) -> Result<()> {
+    let refuse = |what: &str| Err(Error::NotSupported(what.to_string()));
+    match &create.using {
+        None | Some(IndexType::BTree) | Some(IndexType::Hash) => {}
+        Some(other) => return refuse(&format!("index access method \"{other}\"")),
+    }
+    if create.predicate.is_some() {
+        return refuse("partial indexes (CREATE INDEX ... WHERE)");
+    }
+    if !create.include.is_empty() {
+        return refuse("INCLUDE columns in an index");
+    }
+    if create.nulls_distinct == Some(false) {
+        return refuse("NULLS NOT DISTINCT");
+    }
+    if let Some(option) = create.with.first() {
+        return Err(Error::coded(
+            "22023",
+            format!("unrecognized parameter \"{option}\""),
+        ));
+    }
+    if create.columns.iter().any(|c| c.operator_class.is_some()) {
+        return refuse("operator classes in an index");
+    }
+    if !create.index_options.is_empty() || !create.alter_options.is_empty() {
+        return refuse("these index options");
+    }
+    Ok(())
+}
