@@ -596,7 +596,9 @@ async fn indexes_serve_prepared_lookups_and_survive_restarts() {
             .batch_execute(
                 "CREATE TABLE txns (id BIGINT PRIMARY KEY, card BIGINT, amount DOUBLE PRECISION); \
                  INSERT INTO txns SELECT x, x % 50, x * 1.5 FROM generate_series(1, 1000) AS g(x); \
-                 CREATE INDEX txns_card ON txns (card);",
+                 CREATE INDEX txns_card ON txns (card); \
+                 CREATE MATERIALIZED VIEW per_card AS SELECT card, count(*) AS n FROM txns GROUP BY card; \
+                 FLUSH; CREATE INDEX per_card_n ON per_card (n);",
             )
             .await
             .unwrap();
@@ -655,6 +657,28 @@ async fn indexes_serve_prepared_lookups_and_survive_restarts() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(ids, vec![7, 2000]);
+    // the view's index was built before the kill and is maintained after the restart
+    client.batch_execute("FLUSH").await.unwrap();
+    let by_count = client
+        .prepare("SELECT card FROM per_card WHERE n = $1 ORDER BY card")
+        .await
+        .unwrap();
+    let cards: Vec<i64> = client
+        .query(&by_count, &[&19i64])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(cards, vec![7]);
+    let cards: Vec<i64> = client
+        .query(&by_count, &[&2i64])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(cards, vec![99]);
     let plan: Vec<String> = client
         .query("EXPLAIN SELECT id FROM txns WHERE card = 99", &[])
         .await

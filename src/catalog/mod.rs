@@ -184,6 +184,9 @@ impl Catalog {
         if let Some(table) = tables.get(&def.relation) {
             table.remove_index(def.id);
         }
+        if let Some(storage) = self.view(&def.relation).and_then(|v| v.storage().cloned()) {
+            storage.remove_index(def.id);
+        }
         self.write_indexes().remove(&def.name);
         Ok(true)
     }
@@ -191,6 +194,16 @@ impl Catalog {
     fn drop_index_in(&self, batch: &mut WriteBatch, def: &IndexDef) {
         batch.delete(entry_key(INDEX_PREFIX, def.id));
         self.store.delete_prefix_in(batch, &def.key_prefix());
+    }
+
+    /// The catalog key of index `id`'s definition.
+    pub fn index_entry_key(id: u32) -> Vec<u8> {
+        entry_key(INDEX_PREFIX, id)
+    }
+
+    /// Forgets an index whose definition and entries were deleted by the caller.
+    pub fn forget_index(&self, def: &IndexDef) {
+        self.write_indexes().remove(&def.name);
     }
 
     /// The indexes on relation `name`.
@@ -395,8 +408,17 @@ impl Catalog {
         view_key(id)
     }
 
-    /// Adds a view whose entry is already stored (or stored by the caller).
+    /// Adds a view whose entry is already stored (or stored by the caller), with the indexes
+    /// stored for it.
     pub fn insert_view(&self, view: View) -> Arc<View> {
+        if let Some(storage) = view.storage() {
+            for def in self.indexes_on(view.name()) {
+                match Index::new(def.clone(), storage.full_schema()) {
+                    Ok(index) => storage.add_index(Arc::new(index)),
+                    Err(e) => tracing::error!(index = def.name, "cannot load index: {e}"),
+                }
+            }
+        }
         let view = Arc::new(view);
         self.write_views()
             .insert(view.name().to_string(), view.clone());

@@ -180,7 +180,12 @@ impl PgCatalogOverlay {
             });
         }
         for index in self.catalog.indexes() {
-            let Some(table) = self.catalog.table(&index.relation) else {
+            let table = self.catalog.table(&index.relation).or_else(|| {
+                self.catalog
+                    .view(&index.relation)
+                    .and_then(|v| v.storage().cloned())
+            });
+            let Some(table) = table else {
                 continue;
             };
             let def = table.def();

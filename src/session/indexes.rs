@@ -1,4 +1,4 @@
-//! `CREATE [UNIQUE] INDEX` and `DROP INDEX`.
+//! `CREATE [UNIQUE] INDEX` and `DROP INDEX`, on tables and materialized views.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,13 +22,24 @@ impl Session<'_> {
         refuse_unsupported(create)?;
         let relation = table_name(&create.table_name)?;
         let catalog = self.db.catalog();
-        let Some(table) = catalog.table(&relation) else {
-            if catalog.view(&relation).is_some() || catalog.source(&relation).is_some() {
-                return Err(Error::NotSupported(format!(
-                    "an index on \"{relation}\", which is not a table"
-                )));
-            }
-            return Err(Error::UndefinedTable(relation));
+        let (table, is_view) = match catalog.table(&relation) {
+            Some(table) => (table, false),
+            None => match catalog.view(&relation).and_then(|v| v.storage().cloned()) {
+                Some(storage) if create.unique => {
+                    return Err(Error::NotSupported(format!(
+                        "a unique index on materialized view \"{}\" (its rows come from its query)",
+                        storage.name()
+                    )));
+                }
+                Some(storage) => (storage, true),
+                None if catalog.exists(&relation) => {
+                    return Err(Error::coded(
+                        "42809",
+                        format!("\"{relation}\" is not a table or materialized view"),
+                    ));
+                }
+                None => return Err(Error::UndefinedTable(relation)),
+            },
         };
         let visible = table.visible_schema();
         let mut columns = Vec::with_capacity(create.columns.len());
@@ -71,11 +82,32 @@ impl Session<'_> {
             columns,
             unique: create.unique,
         };
-        let _guard = self.write_guard().await?;
         let store = self.db.store().clone();
-        let created = catalog.create_index(&table, def, create.if_not_exists, |index, batch| {
-            build(&store, &table, index, batch)
-        })?;
+        let if_not_exists = create.if_not_exists;
+        let created = if is_view {
+            // A view's rows are written by its dataflow: the index is built between two of
+            // its epochs, and maintained from the next one on.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let catalog = catalog.clone();
+            self.db
+                .runtime()
+                .exclusive(Box::new(move |store| {
+                    let created =
+                        catalog.create_index(&table, def, if_not_exists, |index, batch| {
+                            build(store, &table, index, batch)
+                        });
+                    let _ = tx.send(created);
+                    None
+                }))
+                .await?;
+            rx.await
+                .map_err(|_| Error::Internal("the index was not built".into()))??
+        } else {
+            let _guard = self.write_guard().await?;
+            catalog.create_index(&table, def, if_not_exists, |index, batch| {
+                build(&store, &table, index, batch)
+            })?
+        };
         if !created {
             self.notice(
                 "42P07",
@@ -94,7 +126,27 @@ impl Session<'_> {
         let _guard = self.write_guard().await?;
         for name in names {
             let name = table_name(name)?;
-            if !self.db.catalog().drop_index(&name)? {
+            let catalog = self.db.catalog().clone();
+            let on_view = catalog
+                .index(&name)
+                .is_some_and(|def| catalog.table(&def.relation).is_none());
+            let dropped = if on_view {
+                // Between two epochs of the view's dataflow, which writes its entries.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let index = name.clone();
+                self.db
+                    .runtime()
+                    .exclusive(Box::new(move |_| {
+                        let _ = tx.send(catalog.drop_index(&index));
+                        None
+                    }))
+                    .await?;
+                rx.await
+                    .map_err(|_| Error::Internal("the index was not dropped".into()))??
+            } else {
+                catalog.drop_index(&name)?
+            };
+            if !dropped {
                 if !if_exists {
                     return Err(Error::coded(
                         "42704",
@@ -119,10 +171,7 @@ fn build(
     batch: &mut WriteBatch,
 ) -> Result<()> {
     let mut seen = HashSet::new();
-    let codec = table.codec();
-    table.read_batches(store, None, BUILD_BATCH_ROWS, |rows, _| {
-        let keys = codec.encode_keys(&codec.key_columns(&rows))?;
-        let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.as_ref().to_vec()).collect();
+    table.read_batches_with_keys(store, None, BUILD_BATCH_ROWS, |rows, keys| {
         index.build(batch, (&rows, &keys), &mut seen, |i| {
             table.describe_columns(&index.def().columns, &rows, i)
         })?;

@@ -205,7 +205,12 @@ impl PointLookup {
 
         let mut found = Vec::new();
         self.table
-            .read_batches(&self.store, None, 4096, |rows, _| {
+            .read_batches(&self.store, None, 4096, |rows, counts| {
+                let rows = if counts.iter().any(|&c| c != 1) {
+                    crate::table::provider::repeat_rows(&rows, &counts)?
+                } else {
+                    rows
+                };
                 let mut mask: Option<datafusion::arrow::array::BooleanArray> = None;
                 for (&column, value) in columns.iter().zip(values) {
                     let array = rows.column(column);
@@ -266,11 +271,7 @@ impl PointLookup {
                 if found.is_empty() {
                     None
                 } else {
-                    Some(
-                        self.table
-                            .codec()
-                            .decode_values(found.iter().map(Vec::as_slice))?,
-                    )
+                    Some(self.table.decode_stored(&found)?)
                 }
             }
         };

@@ -541,15 +541,19 @@ impl Session<'_> {
                 if view.def().materialized {
                     let mut rows = vec![b't'];
                     rows.extend_from_slice(&id.to_be_bytes());
-                    self.db
-                        .runtime()
-                        .drop_view(
-                            id,
-                            vec![Catalog::view_entry_key(id)],
-                            vec![rows, StateScope::view_prefix(id)],
-                        )
-                        .await?;
+                    // Its indexes go with it, in the same commit.
+                    let indexes = catalog.indexes_on(view.name());
+                    let mut entries = vec![Catalog::view_entry_key(id)];
+                    let mut ranges = vec![rows, StateScope::view_prefix(id)];
+                    for index in &indexes {
+                        entries.push(Catalog::index_entry_key(index.id));
+                        ranges.push(index.key_prefix().to_vec());
+                    }
+                    self.db.runtime().drop_view(id, entries, ranges).await?;
                     catalog.remove_view(view.name());
+                    for index in &indexes {
+                        catalog.forget_index(index);
+                    }
                 } else {
                     catalog.drop_plain_view(view.name())?;
                 }

@@ -101,6 +101,65 @@ impl Appended {
 }
 
 impl MaterializeOp {
+    /// Adds to `batch` the index changes of this epoch's writes: the entries of the rows staged
+    /// to be replaced or deleted go, those of the rows staged or appended come.
+    fn update_indexes(
+        &self,
+        indexes: &[Arc<crate::table::index::Index>],
+        batch: &mut WriteBatch,
+    ) -> Result<()> {
+        let counted = self.table.def().counted;
+        let row_of = |value: &[u8]| -> Result<Vec<u8>> {
+            Ok(if counted {
+                crate::table::split_count(value)
+                    .map_err(|e| StreamError::Internal(e.to_string()))?
+                    .0
+                    .to_vec()
+            } else {
+                value.to_vec()
+            })
+        };
+        let prefix = self.table.row_key(&[]).len();
+        let keys: Vec<Vec<u8>> = self.staged.iter().map(|(k, _)| k.clone()).collect();
+        let (mut old_keys, mut old_values) = (Vec::new(), Vec::new());
+        for (key, old) in keys.iter().zip(self.store.multi_get(&keys)?) {
+            if let Some(old) = old {
+                old_keys.push(key[prefix..].to_vec());
+                old_values.push(row_of(&old)?);
+            }
+        }
+        let (mut new_keys, mut new_values) = (Vec::new(), Vec::new());
+        for (key, new) in &self.staged {
+            if let Some(new) = new {
+                new_keys.push(key[prefix..].to_vec());
+                new_values.push(row_of(new)?);
+            }
+        }
+        if let Some(appended) = &self.appended {
+            let mut start = 0;
+            for &(seq, end) in &appended.ends {
+                new_keys.push(seq.to_be_bytes().to_vec());
+                new_values.push(appended.data[start..end - 8].to_vec());
+                start = end;
+            }
+        }
+        let codec = self.table.codec();
+        let decode = |values: &[Vec<u8>]| codec.decode_values(values.iter().map(Vec::as_slice));
+        let (old_rows, new_rows) = (decode(&old_values)?, decode(&new_values)?);
+        for index in indexes {
+            index
+                .update(
+                    &self.store,
+                    batch,
+                    (&old_rows, &old_keys),
+                    (&new_rows, &new_keys),
+                    |_| String::new(),
+                )
+                .map_err(|e| StreamError::Internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Materializes into `table` (a view's storage); keeps the view's row count in `rows`.
     pub fn new(table: Arc<Table>, store: Store, rows: Arc<AtomicI64>) -> Result<Self> {
         let rows_key = StateScope::new(store.clone(), table.def().id, u16::MAX).key(b'n', &[]);
@@ -257,6 +316,10 @@ impl Operator for MaterializeOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        let indexes = self.table.indexes();
+        if !indexes.is_empty() {
+            self.update_indexes(&indexes, batch)?;
+        }
         let appended = self.appended.as_mut().filter(|a| !a.ends.is_empty());
         if !self.staged.is_empty() || appended.is_some() {
             batch.put(&self.rows_key, self.rows.to_be_bytes());

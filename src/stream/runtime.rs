@@ -136,8 +136,17 @@ enum Message {
         catalog: Vec<Vec<u8>>,
         reply: Reply,
     },
+    /// Runs `work` between two epochs, with everything before committed and nothing after
+    /// begun; what it returns is committed with the next epoch.
+    Exclusive {
+        work: ExclusiveWork,
+        reply: Reply,
+    },
     Stop(Reply),
 }
+
+/// Work run between epochs (see [`Runtime::exclusive`]).
+pub type ExclusiveWork = Box<dyn FnOnce(&Store) -> Option<crate::storage::WriteBatch> + Send>;
 
 /// What readers can see of the runtime.
 #[derive(Debug, Default)]
@@ -335,6 +344,14 @@ impl Runtime {
     /// bounded source is read to its end and committed.
     pub async fn flush(&self, seq: u64) -> Result<()> {
         self.request(|reply| Message::Flush { seq, reply }).await
+    }
+
+    /// Runs `work` on the dataflow's thread between two epochs: every change before it is
+    /// committed and no view writes until it returns, so it sees views' storage still. The
+    /// writes it returns are committed with the next epoch.
+    pub async fn exclusive(&self, work: ExclusiveWork) -> Result<()> {
+        self.request(|reply| Message::Exclusive { work, reply })
+            .await
     }
 
     /// Commits what is pending and stops the thread.

@@ -331,25 +331,57 @@ impl Table {
         batch_size: usize,
         mut f: impl FnMut(RecordBatch, Vec<i64>) -> Result<bool>,
     ) -> Result<()> {
+        self.read(store, snapshot, batch_size, false, |rows, counts, _| {
+            f(rows, counts)
+        })
+    }
+
+    /// [`Table::read_batches`], with each row's key (its storage key without the table's
+    /// prefix) instead of its multiplicity.
+    pub fn read_batches_with_keys(
+        &self,
+        store: &Store,
+        snapshot: Option<&Snapshot>,
+        batch_size: usize,
+        mut f: impl FnMut(RecordBatch, Vec<Vec<u8>>) -> Result<bool>,
+    ) -> Result<()> {
+        self.read(store, snapshot, batch_size, true, |rows, _, keys| {
+            f(rows, keys)
+        })
+    }
+
+    fn read(
+        &self,
+        store: &Store,
+        snapshot: Option<&Snapshot>,
+        batch_size: usize,
+        with_keys: bool,
+        mut f: impl FnMut(RecordBatch, Vec<i64>, Vec<Vec<u8>>) -> Result<bool>,
+    ) -> Result<()> {
         let counted = self.def.counted;
+        let prefix_len = self.def.key_prefix().len();
         let mut data: Vec<u8> = Vec::new();
         let mut ends: Vec<usize> = Vec::with_capacity(batch_size);
         let mut counts: Vec<i64> = Vec::with_capacity(batch_size);
-        let mut flush =
-            |data: &mut Vec<u8>, ends: &mut Vec<usize>, counts: &mut Vec<i64>| -> Result<bool> {
-                let mut start = 0;
-                let values = ends.iter().map(|&end| {
-                    let value = &data[start..end];
-                    start = end;
-                    value
-                });
-                let rows = self.codec.decode_values(values)?;
-                data.clear();
-                ends.clear();
-                f(rows, std::mem::take(counts))
-            };
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut flush = |data: &mut Vec<u8>,
+                         ends: &mut Vec<usize>,
+                         counts: &mut Vec<i64>,
+                         keys: &mut Vec<Vec<u8>>|
+         -> Result<bool> {
+            let mut start = 0;
+            let values = ends.iter().map(|&end| {
+                let value = &data[start..end];
+                start = end;
+                value
+            });
+            let rows = self.codec.decode_values(values)?;
+            data.clear();
+            ends.clear();
+            f(rows, std::mem::take(counts), std::mem::take(keys))
+        };
         let mut open = true;
-        let visit = |_: &[u8], value: &[u8]| -> Result<bool> {
+        let visit = |key: &[u8], value: &[u8]| -> Result<bool> {
             let (row, count) = if counted {
                 split_count(value)?
             } else {
@@ -358,8 +390,11 @@ impl Table {
             data.extend_from_slice(row);
             ends.push(data.len());
             counts.push(count);
+            if with_keys {
+                keys.push(key[prefix_len..].to_vec());
+            }
             if ends.len() >= batch_size {
-                open = flush(&mut data, &mut ends, &mut counts)?;
+                open = flush(&mut data, &mut ends, &mut counts, &mut keys)?;
             }
             Ok(open)
         };
@@ -369,9 +404,31 @@ impl Table {
             None => store.scan_prefix::<Error>(&prefix, visit)?,
         }
         if open && !ends.is_empty() {
-            flush(&mut data, &mut ends, &mut counts)?;
+            flush(&mut data, &mut ends, &mut counts, &mut keys)?;
         }
         Ok(())
+    }
+}
+
+impl Table {
+    /// Decodes stored values (of a counted table: each row as often as its count says).
+    pub fn decode_stored(&self, values: &[Vec<u8>]) -> Result<RecordBatch> {
+        if !self.def.counted {
+            return self.codec.decode_values(values.iter().map(Vec::as_slice));
+        }
+        let mut rows = Vec::with_capacity(values.len());
+        let mut counts = Vec::with_capacity(values.len());
+        for value in values {
+            let (row, count) = split_count(value)?;
+            rows.push(row);
+            counts.push(count);
+        }
+        let decoded = self.codec.decode_values(rows)?;
+        if counts.iter().all(|&c| c == 1) {
+            Ok(decoded)
+        } else {
+            provider::repeat_rows(&decoded, &counts)
+        }
     }
 }
 

@@ -369,7 +369,7 @@ fn scan_table(
 }
 
 /// Each row of `batch` as often as `counts` says.
-fn repeat_rows(batch: &RecordBatch, counts: &[i64]) -> crate::Result<RecordBatch> {
+pub(crate) fn repeat_rows(batch: &RecordBatch, counts: &[i64]) -> crate::Result<RecordBatch> {
     let indices: Vec<u32> = counts
         .iter()
         .enumerate()
@@ -459,10 +459,7 @@ impl IndexScanExec {
                 .collect(),
             None => self.store.multi_get(&keys)?.into_iter().flatten().collect(),
         };
-        let full = self
-            .table
-            .codec()
-            .decode_values(values.iter().map(Vec::as_slice))?;
+        let full = self.table.decode_stored(&values)?;
         let shaped = TablePartition::shape(&self.table, &self.schema, full)?;
         Ok(match &self.projection {
             Some(p) => shaped.project(p)?,

@@ -191,6 +191,13 @@ impl Worker {
                 };
                 let _ = reply.send(result);
             }
+            Message::Exclusive { work, reply } => {
+                let result = self.commit().and_then(|()| match work(&self.store) {
+                    Some(batch) => self.commit_with(batch),
+                    None => Ok(()),
+                });
+                let _ = reply.send(result);
+            }
             Message::Stop(_) => unreachable!("handled by run"),
         }
     }
