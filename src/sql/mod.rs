@@ -12,6 +12,7 @@ pub mod recursive;
 pub mod rewrite;
 pub mod sequence_options;
 pub mod types;
+pub mod using;
 pub mod windows;
 
 use datafusion::sql::sqlparser::ast::helpers::stmt_create_table::CreateTableBuilder;
@@ -377,6 +378,7 @@ impl SqlParser {
                 .map(|mut statement| {
                     recursive::check(&statement)?;
                     rewrite::distinct_from_precedence(&mut statement);
+                    using::merge_using_columns(&mut statement);
                     rewrite::like_escapes(&mut statement);
                     rewrite::current_role(&mut statement);
                     balance::balance(&mut statement);

@@ -1,0 +1,285 @@
+//! `JOIN ... USING (k)` as PostgreSQL reads it.
+//!
+//! In PostgreSQL a join `USING (k)` has one column `k`: the left side's for an inner or left
+//! join, the right side's for a right join, `COALESCE(left.k, right.k)` for a full join; an
+//! unqualified `k` anywhere in the query means it, and `SELECT *` lists it first. DataFusion
+//! refuses an unqualified `k` in WHERE as ambiguous and takes the left side's `k` for right and
+//! full joins (NULL where only the right side has a row). This names the merged column where the
+//! query says `k`, and spells out `*` for a join of two named relations.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    ExcludeSelectItem, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
+    FunctionArguments, GroupByExpr, Ident, JoinConstraint, JoinOperator, ObjectName,
+    ObjectNamePart, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
+    TableFactor, VisitMut, VisitorMut, WildcardAdditionalOptions,
+};
+
+use super::normalize_ident;
+
+/// Rewrites every SELECT of `statement` that joins with USING.
+pub fn merge_using_columns(statement: &mut Statement) {
+    let _ = statement.visit(&mut Queries);
+}
+
+struct Queries;
+
+impl VisitorMut for Queries {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let Some(merged) = rewrite_set_expr(&mut query.body)
+            && let Some(order_by) = &mut query.order_by
+            && let datafusion::sql::sqlparser::ast::OrderByKind::Expressions(exprs) =
+                &mut order_by.kind
+        {
+            for item in exprs {
+                replace(&mut item.expr, &merged);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The merged columns of the SELECT that `body` is, after rewriting it; `None` when it is not a
+/// SELECT that joins with USING.
+fn rewrite_set_expr(body: &mut SetExpr) -> Option<HashMap<String, Expr>> {
+    match body {
+        SetExpr::Select(select) => rewrite_select(select),
+        SetExpr::SetOperation { left, right, .. } => {
+            rewrite_set_expr(left);
+            rewrite_set_expr(right);
+            None
+        }
+        _ => None,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Left,
+    Right,
+    Both,
+}
+
+/// The name a FROM item is referred to by: its alias, or its table's name.
+fn reference(factor: &TableFactor) -> Option<Ident> {
+    match factor {
+        TableFactor::Table { name, alias, .. } => match alias {
+            Some(alias) if alias.columns.is_empty() => Some(alias.name.clone()),
+            Some(_) => None,
+            None => name.0.last().and_then(|p| p.as_ident()).cloned(),
+        },
+        TableFactor::Derived {
+            alias: Some(alias), ..
+        } if alias.columns.is_empty() => Some(alias.name.clone()),
+        _ => None,
+    }
+}
+
+fn qualified(relation: &Ident, column: &str) -> Expr {
+    Expr::CompoundIdentifier(vec![relation.clone(), Ident::with_quote('"', column)])
+}
+
+fn coalesce(left: Expr, right: Expr) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new("coalesce"))]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(left)),
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(right)),
+            ],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+fn rewrite_select(select: &mut Select) -> Option<HashMap<String, Expr>> {
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    let first = reference(&from.relation)?;
+    let mut merged: HashMap<String, Expr> = HashMap::new();
+    // The merged columns in order, for `*`.
+    let mut order: Vec<String> = Vec::new();
+    let mut wildcard: Option<(Ident, Ident)> = None;
+    for (i, join) in from.joins.iter().enumerate() {
+        let (side, columns) = match &join.join_operator {
+            JoinOperator::Join(JoinConstraint::Using(c))
+            | JoinOperator::Inner(JoinConstraint::Using(c))
+            | JoinOperator::Left(JoinConstraint::Using(c))
+            | JoinOperator::LeftOuter(JoinConstraint::Using(c)) => (Side::Left, c),
+            JoinOperator::Right(JoinConstraint::Using(c))
+            | JoinOperator::RightOuter(JoinConstraint::Using(c)) => (Side::Right, c),
+            JoinOperator::FullOuter(JoinConstraint::Using(c)) => (Side::Both, c),
+            _ => continue,
+        };
+        let right = reference(&join.relation)?;
+        if i == 0 && from.joins.len() == 1 {
+            wildcard = Some((first.clone(), right.clone()));
+        }
+        for column in columns {
+            let name = column
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(normalize_ident)?;
+            // Which relation of the left side holds the column: known for the first join, or
+            // when an earlier USING merged it.
+            let left = match merged.get(&name) {
+                Some(expr) => expr.clone(),
+                None if i == 0 => qualified(&first, &name),
+                None => return None,
+            };
+            let right = qualified(&right, &name);
+            let expr = match side {
+                Side::Left => left,
+                Side::Right => right,
+                Side::Both => coalesce(left, right),
+            };
+            if !merged.contains_key(&name) {
+                order.push(name.clone());
+            }
+            merged.insert(name, expr);
+        }
+    }
+    if merged.is_empty() {
+        return None;
+    }
+    if let Some(expr) = &mut select.selection {
+        replace(expr, &merged);
+    }
+    if let Some(expr) = &mut select.having {
+        replace(expr, &merged);
+    }
+    if let GroupByExpr::Expressions(exprs, _) = &mut select.group_by {
+        for expr in exprs {
+            replace(expr, &merged);
+        }
+    }
+    let user_aliases: Vec<String> = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(normalize_ident(alias)),
+            _ => None,
+        })
+        .collect();
+    let mut projection = Vec::with_capacity(select.projection.len());
+    for item in std::mem::take(&mut select.projection) {
+        match item {
+            SelectItem::UnnamedExpr(Expr::Identifier(ident))
+                if merged.contains_key(&normalize_ident(&ident)) =>
+            {
+                let name = normalize_ident(&ident);
+                projection.push(SelectItem::ExprWithAlias {
+                    expr: merged[&name].clone(),
+                    alias: Ident::with_quote('"', name),
+                });
+            }
+            SelectItem::UnnamedExpr(mut expr) => {
+                replace(&mut expr, &merged);
+                projection.push(SelectItem::UnnamedExpr(expr));
+            }
+            SelectItem::ExprWithAlias { mut expr, alias } => {
+                replace(&mut expr, &merged);
+                projection.push(SelectItem::ExprWithAlias { expr, alias });
+            }
+            SelectItem::Wildcard(options) if is_plain(&options) && wildcard.is_some() => {
+                // The merged columns first, then each side's other columns.
+                let Some((left, right)) = &wildcard else {
+                    unreachable!("checked above")
+                };
+                for name in &order {
+                    projection.push(SelectItem::ExprWithAlias {
+                        expr: merged[name].clone(),
+                        alias: Ident::with_quote('"', name.clone()),
+                    });
+                }
+                let exclude = ExcludeSelectItem::Multiple(
+                    order
+                        .iter()
+                        .map(|n| {
+                            ObjectName(vec![ObjectNamePart::Identifier(Ident::with_quote(
+                                '"',
+                                n.clone(),
+                            ))])
+                        })
+                        .collect(),
+                );
+                for side in [left, right] {
+                    projection.push(SelectItem::QualifiedWildcard(
+                        SelectItemQualifiedWildcardKind::ObjectName(ObjectName(vec![
+                            ObjectNamePart::Identifier(side.clone()),
+                        ])),
+                        WildcardAdditionalOptions {
+                            opt_exclude: Some(exclude.clone()),
+                            ..options.clone()
+                        },
+                    ));
+                }
+            }
+            other => projection.push(other),
+        }
+    }
+    select.projection = projection;
+    // ORDER BY a name the SELECT list gives a column means that column.
+    let mut for_order_by = merged;
+    for alias in user_aliases {
+        for_order_by.remove(&alias);
+    }
+    Some(for_order_by)
+}
+
+/// A `*` without EXCLUDE, EXCEPT, REPLACE or RENAME.
+fn is_plain(options: &WildcardAdditionalOptions) -> bool {
+    options.opt_exclude.is_none()
+        && options.opt_except.is_none()
+        && options.opt_replace.is_none()
+        && options.opt_rename.is_none()
+        && options.opt_ilike.is_none()
+}
+
+/// Replaces unqualified references to merged columns in `expr`, outside subqueries.
+fn replace(expr: &mut Expr, merged: &HashMap<String, Expr>) {
+    let _ = expr.visit(&mut Replace { merged, depth: 0 });
+}
+
+struct Replace<'a> {
+    merged: &'a HashMap<String, Expr>,
+    /// Subqueries entered: their columns are their own.
+    depth: usize,
+}
+
+impl VisitorMut for Replace<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if self.depth == 0
+            && let Expr::Identifier(ident) = expr
+            && let Some(merged) = self.merged.get(&normalize_ident(ident))
+        {
+            *expr = merged.clone();
+        }
+        ControlFlow::Continue(())
+    }
+}
