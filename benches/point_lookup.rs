@@ -201,17 +201,15 @@ async fn main() {
         )
     };
     row("Augur", &augur_figures);
-    if let Some(pg) = &pg {
-        row("PostgreSQL 15", pg);
-    }
     println!(
         "\nAugur view index / Augur primary key: p50 {:.2}×, p99 {:.2}×",
         augur_figures.view_index.p50.as_secs_f64() / augur_figures.pk.p50.as_secs_f64(),
         augur_figures.view_index.p99.as_secs_f64() / augur_figures.pk.p99.as_secs_f64(),
     );
     if let Some(pg) = &pg {
+        row("PostgreSQL 15", pg);
         println!(
-            "Augur / PostgreSQL: lookup p50 {:.2}×, p99 {:.2}×; view index p50 {:.2}×, p99 {:.2}×; COPY throughput {:.2}×",
+            "\nAugur / PostgreSQL: lookup p50 {:.2}×, p99 {:.2}×; view index p50 {:.2}×, p99 {:.2}×; COPY throughput {:.2}×",
             augur_figures.pk.p50.as_secs_f64() / pg.pk.p50.as_secs_f64(),
             augur_figures.pk.p99.as_secs_f64() / pg.pk.p99.as_secs_f64(),
             augur_figures.view_index.p50.as_secs_f64() / pg.view_index.p50.as_secs_f64(),

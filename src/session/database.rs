@@ -223,7 +223,7 @@ fn new_context(
         .with_information_schema(true)
         .with_target_partitions(2);
     config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
-    let mut ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config(config);
     let catalog = MemoryCatalogProvider::new();
     catalog.register_schema(SCHEMA_NAME, Arc::new(schema))?;
     ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
@@ -244,6 +244,5 @@ fn new_context(
         ctx.register_udf(function);
     }
     crate::stream::session::register(&ctx);
-    crate::sql::arithmetic::register(&mut ctx)?;
     Ok(ctx)
 }

@@ -4,7 +4,6 @@
 //! `datafusion-pg-catalog`'s PostgreSQL compatibility parser, which rewrites what clients such as
 //! psql, DBeaver and Metabase send into SQL DataFusion can plan.
 
-pub mod arithmetic;
 pub mod balance;
 pub mod ddl;
 pub mod depth;
