@@ -10,67 +10,53 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
+/// Implements DataFusion's configuration-extension traits for a value a session hands to the
+/// functions of its queries (read through `ScalarFunctionArgs::config_options`); it cannot be
+/// `SET`. A copy shares what the value shares (its `Arc`s).
+macro_rules! session_extension {
+    ($type:ty, $prefix:literal) => {
+        impl datafusion::common::config::ExtensionOptions for $type {
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+
+            fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+                self
+            }
+
+            fn cloned(&self) -> Box<dyn datafusion::common::config::ExtensionOptions> {
+                Box::new(self.clone())
+            }
+
+            fn set(&mut self, key: &str, _value: &str) -> datafusion::common::Result<()> {
+                datafusion::common::plan_err!("{key} cannot be set")
+            }
+
+            fn entries(&self) -> Vec<datafusion::common::config::ConfigEntry> {
+                vec![]
+            }
+        }
+
+        impl datafusion::common::config::ConfigExtension for $type {
+            const PREFIX: &'static str = $prefix;
+        }
+    };
+}
+pub(crate) use session_extension;
+
 /// The user a connection logged in as, among a query's configuration extensions: what
 /// `current_user`, `session_user`, `user` and `current_role` return.
 #[derive(Debug, Clone, Default)]
 pub struct SessionUser(pub String);
 
-impl datafusion::common::config::ExtensionOptions for SessionUser {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn datafusion::common::config::ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, _value: &str) -> datafusion::common::Result<()> {
-        datafusion::common::plan_err!("{key} cannot be set")
-    }
-
-    fn entries(&self) -> Vec<datafusion::common::config::ConfigEntry> {
-        vec![]
-    }
-}
-
-impl datafusion::common::config::ConfigExtension for SessionUser {
-    const PREFIX: &'static str = "augur_user";
-}
+session_extension!(SessionUser, "augur_user");
 
 /// The session's settings (lower-case names), among a query's configuration extensions: what
 /// `current_setting` reads.
 #[derive(Debug, Clone, Default)]
 pub struct SessionSettings(pub Arc<std::collections::HashMap<String, String>>);
 
-impl datafusion::common::config::ExtensionOptions for SessionSettings {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn datafusion::common::config::ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, _value: &str) -> datafusion::common::Result<()> {
-        datafusion::common::plan_err!("{key} cannot be set")
-    }
-
-    fn entries(&self) -> Vec<datafusion::common::config::ConfigEntry> {
-        vec![]
-    }
-}
-
-impl datafusion::common::config::ConfigExtension for SessionSettings {
-    const PREFIX: &'static str = "augur_settings";
-}
+session_extension!(SessionSettings, "augur_settings");
 
 /// `current_setting(name [, missing_ok])`.
 #[derive(Debug, PartialEq, Eq, Hash)]

@@ -4,13 +4,11 @@
 //! PostgreSQL: a query runs with its connection's [`SessionSequences`] among its configuration
 //! extensions (sessions that have none, such as a view's dataflow, cannot call them).
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
@@ -47,34 +45,8 @@ impl SessionSequences {
     }
 }
 
-impl ExtensionOptions for SessionSequences {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    /// A copy shares the session's values: every query of a session adds to the same ones.
-    fn cloned(&self) -> Box<dyn ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, _value: &str) -> datafusion::common::Result<()> {
-        Err(DataFusionError::Configuration(format!(
-            "{key} cannot be set"
-        )))
-    }
-
-    fn entries(&self) -> Vec<ConfigEntry> {
-        vec![]
-    }
-}
-
-impl ConfigExtension for SessionSequences {
-    const PREFIX: &'static str = "augur_sequences";
-}
+// A copy shares the session's values: every query of a session adds to the same ones.
+crate::catalog::pg_functions::session_extension!(SessionSequences, "augur_sequences");
 
 /// The sequence functions over `sequences`.
 pub fn functions(sequences: &Arc<Sequences>) -> Vec<ScalarUDF> {

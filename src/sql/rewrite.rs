@@ -136,20 +136,28 @@ fn wrap_single_output(query: &mut Query) {
         return;
     }
     let argument = std::mem::replace(inner, Expr::Value(Value::Null.into()));
-    *inner = Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new("first_value")]),
+    *inner = call("first_value", vec![argument]);
+}
+
+/// `name(args)`, a plain call of a function.
+pub(crate) fn call(name: &str, args: Vec<Expr>) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
         uses_odbc_syntax: false,
         parameters: FunctionArguments::None,
         args: FunctionArguments::List(FunctionArgumentList {
             duplicate_treatment: None,
-            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(argument))],
+            args: args
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect(),
             clauses: vec![],
         }),
         filter: None,
         null_treatment: None,
         over: None,
         within_group: vec![],
-    });
+    })
 }
 
 fn has_aggregate(expr: &Expr) -> bool {
@@ -344,20 +352,7 @@ impl VisitorMut for CurrentRole {
             && ident.quote_style.is_none()
             && ident.value.eq_ignore_ascii_case("current_role")
         {
-            *expr = Expr::Function(Function {
-                name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new("current_role"))]),
-                uses_odbc_syntax: false,
-                parameters: FunctionArguments::None,
-                args: FunctionArguments::List(FunctionArgumentList {
-                    duplicate_treatment: None,
-                    args: vec![],
-                    clauses: vec![],
-                }),
-                filter: None,
-                null_treatment: None,
-                over: None,
-                within_group: vec![],
-            });
+            *expr = call("current_role", vec![]);
         }
         ControlFlow::Continue(())
     }
@@ -401,25 +396,7 @@ impl VisitorMut for LikeEscapes {
             return ControlFlow::Continue(());
         }
         let taken = std::mem::replace(pattern.as_mut(), Expr::Value(Value::Null.into()));
-        **pattern = Expr::Function(Function {
-            name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(
-                LIKE_ESCAPE_FUNCTION,
-            ))]),
-            uses_odbc_syntax: false,
-            parameters: FunctionArguments::None,
-            args: FunctionArguments::List(FunctionArgumentList {
-                duplicate_treatment: None,
-                args: vec![
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(taken)),
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(escape))),
-                ],
-                clauses: vec![],
-            }),
-            filter: None,
-            null_treatment: None,
-            over: None,
-            within_group: vec![],
-        });
+        **pattern = call(LIKE_ESCAPE_FUNCTION, vec![taken, Expr::Value(escape)]);
         ControlFlow::Continue(())
     }
 }
