@@ -27,18 +27,9 @@ echo "==> $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')" >&2
 for bench in "${which[@]}"; do
   case "$bench" in
     point_lookup)
-      apt_install postgresql-15
-      PGBIN=/usr/lib/postgresql/15/bin
-      PGDIR="$(mktemp -d /tmp/augur-bench-pg.XXXXXX)"
-      PGPORT="${AUGUR_BENCH_PG_PORT:-55432}"
-      chown postgres "$PGDIR" 2>/dev/null || true
-      as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-      as_pg "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U postgres >/dev/null
-      as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -o "-p $PGPORT -k $PGDIR -c listen_addresses=127.0.0.1" -l "$PGDIR/log" -w start >/dev/null
-      echo "==> PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')" >&2
-      AUGUR_BENCH_PG="host=127.0.0.1 port=$PGPORT user=postgres dbname=postgres" "${executables[point_lookup]}"
-      as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null
-      rm -rf "$PGDIR"
+      start_reference_postgres "${AUGUR_BENCH_PG_PORT:-55432}"
+      AUGUR_BENCH_PG="$REF_PG_CONN" "${executables[point_lookup]}"
+      stop_reference_postgres
       ;;
     streaming)
       "${executables[streaming]}"

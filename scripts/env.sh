@@ -66,3 +66,46 @@ install_onnxruntime() {
       "onnxruntime==$ONNXRUNTIME_VERSION"
   fi
 }
+
+# A throwaway PostgreSQL 15 (Debian's package) for side-by-side tests and benchmarks:
+# `start_reference_postgres PORT` initialises a cluster in a temporary directory, starts it on
+# 127.0.0.1:PORT and sets REF_PG_CONN; `stop_reference_postgres` stops it and removes it.
+PG_BIN=/usr/lib/postgresql/15/bin
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+start_reference_postgres() {
+  local port="$1"
+  apt_install postgresql-15
+  REF_PG_DIR="$(mktemp -d /tmp/augur-ref-pg.XXXXXX)"
+  [ "$(id -u)" = 0 ] && chown postgres "$REF_PG_DIR"
+  as_postgres "$PG_BIN/initdb" -D "$REF_PG_DIR/data" -A trust -U postgres -E UTF8 \
+    --locale=C.UTF-8 >/dev/null
+  as_postgres "$PG_BIN/pg_ctl" -D "$REF_PG_DIR/data" -l "$REF_PG_DIR/log" -w \
+    -o "-p $port -k $REF_PG_DIR -c listen_addresses=127.0.0.1 -c timezone=UTC" start >/dev/null
+  REF_PG_CONN="host=127.0.0.1 port=$port user=postgres dbname=postgres"
+  echo "==> PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on port $port" >&2
+}
+stop_reference_postgres() {
+  [ -n "${REF_PG_DIR:-}" ] || return 0
+  as_postgres "$PG_BIN/pg_ctl" -D "$REF_PG_DIR/data" -m fast stop >/dev/null || true
+  rm -rf "$REF_PG_DIR"
+  REF_PG_DIR=
+}
+
+# PostgreSQL's own regression scripts (src/test/regress: sql/ and data/) for the version of the
+# reference server, from Debian's source archive, cached outside the clone. Prints the directory.
+fetch_pg_regress() {
+  local version cache tarball
+  version="$("$PG_BIN/postgres" --version | awk '{print $3}')"
+  cache="${AUGUR_BUILD_CACHE:-$HOME/.cache/augur}/postgresql-$version"
+  if [ ! -d "$cache/src/test/regress/sql" ]; then
+    echo "==> fetching PostgreSQL $version's regression scripts" >&2
+    mkdir -p "$cache"
+    tarball="$(mktemp)"
+    curl -sSf -o "$tarball" \
+      "http://deb.debian.org/debian/pool/main/p/postgresql-15/postgresql-15_$version.orig.tar.bz2"
+    tar xjf "$tarball" -C "$cache" --strip-components=1 \
+      "postgresql-$version/src/test/regress/sql" "postgresql-$version/src/test/regress/data"
+    rm -f "$tarball"
+  fi
+  echo "$cache/src/test/regress"
+}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, sqllogictest files, end-to-end tests against the built binary,
-# and the Python client tests (psycopg 3, SQLAlchemy, pandas in ./.venv).
+# the Python client tests (psycopg 3, SQLAlchemy, pandas in ./.venv), and the side-by-side
+# comparison with PostgreSQL 15 (tests/compat.rs), which gets a throwaway server started here
+# and PostgreSQL's own regression scripts.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$AUGUR_ROOT"
 
@@ -19,7 +21,11 @@ cargo build --tests
 cache_rocksdb
 
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; stop_reference_postgres' EXIT
+start_reference_postgres "${AUGUR_COMPAT_PG_PORT:-55433}"
+export AUGUR_COMPAT_PG="$REF_PG_CONN"
+AUGUR_PG_REGRESS="$(fetch_pg_regress)"
+export AUGUR_PG_REGRESS
 set +e
 cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -1,7 +1,8 @@
 //! PostgreSQL's text output for the types whose text form the encoder writes differently:
 //! floating point (PostgreSQL writes `10` and `1e+22`, not `10.0` and `1e22`) and timestamps and
 //! times in the ISO date style (PostgreSQL drops a zero fraction and trailing zeros:
-//! `2026-01-01 10:00:00`, `10:00:00.5`). Only text-format columns are rewritten, into strings
+//! `2026-01-01 10:00:00`, `10:00:00.5`), and intervals in the `postgres` interval style, written
+//! here for every value a column can hold (`-2147483648 days` included). Only text-format columns are rewritten, into strings
 //! the encoder then writes as they are; binary results are untouched.
 
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Field, Float32Type, Float64Type, Schema, Time64MicrosecondType, TimeUnit,
-    TimestampMicrosecondType,
+    DataType, Field, Float32Type, Float64Type, IntervalMonthDayNanoType, IntervalUnit, Schema,
+    Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
 };
 use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::types::format::FormatOptions;
@@ -129,6 +130,13 @@ pub fn postgres_text(
                         .collect(),
                 )
             }
+            DataType::Interval(IntervalUnit::MonthDayNano) => Some(
+                column
+                    .as_primitive::<IntervalMonthDayNanoType>()
+                    .iter()
+                    .map(|v| v.map(|v| interval_text(v.months, v.days, v.nanoseconds / 1000)))
+                    .collect(),
+            ),
             DataType::Time32(_) | DataType::Time64(_) => {
                 let micros = cast(column, &DataType::Time64(TimeUnit::Microsecond)).ok();
                 micros.map(|micros| {
@@ -225,6 +233,57 @@ fn time_text(micros: i64) -> String {
     )
 }
 
+/// An interval as PostgreSQL writes it in the `postgres` interval style: `1 year 2 mons -3 days
+/// +04:05:06.5`. Each of years, months and days carries its own sign; a positive field after a
+/// negative one is written with `+`; the time is written when it is not zero or nothing else is.
+pub fn interval_text(months: i32, days: i32, micros: i64) -> String {
+    let mut out = String::new();
+    let mut negative_before = false;
+    let months = i64::from(months);
+    for (value, unit) in [
+        (months / 12, "year"),
+        (months % 12, "mon"),
+        (i64::from(days), "day"),
+    ] {
+        if value == 0 {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let plus = if negative_before && value > 0 {
+            "+"
+        } else {
+            ""
+        };
+        let plural = if value == 1 { "" } else { "s" };
+        out.push_str(&format!("{plus}{value} {unit}{plural}"));
+        negative_before |= value < 0;
+    }
+    if out.is_empty() || micros != 0 {
+        let sign = if micros < 0 {
+            "-"
+        } else if negative_before {
+            "+"
+        } else {
+            ""
+        };
+        let abs = micros.unsigned_abs();
+        let secs = abs / 1_000_000;
+        let frac = fraction((abs % 1_000_000) as u32);
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&format!(
+            "{sign}{:02}:{:02}:{:02}{frac}",
+            secs / 3600,
+            (secs / 60) % 60,
+            secs % 60
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +299,24 @@ mod tests {
         assert_eq!(float_text(f64::INFINITY, 15), "Infinity");
         assert_eq!(float32_text(1.5), "1.5");
         assert_eq!(float32_text(1e6), "1e+06");
+    }
+
+    #[test]
+    fn intervals_as_postgresql_writes_them() {
+        let day = 86_400_000_000i64;
+        for ((months, days, micros), text) in [
+            ((0, 0, 0), "00:00:00"),
+            ((14, 3, 14_706_500_000), "1 year 2 mons 3 days 04:05:06.5"),
+            ((-12, 0, 0), "-1 years"),
+            ((1, -1, 0), "1 mon -1 days"),
+            ((0, -1, 7_200_000_000), "-1 days +02:00:00"),
+            ((0, 1, -7_200_000_000), "1 day -02:00:00"),
+            ((0, i32::MIN, 0), "-2147483648 days"),
+            ((0, 0, 30 * day), "720:00:00"),
+            ((0, 0, -1), "-00:00:00.000001"),
+        ] {
+            assert_eq!(interval_text(months, days, micros), text);
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, ObjectNamePart, Query, SetExpr, SetOperator, Statement, TableFactor, Visit, Visitor,
+    Expr, LimitClause, ObjectNamePart, Query, SetExpr, SetOperator, Statement, TableFactor, Visit,
+    Visitor,
 };
 
 use super::rewrite::is_aggregate;
@@ -51,6 +52,28 @@ impl Visitor for RecursiveQueries {
             let _ = right.visit(&mut references);
             if references.direct + references.nested == 0 {
                 continue;
+            }
+            // PostgreSQL has no way to run these on a recursive UNION as a whole.
+            let query = &cte.query;
+            let (offset, limit) = match &query.limit_clause {
+                Some(LimitClause::LimitOffset { limit, offset, .. }) => {
+                    (offset.is_some(), limit.is_some())
+                }
+                Some(LimitClause::OffsetCommaLimit { .. }) => (true, true),
+                None => (false, false),
+            };
+            for (present, what) in [
+                (query.order_by.is_some(), "ORDER BY"),
+                (offset, "OFFSET"),
+                (limit || query.fetch.is_some(), "LIMIT"),
+                (!query.locks.is_empty(), "FOR UPDATE/SHARE"),
+            ] {
+                if present {
+                    return ControlFlow::Break(Error::coded(
+                        "0A000",
+                        format!("{what} in a recursive query is not implemented"),
+                    ));
+                }
             }
             if references.nested > 0 {
                 return ControlFlow::Break(invalid_recursion(format!(
@@ -183,6 +206,32 @@ mod tests {
             let err = check_sql(sql).unwrap_err();
             assert_eq!(err.sqlstate(), "42P19", "{sql}");
             assert!(err.to_string().contains(message), "{err}");
+        }
+    }
+
+    #[test]
+    fn clauses_on_the_recursive_union_are_refused() {
+        for (sql, what) in [
+            (
+                "WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM x ORDER BY 1) SELECT * FROM x",
+                "ORDER BY",
+            ),
+            (
+                "WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM x LIMIT 10 OFFSET 1) SELECT * FROM x",
+                "OFFSET",
+            ),
+            (
+                "WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM x LIMIT 10) SELECT * FROM x",
+                "LIMIT",
+            ),
+            (
+                "WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM x FOR UPDATE) SELECT * FROM x",
+                "FOR UPDATE",
+            ),
+        ] {
+            let err = check_sql(sql).unwrap_err();
+            assert_eq!(err.sqlstate(), "0A000", "{sql}");
+            assert!(err.to_string().starts_with(what), "{err}");
         }
     }
 
