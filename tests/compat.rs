@@ -309,6 +309,7 @@ async fn compare_script(
     pg: &Client,
     augur: &mut Client,
     server: &TestServer,
+    quote: bool,
 ) -> Report {
     let mut report = Report {
         name: name.to_string(),
@@ -331,17 +332,20 @@ async fn compare_script(
             *augur = server.connect().await;
         }
         *report.counts.entry(outcome).or_default() += 1;
-        let one_line: String = statement
-            .sql
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .chars()
-            .take(100)
-            .collect();
-        report
-            .lines
-            .push(format!("{}\t{}", outcome.name(), one_line));
+        // Statements of PostgreSQL's scripts are named by their line; Augur's own by their text.
+        let label: String = if quote {
+            statement
+                .sql
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(100)
+                .collect()
+        } else {
+            format!("line {}", statement.line)
+        };
+        report.lines.push(format!("{}\t{label}", outcome.name()));
         if !matches!(outcome, Outcome::Same | Outcome::Refused) {
             let _ = write!(
                 report.details,
@@ -504,7 +508,7 @@ async fn postgresql_regression_scripts() {
     let mut reports = Vec::new();
     for name in std::iter::once("test_setup").chain(REGRESS.iter().copied()) {
         let statements = statements_of(&regress.join(format!("sql/{name}.sql")), &env);
-        reports.push(compare_script(name, &statements, &pg, &mut augur, &server).await);
+        reports.push(compare_script(name, &statements, &pg, &mut augur, &server, false).await);
     }
     check(&reports, "regression scripts");
 }
@@ -516,6 +520,6 @@ async fn postgresql_behaviours() {
     let server = TestServer::start();
     let mut augur = server.connect().await;
     let statements = statements_of(&root().join("tests/compat/behaviours.sql"), &HashMap::new());
-    let report = compare_script("behaviours", &statements, &pg, &mut augur, &server).await;
+    let report = compare_script("behaviours", &statements, &pg, &mut augur, &server, true).await;
     check(&[report], "behaviours");
 }

@@ -688,3 +688,57 @@ async fn indexes_serve_prepared_lookups_and_survive_restarts() {
         .collect();
     assert!(plan[1].contains("IndexScan: txns_card"), "{plan:?}");
 }
+
+/// A temporary table belongs to its session: it goes when the connection closes, and when the
+/// server starts again after a kill -9 that left it behind. A table created later under the same
+/// name is not the one dropped.
+#[tokio::test]
+async fn temporary_tables_go_with_their_session() {
+    let mut server = TestServer::start();
+    let count_named =
+        |name: &'static str| format!("SELECT count(*) FROM pg_class WHERE relname = '{name}'");
+    {
+        let client = server.connect().await;
+        client
+            .batch_execute("CREATE TEMP TABLE scratch (id SERIAL, v TEXT); INSERT INTO scratch (v) VALUES ('a')")
+            .await
+            .unwrap();
+        let rows = client.query("SELECT v FROM scratch", &[]).await.unwrap();
+        assert_eq!(rows.len(), 1);
+    }
+    let client = server.connect().await;
+    let mut gone = false;
+    for _ in 0..50 {
+        let n: i64 = client
+            .query_one(&count_named("scratch"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the temporary table outlived its connection");
+    // Its name is free again, for a permanent table the next session keeps.
+    client
+        .batch_execute("CREATE TABLE scratch (x INT); INSERT INTO scratch VALUES (1)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("CREATE TEMP TABLE leftover (x INT); INSERT INTO leftover VALUES (1)")
+        .await
+        .unwrap();
+    server.kill();
+    server.start_again();
+    let client = server.connect().await;
+    let n: i64 = client
+        .query_one(&count_named("leftover"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "a temporary table survived a restart");
+    let rows = client.query("SELECT x FROM scratch", &[]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+}

@@ -119,6 +119,16 @@ impl Catalog {
             }
             catalog.write_indexes().insert(def.name.clone(), def);
         }
+        // Temporary tables whose sessions ended with the previous run.
+        let leftovers: Vec<String> = catalog
+            .read_tables()
+            .values()
+            .filter(|t| t.def().temporary)
+            .map(|t| t.name().to_string())
+            .collect();
+        for name in leftovers {
+            catalog.drop_table(&name)?;
+        }
         Ok(catalog)
     }
 

@@ -68,6 +68,7 @@ impl ViewDef {
             appended: self.appended && counted,
             append_only: self.append_only,
             watermark: None,
+            temporary: false,
         }
     }
 

@@ -1,6 +1,6 @@
 //! What one connection keeps between its statements: statements prepared with `PREPARE`, open
-//! cursors, and the names of the statements the client prepared through the extended protocol
-//! (which `DEALLOCATE ALL` forgets too).
+//! cursors, the names of the statements the client prepared through the extended protocol
+//! (which `DEALLOCATE ALL` forgets too), and the temporary tables it created.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -100,6 +100,45 @@ pub struct ConnectionState {
     sequences: SessionSequences,
     /// Who logged in, for `current_user` and `session_user`.
     user: crate::catalog::pg_functions::SessionUser,
+    /// Tables created with `CREATE TEMPORARY TABLE`, dropped when the connection ends.
+    temporary: TemporaryTables,
+}
+
+/// The temporary tables of one connection, by name and id; dropped with it. A table dropped
+/// earlier, or replaced by another of the same name, is left alone.
+#[derive(Default)]
+pub struct TemporaryTables {
+    tables: Mutex<Vec<(String, u32)>>,
+    catalog: Mutex<Option<Arc<crate::catalog::Catalog>>>,
+}
+
+impl std::fmt::Debug for TemporaryTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(lock(&self.tables).iter()).finish()
+    }
+}
+
+impl TemporaryTables {
+    /// Records a temporary table this connection created.
+    pub fn add(&self, catalog: &Arc<crate::catalog::Catalog>, name: String, id: u32) {
+        lock(&self.catalog).get_or_insert_with(|| catalog.clone());
+        lock(&self.tables).push((name, id));
+    }
+}
+
+impl Drop for TemporaryTables {
+    fn drop(&mut self) {
+        let Some(catalog) = lock(&self.catalog).take() else {
+            return;
+        };
+        for (name, id) in lock(&self.tables).drain(..) {
+            if catalog.table(&name).is_some_and(|t| t.def().id == id)
+                && let Err(e) = catalog.drop_table(&name)
+            {
+                tracing::warn!(table = %name, error = %e, "dropping a temporary table failed");
+            }
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,6 +162,11 @@ impl ConnectionState {
     pub fn user(&self) -> &crate::catalog::pg_functions::SessionUser {
         &self.user
     }
+    /// The temporary tables this connection created.
+    pub fn temporary_tables(&self) -> &TemporaryTables {
+        &self.temporary
+    }
+
     /// What `nextval` gave in this session.
     pub fn sequences(&self) -> &SessionSequences {
         &self.sequences

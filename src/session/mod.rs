@@ -247,6 +247,14 @@ impl<'a> Session<'a> {
                     cascade,
                 } => self.drop_models(names, *if_exists, *cascade).await,
                 Stmt::ShowModels => self.show_models(),
+                Stmt::Maintenance { command, tables } => {
+                    for table in tables {
+                        if !self.db.catalog().exists(table) {
+                            return Err(Error::UndefinedTable(table.clone()));
+                        }
+                    }
+                    Ok(Output::Command((*command).into()))
+                }
                 Stmt::CreateTable {
                     create,
                     append_only,

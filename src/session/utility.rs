@@ -7,14 +7,14 @@ use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::sql::sqlparser::ast::{
-    CopyLegacyOption, CopyOption, CopySource, CopyTarget, CreateTable, ObjectType, Statement,
+    CopyLegacyOption, CopyOption, CopySource, CopyTarget, CreateTable, ObjectType, Reset, Statement,
 };
 
 use super::{
     Notice, Output, Plan, Session, TXN_WROTE, copy, in_transaction, rows_output, run_query, vars,
 };
 use crate::error::{Error, Result};
-use crate::sql::{ddl, table_name};
+use crate::sql::{Stmt, ddl, table_name};
 use crate::table::watermark::WatermarkDef;
 
 impl Session<'_> {
@@ -25,8 +25,13 @@ impl Session<'_> {
         append_only: bool,
         watermark: Option<WatermarkDef>,
     ) -> Result<Output> {
-        if create.query.is_some() {
-            return Err(Error::NotSupported("CREATE TABLE ... AS".into()));
+        if let Some(query) = &create.query {
+            if append_only || watermark.is_some() {
+                return Err(Error::NotSupported(
+                    "APPEND ONLY or WATERMARK with CREATE TABLE ... AS".into(),
+                ));
+            }
+            return self.create_table_as(create, query).await;
         }
         let (mut def, sequences) = ddl::table_def(create)?;
         if let Some(watermark) = &watermark {
@@ -45,18 +50,116 @@ impl Session<'_> {
         def.append_only = append_only;
         def.watermark = watermark;
         let name = def.name.clone();
-        if self
+        match self
             .db
             .catalog()
             .create_table(def, create.if_not_exists, sequences)?
-            .is_none()
         {
-            self.notice(
+            None => self.notice(
                 "42P07",
                 format!("relation \"{name}\" already exists, skipping"),
-            );
+            ),
+            Some(table) if table.def().temporary => {
+                self.conn
+                    .temporary_tables()
+                    .add(self.db.catalog(), name, table.def().id);
+            }
+            Some(_) => {}
         }
         Ok(Output::Command("CREATE TABLE".into()))
+    }
+
+    /// `CREATE TABLE name [(columns)] AS query`: a table with the query's columns and types
+    /// (named by the column list where there is one), filled with its rows. The table is dropped
+    /// again when the rows cannot be written.
+    async fn create_table_as(
+        &mut self,
+        create: &CreateTable,
+        query: &datafusion::sql::sqlparser::ast::Query,
+    ) -> Result<Output> {
+        let name = table_name(&create.name)?;
+        if self.db.catalog().exists(&name) {
+            if create.if_not_exists {
+                self.notice(
+                    "42P07",
+                    format!("relation \"{name}\" already exists, skipping"),
+                );
+                return Ok(Output::Command("CREATE TABLE AS".into()));
+            }
+            return Err(Error::coded(
+                "42P07",
+                format!("relation \"{name}\" already exists"),
+            ));
+        }
+        let prepared = self
+            .prepare(Stmt::Sql(Box::new(Statement::Query(Box::new(
+                query.clone(),
+            )))))
+            .await?;
+        let schema = prepared
+            .schema()
+            .cloned()
+            .ok_or_else(|| Error::Internal("CREATE TABLE AS: the query has no columns".into()))?;
+        if create.columns.len() > schema.fields().len() {
+            return Err(Error::coded(
+                "42601",
+                "CREATE TABLE AS specifies too many column names",
+            ));
+        }
+        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                let column = create
+                    .columns
+                    .get(i)
+                    .map(|c| crate::sql::normalize_ident(&c.name))
+                    .unwrap_or_else(|| field.name().clone());
+                format!("{} {}", quote(&column), stored_type(field.data_type()))
+            })
+            .collect();
+        let definition = format!(
+            "CREATE {}TABLE {} ({})",
+            if create.temporary { "TEMPORARY " } else { "" },
+            quote(&name),
+            columns.join(", ")
+        );
+        let Some(Stmt::Sql(statement)) = self.parse(&definition)?.pop() else {
+            return Err(Error::Internal(format!("CREATE TABLE AS: {definition}")));
+        };
+        let Statement::CreateTable(table) = *statement else {
+            return Err(Error::Internal(format!("CREATE TABLE AS: {definition}")));
+        };
+        let (def, sequences) = ddl::table_def(&table)?;
+        if let Some(table) = self.db.catalog().create_table(def, false, sequences)?
+            && table.def().temporary
+        {
+            self.conn
+                .temporary_tables()
+                .add(self.db.catalog(), name.clone(), table.def().id);
+        }
+        let insert = format!("INSERT INTO {} {query}", quote(&name));
+        let inserted = match self.parse(&insert) {
+            // Boxed: running a statement can come back here.
+            Ok(mut stmts) if stmts.len() == 1 => Box::pin(self.run(stmts.remove(0))).await,
+            Ok(_) => Err(Error::Internal(format!("CREATE TABLE AS: {insert}"))),
+            Err(e) => Err(e),
+        };
+        match inserted {
+            Ok(Output::Command(tag)) => {
+                let rows = tag.rsplit(' ').next().unwrap_or("0").to_string();
+                Ok(Output::Command(format!("SELECT {rows}")))
+            }
+            other => {
+                self.db.catalog().drop_table(&name)?;
+                match other {
+                    Err(e) => Err(e),
+                    Ok(_) => Err(Error::Internal("CREATE TABLE AS: unexpected output".into())),
+                }
+            }
+        }
     }
 
     /// `CREATE SEQUENCE`.
@@ -246,6 +349,19 @@ impl Session<'_> {
                     self.notices.push(Notice::Parameter(name, value));
                 }
                 Ok(Output::Command("SET".into()))
+            }
+            Statement::Reset(reset) => {
+                let changed = match &reset.reset {
+                    Reset::ALL => vars::reset_all(self.vars),
+                    Reset::ConfigurationParameter(name) => {
+                        let name = name.to_string();
+                        vars::set(self.vars, &name, None)?.into_iter().collect()
+                    }
+                };
+                for (name, value) in changed {
+                    self.notices.push(Notice::Parameter(name, value));
+                }
+                Ok(Output::Command("RESET".into()))
             }
             Statement::ShowVariable { variable } => {
                 let rows = if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("all") {
@@ -458,6 +574,7 @@ pub(super) fn check_utility(statement: &Statement) -> Result<()> {
         | Statement::Truncate(_)
         | Statement::Copy { .. }
         | Statement::Set(_)
+        | Statement::Reset(_)
         | Statement::StartTransaction { .. }
         | Statement::Commit { .. }
         | Statement::Rollback { .. }
@@ -534,4 +651,15 @@ fn show_output(rows: Vec<(String, String)>, all: bool) -> Result<Output> {
     };
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     Ok(rows_output(schema, vec![batch], "SHOW".into()))
+}
+
+/// The column type a table made by `CREATE TABLE AS` stores a query column of type `dt` as:
+/// PostgreSQL's name for it, with strings, timestamps and dictionaries in the forms tables keep
+/// and an untyped NULL as text (as in PostgreSQL).
+fn stored_type(dt: &DataType) -> String {
+    match dt {
+        DataType::Null => "text".into(),
+        DataType::Dictionary(_, value) => stored_type(value),
+        other => crate::sql::types::pg_type_name(other),
+    }
 }

@@ -173,6 +173,37 @@ const VARS: &[Var] = &[
     },
 ];
 
+/// PostgreSQL's planner and resource settings. Scripts and tools written for PostgreSQL set
+/// them; Augur accepts and shows them, and its own planner does not read them.
+const POSTGRES_TUNING: &[(&str, &str)] = &[
+    ("enable_bitmapscan", "on"),
+    ("enable_hashagg", "on"),
+    ("enable_hashjoin", "on"),
+    ("enable_indexonlyscan", "on"),
+    ("enable_indexscan", "on"),
+    ("enable_material", "on"),
+    ("enable_memoize", "on"),
+    ("enable_mergejoin", "on"),
+    ("enable_nestloop", "on"),
+    ("enable_partitionwise_aggregate", "off"),
+    ("enable_partitionwise_join", "off"),
+    ("enable_seqscan", "on"),
+    ("enable_sort", "on"),
+    ("escape_string_warning", "on"),
+    ("force_parallel_mode", "off"),
+    ("geqo", "on"),
+    ("jit", "off"),
+    ("jit_above_cost", "100000"),
+    ("maintenance_work_mem", "64MB"),
+    ("max_parallel_workers_per_gather", "2"),
+    ("min_parallel_table_scan_size", "8MB"),
+    ("parallel_setup_cost", "1000"),
+    ("parallel_tuple_cost", "0.1"),
+    ("random_page_cost", "4"),
+    ("synchronous_commit", "on"),
+    ("work_mem", "4MB"),
+];
+
 /// Variables that cannot be changed.
 const READ_ONLY: &[&str] = &[
     "integer_datetimes",
@@ -184,7 +215,21 @@ const READ_ONLY: &[&str] = &[
 ];
 
 fn lookup(name: &str) -> Option<&'static Var> {
-    VARS.iter().find(|v| v.name.eq_ignore_ascii_case(name))
+    all_vars().find(|v| v.name.eq_ignore_ascii_case(name))
+}
+
+fn all_vars() -> impl Iterator<Item = &'static Var> {
+    static TUNING: std::sync::LazyLock<Vec<Var>> = std::sync::LazyLock::new(|| {
+        POSTGRES_TUNING
+            .iter()
+            .map(|(name, default)| Var {
+                name,
+                default,
+                reported: false,
+            })
+            .collect()
+    });
+    VARS.iter().chain(TUNING.iter())
 }
 
 /// The name/value pairs sent as ParameterStatus when a connection starts.
@@ -206,7 +251,7 @@ pub fn get(metadata: &HashMap<String, String>, name: &str) -> Result<String> {
 
 /// Every variable and its current value, for `SHOW ALL`.
 pub fn all(metadata: &HashMap<String, String>) -> Vec<(String, String)> {
-    VARS.iter()
+    all_vars()
         .map(|v| {
             let value = metadata
                 .get(&v.name.to_ascii_lowercase())
@@ -247,6 +292,23 @@ pub fn set(
     Ok(var.reported.then(|| (var.name.to_string(), value)))
 }
 
+/// `RESET ALL`: every variable that can be changed back to Augur's default (PostgreSQL goes back
+/// to the values the client sent at connection start). Returns the reported variables whose
+/// value changed.
+pub fn reset_all(metadata: &mut HashMap<String, String>) -> Vec<(String, String)> {
+    let mut changed = Vec::new();
+    for var in all_vars().filter(|v| !READ_ONLY.contains(&v.name)) {
+        let key = var.name.to_ascii_lowercase();
+        if let Some(old) = metadata.remove(&key)
+            && old != var.default
+            && var.reported
+        {
+            changed.push((var.name.to_string(), var.default.to_string()));
+        }
+    }
+    changed
+}
+
 fn validate(name: &str, value: String) -> Result<String> {
     let invalid = |hint: &str| {
         Err(Error::InvalidParameter(format!(
@@ -281,6 +343,20 @@ fn validate(name: &str, value: String) -> Result<String> {
                 Ok(value)
             } else {
                 invalid("")
+            }
+        }
+        _ if name.starts_with("enable_")
+            || matches!(
+                name,
+                "geqo" | "jit" | "escape_string_warning" | "force_parallel_mode"
+            ) =>
+        {
+            match value.to_ascii_lowercase().as_str() {
+                "on" | "true" | "yes" | "1" | "t" | "y" => Ok("on".into()),
+                "off" | "false" | "no" | "0" | "f" | "n" => Ok("off".into()),
+                _ => Err(Error::InvalidParameter(format!(
+                    "parameter \"{name}\" requires a Boolean value"
+                ))),
             }
         }
         "statement_timeout" | "lock_timeout" => match super::limits::parse_duration(&value) {

@@ -252,6 +252,17 @@ pub(super) async fn recover(
 fn dependencies(catalog: &Catalog, query: &Query) -> Result<Vec<u32>> {
     let statement = DfStatement::Statement(Box::new(Statement::Query(Box::new(query.clone()))));
     let (relations, _ctes) = datafusion::sql::resolve::resolve_table_references(&statement, true)?;
+    for relation in &relations {
+        if let Some(table) = catalog.table(relation.table())
+            && table.def().temporary
+        {
+            // The view would outlive the table, which goes when its session ends.
+            return Err(Error::NotSupported(format!(
+                "a view over temporary table \"{}\"",
+                relation.table()
+            )));
+        }
+    }
     let mut ids: Vec<u32> = relations
         .iter()
         .filter_map(|r| catalog.relation_id(r.table()))

@@ -1,8 +1,8 @@
 //! CREATE TABLE: from the parsed statement to a [`TableDef`].
 
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateTable, DataType as SqlType, Expr as SqlExpr, GeneratedAs, SequenceOptions,
-    TableConstraint, UnaryOperator, Value,
+    ColumnOption, CreateTable, DataType as SqlType, Expr as SqlExpr, GeneratedAs, OnCommit,
+    SequenceOptions, TableConstraint, UnaryOperator, Value,
 };
 
 use super::{normalize_ident, table_name, types};
@@ -311,6 +311,7 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
         appended: false,
         append_only: false,
         watermark: None,
+        temporary: create.temporary,
     };
     Ok((table, sequences))
 }
@@ -321,8 +322,11 @@ fn default_sql(expr: &SqlExpr) -> String {
 
 fn refuse_unsupported(create: &CreateTable) -> Result<()> {
     let refuse = |what: &str| Err(Error::NotSupported(what.to_string()));
-    if create.temporary {
-        return refuse("TEMPORARY tables");
+    if create
+        .on_commit
+        .is_some_and(|c| !matches!(c, OnCommit::PreserveRows))
+    {
+        return refuse("ON COMMIT DELETE ROWS or DROP");
     }
     if create.external {
         return refuse("EXTERNAL tables");
@@ -335,6 +339,9 @@ fn refuse_unsupported(create: &CreateTable) -> Result<()> {
     }
     if create.partition_by.is_some() {
         return refuse("PARTITION BY");
+    }
+    if create.inherits.is_some() {
+        return refuse("INHERITS");
     }
     Ok(())
 }

@@ -61,6 +61,15 @@ pub enum Stmt {
     },
     /// `SHOW MODELS`.
     ShowModels,
+    /// `VACUUM` or `ANALYZE` (`command`) of `tables` (all when empty). Augur's storage compacts
+    /// itself and its planner keeps no statistics: the tables are checked and nothing else is
+    /// done, so that scripts written for PostgreSQL run.
+    Maintenance {
+        /// `VACUUM` or `ANALYZE`.
+        command: &'static str,
+        /// The tables named.
+        tables: Vec<String>,
+    },
     /// `CREATE TABLE` with Augur's event-time clauses: `WATERMARK FOR column AS expr` among the
     /// columns, `APPEND ONLY` after them.
     CreateTable {
@@ -120,6 +129,7 @@ impl std::fmt::Display for Stmt {
             Stmt::CreateModel(create) => write!(f, "CREATE MODEL {}", create.name),
             Stmt::DropModel { names, .. } => write!(f, "DROP MODEL {}", names.join(", ")),
             Stmt::ShowModels => write!(f, "SHOW MODELS"),
+            Stmt::Maintenance { command, tables } => write!(f, "{command} {}", tables.join(", ")),
             Stmt::CreateTable { create, .. } => write!(f, "{create}"),
             Stmt::EmitOnWindowClose { create, explain } => {
                 let explain = if *explain { "EXPLAIN " } else { "" };
@@ -299,6 +309,22 @@ impl SqlParser {
                 parser.next_token();
                 match parse_create_table(&mut parser) {
                     Ok(stmt) => stmts.push(stmt),
+                    Err(e) => return Some(Err(e)),
+                }
+            } else if let Some(command) =
+                ["vacuum", "analyze", "analyse"].iter().find(|w| word(0, w))
+            {
+                own = true;
+                parser.next_token();
+                match parse_maintenance(&mut parser) {
+                    Ok(tables) => stmts.push(Stmt::Maintenance {
+                        command: if *command == "vacuum" {
+                            "VACUUM"
+                        } else {
+                            "ANALYZE"
+                        },
+                        tables,
+                    }),
                     Err(e) => return Some(Err(e)),
                 }
             } else if word(0, "show") && word(1, "models") {
@@ -488,7 +514,76 @@ fn own_statement(statement: Statement) -> Stmt {
         {
             Stmt::ShowModels
         }
+        Statement::Vacuum(vacuum) => Stmt::Maintenance {
+            command: "VACUUM",
+            tables: vacuum
+                .table_name
+                .iter()
+                .map(|t| table_name(t).unwrap_or_else(|_| t.to_string()))
+                .collect(),
+        },
+        Statement::Analyze(analyze) => Stmt::Maintenance {
+            command: "ANALYZE",
+            tables: analyze
+                .table_name
+                .iter()
+                .map(|t| table_name(t).unwrap_or_else(|_| t.to_string()))
+                .collect(),
+        },
         _ => Stmt::Sql(Box::new(statement)),
+    }
+}
+
+/// The rest of PostgreSQL's `VACUUM` and `ANALYZE` after the command word: options in
+/// parentheses or as words (`FULL`, `FREEZE`, `VERBOSE`, `ANALYZE`), then tables, each with an
+/// optional column list. Returns the tables' names.
+fn parse_maintenance(parser: &mut Parser<'_>) -> Result<Vec<String>> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+
+    if parser.consume_token(&Token::LParen) {
+        let mut depth = 1;
+        while depth > 0 {
+            match parser.next_token().token {
+                Token::LParen => depth += 1,
+                Token::RParen => depth -= 1,
+                Token::EOF => return Err(Error::Syntax("syntax error at end of input".into())),
+                _ => {}
+            }
+        }
+    }
+    while let Token::Word(w) = &parser.peek_token().token {
+        let upper = w.value.to_ascii_uppercase();
+        if w.quote_style.is_none()
+            && matches!(
+                upper.as_str(),
+                "FULL" | "FREEZE" | "VERBOSE" | "ANALYZE" | "ANALYSE"
+            )
+        {
+            parser.next_token();
+        } else {
+            break;
+        }
+    }
+    let mut tables = Vec::new();
+    if matches!(parser.peek_token().token, Token::EOF | Token::SemiColon) {
+        return Ok(tables);
+    }
+    loop {
+        let name = parser
+            .parse_object_name(false)
+            .map_err(|e| Error::Syntax(e.to_string()))?;
+        tables.push(table_name(&name)?);
+        if parser.consume_token(&Token::LParen) {
+            parser
+                .parse_comma_separated(|p| p.parse_identifier())
+                .map_err(|e| Error::Syntax(e.to_string()))?;
+            parser
+                .expect_token(&Token::RParen)
+                .map_err(|e| Error::Syntax(e.to_string()))?;
+        }
+        if !parser.consume_token(&Token::Comma) {
+            return Ok(tables);
+        }
     }
 }
 

@@ -86,6 +86,8 @@ pub fn arrow_type(sql: &SqlType) -> Result<DataType> {
             match name.to_string().to_ascii_lowercase().as_str() {
                 "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from(UTC))),
                 "float" => DataType::Float64,
+                // PostgreSQL's type for identifiers: text of at most 63 bytes.
+                "name" => DataType::Utf8,
                 _ => return Err(unsupported()),
             }
         }

@@ -391,6 +391,7 @@ mod tests {
             appended,
             append_only: appended,
             watermark: None,
+            temporary: false,
         };
         let table = Arc::new(Table::new(def, 0, |_| unreachable!()).unwrap());
         let op =

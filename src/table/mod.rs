@@ -87,6 +87,10 @@ pub struct TableDef {
     /// `WATERMARK FOR column AS expr` (append-only tables only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<watermark::WatermarkDef>,
+    /// `CREATE TEMPORARY TABLE`: dropped when the session that created it ends (or, after a
+    /// crash, when the server starts again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub temporary: bool,
 }
 
 impl TableDef {
