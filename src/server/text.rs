@@ -61,6 +61,8 @@ pub fn postgres_text(
     options: &FormatOptions,
 ) -> RecordBatch {
     let floats = options.extra_float_digits >= 1;
+    // extra_float_digits of 0 or less: rounded to 15 (6 for real) digits plus that number.
+    let rounded = Some(i32::from(options.extra_float_digits)).filter(|d| *d <= 0);
     let iso = options
         .date_style
         .trim_start()
@@ -82,6 +84,26 @@ pub fn postgres_text(
                     .map(|v| v.map(|v| float_text(v, 15)))
                     .collect(),
             ),
+            DataType::Float64 if rounded.is_some() => {
+                let digits = 15 + rounded.unwrap_or(0);
+                Some(
+                    column
+                        .as_primitive::<Float64Type>()
+                        .iter()
+                        .map(|v| v.map(|v| float_digits(v, digits)))
+                        .collect(),
+                )
+            }
+            DataType::Float32 if rounded.is_some() => {
+                let digits = 6 + rounded.unwrap_or(0);
+                Some(
+                    column
+                        .as_primitive::<Float32Type>()
+                        .iter()
+                        .map(|v| v.map(|v| float_digits(f64::from(v), digits)))
+                        .collect(),
+                )
+            }
             DataType::Float32 if floats => Some(
                 column
                     .as_primitive::<Float32Type>()
@@ -185,6 +207,32 @@ fn float_text(v: f64, max_exp: i32) -> String {
     } else {
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{mantissa}e{sign}{:02}", exp.abs())
+    }
+}
+
+/// A double rounded to `digits` significant digits as C's `%.*g` writes it, which is what
+/// PostgreSQL sends with `extra_float_digits` of 0 or less.
+fn float_digits(v: f64, digits: i32) -> String {
+    if !v.is_finite() || v == 0.0 {
+        return float_text(v, 15);
+    }
+    let precision = usize::try_from(digits.max(1)).unwrap_or(1);
+    let sci = format!("{v:.*e}", precision - 1);
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    if exp < -4 || exp >= digits.max(1) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
+    } else {
+        let decimals = usize::try_from(digits.max(1) - 1 - exp).unwrap_or(0);
+        trim(&format!("{v:.decimals$}"))
     }
 }
 
@@ -299,6 +347,24 @@ mod tests {
         assert_eq!(float_text(f64::INFINITY, 15), "Infinity");
         assert_eq!(float32_text(1.5), "1.5");
         assert_eq!(float32_text(1e6), "1e+06");
+    }
+
+    #[test]
+    fn floats_rounded_as_with_extra_float_digits_0() {
+        for (v, digits, text) in [
+            (2.0 / 3.0, 15, "0.666666666666667"),
+            (1004.3, 15, "1004.3"),
+            (-1.2345678901234e200, 15, "-1.2345678901234e+200"),
+            (1.2345678901234e-200, 15, "1.2345678901234e-200"),
+            (123456.0, 6, "123456"),
+            (1234567.0, 6, "1.23457e+06"),
+            (0.0001, 15, "0.0001"),
+            (0.00001, 15, "1e-05"),
+            (100.0, 1, "1e+02"),
+            (f64::INFINITY, 15, "Infinity"),
+        ] {
+            assert_eq!(float_digits(v, digits), text, "{v}");
+        }
     }
 
     #[test]

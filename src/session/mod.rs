@@ -501,6 +501,16 @@ impl SessionEnv {
         extensions.insert(self.sequences.clone());
         extensions.insert(self.user.clone());
         extensions.insert(self.settings.clone());
+        // PostgreSQL's switch for parallel query: at 0 a statement runs on one thread (and
+        // order-dependent results, such as a frame without ORDER BY, come out the same each time).
+        if self
+            .settings
+            .0
+            .get("max_parallel_workers_per_gather")
+            .is_some_and(|v| v.trim() == "0")
+        {
+            state.config_mut().options_mut().execution.target_partitions = 1;
+        }
         // Functions read the configuration as of the start of execution.
         state.mark_start_execution();
     }

@@ -174,7 +174,8 @@ const VARS: &[Var] = &[
 ];
 
 /// PostgreSQL's planner and resource settings. Scripts and tools written for PostgreSQL set
-/// them; Augur accepts and shows them, and its own planner does not read them.
+/// them; Augur accepts and shows them, and its own planner reads one of them:
+/// `max_parallel_workers_per_gather = 0` runs each query on one thread.
 const POSTGRES_TUNING: &[(&str, &str)] = &[
     ("enable_bitmapscan", "on"),
     ("enable_hashagg", "on"),

@@ -442,8 +442,11 @@ mod tests {
             def("CREATE TABLE t (a INT UNIQUE)").unwrap_err().sqlstate(),
             "0A000"
         );
+        assert!(def("CREATE TEMP TABLE t (a INT)").unwrap().temporary);
         assert_eq!(
-            def("CREATE TEMP TABLE t (a INT)").unwrap_err().sqlstate(),
+            def("CREATE TEMP TABLE t (a INT) ON COMMIT DROP")
+                .unwrap_err()
+                .sqlstate(),
             "0A000"
         );
     }
