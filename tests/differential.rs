@@ -44,6 +44,8 @@ const VIEWS: &[&str] = &[
     "SELECT b.k, count(*) AS n, sum(b.w) AS sw FROM b GROUP BY b.k",
     "SELECT a.id, c.y FROM a JOIN c ON a.k = c.x",
     "SELECT s, count(*) AS n FROM a WHERE s IS NOT NULL GROUP BY s ORDER BY n DESC, s LIMIT 2",
+    "SELECT k, s FROM a EXCEPT ALL SELECT k, t FROM b",
+    "SELECT k FROM a INTERSECT ALL SELECT k FROM b",
 ];
 
 /// Views over views: `(name, query)`, created after all of the above.

@@ -14,6 +14,7 @@ pub mod limits;
 mod lookup;
 mod models;
 mod portals;
+mod set_ops;
 mod sources;
 mod utility;
 pub mod vars;
@@ -447,9 +448,11 @@ fn in_transaction(vars: &HashMap<String, String>) -> bool {
     vars.contains_key("augur.in_txn")
 }
 
-/// Replaces casts of text to `bytea` with PostgreSQL's reading of the text (`'\\x01'::bytea` is
-/// one byte, not four), everywhere in `plan`.
+/// What PostgreSQL computes differently from DataFusion's plan of the same query, fixed in the
+/// plan: casts of text to `bytea` read the text as PostgreSQL does (`'\\x01'::bytea` is one
+/// byte, not four), and `EXCEPT ALL`/`INTERSECT ALL` count copies of rows.
 pub(crate) fn pg_text_casts(db: &Database, plan: LogicalPlan) -> Result<LogicalPlan> {
+    let plan = set_ops::multiset_semantics(plan)?;
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::execution::FunctionRegistry;
     use datafusion::logical_expr::{Cast, Expr, ExprSchemable};

@@ -407,6 +407,7 @@ impl SqlParser {
                     using::merge_using_columns(&mut statement);
                     rewrite::like_escapes(&mut statement);
                     rewrite::current_role(&mut statement);
+                    rewrite::set_returning_select_items(&mut statement);
                     balance::balance(&mut statement);
                     let mut statement = self
                         .exact_rules

@@ -576,6 +576,63 @@ impl VisitorMut for TableFunctionFinder<'_> {
     }
 }
 
+/// PostgreSQL runs a set-returning function in the select list once per row and returns a row
+/// per value (several such functions side by side run in step, the shorter padded with NULLs).
+/// DataFusion's `generate_series` in the select list returns an array in one row instead; this
+/// wraps each select-list `generate_series(...)` in `unnest`, which DataFusion expands into rows
+/// with the same stepping, and keeps the column's name.
+pub fn set_returning_select_items(statement: &mut Statement) {
+    let _ = statement.visit(&mut SetReturningItems);
+}
+
+struct SetReturningItems;
+
+impl VisitorMut for SetReturningItems {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        expand_set_returning(query.body.as_mut());
+        ControlFlow::Continue(())
+    }
+}
+
+fn expand_set_returning(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => {
+            for item in select.projection.iter_mut() {
+                let (expr, alias) = match item {
+                    SelectItem::UnnamedExpr(expr) => (expr, None),
+                    SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.clone())),
+                    _ => continue,
+                };
+                let Expr::Function(function) = expr else {
+                    continue;
+                };
+                let name = function
+                    .name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(|i| i.value.to_ascii_lowercase());
+                if name.as_deref() != Some("generate_series") || function.over.is_some() {
+                    continue;
+                }
+                let series = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+                let unnest = call("unnest", vec![series]);
+                *item = SelectItem::ExprWithAlias {
+                    expr: unnest,
+                    alias: alias.unwrap_or_else(|| Ident::new("generate_series")),
+                };
+            }
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            expand_set_returning(left);
+            expand_set_returning(right);
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
