@@ -10,8 +10,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Field, Float32Type, Float64Type, IntervalMonthDayNanoType, IntervalUnit, Schema,
-    Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    DataType, DurationMicrosecondType, Field, Float32Type, Float64Type, IntervalMonthDayNanoType,
+    IntervalUnit, Schema, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
 };
 use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::types::format::FormatOptions;
@@ -159,6 +159,23 @@ pub fn postgres_text(
                     .map(|v| v.map(|v| interval_text(v.months, v.days, v.nanoseconds / 1000)))
                     .collect(),
             ),
+            // The difference of two timestamps: PostgreSQL's interval of whole days and a time.
+            DataType::Duration(_) => {
+                let micros = cast(column, &DataType::Duration(TimeUnit::Microsecond)).ok();
+                micros.map(|micros| {
+                    micros
+                        .as_primitive::<DurationMicrosecondType>()
+                        .iter()
+                        .map(|v| {
+                            v.map(|v| {
+                                let day = 86_400_000_000;
+                                let days = i32::try_from(v / day).unwrap_or(i32::MAX);
+                                interval_text(0, days, v % day)
+                            })
+                        })
+                        .collect()
+                })
+            }
             DataType::Time32(_) | DataType::Time64(_) => {
                 let micros = cast(column, &DataType::Time64(TimeUnit::Microsecond)).ok();
                 micros.map(|micros| {

@@ -474,6 +474,48 @@ pub(crate) fn pg_text_casts(db: &Database, plan: LogicalPlan) -> Result<LogicalP
                 {
                     Ok(Transformed::yes(bytea_in.call(vec![expr.as_ref().clone()])))
                 }
+                // PostgreSQL rounds a float to the nearest integer (ties to even) and a numeric
+                // half away from zero; DataFusion's cast truncates.
+                Expr::Cast(Cast { expr, field })
+                    if matches!(
+                        field.data_type(),
+                        DataType::Int16 | DataType::Int32 | DataType::Int64
+                    ) =>
+                {
+                    let source = if inputs.is_empty() {
+                        expr.get_type(&datafusion::common::DFSchema::empty()).ok()
+                    } else {
+                        inputs.iter().find_map(|schema| expr.get_type(schema).ok())
+                    };
+                    // A literal with a decimal point is a numeric in PostgreSQL.
+                    let numeric_literal = matches!(expr.as_ref(), Expr::Literal(..));
+                    let rounded = match source {
+                        Some(DataType::Float16 | DataType::Float32 | DataType::Float64)
+                            if !numeric_literal =>
+                        {
+                            Some(round_half_even(expr.as_ref().clone())?)
+                        }
+                        Some(
+                            DataType::Decimal128(..)
+                            | DataType::Decimal256(..)
+                            | DataType::Float16
+                            | DataType::Float32
+                            | DataType::Float64,
+                        ) => Some(
+                            datafusion::functions::math::expr_fn::round(vec![
+                                expr.as_ref().clone(),
+                            ]),
+                        ),
+                        _ => None,
+                    };
+                    match rounded {
+                        Some(rounded) => Ok(Transformed::yes(Expr::Cast(Cast {
+                            expr: Box::new(rounded),
+                            field: field.clone(),
+                        }))),
+                        None => Ok(Transformed::no(e)),
+                    }
+                }
                 Expr::Cast(Cast { expr, field })
                     if field.data_type() == &DataType::Binary
                         && inputs.is_empty()
@@ -486,6 +528,23 @@ pub(crate) fn pg_text_casts(db: &Database, plan: LogicalPlan) -> Result<LogicalP
         })
     })?;
     Ok(rewritten.data)
+}
+
+/// `x` rounded to the nearest integer, ties to the even one (C's `rint`, which PostgreSQL's
+/// float-to-integer casts use): `round` where the fraction is not exactly one half, else twice
+/// the rounded half.
+fn round_half_even(
+    x: datafusion::logical_expr::Expr,
+) -> datafusion::common::Result<datafusion::logical_expr::Expr> {
+    use datafusion::functions::math::expr_fn::{abs, round, trunc};
+    use datafusion::logical_expr::{lit, when};
+
+    let fraction = abs(x.clone() - trunc(vec![x.clone()]));
+    when(
+        fraction.eq(lit(0.5)),
+        lit(2.0) * round(vec![x.clone() / lit(2.0)]),
+    )
+    .otherwise(round(vec![x]))
 }
 
 /// A session's part of a query's configuration, read by `currval`, `current_user`,

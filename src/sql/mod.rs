@@ -8,6 +8,7 @@ pub mod balance;
 pub mod ddl;
 pub mod depth;
 pub mod names;
+pub mod pg_exprs;
 pub mod recursive;
 pub mod rewrite;
 pub mod sequence_options;
@@ -408,6 +409,7 @@ impl SqlParser {
                     rewrite::like_escapes(&mut statement);
                     rewrite::current_role(&mut statement);
                     rewrite::set_returning_select_items(&mut statement);
+                    pg_exprs::rewrite(&mut statement);
                     balance::balance(&mut statement);
                     let mut statement = self
                         .exact_rules

@@ -39,7 +39,7 @@ SELECT 'abc' LIKE 'a%', 'abc' ILIKE 'A_C', 'a%c' LIKE 'a\%c', 'a_c' LIKE 'a#_c' 
 SELECT 'abc' ~ 'b', 'abc' ~* 'B', regexp_replace('a1b2', '[0-9]', 'X', 'g');
 SELECT to_hex(255), to_hex(-1), md5('abc'), chr(65), ascii('A');
 SELECT format('%s-%s', 'a', 1), initcap('hello world'), repeat('ab', 3);
-SELECT 'abc' SIMILAR TO 'a%', 'abc' SIMILAR TO '(a|b)%c';
+SELECT 'abc' SIMILAR TO 'a%', 'abc' SIMILAR TO '(a|b)%c', 'a.c' SIMILAR TO 'a.c', 'abc' SIMILAR TO 'a.c';
 SELECT string_agg(x, ',' ORDER BY x) FROM (VALUES ('b'), ('a'), ('c')) t(x);
 
 -- Casts and types
@@ -52,6 +52,7 @@ SELECT EXTRACT(YEAR FROM DATE '2024-05-06'), EXTRACT(DOW FROM DATE '2024-05-06')
 SELECT EXTRACT(EPOCH FROM TIMESTAMP '2024-01-01 00:00:01.5');
 SELECT date_trunc('hour', TIMESTAMP '2024-05-06 07:08:09'), date_part('minute', TIMESTAMP '2024-05-06 07:08:09');
 SELECT TIMESTAMP '2024-05-06 07:08:09' + INTERVAL '1 day', TIMESTAMP '2024-05-06' - TIMESTAMP '2024-05-01';
+SELECT TIMESTAMP '2024-05-01' - TIMESTAMP '2024-05-06 01:00:00.5';
 SELECT TIMESTAMP '2024-05-06 07:08:09+02';
 SELECT TIMESTAMPTZ '2024-05-06 07:08:09+02';
 SELECT '2024-05-06 07:08:09'::timestamptz;
@@ -81,7 +82,7 @@ SELECT name FROM people ORDER BY age NULLS FIRST, name;
 SELECT name FROM people ORDER BY age DESC;
 SELECT DISTINCT team FROM people ORDER BY team;
 SELECT DISTINCT ON (team) team, name FROM people ORDER BY team, name DESC;
-SELECT * FROM people LIMIT 1 OFFSET 1;
+SELECT * FROM people ORDER BY id LIMIT 1 OFFSET 1;
 SELECT id FROM people WHERE name IN (SELECT name FROM people WHERE age > 26);
 SELECT id FROM people p WHERE EXISTS (SELECT 1 FROM people q WHERE q.age > p.age) ORDER BY id;
 SELECT id, (SELECT max(age) FROM people q WHERE q.team = p.team) FROM people p ORDER BY id;
@@ -118,7 +119,7 @@ SELECT unnest(ARRAY[1, 2]), 'x';
 SELECT ARRAY[1, 2, 3], array_length(ARRAY[1, 2, 3], 1), (ARRAY[1, 2, 3])[2];
 
 -- Sessions and functions clients call
-SELECT current_user, session_user, current_database(), current_schema();
+SELECT current_user = session_user, current_schema();
 SHOW TimeZone;
 SET TimeZone = 'America/New_York';
 SELECT TIMESTAMPTZ '2024-01-01 12:00:00+00';

@@ -1,0 +1,307 @@
+//! Expressions that sqlparser or DataFusion read differently from PostgreSQL, rewritten in the
+//! statement before planning:
+//!
+//! - `-2 ^ 2` is `(-2) ^ 2` (unary minus binds tighter than `^` in PostgreSQL);
+//! - `x [NOT] SIMILAR TO 'pattern' [ESCAPE 'e']` is the regular expression PostgreSQL makes of
+//!   the pattern (`%` any text, `_` any character, the whole value matched), where DataFusion
+//!   read the pattern as a regular expression as it is;
+//! - a `timestamp` (without time zone) literal ignores a UTC offset written after the time, as
+//!   PostgreSQL does (`TIMESTAMP '2024-05-06 07:08:09+02'` is 07:08:09), where DataFusion
+//!   converted the time to UTC.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, CastKind, DataType, Expr, Statement, TimezoneInfo, UnaryOperator, Value,
+    ValueWithSpan, VisitMut, VisitorMut,
+};
+
+/// Applies every rewrite of this module to `statement`.
+pub fn rewrite(statement: &mut Statement) {
+    let _ = statement.visit(&mut PgExprs);
+}
+
+struct PgExprs;
+
+impl VisitorMut for PgExprs {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr: inner,
+            } if matches!(
+                inner.as_ref(),
+                Expr::BinaryOp {
+                    op: BinaryOperator::PGExp,
+                    ..
+                }
+            ) =>
+            {
+                let inner = std::mem::replace(inner.as_mut(), null());
+                *expr = negate_base(inner);
+            }
+            Expr::SimilarTo {
+                negated,
+                expr: value,
+                pattern,
+                escape_char,
+            } => {
+                let Some(pattern) = string_literal(pattern) else {
+                    return ControlFlow::Continue(());
+                };
+                // PostgreSQL's escape is one character or none (''); anything else is left to
+                // be refused.
+                let escape = match escape_char {
+                    None => Some('\\'),
+                    Some(v) => match &v.value {
+                        Value::SingleQuotedString(s) if s.chars().count() <= 1 => s.chars().next(),
+                        _ => return ControlFlow::Continue(()),
+                    },
+                };
+                let regex = similar_to_regex(&pattern, escape);
+                let value = std::mem::replace(value.as_mut(), null());
+                *expr = Expr::BinaryOp {
+                    left: Box::new(value),
+                    op: if *negated {
+                        BinaryOperator::PGRegexNotMatch
+                    } else {
+                        BinaryOperator::PGRegexMatch
+                    },
+                    right: Box::new(Expr::value(Value::SingleQuotedString(regex))),
+                };
+            }
+            Expr::TypedString(typed) if is_plain_timestamp(&typed.data_type) => {
+                if let Value::SingleQuotedString(text) = &mut typed.value.value {
+                    *text = without_offset(text).to_string();
+                }
+            }
+            Expr::Cast {
+                kind: CastKind::Cast | CastKind::DoubleColon,
+                expr: inner,
+                data_type,
+                ..
+            } if is_plain_timestamp(data_type) => {
+                if let Expr::Value(ValueWithSpan {
+                    value: Value::SingleQuotedString(text),
+                    ..
+                }) = inner.as_mut()
+                {
+                    *text = without_offset(text).to_string();
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn null() -> Expr {
+    Expr::value(Value::Null)
+}
+
+fn string_literal(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Value(ValueWithSpan {
+            value: Value::SingleQuotedString(s),
+            ..
+        }) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// `-(a ^ b ^ c)` as PostgreSQL reads `-a ^ b ^ c`: `((-a) ^ b) ^ c`.
+fn negate_base(expr: Expr) -> Expr {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::PGExp,
+            right,
+        } => Expr::BinaryOp {
+            left: Box::new(negate_base(*left)),
+            op: BinaryOperator::PGExp,
+            right,
+        },
+        other => Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr: Box::new(other),
+        },
+    }
+}
+
+/// The regular expression PostgreSQL makes of a `SIMILAR TO` pattern: anchored at both ends,
+/// `%` and `_` as any text and any character, `(` as a non-capturing group, the characters that
+/// are special to regular expressions but not to `SIMILAR TO` (`.`, `^`, `$`, `\`) taken
+/// literally, and the character after `escape` taken literally.
+pub fn similar_to_regex(pattern: &str, escape: Option<char>) -> String {
+    let mut out = String::from("^(?:");
+    let mut chars = pattern.chars().peekable();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        if Some(c) == escape {
+            if let Some(next) = chars.next() {
+                push_literal(&mut out, next);
+            } else {
+                push_literal(&mut out, c);
+            }
+            continue;
+        }
+        if in_class {
+            if c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+            if c == ']' {
+                in_class = false;
+            }
+            continue;
+        }
+        match c {
+            '[' => {
+                out.push('[');
+                in_class = true;
+                // A leading `^` negates; a `]` right after the opening is a member.
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+                if chars.peek() == Some(&']') {
+                    out.push_str("\\]");
+                    chars.next();
+                }
+            }
+            '%' => out.push_str(".*"),
+            '_' => out.push('.'),
+            '(' => out.push_str("(?:"),
+            '.' | '^' | '$' | '\\' => push_literal(&mut out, c),
+            other => out.push(other),
+        }
+    }
+    out.push_str(")$");
+    out
+}
+
+fn push_literal(out: &mut String, c: char) {
+    if c.is_ascii_punctuation() {
+        out.push('\\');
+    }
+    out.push(c);
+}
+
+fn is_plain_timestamp(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone)
+    )
+}
+
+/// `text` without a UTC offset after its time of day (`+02`, `-05:30`, `+0200`, `Z`); text
+/// without a time of day is returned as it is.
+fn without_offset(text: &str) -> &str {
+    let trimmed = text.trim_end();
+    let Some(colon) = trimmed.find(':') else {
+        return text;
+    };
+    // The offset starts at the first sign or `Z` after the time of day's first colon.
+    let after = &trimmed[colon..];
+    let Some(at) = after.find(['+', '-', 'Z', 'z']) else {
+        return text;
+    };
+    let offset = &after[at + 1..];
+    let well_formed = after[at..].eq_ignore_ascii_case("z")
+        || (!offset.is_empty()
+            && offset.len() <= 8
+            && offset.chars().all(|c| c.is_ascii_digit() || c == ':'));
+    if well_formed {
+        trimmed[..colon + at].trim_end()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn parse(sql: &str) -> Statement {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+    }
+
+    fn rewritten(sql: &str) -> String {
+        let mut statement = parse(sql);
+        rewrite(&mut statement);
+        statement.to_string()
+    }
+
+    fn first_item(sql: &str) -> Expr {
+        let mut statement = parse(sql);
+        rewrite(&mut statement);
+        let Statement::Query(query) = statement else {
+            panic!("not a query")
+        };
+        let datafusion::sql::sqlparser::ast::SetExpr::Select(select) = *query.body else {
+            panic!("not a select")
+        };
+        match select.projection[0].clone() {
+            datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(e) => e,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn unary_minus_binds_tighter_than_power() {
+        // (-2) ^ 2: the power's base is negated.
+        let Expr::BinaryOp { left, .. } = first_item("SELECT -2 ^ 2") else {
+            panic!("not a power")
+        };
+        assert!(
+            matches!(*left, Expr::UnaryOp { .. } | Expr::Value(_)),
+            "{left}"
+        );
+        // -(2 ^ 2) stays a negated power.
+        assert!(matches!(
+            first_item("SELECT -(2 ^ 2)"),
+            Expr::UnaryOp { .. }
+        ));
+    }
+
+    #[test]
+    fn similar_to_patterns_as_postgresql_reads_them() {
+        assert_eq!(similar_to_regex("a%", Some('\\')), "^(?:a.*)$");
+        assert_eq!(similar_to_regex("(a|b)%c", Some('\\')), "^(?:(?:a|b).*c)$");
+        assert_eq!(similar_to_regex("_b.d%", Some('\\')), "^(?:.b\\.d.*)$");
+        assert_eq!(similar_to_regex("a\\%b", Some('\\')), "^(?:a\\%b)$");
+        assert_eq!(similar_to_regex("[^a]_", None), "^(?:[^a].)$");
+        assert_eq!(
+            rewritten("SELECT 'abc' NOT SIMILAR TO 'a%'"),
+            "SELECT 'abc' !~ '^(?:a.*)$'"
+        );
+    }
+
+    #[test]
+    fn timestamp_literals_drop_offsets() {
+        assert_eq!(
+            without_offset("2024-05-06 07:08:09+02"),
+            "2024-05-06 07:08:09"
+        );
+        assert_eq!(
+            without_offset("2024-05-06 07:08:09.5-05:30"),
+            "2024-05-06 07:08:09.5"
+        );
+        assert_eq!(
+            without_offset("2024-05-06T07:08:09Z"),
+            "2024-05-06T07:08:09"
+        );
+        assert_eq!(without_offset("2024-05-06"), "2024-05-06");
+        assert_eq!(without_offset("2024-05-06 07:08:09"), "2024-05-06 07:08:09");
+        assert_eq!(
+            rewritten("SELECT TIMESTAMP '2024-05-06 07:08:09+02'"),
+            "SELECT TIMESTAMP '2024-05-06 07:08:09'"
+        );
+    }
+}
