@@ -227,9 +227,310 @@ impl ScalarUDFImpl for UserFunction {
     }
 }
 
+/// PostgreSQL's `encode(bytes, format)`: `hex`, `base64` (padded, a line break after every 76
+/// characters) or `escape`. Text given for the bytes is read as a `bytea` literal
+/// (`'\x0102'` is two bytes), as PostgreSQL reads an untyped literal there.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Encode {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Encode {
+    fn name(&self) -> &str {
+        "encode"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let bytes = args.args[0].to_array(rows)?;
+        let formats = args.args[1].to_array(rows)?;
+        let bytes = datafusion::arrow::compute::cast(&bytes, &DataType::Binary)?;
+        let texts = args.args[0].to_array(rows)?;
+        let formats = formats.as_string::<i32>();
+        let from_text = matches!(
+            texts.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        );
+        let texts = datafusion::arrow::compute::cast(&texts, &DataType::Utf8)?;
+        let (bytes, texts) = (bytes.as_binary::<i32>(), texts.as_string::<i32>());
+        let mut out = datafusion::arrow::array::StringBuilder::new();
+        for i in 0..rows {
+            if bytes.is_null(i) || formats.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            let parsed;
+            let value: &[u8] = if from_text {
+                parsed = crate::sql::types::parse_bytea(texts.value(i))
+                    .ok_or_else(|| pg_error("22P02", "invalid input syntax for type bytea"))?;
+                &parsed
+            } else {
+                bytes.value(i)
+            };
+            let text = match formats.value(i).to_ascii_lowercase().as_str() {
+                "hex" => value.iter().map(|b| format!("{b:02x}")).collect(),
+                "base64" => base64_lines(value),
+                "escape" => value
+                    .iter()
+                    .map(|&b| match b {
+                        b'\\' => "\\\\".to_string(),
+                        0 | 0x80..=0xff => format!("\\{b:03o}"),
+                        other => (other as char).to_string(),
+                    })
+                    .collect(),
+                other => {
+                    return Err(pg_error(
+                        "22023",
+                        &format!("unrecognized encoding: \"{other}\""),
+                    ));
+                }
+            };
+            out.append_value(text);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// Base64 as PostgreSQL writes it: padded, with a line break after every 76 characters.
+fn base64_lines(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    let mut line = 0;
+    for chunk in bytes.chunks(3) {
+        if line == 76 {
+            out.push('\n');
+            line = 0;
+        }
+        let n = chunk.len();
+        let word = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for k in 0..4 {
+            if k <= n {
+                out.push(ALPHABET[((word >> (18 - 6 * k)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+        line += 4;
+    }
+    out
+}
+
+/// PostgreSQL's `decode(text, format)`, the inverse of [`Encode`]: `hex` and `base64` skip
+/// whitespace (so encode's line breaks read back), base64 takes its padding.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Decode {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Decode {
+    fn name(&self) -> &str {
+        "decode"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Binary)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let texts = args.args[0].to_array(rows)?;
+        let formats = args.args[1].to_array(rows)?;
+        let (texts, formats) = (texts.as_string::<i32>(), formats.as_string::<i32>());
+        let mut out = datafusion::arrow::array::BinaryBuilder::new();
+        for i in 0..rows {
+            if texts.is_null(i) || formats.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            let text = texts.value(i);
+            let bytes = match formats.value(i).to_ascii_lowercase().as_str() {
+                "hex" => decode_hex(text)?,
+                "base64" => decode_base64(text)?,
+                "escape" => decode_escape(text)?,
+                other => {
+                    return Err(pg_error(
+                        "22023",
+                        &format!("unrecognized encoding: \"{other}\""),
+                    ));
+                }
+            };
+            out.append_value(bytes);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+fn decode_hex(text: &str) -> datafusion::error::Result<Vec<u8>> {
+    let digits: Vec<u32> = text
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .map(|c| {
+            c.to_digit(16)
+                .ok_or_else(|| pg_error("22023", &format!("invalid hexadecimal digit: \"{c}\"")))
+        })
+        .collect::<datafusion::error::Result<_>>()?;
+    if digits.len() % 2 == 1 {
+        return Err(pg_error(
+            "22023",
+            "invalid hexadecimal data: odd number of digits",
+        ));
+    }
+    Ok(digits
+        .chunks(2)
+        .map(|pair| (pair[0] * 16 + pair[1]) as u8)
+        .collect())
+}
+
+fn decode_base64(text: &str) -> datafusion::error::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut word, mut bits) = (0u32, 0);
+    let mut padding = 0;
+    for c in text.chars().filter(|c| !c.is_ascii_whitespace()) {
+        let value = match c {
+            'A'..='Z' => c as u32 - 'A' as u32,
+            'a'..='z' => c as u32 - 'a' as u32 + 26,
+            '0'..='9' => c as u32 - '0' as u32 + 52,
+            '+' => 62,
+            '/' => 63,
+            '=' => {
+                padding += 1;
+                continue;
+            }
+            other => {
+                return Err(pg_error(
+                    "22023",
+                    &format!("invalid symbol \"{other}\" found while decoding base64 sequence"),
+                ));
+            }
+        };
+        if padding > 0 {
+            return Err(pg_error(
+                "22023",
+                "unexpected \"=\" while decoding base64 sequence",
+            ));
+        }
+        word = (word << 6) | value;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((word >> bits) as u8);
+            word &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+fn decode_escape(text: &str) -> datafusion::error::Result<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+        } else if bytes.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else if let Some(octal) = bytes.get(i + 1..i + 4).filter(|d| {
+            d[0].is_ascii_digit()
+                && d[0] <= b'3'
+                && d[1..].iter().all(|b| (b'0'..=b'7').contains(b))
+        }) {
+            out.push(octal.iter().fold(0u8, |v, d| v * 8 + (d - b'0')));
+            i += 4;
+        } else {
+            return Err(pg_error("22P02", "invalid input syntax for type bytea"));
+        }
+    }
+    Ok(out)
+}
+
+/// Name of the function that orders intervals as PostgreSQL compares them.
+pub const INTERVAL_KEY: &str = "augur_interval_key";
+
+/// `augur_interval_key(interval)`: the interval as nanoseconds with a month counted as 30 days
+/// and a day as 24 hours, which is how PostgreSQL compares intervals (`'30 days' = '1 month'`
+/// and `'24 hours' = '1 day'` are true there); comparisons of two intervals are planned on it.
+fn interval_key() -> ScalarUDF {
+    create_udf(
+        INTERVAL_KEY,
+        vec![DataType::Interval(
+            datafusion::arrow::datatypes::IntervalUnit::MonthDayNano,
+        )],
+        DataType::Decimal128(38, 0),
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = match &args[0] {
+                ColumnarValue::Array(a) => a.len(),
+                ColumnarValue::Scalar(_) => 1,
+            };
+            let values = args[0].to_array(rows)?;
+            let values =
+                values.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>();
+            let day = 86_400_000_000_000i128;
+            let keys: datafusion::arrow::array::Decimal128Array = values
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        i128::from(v.months) * 30 * day
+                            + i128::from(v.days) * day
+                            + i128::from(v.nanoseconds)
+                    })
+                })
+                .collect();
+            let keys = keys.with_precision_and_scale(38, 0)?;
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(_) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&keys, 0)?)
+                }
+                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(keys)),
+            })
+        }),
+    )
+}
+
 /// Registers the functions of this module.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(like_escape());
+    ctx.register_udf(interval_key());
+    ctx.register_udf(ScalarUDF::new_from_impl(Decode {
+        signature: Signature::exact(vec![DataType::Utf8, DataType::Utf8], Volatility::Immutable),
+    }));
+    ctx.register_udf(ScalarUDF::new_from_impl(Encode {
+        signature: Signature::one_of(
+            vec![
+                datafusion::logical_expr::TypeSignature::Exact(vec![
+                    DataType::Binary,
+                    DataType::Utf8,
+                ]),
+                datafusion::logical_expr::TypeSignature::Exact(vec![
+                    DataType::Utf8,
+                    DataType::Utf8,
+                ]),
+            ],
+            Volatility::Immutable,
+        ),
+    }));
     ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting {
         signature: Signature::one_of(
             vec![
@@ -497,4 +798,27 @@ fn bytea_in() -> ScalarUDF {
             Ok(ColumnarValue::Array(array))
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decode_reads_what_encode_writes() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let text = super::base64_lines(&bytes);
+        assert!(text.contains('\n'));
+        assert_eq!(super::decode_base64(&text).unwrap(), bytes);
+        assert_eq!(super::decode_hex("01 ff").unwrap(), vec![1, 255]);
+        assert!(super::decode_hex("abc").is_err());
+        assert_eq!(super::decode_escape("a\\\\b\\001").unwrap(), b"a\\b\x01");
+    }
+
+    #[test]
+    fn base64_is_padded_and_wrapped() {
+        assert_eq!(super::base64_lines(b"\x01\x02"), "AQI=");
+        assert_eq!(super::base64_lines(b"abc"), "YWJj");
+        assert_eq!(super::base64_lines(b"a"), "YQ==");
+        let long = super::base64_lines(&[0u8; 60]);
+        assert_eq!(long.lines().map(str::len).collect::<Vec<_>>(), vec![76, 4]);
+    }
 }

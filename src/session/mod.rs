@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, IntervalUnit, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
@@ -452,14 +452,20 @@ fn in_transaction(vars: &HashMap<String, String>) -> bool {
 /// plan: casts of text to `bytea` read the text as PostgreSQL does (`'\\x01'::bytea` is one
 /// byte, not four), and `EXCEPT ALL`/`INTERSECT ALL` count copies of rows.
 pub(crate) fn pg_text_casts(db: &Database, plan: LogicalPlan) -> Result<LogicalPlan> {
+    postgres_plan(&db.ctx().state(), plan)
+}
+
+/// [`pg_text_casts`] with the functions of `registry` (a view's planning state).
+pub(crate) fn postgres_plan(
+    registry: &dyn datafusion::execution::FunctionRegistry,
+    plan: LogicalPlan,
+) -> Result<LogicalPlan> {
     let plan = set_ops::multiset_semantics(plan)?;
     use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::execution::FunctionRegistry;
     use datafusion::logical_expr::{Cast, Expr, ExprSchemable};
 
-    let Ok(bytea_in) = db.ctx().udf(crate::catalog::pg_functions::BYTEA_IN) else {
-        return Ok(plan);
-    };
+    let bytea_in = registry.udf(crate::catalog::pg_functions::BYTEA_IN)?;
+    let interval_key = registry.udf(crate::catalog::pg_functions::INTERVAL_KEY)?;
     let rewritten = plan.transform_up_with_subqueries(|node| {
         let inputs: Vec<_> = node.inputs().iter().map(|i| i.schema().clone()).collect();
         node.map_expressions(|expr| {
@@ -474,6 +480,37 @@ pub(crate) fn pg_text_casts(db: &Database, plan: LogicalPlan) -> Result<LogicalP
                 {
                     Ok(Transformed::yes(bytea_in.call(vec![expr.as_ref().clone()])))
                 }
+                // PostgreSQL compares intervals with a month as 30 days and a day as 24 hours.
+                Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr { left, op, right })
+                    if matches!(
+                        op,
+                        datafusion::logical_expr::Operator::Eq
+                            | datafusion::logical_expr::Operator::NotEq
+                            | datafusion::logical_expr::Operator::Lt
+                            | datafusion::logical_expr::Operator::LtEq
+                            | datafusion::logical_expr::Operator::Gt
+                            | datafusion::logical_expr::Operator::GtEq
+                    ) && [left, right].iter().any(|side| is_interval(side, &inputs))
+                        && [left, right]
+                            .iter()
+                            .all(|side| is_interval(side, &inputs) || is_text_literal(side)) =>
+                {
+                    // An untyped literal on the other side is read as an interval.
+                    let key = |side: &Expr| {
+                        let side = if is_text_literal(side) {
+                            datafusion::logical_expr::cast(
+                                side.clone(),
+                                DataType::Interval(IntervalUnit::MonthDayNano),
+                            )
+                        } else {
+                            side.clone()
+                        };
+                        Box::new(interval_key.call(vec![side]))
+                    };
+                    Ok(Transformed::yes(Expr::BinaryExpr(
+                        datafusion::logical_expr::BinaryExpr::new(key(left), *op, key(right)),
+                    )))
+                }
                 // PostgreSQL rounds a float to the nearest integer (ties to even) and a numeric
                 // half away from zero; DataFusion's cast truncates.
                 Expr::Cast(Cast { expr, field })
@@ -482,11 +519,7 @@ pub(crate) fn pg_text_casts(db: &Database, plan: LogicalPlan) -> Result<LogicalP
                         DataType::Int16 | DataType::Int32 | DataType::Int64
                     ) =>
                 {
-                    let source = if inputs.is_empty() {
-                        expr.get_type(&datafusion::common::DFSchema::empty()).ok()
-                    } else {
-                        inputs.iter().find_map(|schema| expr.get_type(schema).ok())
-                    };
+                    let source = type_in(expr, &inputs);
                     // A literal with a decimal point is a numeric in PostgreSQL.
                     let numeric_literal = matches!(expr.as_ref(), Expr::Literal(..));
                     let rounded = match source {
@@ -528,6 +561,34 @@ pub(crate) fn pg_text_casts(db: &Database, plan: LogicalPlan) -> Result<LogicalP
         })
     })?;
     Ok(rewritten.data)
+}
+
+fn is_interval(
+    expr: &datafusion::logical_expr::Expr,
+    inputs: &[datafusion::common::DFSchemaRef],
+) -> bool {
+    type_in(expr, inputs)
+        .is_some_and(|t| matches!(t, DataType::Interval(IntervalUnit::MonthDayNano)))
+}
+
+fn is_text_literal(expr: &datafusion::logical_expr::Expr) -> bool {
+    matches!(
+        expr,
+        datafusion::logical_expr::Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(_)), _)
+    )
+}
+
+/// The type of `expr` over one of a plan node's inputs (or none, for an expression of literals).
+fn type_in(
+    expr: &datafusion::logical_expr::Expr,
+    inputs: &[datafusion::common::DFSchemaRef],
+) -> Option<DataType> {
+    use datafusion::logical_expr::ExprSchemable;
+    if inputs.is_empty() {
+        expr.get_type(&datafusion::common::DFSchema::empty()).ok()
+    } else {
+        inputs.iter().find_map(|schema| expr.get_type(schema).ok())
+    }
 }
 
 /// `x` rounded to the nearest integer, ties to the even one (C's `rint`, which PostgreSQL's

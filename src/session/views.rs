@@ -109,7 +109,7 @@ async fn logical_plan(state: &SessionState, query: &Query) -> Result<LogicalPlan
             "a view's query cannot have parameters",
         ));
     }
-    super::set_ops::multiset_semantics(plan)
+    super::postgres_plan(state, plan)
 }
 
 /// The dataflow of materialized view `id`, without its root; failing rows are counted in
