@@ -409,6 +409,7 @@ impl SqlParser {
                     rewrite::like_escapes(&mut statement);
                     rewrite::current_role(&mut statement);
                     rewrite::set_returning_select_items(&mut statement);
+                    rewrite::count_row_references(&mut statement);
                     pg_exprs::rewrite(&mut statement);
                     balance::balance(&mut statement);
                     let mut statement = self

@@ -633,6 +633,183 @@ fn expand_set_returning(body: &mut SetExpr) {
     }
 }
 
+/// `count(t.*)` counts the rows in which `t` has a row: in an outer join, not the rows `t` did
+/// not match. DataFusion plans it as `count(*)`. This gives `t` a column that is true in each of
+/// its rows (`t` read through a subquery that adds it) and counts that column instead.
+pub fn count_row_references(statement: &mut Statement) {
+    let _ = statement.visit(&mut CountRows);
+}
+
+const ROW_MARKER: &str = "__augur_row";
+
+struct CountRows;
+
+impl VisitorMut for CountRows {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let mut counted: Vec<String> = Vec::new();
+        for item in select.projection.iter_mut() {
+            if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+                find_counted_rows(e, &mut counted);
+            }
+        }
+        if let Some(having) = &mut select.having {
+            find_counted_rows(having, &mut counted);
+        }
+        counted.sort();
+        counted.dedup();
+        let mut marked: Vec<String> = Vec::new();
+        for table in select.from.iter_mut() {
+            for factor in std::iter::once(&mut table.relation)
+                .chain(table.joins.iter_mut().map(|j| &mut j.relation))
+            {
+                let Some(name) = reference_name(factor) else {
+                    continue;
+                };
+                if counted.contains(&name) && mark_rows(factor) {
+                    marked.push(name);
+                }
+            }
+        }
+        if marked.is_empty() {
+            return ControlFlow::Continue(());
+        }
+        let count_marker = |e: &mut Expr| {
+            let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(e, |e: &mut Expr| {
+                if let Some(name) = counted_row(e).filter(|n| marked.contains(n)) {
+                    *e = call(
+                        "count",
+                        vec![Expr::CompoundIdentifier(vec![
+                            Ident::new(name),
+                            Ident::new(ROW_MARKER),
+                        ])],
+                    );
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        };
+        for item in select.projection.iter_mut() {
+            if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+                count_marker(e);
+            }
+        }
+        if let Some(having) = &mut select.having {
+            count_marker(having);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The relation `t` of a `count(t.*)` call.
+fn counted_row(expr: &Expr) -> Option<String> {
+    let Expr::Function(function) = expr else {
+        return None;
+    };
+    if !function.name.to_string().eq_ignore_ascii_case("count") || function.over.is_some() {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(name))]
+            if list.duplicate_treatment.is_none() =>
+        {
+            name.0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(super::normalize_ident)
+        }
+        _ => None,
+    }
+}
+
+fn find_counted_rows(expr: &mut Expr, out: &mut Vec<String>) {
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(expr, |e: &mut Expr| {
+        out.extend(counted_row(e));
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// The name a FROM item is referred to by, when it is a table or an aliased subquery.
+fn reference_name(factor: &TableFactor) -> Option<String> {
+    match factor {
+        TableFactor::Table { name, alias, .. } => match alias {
+            Some(alias) => Some(super::normalize_ident(&alias.name)),
+            None => name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(super::normalize_ident),
+        },
+        TableFactor::Derived {
+            alias: Some(alias), ..
+        } => Some(super::normalize_ident(&alias.name)),
+        _ => None,
+    }
+}
+
+/// Reads `factor` through `SELECT *, true AS __augur_row FROM ...` under the same name; false
+/// when it cannot (column aliases, table functions, sampling).
+fn mark_rows(factor: &mut TableFactor) -> bool {
+    let (source, alias) = match &*factor {
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            with_hints,
+            version: None,
+            partitions,
+            sample: None,
+            ..
+        } if with_hints.is_empty()
+            && partitions.is_empty()
+            && alias.as_ref().is_none_or(|a| a.columns.is_empty()) =>
+        {
+            let reference = alias
+                .as_ref()
+                .map(|a| a.name.clone())
+                .or_else(|| name.0.last().and_then(|p| p.as_ident()).cloned());
+            let Some(reference) = reference else {
+                return false;
+            };
+            (name.to_string(), reference)
+        }
+        TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(alias),
+            sample: None,
+        } if alias.columns.is_empty() => {
+            (format!("({subquery}) AS __augur_rows"), alias.name.clone())
+        }
+        _ => return false,
+    };
+    let sql = format!("SELECT 1 FROM (SELECT *, true AS {ROW_MARKER} FROM {source}) AS {alias}");
+    let parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+        &sql,
+    );
+    let Ok(mut statements) = parsed else {
+        return false;
+    };
+    let Some(Statement::Query(query)) = statements.pop() else {
+        return false;
+    };
+    let SetExpr::Select(mut select) = *query.body else {
+        return false;
+    };
+    let Some(table) = select.from.pop() else {
+        return false;
+    };
+    *factor = table.relation;
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
