@@ -465,6 +465,113 @@ fn decode_escape(text: &str) -> datafusion::error::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Name of the function that divides doubles as PostgreSQL does.
+pub const FLOAT_DIVIDE: &str = "augur_float_divide";
+
+/// `augur_float_divide(a, b)`: `a / b` for doubles, raising `22012` when `b` is zero and `a` is
+/// not NaN, as PostgreSQL does (IEEE division gives an infinity or NaN).
+fn float_divide() -> ScalarUDF {
+    create_udf(
+        FLOAT_DIVIDE,
+        vec![DataType::Float64, DataType::Float64],
+        DataType::Float64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = args
+                .iter()
+                .find_map(|a| match a {
+                    ColumnarValue::Array(a) => Some(a.len()),
+                    ColumnarValue::Scalar(_) => None,
+                })
+                .unwrap_or(1);
+            let a = args[0].to_array(rows)?;
+            let b = args[1].to_array(rows)?;
+            let (dividends, divisors) = (
+                a.as_primitive::<datafusion::arrow::datatypes::Float64Type>(),
+                b.as_primitive::<datafusion::arrow::datatypes::Float64Type>(),
+            );
+            // NaN divided by zero is NaN, as in PostgreSQL.
+            if (0..rows).any(|i| {
+                dividends.is_valid(i)
+                    && divisors.is_valid(i)
+                    && divisors.value(i) == 0.0
+                    && !dividends.value(i).is_nan()
+            }) {
+                return Err(pg_error("22012", "division by zero"));
+            }
+            let out = datafusion::arrow::compute::kernels::numeric::div(&a, &b)?;
+            Ok(
+                if rows == 1 && args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+                } else {
+                    ColumnarValue::Array(out)
+                },
+            )
+        }),
+    )
+}
+
+/// Name of the function that reads text as a double as PostgreSQL does.
+pub const FLOAT8_IN: &str = "augur_float8_in";
+
+/// `augur_float8_in(text)`: PostgreSQL's reading of a `double precision`: surrounding blanks
+/// allowed, `Infinity`/`inf`/`NaN` in any case, and a number too large or too small for a double
+/// refused with `22003` (DataFusion's cast gives an infinity or zero).
+fn float8_in() -> ScalarUDF {
+    create_udf(
+        FLOAT8_IN,
+        vec![DataType::Utf8],
+        DataType::Float64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = match &args[0] {
+                ColumnarValue::Array(a) => a.len(),
+                ColumnarValue::Scalar(_) => 1,
+            };
+            let texts = args[0].to_array(rows)?;
+            let texts = texts.as_string::<i32>();
+            let mut out = datafusion::arrow::array::Float64Builder::with_capacity(rows);
+            for i in 0..rows {
+                if texts.is_null(i) {
+                    out.append_null();
+                    continue;
+                }
+                out.append_value(parse_float8(texts.value(i))?);
+            }
+            let out = out.finish();
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(_) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+                }
+                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out)),
+            })
+        }),
+    )
+}
+
+fn parse_float8(text: &str) -> datafusion::error::Result<f64> {
+    let trimmed = text.trim();
+    let invalid = || {
+        pg_error(
+            "22P02",
+            &format!("invalid input syntax for type double precision: \"{text}\""),
+        )
+    };
+    let value: f64 = trimmed.parse().map_err(|_| invalid())?;
+    let unsigned = trimmed.trim_start_matches(['+', '-']).to_ascii_lowercase();
+    let spelled_special = matches!(unsigned.as_str(), "inf" | "infinity" | "nan");
+    let mantissa = unsigned.split('e').next().unwrap_or("");
+    let out_of_range = (value.is_infinite() && !spelled_special)
+        || (value == 0.0 && mantissa.chars().any(|c| ('1'..='9').contains(&c)));
+    if out_of_range {
+        return Err(pg_error(
+            "22003",
+            &format!("\"{text}\" is out of range for type double precision"),
+        ));
+    }
+    Ok(value)
+}
+
 /// Name of the function that orders intervals as PostgreSQL compares them.
 pub const INTERVAL_KEY: &str = "augur_interval_key";
 
@@ -513,6 +620,8 @@ fn interval_key() -> ScalarUDF {
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(like_escape());
     ctx.register_udf(interval_key());
+    ctx.register_udf(float_divide());
+    ctx.register_udf(float8_in());
     ctx.register_udf(ScalarUDF::new_from_impl(Decode {
         signature: Signature::exact(vec![DataType::Utf8, DataType::Utf8], Volatility::Immutable),
     }));
@@ -802,6 +911,19 @@ fn bytea_in() -> ScalarUDF {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn doubles_read_as_postgresql_reads_them() {
+        assert_eq!(super::parse_float8(" 1.5 ").unwrap(), 1.5);
+        assert!(super::parse_float8("-Infinity").unwrap().is_infinite());
+        assert!(super::parse_float8("NaN").unwrap().is_nan());
+        assert_eq!(super::parse_float8("0e10").unwrap(), 0.0);
+        assert_eq!(super::parse_float8("1e308").unwrap(), 1e308);
+        for out_of_range in ["10e400", "-10e400", "10e-400", "-1e-400"] {
+            assert!(super::parse_float8(out_of_range).is_err(), "{out_of_range}");
+        }
+        assert!(super::parse_float8("abc").is_err());
+    }
+
     #[test]
     fn decode_reads_what_encode_writes() {
         let bytes: Vec<u8> = (0..=255).collect();

@@ -196,9 +196,13 @@ fn refuse_unsupported(create: &CreateIndex) -> Result<()> {
         return refuse("NULLS NOT DISTINCT");
     }
     if let Some(option) = create.with.first() {
+        let name = match option {
+            datafusion::sql::sqlparser::ast::Expr::BinaryOp { left, .. } => left.to_string(),
+            other => other.to_string(),
+        };
         return Err(Error::coded(
             "22023",
-            format!("unrecognized parameter \"{option}\""),
+            format!("unrecognized parameter \"{name}\""),
         ));
     }
     if create.columns.iter().any(|c| c.operator_class.is_some()) {

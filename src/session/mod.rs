@@ -466,10 +466,15 @@ pub(crate) fn postgres_plan(
 
     let bytea_in = registry.udf(crate::catalog::pg_functions::BYTEA_IN)?;
     let interval_key = registry.udf(crate::catalog::pg_functions::INTERVAL_KEY)?;
+    let float_divide = registry.udf(crate::catalog::pg_functions::FLOAT_DIVIDE)?;
+    let float8_in = registry.udf(crate::catalog::pg_functions::FLOAT8_IN)?;
     let rewritten = plan.transform_up_with_subqueries(|node| {
         let inputs: Vec<_> = node.inputs().iter().map(|i| i.schema().clone()).collect();
+        // Rewritten expressions keep their names: the nodes above refer to them by name.
+        let names = datafusion::logical_expr::expr_rewriter::NamePreserver::new(&node);
         node.map_expressions(|expr| {
-            expr.transform_up(|e| match &e {
+            let name = names.save(&expr);
+            let rewritten = expr.transform_up(|e| match &e {
                 Expr::Cast(Cast { expr, field })
                     if field.data_type() == &DataType::Binary
                         && inputs.iter().any(|schema| {
@@ -479,6 +484,27 @@ pub(crate) fn postgres_plan(
                         }) =>
                 {
                     Ok(Transformed::yes(bytea_in.call(vec![expr.as_ref().clone()])))
+                }
+                // A double divided by zero is an error in PostgreSQL, not an infinity.
+                Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr {
+                    left,
+                    op: datafusion::logical_expr::Operator::Divide,
+                    right,
+                }) if [left, right]
+                    .iter()
+                    .any(|side| type_in(side, &inputs) == Some(DataType::Float64)) =>
+                {
+                    Ok(Transformed::yes(float_divide.call(vec![
+                        left.as_ref().clone(),
+                        right.as_ref().clone(),
+                    ])))
+                }
+                // Text read as a double: PostgreSQL refuses numbers a double cannot hold.
+                Expr::Cast(Cast { expr, field })
+                    if field.data_type() == &DataType::Float64
+                        && type_in(expr, &inputs) == Some(DataType::Utf8) =>
+                {
+                    Ok(Transformed::yes(float8_in.call(vec![expr.as_ref().clone()])))
                 }
                 // PostgreSQL compares intervals with a month as 30 days and a day as 24 hours.
                 Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr { left, op, right })
@@ -557,7 +583,8 @@ pub(crate) fn postgres_plan(
                     Ok(Transformed::yes(bytea_in.call(vec![expr.as_ref().clone()])))
                 }
                 _ => Ok(Transformed::no(e)),
-            })
+            })?;
+            Ok(rewritten.update_data(|e| name.restore(e)))
         })
     })?;
     Ok(rewritten.data)

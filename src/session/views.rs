@@ -289,6 +289,7 @@ impl Session<'_> {
         if create.temporary {
             return Err(Error::NotSupported("temporary views".into()));
         }
+        crate::sql::ddl::refuse_options(&create.options)?;
         let name = table_name(&create.name)?;
         let listed: Vec<String> = create
             .columns

@@ -1,8 +1,8 @@
 //! CREATE TABLE: from the parsed statement to a [`TableDef`].
 
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateTable, DataType as SqlType, Expr as SqlExpr, GeneratedAs, OnCommit,
-    SequenceOptions, TableConstraint, UnaryOperator, Value,
+    ColumnOption, CreateTable, CreateTableOptions, DataType as SqlType, Expr as SqlExpr,
+    GeneratedAs, OnCommit, SequenceOptions, SqlOption, TableConstraint, UnaryOperator, Value,
 };
 
 use super::{normalize_ident, table_name, types};
@@ -320,8 +320,35 @@ fn default_sql(expr: &SqlExpr) -> String {
     expr.to_string()
 }
 
+/// Refuses `WITH (...)` options of a table or view with PostgreSQL's `22023`, naming the first:
+/// Augur takes none yet, and an option it does not act on must not pass silently.
+pub fn refuse_options(options: &CreateTableOptions) -> Result<()> {
+    let list = match options {
+        CreateTableOptions::None => return Ok(()),
+        CreateTableOptions::With(list)
+        | CreateTableOptions::Options(list)
+        | CreateTableOptions::Plain(list)
+        | CreateTableOptions::TableProperties(list) => list,
+    };
+    match list.first() {
+        None => Ok(()),
+        Some(option) => {
+            let name = match option {
+                SqlOption::KeyValue { key, .. } => key.to_string(),
+                SqlOption::Ident(ident) => ident.to_string(),
+                other => other.to_string(),
+            };
+            Err(Error::coded(
+                "22023",
+                format!("unrecognized parameter \"{name}\""),
+            ))
+        }
+    }
+}
+
 fn refuse_unsupported(create: &CreateTable) -> Result<()> {
     let refuse = |what: &str| Err(Error::NotSupported(what.to_string()));
+    refuse_options(&create.table_options)?;
     if create
         .on_commit
         .is_some_and(|c| !matches!(c, OnCommit::PreserveRows))
