@@ -223,7 +223,14 @@ fn new_context(
         .with_information_schema(true)
         .with_target_partitions(2);
     config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
-    let ctx = SessionContext::new_with_config(config);
+    let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    rules.push(Arc::new(super::checked::CheckedArithmetic));
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     let catalog = MemoryCatalogProvider::new();
     catalog.register_schema(SCHEMA_NAME, Arc::new(schema))?;
     ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));

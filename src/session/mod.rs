@@ -5,6 +5,7 @@
 //! prepares and executes at once; the extended protocol prepares at Parse and executes at each
 //! Execute, so a prepared statement is planned once however often it runs.
 
+pub(crate) mod checked;
 pub mod connection;
 pub mod copy;
 mod database;
@@ -485,6 +486,47 @@ pub(crate) fn postgres_plan(
                 {
                     Ok(Transformed::yes(bytea_in.call(vec![expr.as_ref().clone()])))
                 }
+                // Integer arithmetic of constants, which the optimizer folds with wrapping
+                // arithmetic before the checked kernels could see it.
+                Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr { left, op, right })
+                    if matches!(
+                        op,
+                        datafusion::logical_expr::Operator::Plus
+                            | datafusion::logical_expr::Operator::Minus
+                            | datafusion::logical_expr::Operator::Multiply
+                    ) =>
+                {
+                    if let (Some(l), Some(r)) = (constant_integer(left), constant_integer(right)) {
+                        let wide = if l.data_type() == DataType::Int64
+                            || r.data_type() == DataType::Int64
+                        {
+                            DataType::Int64
+                        } else if l.data_type() == DataType::Int32
+                            || r.data_type() == DataType::Int32
+                        {
+                            DataType::Int32
+                        } else {
+                            DataType::Int16
+                        };
+                        let (l, r) = (l.cast_to(&wide)?, r.cast_to(&wide)?);
+                        let result = match op {
+                            datafusion::logical_expr::Operator::Plus => l.add_checked(&r),
+                            datafusion::logical_expr::Operator::Minus => l.sub_checked(&r),
+                            _ => l.mul_checked(&r),
+                        };
+                        if result.is_err() {
+                            let name = match wide {
+                                DataType::Int64 => "bigint",
+                                DataType::Int32 => "integer",
+                                _ => "smallint",
+                            };
+                            return Err(datafusion::error::DataFusionError::External(Box::new(
+                                crate::error::Error::coded("22003", format!("{name} out of range")),
+                            )));
+                        }
+                    }
+                    Ok(Transformed::no(e))
+                }
                 // A double divided by zero is an error in PostgreSQL, not an infinity.
                 Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr {
                     left,
@@ -588,6 +630,26 @@ pub(crate) fn postgres_plan(
         })
     })?;
     Ok(rewritten.data)
+}
+
+/// The value of an integer literal, possibly cast to another integer type.
+fn constant_integer(
+    expr: &datafusion::logical_expr::Expr,
+) -> Option<datafusion::common::ScalarValue> {
+    use datafusion::logical_expr::{Cast, Expr};
+    let integer = |t: &DataType| matches!(t, DataType::Int16 | DataType::Int32 | DataType::Int64);
+    match expr {
+        Expr::Literal(v, _) if integer(&v.data_type()) && !v.is_null() => Some(v.clone()),
+        Expr::Cast(Cast { expr, field }) if integer(field.data_type()) => {
+            let value = match expr.as_ref() {
+                Expr::Literal(v, _) if !v.is_null() => v.clone(),
+                other => constant_integer(other)?,
+            };
+            value.cast_to(field.data_type()).ok()
+        }
+        Expr::Negative(inner) => constant_integer(inner)?.arithmetic_negate().ok(),
+        _ => None,
+    }
 }
 
 fn is_interval(

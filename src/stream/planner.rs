@@ -385,7 +385,11 @@ impl Planner<'_> {
         if let Some(what) = unsupported {
             return Err(not_supported(what));
         }
-        Ok(self.state.create_physical_expr(expr.clone(), schema)?)
+        let compiled = self.state.create_physical_expr(expr.clone(), schema)?;
+        Ok(crate::session::checked::checked_expr(
+            compiled,
+            schema.inner(),
+        )?)
     }
 
     /// Plans `plan`; returns the node producing its rows.
