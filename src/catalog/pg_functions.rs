@@ -572,6 +572,45 @@ fn parse_float8(text: &str) -> datafusion::error::Result<f64> {
     Ok(value)
 }
 
+/// Name of the function that writes an interval as text as PostgreSQL does.
+pub const INTERVAL_TEXT: &str = "augur_interval_text";
+
+/// `augur_interval_text(interval)`: the interval's text in PostgreSQL's `postgres` style
+/// (`1 day 02:00:00`), what `CAST(interval AS text)` gives there and what the wire carries.
+fn interval_text() -> ScalarUDF {
+    create_udf(
+        INTERVAL_TEXT,
+        vec![DataType::Interval(
+            datafusion::arrow::datatypes::IntervalUnit::MonthDayNano,
+        )],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = match &args[0] {
+                ColumnarValue::Array(a) => a.len(),
+                ColumnarValue::Scalar(_) => 1,
+            };
+            let values = args[0].to_array(rows)?;
+            let values =
+                values.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>();
+            let texts: datafusion::arrow::array::StringArray = values
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        crate::server::text::interval_text(v.months, v.days, v.nanoseconds / 1000)
+                    })
+                })
+                .collect();
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(_) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&texts, 0)?)
+                }
+                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(texts)),
+            })
+        }),
+    )
+}
+
 /// Name of the function that orders intervals as PostgreSQL compares them.
 pub const INTERVAL_KEY: &str = "augur_interval_key";
 
@@ -620,6 +659,7 @@ fn interval_key() -> ScalarUDF {
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(like_escape());
     ctx.register_udf(interval_key());
+    ctx.register_udf(interval_text());
     ctx.register_udf(float_divide());
     ctx.register_udf(float8_in());
     ctx.register_udf(ScalarUDF::new_from_impl(Decode {

@@ -469,6 +469,8 @@ pub(crate) fn postgres_plan(
     let interval_key = registry.udf(crate::catalog::pg_functions::INTERVAL_KEY)?;
     let float_divide = registry.udf(crate::catalog::pg_functions::FLOAT_DIVIDE)?;
     let float8_in = registry.udf(crate::catalog::pg_functions::FLOAT8_IN)?;
+    let interval_text = registry.udf(crate::catalog::pg_functions::INTERVAL_TEXT)?;
+    let to_hex = registry.udf("to_hex")?;
     let rewritten = plan.transform_up_with_subqueries(|node| {
         let inputs: Vec<_> = node.inputs().iter().map(|i| i.schema().clone()).collect();
         // Rewritten expressions keep their names: the nodes above refer to them by name.
@@ -541,10 +543,43 @@ pub(crate) fn postgres_plan(
                         right.as_ref().clone(),
                     ])))
                 }
+                // An interval as text is PostgreSQL's text of it.
+                Expr::Cast(Cast { expr, field })
+                    if matches!(
+                        field.data_type(),
+                        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+                    ) && is_interval(expr, &inputs) =>
+                {
+                    Ok(Transformed::yes(interval_text.call(vec![expr.as_ref().clone()])))
+                }
+                // to_hex of an integer (or smallint) writes its 32 bits, as PostgreSQL's
+                // to_hex(integer) does; DataFusion widened it to 64 bits first.
+                Expr::ScalarFunction(function)
+                    if function.name() == "to_hex"
+                        && function.args.len() == 1
+                        && matches!(
+                            type_in(&function.args[0], &inputs),
+                            Some(DataType::Int16 | DataType::Int32)
+                        ) =>
+                {
+                    let wide = datafusion::logical_expr::cast(
+                        function.args[0].clone(),
+                        DataType::Int64,
+                    );
+                    let low_bits = Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                        Box::new(wide),
+                        datafusion::logical_expr::Operator::BitwiseAnd,
+                        Box::new(datafusion::logical_expr::lit(0xffff_ffffi64)),
+                    ));
+                    Ok(Transformed::yes(to_hex.call(vec![low_bits])))
+                }
                 // Text read as a double: PostgreSQL refuses numbers a double cannot hold.
                 Expr::Cast(Cast { expr, field })
                     if field.data_type() == &DataType::Float64
-                        && type_in(expr, &inputs) == Some(DataType::Utf8) =>
+                        && matches!(
+                            type_in(expr, &inputs),
+                            Some(DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+                        ) =>
                 {
                     Ok(Transformed::yes(float8_in.call(vec![expr.as_ref().clone()])))
                 }
