@@ -101,8 +101,10 @@ fetch_pg_regress() {
     echo "==> fetching PostgreSQL $version's regression scripts" >&2
     mkdir -p "$cache"
     tarball="$(mktemp)"
-    curl -sSf -o "$tarball" \
-      "http://deb.debian.org/debian/pool/main/p/postgresql-15/postgresql-15_$version.orig.tar.bz2"
+    # A point release's sources are in the main archive, a security update's in its own.
+    local file="p/postgresql-15/postgresql-15_$version.orig.tar.bz2"
+    curl -sSf -o "$tarball" "http://deb.debian.org/debian/pool/main/$file" ||
+      curl -sSf -o "$tarball" "http://deb.debian.org/debian-security/pool/updates/main/$file"
     tar xjf "$tarball" -C "$cache" --strip-components=1 \
       "postgresql-$version/src/test/regress/sql" "postgresql-$version/src/test/regress/data"
     rm -f "$tarball"
