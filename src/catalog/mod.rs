@@ -396,6 +396,25 @@ impl Catalog {
         sources
     }
 
+    /// The table called `name` for a statement that writes (`action`: "insert into", "update",
+    /// "delete from", "truncate", "copy to"). A view or source of that name is named as what it is
+    /// (`42809`, as PostgreSQL does for a materialized view); nothing of that name is `42P01`.
+    pub fn table_to_write(&self, name: &str, action: &str) -> Result<Arc<Table>> {
+        if let Some(table) = self.table(name) {
+            return Ok(table);
+        }
+        let what = match self.view(name) {
+            Some(view) if view.def().materialized => "materialized view",
+            Some(_) => "view",
+            None if self.source(name).is_some() => "source",
+            None => return Err(Error::UndefinedTable(name.to_string())),
+        };
+        Err(Error::coded(
+            "42809",
+            format!("cannot {action} {what} \"{name}\": only tables can be written"),
+        ))
+    }
+
     /// The view called `name`, if there is one.
     pub fn view(&self, name: &str) -> Option<Arc<View>> {
         self.read_views().get(name).cloned()

@@ -363,10 +363,8 @@ pub(super) fn refuse_if_append_only(table: &Table, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn lookup_table(db: &Database, name: &str) -> Result<Arc<Table>> {
-    db.catalog()
-        .table(name)
-        .ok_or_else(|| Error::UndefinedTable(name.to_string()))
+fn lookup_table(db: &Database, name: &str, action: &str) -> Result<Arc<Table>> {
+    db.catalog().table_to_write(name, action)
 }
 
 /// Visible column positions of assignment targets.
@@ -427,7 +425,7 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
     let TableObject::TableName(name) = &insert.table else {
         return Err(Error::NotSupported("INSERT into a table function".into()));
     };
-    let table = lookup_table(db, &table_name(name)?)?;
+    let table = lookup_table(db, &table_name(name)?, "insert into")?;
     let mut stripped = insert.clone();
     refuse_generated_always(&table, insert)?;
     replace_default_keywords(&table, &mut stripped)?;
@@ -755,7 +753,7 @@ async fn plan_update(db: &Database, update: &Update) -> Result<WritePlan> {
         return Err(Error::NotSupported("UPDATE of a join".into()));
     }
     let (name, qualifier) = target(&update.table.relation)?;
-    let table = lookup_table(db, &name)?;
+    let table = lookup_table(db, &name, "update")?;
     refuse_if_append_only(&table, "UPDATE")?;
     let (columns, values) = assignment_columns(&table, &update.assignments)?;
     let mut sql = format!("SELECT {}.*", quote(&qualifier));
@@ -795,7 +793,7 @@ async fn plan_delete(db: &Database, delete: &Delete) -> Result<WritePlan> {
         return Err(Error::NotSupported("DELETE from a join".into()));
     }
     let (name, qualifier) = target(&first.relation)?;
-    let table = lookup_table(db, &name)?;
+    let table = lookup_table(db, &name, "delete from")?;
     refuse_if_append_only(&table, "DELETE")?;
     let mut sql = format!("SELECT {}.* FROM {first}", quote(&qualifier));
     for item in delete.using.iter().flatten() {

@@ -300,11 +300,7 @@ impl Session<'_> {
                 let _guard = self.write_guard().await?;
                 for target in &truncate.table_names {
                     let name = table_name(&target.name)?;
-                    let table = self
-                        .db
-                        .catalog()
-                        .table(&name)
-                        .ok_or(Error::UndefinedTable(name))?;
+                    let table = self.db.catalog().table_to_write(&name, "truncate")?;
                     super::dml::refuse_if_append_only(&table, "TRUNCATE")?;
                     let mut batch = crate::storage::WriteBatch::default();
                     let prefix = table.def().key_prefix();
@@ -472,11 +468,7 @@ impl Session<'_> {
                 },
             ) => {
                 let name = table_name(name)?;
-                let table = self
-                    .db
-                    .catalog()
-                    .table(&name)
-                    .ok_or(Error::UndefinedTable(name))?;
+                let table = self.db.catalog().table_to_write(&name, "copy to")?;
                 Ok(Output::CopyIn(
                     copy::CopyIn::new(self.db, table, columns, format)?
                         .with_lock_timeout(vars::duration(self.vars, "lock_timeout")),
