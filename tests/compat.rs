@@ -147,7 +147,7 @@ async fn augur_session(server: &TestServer) -> Client {
 
 const ONE_THREAD: &str = "SET max_parallel_workers_per_gather = 0";
 
-async fn run(client: &Client, conn: &str, statement: &Statement) -> Answer {
+async fn run(client: &Client, statement: &Statement) -> Answer {
     let work = async {
         if let Some(data) = &statement.copy_data {
             let sink = match client
@@ -205,7 +205,6 @@ async fn run(client: &Client, conn: &str, statement: &Statement) -> Answer {
         Ok(answer) => answer,
         Err(_) => {
             let _ = client.cancel_token().cancel_query(NoTls).await;
-            let _ = conn;
             Answer::Timeout
         }
     }
@@ -330,13 +329,12 @@ async fn compare_script(
         counts: HashMap::new(),
         details: String::new(),
     };
-    let pg_conn = env_var("AUGUR_COMPAT_PG");
     for statement in statements {
-        let p = run(pg, &pg_conn, statement).await;
+        let p = run(pg, statement).await;
         // Scripts change the setting for their own purposes; every statement runs on one
         // thread. (Refused inside a failed transaction block, where nothing runs anyway.)
         let _ = augur.simple_query(ONE_THREAD).await;
-        let a = run(augur, &server.conn_str(), statement).await;
+        let a = run(augur, statement).await;
         let outcome = compare(&statement.sql, &p, &a);
         if matches!(a, Answer::Timeout) || augur.is_closed() {
             assert!(

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::ScalarValue;
+use datafusion::functions::utils::make_scalar_function;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
 };
@@ -441,28 +442,8 @@ fn decode_base64(text: &str) -> datafusion::error::Result<Vec<u8>> {
 }
 
 fn decode_escape(text: &str) -> datafusion::error::Result<Vec<u8>> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'\\' {
-            out.push(bytes[i]);
-            i += 1;
-        } else if bytes.get(i + 1) == Some(&b'\\') {
-            out.push(b'\\');
-            i += 2;
-        } else if let Some(octal) = bytes.get(i + 1..i + 4).filter(|d| {
-            d[0].is_ascii_digit()
-                && d[0] <= b'3'
-                && d[1..].iter().all(|b| (b'0'..=b'7').contains(b))
-        }) {
-            out.push(octal.iter().fold(0u8, |v, d| v * 8 + (d - b'0')));
-            i += 4;
-        } else {
-            return Err(pg_error("22P02", "invalid input syntax for type bytea"));
-        }
-    }
-    Ok(out)
+    crate::sql::types::parse_bytea_escape(text)
+        .ok_or_else(|| pg_error("22P02", "invalid input syntax for type bytea"))
 }
 
 /// Name of the function that divides doubles as PostgreSQL does.
@@ -476,38 +457,27 @@ fn float_divide() -> ScalarUDF {
         vec![DataType::Float64, DataType::Float64],
         DataType::Float64,
         Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let rows = args
-                .iter()
-                .find_map(|a| match a {
-                    ColumnarValue::Array(a) => Some(a.len()),
-                    ColumnarValue::Scalar(_) => None,
-                })
-                .unwrap_or(1);
-            let a = args[0].to_array(rows)?;
-            let b = args[1].to_array(rows)?;
-            let (dividends, divisors) = (
-                a.as_primitive::<datafusion::arrow::datatypes::Float64Type>(),
-                b.as_primitive::<datafusion::arrow::datatypes::Float64Type>(),
-            );
-            // NaN divided by zero is NaN, as in PostgreSQL.
-            if (0..rows).any(|i| {
-                dividends.is_valid(i)
-                    && divisors.is_valid(i)
-                    && divisors.value(i) == 0.0
-                    && !dividends.value(i).is_nan()
-            }) {
-                return Err(pg_error("22012", "division by zero"));
-            }
-            let out = datafusion::arrow::compute::kernels::numeric::div(&a, &b)?;
-            Ok(
-                if rows == 1 && args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-                } else {
-                    ColumnarValue::Array(out)
-                },
-            )
-        }),
+        Arc::new(make_scalar_function(
+            |args: &[ArrayRef]| {
+                let (dividends, divisors) = (
+                    args[0].as_primitive::<Float64Type>(),
+                    args[1].as_primitive::<Float64Type>(),
+                );
+                // NaN divided by zero is NaN, as in PostgreSQL.
+                if (0..dividends.len()).any(|i| {
+                    dividends.is_valid(i)
+                        && divisors.is_valid(i)
+                        && divisors.value(i) == 0.0
+                        && !dividends.value(i).is_nan()
+                }) {
+                    return Err(pg_error("22012", "division by zero"));
+                }
+                Ok(datafusion::arrow::compute::kernels::numeric::div(
+                    &args[0], &args[1],
+                )?)
+            },
+            vec![],
+        )),
     )
 }
 
@@ -523,29 +493,17 @@ fn float8_in() -> ScalarUDF {
         vec![DataType::Utf8],
         DataType::Float64,
         Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let rows = match &args[0] {
-                ColumnarValue::Array(a) => a.len(),
-                ColumnarValue::Scalar(_) => 1,
-            };
-            let texts = args[0].to_array(rows)?;
-            let texts = texts.as_string::<i32>();
-            let mut out = datafusion::arrow::array::Float64Builder::with_capacity(rows);
-            for i in 0..rows {
-                if texts.is_null(i) {
-                    out.append_null();
-                    continue;
-                }
-                out.append_value(parse_float8(texts.value(i))?);
-            }
-            let out = out.finish();
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(_) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-                }
-                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out)),
-            })
-        }),
+        Arc::new(make_scalar_function(
+            |args: &[ArrayRef]| {
+                let values: datafusion::arrow::array::Float64Array = args[0]
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|text| text.map(parse_float8).transpose())
+                    .collect::<datafusion::error::Result<_>>()?;
+                Ok(Arc::new(values) as ArrayRef)
+            },
+            vec![],
+        )),
     )
 }
 
@@ -572,42 +530,50 @@ fn parse_float8(text: &str) -> datafusion::error::Result<f64> {
     Ok(value)
 }
 
+/// An interval function of one argument: `f` maps each interval, `finish` makes the result
+/// array of the values.
+fn interval_function<T, A>(
+    name: &str,
+    return_type: DataType,
+    f: impl Fn(datafusion::arrow::datatypes::IntervalMonthDayNano) -> T + Send + Sync + 'static,
+    finish: impl Fn(A) -> datafusion::error::Result<ArrayRef> + Send + Sync + 'static,
+) -> ScalarUDF
+where
+    A: FromIterator<Option<T>>,
+{
+    create_udf(
+        name,
+        vec![DataType::Interval(
+            datafusion::arrow::datatypes::IntervalUnit::MonthDayNano,
+        )],
+        return_type,
+        Volatility::Immutable,
+        Arc::new(make_scalar_function(
+            move |args: &[ArrayRef]| {
+                finish(
+                    args[0]
+                        .as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>()
+                        .iter()
+                        .map(|v| v.map(&f))
+                        .collect(),
+                )
+            },
+            vec![],
+        )),
+    )
+}
+
 /// Name of the function that writes an interval as text as PostgreSQL does.
 pub const INTERVAL_TEXT: &str = "augur_interval_text";
 
 /// `augur_interval_text(interval)`: the interval's text in PostgreSQL's `postgres` style
 /// (`1 day 02:00:00`), what `CAST(interval AS text)` gives there and what the wire carries.
 fn interval_text() -> ScalarUDF {
-    create_udf(
+    interval_function(
         INTERVAL_TEXT,
-        vec![DataType::Interval(
-            datafusion::arrow::datatypes::IntervalUnit::MonthDayNano,
-        )],
         DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let rows = match &args[0] {
-                ColumnarValue::Array(a) => a.len(),
-                ColumnarValue::Scalar(_) => 1,
-            };
-            let values = args[0].to_array(rows)?;
-            let values =
-                values.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>();
-            let texts: datafusion::arrow::array::StringArray = values
-                .iter()
-                .map(|v| {
-                    v.map(|v| {
-                        crate::server::text::interval_text(v.months, v.days, v.nanoseconds / 1000)
-                    })
-                })
-                .collect();
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(_) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&texts, 0)?)
-                }
-                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(texts)),
-            })
-        }),
+        |v| crate::server::text::interval_text(v.months, v.days, v.nanoseconds / 1000),
+        |texts: datafusion::arrow::array::StringArray| Ok(Arc::new(texts) as ArrayRef),
     )
 }
 
@@ -618,40 +584,14 @@ pub const INTERVAL_KEY: &str = "augur_interval_key";
 /// and a day as 24 hours, which is how PostgreSQL compares intervals (`'30 days' = '1 month'`
 /// and `'24 hours' = '1 day'` are true there); comparisons of two intervals are planned on it.
 fn interval_key() -> ScalarUDF {
-    create_udf(
+    const DAY: i128 = 86_400_000_000_000;
+    interval_function(
         INTERVAL_KEY,
-        vec![DataType::Interval(
-            datafusion::arrow::datatypes::IntervalUnit::MonthDayNano,
-        )],
         DataType::Decimal128(38, 0),
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let rows = match &args[0] {
-                ColumnarValue::Array(a) => a.len(),
-                ColumnarValue::Scalar(_) => 1,
-            };
-            let values = args[0].to_array(rows)?;
-            let values =
-                values.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>();
-            let day = 86_400_000_000_000i128;
-            let keys: datafusion::arrow::array::Decimal128Array = values
-                .iter()
-                .map(|v| {
-                    v.map(|v| {
-                        i128::from(v.months) * 30 * day
-                            + i128::from(v.days) * day
-                            + i128::from(v.nanoseconds)
-                    })
-                })
-                .collect();
-            let keys = keys.with_precision_and_scale(38, 0)?;
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(_) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&keys, 0)?)
-                }
-                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(keys)),
-            })
-        }),
+        |v| i128::from(v.months) * 30 * DAY + i128::from(v.days) * DAY + i128::from(v.nanoseconds),
+        |keys: datafusion::arrow::array::Decimal128Array| {
+            Ok(Arc::new(keys.with_precision_and_scale(38, 0)?) as ArrayRef)
+        },
     )
 }
 

@@ -60,8 +60,8 @@ pub fn postgres_text(
     fields: &[FieldInfo],
     options: &FormatOptions,
 ) -> RecordBatch {
-    let floats = options.extra_float_digits >= 1;
-    // extra_float_digits of 0 or less: rounded to 15 (6 for real) digits plus that number.
+    // extra_float_digits of 0 or less: rounded to 15 (6 for real) digits plus that number;
+    // above 0, the shortest text that reads back as the same value.
     let rounded = Some(i32::from(options.extra_float_digits)).filter(|d| *d <= 0);
     let iso = options
         .date_style
@@ -77,38 +77,28 @@ pub fn postgres_text(
         }
         let column = &columns[i];
         let rewritten: Option<StringArray> = match column.data_type() {
-            DataType::Float64 if floats => Some(
+            DataType::Float64 => Some(
                 column
                     .as_primitive::<Float64Type>()
                     .iter()
-                    .map(|v| v.map(|v| float_text(v, 15)))
+                    .map(|v| {
+                        v.map(|v| match rounded {
+                            Some(extra) => float_digits(v, 15 + extra),
+                            None => float_text(v, 15),
+                        })
+                    })
                     .collect(),
             ),
-            DataType::Float64 if rounded.is_some() => {
-                let digits = 15 + rounded.unwrap_or(0);
-                Some(
-                    column
-                        .as_primitive::<Float64Type>()
-                        .iter()
-                        .map(|v| v.map(|v| float_digits(v, digits)))
-                        .collect(),
-                )
-            }
-            DataType::Float32 if rounded.is_some() => {
-                let digits = 6 + rounded.unwrap_or(0);
-                Some(
-                    column
-                        .as_primitive::<Float32Type>()
-                        .iter()
-                        .map(|v| v.map(|v| float_digits(f64::from(v), digits)))
-                        .collect(),
-                )
-            }
-            DataType::Float32 if floats => Some(
+            DataType::Float32 => Some(
                 column
                     .as_primitive::<Float32Type>()
                     .iter()
-                    .map(|v| v.map(float32_text))
+                    .map(|v| {
+                        v.map(|v| match rounded {
+                            Some(extra) => float_digits(f64::from(v), 6 + extra),
+                            None => float32_text(v),
+                        })
+                    })
                     .collect(),
             ),
             DataType::Timestamp(_, tz) if iso => {

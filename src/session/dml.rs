@@ -486,7 +486,7 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
     Ok(WritePlan {
         table,
         kind: Kind::Insert(conflict),
-        input: super::pg_text_casts(db, input)?,
+        input: super::postgres_plan(db.ctx(), input)?,
         returning,
     })
 }
@@ -731,7 +731,7 @@ fn target(factor: &TableFactor) -> Result<(String, String)> {
     Ok((table, qualifier))
 }
 
-fn quote(ident: &str) -> String {
+pub(super) fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
@@ -772,7 +772,8 @@ async fn plan_update(db: &Database, update: &Update) -> Result<WritePlan> {
     if let Some(selection) = &update.selection {
         sql.push_str(&format!(" WHERE {selection}"));
     }
-    let input = super::pg_text_casts(db, plan_select(db, &sql).await?)?;
+    let selected = plan_select(db, &sql).await?;
+    let input = super::postgres_plan(db.ctx(), selected)?;
     let returning = compile_returning(db, &table, &qualifier, &update.returning)?;
     Ok(WritePlan {
         table,

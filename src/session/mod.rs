@@ -380,7 +380,7 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
                 .statement_to_plan(DfStatement::Statement(Box::new(query)))
                 .await?;
             let types = param_types(&plan, db.models())?;
-            let plan = pg_text_casts(db, plan)?;
+            let plan = postgres_plan(db.ctx(), plan)?;
             let declare = Plan::Declare {
                 name: declaration.name,
                 query: plan,
@@ -410,7 +410,7 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
                 .await?;
             let schema = Arc::new(plan.schema().as_arrow().clone());
             let types = param_types(&plan, db.models())?;
-            let plan = pg_text_casts(db, plan)?;
+            let plan = postgres_plan(db.ctx(), plan)?;
             let plan = match lookup::PointLookup::from_plan(&plan, &db.ctx().state()) {
                 Some(lookup) => Plan::Lookup(lookup),
                 None => Plan::Query(plan),
@@ -450,13 +450,12 @@ fn in_transaction(vars: &HashMap<String, String>) -> bool {
 }
 
 /// What PostgreSQL computes differently from DataFusion's plan of the same query, fixed in the
-/// plan: casts of text to `bytea` read the text as PostgreSQL does (`'\\x01'::bytea` is one
-/// byte, not four), and `EXCEPT ALL`/`INTERSECT ALL` count copies of rows.
-pub(crate) fn pg_text_casts(db: &Database, plan: LogicalPlan) -> Result<LogicalPlan> {
-    postgres_plan(&db.ctx().state(), plan)
-}
-
-/// [`pg_text_casts`] with the functions of `registry` (a view's planning state).
+/// plan of every query, write and view: `EXCEPT ALL`/`INTERSECT ALL` count copies of rows, text
+/// cast to `bytea` is read as PostgreSQL reads it (`'\\x01'::bytea` is one byte, not four),
+/// constant integer arithmetic that overflows and doubles divided by zero are errors, text cast
+/// to a double is range-checked, casts to integers round, intervals compare with 30-day months
+/// and cast to text as PostgreSQL writes them, and `to_hex` of an `integer` writes 32 bits.
+/// `registry` holds Augur's functions (a session context or a view's planning state).
 pub(crate) fn postgres_plan(
     registry: &dyn datafusion::execution::FunctionRegistry,
     plan: LogicalPlan,

@@ -106,7 +106,7 @@ impl Session<'_> {
                 "CREATE TABLE AS specifies too many column names",
             ));
         }
-        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let quote = super::dml::quote;
         let columns: Vec<String> = schema
             .fields()
             .iter()

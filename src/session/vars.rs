@@ -176,34 +176,42 @@ const VARS: &[Var] = &[
 /// PostgreSQL's planner and resource settings. Scripts and tools written for PostgreSQL set
 /// them; Augur accepts and shows them, and its own planner reads one of them:
 /// `max_parallel_workers_per_gather = 0` runs each query on one thread.
-const POSTGRES_TUNING: &[(&str, &str)] = &[
-    ("enable_bitmapscan", "on"),
-    ("enable_hashagg", "on"),
-    ("enable_hashjoin", "on"),
-    ("enable_indexonlyscan", "on"),
-    ("enable_indexscan", "on"),
-    ("enable_material", "on"),
-    ("enable_memoize", "on"),
-    ("enable_mergejoin", "on"),
-    ("enable_nestloop", "on"),
-    ("enable_partitionwise_aggregate", "off"),
-    ("enable_partitionwise_join", "off"),
-    ("enable_seqscan", "on"),
-    ("enable_sort", "on"),
-    ("escape_string_warning", "on"),
-    ("force_parallel_mode", "off"),
-    ("geqo", "on"),
-    ("jit", "off"),
-    ("jit_above_cost", "100000"),
-    ("maintenance_work_mem", "64MB"),
-    ("max_parallel_workers_per_gather", "2"),
-    ("min_parallel_table_scan_size", "8MB"),
-    ("parallel_setup_cost", "1000"),
-    ("parallel_tuple_cost", "0.1"),
-    ("random_page_cost", "4"),
-    ("synchronous_commit", "on"),
-    ("work_mem", "4MB"),
+const POSTGRES_TUNING: &[Var] = &[
+    tuning("enable_bitmapscan", "on"),
+    tuning("enable_hashagg", "on"),
+    tuning("enable_hashjoin", "on"),
+    tuning("enable_indexonlyscan", "on"),
+    tuning("enable_indexscan", "on"),
+    tuning("enable_material", "on"),
+    tuning("enable_memoize", "on"),
+    tuning("enable_mergejoin", "on"),
+    tuning("enable_nestloop", "on"),
+    tuning("enable_partitionwise_aggregate", "off"),
+    tuning("enable_partitionwise_join", "off"),
+    tuning("enable_seqscan", "on"),
+    tuning("enable_sort", "on"),
+    tuning("escape_string_warning", "on"),
+    tuning("force_parallel_mode", "off"),
+    tuning("geqo", "on"),
+    tuning("jit", "off"),
+    tuning("jit_above_cost", "100000"),
+    tuning("maintenance_work_mem", "64MB"),
+    tuning("max_parallel_workers_per_gather", "2"),
+    tuning("min_parallel_table_scan_size", "8MB"),
+    tuning("parallel_setup_cost", "1000"),
+    tuning("parallel_tuple_cost", "0.1"),
+    tuning("random_page_cost", "4"),
+    tuning("synchronous_commit", "on"),
+    tuning("work_mem", "4MB"),
 ];
+
+const fn tuning(name: &'static str, default: &'static str) -> Var {
+    Var {
+        name,
+        default,
+        reported: false,
+    }
+}
 
 /// Variables that cannot be changed.
 const READ_ONLY: &[&str] = &[
@@ -220,17 +228,7 @@ fn lookup(name: &str) -> Option<&'static Var> {
 }
 
 fn all_vars() -> impl Iterator<Item = &'static Var> {
-    static TUNING: std::sync::LazyLock<Vec<Var>> = std::sync::LazyLock::new(|| {
-        POSTGRES_TUNING
-            .iter()
-            .map(|(name, default)| Var {
-                name,
-                default,
-                reported: false,
-            })
-            .collect()
-    });
-    VARS.iter().chain(TUNING.iter())
+    VARS.iter().chain(POSTGRES_TUNING)
 }
 
 /// The name/value pairs sent as ParameterStatus when a connection starts.

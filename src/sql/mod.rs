@@ -518,23 +518,19 @@ fn own_statement(statement: Statement) -> Stmt {
         {
             Stmt::ShowModels
         }
-        Statement::Vacuum(vacuum) => Stmt::Maintenance {
-            command: "VACUUM",
-            tables: vacuum
-                .table_name
-                .iter()
-                .map(|t| table_name(t).unwrap_or_else(|_| t.to_string()))
-                .collect(),
-        },
-        Statement::Analyze(analyze) => Stmt::Maintenance {
-            command: "ANALYZE",
-            tables: analyze
-                .table_name
-                .iter()
-                .map(|t| table_name(t).unwrap_or_else(|_| t.to_string()))
-                .collect(),
-        },
+        Statement::Vacuum(vacuum) => maintenance("VACUUM", vacuum.table_name.as_ref()),
+        Statement::Analyze(analyze) => maintenance("ANALYZE", analyze.table_name.as_ref()),
         _ => Stmt::Sql(Box::new(statement)),
+    }
+}
+
+fn maintenance(command: &'static str, table: Option<&ObjectName>) -> Stmt {
+    Stmt::Maintenance {
+        command,
+        tables: table
+            .map(|t| table_name(t).unwrap_or_else(|_| t.to_string()))
+            .into_iter()
+            .collect(),
     }
 }
 

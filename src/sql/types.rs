@@ -142,6 +142,11 @@ pub fn parse_bytea(text: &str) -> Option<Vec<u8>> {
             })
             .collect();
     }
+    parse_bytea_escape(text)
+}
+
+/// Parses `bytea`'s escape form: bytes as they are, `\\` for a backslash, `\nnn` in octal.
+pub fn parse_bytea_escape(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
