@@ -85,6 +85,105 @@ fn psql_describe_commands() {
     );
 }
 
+/// What psql shows of types, defaults, identities, indexes, sizes, functions, roles and types,
+/// as PostgreSQL shows it.
+#[test]
+fn psql_describes_columns_indexes_functions_and_roles() {
+    let server = TestServer::start();
+    psql(
+        &server,
+        "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price NUMERIC(10,2), \
+         tags TEXT[], seen TIMESTAMPTZ, qty INT DEFAULT 3, ttl INTERVAL, \
+         n INT GENERATED ALWAYS AS IDENTITY, s SERIAL)",
+    );
+    psql(
+        &server,
+        "INSERT INTO items (id, name, price) SELECT g, 'n' || (g % 10), g FROM generate_series(1, 1000) AS t(g)",
+    );
+    psql(&server, "CREATE INDEX items_name ON items (name)");
+    psql(
+        &server,
+        "CREATE VIEW cheap AS SELECT id, name FROM items WHERE price < 10",
+    );
+
+    // \d: PostgreSQL's type names with modifiers, defaults, identity, and the indexes.
+    let d = psql(&server, "\\d items");
+    for expected in [
+        "numeric(10,2)",
+        "text[]",
+        "timestamp with time zone",
+        "| interval",
+        "| 3",
+        "generated always as identity",
+        "nextval('items_s_seq')",
+        "Indexes:",
+        "\"items_pkey\" PRIMARY KEY, btree (id)",
+        "\"items_name\" btree (name)",
+    ] {
+        assert!(d.contains(expected), "\\d items lacks {expected}:\n{d}");
+    }
+    // \d+ also shows storage and, for a view, its definition; a view's columns are nullable.
+    let d_plus = psql(&server, "\\d+ items");
+    assert!(
+        d_plus.contains("Storage") && d_plus.contains("numeric(10,2)"),
+        "{d_plus}"
+    );
+    let view = psql(&server, "\\d+ cheap");
+    assert!(
+        view.contains("View definition:") && !view.contains("not null"),
+        "{view}"
+    );
+
+    // \di+ and \dt+ give sizes; the secondary index holds 1,000 entries.
+    let di = psql(&server, "\\di+");
+    let index_line = di
+        .lines()
+        .find(|l| l.contains("items_name"))
+        .unwrap_or_default();
+    assert!(index_line.contains("kB"), "{di}");
+    let dt = psql(&server, "\\dt+");
+    let table_line = dt
+        .lines()
+        .find(|l| l.contains(" items "))
+        .unwrap_or_default();
+    assert!(
+        table_line.contains("kB") && table_line.contains("augur"),
+        "{dt}"
+    );
+    assert!(
+        !dt.contains("augur_catalog"),
+        "system schemas are not on the search path: {dt}"
+    );
+    assert_eq!(
+        psql_with(
+            &server,
+            &[
+                "-tA",
+                "-c",
+                "SELECT pg_size_pretty(20 * 1024 * 1024::bigint)"
+            ]
+        )
+        .trim(),
+        "20 MB"
+    );
+
+    // \df lists PostgreSQL's functions with their signatures.
+    let df = psql(&server, "\\df abs");
+    for expected in [
+        "double precision | double precision",
+        "bigint           | bigint",
+    ] {
+        assert!(df.contains(expected), "\\df abs lacks {expected}:\n{df}");
+    }
+    let df = psql(&server, "\\df concat");
+    assert!(df.contains("VARIADIC \"any\""), "{df}");
+    // \du lists the roles, \dT the user-defined types (none), \dv the views.
+    let du = psql(&server, "\\du");
+    assert!(du.contains("augur") && du.contains("Superuser"), "{du}");
+    psql(&server, "\\dT");
+    assert!(psql(&server, "\\dv+").contains("cheap"));
+}
+
 #[test]
 fn psql_copy_round_trip() {
     let server = TestServer::start();

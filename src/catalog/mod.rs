@@ -6,6 +6,7 @@
 //! the same batch); a materialized view's entry is committed by the dataflow together with its
 //! first state. DataFusion sees the catalog through [`schema::AugurSchema`].
 
+pub mod information_schema;
 pub mod pg_functions;
 pub mod pg_overlay;
 pub mod schema;

@@ -639,6 +639,17 @@ pub fn register(ctx: &SessionContext) {
         }));
     }
     ctx.register_udf(to_regtype());
+    ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
+        ArraySubquery::default(),
+    ));
+    ctx.register_udf(size_pretty());
+    ctx.register_udf(owner_name());
+    ctx.register_udf(function_signature(FUNCTION_ARGUMENTS, false));
+    ctx.register_udf(function_signature(FUNCTION_IDENTITY_ARGUMENTS, true));
+    ctx.register_udf(function_result());
+    ctx.register_udf(ScalarUDF::new_from_impl(ExpressionText {
+        signature: Signature::variadic_any(Volatility::Stable),
+    }));
     ctx.register_udf(bytea_in());
     ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(NotPublishable {
@@ -821,6 +832,445 @@ fn to_regtype() -> ScalarUDF {
     )
 }
 
+/// `augur_array(x [ORDER BY ...])`, what `ARRAY(subquery)` becomes: `array_agg`, but an empty
+/// array (not NULL) over no rows, also for a correlated subquery that matches none.
+#[derive(Debug)]
+struct ArraySubquery {
+    /// `array_agg`, as DataFusion makes it (also for input it has ordered).
+    inner: Arc<dyn datafusion::logical_expr::AggregateUDFImpl>,
+}
+
+impl Default for ArraySubquery {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(datafusion::functions_aggregate::array_agg::ArrayAgg::default()),
+        }
+    }
+}
+
+impl PartialEq for ArraySubquery {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner
+            .dyn_eq(other.inner.as_ref() as &dyn std::any::Any)
+    }
+}
+
+impl Eq for ArraySubquery {}
+
+impl std::hash::Hash for ArraySubquery {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.inner.dyn_hash(state);
+    }
+}
+
+/// An empty list of the elements of list type `data_type`.
+fn empty_list(data_type: &DataType) -> datafusion::common::Result<ScalarValue> {
+    match data_type {
+        DataType::List(field) => Ok(ScalarValue::List(Arc::new(
+            datafusion::common::utils::SingleRowListArrayBuilder::new(
+                datafusion::arrow::array::new_empty_array(field.data_type()),
+            )
+            .with_field(field)
+            .build_list_array(),
+        ))),
+        other => datafusion::common::exec_err!("augur_array returns a list, not {other}"),
+    }
+}
+
+impl datafusion::logical_expr::AggregateUDFImpl for ArraySubquery {
+    fn name(&self) -> &str {
+        crate::sql::rewrite::ARRAY_FUNCTION
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn state_fields(
+        &self,
+        args: datafusion::logical_expr::function::StateFieldsArgs,
+    ) -> datafusion::common::Result<Vec<datafusion::arrow::datatypes::FieldRef>> {
+        self.inner.state_fields(args)
+    }
+
+    fn order_sensitivity(&self) -> datafusion::logical_expr::utils::AggregateOrderSensitivity {
+        self.inner.order_sensitivity()
+    }
+
+    fn with_beneficial_ordering(
+        self: Arc<Self>,
+        beneficial_ordering: bool,
+    ) -> datafusion::common::Result<Option<Arc<dyn datafusion::logical_expr::AggregateUDFImpl>>>
+    {
+        let inner = self
+            .inner
+            .clone()
+            .with_beneficial_ordering(beneficial_ordering)?;
+        Ok(inner.map(|inner| {
+            Arc::new(ArraySubquery { inner }) as Arc<dyn datafusion::logical_expr::AggregateUDFImpl>
+        }))
+    }
+
+    fn accumulator(
+        &self,
+        args: datafusion::logical_expr::function::AccumulatorArgs,
+    ) -> datafusion::common::Result<Box<dyn datafusion::logical_expr::Accumulator>> {
+        let empty = empty_list(args.return_field.data_type())?;
+        Ok(Box::new(EmptyWhenNone {
+            inner: self.inner.accumulator(args)?,
+            empty,
+        }))
+    }
+
+    fn default_value(&self, data_type: &DataType) -> datafusion::common::Result<ScalarValue> {
+        empty_list(data_type)
+    }
+}
+
+/// `array_agg`'s accumulator, giving an empty list where it gives NULL.
+#[derive(Debug)]
+struct EmptyWhenNone {
+    inner: Box<dyn datafusion::logical_expr::Accumulator>,
+    empty: ScalarValue,
+}
+
+impl datafusion::logical_expr::Accumulator for EmptyWhenNone {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> datafusion::common::Result<()> {
+        self.inner.update_batch(values)
+    }
+
+    fn evaluate(&mut self) -> datafusion::common::Result<ScalarValue> {
+        let value = self.inner.evaluate()?;
+        Ok(if value.is_null() {
+            self.empty.clone()
+        } else {
+            value
+        })
+    }
+
+    fn size(&self) -> usize {
+        self.inner.size() + self.empty.size()
+    }
+
+    fn state(&mut self) -> datafusion::common::Result<Vec<ScalarValue>> {
+        self.inner.state()
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> datafusion::common::Result<()> {
+        self.inner.merge_batch(states)
+    }
+}
+
+/// `pg_get_expr(expr, relation [, pretty])`: Augur's catalogs keep expressions (`pg_attrdef`'s
+/// defaults) as SQL text, so this is that text.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ExpressionText {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ExpressionText {
+    fn name(&self) -> &str {
+        "pg_get_expr"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let Some(expr) = args.args.first() else {
+            return datafusion::common::plan_err!("pg_get_expr needs an expression");
+        };
+        expr.cast_to(&DataType::Utf8, None)
+    }
+}
+
+fn text_at(array: &datafusion::arrow::array::StringArray, row: usize) -> Option<&str> {
+    (!array.is_null(row)).then(|| array.value(row))
+}
+
+/// `pg_get_userbyid(oid)`: `augur`, the role that owns every object (Augur has no
+/// privileges, so ownership means nothing more).
+fn owner_name() -> ScalarUDF {
+    create_udf(
+        "pg_get_userbyid",
+        vec![DataType::Int32],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            make_scalar_function(
+                |arrays: &[ArrayRef]| {
+                    let out: datafusion::arrow::array::StringArray = (0..arrays[0].len())
+                        .map(|i| (!arrays[0].is_null(i)).then_some("augur"))
+                        .collect();
+                    Ok(Arc::new(out) as ArrayRef)
+                },
+                vec![],
+            )(args)
+        }),
+    )
+}
+
+/// `pg_size_pretty(bytes)`: a size in bytes, kB, MB, GB, TB or PB, as PostgreSQL writes it
+/// (a unit is used below 10 of the next; rounded half up).
+fn size_pretty() -> ScalarUDF {
+    create_udf(
+        "pg_size_pretty",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            make_scalar_function(
+                |arrays: &[ArrayRef]| {
+                    let sizes = arrays[0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                    let out: datafusion::arrow::array::StringArray =
+                        sizes.iter().map(|size| size.map(pretty_size)).collect();
+                    Ok(Arc::new(out) as ArrayRef)
+                },
+                vec![],
+            )(args)
+        }),
+    )
+}
+
+fn pretty_size(mut size: i64) -> String {
+    // (name, limit below which it is used, rounded, bits)
+    const UNITS: &[(&str, i64, bool, u32)] = &[
+        ("bytes", 10 * 1024, false, 0),
+        ("kB", 20 * 1024 - 1, true, 10),
+        ("MB", 20 * 1024 - 1, true, 20),
+        ("GB", 20 * 1024 - 1, true, 30),
+        ("TB", 20 * 1024 - 1, true, 40),
+        ("PB", 20 * 1024 - 1, true, 50),
+    ];
+    for (i, &(name, limit, round, bits)) in UNITS.iter().enumerate() {
+        let next = UNITS.get(i + 1);
+        if next.is_none() || size.abs() < limit {
+            if round {
+                size = (size + if size < 0 { -1 } else { 1 }) / 2;
+            }
+            return format!("{size} {name}");
+        }
+        if let Some(&(_, _, next_round, next_bits)) = next {
+            // One bit fewer when the next unit rounds: it halves what is left.
+            let shift = next_bits - bits - u32::from(next_round) + u32::from(round);
+            size /= 1i64 << shift;
+        }
+    }
+    format!("{size} bytes")
+}
+
+/// `augur_function_arguments(proargtypes, proargnames, proallargtypes, proargmodes)`: what
+/// `pg_get_function_arguments(oid)` gives for a `pg_proc` row.
+pub const FUNCTION_ARGUMENTS: &str = "augur_function_arguments";
+
+/// The same without `OUT` arguments: `pg_get_function_identity_arguments(oid)`.
+pub const FUNCTION_IDENTITY_ARGUMENTS: &str = "augur_function_identity_arguments";
+
+/// `augur_function_result(prorettype, proretset, proargnames, proallargtypes, proargmodes)`:
+/// what `pg_get_function_result(oid)` gives for a `pg_proc` row.
+pub const FUNCTION_RESULT: &str = "augur_function_result";
+
+/// The items of a `pg_proc` array column as the catalog keeps it (`{a,b}` or `['a', 'b']`).
+fn catalog_list(text: Option<&str>) -> Vec<String> {
+    let Some(text) = text else {
+        return vec![];
+    };
+    let inner = text
+        .trim()
+        .trim_start_matches(['{', '['])
+        .trim_end_matches(['}', ']']);
+    inner
+        .split([',', ' '])
+        .map(|item| item.trim().trim_matches(['\'', '"']).to_string())
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+/// The name `format_type` gives the type with OID `oid`.
+pub fn type_name(oid: u32) -> String {
+    let sql_name = match oid {
+        16 => "boolean",
+        18 => "\"char\"",
+        20 => "bigint",
+        21 => "smallint",
+        23 => "integer",
+        700 => "real",
+        701 => "double precision",
+        1042 => "character",
+        1043 => "character varying",
+        1083 => "time without time zone",
+        1114 => "timestamp without time zone",
+        1184 => "timestamp with time zone",
+        1266 => "time with time zone",
+        1560 => "bit",
+        1562 => "bit varying",
+        2276 => "\"any\"",
+        _ => "",
+    };
+    if !sql_name.is_empty() {
+        return sql_name.to_string();
+    }
+    match postgres_types::Type::from_oid(oid) {
+        Some(t) => match t.kind() {
+            postgres_types::Kind::Array(element) => format!("{}[]", type_name(element.oid())),
+            _ => t.name().to_string(),
+        },
+        None => format!("oid({oid})"),
+    }
+}
+
+/// One argument per type, with its mode and name: `OUT word text`, `VARIADIC "any"`.
+fn arguments(
+    types: Option<&str>,
+    names: Option<&str>,
+    all_types: Option<&str>,
+    modes: Option<&str>,
+    identity: bool,
+) -> String {
+    let all_types = catalog_list(all_types);
+    let types = if all_types.is_empty() {
+        catalog_list(types)
+    } else {
+        all_types
+    };
+    let names = catalog_list(names);
+    let modes = catalog_list(modes);
+    types
+        .iter()
+        .enumerate()
+        .filter_map(|(i, oid)| {
+            let mode = modes.get(i).map(String::as_str).unwrap_or("i");
+            let prefix = match mode {
+                "o" if identity => return None,
+                "t" => return None,
+                "o" => "OUT ",
+                "b" => "INOUT ",
+                "v" => "VARIADIC ",
+                _ => "",
+            };
+            let name = names
+                .get(i)
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("{n} "))
+                .unwrap_or_default();
+            Some(format!(
+                "{prefix}{name}{}",
+                type_name(oid.parse().unwrap_or(0))
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn function_signature(name: &str, identity: bool) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Utf8; 4],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            make_scalar_function(
+                |arrays: &[ArrayRef]| {
+                    let text = |i: usize| arrays[i].as_string::<i32>();
+                    let (types, names, all, modes) = (text(0), text(1), text(2), text(3));
+                    let out: datafusion::arrow::array::StringArray = (0..types.len())
+                        .map(|row| {
+                            let get = |a| text_at(a, row);
+                            Some(arguments(
+                                get(types),
+                                get(names),
+                                get(all),
+                                get(modes),
+                                identity,
+                            ))
+                        })
+                        .collect();
+                    Ok(Arc::new(out) as ArrayRef)
+                },
+                vec![],
+            )(args)
+        }),
+    )
+}
+
+fn function_result() -> ScalarUDF {
+    create_udf(
+        FUNCTION_RESULT,
+        vec![
+            DataType::Int32,
+            DataType::Boolean,
+            DataType::Utf8,
+            DataType::Utf8,
+            DataType::Utf8,
+        ],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            make_scalar_function(
+                |arrays: &[ArrayRef]| {
+                    let result =
+                        arrays[0].as_primitive::<datafusion::arrow::datatypes::Int32Type>();
+                    let set = arrays[1].as_boolean();
+                    let text = |i: usize| arrays[i].as_string::<i32>();
+                    let (names, all, modes) = (text(2), text(3), text(4));
+                    let out: datafusion::arrow::array::StringArray = (0..result.len())
+                        .map(|row| {
+                            if result.is_null(row) {
+                                return None;
+                            }
+                            let get = |a| text_at(a, row);
+                            let modes_list = catalog_list(get(modes));
+                            if modes_list.iter().any(|m| m == "t") {
+                                // RETURNS TABLE: the table's columns are the `t` arguments.
+                                let types = catalog_list(get(all));
+                                let names = catalog_list(get(names));
+                                let columns: Vec<String> = modes_list
+                                    .iter()
+                                    .enumerate()
+                                    .filter(|(_, m)| *m == "t")
+                                    .map(|(i, _)| {
+                                        format!(
+                                            "{} {}",
+                                            names.get(i).cloned().unwrap_or_default(),
+                                            type_name(
+                                                types
+                                                    .get(i)
+                                                    .and_then(|t| t.parse().ok())
+                                                    .unwrap_or(0)
+                                            )
+                                        )
+                                    })
+                                    .collect();
+                                return Some(format!("TABLE({})", columns.join(", ")));
+                            }
+                            let setof = if !set.is_null(row) && set.value(row) {
+                                "SETOF "
+                            } else {
+                                ""
+                            };
+                            Some(format!("{setof}{}", type_name(result.value(row) as u32)))
+                        })
+                        .collect();
+                    Ok(Arc::new(out) as ArrayRef)
+                },
+                vec![],
+            )(args)
+        }),
+    )
+}
+
 /// `pg_relation_is_publishable(relation)`: Augur has no logical replication publications. Takes
 /// an OID or its text (`'16455'`), as psql passes it.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -902,6 +1352,40 @@ mod tests {
             assert!(super::parse_float8(out_of_range).is_err(), "{out_of_range}");
         }
         assert!(super::parse_float8("abc").is_err());
+    }
+
+    #[test]
+    fn sizes_read_as_postgresql_writes_them() {
+        assert_eq!(super::pretty_size(0), "0 bytes");
+        assert_eq!(super::pretty_size(10 * 1024 - 1), "10239 bytes");
+        assert_eq!(super::pretty_size(10 * 1024), "10 kB");
+        assert_eq!(super::pretty_size(1_000_000), "977 kB");
+        assert_eq!(super::pretty_size(20 * 1024 * 1024), "20 MB");
+        assert_eq!(super::pretty_size(10 * 1024 * 1024 * 1024), "10 GB");
+        assert_eq!(super::pretty_size(-10 * 1024), "-10 kB");
+    }
+
+    #[test]
+    fn function_signatures_read_as_psql_shows_them() {
+        assert_eq!(
+            super::arguments(Some("2276"), None, Some("[2276]"), Some("['v']"), false),
+            "VARIADIC \"any\""
+        );
+        assert_eq!(
+            super::arguments(
+                Some(""),
+                Some("['word', 'catcode']"),
+                Some("[25, 18]"),
+                Some("['o', 'o']"),
+                false
+            ),
+            "OUT word text, OUT catcode \"char\""
+        );
+        assert_eq!(
+            super::arguments(Some("20 1009"), None, None, None, false),
+            "bigint, text[]"
+        );
+        assert_eq!(super::type_name(1184), "timestamp with time zone");
     }
 
     #[test]

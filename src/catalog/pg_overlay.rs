@@ -1,10 +1,19 @@
 //! `pg_catalog` as clients see it: `datafusion-pg-catalog`'s tables, with the few that Augur
 //! serves itself laid over them.
 //!
+//! - `pg_attribute` types the columns of Augur's relations as PostgreSQL does (`interval`,
+//!   `numeric(p,s)` with its type modifier, arrays with their dimensions) and says which have a
+//!   default or are identity columns; `pg_attrdef` holds the defaults, which `pg_get_expr`
+//!   returns as written.
+//! - `augur_relation_sizes` gives the bytes (keys and values) each relation's rows and its
+//!   indexes take in RocksDB, by OID, for `pg_table_size` and its kin. A primary key is the order
+//!   rows are stored in and takes no bytes of its own; a plain view takes none; a source's rows
+//!   are not counted (NULL).
 //! - `pg_statistic_ext` is empty, with its array columns typed as arrays so that psql's `\d`
 //!   query over it plans.
 //! - `pg_class` says `m` (materialized view) for materialized views, so that psql's `\dm`
-//!   lists them, and has `reloptions` (none), and `pg_matviews` lists them with their queries.
+//!   lists them, `relhasindex` for relations with indexes (psql's `\d` lists them then), and has
+//!   `reloptions` (none), and `pg_matviews` lists them with their queries.
 //! - `pg_views` lists the plain views with their queries; `augur_view_definitions` gives every
 //!   view's definition by the OID `pg_class` gives it, for `pg_get_viewdef`.
 //! - `augur_index_definitions` gives each index's definition and key columns, for
@@ -36,7 +45,10 @@ pub struct PgCatalogOverlay {
 }
 
 const OWN_TABLES: &[&str] = &[
+    "pg_attribute",
+    "pg_attrdef",
     "pg_statistic_ext",
+    RELATION_SIZES,
     "pg_constraint",
     "pg_index",
     VIEW_DEFINITIONS,
@@ -44,6 +56,10 @@ const OWN_TABLES: &[&str] = &[
     "pg_indexes",
     "pg_views",
 ];
+
+/// The table `pg_table_size`, `pg_relation_size`, `pg_total_relation_size` and
+/// `pg_indexes_size` read (see `sql::rewrite::view_definitions`).
+pub const RELATION_SIZES: &str = "augur_relation_sizes";
 
 /// The table `pg_get_indexdef` reads (see `sql::rewrite::view_definitions`).
 pub const INDEX_DEFINITIONS: &str = "augur_index_definitions";
@@ -323,12 +339,21 @@ impl PgCatalogOverlay {
             .filter(|v| v.def().materialized)
             .map(|v| lit(v.name().to_string()))
             .collect();
+        let indexed: Vec<_> = self
+            .index_list()
+            .into_iter()
+            .map(|i| lit(i.relation))
+            .collect();
         let schema = pg_class.schema();
         let mut columns: Vec<_> = schema
             .fields()
             .iter()
             .map(|f| {
-                if f.name() == "relkind" && !materialized.is_empty() {
+                if f.name() == "relhasindex" && !indexed.is_empty() {
+                    Ok(col("relname")
+                        .in_list(indexed.clone(), false)
+                        .alias("relhasindex"))
+                } else if f.name() == "relkind" && !materialized.is_empty() {
                     when(
                         col("relname").in_list(materialized.clone(), false),
                         lit("m"),
@@ -602,6 +627,290 @@ impl PgCatalogOverlay {
     }
 }
 
+impl PgCatalogOverlay {
+    /// The columns of Augur's relations as PostgreSQL types them: relation, column number
+    /// (from 1), type OID, type modifier, array dimensions, default (SQL text), identity
+    /// (`a` always, `d` by default, empty for none) and `NOT NULL`.
+    fn column_types(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("t_relname", DataType::Utf8, false),
+            Field::new("t_attnum", DataType::Int16, false),
+            Field::new("t_typid", DataType::Int32, false),
+            Field::new("t_typmod", DataType::Int32, false),
+            Field::new("t_ndims", DataType::Int32, false),
+            Field::new("t_default", DataType::Utf8, true),
+            Field::new("t_identity", DataType::Utf8, false),
+            Field::new("t_notnull", DataType::Boolean, false),
+        ]));
+        // (name, columns, whether `NOT NULL` holds: a view's columns never say it)
+        let mut relations: Vec<(String, Vec<crate::table::ColumnDef>, bool)> = Vec::new();
+        for name in self.catalog.table_names() {
+            if let Some(table) = self.catalog.table(&name) {
+                relations.push((name, table.def().columns.clone(), true));
+            }
+        }
+        for view in self.catalog.views() {
+            relations.push((view.name().to_string(), view.def().columns.clone(), false));
+        }
+        for source in self.catalog.sources() {
+            relations.push((source.def.name.clone(), source.def.columns.clone(), true));
+        }
+        let (mut names, mut numbers, mut types, mut mods) = (vec![], vec![], vec![], vec![]);
+        let (mut dims, mut defaults, mut identities, mut not_null) =
+            (vec![], vec![], vec![], vec![]);
+        for (relation, columns, constrained) in relations {
+            for (i, column) in columns.iter().filter(|c| !c.hidden).enumerate() {
+                let data_type: DataType = column.data_type.parse().unwrap_or(DataType::Utf8);
+                let (oid, typmod) = crate::sql::types::pg_type_oid(&data_type);
+                names.push(relation.clone());
+                numbers.push(i as i16 + 1);
+                types.push(oid);
+                mods.push(typmod);
+                dims.push(i32::from(matches!(data_type, DataType::List(_))));
+                defaults.push(column.default.clone().filter(|_| column.identity.is_none()));
+                identities.push(match column.identity {
+                    Some(crate::table::Identity::Always) => "a",
+                    Some(crate::table::Identity::ByDefault) => "d",
+                    None => "",
+                });
+                not_null.push(constrained && !column.nullable);
+            }
+        }
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(datafusion::arrow::array::Int16Array::from(numbers)),
+                Arc::new(datafusion::arrow::array::Int32Array::from(types)),
+                Arc::new(datafusion::arrow::array::Int32Array::from(mods)),
+                Arc::new(datafusion::arrow::array::Int32Array::from(dims)),
+                Arc::new(StringArray::from(defaults)),
+                Arc::new(StringArray::from(identities)),
+                Arc::new(BooleanArray::from(not_null)),
+            ],
+        )?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+
+    /// The library's `pg_class` (as `c`) joined to `pg_namespace` (as `n`).
+    async fn classes_with_namespaces(&self) -> DfResult<LogicalPlanBuilder> {
+        let (Some(pg_class), Some(pg_namespace)) = (
+            self.inner.table("pg_class").await?,
+            self.inner.table("pg_namespace").await?,
+        ) else {
+            return datafusion::common::plan_err!("pg_catalog.pg_class is missing");
+        };
+        LogicalPlanBuilder::scan("c", provider_as_source(pg_class), None)?.join(
+            LogicalPlanBuilder::scan("n", provider_as_source(pg_namespace), None)?.build()?,
+            JoinType::Inner,
+            (
+                vec![Column::from_qualified_name("c.relnamespace")],
+                vec![Column::from_qualified_name("n.oid")],
+            ),
+            None,
+        )
+    }
+
+    /// The library's `pg_attribute` with the types, defaults and identities of Augur's columns.
+    async fn pg_attribute(&self) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(pg_attribute) = self.inner.table("pg_attribute").await? else {
+            return Ok(None);
+        };
+        let schema = pg_attribute.schema();
+        let classes = self.classes_with_namespaces().await?.build()?;
+        let types = LogicalPlanBuilder::scan("t", provider_as_source(self.column_types()?), None)?
+            .build()?;
+        let matched = col("t.t_relname").is_not_null();
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = f.name().as_str();
+                let theirs = col(format!("a.{name}"));
+                let expr = match name {
+                    "atttypid" => when(matched.clone(), col("t.t_typid")).otherwise(theirs)?,
+                    "atttypmod" => when(matched.clone(), col("t.t_typmod")).otherwise(theirs)?,
+                    "attndims" => when(matched.clone(), col("t.t_ndims")).otherwise(theirs)?,
+                    "atthasdef" => {
+                        when(matched.clone(), col("t.t_default").is_not_null()).otherwise(theirs)?
+                    }
+                    "attidentity" => {
+                        when(matched.clone(), col("t.t_identity")).otherwise(theirs)?
+                    }
+                    "attnotnull" => when(matched.clone(), col("t.t_notnull")).otherwise(theirs)?,
+                    _ => theirs,
+                };
+                Ok(cast(expr, f.data_type().clone()).alias(name))
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        let plan = LogicalPlanBuilder::scan("a", provider_as_source(pg_attribute), None)?
+            .join(
+                classes,
+                JoinType::Inner,
+                (
+                    vec![Column::from_qualified_name("a.attrelid")],
+                    vec![Column::from_qualified_name("c.oid")],
+                ),
+                None,
+            )?
+            .join(
+                types,
+                JoinType::Left,
+                (
+                    vec![
+                        Column::from_qualified_name("c.relname"),
+                        Column::from_qualified_name("a.attnum"),
+                    ],
+                    vec![
+                        Column::from_qualified_name("t.t_relname"),
+                        Column::from_qualified_name("t.t_attnum"),
+                    ],
+                ),
+                Some(col("n.nspname").eq(lit(crate::catalog::schema::SCHEMA_NAME))),
+            )?
+            .project(columns)?
+            .build()?;
+        Ok(Some(Arc::new(ViewTable::new(plan, None))))
+    }
+
+    /// `pg_attrdef`: the defaults of Augur's columns, as SQL text in `adbin`.
+    async fn pg_attrdef(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let types = LogicalPlanBuilder::scan("t", provider_as_source(self.column_types()?), None)?
+            .filter(col("t.t_default").is_not_null())?
+            .build()?;
+        let plan = self
+            .classes_with_namespaces()
+            .await?
+            .filter(col("n.nspname").eq(lit(crate::catalog::schema::SCHEMA_NAME)))?
+            .join(
+                types,
+                JoinType::Inner,
+                (
+                    vec![Column::from_qualified_name("c.relname")],
+                    vec![Column::from_qualified_name("t.t_relname")],
+                ),
+                None,
+            )?
+            .project(vec![
+                cast(
+                    col("c.oid") * lit(ATTRDEF_OID_FACTOR)
+                        + cast(col("t.t_attnum"), DataType::Int32),
+                    DataType::Int32,
+                )
+                .alias("oid"),
+                col("c.oid").alias("adrelid"),
+                col("t.t_attnum").alias("adnum"),
+                col("t.t_default").alias("adbin"),
+            ])?
+            .build()?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
+impl PgCatalogOverlay {
+    /// `augur_relation_sizes`: per relation and index, by the OID `pg_class` gives it, the bytes
+    /// of its rows (`table_bytes`), of its indexes (`index_bytes`) and both (`total_bytes`),
+    /// measured when read.
+    async fn relation_sizes(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let store = self.catalog.store();
+        let measure = |prefix: &[u8]| -> DfResult<Option<i64>> {
+            let (_, bytes) = store
+                .measure_prefix(prefix)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            Ok(Some(bytes as i64))
+        };
+        let (mut names, mut rows, mut indexes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut relation = |name: String, table: Option<&crate::table::Table>| -> DfResult<()> {
+            let (row_bytes, mut index_bytes) = match table {
+                Some(table) => (measure(&table.def().key_prefix())?, Some(0)),
+                None => (Some(0), Some(0)),
+            };
+            for index in self.catalog.indexes_on(&name) {
+                let bytes = measure(&index.key_prefix())?;
+                index_bytes = Some(index_bytes.unwrap_or(0) + bytes.unwrap_or(0));
+                names.push(index.name.clone());
+                rows.push(bytes);
+                indexes.push(Some(0));
+            }
+            names.push(name);
+            rows.push(row_bytes);
+            indexes.push(index_bytes);
+            Ok(())
+        };
+        for name in self.catalog.table_names() {
+            let table = self.catalog.table(&name);
+            relation(name, table.as_deref())?;
+        }
+        for view in self.catalog.views() {
+            relation(view.name().to_string(), view.storage().map(|t| t.as_ref()))?;
+        }
+        for source in self.catalog.sources() {
+            names.push(source.def.name.clone());
+            rows.push(None);
+            indexes.push(None);
+        }
+        for index in self.index_list().into_iter().filter(|i| i.primary) {
+            names.push(index.name);
+            rows.push(Some(0));
+            indexes.push(Some(0));
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("s_relname", DataType::Utf8, false),
+            Field::new("s_table", DataType::Int64, true),
+            Field::new("s_index", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(datafusion::arrow::array::Int64Array::from(rows)),
+                Arc::new(datafusion::arrow::array::Int64Array::from(indexes)),
+            ],
+        )?;
+        let sizes = MemTable::try_new(schema, vec![vec![batch]])?;
+        let Some(pg_class) = self.pg_class().await? else {
+            return datafusion::common::plan_err!("pg_catalog.pg_class is missing");
+        };
+        let Some(pg_namespace) = self.inner.table("pg_namespace").await? else {
+            return datafusion::common::plan_err!("pg_catalog.pg_namespace is missing");
+        };
+        let plan = LogicalPlanBuilder::scan("c", provider_as_source(pg_class), None)?
+            .join(
+                LogicalPlanBuilder::scan("n", provider_as_source(pg_namespace), None)?
+                    .filter(col("n.nspname").eq(lit(crate::catalog::schema::SCHEMA_NAME)))?
+                    .build()?,
+                JoinType::Inner,
+                (
+                    vec![Column::from_qualified_name("c.relnamespace")],
+                    vec![Column::from_qualified_name("n.oid")],
+                ),
+                None,
+            )?
+            .join(
+                LogicalPlanBuilder::scan("s", provider_as_source(Arc::new(sizes)), None)?
+                    .build()?,
+                JoinType::Inner,
+                (
+                    vec![Column::from_qualified_name("c.relname")],
+                    vec![Column::from_qualified_name("s.s_relname")],
+                ),
+                None,
+            )?
+            .project(vec![
+                col("c.oid").alias("oid"),
+                col("c.relname").alias("relname"),
+                col("s.s_table").alias("table_bytes"),
+                col("s.s_index").alias("index_bytes"),
+                (col("s.s_table") + col("s.s_index")).alias("total_bytes"),
+            ])?
+            .build()?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
+/// A default's OID is its table's OID times this plus its column number.
+const ATTRDEF_OID_FACTOR: i32 = 1000;
+
 /// The OID of the btree access method in `pg_am`.
 const BTREE_AM_OID: i32 = 403;
 
@@ -710,6 +1019,9 @@ impl SchemaProvider for PgCatalogOverlay {
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         match name.to_ascii_lowercase().as_str() {
             "pg_statistic_ext" => Ok(Some(pg_statistic_ext()?)),
+            "pg_attribute" => self.pg_attribute().await,
+            "pg_attrdef" => Ok(Some(self.pg_attrdef().await?)),
+            RELATION_SIZES => Ok(Some(self.relation_sizes().await?)),
             "pg_constraint" => Ok(Some(self.pg_constraint().await?)),
             "pg_index" => Ok(Some(self.pg_index().await?)),
             "pg_class" => self.pg_class().await,

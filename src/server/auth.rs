@@ -76,6 +76,13 @@ impl Users {
         Self::new(HashMap::from([(None, password)]))
     }
 
+    /// The user names this list names (none when any name logs in with one password).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.passwords.keys().flatten().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// `user:password` lines; blank lines and lines starting with `#` are skipped.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {

@@ -7,7 +7,7 @@ use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
 
 use super::vars;
 use crate::catalog::Catalog;
@@ -74,7 +74,8 @@ impl Database {
             &models,
             catalog.sequences(),
         )?;
-        datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
+        let roles = Roles::of(config)?;
+        datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, roles)
             .map_err(|e| Error::from(*e))?;
         crate::catalog::pg_functions::register(&ctx);
         let augur = ctx
@@ -126,6 +127,13 @@ impl Database {
             }),
         );
         augur.register_schema(crate::catalog::system::SYSTEM_SCHEMA, Arc::new(system))?;
+        augur.register_schema(
+            crate::catalog::information_schema::INFORMATION_SCHEMA,
+            Arc::new(crate::catalog::information_schema::InformationSchema::new(
+                catalog.clone(),
+                Arc::downgrade(&augur),
+            )),
+        )?;
         Ok(Arc::new(Self {
             store,
             catalog,
@@ -213,6 +221,45 @@ impl Database {
     }
 }
 
+/// The roles `pg_roles` lists (psql's `\du`): the users of `--users-file`, and `augur`, the
+/// name the server's own objects are owned by. Each may do anything: Augur has no privileges.
+#[derive(Debug, Clone)]
+struct Roles(Arc<Vec<String>>);
+
+impl Roles {
+    fn of(config: &Config) -> Result<Self> {
+        let mut names = match &config.users_file {
+            Some(path) => crate::server::Users::from_file(path)?.names(),
+            None => vec![],
+        };
+        if !names.iter().any(|n| n == "augur") {
+            names.insert(0, "augur".to_string());
+        }
+        Ok(Self(Arc::new(names)))
+    }
+}
+
+#[async_trait::async_trait]
+impl PgCatalogContextProvider for Roles {
+    async fn roles(&self) -> Vec<String> {
+        self.0.as_ref().clone()
+    }
+
+    async fn role(&self, name: &str) -> Option<Role> {
+        self.0.iter().any(|n| n == name).then(|| Role {
+            name: name.to_string(),
+            is_superuser: true,
+            can_login: true,
+            can_create_db: true,
+            can_create_role: true,
+            can_create_user: true,
+            can_replication: false,
+            grants: vec![],
+            inherited_roles: vec![],
+        })
+    }
+}
+
 fn new_context(
     schema: AugurSchema,
     models: &Arc<Models>,
@@ -220,7 +267,7 @@ fn new_context(
 ) -> Result<SessionContext> {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
-        .with_information_schema(true)
+        .with_information_schema(false)
         .with_target_partitions(2);
     config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;

@@ -402,7 +402,7 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
                 })?;
             (Plan::Utility, Some(schema), vec![])
         }
-        Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } => {
+        Statement::Query(_) | Statement::Explain { .. } => {
             let plan = db
                 .ctx()
                 .state()
@@ -431,7 +431,9 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
             };
             (Plan::Utility, Some(show_schema(name.as_deref())), vec![])
         }
-        Statement::ShowViews { .. } => (Plan::Utility, Some(views::show_views_schema()), vec![]),
+        Statement::ShowViews { .. } | Statement::ShowTables { .. } => {
+            (Plan::Utility, Some(views::show_views_schema()), vec![])
+        }
         other => {
             check_utility(other)?;
             (Plan::Utility, None, vec![])

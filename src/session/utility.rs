@@ -290,6 +290,9 @@ impl Session<'_> {
             }
             Statement::CreateView(create) => self.create_view(create, false).await,
             Statement::ShowViews { materialized, .. } => self.show_views(*materialized),
+            Statement::ShowTables { .. } => {
+                super::views::names_output(self.db.catalog().table_names())
+            }
             Statement::Explain { statement, .. } => match statement.as_ref() {
                 Statement::CreateView(create) if create.materialized => {
                     self.explain_view(create, false).await
@@ -554,6 +557,7 @@ pub(super) fn check_utility(statement: &Statement) -> Result<()> {
         | Statement::CreateIndex(_)
         | Statement::CreateView(_)
         | Statement::ShowViews { .. }
+        | Statement::ShowTables { .. }
         | Statement::Drop {
             object_type:
                 ObjectType::Table

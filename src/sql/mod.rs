@@ -410,6 +410,7 @@ impl SqlParser {
                     rewrite::current_role(&mut statement);
                     rewrite::set_returning_select_items(&mut statement);
                     rewrite::count_row_references(&mut statement);
+                    rewrite::array_subqueries(&mut statement);
                     pg_exprs::rewrite(&mut statement);
                     balance::balance(&mut statement);
                     let mut statement = self
@@ -423,8 +424,14 @@ impl SqlParser {
                 .collect::<Result<Vec<_>>>()?,
             // Catalog reads, and what plain sqlparser refuses (`ABORT`, for one).
             _ => {
-                let mut statements = self.compat.parse(sql)?;
+                let shielded = plain
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| rewrite::shield_correlated_subqueries(s));
+                let mut statements = self.compat.parse(shielded.as_deref().unwrap_or(sql))?;
                 for statement in statements.iter_mut() {
+                    rewrite::unshield_subqueries(statement);
+                    rewrite::array_subqueries(statement);
                     rewrite::null_unnest_subqueries(statement);
                     rewrite::null_subqueries_in_case(statement);
                     rewrite::rewrite_generate_subscripts(statement);

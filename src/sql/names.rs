@@ -26,8 +26,15 @@ pub fn client_name(name: &str) -> &str {
 
 /// Aliases unaliased output expressions of a query statement with PostgreSQL's column names.
 pub fn apply_pg_column_names(statement: &mut Statement) {
-    if let Statement::Query(query) = statement {
-        name_query(query);
+    match statement {
+        Statement::Query(query) => name_query(query),
+        // The names of an INSERT's rows do not matter, but DataFusion wants them unique.
+        Statement::Insert(insert) => {
+            if let Some(source) = insert.source.as_mut() {
+                name_query(source);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -69,24 +76,28 @@ fn name_items(projection: &mut [SelectItem]) {
         .iter()
         .zip(&names)
         .enumerate()
-        .map(|(i, (item, name))| match (item, name) {
-            (SelectItem::UnnamedExpr(expr), Some(name)) if !is_plain_column(expr) => {
-                if counts.get(name.as_str()) == Some(&1) {
-                    Some(name.clone())
-                } else {
-                    Some(format!("{name}{DUPLICATE_MARK}{i}"))
-                }
+        .map(|(i, (item, name))| {
+            let name = name.as_ref()?;
+            let unique = counts.get(name.as_str()) == Some(&1);
+            match item {
+                _ if !unique => Some(format!("{name}{DUPLICATE_MARK}{i}")),
+                SelectItem::UnnamedExpr(expr) if !is_plain_column(expr) => Some(name.clone()),
+                _ => None,
             }
-            _ => None,
         })
         .collect();
     for (item, alias) in projection.iter_mut().zip(aliases) {
-        if let (Some(alias), SelectItem::UnnamedExpr(expr)) = (alias, &*item) {
-            *item = SelectItem::ExprWithAlias {
-                expr: expr.clone(),
-                alias: Ident::with_quote('"', alias),
-            };
-        }
+        let Some(alias) = alias else {
+            continue;
+        };
+        let expr = match &*item {
+            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr.clone(),
+            _ => continue,
+        };
+        *item = SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::with_quote('"', alias),
+        };
     }
 }
 
@@ -108,7 +119,15 @@ fn figure(expr: &Expr) -> Option<String> {
             .0
             .last()
             .and_then(|p| p.as_ident())
-            .map(normalize_ident),
+            .map(normalize_ident)
+            // `ARRAY(subquery)`, rewritten (see `rewrite::array_subqueries`).
+            .map(|name| {
+                if name == super::rewrite::ARRAY_FUNCTION {
+                    "array".into()
+                } else {
+                    name
+                }
+            }),
         Expr::Cast {
             expr, data_type, ..
         } => figure(expr).or_else(|| Some(type_name(data_type))),

@@ -16,6 +16,7 @@ const AGGREGATES: &[&str] = &[
     "min",
     "max",
     "array_agg",
+    ARRAY_FUNCTION,
     "string_agg",
     "bool_and",
     "bool_or",
@@ -71,7 +72,10 @@ pub fn reads_catalog(statement: &Statement) -> bool {
         name.0.iter().any(|part| match part {
             ObjectNamePart::Identifier(ident) => {
                 let v = ident.value.to_ascii_lowercase();
-                v == "pg_catalog" || v == "information_schema" || v.starts_with("pg_")
+                v == "pg_catalog"
+                    || v == "information_schema"
+                    || v.starts_with("pg_")
+                    || v.ends_with("_description")
             }
             ObjectNamePart::Function(_) => false,
         })
@@ -137,6 +141,450 @@ fn wrap_single_output(query: &mut Query) {
     }
     let argument = std::mem::replace(inner, Expr::Value(Value::Null.into()));
     *inner = call("first_value", vec![argument]);
+}
+
+/// The function a correlated subquery in a select list is wrapped in while the compatibility
+/// parser runs (see [`shield_correlated_subqueries`]).
+const SHIELD: &str = "augur_shielded_subquery";
+
+/// The compatibility parser turns every correlated subquery of a select list into NULL, also
+/// those DataFusion plans (psql's `\d` reads a column's default that way). This wraps each
+/// select-list subquery DataFusion can decorrelate — one select of one expression, no grouping,
+/// ordering or limit, correlated only through `inner = outer` (or outer-only) conditions of its
+/// WHERE — in a call the parser leaves alone; [`unshield_subqueries`] unwraps it afterwards.
+/// `None` when there is nothing to wrap.
+pub fn shield_correlated_subqueries(statements: &[Statement]) -> Option<String> {
+    let mut shielded = statements.to_vec();
+    let mut visitor = Shield { wrapped: false };
+    for statement in shielded.iter_mut() {
+        let _ = statement.visit(&mut visitor);
+    }
+    visitor.wrapped.then(|| {
+        shielded
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(";\n")
+    })
+}
+
+/// Undoes [`shield_correlated_subqueries`] after the compatibility parser.
+pub fn unshield_subqueries(statement: &mut Statement) {
+    let _ = statement.visit(&mut Unshield);
+}
+
+struct Shield {
+    wrapped: bool,
+}
+
+impl VisitorMut for Shield {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        for item in select.projection.iter_mut() {
+            let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item
+            else {
+                continue;
+            };
+            if let Expr::Subquery(subquery) = expr
+                && decorrelatable(subquery)
+            {
+                let taken = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+                *expr = call(SHIELD, vec![taken]);
+                self.wrapped = true;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+struct Unshield;
+
+impl VisitorMut for Unshield {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr
+            && f.name.to_string() == SHIELD
+            && let FunctionArguments::List(list) = &mut f.args
+            && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))] = list.args.as_mut_slice()
+        {
+            let inner = std::mem::replace(inner, Expr::Value(Value::Null.into()));
+            *expr = inner;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// True when `query` is a correlated scalar subquery DataFusion decorrelates; its outer-only
+/// conditions are then moved into an equality (see below).
+fn decorrelatable(query: &mut Query) -> bool {
+    if query.with.is_some()
+        || query.limit_clause.is_some()
+        || query.fetch.is_some()
+        || query.order_by.is_some()
+    {
+        return false;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let select = select.clone();
+    let ungrouped = matches!(&select.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty());
+    if select.projection.len() != 1
+        || !ungrouped
+        || select.having.is_some()
+        || select.distinct.is_some()
+    {
+        return false;
+    }
+    let mut local = std::collections::HashSet::new();
+    for from in &select.from {
+        for relation in
+            std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
+        {
+            match relation {
+                TableFactor::Table { name, alias, .. } => {
+                    let name = match alias {
+                        Some(alias) => alias.name.value.clone(),
+                        None => match name.0.last().and_then(|p| p.as_ident()) {
+                            Some(ident) => ident.value.clone(),
+                            None => return false,
+                        },
+                    };
+                    local.insert(name.to_ascii_lowercase());
+                }
+                _ => return false,
+            }
+        }
+        if from.joins.iter().any(|j| {
+            !matches!(
+                j.join_operator,
+                datafusion::sql::sqlparser::ast::JoinOperator::CrossJoin(_)
+            )
+        }) {
+            return false;
+        }
+    }
+    // Which sides of an expression it reads: (outer columns, local columns, a subquery).
+    let sides = |expr: &Expr| {
+        let (mut outer, mut inner, mut nested) = (false, false, false);
+        let _ = visit_expressions(expr, |e| {
+            match e {
+                Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                    if local.contains(&parts[0].value.to_ascii_lowercase()) {
+                        inner = true;
+                    } else {
+                        outer = true;
+                    }
+                }
+                Expr::Identifier(_) => inner = true,
+                Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => nested = true,
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        (outer, inner, nested)
+    };
+    let (SelectItem::UnnamedExpr(output) | SelectItem::ExprWithAlias { expr: output, .. }) =
+        &select.projection[0]
+    else {
+        return false;
+    };
+    let (outer, _, nested) = sides(output);
+    if outer || nested {
+        return false;
+    }
+    let Some(selection) = &select.selection else {
+        return false;
+    };
+    // The WHERE's conjuncts: local ones, equalities of a local and an outer side (and which
+    // side is outer), and outer-only ones.
+    let mut pending = vec![selection.clone()];
+    let (mut kept, mut equalities, mut outer_only) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(conjunct) = pending.pop() {
+        match conjunct {
+            Expr::BinaryOp {
+                left,
+                op: datafusion::sql::sqlparser::ast::BinaryOperator::And,
+                right,
+            } => {
+                pending.push(*right);
+                pending.push(*left);
+            }
+            Expr::Nested(inner) => pending.push(*inner),
+            other => {
+                let (outer, inner, nested) = sides(&other);
+                if nested && outer {
+                    return false;
+                }
+                if !outer {
+                    kept.push(other);
+                    continue;
+                }
+                if !inner {
+                    outer_only.push(other);
+                    continue;
+                }
+                let Expr::BinaryOp {
+                    left,
+                    op: datafusion::sql::sqlparser::ast::BinaryOperator::Eq,
+                    right,
+                } = &other
+                else {
+                    return false;
+                };
+                let (l, r) = (sides(left), sides(right));
+                let outer_side = if l.0 && !l.1 && !r.0 {
+                    0
+                } else if r.0 && !r.1 && !l.0 {
+                    1
+                } else {
+                    return false;
+                };
+                equalities.push((other, outer_side));
+            }
+        }
+    }
+    if equalities.is_empty() {
+        return false;
+    }
+    // DataFusion cannot push an outer-only condition into some views: it goes into the first
+    // equality instead, as `inner = CASE WHEN condition THEN outer END`.
+    if let Some(condition) = outer_only.into_iter().reduce(|a, b| Expr::BinaryOp {
+        left: Box::new(a),
+        op: datafusion::sql::sqlparser::ast::BinaryOperator::And,
+        right: Box::new(b),
+    }) {
+        let (equality, outer_side) = &mut equalities[0];
+        if let Expr::BinaryOp { left, right, .. } = equality {
+            let side = if *outer_side == 0 { left } else { right };
+            let value = std::mem::replace(side.as_mut(), Expr::Value(Value::Null.into()));
+            **side = Expr::Case {
+                case_token:
+                    datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+                end_token:
+                    datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+                operand: None,
+                conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
+                    condition,
+                    result: value,
+                }],
+                else_result: None,
+            };
+        }
+    }
+    let condition = kept
+        .into_iter()
+        .chain(equalities.into_iter().map(|(e, _)| e))
+        .reduce(|a, b| Expr::BinaryOp {
+            left: Box::new(a),
+            op: datafusion::sql::sqlparser::ast::BinaryOperator::And,
+            right: Box::new(b),
+        });
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        select.selection = condition;
+    }
+    true
+}
+
+/// `ARRAY(subquery)`: an array of the subquery's rows, empty when it has none. A subquery that
+/// selects one expression without grouping becomes `(SELECT augur_array(expr ORDER BY ...)
+/// FROM ...)`, its `ORDER BY` moved into the aggregate; any other is read as a derived table,
+/// `(SELECT augur_array(s.v) FROM (subquery) AS s(v))`.
+pub fn array_subqueries(statement: &mut Statement) {
+    let _ = statement.visit(&mut ArraySubqueries);
+}
+
+struct ArraySubqueries;
+
+impl VisitorMut for ArraySubqueries {
+    type Break = ();
+
+    /// PostgreSQL names an `ARRAY(subquery)` column `array`: in a derived table or CTE, where
+    /// the name is read, an only one gets that alias.
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let is_array = |expr: &Expr| {
+            matches!(expr, Expr::Function(f) if matches!(f.args, FunctionArguments::Subquery(_))
+                && f.name.to_string().eq_ignore_ascii_case("array"))
+        };
+        let arrays = select
+            .projection
+            .iter()
+            .filter(|item| matches!(item, SelectItem::UnnamedExpr(e) if is_array(e)))
+            .count();
+        let named_array = select.projection.iter().any(|item| {
+            matches!(item, SelectItem::ExprWithAlias { alias, .. } if alias.value.eq_ignore_ascii_case("array"))
+        });
+        if arrays != 1 || named_array {
+            return ControlFlow::Continue(());
+        }
+        for item in select.projection.iter_mut() {
+            if let SelectItem::UnnamedExpr(expr) = item
+                && is_array(expr)
+            {
+                *item = SelectItem::ExprWithAlias {
+                    expr: expr.clone(),
+                    alias: Ident::with_quote('"', "array"),
+                };
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Function(f) = expr else {
+            return ControlFlow::Continue(());
+        };
+        let FunctionArguments::Subquery(query) = &mut f.args else {
+            return ControlFlow::Continue(());
+        };
+        if !matches!(f.name.0.as_slice(), [ObjectNamePart::Identifier(name)] if name.value.eq_ignore_ascii_case("array"))
+        {
+            return ControlFlow::Continue(());
+        }
+        let replacement = match inline_array_aggregate(query) {
+            Some(()) => Some(Expr::Subquery(query.clone())),
+            None => {
+                let (columns, order) = ordered_rows(query);
+                parse_expr(&format!(
+                    "(SELECT {ARRAY_FUNCTION}(augur_array_rows.v{order}) FROM ({query}) AS augur_array_rows({columns}))"
+                ))
+            }
+        };
+        if let Some(replacement) = replacement {
+            *expr = replacement;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The aggregate `ARRAY(subquery)` becomes: `array_agg` that gives an empty array for no rows.
+pub const ARRAY_FUNCTION: &str = "augur_array";
+
+/// Turns `SELECT expr FROM ... [ORDER BY ...]` into `SELECT augur_array(expr ORDER BY ...) FROM
+/// ...`; `None` (and `query` unchanged) when the query is not that simple.
+fn inline_array_aggregate(query: &mut Query) -> Option<()> {
+    if query.limit_clause.is_some() || query.fetch.is_some() || query.with.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
+    };
+    let simple = select.projection.len() == 1
+        && select.having.is_none()
+        && select.distinct.is_none()
+        && matches!(&select.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty());
+    if !simple {
+        return None;
+    }
+    let (value, alias) = match &select.projection[0] {
+        SelectItem::UnnamedExpr(e) => (e.clone(), None),
+        SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), Some(alias.value.clone())),
+        _ => return None,
+    };
+    if has_aggregate(&value) {
+        return None;
+    }
+    let mut orders = Vec::new();
+    if let Some(order_by) = &query.order_by {
+        let datafusion::sql::sqlparser::ast::OrderByKind::Expressions(exprs) = &order_by.kind
+        else {
+            return None;
+        };
+        for order in exprs {
+            let mut order = order.clone();
+            // `ORDER BY 1` and `ORDER BY alias` name the selected expression.
+            let names_value = match &order.expr {
+                Expr::Value(v) => matches!(&v.value, Value::Number(n, _) if n == "1"),
+                Expr::Identifier(ident) => alias.as_deref() == Some(ident.value.as_str()),
+                _ => false,
+            };
+            if names_value {
+                order.expr = value.clone();
+            }
+            orders.push(order.to_string());
+        }
+    }
+    let call = if orders.is_empty() {
+        format!("{ARRAY_FUNCTION}({value})")
+    } else {
+        format!("{ARRAY_FUNCTION}({value} ORDER BY {})", orders.join(", "))
+    };
+    let aggregate = parse_expr(&call)?;
+    select.projection[0] = SelectItem::UnnamedExpr(aggregate);
+    query.order_by = None;
+    Some(())
+}
+
+/// For `ARRAY(subquery)` read as a derived table: the derived table's column names and the
+/// aggregate's ` ORDER BY ...` that keeps the subquery's order. The subquery's `ORDER BY` keys
+/// that are not its output become extra outputs (`o1`, ...) of a plain select; under DISTINCT
+/// or a set operation they can only be the output, `v`.
+fn ordered_rows(query: &mut Query) -> (String, String) {
+    let Some(order_by) = &query.order_by else {
+        return ("v".into(), String::new());
+    };
+    let datafusion::sql::sqlparser::ast::OrderByKind::Expressions(exprs) = &order_by.kind else {
+        return ("v".into(), String::new());
+    };
+    let exprs = exprs.clone();
+    let (output, alias, extendable) = match query.body.as_ref() {
+        SetExpr::Select(select) => match select.projection.as_slice() {
+            [SelectItem::UnnamedExpr(e)] => (Some(e.clone()), None, select.distinct.is_none()),
+            [SelectItem::ExprWithAlias { expr, alias }] => (
+                Some(expr.clone()),
+                Some(alias.value.clone()),
+                select.distinct.is_none(),
+            ),
+            _ => (None, None, false),
+        },
+        _ => (None, None, false),
+    };
+    let mut columns = vec!["v".to_string()];
+    let mut keys = Vec::new();
+    for order in exprs {
+        let names_output = match &order.expr {
+            Expr::Value(v) => matches!(&v.value, Value::Number(n, _) if n == "1"),
+            Expr::Identifier(ident) => {
+                alias.as_deref() == Some(ident.value.as_str())
+                    || matches!(&output, Some(Expr::Identifier(o)) if o.value == ident.value)
+            }
+            e => output.as_ref() == Some(e),
+        };
+        let mut key = order.clone();
+        if names_output || output.is_none() {
+            key.expr = Expr::Identifier(Ident::new("augur_array_rows.v"));
+        } else if extendable {
+            let name = format!("o{}", columns.len());
+            if let SetExpr::Select(select) = query.body.as_mut() {
+                select
+                    .projection
+                    .push(SelectItem::UnnamedExpr(order.expr.clone()));
+            }
+            key.expr = Expr::Identifier(Ident::new(format!("augur_array_rows.{name}")));
+            columns.push(name);
+        } else {
+            return ("v".into(), String::new());
+        }
+        keys.push(key.to_string());
+    }
+    (columns.join(", "), format!(" ORDER BY {}", keys.join(", ")))
+}
+
+fn parse_expr(sql: &str) -> Option<Expr> {
+    datafusion::sql::sqlparser::parser::Parser::new(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+    )
+    .try_with_sql(sql)
+    .and_then(|mut p| p.parse_expr())
+    .ok()
 }
 
 /// `name(args)`, a plain call of a function.
@@ -401,9 +849,18 @@ impl VisitorMut for LikeEscapes {
     }
 }
 
-/// `pg_get_viewdef(oid [, pretty])` and `pg_get_indexdef(oid [, column, pretty])` become reads
-/// of the definitions by OID that `pg_catalog.augur_view_definitions` and
-/// `pg_catalog.augur_index_definitions` serve.
+/// Catalog functions of an OID become reads of catalog tables by that OID:
+/// - `pg_get_viewdef(oid [, pretty])` and `pg_get_indexdef(oid [, column, pretty])` of the
+///   definitions `pg_catalog.augur_view_definitions` and `pg_catalog.augur_index_definitions`
+///   serve;
+/// - `obj_description`, `col_description` and `shobj_description` of `pg_description` and
+///   `pg_shdescription`;
+/// - `pg_get_function_result`, `pg_get_function_arguments` and
+///   `pg_get_function_identity_arguments` of `pg_proc`;
+/// - `pg_table_is_visible` of `pg_class`: the relations of `public` and `pg_catalog`, the
+///   schemas of the search path (not `augur_catalog` or `information_schema`);
+/// - `pg_table_size`, `pg_relation_size`, `pg_total_relation_size` and `pg_indexes_size` of
+///   `pg_catalog.augur_relation_sizes` (by OID, or by name for a text literal).
 pub fn view_definitions(statement: &mut Statement) {
     let _ = statement.visit(&mut ViewDefinitions);
 }
@@ -449,6 +906,77 @@ impl VisitorMut for ViewDefinitions {
                     "(SELECT {table}.definition FROM pg_catalog.{table} WHERE {table}.indexrelid = CAST({oid} AS INT) AND {table}.column_no = {column})"
                 )
             }
+            ("obj_description" | "col_description" | "shobj_description", [oid, rest @ ..]) => {
+                let (table, subid, class) = match (name.as_str(), rest) {
+                    ("col_description", [column]) => (
+                        "pg_description",
+                        format!("CAST({column} AS INT)"),
+                        Some(1259),
+                    ),
+                    ("shobj_description", [class]) => {
+                        ("pg_shdescription", "0".into(), class_oid(class))
+                    }
+                    (_, []) => ("pg_description", "0".into(), None),
+                    (_, [class]) => ("pg_description", "0".into(), class_oid(class)),
+                    _ => return ControlFlow::Continue(()),
+                };
+                let subid = if table == "pg_shdescription" {
+                    String::new()
+                } else {
+                    format!(" AND augur_d.objsubid = {subid}")
+                };
+                let class = class
+                    .map(|c| format!(" AND augur_d.classoid = {c}"))
+                    .unwrap_or_default();
+                format!(
+                    "(SELECT augur_d.description FROM pg_catalog.{table} augur_d WHERE augur_d.objoid = CAST({oid} AS INT){subid}{class})"
+                )
+            }
+            (
+                "pg_get_function_result"
+                | "pg_get_function_arguments"
+                | "pg_get_function_identity_arguments",
+                [oid],
+            ) => {
+                let call = match name.as_str() {
+                    "pg_get_function_result" => format!(
+                        "{}(CAST(augur_p.prorettype AS INT), augur_p.proretset, ",
+                        crate::catalog::pg_functions::FUNCTION_RESULT
+                    ),
+                    "pg_get_function_arguments" => format!(
+                        "{}(augur_p.proargtypes, ",
+                        crate::catalog::pg_functions::FUNCTION_ARGUMENTS
+                    ),
+                    _ => format!(
+                        "{}(augur_p.proargtypes, ",
+                        crate::catalog::pg_functions::FUNCTION_IDENTITY_ARGUMENTS
+                    ),
+                };
+                format!(
+                    "(SELECT {call}augur_p.proargnames, augur_p.proallargtypes, augur_p.proargmodes) FROM pg_catalog.pg_proc augur_p WHERE augur_p.oid = CAST({oid} AS INT))"
+                )
+            }
+            ("pg_table_is_visible", [oid]) => format!(
+                "(CAST({oid} AS INT) IN (SELECT augur_c.oid FROM pg_catalog.pg_class augur_c JOIN pg_catalog.pg_namespace augur_n ON augur_c.relnamespace = augur_n.oid WHERE augur_n.nspname IN ('public', 'pg_catalog')))"
+            ),
+            (
+                "pg_table_size" | "pg_relation_size" | "pg_total_relation_size" | "pg_indexes_size",
+                [relation, ..],
+            ) => {
+                let table = crate::catalog::pg_overlay::RELATION_SIZES;
+                let column = match name.as_str() {
+                    "pg_indexes_size" => "index_bytes",
+                    "pg_total_relation_size" => "total_bytes",
+                    _ => "table_bytes",
+                };
+                let matches = match relation {
+                    Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)) => {
+                        format!("augur_s.relname = {relation}")
+                    }
+                    _ => format!("augur_s.oid = CAST({relation} AS INT)"),
+                };
+                format!("(SELECT augur_s.{column} FROM pg_catalog.{table} augur_s WHERE {matches})")
+            }
             _ => return ControlFlow::Continue(()),
         };
         if let Ok(replacement) = datafusion::sql::sqlparser::parser::Parser::new(
@@ -461,6 +989,38 @@ impl VisitorMut for ViewDefinitions {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// The OID of the catalog named by a literal (`'pg_class'`), as `pg_description.classoid` has it.
+fn class_oid(class: &Expr) -> Option<i32> {
+    let Expr::Value(v) = class else {
+        return None;
+    };
+    let Value::SingleQuotedString(name) = &v.value else {
+        return None;
+    };
+    Some(match name.trim_start_matches("pg_catalog.") {
+        "pg_class" => 1259,
+        "pg_type" => 1247,
+        "pg_proc" => 1255,
+        "pg_namespace" => 2615,
+        "pg_am" => 2601,
+        "pg_constraint" => 2606,
+        "pg_database" => 1262,
+        "pg_authid" => 1260,
+        "pg_tablespace" => 1213,
+        "pg_collation" => 3456,
+        "pg_operator" => 2617,
+        "pg_opclass" => 2616,
+        "pg_opfamily" => 2753,
+        "pg_language" => 2612,
+        "pg_cast" => 2605,
+        "pg_conversion" => 2607,
+        "pg_extension" => 3079,
+        "pg_trigger" => 2620,
+        "pg_aggregate" => 2600,
+        _ => return None,
+    })
 }
 
 /// `col = 'name'::regproc` reaches here as a lookup of the function's OID in `pg_proc`, but

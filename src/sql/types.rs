@@ -126,6 +126,50 @@ pub fn pg_type_name(dt: &DataType) -> String {
     }
 }
 
+/// The OID of the PostgreSQL type a column of Arrow type `dt` has, and its type modifier
+/// (`numeric(p,s)`: `(p << 16 | s) + 4`; otherwise -1).
+pub fn pg_type_oid(dt: &DataType) -> (i32, i32) {
+    let oid = match dt {
+        DataType::Boolean => 16,
+        DataType::Int16 => 21,
+        DataType::Int32 => 23,
+        DataType::Int64 => 20,
+        DataType::Float32 => 700,
+        DataType::Float64 => 701,
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => {
+            return (1700, ((i32::from(*p) << 16) | i32::from(*s)) + 4);
+        }
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => 17,
+        DataType::Date32 | DataType::Date64 => 1082,
+        DataType::Time32(_) | DataType::Time64(_) => 1083,
+        DataType::Timestamp(_, None) => 1114,
+        DataType::Timestamp(_, Some(_)) => 1184,
+        DataType::Interval(_) | DataType::Duration(_) => 1186,
+        DataType::List(element) | DataType::LargeList(element) => {
+            let (element, typmod) = pg_type_oid(element.data_type());
+            let array = match element {
+                16 => 1000,
+                17 => 1001,
+                20 => 1016,
+                21 => 1005,
+                23 => 1007,
+                700 => 1021,
+                701 => 1022,
+                1082 => 1182,
+                1083 => 1183,
+                1114 => 1115,
+                1184 => 1185,
+                1186 => 1187,
+                1700 => 1231,
+                _ => 1009,
+            };
+            return (array, typmod);
+        }
+        _ => 25,
+    };
+    (oid, -1)
+}
+
 /// Parses PostgreSQL's text form of a `bytea` value.
 pub fn parse_bytea(text: &str) -> Option<Vec<u8>> {
     if let Some(hex) = text.strip_prefix("\\x") {
