@@ -34,6 +34,16 @@ pub enum Error {
         /// Which key, e.g. `Key (id)=(1) already exists.`
         detail: String,
     },
+    /// A row that makes a `CHECK` constraint false (`23514`).
+    #[error("new row for relation \"{table}\" violates check constraint \"{constraint}\"")]
+    CheckViolation {
+        /// The table written to.
+        table: String,
+        /// The constraint's name.
+        constraint: String,
+        /// `Failing row contains (...).`
+        detail: String,
+    },
     /// A NULL for a NOT NULL column (`23502`).
     #[error(
         "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
@@ -90,6 +100,7 @@ impl Error {
             Error::DuplicateTable(_) => "42P07",
             Error::UniqueViolation { .. } => "23505",
             Error::NotNullViolation { .. } => "23502",
+            Error::CheckViolation { .. } => "23514",
             Error::InvalidText(_) => "22P02",
             Error::InvalidParameter(_) => "22023",
             Error::NotSupported(_) => "0A000",
@@ -115,6 +126,7 @@ impl Error {
         match self {
             Error::UniqueViolation { detail, .. } => Some(detail.clone()),
             Error::DependentObjects { detail, .. } => Some(detail.clone()),
+            Error::CheckViolation { detail, .. } => Some(detail.clone()),
             _ => None,
         }
     }

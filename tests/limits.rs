@@ -200,6 +200,8 @@ async fn cancel_requests_and_statement_timeout_stop_any_statement() {
         // a long aggregate and a long sort
         "SELECT count(*) FROM generate_series(1, 100000000000) AS g(x) WHERE x % 7 = 3",
         "SELECT x FROM generate_series(1, 100000000000) AS g(x) ORDER BY x DESC LIMIT 1",
+        // a sleep, which holds no thread
+        "SELECT pg_sleep(3600)",
     ];
     for sql in endless {
         let (err, took) = cancel_after(&client, sql, Duration::from_millis(300)).await;

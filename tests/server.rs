@@ -742,3 +742,94 @@ async fn temporary_tables_go_with_their_session() {
     let rows = client.query("SELECT x FROM scratch", &[]).await.unwrap();
     assert_eq!(rows.len(), 1);
 }
+
+/// ALTER TABLE rewrites a table's rows in one batch: the new layout, the constraints and the
+/// renames survive a kill -9, a statement prepared before the change is refused rather than
+/// reading rows of another layout, and the constraints keep holding afterwards.
+#[tokio::test]
+async fn altered_tables_keep_their_rows_and_constraints_across_restarts() {
+    let mut server = TestServer::start();
+    {
+        let client = server.connect().await;
+        client
+            .batch_execute(
+                "CREATE TABLE t (id SERIAL PRIMARY KEY, a TEXT, b INT CHECK (b > 0), d TEXT UNIQUE); \
+                 INSERT INTO t (a, b, d) VALUES ('x', 5, 'p'), ('y', 6, 'q');",
+            )
+            .await
+            .unwrap();
+        let before = client.prepare("SELECT * FROM t ORDER BY id").await.unwrap();
+        client
+            .batch_execute(
+                "ALTER TABLE t ADD COLUMN c TEXT DEFAULT 'z'; ALTER TABLE t DROP COLUMN d; \
+                 ALTER TABLE t RENAME COLUMN a TO name; ALTER TABLE t RENAME TO tt; \
+                 ALTER TABLE tt ADD CONSTRAINT name_short CHECK (length(name) < 5);",
+            )
+            .await
+            .unwrap();
+        let err = client.query(&before, &[]).await.unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "0A000", "{err}");
+    }
+    server.kill();
+    server.start_again();
+    let client = server.connect().await;
+    let rows: Vec<(i32, String, i32, String)> = client
+        .query("SELECT id, name, b, c FROM tt ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (1, "x".to_string(), 5, "z".to_string()),
+            (2, "y".to_string(), 6, "z".to_string())
+        ]
+    );
+    for (sql, code) in [
+        ("INSERT INTO tt (name, b) VALUES ('w', -1)", "23514"),
+        ("INSERT INTO tt (name, b) VALUES ('longer', 1)", "23514"),
+        ("SELECT d FROM tt", "42703"),
+        ("SELECT * FROM t", "42P01"),
+    ] {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        assert_eq!(err.code().unwrap().code(), code, "{sql}: {err}");
+    }
+    // the serial column's sequence followed the rename and did not start again
+    let id: i32 = client
+        .query_one("INSERT INTO tt (name, b) VALUES ('v', 1) RETURNING id", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(id > 2, "{id}");
+    // the dropped column's unique index went with it
+    let indexes: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'tt'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(indexes, 1);
+}
+
+/// A COPY into a table that does not exist fails alone through the extended protocol, and the
+/// connection goes on: the error comes when the statement is prepared, before the client starts
+/// sending rows.
+#[tokio::test]
+async fn a_copy_into_a_missing_table_fails_alone() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    let err = client
+        .copy_in::<_, bytes::Bytes>("COPY nope FROM STDIN")
+        .await
+        .err()
+        .expect("COPY into a missing table");
+    assert_eq!(err.code().unwrap().code(), "42P01", "{err}");
+    for n in 1..=3i64 {
+        let row = client.query_one("SELECT $1::bigint", &[&n]).await.unwrap();
+        assert_eq!(row.get::<_, i64>(0), n);
+    }
+}

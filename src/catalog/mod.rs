@@ -7,7 +7,9 @@
 //! first state. DataFusion sees the catalog through [`schema::AugurSchema`].
 
 pub mod information_schema;
+pub mod pg_builtins;
 pub mod pg_functions;
+pub mod pg_json;
 pub mod pg_overlay;
 pub mod schema;
 pub mod sequence;
@@ -604,6 +606,83 @@ impl Catalog {
         Ok(Some(table))
     }
 
+    /// Replaces table `old` by one of definition `def` (same id, perhaps another name), in one
+    /// atomic batch: `fill` writes the rows of the new layout (over the old rows, whose keys
+    /// they keep), `indexes` are the new definitions of the indexes kept (their entries stay),
+    /// `dropped_indexes` go with their entries, and `sequences` are the owned sequences with
+    /// their new owners (`None` drops one). Returns the new table.
+    pub fn replace_table(
+        &self,
+        old: &Arc<Table>,
+        def: TableDef,
+        change: TableChange,
+        fill: impl FnOnce(&Table, &mut WriteBatch) -> Result<()>,
+    ) -> Result<Arc<Table>> {
+        let mut tables = self.write_tables();
+        let old_name = old.name().to_string();
+        if def.name != old_name && self.taken(&tables, &def.name) {
+            return Err(Error::DuplicateTable(def.name));
+        }
+        let table = Arc::new(self.build(def, old.next_row_id())?);
+        table.set_ingested(old.ingested());
+        table.set_watermark_state(old.watermark_state());
+        let mut batch = WriteBatch::default();
+        fill(&table, &mut batch)?;
+        batch.put(
+            table_key(table.def().id),
+            serde_json::to_vec(table.def()).map_err(json_err)?,
+        );
+        for index in &change.dropped_indexes {
+            self.drop_index_in(&mut batch, index);
+        }
+        let mut kept = Vec::with_capacity(change.indexes.len());
+        for index in &change.indexes {
+            batch.put(
+                entry_key(INDEX_PREFIX, index.id),
+                serde_json::to_vec(index).map_err(json_err)?,
+            );
+            kept.push(Arc::new(Index::new(index.clone(), table.full_schema())?));
+        }
+        let mut reowned = Vec::new();
+        let mut dropped_sequences = Vec::new();
+        for (sequence, owner) in change.sequences {
+            match owner {
+                Some(owner) => reowned.push(self.sequences.reown_in(
+                    &mut batch,
+                    &sequence,
+                    Some(owner),
+                )?),
+                None => {
+                    self.sequences.drop_in(&mut batch, &sequence);
+                    dropped_sequences.push(sequence.def().name.clone());
+                }
+            }
+        }
+        self.store.write(batch)?;
+        for index in kept {
+            table.add_index(index);
+        }
+        {
+            let mut index_defs = self.write_indexes();
+            for index in &change.dropped_indexes {
+                index_defs.remove(&index.name);
+            }
+            for index in change.indexes {
+                index_defs.insert(index.name.clone(), index);
+            }
+        }
+        for sequence in reowned {
+            self.sequences.insert(sequence);
+        }
+        for name in dropped_sequences {
+            self.sequences.remove(&name);
+        }
+        old.retire();
+        tables.remove(&old_name);
+        tables.insert(table.name().to_string(), table.clone());
+        Ok(table)
+    }
+
     /// Drops the table called `name` and deletes its rows. Returns false when there is no such
     /// table.
     pub fn drop_table(&self, name: &str) -> Result<bool> {
@@ -637,6 +716,20 @@ impl Catalog {
         tables.remove(name);
         Ok(true)
     }
+}
+
+/// The table and column a sequence belongs to.
+pub type SequenceOwner = (String, String);
+
+/// What else changes with a table in [`Catalog::replace_table`].
+#[derive(Default)]
+pub struct TableChange {
+    /// The new definitions of the indexes kept.
+    pub indexes: Vec<IndexDef>,
+    /// Indexes dropped with the change.
+    pub dropped_indexes: Vec<IndexDef>,
+    /// Owned sequences and their new owners (`None`: dropped).
+    pub sequences: Vec<(Arc<sequence::Sequence>, Option<SequenceOwner>)>,
 }
 
 /// Every stored definition of one kind (`prefix`), in id order.

@@ -661,7 +661,12 @@ impl PgCatalogOverlay {
         for (relation, columns, constrained) in relations {
             for (i, column) in columns.iter().filter(|c| !c.hidden).enumerate() {
                 let data_type: DataType = column.data_type.parse().unwrap_or(DataType::Utf8);
-                let (oid, typmod) = crate::sql::types::pg_type_oid(&data_type);
+                let (oid, typmod) = match column.pg_type.as_deref() {
+                    Some("uuid") => (2950, -1),
+                    Some("json") => (114, -1),
+                    Some("jsonb") => (3802, -1),
+                    _ => crate::sql::types::pg_type_oid(&data_type),
+                };
                 names.push(relation.clone());
                 numbers.push(i as i16 + 1);
                 types.push(oid);

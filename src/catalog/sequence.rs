@@ -112,7 +112,9 @@ struct Position {
 #[derive(Debug)]
 pub struct Sequence {
     def: SequenceDef,
-    position: Mutex<Position>,
+    /// Shared with the sequence's next definition when its owner is renamed, so that no value
+    /// is handed out twice.
+    position: Arc<Mutex<Position>>,
 }
 
 impl Sequence {
@@ -263,7 +265,7 @@ impl Sequences {
                 def.name.clone(),
                 Arc::new(Sequence {
                     def,
-                    position: Mutex::new(position),
+                    position: Arc::new(Mutex::new(position)),
                 }),
             );
         }
@@ -320,7 +322,29 @@ impl Sequences {
         batch.put(state_key(def.id), encode(position));
         Ok(Arc::new(Sequence {
             def,
-            position: Mutex::new(position),
+            position: Arc::new(Mutex::new(position)),
+        }))
+    }
+
+    /// Adds the writes that make `sequence` owned by `owner` (a table and column) to `batch`;
+    /// returns the sequence to [`Sequences::insert`] once the batch is written. It keeps its
+    /// position.
+    pub fn reown_in(
+        &self,
+        batch: &mut WriteBatch,
+        sequence: &Sequence,
+        owner: Option<(String, String)>,
+    ) -> Result<Arc<Sequence>> {
+        let mut def = sequence.def.clone();
+        def.owned_by = owner;
+        batch.put(
+            entry_key(DEF_PREFIX, def.id),
+            serde_json::to_vec(&def)
+                .map_err(|e| Error::Internal(format!("encoding a sequence: {e}")))?,
+        );
+        Ok(Arc::new(Sequence {
+            def,
+            position: sequence.position.clone(),
         }))
     }
 

@@ -69,6 +69,7 @@ impl ViewDef {
             append_only: self.append_only,
             watermark: None,
             temporary: false,
+            checks: Vec::new(),
         }
     }
 
@@ -85,6 +86,10 @@ impl ViewDef {
                 default: None,
                 hidden: false,
                 identity: None,
+                pg_type: f
+                    .metadata()
+                    .get(crate::catalog::pg_builtins::PG_TYPE_KEY)
+                    .cloned(),
             })
             .collect()
     }

@@ -293,7 +293,6 @@ impl SimpleQueryHandler for Queries {
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
-        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let limits_for = self.limits(client);
         let conn = connection(client);
         let mut responses = Vec::with_capacity(statements.len());
@@ -306,6 +305,8 @@ impl SimpleQueryHandler for Queries {
             };
             forget_deallocated(client, &conn);
             send_notices(client, notices).await?;
+            // After the statement, which may have changed a setting the output depends on.
+            let options = format_options(client.metadata());
             match result.and_then(|output| {
                 into_response(
                     output,
@@ -409,8 +410,11 @@ impl ExtendedQueryHandler for Queries {
             .iter()
             .map(|t| (!t.is_null()).then_some(t))
             .collect();
-        let params = deserialize_parameters(portal, &types)?;
-        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let params = match text_typed_parameters(portal) {
+            Some(portal) => deserialize_parameters(&portal, &types)?,
+            None => deserialize_parameters(portal, &types)?,
+        };
+        let options = format_options(client.metadata());
         let limits = self.limits(client)(client);
         let conn = connection(client);
         let (result, notices) = {
@@ -491,6 +495,60 @@ impl QueryParser for Parser {
             None => Ok(vec![]),
         }
     }
+}
+
+/// `portal` with its `uuid`, `json` and `jsonb` parameters (by the types the client gave in
+/// Parse) as the text Augur stores them in, typed `text`; `None` when it has none. Such values
+/// are read into text columns and checked where they are written. In binary format a `uuid` is
+/// its 16 bytes and a `jsonb` its text after a version byte.
+fn text_typed_parameters<S: Clone>(portal: &Portal<S>) -> Option<Portal<S>> {
+    use pgwire::api::Type;
+    let types = &portal.statement.parameter_types;
+    let typed = |t: &Option<Type>| matches!(t, Some(t) if *t == Type::UUID || *t == Type::JSON || *t == Type::JSONB);
+    if !types.iter().any(typed) {
+        return None;
+    }
+    let mut parameter_types = types.clone();
+    let mut parameters = portal.parameters.clone();
+    for (i, t) in types.iter().enumerate() {
+        if !typed(t) {
+            continue;
+        }
+        let binary = portal.parameter_format.is_binary(i);
+        if let (Some(t), Some(Some(bytes))) = (t, parameters.get_mut(i)) {
+            if binary && *t == Type::UUID {
+                if let Ok(raw) = <[u8; 16]>::try_from(bytes.as_ref()) {
+                    *bytes = crate::catalog::pg_builtins::uuid_text(&raw)
+                        .into_bytes()
+                        .into();
+                }
+            } else if binary && *t == Type::JSONB && bytes.first() == Some(&1) {
+                *bytes = bytes.slice(1..);
+            }
+        }
+        // text is the same in both formats: its UTF-8 bytes
+        parameter_types[i] = Some(Type::TEXT);
+    }
+    let statement = Arc::new(StoredStatement::new(
+        portal.statement.id.clone(),
+        portal.statement.statement.clone(),
+        parameter_types,
+    ));
+    let mut typed = Portal::new_cursor(portal.name.clone(), statement);
+    typed.parameter_format = portal.parameter_format.clone();
+    typed.parameters = parameters;
+    typed.result_column_format = portal.result_column_format.clone();
+    typed.state = portal.state.clone();
+    Some(typed)
+}
+
+/// How the session's values are written: its `DateStyle`, `extra_float_digits`, `TimeZone`.
+fn format_options(metadata: &std::collections::HashMap<String, String>) -> Arc<FormatOptions> {
+    let mut options = FormatOptions::from_client_metadata(metadata);
+    if let Some(zone) = metadata.get("timezone") {
+        options.time_zone = zone.clone();
+    }
+    Arc::new(options)
 }
 
 /// Field descriptions with the names clients see (see [`crate::sql::names::client_name`]).

@@ -23,16 +23,25 @@ use pgwire::types::format::FormatOptions;
 pub const VECTOR_TYPE_KEY: &str = "augur.pg_vector";
 
 /// `fields` with the text-format columns of `schema` that carry [`VECTOR_TYPE_KEY`] typed as
-/// `int2vector` or `oidvector`.
+/// `int2vector` or `oidvector`, and those whose metadata names `uuid`, `json` or `jsonb`
+/// (text columns; in binary format they stay `text`) as that type.
 pub fn vector_types(schema: &Schema, fields: Vec<FieldInfo>) -> Vec<FieldInfo> {
     fields
         .into_iter()
         .zip(schema.fields())
         .map(|(info, field)| {
             // The type's OID, as a simple type: its text is one value, not an array's elements.
-            let (name, oid) = match field.metadata().get(VECTOR_TYPE_KEY).map(String::as_str) {
+            let metadata = field.metadata();
+            let (name, oid) = match metadata
+                .get(VECTOR_TYPE_KEY)
+                .or_else(|| metadata.get(crate::catalog::pg_builtins::PG_TYPE_KEY))
+                .map(String::as_str)
+            {
                 Some("int2vector") => ("int2vector", pgwire::api::Type::INT2_VECTOR.oid()),
                 Some("oidvector") => ("oidvector", pgwire::api::Type::OID_VECTOR.oid()),
+                Some("uuid") => ("uuid", pgwire::api::Type::UUID.oid()),
+                Some("json") => ("json", pgwire::api::Type::JSON.oid()),
+                Some("jsonb") => ("jsonb", pgwire::api::Type::JSONB.oid()),
                 _ => return info,
             };
             let vector = pgwire::api::Type::new(
@@ -68,6 +77,10 @@ pub fn postgres_text(
         .trim_start()
         .to_ascii_uppercase()
         .starts_with("ISO");
+    // timestamptz values are shown in the session's time zone.
+    let zone = crate::session::timezone::Zone::parse(&options.time_zone).unwrap_or(
+        crate::session::timezone::Zone::Fixed(chrono::FixedOffset::east_opt(0).expect("UTC")),
+    );
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     let mut schema_fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
     let mut changed = false;
@@ -111,7 +124,15 @@ pub fn postgres_text(
                     micros
                         .as_primitive::<TimestampMicrosecondType>()
                         .iter()
-                        .map(|v| v.and_then(|v| timestamp_text(v, tz.is_some())))
+                        .map(|v| {
+                            v.and_then(|v| {
+                                if tz.is_some() {
+                                    zone.timestamptz_text(v)
+                                } else {
+                                    timestamp_text(v)
+                                }
+                            })
+                        })
                         .collect()
                 })
             }
@@ -266,15 +287,10 @@ fn fraction(micros: u32) -> String {
     digits.trim_end_matches('0').to_string()
 }
 
-fn timestamp_text(micros: i64, with_tz: bool) -> Option<String> {
+fn timestamp_text(micros: i64) -> Option<String> {
     let dt = chrono::DateTime::from_timestamp_micros(micros)?.naive_utc();
     let frac = fraction((micros.rem_euclid(1_000_000)) as u32);
-    let base = dt.format("%Y-%m-%d %H:%M:%S");
-    Some(if with_tz {
-        format!("{base}{frac}+00")
-    } else {
-        format!("{base}{frac}")
-    })
+    Some(format!("{}{frac}", dt.format("%Y-%m-%d %H:%M:%S")))
 }
 
 fn time_text(micros: i64) -> String {
@@ -394,11 +410,8 @@ mod tests {
 
     #[test]
     fn timestamps_drop_zero_fractions() {
-        assert_eq!(timestamp_text(0, false).unwrap(), "1970-01-01 00:00:00");
-        assert_eq!(
-            timestamp_text(1_500_000, true).unwrap(),
-            "1970-01-01 00:00:01.5+00"
-        );
+        assert_eq!(timestamp_text(0).unwrap(), "1970-01-01 00:00:00");
+        assert_eq!(timestamp_text(1_500_000).unwrap(), "1970-01-01 00:00:01.5");
         assert_eq!(time_text(3_723_000_001), "01:02:03.000001");
     }
 }

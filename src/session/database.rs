@@ -78,6 +78,9 @@ impl Database {
         datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, roles)
             .map_err(|e| Error::from(*e))?;
         crate::catalog::pg_functions::register(&ctx);
+        crate::catalog::pg_builtins::register(&ctx);
+        crate::catalog::pg_json::register(&ctx);
+        crate::sql::operators::register(&ctx)?;
         let augur = ctx
             .catalog(CATALOG_NAME)
             .ok_or_else(|| Error::Internal("catalog augur missing".into()))?;
@@ -96,6 +99,9 @@ impl Database {
             catalog.sequences(),
         )?;
         crate::catalog::pg_functions::register(&dml_ctx);
+        crate::catalog::pg_builtins::register(&dml_ctx);
+        crate::catalog::pg_json::register(&dml_ctx);
+        crate::sql::operators::register(&dml_ctx)?;
         let parser = SqlParser::new();
         let sources = super::sources::recover(&catalog)?;
         let flows = super::views::recover(&store, &catalog, &ctx, &parser).await?;
@@ -270,6 +276,9 @@ fn new_context(
         .with_information_schema(false)
         .with_target_partitions(2);
     config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    // `timestamptz` literals and `now()` are instants (typed with UTC); they are shown in the
+    // session's TimeZone when written out.
+    config.options_mut().execution.time_zone = Some("+00:00".into());
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     rules.push(Arc::new(super::checked::CheckedArithmetic));
     let state = datafusion::execution::SessionStateBuilder::new()

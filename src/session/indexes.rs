@@ -164,7 +164,7 @@ impl Session<'_> {
 }
 
 /// Adds the entries of every stored row of `table` to `batch`.
-fn build(
+pub(super) fn build(
     store: &crate::storage::Store,
     table: &Arc<Table>,
     index: &Index,

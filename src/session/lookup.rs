@@ -240,6 +240,7 @@ impl PointLookup {
 
     /// Reads the row, if there is one.
     pub fn execute(&self, params: &ParamValues) -> Result<RecordBatch> {
+        self.table.check_current()?;
         let values = self
             .key
             .iter()

@@ -5,6 +5,7 @@
 //! prepares and executes at once; the extended protocol prepares at Parse and executes at each
 //! Execute, so a prepared statement is planned once however often it runs.
 
+mod alter;
 pub(crate) mod checked;
 pub mod connection;
 pub mod copy;
@@ -17,6 +18,7 @@ mod models;
 mod portals;
 mod set_ops;
 mod sources;
+pub mod timezone;
 mod utility;
 pub mod vars;
 mod views;
@@ -433,6 +435,18 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
         }
         Statement::ShowViews { .. } | Statement::ShowTables { .. } => {
             (Plan::Utility, Some(views::show_views_schema()), vec![])
+        }
+        // COPY ... FROM STDIN names a table that must exist when the statement is prepared:
+        // clients that send COPY through the extended protocol (tokio-postgres, JDBC) start
+        // sending rows once it is described.
+        Statement::Copy {
+            source: datafusion::sql::sqlparser::ast::CopySource::Table { table_name, .. },
+            to: false,
+            ..
+        } => {
+            db.catalog()
+                .table_to_write(&crate::sql::table_name(table_name)?, "copy to")?;
+            (Plan::Utility, None, vec![])
         }
         other => {
             check_utility(other)?;

@@ -108,6 +108,7 @@ impl Session<'_> {
                 default: None,
                 hidden: false,
                 identity: None,
+                pg_type: None,
             });
         }
         let mut options = BTreeMap::new();
@@ -126,6 +127,7 @@ impl Session<'_> {
                     default: None,
                     hidden: false,
                     identity: None,
+                    pg_type: None,
                 })
                 .collect();
         }

@@ -34,6 +34,7 @@ impl Session<'_> {
             return self.create_table_as(create, query).await;
         }
         let (mut def, sequences) = ddl::table_def(create)?;
+        let unique = ddl::unique_constraints(create)?;
         if let Some(watermark) = &watermark {
             if !append_only {
                 return Err(Error::NotSupported(
@@ -50,11 +51,18 @@ impl Session<'_> {
         def.append_only = append_only;
         def.watermark = watermark;
         let name = def.name.clone();
-        match self
+        let created = self
             .db
             .catalog()
-            .create_table(def, create.if_not_exists, sequences)?
+            .create_table(def, create.if_not_exists, sequences)?;
+        if let Some(table) = &created
+            && let Err(e) = self.add_unique_constraints(table, unique)
         {
+            // The table is new and empty: it goes again with the constraint it could not have.
+            let _ = self.db.catalog().drop_table(&name);
+            return Err(e);
+        }
+        match created {
             None => self.notice(
                 "42P07",
                 format!("relation \"{name}\" already exists, skipping"),
@@ -67,6 +75,48 @@ impl Session<'_> {
             Some(_) => {}
         }
         Ok(Output::Command("CREATE TABLE".into()))
+    }
+
+    /// A unique index for each `UNIQUE` constraint of a new table, under the constraint's name.
+    pub(super) fn add_unique_constraints(
+        &self,
+        table: &std::sync::Arc<crate::table::Table>,
+        unique: Vec<(String, Vec<String>)>,
+    ) -> Result<()> {
+        let visible = table.visible_schema();
+        for (name, columns) in unique {
+            let positions = columns
+                .iter()
+                .map(|c| {
+                    visible.index_of(c).map_err(|_| {
+                        Error::UndefinedColumn(format!(
+                            "column \"{c}\" named in key does not exist"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let def = crate::table::index::IndexDef {
+                id: 0,
+                name: name.clone(),
+                relation: table.name().to_string(),
+                columns: positions,
+                unique: true,
+            };
+            let store = self.db.store().clone();
+            if !self
+                .db
+                .catalog()
+                .create_index(table, def, false, |index, batch| {
+                    super::indexes::build(&store, table, index, batch)
+                })?
+            {
+                return Err(Error::coded(
+                    "42P07",
+                    format!("relation \"{name}\" already exists"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `CREATE TABLE name [(columns)] AS query`: a table with the query's columns and types
@@ -274,6 +324,7 @@ impl Session<'_> {
                 ..
             } => self.drop_indexes(names, *if_exists).await,
             Statement::CreateTable(create) => self.create_table(create, false, None).await,
+            Statement::AlterTable(alter) => self.alter_table(alter).await,
             Statement::Drop {
                 object_type:
                     object_type @ (ObjectType::Table | ObjectType::View | ObjectType::MaterializedView),
@@ -553,6 +604,7 @@ impl Session<'_> {
 pub(super) fn check_utility(statement: &Statement) -> Result<()> {
     match statement {
         Statement::CreateTable(_)
+        | Statement::AlterTable(_)
         | Statement::CreateSequence { .. }
         | Statement::CreateIndex(_)
         | Statement::CreateView(_)
@@ -619,7 +671,7 @@ pub(super) fn show_name(variable: &[datafusion::sql::sqlparser::ast::Ident]) -> 
 pub(super) fn show_schema(name: Option<&str>) -> SchemaRef {
     match name {
         Some(name) => Arc::new(Schema::new(vec![Field::new(
-            name.to_ascii_lowercase(),
+            super::vars::canonical_name(name),
             DataType::Utf8,
             false,
         )])),

@@ -227,6 +227,12 @@ fn lookup(name: &str) -> Option<&'static Var> {
     all_vars().find(|v| v.name.eq_ignore_ascii_case(name))
 }
 
+/// The name PostgreSQL spells a setting with (`TimeZone`, `DateStyle`), which `SHOW` uses as
+/// its column's name; a name Augur does not know, in lower case.
+pub fn canonical_name(name: &str) -> String {
+    lookup(name).map_or_else(|| name.to_ascii_lowercase(), |v| v.name.to_string())
+}
+
 fn all_vars() -> impl Iterator<Item = &'static Var> {
     VARS.iter().chain(POSTGRES_TUNING)
 }
@@ -331,19 +337,10 @@ fn validate(name: &str, value: String) -> Result<String> {
             "on" | "true" | "1" => Ok("on".into()),
             _ => invalid(" (Augur only supports on)"),
         },
-        "TimeZone" => {
-            let upper = value.to_ascii_uppercase();
-            if matches!(
-                upper.as_str(),
-                "UTC" | "GMT" | "Z" | "ETC/UTC" | "+00" | "+00:00" | "0"
-            ) {
-                Ok("UTC".into())
-            } else if chrono_tz_like(&value) {
-                Ok(value)
-            } else {
-                invalid("")
-            }
-        }
+        "TimeZone" => match super::timezone::Zone::canonical_name(&value) {
+            Some(name) => Ok(name),
+            None => invalid(""),
+        },
         _ if name.starts_with("enable_")
             || matches!(
                 name,
@@ -373,16 +370,6 @@ fn validate(name: &str, value: String) -> Result<String> {
         }
         _ => Ok(value),
     }
-}
-
-/// Accepts `Area/Location` names and numeric offsets; timestamps are shown in UTC regardless.
-fn chrono_tz_like(value: &str) -> bool {
-    let offset = value.trim_start_matches(['+', '-']);
-    (value.contains('/')
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c)))
-        || (!offset.is_empty() && offset.chars().all(|c| c.is_ascii_digit() || c == ':'))
 }
 
 fn unknown(name: &str) -> Error {

@@ -122,12 +122,57 @@ pub fn sequence_def(
 /// Resolves a CREATE TABLE statement (without `AS query`) into a table definition and the
 /// sequences its `SERIAL` and identity columns need (owned by those columns). Ids are assigned
 /// by the catalog, which may rename a sequence whose name is taken.
+/// The `UNIQUE` constraints of `create`, column and table constraints alike, as (name, column
+/// names); unnamed ones are named as PostgreSQL names them, `<table>_<columns>_key`. Each becomes
+/// a unique index: NULLs are distinct, as PostgreSQL's default is.
+pub fn unique_constraints(create: &CreateTable) -> Result<Vec<(String, Vec<String>)>> {
+    use datafusion::sql::sqlparser::ast::{NullsDistinctOption, UniqueConstraint};
+    let table = table_name(&create.name)?;
+    let named = |name: Option<&datafusion::sql::sqlparser::ast::Ident>, columns: &[String]| {
+        name.map(normalize_ident)
+            .unwrap_or_else(|| format!("{table}_{}_key", columns.join("_")))
+    };
+    let check = |unique: &UniqueConstraint| {
+        if matches!(unique.nulls_distinct, NullsDistinctOption::NotDistinct) {
+            return Err(Error::NotSupported("UNIQUE NULLS NOT DISTINCT".into()));
+        }
+        Ok(())
+    };
+    let mut out = Vec::new();
+    for column in &create.columns {
+        for option in &column.options {
+            if let ColumnOption::Unique(unique) = &option.option {
+                check(unique)?;
+                let columns = vec![normalize_ident(&column.name)];
+                out.push((named(option.name.as_ref(), &columns), columns));
+            }
+        }
+    }
+    for constraint in &create.constraints {
+        if let TableConstraint::Unique(unique) = constraint {
+            check(unique)?;
+            let columns = unique
+                .columns
+                .iter()
+                .map(|c| match &c.column.expr {
+                    SqlExpr::Identifier(ident) => Ok(normalize_ident(ident)),
+                    other => Err(Error::NotSupported(format!("UNIQUE on expression {other}"))),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.push((named(unique.name.as_ref(), &columns), columns));
+        }
+    }
+    Ok(out)
+}
+
 pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
     refuse_unsupported(create)?;
     let name = table_name(&create.name)?;
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len() + 1);
     let mut sequences: Vec<SequenceDef> = Vec::new();
     let mut primary_key: Option<Vec<String>> = None;
+    // (name, columns it reads, expression) of each CHECK constraint.
+    let mut checks: Vec<(Option<String>, Vec<String>, String)> = Vec::new();
     let mut set_primary_key = |cols: Vec<String>| {
         if primary_key.is_some() {
             return Err(Error::coded(
@@ -208,17 +253,20 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
                     });
                 }
                 ColumnOption::PrimaryKey(_) => set_primary_key(vec![column_name.clone()])?,
-                ColumnOption::Unique(_) => {
-                    return Err(Error::NotSupported(
-                        "UNIQUE constraints other than the PRIMARY KEY".into(),
-                    ));
-                }
+                // Made into unique indexes when the table is created (unique_constraints).
+                ColumnOption::Unique(_) => {}
                 ColumnOption::ForeignKey(_) => {
                     return Err(Error::NotSupported("FOREIGN KEY constraints".into()));
                 }
-                ColumnOption::Check(_) => {
-                    return Err(Error::NotSupported("CHECK constraints".into()));
-                }
+                ColumnOption::Check(check) => checks.push((
+                    option
+                        .name
+                        .as_ref()
+                        .or(check.name.as_ref())
+                        .map(normalize_ident),
+                    vec![column_name.clone()],
+                    check.expr.to_string(),
+                )),
                 ColumnOption::Generated { .. } => {
                     return Err(Error::NotSupported("generated columns".into()));
                 }
@@ -234,6 +282,7 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
             default,
             hidden: false,
             identity,
+            pg_type: types::text_type(sql_type).map(str::to_string),
         });
     }
     if columns.is_empty() {
@@ -255,17 +304,15 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
                     .collect::<Result<Vec<_>>>()?;
                 set_primary_key(cols)?;
             }
-            TableConstraint::Unique(_) => {
-                return Err(Error::NotSupported(
-                    "UNIQUE constraints other than the PRIMARY KEY".into(),
-                ));
-            }
+            TableConstraint::Unique(_) => {}
             TableConstraint::ForeignKey(_) => {
                 return Err(Error::NotSupported("FOREIGN KEY constraints".into()));
             }
-            TableConstraint::Check(_) => {
-                return Err(Error::NotSupported("CHECK constraints".into()));
-            }
+            TableConstraint::Check(check) => checks.push((
+                check.name.as_ref().map(normalize_ident),
+                referenced_columns(&check.expr),
+                check.expr.to_string(),
+            )),
             other => return Err(Error::NotSupported(format!("table constraint {other}"))),
         }
     }
@@ -296,13 +343,16 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
                 default: None,
                 hidden: true,
                 identity: None,
+                pg_type: None,
             });
             vec![columns.len() - 1]
         }
     };
 
+    let checks = check_defs(&name, checks);
     let table = TableDef {
         id: 0,
+        checks,
         name,
         columns,
         primary_key,
@@ -314,6 +364,56 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
         temporary: create.temporary,
     };
     Ok((table, sequences))
+}
+
+/// The columns an expression reads, each once, in the order it names them.
+fn referenced_columns(expr: &SqlExpr) -> Vec<String> {
+    use datafusion::sql::sqlparser::ast::Visit;
+    let mut columns: Vec<String> = Vec::new();
+    let _ = expr.visit(&mut ColumnNames(&mut columns));
+    columns
+}
+
+struct ColumnNames<'a>(&'a mut Vec<String>);
+
+impl datafusion::sql::sqlparser::ast::Visitor for ColumnNames<'_> {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &SqlExpr) -> std::ops::ControlFlow<()> {
+        if let SqlExpr::Identifier(ident) = expr {
+            let name = normalize_ident(ident);
+            if !self.0.contains(&name) {
+                self.0.push(name);
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// CHECK constraints named as PostgreSQL names them: `<table>_<column>_check` when the
+/// expression reads one column, `<table>_check` otherwise, with a number after a name taken.
+fn check_defs(
+    table: &str,
+    checks: Vec<(Option<String>, Vec<String>, String)>,
+) -> Vec<crate::table::check::CheckDef> {
+    let mut out: Vec<crate::table::check::CheckDef> = Vec::with_capacity(checks.len());
+    for (name, columns, expr) in checks {
+        let name = name.unwrap_or_else(|| {
+            let base = match columns.as_slice() {
+                [column] => format!("{table}_{column}_check"),
+                _ => format!("{table}_check"),
+            };
+            let mut candidate = base.clone();
+            let mut n = 0;
+            while out.iter().any(|c| c.name == candidate) {
+                n += 1;
+                candidate = format!("{base}{n}");
+            }
+            candidate
+        });
+        out.push(crate::table::check::CheckDef { name, expr });
+    }
+    out
 }
 
 fn default_sql(expr: &SqlExpr) -> String {
@@ -466,7 +566,9 @@ mod tests {
             "42703"
         );
         assert_eq!(
-            def("CREATE TABLE t (a INT UNIQUE)").unwrap_err().sqlstate(),
+            def("CREATE TABLE t (a INT REFERENCES u (a))")
+                .unwrap_err()
+                .sqlstate(),
             "0A000"
         );
         assert!(def("CREATE TEMP TABLE t (a INT)").unwrap().temporary);

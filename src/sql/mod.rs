@@ -8,6 +8,7 @@ pub mod balance;
 pub mod ddl;
 pub mod depth;
 pub mod names;
+pub mod operators;
 pub mod pg_exprs;
 pub mod recursive;
 pub mod rewrite;

@@ -114,6 +114,22 @@ fn figure(expr: &Expr) -> Option<String> {
     match expr {
         Expr::Identifier(ident) => Some(normalize_ident(ident)),
         Expr::CompoundIdentifier(parts) => parts.last().map(normalize_ident),
+        // A cast to a type stored as text, rewritten into the function that reads it (see
+        // `pg_exprs`): named as the cast is.
+        Expr::Function(f) if text_type_reader(f).is_some() => {
+            let argument = match &f.args {
+                datafusion::sql::sqlparser::ast::FunctionArguments::List(list) => {
+                    match list.args.first() {
+                        Some(datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
+                            datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(e),
+                        )) => figure(e),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            argument.or_else(|| text_type_reader(f).map(str::to_string))
+        }
         Expr::Function(f) => f
             .name
             .0
@@ -157,6 +173,18 @@ fn figure(expr: &Expr) -> Option<String> {
 }
 
 /// The name PostgreSQL shows for a type in a column heading (`int4`, `float8`, `text`, ...).
+/// The type a call of one of the functions casts to `uuid`, `json` and `jsonb` are rewritten
+/// into reads.
+fn text_type_reader(f: &datafusion::sql::sqlparser::ast::Function) -> Option<&'static str> {
+    let name = f.name.0.last().and_then(|p| p.as_ident())?.value.as_str();
+    match name {
+        crate::catalog::pg_builtins::UUID_IN => Some("uuid"),
+        crate::catalog::pg_json::JSON_IN => Some("json"),
+        crate::catalog::pg_json::JSONB_IN => Some("jsonb"),
+        _ => None,
+    }
+}
+
 fn type_name(data_type: &DataType) -> String {
     match data_type {
         DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) => "int4".into(),
@@ -168,9 +196,11 @@ fn type_name(data_type: &DataType) -> String {
         DataType::Varchar(_) | DataType::CharacterVarying(_) => "varchar".into(),
         DataType::Char(_) | DataType::Character(_) => "bpchar".into(),
         DataType::Numeric(_) | DataType::Decimal(_) => "numeric".into(),
-        DataType::Timestamp(_, datafusion::sql::sqlparser::ast::TimezoneInfo::WithTimeZone) => {
-            "timestamptz".into()
-        }
+        DataType::Timestamp(
+            _,
+            datafusion::sql::sqlparser::ast::TimezoneInfo::WithTimeZone
+            | datafusion::sql::sqlparser::ast::TimezoneInfo::Tz,
+        ) => "timestamptz".into(),
         DataType::Timestamp(..) => "timestamp".into(),
         other => other.to_string().to_lowercase(),
     }

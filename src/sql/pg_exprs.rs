@@ -7,7 +7,9 @@
 //!   read the pattern as a regular expression as it is;
 //! - a `timestamp` (without time zone) literal ignores a UTC offset written after the time, as
 //!   PostgreSQL does (`TIMESTAMP '2024-05-06 07:08:09+02'` is 07:08:09), where DataFusion
-//!   converted the time to UTC.
+//!   converted the time to UTC;
+//! - a cast to `uuid`, `json` or `jsonb` (stored as text) is the function that checks and
+//!   normalizes the text and types the result.
 
 use std::ops::ControlFlow;
 
@@ -72,6 +74,23 @@ impl VisitorMut for PgExprs {
                     right: Box::new(Expr::value(Value::SingleQuotedString(regex))),
                 };
             }
+            // Types stored as text and read by a function of their own.
+            Expr::Cast {
+                kind: CastKind::Cast | CastKind::DoubleColon,
+                data_type,
+                ..
+            } if text_type_reader(data_type).is_some() => {
+                let reader = text_type_reader(data_type).unwrap_or_default();
+                if let Expr::Cast { expr: inner, .. } = expr {
+                    let inner = std::mem::replace(inner.as_mut(), null());
+                    *expr = super::rewrite::call(reader, vec![inner]);
+                }
+            }
+            Expr::TypedString(typed) if text_type_reader(&typed.data_type).is_some() => {
+                let reader = text_type_reader(&typed.data_type).unwrap_or_default();
+                let value = Expr::Value(typed.value.clone());
+                *expr = super::rewrite::call(reader, vec![value]);
+            }
             Expr::TypedString(typed) if is_plain_timestamp(&typed.data_type) => {
                 if let Value::SingleQuotedString(text) = &mut typed.value.value {
                     *text = without_offset(text).to_string();
@@ -94,6 +113,25 @@ impl VisitorMut for PgExprs {
             _ => {}
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// The function that reads text as a value of `data_type`, for the types Augur stores as
+/// checked text: `uuid`, `json` and `jsonb`.
+fn text_type_reader(data_type: &DataType) -> Option<&'static str> {
+    match data_type {
+        DataType::Uuid => Some(crate::catalog::pg_builtins::UUID_IN),
+        DataType::JSON => Some(crate::catalog::pg_json::JSON_IN),
+        DataType::JSONB => Some(crate::catalog::pg_json::JSONB_IN),
+        DataType::Custom(name, modifiers) if modifiers.is_empty() => {
+            match name.to_string().to_ascii_lowercase().as_str() {
+                "uuid" => Some(crate::catalog::pg_builtins::UUID_IN),
+                "json" => Some(crate::catalog::pg_json::JSON_IN),
+                "jsonb" => Some(crate::catalog::pg_json::JSONB_IN),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 

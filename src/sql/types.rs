@@ -56,7 +56,8 @@ pub fn arrow_type(sql: &SqlType) -> Result<DataType> {
         | SqlType::Character(_)
         | SqlType::String(_)
         | SqlType::JSON
-        | SqlType::JSONB => DataType::Utf8,
+        | SqlType::JSONB
+        | SqlType::Uuid => DataType::Utf8,
         SqlType::Bytea => DataType::Binary,
         SqlType::Date => DataType::Date32,
         SqlType::Time(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
@@ -88,11 +89,31 @@ pub fn arrow_type(sql: &SqlType) -> Result<DataType> {
                 "float" => DataType::Float64,
                 // PostgreSQL's type for identifiers: text of at most 63 bytes.
                 "name" => DataType::Utf8,
+                "uuid" | "json" | "jsonb" => DataType::Utf8,
                 _ => return Err(unsupported()),
             }
         }
         _ => return Err(unsupported()),
     })
+}
+
+/// The PostgreSQL type of a column of type `sql` that is stored as text but is a type of its
+/// own: `uuid`, `json`, `jsonb`.
+pub fn text_type(sql: &SqlType) -> Option<&'static str> {
+    match sql {
+        SqlType::Uuid => Some("uuid"),
+        SqlType::JSON => Some("json"),
+        SqlType::JSONB => Some("jsonb"),
+        SqlType::Custom(name, modifiers) if modifiers.is_empty() => {
+            match name.to_string().to_ascii_lowercase().as_str() {
+                "uuid" => Some("uuid"),
+                "json" => Some("json"),
+                "jsonb" => Some("jsonb"),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 fn decimal_precision(p: u64) -> Result<u8> {

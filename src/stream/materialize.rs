@@ -380,6 +380,7 @@ mod tests {
             default: None,
             hidden: false,
             identity: None,
+            pg_type: None,
         };
         let def = TableDef {
             id: 7,
@@ -392,6 +393,7 @@ mod tests {
             append_only: appended,
             watermark: None,
             temporary: false,
+            checks: Vec::new(),
         };
         let table = Arc::new(Table::new(def, 0, |_| unreachable!()).unwrap());
         let op =

@@ -9,6 +9,7 @@
 //! Depends on `storage` only.
 
 pub mod changelog;
+pub mod check;
 mod codec;
 pub mod index;
 pub mod provider;
@@ -49,6 +50,10 @@ pub struct ColumnDef {
     /// An identity column (`GENERATED ... AS IDENTITY`), whose default is its sequence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
+    /// The PostgreSQL type of a column stored as text with a type of its own (`uuid`, `json`,
+    /// `jsonb`): carried in the field's metadata, checked and normalized on every write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_type: Option<String>,
 }
 
 /// How an identity column takes values.
@@ -91,6 +96,9 @@ pub struct TableDef {
     /// crash, when the server starts again).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub temporary: bool,
+    /// `CHECK` constraints, checked on every row written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<check::CheckDef>,
 }
 
 impl TableDef {
@@ -135,6 +143,11 @@ pub struct Table {
     ingested: AtomicI64,
     /// The compiled watermark, if the table has one.
     watermark: Option<watermark::Watermark>,
+    /// `CHECK` constraints, compiled.
+    checks: Vec<check::Check>,
+    /// Set when `ALTER TABLE` replaced this table by one of another definition: plans made
+    /// before hold this one and must not read or write rows in the new layout.
+    retired: std::sync::atomic::AtomicBool,
     /// Where it stands, as last committed.
     watermark_state: Mutex<watermark::WatermarkState>,
     /// Secondary indexes, maintained with the rows. Shared by every holder of the table, so
@@ -154,7 +167,18 @@ impl Table {
             let dt = DataType::from_str(&c.data_type).map_err(|e| {
                 Error::Internal(format!("stored type {} of {}: {e}", c.data_type, c.name))
             })?;
-            fields.push(Field::new(&c.name, dt, c.nullable));
+            let field = Field::new(&c.name, dt, c.nullable);
+            fields.push(match &c.pg_type {
+                Some(pg_type) => field.with_metadata(
+                    [(
+                        crate::catalog::pg_builtins::PG_TYPE_KEY.to_string(),
+                        pg_type.clone(),
+                    )]
+                    .into_iter()
+                    .collect(),
+                ),
+                None => field,
+            });
         }
         let full_schema = Arc::new(Schema::new(fields));
         let visible: Vec<_> = full_schema
@@ -176,8 +200,15 @@ impl Table {
             .as_ref()
             .map(|w| watermark::Watermark::compile(w, &full_schema))
             .transpose()?;
+        let checks = def
+            .checks
+            .iter()
+            .map(|c| check::Check::compile(c, &full_schema))
+            .collect::<Result<_>>()?;
         Ok(Self {
             watermark,
+            checks,
+            retired: std::sync::atomic::AtomicBool::new(false),
             watermark_state: Mutex::new(watermark::WatermarkState::default()),
             indexes: std::sync::RwLock::new(Arc::new(Vec::new())),
             def,
@@ -188,6 +219,32 @@ impl Table {
             next_row_id: AtomicI64::new(next_row_id),
             ingested: AtomicI64::new(0),
         })
+    }
+
+    /// Marks the table as replaced by `ALTER TABLE`.
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// An error when `ALTER TABLE` has replaced this table since a plan took it.
+    pub fn check_current(&self) -> Result<()> {
+        if self.retired.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::coded(
+                "0A000",
+                format!(
+                    "cached plan must not change result type (table \"{}\" was altered after \
+                     the statement was planned; prepare it again)",
+                    self.def.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `CHECK` constraints.
+    pub fn checks(&self) -> &[check::Check] {
+        &self.checks
     }
 
     /// The secondary indexes.

@@ -189,6 +189,9 @@ impl TableProvider for TableScan {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.table
+            .check_current()
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         // One statement reads every relation from the snapshots it was given: tables as of
         // its start, views as of the last committed epoch.
         let snapshot = state

@@ -82,6 +82,13 @@ impl Table {
             } else {
                 cast_with_options(&column, field.data_type(), &options)?
             };
+            let column = match field
+                .metadata()
+                .get(crate::catalog::pg_builtins::PG_TYPE_KEY)
+            {
+                Some(pg_type) => typed_text(&column, pg_type)?,
+                None => column,
+            };
             if !field.is_nullable() && column.null_count() > 0 {
                 return Err(Error::NotNullViolation {
                     table: self.name().to_string(),
@@ -99,7 +106,51 @@ impl Table {
                 }
             });
         }
-        Ok(RecordBatch::try_new(self.full_schema().clone(), out)?)
+        let rows = RecordBatch::try_new(self.full_schema().clone(), out)?;
+        for check in self.checks() {
+            if let Some(row) = check.first_failure(&rows)? {
+                return Err(Error::CheckViolation {
+                    table: self.name().to_string(),
+                    constraint: check.name().to_string(),
+                    detail: self.describe_row(&rows, row),
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// `Failing row contains (1, x, null).` for row `row` of `rows` (whole rows), as PostgreSQL
+    /// words it.
+    fn describe_row(&self, rows: &RecordBatch, row: usize) -> String {
+        let options = FormatOptions::default().with_null("null");
+        let values: Vec<String> = self
+            .def()
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.hidden)
+            .map(|(i, _)| {
+                ArrayFormatter::try_new(rows.column(i).as_ref(), &options)
+                    .map(|f| f.value(row).to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        format!("Failing row contains ({}).", values.join(", "))
+    }
+
+    /// The storage keys and values of `rows` (whole rows of a table whose rows are not counted).
+    pub fn encode_rows(&self, rows: &RecordBatch) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let codec = self.codec();
+        let keys = codec.encode_keys(&codec.key_columns(rows))?;
+        let values = codec.encode_values(rows)?;
+        Ok((0..rows.num_rows())
+            .map(|i| {
+                (
+                    self.row_key(keys.row(i).as_ref()),
+                    values.row(i).as_ref().to_vec(),
+                )
+            })
+            .collect())
     }
 
     /// `Key (a, b)=(1, x)` for row `row` of `rows` (whole rows), as PostgreSQL words it.
@@ -125,6 +176,34 @@ impl Table {
             .collect();
         format!("Key ({})=({})", names.join(", "), values.join(", "))
     }
+}
+
+/// Text for a column of a type stored as text (`uuid`, `json`, `jsonb`), read as that type
+/// reads it: checked (`22P02`) and normalized (`uuid` in lower case, `jsonb` as PostgreSQL
+/// writes it).
+fn typed_text(column: &ArrayRef, pg_type: &str) -> Result<ArrayRef> {
+    use crate::catalog::pg_json::JsonKind;
+    let read = |text: &str| -> Result<String> {
+        let invalid = || {
+            Error::InvalidText(format!(
+                "invalid input syntax for type {pg_type}: \"{text}\""
+            ))
+        };
+        match pg_type {
+            "uuid" => crate::catalog::pg_builtins::parse_uuid(text)
+                .map(|bytes| crate::catalog::pg_builtins::uuid_text(&bytes))
+                .ok_or_else(invalid),
+            "json" => JsonKind::Json.read(text).map_err(|_| invalid()),
+            "jsonb" => JsonKind::Jsonb.read(text).map_err(|_| invalid()),
+            _ => Ok(text.to_string()),
+        }
+    };
+    let values: datafusion::arrow::array::StringArray = column
+        .as_string::<i32>()
+        .iter()
+        .map(|text| text.map(read).transpose())
+        .collect::<Result<_>>()?;
+    Ok(Arc::new(values))
 }
 
 /// Text to `bytea` as PostgreSQL reads it (`\\x0102ff`), not the text's own bytes.
@@ -294,6 +373,7 @@ impl<'a> TableChanges<'a> {
     /// Writes every change in one atomic batch. With `log` (the table feeds views), the old
     /// and new versions of every changed row go into the change log in the same batch.
     pub fn commit(self, log: Option<&ChangeLog>) -> Result<()> {
+        self.table.check_current()?;
         let mut batch = WriteBatch::default();
         let indexes = self.table.indexes();
         let versions = if log.is_some() || !indexes.is_empty() {

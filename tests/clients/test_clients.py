@@ -258,6 +258,41 @@ def sqlalchemy_orm_generated_keys():
             pass
 
 
+@test
+def psycopg_uuid_json_jsonb_and_time_zones():
+    import uuid
+    from psycopg.types.json import Json, Jsonb
+
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute("CREATE TABLE py_docs (id UUID PRIMARY KEY, body JSONB, raw JSON, made TIMESTAMPTZ)")
+        first, second = uuid.uuid4(), uuid.uuid4()
+        made = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.timezone.utc)
+        # parameters typed uuid, jsonb and json by psycopg, in text and in binary
+        conn.execute("INSERT INTO py_docs VALUES (%s, %s, %s, %s)",
+                     (first, Jsonb({"plan": "pro", "seats": [1, 2]}), Json({"k": 1}), made))
+        conn.execute("INSERT INTO py_docs VALUES (%b, %b, %b, %b)",
+                     (second, Jsonb({"plan": "free"}), Json([1]), made))
+        rows = conn.execute("SELECT id, body, raw, body -> 'seats', body ->> 'plan' FROM py_docs "
+                            "ORDER BY body ->> 'plan'").fetchall()
+        assert rows == [
+            (second, {"plan": "free"}, [1], None, "free"),
+            (first, {"plan": "pro", "seats": [1, 2]}, {"k": 1}, [1, 2], "pro"),
+        ], rows
+        assert conn.execute("SELECT id FROM py_docs WHERE body @> %s",
+                            (Jsonb({"plan": "pro"}),)).fetchall() == [(first,)]
+        assert conn.execute("SELECT id FROM py_docs WHERE id = %s", (second,)).fetchall() == [(second,)]
+        try:
+            conn.execute("INSERT INTO py_docs (id, body) VALUES (%s, %s)", (uuid.uuid4(), "{oops"))
+            raise AssertionError("bad jsonb accepted")
+        except psycopg.errors.InvalidTextRepresentation:
+            pass
+        # timestamptz values come back as aware datetimes in the session's TimeZone
+        conn.execute("SET TimeZone = 'America/New_York'")
+        (got,) = conn.execute("SELECT made FROM py_docs WHERE id = %s", (first,)).fetchone()
+        assert got == made and got.utcoffset() == datetime.timedelta(hours=-5), got
+        conn.execute("DROP TABLE py_docs")
+
+
 passed = failed = 0
 for fn in TESTS:
     try:

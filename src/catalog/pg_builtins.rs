@@ -1,0 +1,482 @@
+//! PostgreSQL's functions that users call and DataFusion lacks: `pg_sleep`, `age`,
+//! `gen_random_uuid` and the reading of `uuid` text.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{Datelike, NaiveDateTime, Timelike};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, IntervalMonthDayNanoArray, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, Float64Type, IntervalMonthDayNano, IntervalUnit, TimeUnit,
+    TimestampMicrosecondType,
+};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TypeSignature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+
+/// Field metadata naming the PostgreSQL type a text column carries (`uuid`, `json`, `jsonb`),
+/// which decides the type clients are told and how the value is read.
+pub const PG_TYPE_KEY: &str = "augur.pg_type";
+
+/// Name of the function a cast to `uuid` is planned as.
+pub const UUID_IN: &str = "augur_uuid_in";
+
+/// Registers the functions of this module.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udf(AsyncScalarUDF::new(Arc::new(PgSleep::new())).into_scalar_udf());
+    ctx.register_udf(ScalarUDF::new_from_impl(Age::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(UuidIn::new()));
+    ctx.register_udf(gen_random_uuid());
+}
+
+fn pg_error(code: &'static str, message: String) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(crate::error::Error::coded(
+        code, message,
+    )))
+}
+
+/// `pg_sleep(seconds)`: waits without holding a thread, so that a cancel request or
+/// `statement_timeout` ends it at once. Returns `void`, which is written as an empty string.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgSleep {
+    signature: Signature,
+}
+
+impl PgSleep {
+    fn new() -> Self {
+        Self {
+            signature: Signature::exact(vec![DataType::Float64], Volatility::Volatile),
+        }
+    }
+}
+
+impl ScalarUDFImpl for PgSleep {
+    fn name(&self) -> &str {
+        "pg_sleep"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        // Planned as an asynchronous function; DataFusion calls invoke_async_with_args.
+        Err(datafusion::error::DataFusionError::Internal(
+            "pg_sleep runs asynchronously".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl AsyncScalarUDFImpl for PgSleep {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let seconds = args.args[0].to_array(rows)?;
+        let seconds = seconds.as_primitive::<Float64Type>();
+        // One sleep per row, as PostgreSQL calls it once per row.
+        for i in 0..rows {
+            if seconds.is_valid(i) && seconds.value(i) > 0.0 {
+                let secs = seconds.value(i).min(1e9);
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            }
+        }
+        let voids: StringArray = (0..rows).map(|_| Some("")).collect();
+        Ok(ColumnarValue::Array(Arc::new(voids)))
+    }
+}
+
+/// `age(a, b)` and `age(a)` (from midnight today): the difference of two timestamps in years,
+/// months and days as a calendar counts them (`age('2024-05-06', '2023-01-01')` is
+/// `1 year 4 mons 5 days`), computed as PostgreSQL's `timestamp_age` does.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Age {
+    signature: Signature,
+}
+
+impl Age {
+    fn new() -> Self {
+        Self {
+            signature: Signature::user_defined(Volatility::Stable),
+        }
+    }
+}
+
+const MICROS_TIMESTAMP: DataType = DataType::Timestamp(TimeUnit::Microsecond, None);
+
+impl ScalarUDFImpl for Age {
+    fn name(&self) -> &str {
+        "age"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let timestamp_like = |t: &DataType| {
+            matches!(
+                t,
+                DataType::Timestamp(_, _)
+                    | DataType::Date32
+                    | DataType::Date64
+                    | DataType::Utf8
+                    | DataType::Utf8View
+                    | DataType::LargeUtf8
+                    | DataType::Null
+            )
+        };
+        if (1..=2).contains(&arg_types.len()) && arg_types.iter().all(timestamp_like) {
+            Ok(vec![MICROS_TIMESTAMP; arg_types.len()])
+        } else {
+            Err(pg_error(
+                "42883",
+                format!(
+                    "function age({}) does not exist",
+                    arg_types
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ))
+        }
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Interval(IntervalUnit::MonthDayNano))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let first = args.args[0].to_array(rows)?;
+        let first = first.as_primitive::<TimestampMicrosecondType>();
+        let second: TimestampMicrosecondArray = match args.args.get(1) {
+            Some(second) => second.to_array(rows)?.as_primitive().clone(),
+            None => {
+                let midnight = chrono::Utc::now()
+                    .date_naive()
+                    .and_hms_opt(0, 0, 0)
+                    .map(|t| t.and_utc().timestamp_micros());
+                // age(ts) is age(midnight today, ts).
+                let ages: IntervalMonthDayNanoArray = first
+                    .iter()
+                    .map(|ts| match (midnight, ts) {
+                        (Some(m), Some(ts)) => timestamp_age(m, ts).map(Some),
+                        _ => Ok(None),
+                    })
+                    .collect::<Result<_>>()?;
+                return Ok(ColumnarValue::Array(Arc::new(ages)));
+            }
+        };
+        let ages: IntervalMonthDayNanoArray = first
+            .iter()
+            .zip(second.iter())
+            .map(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => timestamp_age(a, b).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        Ok(ColumnarValue::Array(Arc::new(ages)))
+    }
+}
+
+/// PostgreSQL's `timestamp_age`: field-by-field differences, negative fields borrowed from the
+/// next larger one (a month borrows the length of the month of the earlier timestamp).
+fn timestamp_age(a: i64, b: i64) -> Result<IntervalMonthDayNano> {
+    let out_of_range = || pg_error("22008", "timestamp out of range".into());
+    let fields = |micros: i64| -> Result<(NaiveDateTime, i64)> {
+        let t = chrono::DateTime::from_timestamp_micros(micros)
+            .ok_or_else(out_of_range)?
+            .naive_utc();
+        Ok((t, micros.rem_euclid(1_000_000)))
+    };
+    let ((t1, us1), (t2, us2)) = (fields(a)?, fields(b)?);
+    let mut usec = us1 - us2;
+    let mut sec = i64::from(t1.second()) - i64::from(t2.second());
+    let mut min = i64::from(t1.minute()) - i64::from(t2.minute());
+    let mut hour = i64::from(t1.hour()) - i64::from(t2.hour());
+    let mut day = i64::from(t1.day()) - i64::from(t2.day());
+    let mut mon = i64::from(t1.month()) - i64::from(t2.month());
+    let mut year = i64::from(t1.year()) - i64::from(t2.year());
+    let negative = a < b;
+    let flip = |fields: [&mut i64; 7]| {
+        for f in fields {
+            *f = -*f;
+        }
+    };
+    if negative {
+        flip([
+            &mut usec, &mut sec, &mut min, &mut hour, &mut day, &mut mon, &mut year,
+        ]);
+    }
+    while usec < 0 {
+        usec += 1_000_000;
+        sec -= 1;
+    }
+    while sec < 0 {
+        sec += 60;
+        min -= 1;
+    }
+    while min < 0 {
+        min += 60;
+        hour -= 1;
+    }
+    while hour < 0 {
+        hour += 24;
+        day -= 1;
+    }
+    // The month whose length a negative day count borrows: the earlier timestamp's.
+    let earlier = if negative { t1 } else { t2 };
+    while day < 0 {
+        day += days_in_month(earlier.year(), earlier.month());
+        mon -= 1;
+    }
+    while mon < 0 {
+        mon += 12;
+        year -= 1;
+    }
+    if negative {
+        flip([
+            &mut usec, &mut sec, &mut min, &mut hour, &mut day, &mut mon, &mut year,
+        ]);
+    }
+    let months = i32::try_from(year * 12 + mon).map_err(|_| out_of_range())?;
+    let days = i32::try_from(day).map_err(|_| out_of_range())?;
+    let micros = ((hour * 60 + min) * 60 + sec) * 1_000_000 + usec;
+    Ok(IntervalMonthDayNano::new(months, days, micros * 1000))
+}
+
+fn days_in_month(year: i32, month: u32) -> i64 {
+    let (next_year, next_month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    let first = chrono::NaiveDate::from_ymd_opt(year, month, 1);
+    let next = chrono::NaiveDate::from_ymd_opt(next_year, next_month, 1);
+    match (first, next) {
+        (Some(first), Some(next)) => (next - first).num_days(),
+        _ => 30,
+    }
+}
+
+/// `gen_random_uuid()`: a version 4 UUID, typed `uuid`.
+fn gen_random_uuid() -> ScalarUDF {
+    ScalarUDF::new_from_impl(RandomUuid {
+        signature: Signature::nullary(Volatility::Volatile),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RandomUuid {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for RandomUuid {
+    fn name(&self) -> &str {
+        "gen_random_uuid"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn return_field_from_args(&self, _args: ReturnFieldArgs) -> Result<FieldRef> {
+        Ok(uuid_field(false))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        // DataFusion's uuid() makes version 4 UUIDs in the canonical text.
+        datafusion::functions::string::uuid().invoke_with_args(args)
+    }
+}
+
+fn uuid_field(nullable: bool) -> FieldRef {
+    Arc::new(
+        Field::new("uuid", DataType::Utf8, nullable).with_metadata(
+            [(PG_TYPE_KEY.to_string(), "uuid".to_string())]
+                .into_iter()
+                .collect(),
+        ),
+    )
+}
+
+/// A UUID's canonical text: lower case, hyphens after 8, 12, 16 and 20 digits.
+pub fn uuid_text(bytes: &[u8; 16]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Reads `text` as PostgreSQL's `uuid_in` does: 32 hexadecimal digits, in either case,
+/// optionally in braces, with a hyphen allowed after any group of four digits.
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or(text);
+    let mut bytes = [0u8; 16];
+    let mut digits = 0usize;
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        let value = c.to_digit(16)? as u8;
+        if digits >= 32 {
+            return None;
+        }
+        bytes[digits / 2] |= if digits.is_multiple_of(2) {
+            value << 4
+        } else {
+            value
+        };
+        digits += 1;
+        if digits.is_multiple_of(4) && digits < 32 && chars.peek() == Some(&'-') {
+            chars.next();
+            chars.peek()?;
+        }
+    }
+    (digits == 32).then_some(bytes)
+}
+
+/// `augur_uuid_in(text)`: text cast to `uuid`: checked (`22P02`) and written in the canonical
+/// lower-case form, typed `uuid`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct UuidIn {
+    signature: Signature,
+}
+
+impl UuidIn {
+    fn new() -> Self {
+        Self {
+            signature: Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![DataType::Utf8]),
+                    TypeSignature::Exact(vec![DataType::Null]),
+                ],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for UuidIn {
+    fn name(&self) -> &str {
+        UUID_IN
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        Ok(uuid_field(
+            args.arg_fields.first().is_none_or(|f| f.is_nullable()),
+        ))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let texts = args.args[0].to_array(args.number_rows)?;
+        let texts = datafusion::arrow::compute::cast(&texts, &DataType::Utf8)?;
+        let uuids: StringArray = texts
+            .as_string::<i32>()
+            .iter()
+            .map(|text| {
+                text.map(|text| {
+                    parse_uuid(text).map(|b| uuid_text(&b)).ok_or_else(|| {
+                        pg_error(
+                            "22P02",
+                            format!("invalid input syntax for type uuid: \"{text}\""),
+                        )
+                    })
+                })
+                .transpose()
+            })
+            .collect::<Result<_>>()?;
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&uuids, 0)?)
+        } else {
+            ColumnarValue::Array(Arc::new(uuids) as ArrayRef)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn micros(text: &str) -> i64 {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+            .unwrap()
+            .and_utc()
+            .timestamp_micros()
+    }
+
+    fn age(a: &str, b: &str) -> (i32, i32, i64) {
+        let v = timestamp_age(micros(a), micros(b)).unwrap();
+        (v.months, v.days, v.nanoseconds / 1000)
+    }
+
+    #[test]
+    fn ages_as_postgresql_counts_them() {
+        assert_eq!(
+            age("2024-05-06 00:00:00", "2023-01-01 00:00:00"),
+            (16, 5, 0)
+        );
+        // A negative day borrows the earlier month's length: Jan 31 to Mar 1 of a leap year.
+        assert_eq!(age("2024-03-01 00:00:00", "2024-01-31 00:00:00"), (1, 1, 0));
+        assert_eq!(
+            age("2023-01-01 00:00:00", "2024-05-06 00:00:00"),
+            (-16, -5, 0)
+        );
+        assert_eq!(
+            age("2024-01-02 01:00:00", "2024-01-01 02:30:00"),
+            (0, 0, (22 * 60 + 30) * 60_000_000)
+        );
+    }
+
+    #[test]
+    fn reads_uuids_as_postgresql_does() {
+        let canonical = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        for text in [
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "{a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11}",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+        ] {
+            assert_eq!(uuid_text(&parse_uuid(text).unwrap()), canonical, "{text}");
+        }
+        for bad in [
+            "",
+            "a0eebc99",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+            "-a0eebc99",
+        ] {
+            assert!(parse_uuid(bad).is_none(), "{bad}");
+        }
+    }
+}
