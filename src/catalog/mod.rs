@@ -83,6 +83,9 @@ impl Catalog {
         for function in sequence_functions::functions(&sequences) {
             defaults.register_udf(function);
         }
+        // Defaults may read text as uuid or jsonb and call gen_random_uuid().
+        pg_builtins::register(&defaults);
+        pg_json::register(&defaults);
         let catalog = Self {
             store: store.clone(),
             tables: RwLock::new(BTreeMap::new()),
@@ -164,6 +167,8 @@ impl Catalog {
         build: impl FnOnce(&Index, &mut WriteBatch) -> Result<()>,
     ) -> Result<bool> {
         let tables = self.write_tables();
+        // ALTER TABLE or DROP TABLE may have replaced the table since the caller took it.
+        table.check_current()?;
         if self.taken(&tables, &def.name) {
             return if if_not_exists {
                 Ok(false)
@@ -555,6 +560,7 @@ impl Catalog {
         mut def: TableDef,
         if_not_exists: bool,
         sequences: Vec<sequence::SequenceDef>,
+        unique: Vec<(String, Vec<usize>)>,
     ) -> Result<Option<Arc<Table>>> {
         if self.view(&def.name).is_some()
             || self.source(&def.name).is_some()
@@ -598,9 +604,36 @@ impl Catalog {
             table_key(table.def().id),
             serde_json::to_vec(table.def()).map_err(json_err)?,
         );
+        // UNIQUE constraints: unique indexes written with the table (which has no rows yet).
+        let mut indexes = Vec::with_capacity(unique.len());
+        for (name, columns) in unique {
+            if self.taken(&tables, &name)
+                || name == table.name()
+                || indexes.iter().any(|i: &Index| i.def().name == name)
+            {
+                return Err(Error::DuplicateTable(name));
+            }
+            let index_def = IndexDef {
+                id: self.reserve_id()?,
+                name,
+                relation: table.name().to_string(),
+                columns,
+                unique: true,
+            };
+            batch.put(
+                entry_key(INDEX_PREFIX, index_def.id),
+                serde_json::to_vec(&index_def).map_err(json_err)?,
+            );
+            indexes.push(Index::new(index_def, table.full_schema())?);
+        }
         self.store.write(batch)?;
         for sequence in created {
             self.sequences.insert(sequence);
+        }
+        for index in indexes {
+            self.write_indexes()
+                .insert(index.def().name.clone(), index.def().clone());
+            table.add_index(Arc::new(index));
         }
         tables.insert(table.name().to_string(), table.clone());
         Ok(Some(table))
@@ -658,7 +691,13 @@ impl Catalog {
                 }
             }
         }
-        self.store.write(batch)?;
+        // Retired before the new layout is written, so that no reader holding the old table
+        // decodes the new rows; current again if the write fails.
+        old.retire(crate::table::ALTERED);
+        if let Err(e) = self.store.write(batch) {
+            old.retire(crate::table::CURRENT);
+            return Err(e.into());
+        }
         for index in kept {
             table.add_index(index);
         }
@@ -677,7 +716,6 @@ impl Catalog {
         for name in dropped_sequences {
             self.sequences.remove(&name);
         }
-        old.retire();
         tables.remove(&old_name);
         tables.insert(table.name().to_string(), table.clone());
         Ok(table)
@@ -713,6 +751,7 @@ impl Catalog {
             table.remove_index(index.id);
             self.write_indexes().remove(&index.name);
         }
+        table.retire(crate::table::DROPPED);
         tables.remove(name);
         Ok(true)
     }

@@ -34,6 +34,14 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(Age::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(UuidIn::new()));
     ctx.register_udf(gen_random_uuid());
+    ctx.register_udf(ScalarUDF::new_from_impl(Format {
+        signature: Signature::variadic_any(Volatility::Stable),
+    }));
+    ctx.register_udf(ScalarUDF::new_from_impl(MakeInterval::new()));
+    // PostgreSQL's name for the sample variance.
+    if let Ok(var_samp) = datafusion::execution::FunctionRegistry::udaf(ctx, "var_samp") {
+        ctx.register_udaf(var_samp.as_ref().clone().with_aliases(["variance"]));
+    }
 }
 
 fn pg_error(code: &'static str, message: String) -> datafusion::error::DataFusionError {
@@ -417,11 +425,325 @@ impl ScalarUDFImpl for UuidIn {
                 .transpose()
             })
             .collect::<Result<_>>()?;
-        Ok(if scalar {
+        Ok(if scalar && !uuids.is_empty() {
             ColumnarValue::Scalar(ScalarValue::try_from_array(&uuids, 0)?)
         } else {
             ColumnarValue::Array(Arc::new(uuids) as ArrayRef)
         })
+    }
+}
+
+/// `format(formatstr, args...)`: PostgreSQL's `%s` (text; NULL is empty), `%I` (an identifier,
+/// quoted when it must be), `%L` (a literal, `NULL` for NULL) and `%%`, with argument positions
+/// (`%2$s`), `-` and widths (`%-10s`, `%*s`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Format {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Format {
+    fn name(&self) -> &str {
+        "format"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let Some((template, values)) = arrays.split_first() else {
+            return Err(pg_error("42883", "function format() does not exist".into()));
+        };
+        let template = datafusion::arrow::compute::cast(template, &DataType::Utf8)?;
+        let template = template.as_string::<i32>();
+        let mut out = datafusion::arrow::array::StringBuilder::new();
+        for row in 0..rows {
+            if template.is_null(row) {
+                out.append_null();
+                continue;
+            }
+            let values = values
+                .iter()
+                .map(|a| ScalarValue::try_from_array(a, row))
+                .collect::<Result<Vec<_>>>()?;
+            out.append_value(format_text(template.value(row), &values)?);
+        }
+        let result: ArrayRef = Arc::new(out.finish());
+        Ok(if scalar && !result.is_empty() {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?)
+        } else {
+            ColumnarValue::Array(result)
+        })
+    }
+}
+
+fn format_text(template: &str, values: &[ScalarValue]) -> Result<String> {
+    let invalid = |message: &str| pg_error("22023", message.to_string());
+    let mut out = String::new();
+    let mut chars = template.chars().peekable();
+    let mut next = 0usize;
+    let number = |chars: &mut std::iter::Peekable<std::str::Chars>| -> Option<usize> {
+        let mut digits = String::new();
+        while let Some(c) = chars.peek().filter(|c| c.is_ascii_digit()) {
+            digits.push(*c);
+            chars.next();
+        }
+        digits.parse().ok()
+    };
+    let argument = |index: usize| -> Result<&ScalarValue> {
+        values
+            .get(index)
+            .ok_or_else(|| invalid("too few arguments for format()"))
+    };
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'%') {
+            chars.next();
+            out.push('%');
+            continue;
+        }
+        // %[position$][flags][width]type
+        let mut position = None;
+        let mut left = false;
+        let mut width: Option<i64> = None;
+        let save = chars.clone();
+        if let Some(n) = number(&mut chars) {
+            if chars.peek() == Some(&'$') {
+                chars.next();
+                if n == 0 {
+                    return Err(invalid(
+                        "format specifies argument 0, but arguments are numbered from 1",
+                    ));
+                }
+                position = Some(n - 1);
+            } else {
+                chars = save;
+            }
+        }
+        if chars.peek() == Some(&'-') {
+            chars.next();
+            left = true;
+        }
+        if chars.peek() == Some(&'*') {
+            chars.next();
+            let index = match number(&mut chars) {
+                Some(n) if chars.peek() == Some(&'$') => {
+                    chars.next();
+                    n.checked_sub(1).ok_or_else(|| {
+                        invalid("format specifies argument 0, but arguments are numbered from 1")
+                    })?
+                }
+                Some(_) => return Err(invalid("unterminated format() type specifier")),
+                None => {
+                    let i = next;
+                    next += 1;
+                    i
+                }
+            };
+            let w = argument(index)?;
+            width = if w.is_null() {
+                None
+            } else {
+                Some(
+                    w.cast_to(&DataType::Int64)
+                        .ok()
+                        .and_then(|v| match v {
+                            ScalarValue::Int64(v) => v,
+                            _ => None,
+                        })
+                        .ok_or_else(|| invalid("width argument must be an integer"))?,
+                )
+            };
+        } else if let Some(n) = number(&mut chars) {
+            width = Some(n as i64);
+        }
+        let kind = chars
+            .next()
+            .ok_or_else(|| invalid("unterminated format() type specifier"))?;
+        let index = match position {
+            Some(p) => p,
+            None => {
+                let i = next;
+                next += 1;
+                i
+            }
+        };
+        if position.is_some() {
+            next = index + 1;
+        }
+        let value = argument(index)?;
+        let text = crate::server::text::value_text(value);
+        let piece = match kind {
+            's' => text.unwrap_or_default(),
+            'I' => {
+                let text = text.ok_or_else(|| {
+                    pg_error(
+                        "22004",
+                        "null values cannot be formatted as an SQL identifier".into(),
+                    )
+                })?;
+                quote_ident(&text)
+            }
+            'L' => match text {
+                None => "NULL".to_string(),
+                Some(text) => quote_literal(&text),
+            },
+            other => {
+                return Err(invalid(&format!(
+                    "unrecognized format() type specifier \"{other}\""
+                )));
+            }
+        };
+        let (left, width) = match width {
+            Some(w) if w < 0 => (true, w.unsigned_abs() as usize),
+            Some(w) => (left, w as usize),
+            None => (left, 0),
+        };
+        let pad = width.saturating_sub(piece.chars().count());
+        if left {
+            out.push_str(&piece);
+            out.extend(std::iter::repeat_n(' ', pad));
+        } else {
+            out.extend(std::iter::repeat_n(' ', pad));
+            out.push_str(&piece);
+        }
+    }
+    Ok(out)
+}
+
+/// An identifier as PostgreSQL's `quote_ident` writes it: as it is when it is lower case
+/// letters, digits and underscores not starting with a digit, else in double quotes.
+fn quote_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')
+        && !datafusion::sql::sqlparser::keywords::RESERVED_FOR_COLUMN_ALIAS
+            .iter()
+            .any(|k| format!("{k:?}").eq_ignore_ascii_case(name));
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// A literal as PostgreSQL's `quote_literal` writes it: in single quotes, quotes doubled, and
+/// with `E` and backslashes doubled when it has a backslash.
+fn quote_literal(text: &str) -> String {
+    let quoted = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
+/// `make_interval(years, months, weeks, days, hours, mins, secs)`, each argument optional and
+/// nameable (`make_interval(days => 10)`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct MakeInterval {
+    signature: Signature,
+}
+
+/// `make_interval`'s parameters, in order.
+pub const MAKE_INTERVAL_PARAMETERS: [&str; 7] =
+    ["years", "months", "weeks", "days", "hours", "mins", "secs"];
+
+impl MakeInterval {
+    fn new() -> Self {
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for MakeInterval {
+    fn name(&self) -> &str {
+        "make_interval"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if arg_types.len() > MAKE_INTERVAL_PARAMETERS.len()
+            || !arg_types
+                .iter()
+                .all(|t| t.is_numeric() || matches!(t, DataType::Null | DataType::Utf8))
+        {
+            return Err(pg_error(
+                "42883",
+                "function make_interval with these arguments does not exist".into(),
+            ));
+        }
+        Ok(vec![DataType::Float64; arg_types.len()])
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Interval(IntervalUnit::MonthDayNano))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let out_of_range = || pg_error("22008", "interval out of range".into());
+        let mut out = Vec::with_capacity(rows);
+        'rows: for row in 0..rows {
+            let mut values = [0f64; 7];
+            for (i, array) in arrays.iter().enumerate() {
+                let value = ScalarValue::try_from_array(array, row)?;
+                if value.is_null() {
+                    out.push(None);
+                    continue 'rows;
+                }
+                values[i] = match value.cast_to(&DataType::Float64)? {
+                    ScalarValue::Float64(Some(v)) => v,
+                    _ => 0.0,
+                };
+            }
+            let [years, months, weeks, days, hours, mins, secs] = values;
+            let months =
+                i32::try_from(years as i64 * 12 + months as i64).map_err(|_| out_of_range())?;
+            let days = i32::try_from(weeks as i64 * 7 + days as i64).map_err(|_| out_of_range())?;
+            let micros = (hours * 3_600e6 + mins * 60e6 + secs * 1e6).round();
+            if !micros.is_finite() || micros.abs() > 9.2e18 / 1000.0 {
+                return Err(out_of_range());
+            }
+            out.push(Some(IntervalMonthDayNano::new(
+                months,
+                days,
+                micros as i64 * 1000,
+            )));
+        }
+        Ok(ColumnarValue::Array(Arc::new(
+            IntervalMonthDayNanoArray::from(out),
+        )))
     }
 }
 
@@ -439,6 +761,33 @@ mod tests {
     fn age(a: &str, b: &str) -> (i32, i32, i64) {
         let v = timestamp_age(micros(a), micros(b)).unwrap();
         (v.months, v.days, v.nanoseconds / 1000)
+    }
+
+    #[test]
+    fn formats_as_postgresql_does() {
+        let v = |s: &str| ScalarValue::Utf8(Some(s.into()));
+        assert_eq!(
+            format_text("%s-%s %%", &[v("a"), ScalarValue::Int64(Some(1))]).unwrap(),
+            "a-1 %"
+        );
+        assert_eq!(
+            format_text(
+                "%I.%I %L %L",
+                &[v("Tab"), v("ok_1"), v("it's"), ScalarValue::Null]
+            )
+            .unwrap(),
+            "\"Tab\".ok_1 'it''s' NULL"
+        );
+        assert_eq!(
+            format_text("|%-5s|%5s|", &[v("ab"), v("cd")]).unwrap(),
+            "|ab   |   cd|"
+        );
+        assert_eq!(
+            format_text("%2$s %1$s %s", &[v("a"), v("b")]).unwrap(),
+            "b a b"
+        );
+        assert_eq!(format_text("%L", &[v("a\\b")]).unwrap(), "E'a\\\\b'");
+        assert!(format_text("%s %s", &[v("a")]).is_err());
     }
 
     #[test]

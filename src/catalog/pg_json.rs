@@ -4,7 +4,8 @@
 //! the last of duplicate keys kept, `{"a": 1, "b": [1, 2]}`), and PostgreSQL's operators and
 //! functions over them: `->`, `->>`, `#>`, `#>>`, `@>`, `<@`, `?`, `jsonb_typeof`,
 //! `jsonb_array_length`, `jsonb_extract_path[_text]`, `jsonb_pretty` and their `json_` forms.
-//! Values are parsed with `serde_json`.
+//! Values are read by a parser of this module that keeps numbers as PostgreSQL's `numeric`
+//! keeps them (`19.90` stays `19.90`, `1e2` is `100`, any number of digits).
 
 use std::sync::Arc;
 
@@ -16,7 +17,6 @@ use datafusion::logical_expr::{
     Volatility,
 };
 use datafusion::prelude::SessionContext;
-use serde_json::Value;
 
 use super::pg_builtins::PG_TYPE_KEY;
 
@@ -91,63 +91,412 @@ fn pg_error(code: &'static str, message: String) -> datafusion::error::DataFusio
     )))
 }
 
-fn parse(text: &str, kind: JsonKind) -> Result<Value> {
-    serde_json::from_str(text).map_err(|e| {
-        pg_error(
-            "22P02",
-            format!(
-                "invalid input syntax for type {}: \"{text}\" ({e})",
-                kind.name()
-            ),
-        )
-    })
+/// A JSON value, numbers kept as the text of PostgreSQL's `numeric` and object members in
+/// order (a jsonb's in its order, duplicates removed, once [`Json::normalized`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Number(String),
+    String(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
 }
 
-/// A value as PostgreSQL writes a `jsonb`: `{"a": 1, "bb": [1, 2]}`, object keys shortest
-/// first and then in byte order.
-pub fn jsonb_text(value: &Value) -> String {
+/// How deep a value may nest before it is refused (PostgreSQL's stack limit does the same).
+const MAX_DEPTH: usize = 6400;
+
+impl Json {
+    /// The value as a jsonb holds it: object keys shortest first and then in byte order, the
+    /// last of duplicate keys kept.
+    fn normalized(self) -> Json {
+        match self {
+            Json::Array(items) => Json::Array(items.into_iter().map(Json::normalized).collect()),
+            Json::Object(members) => {
+                let mut kept: Vec<(String, Json)> = Vec::with_capacity(members.len());
+                for (key, value) in members {
+                    let value = value.normalized();
+                    match kept.iter_mut().find(|(k, _)| *k == key) {
+                        Some(slot) => slot.1 = value,
+                        None => kept.push((key, value)),
+                    }
+                }
+                kept.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.cmp(&b.0)));
+                Json::Object(kept)
+            }
+            scalar => scalar,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Object(members) => members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+struct Parser<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn skip_blanks(&mut self) {
+        while self.at < self.text.len()
+            && matches!(self.text[self.at], b' ' | b'\t' | b'\n' | b'\r')
+        {
+            self.at += 1;
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Option<Json> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.skip_blanks();
+        let c = *self.text.get(self.at)?;
+        match c {
+            b'{' => {
+                self.at += 1;
+                let mut members = Vec::new();
+                self.skip_blanks();
+                if self.text.get(self.at) == Some(&b'}') {
+                    self.at += 1;
+                    return Some(Json::Object(members));
+                }
+                loop {
+                    self.skip_blanks();
+                    if self.text.get(self.at) != Some(&b'"') {
+                        return None;
+                    }
+                    let key = self.string()?;
+                    self.skip_blanks();
+                    if self.text.get(self.at) != Some(&b':') {
+                        return None;
+                    }
+                    self.at += 1;
+                    let value = self.value(depth + 1)?;
+                    members.push((key, value));
+                    self.skip_blanks();
+                    match self.text.get(self.at)? {
+                        b',' => self.at += 1,
+                        b'}' => {
+                            self.at += 1;
+                            return Some(Json::Object(members));
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' => {
+                self.at += 1;
+                let mut items = Vec::new();
+                self.skip_blanks();
+                if self.text.get(self.at) == Some(&b']') {
+                    self.at += 1;
+                    return Some(Json::Array(items));
+                }
+                loop {
+                    items.push(self.value(depth + 1)?);
+                    self.skip_blanks();
+                    match self.text.get(self.at)? {
+                        b',' => self.at += 1,
+                        b']' => {
+                            self.at += 1;
+                            return Some(Json::Array(items));
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'"' => self.string().map(Json::String),
+            b't' => self.word("true", Json::Bool(true)),
+            b'f' => self.word("false", Json::Bool(false)),
+            b'n' => self.word("null", Json::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn word(&mut self, word: &str, value: Json) -> Option<Json> {
+        if self.text[self.at..].starts_with(word.as_bytes()) {
+            self.at += word.len();
+            Some(value)
+        } else {
+            None
+        }
+    }
+
+    fn string(&mut self) -> Option<String> {
+        self.at += 1; // the opening quote
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            let c = *self.text.get(self.at)?;
+            self.at += 1;
+            match c {
+                b'"' => return String::from_utf8(out).ok(),
+                b'\\' => {
+                    let e = *self.text.get(self.at)?;
+                    self.at += 1;
+                    match e {
+                        b'"' => out.push(b'"'),
+                        b'\\' => out.push(b'\\'),
+                        b'/' => out.push(b'/'),
+                        b'b' => out.push(8),
+                        b'f' => out.push(12),
+                        b'n' => out.push(b'\n'),
+                        b'r' => out.push(b'\r'),
+                        b't' => out.push(b'\t'),
+                        b'u' => {
+                            let mut code = self.hex4()?;
+                            if (0xD800..0xDC00).contains(&code) {
+                                // a surrogate pair
+                                if self.text.get(self.at..self.at + 2) != Some(b"\\u") {
+                                    return None;
+                                }
+                                self.at += 2;
+                                let low = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&low) {
+                                    return None;
+                                }
+                                code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+                            }
+                            let ch = char::from_u32(code).filter(|c| *c != '\0')?;
+                            let mut buf = [0u8; 4];
+                            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                        }
+                        _ => return None,
+                    }
+                }
+                0..=0x1f => return None,
+                other => out.push(other),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = std::str::from_utf8(self.text.get(self.at..self.at + 4)?).ok()?;
+        self.at += 4;
+        u32::from_str_radix(digits, 16).ok()
+    }
+
+    fn number(&mut self) -> Option<Json> {
+        let start = self.at;
+        let negative = self.text[self.at] == b'-';
+        if negative {
+            self.at += 1;
+        }
+        let digits = |p: &mut Self| {
+            let s = p.at;
+            while p.at < p.text.len() && p.text[p.at].is_ascii_digit() {
+                p.at += 1;
+            }
+            std::str::from_utf8(&p.text[s..p.at])
+                .ok()
+                .map(str::to_string)
+        };
+        let int = digits(self)?;
+        if int.is_empty() || (int.len() > 1 && int.starts_with('0')) {
+            return None;
+        }
+        let mut frac = String::new();
+        if self.text.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            frac = digits(self)?;
+            if frac.is_empty() {
+                return None;
+            }
+        }
+        let mut exp: i64 = 0;
+        if matches!(self.text.get(self.at), Some(b'e' | b'E')) {
+            self.at += 1;
+            let sign = match self.text.get(self.at) {
+                Some(b'-') => {
+                    self.at += 1;
+                    -1
+                }
+                Some(b'+') => {
+                    self.at += 1;
+                    1
+                }
+                _ => 1,
+            };
+            let e = digits(self)?;
+            if e.is_empty() || e.len() > 6 {
+                return None;
+            }
+            exp = sign * e.parse::<i64>().ok()?;
+        }
+        let _ = start;
+        Some(Json::Number(numeric_text(negative, &int, &frac, exp)))
+    }
+}
+
+/// A number as PostgreSQL's `numeric` writes it: `1e2` is `100`, `1.50e1` is `15.0` (the scale
+/// is the fraction's digits less the exponent), no exponent, `-0` is `0`.
+fn numeric_text(negative: bool, int: &str, frac: &str, exp: i64) -> String {
+    let digits: String = format!("{int}{frac}");
+    let scale = (frac.len() as i64 - exp).max(0) as usize;
+    let point = int.len() as i64 + exp;
+    let (whole, fraction) = if point <= 0 {
+        (
+            "0".to_string(),
+            format!("{}{digits}", "0".repeat((-point) as usize)),
+        )
+    } else if point as usize >= digits.len() {
+        (
+            format!("{digits}{}", "0".repeat(point as usize - digits.len())),
+            String::new(),
+        )
+    } else {
+        (
+            digits[..point as usize].to_string(),
+            digits[point as usize..].to_string(),
+        )
+    };
+    let whole = whole.trim_start_matches('0');
+    let whole = if whole.is_empty() { "0" } else { whole };
+    let mut fraction = fraction;
+    fraction.truncate(scale);
+    while fraction.len() < scale {
+        fraction.push('0');
+    }
+    let zero = whole == "0" && fraction.chars().all(|c| c == '0');
+    let sign = if negative && !zero { "-" } else { "" };
+    if fraction.is_empty() {
+        format!("{sign}{whole}")
+    } else {
+        format!("{sign}{whole}.{fraction}")
+    }
+}
+
+/// Two numbers' values are equal (`1.0` and `1`).
+fn numbers_equal(a: &str, b: &str) -> bool {
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    trim(a) == trim(b)
+}
+
+fn parse(text: &str, kind: JsonKind) -> Result<Json> {
+    let mut parser = Parser {
+        text: text.as_bytes(),
+        at: 0,
+    };
+    let value = parser.value(0).and_then(|v| {
+        parser.skip_blanks();
+        (parser.at == parser.text.len()).then_some(v)
+    });
+    match value {
+        Some(v) if kind == JsonKind::Jsonb => Ok(v.normalized()),
+        Some(v) => Ok(v),
+        None => Err(pg_error(
+            "22P02",
+            format!("invalid input syntax for type {}: \"{text}\"", kind.name()),
+        )),
+    }
+}
+
+/// A value as PostgreSQL writes a `jsonb`: `{"a": 1, "bb": [1, 2]}`.
+pub fn jsonb_text(value: &Json) -> String {
     let mut out = String::new();
-    write_jsonb(value, &mut out);
+    write_jsonb(value, &mut out, None);
     out
 }
 
-fn write_jsonb(value: &Value, out: &mut String) {
+/// `jsonb_pretty`: one member or element a line, indented by four spaces.
+fn pretty_text(value: &Json) -> String {
+    let mut out = String::new();
+    write_jsonb(value, &mut out, Some(0));
+    out
+}
+
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Writes `value`; with `indent`, pretty at that depth.
+fn write_jsonb(value: &Json, out: &mut String, indent: Option<usize>) {
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.push_str(&"    ".repeat(depth));
+    };
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.cmp(b.0)));
+        Json::Object(members) if !members.is_empty() => {
             out.push('{');
-            for (i, (key, v)) in entries.into_iter().enumerate() {
+            for (i, (key, v)) in members.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(", ");
+                    out.push(',');
+                    if indent.is_none() {
+                        out.push(' ');
+                    }
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
+                if let Some(depth) = indent {
+                    newline(out, depth + 1);
+                }
+                write_string(key, out);
                 out.push_str(": ");
-                write_jsonb(v, out);
+                write_jsonb(v, out, indent.map(|d| d + 1));
+            }
+            if let Some(depth) = indent {
+                newline(out, depth);
             }
             out.push('}');
         }
-        Value::Array(items) => {
+        Json::Array(items) if !items.is_empty() => {
             out.push('[');
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(", ");
+                    out.push(',');
+                    if indent.is_none() {
+                        out.push(' ');
+                    }
                 }
-                write_jsonb(v, out);
+                if let Some(depth) = indent {
+                    newline(out, depth + 1);
+                }
+                write_jsonb(v, out, indent.map(|d| d + 1));
+            }
+            if let Some(depth) = indent {
+                newline(out, depth);
             }
             out.push(']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        Json::Object(_) => out.push_str("{}"),
+        Json::Array(_) => out.push_str("[]"),
+        Json::Null => out.push_str("null"),
+        Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Json::Number(n) => out.push_str(n),
+        Json::String(s) => write_string(s, out),
     }
 }
 
 /// One step of a path: an object key, or an array index (negative counts from the end).
 /// `->` takes an integer for an array and text for an object (`by_index` says which it got);
 /// a path (`#>`, `jsonb_extract_path`) is text throughout, read as an index where an array is.
-fn step<'a>(value: &'a Value, key: &str, by_index: Option<bool>) -> Option<&'a Value> {
+fn step<'a>(value: &'a Json, key: &str, by_index: Option<bool>) -> Option<&'a Json> {
     match value {
-        Value::Object(map) if by_index != Some(true) => map.get(key),
-        Value::Array(items) if by_index != Some(false) => {
+        Json::Object(_) if by_index != Some(true) => value.get(key),
+        Json::Array(items) if by_index != Some(false) => {
             let index: i64 = key.parse().ok()?;
             let index = if index < 0 {
                 items.len() as i64 + index
@@ -161,40 +510,45 @@ fn step<'a>(value: &'a Value, key: &str, by_index: Option<bool>) -> Option<&'a V
 }
 
 /// A value as `->>` gives it: a string's contents, `null` as SQL NULL, anything else its text.
-fn as_text(value: &Value) -> Option<String> {
+fn as_text(value: &Json) -> Option<String> {
     match value {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
+        Json::Null => None,
+        Json::String(s) => Some(s.clone()),
         other => Some(jsonb_text(other)),
+    }
+}
+
+/// Two scalars are equal (numbers by value: `1.0` is `1`).
+fn scalars_equal(a: &Json, b: &Json) -> bool {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => numbers_equal(x, y),
+        _ => a == b,
     }
 }
 
 /// PostgreSQL's `jsonb @>`: every part of `right` is in `left` (a scalar equals, an object's
 /// keys are all there with contained values, an array's elements are each contained in some
 /// element; an array on the left also contains a scalar on the right).
-fn contains(left: &Value, right: &Value, top: bool) -> bool {
+fn contains(left: &Json, right: &Json, top: bool) -> bool {
+    let nested = |v: &Json| matches!(v, Json::Object(_) | Json::Array(_));
     match (left, right) {
-        (Value::Object(l), Value::Object(r)) => r
+        (Json::Object(_), Json::Object(r)) => r
             .iter()
-            .all(|(k, rv)| l.get(k).is_some_and(|lv| contains(lv, rv, false))),
-        (Value::Array(l), Value::Array(r)) => r.iter().all(|rv| {
-            l.iter().any(|lv| match rv {
-                Value::Object(_) | Value::Array(_) => contains(lv, rv, false),
-                scalar => lv == scalar || numbers_equal(lv, scalar),
+            .all(|(k, rv)| left.get(k).is_some_and(|lv| contains(lv, rv, false))),
+        (Json::Array(l), Json::Array(r)) => r.iter().all(|rv| {
+            l.iter().any(|lv| {
+                if nested(rv) {
+                    contains(lv, rv, false)
+                } else {
+                    scalars_equal(lv, rv)
+                }
             })
         }),
-        (Value::Array(l), scalar) if top && !scalar.is_object() => {
-            l.iter().any(|lv| lv == scalar || numbers_equal(lv, scalar))
+        (Json::Array(l), scalar) if top && !nested(scalar) => {
+            l.iter().any(|lv| scalars_equal(lv, scalar))
         }
-        (Value::Object(_) | Value::Array(_), _) | (_, Value::Object(_) | Value::Array(_)) => false,
-        (l, r) => l == r || numbers_equal(l, r),
-    }
-}
-
-fn numbers_equal(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => a.is_number() && b.is_number() && x == y,
-        _ => false,
+        (l, r) if nested(l) || nested(r) => false,
+        (l, r) => scalars_equal(l, r),
     }
 }
 
@@ -325,9 +679,11 @@ impl ScalarUDFImpl for JsonFunction {
                     let left = parse(l, input_kind)?;
                     out.push(Some(match self.op {
                         Op::HasKey => match &left {
-                            Value::Object(map) => map.contains_key(r),
-                            Value::Array(items) => items.iter().any(|v| v.as_str() == Some(r)),
-                            Value::String(s) => s == r,
+                            Json::Object(_) => left.get(r).is_some(),
+                            Json::Array(items) => {
+                                items.iter().any(|v| matches!(v, Json::String(s) if s == r))
+                            }
+                            Json::String(s) => s == r,
                             _ => false,
                         },
                         Op::Contains => contains(&left, &parse(r, JsonKind::Jsonb)?, true),
@@ -342,8 +698,8 @@ impl ScalarUDFImpl for JsonFunction {
                     out.push(match value_at(0, row) {
                         None => None,
                         Some(text) => match parse(text, input_kind)? {
-                            Value::Array(items) => Some(items.len() as i32),
-                            Value::Object(_) => {
+                            Json::Array(items) => Some(items.len() as i32),
+                            Json::Object(_) => {
                                 return Err(pg_error(
                                     "22023",
                                     "cannot get array length of a non-array".into(),
@@ -371,19 +727,16 @@ impl ScalarUDFImpl for JsonFunction {
                         Op::Read => Some(self.kind.read(text)?),
                         Op::TypeOf => Some(
                             match parse(text, input_kind)? {
-                                Value::Null => "null",
-                                Value::Bool(_) => "boolean",
-                                Value::Number(_) => "number",
-                                Value::String(_) => "string",
-                                Value::Array(_) => "array",
-                                Value::Object(_) => "object",
+                                Json::Null => "null",
+                                Json::Bool(_) => "boolean",
+                                Json::Number(_) => "number",
+                                Json::String(_) => "string",
+                                Json::Array(_) => "array",
+                                Json::Object(_) => "object",
                             }
                             .to_string(),
                         ),
-                        Op::Pretty => Some(
-                            serde_json::to_string_pretty(&parse(text, input_kind)?)
-                                .unwrap_or_default(),
-                        ),
+                        Op::Pretty => Some(pretty_text(&parse(text, JsonKind::Jsonb)?)),
                         _ => {
                             let value = parse(text, input_kind)?;
                             let strict = matches!(self.op, Op::Get | Op::GetText);
@@ -407,7 +760,7 @@ impl ScalarUDFImpl for JsonFunction {
                 Arc::new(StringArray::from(out))
             }
         };
-        Ok(if all_scalar {
+        Ok(if all_scalar && !result.is_empty() {
             ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?)
         } else {
             ColumnarValue::Array(result)
@@ -458,8 +811,8 @@ pub fn register(ctx: &SessionContext) {
 mod tests {
     use super::*;
 
-    fn v(text: &str) -> Value {
-        serde_json::from_str(text).unwrap()
+    fn v(text: &str) -> Json {
+        parse(text, JsonKind::Jsonb).unwrap()
     }
 
     #[test]
@@ -472,6 +825,37 @@ mod tests {
         );
         assert_eq!(JsonKind::Json.read(r#"{"a" :1}"#).unwrap(), r#"{"a" :1}"#);
         assert!(JsonKind::Jsonb.read("{oops").is_err());
+        // numbers as numeric keeps them
+        assert_eq!(
+            JsonKind::Jsonb
+                .read(
+                    "[123456789012345678901234567890, 19.90, 1e2, 1.50e1, -0, 0.001, 2E-3, -1.5e-1]"
+                )
+                .unwrap(),
+            "[123456789012345678901234567890, 19.90, 100, 15.0, 0, 0.001, 0.002, -0.15]"
+        );
+        assert_eq!(
+            JsonKind::Jsonb
+                .read(r#""a\"b\\c\u00e9\ud83d\ude00\n""#)
+                .unwrap(),
+            r#""a\"b\\cé😀\n""#
+        );
+        for bad in [
+            "01",
+            "1.",
+            ".5",
+            "[1,]",
+            "{\"a\" 1}",
+            "\"\\u0000\"",
+            "tru",
+            "1 2",
+        ] {
+            assert!(JsonKind::Jsonb.read(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            pretty_text(&v(r#"{"aa": 1, "b": [1, {}], "c": []}"#)),
+            "{\n    \"b\": [\n        1,\n        {}\n    ],\n    \"c\": [],\n    \"aa\": 1\n}"
+        );
     }
 
     #[test]
@@ -483,6 +867,11 @@ mod tests {
         assert!(!contains(&v(r#"{"a": [1, 2]}"#), &v(r#"{"a": 1}"#), true));
         assert!(contains(&v(r#"{"a": [1, 2]}"#), &v(r#"{"a": [2]}"#), true));
         assert!(contains(&v("1.0"), &v("1"), true));
+        assert!(!contains(
+            &v(r#"{"a": 9007199254740993}"#),
+            &v(r#"{"a": 9007199254740992}"#),
+            true
+        ));
     }
 
     #[test]

@@ -525,6 +525,20 @@ fn text_typed_parameters<S: Clone>(portal: &Portal<S>) -> Option<Portal<S>> {
             } else if binary && *t == Type::JSONB && bytes.first() == Some(&1) {
                 *bytes = bytes.slice(1..);
             }
+            // in the form the column stores, so that comparisons with it match
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                let normal = if *t == Type::UUID {
+                    crate::catalog::pg_builtins::parse_uuid(text)
+                        .map(|b| crate::catalog::pg_builtins::uuid_text(&b))
+                } else if *t == Type::JSONB {
+                    crate::catalog::pg_json::JsonKind::Jsonb.read(text).ok()
+                } else {
+                    None
+                };
+                if let Some(normal) = normal {
+                    *bytes = normal.into_bytes().into();
+                }
+            }
         }
         // text is the same in both formats: its UTF-8 bytes
         parameter_types[i] = Some(Type::TEXT);

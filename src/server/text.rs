@@ -215,6 +215,36 @@ pub fn postgres_text(
     RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns).unwrap_or(batch)
 }
 
+/// A value as PostgreSQL's output function writes it (what `::text` and `format('%s')` give):
+/// booleans `t`/`f`, doubles in their shortest form, intervals in the `postgres` style,
+/// timestamptz with its UTC offset; anything else as Arrow writes it.
+pub fn value_text(value: &datafusion::common::ScalarValue) -> Option<String> {
+    use datafusion::common::ScalarValue as V;
+    if value.is_null() {
+        return None;
+    }
+    Some(match value {
+        V::Boolean(Some(b)) => if *b { "t" } else { "f" }.to_string(),
+        V::Float64(Some(v)) => float_text(*v, 15),
+        V::Float32(Some(v)) => float32_text(*v),
+        V::IntervalMonthDayNano(Some(v)) => interval_text(v.months, v.days, v.nanoseconds / 1000),
+        V::TimestampMicrosecond(Some(v), tz) | V::TimestampNanosecond(Some(v), tz) => {
+            let micros = if matches!(value, V::TimestampNanosecond(..)) {
+                v.div_euclid(1000)
+            } else {
+                *v
+            };
+            let base = timestamp_text(micros)?;
+            if tz.is_some() {
+                format!("{base}+00")
+            } else {
+                base
+            }
+        }
+        other => other.to_string(),
+    })
+}
+
 /// A double as PostgreSQL writes it with `extra_float_digits` ≥ 1: the shortest text that reads
 /// back as the same value, in exponent form below 1e-4 or from 1e`max_exp`.
 fn float_text(v: f64, max_exp: i32) -> String {
@@ -329,7 +359,7 @@ pub fn interval_text(months: i32, days: i32, micros: i64) -> String {
         };
         let plural = if value == 1 { "" } else { "s" };
         out.push_str(&format!("{plus}{value} {unit}{plural}"));
-        negative_before |= value < 0;
+        negative_before = value < 0;
     }
     if out.is_empty() || micros != 0 {
         let sign = if micros < 0 {

@@ -87,6 +87,9 @@ impl Session<'_> {
             ..TableChange::default()
         };
         let mut rewrite = Rewrite::None;
+        // Whether the stored rows are checked against the new definition (a constraint
+        // tightened); renames and defaults need no look at the rows.
+        let mut validate = false;
         let mut unique: Vec<(String, Vec<String>)> = Vec::new();
         let visible_count = old.columns.iter().filter(|c| !c.hidden).count();
         let position = |name: &Ident| -> Result<usize> {
@@ -128,14 +131,22 @@ impl Session<'_> {
                     ));
                 }
                 let added = single_column_table(&old.name, column_def)?;
+                if !added.def.has_row_id() || !added.unique.is_empty() {
+                    return Err(Error::NotSupported(
+                        "ADD COLUMN with PRIMARY KEY or UNIQUE; add the column, then ADD \
+                         PRIMARY KEY (...) or ADD UNIQUE (...)"
+                            .into(),
+                    ));
+                }
                 if !added.sequences.is_empty() {
                     return Err(Error::NotSupported(
                         "adding a SERIAL or identity column to an existing table".into(),
                     ));
                 }
                 let column = added.def.columns[0].clone();
-                unique = added.unique;
-                def.checks.extend(added.def.checks);
+                for check in added.def.checks {
+                    add_check(&mut def.checks, check)?;
+                }
                 let default = column
                     .default
                     .as_deref()
@@ -283,7 +294,10 @@ impl Session<'_> {
             AlterTableOperation::AlterColumn { column_name, op } => {
                 let at = position(column_name)?;
                 match op {
-                    AlterColumnOperation::SetNotNull => def.columns[at].nullable = false,
+                    AlterColumnOperation::SetNotNull => {
+                        def.columns[at].nullable = false;
+                        validate = true;
+                    }
                     AlterColumnOperation::DropNotNull => {
                         if old.primary_key.contains(&at) {
                             return Err(Error::coded(
@@ -294,7 +308,16 @@ impl Session<'_> {
                         def.columns[at].nullable = true;
                     }
                     AlterColumnOperation::SetDefault { value } => {
-                        let sql = value.to_string();
+                        if def.columns[at].identity.is_some() {
+                            return Err(Error::coded(
+                                "55000",
+                                format!(
+                                    "column \"{}\" of relation \"{}\" is an identity column",
+                                    old.columns[at].name, old.name
+                                ),
+                            ));
+                        }
+                        let sql = crate::sql::ddl::default_sql(value);
                         catalog.parse_default(&sql)?;
                         def.columns[at].default = Some(sql);
                     }
@@ -341,10 +364,15 @@ impl Session<'_> {
                     unique = constraint_table(&old.name, &old.columns, constraint)?.unique;
                 }
                 TableConstraint::Check(_) => {
-                    let mut checks = constraint_table(&old.name, &old.columns, constraint)?
+                    let named = matches!(constraint, TableConstraint::Check(c) if c.name.is_some());
+                    let checks = constraint_table(&old.name, &old.columns, constraint)?
                         .def
                         .checks;
-                    for check in &mut checks {
+                    for mut check in checks {
+                        if named {
+                            add_check(&mut def.checks, check)?;
+                            continue;
+                        }
                         // An unnamed check takes a number when its name is taken.
                         let base = check.name.clone();
                         let mut n = 0;
@@ -352,8 +380,9 @@ impl Session<'_> {
                             n += 1;
                             check.name = format!("{base}{n}");
                         }
+                        def.checks.push(check);
                     }
-                    def.checks.extend(checks);
+                    validate = true;
                 }
                 other => {
                     return Err(Error::NotSupported(format!("ADD {other}")));
@@ -363,6 +392,9 @@ impl Session<'_> {
         }
         let store = self.db.store().clone();
         let new = catalog.replace_table(table, def, change, |new, batch| {
+            if matches!(rewrite, Rewrite::None) && !validate {
+                return Ok(());
+            }
             rewrite_rows(&store, table, new, &rewrite, batch)
         })?;
         if !unique.is_empty() {
@@ -392,10 +424,20 @@ fn rewrite_rows(
 ) -> Result<()> {
     let visible = old.def().columns.iter().filter(|c| !c.hidden).count();
     let default = match rewrite {
-        Rewrite::Add(Some(expr)) => Some(
-            datafusion::prelude::SessionContext::new()
-                .create_physical_expr(expr.clone(), &DFSchema::empty())?,
-        ),
+        Rewrite::Add(Some(expr)) => {
+            // `now()` and its kin are the statement's time, as when the default is written.
+            use datafusion::logical_expr::simplify::SimplifyContext;
+            use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+            let context = SimplifyContext::builder()
+                .with_schema(Arc::new(DFSchema::empty()))
+                .with_query_execution_start_time(Some(chrono::Utc::now()))
+                .build();
+            let expr = ExprSimplifier::new(context).simplify(expr.clone())?;
+            Some(
+                datafusion::prelude::SessionContext::new()
+                    .create_physical_expr(expr, &DFSchema::empty())?,
+            )
+        }
         _ => None,
     };
     let added_type = new
@@ -438,6 +480,21 @@ fn rewrite_rows(
         }
         Ok(true)
     })
+}
+
+/// Adds `check` to `checks`, refusing a name already there (`42710`).
+fn add_check(
+    checks: &mut Vec<crate::table::check::CheckDef>,
+    check: crate::table::check::CheckDef,
+) -> Result<()> {
+    if checks.iter().any(|c| c.name == check.name) {
+        return Err(Error::coded(
+            "42710",
+            format!("constraint \"{}\" already exists", check.name),
+        ));
+    }
+    checks.push(check);
+    Ok(())
 }
 
 /// Whether a CHECK expression (SQL text) reads `column`.

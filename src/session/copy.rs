@@ -305,6 +305,7 @@ impl CopyIn {
         }
         self.flush_rows()?;
         let _guard = db.write_guard(self.lock_timeout).await?;
+        self.table.check_current()?;
         let mut changes = TableChanges::new(db.store(), &self.table);
         let mut count = 0;
         for batch in &self.batches {

@@ -104,6 +104,8 @@ impl WritePlan {
     ) -> Result<Output> {
         let input = self.input.clone().replace_params_with_values(&params)?;
         let _guard = db.write_guard(lock_timeout).await?;
+        // A plan made before ALTER TABLE or DROP TABLE holds the table as it was.
+        self.table.check_current()?;
         let ctx = match self.kind {
             Kind::Insert(_) => db.ctx(),
             _ => db.dml_ctx(),

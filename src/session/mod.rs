@@ -558,6 +558,31 @@ pub(crate) fn postgres_plan(
                         right.as_ref().clone(),
                     ])))
                 }
+                // Constant text cast to an interval: read as PostgreSQL reads it (an INSERT's
+                // VALUES into an interval column, `'1 day 02:00'::interval` in a plan).
+                Expr::Cast(Cast { expr, field })
+                    if matches!(field.data_type(), DataType::Interval(IntervalUnit::MonthDayNano))
+                        && matches!(
+                            expr.as_ref(),
+                            Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(_)), _)
+                        ) =>
+                {
+                    let Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(text)), _) =
+                        expr.as_ref()
+                    else {
+                        return Ok(Transformed::no(e));
+                    };
+                    match crate::sql::interval::parse(text) {
+                        Some(v) => Ok(Transformed::yes(datafusion::logical_expr::lit(
+                            datafusion::common::ScalarValue::IntervalMonthDayNano(Some(v)),
+                        ))),
+                        None => Err(datafusion::error::DataFusionError::External(Box::new(
+                            crate::error::Error::InvalidText(format!(
+                                "invalid input syntax for type interval: \"{text}\""
+                            )),
+                        ))),
+                    }
+                }
                 // An interval as text is PostgreSQL's text of it.
                 Expr::Cast(Cast { expr, field })
                     if matches!(

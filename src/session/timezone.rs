@@ -14,8 +14,8 @@ pub enum Zone {
 
 impl Zone {
     /// The zone `name` stands for, as `SET TimeZone` takes it: an IANA name in any case, `UTC`
-    /// and its synonyms, or a POSIX-style offset in hours (`+5`, `-03:30`), which PostgreSQL
-    /// counts positive *west* of Greenwich.
+    /// and its synonyms, a number of hours east of Greenwich (`-7`, `5.5`), or a POSIX-style
+    /// offset (`+05:30`, `UTC+5`), which PostgreSQL counts positive *west* of Greenwich.
     pub fn parse(name: &str) -> Option<Zone> {
         let trimmed = name.trim();
         if matches!(
@@ -30,10 +30,21 @@ impl Zone {
         {
             return Some(Zone::Named(*tz));
         }
-        let (sign, rest) = match trimmed.as_bytes().first()? {
-            b'+' => (1, &trimmed[1..]),
-            b'-' => (-1, &trimmed[1..]),
-            _ => (1, trimmed),
+        // A plain number is hours east of Greenwich (`-7`, `5.5`), as `SET TIME ZONE` takes it.
+        if let Ok(hours) = trimmed.parse::<f64>() {
+            if !hours.is_finite() || hours.abs() > 15.0 {
+                return None;
+            }
+            return Some(Zone::Fixed(FixedOffset::east_opt(
+                (hours * 3600.0).round() as i32,
+            )?));
+        }
+        // A POSIX offset (`+05:30`, `UTC+5`, `GMT-3`) counts hours *west* of Greenwich.
+        let posix = trimmed.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+        let (sign, rest) = match posix.as_bytes().first()? {
+            b'+' => (1, &posix[1..]),
+            b'-' => (-1, &posix[1..]),
+            _ => (1, posix),
         };
         let mut parts = rest.split(':');
         let hours: i32 = parts.next()?.parse().ok()?;
@@ -42,7 +53,6 @@ impl Zone {
         if parts.next().is_some() || hours > 15 || minutes > 59 || seconds > 59 {
             return None;
         }
-        // POSIX: "+5" is five hours west of Greenwich.
         let west = sign * (hours * 3600 + minutes * 60 + seconds);
         Some(Zone::Fixed(FixedOffset::east_opt(-west)?))
     }
@@ -164,11 +174,12 @@ mod tests {
         );
         assert_eq!(Zone::canonical_name("GMT").as_deref(), Some("UTC"));
         assert!(Zone::parse("Mars/Olympus").is_none());
-        // POSIX offsets count west: "+5" is UTC-5.
-        assert_eq!(
-            Zone::parse("+5").unwrap().offset_at(NaiveDateTime::MIN),
-            -5 * 3600
-        );
+        // A number is hours east; a POSIX offset counts west: "+05:30" is UTC-5:30.
+        let offset = |name: &str| Zone::parse(name).unwrap().offset_at(NaiveDateTime::MIN);
+        assert_eq!(offset("-7"), -7 * 3600);
+        assert_eq!(offset("5.5"), 5 * 3600 + 1800);
+        assert_eq!(offset("+05:30"), -(5 * 3600 + 1800));
+        assert_eq!(offset("UTC+5"), -5 * 3600);
         let ny = Zone::parse("America/New_York").unwrap();
         let local =
             NaiveDateTime::parse_from_str("2024-01-01 07:00:00", "%Y-%m-%d %H:%M:%S").unwrap();

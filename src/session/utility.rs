@@ -34,7 +34,26 @@ impl Session<'_> {
             return self.create_table_as(create, query).await;
         }
         let (mut def, sequences) = ddl::table_def(create)?;
-        let unique = ddl::unique_constraints(create)?;
+        // UNIQUE constraints, as positions among the visible columns.
+        let unique = ddl::unique_constraints(create)?
+            .into_iter()
+            .map(|(name, columns)| {
+                let positions = columns
+                    .iter()
+                    .map(|c| {
+                        def.columns
+                            .iter()
+                            .position(|d| &d.name == c && !d.hidden)
+                            .ok_or_else(|| {
+                                Error::UndefinedColumn(format!(
+                                    "column \"{c}\" named in key does not exist"
+                                ))
+                            })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((name, positions))
+            })
+            .collect::<Result<Vec<_>>>()?;
         if let Some(watermark) = &watermark {
             if !append_only {
                 return Err(Error::NotSupported(
@@ -51,17 +70,10 @@ impl Session<'_> {
         def.append_only = append_only;
         def.watermark = watermark;
         let name = def.name.clone();
-        let created = self
-            .db
-            .catalog()
-            .create_table(def, create.if_not_exists, sequences)?;
-        if let Some(table) = &created
-            && let Err(e) = self.add_unique_constraints(table, unique)
-        {
-            // The table is new and empty: it goes again with the constraint it could not have.
-            let _ = self.db.catalog().drop_table(&name);
-            return Err(e);
-        }
+        let created =
+            self.db
+                .catalog()
+                .create_table(def, create.if_not_exists, sequences, unique)?;
         match created {
             None => self.notice(
                 "42P07",
@@ -183,7 +195,10 @@ impl Session<'_> {
             return Err(Error::Internal(format!("CREATE TABLE AS: {definition}")));
         };
         let (def, sequences) = ddl::table_def(&table)?;
-        if let Some(table) = self.db.catalog().create_table(def, false, sequences)?
+        if let Some(table) = self
+            .db
+            .catalog()
+            .create_table(def, false, sequences, vec![])?
             && table.def().temporary
         {
             self.conn

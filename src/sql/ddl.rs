@@ -349,7 +349,7 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
         }
     };
 
-    let checks = check_defs(&name, checks);
+    let checks = check_defs(&name, checks)?;
     let table = TableDef {
         id: 0,
         checks,
@@ -395,9 +395,17 @@ impl datafusion::sql::sqlparser::ast::Visitor for ColumnNames<'_> {
 fn check_defs(
     table: &str,
     checks: Vec<(Option<String>, Vec<String>, String)>,
-) -> Vec<crate::table::check::CheckDef> {
+) -> Result<Vec<crate::table::check::CheckDef>> {
     let mut out: Vec<crate::table::check::CheckDef> = Vec::with_capacity(checks.len());
     for (name, columns, expr) in checks {
+        if let Some(name) = &name
+            && out.iter().any(|c| &c.name == name)
+        {
+            return Err(Error::coded(
+                "42710",
+                format!("constraint \"{name}\" for relation \"{table}\" already exists"),
+            ));
+        }
         let name = name.unwrap_or_else(|| {
             let base = match columns.as_slice() {
                 [column] => format!("{table}_{column}_check"),
@@ -413,10 +421,12 @@ fn check_defs(
         });
         out.push(crate::table::check::CheckDef { name, expr });
     }
-    out
+    Ok(out)
 }
 
-fn default_sql(expr: &SqlExpr) -> String {
+pub fn default_sql(expr: &SqlExpr) -> String {
+    let mut expr = expr.clone();
+    super::pg_exprs::rewrite_expr(&mut expr);
     expr.to_string()
 }
 

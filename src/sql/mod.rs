@@ -7,6 +7,7 @@
 pub mod balance;
 pub mod ddl;
 pub mod depth;
+pub mod interval;
 pub mod names;
 pub mod operators;
 pub mod pg_exprs;

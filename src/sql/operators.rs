@@ -57,6 +57,11 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
         contained_by: json(pg_json::CONTAINED_BY)?,
         has_key: json(pg_json::HAS_KEY)?,
         jsonb_in: json(pg_json::JSONB_IN)?,
+        uuid_in: Arc::new(
+            ctx.udf(crate::catalog::pg_builtins::UUID_IN)?
+                .as_ref()
+                .clone(),
+        ),
     };
     let mut ctx = ctx.clone();
     ctx.register_expr_planner(Arc::new(planner))
@@ -75,6 +80,7 @@ struct PostgresOperators {
     contained_by: Arc<ScalarUDF>,
     has_key: Arc<ScalarUDF>,
     jsonb_in: Arc<ScalarUDF>,
+    uuid_in: Arc<ScalarUDF>,
 }
 
 impl PostgresOperators {
@@ -117,6 +123,39 @@ impl PostgresOperators {
     }
 }
 
+/// Whether `e` has at most `budget` binary operators down its left and right spines (counted
+/// without walking the whole of a deep one).
+fn shallow(e: &Expr, budget: usize) -> bool {
+    let mut node = e;
+    for _ in 0..budget {
+        match node {
+            Expr::BinaryExpr(b) => {
+                // the deeper side of a generated chain is usually the left one
+                if matches!(b.right.as_ref(), Expr::BinaryExpr(_)) && !shallow(&b.right, budget / 2)
+                {
+                    return false;
+                }
+                node = &b.left;
+            }
+            _ => return true,
+        }
+    }
+    false
+}
+
+/// DataFusion's operator for one of SQL's comparisons.
+fn sql_operator(op: &BinaryOperator) -> datafusion::logical_expr::Operator {
+    use datafusion::logical_expr::Operator;
+    match op {
+        BinaryOperator::NotEq => Operator::NotEq,
+        BinaryOperator::Lt => Operator::Lt,
+        BinaryOperator::LtEq => Operator::LtEq,
+        BinaryOperator::Gt => Operator::Gt,
+        BinaryOperator::GtEq => Operator::GtEq,
+        _ => Operator::Eq,
+    }
+}
+
 /// The elements of a text-array literal (`'{a,b,1}'`), as PostgreSQL reads a path.
 fn text_array_literal(e: &Expr) -> Option<Vec<String>> {
     let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = e else {
@@ -140,8 +179,12 @@ impl ExprPlanner for PostgresOperators {
         expr: RawBinaryExpr,
         schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
-        let is_interval = |e: &Expr| e.get_type(schema).is_ok_and(|t| t == INTERVAL);
-        let is_number = |e: &Expr| e.get_type(schema).is_ok_and(|t| t.is_numeric());
+        // Types are looked at only for the operators planned here, and only of operands that
+        // are not deep chains of operators (a generated `a * b * c * ...` thousands long would
+        // otherwise have its types worked out again at every level).
+        let typed = |e: &Expr| shallow(e, 32);
+        let is_interval = |e: &Expr| typed(e) && e.get_type(schema).is_ok_and(|t| t == INTERVAL);
+        let is_number = |e: &Expr| typed(e) && e.get_type(schema).is_ok_and(|t| t.is_numeric());
         let call = |udf: &Arc<ScalarUDF>, interval: Expr, number: Expr| {
             Expr::ScalarFunction(ScalarFunction::new_udf(
                 udf.clone(),
@@ -149,10 +192,75 @@ impl ExprPlanner for PostgresOperators {
             ))
         };
         let is_json = |e: &Expr| {
-            e.to_field(schema)
-                .is_ok_and(|(_, field)| pg_json::JsonKind::of_field(&field).is_some())
+            typed(e)
+                && e.to_field(schema)
+                    .is_ok_and(|(_, field)| pg_json::JsonKind::of_field(&field).is_some())
         };
-        if is_json(&expr.left) {
+        let json_operator = matches!(
+            expr.op,
+            BinaryOperator::Arrow
+                | BinaryOperator::LongArrow
+                | BinaryOperator::HashArrow
+                | BinaryOperator::HashLongArrow
+                | BinaryOperator::AtArrow
+                | BinaryOperator::ArrowAt
+                | BinaryOperator::Question
+        );
+        // A text literal compared with a uuid or jsonb is read as one (`id = 'A0EE...'`).
+        if matches!(
+            expr.op,
+            BinaryOperator::Eq
+                | BinaryOperator::NotEq
+                | BinaryOperator::Lt
+                | BinaryOperator::LtEq
+                | BinaryOperator::Gt
+                | BinaryOperator::GtEq
+        ) {
+            let reader = |e: &Expr| {
+                if !typed(e) {
+                    return None;
+                }
+                let (_, field) = e.to_field(schema).ok()?;
+                match field
+                    .metadata()
+                    .get(crate::catalog::pg_builtins::PG_TYPE_KEY)
+                    .map(String::as_str)
+                {
+                    Some("uuid") => Some(self.uuid_in.clone()),
+                    Some("jsonb") => Some(self.jsonb_in.clone()),
+                    _ => None,
+                }
+            };
+            let literal = |e: &Expr| matches!(e, Expr::Literal(ScalarValue::Utf8(Some(_)), _));
+            let read = |udf: Arc<ScalarUDF>, e: Expr| {
+                Expr::ScalarFunction(ScalarFunction::new_udf(udf, vec![e]))
+            };
+            if literal(&expr.right)
+                && let Some(udf) = reader(&expr.left)
+            {
+                let right = read(udf, expr.right.clone());
+                return Ok(PlannerResult::Planned(Expr::BinaryExpr(
+                    datafusion::logical_expr::BinaryExpr::new(
+                        Box::new(expr.left),
+                        sql_operator(&expr.op),
+                        Box::new(right),
+                    ),
+                )));
+            }
+            if literal(&expr.left)
+                && let Some(udf) = reader(&expr.right)
+            {
+                let left = read(udf, expr.left.clone());
+                return Ok(PlannerResult::Planned(Expr::BinaryExpr(
+                    datafusion::logical_expr::BinaryExpr::new(
+                        Box::new(left),
+                        sql_operator(&expr.op),
+                        Box::new(expr.right),
+                    ),
+                )));
+            }
+        }
+        if json_operator && is_json(&expr.left) {
             let (op, left, right) = (expr.op.clone(), expr.left.clone(), expr.right.clone());
             if let Some(planned) = self.json_operator(&op, left, right) {
                 return Ok(PlannerResult::Planned(planned));

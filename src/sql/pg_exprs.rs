@@ -23,6 +23,11 @@ pub fn rewrite(statement: &mut Statement) {
     let _ = statement.visit(&mut PgExprs);
 }
 
+/// Applies every rewrite of this module to one expression (a column's DEFAULT).
+pub fn rewrite_expr(expr: &mut Expr) {
+    let _ = expr.visit(&mut PgExprs);
+}
+
 struct PgExprs;
 
 impl VisitorMut for PgExprs {
@@ -91,6 +96,34 @@ impl VisitorMut for PgExprs {
                 let value = Expr::Value(typed.value.clone());
                 *expr = super::rewrite::call(reader, vec![value]);
             }
+            // Interval text as PostgreSQL reads it (`41 mon 12 days 360:00`, `@ 1 minute`,
+            // `1.5 weeks`), rewritten into the form DataFusion's reader takes.
+            Expr::Interval(interval)
+                if interval.leading_field.is_none() && interval.last_field.is_none() =>
+            {
+                canonical_interval(interval.value.as_mut());
+            }
+            Expr::Cast {
+                kind: CastKind::Cast | CastKind::DoubleColon,
+                expr: inner,
+                data_type:
+                    DataType::Interval {
+                        fields: None,
+                        precision: None,
+                    },
+                ..
+            } => canonical_interval(inner.as_mut()),
+            // `make_interval(days => 10)`: named arguments in their places, zero for the others.
+            Expr::Function(function)
+                if function
+                    .name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case("make_interval")) =>
+            {
+                positional_make_interval(function);
+            }
             Expr::TypedString(typed) if is_plain_timestamp(&typed.data_type) => {
                 if let Value::SingleQuotedString(text) = &mut typed.value.value {
                     *text = without_offset(text).to_string();
@@ -133,6 +166,89 @@ fn text_type_reader(data_type: &DataType) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// A string literal of interval text in the form DataFusion reads, when PostgreSQL reads it.
+fn canonical_interval(value: &mut Expr) {
+    if let Expr::Value(ValueWithSpan {
+        value: Value::SingleQuotedString(text),
+        ..
+    }) = value
+        && let Some(interval) = super::interval::parse(text)
+    {
+        // Text DataFusion reads the same way stays as written (it names plan columns).
+        let same =
+            datafusion::arrow::compute::kernels::cast_utils::parse_interval_month_day_nano(text)
+                .is_ok_and(|theirs| theirs == interval);
+        if !same {
+            *text = super::interval::canonical_text(interval);
+        }
+    }
+}
+
+/// Rewrites named arguments of a `make_interval` call into positions (the missing ones zero).
+fn positional_make_interval(function: &mut datafusion::sql::sqlparser::ast::Function) {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    let FunctionArguments::List(list) = &mut function.args else {
+        return;
+    };
+    // `days => 10` comes as a named argument, or one named by an identifier expression
+    for arg in &mut list.args {
+        if let FunctionArg::ExprNamed {
+            name: Expr::Identifier(ident),
+            arg: value,
+            operator,
+        } = arg
+        {
+            *arg = FunctionArg::Named {
+                name: ident.clone(),
+                arg: value.clone(),
+                operator: operator.clone(),
+            };
+        }
+    }
+    if !list
+        .args
+        .iter()
+        .any(|a| matches!(a, FunctionArg::Named { .. }))
+    {
+        return;
+    }
+    let names = crate::catalog::pg_builtins::MAKE_INTERVAL_PARAMETERS;
+    let mut positional: Vec<Option<Expr>> = vec![None; names.len()];
+    let mut last = 0;
+    for (i, arg) in list.args.iter().enumerate() {
+        let (slot, value) = match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => (i, e),
+            FunctionArg::Named {
+                name,
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => match names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(&name.value))
+            {
+                Some(slot) => (slot, e),
+                // An unknown name is left for the planner to refuse.
+                None => return,
+            },
+            _ => return,
+        };
+        if slot >= names.len() {
+            return;
+        }
+        positional[slot] = Some(value.clone());
+        last = last.max(slot + 1);
+    }
+    list.args = positional
+        .into_iter()
+        .take(last)
+        .map(|e| {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(
+                e.unwrap_or_else(|| Expr::value(Value::Number("0".into(), false))),
+            ))
+        })
+        .collect();
 }
 
 fn null() -> Expr {

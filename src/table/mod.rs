@@ -126,6 +126,13 @@ impl TableDef {
     }
 }
 
+/// [`Table::retire`]: the table is the catalog's.
+pub const CURRENT: u8 = 0;
+/// [`Table::retire`]: `ALTER TABLE` replaced the table.
+pub const ALTERED: u8 = 1;
+/// [`Table::retire`]: the table was dropped.
+pub const DROPPED: u8 = 2;
+
 /// A table ready for use: its definition with everything derived from it.
 #[derive(Debug)]
 pub struct Table {
@@ -145,9 +152,10 @@ pub struct Table {
     watermark: Option<watermark::Watermark>,
     /// `CHECK` constraints, compiled.
     checks: Vec<check::Check>,
-    /// Set when `ALTER TABLE` replaced this table by one of another definition: plans made
-    /// before hold this one and must not read or write rows in the new layout.
-    retired: std::sync::atomic::AtomicBool,
+    /// Set when `ALTER TABLE` replaced this table by one of another definition ([`ALTERED`]) or
+    /// `DROP TABLE` dropped it ([`DROPPED`]): plans made before hold this one and must not read
+    /// or write its rows.
+    retired: std::sync::atomic::AtomicU8,
     /// Where it stands, as last committed.
     watermark_state: Mutex<watermark::WatermarkState>,
     /// Secondary indexes, maintained with the rows. Shared by every holder of the table, so
@@ -208,7 +216,7 @@ impl Table {
         Ok(Self {
             watermark,
             checks,
-            retired: std::sync::atomic::AtomicBool::new(false),
+            retired: std::sync::atomic::AtomicU8::new(CURRENT),
             watermark_state: Mutex::new(watermark::WatermarkState::default()),
             indexes: std::sync::RwLock::new(Arc::new(Vec::new())),
             def,
@@ -221,25 +229,27 @@ impl Table {
         })
     }
 
-    /// Marks the table as replaced by `ALTER TABLE`.
-    pub fn retire(&self) {
-        self.retired
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+    /// Marks the table as replaced by `ALTER TABLE` ([`ALTERED`]), dropped ([`DROPPED`]), or
+    /// current again ([`CURRENT`], when the replacement could not be written).
+    pub fn retire(&self, how: u8) {
+        self.retired.store(how, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// An error when `ALTER TABLE` has replaced this table since a plan took it.
+    /// An error when `ALTER TABLE` has replaced this table, or `DROP TABLE` dropped it, since a
+    /// plan took it.
     pub fn check_current(&self) -> Result<()> {
-        if self.retired.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(Error::coded(
+        match self.retired.load(std::sync::atomic::Ordering::SeqCst) {
+            ALTERED => Err(Error::coded(
                 "0A000",
                 format!(
                     "cached plan must not change result type (table \"{}\" was altered after \
                      the statement was planned; prepare it again)",
                     self.def.name
                 ),
-            ));
+            )),
+            DROPPED => Err(Error::UndefinedTable(self.def.name.clone())),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// The `CHECK` constraints.

@@ -79,6 +79,10 @@ impl Table {
                 && column.data_type() == &DataType::Utf8
             {
                 bytea_from_text(&column)?
+            } else if matches!(field.data_type(), DataType::Interval(_))
+                && column.data_type() == &DataType::Utf8
+            {
+                interval_from_text(&column)?
             } else {
                 cast_with_options(&column, field.data_type(), &options)?
             };
@@ -202,6 +206,25 @@ fn typed_text(column: &ArrayRef, pg_type: &str) -> Result<ArrayRef> {
         .as_string::<i32>()
         .iter()
         .map(|text| text.map(read).transpose())
+        .collect::<Result<_>>()?;
+    Ok(Arc::new(values))
+}
+
+/// Text to `interval` as PostgreSQL reads it (`41 mon 12 days 360:00`).
+fn interval_from_text(column: &ArrayRef) -> Result<ArrayRef> {
+    let values: datafusion::arrow::array::IntervalMonthDayNanoArray = column
+        .as_string::<i32>()
+        .iter()
+        .map(|text| {
+            text.map(|text| {
+                crate::sql::interval::parse(text).ok_or_else(|| {
+                    Error::InvalidText(format!(
+                        "invalid input syntax for type interval: \"{text}\""
+                    ))
+                })
+            })
+            .transpose()
+        })
         .collect::<Result<_>>()?;
     Ok(Arc::new(values))
 }

@@ -1,0 +1,327 @@
+//! PostgreSQL's reading of interval text (`interval_in` in the `postgres` style): numbers with
+//! units in any of PostgreSQL's spellings (`2 mons`, `3 hrs`, `1.5 weeks`), times of day
+//! (`+04:05:06.5`, `1 2:03`), a leading `@`, a trailing `ago`, and ISO 8601 (`P1Y2M3DT4H5M6S`).
+//! Fractions are carried down as PostgreSQL carries them: a year's into months, a month's into
+//! days of 30, a week's into days, a day's into hours of 24.
+
+use datafusion::arrow::datatypes::IntervalMonthDayNano;
+
+/// An interval as months, days and microseconds, built up field by field.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Fields {
+    months: f64,
+    days: f64,
+    micros: f64,
+}
+
+impl Fields {
+    /// Adds `value` of `unit`, carrying fractions down.
+    fn add(&mut self, value: f64, unit: Unit) {
+        const MICROS_PER_DAY: f64 = 86_400e6;
+        let months = |f: &mut Fields, m: f64| {
+            let whole = m.trunc();
+            f.months += whole;
+            f.days += ((m - whole) * 30.0 * 1e6).round() / 1e6;
+        };
+        match unit {
+            Unit::Millennium => months(self, value * 12_000.0),
+            Unit::Century => months(self, value * 1_200.0),
+            Unit::Decade => months(self, value * 120.0),
+            Unit::Year => months(self, value * 12.0),
+            Unit::Month => months(self, value),
+            Unit::Week | Unit::Day => {
+                let days = if unit == Unit::Week {
+                    value * 7.0
+                } else {
+                    value
+                };
+                let whole = days.trunc();
+                self.days += whole;
+                self.micros += ((days - whole) * MICROS_PER_DAY).round();
+            }
+            Unit::Hour => self.micros += (value * 3_600e6).round(),
+            Unit::Minute => self.micros += (value * 60e6).round(),
+            Unit::Second => self.micros += (value * 1e6).round(),
+            Unit::Millisecond => self.micros += (value * 1e3).round(),
+            Unit::Microsecond => self.micros += value.round(),
+        }
+    }
+
+    fn finish(self) -> Option<IntervalMonthDayNano> {
+        // Days carried from fractions of months may themselves be fractional.
+        let days_whole = self.days.trunc();
+        let micros = self.micros + ((self.days - days_whole) * 86_400e6).round();
+        let in_range =
+            |v: f64| v.is_finite() && v >= f64::from(i32::MIN) && v <= f64::from(i32::MAX);
+        if !in_range(self.months) || !in_range(days_whole) || !micros.is_finite() {
+            return None;
+        }
+        let nanos = (micros as i64).checked_mul(1000)?;
+        Some(IntervalMonthDayNano::new(
+            self.months as i32,
+            days_whole as i32,
+            nanos,
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Millennium,
+    Century,
+    Decade,
+    Year,
+    Month,
+    Week,
+    Day,
+    Hour,
+    Minute,
+    Second,
+    Millisecond,
+    Microsecond,
+}
+
+fn unit(word: &str) -> Option<Unit> {
+    Some(match word.to_ascii_lowercase().as_str() {
+        "millennium" | "millennia" | "millenniums" | "mil" | "mils" => Unit::Millennium,
+        "century" | "centuries" | "c" | "cent" => Unit::Century,
+        "decade" | "decades" | "dec" | "decs" => Unit::Decade,
+        "year" | "years" | "y" | "yr" | "yrs" => Unit::Year,
+        "month" | "months" | "mon" | "mons" => Unit::Month,
+        "week" | "weeks" | "w" => Unit::Week,
+        "day" | "days" | "d" => Unit::Day,
+        "hour" | "hours" | "h" | "hr" | "hrs" => Unit::Hour,
+        "minute" | "minutes" | "m" | "min" | "mins" => Unit::Minute,
+        "second" | "seconds" | "s" | "sec" | "secs" => Unit::Second,
+        "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" | "millisecon" => {
+            Unit::Millisecond
+        }
+        "microsecond" | "microseconds" | "us" | "usec" | "usecs" => Unit::Microsecond,
+        _ => return None,
+    })
+}
+
+/// Reads `text` as PostgreSQL reads an interval; `None` when PostgreSQL would refuse it.
+pub fn parse(text: &str) -> Option<IntervalMonthDayNano> {
+    let trimmed = text.trim();
+    if let Some(iso) = trimmed.strip_prefix(['P', 'p']) {
+        return parse_iso(iso);
+    }
+    let body = trimmed.strip_prefix('@').unwrap_or(trimmed).trim();
+    let tokens = tokenize(body)?;
+    if tokens.is_empty() {
+        return None;
+    }
+    let mut fields = Fields::default();
+    let mut ago = false;
+    let mut i = 0;
+    let mut pending: Option<f64> = None;
+    while i < tokens.len() {
+        let token = &tokens[i];
+        if token.eq_ignore_ascii_case("ago") {
+            if i + 1 != tokens.len() {
+                return None;
+            }
+            ago = true;
+        } else if token.contains(':') {
+            // A bare number before a time of day is a number of days (`1 2:03:04`).
+            if let Some(days) = pending.take() {
+                fields.add(days, Unit::Day);
+            }
+            fields.micros += time_micros(token)?;
+        } else if let Some(u) = unit(token) {
+            fields.add(pending.take()?, u);
+        } else {
+            if let Some(seconds) = pending.replace(number(token)?) {
+                // Two numbers in a row: the first was seconds.
+                fields.add(seconds, Unit::Second);
+            }
+        }
+        i += 1;
+    }
+    if let Some(seconds) = pending {
+        fields.add(seconds, Unit::Second);
+    }
+    if ago {
+        fields = Fields {
+            months: -fields.months,
+            days: -fields.days,
+            micros: -fields.micros,
+        };
+    }
+    fields.finish()
+}
+
+/// Splits `1day 2hours` into `1`, `day`, `2`, `hours`; a sign stays with its number.
+fn tokenize(text: &str) -> Option<Vec<String>> {
+    let mut tokens = Vec::new();
+    for word in text.split_whitespace() {
+        let mut current = String::new();
+        let mut numeric: Option<bool> = None;
+        for c in word.chars() {
+            let is_number = c.is_ascii_digit() || matches!(c, '.' | ':' | '+' | '-');
+            if !c.is_ascii_alphanumeric() && !is_number {
+                // commas and the like separate fields
+                if c == ',' {
+                    if !current.is_empty() {
+                        tokens.push(std::mem::take(&mut current));
+                    }
+                    numeric = None;
+                    continue;
+                }
+                return None;
+            }
+            if numeric.is_some_and(|n| n != is_number) && !current.is_empty() {
+                tokens.push(std::mem::take(&mut current));
+            }
+            numeric = Some(is_number);
+            current.push(c);
+        }
+        if !current.is_empty() {
+            tokens.push(current);
+        }
+    }
+    Some(tokens)
+}
+
+fn number(token: &str) -> Option<f64> {
+    let digits = token.trim_start_matches(['+', '-']);
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    token.parse().ok()
+}
+
+/// `[+-]H:MM[:SS[.frac]]` (or `MM:SS.frac` when the first field has a fraction) in microseconds.
+fn time_micros(token: &str) -> Option<f64> {
+    let (negative, body) = match token.as_bytes().first()? {
+        b'-' => (true, &token[1..]),
+        b'+' => (false, &token[1..]),
+        _ => (false, token),
+    };
+    let parts: Vec<&str> = body.split(':').collect();
+    let value = |s: &str| -> Option<f64> {
+        if s.is_empty() || !s.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let micros = match parts.as_slice() {
+        [h, m] if m.contains('.') => value(h)? * 60e6 + value(m)? * 1e6,
+        [h, m] => value(h)? * 3_600e6 + value(m)? * 60e6,
+        [h, m, s] => value(h)? * 3_600e6 + value(m)? * 60e6 + value(s)? * 1e6,
+        _ => return None,
+    };
+    let micros = micros.round();
+    Some(if negative { -micros } else { micros })
+}
+
+/// ISO 8601 durations after the `P`: `1Y2M3DT4H5M6.5S`, `T1H`, `2W`.
+fn parse_iso(text: &str) -> Option<IntervalMonthDayNano> {
+    let mut fields = Fields::default();
+    let mut in_time = false;
+    let mut number = String::new();
+    let mut any = false;
+    for c in text.chars() {
+        match c {
+            'T' | 't' => {
+                if !number.is_empty() || in_time {
+                    return None;
+                }
+                in_time = true;
+            }
+            '0'..='9' | '.' | '-' | '+' => number.push(c),
+            letter => {
+                let value: f64 = number.parse().ok()?;
+                number.clear();
+                let u = match (letter.to_ascii_uppercase(), in_time) {
+                    ('Y', false) => Unit::Year,
+                    ('M', false) => Unit::Month,
+                    ('W', false) => Unit::Week,
+                    ('D', false) => Unit::Day,
+                    ('H', true) => Unit::Hour,
+                    ('M', true) => Unit::Minute,
+                    ('S', true) => Unit::Second,
+                    _ => return None,
+                };
+                fields.add(value, u);
+                any = true;
+            }
+        }
+    }
+    if !number.is_empty() || !any {
+        return None;
+    }
+    fields.finish()
+}
+
+/// An interval as text DataFusion's own interval parser reads back exactly: months, days and
+/// microseconds.
+pub fn canonical_text(v: IntervalMonthDayNano) -> String {
+    format!(
+        "{} months {} days {} microseconds",
+        v.months,
+        v.days,
+        v.nanoseconds / 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> (i32, i32, i64) {
+        let v = parse(text).unwrap_or_else(|| panic!("{text}"));
+        (v.months, v.days, v.nanoseconds / 1000)
+    }
+
+    const H: i64 = 3_600_000_000;
+
+    #[test]
+    fn reads_what_postgresql_reads() {
+        assert_eq!(p("41 mon 12 days 360:00"), (41, 12, 360 * H));
+        assert_eq!(p("-41 mon -12 days +360:00"), (-41, -12, 360 * H));
+        assert_eq!(
+            p("9 mon -27 days 12:34:56"),
+            (9, -27, 12 * H + 34 * 60_000_000 + 56_000_000)
+        );
+        assert_eq!(
+            p("-3 years 482 days 76:54:32.189"),
+            (-36, 482, 76 * H + 54 * 60_000_000 + 32_189_000)
+        );
+        assert_eq!(p("@ 1 minute"), (0, 0, 60_000_000));
+        assert_eq!(
+            p("1 day 2 hours 3 minutes 4 seconds"),
+            (0, 1, 2 * H + 3 * 60_000_000 + 4_000_000)
+        );
+        assert_eq!(p("1.5 weeks"), (0, 10, 12 * H));
+        assert_eq!(p("1.5 months"), (1, 15, 0));
+        assert_eq!(p("1.5 years"), (18, 0, 0));
+        assert_eq!(p("5"), (0, 0, 5_000_000));
+        assert_eq!(p("1 2:03:04"), (0, 1, 2 * H + 3 * 60_000_000 + 4_000_000));
+        assert_eq!(p("1 day ago"), (0, -1, 0));
+        assert_eq!(p("1day 2hrs"), (0, 1, 2 * H));
+        assert_eq!(
+            p("P1Y2M3DT4H5M6S"),
+            (14, 3, 4 * H + 5 * 60_000_000 + 6_000_000)
+        );
+        assert_eq!(p("6 years"), (72, 0, 0));
+        assert_eq!(p("10 secs"), (0, 0, 10_000_000));
+        for bad in [
+            "",
+            "abc",
+            "1 fortnight",
+            "1 day 2",
+            "ago 1 day",
+            "P",
+            "1:2:3:4",
+        ] {
+            if bad == "1 day 2" {
+                // a trailing number is seconds
+                assert_eq!(p(bad), (0, 1, 2_000_000));
+                continue;
+            }
+            assert!(parse(bad).is_none(), "{bad}");
+        }
+    }
+}
