@@ -83,6 +83,38 @@ fn psql_describe_commands() {
         matviews.contains("user_count") && matviews.contains("GROUP BY country"),
         "{matviews}"
     );
+    // Schemas: \dn lists them, \dt schema.* and \d schema.name find what they hold; \dt
+    // alone lists the search path's relations, public's.
+    psql(&server, "CREATE SCHEMA ml");
+    psql(
+        &server,
+        "CREATE TABLE ml.users (id INT PRIMARY KEY, label TEXT UNIQUE, w NUMERIC(6,2) DEFAULT 1)",
+    );
+    psql(&server, "CREATE INDEX ON ml.users (w)");
+    psql(
+        &server,
+        "CREATE MATERIALIZED VIEW ml.labels AS SELECT label, count(*) AS n FROM ml.users GROUP BY label",
+    );
+    let dn = psql(&server, "\\dn");
+    assert!(dn.contains(" ml ") && dn.contains("public"), "{dn}");
+    let dt = psql(&server, "\\dt ml.*");
+    assert!(dt.contains(" ml ") && dt.contains("users"), "{dt}");
+    let dt = psql(&server, "\\dt");
+    assert!(!dt.contains(" ml "), "ml is not on the search path: {dt}");
+    let d = psql(&server, "\\d ml.users");
+    for expected in [
+        "Table \"ml.users\"",
+        "numeric(6,2)",
+        "\"users_pkey\" PRIMARY KEY, btree (id)",
+        "\"users_label_key\" UNIQUE, btree (label)",
+        "\"users_w_idx\" btree (w)",
+    ] {
+        assert!(d.contains(expected), "\\d ml.users lacks {expected}:\n{d}");
+    }
+    let dm = psql(&server, "\\dm ml.*");
+    assert!(dm.contains("labels"), "{dm}");
+    let d = psql(&server, "\\d+ ml.labels");
+    assert!(d.contains("GROUP BY label"), "{d}");
 }
 
 /// What psql shows of types, defaults, identities, indexes, sizes, functions, roles and types,

@@ -833,3 +833,86 @@ async fn a_copy_into_a_missing_table_fails_alone() {
         assert_eq!(row.get::<_, i64>(0), n);
     }
 }
+
+/// Schemas and what they hold survive a kill: the tables' rows, their constraints and
+/// sequences, the indexes, and the materialized views, which go on being maintained.
+#[tokio::test]
+async fn schemas_and_what_they_hold_survive_restarts() {
+    let mut server = TestServer::start();
+    {
+        let client = server.connect().await;
+        client
+            .batch_execute(
+                "CREATE SCHEMA shop; \
+                 CREATE TABLE shop.items (id SERIAL PRIMARY KEY, sku TEXT UNIQUE, qty INT); \
+                 CREATE TABLE items (id INT PRIMARY KEY); \
+                 INSERT INTO shop.items (sku, qty) VALUES ('a', 1), ('b', 2); \
+                 CREATE INDEX ON shop.items (qty); \
+                 CREATE MATERIALIZED VIEW shop.stock AS SELECT sum(qty) AS total FROM shop.items; \
+                 CREATE SCHEMA dropped; DROP SCHEMA dropped;",
+            )
+            .await
+            .unwrap();
+    }
+    server.kill();
+    server.start_again();
+    let client = server.connect().await;
+    let schemas: Vec<String> = client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE nspname IN ('shop', 'dropped', 'public') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(schemas, ["public", "shop"]);
+    let err = client
+        .batch_execute("INSERT INTO shop.items (sku, qty) VALUES ('a', 9)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "23505", "{err}");
+    let id: i32 = client
+        .query_one(
+            "INSERT INTO shop.items (sku, qty) VALUES ('c', 3) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(id > 2, "the serial column started again: {id}");
+    client.batch_execute("FLUSH").await.unwrap();
+    let total: i64 = client
+        .query_one("SELECT total FROM shop.stock", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 6);
+    let by_qty: String = client
+        .query_one("SELECT sku FROM shop.items WHERE qty = 3", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(by_qty, "c");
+    let indexes: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'shop'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(indexes, 3);
+    let public: i64 = client
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(public, 0);
+    let err = client
+        .batch_execute("CREATE SCHEMA shop")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42P06", "{err}");
+}

@@ -25,7 +25,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit, when};
 
 use super::Catalog;
-use super::schema::{CATALOG_NAME, SCHEMA_NAME};
+use super::schema::{CATALOG_NAME, qualify, split};
 use crate::table::{ColumnDef, Identity};
 
 /// Name of the schema.
@@ -456,9 +456,10 @@ impl InformationSchema {
                 continue;
             };
             let def = table.def();
+            let (schema, name) = split(&def.name);
             out.push(Relation {
-                schema: SCHEMA_NAME.into(),
-                name: def.name.clone(),
+                schema: schema.into(),
+                name: name.into(),
                 kind: if def.temporary {
                     RelationKind::Temporary
                 } else {
@@ -473,9 +474,10 @@ impl InformationSchema {
         }
         for view in self.catalog.views() {
             let def = view.def();
+            let (schema, name) = split(&def.name);
             out.push(Relation {
-                schema: SCHEMA_NAME.into(),
-                name: def.name.clone(),
+                schema: schema.into(),
+                name: name.into(),
                 kind: if def.materialized {
                     RelationKind::Materialized
                 } else {
@@ -489,9 +491,10 @@ impl InformationSchema {
             });
         }
         for source in self.catalog.sources() {
+            let (schema, name) = split(&source.def.name);
             out.push(Relation {
-                schema: SCHEMA_NAME.into(),
-                name: source.def.name.clone(),
+                schema: schema.into(),
+                name: name.into(),
                 kind: RelationKind::Source,
                 columns: source
                     .def
@@ -505,7 +508,7 @@ impl InformationSchema {
             let mut schemas = datafusion.schema_names();
             schemas.sort();
             for schema_name in schemas {
-                if schema_name == SCHEMA_NAME || schema_name == INFORMATION_SCHEMA {
+                if self.catalog.has_schema(&schema_name) || schema_name == INFORMATION_SCHEMA {
                     continue;
                 }
                 let Some(schema) = datafusion.schema(&schema_name) else {
@@ -583,7 +586,7 @@ impl InformationSchema {
             .await?
             .into_iter()
             .map(|r| {
-                let insertable = r.kind.writable() && r.schema == SCHEMA_NAME;
+                let insertable = r.kind.writable() && self.catalog.has_schema(&r.schema);
                 vec![
                     CATALOG_NAME.into(),
                     r.schema.into(),
@@ -609,14 +612,17 @@ impl InformationSchema {
         let sequences = self.catalog.sequences();
         let mut rows = Vec::new();
         for relation in self.relations().await? {
+            let key = qualify(&relation.schema, &relation.name);
+            let writable = relation.kind.writable() && self.catalog.has_schema(&relation.schema);
             for (i, column) in relation.columns.into_iter().enumerate() {
                 let info = type_info(&column.data_type);
                 let position = i as i32 + 1;
                 let identity = column.identity.and_then(|identity| {
                     let sequence = sequences.all().into_iter().find(|s| {
-                        s.def().owned_by.as_ref().is_some_and(|(table, owner)| {
-                            *table == relation.name && *owner == column.name
-                        })
+                        s.def()
+                            .owned_by
+                            .as_ref()
+                            .is_some_and(|(table, owner)| *table == key && *owner == column.name)
                     })?;
                     Some((identity, sequence.def().clone()))
                 });
@@ -677,7 +683,7 @@ impl InformationSchema {
                     identity_text(|d| if d.cycle { "YES" } else { "NO" }.to_string()),
                     "NEVER".into(),
                     NULL,
-                    yes_no(relation.kind.writable() && relation.schema == SCHEMA_NAME),
+                    yes_no(writable),
                 ]);
             }
         }
@@ -691,10 +697,11 @@ impl InformationSchema {
             .iter()
             .filter(|v| !v.def().materialized)
             .map(|v| {
+                let (schema, name) = split(v.name());
                 vec![
                     CATALOG_NAME.into(),
-                    SCHEMA_NAME.into(),
-                    v.name().into(),
+                    schema.into(),
+                    name.into(),
                     format!(" {};", v.def().query).into(),
                     "NONE".into(),
                     "NO".into(),
@@ -713,6 +720,7 @@ impl InformationSchema {
     /// and its position in the constraint.
     fn constraint_rows(&self) -> DfResult<Arc<dyn TableProvider>> {
         let schema = Arc::new(Schema::new(vec![
+            Field::new("k_nspname", DataType::Utf8, false),
             Field::new("k_relname", DataType::Utf8, false),
             Field::new("k_conname", DataType::Utf8, true),
             Field::new("k_type", DataType::Utf8, false),
@@ -721,6 +729,7 @@ impl InformationSchema {
             Field::new("k_position", DataType::Int32, false),
         ]));
         let (mut relations, mut names, mut types) = (Vec::new(), Vec::new(), Vec::new());
+        let mut schemas = Vec::new();
         let (mut columns, mut numbers, mut positions) = (Vec::new(), Vec::new(), Vec::new());
         for name in self.catalog.table_names() {
             let Some(table) = self.catalog.table(&name) else {
@@ -729,8 +738,9 @@ impl InformationSchema {
             let def = table.def();
             if !def.has_row_id() {
                 for (position, &i) in def.primary_key.iter().enumerate() {
-                    relations.push(def.name.clone());
-                    names.push(Some(def.pkey_name()));
+                    schemas.push(split(&def.name).0.to_string());
+                    relations.push(split(&def.name).1.to_string());
+                    names.push(Some(split(&def.pkey_name()).1.to_string()));
                     types.push("PRIMARY KEY");
                     columns.push(def.columns[i].name.clone());
                     numbers.push(i as i32 + 1);
@@ -741,7 +751,8 @@ impl InformationSchema {
                 if column.nullable || column.hidden {
                     continue;
                 }
-                relations.push(def.name.clone());
+                schemas.push(split(&def.name).0.to_string());
+                relations.push(split(&def.name).1.to_string());
                 names.push(None);
                 types.push("CHECK");
                 columns.push(column.name.clone());
@@ -752,6 +763,7 @@ impl InformationSchema {
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
+                Arc::new(StringArray::from(schemas)),
                 Arc::new(StringArray::from(relations)),
                 Arc::new(StringArray::from(names)),
                 Arc::new(StringArray::from(types)),
@@ -782,9 +794,7 @@ impl InformationSchema {
         };
         let classes = LogicalPlanBuilder::scan("c", provider_as_source(pg_class), None)?
             .join(
-                LogicalPlanBuilder::scan("n", provider_as_source(pg_namespace), None)?
-                    .filter(col("n.nspname").eq(lit(SCHEMA_NAME)))?
-                    .build()?,
+                LogicalPlanBuilder::scan("n", provider_as_source(pg_namespace), None)?.build()?,
                 JoinType::Inner,
                 (Vec::<Column>::new(), Vec::<Column>::new()),
                 Some(
@@ -811,12 +821,19 @@ impl InformationSchema {
                 classes,
                 JoinType::Inner,
                 (
-                    vec![Column::from_qualified_name("k.k_relname")],
-                    vec![Column::from_qualified_name("c.relname")],
+                    vec![
+                        Column::from_qualified_name("k.k_nspname"),
+                        Column::from_qualified_name("k.k_relname"),
+                    ],
+                    vec![
+                        Column::from_qualified_name("n.nspname"),
+                        Column::from_qualified_name("c.relname"),
+                    ],
                 ),
                 None,
             )?
             .project(vec![
+                col("k.k_nspname").alias("nspname"),
                 col("k.k_relname").alias("relname"),
                 name.alias("conname"),
                 col("k.k_type").alias("contype"),
@@ -850,10 +867,10 @@ impl InformationSchema {
             None,
             vec![
                 lit(CATALOG_NAME).alias("constraint_catalog"),
-                lit(SCHEMA_NAME).alias("constraint_schema"),
+                col("nspname").alias("constraint_schema"),
                 col("conname").alias("constraint_name"),
                 lit(CATALOG_NAME).alias("table_catalog"),
-                lit(SCHEMA_NAME).alias("table_schema"),
+                col("nspname").alias("table_schema"),
                 col("relname").alias("table_name"),
                 col("contype").alias("constraint_type"),
                 lit("NO").alias("is_deferrable"),
@@ -871,10 +888,10 @@ impl InformationSchema {
             Some("PRIMARY KEY"),
             vec![
                 lit(CATALOG_NAME).alias("constraint_catalog"),
-                lit(SCHEMA_NAME).alias("constraint_schema"),
+                col("nspname").alias("constraint_schema"),
                 col("conname").alias("constraint_name"),
                 lit(CATALOG_NAME).alias("table_catalog"),
-                lit(SCHEMA_NAME).alias("table_schema"),
+                col("nspname").alias("table_schema"),
                 col("relname").alias("table_name"),
                 col("colname").alias("column_name"),
                 col("position").alias("ordinal_position"),
@@ -891,11 +908,11 @@ impl InformationSchema {
             Some("PRIMARY KEY"),
             vec![
                 lit(CATALOG_NAME).alias("table_catalog"),
-                lit(SCHEMA_NAME).alias("table_schema"),
+                col("nspname").alias("table_schema"),
                 col("relname").alias("table_name"),
                 col("colname").alias("column_name"),
                 lit(CATALOG_NAME).alias("constraint_catalog"),
-                lit(SCHEMA_NAME).alias("constraint_schema"),
+                col("nspname").alias("constraint_schema"),
                 col("conname").alias("constraint_name"),
             ],
             false,
@@ -908,7 +925,7 @@ impl InformationSchema {
             Some("CHECK"),
             vec![
                 lit(CATALOG_NAME).alias("constraint_catalog"),
-                lit(SCHEMA_NAME).alias("constraint_schema"),
+                col("nspname").alias("constraint_schema"),
                 col("conname").alias("constraint_name"),
                 datafusion::functions::string::expr_fn::concat(vec![
                     col("colname"),
@@ -934,10 +951,11 @@ impl InformationSchema {
                     "integer" => &DataType::Int32,
                     _ => &DataType::Int64,
                 });
+                let (schema, name) = split(&def.name);
                 vec![
                     CATALOG_NAME.into(),
-                    SCHEMA_NAME.into(),
-                    def.name.clone().into(),
+                    schema.into(),
+                    name.into(),
                     info.data_type.into(),
                     info.precision.into(),
                     info.radix.into(),

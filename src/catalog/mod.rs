@@ -17,7 +17,7 @@ pub mod sequence_functions;
 pub mod system;
 pub mod view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use datafusion::common::DFSchema;
@@ -35,6 +35,7 @@ const TABLE_PREFIX: &[u8] = b"ct";
 const VIEW_PREFIX: &[u8] = b"cv";
 const SOURCE_PREFIX: &[u8] = b"cs";
 const INDEX_PREFIX: &[u8] = b"ci";
+const SCHEMA_PREFIX: &[u8] = b"cn";
 const NEXT_TABLE_ID: &[u8] = b"mnext_table_id";
 
 use view::{View, ViewDef};
@@ -61,6 +62,8 @@ pub struct Catalog {
     sequences: Arc<sequence::Sequences>,
     /// Secondary indexes by name; each is also attached to the table it indexes.
     indexes: RwLock<BTreeMap<String, IndexDef>>,
+    /// The schemas made by `CREATE SCHEMA` (`public` is always there).
+    schemas: RwLock<BTreeSet<String>>,
     /// Serialises id reservations.
     ids: std::sync::Mutex<()>,
     /// Plans DEFAULT expressions (built-in functions and the sequence functions).
@@ -93,9 +96,15 @@ impl Catalog {
             sources: RwLock::new(BTreeMap::new()),
             sequences,
             indexes: RwLock::new(BTreeMap::new()),
+            schemas: RwLock::new(BTreeSet::new()),
             ids: std::sync::Mutex::new(()),
             expr_state: defaults.state(),
         };
+        store.scan_prefix::<Error>(SCHEMA_PREFIX, |key, _| {
+            let name = String::from_utf8_lossy(&key[SCHEMA_PREFIX.len()..]).into_owned();
+            catalog.write_schemas().insert(name);
+            Ok(true)
+        })?;
         for def in stored::<TableDef>(&store, TABLE_PREFIX, "table")? {
             let next_row_id = store
                 .get(&Table::row_id_counter_key(def.id))?
@@ -136,6 +145,76 @@ impl Catalog {
             catalog.drop_table(&name)?;
         }
         Ok(catalog)
+    }
+
+    fn write_schemas(&self) -> std::sync::RwLockWriteGuard<'_, BTreeSet<String>> {
+        self.schemas.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The schemas made by `CREATE SCHEMA`, sorted.
+    pub fn schemas(&self) -> Vec<String> {
+        let schemas = self.schemas.read().unwrap_or_else(|e| e.into_inner());
+        schemas.iter().cloned().collect()
+    }
+
+    /// Whether schema `name` holds users' relations: `public` or one `CREATE SCHEMA` made.
+    pub fn has_schema(&self, name: &str) -> bool {
+        name == schema::SCHEMA_NAME
+            || self
+                .schemas
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(name)
+    }
+
+    /// Refuses (`3F000`) a new relation whose key `key` names a schema that does not exist.
+    pub fn check_schema(&self, key: &str) -> Result<()> {
+        let (schema, _) = schema::split(key);
+        if self.has_schema(schema) {
+            Ok(())
+        } else if schema::SYSTEM_SCHEMAS.contains(&schema) {
+            Err(Error::coded(
+                "42501",
+                format!("permission denied to create \"{key}\": {schema} is a system schema"),
+            ))
+        } else {
+            Err(Error::coded(
+                "3F000",
+                format!("schema \"{schema}\" does not exist"),
+            ))
+        }
+    }
+
+    /// Stores schema `name`; `false` when it exists already.
+    pub fn create_schema(&self, name: &str) -> Result<bool> {
+        let mut schemas = self.write_schemas();
+        if name == schema::SCHEMA_NAME || schemas.contains(name) {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put(schema_key(name), b"");
+        self.store.write(batch)?;
+        schemas.insert(name.to_string());
+        Ok(true)
+    }
+
+    /// Deletes schema `name`'s entry (the caller has dropped what it held).
+    pub fn drop_schema(&self, name: &str) -> Result<()> {
+        let mut schemas = self.write_schemas();
+        let mut batch = WriteBatch::default();
+        batch.delete(schema_key(name));
+        self.store.write(batch)?;
+        schemas.remove(name);
+        Ok(())
+    }
+
+    /// The keys of the tables, views, sources and sequences in schema `name`, sorted.
+    pub fn relations_in(&self, name: &str) -> Vec<String> {
+        let mut keys = self.relation_names();
+        keys.extend(self.sequences.names());
+        keys.retain(|key| schema::split(key).0 == name);
+        keys.sort();
+        keys
     }
 
     fn read_indexes(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, IndexDef>> {
@@ -312,6 +391,7 @@ impl Catalog {
         mut def: sequence::SequenceDef,
         if_not_exists: bool,
     ) -> Result<bool> {
+        self.check_schema(&def.name)?;
         let tables = self.write_tables();
         if self.taken(&tables, &def.name) {
             return if if_not_exists {
@@ -562,6 +642,13 @@ impl Catalog {
         sequences: Vec<sequence::SequenceDef>,
         unique: Vec<(String, Vec<usize>)>,
     ) -> Result<Option<Arc<Table>>> {
+        self.check_schema(&def.name)?;
+        if def.temporary && schema::split(&def.name).0 != schema::SCHEMA_NAME {
+            return Err(Error::coded(
+                "42P16",
+                "cannot create temporary relation in non-temporary schema",
+            ));
+        }
         if self.view(&def.name).is_some()
             || self.source(&def.name).is_some()
             || self.sequences.get(&def.name).is_some()
@@ -791,6 +878,12 @@ fn stored<T: serde::de::DeserializeOwned>(
 fn entry_key(prefix: &[u8], id: u32) -> Vec<u8> {
     let mut key = prefix.to_vec();
     key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn schema_key(name: &str) -> Vec<u8> {
+    let mut key = SCHEMA_PREFIX.to_vec();
+    key.extend_from_slice(name.as_bytes());
     key
 }
 

@@ -27,7 +27,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{BooleanArray, Int16Builder, ListBuilder, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    AsArray, BooleanArray, Int16Builder, ListBuilder, RecordBatch, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::SchemaProvider;
 use datafusion::common::{Column, JoinType, ScalarValue};
@@ -36,6 +38,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit, when};
 
 use super::Catalog;
+use super::schema::{SCHEMA_NAME, split};
 
 /// The `pg_catalog` schema with Augur's tables over the library's.
 #[derive(Debug)]
@@ -95,7 +98,7 @@ impl PgCatalogOverlay {
                 continue;
             }
             relnames.push(def.name.clone());
-            connames.push(def.pkey_name());
+            connames.push(split(&def.pkey_name()).1.to_string());
             for &column in &def.primary_key {
                 conkeys.values().append_value(column as i16 + 1);
             }
@@ -112,14 +115,15 @@ impl PgCatalogOverlay {
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
     }
 
-    /// One row per index, primary keys' and `CREATE INDEX`'s: the relation's name, the
-    /// index's name, whether it is the primary key and unique, its key column numbers (from 1),
+    /// One row per index, primary keys' and `CREATE INDEX`'s: the relation's catalog key, the
+    /// index's catalog key and its name within its schema, whether it is the primary key and unique, its key column numbers (from 1),
     /// its OID if it has its own (`CREATE INDEX`; a primary key's follows its table's), and
     /// its `CREATE INDEX` statement.
     fn all_indexes(&self) -> DfResult<Arc<MemTable>> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("x_relname", DataType::Utf8, false),
             Field::new("x_indexname", DataType::Utf8, false),
+            Field::new("x_bare", DataType::Utf8, false),
             Field::new("x_primary", DataType::Boolean, false),
             Field::new("x_unique", DataType::Boolean, false),
             vector("x_key", DataType::Int16, "int2vector"),
@@ -130,6 +134,7 @@ impl PgCatalogOverlay {
         ]));
         let mut relnames = Vec::new();
         let mut names = Vec::new();
+        let mut bare = Vec::new();
         let mut primary = Vec::new();
         let mut unique = Vec::new();
         let mut keys = ListBuilder::new(Int16Builder::new());
@@ -141,6 +146,7 @@ impl PgCatalogOverlay {
         for index in self.index_list() {
             relnames.push(index.relation.clone());
             names.push(index.name.clone());
+            bare.push(split(&index.name).1.to_string());
             primary.push(index.primary);
             unique.push(index.unique);
             for (_, number) in &index.columns {
@@ -159,6 +165,7 @@ impl PgCatalogOverlay {
             vec![
                 Arc::new(StringArray::from(relnames)),
                 Arc::new(StringArray::from(names)),
+                Arc::new(StringArray::from(bare)),
                 Arc::new(BooleanArray::from(primary)),
                 Arc::new(BooleanArray::from(unique)),
                 Arc::new(keys.finish()),
@@ -221,21 +228,14 @@ impl PgCatalogOverlay {
         out
     }
 
-    /// `pg_class` (as `c`) joined to every index (as `x`).
+    /// `pg_class` (as `c`) and `pg_namespace` (as `n`) joined to every index (as `x`).
     async fn tables_with_indexes(&self) -> DfResult<LogicalPlanBuilder> {
-        let Some(pg_class) = self.inner.table("pg_class").await? else {
-            return datafusion::common::plan_err!("pg_catalog.pg_class is missing");
-        };
         let indexes = LogicalPlanBuilder::scan("x", provider_as_source(self.all_indexes()?), None)?
             .build()?;
-        LogicalPlanBuilder::scan("c", provider_as_source(pg_class), None)?.join(
+        self.classes_with_namespaces().await?.join_on(
             indexes,
             JoinType::Inner,
-            (
-                vec![Column::from_qualified_name("c.relname")],
-                vec![Column::from_qualified_name("x.x_relname")],
-            ),
-            None,
+            [relation_key().eq(col("x.x_relname"))],
         )
     }
 
@@ -253,15 +253,14 @@ impl PgCatalogOverlay {
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from(vec![
-                    crate::catalog::schema::SCHEMA_NAME;
-                    n
-                ])),
                 Arc::new(StringArray::from_iter_values(
-                    list.iter().map(|i| i.relation.clone()),
+                    list.iter().map(|i| split(&i.relation).0),
                 )),
                 Arc::new(StringArray::from_iter_values(
-                    list.iter().map(|i| i.name.clone()),
+                    list.iter().map(|i| split(&i.relation).1),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    list.iter().map(|i| split(&i.name).1),
                 )),
                 Arc::new(StringArray::from(vec![None::<&str>; n])),
                 Arc::new(StringArray::from_iter_values(
@@ -272,21 +271,14 @@ impl PgCatalogOverlay {
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
     }
 
-    /// `pg_class` (as `c`) joined to the primary keys (as `k`).
+    /// `pg_class` (as `c`) and `pg_namespace` (as `n`) joined to the primary keys (as `k`).
     async fn tables_with_keys(&self) -> DfResult<LogicalPlanBuilder> {
-        let Some(pg_class) = self.inner.table("pg_class").await? else {
-            return datafusion::common::plan_err!("pg_catalog.pg_class is missing");
-        };
         let keys = LogicalPlanBuilder::scan("k", provider_as_source(self.primary_keys()?), None)?
             .build()?;
-        LogicalPlanBuilder::scan("c", provider_as_source(pg_class), None)?.join(
+        self.classes_with_namespaces().await?.join_on(
             keys,
             JoinType::Inner,
-            (
-                vec![Column::from_qualified_name("c.relname")],
-                vec![Column::from_qualified_name("k.key_relname")],
-            ),
-            None,
+            [relation_key().eq(col("k.key_relname"))],
         )
     }
 
@@ -332,6 +324,9 @@ impl PgCatalogOverlay {
         let Some(pg_class) = self.inner.table("pg_class").await? else {
             return Ok(None);
         };
+        if self.inner.table("pg_namespace").await?.is_none() {
+            return Ok(None);
+        }
         let materialized: Vec<_> = self
             .catalog
             .views()
@@ -349,19 +344,20 @@ impl PgCatalogOverlay {
             .fields()
             .iter()
             .map(|f| {
+                let theirs = col(format!("c.{}", f.name()));
                 if f.name() == "relhasindex" && !indexed.is_empty() {
-                    Ok(col("relname")
+                    Ok(relation_key()
                         .in_list(indexed.clone(), false)
                         .alias("relhasindex"))
                 } else if f.name() == "relkind" && !materialized.is_empty() {
                     when(
-                        col("relname").in_list(materialized.clone(), false),
+                        relation_key().in_list(materialized.clone(), false),
                         lit("m"),
                     )
-                    .otherwise(col("relkind"))
+                    .otherwise(theirs)
                     .map(|e| e.alias("relkind"))
                 } else {
-                    Ok(col(f.name()))
+                    Ok(theirs.alias(f.name()))
                 }
             })
             .collect::<DfResult<_>>()?;
@@ -369,9 +365,7 @@ impl PgCatalogOverlay {
             // Storage options (`text[]`): Augur's relations have none.
             columns.push(lit(ScalarValue::try_from(&list(DataType::Utf8))?).alias("reloptions"));
         }
-        let mut plan =
-            LogicalPlanBuilder::scan("pg_class", provider_as_source(pg_class.clone()), None)?
-                .project(columns)?;
+        let mut plan = self.classes_with_namespaces().await?.project(columns)?;
         {
             // Indexes are relations too (relkind `i`), in their table's namespace, with the
             // btree access method (403).
@@ -379,7 +373,7 @@ impl PgCatalogOverlay {
             for f in schema.fields() {
                 let expr = match f.name().as_str() {
                     "oid" => index_oid(),
-                    "relname" => col("x.x_indexname"),
+                    "relname" => col("x.x_bare"),
                     "relkind" => lit("i"),
                     "relam" => lit(BTREE_AM_OID),
                     "relnatts" => {
@@ -426,12 +420,11 @@ impl PgCatalogOverlay {
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from(vec![
-                    crate::catalog::schema::SCHEMA_NAME;
-                    n
-                ])),
                 Arc::new(StringArray::from_iter_values(
-                    views.iter().map(|v| v.name()),
+                    views.iter().map(|v| split(v.name()).0),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    views.iter().map(|v| split(v.name()).1),
                 )),
                 Arc::new(StringArray::from(vec!["augur"; n])),
                 Arc::new(StringArray::from(vec![None::<&str>; n])),
@@ -488,6 +481,7 @@ impl PgCatalogOverlay {
             )?)?,
         )?;
         let n = plain.num_rows();
+        let keys = plain.column(0).as_string::<i32>();
         let schema = Arc::new(Schema::new(vec![
             Field::new("schemaname", DataType::Utf8, true),
             Field::new("viewname", DataType::Utf8, true),
@@ -497,11 +491,12 @@ impl PgCatalogOverlay {
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from(vec![
-                    crate::catalog::schema::SCHEMA_NAME;
-                    n
-                ])),
-                plain.column(0).clone(),
+                Arc::new(StringArray::from_iter_values(
+                    keys.iter().map(|k| split(k.unwrap_or_default()).0),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    keys.iter().map(|k| split(k.unwrap_or_default()).1),
+                )),
                 Arc::new(StringArray::from(vec!["augur"; n])),
                 plain.column(1).clone(),
             ],
@@ -512,21 +507,16 @@ impl PgCatalogOverlay {
     /// `augur_view_definitions`: the OID `pg_class` gives each view, with its definition; what
     /// `pg_get_viewdef(oid)` reads.
     async fn oid_view_definitions(&self) -> DfResult<Arc<dyn TableProvider>> {
-        let Some(pg_class) = self.inner.table("pg_class").await? else {
-            return datafusion::common::plan_err!("pg_catalog.pg_class is missing");
-        };
         let all = self.view_definitions()?;
         let views = MemTable::try_new(all.schema(), vec![vec![all]])?;
-        let plan = LogicalPlanBuilder::scan("c", provider_as_source(pg_class), None)?
-            .join(
+        let plan = self
+            .classes_with_namespaces()
+            .await?
+            .join_on(
                 LogicalPlanBuilder::scan("v", provider_as_source(Arc::new(views)), None)?
                     .build()?,
                 JoinType::Inner,
-                (
-                    vec![Column::from_qualified_name("c.relname")],
-                    vec![Column::from_qualified_name("v.viewname")],
-                ),
-                None,
+                [relation_key().eq(col("v.viewname"))],
             )?
             .project(vec![
                 col("c.oid").alias("oid"),
@@ -758,20 +748,13 @@ impl PgCatalogOverlay {
                 ),
                 None,
             )?
-            .join(
+            .join_on(
                 types,
                 JoinType::Left,
-                (
-                    vec![
-                        Column::from_qualified_name("c.relname"),
-                        Column::from_qualified_name("a.attnum"),
-                    ],
-                    vec![
-                        Column::from_qualified_name("t.t_relname"),
-                        Column::from_qualified_name("t.t_attnum"),
-                    ],
-                ),
-                Some(col("n.nspname").eq(lit(crate::catalog::schema::SCHEMA_NAME))),
+                [
+                    relation_key().eq(col("t.t_relname")),
+                    col("a.attnum").eq(col("t.t_attnum")),
+                ],
             )?
             .project(columns)?
             .build()?;
@@ -786,15 +769,10 @@ impl PgCatalogOverlay {
         let plan = self
             .classes_with_namespaces()
             .await?
-            .filter(col("n.nspname").eq(lit(crate::catalog::schema::SCHEMA_NAME)))?
-            .join(
+            .join_on(
                 types,
                 JoinType::Inner,
-                (
-                    vec![Column::from_qualified_name("c.relname")],
-                    vec![Column::from_qualified_name("t.t_relname")],
-                ),
-                None,
+                [relation_key().eq(col("t.t_relname"))],
             )?
             .project(vec![
                 cast(
@@ -881,9 +859,7 @@ impl PgCatalogOverlay {
         };
         let plan = LogicalPlanBuilder::scan("c", provider_as_source(pg_class), None)?
             .join(
-                LogicalPlanBuilder::scan("n", provider_as_source(pg_namespace), None)?
-                    .filter(col("n.nspname").eq(lit(crate::catalog::schema::SCHEMA_NAME)))?
-                    .build()?,
+                LogicalPlanBuilder::scan("n", provider_as_source(pg_namespace), None)?.build()?,
                 JoinType::Inner,
                 (
                     vec![Column::from_qualified_name("c.relnamespace")],
@@ -891,19 +867,15 @@ impl PgCatalogOverlay {
                 ),
                 None,
             )?
-            .join(
+            .join_on(
                 LogicalPlanBuilder::scan("s", provider_as_source(Arc::new(sizes)), None)?
                     .build()?,
                 JoinType::Inner,
-                (
-                    vec![Column::from_qualified_name("c.relname")],
-                    vec![Column::from_qualified_name("s.s_relname")],
-                ),
-                None,
+                [relation_key().eq(col("s.s_relname"))],
             )?
             .project(vec![
                 col("c.oid").alias("oid"),
-                col("c.relname").alias("relname"),
+                relation_key().alias("relname"),
                 col("s.s_table").alias("table_bytes"),
                 col("s.s_index").alias("index_bytes"),
                 (col("s.s_table") + col("s.s_index")).alias("total_bytes"),
@@ -935,18 +907,31 @@ struct IndexEntry {
 }
 
 impl IndexEntry {
-    /// `CREATE [UNIQUE] INDEX name ON public.relation USING btree (columns)`.
+    /// `CREATE [UNIQUE] INDEX name ON schema.relation USING btree (columns)`.
     fn definition(&self) -> String {
         let columns: Vec<String> = self.columns.iter().map(|(c, _)| quote_ident(c)).collect();
+        let (schema, relation) = split(&self.relation);
         format!(
             "CREATE {}INDEX {} ON {}.{} USING btree ({})",
             if self.unique { "UNIQUE " } else { "" },
-            quote_ident(&self.name),
-            crate::catalog::schema::SCHEMA_NAME,
-            quote_ident(&self.relation),
+            quote_ident(split(&self.name).1),
+            quote_ident(schema),
+            quote_ident(relation),
             columns.join(", ")
         )
     }
+}
+
+/// The catalog key of relation `c` in namespace `n`: its name in `public`, `schema.name`
+/// elsewhere (see `catalog::schema`).
+fn relation_key() -> datafusion::logical_expr::Expr {
+    when(col("n.nspname").eq(lit(SCHEMA_NAME)), col("c.relname"))
+        .otherwise(datafusion::functions::string::expr_fn::concat(vec![
+            col("n.nspname"),
+            lit("."),
+            col("c.relname"),
+        ]))
+        .unwrap_or_else(|_| col("c.relname"))
 }
 
 /// The OID of index `x` in a join of `pg_class` (`c`) and the indexes (`x`).

@@ -1,4 +1,9 @@
-//! The catalog as a DataFusion schema: `augur.public`.
+//! The catalog as DataFusion schemas: `augur.public` and each schema made by `CREATE SCHEMA`.
+//!
+//! A relation's catalog key is its name in `public` and `schema.name` in any other schema
+//! (schema names never contain a dot, and neither do relation names: see
+//! [`crate::sql::table_name`]); names derived from a relation's (`t_pkey`, `t_id_seq`,
+//! `t_a_key`) land in the relation's schema by being derived from its key.
 
 use std::sync::Arc;
 
@@ -15,28 +20,63 @@ pub const CATALOG_NAME: &str = "augur";
 /// Name of the schema holding users' tables.
 pub const SCHEMA_NAME: &str = "public";
 
-/// Serves the tables of a [`Catalog`] to DataFusion.
+/// The schemas no `CREATE SCHEMA` may take: the ones every database has.
+pub const SYSTEM_SCHEMAS: [&str; 4] = [
+    SCHEMA_NAME,
+    "pg_catalog",
+    "information_schema",
+    crate::catalog::system::SYSTEM_SCHEMA,
+];
+
+/// The catalog key of relation `name` in schema `schema`.
+pub fn qualify(schema: &str, name: &str) -> String {
+    if schema == SCHEMA_NAME {
+        name.to_string()
+    } else {
+        format!("{schema}.{name}")
+    }
+}
+
+/// The schema and name of catalog key `key`.
+pub fn split(key: &str) -> (&str, &str) {
+    key.split_once('.').unwrap_or((SCHEMA_NAME, key))
+}
+
+/// The catalog key of a relation DataFusion names by `reference`.
+pub fn reference_key(reference: &datafusion::common::TableReference) -> String {
+    match reference.schema() {
+        Some(schema) => qualify(schema, reference.table()),
+        None => reference.table().to_string(),
+    }
+}
+
+/// Serves the relations of one schema of a [`Catalog`] to DataFusion.
 #[derive(Debug)]
 pub struct AugurSchema {
     catalog: Arc<Catalog>,
     /// Expose hidden row ids (used to plan UPDATE and DELETE, never for users' queries).
     with_hidden: bool,
+    /// The schema served.
+    schema: String,
 }
 
 impl AugurSchema {
-    /// The schema of users' queries.
-    pub fn new(catalog: Arc<Catalog>) -> Self {
+    /// Schema `schema` as users' queries see it.
+    pub fn new(catalog: Arc<Catalog>, schema: &str) -> Self {
         Self {
             catalog,
             with_hidden: false,
+            schema: schema.to_string(),
         }
     }
 
-    /// The schema Augur plans UPDATE and DELETE in: tables show their hidden row ids.
-    pub fn with_hidden(catalog: Arc<Catalog>) -> Self {
+    /// Schema `schema` as Augur plans UPDATE and DELETE in it: tables show their hidden row
+    /// ids.
+    pub fn with_hidden(catalog: Arc<Catalog>, schema: &str) -> Self {
         Self {
             catalog,
             with_hidden: true,
+            schema: schema.to_string(),
         }
     }
 }
@@ -44,10 +84,21 @@ impl AugurSchema {
 #[async_trait]
 impl SchemaProvider for AugurSchema {
     fn table_names(&self) -> Vec<String> {
-        self.catalog.relation_names()
+        self.catalog
+            .relation_names()
+            .iter()
+            .map(|key| split(key))
+            .filter(|(schema, _)| *schema == self.schema)
+            .map(|(_, name)| name.to_string())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name.contains('.') {
+            return Ok(None);
+        }
+        let key = qualify(&self.schema, name);
+        let name = key.as_str();
         if let Some(table) = self.catalog.table(name) {
             return Ok(Some(Arc::new(TableScan::new(
                 table,
@@ -77,6 +128,6 @@ impl SchemaProvider for AugurSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.exists(name)
+        !name.contains('.') && self.catalog.exists(&qualify(&self.schema, name))
     }
 }

@@ -292,6 +292,11 @@ impl Sequences {
             .ok_or_else(|| Error::coded("42P01", format!("relation \"{name}\" does not exist")))
     }
 
+    /// The names of all sequences.
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
     /// All sequences, by name.
     pub fn all(&self) -> Vec<Arc<Sequence>> {
         self.read().values().cloned().collect()
@@ -373,17 +378,30 @@ impl Sequences {
     }
 }
 
-/// The name in a sequence argument: `public.` dropped, unquoted names folded to lower case.
-/// A relation name as text (`name`, `public.name`, `"Name"`) as the catalog keys it.
+/// A relation name as text (`name`, `public.name`, `schema.name`, `"Name"`) as the catalog keys
+/// it: unquoted parts folded to lower case, `public.` dropped.
 pub fn resolve_name(text: &str) -> String {
-    let text = text.trim();
-    let text = text
-        .strip_prefix("public.")
-        .or_else(|| text.strip_prefix("\"public\"."))
-        .unwrap_or(text);
-    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(quoted) => quoted.replace("\"\"", "\""),
-        None => text.to_lowercase(),
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    let mut quoted = false;
+    let mut chars = text.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                part.push('"');
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut part)),
+            c if quoted => part.push(c),
+            c => part.extend(c.to_lowercase()),
+        }
+    }
+    parts.push(part);
+    match parts.as_slice() {
+        [.., schema, name] => crate::catalog::schema::qualify(schema, name),
+        [name] => name.clone(),
+        [] => String::new(),
     }
 }
 

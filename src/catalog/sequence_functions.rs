@@ -138,7 +138,7 @@ fn not_in_session(what: String) -> DataFusionError {
 }
 
 impl SequenceFunction {
-    /// `pg_get_serial_sequence(table, column)`: `public.name` of the sequence the column owns
+    /// `pg_get_serial_sequence(table, column)`: `schema.name` of the sequence the column owns
     /// (SERIAL, identity, `OWNED BY`), NULL when it owns none.
     fn serial_sequence(
         &self,
@@ -164,7 +164,10 @@ impl SequenceFunction {
                             .as_ref()
                             .is_some_and(|(t, c)| *t == table && *c == column)
                     })
-                    .map(|s| format!("{}.{}", crate::catalog::schema::SCHEMA_NAME, s.def().name))
+                    .map(|s| {
+                        let (schema, name) = crate::catalog::schema::split(&s.def().name);
+                        format!("{schema}.{name}")
+                    })
             })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out)))

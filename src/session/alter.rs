@@ -268,7 +268,20 @@ impl Session<'_> {
             }
             AlterTableOperation::RenameTable { table_name: new } => {
                 let (RenameTableNameKind::To(new) | RenameTableNameKind::As(new)) = new;
-                let new = table_name(new)?;
+                let new = match new.0.as_slice() {
+                    [_] => crate::catalog::schema::qualify(
+                        crate::catalog::schema::split(&old.name).0,
+                        &table_name(new)?,
+                    ),
+                    _ => table_name(new)?,
+                };
+                if crate::catalog::schema::split(&new).0
+                    != crate::catalog::schema::split(&old.name).0
+                {
+                    return Err(Error::NotSupported(
+                        "moving a table to another schema".into(),
+                    ));
+                }
                 if old.temporary {
                     return Err(Error::NotSupported("renaming a temporary table".into()));
                 }
@@ -613,7 +626,10 @@ fn create_table(
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
     let mut statement = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&format!("CREATE TABLE {} (x int)", super::dml::quote(name)))
+        .try_with_sql(&format!(
+            "CREATE TABLE {} (x int)",
+            super::dml::quote_key(name)
+        ))
         .and_then(|mut p| p.parse_statement())
         .map_err(|e| Error::Internal(format!("CREATE TABLE for ALTER TABLE: {e}")))?;
     let datafusion::sql::sqlparser::ast::Statement::CreateTable(create) = &mut statement else {

@@ -70,7 +70,7 @@ impl Database {
             },
         )?);
         let ctx = new_context(
-            AugurSchema::new(catalog.clone()),
+            AugurSchema::new(catalog.clone(), SCHEMA_NAME),
             &models,
             catalog.sequences(),
         )?;
@@ -94,7 +94,7 @@ impl Database {
             )?;
         }
         let dml_ctx = new_context(
-            AugurSchema::with_hidden(catalog.clone()),
+            AugurSchema::with_hidden(catalog.clone(), SCHEMA_NAME),
             &models,
             catalog.sequences(),
         )?;
@@ -102,6 +102,9 @@ impl Database {
         crate::catalog::pg_builtins::register(&dml_ctx);
         crate::catalog::pg_json::register(&dml_ctx);
         crate::sql::operators::register(&dml_ctx)?;
+        for schema in catalog.schemas() {
+            attach_schema(&ctx, &dml_ctx, &catalog, &schema)?;
+        }
         let parser = SqlParser::new();
         let sources = super::sources::recover(&catalog)?;
         let flows = super::views::recover(&store, &catalog, &ctx, &parser).await?;
@@ -151,6 +154,21 @@ impl Database {
             runtime,
             models,
         }))
+    }
+
+    /// Makes schema `name` (made by `CREATE SCHEMA`) visible to queries.
+    pub(crate) fn attach_schema(&self, name: &str) -> Result<()> {
+        attach_schema(&self.ctx, &self.dml_ctx, &self.catalog, name)
+    }
+
+    /// Removes schema `name` from queries' view (after `DROP SCHEMA`).
+    pub(crate) fn detach_schema(&self, name: &str) -> Result<()> {
+        for ctx in [&self.ctx, &self.dml_ctx] {
+            if let Some(augur) = ctx.catalog(CATALOG_NAME) {
+                augur.deregister_schema(name, true)?;
+            }
+        }
+        Ok(())
     }
 
     /// Commits what the views have pending and stops their dataflow.
@@ -264,6 +282,25 @@ impl PgCatalogContextProvider for Roles {
             inherited_roles: vec![],
         })
     }
+}
+
+/// Registers schema `name` of `catalog` in both contexts.
+fn attach_schema(
+    ctx: &SessionContext,
+    dml_ctx: &SessionContext,
+    catalog: &Arc<Catalog>,
+    name: &str,
+) -> Result<()> {
+    for (ctx, schema) in [
+        (ctx, AugurSchema::new(catalog.clone(), name)),
+        (dml_ctx, AugurSchema::with_hidden(catalog.clone(), name)),
+    ] {
+        let augur = ctx
+            .catalog(CATALOG_NAME)
+            .ok_or_else(|| Error::Internal("catalog augur missing".into()))?;
+        augur.register_schema(name, Arc::new(schema))?;
+    }
+    Ok(())
 }
 
 fn new_context(

@@ -435,7 +435,7 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
     let returning_items = stripped.returning.take();
     let qualifier = match &stripped.table_alias {
         Some(alias) => normalize_ident(&alias.alias),
-        None => table.name().to_string(),
+        None => crate::catalog::schema::split(table.name()).1.to_string(),
     };
     stripped.table_alias = None;
     let is_values = stripped
@@ -720,21 +720,37 @@ fn replace_default_keywords(table: &Table, insert: &mut Insert) -> Result<()> {
     Ok(())
 }
 
-/// The table named by a FROM item, and the name the statement refers to it by.
-fn target(factor: &TableFactor) -> Result<(String, String)> {
+/// The table named by a FROM item, the name the statement refers to it by, and its columns
+/// as a SELECT list (`alias.*`, or `schema.name.*` as written).
+fn target(factor: &TableFactor) -> Result<(String, String, String)> {
     let TableFactor::Table { name, alias, .. } = factor else {
         return Err(Error::NotSupported(format!("UPDATE or DELETE of {factor}")));
     };
     let table = table_name(name)?;
-    let qualifier = alias
-        .as_ref()
-        .map(|a| normalize_ident(&a.name))
-        .unwrap_or_else(|| table.clone());
-    Ok((table, qualifier))
+    let (qualifier, all) = match alias {
+        Some(a) => {
+            let alias = normalize_ident(&a.name);
+            let all = format!("{}.*", quote(&alias));
+            (alias, all)
+        }
+        None => (
+            crate::catalog::schema::split(&table).1.to_string(),
+            format!("{name}.*"),
+        ),
+    };
+    Ok((table, qualifier, all))
 }
 
 pub(super) fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Catalog key `key` as a SQL name: `"name"` or `"schema"."name"`.
+pub(super) fn quote_key(key: &str) -> String {
+    match key.split_once('.') {
+        Some((schema, name)) => format!("{}.{}", quote(schema), quote(name)),
+        None => quote(key),
+    }
 }
 
 async fn plan_select(db: &Database, sql: &str) -> Result<LogicalPlan> {
@@ -754,11 +770,11 @@ async fn plan_update(db: &Database, update: &Update) -> Result<WritePlan> {
     if !update.table.joins.is_empty() {
         return Err(Error::NotSupported("UPDATE of a join".into()));
     }
-    let (name, qualifier) = target(&update.table.relation)?;
+    let (name, qualifier, all) = target(&update.table.relation)?;
     let table = lookup_table(db, &name, "update")?;
     refuse_if_append_only(&table, "UPDATE")?;
     let (columns, values) = assignment_columns(&table, &update.assignments)?;
-    let mut sql = format!("SELECT {}.*", quote(&qualifier));
+    let mut sql = format!("SELECT {all}");
     for value in &values {
         sql.push_str(", ");
         sql.push_str(value);
@@ -795,10 +811,10 @@ async fn plan_delete(db: &Database, delete: &Delete) -> Result<WritePlan> {
     if !first.joins.is_empty() {
         return Err(Error::NotSupported("DELETE from a join".into()));
     }
-    let (name, qualifier) = target(&first.relation)?;
+    let (name, qualifier, all) = target(&first.relation)?;
     let table = lookup_table(db, &name, "delete from")?;
     refuse_if_append_only(&table, "DELETE")?;
-    let mut sql = format!("SELECT {}.* FROM {first}", quote(&qualifier));
+    let mut sql = format!("SELECT {all} FROM {first}");
     for item in delete.using.iter().flatten() {
         sql.push_str(&format!(", {item}"));
     }

@@ -63,7 +63,16 @@ impl Session<'_> {
             names.push(name);
         }
         let name = match &create.name {
-            Some(name) => table_name(name)?,
+            // An index is in its relation's schema.
+            Some(name) if name.0.len() == 1 => crate::catalog::schema::qualify(
+                crate::catalog::schema::split(&relation).0,
+                &table_name(name)?,
+            ),
+            Some(name) => {
+                return Err(Error::Syntax(format!(
+                    "syntax error: an index name cannot be qualified: {name}"
+                )));
+            }
             None => {
                 let wanted = format!("{relation}_{}_idx", names.join("_"));
                 let mut candidate = wanted.clone();

@@ -16,6 +16,7 @@ pub mod limits;
 mod lookup;
 mod models;
 mod portals;
+mod schemas;
 mod set_ops;
 mod sources;
 pub mod timezone;

@@ -77,6 +77,7 @@ impl Session<'_> {
     pub(super) async fn create_source(&mut self, create: &CreateSource) -> Result<Output> {
         let _guard = self.write_guard().await?;
         let catalog = self.db.catalog();
+        catalog.check_schema(&create.name)?;
         if catalog.exists(&create.name) {
             if create.if_not_exists {
                 self.notice(

@@ -185,7 +185,7 @@ impl Session<'_> {
         let definition = format!(
             "CREATE {}TABLE {} ({})",
             if create.temporary { "TEMPORARY " } else { "" },
-            quote(&name),
+            super::dml::quote_key(&name),
             columns.join(", ")
         );
         let Some(Stmt::Sql(statement)) = self.parse(&definition)?.pop() else {
@@ -205,7 +205,7 @@ impl Session<'_> {
                 .temporary_tables()
                 .add(self.db.catalog(), name.clone(), table.def().id);
         }
-        let insert = format!("INSERT INTO {} {query}", quote(&name));
+        let insert = format!("INSERT INTO {} {query}", super::dml::quote_key(&name));
         let inserted = match self.parse(&insert) {
             // Boxed: running a statement can come back here.
             Ok(mut stmts) if stmts.len() == 1 => Box::pin(self.run(stmts.remove(0))).await,
@@ -331,6 +331,34 @@ impl Session<'_> {
                 names,
                 ..
             } => self.drop_sequences(names, *if_exists),
+            Statement::CreateSchema {
+                schema_name,
+                if_not_exists,
+                with,
+                options,
+                default_collate_spec,
+                clone,
+            } => {
+                if let Some(option) = with.iter().chain(options).flatten().next() {
+                    return Err(Error::coded(
+                        "22023",
+                        format!("unrecognized parameter {option} of CREATE SCHEMA"),
+                    ));
+                }
+                if default_collate_spec.is_some() || clone.is_some() {
+                    return Err(Error::NotSupported(
+                        "CREATE SCHEMA with DEFAULT COLLATE or CLONE".into(),
+                    ));
+                }
+                self.create_schema(schema_name, *if_not_exists).await
+            }
+            Statement::Drop {
+                object_type: ObjectType::Schema,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => self.drop_schemas(names, *if_exists, *cascade).await,
             Statement::CreateIndex(create) => self.create_index(create).await,
             Statement::Drop {
                 object_type: ObjectType::Index,
@@ -412,6 +440,18 @@ impl Session<'_> {
             Statement::Set(set) => {
                 for (name, value) in vars::apply_set(self.vars, set)? {
                     self.notices.push(Notice::Parameter(name, value));
+                }
+                if let Ok(path) = vars::get(self.vars, "search_path")
+                    && let Some(first) = vars::first_user_schema(&path)
+                    && first != crate::catalog::schema::SCHEMA_NAME
+                {
+                    self.notices.push(Notice::Message(
+                        "WARNING",
+                        "01000",
+                        format!(
+                            "search_path is kept but not applied: names without a schema resolve in public, not in \"{first}\"; write {first}.name"
+                        ),
+                    ));
                 }
                 Ok(Output::Command("SET".into()))
             }
@@ -623,6 +663,7 @@ pub(super) fn check_utility(statement: &Statement) -> Result<()> {
         | Statement::CreateSequence { .. }
         | Statement::CreateIndex(_)
         | Statement::CreateView(_)
+        | Statement::CreateSchema { .. }
         | Statement::ShowViews { .. }
         | Statement::ShowTables { .. }
         | Statement::Drop {
@@ -631,7 +672,8 @@ pub(super) fn check_utility(statement: &Statement) -> Result<()> {
                 | ObjectType::View
                 | ObjectType::MaterializedView
                 | ObjectType::Sequence
-                | ObjectType::Index,
+                | ObjectType::Index
+                | ObjectType::Schema,
             ..
         }
         | Statement::Truncate(_)

@@ -273,6 +273,21 @@ pub fn duration(metadata: &HashMap<String, String>, name: &str) -> Option<std::t
     super::limits::parse_duration(value).filter(|d| !d.is_zero())
 }
 
+/// The first schema of a `search_path` value that names one (`"$user"` and `pg_catalog`
+/// aside), folded as PostgreSQL folds it.
+pub fn first_user_schema(path: &str) -> Option<String> {
+    path.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(
+            |p| match p.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                Some(quoted) => quoted.replace("\"\"", "\""),
+                None => p.to_lowercase(),
+            },
+        )
+        .find(|p| p != "$user" && p != "pg_catalog")
+}
+
 /// A change to report to the client: `(name, new value)` when the variable is reported.
 pub type Reported = Option<(String, String)>;
 
@@ -511,6 +526,19 @@ mod tests {
         assert_eq!(get(&m, "timezone").unwrap(), "UTC");
         run_set(&mut m, "SET search_path TO public").unwrap();
         assert_eq!(get(&m, "search_path").unwrap(), "public");
+        assert_eq!(
+            first_user_schema("\"$user\", public").as_deref(),
+            Some("public")
+        );
+        assert_eq!(
+            first_user_schema("pg_catalog, Sales").as_deref(),
+            Some("sales")
+        );
+        assert_eq!(
+            first_user_schema("\"Sales\",public").as_deref(),
+            Some("Sales")
+        );
+        assert_eq!(first_user_schema("\"$user\""), None);
         run_set(&mut m, "SET client_encoding TO 'UTF8'").unwrap();
         run_set(&mut m, "SET standard_conforming_strings = on").unwrap();
         run_set(

@@ -252,21 +252,21 @@ pub(super) async fn recover(
 fn dependencies(catalog: &Catalog, query: &Query) -> Result<Vec<u32>> {
     let statement = DfStatement::Statement(Box::new(Statement::Query(Box::new(query.clone()))));
     let (relations, _ctes) = datafusion::sql::resolve::resolve_table_references(&statement, true)?;
-    for relation in &relations {
-        if let Some(table) = catalog.table(relation.table())
+    let keys: Vec<String> = relations
+        .iter()
+        .map(crate::catalog::schema::reference_key)
+        .collect();
+    for key in &keys {
+        if let Some(table) = catalog.table(key)
             && table.def().temporary
         {
             // The view would outlive the table, which goes when its session ends.
             return Err(Error::NotSupported(format!(
-                "a view over temporary table \"{}\"",
-                relation.table()
+                "a view over temporary table \"{key}\""
             )));
         }
     }
-    let mut ids: Vec<u32> = relations
-        .iter()
-        .filter_map(|r| catalog.relation_id(r.table()))
-        .collect();
+    let mut ids: Vec<u32> = keys.iter().filter_map(|k| catalog.relation_id(k)).collect();
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)
@@ -298,6 +298,7 @@ impl Session<'_> {
             .collect();
         let _guard = self.write_guard().await?;
         let catalog = self.db.catalog();
+        catalog.check_schema(&name)?;
         if catalog.exists(&name) {
             if create.if_not_exists {
                 self.notice(

@@ -129,8 +129,13 @@ pub fn unique_constraints(create: &CreateTable) -> Result<Vec<(String, Vec<Strin
     use datafusion::sql::sqlparser::ast::{NullsDistinctOption, UniqueConstraint};
     let table = table_name(&create.name)?;
     let named = |name: Option<&datafusion::sql::sqlparser::ast::Ident>, columns: &[String]| {
-        name.map(normalize_ident)
-            .unwrap_or_else(|| format!("{table}_{}_key", columns.join("_")))
+        name.map(|n| {
+            crate::catalog::schema::qualify(
+                crate::catalog::schema::split(&table).0,
+                &normalize_ident(n),
+            )
+        })
+        .unwrap_or_else(|| format!("{table}_{}_key", columns.join("_")))
     };
     let check = |unique: &UniqueConstraint| {
         if matches!(unique.nulls_distinct, NullsDistinctOption::NotDistinct) {

@@ -26,7 +26,7 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
 
-use crate::catalog::schema::{CATALOG_NAME, SCHEMA_NAME};
+use crate::catalog::schema::CATALOG_NAME;
 use crate::error::{Error, Result};
 use crate::table::watermark::WatermarkDef;
 
@@ -606,6 +606,11 @@ fn parse_create_model(parser: &mut Parser<'_>, or_replace: bool) -> Result<Creat
         ));
     }
     let name = table_name(&parser.parse_object_name(false)?)?;
+    if name.contains('.') {
+        return Err(Error::NotSupported(format!(
+            "model {name}: models are not kept in schemas; name it without one"
+        )));
+    }
     parser.expect_keyword(Keyword::FROM)?;
     let path = match parser.next_token().token {
         Token::SingleQuotedString(path) => path,
@@ -812,7 +817,8 @@ pub fn normalize_ident(ident: &Ident) -> String {
     }
 }
 
-/// The table name in `name`, which may be qualified by `public` or `augur.public`.
+/// The catalog key of relation `name` (see [`crate::catalog::schema`]): the name in `public`,
+/// `schema.name` in another schema; `augur.` may qualify either.
 pub fn table_name(name: &ObjectName) -> Result<String> {
     let parts: Vec<String> = name
         .0
@@ -824,16 +830,21 @@ pub fn table_name(name: &ObjectName) -> Result<String> {
             ))),
         })
         .collect::<Result<_>>()?;
+    if let Some(dotted) = parts.iter().find(|p| p.contains('.')) {
+        return Err(Error::coded(
+            "42602",
+            format!("invalid name \"{dotted}\": Augur's names cannot contain \".\""),
+        ));
+    }
     match parts.as_slice() {
         [table] => Ok(table.clone()),
-        [schema, table] if schema == SCHEMA_NAME => Ok(table.clone()),
-        [catalog, schema, table] if schema == SCHEMA_NAME && catalog == CATALOG_NAME => {
-            Ok(table.clone())
+        [schema, table] => Ok(crate::catalog::schema::qualify(schema, table)),
+        [catalog, schema, table] if catalog == CATALOG_NAME => {
+            Ok(crate::catalog::schema::qualify(schema, table))
         }
-        [.., schema, _] => Err(Error::coded(
-            "3F000",
-            format!("schema \"{schema}\" does not exist"),
-        )),
+        [catalog, ..] => Err(Error::NotSupported(format!(
+            "cross-database references: {name} (database \"{catalog}\")"
+        ))),
         [] => Err(Error::Syntax("syntax error: empty table name".into())),
     }
 }
@@ -858,7 +869,7 @@ mod tests {
     }
 
     #[test]
-    fn names_resolve_in_public_only() {
+    fn names_resolve_to_catalog_keys() {
         let parse = |sql: &str| match &SqlParser::new().parse(sql).unwrap()[0] {
             Statement::Drop { names, .. } => table_name(&names[0]),
             other => panic!("{other}"),
@@ -866,9 +877,12 @@ mod tests {
         assert_eq!(parse("DROP TABLE Foo").unwrap(), "foo");
         assert_eq!(parse("DROP TABLE \"Foo\"").unwrap(), "Foo");
         assert_eq!(parse("DROP TABLE public.foo").unwrap(), "foo");
+        assert_eq!(parse("DROP TABLE Other.Foo").unwrap(), "other.foo");
+        assert_eq!(parse("DROP TABLE augur.other.foo").unwrap(), "other.foo");
+        assert_eq!(parse("DROP TABLE \"a.b\"").unwrap_err().sqlstate(), "42602");
         assert_eq!(
-            parse("DROP TABLE other.foo").unwrap_err().sqlstate(),
-            "3F000"
+            parse("DROP TABLE db.s.foo").unwrap_err().sqlstate(),
+            "0A000"
         );
     }
 }

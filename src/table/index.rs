@@ -231,7 +231,7 @@ impl Index {
                     "23505",
                     format!(
                         "could not create unique index \"{}\": {} is duplicated",
-                        self.def.name,
+                        crate::catalog::schema::split(&self.def.name).1,
                         describe(i)
                     ),
                 ));
@@ -243,7 +243,7 @@ impl Index {
 
     fn violation(&self, key: String) -> Error {
         Error::UniqueViolation {
-            constraint: self.def.name.clone(),
+            constraint: crate::catalog::schema::split(&self.def.name).1.to_string(),
             detail: format!("{key} already exists."),
         }
     }

@@ -374,7 +374,11 @@ impl<'a> TableChanges<'a> {
                 match on_conflict {
                     OnConflict::Fail => {
                         return Err(Error::UniqueViolation {
-                            constraint: self.table.def().pkey_name(),
+                            constraint: crate::catalog::schema::split(
+                                &self.table.def().pkey_name(),
+                            )
+                            .1
+                            .to_string(),
                             detail: format!("{} already exists.", self.table.describe_key(rows, i)),
                         });
                     }

@@ -147,6 +147,48 @@ def pandas_to_sql_and_read_sql_table():
 
 
 @test
+def sqlalchemy_and_pandas_in_a_schema():
+    engine = sa.create_engine(URL)
+    with engine.connect() as conn:
+        conn.execute(sa.schema.CreateSchema("feat"))
+        conn.execute(sa.text("CREATE TABLE feat.users (id BIGINT PRIMARY KEY, name TEXT NOT NULL)"))
+        conn.execute(sa.text("CREATE TABLE users (id INT PRIMARY KEY)"))
+        conn.commit()
+    df = pd.DataFrame({"user_id": [1, 2, 3], "score": [0.5, 0.25, 1.0]})
+    df.to_sql("scores", engine, schema="feat", index=False)
+    df.to_sql("scores", engine, schema="feat", if_exists="append", index=False)
+    with engine.connect() as conn:
+        conn.execute(sa.text(
+            "CREATE MATERIALIZED VIEW feat.totals AS SELECT user_id, sum(score) AS total FROM feat.scores GROUP BY user_id"))
+        conn.execute(sa.text("CREATE VIEW feat.top AS SELECT user_id FROM feat.scores WHERE score > 0.3"))
+        conn.execute(sa.text("FLUSH"))
+        conn.commit()
+    back = pd.read_sql_table("scores", engine, schema="feat")
+    assert len(back) == 6 and back["score"].sum() == 3.5, back
+    insp = sa.inspect(engine)
+    assert "feat" in insp.get_schema_names(), insp.get_schema_names()
+    assert set(insp.get_table_names(schema="feat")) == {"users", "scores"}, insp.get_table_names(schema="feat")
+    assert "scores" not in insp.get_table_names()
+    assert insp.has_table("scores", schema="feat") and not insp.has_table("scores")
+    columns = [c["name"] for c in insp.get_columns("users", schema="feat")]
+    assert columns == ["id", "name"], columns
+    assert [c["name"] for c in insp.get_columns("users")] == ["id"]
+    assert insp.get_pk_constraint("users", schema="feat")["constrained_columns"] == ["id"]
+    assert insp.get_view_names(schema="feat") == ["top"], insp.get_view_names(schema="feat")
+    assert "score > 0.3" in insp.get_view_definition("top", schema="feat")
+    assert insp.get_materialized_view_names(schema="feat") == ["totals"]
+    meta = sa.MetaData()
+    meta.reflect(engine, schema="feat", views=True)
+    assert {"feat.users", "feat.scores", "feat.top", "feat.totals"} <= set(meta.tables), set(meta.tables)
+    totals = pd.read_sql("SELECT user_id, total FROM feat.totals ORDER BY user_id", engine)
+    assert list(totals["total"]) == [1.0, 0.5, 2.0], totals
+    with engine.connect() as conn:
+        conn.execute(sa.schema.DropSchema("feat", cascade=True))
+        conn.commit()
+    assert "feat" not in sa.inspect(engine).get_schema_names()
+
+
+@test
 def psycopg_prepares_then_rolls_back():
     # After a rollback psycopg sends DEALLOCATE ALL for the statements it prepared itself
     # (the fifth execution of a query prepares it), then prepares them again.
