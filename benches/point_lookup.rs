@@ -10,6 +10,8 @@
 //!   per-event feature view (no key of its own) over a 100k-row table of events, read through
 //!   `CREATE INDEX ON bench_features (txn_id)`: the same figures. PostgreSQL answers from a
 //!   materialized view with the same index.
+//! - view key: the same lookup over the same view declared `WITH (primary_key = 'txn_id')`, a
+//!   point read in Augur; PostgreSQL answers from a materialized view with a unique index.
 //! - load: `COPY bench FROM STDIN` of 1M rows in text format: rows/s.
 
 mod common;
@@ -69,6 +71,7 @@ struct Latency {
 struct Figures {
     pk: Latency,
     view_index: Latency,
+    view_key: Latency,
     load_rows_per_s: f64,
 }
 
@@ -112,7 +115,8 @@ async fn measure(name: &str, conn: &str, augur: bool) -> Figures {
     };
     client
         .batch_execute(&format!(
-            "DROP MATERIALIZED VIEW IF EXISTS bench_features; DROP TABLE IF EXISTS bench_events; \
+            "DROP MATERIALIZED VIEW IF EXISTS bench_features; \
+             DROP MATERIALIZED VIEW IF EXISTS bench_keyed; DROP TABLE IF EXISTS bench_events; \
              DROP TABLE IF EXISTS bench; DROP TABLE IF EXISTS bench_load; \
              CREATE TABLE bench {ddl}; CREATE TABLE bench_load {ddl}; CREATE TABLE bench_events {events}"
         ))
@@ -156,19 +160,48 @@ async fn measure(name: &str, conn: &str, augur: bool) -> Figures {
     })
     .await;
 
+    // The same view with its key declared: Augur stores it by the key; PostgreSQL's
+    // equivalent is a unique index on the materialized view.
+    let keyed = "SELECT id AS txn_id, user_id, amount * 2 AS doubled, merchant FROM bench_events";
+    let create = if augur {
+        format!(
+            "CREATE MATERIALIZED VIEW bench_keyed WITH (primary_key = 'txn_id') AS {keyed}; FLUSH"
+        )
+    } else {
+        format!(
+            "CREATE MATERIALIZED VIEW bench_keyed AS {keyed}; \
+             CREATE UNIQUE INDEX bench_keyed_txn ON bench_keyed (txn_id)"
+        )
+    };
+    client
+        .batch_execute(&create)
+        .await
+        .expect("create keyed view");
+    let by_key = client
+        .prepare("SELECT user_id, doubled, merchant FROM bench_keyed WHERE txn_id = $1")
+        .await
+        .expect("prepare");
+    let view_key = time_lookups(&client, &by_key, |id, row| {
+        assert_eq!(row.get::<_, i64>(0), id % 10_007);
+    })
+    .await;
+
     let figures = Figures {
         pk,
         view_index,
+        view_key,
         load_rows_per_s,
     };
     eprintln!(
-        "{name}: lookup p50 {:?} p99 {:?} mean {:?}; view index p50 {:?} p99 {:?} mean {:?}; COPY {:.0} rows/s",
+        "{name}: lookup p50 {:?} p99 {:?} mean {:?}; view index p50 {:?} p99 {:?} mean {:?}; view key p50 {:?} p99 {:?}; COPY {:.0} rows/s",
         figures.pk.p50,
         figures.pk.p99,
         figures.pk.mean,
         figures.view_index.p50,
         figures.view_index.p99,
         figures.view_index.mean,
+        figures.view_key.p50,
+        figures.view_key.p99,
         figures.load_rows_per_s
     );
     figures
@@ -185,35 +218,41 @@ async fn main() {
     };
 
     println!(
-        "\n| system | lookup p50 | lookup p99 | lookup mean | view index p50 | view index p99 | view index mean | COPY rows/s |"
+        "\n| system | lookup p50 | lookup p99 | lookup mean | view index p50 | view index p99 | view index mean | view key p50 | view key p99 | COPY rows/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let row = |name: &str, f: &Figures| {
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {:.0} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
             us(f.pk.p50),
             us(f.pk.p99),
             us(f.pk.mean),
             us(f.view_index.p50),
             us(f.view_index.p99),
             us(f.view_index.mean),
+            us(f.view_key.p50),
+            us(f.view_key.p99),
             f.load_rows_per_s
         )
     };
     row("Augur", &augur_figures);
     println!(
-        "\nAugur view index / Augur primary key: p50 {:.2}×, p99 {:.2}×",
+        "\nAugur view index / Augur primary key: p50 {:.2}×, p99 {:.2}×; view key / primary key: p50 {:.2}×, p99 {:.2}×",
         augur_figures.view_index.p50.as_secs_f64() / augur_figures.pk.p50.as_secs_f64(),
         augur_figures.view_index.p99.as_secs_f64() / augur_figures.pk.p99.as_secs_f64(),
+        augur_figures.view_key.p50.as_secs_f64() / augur_figures.pk.p50.as_secs_f64(),
+        augur_figures.view_key.p99.as_secs_f64() / augur_figures.pk.p99.as_secs_f64(),
     );
     if let Some(pg) = &pg {
         row("PostgreSQL 15", pg);
         println!(
-            "\nAugur / PostgreSQL: lookup p50 {:.2}×, p99 {:.2}×; view index p50 {:.2}×, p99 {:.2}×; COPY throughput {:.2}×",
+            "\nAugur / PostgreSQL: lookup p50 {:.2}×, p99 {:.2}×; view index p50 {:.2}×, p99 {:.2}×; view key p50 {:.2}×, p99 {:.2}×; COPY throughput {:.2}×",
             augur_figures.pk.p50.as_secs_f64() / pg.pk.p50.as_secs_f64(),
             augur_figures.pk.p99.as_secs_f64() / pg.pk.p99.as_secs_f64(),
             augur_figures.view_index.p50.as_secs_f64() / pg.view_index.p50.as_secs_f64(),
             augur_figures.view_index.p99.as_secs_f64() / pg.view_index.p99.as_secs_f64(),
+            augur_figures.view_key.p50.as_secs_f64() / pg.view_key.p50.as_secs_f64(),
+            augur_figures.view_key.p99.as_secs_f64() / pg.view_key.p99.as_secs_f64(),
             augur_figures.load_rows_per_s / pg.load_rows_per_s,
         );
     } else {

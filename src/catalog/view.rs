@@ -25,8 +25,13 @@ pub struct ViewDef {
     pub materialized: bool,
     /// The view's columns.
     pub columns: Vec<ColumnDef>,
-    /// Positions of the columns that are unique in every row, if the query gives such a key.
+    /// Positions of the columns that are unique in every row, if the query gives such a key
+    /// or the view declares one.
     pub key: Option<Vec<usize>>,
+    /// The key was declared (`WITH (primary_key = '...')`) where the planner derives none that
+    /// it implies: the view's root checks that it holds.
+    #[serde(default)]
+    pub key_checked: bool,
     /// Ids of the tables and views the query reads.
     pub depends_on: Vec<u32>,
     /// Names of the models the query calls.

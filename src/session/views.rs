@@ -141,7 +141,9 @@ fn dataflow(
     )?)
 }
 
-fn add_root(planned: &mut Planned, view: &View, store: &Store) -> Result<()> {
+/// Adds the view's root: its materialize operator. A declared key is checked; `creating`
+/// makes a violation in the backfill fail the view's creation.
+fn add_root(planned: &mut Planned, view: &View, store: &Store, creating: bool) -> Result<()> {
     let storage = view
         .storage()
         .ok_or_else(|| Error::Internal("a materialized view without storage".into()))?;
@@ -150,13 +152,98 @@ fn add_root(planned: &mut Planned, view: &View, store: &Store) -> Result<()> {
         .len()
         .checked_sub(1)
         .ok_or_else(|| Error::Internal("an empty dataflow".into()))?;
-    let root = planned.graph.add(Box::new(MaterializeOp::new(
-        storage.clone(),
-        store.clone(),
-        view.rows().clone(),
-    )?));
+    let mut root = MaterializeOp::new(storage.clone(), store.clone(), view.rows().clone())?;
+    if view.def().key_checked {
+        root = root.checking_key(view.errors().clone(), creating);
+    }
+    let root = planned.graph.add(Box::new(root));
     planned.graph.connect(top, root, 0);
     Ok(())
+}
+
+/// The options of `CREATE [MATERIALIZED] VIEW ... WITH (...)`: a materialized view's declared
+/// key (`primary_key = 'a, b'`), as column names. Anything else is refused (`22023`).
+fn view_options(
+    options: &datafusion::sql::sqlparser::ast::CreateTableOptions,
+    materialized: bool,
+) -> Result<Option<Vec<String>>> {
+    use datafusion::sql::sqlparser::ast::{CreateTableOptions, Expr as SqlExpr, SqlOption, Value};
+
+    let list = match options {
+        CreateTableOptions::With(list) if materialized => list,
+        other => {
+            crate::sql::ddl::refuse_options(other)?;
+            return Ok(None);
+        }
+    };
+    let mut key = None;
+    for option in list {
+        let SqlOption::KeyValue { key: name, value } = option else {
+            return crate::sql::ddl::refuse_options(options).map(|_| None);
+        };
+        if !name.value.eq_ignore_ascii_case("primary_key") {
+            return Err(Error::coded(
+                "22023",
+                format!("unrecognized parameter \"{name}\""),
+            ));
+        }
+        let text = match value {
+            SqlExpr::Value(v) => match &v.value {
+                Value::SingleQuotedString(s) => s.clone(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        let columns = parse_column_list(&text).ok_or_else(|| {
+            Error::coded(
+                "22023",
+                format!(
+                    "invalid value for parameter \"primary_key\": {value} (a text of column names, such as 'user_id, ts')"
+                ),
+            )
+        })?;
+        if key.replace(columns).is_some() {
+            return Err(Error::coded(
+                "22023",
+                "parameter \"primary_key\" specified more than once",
+            ));
+        }
+    }
+    Ok(key)
+}
+
+/// `a, "B", c` as column names (unquoted ones folded to lower case); `None` unless it is a
+/// non-empty list of names.
+fn parse_column_list(text: &str) -> Option<Vec<String>> {
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(text).ok()?;
+    let idents = parser
+        .parse_comma_separated(|p| p.parse_identifier())
+        .ok()?;
+    if parser.peek_token().token != datafusion::sql::sqlparser::tokenizer::Token::EOF {
+        return None;
+    }
+    Some(idents.iter().map(normalize_ident).collect())
+}
+
+/// The positions of key columns `declared` among the view's columns `names`.
+fn key_positions(declared: &[String], names: &[String]) -> Result<Vec<usize>> {
+    let mut key = Vec::with_capacity(declared.len());
+    for column in declared {
+        let position = names.iter().position(|n| n == column).ok_or_else(|| {
+            Error::UndefinedColumn(format!(
+                "column \"{column}\" named in primary_key does not exist"
+            ))
+        })?;
+        if key.contains(&position) {
+            return Err(Error::coded(
+                "42701",
+                format!("column \"{column}\" appears twice in primary_key"),
+            ));
+        }
+        key.push(position);
+    }
+    Ok(key)
 }
 
 /// The view's column names: the query's, or those the statement lists.
@@ -233,7 +320,7 @@ pub(super) async fn recover(
                 view.errors().clone(),
                 def.emit_on_window_close,
             )?;
-            add_root(&mut planned, &view, store)?;
+            add_root(&mut planned, &view, store, false)?;
             catalog.insert_view(view);
             flows.push(ViewFlow {
                 id: def.id,
@@ -289,7 +376,7 @@ impl Session<'_> {
         if create.temporary {
             return Err(Error::NotSupported("temporary views".into()));
         }
-        crate::sql::ddl::refuse_options(&create.options)?;
+        let declared_key = view_options(&create.options, create.materialized)?;
         let name = table_name(&create.name)?;
         let listed: Vec<String> = create
             .columns
@@ -325,6 +412,7 @@ impl Session<'_> {
                 materialized: false,
                 columns,
                 key: None,
+                key_checked: false,
                 depends_on,
                 models: crate::model::functions::models_used(&plan),
                 created_ms,
@@ -341,6 +429,18 @@ impl Session<'_> {
         let errors = Arc::new(ExprErrors::default());
         let mut planned = dataflow(&state, catalog, &plan, id, errors.clone(), emit_on_close)?;
         let columns = ViewDef::columns_of(&planned.schema, &names);
+        let (key, key_checked) = match declared_key {
+            None => (planned.key.clone(), false),
+            Some(declared) => {
+                let key = key_positions(&declared, &names)?;
+                // A derived key inside the declared one makes it unique already.
+                let implied = planned
+                    .key
+                    .as_ref()
+                    .is_some_and(|derived| derived.iter().all(|c| key.contains(c)));
+                (Some(key), !implied)
+            }
+        };
         // What the dataflow reads, and the plain views the query names on the way there.
         let mut depends_on = planned.graph.inputs();
         depends_on.extend(dependencies(catalog, &create.query)?);
@@ -352,17 +452,18 @@ impl Session<'_> {
             query,
             materialized: true,
             columns,
-            key: planned.key.clone(),
+            appended: key.is_none() && planned.append_only,
+            key,
+            key_checked,
             depends_on,
             models: crate::model::functions::models_used(&plan),
             created_ms,
             emit_on_window_close: emit_on_close,
             append_only: planned.append_only,
             watermarks: planned.watermarks.clone(),
-            appended: planned.key.is_none() && planned.append_only,
         };
         let view = View::materialized(def.clone())?.with_errors(errors);
-        add_root(&mut planned, &view, store)?;
+        add_root(&mut planned, &view, store, true)?;
         let entry = Catalog::view_entry(&def)?;
         self.db
             .runtime()
@@ -397,8 +498,24 @@ impl Session<'_> {
             emit_on_close,
         )?;
         let name = table_name(&create.name)?;
+        let declared = view_options(&create.options, true)?;
         let graph = std::mem::take(&mut planned.graph);
         let key = match &planned.key {
+            _ if declared.is_some() => {
+                let declared = declared.unwrap_or_default();
+                let listed: Vec<String> = create
+                    .columns
+                    .iter()
+                    .map(|c| normalize_ident(&c.name))
+                    .collect();
+                let key = key_positions(&declared, &column_names(&plan, &listed)?)?;
+                let implied = planned
+                    .key
+                    .as_ref()
+                    .is_some_and(|derived| derived.iter().all(|c| key.contains(c)));
+                let check = if implied { "" } else { ", checked" };
+                format!("key=[{}] (declared{check})", declared.join(", "))
+            }
             Some(key) => {
                 let names: Vec<&str> = key
                     .iter()

@@ -6,6 +6,11 @@
 //! per key; a view without one stores each distinct row once with its multiplicity — unless its
 //! rows are only ever inserted (a projection or filter of a source, an inner join of two): then
 //! each row is appended under its sequence number, and nothing is read to write it.
+//!
+//! A key the view declares (`WITH (primary_key = '...')`) rather than one the planner derives
+//! is checked: each change is applied against the stored row, a second row for a key is
+//! refused — the view's creation fails on it while the view backfills, and later it is counted
+//! in the view's errors, the stored row kept — and what reaches readers is what was stored.
 
 use datafusion::common::HashMap;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::change::consolidate;
 use super::state::{Reader, StateScope};
-use super::{ChangeBatch, Operator, Result, StreamError, Watermark};
+use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::{Store, WriteBatch};
 use crate::table::Table;
 
@@ -41,6 +46,17 @@ pub struct MaterializeOp {
     watermarks: Vec<Watermark>,
     /// An appended view's rows since the last checkpoint (`None` for other views).
     appended: Option<Appended>,
+    /// How a declared key is checked (`None` for keys the planner derived).
+    check: Option<KeyCheck>,
+}
+
+/// The checking of a declared key.
+#[derive(Debug)]
+struct KeyCheck {
+    /// Where rows refused after creation are counted.
+    errors: Arc<ExprErrors>,
+    /// Until the first barrier (the backfill of a view being created): a violation fails it.
+    strict: bool,
 }
 
 /// An appended view's rows: written under their sequence numbers, never read back.
@@ -179,7 +195,89 @@ impl MaterializeOp {
             rows_key,
             published_rows: rows,
             watermarks: Vec::new(),
+            check: None,
         })
+    }
+
+    /// Checks the view's key, which the view declared: a violation fails the first barrier
+    /// when `strict` (the view is being created), and is counted in `errors` after that.
+    pub fn checking_key(mut self, errors: Arc<ExprErrors>, strict: bool) -> Self {
+        self.check = Some(KeyCheck { errors, strict });
+        self
+    }
+
+    /// A declared key: each key's changes are applied to its stored row. A retraction removes
+    /// the stored row when it is that row (else it retracts a row refused before); an
+    /// insertion is stored when the key has no row, and refused when it has one.
+    fn barrier_checked(&mut self) -> Result<Vec<(Box<[u8]>, i64)>> {
+        let mut nets = Vec::new();
+        for (key, changes) in std::mem::take(&mut self.pending) {
+            let net = consolidate(changes);
+            if !net.is_empty() {
+                nets.push((key, net));
+            }
+        }
+        let keys: Vec<Vec<u8>> = nets.iter().map(|(k, _)| self.table.row_key(k)).collect();
+        let stored = self.store.multi_get(&keys)?;
+        let mut emitted = Vec::new();
+        let mut refused: u64 = 0;
+        let mut example: Option<Box<[u8]>> = None;
+        for ((storage_key, old), (_, net)) in keys.into_iter().zip(stored).zip(nets) {
+            let old: Option<Box<[u8]>> = old.map(Vec::into_boxed_slice);
+            let mut current = old.clone();
+            for (value, _) in net.iter().filter(|(_, w)| *w < 0) {
+                if current.as_ref() == Some(value) {
+                    current = None;
+                }
+            }
+            for (value, weight) in net.iter().filter(|(_, w)| *w > 0) {
+                let mut weight = *weight;
+                if current.is_none() {
+                    current = Some(value.clone());
+                    weight -= 1;
+                }
+                if weight > 0 {
+                    refused += weight as u64;
+                    example.get_or_insert_with(|| value.clone());
+                }
+            }
+            if current == old {
+                continue;
+            }
+            if let Some(old) = old {
+                emitted.push((old, -1));
+            }
+            if let Some(new) = &current {
+                emitted.push((new.clone(), 1));
+            }
+            self.staged
+                .push((storage_key, current.map(|v| v.into_vec())));
+        }
+        if let (Some(check), Some(value)) = (&mut self.check, example) {
+            let rows = self.table.codec().decode_values([value.as_ref()])?;
+            let key = self
+                .table
+                .describe_columns(&self.table.def().primary_key, &rows, 0);
+            let view = self.table.name();
+            if check.strict {
+                return Err(StreamError::Table(Box::new(crate::Error::coded(
+                    "23505",
+                    format!(
+                        "could not create materialized view \"{view}\": its rows break the primary key it declares: {key} is duplicated"
+                    ),
+                ))));
+            }
+            check.errors.record(
+                refused,
+                format!(
+                    "duplicate key value violates the primary key of materialized view \"{view}\": {key} already exists; the row was not kept"
+                ),
+            );
+        }
+        if let Some(check) = &mut self.check {
+            check.strict = false;
+        }
+        Ok(emitted)
     }
 
     /// Keyed: the net change of each key is the removal of its old row and the insertion of
@@ -283,7 +381,9 @@ impl Operator for MaterializeOp {
             out.append(&mut appended.epoch);
             return Ok(());
         }
-        let emitted = if self.table.def().counted {
+        let emitted = if self.check.is_some() {
+            self.barrier_checked()?
+        } else if self.table.def().counted {
             self.barrier_counted()?
         } else {
             self.barrier_keyed()

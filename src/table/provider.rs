@@ -21,7 +21,6 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 
 use super::Table;
 use super::index::Index;
-use crate::error::Error;
 use crate::storage::{Snapshot, Store};
 
 /// A stored table as DataFusion sees it.
@@ -204,25 +203,26 @@ impl TableProvider for TableScan {
                     Some(reads.latest.clone())
                 }
             });
-        let source = match self.point_key(filters) {
-            Some(key) => Source::Point(key),
-            None => match self.index_key(filters) {
-                Some((index, values)) => {
-                    return Ok(Arc::new(IndexScanExec::new(
-                        self.table.clone(),
-                        self.store.clone(),
-                        snapshot,
-                        index,
-                        values,
-                        self.out_schema().clone(),
-                        projection,
-                        limit,
-                    )?));
-                }
-                None => Source::Range {
-                    batch_size: state.config().batch_size(),
-                },
-            },
+        let lookup = match self.point_key(filters) {
+            Some(key) => Some((Via::PrimaryKey, key)),
+            None => self
+                .index_key(filters)
+                .map(|(index, values)| (Via::Index(index), values)),
+        };
+        if let Some((via, values)) = lookup {
+            return Ok(Arc::new(LookupExec::new(
+                self.table.clone(),
+                self.store.clone(),
+                snapshot,
+                via,
+                values,
+                self.out_schema().clone(),
+                projection,
+                limit,
+            )?));
+        }
+        let source = Source::Range {
+            batch_size: state.config().batch_size(),
         };
         let partition = Arc::new(TablePartition {
             table: self.table.clone(),
@@ -245,8 +245,6 @@ impl TableProvider for TableScan {
 
 #[derive(Debug, Clone)]
 enum Source {
-    /// One key, by value of each key column.
-    Point(Vec<ScalarValue>),
     /// The whole table.
     Range { batch_size: usize },
 }
@@ -282,27 +280,6 @@ impl TablePartition {
         debug_assert_eq!(table.visible_schema().fields().len(), columns.len());
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
-
-    fn point_read(&self, key: &[ScalarValue]) -> crate::Result<Option<RecordBatch>> {
-        let Some(key_bytes) = super::writer::key_for_values(&self.table, key)? else {
-            return Ok(None);
-        };
-        let decoded = match &self.snapshot {
-            Some(snapshot) => snapshot
-                .get(&key_bytes)?
-                .map(|value| self.table.codec().decode_values([value.as_slice()]))
-                .transpose()?,
-            None => self
-                .store
-                .get_with(&key_bytes, |value| {
-                    self.table.codec().decode_values([value])
-                })?
-                .transpose()?,
-        };
-        decoded
-            .map(|full| Self::shape(&self.table, &self.schema, full).map_err(Error::from))
-            .transpose()
-    }
 }
 
 impl PartitionStream for TablePartition {
@@ -313,20 +290,6 @@ impl PartitionStream for TablePartition {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = self.schema.clone();
         match &self.source {
-            Source::Point(key) => {
-                let result = self
-                    .point_read(key)
-                    .map_err(|e| DataFusionError::External(Box::new(e)));
-                let batches: Vec<DfResult<RecordBatch>> = match result {
-                    Ok(Some(batch)) => vec![Ok(batch)],
-                    Ok(None) => vec![],
-                    Err(e) => vec![Err(e)],
-                };
-                Box::pin(RecordBatchStreamAdapter::new(
-                    schema,
-                    futures::stream::iter(batches),
-                ))
-            }
             Source::Range { batch_size } => {
                 let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
                 let table = self.table.clone();
@@ -384,14 +347,24 @@ pub(crate) fn repeat_rows(batch: &RecordBatch, counts: &[i64]) -> crate::Result<
     )?)
 }
 
-/// Reads the rows an index finds for one value of its columns: `WHERE col = value` on an
-/// indexed column, without scanning the relation.
+/// How a lookup finds its rows.
 #[derive(Debug)]
-struct IndexScanExec {
+enum Via {
+    /// By the relation's key: one read.
+    PrimaryKey,
+    /// By a secondary index: the index's entries, then the rows they name.
+    Index(Arc<Index>),
+}
+
+/// Reads the rows with one value of a key: `WHERE key = value` on a relation's key (one read)
+/// or on indexed columns (the index, then the rows), without scanning the relation.
+#[derive(Debug)]
+struct LookupExec {
     table: Arc<Table>,
     store: Store,
     snapshot: Option<Arc<Snapshot>>,
-    index: Arc<Index>,
+    via: Via,
+    /// One value per key column.
     values: Vec<ScalarValue>,
     /// The columns the scan yields (all or the visible ones), before `projection`.
     schema: SchemaRef,
@@ -400,13 +373,13 @@ struct IndexScanExec {
     properties: Arc<datafusion::physical_plan::PlanProperties>,
 }
 
-impl IndexScanExec {
+impl LookupExec {
     #[allow(clippy::too_many_arguments)]
     fn new(
         table: Arc<Table>,
         store: Store,
         snapshot: Option<Arc<Snapshot>>,
-        index: Arc<Index>,
+        via: Via,
         values: Vec<ScalarValue>,
         schema: SchemaRef,
         projection: Option<&Vec<usize>>,
@@ -430,7 +403,7 @@ impl IndexScanExec {
             table,
             store,
             snapshot,
-            index,
+            via,
             values,
             schema,
             projection: projection.cloned(),
@@ -439,19 +412,31 @@ impl IndexScanExec {
         })
     }
 
-    /// The rows the index finds, whole.
-    fn read(&self) -> crate::Result<RecordBatch> {
-        let keys = self.index.find(
+    /// The storage keys of the rows the lookup finds.
+    fn keys(&self) -> crate::Result<Vec<Vec<u8>>> {
+        let index = match &self.via {
+            Via::PrimaryKey => {
+                let key = super::writer::key_for_values(&self.table, &self.values)?;
+                return Ok(key.into_iter().collect());
+            }
+            Via::Index(index) => index,
+        };
+        let keys = index.find(
             &self.store,
             self.snapshot.as_deref(),
             &self.values,
             self.table.full_schema(),
         )?;
-        let keys: Vec<Vec<u8>> = keys
+        Ok(keys
             .iter()
             .take(self.limit.unwrap_or(usize::MAX))
             .map(|k| self.table.row_key(k))
-            .collect();
+            .collect())
+    }
+
+    /// The rows the lookup finds.
+    fn read(&self) -> crate::Result<RecordBatch> {
+        let keys = self.keys()?;
         let values: Vec<Vec<u8>> = match &self.snapshot {
             Some(snapshot) => keys
                 .iter()
@@ -471,33 +456,44 @@ impl IndexScanExec {
     }
 }
 
-impl datafusion::physical_plan::DisplayAs for IndexScanExec {
+impl datafusion::physical_plan::DisplayAs for LookupExec {
     fn fmt_as(
         &self,
         _: datafusion::physical_plan::DisplayFormatType,
         f: &mut std::fmt::Formatter,
     ) -> std::fmt::Result {
-        let def = self.index.def();
         let columns = self.table.full_schema();
-        let pins: Vec<String> = def
-            .columns
-            .iter()
-            .zip(&self.values)
-            .map(|(&c, v)| format!("{} = {v}", columns.field(c).name()))
-            .collect();
-        write!(
-            f,
-            "IndexScan: {} on {} ({})",
-            def.name,
-            def.relation,
-            pins.join(", ")
-        )
+        let pins = |key: &[usize]| -> String {
+            key.iter()
+                .zip(&self.values)
+                .map(|(&c, v)| format!("{} = {v}", columns.field(c).name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &self.via {
+            Via::PrimaryKey => write!(
+                f,
+                "KeyLookup: {} ({})",
+                self.table.name(),
+                pins(&self.table.def().primary_key)
+            ),
+            Via::Index(index) => {
+                let def = index.def();
+                write!(
+                    f,
+                    "IndexScan: {} on {} ({})",
+                    def.name,
+                    def.relation,
+                    pins(&def.columns)
+                )
+            }
+        }
     }
 }
 
-impl ExecutionPlan for IndexScanExec {
+impl ExecutionPlan for LookupExec {
     fn name(&self) -> &str {
-        "IndexScanExec"
+        "LookupExec"
     }
 
     fn properties(&self) -> &Arc<datafusion::physical_plan::PlanProperties> {
