@@ -700,10 +700,17 @@ async fn temporary_tables_go_with_their_session() {
     {
         let client = server.connect().await;
         client
-            .batch_execute("CREATE TEMP TABLE scratch (id SERIAL, v TEXT); INSERT INTO scratch (v) VALUES ('a')")
+            .batch_execute(
+                "CREATE TEMP TABLE scratch (id SERIAL, v TEXT); INSERT INTO scratch (v) VALUES ('a'); \
+                 CREATE VIEW scratch_view AS SELECT v FROM scratch; \
+                 CREATE TEMP VIEW scratch_free AS SELECT 1 AS one",
+            )
             .await
             .unwrap();
-        let rows = client.query("SELECT v FROM scratch", &[]).await.unwrap();
+        let rows = client
+            .query("SELECT v FROM scratch_view", &[])
+            .await
+            .unwrap();
         assert_eq!(rows.len(), 1);
     }
     let client = server.connect().await;
@@ -721,13 +728,24 @@ async fn temporary_tables_go_with_their_session() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "the temporary table outlived its connection");
+    for view in ["scratch_view", "scratch_free"] {
+        let n: i64 = client
+            .query_one(&count_named(view), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "the temporary view {view} outlived its connection");
+    }
     // Its name is free again, for a permanent table the next session keeps.
     client
         .batch_execute("CREATE TABLE scratch (x INT); INSERT INTO scratch VALUES (1)")
         .await
         .unwrap();
     client
-        .batch_execute("CREATE TEMP TABLE leftover (x INT); INSERT INTO leftover VALUES (1)")
+        .batch_execute(
+            "CREATE TEMP TABLE leftover (x INT); INSERT INTO leftover VALUES (1); \
+             CREATE TEMP VIEW leftover_view AS SELECT x FROM scratch",
+        )
         .await
         .unwrap();
     server.kill();
@@ -739,6 +757,12 @@ async fn temporary_tables_go_with_their_session() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0, "a temporary table survived a restart");
+    let n: i64 = client
+        .query_one(&count_named("leftover_view"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "a temporary view survived a restart");
     let rows = client.query("SELECT x FROM scratch", &[]).await.unwrap();
     assert_eq!(rows.len(), 1);
 }

@@ -11,6 +11,8 @@ pub mod pg_builtins;
 pub mod pg_functions;
 pub mod pg_json;
 pub mod pg_overlay;
+pub mod pg_regexp;
+pub mod pg_to_char;
 pub mod schema;
 pub mod sequence;
 pub mod sequence_functions;
@@ -554,6 +556,24 @@ impl Catalog {
     /// Forgets a view (its entry is deleted by the caller).
     pub fn remove_view(&self, name: &str) {
         self.write_views().remove(name);
+    }
+
+    /// Replaces plain view `old` with `view` (same name) in one write.
+    pub fn replace_plain_view(&self, old: &View, view: View) -> Result<Arc<View>> {
+        let (key, value) = Self::view_entry(view.def())?;
+        let mut batch = WriteBatch::default();
+        batch.delete(view_key(old.def().id));
+        batch.put(key, value);
+        self.store.write(batch)?;
+        Ok(self.insert_view(view))
+    }
+
+    /// Deletes the stored entry of view `id` (a temporary view left by the previous run).
+    pub fn delete_view_entry(&self, id: u32) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete(view_key(id));
+        self.store.write(batch)?;
+        Ok(())
     }
 
     /// Deletes a plain view's entry and forgets it.

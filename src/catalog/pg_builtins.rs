@@ -34,6 +34,8 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(Age::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(UuidIn::new()));
     ctx.register_udf(gen_random_uuid());
+    ctx.register_udf(super::pg_to_char::to_char());
+    super::pg_regexp::register(ctx);
     ctx.register_udf(ScalarUDF::new_from_impl(Format {
         signature: Signature::variadic_any(Volatility::Stable),
     }));

@@ -49,6 +49,10 @@ pub struct ViewDef {
     /// Positions of the columns that carry a watermark to views reading this one.
     #[serde(default)]
     pub watermarks: Vec<usize>,
+    /// `CREATE TEMPORARY VIEW` (or a view over a temporary relation): dropped when the
+    /// connection that created it ends, or when the server starts again.
+    #[serde(default)]
+    pub temporary: bool,
     /// Rows without a key that are only ever inserted are stored in arrival order, each under
     /// its sequence number, instead of once per distinct row with a count.
     #[serde(default)]

@@ -24,19 +24,51 @@ pub struct NamedStatement {
     pub param_types: Vec<DataType>,
 }
 
-/// An open cursor: the rows of a query, read as they are fetched.
+/// An open cursor: the rows of a query, read as they are fetched. It keeps the last
+/// [`KEPT_ROWS`] rows it read, so that `FETCH BACKWARD`, `PRIOR`, `ABSOLUTE` and `RELATIVE`
+/// can move back over them; a `NO SCROLL` cursor moves forward only.
 pub struct Cursor {
     schema: SchemaRef,
     rows: Option<SendableRecordBatchStream>,
-    /// Rows read from the stream but not fetched yet.
-    pending: Option<RecordBatch>,
     /// `WITH HOLD`: stays open after the transaction that declared it.
     hold: bool,
+    /// `NO SCROLL`.
+    forward_only: bool,
+    /// The rows read and kept, oldest first.
+    kept: std::collections::VecDeque<RecordBatch>,
+    /// The number (from 1) of the first kept row.
+    first_kept: usize,
+    /// Rows read from the query so far.
+    read: usize,
+    /// Whether the query has no more rows.
+    done: bool,
+    /// Where the cursor stands, as PostgreSQL counts: 0 before the first row, `n` on row `n`,
+    /// one past the last row after it.
+    position: usize,
+}
+
+/// Rows a cursor keeps behind it for moving backward.
+pub const KEPT_ROWS: usize = 100_000;
+
+/// Where a `FETCH` moves a cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Motion {
+    /// The next `n` rows (all of them for `None`).
+    Forward(Option<usize>),
+    /// The previous `n` rows, nearest first (all of them for `None`).
+    Backward(Option<usize>),
+    /// Row `n` (from the end when negative; before the first for 0).
+    Absolute(i64),
+    /// The row `n` away (the current row for 0).
+    Relative(i64),
 }
 
 impl std::fmt::Debug for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cursor").field("hold", &self.hold).finish()
+        f.debug_struct("Cursor")
+            .field("hold", &self.hold)
+            .field("position", &self.position)
+            .finish()
     }
 }
 
@@ -46,9 +78,20 @@ impl Cursor {
         Self {
             schema: rows.schema(),
             rows: Some(rows),
-            pending: None,
             hold,
+            forward_only: false,
+            kept: std::collections::VecDeque::new(),
+            first_kept: 1,
+            read: 0,
+            done: false,
+            position: 0,
         }
+    }
+
+    /// `NO SCROLL` when `yes`: moving backward is refused.
+    pub fn forward_only(mut self, yes: bool) -> Self {
+        self.forward_only = yes;
+        self
     }
 
     /// The columns of its rows.
@@ -56,34 +99,164 @@ impl Cursor {
         &self.schema
     }
 
-    /// The next `limit` rows (all that are left when `None`), as batches.
-    pub async fn fetch(&mut self, limit: Option<usize>) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
-        let mut wanted = limit.unwrap_or(usize::MAX);
-        while wanted > 0 {
-            let batch = match self.pending.take() {
-                Some(batch) => batch,
-                None => match self.rows.as_mut() {
-                    None => break,
-                    Some(rows) => match rows.next().await {
-                        Some(batch) => batch?,
-                        None => {
-                            self.rows = None;
+    /// Reads from the query until row `n` is read or there are no more rows.
+    async fn read_to(&mut self, n: usize) -> Result<()> {
+        while self.read < n && !self.done {
+            let Some(rows) = self.rows.as_mut() else {
+                self.done = true;
+                break;
+            };
+            match rows.next().await {
+                Some(batch) => {
+                    let batch = batch?;
+                    if batch.num_rows() == 0 {
+                        continue;
+                    }
+                    self.read += batch.num_rows();
+                    self.kept.push_back(batch);
+                    // Forget the oldest rows beyond what is kept, but never one still ahead.
+                    while let Some(front) = self.kept.front() {
+                        let kept = self.read + 1 - self.first_kept;
+                        let behind = self.position.saturating_sub(self.first_kept);
+                        if kept - front.num_rows() >= KEPT_ROWS && front.num_rows() <= behind {
+                            self.first_kept += front.num_rows();
+                            self.kept.pop_front();
+                        } else {
                             break;
                         }
-                    },
-                },
-            };
-            if batch.num_rows() > wanted {
-                out.push(batch.slice(0, wanted));
-                self.pending = Some(batch.slice(wanted, batch.num_rows() - wanted));
-                wanted = 0;
-            } else {
-                wanted -= batch.num_rows();
-                out.push(batch);
+                    }
+                }
+                None => {
+                    self.done = true;
+                    self.rows = None;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Rows `from..=to` (numbers from 1, all read and kept), in order.
+    fn rows_between(&self, from: usize, to: usize) -> Result<Vec<RecordBatch>> {
+        if from < self.first_kept {
+            return Err(Error::coded(
+                "55000",
+                format!("cursor can only move back over the last {KEPT_ROWS} rows it read"),
+            ));
+        }
+        let mut out = Vec::new();
+        let mut start = self.first_kept;
+        for batch in &self.kept {
+            let end = start + batch.num_rows() - 1;
+            if end >= from && start <= to {
+                let a = from.max(start) - start;
+                let b = to.min(end) - start;
+                out.push(batch.slice(a, b - a + 1));
+            }
+            if end >= to {
+                break;
+            }
+            start = end + 1;
+        }
         Ok(out)
+    }
+
+    /// Rows `to..=from` (from > to), nearest first: `from`, `from - 1`, ..., `to`.
+    fn rows_backward(&self, from: usize, to: usize) -> Result<Vec<RecordBatch>> {
+        let forward = self.rows_between(to, from)?;
+        if forward.is_empty() {
+            return Ok(forward);
+        }
+        let all = datafusion::arrow::compute::concat_batches(&self.schema, &forward)?;
+        let indices = datafusion::arrow::array::UInt32Array::from_iter_values(
+            (0..all.num_rows() as u32).rev(),
+        );
+        Ok(vec![datafusion::arrow::compute::take_record_batch(
+            &all, &indices,
+        )?])
+    }
+
+    /// Row `n` alone, where the cursor then stands; none (before the first or after the last
+    /// row) when there is no such row.
+    async fn row_at(&mut self, n: i64) -> Result<Vec<RecordBatch>> {
+        let target = if n < 0 {
+            self.read_to(usize::MAX).await?;
+            self.read as i64 + 1 + n
+        } else {
+            n
+        };
+        if target <= 0 {
+            self.position = 0;
+            return Ok(Vec::new());
+        }
+        let target = target as usize;
+        self.read_to(target).await?;
+        if target > self.read {
+            self.position = self.read + 1;
+            return Ok(Vec::new());
+        }
+        let rows = self.rows_between(target, target)?;
+        self.position = target;
+        Ok(rows)
+    }
+
+    /// Moves the cursor as `motion` says and returns the rows it passes, as PostgreSQL does.
+    pub async fn fetch(&mut self, motion: Motion) -> Result<Vec<RecordBatch>> {
+        let backward = match motion {
+            Motion::Backward(_) => true,
+            Motion::Absolute(n) => (n as i128) < self.position as i128 || n < 0,
+            Motion::Relative(n) => n < 0,
+            Motion::Forward(_) => false,
+        };
+        if backward && self.forward_only {
+            return Err(Error::coded(
+                "55000",
+                "cursor can only scan forward (it was declared NO SCROLL)",
+            ));
+        }
+        match motion {
+            Motion::Forward(count) => {
+                let count = count.unwrap_or(usize::MAX);
+                if count == 0 {
+                    // FETCH FORWARD 0: the current row again.
+                    return self.row_at(self.position as i64).await;
+                }
+                let from = self.position + 1;
+                let to = from.saturating_add(count - 1);
+                self.read_to(to).await?;
+                let last = to.min(self.read);
+                let rows = if from <= last {
+                    self.rows_between(from, last)?
+                } else {
+                    Vec::new()
+                };
+                self.position = if last < to { self.read + 1 } else { to };
+                Ok(rows)
+            }
+            Motion::Backward(count) => {
+                let count = count.unwrap_or(usize::MAX);
+                if count == 0 {
+                    return self.row_at(self.position as i64).await;
+                }
+                if self.position == 0 {
+                    return Ok(Vec::new());
+                }
+                let from = self.position - 1;
+                if from == 0 {
+                    self.position = 0;
+                    return Ok(Vec::new());
+                }
+                let to = from.saturating_sub(count - 1).max(1);
+                let rows = self.rows_backward(from, to)?;
+                // On the last row returned, or before the first when the rows ran out.
+                self.position = if from >= count { from + 1 - count } else { 0 };
+                Ok(rows)
+            }
+            Motion::Absolute(n) => self.row_at(n).await,
+            Motion::Relative(n) => {
+                let target = self.position as i64 + n;
+                self.row_at(target.max(0)).await
+            }
+        }
     }
 }
 
@@ -109,6 +282,7 @@ pub struct ConnectionState {
 #[derive(Default)]
 pub struct TemporaryTables {
     tables: Mutex<Vec<(String, u32)>>,
+    views: Mutex<Vec<(String, u32)>>,
     catalog: Mutex<Option<Arc<crate::catalog::Catalog>>>,
 }
 
@@ -124,6 +298,12 @@ impl TemporaryTables {
         lock(&self.catalog).get_or_insert_with(|| catalog.clone());
         lock(&self.tables).push((name, id));
     }
+
+    /// Records a temporary view this connection created.
+    pub fn add_view(&self, catalog: &Arc<crate::catalog::Catalog>, name: String, id: u32) {
+        lock(&self.catalog).get_or_insert_with(|| catalog.clone());
+        lock(&self.views).push((name, id));
+    }
 }
 
 impl Drop for TemporaryTables {
@@ -131,6 +311,30 @@ impl Drop for TemporaryTables {
         let Some(catalog) = lock(&self.catalog).take() else {
             return;
         };
+        // Views first, newest first, with the (temporary) views other sessions made over them.
+        let views: Vec<(String, u32)> = lock(&self.views).drain(..).rev().collect();
+        for (name, id) in views {
+            if catalog.view(&name).is_none_or(|v| v.def().id != id) {
+                continue;
+            }
+            let mut doomed = vec![name];
+            let mut i = 0;
+            while i < doomed.len() {
+                if let Some(view) = catalog.view(&doomed[i]) {
+                    for dependent in catalog.dependents(view.def().id) {
+                        if !dependent.def().materialized {
+                            doomed.push(dependent.name().to_string());
+                        }
+                    }
+                }
+                i += 1;
+            }
+            for name in doomed.iter().rev() {
+                if let Err(e) = catalog.drop_plain_view(name) {
+                    tracing::warn!(view = %name, error = %e, "dropping a temporary view failed");
+                }
+            }
+        }
         for (name, id) in lock(&self.tables).drain(..) {
             if catalog.table(&name).is_some_and(|t| t.def().id == id)
                 && let Err(e) = catalog.drop_table(&name)
@@ -315,13 +519,47 @@ mod tests {
     #[tokio::test]
     async fn fetches_split_and_join_batches() {
         let mut cursor = Cursor::new(numbers(&[0..3, 3..10]), false);
-        assert_eq!(values(&cursor.fetch(Some(2)).await.unwrap()), vec![0, 1]);
+        let forward = |n| Motion::Forward(Some(n));
+        assert_eq!(values(&cursor.fetch(forward(2)).await.unwrap()), vec![0, 1]);
         assert_eq!(
-            values(&cursor.fetch(Some(4)).await.unwrap()),
+            values(&cursor.fetch(forward(4)).await.unwrap()),
             vec![2, 3, 4, 5]
         );
-        assert_eq!(values(&cursor.fetch(None).await.unwrap()), vec![6, 7, 8, 9]);
-        assert!(cursor.fetch(Some(5)).await.unwrap().is_empty());
+        assert_eq!(
+            values(&cursor.fetch(Motion::Forward(None)).await.unwrap()),
+            vec![6, 7, 8, 9]
+        );
+        assert!(cursor.fetch(forward(5)).await.unwrap().is_empty());
+    }
+
+    /// PostgreSQL's cursor positions: before the first row, on a row, after the last.
+    #[tokio::test]
+    async fn cursors_move_back_as_postgresql_cursors_do() {
+        let mut c = Cursor::new(numbers(&[0..3, 3..10]), false);
+        let mut fetch = async |m| values(&c.fetch(m).await.unwrap());
+        assert_eq!(fetch(Motion::Forward(Some(3))).await, vec![0, 1, 2]);
+        assert_eq!(fetch(Motion::Backward(Some(1))).await, vec![1]);
+        assert_eq!(fetch(Motion::Backward(None)).await, vec![0]);
+        assert_eq!(fetch(Motion::Backward(Some(1))).await, Vec::<i64>::new());
+        assert_eq!(fetch(Motion::Forward(Some(1))).await, vec![0]);
+        assert_eq!(fetch(Motion::Absolute(-1)).await, vec![9]);
+        assert_eq!(fetch(Motion::Forward(Some(1))).await, Vec::<i64>::new());
+        assert_eq!(fetch(Motion::Backward(Some(2))).await, vec![9, 8]);
+        assert_eq!(fetch(Motion::Relative(-2)).await, vec![6]);
+        assert_eq!(fetch(Motion::Relative(0)).await, vec![6]);
+        assert_eq!(fetch(Motion::Absolute(2)).await, vec![1]);
+        assert_eq!(
+            fetch(Motion::Forward(None)).await,
+            vec![2, 3, 4, 5, 6, 7, 8, 9]
+        );
+        assert_eq!(
+            fetch(Motion::Backward(None)).await,
+            vec![9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+        );
+        assert_eq!(fetch(Motion::Absolute(20)).await, Vec::<i64>::new());
+        assert_eq!(fetch(Motion::Backward(Some(1))).await, vec![9]);
+        let mut forward_only = Cursor::new(numbers(&[0..2, 2..3]), false).forward_only(true);
+        assert!(forward_only.fetch(Motion::Backward(Some(1))).await.is_err());
     }
 
     #[test]

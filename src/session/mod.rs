@@ -131,6 +131,8 @@ enum Plan {
         name: String,
         query: LogicalPlan,
         hold: bool,
+        /// `NO SCROLL`: the cursor moves forward only.
+        no_scroll: bool,
     },
     /// Everything else, executed from the statement itself.
     Utility,
@@ -217,7 +219,12 @@ impl<'a> Session<'a> {
                 run_query(self.db, &self.env(), plan).await
             }
             Plan::Execute { target, arguments } => self.execute_named(target, arguments).await,
-            Plan::Declare { name, query, hold } => self.declare(name, query, *hold, &params).await,
+            Plan::Declare {
+                name,
+                query,
+                hold,
+                no_scroll,
+            } => self.declare(name, query, *hold, *no_scroll, &params).await,
             Plan::Write(write) => {
                 let output = write
                     .execute(
@@ -388,6 +395,7 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
                 name: declaration.name,
                 query: plan,
                 hold: declaration.hold,
+                no_scroll: declaration.no_scroll,
             };
             (declare, None, types)
         }

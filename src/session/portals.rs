@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast::{
     Value,
 };
 
-use super::connection::{Cursor, NamedStatement};
+use super::connection::{Cursor, Motion, NamedStatement};
 use super::{Output, Session, in_transaction, rows_output, run_query};
 use crate::error::{Error, Result};
 use crate::sql::{normalize_ident, types};
@@ -20,6 +20,7 @@ pub(super) struct CursorDeclaration<'a> {
     pub name: String,
     pub query: &'a Query,
     pub hold: bool,
+    pub no_scroll: bool,
 }
 
 /// Reads `DECLARE name [BINARY] [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR query`.
@@ -38,15 +39,11 @@ pub(super) fn cursor_declaration(stmts: &[Declare]) -> Result<CursorDeclaration<
             "DECLARE other than DECLARE name CURSOR FOR query".into(),
         ));
     };
-    if declare.scroll == Some(true) {
-        return Err(Error::NotSupported(
-            "SCROLL cursors (cursors move forward only)".into(),
-        ));
-    }
     Ok(CursorDeclaration {
         name: normalize_ident(name),
         query,
         hold: declare.hold == Some(true),
+        no_scroll: declare.scroll == Some(false),
     })
 }
 
@@ -61,29 +58,40 @@ pub(super) fn statement_name(name: &ObjectName) -> Result<String> {
     }
 }
 
-/// How many rows `FETCH direction` reads: `None` for all of them.
-fn fetch_count(direction: &FetchDirection) -> Result<Option<usize>> {
-    let number = |value: &Value| match value {
-        Value::Number(n, _) => n.parse::<i64>().ok(),
-        _ => None,
-    };
-    let count = |value: &Value| match number(value) {
-        Some(n) if n >= 0 => Ok(Some(n as usize)),
-        _ => Err(Error::NotSupported(format!(
-            "FETCH {value} (cursors move forward only)"
+/// Where `FETCH direction` moves a cursor.
+fn fetch_motion(direction: &FetchDirection) -> Result<Motion> {
+    let number = |value: &datafusion::sql::sqlparser::ast::ValueWithSpan| match &value.value {
+        Value::Number(n, _) => n.parse::<i64>().map_err(|_| {
+            Error::Syntax(format!("syntax error at or near \"{n}\": not a row count"))
+        }),
+        other => Err(Error::Syntax(format!(
+            "syntax error at or near \"{other}\": not a row count"
         ))),
     };
-    match direction {
-        FetchDirection::Next => Ok(Some(1)),
-        FetchDirection::All | FetchDirection::ForwardAll => Ok(None),
-        FetchDirection::Forward { limit: None } => Ok(Some(1)),
-        FetchDirection::Forward { limit: Some(v) } | FetchDirection::Count { limit: v } => {
-            count(&v.value)
+    // A negative count goes the other way.
+    let steps = |n: i64, forward: bool| {
+        if (n >= 0) == forward {
+            Motion::Forward(Some(n.unsigned_abs() as usize))
+        } else {
+            Motion::Backward(Some(n.unsigned_abs() as usize))
         }
-        other => Err(Error::NotSupported(format!(
-            "FETCH {other} (cursors move forward only)"
-        ))),
-    }
+    };
+    Ok(match direction {
+        FetchDirection::Next | FetchDirection::Forward { limit: None } => Motion::Forward(Some(1)),
+        FetchDirection::Prior | FetchDirection::Backward { limit: None } => {
+            Motion::Backward(Some(1))
+        }
+        FetchDirection::All | FetchDirection::ForwardAll => Motion::Forward(None),
+        FetchDirection::BackwardAll => Motion::Backward(None),
+        FetchDirection::Forward { limit: Some(v) } | FetchDirection::Count { limit: v } => {
+            steps(number(v)?, true)
+        }
+        FetchDirection::Backward { limit: Some(v) } => steps(number(v)?, false),
+        FetchDirection::First => Motion::Absolute(1),
+        FetchDirection::Last => Motion::Absolute(-1),
+        FetchDirection::Absolute { limit } => Motion::Absolute(number(limit)?),
+        FetchDirection::Relative { limit } => Motion::Relative(number(limit)?),
+    })
 }
 
 impl Session<'_> {
@@ -175,6 +183,7 @@ impl Session<'_> {
         name: &str,
         plan: &datafusion::logical_expr::LogicalPlan,
         hold: bool,
+        no_scroll: bool,
         params: &ParamValues,
     ) -> Result<Output> {
         if !hold && !in_transaction(self.vars) {
@@ -187,7 +196,8 @@ impl Session<'_> {
         let Output::Rows { stream, .. } = run_query(self.db, &self.env(), plan).await? else {
             return Err(Error::Internal("a cursor's query returned no rows".into()));
         };
-        self.conn.declare(name, Cursor::new(stream, hold))?;
+        self.conn
+            .declare(name, Cursor::new(stream, hold).forward_only(no_scroll))?;
         Ok(Output::Command("DECLARE CURSOR".into()))
     }
 
@@ -197,10 +207,10 @@ impl Session<'_> {
         name: &Ident,
         direction: &FetchDirection,
     ) -> Result<Output> {
-        let count = fetch_count(direction)?;
+        let motion = fetch_motion(direction)?;
         let cursor = self.conn.cursor(&normalize_ident(name))?;
         let mut cursor = cursor.lock().await;
-        let batches = cursor.fetch(count).await?;
+        let batches = cursor.fetch(motion).await?;
         Ok(rows_output(
             cursor.schema().clone(),
             batches,

@@ -297,6 +297,11 @@ pub(super) async fn recover(
 ) -> Result<Vec<ViewFlow>> {
     let mut flows = Vec::new();
     for def in catalog.stored_views()? {
+        if def.temporary {
+            // Its session ended with the previous run.
+            catalog.delete_view_entry(def.id)?;
+            continue;
+        }
         // The stored text was parsed and rewritten once already: parse it as it is.
         let query = match Parser::parse_sql(&PostgreSqlDialect {}, &def.query)?.pop() {
             Some(Statement::Query(query)) => query,
@@ -335,6 +340,54 @@ pub(super) async fn recover(
     Ok(flows)
 }
 
+/// A plain view's dependencies (see [`dependencies`]), and whether it reads a temporary table or
+/// view, which makes it temporary too.
+fn plain_dependencies(catalog: &Catalog, query: &Query) -> Result<(Vec<u32>, bool)> {
+    let statement = DfStatement::Statement(Box::new(Statement::Query(Box::new(query.clone()))));
+    let (relations, _ctes) = datafusion::sql::resolve::resolve_table_references(&statement, true)?;
+    let temporary = relations.iter().any(|r| {
+        let key = crate::catalog::schema::reference_key(r);
+        catalog.table(&key).is_some_and(|t| t.def().temporary)
+            || catalog.view(&key).is_some_and(|v| v.def().temporary)
+    });
+    let mut ids: Vec<u32> = relations
+        .iter()
+        .filter_map(|r| catalog.relation_id(&crate::catalog::schema::reference_key(r)))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok((ids, temporary))
+}
+
+/// `CREATE OR REPLACE VIEW` keeps the view's columns, in order, with their names and types; it
+/// may add columns after them (`42P16` otherwise, as in PostgreSQL).
+fn compatible_columns(
+    old: &[crate::table::ColumnDef],
+    new: &[crate::table::ColumnDef],
+) -> Result<()> {
+    if new.len() < old.len() {
+        return Err(Error::coded("42P16", "cannot drop columns from view"));
+    }
+    for (old, new) in old.iter().zip(new) {
+        if old.name != new.name {
+            return Err(Error::coded(
+                "42P16",
+                format!(
+                    "cannot change name of view column \"{}\" to \"{}\"",
+                    old.name, new.name
+                ),
+            ));
+        }
+        if old.data_type != new.data_type {
+            return Err(Error::coded(
+                "42P16",
+                format!("cannot change data type of view column \"{}\"", old.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The ids of the tables and views `query` names (plain views included, which planning inlines).
 fn dependencies(catalog: &Catalog, query: &Query) -> Result<Vec<u32>> {
     let statement = DfStatement::Statement(Box::new(Statement::Query(Box::new(query.clone()))));
@@ -344,12 +397,12 @@ fn dependencies(catalog: &Catalog, query: &Query) -> Result<Vec<u32>> {
         .map(crate::catalog::schema::reference_key)
         .collect();
     for key in &keys {
-        if let Some(table) = catalog.table(key)
-            && table.def().temporary
-        {
-            // The view would outlive the table, which goes when its session ends.
+        let temporary = catalog.table(key).is_some_and(|t| t.def().temporary)
+            || catalog.view(key).is_some_and(|v| v.def().temporary);
+        if temporary {
+            // The view would outlive the relation, which goes when its session ends.
             return Err(Error::NotSupported(format!(
-                "a view over temporary table \"{key}\""
+                "a materialized view over temporary relation \"{key}\""
             )));
         }
     }
@@ -370,11 +423,11 @@ impl Session<'_> {
         } else {
             "CREATE VIEW"
         };
-        if create.or_replace || create.or_alter {
+        if create.or_alter || (create.or_replace && create.materialized) {
             return Err(Error::NotSupported(format!("{kind} with OR REPLACE")));
         }
-        if create.temporary {
-            return Err(Error::NotSupported("temporary views".into()));
+        if create.temporary && create.materialized {
+            return Err(Error::NotSupported("temporary materialized views".into()));
         }
         let declared_key = view_options(&create.options, create.materialized)?;
         let name = table_name(&create.name)?;
@@ -386,7 +439,15 @@ impl Session<'_> {
         let _guard = self.write_guard().await?;
         let catalog = self.db.catalog();
         catalog.check_schema(&name)?;
-        if catalog.exists(&name) {
+        // `CREATE OR REPLACE VIEW` of a plain view: replaced below, once the new one plans.
+        let replaced = match catalog.view(&name) {
+            Some(old) if create.or_replace && !old.def().materialized => Some(old),
+            _ if create.or_replace && catalog.exists(&name) => {
+                return Err(Error::coded("42809", format!("\"{name}\" is not a view")));
+            }
+            _ => None,
+        };
+        if replaced.is_none() && catalog.exists(&name) {
             if create.if_not_exists {
                 self.notice(
                     "42P07",
@@ -402,11 +463,25 @@ impl Session<'_> {
         let query = create.query.to_string();
         let created_ms = chrono::Utc::now().timestamp_millis();
         if !create.materialized {
-            let depends_on = dependencies(catalog, &create.query)?;
+            let (depends_on, reads_temporary) = plain_dependencies(catalog, &create.query)?;
             let plan = renamed(plan, &names)?;
             let columns = ViewDef::columns_of(plan.schema().as_arrow(), &names);
+            let temporary = create.temporary || reads_temporary;
+            if temporary && !create.temporary {
+                self.notice("00000", format!("view \"{name}\" will be a temporary view"));
+            }
+            if let Some(old) = &replaced {
+                compatible_columns(&old.def().columns, &columns)?;
+                if let Some(reader) = catalog.dependents(old.def().id).first() {
+                    return Err(Error::NotSupported(format!(
+                        "CREATE OR REPLACE VIEW of a view that {} reads",
+                        view_noun(reader)
+                    )));
+                }
+            }
             let def = ViewDef {
                 id: catalog.reserve_id()?,
+                temporary,
                 name,
                 query,
                 materialized: false,
@@ -421,7 +496,16 @@ impl Session<'_> {
                 watermarks: Vec::new(),
                 appended: false,
             };
-            catalog.create_plain_view(View::plain(def, plan))?;
+            let (name, id) = (def.name.clone(), def.id);
+            match &replaced {
+                Some(old) => catalog.replace_plain_view(old, View::plain(def, plan))?,
+                None => catalog.create_plain_view(View::plain(def, plan))?,
+            };
+            if temporary {
+                self.conn
+                    .temporary_tables()
+                    .add_view(self.db.catalog(), name, id);
+            }
             return Ok(Output::Command(kind.into()));
         }
         let id = catalog.reserve_id()?;
@@ -455,6 +539,7 @@ impl Session<'_> {
             appended: key.is_none() && planned.append_only,
             key,
             key_checked,
+            temporary: false,
             depends_on,
             models: crate::model::functions::models_used(&plan),
             created_ms,

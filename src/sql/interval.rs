@@ -255,6 +255,156 @@ fn parse_iso(text: &str) -> Option<IntervalMonthDayNano> {
     fields.finish()
 }
 
+/// A field of an interval qualifier (`DAY TO SECOND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Field {
+    Year,
+    Month,
+    Day,
+    Hour,
+    Minute,
+    Second,
+}
+
+/// Reads `text` as PostgreSQL reads `INTERVAL 'text' leading [TO last] [(precision)]`: a bare
+/// number is the qualifier's last field (`'1' YEAR TO MONTH` is a month), one before an hour
+/// or a time of day is days, `'2:03'` is minutes and seconds under `MINUTE TO SECOND`, `Y-M`
+/// is years and months; then the fields below the last are dropped and seconds rounded to
+/// `precision` digits. `None` when PostgreSQL would refuse the text.
+pub fn parse_qualified(
+    text: &str,
+    leading: Field,
+    last: Option<Field>,
+    precision: Option<u64>,
+) -> Option<IntervalMonthDayNano> {
+    let last = last.unwrap_or(leading);
+    if last < leading {
+        return None;
+    }
+    let trimmed = text.trim();
+    let body = trimmed.strip_prefix('@').unwrap_or(trimmed).trim();
+    let tokens = tokenize(body)?;
+    if tokens.is_empty() {
+        return None;
+    }
+    // The unit a bare number at the right end takes.
+    let rightmost = match (leading, last) {
+        (Field::Year, Field::Year) => Unit::Year,
+        (_, Field::Month) => Unit::Month,
+        (_, Field::Day) => Unit::Day,
+        (_, Field::Hour) => Unit::Hour,
+        (Field::Minute | Field::Hour | Field::Day, Field::Minute) => Unit::Minute,
+        _ => Unit::Second,
+    };
+    let minutes_seconds = leading == Field::Minute && last == Field::Second;
+    let mut fields = Fields::default();
+    let mut seen: Vec<Unit> = Vec::new();
+    let use_unit = |seen: &mut Vec<Unit>, fields: &mut Fields, value: f64, unit: Unit| {
+        if seen.contains(&unit) {
+            return None;
+        }
+        seen.push(unit);
+        fields.add(value, unit);
+        Some(())
+    };
+    let mut ago = false;
+    // Right to left, as PostgreSQL reads: a unit word names the number to its left.
+    let mut next: Option<Unit> = None;
+    for (i, token) in tokens.iter().enumerate().rev() {
+        if token.eq_ignore_ascii_case("ago") {
+            if i + 1 != tokens.len() {
+                return None;
+            }
+            ago = true;
+        } else if token.contains(':') {
+            let micros =
+                if minutes_seconds && token.matches(':').count() == 1 && !token.contains('.') {
+                    let (sign, rest) = match token.as_bytes()[0] {
+                        b'-' => (-1.0, &token[1..]),
+                        b'+' => (1.0, &token[1..]),
+                        _ => (1.0, token.as_str()),
+                    };
+                    let (m, s) = rest.split_once(':')?;
+                    sign * (number(m)? * 60e6 + number(s)? * 1e6)
+                } else {
+                    time_micros(token)?
+                };
+            if seen.contains(&Unit::Hour) {
+                return None;
+            }
+            seen.push(Unit::Hour);
+            fields.micros += micros;
+            next = Some(Unit::Day);
+        } else if let Some(u) = unit(token) {
+            next = Some(u);
+        } else if let Some((years, months)) = year_month(token) {
+            use_unit(&mut seen, &mut fields, years, Unit::Year)?;
+            use_unit(&mut seen, &mut fields, months, Unit::Month)?;
+            next = None;
+        } else {
+            let value = number(token)?;
+            let u = next.unwrap_or(rightmost);
+            use_unit(&mut seen, &mut fields, value, u)?;
+            next = Some(if u == Unit::Hour { Unit::Day } else { u });
+        }
+    }
+    if ago {
+        fields = Fields {
+            months: -fields.months,
+            days: -fields.days,
+            micros: -fields.micros,
+        };
+    }
+    let v = fields.finish()?;
+    let micros = v.nanoseconds / 1000;
+    const HOUR: i64 = 3_600_000_000;
+    let (months, days, micros) = match last {
+        Field::Year => ((v.months / 12) * 12, 0, 0),
+        Field::Month => (v.months, 0, 0),
+        Field::Day => (v.months, v.days, 0),
+        Field::Hour => (v.months, v.days, micros / HOUR * HOUR),
+        Field::Minute => (v.months, v.days, micros / 60_000_000 * 60_000_000),
+        Field::Second => {
+            let micros = match precision {
+                Some(p) if p < 6 => {
+                    let scale = 10i64.pow(6 - p as u32);
+                    let half = scale / 2;
+                    if micros >= 0 {
+                        (micros + half) / scale * scale
+                    } else {
+                        -((-micros + half) / scale * scale)
+                    }
+                }
+                _ => micros,
+            };
+            (v.months, v.days, micros)
+        }
+    };
+    Some(IntervalMonthDayNano::new(
+        months,
+        days,
+        micros.checked_mul(1000)?,
+    ))
+}
+
+/// `[+-]Y-M`: years and months, both with the sign.
+fn year_month(token: &str) -> Option<(f64, f64)> {
+    let (sign, body) = match token.as_bytes().first()? {
+        b'-' => (-1.0, &token[1..]),
+        b'+' => (1.0, &token[1..]),
+        _ => (1.0, token),
+    };
+    let (years, months) = body.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    if !digits(years) || !digits(months) {
+        return None;
+    }
+    Some((
+        sign * years.parse::<f64>().ok()?,
+        sign * months.parse::<f64>().ok()?,
+    ))
+}
+
 /// An interval as text DataFusion's own interval parser reads back exactly: months, days and
 /// microseconds.
 pub fn canonical_text(v: IntervalMonthDayNano) -> String {
@@ -276,6 +426,56 @@ mod tests {
     }
 
     const H: i64 = 3_600_000_000;
+    const M: i64 = 60_000_000;
+
+    fn q(
+        text: &str,
+        leading: Field,
+        last: Option<Field>,
+        precision: Option<u64>,
+    ) -> (i32, i32, i64) {
+        let v = parse_qualified(text, leading, last, precision).unwrap_or_else(|| panic!("{text}"));
+        (v.months, v.days, v.nanoseconds / 1000)
+    }
+
+    #[test]
+    fn reads_qualified_intervals_as_postgresql_does() {
+        use Field::*;
+        assert_eq!(q("1", Year, Some(Month), None), (1, 0, 0));
+        assert_eq!(q("1-2", Year, Some(Month), None), (14, 0, 0));
+        assert_eq!(q("1 2", Day, Some(Hour), None), (0, 1, 2 * H));
+        assert_eq!(q("1 2:03:04", Day, Some(Hour), None), (0, 1, 2 * H));
+        assert_eq!(
+            q("1 2:03:04", Day, Some(Minute), None),
+            (0, 1, 2 * H + 3 * M)
+        );
+        assert_eq!(q("1 2:03", Day, Some(Second), None), (0, 1, 2 * H + 3 * M));
+        assert_eq!(
+            q("1 2:03", Minute, Some(Second), None),
+            (0, 1, 2 * M + 3_000_000)
+        );
+        assert_eq!(
+            q("1 -2:03", Minute, Some(Second), None),
+            (0, 1, -(2 * M + 3_000_000))
+        );
+        assert_eq!(
+            q("1 -2:03:04", Minute, Some(Second), None),
+            (0, 1, -(2 * H + 3 * M + 4_000_000))
+        );
+        assert_eq!(q("123 11", Day, Some(Hour), None), (0, 123, 11 * H));
+        assert_eq!(
+            q("12:34.5678", Minute, Some(Second), Some(2)),
+            (0, 0, 12 * M + 34_570_000)
+        );
+        assert_eq!(q("1.234", Second, None, Some(2)), (0, 0, 1_230_000));
+        assert_eq!(
+            q("1 2:03.4567", Day, Some(Second), Some(2)),
+            (0, 1, 2 * M + 3_460_000)
+        );
+        assert_eq!(q("999", Month, None, None), (999, 0, 0));
+        assert!(parse_qualified("1 2", Day, Some(Second), None).is_none());
+        assert!(parse_qualified("abc", Day, Some(Second), None).is_none());
+    }
 
     #[test]
     fn reads_what_postgresql_reads() {

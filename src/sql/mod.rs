@@ -411,6 +411,7 @@ impl SqlParser {
                     rewrite::like_escapes(&mut statement);
                     rewrite::current_role(&mut statement);
                     rewrite::set_returning_select_items(&mut statement);
+                    rewrite::name_function_columns(&mut statement);
                     rewrite::count_row_references(&mut statement);
                     rewrite::array_subqueries(&mut statement);
                     pg_exprs::rewrite(&mut statement);

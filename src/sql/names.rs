@@ -111,9 +111,17 @@ pub fn column_name(expr: &Expr) -> String {
 }
 
 fn figure(expr: &Expr) -> Option<String> {
+    figure_strength(expr).map(|(name, _)| name)
+}
+
+/// A name, and how strongly the expression gives it as PostgreSQL weighs it (`FigureColname`):
+/// 2 for a column or function name, 1 for a type name (a cast, a typed literal, `CASE`), which
+/// an enclosing cast or `CASE` replaces.
+fn figure_strength(expr: &Expr) -> Option<(String, u8)> {
+    let strong = |name: String| Some((name, 2));
     match expr {
-        Expr::Identifier(ident) => Some(normalize_ident(ident)),
-        Expr::CompoundIdentifier(parts) => parts.last().map(normalize_ident),
+        Expr::Identifier(ident) => strong(normalize_ident(ident)),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|p| (normalize_ident(p), 2)),
         // A cast to a type stored as text, rewritten into the function that reads it (see
         // `pg_exprs`): named as the cast is.
         Expr::Function(f) if text_type_reader(f).is_some() => {
@@ -122,13 +130,13 @@ fn figure(expr: &Expr) -> Option<String> {
                     match list.args.first() {
                         Some(datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
                             datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(e),
-                        )) => figure(e),
+                        )) => figure_strength(e).filter(|(_, s)| *s == 2),
                         _ => None,
                     }
                 }
                 _ => None,
             };
-            argument.or_else(|| text_type_reader(f).map(str::to_string))
+            argument.or_else(|| text_type_reader(f).map(|t| (t.to_string(), 1)))
         }
         Expr::Function(f) => f
             .name
@@ -139,35 +147,42 @@ fn figure(expr: &Expr) -> Option<String> {
             // `ARRAY(subquery)`, rewritten (see `rewrite::array_subqueries`).
             .map(|name| {
                 if name == super::rewrite::ARRAY_FUNCTION {
-                    "array".into()
+                    ("array".into(), 2)
                 } else {
-                    name
+                    (name, 2)
                 }
             }),
         Expr::Cast {
             expr, data_type, ..
-        } => figure(expr).or_else(|| Some(type_name(data_type))),
-        Expr::Nested(inner) => figure(inner),
-        Expr::Case { .. } => Some("case".into()),
-        Expr::Exists { .. } => Some("exists".into()),
-        Expr::Array(_) => Some("array".into()),
-        Expr::Extract { .. } => Some("extract".into()),
-        Expr::Substring { .. } => Some("substring".into()),
-        Expr::Trim { .. } => Some("btrim".into()),
-        Expr::Position { .. } => Some("position".into()),
-        Expr::Overlay { .. } => Some("overlay".into()),
-        Expr::Ceil { .. } => Some("ceil".into()),
-        Expr::Floor { .. } => Some("floor".into()),
+        } => figure_strength(expr)
+            .filter(|(_, s)| *s == 2)
+            .or_else(|| Some((type_name(data_type), 1))),
+        Expr::Nested(inner) => figure_strength(inner),
+        Expr::Case { else_result, .. } => else_result
+            .as_deref()
+            .and_then(figure_strength)
+            .filter(|(_, s)| *s == 2)
+            .or_else(|| Some(("case".into(), 1))),
+        Expr::Exists { .. } => strong("exists".into()),
+        Expr::Array(_) => strong("array".into()),
+        Expr::Extract { .. } => strong("extract".into()),
+        Expr::Substring { .. } => strong("substring".into()),
+        Expr::Trim { .. } => strong("btrim".into()),
+        Expr::Position { .. } => strong("position".into()),
+        Expr::Overlay { .. } => strong("overlay".into()),
+        Expr::Ceil { .. } => strong("ceil".into()),
+        Expr::Floor { .. } => strong("floor".into()),
         Expr::Subquery(query) => match query.body.as_ref() {
             SetExpr::Select(select) => match select.projection.first() {
-                Some(SelectItem::UnnamedExpr(e)) => figure(e),
-                Some(SelectItem::ExprWithAlias { alias, .. }) => Some(normalize_ident(alias)),
+                Some(SelectItem::UnnamedExpr(e)) => figure(e).map(|n| (n, 2)),
+                Some(SelectItem::ExprWithAlias { alias, .. }) => strong(normalize_ident(alias)),
                 _ => None,
             },
             _ => None,
         },
-        Expr::TypedString(typed) => Some(type_name(&typed.data_type)),
-        Expr::Value(v) if matches!(v.value, Value::Boolean(_)) => Some("bool".into()),
+        Expr::TypedString(typed) => Some((type_name(&typed.data_type), 1)),
+        Expr::Interval(_) => Some(("interval".into(), 1)),
+        Expr::Value(v) if matches!(v.value, Value::Boolean(_)) => Some(("bool".into(), 1)),
         _ => None,
     }
 }
@@ -231,6 +246,14 @@ mod tests {
             "SELECT 1 AS \"?column?\u{1}0\", 2 AS \"?column?\u{1}1\""
         );
         assert_eq!(client_name("?column?\u{1}1"), "?column?");
+        // a cast over a type name takes its own type's; CASE takes its ELSE's column name
+        assert_eq!(
+            named(
+                "SELECT 1.5::float8::text, INTERVAL '1 hour', CASE WHEN a THEN 1 ELSE b END, CASE WHEN a THEN b END FROM t"
+            ),
+            "SELECT 1.5::FLOAT8::TEXT AS \"text\", INTERVAL '1 hour' AS \"interval\", \
+             CASE WHEN a THEN 1 ELSE b END AS \"b\", CASE WHEN a THEN b END AS \"case\" FROM t"
+        );
         assert_eq!(
             named("SELECT *, count(*) FROM t"),
             "SELECT *, count(*) FROM t"

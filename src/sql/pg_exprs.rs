@@ -14,8 +14,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, Expr, Statement, TimezoneInfo, UnaryOperator, Value,
-    ValueWithSpan, VisitMut, VisitorMut,
+    BinaryOperator, CastKind, DataType, DateTimeField, Expr, Statement, TimezoneInfo,
+    UnaryOperator, Value, ValueWithSpan, VisitMut, VisitorMut,
 };
 
 /// Applies every rewrite of this module to `statement`.
@@ -103,6 +103,16 @@ impl VisitorMut for PgExprs {
             {
                 canonical_interval(interval.value.as_mut());
             }
+            // `INTERVAL '1 2:03' DAY TO SECOND(2)`: read with its qualifier, as PostgreSQL
+            // reads it; DataFusion takes a single field only.
+            Expr::Interval(interval)
+                if interval.last_field.is_some()
+                    || interval.fractional_seconds_precision.is_some()
+                    || (interval.leading_precision.is_some()
+                        && interval.leading_field == Some(DateTimeField::Second)) =>
+            {
+                qualified_interval(interval);
+            }
             Expr::Cast {
                 kind: CastKind::Cast | CastKind::DoubleColon,
                 expr: inner,
@@ -184,6 +194,51 @@ fn canonical_interval(value: &mut Expr) {
             *text = super::interval::canonical_text(interval);
         }
     }
+}
+
+/// An interval literal with a qualifier, as an unqualified literal of the value PostgreSQL
+/// reads. Left as it is when the text is not an interval (DataFusion then refuses it).
+fn qualified_interval(interval: &mut datafusion::sql::sqlparser::ast::Interval) {
+    use super::interval::Field;
+    let field = |f: &Option<DateTimeField>| -> Option<Field> {
+        Some(match f.as_ref()? {
+            DateTimeField::Year | DateTimeField::Years => Field::Year,
+            DateTimeField::Month | DateTimeField::Months => Field::Month,
+            DateTimeField::Day | DateTimeField::Days => Field::Day,
+            DateTimeField::Hour | DateTimeField::Hours => Field::Hour,
+            DateTimeField::Minute | DateTimeField::Minutes => Field::Minute,
+            DateTimeField::Second | DateTimeField::Seconds => Field::Second,
+            _ => return None,
+        })
+    };
+    let Some(leading) = field(&interval.leading_field) else {
+        return;
+    };
+    let last = match &interval.last_field {
+        Some(_) => match field(&interval.last_field) {
+            Some(last) => Some(last),
+            None => return,
+        },
+        None => None,
+    };
+    let precision = interval
+        .fractional_seconds_precision
+        .or(interval.leading_precision);
+    let Expr::Value(ValueWithSpan {
+        value: Value::SingleQuotedString(text),
+        ..
+    }) = interval.value.as_mut()
+    else {
+        return;
+    };
+    let Some(value) = super::interval::parse_qualified(text, leading, last, precision) else {
+        return;
+    };
+    *text = super::interval::canonical_text(value);
+    interval.leading_field = None;
+    interval.leading_precision = None;
+    interval.last_field = None;
+    interval.fractional_seconds_precision = None;
 }
 
 /// Rewrites named arguments of a `make_interval` call into positions (the missing ones zero).

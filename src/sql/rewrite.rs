@@ -1174,14 +1174,27 @@ fn expand_set_returning(body: &mut SetExpr) {
                     .last()
                     .and_then(|p| p.as_ident())
                     .map(|i| i.value.to_ascii_lowercase());
-                if name.as_deref() != Some("generate_series") || function.over.is_some() {
+                let Some(name) = name else {
                     continue;
+                };
+                // The array function each set-returning function's rows come from.
+                let array_function = match name.as_str() {
+                    "generate_series" => None,
+                    "regexp_matches" => Some(crate::catalog::pg_regexp::REGEXP_MATCHES_ARRAY),
+                    "regexp_split_to_table" => Some("regexp_split_to_array"),
+                    _ => continue,
+                };
+                if function.over.is_some() {
+                    continue;
+                }
+                if let Some(array_function) = array_function {
+                    function.name = ObjectName::from(vec![Ident::new(array_function)]);
                 }
                 let series = std::mem::replace(expr, Expr::Value(Value::Null.into()));
                 let unnest = call("unnest", vec![series]);
                 *item = SelectItem::ExprWithAlias {
                     expr: unnest,
-                    alias: alias.unwrap_or_else(|| Ident::new("generate_series")),
+                    alias: alias.unwrap_or_else(|| Ident::new(name)),
                 };
             }
         }
@@ -1190,6 +1203,115 @@ fn expand_set_returning(body: &mut SetExpr) {
             expand_set_returning(right);
         }
         _ => {}
+    }
+}
+
+/// A function in FROM that returns one column names it as PostgreSQL does: after the alias
+/// (`FROM generate_series(1, 3) AS x` has column `x`), or after the function when there is
+/// none (`generate_series`, `unnest`). DataFusion calls it `value` or `UNNEST(...)`.
+pub fn name_function_columns(statement: &mut Statement) {
+    let _ = statement.visit(&mut FunctionColumns);
+}
+
+/// Functions in FROM that return one column.
+const SINGLE_COLUMN_FUNCTIONS: &[&str] = &["generate_series", "unnest"];
+
+struct FunctionColumns;
+
+impl VisitorMut for FunctionColumns {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        use datafusion::sql::sqlparser::ast::{TableAlias, TableAliasColumnDef};
+
+        // `FROM regexp_split_to_table(...)`: the rows of `unnest(regexp_split_to_array(...))`.
+        if let TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            with_ordinality: false,
+            ..
+        } = factor
+            && name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("regexp_split_to_table"))
+        {
+            let arguments: Vec<Expr> = args
+                .args
+                .iter()
+                .filter_map(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                    _ => None,
+                })
+                .collect();
+            *factor = TableFactor::UNNEST {
+                alias: alias.take(),
+                array_exprs: vec![call("regexp_split_to_array", arguments)],
+                with_offset: false,
+                with_offset_alias: None,
+                with_ordinality: false,
+            };
+        }
+        let (function, alias) = match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                alias,
+                with_ordinality: false,
+                ..
+            } => {
+                let Some(function) = name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(|i| i.value.to_ascii_lowercase())
+                    .filter(|f| SINGLE_COLUMN_FUNCTIONS.contains(&f.as_str()))
+                else {
+                    return ControlFlow::Continue(());
+                };
+                (function, alias)
+            }
+            TableFactor::UNNEST {
+                alias,
+                array_exprs,
+                with_offset: false,
+                with_ordinality: false,
+                ..
+            } if array_exprs.len() == 1 => {
+                let function = match &array_exprs[0] {
+                    Expr::Function(f)
+                        if f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                            i.value.eq_ignore_ascii_case("regexp_split_to_array")
+                        }) =>
+                    {
+                        "regexp_split_to_table"
+                    }
+                    _ => "unnest",
+                };
+                (function.to_string(), alias)
+            }
+            _ => return ControlFlow::Continue(()),
+        };
+        match alias {
+            Some(alias) if alias.columns.is_empty() => {
+                alias.columns = vec![TableAliasColumnDef {
+                    name: alias.name.clone(),
+                    data_type: None,
+                }];
+            }
+            Some(_) => {}
+            None => {
+                *alias = Some(TableAlias {
+                    explicit: true,
+                    name: Ident::new(&function),
+                    columns: vec![TableAliasColumnDef::from_name(function.as_str())],
+                    at: None,
+                });
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 
