@@ -88,7 +88,7 @@ fn psql_describe_commands() {
     psql(&server, "CREATE SCHEMA ml");
     psql(
         &server,
-        "CREATE TABLE ml.users (id INT PRIMARY KEY, label TEXT UNIQUE, w NUMERIC(6,2) DEFAULT 1)",
+        "CREATE TABLE ml.users (id INT PRIMARY KEY, label TEXT UNIQUE, w NUMERIC(6,2) DEFAULT 1 CHECK (w > 0))",
     );
     psql(&server, "CREATE INDEX ON ml.users (w)");
     psql(
@@ -106,7 +106,9 @@ fn psql_describe_commands() {
         "Table \"ml.users\"",
         "numeric(6,2)",
         "\"users_pkey\" PRIMARY KEY, btree (id)",
-        "\"users_label_key\" UNIQUE, btree (label)",
+        "\"users_label_key\" UNIQUE CONSTRAINT, btree (label)",
+        "Check constraints:",
+        "\"users_w_check\" CHECK ((w > 0))",
         "\"users_w_idx\" btree (w)",
     ] {
         assert!(d.contains(expected), "\\d ml.users lacks {expected}:\n{d}");

@@ -727,9 +727,11 @@ impl InformationSchema {
             Field::new("k_column", DataType::Utf8, false),
             Field::new("k_attnum", DataType::Int32, false),
             Field::new("k_position", DataType::Int32, false),
+            Field::new("k_clause", DataType::Utf8, true),
         ]));
         let (mut relations, mut names, mut types) = (Vec::new(), Vec::new(), Vec::new());
         let mut schemas = Vec::new();
+        let mut clauses: Vec<Option<String>> = Vec::new();
         let (mut columns, mut numbers, mut positions) = (Vec::new(), Vec::new(), Vec::new());
         for name in self.catalog.table_names() {
             let Some(table) = self.catalog.table(&name) else {
@@ -745,7 +747,38 @@ impl InformationSchema {
                     columns.push(def.columns[i].name.clone());
                     numbers.push(i as i32 + 1);
                     positions.push(position as i32 + 1);
+                    clauses.push(None);
                 }
+            }
+            // UNIQUE constraints (not `CREATE UNIQUE INDEX`, which PostgreSQL does not list).
+            let mut unique: Vec<_> = self
+                .catalog
+                .indexes_on(&name)
+                .into_iter()
+                .filter(|i| i.constraint)
+                .collect();
+            unique.sort_by_key(|i| i.id);
+            for index in unique {
+                for (position, &i) in index.columns.iter().enumerate() {
+                    schemas.push(split(&def.name).0.to_string());
+                    relations.push(split(&def.name).1.to_string());
+                    names.push(Some(split(&index.name).1.to_string()));
+                    types.push("UNIQUE");
+                    columns.push(def.columns[i].name.clone());
+                    numbers.push(i as i32 + 1);
+                    positions.push(position as i32 + 1);
+                    clauses.push(None);
+                }
+            }
+            for check in &def.checks {
+                schemas.push(split(&def.name).0.to_string());
+                relations.push(split(&def.name).1.to_string());
+                names.push(Some(check.name.clone()));
+                types.push("CHECK");
+                columns.push(String::new());
+                numbers.push(0);
+                positions.push(1);
+                clauses.push(Some(format!("(({}))", check.expr)));
             }
             for (i, column) in def.columns.iter().enumerate() {
                 if column.nullable || column.hidden {
@@ -758,6 +791,7 @@ impl InformationSchema {
                 columns.push(column.name.clone());
                 numbers.push(i as i32 + 1);
                 positions.push(1);
+                clauses.push(Some(format!("{} IS NOT NULL", column.name)));
             }
         }
         let batch = RecordBatch::try_new(
@@ -770,6 +804,7 @@ impl InformationSchema {
                 Arc::new(StringArray::from(columns)),
                 Arc::new(Int32Array::from(numbers)),
                 Arc::new(Int32Array::from(positions)),
+                Arc::new(StringArray::from(clauses)),
             ],
         )?;
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
@@ -839,18 +874,20 @@ impl InformationSchema {
                 col("k.k_type").alias("contype"),
                 col("k.k_column").alias("colname"),
                 col("k.k_position").alias("position"),
+                col("k.k_clause").alias("clause"),
             ])
     }
 
     async fn constraint_view(
         &self,
-        filter: Option<&str>,
+        filter: &[&str],
         columns: Vec<datafusion::logical_expr::Expr>,
         distinct: bool,
     ) -> DfResult<Arc<dyn TableProvider>> {
         let mut plan = self.named_constraints().await?;
-        if let Some(contype) = filter {
-            plan = plan.filter(col("contype").eq(lit(contype)))?;
+        if !filter.is_empty() {
+            let types = filter.iter().map(|t| lit(*t)).collect();
+            plan = plan.filter(col("contype").in_list(types, false))?;
         }
         plan = plan.project(columns)?;
         if distinct {
@@ -864,7 +901,7 @@ impl InformationSchema {
             cast(lit(datafusion::common::ScalarValue::Null), DataType::Utf8).alias(name)
         };
         self.constraint_view(
-            None,
+            &[],
             vec![
                 lit(CATALOG_NAME).alias("constraint_catalog"),
                 col("nspname").alias("constraint_schema"),
@@ -885,7 +922,7 @@ impl InformationSchema {
 
     async fn key_column_usage(&self) -> DfResult<Arc<dyn TableProvider>> {
         self.constraint_view(
-            Some("PRIMARY KEY"),
+            &["PRIMARY KEY", "UNIQUE"],
             vec![
                 lit(CATALOG_NAME).alias("constraint_catalog"),
                 col("nspname").alias("constraint_schema"),
@@ -905,7 +942,7 @@ impl InformationSchema {
 
     async fn constraint_column_usage(&self) -> DfResult<Arc<dyn TableProvider>> {
         self.constraint_view(
-            Some("PRIMARY KEY"),
+            &["PRIMARY KEY", "UNIQUE"],
             vec![
                 lit(CATALOG_NAME).alias("table_catalog"),
                 col("nspname").alias("table_schema"),
@@ -922,16 +959,12 @@ impl InformationSchema {
 
     async fn check_constraints(&self) -> DfResult<Arc<dyn TableProvider>> {
         self.constraint_view(
-            Some("CHECK"),
+            &["CHECK"],
             vec![
                 lit(CATALOG_NAME).alias("constraint_catalog"),
                 col("nspname").alias("constraint_schema"),
                 col("conname").alias("constraint_name"),
-                datafusion::functions::string::expr_fn::concat(vec![
-                    col("colname"),
-                    lit(" IS NOT NULL"),
-                ])
-                .alias("check_clause"),
+                col("clause").alias("check_clause"),
             ],
             false,
         )

@@ -726,6 +726,7 @@ impl Catalog {
                 relation: table.name().to_string(),
                 columns,
                 unique: true,
+                constraint: true,
             };
             batch.put(
                 entry_key(INDEX_PREFIX, index_def.id),

@@ -20,9 +20,12 @@
 //!   `pg_get_indexdef`.
 //! - `pg_index` has one index per primary key, its `indclass` and `indoption` arrays as long as
 //!   its key, so that SQLAlchemy's `get_indexes` query plans.
-//! - `pg_constraint` holds the primary keys of Augur's tables (with `conkey` a real `int2[]`),
-//!   joined to `pg_class` so that `conrelid` is the OID `pg_class` gives the table. SQLAlchemy's
-//!   `get_pk_constraint` and psql read it.
+//! - `pg_constraint` holds the primary keys, `UNIQUE` and `CHECK` constraints of Augur's tables
+//!   (with `conkey` a real `int2[]`, a UNIQUE constraint's `conindid` its index's OID in
+//!   `pg_index`, a CHECK's expression in `conbin`), joined to `pg_class` so that `conrelid` is
+//!   the OID `pg_class` gives the table; `augur_constraint_definitions` gives each one's
+//!   definition for `pg_get_constraintdef`. SQLAlchemy's `get_pk_constraint`,
+//!   `get_unique_constraints` and `get_check_constraints` and psql's `\d` read them.
 
 use std::sync::Arc;
 
@@ -48,6 +51,7 @@ pub struct PgCatalogOverlay {
 }
 
 const OWN_TABLES: &[&str] = &[
+    CONSTRAINT_DEFINITIONS,
     "pg_attribute",
     "pg_attrdef",
     "pg_statistic_ext",
@@ -67,11 +71,19 @@ pub const RELATION_SIZES: &str = "augur_relation_sizes";
 /// The table `pg_get_indexdef` reads (see `sql::rewrite::view_definitions`).
 pub const INDEX_DEFINITIONS: &str = "augur_index_definitions";
 
+/// The table `pg_get_constraintdef(oid)` reads (see `sql::rewrite::view_definitions`).
+pub const CONSTRAINT_DEFINITIONS: &str = "augur_constraint_definitions";
+
 /// The table `pg_get_viewdef(oid)` reads (see `sql::rewrite::view_definitions`).
 pub const VIEW_DEFINITIONS: &str = "augur_view_definitions";
 
 /// Constraint OIDs are the table's OID plus this, clear of the OIDs `pg_class` hands out.
 const CONSTRAINT_OID_OFFSET: i32 = 1_000_000;
+
+/// CHECK constraints' OIDs: this plus the table's OID times [`CHECKS_PER_TABLE`] plus the
+/// constraint's place among the table's CHECKs.
+const CHECK_OID_OFFSET: i32 = 10_000_000;
+const CHECKS_PER_TABLE: i32 = 100;
 
 impl PgCatalogOverlay {
     /// Lays Augur's tables over `inner`.
@@ -79,37 +91,106 @@ impl PgCatalogOverlay {
         Self { inner, catalog }
     }
 
-    /// One row per primary key: table name, constraint name, key column numbers (from 1).
-    fn primary_keys(&self) -> DfResult<Arc<dyn TableProvider>> {
+    /// One row per constraint of Augur's tables: primary keys (`p`), `UNIQUE` constraints
+    /// (`u`) and `CHECK` constraints (`c`), with the table's catalog key, the constraint's name,
+    /// its key column numbers (from 1; for a CHECK, the columns it reads), its index's OID (a
+    /// UNIQUE constraint's), its place among the table's CHECKs, its expression (a CHECK's) and
+    /// its definition as `pg_get_constraintdef` gives it.
+    fn constraints(&self) -> DfResult<Arc<dyn TableProvider>> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("key_relname", DataType::Utf8, false),
             Field::new("key_conname", DataType::Utf8, false),
+            Field::new("key_type", DataType::Utf8, false),
             Field::new("key_conkey", list(DataType::Int16), false),
+            Field::new("key_index", DataType::Int32, true),
+            Field::new("key_check", DataType::Int32, false),
+            Field::new("key_bin", DataType::Utf8, true),
+            Field::new("key_def", DataType::Utf8, false),
         ]));
-        let mut relnames = Vec::new();
-        let mut connames = Vec::new();
+        let (mut relnames, mut connames, mut types) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut index_oids, mut check_numbers, mut bins, mut defs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut conkeys = ListBuilder::new(Int16Builder::new());
+        let column_list = |def: &crate::table::TableDef, columns: &[usize]| -> String {
+            columns
+                .iter()
+                .map(|&i| quote_ident(&def.columns[i].name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         for name in self.catalog.table_names() {
             let Some(table) = self.catalog.table(&name) else {
                 continue;
             };
             let def = table.def();
-            if def.has_row_id() {
-                continue;
+            if !def.has_row_id() {
+                relnames.push(def.name.clone());
+                connames.push(split(&def.pkey_name()).1.to_string());
+                types.push("p");
+                for &column in &def.primary_key {
+                    conkeys.values().append_value(column as i16 + 1);
+                }
+                conkeys.append(true);
+                index_oids.push(None);
+                check_numbers.push(0);
+                bins.push(None);
+                defs.push(format!(
+                    "PRIMARY KEY ({})",
+                    column_list(def, &def.primary_key)
+                ));
             }
-            relnames.push(def.name.clone());
-            connames.push(split(&def.pkey_name()).1.to_string());
-            for &column in &def.primary_key {
-                conkeys.values().append_value(column as i16 + 1);
+            let mut unique: Vec<_> = self
+                .catalog
+                .indexes_on(&name)
+                .into_iter()
+                .filter(|i| i.constraint)
+                .collect();
+            unique.sort_by_key(|i| i.id);
+            for index in unique {
+                relnames.push(def.name.clone());
+                connames.push(split(&index.name).1.to_string());
+                types.push("u");
+                for &column in &index.columns {
+                    conkeys.values().append_value(column as i16 + 1);
+                }
+                conkeys.append(true);
+                index_oids.push(Some(INDEX_OID_OFFSET + index.id as i32));
+                check_numbers.push(0);
+                bins.push(None);
+                defs.push(format!("UNIQUE ({})", column_list(def, &index.columns)));
             }
-            conkeys.append(true);
+            for (number, check) in def.checks.iter().enumerate() {
+                relnames.push(def.name.clone());
+                connames.push(check.name.clone());
+                types.push("c");
+                // The columns the expression names.
+                let words: Vec<&str> = check
+                    .expr
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .collect();
+                for (i, column) in def.columns.iter().enumerate() {
+                    if !column.hidden && words.contains(&column.name.as_str()) {
+                        conkeys.values().append_value(i as i16 + 1);
+                    }
+                }
+                conkeys.append(true);
+                index_oids.push(None);
+                check_numbers.push(number as i32 + 1);
+                bins.push(Some(check.expr.clone()));
+                defs.push(format!("CHECK (({}))", check.expr));
+            }
         }
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
                 Arc::new(StringArray::from(relnames)),
                 Arc::new(StringArray::from(connames)),
+                Arc::new(StringArray::from(types)),
                 Arc::new(conkeys.finish()),
+                Arc::new(datafusion::arrow::array::Int32Array::from(index_oids)),
+                Arc::new(datafusion::arrow::array::Int32Array::from(check_numbers)),
+                Arc::new(StringArray::from(bins)),
+                Arc::new(StringArray::from(defs)),
             ],
         )?;
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
@@ -271,9 +352,9 @@ impl PgCatalogOverlay {
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
     }
 
-    /// `pg_class` (as `c`) and `pg_namespace` (as `n`) joined to the primary keys (as `k`).
-    async fn tables_with_keys(&self) -> DfResult<LogicalPlanBuilder> {
-        let keys = LogicalPlanBuilder::scan("k", provider_as_source(self.primary_keys()?), None)?
+    /// `pg_class` (as `c`) and `pg_namespace` (as `n`) joined to the constraints (as `k`).
+    async fn tables_with_constraints(&self) -> DfResult<LogicalPlanBuilder> {
+        let keys = LogicalPlanBuilder::scan("k", provider_as_source(self.constraints()?), None)?
             .build()?;
         self.classes_with_namespaces().await?.join_on(
             keys,
@@ -334,6 +415,16 @@ impl PgCatalogOverlay {
             .filter(|v| v.def().materialized)
             .map(|v| lit(v.name().to_string()))
             .collect();
+        let checks: Vec<(String, i16)> = self
+            .catalog
+            .table_names()
+            .into_iter()
+            .filter_map(|name| {
+                let table = self.catalog.table(&name)?;
+                let n = table.def().checks.len();
+                (n > 0).then_some((name, n as i16))
+            })
+            .collect();
         let indexed: Vec<_> = self
             .index_list()
             .into_iter()
@@ -349,6 +440,17 @@ impl PgCatalogOverlay {
                     Ok(relation_key()
                         .in_list(indexed.clone(), false)
                         .alias("relhasindex"))
+                } else if f.name() == "relchecks" && !checks.is_empty() {
+                    // How many CHECK constraints each table has (psql's `\d` asks only then).
+                    let mut counts = checks.iter();
+                    let Some((first, n)) = counts.next() else {
+                        return Ok(theirs.alias("relchecks"));
+                    };
+                    let mut case = when(relation_key().eq(lit(first.clone())), lit(*n));
+                    for (key, n) in counts {
+                        case = case.when(relation_key().eq(lit(key.clone())), lit(*n));
+                    }
+                    Ok(cast(case.otherwise(theirs)?, f.data_type().clone()).alias("relchecks"))
                 } else if f.name() == "relkind" && !materialized.is_empty() {
                     when(
                         relation_key().in_list(materialized.clone(), false),
@@ -519,9 +621,8 @@ impl PgCatalogOverlay {
                 [relation_key().eq(col("v.viewname"))],
             )?
             .project(vec![
-                col("c.oid").alias("oid"),
-                col("v.viewname").alias("viewname"),
-                col("v.definition").alias("definition"),
+                col("c.oid").alias("augur_view_oid"),
+                col("v.definition").alias("augur_viewdef"),
             ])?
             .build()?;
         Ok(Arc::new(ViewTable::new(plan, None)))
@@ -570,31 +671,73 @@ impl PgCatalogOverlay {
                 None,
             )?
             .project(vec![
-                index_oid().alias("indexrelid"),
-                col("d.column_no").alias("column_no"),
-                col("d.definition").alias("definition"),
+                index_oid().alias("augur_index_oid"),
+                col("d.column_no").alias("augur_column_no"),
+                col("d.definition").alias("augur_indexdef"),
+            ])?
+            .build()?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+
+    /// A constraint's OID: a primary key's follows its table's, a UNIQUE constraint's its
+    /// index's, a CHECK's its table's and its place.
+    fn constraint_oid() -> DfResult<datafusion::logical_expr::Expr> {
+        Ok(cast(
+            when(
+                col("k.key_type").eq(lit("p")),
+                col("c.oid") + lit(CONSTRAINT_OID_OFFSET),
+            )
+            .when(
+                col("k.key_type").eq(lit("u")),
+                col("k.key_index") + lit(CONSTRAINT_OID_OFFSET),
+            )
+            .otherwise(
+                lit(CHECK_OID_OFFSET) + col("c.oid") * lit(CHECKS_PER_TABLE) + col("k.key_check"),
+            )?,
+            DataType::Int32,
+        ))
+    }
+
+    /// `augur_constraint_definitions`: each constraint's definition by its OID, what
+    /// `pg_get_constraintdef` reads.
+    async fn constraint_definitions(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let plan = self
+            .tables_with_constraints()
+            .await?
+            .project(vec![
+                Self::constraint_oid()?.alias("augur_constraint_oid"),
+                col("k.key_def").alias("augur_constraintdef"),
             ])?
             .build()?;
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
 
     async fn pg_constraint(&self) -> DfResult<Arc<dyn TableProvider>> {
-        let oid = cast(col("c.oid") + lit(CONSTRAINT_OID_OFFSET), DataType::Int32);
+        let oid = Self::constraint_oid()?;
+        let index = cast(
+            when(
+                col("k.key_type").eq(lit("p")),
+                col("c.oid") + lit(CONSTRAINT_OID_OFFSET),
+            )
+            .when(col("k.key_type").eq(lit("u")), col("k.key_index"))
+            .otherwise(lit(0i32))?,
+            DataType::Int32,
+        );
         let none = |name: &str| cast(lit(ScalarValue::Null), DataType::Utf8).alias(name);
         let plan = self
-            .tables_with_keys()
+            .tables_with_constraints()
             .await?
             .project(vec![
-                oid.clone().alias("oid"),
+                oid.alias("oid"),
                 col("k.key_conname").alias("conname"),
                 col("c.relnamespace").alias("connamespace"),
-                lit("p").alias("contype"),
+                col("k.key_type").alias("contype"),
                 lit(false).alias("condeferrable"),
                 lit(false).alias("condeferred"),
                 lit(true).alias("convalidated"),
                 col("c.oid").alias("conrelid"),
                 lit(0i32).alias("contypid"),
-                oid.alias("conindid"),
+                index.alias("conindid"),
                 lit(0i32).alias("conparentid"),
                 lit(0i32).alias("confrelid"),
                 lit(" ").alias("confupdtype"),
@@ -610,7 +753,7 @@ impl PgCatalogOverlay {
                 none("conffeqop"),
                 none("confdelsetcols"),
                 none("conexclop"),
-                none("conbin"),
+                col("k.key_bin").alias("conbin"),
             ])?
             .build()?;
         Ok(Arc::new(ViewTable::new(plan, None)))
@@ -1013,6 +1156,7 @@ impl SchemaProvider for PgCatalogOverlay {
             "pg_attrdef" => Ok(Some(self.pg_attrdef().await?)),
             RELATION_SIZES => Ok(Some(self.relation_sizes().await?)),
             "pg_constraint" => Ok(Some(self.pg_constraint().await?)),
+            CONSTRAINT_DEFINITIONS => Ok(Some(self.constraint_definitions().await?)),
             "pg_index" => Ok(Some(self.pg_index().await?)),
             "pg_class" => self.pg_class().await,
             "pg_matviews" => Ok(Some(self.pg_matviews()?)),

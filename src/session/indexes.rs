@@ -90,6 +90,7 @@ impl Session<'_> {
             relation,
             columns,
             unique: create.unique,
+            constraint: false,
         };
         let store = self.db.store().clone();
         let if_not_exists = create.if_not_exists;

@@ -113,6 +113,7 @@ impl Session<'_> {
                 relation: table.name().to_string(),
                 columns: positions,
                 unique: true,
+                constraint: true,
             };
             let store = self.db.store().clone();
             if !self

@@ -412,9 +412,11 @@ fn check_defs(
             ));
         }
         let name = name.unwrap_or_else(|| {
+            // A constraint's name is not a relation's: no schema in it.
+            let bare = crate::catalog::schema::split(table).1;
             let base = match columns.as_slice() {
-                [column] => format!("{table}_{column}_check"),
-                _ => format!("{table}_check"),
+                [column] => format!("{bare}_{column}_check"),
+                _ => format!("{bare}_check"),
             };
             let mut candidate = base.clone();
             let mut n = 0;

@@ -893,7 +893,13 @@ impl VisitorMut for ViewDefinitions {
             ("pg_get_viewdef", [oid, ..]) => {
                 let table = crate::catalog::pg_overlay::VIEW_DEFINITIONS;
                 format!(
-                    "(SELECT {table}.definition FROM pg_catalog.{table} WHERE {table}.oid = CAST({oid} AS INT))"
+                    "(SELECT {table}.augur_viewdef AS pg_get_viewdef FROM pg_catalog.{table} WHERE {table}.augur_view_oid = CAST({oid} AS INT))"
+                )
+            }
+            ("pg_get_constraintdef", [oid, ..]) => {
+                let table = crate::catalog::pg_overlay::CONSTRAINT_DEFINITIONS;
+                format!(
+                    "(SELECT {table}.augur_constraintdef AS pg_get_constraintdef FROM pg_catalog.{table} WHERE {table}.augur_constraint_oid = CAST({oid} AS INT))"
                 )
             }
             ("pg_get_indexdef", [oid, rest @ ..]) => {
@@ -903,7 +909,7 @@ impl VisitorMut for ViewDefinitions {
                     None => "0".into(),
                 };
                 format!(
-                    "(SELECT {table}.definition FROM pg_catalog.{table} WHERE {table}.indexrelid = CAST({oid} AS INT) AND {table}.column_no = {column})"
+                    "(SELECT {table}.augur_indexdef AS pg_get_indexdef FROM pg_catalog.{table} WHERE {table}.augur_index_oid = CAST({oid} AS INT) AND {table}.augur_column_no = {column})"
                 )
             }
             ("obj_description" | "col_description" | "shobj_description", [oid, rest @ ..]) => {
@@ -929,7 +935,7 @@ impl VisitorMut for ViewDefinitions {
                     .map(|c| format!(" AND augur_d.classoid = {c}"))
                     .unwrap_or_default();
                 format!(
-                    "(SELECT augur_d.description FROM pg_catalog.{table} augur_d WHERE augur_d.objoid = CAST({oid} AS INT){subid}{class})"
+                    "(SELECT augur_d.description AS {name} FROM pg_catalog.{table} augur_d WHERE augur_d.objoid = CAST({oid} AS INT){subid}{class})"
                 )
             }
             (
@@ -975,7 +981,9 @@ impl VisitorMut for ViewDefinitions {
                     }
                     _ => format!("augur_s.oid = CAST({relation} AS INT)"),
                 };
-                format!("(SELECT augur_s.{column} FROM pg_catalog.{table} augur_s WHERE {matches})")
+                format!(
+                    "(SELECT augur_s.{column} AS {name} FROM pg_catalog.{table} augur_s WHERE {matches})"
+                )
             }
             _ => return ControlFlow::Continue(()),
         };

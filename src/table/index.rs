@@ -34,6 +34,10 @@ pub struct IndexDef {
     pub columns: Vec<usize>,
     /// UNIQUE.
     pub unique: bool,
+    /// Made by a `UNIQUE` constraint (listed among the table's constraints), not by `CREATE
+    /// INDEX`.
+    #[serde(default)]
+    pub constraint: bool,
 }
 
 impl IndexDef {

@@ -89,6 +89,14 @@ def sqlalchemy_inspect():
     assert insp.get_foreign_keys("sa_items") == []
     assert insp.get_indexes("sa_items") == [], insp.get_indexes("sa_items")
     assert "public" in insp.get_schema_names(), insp.get_schema_names()
+    with engine.connect() as conn:
+        conn.execute(sa.text(
+            "CREATE TABLE sa_coded (id INT PRIMARY KEY, code TEXT UNIQUE, qty INT CONSTRAINT qty_positive CHECK (qty > 0))"))
+        conn.commit()
+    unique = insp.get_unique_constraints("sa_coded")
+    assert [(u["name"], u["column_names"]) for u in unique] == [("sa_coded_code_key", ["code"])], unique
+    checks = insp.get_check_constraints("sa_coded")
+    assert [(c["name"], c["sqltext"]) for c in checks] == [("qty_positive", "qty > 0")], checks
 
 
 @test
