@@ -35,6 +35,9 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(UuidIn::new()));
     ctx.register_udf(gen_random_uuid());
     ctx.register_udf(super::pg_to_char::to_char());
+    ctx.register_udf(ScalarUDF::new_from_impl(ExpandArray {
+        signature: Signature::any(1, Volatility::Immutable),
+    }));
     super::pg_regexp::register(ctx);
     ctx.register_udf(ScalarUDF::new_from_impl(Format {
         signature: Signature::variadic_any(Volatility::Stable),
@@ -278,6 +281,93 @@ fn days_in_month(year: i32, month: u32) -> i64 {
     match (first, next) {
         (Some(first), Some(next)) => (next - first).num_days(),
         _ => 30,
+    }
+}
+
+/// The function `information_schema._pg_expandarray(array)` is rewritten into, under `unnest`
+/// (see `sql::rewrite::expand_arrays`).
+pub const EXPAND_ARRAY: &str = "augur_expandarray";
+
+/// `augur_expandarray(array)`: each element with its place (from 1), as the records `(x, n)`
+/// that `information_schema._pg_expandarray` returns, in an array per row.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ExpandArray {
+    signature: Signature,
+}
+
+impl ExpandArray {
+    fn element(args: &[DataType]) -> Result<DataType> {
+        match args.first() {
+            Some(DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _)) => {
+                Ok(f.data_type().clone())
+            }
+            other => datafusion::common::plan_err!(
+                "_pg_expandarray takes an array, not {}",
+                other.map(|t| t.to_string()).unwrap_or_default()
+            ),
+        }
+    }
+
+    fn record(element: DataType) -> DataType {
+        DataType::Struct(
+            vec![
+                Field::new("x", element, true),
+                Field::new("n", DataType::Int32, false),
+            ]
+            .into(),
+        )
+    }
+}
+
+impl ScalarUDFImpl for ExpandArray {
+    fn name(&self) -> &str {
+        EXPAND_ARRAY
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        let record = Self::record(Self::element(args)?);
+        Ok(DataType::List(Arc::new(Field::new_list_field(
+            record, true,
+        ))))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let array = args.args[0].to_array(rows)?;
+        let element = Self::element(&[array.data_type().clone()])?;
+        let list = datafusion::arrow::compute::cast(
+            &array,
+            &DataType::List(Arc::new(Field::new_list_field(element.clone(), true))),
+        )?;
+        let list = list.as_list::<i32>();
+        let offsets = list.offsets();
+        let mut places = Vec::with_capacity(list.values().len());
+        for row in 0..list.len() {
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            places.extend(1..=(end - start) as i32);
+        }
+        let DataType::Struct(fields) = Self::record(element) else {
+            return datafusion::common::internal_err!("a record type that is not a struct");
+        };
+        let records = datafusion::arrow::array::StructArray::try_new(
+            fields,
+            vec![
+                list.values().clone(),
+                Arc::new(datafusion::arrow::array::Int32Array::from(places)),
+            ],
+            None,
+        )?;
+        let out = datafusion::arrow::array::ListArray::try_new(
+            Arc::new(Field::new_list_field(records.data_type().clone(), true)),
+            list.offsets().clone(),
+            Arc::new(records),
+            list.nulls().cloned(),
+        )?;
+        Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }
 

@@ -438,6 +438,7 @@ impl SqlParser {
                     rewrite::null_unnest_subqueries(statement);
                     rewrite::null_subqueries_in_case(statement);
                     rewrite::rewrite_generate_subscripts(statement);
+                    rewrite::expand_arrays(statement);
                     rewrite::view_definitions(statement);
                     rewrite::like_escapes(statement);
                     rewrite::qualify_own_catalog_relations(statement);

@@ -696,6 +696,104 @@ impl VisitorMut for GenerateSubscripts {
     }
 }
 
+/// `(record).field` as DataFusion's `get_field(record, 'field')`, and
+/// `information_schema._pg_expandarray(a)`, the set-returning function pgjdbc's
+/// `getPrimaryKeys` (and so DBeaver's and Metabase's key discovery) calls in a select list: one
+/// row per element, `(x, n)` records of the element and its place. `(...).x` becomes
+/// `unnest(a)`, `(...).n` the places, and the record itself the unnested records of
+/// `augur_expandarray(a)`; side by side in one select list they unnest in step.
+pub fn expand_arrays(statement: &mut Statement) {
+    let _ = statement.visit(&mut ExpandArrays);
+}
+
+struct ExpandArrays;
+
+/// The array argument of a call of `_pg_expandarray`.
+fn expanded_array(expr: &Expr) -> Option<&Expr> {
+    let mut expr = expr;
+    while let Expr::Nested(inner) = expr {
+        expr = inner;
+    }
+    let Expr::Function(f) = expr else {
+        return None;
+    };
+    let named = f
+        .name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| i.value.eq_ignore_ascii_case("_pg_expandarray"));
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    match (named, list.args.as_slice()) {
+        (true, [FunctionArg::Unnamed(FunctionArgExpr::Expr(array))]) => Some(array),
+        _ => None,
+    }
+}
+
+impl VisitorMut for ExpandArrays {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::CompoundFieldAccess { root, access_chain } = expr
+            && let [datafusion::sql::sqlparser::ast::AccessExpr::Dot(Expr::Identifier(key))] =
+                access_chain.as_slice()
+            && let Some(array) = expanded_array(root)
+        {
+            let sql = match key.value.to_ascii_lowercase().as_str() {
+                "x" => format!("unnest({array})"),
+                "n" => format!(
+                    "unnest(CAST(generate_series(1, CAST(cardinality({array}) AS BIGINT)) AS INT[]))"
+                ),
+                _ => return ControlFlow::Continue(()),
+            };
+            if let Some(replacement) = parse_expr(&sql) {
+                *expr = replacement;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        // `(record).field`: DataFusion's `get_field`.
+        if let Expr::CompoundFieldAccess { root, access_chain } = expr
+            && matches!(root.as_ref(), Expr::Nested(_))
+            && access_chain.iter().all(|a| {
+                matches!(
+                    a,
+                    datafusion::sql::sqlparser::ast::AccessExpr::Dot(Expr::Identifier(_))
+                )
+            })
+        {
+            let mut out = std::mem::replace(root.as_mut(), Expr::Value(Value::Null.into()));
+            for access in access_chain.iter() {
+                if let datafusion::sql::sqlparser::ast::AccessExpr::Dot(Expr::Identifier(field)) =
+                    access
+                {
+                    let name = crate::sql::normalize_ident(field);
+                    out = call(
+                        "get_field",
+                        vec![out, Expr::Value(Value::SingleQuotedString(name).into())],
+                    );
+                }
+            }
+            *expr = out;
+            return ControlFlow::Continue(());
+        }
+        if let Some(array) = expanded_array(expr) {
+            let sql = format!(
+                "unnest({}({array}))",
+                crate::catalog::pg_builtins::EXPAND_ARRAY
+            );
+            if let Some(replacement) = parse_expr(&sql) {
+                *expr = replacement;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// `a IS DISTINCT FROM b AND c` means `(a IS DISTINCT FROM b) AND c` in PostgreSQL, where `IS`
 /// binds tighter than `NOT`, `AND` and `OR`; sqlparser reads the right side of `IS [NOT] DISTINCT
 /// FROM` as a whole expression, `a IS DISTINCT FROM (b AND c)`. This regroups what it read.
