@@ -392,6 +392,24 @@ impl SqlParser {
                 .try_with_sql(sql)
                 .and_then(|mut parser| parser.parse_statements())
         };
+        // `RANGE BETWEEN '1 year'::interval PRECEDING`: sqlparser reads a quoted frame offset
+        // as an interval already, and stops at the cast.
+        let plain = match plain {
+            Err(ParserError::ParserError(message))
+                if message.contains("PRECEDING or FOLLOWING") =>
+            {
+                frame_offsets_without_casts(sql)
+                    .and_then(|tokens| {
+                        Parser::new(&PostgreSqlDialect {})
+                            .with_recursion_limit(depth::PARSER_RECURSION_LIMIT)
+                            .with_tokens_with_locations(tokens)
+                            .parse_statements()
+                            .ok()
+                    })
+                    .ok_or(ParserError::ParserError(message))
+            }
+            other => other,
+        };
         if let Err(ParserError::RecursionLimitExceeded) = plain {
             return Err(depth::too_deep("the statement"));
         }
@@ -451,6 +469,44 @@ impl SqlParser {
         statements.iter_mut().for_each(names::apply_pg_column_names);
         Ok(statements)
     }
+}
+
+/// The tokens of `sql` with the `::interval` casts of quoted window frame offsets (`'1 day'
+/// ::interval PRECEDING`) left out: sqlparser reads a quoted offset as an interval.
+fn frame_offsets_without_casts(
+    sql: &str,
+) -> Option<Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan>> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .with_unescape(true)
+        .tokenize_with_location()
+        .ok()?;
+    let significant = |t: &Token| !matches!(t, Token::Whitespace(_));
+    let word =
+        |t: &Token, w: &str| matches!(t, Token::Word(word) if word.value.eq_ignore_ascii_case(w));
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        out.push(tokens[i].clone());
+        if matches!(tokens[i].token, Token::SingleQuotedString(_)) {
+            // The next significant tokens: `::`, `interval`, then PRECEDING or FOLLOWING.
+            let next: Vec<usize> = (i + 1..tokens.len())
+                .filter(|&j| significant(&tokens[j].token))
+                .take(3)
+                .collect();
+            if let [cast, ty, bound] = next.as_slice()
+                && tokens[*cast].token == Token::DoubleColon
+                && word(&tokens[*ty].token, "interval")
+                && (word(&tokens[*bound].token, "preceding")
+                    || word(&tokens[*bound].token, "following"))
+            {
+                i = *ty + 1;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    Some(out)
 }
 
 /// Where a statement that ends in `EMIT ON WINDOW CLOSE` lies in the text.
@@ -868,6 +924,24 @@ mod tests {
     fn syntax_errors_are_42601() {
         let err = SqlParser::new().parse("SELEC 1").unwrap_err();
         assert_eq!(err.sqlstate(), "42601");
+    }
+
+    #[test]
+    fn quoted_frame_offsets_take_a_cast() {
+        let parsed = SqlParser::new()
+            .parse(
+                "SELECT sum(x) OVER (ORDER BY d RANGE BETWEEN '1 year'::interval PRECEDING \
+                 AND '1 day'::INTERVAL FOLLOWING) FROM t",
+            )
+            .unwrap();
+        let text = parsed[0].to_string();
+        assert!(
+            text.contains("'1 year' PRECEDING") || text.contains("INTERVAL '1 year' PRECEDING"),
+            "{text}"
+        );
+        assert!(SqlParser::new()
+            .parse("SELECT sum(x) OVER (ORDER BY d RANGE BETWEEN 'a'::text PRECEDING AND CURRENT ROW) FROM t")
+            .is_err());
     }
 
     #[test]
