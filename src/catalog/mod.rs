@@ -701,7 +701,7 @@ impl Catalog {
                 && let Some((_, column)) = &sequence.owned_by
                 && let Some(c) = def.columns.iter_mut().find(|c| &c.name == column)
             {
-                c.default = Some(format!("nextval('{}')", sequence.name));
+                c.default = Some(sequence::nextval_default(&sequence.name));
             }
             sequence.id = self.reserve_id()?;
             created.push(self.sequences.create_in(&mut batch, sequence)?);

@@ -880,7 +880,11 @@ pub fn format_number(number: &str, template: &str, float: bool) -> Result<String
             _ => 0,
         };
         if keep_from == 0 && !overflow {
-            let end = out.rfind(|c: char| c != '0').map_or(0, |i| i + 1);
+            let end = out
+                .char_indices()
+                .rev()
+                .find(|&(_, c)| c != '0')
+                .map_or(0, |(i, c)| i + c.len_utf8());
             if out[..end].contains('.') {
                 out.truncate(end);
             }
@@ -1010,5 +1014,7 @@ mod tests {
             " 100000000000000000000"
         );
         assert_eq!(format_number("1", "9D9", true).unwrap(), " 1.0");
+        // a character of several bytes after the digits
+        assert_eq!(format_number("1.5", "FM9.99€", false).unwrap(), "1.50€");
     }
 }

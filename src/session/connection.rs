@@ -335,7 +335,29 @@ impl Drop for TemporaryTables {
                 }
             }
         }
-        for (name, id) in lock(&self.tables).drain(..) {
+        let tables: Vec<(String, u32)> = lock(&self.tables).drain(..).collect();
+        // Views other sessions made over these tables (temporary too) go first.
+        for (name, id) in &tables {
+            if catalog.table(name).is_none_or(|t| t.def().id != *id) {
+                continue;
+            }
+            let mut doomed: Vec<String> = Vec::new();
+            let mut frontier = vec![*id];
+            while let Some(read) = frontier.pop() {
+                for view in catalog.dependents(read) {
+                    if !view.def().materialized && !doomed.iter().any(|d| d == view.name()) {
+                        frontier.push(view.def().id);
+                        doomed.push(view.name().to_string());
+                    }
+                }
+            }
+            for view in doomed.iter().rev() {
+                if let Err(e) = catalog.drop_plain_view(view) {
+                    tracing::warn!(view = %view, error = %e, "dropping a temporary view failed");
+                }
+            }
+        }
+        for (name, id) in tables {
             if catalog.table(&name).is_some_and(|t| t.def().id == id)
                 && let Err(e) = catalog.drop_table(&name)
             {

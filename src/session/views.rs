@@ -472,6 +472,19 @@ impl Session<'_> {
             }
             if let Some(old) = &replaced {
                 compatible_columns(&old.def().columns, &columns)?;
+                if depends_on.contains(&old.def().id) {
+                    // It would read itself once the old definition is gone.
+                    return Err(Error::NotSupported(format!(
+                        "CREATE OR REPLACE VIEW {} reading the view it replaces",
+                        old.name()
+                    )));
+                }
+                if temporary && !old.def().temporary {
+                    return Err(Error::NotSupported(format!(
+                        "replacing permanent view {} with a temporary one",
+                        old.name()
+                    )));
+                }
                 if let Some(reader) = catalog.dependents(old.def().id).first() {
                     return Err(Error::NotSupported(format!(
                         "CREATE OR REPLACE VIEW of a view that {} reads",

@@ -167,6 +167,20 @@ pub fn unique_constraints(create: &CreateTable) -> Result<Vec<(String, Vec<Strin
             out.push((named(unique.name.as_ref(), &columns), columns));
         }
     }
+    // A constraint's index is a relation: its name cannot hold a schema.
+    let schema = match table.split_once('.') {
+        Some((schema, _)) => format!("{schema}."),
+        None => String::new(),
+    };
+    if let Some((name, _)) = out
+        .iter()
+        .find(|(name, _)| name.strip_prefix(&schema).unwrap_or(name).contains('.'))
+    {
+        return Err(Error::coded(
+            "42602",
+            format!("invalid name \"{name}\": Augur's names cannot contain \".\""),
+        ));
+    }
     Ok(out)
 }
 
@@ -215,7 +229,7 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
             apply_sequence_options(&mut def, options)?;
             def.owned_by = Some((name.clone(), column_name.clone()));
             sequences.push(def);
-            Ok(format!("nextval('{}')", sequence_name.replace('\'', "''")))
+            Ok(crate::catalog::sequence::nextval_default(&sequence_name))
         };
         if let Some((_, sequence_type)) = serial {
             default = Some(owned_sequence(sequence_type, &[])?);
