@@ -751,14 +751,7 @@ impl InformationSchema {
                 }
             }
             // UNIQUE constraints (not `CREATE UNIQUE INDEX`, which PostgreSQL does not list).
-            let mut unique: Vec<_> = self
-                .catalog
-                .indexes_on(&name)
-                .into_iter()
-                .filter(|i| i.constraint)
-                .collect();
-            unique.sort_by_key(|i| i.id);
-            for index in unique {
+            for index in self.catalog.unique_constraints_on(&name) {
                 for (position, &i) in index.columns.iter().enumerate() {
                     schemas.push(split(&def.name).0.to_string());
                     relations.push(split(&def.name).1.to_string());

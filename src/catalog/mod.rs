@@ -306,6 +306,17 @@ impl Catalog {
     }
 
     /// The indexes on relation `name`.
+    /// The indexes `UNIQUE` constraints of relation `name` made, oldest first.
+    pub fn unique_constraints_on(&self, name: &str) -> Vec<IndexDef> {
+        let mut unique: Vec<IndexDef> = self
+            .indexes_on(name)
+            .into_iter()
+            .filter(|i| i.constraint)
+            .collect();
+        unique.sort_by_key(|i| i.id);
+        unique
+    }
+
     pub fn indexes_on(&self, name: &str) -> Vec<IndexDef> {
         self.read_indexes()
             .values()

@@ -139,14 +139,7 @@ impl PgCatalogOverlay {
                     column_list(def, &def.primary_key)
                 ));
             }
-            let mut unique: Vec<_> = self
-                .catalog
-                .indexes_on(&name)
-                .into_iter()
-                .filter(|i| i.constraint)
-                .collect();
-            unique.sort_by_key(|i| i.id);
-            for index in unique {
+            for index in self.catalog.unique_constraints_on(&name) {
                 relnames.push(def.name.clone());
                 connames.push(split(&index.name).1.to_string());
                 types.push("u");
@@ -1092,7 +1085,7 @@ fn index_oid() -> datafusion::logical_expr::Expr {
 
 /// `name` as PostgreSQL prints an identifier: quoted unless it is lower-case letters, digits
 /// and underscores.
-fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     let plain = name
         .chars()
         .next()

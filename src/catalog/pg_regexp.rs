@@ -1,6 +1,8 @@
-//! PostgreSQL's regular-expression functions DataFusion lacks: `regexp_substr` and
-//! `regexp_split_to_array`, with PostgreSQL's flags (`i`, `c`, `n`, `x`, `q`) and its reading of
-//! `.`, which matches a newline unless the `n` flag is given.
+//! PostgreSQL's regular-expression functions DataFusion lacks: `regexp_substr`,
+//! `regexp_split_to_array` and the arrays `regexp_matches` (and `regexp_split_to_table`) are
+//! unnested from, with PostgreSQL's flags (`i`, `c`, `n`, `x`, `q`, `g`), its reading of `.`,
+//! which matches a newline unless the `n` flag is given, and its rules for empty matches. A
+//! pattern is compiled once for the rows that share it.
 
 use std::sync::Arc;
 
@@ -84,6 +86,66 @@ fn compile(pattern: &str, flags: &str) -> Result<regex::Regex> {
     })
 }
 
+/// The text, pattern and flags arguments of a call, row by row; the pattern compiled once for a
+/// run of rows with the same pattern and flags (a constant pattern: once per batch).
+struct RegexRows {
+    strings: ArrayRef,
+    patterns: ArrayRef,
+    flags: Option<ArrayRef>,
+    compiled: Option<(String, String, regex::Regex)>,
+}
+
+impl RegexRows {
+    /// Arguments `0` (text), `1` (pattern) and `flags` (when given) of `args`.
+    fn new(args: &[ArrayRef], rows: usize, flags: usize) -> Result<Self> {
+        let null =
+            || -> ArrayRef { Arc::new(datafusion::arrow::array::StringArray::new_null(rows)) };
+        Ok(Self {
+            strings: text_arg(args, 0)?.unwrap_or_else(null),
+            patterns: text_arg(args, 1)?.unwrap_or_else(null),
+            flags: text_arg(args, flags)?,
+            compiled: None,
+        })
+    }
+
+    /// Whether row `i`'s text, pattern or flags is NULL.
+    fn is_null(&self, i: usize) -> bool {
+        self.strings.is_null(i)
+            || self.patterns.is_null(i)
+            || self.flags.as_ref().is_some_and(|f| f.is_null(i))
+    }
+
+    /// Row `i`'s text, compiled pattern and flags; `None` when one of them is NULL.
+    fn row(&mut self, i: usize) -> Result<Option<(&str, &regex::Regex, &str)>> {
+        let (strings, patterns) = (
+            self.strings.as_string::<i32>(),
+            self.patterns.as_string::<i32>(),
+        );
+        let flags = match &self.flags {
+            None => "",
+            Some(f) if f.is_null(i) => return Ok(None),
+            Some(f) => f.as_string::<i32>().value(i),
+        };
+        if strings.is_null(i) || patterns.is_null(i) {
+            return Ok(None);
+        }
+        let pattern = patterns.value(i);
+        let fresh = self
+            .compiled
+            .as_ref()
+            .is_some_and(|(p, f, _)| p == pattern && f == flags);
+        if !fresh {
+            self.compiled = Some((
+                pattern.to_string(),
+                flags.to_string(),
+                compile(pattern, flags)?,
+            ));
+        }
+        let re = self.compiled.as_ref().map(|(_, _, re)| re);
+        Ok(re.map(|re| (strings.value(i), re, flags)))
+    }
+}
+
 fn text_arg(args: &[ArrayRef], i: usize) -> Result<Option<ArrayRef>> {
     args.get(i)
         .map(|a| datafusion::arrow::compute::cast(a, &DataType::Utf8))
@@ -138,15 +200,10 @@ impl ScalarUDFImpl for RegexpSubstr {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let strings = text_arg(&arrays, 0)?
-            .unwrap_or_else(|| Arc::new(datafusion::arrow::array::StringArray::new_null(rows)));
-        let patterns = text_arg(&arrays, 1)?
-            .unwrap_or_else(|| Arc::new(datafusion::arrow::array::StringArray::new_null(rows)));
+        let mut regex_rows = RegexRows::new(&arrays, rows, 4)?;
         let starts = int_arg(&arrays, 2)?;
         let ns = int_arg(&arrays, 3)?;
-        let flags = text_arg(&arrays, 4)?;
         let groups = int_arg(&arrays, 5)?;
-        let (strings, patterns) = (strings.as_string::<i32>(), patterns.as_string::<i32>());
         let int_at = |a: &Option<ArrayRef>, i: usize, default: i64| -> Option<i64> {
             match a {
                 None => Some(default),
@@ -158,23 +215,15 @@ impl ScalarUDFImpl for RegexpSubstr {
         };
         let mut out = StringBuilder::new();
         for i in 0..rows {
-            let flag_text = match &flags {
-                None => Some(""),
-                Some(f) => {
-                    let f = f.as_string::<i32>();
-                    (!f.is_null(i)).then(|| f.value(i))
-                }
-            };
-            let (Some(start), Some(n), Some(group), Some(flag_text)) = (
+            let (Some(start), Some(n), Some(group)) = (
                 int_at(&starts, i, 1),
                 int_at(&ns, i, 1),
                 int_at(&groups, i, 0),
-                flag_text,
             ) else {
                 out.append_null();
                 continue;
             };
-            if strings.is_null(i) || patterns.is_null(i) {
+            if regex_rows.is_null(i) {
                 out.append_null();
                 continue;
             }
@@ -196,14 +245,16 @@ impl ScalarUDFImpl for RegexpSubstr {
                     format!("invalid value for parameter \"subexpr\": {group}"),
                 ));
             }
-            let re = compile(patterns.value(i), flag_text)?;
-            let text = strings.value(i);
+            let Some((text, re, _)) = regex_rows.row(i)? else {
+                out.append_null();
+                continue;
+            };
             let offset = text
                 .char_indices()
                 .nth((start - 1) as usize)
                 .map(|(b, _)| b)
                 .unwrap_or(text.len());
-            let found = pg_matches(&re, &text[offset..], true, false)
+            let found = pg_matches(re, &text[offset..], true, false)
                 .into_iter()
                 .nth((n - 1) as usize)
                 .and_then(|c| c.get(group as usize).map(|m| m.as_str().to_string()));
@@ -303,37 +354,20 @@ impl ScalarUDFImpl for RegexpSplitToArray {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let strings = text_arg(&arrays, 0)?
-            .unwrap_or_else(|| Arc::new(datafusion::arrow::array::StringArray::new_null(rows)));
-        let patterns = text_arg(&arrays, 1)?
-            .unwrap_or_else(|| Arc::new(datafusion::arrow::array::StringArray::new_null(rows)));
-        let flags = text_arg(&arrays, 2)?;
-        let (strings, patterns) = (strings.as_string::<i32>(), patterns.as_string::<i32>());
+        let mut regex_rows = RegexRows::new(&arrays, rows, 2)?;
         let mut out = ListBuilder::new(StringBuilder::new());
         for i in 0..rows {
-            let flag_text = match &flags {
-                None => Some(""),
-                Some(f) => {
-                    let f = f.as_string::<i32>();
-                    (!f.is_null(i)).then(|| f.value(i))
-                }
-            };
-            let Some(flag_text) = flag_text else {
+            let Some((text, re, flags)) = regex_rows.row(i)? else {
                 out.append(false);
                 continue;
             };
-            if strings.is_null(i) || patterns.is_null(i) {
-                out.append(false);
-                continue;
-            }
-            if flag_text.contains('g') {
+            if flags.contains('g') {
                 return Err(invalid(
                     "22023",
                     "regexp_split_to_array() does not support the \"global\" option".into(),
                 ));
             }
-            let re = compile(patterns.value(i), flag_text)?;
-            for piece in split(strings.value(i), &re) {
+            for piece in split(text, re) {
                 out.values().append_value(piece);
             }
             out.append(true);
@@ -375,32 +409,15 @@ impl ScalarUDFImpl for RegexpMatches {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let null =
-            || -> ArrayRef { Arc::new(datafusion::arrow::array::StringArray::new_null(rows)) };
-        let strings = text_arg(&arrays, 0)?.unwrap_or_else(null);
-        let patterns = text_arg(&arrays, 1)?.unwrap_or_else(null);
-        let flags = text_arg(&arrays, 2)?;
-        let (strings, patterns) = (strings.as_string::<i32>(), patterns.as_string::<i32>());
+        let mut regex_rows = RegexRows::new(&arrays, rows, 2)?;
         let mut out = ListBuilder::new(ListBuilder::new(StringBuilder::new()));
         for i in 0..rows {
-            let flag_text = match &flags {
-                None => Some(""),
-                Some(f) => {
-                    let f = f.as_string::<i32>();
-                    (!f.is_null(i)).then(|| f.value(i))
-                }
-            };
-            let Some(flag_text) = flag_text else {
+            let Some((text, re, flags)) = regex_rows.row(i)? else {
                 out.append(false);
                 continue;
             };
-            if strings.is_null(i) || patterns.is_null(i) {
-                out.append(false);
-                continue;
-            }
-            let re = compile(patterns.value(i), flag_text)?;
-            let global = flag_text.contains('g');
-            for captures in pg_matches(&re, strings.value(i), global, false) {
+            let global = flags.contains('g');
+            for captures in pg_matches(re, text, global, false) {
                 let groups = out.values();
                 if captures.len() == 1 {
                     groups

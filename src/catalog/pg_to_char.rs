@@ -384,11 +384,7 @@ fn datetime_field(
         (text, Some(value))
     };
     let name = |full: &str, upper: &str| -> String {
-        let shown = match upper {
-            "upper" => full.to_uppercase(),
-            "lower" => full.to_lowercase(),
-            _ => full.to_string(),
-        };
+        let shown = name_short(full, upper);
         if fill { shown } else { format!("{shown:<9}") }
     };
     let case = |p: &str| -> &'static str {
@@ -425,34 +421,21 @@ fn datetime_field(
             ts.num_seconds_from_midnight().to_string(),
             Some(ts.num_seconds_from_midnight() as i64),
         ),
-        "AM" | "PM" | "A.M." | "P.M." => {
-            let pm = ts.hour() >= 12;
-            let text = match (pattern.contains('.'), pm) {
-                (false, false) => "AM",
-                (false, true) => "PM",
-                (true, false) => "A.M.",
-                (true, true) => "P.M.",
-            };
-            let text = if case(pattern) == "lower" {
-                text.to_lowercase()
+        "AM" | "PM" | "A.M." | "P.M." | "AD" | "BC" | "A.D." | "B.C." => {
+            // Which of the pair the value is, in the pattern's spelling and case.
+            let marker = if upper.contains('M') {
+                if ts.hour() >= 12 { "PM" } else { "AM" }
+            } else if year <= 0 {
+                "BC"
             } else {
-                text.to_string()
+                "AD"
             };
-            (text, None)
-        }
-        "AD" | "BC" | "A.D." | "B.C." => {
-            let text = match (pattern.contains('.'), year <= 0) {
-                (false, false) => "AD",
-                (false, true) => "BC",
-                (true, false) => "A.D.",
-                (true, true) => "B.C.",
-            };
-            let text = if case(pattern) == "lower" {
-                text.to_lowercase()
+            let text = if pattern.contains('.') {
+                format!("{}.{}.", &marker[..1], &marker[1..])
             } else {
-                text.to_string()
+                marker.to_string()
             };
-            (text, None)
+            (name_short(&text, case(pattern)), None)
         }
         "Y,YYY" => (
             format!("{},{:03}", shown_year / 1000, shown_year % 1000),
@@ -558,7 +541,7 @@ fn datetime_field(
     }
 }
 
-/// A three-letter name in the pattern's case (`MON`, `Mon`, `mon`).
+/// A name in the pattern's case (`MON`, `Mon`, `mon`; `upper`, `lower` or as written).
 fn name_short(name: &str, case: &str) -> String {
     match case {
         "upper" => name.to_uppercase(),

@@ -381,20 +381,7 @@ impl Sequences {
 /// `nextval('...')` of the sequence with catalog key `key`, its name quoted where it must be
 /// for [`resolve_name`] to read it back (`nextval('"Sales"."t_id_seq"')`).
 pub fn nextval_default(key: &str) -> String {
-    let quote = |part: &str| {
-        let plain = part
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && part
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if plain {
-            part.to_string()
-        } else {
-            format!("\"{}\"", part.replace('"', "\"\""))
-        }
-    };
+    let quote = super::pg_overlay::quote_ident;
     let text = match key.split_once('.') {
         Some((schema, name)) => format!("{}.{}", quote(schema), quote(name)),
         None => quote(key),
