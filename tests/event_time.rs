@@ -147,7 +147,7 @@ async fn closed_windows_are_emitted_once_across_restarts() {
         .await
         .unwrap();
     // The watermark (11:29) has passed 11:00: the 10:00 window is out.
-    let first = vec![("2026-01-01T10:00:00".to_string(), 2)];
+    let first = vec![("2026-01-01 10:00:00".to_string(), 2)];
     assert_eq!(windows(&client, "per_hour").await, first);
     drop(client);
 
@@ -166,8 +166,8 @@ async fn closed_windows_are_emitted_once_across_restarts() {
     assert_eq!(
         windows(&client, "per_hour").await,
         vec![
-            ("2026-01-01T10:00:00".to_string(), 2),
-            ("2026-01-01T11:00:00".to_string(), 2)
+            ("2026-01-01 10:00:00".to_string(), 2),
+            ("2026-01-01 11:00:00".to_string(), 2)
         ]
     );
 }

@@ -8,6 +8,7 @@
 
 pub mod information_schema;
 pub mod pg_builtins;
+pub mod pg_datetime;
 pub mod pg_functions;
 pub mod pg_json;
 pub mod pg_overlay;

@@ -35,6 +35,9 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(UuidIn::new()));
     ctx.register_udf(gen_random_uuid());
     ctx.register_udf(super::pg_to_char::to_char());
+    for function in super::pg_datetime::functions() {
+        ctx.register_udf(function);
+    }
     ctx.register_udf(ScalarUDF::new_from_impl(ExpandArray {
         signature: Signature::any(1, Volatility::Immutable),
     }));

@@ -109,7 +109,15 @@ impl ScalarUDFImpl for ToChar {
                 let micros =
                     micros.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
                 for i in 0..rows {
-                    if micros.is_null(i) || templates.is_null(i) {
+                    // `infinity` has no fields to format: NULL, as in PostgreSQL.
+                    if micros.is_null(i)
+                        || templates.is_null(i)
+                        || matches!(
+                            micros.value(i),
+                            super::pg_datetime::TIMESTAMP_INFINITY
+                                | super::pg_datetime::TIMESTAMP_NEG_INFINITY
+                        )
+                    {
                         out.append_null();
                         continue;
                     }

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, DurationMicrosecondType, Field, Float32Type, Float64Type, IntervalMonthDayNanoType,
-    IntervalUnit, Schema, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    DataType, Date32Type, DurationMicrosecondType, Field, Float32Type, Float64Type,
+    IntervalMonthDayNanoType, IntervalUnit, Schema, Time64MicrosecondType, TimeUnit,
+    TimestampMicrosecondType,
 };
 use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::types::format::FormatOptions;
@@ -136,6 +137,13 @@ pub fn postgres_text(
                         .collect()
                 })
             }
+            DataType::Date32 if iso => Some(
+                column
+                    .as_primitive::<Date32Type>()
+                    .iter()
+                    .map(|v| v.map(crate::catalog::pg_datetime::date_text))
+                    .collect(),
+            ),
             DataType::List(_)
                 if batch
                     .schema()
@@ -241,6 +249,7 @@ pub fn value_text(value: &datafusion::common::ScalarValue) -> Option<String> {
                 base
             }
         }
+        V::Date32(Some(days)) => crate::catalog::pg_datetime::date_text(*days),
         other => other.to_string(),
     })
 }
@@ -318,9 +327,7 @@ fn fraction(micros: u32) -> String {
 }
 
 fn timestamp_text(micros: i64) -> Option<String> {
-    let dt = chrono::DateTime::from_timestamp_micros(micros)?.naive_utc();
-    let frac = fraction((micros.rem_euclid(1_000_000)) as u32);
-    Some(format!("{}{frac}", dt.format("%Y-%m-%d %H:%M:%S")))
+    Some(crate::catalog::pg_datetime::timestamp_text(micros, None))
 }
 
 fn time_text(micros: i64) -> String {

@@ -275,6 +275,8 @@ pub struct ConnectionState {
     user: crate::catalog::pg_functions::SessionUser,
     /// Tables created with `CREATE TEMPORARY TABLE`, dropped when the connection ends.
     temporary: TemporaryTables,
+    /// The statements that drop what the open transaction block created, in creation order.
+    created_in_block: Mutex<Vec<String>>,
 }
 
 /// The temporary tables of one connection, by name and id; dropped with it. A table dropped
@@ -382,6 +384,18 @@ impl ConnectionState {
             user: crate::catalog::pg_functions::SessionUser(user),
             ..Self::default()
         }
+    }
+
+    /// Records that the open transaction block created an object `drop` drops.
+    pub fn created_in_block(&self, drop: String) {
+        lock(&self.created_in_block).push(drop);
+    }
+
+    /// The statements that drop what the transaction block created, newest first; forgotten.
+    pub fn take_created_in_block(&self) -> Vec<String> {
+        let mut drops = std::mem::take(&mut *lock(&self.created_in_block));
+        drops.reverse();
+        drops
     }
 
     /// Who logged in.

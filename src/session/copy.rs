@@ -134,6 +134,8 @@ pub struct CopyIn {
     line: usize,
     /// How long to wait for other writers (`lock_timeout`).
     lock_timeout: Option<std::time::Duration>,
+    /// How dates and times are read.
+    datetime: crate::catalog::pg_datetime::Context,
 }
 
 impl std::fmt::Debug for CopyIn {
@@ -189,7 +191,15 @@ impl CopyIn {
             ended: false,
             line: 0,
             lock_timeout: None,
+            datetime: crate::catalog::pg_datetime::Context::of_settings(None, None),
         })
+    }
+
+    /// Reads dates and times as a session with these `TimeZone` and `DateStyle` settings does.
+    pub fn with_datetime_settings(mut self, timezone: &str, datestyle: &str) -> Self {
+        self.datetime =
+            crate::catalog::pg_datetime::Context::of_settings(Some(timezone), Some(datestyle));
+        self
     }
 
     /// Waits at most `timeout` for other writers when the data is written.
@@ -268,7 +278,15 @@ impl CopyIn {
         let mut columns: Vec<Option<ArrayRef>> = vec![None; visible.fields().len()];
         for (field_index, &column) in self.columns.iter().enumerate() {
             let values = StringArray::from_iter(rows.iter().map(|r| r[field_index].as_deref()));
-            columns[column] = Some(Arc::new(values));
+            // Dates and times as PostgreSQL reads them, in the session's zone and date order.
+            columns[column] = Some(
+                match crate::catalog::pg_datetime::Target::of(visible.field(column).data_type()) {
+                    Some(target) => {
+                        crate::catalog::pg_datetime::read_column(&values, target, &self.datetime)?
+                    }
+                    None => Arc::new(values),
+                },
+            );
         }
         let empty = RecordBatch::try_new_with_options(
             Arc::new(Schema::empty()),

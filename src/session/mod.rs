@@ -201,6 +201,21 @@ impl<'a> Session<'a> {
     /// Executes a prepared statement with parameter values (`$1`, `$2`, ...).
     pub async fn execute(&mut self, prepared: &Prepared, params: ParamValues) -> Result<Output> {
         self.check_transaction_state(prepared.statement())?;
+        let undo = if in_transaction(self.vars) {
+            undo_of_create(prepared.statement())
+        } else {
+            None
+        };
+        let output = self.execute_plan(prepared, params).await?;
+        if let Some(drop) = undo {
+            self.conn.created_in_block(drop);
+        } else if in_transaction(self.vars) && changes_for_good(prepared.statement()) {
+            self.vars.insert(TXN_WROTE.into(), "1".into());
+        }
+        Ok(output)
+    }
+
+    async fn execute_plan(&mut self, prepared: &Prepared, params: ParamValues) -> Result<Output> {
         match &prepared.0.plan {
             Plan::Lookup(lookup) => {
                 let batch = lookup.execute(&params)?;
@@ -341,6 +356,84 @@ impl<'a> Session<'a> {
         if in_transaction(self.vars) {
             self.vars.insert("augur.txn_failed".into(), "1".into());
         }
+    }
+}
+
+/// Whether `statement` changes the catalog or the data in a way a ROLLBACK cannot undo.
+fn changes_for_good(statement: &Stmt) -> bool {
+    match statement {
+        Stmt::Sql(statement) => matches!(
+            statement.as_ref(),
+            Statement::Drop { .. }
+                | Statement::AlterTable(_)
+                | Statement::AlterIndex { .. }
+                | Statement::AlterView { .. }
+                | Statement::AlterSchema(_)
+                | Statement::Truncate(_)
+                | Statement::CreateTable(_)
+                | Statement::CreateView(_)
+                | Statement::CreateIndex(_)
+                | Statement::CreateSequence { .. }
+                | Statement::CreateSchema { .. }
+        ),
+        Stmt::DropSource { .. }
+        | Stmt::DropModel { .. }
+        | Stmt::CreateModel(_)
+        | Stmt::CreateSource(_)
+        | Stmt::CreateTable { .. }
+        | Stmt::EmitOnWindowClose { explain: false, .. } => true,
+        _ => false,
+    }
+}
+
+/// The statement that drops what `statement` creates, for a ROLLBACK of the transaction block
+/// it runs in. None for statements that create nothing, and for `IF NOT EXISTS` and `OR
+/// REPLACE`, which may have found the object already there.
+fn undo_of_create(statement: &Stmt) -> Option<String> {
+    let drop = |kind: &str, name: &dyn std::fmt::Display| {
+        Some(format!("DROP {kind} IF EXISTS {name} CASCADE"))
+    };
+    match statement {
+        Stmt::Sql(statement) => match statement.as_ref() {
+            Statement::CreateTable(create) if !create.if_not_exists && !create.or_replace => {
+                drop("TABLE", &create.name)
+            }
+            Statement::CreateView(create) if !create.if_not_exists && !create.or_replace => {
+                let kind = if create.materialized {
+                    "MATERIALIZED VIEW"
+                } else {
+                    "VIEW"
+                };
+                drop(kind, &create.name)
+            }
+            Statement::CreateIndex(create) if !create.if_not_exists => {
+                let name = create.name.as_ref()?;
+                // An index of a table this block created goes with the table.
+                Some(format!("DROP INDEX IF EXISTS {name}"))
+            }
+            Statement::CreateSequence {
+                name,
+                if_not_exists: false,
+                ..
+            } => drop("SEQUENCE", name),
+            Statement::CreateSchema {
+                schema_name,
+                if_not_exists: false,
+                ..
+            } => drop("SCHEMA", schema_name),
+            _ => None,
+        },
+        Stmt::CreateTable { create, .. } if !create.if_not_exists && !create.or_replace => {
+            drop("TABLE", &create.name)
+        }
+        Stmt::EmitOnWindowClose {
+            create,
+            explain: false,
+        } if !create.if_not_exists && !create.or_replace => drop("MATERIALIZED VIEW", &create.name),
+        Stmt::CreateSource(create) if !create.if_not_exists => {
+            drop("SOURCE", &dml::quote_key(&create.name))
+        }
+        _ => None,
     }
 }
 
@@ -495,6 +588,12 @@ pub(crate) fn postgres_plan(
     let float8_in = registry.udf(crate::catalog::pg_functions::FLOAT8_IN)?;
     let interval_text = registry.udf(crate::catalog::pg_functions::INTERVAL_TEXT)?;
     let to_hex = registry.udf("to_hex")?;
+    let datetime_in =
+        |target: crate::catalog::pg_datetime::Target| registry.udf(target.function_name());
+    let timestamp_in = datetime_in(crate::catalog::pg_datetime::Target::Timestamp)?;
+    let timestamptz_in = datetime_in(crate::catalog::pg_datetime::Target::Timestamptz)?;
+    let date_in = datetime_in(crate::catalog::pg_datetime::Target::Date)?;
+    let datetime_text = registry.udf(crate::catalog::pg_datetime::DATETIME_TEXT)?;
     let rewritten = plan.transform_up_with_subqueries(|node| {
         let inputs: Vec<_> = node.inputs().iter().map(|i| i.schema().clone()).collect();
         // Rewritten expressions keep their names: the nodes above refer to them by name.
@@ -592,6 +691,22 @@ pub(crate) fn postgres_plan(
                         ))),
                     }
                 }
+                // A timestamp or date as text is PostgreSQL's text of it (`1997-02-10
+                // 17:32:01`, `0097-02-16 BC`, `infinity`; a timestamptz in the session's zone).
+                Expr::Cast(Cast { expr, field })
+                    if matches!(
+                        field.data_type(),
+                        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+                    ) && matches!(
+                        type_in(expr, &inputs),
+                        Some(DataType::Timestamp(..) | DataType::Date32)
+                    ) =>
+                {
+                    Ok(Transformed::yes(datafusion::logical_expr::cast(
+                        datetime_text.call(vec![expr.as_ref().clone()]),
+                        field.data_type().clone(),
+                    )))
+                }
                 // An interval as text is PostgreSQL's text of it.
                 Expr::Cast(Cast { expr, field })
                     if matches!(
@@ -621,6 +736,27 @@ pub(crate) fn postgres_plan(
                         Box::new(datafusion::logical_expr::lit(0xffff_ffffi64)),
                     ));
                     Ok(Transformed::yes(to_hex.call(vec![low_bits])))
+                }
+                // Text read as a timestamp or date as PostgreSQL reads it (`Feb 10 17:32:01
+                // 1997 PST`, `epoch`, `infinity`, zone names); DataFusion's cast takes ISO 8601.
+                Expr::Cast(Cast { expr, field })
+                    if matches!(field.data_type(), DataType::Timestamp(..) | DataType::Date32)
+                        && matches!(
+                            type_in(expr, &inputs),
+                            Some(DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+                        ) =>
+                {
+                    let reader = match field.data_type() {
+                        DataType::Date32 => &date_in,
+                        DataType::Timestamp(_, None) => &timestamp_in,
+                        _ => &timestamptz_in,
+                    };
+                    let text = datafusion::logical_expr::cast(expr.as_ref().clone(), DataType::Utf8);
+                    let read = reader.call(vec![text]);
+                    Ok(Transformed::yes(datafusion::logical_expr::cast(
+                        read,
+                        field.data_type().clone(),
+                    )))
                 }
                 // Text read as a double: PostgreSQL refuses numbers a double cannot hold.
                 Expr::Cast(Cast { expr, field })

@@ -100,19 +100,20 @@ impl Zone {
     /// `micros` since 1970 UTC as PostgreSQL writes a `timestamptz` in this zone in the ISO
     /// style: `2024-01-01 07:00:00-05`, `2024-06-01 12:00:00.5+05:30`.
     pub fn timestamptz_text(&self, micros: i64) -> Option<String> {
-        let utc: DateTime<Utc> = DateTime::from_timestamp_micros(micros)?;
-        let offset = self.offset_at(utc.naive_utc());
-        let local = utc.naive_utc() + chrono::Duration::seconds(offset.into());
-        let fraction = micros.rem_euclid(1_000_000);
-        let fraction = if fraction == 0 {
-            String::new()
-        } else {
-            format!(".{fraction:06}").trim_end_matches('0').to_string()
+        use crate::catalog::pg_datetime::{TIMESTAMP_INFINITY, TIMESTAMP_NEG_INFINITY};
+        if micros == TIMESTAMP_INFINITY || micros == TIMESTAMP_NEG_INFINITY {
+            return Some(crate::catalog::pg_datetime::timestamp_text(micros, None));
+        }
+        // Instants beyond chrono's calendar are shown in the zone's offset at its edge.
+        let offset = match DateTime::<Utc>::from_timestamp_micros(micros) {
+            Some(utc) => self.offset_at(utc.naive_utc()),
+            None if micros < 0 => self.offset_at(NaiveDateTime::MIN),
+            None => self.offset_at(NaiveDateTime::MAX),
         };
-        Some(format!(
-            "{}{fraction}{}",
-            local.format("%Y-%m-%d %H:%M:%S"),
-            offset_text(offset)
+        let local = micros.checked_add(i64::from(offset) * 1_000_000)?;
+        Some(crate::catalog::pg_datetime::timestamp_text(
+            local,
+            Some(offset),
         ))
     }
 }

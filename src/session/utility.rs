@@ -495,7 +495,12 @@ impl Session<'_> {
             }
             Statement::Commit { .. } => {
                 let failed = self.vars.contains_key("augur.txn_failed");
+                // A block that failed is rolled back.
+                let created = self.conn.take_created_in_block();
                 self.end_transaction();
+                if failed {
+                    self.drop_created(created).await;
+                }
                 Ok(Output::TransactionEnd(
                     if failed { "ROLLBACK" } else { "COMMIT" }.into(),
                 ))
@@ -519,7 +524,9 @@ impl Session<'_> {
             }
             Statement::Rollback { .. } => {
                 self.warn_if_wrote();
+                let created = self.conn.take_created_in_block();
                 self.end_transaction();
+                self.drop_created(created).await;
                 Ok(Output::TransactionEnd("ROLLBACK".into()))
             }
             Statement::Prepare {
@@ -547,13 +554,40 @@ impl Session<'_> {
         }
     }
 
+    /// Drops what a transaction block that is rolled back created (`drops`, newest first), so
+    /// that its tables, views, indexes, sequences and schemas are gone as in PostgreSQL.
+    async fn drop_created(&mut self, drops: Vec<String>) {
+        for drop in drops {
+            let result = match self.db.parser().parse_stmts(&drop) {
+                Ok(stmts) => {
+                    let mut result = Ok(());
+                    for stmt in stmts {
+                        if let Err(e) = Box::pin(self.run(stmt)).await {
+                            result = Err(e);
+                        }
+                    }
+                    result
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                self.notices.push(Notice::Message(
+                    "WARNING",
+                    "01000",
+                    format!("ROLLBACK could not undo a creation ({drop}): {e}"),
+                ));
+            }
+        }
+    }
+
     fn warn_if_wrote(&mut self) {
         if self.vars.contains_key(TXN_WROTE) {
             self.notices.push(Notice::Message(
                 "WARNING",
                 "01000",
-                "writes in this transaction block were already committed: each \
-                         statement commits when it completes, so ROLLBACK cannot undo them"
+                "changes in this transaction block were already committed: each \
+                         statement commits when it completes, and ROLLBACK undoes only the \
+                         creation of tables, views, indexes, sequences and schemas"
                     .into(),
             ));
         }
@@ -581,7 +615,11 @@ impl Session<'_> {
                 let table = self.db.catalog().table_to_write(&name, "copy to")?;
                 Ok(Output::CopyIn(
                     copy::CopyIn::new(self.db, table, columns, format)?
-                        .with_lock_timeout(vars::duration(self.vars, "lock_timeout")),
+                        .with_lock_timeout(vars::duration(self.vars, "lock_timeout"))
+                        .with_datetime_settings(
+                            &vars::get(self.vars, "TimeZone")?,
+                            &vars::get(self.vars, "DateStyle")?,
+                        ),
                 ))
             }
             (true, CopyTarget::Stdout, source) => {

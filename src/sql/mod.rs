@@ -392,22 +392,18 @@ impl SqlParser {
                 .try_with_sql(sql)
                 .and_then(|mut parser| parser.parse_statements())
         };
-        // `RANGE BETWEEN '1 year'::interval PRECEDING`: sqlparser reads a quoted frame offset
-        // as an interval already, and stops at the cast.
+        // PostgreSQL forms sqlparser does not take, rewritten token by token when the text does
+        // not parse as written.
         let plain = match plain {
-            Err(ParserError::ParserError(message))
-                if message.contains("PRECEDING or FOLLOWING") =>
-            {
-                frame_offsets_without_casts(sql)
-                    .and_then(|tokens| {
-                        Parser::new(&PostgreSqlDialect {})
-                            .with_recursion_limit(depth::PARSER_RECURSION_LIMIT)
-                            .with_tokens_with_locations(tokens)
-                            .parse_statements()
-                            .ok()
-                    })
-                    .ok_or(ParserError::ParserError(message))
-            }
+            Err(ParserError::ParserError(message)) => postgresql_token_forms(sql)
+                .and_then(|tokens| {
+                    Parser::new(&PostgreSqlDialect {})
+                        .with_recursion_limit(depth::PARSER_RECURSION_LIMIT)
+                        .with_tokens_with_locations(tokens)
+                        .parse_statements()
+                        .ok()
+                })
+                .ok_or(ParserError::ParserError(message)),
             other => other,
         };
         if let Err(ParserError::RecursionLimitExceeded) = plain {
@@ -471,42 +467,124 @@ impl SqlParser {
     }
 }
 
-/// The tokens of `sql` with the `::interval` casts of quoted window frame offsets (`'1 day'
-/// ::interval PRECEDING`) left out: sqlparser reads a quoted offset as an interval.
-fn frame_offsets_without_casts(
+/// The tokens of `sql` with PostgreSQL's forms that sqlparser does not take rewritten into ones it
+/// does; None when there are none.
+///
+/// - `'1 day'::interval PRECEDING`: sqlparser reads a quoted window frame offset as an interval
+///   already, and stops at the cast, which is left out.
+/// - `ORDER BY x USING <` (or `>`): `ASC` (or `DESC`).
+/// - `FROM t* alias`: the `*` (a table and its inheritance children; Augur's tables have none).
+/// - `'a'` and `'b'` separated by whitespace holding a newline: one constant, `'ab'`.
+fn postgresql_token_forms(
     sql: &str,
 ) -> Option<Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan>> {
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .with_unescape(true)
         .tokenize_with_location()
         .ok()?;
     let significant = |t: &Token| !matches!(t, Token::Whitespace(_));
-    let word =
-        |t: &Token, w: &str| matches!(t, Token::Word(word) if word.value.eq_ignore_ascii_case(w));
-    let mut out = Vec::with_capacity(tokens.len());
+    let word = |t: &Token, w: &str| matches!(t, Token::Word(word) if word.value.eq_ignore_ascii_case(w) && word.quote_style.is_none());
+    let next_significant = |from: usize, n: usize| -> Vec<usize> {
+        (from..tokens.len())
+            .filter(|&j| significant(&tokens[j].token))
+            .take(n)
+            .collect()
+    };
+    let keyword = |text: &str, keyword: Keyword| {
+        Token::Word(Word {
+            value: text.to_string(),
+            quote_style: None,
+            keyword,
+        })
+    };
+    let mut out: Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan> =
+        Vec::with_capacity(tokens.len());
+    let mut changed = false;
     let mut i = 0;
     while i < tokens.len() {
-        out.push(tokens[i].clone());
-        if matches!(tokens[i].token, Token::SingleQuotedString(_)) {
-            // The next significant tokens: `::`, `interval`, then PRECEDING or FOLLOWING.
-            let next: Vec<usize> = (i + 1..tokens.len())
-                .filter(|&j| significant(&tokens[j].token))
-                .take(3)
-                .collect();
+        let token = &tokens[i].token;
+        if let Token::SingleQuotedString(text) = token {
+            let next = next_significant(i + 1, 3);
             if let [cast, ty, bound] = next.as_slice()
                 && tokens[*cast].token == Token::DoubleColon
                 && word(&tokens[*ty].token, "interval")
                 && (word(&tokens[*bound].token, "preceding")
                     || word(&tokens[*bound].token, "following"))
             {
+                out.push(tokens[i].clone());
                 i = *ty + 1;
+                changed = true;
+                continue;
+            }
+            // Constants continued on the next line.
+            let mut joined = text.clone();
+            let mut j = i + 1;
+            loop {
+                let mut k = j;
+                let mut newline = false;
+                while let Some(Token::Whitespace(space)) = tokens.get(k).map(|t| &t.token) {
+                    newline |= space.to_string().contains('\n');
+                    k += 1;
+                }
+                match tokens.get(k).map(|t| &t.token) {
+                    Some(Token::SingleQuotedString(more)) if newline => {
+                        joined.push_str(more);
+                        j = k + 1;
+                    }
+                    _ => break,
+                }
+            }
+            if j > i + 1 {
+                let mut merged = tokens[i].clone();
+                merged.token = Token::SingleQuotedString(joined);
+                out.push(merged);
+                i = j;
+                changed = true;
                 continue;
             }
         }
+        if word(token, "using") {
+            let next = next_significant(i + 1, 1);
+            if let [op] = next.as_slice()
+                && matches!(tokens[*op].token, Token::Lt | Token::Gt)
+            {
+                let mut direction = tokens[i].clone();
+                direction.token = if tokens[*op].token == Token::Lt {
+                    keyword("ASC", Keyword::ASC)
+                } else {
+                    keyword("DESC", Keyword::DESC)
+                };
+                out.push(direction);
+                i = *op + 1;
+                changed = true;
+                continue;
+            }
+        }
+        if *token == Token::Mul
+            && matches!(
+                out.iter()
+                    .rev()
+                    .find(|t| significant(&t.token))
+                    .map(|t| &t.token),
+                Some(Token::Word(_))
+            )
+        {
+            // The word before the `*` must follow FROM, JOIN or ONLY.
+            let mut before = out.iter().rev().filter(|t| significant(&t.token));
+            let _table = before.next();
+            if before.next().is_some_and(|t| {
+                word(&t.token, "from") || word(&t.token, "join") || word(&t.token, "only")
+            }) {
+                i += 1;
+                changed = true;
+                continue;
+            }
+        }
+        out.push(tokens[i].clone());
         i += 1;
     }
-    Some(out)
+    changed.then_some(out)
 }
 
 /// Where a statement that ends in `EMIT ON WINDOW CLOSE` lies in the text.
@@ -918,6 +996,35 @@ mod tests {
         assert!(parser.parse("-- ping").unwrap().is_empty());
         assert!(parser.parse("  ;  ").unwrap().is_empty());
         assert_eq!(parser.parse("SELECT 1; SELECT 2").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn postgresql_forms_sqlparser_does_not_take() {
+        let parsed = |sql: &str| {
+            SqlParser::new()
+                .parse(sql)
+                .unwrap()
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        assert_eq!(
+            parsed("SELECT a FROM t ORDER BY a USING >, b USING <"),
+            "SELECT a FROM t ORDER BY a DESC, b ASC"
+        );
+        assert_eq!(
+            parsed("SELECT p.a FROM person* p JOIN q* ON true"),
+            "SELECT p.a FROM person p JOIN q ON true"
+        );
+        assert_eq!(
+            parsed("SELECT 2* 3 FROM t"),
+            "SELECT 2 * 3 AS \"?column?\" FROM t"
+        );
+        assert_eq!(
+            parsed("SELECT 'first line'\n' - next line'\n\t' - third' AS x"),
+            "SELECT 'first line - next line - third' AS x"
+        );
     }
 
     #[test]

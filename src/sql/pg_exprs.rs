@@ -14,8 +14,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, DateTimeField, Expr, Statement, TimezoneInfo,
-    UnaryOperator, Value, ValueWithSpan, VisitMut, VisitorMut,
+    BinaryOperator, CastKind, DataType, DateTimeField, Expr, Statement, TypedString, UnaryOperator,
+    Value, ValueWithSpan, VisitMut, VisitorMut,
 };
 
 /// Applies every rewrite of this module to `statement`.
@@ -134,23 +134,12 @@ impl VisitorMut for PgExprs {
             {
                 positional_make_interval(function);
             }
-            Expr::TypedString(typed) if is_plain_timestamp(&typed.data_type) => {
-                if let Value::SingleQuotedString(text) = &mut typed.value.value {
-                    *text = without_offset(text).to_string();
-                }
-            }
-            Expr::Cast {
-                kind: CastKind::Cast | CastKind::DoubleColon,
-                expr: inner,
-                data_type,
-                ..
-            } if is_plain_timestamp(data_type) => {
-                if let Expr::Value(ValueWithSpan {
-                    value: Value::SingleQuotedString(text),
-                    ..
-                }) = inner.as_mut()
-                {
-                    *text = without_offset(text).to_string();
+            // Timestamps in microseconds, as tables store them and as PostgreSQL keeps them
+            // (DataFusion reads `timestamp` as nanoseconds, which reach only 1677 to 2262, and
+            // knows no precision but 0, 3, 6 and 9).
+            Expr::TypedString(TypedString { data_type, .. }) | Expr::Cast { data_type, .. } if matches!(&*data_type, DataType::Timestamp(p, _) if *p != Some(6)) => {
+                if let DataType::Timestamp(precision, _) = data_type {
+                    *precision = Some(6);
                 }
             }
             _ => {}
@@ -398,37 +387,6 @@ fn push_literal(out: &mut String, c: char) {
     out.push(c);
 }
 
-fn is_plain_timestamp(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
-        DataType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone)
-    )
-}
-
-/// `text` without a UTC offset after its time of day (`+02`, `-05:30`, `+0200`, `Z`); text
-/// without a time of day is returned as it is.
-fn without_offset(text: &str) -> &str {
-    let trimmed = text.trim_end();
-    let Some(colon) = trimmed.find(':') else {
-        return text;
-    };
-    // The offset starts at the first sign or `Z` after the time of day's first colon.
-    let after = &trimmed[colon..];
-    let Some(at) = after.find(['+', '-', 'Z', 'z']) else {
-        return text;
-    };
-    let offset = &after[at + 1..];
-    let well_formed = after[at..].eq_ignore_ascii_case("z")
-        || (!offset.is_empty()
-            && offset.len() <= 8
-            && offset.chars().all(|c| c.is_ascii_digit() || c == ':'));
-    if well_formed {
-        trimmed[..colon + at].trim_end()
-    } else {
-        text
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,24 +451,10 @@ mod tests {
     }
 
     #[test]
-    fn timestamp_literals_drop_offsets() {
+    fn timestamps_are_microseconds() {
         assert_eq!(
-            without_offset("2024-05-06 07:08:09+02"),
-            "2024-05-06 07:08:09"
-        );
-        assert_eq!(
-            without_offset("2024-05-06 07:08:09.5-05:30"),
-            "2024-05-06 07:08:09.5"
-        );
-        assert_eq!(
-            without_offset("2024-05-06T07:08:09Z"),
-            "2024-05-06T07:08:09"
-        );
-        assert_eq!(without_offset("2024-05-06"), "2024-05-06");
-        assert_eq!(without_offset("2024-05-06 07:08:09"), "2024-05-06 07:08:09");
-        assert_eq!(
-            rewritten("SELECT TIMESTAMP '2024-05-06 07:08:09+02'"),
-            "SELECT TIMESTAMP '2024-05-06 07:08:09'"
+            rewritten("SELECT TIMESTAMP '2024-05-06 07:08:09+02', '1997-02-10'::timestamp(2)"),
+            "SELECT TIMESTAMP(6) '2024-05-06 07:08:09+02', '1997-02-10'::TIMESTAMP(6)"
         );
     }
 }
