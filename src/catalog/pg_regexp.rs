@@ -1,4 +1,5 @@
-//! PostgreSQL's regular-expression functions DataFusion lacks: `regexp_substr`,
+//! PostgreSQL's regular-expression functions DataFusion lacks or reads differently:
+//! `regexp_replace` and `regexp_instr` with all their arguments, `regexp_substr`,
 //! `regexp_split_to_array` and the arrays `regexp_matches` (and `regexp_split_to_table`) are
 //! unnested from, with PostgreSQL's flags (`i`, `c`, `n`, `x`, `q`, `g`), its reading of `.`,
 //! which matches a newline unless the `n` flag is given, and its rules for empty matches. A
@@ -19,6 +20,356 @@ pub fn register(ctx: &datafusion::prelude::SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(RegexpSubstr::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(RegexpSplitToArray::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(RegexpMatches::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(RegexpReplace {
+        signature: any_of(3..=6),
+    }));
+    ctx.register_udf(ScalarUDF::new_from_impl(RegexpInstr {
+        signature: any_of(2..=7),
+    }));
+    ctx.register_udf(ScalarUDF::new_from_impl(SubstringSimilar {
+        signature: any_of(3..=3),
+    }));
+}
+
+/// The function `SUBSTRING(text SIMILAR pattern ESCAPE escape)` is read as.
+pub const SUBSTRING_SIMILAR: &str = "augur_substring_similar";
+
+/// `SUBSTRING(text SIMILAR pattern ESCAPE escape)`: the part of `text` that matches the part of
+/// `pattern` between the two separators `escape"` when the whole pattern matches the whole
+/// text (all of it without separators; after the one separator when there is one); NULL when it
+/// does not match.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SubstringSimilar {
+    signature: Signature,
+}
+
+/// The regular expression of a SIMILAR pattern with its `escape"` separators: the part before
+/// them matched as little as it can, the part between them captured.
+fn similar_with_separators(pattern: &str, escape: Option<char>) -> Result<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        if Some(c) == escape {
+            match chars.next() {
+                Some('"') => parts.push(String::new()),
+                Some(next) => {
+                    let part = parts.last_mut().expect("one part");
+                    part.push(c);
+                    part.push(next);
+                }
+                None => parts.last_mut().expect("one part").push(c),
+            }
+        } else {
+            parts.last_mut().expect("one part").push(c);
+        }
+    }
+    let body = |p: &str| crate::sql::pg_exprs::similar_body(p, escape);
+    Ok(match parts.as_slice() {
+        [whole] => format!("^({})$", body(whole)),
+        [before, rest] => format!("^(?U:{})({})$", body(before), body(rest)),
+        [before, middle, after] => format!(
+            "^(?U:{})({})(?:{})$",
+            body(before),
+            body(middle),
+            body(after)
+        ),
+        _ => {
+            return Err(invalid(
+                "2201B",
+                "SQL regular expression may not contain more than two escape-double-quote \
+                 separators"
+                    .into(),
+            ));
+        }
+    })
+}
+
+impl ScalarUDFImpl for SubstringSimilar {
+    fn name(&self) -> &str {
+        SUBSTRING_SIMILAR
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let null =
+            || -> ArrayRef { Arc::new(datafusion::arrow::array::StringArray::new_null(rows)) };
+        let [texts, patterns, escapes] =
+            [0, 1, 2].map(|i| text_arg(&arrays, i).map(|a| a.unwrap_or_else(null)));
+        let (texts, patterns, escapes) = (texts?, patterns?, escapes?);
+        let (texts, patterns, escapes) = (
+            texts.as_string::<i32>(),
+            patterns.as_string::<i32>(),
+            escapes.as_string::<i32>(),
+        );
+        let mut compiled: Option<(String, String, regex::Regex)> = None;
+        let mut out = StringBuilder::new();
+        for i in 0..rows {
+            if texts.is_null(i) || patterns.is_null(i) || escapes.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            let (pattern, escape_text) = (patterns.value(i), escapes.value(i));
+            let mut escape_chars = escape_text.chars();
+            let escape = escape_chars.next();
+            if escape_chars.next().is_some() {
+                return Err(invalid("22025", "invalid escape string".into()));
+            }
+            let fresh = compiled
+                .as_ref()
+                .is_some_and(|(p, e, _)| p == pattern && e == escape_text);
+            if !fresh {
+                let regex = similar_with_separators(pattern, escape)?;
+                let re = regex::Regex::new(&format!("(?s){regex}"))
+                    .map_err(|e| invalid("2201B", format!("invalid regular expression: {e}")))?;
+                compiled = Some((pattern.to_string(), escape_text.to_string(), re));
+            }
+            let re = &compiled.as_ref().expect("compiled").2;
+            match re.captures(texts.value(i)).and_then(|c| c.get(1)) {
+                Some(m) => out.append_value(m.as_str()),
+                None => out.append_null(),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// Row `i` of an optional integer argument: `default` when the argument is not given, None
+/// when it is NULL.
+fn int_at(a: &Option<ArrayRef>, i: usize, default: i64) -> Option<i64> {
+    match a {
+        None => Some(default),
+        Some(a) => {
+            let a = a.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            (!a.is_null(i)).then(|| a.value(i))
+        }
+    }
+}
+
+/// The byte offset of character `start` (from 1) of `text`, refused below 1 as PostgreSQL does.
+fn start_offset(text: &str, start: i64) -> Result<usize> {
+    if start < 1 {
+        return Err(invalid(
+            "22023",
+            format!("invalid value for parameter \"start\": {start}"),
+        ));
+    }
+    Ok(text
+        .char_indices()
+        .nth((start - 1) as usize)
+        .map(|(b, _)| b)
+        .unwrap_or(text.len()))
+}
+
+fn refuse_below(name: &str, value: i64, least: i64) -> Result<()> {
+    if value < least {
+        return Err(invalid(
+            "22023",
+            format!("invalid value for parameter \"{name}\": {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `regexp_replace(source, pattern, replacement [, start [, n]] [, flags])`, as PostgreSQL 15
+/// takes it: the first match (at or after character `start`), the `n`th, or every one with `n`
+/// 0 or the `g` flag; `\1`..`\9` and `\&` in the replacement stand for the groups and the match.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RegexpReplace {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for RegexpReplace {
+    fn name(&self) -> &str {
+        "regexp_replace"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        // The fourth argument is the start when it is a number, else the flags.
+        let numeric_fourth = arrays.get(3).is_some_and(|a| {
+            a.data_type().is_integer() || a.data_type().is_null() && arrays.len() > 4
+        });
+        let (starts, ns, flags_at) = if numeric_fourth {
+            (int_arg(&arrays, 3)?, int_arg(&arrays, 4)?, 5)
+        } else {
+            if arrays.len() > 4 {
+                return Err(invalid(
+                    "42883",
+                    "function regexp_replace with these arguments does not exist".into(),
+                ));
+            }
+            (None, None, 3)
+        };
+        let mut regex_rows = RegexRows::new(&arrays, rows, flags_at)?;
+        let replacements = text_arg(&arrays, 2)?
+            .unwrap_or_else(|| Arc::new(datafusion::arrow::array::StringArray::new_null(rows)));
+        let replacements = replacements.as_string::<i32>();
+        let mut out = StringBuilder::new();
+        for i in 0..rows {
+            let (Some(start), Some(n)) = (int_at(&starts, i, 1), int_at(&ns, i, 1)) else {
+                out.append_null();
+                continue;
+            };
+            if regex_rows.is_null(i) || replacements.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            refuse_below("n", n, 0)?;
+            let Some((text, re, flags)) = regex_rows.row(i)? else {
+                out.append_null();
+                continue;
+            };
+            let from = start_offset(text, start)?;
+            // With `n`, the `g` flag is ignored.
+            let all = n == 0 || (ns.is_none() && flags.contains('g'));
+            let matches = pg_matches_from(re, text, from, true, false);
+            let chosen: Vec<&regex::Captures> = if all {
+                matches.iter().collect()
+            } else {
+                matches.iter().skip((n - 1) as usize).take(1).collect()
+            };
+            let replacement = replacements.value(i);
+            let mut result = String::with_capacity(text.len());
+            let mut copied = 0;
+            for captures in chosen {
+                let Some(whole) = captures.get(0) else {
+                    continue;
+                };
+                result.push_str(&text[copied..whole.start()]);
+                expand_replacement(replacement, captures, &mut result);
+                copied = whole.end();
+            }
+            result.push_str(&text[copied..]);
+            out.append_value(result);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// `replacement` with PostgreSQL's escapes expanded: `\1`..`\9` a group, `\&` the whole match,
+/// `\\` a backslash.
+fn expand_replacement(replacement: &str, captures: &regex::Captures, out: &mut String) {
+    let mut chars = replacement.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek().copied() {
+            Some(d @ '1'..='9') => {
+                chars.next();
+                let group = d as usize - '0' as usize;
+                if let Some(m) = captures.get(group) {
+                    out.push_str(m.as_str());
+                }
+            }
+            Some('&') => {
+                chars.next();
+                if let Some(m) = captures.get(0) {
+                    out.push_str(m.as_str());
+                }
+            }
+            Some('\\') => {
+                chars.next();
+                out.push('\\');
+            }
+            _ => out.push('\\'),
+        }
+    }
+}
+
+/// `regexp_instr(string, pattern [, start [, n [, endoption [, flags [, subexpr]]]]])`: where
+/// (in characters, from 1) the `n`th match at or after `start` begins, or ends with `endoption`
+/// 1; of its `subexpr`th group when given; 0 when there is none.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RegexpInstr {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for RegexpInstr {
+    fn name(&self) -> &str {
+        "regexp_instr"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int32)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut regex_rows = RegexRows::new(&arrays, rows, 5)?;
+        let (starts, ns, ends, groups) = (
+            int_arg(&arrays, 2)?,
+            int_arg(&arrays, 3)?,
+            int_arg(&arrays, 4)?,
+            int_arg(&arrays, 6)?,
+        );
+        let mut out = datafusion::arrow::array::Int32Builder::new();
+        for i in 0..rows {
+            let (Some(start), Some(n), Some(end), Some(group)) = (
+                int_at(&starts, i, 1),
+                int_at(&ns, i, 1),
+                int_at(&ends, i, 0),
+                int_at(&groups, i, 0),
+            ) else {
+                out.append_null();
+                continue;
+            };
+            if regex_rows.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            refuse_below("n", n, 1)?;
+            if end != 0 && end != 1 {
+                return Err(invalid(
+                    "22023",
+                    format!("invalid value for parameter \"endoption\": {end}"),
+                ));
+            }
+            refuse_below("subexpr", group, 0)?;
+            let Some((text, re, _)) = regex_rows.row(i)? else {
+                out.append_null();
+                continue;
+            };
+            let from = start_offset(text, start)?;
+            let found = pg_matches_from(re, text, from, true, false)
+                .into_iter()
+                .nth((n - 1) as usize)
+                .and_then(|c| c.get(group as usize).map(|m| m.range()));
+            let position = match found {
+                None => 0,
+                Some(range) => {
+                    let byte = if end == 1 { range.end } else { range.start };
+                    text[..byte].chars().count() as i32 + 1
+                }
+            };
+            out.append_value(position);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
 }
 
 /// The function `regexp_matches` is rewritten into, under `unnest` (see
@@ -204,15 +555,6 @@ impl ScalarUDFImpl for RegexpSubstr {
         let starts = int_arg(&arrays, 2)?;
         let ns = int_arg(&arrays, 3)?;
         let groups = int_arg(&arrays, 5)?;
-        let int_at = |a: &Option<ArrayRef>, i: usize, default: i64| -> Option<i64> {
-            match a {
-                None => Some(default),
-                Some(a) => {
-                    let a = a.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-                    (!a.is_null(i)).then(|| a.value(i))
-                }
-            }
-        };
         let mut out = StringBuilder::new();
         for i in 0..rows {
             let (Some(start), Some(n), Some(group)) = (
@@ -227,34 +569,14 @@ impl ScalarUDFImpl for RegexpSubstr {
                 out.append_null();
                 continue;
             }
-            if start < 1 {
-                return Err(invalid(
-                    "22023",
-                    format!("invalid value for parameter \"start\": {start}"),
-                ));
-            }
-            if n < 1 {
-                return Err(invalid(
-                    "22023",
-                    format!("invalid value for parameter \"n\": {n}"),
-                ));
-            }
-            if group < 0 {
-                return Err(invalid(
-                    "22023",
-                    format!("invalid value for parameter \"subexpr\": {group}"),
-                ));
-            }
+            refuse_below("n", n, 1)?;
+            refuse_below("subexpr", group, 0)?;
             let Some((text, re, _)) = regex_rows.row(i)? else {
                 out.append_null();
                 continue;
             };
-            let offset = text
-                .char_indices()
-                .nth((start - 1) as usize)
-                .map(|(b, _)| b)
-                .unwrap_or(text.len());
-            let found = pg_matches(re, &text[offset..], true, false)
+            let offset = start_offset(text, start)?;
+            let found = pg_matches_from(re, text, offset, true, false)
                 .into_iter()
                 .nth((n - 1) as usize)
                 .and_then(|c| c.get(group as usize).map(|m| m.as_str().to_string()));
@@ -293,9 +615,20 @@ fn pg_matches<'t>(
     global: bool,
     ignore_degenerate: bool,
 ) -> Vec<regex::Captures<'t>> {
+    pg_matches_from(re, text, 0, global, ignore_degenerate)
+}
+
+/// [`pg_matches`] from byte `from` of `text` on (`^` still matches only at its start).
+fn pg_matches_from<'t>(
+    re: &regex::Regex,
+    text: &'t str,
+    from: usize,
+    global: bool,
+    ignore_degenerate: bool,
+) -> Vec<regex::Captures<'t>> {
     let mut out = Vec::new();
-    let mut start = 0;
-    let mut previous_end = 0;
+    let mut start = from;
+    let mut previous_end = from;
     while start <= text.len() {
         let Some(captures) = re.captures_at(text, start) else {
             break;

@@ -475,6 +475,7 @@ impl SqlParser {
 /// - `ORDER BY x USING <` (or `>`): `ASC` (or `DESC`).
 /// - `FROM t* alias`: the `*` (a table and its inheritance children; Augur's tables have none).
 /// - `'a'` and `'b'` separated by whitespace holding a newline: one constant, `'ab'`.
+/// - `SUBSTRING(text SIMILAR pattern ESCAPE escape)`: a call of a function of the three.
 fn postgresql_token_forms(
     sql: &str,
 ) -> Option<Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan>> {
@@ -540,6 +541,50 @@ fn postgresql_token_forms(
                 merged.token = Token::SingleQuotedString(joined);
                 out.push(merged);
                 i = j;
+                changed = true;
+                continue;
+            }
+        }
+        // `SUBSTRING(text SIMILAR pattern ESCAPE escape)`: a call of the function that reads it.
+        if word(token, "substring")
+            && let [open] = next_significant(i + 1, 1).as_slice()
+            && tokens[*open].token == Token::LParen
+        {
+            let mut depth = 0;
+            let mut separators = Vec::new();
+            let mut close = None;
+            for (j, t) in tokens.iter().enumerate().skip(*open) {
+                match &t.token {
+                    Token::LParen => depth += 1,
+                    Token::RParen => {
+                        depth -= 1;
+                        if depth == 0 {
+                            close = Some(j);
+                            break;
+                        }
+                    }
+                    _ if depth == 1 && (word(&t.token, "similar") || word(&t.token, "escape")) => {
+                        separators.push(j);
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(close), [similar, escape]) = (close, separators.as_slice())
+                && word(&tokens[*similar].token, "similar")
+                && word(&tokens[*escape].token, "escape")
+            {
+                let mut function = tokens[i].clone();
+                function.token =
+                    Token::make_word(crate::catalog::pg_regexp::SUBSTRING_SIMILAR, None);
+                out.push(function);
+                for (j, t) in tokens.iter().enumerate().take(close + 1).skip(i + 1) {
+                    let mut t = t.clone();
+                    if j == *similar || j == *escape {
+                        t.token = Token::Comma;
+                    }
+                    out.push(t);
+                }
+                i = close + 1;
                 changed = true;
                 continue;
             }

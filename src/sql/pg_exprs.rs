@@ -333,7 +333,13 @@ fn negate_base(expr: Expr) -> Expr {
 /// are special to regular expressions but not to `SIMILAR TO` (`.`, `^`, `$`, `\`) taken
 /// literally, and the character after `escape` taken literally.
 pub fn similar_to_regex(pattern: &str, escape: Option<char>) -> String {
-    let mut out = String::from("^(?:");
+    format!("^(?:{})$", similar_body(pattern, escape))
+}
+
+/// The regular expression of a SIMILAR TO pattern, without anchors; its parentheses do not
+/// capture.
+pub fn similar_body(pattern: &str, escape: Option<char>) -> String {
+    let mut out = String::new();
     let mut chars = pattern.chars().peekable();
     let mut in_class = false;
     while let Some(c) = chars.next() {
@@ -376,7 +382,6 @@ pub fn similar_to_regex(pattern: &str, escape: Option<char>) -> String {
             other => out.push(other),
         }
     }
-    out.push_str(")$");
     out
 }
 
