@@ -67,6 +67,8 @@ pub struct Catalog {
     indexes: RwLock<BTreeMap<String, IndexDef>>,
     /// The schemas made by `CREATE SCHEMA` (`public` is always there).
     schemas: RwLock<BTreeSet<String>>,
+    /// The connections' schemas of temporary relations (`pg_temp_N`), not stored.
+    temp_schemas: RwLock<BTreeSet<String>>,
     /// Serialises id reservations.
     ids: std::sync::Mutex<()>,
     /// Plans DEFAULT expressions (built-in functions and the sequence functions).
@@ -100,6 +102,7 @@ impl Catalog {
             sequences,
             indexes: RwLock::new(BTreeMap::new()),
             schemas: RwLock::new(BTreeSet::new()),
+            temp_schemas: RwLock::new(BTreeSet::new()),
             ids: std::sync::Mutex::new(()),
             expr_state: defaults.state(),
         };
@@ -160,9 +163,15 @@ impl Catalog {
         schemas.iter().cloned().collect()
     }
 
-    /// Whether schema `name` holds users' relations: `public` or one `CREATE SCHEMA` made.
+    /// Whether schema `name` holds users' relations: `public`, one `CREATE SCHEMA` made, or a
+    /// connection's schema of temporary relations.
     pub fn has_schema(&self, name: &str) -> bool {
         name == schema::SCHEMA_NAME
+            || self
+                .temp_schemas
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(name)
             || self
                 .schemas
                 .read()
@@ -186,6 +195,16 @@ impl Catalog {
                 format!("schema \"{schema}\" does not exist"),
             ))
         }
+    }
+
+    /// Makes `name` (`pg_temp_N`) a schema for a connection's temporary relations: kept in
+    /// memory only, as what it holds does not outlive the process. `false` when it is one
+    /// already.
+    pub fn add_temp_schema(&self, name: &str) -> bool {
+        self.temp_schemas
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string())
     }
 
     /// Stores schema `name`; `false` when it exists already.
@@ -675,7 +694,7 @@ impl Catalog {
         unique: Vec<(String, Vec<usize>)>,
     ) -> Result<Option<Arc<Table>>> {
         self.check_schema(&def.name)?;
-        if def.temporary && schema::split(&def.name).0 != schema::SCHEMA_NAME {
+        if def.temporary && !schema::is_temp_schema(schema::split(&def.name).0) {
             return Err(Error::coded(
                 "42P16",
                 "cannot create temporary relation in non-temporary schema",

@@ -37,6 +37,16 @@ pub fn qualify(schema: &str, name: &str) -> String {
     }
 }
 
+/// The prefix of the schemas that hold one connection's temporary relations (`pg_temp_3`).
+pub const TEMP_SCHEMA_PREFIX: &str = "pg_temp_";
+
+/// Whether `schema` is a connection's schema of temporary relations.
+pub fn is_temp_schema(schema: &str) -> bool {
+    schema
+        .strip_prefix(TEMP_SCHEMA_PREFIX)
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
 /// The schema and name of catalog key `key`.
 pub fn split(key: &str) -> (&str, &str) {
     key.split_once('.').unwrap_or((SCHEMA_NAME, key))

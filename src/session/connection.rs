@@ -277,6 +277,35 @@ pub struct ConnectionState {
     temporary: TemporaryTables,
     /// The statements that drop what the open transaction block created, in creation order.
     created_in_block: Mutex<Vec<String>>,
+    /// The number of this connection's schema of temporary relations, once it has one.
+    temp_slot: TempSlot,
+}
+
+/// A connection's number for its schema of temporary relations (`pg_temp_N`): the smallest
+/// number no other open connection holds, handed back when the connection ends, so that the
+/// schemas are as many as the connections that were open at once.
+#[derive(Debug, Default)]
+struct TempSlot(std::sync::OnceLock<u32>);
+
+static TEMP_SLOTS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+impl TempSlot {
+    fn number(&self) -> u32 {
+        *self.0.get_or_init(|| {
+            let mut taken = lock(&TEMP_SLOTS);
+            let free = (1..).find(|n| !taken.contains(n)).unwrap_or(u32::MAX);
+            taken.insert(free);
+            free
+        })
+    }
+}
+
+impl Drop for TempSlot {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.get() {
+            lock(&TEMP_SLOTS).remove(n);
+        }
+    }
 }
 
 /// The temporary tables of one connection, by name and id; dropped with it. A table dropped
@@ -384,6 +413,23 @@ impl ConnectionState {
             user: crate::catalog::pg_functions::SessionUser(user),
             ..Self::default()
         }
+    }
+
+    /// The name of this connection's schema of temporary relations (`pg_temp_N`).
+    pub fn temp_schema(&self) -> String {
+        format!(
+            "{}{}",
+            crate::catalog::schema::TEMP_SCHEMA_PREFIX,
+            self.temp_slot.number()
+        )
+    }
+
+    /// This connection's schema of temporary relations, when it has made one.
+    pub fn temp_schema_if_any(&self) -> Option<String> {
+        self.temp_slot
+            .0
+            .get()
+            .map(|n| format!("{}{n}", crate::catalog::schema::TEMP_SCHEMA_PREFIX))
     }
 
     /// Records that the open transaction block created an object `drop` drops.

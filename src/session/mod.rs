@@ -19,6 +19,7 @@ mod portals;
 mod schemas;
 mod set_ops;
 mod sources;
+mod temp;
 pub mod timezone;
 mod utility;
 pub mod vars;
@@ -440,6 +441,7 @@ fn undo_of_create(statement: &Stmt) -> Option<String> {
 /// Prepares one parsed statement: classifies it and plans what can be planned ahead. `conn`
 /// holds the statements `EXECUTE` runs and the cursors `FETCH` reads.
 pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Result<Prepared> {
+    let stmt = temp::resolve(db, conn, stmt)?;
     let statement = match &stmt {
         Stmt::Sql(statement) => statement.as_ref(),
         other => {

@@ -468,7 +468,13 @@ impl Session<'_> {
             let columns = ViewDef::columns_of(plan.schema().as_arrow(), &names);
             let temporary = create.temporary || reads_temporary;
             if temporary && !create.temporary {
-                self.notice("00000", format!("view \"{name}\" will be a temporary view"));
+                self.notice(
+                    "00000",
+                    format!(
+                        "view \"{}\" will be a temporary view",
+                        crate::catalog::schema::split(&name).1
+                    ),
+                );
             }
             if let Some(old) = &replaced {
                 compatible_columns(&old.def().columns, &columns)?;

@@ -955,8 +955,8 @@ impl VisitorMut for LikeEscapes {
 ///   `pg_shdescription`;
 /// - `pg_get_function_result`, `pg_get_function_arguments` and
 ///   `pg_get_function_identity_arguments` of `pg_proc`;
-/// - `pg_table_is_visible` of `pg_class`: the relations of `public` and `pg_catalog`, the
-///   schemas of the search path (not `augur_catalog` or `information_schema`);
+/// - `pg_table_is_visible` of `pg_class`: the relations of `public`, `pg_catalog` and the
+///   schemas of temporary relations (not `augur_catalog` or `information_schema`);
 /// - `pg_table_size`, `pg_relation_size`, `pg_total_relation_size` and `pg_indexes_size` of
 ///   `pg_catalog.augur_relation_sizes` (by OID, or by name for a text literal).
 pub fn view_definitions(statement: &mut Statement) {
@@ -1061,7 +1061,7 @@ impl VisitorMut for ViewDefinitions {
                 )
             }
             ("pg_table_is_visible", [oid]) => format!(
-                "(CAST({oid} AS INT) IN (SELECT augur_c.oid FROM pg_catalog.pg_class augur_c JOIN pg_catalog.pg_namespace augur_n ON augur_c.relnamespace = augur_n.oid WHERE augur_n.nspname IN ('public', 'pg_catalog')))"
+                "(CAST({oid} AS INT) IN (SELECT augur_c.oid FROM pg_catalog.pg_class augur_c JOIN pg_catalog.pg_namespace augur_n ON augur_c.relnamespace = augur_n.oid WHERE augur_n.nspname IN ('public', 'pg_catalog') OR augur_n.nspname LIKE 'pg\\_temp\\_%'))"
             ),
             (
                 "pg_table_size" | "pg_relation_size" | "pg_total_relation_size" | "pg_indexes_size",
