@@ -184,6 +184,14 @@ impl From<DataFusionError> for Error {
                     return Error::UndefinedTable(name);
                 }
             }
+            DataFusionError::ArrowError(arrow, _)
+                if matches!(arrow.as_ref(), ArrowError::DivideByZero) =>
+            {
+                return Error::coded("22012", "division by zero");
+            }
+            DataFusionError::Execution(msg) if msg.contains("Divide by zero") => {
+                return Error::coded("22012", "division by zero");
+            }
             _ => {}
         }
         Error::DataFusion(Box::new(e))
