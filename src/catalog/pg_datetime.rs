@@ -22,7 +22,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::pg_functions::SessionSettings;
+use super::pg_functions::session_setting;
 use crate::session::timezone::Zone;
 
 /// Microseconds in a day.
@@ -1238,12 +1238,42 @@ impl Context {
     pub fn of_settings(timezone: Option<&str>, datestyle: Option<&str>) -> Context {
         Context {
             now_micros: chrono::Utc::now().timestamp_micros(),
-            zone: timezone
-                .and_then(Zone::parse)
-                .unwrap_or(Zone::Fixed(chrono::FixedOffset::east_opt(0).expect("UTC"))),
+            zone: timezone.and_then(Zone::parse).unwrap_or_else(Zone::utc),
             order: datestyle.map_or(DateOrder::Mdy, DateOrder::of_datestyle),
         }
     }
+}
+
+/// A column of timestamps, timestamptz or dates as PostgreSQL writes them in the ISO style, a
+/// timestamptz in `zone`; None for a column of another type.
+pub fn text_column(
+    values: &ArrayRef,
+    zone: &Zone,
+) -> Result<Option<datafusion::arrow::array::StringArray>> {
+    Ok(Some(match values.data_type() {
+        DataType::Date32 => values
+            .as_primitive::<datafusion::arrow::datatypes::Date32Type>()
+            .iter()
+            .map(|v| v.map(date_text))
+            .collect(),
+        DataType::Timestamp(_, tz) => {
+            let micros = datafusion::arrow::compute::cast(
+                values,
+                &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            )?;
+            micros
+                .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+                .iter()
+                .map(|v| {
+                    v.and_then(|v| match tz {
+                        Some(_) => zone.timestamptz_text(v),
+                        None => Some(timestamp_text(v, None)),
+                    })
+                })
+                .collect()
+        }
+        _ => return Ok(None),
+    }))
 }
 
 /// The functions that read text as `timestamp`, `timestamptz` and `date`, and the one that
@@ -1291,38 +1321,10 @@ impl ScalarUDFImpl for DateTimeText {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let zone = args
-            .config_options
-            .extensions
-            .get::<SessionSettings>()
-            .and_then(|s| s.0.get("timezone").and_then(|z| Zone::parse(z)))
-            .unwrap_or(Zone::Fixed(chrono::FixedOffset::east_opt(0).expect("UTC")));
+        let zone = Zone::of_session(&args.config_options);
         let values = args.args[0].to_array(rows)?;
-        let out: datafusion::arrow::array::StringArray = match values.data_type() {
-            DataType::Date32 => values
-                .as_primitive::<datafusion::arrow::datatypes::Date32Type>()
-                .iter()
-                .map(|v| v.map(date_text))
-                .collect(),
-            DataType::Timestamp(_, tz) => {
-                let micros = datafusion::arrow::compute::cast(
-                    &values,
-                    &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-                )?;
-                micros
-                    .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
-                    .iter()
-                    .map(|v| {
-                        v.and_then(|v| match tz {
-                            Some(_) => zone.timestamptz_text(v),
-                            None => Some(timestamp_text(v, None)),
-                        })
-                    })
-                    .collect()
-            }
-            other => {
-                return datafusion::common::exec_err!("{DATETIME_TEXT} of {other}");
-            }
+        let Some(out) = text_column(&values, &zone)? else {
+            return datafusion::common::exec_err!("{DATETIME_TEXT} of {}", values.data_type());
         };
         let out: ArrayRef = Arc::new(out);
         if matches!(args.args[0], ColumnarValue::Scalar(_)) {
@@ -1355,12 +1357,8 @@ impl ScalarUDFImpl for DateTimeIn {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let settings = args.config_options.extensions.get::<SessionSettings>();
-        let setting = |name: &str| settings.and_then(|s| s.0.get(name));
-        let context = Context::of_settings(
-            setting("timezone").map(String::as_str),
-            setting("datestyle").map(String::as_str),
-        );
+        let setting = |name| session_setting(&args.config_options, name);
+        let context = Context::of_settings(setting("timezone"), setting("datestyle"));
         let texts = args.args[0].to_array(rows)?;
         let out = read_column(texts.as_string::<i32>(), self.target, &context)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;

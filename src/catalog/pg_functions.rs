@@ -59,6 +59,18 @@ pub struct SessionSettings(pub Arc<std::collections::HashMap<String, String>>);
 
 session_extension!(SessionSettings, "augur_settings");
 
+/// Setting `name` (lower case) of the session whose settings are among a query's `config`.
+pub fn session_setting<'a>(
+    config: &'a datafusion::config::ConfigOptions,
+    name: &str,
+) -> Option<&'a str> {
+    config
+        .extensions
+        .get::<SessionSettings>()
+        .and_then(|s| s.0.get(name))
+        .map(String::as_str)
+}
+
 /// `current_setting(name [, missing_ok])`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct CurrentSetting {

@@ -355,10 +355,7 @@ impl ScalarUDFImpl for RegexpInstr {
                 continue;
             };
             let from = start_offset(text, start)?;
-            let found = pg_matches_from(re, text, from, true, false)
-                .into_iter()
-                .nth((n - 1) as usize)
-                .and_then(|c| c.get(group as usize).map(|m| m.range()));
+            let found = nth_match(re, text, from, n, group);
             let position = match found {
                 None => 0,
                 Some(range) => {
@@ -576,12 +573,8 @@ impl ScalarUDFImpl for RegexpSubstr {
                 continue;
             };
             let offset = start_offset(text, start)?;
-            let found = pg_matches_from(re, text, offset, true, false)
-                .into_iter()
-                .nth((n - 1) as usize)
-                .and_then(|c| c.get(group as usize).map(|m| m.as_str().to_string()));
-            match found {
-                Some(s) => out.append_value(s),
+            match nth_match(re, text, offset, n, group) {
+                Some(range) => out.append_value(&text[range]),
                 None => out.append_null(),
             }
         }
@@ -616,6 +609,21 @@ fn pg_matches<'t>(
     ignore_degenerate: bool,
 ) -> Vec<regex::Captures<'t>> {
     pg_matches_from(re, text, 0, global, ignore_degenerate)
+}
+
+/// Where group `group` (0: the whole match) of the `n`th match (from 1) at or after byte `from`
+/// lies in `text`; None when there is no such match or the group did not take part.
+fn nth_match(
+    re: &regex::Regex,
+    text: &str,
+    from: usize,
+    n: i64,
+    group: i64,
+) -> Option<std::ops::Range<usize>> {
+    pg_matches_from(re, text, from, true, false)
+        .into_iter()
+        .nth(usize::try_from(n - 1).ok()?)
+        .and_then(|c| c.get(usize::try_from(group).ok()?).map(|m| m.range()))
 }
 
 /// [`pg_matches`] from byte `from` of `text` on (`^` still matches only at its start).

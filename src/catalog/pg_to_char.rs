@@ -14,7 +14,6 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::pg_functions::SessionSettings;
 use crate::session::timezone::Zone;
 
 /// `to_char(value, template)`, replacing DataFusion's.
@@ -85,11 +84,7 @@ impl ScalarUDFImpl for ToChar {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let zone = args
-            .config_options
-            .extensions
-            .get::<SessionSettings>()
-            .and_then(|s| s.0.get("timezone").and_then(|z| Zone::parse(z)));
+        let zone = Zone::of_session(&args.config_options);
         let values = args.args[0].to_array(rows)?;
         let templates = args.args[1].to_array(rows)?;
         let templates = datafusion::arrow::compute::cast(&templates, &DataType::Utf8)?;
@@ -124,13 +119,11 @@ impl ScalarUDFImpl for ToChar {
                     let utc = chrono::DateTime::from_timestamp_micros(micros.value(i))
                         .ok_or_else(|| refuse("timestamp out of range".into()))?
                         .naive_utc();
-                    let (local, offset) = match (with_zone, zone) {
-                        (true, Some(zone)) => {
-                            let offset = zone.offset_at(utc);
-                            (utc + chrono::Duration::seconds(offset as i64), Some(offset))
-                        }
-                        (true, None) => (utc, Some(0)),
-                        (false, _) => (utc, None),
+                    let (local, offset) = if with_zone {
+                        let offset = zone.offset_at(utc);
+                        (utc + chrono::Duration::seconds(offset as i64), Some(offset))
+                    } else {
+                        (utc, None)
                     };
                     out.append_value(format_datetime(local, offset, templates.value(i)));
                 }

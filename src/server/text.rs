@@ -10,9 +10,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, DurationMicrosecondType, Field, Float32Type, Float64Type,
-    IntervalMonthDayNanoType, IntervalUnit, Schema, Time64MicrosecondType, TimeUnit,
-    TimestampMicrosecondType,
+    DataType, DurationMicrosecondType, Field, Float32Type, Float64Type, IntervalMonthDayNanoType,
+    IntervalUnit, Schema, Time64MicrosecondType, TimeUnit,
 };
 use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::types::format::FormatOptions;
@@ -79,9 +78,8 @@ pub fn postgres_text(
         .to_ascii_uppercase()
         .starts_with("ISO");
     // timestamptz values are shown in the session's time zone.
-    let zone = crate::session::timezone::Zone::parse(&options.time_zone).unwrap_or(
-        crate::session::timezone::Zone::Fixed(chrono::FixedOffset::east_opt(0).expect("UTC")),
-    );
+    let zone = crate::session::timezone::Zone::parse(&options.time_zone)
+        .unwrap_or_else(crate::session::timezone::Zone::utc);
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     let mut schema_fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
     let mut changed = false;
@@ -115,35 +113,11 @@ pub fn postgres_text(
                     })
                     .collect(),
             ),
-            DataType::Timestamp(_, tz) if iso => {
-                let micros = cast(
-                    column,
-                    &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-                )
-                .ok();
-                micros.map(|micros| {
-                    micros
-                        .as_primitive::<TimestampMicrosecondType>()
-                        .iter()
-                        .map(|v| {
-                            v.and_then(|v| {
-                                if tz.is_some() {
-                                    zone.timestamptz_text(v)
-                                } else {
-                                    timestamp_text(v)
-                                }
-                            })
-                        })
-                        .collect()
-                })
+            DataType::Timestamp(..) | DataType::Date32 if iso => {
+                crate::catalog::pg_datetime::text_column(column, &zone)
+                    .ok()
+                    .flatten()
             }
-            DataType::Date32 if iso => Some(
-                column
-                    .as_primitive::<Date32Type>()
-                    .iter()
-                    .map(|v| v.map(crate::catalog::pg_datetime::date_text))
-                    .collect(),
-            ),
             DataType::List(_)
                 if batch
                     .schema()
@@ -242,7 +216,7 @@ pub fn value_text(value: &datafusion::common::ScalarValue) -> Option<String> {
             } else {
                 *v
             };
-            let base = timestamp_text(micros)?;
+            let base = crate::catalog::pg_datetime::timestamp_text(micros, None);
             if tz.is_some() {
                 format!("{base}+00")
             } else {
@@ -324,10 +298,6 @@ fn fraction(micros: u32) -> String {
     }
     let digits = format!(".{micros:06}");
     digits.trim_end_matches('0').to_string()
-}
-
-fn timestamp_text(micros: i64) -> Option<String> {
-    Some(crate::catalog::pg_datetime::timestamp_text(micros, None))
 }
 
 fn time_text(micros: i64) -> String {
@@ -447,8 +417,9 @@ mod tests {
 
     #[test]
     fn timestamps_drop_zero_fractions() {
-        assert_eq!(timestamp_text(0).unwrap(), "1970-01-01 00:00:00");
-        assert_eq!(timestamp_text(1_500_000).unwrap(), "1970-01-01 00:00:01.5");
+        let timestamp_text = |micros| crate::catalog::pg_datetime::timestamp_text(micros, None);
+        assert_eq!(timestamp_text(0), "1970-01-01 00:00:00");
+        assert_eq!(timestamp_text(1_500_000), "1970-01-01 00:00:01.5");
         assert_eq!(time_text(3_723_000_001), "01:02:03.000001");
     }
 }

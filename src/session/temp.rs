@@ -202,17 +202,15 @@ fn resolve_names(db: &Database, conn: &ConnectionState, statement: &mut Statemen
     let mut tables = AliasedTables {
         db,
         schema: &schema,
-        ctes: &ctes.0,
+        ctes: &ctes,
         resolved: 0,
     };
     let _ = VisitMut::visit(statement, &mut tables);
     let mut resolved = tables.resolved;
     let _ = datafusion::sql::sqlparser::ast::visit_relations_mut(statement, |name| {
-        let is_cte = name.0.len() == 1
-            && name.0[0]
-                .as_ident()
-                .is_some_and(|i| ctes.0.contains(&normalize_ident(i)));
-        if !is_cte && let Some(temporary) = temporary_name(db, &schema, name) {
+        if !ctes.names(name)
+            && let Some(temporary) = temporary_name(db, &schema, name)
+        {
             *name = temporary;
             resolved += 1;
         }
@@ -224,7 +222,7 @@ fn resolve_names(db: &Database, conn: &ConnectionState, statement: &mut Statemen
 struct AliasedTables<'a> {
     db: &'a Database,
     schema: &'a str,
-    ctes: &'a HashSet<String>,
+    ctes: &'a CteNames,
     resolved: usize,
 }
 
@@ -238,9 +236,8 @@ impl VisitorMut for AliasedTables<'_> {
             args: None,
             ..
         } = factor
-            && name.0.len() <= 2
+            && !self.ctes.names(name)
             && let Some(written) = name.0.last().and_then(|p| p.as_ident()).cloned()
-            && !(name.0.len() == 1 && self.ctes.contains(&normalize_ident(&written)))
             && let Some(temporary) = temporary_name(self.db, self.schema, name)
         {
             *name = temporary;
@@ -261,6 +258,13 @@ impl VisitorMut for AliasedTables<'_> {
 /// The names of the common table expressions of a statement.
 #[derive(Default)]
 struct CteNames(HashSet<String>);
+
+impl CteNames {
+    /// Whether `name`, unqualified, is one of them.
+    fn names(&self, name: &ObjectName) -> bool {
+        matches!(name.0.as_slice(), [part] if part.as_ident().is_some_and(|i| self.0.contains(&normalize_ident(i))))
+    }
+}
 
 impl Visitor for CteNames {
     type Break = ();

@@ -57,6 +57,19 @@ impl Zone {
         Some(Zone::Fixed(FixedOffset::east_opt(-west)?))
     }
 
+    /// UTC.
+    pub fn utc() -> Zone {
+        Zone::Fixed(FixedOffset::east_opt(0).expect("UTC is an offset"))
+    }
+
+    /// The `TimeZone` of the session whose settings are among a query's `config`; UTC when it
+    /// has none.
+    pub fn of_session(config: &datafusion::config::ConfigOptions) -> Zone {
+        crate::catalog::pg_functions::session_setting(config, "timezone")
+            .and_then(Zone::parse)
+            .unwrap_or_else(Zone::utc)
+    }
+
     /// The name `SHOW TimeZone` gives: the IANA name as the database spells it, `UTC`, or the
     /// offset as it was set.
     pub fn canonical_name(name: &str) -> Option<String> {
