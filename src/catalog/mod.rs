@@ -9,6 +9,7 @@
 pub mod information_schema;
 pub mod pg_builtins;
 pub mod pg_datetime;
+pub mod pg_extract;
 pub mod pg_functions;
 pub mod pg_json;
 pub mod pg_overlay;
@@ -17,6 +18,7 @@ pub mod pg_to_char;
 pub mod schema;
 pub mod sequence;
 pub mod sequence_functions;
+pub mod single_value;
 pub mod system;
 pub mod view;
 

@@ -654,6 +654,13 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
         ArraySubquery::default(),
     ));
+    ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
+        super::single_value::SingleValue::default(),
+    ));
+    ctx.register_udf(ScalarUDF::new_from_impl(
+        super::single_value::SingleUnwrap::default(),
+    ));
+    ctx.register_udf(super::pg_extract::function());
     ctx.register_udf(size_pretty());
     ctx.register_udf(owner_name());
     ctx.register_udf(function_signature(FUNCTION_ARGUMENTS, false));

@@ -316,12 +316,17 @@ fn new_context(
     // `timestamptz` literals and `now()` are instants (typed with UTC); they are shown in the
     // session's TimeZone when written out.
     config.options_mut().execution.time_zone = Some("+00:00".into());
+    // A rewrite DataFusion cannot finish (decorrelating a subquery it does not support) leaves
+    // the plan as it was: correlated subqueries it leaves run per outer row (`apply`).
+    config.options_mut().optimizer.skip_failed_rules = true;
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     rules.push(Arc::new(super::checked::CheckedArithmetic));
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
         .with_physical_optimizer_rules(rules)
+        .with_optimizer_rules(super::apply::optimizer_rules())
+        .with_query_planner(Arc::new(super::apply::AugurQueryPlanner))
         .build();
     let ctx = SessionContext::new_with_state(state);
     let catalog = MemoryCatalogProvider::new();

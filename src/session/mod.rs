@@ -6,6 +6,7 @@
 //! Execute, so a prepared statement is planned once however often it runs.
 
 mod alter;
+mod apply;
 pub(crate) mod checked;
 pub mod connection;
 pub mod copy;

@@ -435,6 +435,7 @@ impl SqlParser {
                         .iter()
                         .fold(statement, |s, rule| rule.rewrite(s));
                     rewrite::aggregate_scalar_subqueries(&mut statement);
+                    rewrite::name_lateral_columns(&mut statement);
                     windows::expand(&mut statement)?;
                     Ok(statement)
                 })
@@ -585,6 +586,68 @@ fn postgresql_token_forms(
                     out.push(t);
                 }
                 i = close + 1;
+                changed = true;
+                continue;
+            }
+        }
+        // `f(a, VARIADIC ARRAY[x, y])`: the array's elements as the arguments (`f(a, x, y)`),
+        // each cast where the array is (`VARIADIC ARRAY[x, y]::text[]`).
+        if word(token, "variadic")
+            && let [array, open] = next_significant(i + 1, 2).as_slice()
+            && word(&tokens[*array].token, "array")
+            && tokens[*open].token == Token::LBracket
+        {
+            let mut depth = 0i32;
+            let mut close = None;
+            let mut elements: Vec<Vec<usize>> = vec![Vec::new()];
+            for (j, t) in tokens.iter().enumerate().skip(*open) {
+                match &t.token {
+                    Token::LBracket | Token::LParen => depth += 1,
+                    Token::RBracket | Token::RParen => {
+                        depth -= 1;
+                        if depth == 0 {
+                            close = Some(j);
+                            break;
+                        }
+                    }
+                    Token::Comma if depth == 1 => {
+                        elements.push(Vec::new());
+                        continue;
+                    }
+                    _ => {}
+                }
+                if j > *open
+                    && let Some(last) = elements.last_mut()
+                {
+                    last.push(j);
+                }
+            }
+            if let Some(close) = close {
+                let after = next_significant(close + 1, 4);
+                let cast = match after.as_slice() {
+                    [colons, ty, l, r]
+                        if tokens[*colons].token == Token::DoubleColon
+                            && matches!(tokens[*ty].token, Token::Word(_))
+                            && tokens[*l].token == Token::LBracket
+                            && tokens[*r].token == Token::RBracket =>
+                    {
+                        Some((*colons, *ty, *r))
+                    }
+                    _ => None,
+                };
+                for (n, element) in elements.iter().enumerate() {
+                    if n > 0 {
+                        let mut comma = tokens[i].clone();
+                        comma.token = Token::Comma;
+                        out.push(comma);
+                    }
+                    out.extend(element.iter().map(|&j| tokens[j].clone()));
+                    if let Some((colons, ty, _)) = cast {
+                        out.push(tokens[colons].clone());
+                        out.push(tokens[ty].clone());
+                    }
+                }
+                i = cast.map_or(close, |(_, _, r)| r) + 1;
                 changed = true;
                 continue;
             }

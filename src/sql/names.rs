@@ -39,23 +39,30 @@ pub fn apply_pg_column_names(statement: &mut Statement) {
 }
 
 fn name_query(query: &mut Query) {
-    name_set_expr(query.body.as_mut());
+    name_set_expr(query.body.as_mut(), false);
 }
 
-fn name_set_expr(body: &mut SetExpr) {
+/// Names the columns of a subquery in FROM as PostgreSQL does, its plain column references
+/// too: in a `LATERAL` subquery DataFusion names a reference to an outer column after the
+/// reference (`outer_ref(a.x)`), PostgreSQL after the column.
+pub fn name_derived(query: &mut Query) {
+    name_set_expr(query.body.as_mut(), true);
+}
+
+fn name_set_expr(body: &mut SetExpr, columns: bool) {
     match body {
         // Every branch needs names DataFusion accepts; the first one's are the result's.
         SetExpr::SetOperation { left, right, .. } => {
-            name_set_expr(left);
-            name_set_expr(right);
+            name_set_expr(left, columns);
+            name_set_expr(right, columns);
         }
-        SetExpr::Select(select) => name_items(&mut select.projection),
-        SetExpr::Query(inner) => name_query(inner),
+        SetExpr::Select(select) => name_items(&mut select.projection, columns),
+        SetExpr::Query(inner) => name_set_expr(inner.body.as_mut(), columns),
         _ => {}
     }
 }
 
-fn name_items(projection: &mut [SelectItem]) {
+fn name_items(projection: &mut [SelectItem], columns: bool) {
     let names: Vec<Option<String>> = projection
         .iter()
         .map(|item| match item {
@@ -81,7 +88,9 @@ fn name_items(projection: &mut [SelectItem]) {
             let unique = counts.get(name.as_str()) == Some(&1);
             match item {
                 _ if !unique => Some(format!("{name}{DUPLICATE_MARK}{i}")),
-                SelectItem::UnnamedExpr(expr) if !is_plain_column(expr) => Some(name.clone()),
+                SelectItem::UnnamedExpr(expr) if columns || !is_plain_column(expr) => {
+                    Some(name.clone())
+                }
                 _ => None,
             }
         })
@@ -138,6 +147,26 @@ fn figure_strength(expr: &Expr) -> Option<(String, u8)> {
             };
             argument.or_else(|| text_type_reader(f).map(|t| (t.to_string(), 1)))
         }
+        // A scalar subquery's value (see `rewrite::aggregate_scalar_subqueries`): named as
+        // what it wraps.
+        Expr::Function(f)
+            if f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                i.value == crate::catalog::single_value::SINGLE_VALUE
+                    || i.value == crate::catalog::single_value::SINGLE_UNWRAP
+            }) =>
+        {
+            match &f.args {
+                datafusion::sql::sqlparser::ast::FunctionArguments::List(list) => {
+                    match list.args.first() {
+                        Some(datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
+                            datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(e),
+                        )) => figure_strength(e),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            }
+        }
         Expr::Function(f) => f
             .name
             .0
@@ -148,6 +177,8 @@ fn figure_strength(expr: &Expr) -> Option<(String, u8)> {
             .map(|name| {
                 if name == super::rewrite::ARRAY_FUNCTION {
                     ("array".into(), 2)
+                } else if name == crate::catalog::pg_extract::EXTRACT {
+                    ("extract".into(), 2)
                 } else {
                     (name, 2)
                 }

@@ -123,6 +123,24 @@ impl VisitorMut for PgExprs {
                     },
                 ..
             } => canonical_interval(inner.as_mut()),
+            // Fields DataFusion's `date_part` does not have (or not for intervals).
+            Expr::Extract {
+                field:
+                    field @ (DateTimeField::Decade
+                    | DateTimeField::Century
+                    | DateTimeField::Millennium
+                    | DateTimeField::Quarter
+                    | DateTimeField::Epoch),
+                expr: inner,
+                ..
+            } => {
+                let name = field.to_string().to_ascii_lowercase();
+                let inner = std::mem::replace(inner.as_mut(), null());
+                *expr = super::rewrite::call(
+                    crate::catalog::pg_extract::EXTRACT,
+                    vec![Expr::value(Value::SingleQuotedString(name)), inner],
+                );
+            }
             // `make_interval(days => 10)`: named arguments in their places, zero for the others.
             Expr::Function(function)
                 if function

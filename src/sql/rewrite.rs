@@ -97,50 +97,96 @@ pub fn reads_catalog(statement: &Statement) -> bool {
     .is_break()
 }
 
-/// DataFusion plans a correlated scalar subquery only when it is an aggregate. A scalar subquery
-/// returns at most one row, so `(SELECT x FROM ...)` equals `(SELECT first_value(x) FROM ...)`:
-/// this wraps the single output expression of every non-aggregate scalar subquery that way.
+/// DataFusion turns a correlated scalar subquery into a join only when it is an aggregate. A
+/// scalar subquery returns its one row's value, NULL for none, and fails for more, so
+/// `(SELECT x FROM ...)` equals `augur_single_unwrap((SELECT augur_single_value(x) FROM ...))`
+/// (see `catalog::single_value`): this wraps every non-aggregate scalar subquery that way.
 pub fn aggregate_scalar_subqueries(statement: &mut Statement) {
-    let _ = statement.visit(&mut ScalarSubqueries);
+    let _ = statement.visit(&mut ScalarSubqueries::default());
 }
 
-struct ScalarSubqueries;
+#[derive(Default)]
+struct ScalarSubqueries {
+    /// The subqueries of `x op ANY (...)` / `x op ALL (...)`: sets, not scalars.
+    sets: Vec<*const Query>,
+}
 
 impl VisitorMut for ScalarSubqueries {
     type Break = ();
 
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } = expr
+            && let Expr::Subquery(query) = right.as_ref()
+        {
+            self.sets.push(query.as_ref() as *const Query);
+        }
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        if let Expr::Subquery(query) = expr {
-            wrap_single_output(query);
+        if let Expr::Subquery(query) = expr
+            && !self.sets.contains(&(query.as_ref() as *const Query))
+            && wrap_single_output(query)
+        {
+            let subquery = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+            *expr = call(crate::catalog::single_value::SINGLE_UNWRAP, vec![subquery]);
         }
         ControlFlow::Continue(())
     }
 }
 
-fn wrap_single_output(query: &mut Query) {
+fn wrap_single_output(query: &mut Query) -> bool {
     if query.limit_clause.is_some() || query.fetch.is_some() || query.order_by.is_some() {
-        return;
+        return false;
     }
     let SetExpr::Select(select) = query.body.as_mut() else {
-        return;
+        return false;
     };
     if select.projection.len() != 1
         || select.having.is_some()
         || select.distinct.is_some()
         || !matches!(&select.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
     {
-        return;
+        return false;
     }
     let (SelectItem::UnnamedExpr(inner) | SelectItem::ExprWithAlias { expr: inner, .. }) =
         &mut select.projection[0]
     else {
-        return;
+        return false;
     };
     if has_aggregate(inner) {
-        return;
+        return false;
     }
     let argument = std::mem::replace(inner, Expr::Value(Value::Null.into()));
-    *inner = call("first_value", vec![argument]);
+    *inner = call(crate::catalog::single_value::SINGLE_VALUE, vec![argument]);
+    true
+}
+
+/// A `LATERAL` subquery's output columns are named as PostgreSQL names them (see
+/// [`super::names::name_derived`]).
+pub fn name_lateral_columns(statement: &mut Statement) {
+    let _ = statement.visit(&mut LateralColumns);
+}
+
+struct LateralColumns;
+
+impl VisitorMut for LateralColumns {
+    type Break = ();
+
+    fn pre_visit_table_factor(
+        &mut self,
+        factor: &mut datafusion::sql::sqlparser::ast::TableFactor,
+    ) -> ControlFlow<()> {
+        if let datafusion::sql::sqlparser::ast::TableFactor::Derived {
+            lateral: true,
+            subquery,
+            ..
+        } = factor
+        {
+            super::names::name_derived(subquery);
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// The function a correlated subquery in a select list is wrapped in while the compatibility
@@ -1629,7 +1675,7 @@ mod tests {
         aggregate_scalar_subqueries(&mut s);
         assert_eq!(
             s.to_string(),
-            "SELECT (SELECT first_value(name) FROM u WHERE u.id = t.uid), (SELECT count(*) FROM u) FROM t"
+            "SELECT augur_single_unwrap((SELECT augur_single_value(name) FROM u WHERE u.id = t.uid)), (SELECT count(*) FROM u) FROM t"
         );
     }
 
