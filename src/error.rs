@@ -44,6 +44,15 @@ pub enum Error {
         /// `Failing row contains (...).`
         detail: String,
     },
+    /// A row naming a parent row that does not exist, or a parent row removed while rows
+    /// still name it (`23503`).
+    #[error("{message}")]
+    ForeignKeyViolation {
+        /// PostgreSQL's message, naming the tables and the constraint.
+        message: String,
+        /// `Key (a)=(1) is not present in table "t".` or `... is still referenced from ...`.
+        detail: String,
+    },
     /// A NULL for a NOT NULL column (`23502`).
     #[error(
         "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
@@ -101,6 +110,7 @@ impl Error {
             Error::UniqueViolation { .. } => "23505",
             Error::NotNullViolation { .. } => "23502",
             Error::CheckViolation { .. } => "23514",
+            Error::ForeignKeyViolation { .. } => "23503",
             Error::InvalidText(_) => "22P02",
             Error::InvalidParameter(_) => "22023",
             Error::NotSupported(_) => "0A000",
@@ -127,6 +137,7 @@ impl Error {
             Error::UniqueViolation { detail, .. } => Some(detail.clone()),
             Error::DependentObjects { detail, .. } => Some(detail.clone()),
             Error::CheckViolation { detail, .. } => Some(detail.clone()),
+            Error::ForeignKeyViolation { detail, .. } => Some(detail.clone()),
             _ => None,
         }
     }

@@ -79,6 +79,7 @@ impl ViewDef {
             watermark: None,
             temporary: false,
             checks: Vec::new(),
+            foreign_keys: Vec::new(),
         }
     }
 

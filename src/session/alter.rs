@@ -56,6 +56,33 @@ impl Session<'_> {
             }
             return Err(Error::UndefinedTable(name));
         };
+        // Foreign keys name columns and tables: changing either is not supported yet.
+        let adds_foreign_key = alter.operations.iter().any(|op| match op {
+            AlterTableOperation::AddConstraint { constraint, .. } => {
+                matches!(constraint, TableConstraint::ForeignKey(_))
+            }
+            AlterTableOperation::AddColumn { column_def, .. } => {
+                column_def.options.iter().any(|o| {
+                    matches!(
+                        o.option,
+                        datafusion::sql::sqlparser::ast::ColumnOption::ForeignKey(_)
+                    )
+                })
+            }
+            _ => false,
+        });
+        if adds_foreign_key {
+            return Err(Error::NotSupported(
+                "ALTER TABLE ... ADD a FOREIGN KEY (declare it in CREATE TABLE)".into(),
+            ));
+        }
+        if !table.def().foreign_keys.is_empty()
+            || !super::foreign_keys::referencing(self.db, &table).is_empty()
+        {
+            return Err(Error::NotSupported(format!(
+                "ALTER TABLE on \"{name}\", which has a foreign key or is referenced by one"
+            )));
+        }
         let dependents = catalog.dependents(table.def().id);
         if !dependents.is_empty() {
             let names: Vec<String> = dependents.iter().map(|v| v.name().to_string()).collect();

@@ -334,6 +334,7 @@ impl CopyIn {
                 .filter(|stored| *stored)
                 .count();
         }
+        super::foreign_keys::check_written(db, &self.table, &changes, &self.batches)?;
         changes.commit(db.log_for(self.table.def().id))?;
         Ok(count)
     }

@@ -121,16 +121,25 @@ impl WritePlan {
         );
         let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
         let mut changes = TableChanges::new(db.store(), &self.table);
+        let mut removed = Vec::new();
         let (affected, tag) = match &self.kind {
             Kind::Insert(conflict) => (self.insert(&mut changes, conflict, batches)?, "INSERT 0"),
-            Kind::Update { columns } => (self.update(&mut changes, columns, batches)?, "UPDATE"),
+            Kind::Update { columns } => (
+                self.update(&mut changes, columns, batches, &mut removed)?,
+                "UPDATE",
+            ),
             Kind::Delete => {
                 for batch in &batches {
                     changes.delete(batch)?;
                 }
+                removed = batches.clone();
                 (batches, "DELETE")
             }
         };
+        if !matches!(self.kind, Kind::Delete) {
+            super::foreign_keys::check_written(db, &self.table, &changes, &affected)?;
+        }
+        super::foreign_keys::check_removed(db, &self.table, &changes, &removed)?;
         changes.commit(db.log_for(self.table.def().id))?;
         let count: usize = affected.iter().map(RecordBatch::num_rows).sum();
         match &self.returning {
@@ -227,12 +236,13 @@ impl WritePlan {
         Ok(written)
     }
 
-    /// Rewrites the rows of an UPDATE; returns the new rows.
+    /// Rewrites the rows of an UPDATE; returns the new rows, and the old ones in `old_out`.
     fn update(
         &self,
         changes: &mut TableChanges<'_>,
         columns: &[usize],
         batches: Vec<RecordBatch>,
+        old_out: &mut Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>> {
         let full = self.table.full_schema().clone();
         let stored = full.fields().len();
@@ -260,6 +270,7 @@ impl WritePlan {
         for new in &new_rows {
             changes.insert(new, OnConflict::Fail)?;
         }
+        *old_out = old_rows;
         Ok(new_rows)
     }
 }

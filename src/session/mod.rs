@@ -12,6 +12,7 @@ pub mod connection;
 pub mod copy;
 mod database;
 mod dml;
+mod foreign_keys;
 mod indexes;
 pub mod limits;
 mod lookup;

@@ -30,9 +30,11 @@ pub fn resolve(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Result<Stmt
             append_only,
             watermark,
         } => {
+            let written = create.name.clone();
             if create.temporary {
                 create.name = in_temp_schema(db, conn, &create.name)?;
             }
+            resolve_references(db, conn, &mut create, &written);
             Ok(Stmt::CreateTable {
                 create,
                 append_only,
@@ -67,9 +69,11 @@ fn resolve_statement(
 ) -> Result<()> {
     match statement {
         Statement::CreateTable(create) => {
+            let written = create.name.clone();
             if create.temporary {
                 create.name = in_temp_schema(db, conn, &create.name)?;
             }
+            resolve_references(db, conn, create, &written);
             let name = create.name.clone();
             resolve_names(db, conn, statement);
             if let Statement::CreateTable(create) = statement {
@@ -125,6 +129,40 @@ fn resolve_statement(
         }
     }
     Ok(())
+}
+
+/// The tables a new table's foreign keys reference: the table itself where it names itself as
+/// written (`written`), a temporary table of the connection before a permanent one.
+fn resolve_references(
+    db: &Database,
+    conn: &ConnectionState,
+    create: &mut datafusion::sql::sqlparser::ast::CreateTable,
+    written: &ObjectName,
+) {
+    use datafusion::sql::sqlparser::ast::{ColumnOption, TableConstraint};
+    let own = create.name.clone();
+    let schema = conn.temp_schema_if_any();
+    let resolve = |name: &mut ObjectName| {
+        if name == written {
+            *name = own.clone();
+        } else if let Some(schema) = &schema
+            && let Some(resolved) = temporary_name(db, schema, name)
+        {
+            *name = resolved;
+        }
+    };
+    for column in create.columns.iter_mut() {
+        for option in column.options.iter_mut() {
+            if let ColumnOption::ForeignKey(fk) = &mut option.option {
+                resolve(&mut fk.foreign_table);
+            }
+        }
+    }
+    for constraint in create.constraints.iter_mut() {
+        if let TableConstraint::ForeignKey(fk) = constraint {
+            resolve(&mut fk.foreign_table);
+        }
+    }
 }
 
 /// `name` in the connection's schema of temporary relations, made when it has none yet; a name

@@ -34,6 +34,7 @@ impl Session<'_> {
             return self.create_table_as(create, query).await;
         }
         let (mut def, sequences) = ddl::table_def(create)?;
+        super::foreign_keys::resolve(self.db, &mut def)?;
         // UNIQUE constraints, as positions among the visible columns.
         let unique = ddl::unique_constraints(create)?
             .into_iter()
@@ -396,9 +397,29 @@ impl Session<'_> {
             },
             Statement::Truncate(truncate) => {
                 let _guard = self.write_guard().await?;
-                for target in &truncate.table_names {
-                    let name = table_name(&target.name)?;
-                    let table = self.db.catalog().table_to_write(&name, "truncate")?;
+                let names = truncate
+                    .table_names
+                    .iter()
+                    .map(|t| table_name(&t.name))
+                    .collect::<Result<Vec<_>>>()?;
+                for name in &names {
+                    let table = self.db.catalog().table_to_write(name, "truncate")?;
+                    if let Some((child, fk)) = super::foreign_keys::referencing(self.db, &table)
+                        .into_iter()
+                        .find(|(child, _)| !names.iter().any(|n| n == child.name()))
+                    {
+                        return Err(Error::coded(
+                            "0A000",
+                            format!(
+                                "cannot truncate a table referenced in a foreign key constraint: table \"{}\" references \"{name}\" ({}); truncate them together",
+                                child.name(),
+                                fk.name
+                            ),
+                        ));
+                    }
+                }
+                for name in &names {
+                    let table = self.db.catalog().table_to_write(name, "truncate")?;
                     super::dml::refuse_if_append_only(&table, "TRUNCATE")?;
                     let mut batch = crate::storage::WriteBatch::default();
                     let prefix = table.def().key_prefix();

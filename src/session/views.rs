@@ -707,6 +707,38 @@ impl Session<'_> {
                 }
             }
         }
+        // Tables whose rows foreign keys of other tables reference.
+        if kind == Kind::Table {
+            for (_, name) in &targets {
+                let Some(table) = catalog.table(name) else {
+                    continue;
+                };
+                let dependents: Vec<String> = super::foreign_keys::referencing(self.db, &table)
+                    .into_iter()
+                    .filter(|(child, _)| !targets.iter().any(|(_, n)| n == child.name()))
+                    .map(|(child, fk)| {
+                        format!(
+                            "constraint {} on table {} depends on table {name}",
+                            fk.name,
+                            child.name()
+                        )
+                    })
+                    .collect();
+                if dependents.is_empty() {
+                    continue;
+                }
+                if cascade {
+                    return Err(Error::NotSupported(format!(
+                        "DROP TABLE ... CASCADE of a table foreign keys reference (drop {} first)",
+                        dependents.join("; ")
+                    )));
+                }
+                return Err(Error::DependentObjects {
+                    message: format!("cannot drop table {name} because other objects depend on it"),
+                    detail: dependents.join("\n"),
+                });
+            }
+        }
         let seeds = targets
             .iter()
             .map(|(id, name)| (*id, relation_noun_named(&catalog, name)))

@@ -8,6 +8,7 @@ use datafusion::sql::sqlparser::ast::{
 use super::{normalize_ident, table_name, types};
 use crate::catalog::sequence::SequenceDef;
 use crate::error::{Error, Result};
+use crate::table::foreign_key::ForeignKeyDef;
 use crate::table::{ColumnDef, Identity, ROW_ID_COLUMN, TableDef};
 
 /// The type and sequence type of `SERIAL`, `BIGSERIAL` and `SMALLSERIAL` (and their aliases).
@@ -122,6 +123,60 @@ pub fn sequence_def(
 /// Resolves a CREATE TABLE statement (without `AS query`) into a table definition and the
 /// sequences its `SERIAL` and identity columns need (owned by those columns). Ids are assigned
 /// by the catalog, which may rename a sequence whose name is taken.
+/// A `FOREIGN KEY` of table `table` on `columns`. Its referenced columns are filled in from
+/// the parent's primary key when the table is created (an empty list here means "the primary
+/// key"). Only `NO ACTION`/`RESTRICT`, `MATCH SIMPLE` and immediate checking are supported.
+fn foreign_key(
+    table: &str,
+    name: Option<&datafusion::sql::sqlparser::ast::Ident>,
+    columns: Vec<String>,
+    fk: &datafusion::sql::sqlparser::ast::ForeignKeyConstraint,
+) -> Result<ForeignKeyDef> {
+    use datafusion::sql::sqlparser::ast::{ConstraintReferenceMatchKind, ReferentialAction};
+    for (what, action) in [("ON DELETE", &fk.on_delete), ("ON UPDATE", &fk.on_update)] {
+        if let Some(
+            action @ (ReferentialAction::Cascade
+            | ReferentialAction::SetNull
+            | ReferentialAction::SetDefault),
+        ) = action
+        {
+            return Err(Error::NotSupported(format!(
+                "foreign keys with {what} {action}"
+            )));
+        }
+    }
+    if matches!(
+        fk.match_kind,
+        Some(ConstraintReferenceMatchKind::Full | ConstraintReferenceMatchKind::Partial)
+    ) {
+        return Err(Error::NotSupported(
+            "foreign keys with MATCH FULL or PARTIAL".into(),
+        ));
+    }
+    if fk.characteristics.is_some() {
+        return Err(Error::NotSupported("DEFERRABLE foreign keys".into()));
+    }
+    let parent = table_name(&fk.foreign_table)?;
+    let parent_columns: Vec<String> = fk.referred_columns.iter().map(normalize_ident).collect();
+    if !parent_columns.is_empty() && parent_columns.len() != columns.len() {
+        return Err(Error::coded(
+            "42830",
+            "number of referencing and referenced columns for foreign key disagree",
+        ));
+    }
+    let relation = crate::catalog::schema::split(table).1;
+    let name = match name {
+        Some(n) => normalize_ident(n),
+        None => format!("{relation}_{}_fkey", columns.join("_")),
+    };
+    Ok(ForeignKeyDef {
+        name,
+        columns,
+        parent,
+        parent_columns,
+    })
+}
+
 /// The `UNIQUE` constraints of `create`, column and table constraints alike, as (name, column
 /// names); unnamed ones are named as PostgreSQL names them, `<table>_<columns>_key`. Each becomes
 /// a unique index: NULLs are distinct, as PostgreSQL's default is.
@@ -192,6 +247,7 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
     let mut primary_key: Option<Vec<String>> = None;
     // (name, columns it reads, expression) of each CHECK constraint.
     let mut checks: Vec<(Option<String>, Vec<String>, String)> = Vec::new();
+    let mut foreign_keys: Vec<ForeignKeyDef> = Vec::new();
     let mut set_primary_key = |cols: Vec<String>| {
         if primary_key.is_some() {
             return Err(Error::coded(
@@ -274,9 +330,12 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
                 ColumnOption::PrimaryKey(_) => set_primary_key(vec![column_name.clone()])?,
                 // Made into unique indexes when the table is created (unique_constraints).
                 ColumnOption::Unique(_) => {}
-                ColumnOption::ForeignKey(_) => {
-                    return Err(Error::NotSupported("FOREIGN KEY constraints".into()));
-                }
+                ColumnOption::ForeignKey(fk) => foreign_keys.push(foreign_key(
+                    &name,
+                    option.name.as_ref().or(fk.name.as_ref()),
+                    vec![column_name.clone()],
+                    fk,
+                )?),
                 ColumnOption::Check(check) => checks.push((
                     option
                         .name
@@ -324,9 +383,12 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
                 set_primary_key(cols)?;
             }
             TableConstraint::Unique(_) => {}
-            TableConstraint::ForeignKey(_) => {
-                return Err(Error::NotSupported("FOREIGN KEY constraints".into()));
-            }
+            TableConstraint::ForeignKey(fk) => foreign_keys.push(foreign_key(
+                &name,
+                fk.name.as_ref(),
+                fk.columns.iter().map(normalize_ident).collect(),
+                fk,
+            )?),
             TableConstraint::Check(check) => checks.push((
                 check.name.as_ref().map(normalize_ident),
                 referenced_columns(&check.expr),
@@ -369,9 +431,19 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
     };
 
     let checks = check_defs(&name, checks)?;
+    for fk in &foreign_keys {
+        for column in &fk.columns {
+            if !columns.iter().any(|c| &c.name == column) {
+                return Err(Error::UndefinedColumn(format!(
+                    "column \"{column}\" referenced in foreign key constraint does not exist"
+                )));
+            }
+        }
+    }
     let table = TableDef {
         id: 0,
         checks,
+        foreign_keys,
         name,
         columns,
         primary_key,

@@ -494,6 +494,7 @@ mod tests {
             watermark: None,
             temporary: false,
             checks: Vec::new(),
+            foreign_keys: Vec::new(),
         };
         let table = Arc::new(Table::new(def, 0, |_| unreachable!()).unwrap());
         let op =

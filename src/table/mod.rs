@@ -11,6 +11,7 @@
 pub mod changelog;
 pub mod check;
 mod codec;
+pub mod foreign_key;
 pub mod index;
 pub mod provider;
 pub mod watermark;
@@ -99,6 +100,10 @@ pub struct TableDef {
     /// `CHECK` constraints, checked on every row written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<check::CheckDef>,
+    /// `FOREIGN KEY` constraints, checked by each statement that writes this table or the
+    /// tables they reference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_keys: Vec<foreign_key::ForeignKeyDef>,
 }
 
 impl TableDef {

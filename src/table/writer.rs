@@ -338,6 +338,31 @@ impl<'a> TableChanges<'a> {
         Ok(out)
     }
 
+    /// Whether a row with storage key `key` exists as this statement leaves the table.
+    pub fn has_key(&self, key: &[u8]) -> Result<bool> {
+        if self.written.contains_key(key) {
+            return Ok(true);
+        }
+        if self.deleted.contains(key) {
+            return Ok(false);
+        }
+        Ok(self.store.get(key)?.is_some())
+    }
+
+    /// Whether this statement deleted or wrote the row with storage key `key`.
+    pub fn changed(&self, key: &[u8]) -> bool {
+        self.written.contains_key(key) || self.deleted.contains(key)
+    }
+
+    /// The rows this statement wrote, whole.
+    pub fn written_rows(&self) -> Result<Vec<RecordBatch>> {
+        if self.written.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Vec<u8>> = self.written.values().cloned().collect();
+        Ok(vec![self.table.decode_stored(&values)?])
+    }
+
     /// Whether this statement itself wrote a row with the key of each of `rows`.
     pub fn written_here(&self, rows: &RecordBatch) -> Result<Vec<bool>> {
         Ok(self
