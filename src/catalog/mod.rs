@@ -21,6 +21,7 @@ pub mod sequence_functions;
 pub mod single_value;
 pub mod system;
 pub mod view;
+pub mod window_exclude;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};

@@ -661,6 +661,9 @@ pub fn register(ctx: &SessionContext) {
         super::single_value::SingleUnwrap::default(),
     ));
     ctx.register_udf(super::pg_extract::function());
+    for function in super::window_exclude::functions() {
+        ctx.register_udwf(function);
+    }
     ctx.register_udf(size_pretty());
     ctx.register_udf(owner_name());
     ctx.register_udf(function_signature(FUNCTION_ARGUMENTS, false));

@@ -669,10 +669,23 @@ mod tests {
             "42703"
         );
         assert_eq!(
-            def("CREATE TABLE t (a INT REFERENCES u (a))")
+            def("CREATE TABLE t (a INT REFERENCES u (a) ON DELETE CASCADE)")
                 .unwrap_err()
                 .sqlstate(),
             "0A000"
+        );
+        assert_eq!(
+            def("CREATE TABLE t (a INT, b INT, FOREIGN KEY (a, b) REFERENCES u (a))")
+                .unwrap_err()
+                .sqlstate(),
+            "42830"
+        );
+        assert_eq!(
+            def("CREATE TABLE t (a INT REFERENCES u (a))")
+                .unwrap()
+                .foreign_keys[0]
+                .name,
+            "t_a_fkey"
         );
         assert!(def("CREATE TEMP TABLE t (a INT)").unwrap().temporary);
         assert_eq!(

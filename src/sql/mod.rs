@@ -436,6 +436,7 @@ impl SqlParser {
                         .fold(statement, |s, rule| rule.rewrite(s));
                     rewrite::aggregate_scalar_subqueries(&mut statement);
                     rewrite::name_lateral_columns(&mut statement);
+                    rewrite::exclude_window_keys(&mut statement);
                     windows::expand(&mut statement)?;
                     Ok(statement)
                 })
@@ -503,8 +504,17 @@ fn postgresql_token_forms(
     let mut out: Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan> =
         Vec::with_capacity(tokens.len());
     let mut changed = false;
+    // Tokens left out (an EXCLUDE clause), first and last.
+    let mut skipped: Option<(usize, usize)> = None;
     let mut i = 0;
     while i < tokens.len() {
+        if let Some((first, last)) = skipped
+            && i == first
+        {
+            i = last + 1;
+            skipped = None;
+            continue;
+        }
         let token = &tokens[i].token;
         if let Token::SingleQuotedString(text) = token {
             let next = next_significant(i + 1, 3);
@@ -648,6 +658,116 @@ fn postgresql_token_forms(
                     }
                 }
                 i = cast.map_or(close, |(_, _, r)| r) + 1;
+                changed = true;
+                continue;
+            }
+        }
+        // `f(x) OVER (... EXCLUDE CURRENT ROW | GROUP | TIES | NO OTHERS)`: DataFusion's
+        // frames have no exclusion; `augur_exclude_f('mode', x) OVER (...)` computes it (see
+        // `catalog::window_exclude`).
+        if word(token, "over")
+            && let [open] = next_significant(i + 1, 1).as_slice()
+            && tokens[*open].token == Token::LParen
+        {
+            let mut depth = 0;
+            let mut close = None;
+            let mut exclude = None;
+            for (j, t) in tokens.iter().enumerate().skip(*open) {
+                match &t.token {
+                    Token::LParen => depth += 1,
+                    Token::RParen => {
+                        depth -= 1;
+                        if depth == 0 {
+                            close = Some(j);
+                            break;
+                        }
+                    }
+                    _ if depth == 1 && word(&t.token, "exclude") => exclude = Some(j),
+                    _ => {}
+                }
+            }
+            let mode = exclude.and_then(|e| {
+                let words = next_significant(e + 1, 2);
+                let first = words.first()?;
+                let second = words.get(1);
+                let is = |j: Option<&usize>, w: &str| j.is_some_and(|&j| word(&tokens[j].token, w));
+                if is(Some(first), "current") && is(second, "row") {
+                    Some(("current row", *second?))
+                } else if is(Some(first), "no") && is(second, "others") {
+                    Some(("no others", *second?))
+                } else if is(Some(first), "group") {
+                    Some(("group", *first))
+                } else if is(Some(first), "ties") {
+                    Some(("ties", *first))
+                } else {
+                    None
+                }
+            });
+            // The call before OVER: `name ( args )`, the name one of the functions that take
+            // an exclusion.
+            let call = || -> Option<(usize, usize, bool)> {
+                let significant_out: Vec<usize> = (0..out.len())
+                    .rev()
+                    .filter(|&k| significant(&out[k].token))
+                    .collect();
+                let last = *significant_out.first()?;
+                if out[last].token != Token::RParen {
+                    return None;
+                }
+                let mut depth = 0;
+                let mut open_at = None;
+                for k in (0..=last).rev() {
+                    match out[k].token {
+                        Token::RParen => depth += 1,
+                        Token::LParen => {
+                            depth -= 1;
+                            if depth == 0 {
+                                open_at = Some(k);
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let open_at = open_at?;
+                let name_at = (0..open_at).rev().find(|&k| significant(&out[k].token))?;
+                let Token::Word(name) = &out[name_at].token else {
+                    return None;
+                };
+                let lower = name.value.to_ascii_lowercase();
+                if name.quote_style.is_some()
+                    || !crate::catalog::window_exclude::FUNCTIONS.contains(&lower.as_str())
+                {
+                    return None;
+                }
+                let empty = (open_at + 1..last).all(|k| !significant(&out[k].token));
+                Some((name_at, open_at, empty))
+            };
+            if let (Some(exclude), Some((mode, end)), Some(close)) = (exclude, mode, close)
+                && let Some((name_at, open_at, empty)) = call()
+            {
+                let Token::Word(name) = &out[name_at].token else {
+                    unreachable!("checked by call()")
+                };
+                let renamed = format!(
+                    "{}{}",
+                    crate::catalog::window_exclude::PREFIX,
+                    name.value.to_ascii_lowercase()
+                );
+                out[name_at].token = Token::make_word(&renamed, None);
+                let mut inserted = vec![Token::SingleQuotedString(mode.to_string())];
+                if !empty {
+                    inserted.push(Token::Comma);
+                }
+                for (n, t) in inserted.into_iter().enumerate() {
+                    let mut with_span = out[open_at].clone();
+                    with_span.token = t;
+                    out.insert(open_at + 1 + n, with_span);
+                }
+                let _ = close;
+                skipped = Some((exclude, end));
+                out.push(tokens[i].clone());
+                i += 1;
                 changed = true;
                 continue;
             }

@@ -162,6 +162,131 @@ fn wrap_single_output(query: &mut Query) -> bool {
     true
 }
 
+/// `OVER (w frame)` spelled out with `w`'s partitioning and ordering (DataFusion drops `w`'s
+/// ORDER BY when the clause adds a frame); and window functions with an exclusion
+/// (`augur_exclude_f('mode', x)`, see `catalog::window_exclude`) get their argument count and
+/// their window's ORDER BY keys as arguments: `augur_exclude_f('mode', 1, x, k1, k2)`, the
+/// keys deciding which rows are peers.
+pub fn exclude_window_keys(statement: &mut Statement) {
+    let _ = statement.visit(&mut ExcludeKeys::default());
+}
+
+/// The named windows of each query being visited, innermost last.
+#[derive(Default)]
+struct ExcludeKeys {
+    windows: Vec<Vec<(String, datafusion::sql::sqlparser::ast::NamedWindowExpr)>>,
+}
+
+impl ExcludeKeys {
+    /// The definition of the named window `name`, through windows defined by other names.
+    fn spec_of(&self, mut name: String) -> Option<datafusion::sql::sqlparser::ast::WindowSpec> {
+        use datafusion::sql::sqlparser::ast::NamedWindowExpr;
+        let named = self.windows.last()?;
+        for _ in 0..=named.len() {
+            match named.iter().find(|(n, _)| *n == name).map(|(_, e)| e)? {
+                NamedWindowExpr::WindowSpec(spec) => {
+                    let mut spec = spec.clone();
+                    if let Some(base) = spec.window_name.take()
+                        && let Some(base) = self.spec_of(super::normalize_ident(&base))
+                    {
+                        inherit(&mut spec, base);
+                    }
+                    return Some(spec);
+                }
+                NamedWindowExpr::NamedWindow(base) => name = super::normalize_ident(base),
+            }
+        }
+        None
+    }
+}
+
+/// `OVER (w ...)`: the window's partitioning, ordering and frame where the clause has none.
+fn inherit(
+    spec: &mut datafusion::sql::sqlparser::ast::WindowSpec,
+    base: datafusion::sql::sqlparser::ast::WindowSpec,
+) {
+    if spec.partition_by.is_empty() {
+        spec.partition_by = base.partition_by;
+    }
+    if spec.order_by.is_empty() {
+        spec.order_by = base.order_by;
+    }
+    if spec.window_frame.is_none() {
+        spec.window_frame = base.window_frame;
+    }
+}
+
+impl VisitorMut for ExcludeKeys {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let named = match query.body.as_ref() {
+            SetExpr::Select(select) => select
+                .named_window
+                .iter()
+                .map(|d| (super::normalize_ident(&d.0), d.1.clone()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.windows.push(named);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &mut Query) -> ControlFlow<()> {
+        self.windows.pop();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        use datafusion::sql::sqlparser::ast::WindowType;
+        let Expr::Function(f) = expr else {
+            return ControlFlow::Continue(());
+        };
+        // `OVER (w ROWS ...)` is `w`'s partitioning and ordering with this frame: spelled out,
+        // as DataFusion would otherwise drop `w`'s ORDER BY.
+        if let Some(WindowType::WindowSpec(spec)) = &mut f.over
+            && let Some(name) = spec.window_name.clone()
+            && let Some(base) = self.spec_of(super::normalize_ident(&name))
+        {
+            spec.window_name = None;
+            inherit(spec, base);
+        }
+        if f.name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.value.starts_with(crate::catalog::window_exclude::PREFIX))
+            && matches!(&f.args, FunctionArguments::List(list) if !list.args.is_empty())
+        {
+            let keys: Vec<Expr> = match &f.over {
+                Some(WindowType::WindowSpec(spec)) => {
+                    spec.order_by.iter().map(|o| o.expr.clone()).collect()
+                }
+                Some(WindowType::NamedWindow(w)) => self
+                    .spec_of(super::normalize_ident(w))
+                    .map(|s| s.order_by.iter().map(|o| o.expr.clone()).collect())
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            if let FunctionArguments::List(list) = &mut f.args {
+                let arguments = list.args.len() - 1;
+                list.args.insert(
+                    1,
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(Value::Number(
+                        arguments.to_string(),
+                        false,
+                    )))),
+                );
+                list.args.extend(
+                    keys.into_iter()
+                        .map(|k| FunctionArg::Unnamed(FunctionArgExpr::Expr(k))),
+                );
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// A `LATERAL` subquery's output columns are named as PostgreSQL names them (see
 /// [`super::names::name_derived`]).
 pub fn name_lateral_columns(statement: &mut Statement) {
