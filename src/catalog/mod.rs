@@ -7,6 +7,7 @@
 //! first state. DataFusion sees the catalog through [`schema::AugurSchema`].
 
 pub mod information_schema;
+pub mod ordered_set;
 pub mod pg_builtins;
 pub mod pg_datetime;
 pub mod pg_extract;

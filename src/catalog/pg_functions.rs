@@ -664,6 +664,9 @@ pub fn register(ctx: &SessionContext) {
     for function in super::window_exclude::functions() {
         ctx.register_udwf(function);
     }
+    for function in super::ordered_set::functions() {
+        ctx.register_udaf(function);
+    }
     ctx.register_udf(size_pretty());
     ctx.register_udf(owner_name());
     ctx.register_udf(function_signature(FUNCTION_ARGUMENTS, false));

@@ -1066,6 +1066,13 @@ impl Planner<'_> {
             return Err(not_supported(format!("the aggregate expression {text}")));
         };
         let Some(mut kind) = AggKind::from_name(func.name()) else {
+            // A scalar subquery correlated with the outer query (see
+            // `catalog::single_value`).
+            if func.name() == crate::catalog::single_value::SINGLE_VALUE {
+                return Err(not_supported(
+                    "a correlated scalar subquery that is not an aggregate".to_string(),
+                ));
+            }
             return Err(not_supported(format!(
                 "the aggregate function {}",
                 func.name()
