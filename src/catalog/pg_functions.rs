@@ -667,6 +667,10 @@ pub fn register(ctx: &SessionContext) {
     for function in super::ordered_set::functions() {
         ctx.register_udaf(function);
     }
+    ctx.register_udf(ScalarUDF::new_from_impl(TypeOf {
+        signature: Signature::any(1, Volatility::Stable),
+    }));
+    ctx.register_udf(quote_literal());
     ctx.register_udf(size_pretty());
     ctx.register_udf(owner_name());
     ctx.register_udf(function_signature(FUNCTION_ARGUMENTS, false));
@@ -1432,4 +1436,72 @@ mod tests {
         let long = super::base64_lines(&[0u8; 60]);
         assert_eq!(long.lines().map(str::len).collect::<Vec<_>>(), vec![76, 4]);
     }
+}
+
+/// `pg_typeof(x)`: the name of `x`'s type, as PostgreSQL writes a `regtype`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TypeOf {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for TypeOf {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let field = &args.arg_fields[0];
+        let name = match field.metadata().get(super::pg_builtins::PG_TYPE_KEY) {
+            Some(pg_type) => pg_type.clone(),
+            None if field.data_type() == &DataType::Null => "unknown".to_string(),
+            None => crate::sql::types::pg_type_name(field.data_type()),
+        };
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(name))))
+    }
+}
+
+/// `quote_literal(text)`: the text as a string literal, quotes doubled, and written `E'...'`
+/// with backslashes doubled where it has any.
+fn quote_literal() -> ScalarUDF {
+    create_udf(
+        "quote_literal",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let texts = args[0].to_array(1)?;
+            let texts = datafusion::arrow::array::cast::as_string_array(&texts);
+            let quoted: datafusion::arrow::array::StringArray = texts
+                .iter()
+                .map(|text| {
+                    text.map(|t| {
+                        let body = t.replace('\'', "''");
+                        if t.contains('\\') {
+                            format!("E'{}'", body.replace('\\', "\\\\"))
+                        } else {
+                            format!("'{body}'")
+                        }
+                    })
+                })
+                .collect();
+            let out: ArrayRef = Arc::new(quoted);
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(_) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+                }
+                ColumnarValue::Array(_) => ColumnarValue::Array(out),
+            })
+        }),
+    )
 }
