@@ -2,7 +2,7 @@
 //! window functions do not have.
 //!
 //! `f(x) OVER (... EXCLUDE mode)` is planned as `augur_exclude_f('mode', 1, x, keys...) OVER
-//! (...)` (see `sql::postgresql_token_forms` and `sql::rewrite::exclude_window_keys`): the
+//! (...)` (see `sql::postgresql_token_forms` and `sql::rewrite::window_clauses`): the
 //! frame is DataFusion's; the function leaves out the current row, its peers (rows equal to it
 //! in the window's ORDER BY keys, passed after the function's own arguments) or both, and
 //! computes `f` over the rows that remain.
@@ -125,6 +125,7 @@ impl WindowUDFImpl for Exclude {
             arguments,
             row: 0,
             return_type,
+            groups: Vec::new(),
         }))
     }
 }
@@ -139,16 +140,32 @@ struct ExcludeEvaluator {
     /// The row being evaluated: rows are evaluated in order, each once.
     row: usize,
     return_type: DataType,
+    /// Each row's peer group in the partition (rows equal in the ORDER BY keys are adjacent),
+    /// found when the first row is evaluated.
+    groups: Vec<usize>,
 }
 
 impl ExcludeEvaluator {
-    fn peers(&self, values: &[ArrayRef], a: usize, b: usize) -> Result<bool> {
-        for key in &values[2 + self.arguments..] {
-            if ScalarValue::try_from_array(key, a)? != ScalarValue::try_from_array(key, b)? {
-                return Ok(false);
+    /// Numbers the runs of equal ORDER BY keys among the partition's rows.
+    fn group(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let keys = &values[2 + self.arguments..];
+        let rows = values.first().map_or(0, |v| v.len());
+        self.groups = Vec::with_capacity(rows);
+        let mut group = 0;
+        for row in 0..rows {
+            if row > 0 {
+                for key in keys {
+                    if ScalarValue::try_from_array(key, row)?
+                        != ScalarValue::try_from_array(key, row - 1)?
+                    {
+                        group += 1;
+                        break;
+                    }
+                }
             }
+            self.groups.push(group);
         }
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -160,13 +177,17 @@ impl PartitionEvaluator for ExcludeEvaluator {
     fn evaluate(&mut self, values: &[ArrayRef], range: &Range<usize>) -> Result<ScalarValue> {
         let current = self.row;
         self.row += 1;
+        if current == 0 && matches!(self.mode, Mode::Group | Mode::Ties) {
+            self.group(values)?;
+        }
+        let peers = |r: usize| self.groups[r] == self.groups[current];
         let mut rows = Vec::with_capacity(range.len());
         for r in range.clone() {
             let excluded = match self.mode {
                 Mode::NoOthers => false,
                 Mode::CurrentRow => r == current,
-                Mode::Group => r == current || self.peers(values, r, current)?,
-                Mode::Ties => r != current && self.peers(values, r, current)?,
+                Mode::Group => peers(r),
+                Mode::Ties => r != current && peers(r),
             };
             if !excluded {
                 rows.push(r);

@@ -5,9 +5,9 @@
 //! subqueries over an aggregate, simple `LATERAL` joins) into joins; what it leaves — a
 //! `LATERAL` subquery with a `UNION ALL` or a `LIMIT`, a scalar subquery in the select list
 //! that returns a row rather than an aggregate, `EXISTS` under `OR` — would otherwise fail at
-//! physical planning. [`CorrelatedApply`] runs last among the optimizer's rules and turns each
-//! such subquery into an [`Apply`] node: for every input row, the subquery with the row's outer
-//! values bound as constants. [`ApplyExec`] plans and runs the bound subquery once per distinct
+//! physical planning. [`CorrelatedApply`] runs after DataFusion's decorrelation rules and
+//! turns each such subquery into an [`Apply`] node: for every input row, the subquery with the
+//! row's outer values bound as constants. [`ApplyExec`] plans and runs the bound subquery once per distinct
 //! set of outer values and reuses the answer for every row that has them.
 
 use std::collections::{HashMap, HashSet};
@@ -17,6 +17,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, new_null_array};
 use datafusion::arrow::compute::{cast, concat_batches, interleave, take};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DFSchemaRef, ScalarValue};
@@ -206,11 +207,18 @@ fn scalar_column(i: usize) -> String {
 }
 
 /// DataFusion's optimizer rules with Augur's: [`LateralApply`] first, before projections are
-/// pruned of the columns a `LATERAL` subquery reads, and [`CorrelatedApply`] last.
+/// pruned of the columns a `LATERAL` subquery reads, and [`CorrelatedApply`] right after
+/// DataFusion's own decorrelation rules. Later rules do not know outer references: filter
+/// push-down moves a filter below a `SubqueryAlias` and renames its columns but not the outer
+/// references inside its subquery, and projection pruning drops the columns those read.
 pub(crate) fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     let mut rules = datafusion::optimizer::Optimizer::new().rules;
     rules.insert(0, Arc::new(LateralApply));
-    rules.push(Arc::new(CorrelatedApply));
+    let after = rules
+        .iter()
+        .position(|r| r.name() == "decorrelate_lateral_join")
+        .map_or(rules.len(), |i| i + 1);
+    rules.insert(after, Arc::new(CorrelatedApply));
     rules
 }
 
@@ -284,7 +292,8 @@ fn values_as_projections(plan: LogicalPlan) -> Result<LogicalPlan> {
 }
 
 /// The optimizer rule that turns correlated subqueries DataFusion left in place into [`Apply`]
-/// nodes. It runs after DataFusion's own rules, so whatever they decorrelate stays a join.
+/// nodes. It runs after DataFusion's decorrelation rules, so whatever they decorrelate stays a
+/// join.
 #[derive(Debug, Default)]
 pub(crate) struct CorrelatedApply;
 
@@ -389,12 +398,35 @@ fn outer_aggregate(plan: &LogicalPlan) -> bool {
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::Aggregate(aggregate) = node {
             found |= aggregate.aggr_expr.iter().any(|e| {
+                // The scalar-subquery wrapper is Augur's, not the user's aggregate: a
+                // subquery it wraps belongs where it is written.
+                let wrapper = matches!(e, Expr::AggregateFunction(f)
+                    if f.func.name() == crate::catalog::single_value::SINGLE_VALUE);
                 let mut outer = false;
                 let mut local = false;
                 let _ = e.apply(|e| {
                     match e {
                         Expr::OuterReferenceColumn(..) => outer = true,
                         Expr::Column(_) => local = true,
+                        Expr::ScalarSubquery(Subquery { subquery, .. })
+                        | Expr::Exists(Exists {
+                            subquery: Subquery { subquery, .. },
+                            ..
+                        })
+                        | Expr::InSubquery(InSubquery {
+                            subquery: Subquery { subquery, .. },
+                            ..
+                        }) if !wrapper => {
+                            // A subquery in the argument reads the aggregate's input or
+                            // a level further out.
+                            for c in outer_columns(subquery) {
+                                if aggregate.input.schema().has_column(&c) {
+                                    local = true;
+                                } else {
+                                    outer = true;
+                                }
+                            }
+                        }
                         _ => {}
                     }
                     Ok(TreeNodeRecursion::Continue)
@@ -403,6 +435,40 @@ fn outer_aggregate(plan: &LogicalPlan) -> bool {
             });
         }
         Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// A subquery expression still in `plan` after optimization: one no rule could run.
+fn left_subquery(plan: &LogicalPlan) -> Option<Arc<LogicalPlan>> {
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        let _ = node.apply_expressions(|e| {
+            e.apply(|e| {
+                match e {
+                    Expr::ScalarSubquery(Subquery { subquery, .. })
+                    | Expr::Exists(Exists {
+                        subquery: Subquery { subquery, .. },
+                        ..
+                    })
+                    | Expr::InSubquery(InSubquery {
+                        subquery: Subquery { subquery, .. },
+                        ..
+                    })
+                    | Expr::SetComparison(SetComparison {
+                        subquery: Subquery { subquery, .. },
+                        ..
+                    }) => found = Some(subquery.clone()),
+                    _ => return Ok(TreeNodeRecursion::Continue),
+                }
+                Ok(TreeNodeRecursion::Stop)
+            })
+        });
+        Ok(if found.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
     });
     found
 }
@@ -753,6 +819,17 @@ impl QueryPlanner for AugurQueryPlanner {
         DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(ApplyPlanner)])
             .create_physical_plan(logical_plan, session_state)
             .await
+            .map_err(|e| match left_subquery(logical_plan) {
+                Some(subquery) if outer_aggregate(&subquery) => DataFusionError::NotImplemented(
+                    "an aggregate of only outer-query columns inside a subquery (PostgreSQL \
+                     computes it in the outer query); aggregate in the outer query instead"
+                        .into(),
+                ),
+                Some(_) => DataFusionError::NotImplemented(format!(
+                    "this form of correlated subquery: {e}"
+                )),
+                None => e,
+            })
     }
 }
 
@@ -878,7 +955,19 @@ impl ExecutionPlan for ApplyExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, ctx.clone())?;
         let work = self.work.clone();
-        let memo: Arc<tokio::sync::Mutex<Memo>> = Arc::default();
+        let converter = RowConverter::new(
+            self.work
+                .keys
+                .iter()
+                .map(|(i, _)| SortField::new(self.input.schema().field(*i).data_type().clone()))
+                .collect(),
+        )?;
+        let memo = Arc::new(tokio::sync::Mutex::new(Memo {
+            converter,
+            sides: HashMap::new(),
+            plans: None,
+            slot: Arc::default(),
+        }));
         let schema = work.schema.clone();
         let stream = input.and_then(move |batch| {
             let (work, memo, ctx) = (work.clone(), memo.clone(), ctx.clone());
@@ -894,11 +983,12 @@ impl ExecutionPlan for ApplyExec {
     }
 }
 
-/// What each set of outer values gave: the subquery's rows (a join) or one value per subquery.
-#[derive(Default)]
+/// What each set of outer values gave, by the values in Arrow's row format: the subquery's rows
+/// (a join) or one row of one value per subquery.
 struct Memo {
-    rows: HashMap<Vec<ScalarValue>, RecordBatch>,
-    values: HashMap<Vec<ScalarValue>, Vec<ScalarValue>>,
+    /// Encodes the outer values of a row.
+    converter: RowConverter,
+    sides: HashMap<OwnedRow, RecordBatch>,
     /// The subqueries, planned once.
     plans: Option<Vec<Prepared>>,
     /// The outer values the plans read while they run.
@@ -1060,141 +1150,128 @@ impl Work {
         .map(|t| t.data)
     }
 
+    /// What the subqueries give for the outer values `key`: the subquery's rows (a join), or
+    /// one row of each scalar subquery's value.
+    async fn side(
+        &self,
+        memo: &mut Memo,
+        key: &[ScalarValue],
+        right: &SchemaRef,
+        ctx: &Arc<TaskContext>,
+    ) -> Result<RecordBatch> {
+        match &self.kind {
+            Kind::Join { .. } => {
+                let batches = self
+                    .run(memo, 0, key, ctx)
+                    .await?
+                    .iter()
+                    .map(|b| conform(b, right))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(concat_batches(right, &batches)?)
+            }
+            Kind::Scalar { subqueries } => {
+                let mut values = Vec::with_capacity(subqueries.len());
+                for (i, field) in right.fields().iter().enumerate() {
+                    let batches = self.run(memo, i, key, ctx).await?;
+                    let count: usize = batches.iter().map(|b| b.num_rows()).sum();
+                    if count > 1 {
+                        return Err(DataFusionError::External(Box::new(
+                            crate::error::Error::coded(
+                                "21000",
+                                "more than one row returned by a subquery used as an expression",
+                            ),
+                        )));
+                    }
+                    values.push(match batches.iter().find(|b| b.num_rows() == 1) {
+                        Some(b) => cast(b.column(0), field.data_type())?,
+                        None => new_null_array(field.data_type(), 1),
+                    });
+                }
+                with_rows(right, values, 1)
+            }
+        }
+    }
+
     async fn process(
         &self,
         batch: &RecordBatch,
         memo: &mut Memo,
         ctx: &Arc<TaskContext>,
     ) -> Result<RecordBatch> {
-        let rows = batch.num_rows();
-        let mut keys = Vec::with_capacity(rows);
-        for row in 0..rows {
-            let key = self
-                .keys
+        let right: SchemaRef = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            self.schema.fields()[self.input_width..]
                 .iter()
-                .map(|(i, _)| ScalarValue::try_from_array(batch.column(*i), row))
-                .collect::<Result<Vec<_>>>()?;
-            keys.push(key);
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let key_columns: Vec<ArrayRef> = self
+            .keys
+            .iter()
+            .map(|(i, _)| batch.column(*i).clone())
+            .collect();
+        let encoded = memo.converter.convert_columns(&key_columns)?;
+        // The distinct outer values of this batch, each with the first row that has them.
+        let mut distinct: HashMap<datafusion::arrow::row::Row<'_>, usize> = HashMap::new();
+        let mut slot_of_row = Vec::with_capacity(batch.num_rows());
+        let mut firsts = Vec::new();
+        for row in 0..batch.num_rows() {
+            let slot = *distinct.entry(encoded.row(row)).or_insert_with(|| {
+                firsts.push(row);
+                firsts.len() - 1
+            });
+            slot_of_row.push(slot);
         }
-        match &self.kind {
-            Kind::Join { outer, .. } => {
-                let right_schema: SchemaRef = Arc::new(datafusion::arrow::datatypes::Schema::new(
-                    self.schema.fields()[self.input_width..].to_vec(),
-                ));
-                for key in &keys {
-                    if !memo.rows.contains_key(key) {
-                        let batches = self.run(memo, 0, key, ctx).await?;
-                        let batches = batches
-                            .iter()
-                            .map(|b| conform(b, &right_schema))
-                            .collect::<Result<Vec<_>>>()?;
-                        let rows = concat_batches(&right_schema, &batches)?;
-                        memo.rows.insert(key.clone(), rows);
-                    }
-                }
-                // Every right side this batch meets, and one all-NULL row for an outer join.
-                let mut sides: Vec<&RecordBatch> = Vec::new();
-                let mut side_of: HashMap<&Vec<ScalarValue>, usize> = HashMap::new();
-                let nulls: Vec<ArrayRef> = right_schema
-                    .fields()
+        let mut owned = Vec::with_capacity(firsts.len());
+        for &row in &firsts {
+            let key = encoded.row(row).owned();
+            if !memo.sides.contains_key(&key) {
+                let values = key_columns
                     .iter()
-                    .map(|f| new_null_array(f.data_type(), 1))
-                    .collect();
-                let nulls = RecordBatch::try_new_with_options(
-                    Arc::new(datafusion::arrow::datatypes::Schema::new(
-                        nulls
-                            .iter()
-                            .enumerate()
-                            .map(|(i, a)| {
-                                datafusion::arrow::datatypes::Field::new(
-                                    format!("c{i}"),
-                                    a.data_type().clone(),
-                                    true,
-                                )
-                            })
-                            .collect::<Vec<_>>(),
-                    )),
-                    nulls,
-                    &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
-                )?;
-                let null_side = 0;
-                sides.push(&nulls);
-                let mut left = Vec::new();
-                let mut right = Vec::new();
-                for (row, key) in keys.iter().enumerate() {
-                    let side = *side_of.entry(key).or_insert_with(|| {
-                        sides.push(&memo.rows[key]);
-                        sides.len() - 1
-                    });
-                    let n = sides[side].num_rows();
-                    if n == 0 {
-                        if *outer {
-                            left.push(row as u32);
-                            right.push((null_side, 0));
-                        }
-                        continue;
-                    }
-                    for r in 0..n {
-                        left.push(row as u32);
-                        right.push((side, r));
-                    }
-                }
-                let left = UInt32Array::from(left);
-                let mut columns: Vec<ArrayRef> = batch
-                    .columns()
-                    .iter()
-                    .map(|c| take(c.as_ref(), &left, None))
-                    .collect::<std::result::Result<_, _>>()?;
-                for c in 0..right_schema.fields().len() {
-                    let arrays: Vec<&dyn Array> =
-                        sides.iter().map(|b| b.column(c).as_ref()).collect();
-                    columns.push(interleave(&arrays, &right)?);
-                }
-                let rows = left.len();
-                with_rows(&self.schema, columns, rows)
+                    .map(|c| ScalarValue::try_from_array(c, row))
+                    .collect::<Result<Vec<_>>>()?;
+                let side = self.side(memo, &values, &right, ctx).await?;
+                memo.sides.insert(key.clone(), side);
             }
-            Kind::Scalar { subqueries } => {
-                for key in &keys {
-                    if memo.values.contains_key(key) {
-                        continue;
-                    }
-                    let mut values = Vec::with_capacity(subqueries.len());
-                    for i in 0..subqueries.len() {
-                        let field = self.schema.field(self.input_width + i);
-                        let batches = self.run(memo, i, key, ctx).await?;
-                        let count: usize = batches.iter().map(|b| b.num_rows()).sum();
-                        if count > 1 {
-                            return Err(DataFusionError::External(Box::new(
-                                crate::error::Error::coded(
-                                    "21000",
-                                    "more than one row returned by a subquery used as an expression",
-                                ),
-                            )));
-                        }
-                        let value = match batches.iter().find(|b| b.num_rows() == 1) {
-                            Some(b) => {
-                                let column = cast(b.column(0), field.data_type())?;
-                                ScalarValue::try_from_array(&column, 0)?
-                            }
-                            None => ScalarValue::try_from(field.data_type())?,
-                        };
-                        values.push(value);
-                    }
-                    memo.values.insert(key.clone(), values);
-                }
-                let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-                for i in 0..subqueries.len() {
-                    let field = self.schema.field(self.input_width + i);
-                    let column = if rows == 0 {
-                        datafusion::arrow::array::new_empty_array(field.data_type())
-                    } else {
-                        ScalarValue::iter_to_array(keys.iter().map(|k| memo.values[k][i].clone()))?
-                    };
-                    columns.push(cast(&column, field.data_type())?);
-                }
-                with_rows(&self.schema, columns, rows)
+            owned.push(key);
+        }
+        // Each distinct key's rows, then one all-NULL row for a LEFT JOIN LATERAL's unmatched.
+        let mut sides: Vec<&RecordBatch> = owned.iter().map(|k| &memo.sides[k]).collect();
+        let nulls = with_rows(
+            &right,
+            right
+                .fields()
+                .iter()
+                .map(|f| new_null_array(f.data_type(), 1))
+                .collect(),
+            1,
+        )?;
+        let outer = matches!(self.kind, Kind::Join { outer: true, .. });
+        let null_side = sides.len();
+        sides.push(&nulls);
+        let mut left = Vec::with_capacity(batch.num_rows());
+        let mut picks = Vec::with_capacity(batch.num_rows());
+        for (row, &slot) in slot_of_row.iter().enumerate() {
+            let n = sides[slot].num_rows();
+            if n == 0 && outer {
+                left.push(row as u32);
+                picks.push((null_side, 0));
+            }
+            for r in 0..n {
+                left.push(row as u32);
+                picks.push((slot, r));
             }
         }
+        let left = UInt32Array::from(left);
+        let mut columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &left, None))
+            .collect::<std::result::Result<_, _>>()?;
+        for (c, field) in self.schema.fields()[self.input_width..].iter().enumerate() {
+            let arrays: Vec<&dyn Array> = sides.iter().map(|b| b.column(c).as_ref()).collect();
+            columns.push(cast(&interleave(&arrays, &picks)?, field.data_type())?);
+        }
+        with_rows(&self.schema, columns, left.len())
     }
 }
 

@@ -203,35 +203,47 @@ pub fn check_written(
         let parent_table: &Table = parent.as_deref().unwrap_or(table);
         let columns = positions(table, &fk.columns)?;
         let keyed = in_key_order(table, parent_table, fk)?;
+        // Each distinct referenced key (the referencing values, as declared) and the parent's
+        // storage key for it (None where no parent row can have it).
         let mut seen: HashSet<Vec<ScalarValue>> = HashSet::new();
+        let mut referenced: Vec<(Vec<ScalarValue>, Option<Vec<u8>>)> = Vec::new();
         for rows in written {
             for row in 0..rows.num_rows() {
                 let Some(values) = values_of(rows, &columns, row)? else {
                     continue;
                 };
-                if !seen.insert(values.clone()) {
-                    continue;
+                if seen.insert(values.clone()) {
+                    let key_values = values_of(rows, &keyed, row)?.unwrap_or_default();
+                    referenced.push((values, key_for_values(parent_table, &key_values)?));
                 }
-                let key_values = values_of(rows, &keyed, row)?.unwrap_or_default();
-                let present = match key_for_values(parent_table, &key_values)? {
-                    None => false,
-                    Some(key) if own => changes.has_key(&key)?,
-                    Some(key) => db.store().get(&key)?.is_some(),
-                };
-                if !present {
-                    return Err(Error::ForeignKeyViolation {
-                        message: format!(
-                            "insert or update on table \"{}\" violates foreign key constraint \"{}\"",
-                            crate::catalog::schema::split(table.name()).1,
-                            fk.name
-                        ),
-                        detail: format!(
-                            "{} is not present in table \"{}\".",
-                            describe(&fk.columns, &values),
-                            crate::catalog::schema::split(&fk.parent).1
-                        ),
-                    });
-                }
+            }
+        }
+        let keys: Vec<Vec<u8>> = referenced.iter().filter_map(|(_, k)| k.clone()).collect();
+        let mut present = if own {
+            changes.has_keys(&keys)?
+        } else {
+            db.store()
+                .multi_get(&keys)?
+                .into_iter()
+                .map(|v| v.is_some())
+                .collect()
+        }
+        .into_iter();
+        for (values, key) in &referenced {
+            let found = key.is_some() && present.next().unwrap_or(false);
+            if !found {
+                return Err(Error::ForeignKeyViolation {
+                    message: format!(
+                        "insert or update on table \"{}\" violates foreign key constraint \"{}\"",
+                        crate::catalog::schema::split(table.name()).1,
+                        fk.name
+                    ),
+                    detail: format!(
+                        "{} is not present in table \"{}\".",
+                        describe(&fk.columns, values),
+                        crate::catalog::schema::split(&fk.parent).1
+                    ),
+                });
             }
         }
     }
@@ -253,13 +265,8 @@ pub fn check_removed(
     let key_columns = table.def().primary_key.clone();
     let mut gone: HashSet<Vec<ScalarValue>> = HashSet::new();
     for rows in removed {
-        for row in 0..rows.num_rows() {
-            let Some(values) = values_of(rows, &key_columns, row)? else {
-                continue;
-            };
-            if let Some(key) = key_for_values(table, &values)?
-                && !changes.has_key(&key)?
-            {
+        for (row, kept) in changes.taken(rows)?.into_iter().enumerate() {
+            if !kept && let Some(values) = values_of(rows, &key_columns, row)? {
                 gone.insert(values);
             }
         }

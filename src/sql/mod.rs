@@ -436,7 +436,7 @@ impl SqlParser {
                         .fold(statement, |s, rule| rule.rewrite(s));
                     rewrite::aggregate_scalar_subqueries(&mut statement);
                     rewrite::name_lateral_columns(&mut statement);
-                    rewrite::exclude_window_keys(&mut statement);
+                    rewrite::window_clauses(&mut statement);
                     windows::expand(&mut statement)?;
                     Ok(statement)
                 })
@@ -469,6 +469,32 @@ impl SqlParser {
     }
 }
 
+/// The position of the token that closes the parenthesis or bracket at `open`, and the
+/// positions at its top level (inside it, not inside a nested one) of the tokens `mark` picks.
+fn enclosed(
+    tokens: &[datafusion::sql::sqlparser::tokenizer::TokenWithSpan],
+    open: usize,
+    mark: impl Fn(&datafusion::sql::sqlparser::tokenizer::Token) -> bool,
+) -> Option<(usize, Vec<usize>)> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let mut depth = 0;
+    let mut marked = Vec::new();
+    for (j, t) in tokens.iter().enumerate().skip(open) {
+        match &t.token {
+            Token::LParen | Token::LBracket => depth += 1,
+            Token::RParen | Token::RBracket => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some((j, marked));
+                }
+            }
+            other if depth == 1 && mark(other) => marked.push(j),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The tokens of `sql` with PostgreSQL's forms that sqlparser does not take rewritten into ones it
 /// does; None when there are none.
 ///
@@ -478,6 +504,8 @@ impl SqlParser {
 /// - `FROM t* alias`: the `*` (a table and its inheritance children; Augur's tables have none).
 /// - `'a'` and `'b'` separated by whitespace holding a newline: one constant, `'ab'`.
 /// - `SUBSTRING(text SIMILAR pattern ESCAPE escape)`: a call of a function of the three.
+/// - `f(a, VARIADIC ARRAY[x, y])`: `f(a, x, y)`.
+/// - `f(x) OVER (... EXCLUDE mode)`: `augur_exclude_f('mode', x) OVER (...)`.
 fn postgresql_token_forms(
     sql: &str,
 ) -> Option<Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan>> {
@@ -561,25 +589,9 @@ fn postgresql_token_forms(
             && let [open] = next_significant(i + 1, 1).as_slice()
             && tokens[*open].token == Token::LParen
         {
-            let mut depth = 0;
-            let mut separators = Vec::new();
-            let mut close = None;
-            for (j, t) in tokens.iter().enumerate().skip(*open) {
-                match &t.token {
-                    Token::LParen => depth += 1,
-                    Token::RParen => {
-                        depth -= 1;
-                        if depth == 0 {
-                            close = Some(j);
-                            break;
-                        }
-                    }
-                    _ if depth == 1 && (word(&t.token, "similar") || word(&t.token, "escape")) => {
-                        separators.push(j);
-                    }
-                    _ => {}
-                }
-            }
+            let (close, separators) =
+                enclosed(&tokens, *open, |t| word(t, "similar") || word(t, "escape")).unzip();
+            let separators = separators.unwrap_or_default();
             if let (Some(close), [similar, escape]) = (close, separators.as_slice())
                 && word(&tokens[*similar].token, "similar")
                 && word(&tokens[*escape].token, "escape")
@@ -607,32 +619,15 @@ fn postgresql_token_forms(
             && word(&tokens[*array].token, "array")
             && tokens[*open].token == Token::LBracket
         {
-            let mut depth = 0i32;
-            let mut close = None;
-            let mut elements: Vec<Vec<usize>> = vec![Vec::new()];
-            for (j, t) in tokens.iter().enumerate().skip(*open) {
-                match &t.token {
-                    Token::LBracket | Token::LParen => depth += 1,
-                    Token::RBracket | Token::RParen => {
-                        depth -= 1;
-                        if depth == 0 {
-                            close = Some(j);
-                            break;
-                        }
-                    }
-                    Token::Comma if depth == 1 => {
-                        elements.push(Vec::new());
-                        continue;
-                    }
-                    _ => {}
-                }
-                if j > *open
-                    && let Some(last) = elements.last_mut()
-                {
-                    last.push(j);
-                }
-            }
-            if let Some(close) = close {
+            let found = enclosed(&tokens, *open, |t| *t == Token::Comma);
+            if let Some((close, commas)) = found {
+                // The elements: the tokens between the bracket and the commas.
+                let bounds: Vec<usize> = std::iter::once(*open)
+                    .chain(commas)
+                    .chain(std::iter::once(close))
+                    .collect();
+                let elements: Vec<std::ops::Range<usize>> =
+                    bounds.windows(2).map(|w| w[0] + 1..w[1]).collect();
                 let after = next_significant(close + 1, 4);
                 let cast = match after.as_slice() {
                     [colons, ty, l, r]
@@ -651,7 +646,7 @@ fn postgresql_token_forms(
                         comma.token = Token::Comma;
                         out.push(comma);
                     }
-                    out.extend(element.iter().map(|&j| tokens[j].clone()));
+                    out.extend(tokens[element.clone()].iter().cloned());
                     if let Some((colons, ty, _)) = cast {
                         out.push(tokens[colons].clone());
                         out.push(tokens[ty].clone());
@@ -669,23 +664,8 @@ fn postgresql_token_forms(
             && let [open] = next_significant(i + 1, 1).as_slice()
             && tokens[*open].token == Token::LParen
         {
-            let mut depth = 0;
-            let mut close = None;
-            let mut exclude = None;
-            for (j, t) in tokens.iter().enumerate().skip(*open) {
-                match &t.token {
-                    Token::LParen => depth += 1,
-                    Token::RParen => {
-                        depth -= 1;
-                        if depth == 0 {
-                            close = Some(j);
-                            break;
-                        }
-                    }
-                    _ if depth == 1 && word(&t.token, "exclude") => exclude = Some(j),
-                    _ => {}
-                }
-            }
+            let exclude = enclosed(&tokens, *open, |t| word(t, "exclude"))
+                .and_then(|(_, marked)| marked.last().copied());
             let mode = exclude.and_then(|e| {
                 let words = next_significant(e + 1, 2);
                 let first = words.first()?;
@@ -743,7 +723,7 @@ fn postgresql_token_forms(
                 let empty = (open_at + 1..last).all(|k| !significant(&out[k].token));
                 Some((name_at, open_at, empty))
             };
-            if let (Some(exclude), Some((mode, end)), Some(close)) = (exclude, mode, close)
+            if let (Some(exclude), Some((mode, end))) = (exclude, mode)
                 && let Some((name_at, open_at, empty)) = call()
             {
                 let Token::Word(name) = &out[name_at].token else {
@@ -764,7 +744,6 @@ fn postgresql_token_forms(
                     with_span.token = t;
                     out.insert(open_at + 1 + n, with_span);
                 }
-                let _ = close;
                 skipped = Some((exclude, end));
                 out.push(tokens[i].clone());
                 i += 1;

@@ -123,6 +123,18 @@ fn figure(expr: &Expr) -> Option<String> {
     figure_strength(expr).map(|(name, _)| name)
 }
 
+/// The first argument of a call, when it is an unnamed expression.
+fn first_argument(f: &datafusion::sql::sqlparser::ast::Function) -> Option<&Expr> {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    match &f.args {
+        FunctionArguments::List(list) => match list.args.first() {
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) => Some(e),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// A name, and how strongly the expression gives it as PostgreSQL weighs it (`FigureColname`):
 /// 2 for a column or function name, 1 for a type name (a cast, a typed literal, `CASE`), which
 /// an enclosing cast or `CASE` replaces.
@@ -133,20 +145,10 @@ fn figure_strength(expr: &Expr) -> Option<(String, u8)> {
         Expr::CompoundIdentifier(parts) => parts.last().map(|p| (normalize_ident(p), 2)),
         // A cast to a type stored as text, rewritten into the function that reads it (see
         // `pg_exprs`): named as the cast is.
-        Expr::Function(f) if text_type_reader(f).is_some() => {
-            let argument = match &f.args {
-                datafusion::sql::sqlparser::ast::FunctionArguments::List(list) => {
-                    match list.args.first() {
-                        Some(datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
-                            datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(e),
-                        )) => figure_strength(e).filter(|(_, s)| *s == 2),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
-            argument.or_else(|| text_type_reader(f).map(|t| (t.to_string(), 1)))
-        }
+        Expr::Function(f) if text_type_reader(f).is_some() => first_argument(f)
+            .and_then(figure_strength)
+            .filter(|(_, s)| *s == 2)
+            .or_else(|| text_type_reader(f).map(|t| (t.to_string(), 1))),
         // A scalar subquery's value (see `rewrite::aggregate_scalar_subqueries`): named as
         // what it wraps.
         Expr::Function(f)
@@ -155,17 +157,7 @@ fn figure_strength(expr: &Expr) -> Option<(String, u8)> {
                     || i.value == crate::catalog::single_value::SINGLE_UNWRAP
             }) =>
         {
-            match &f.args {
-                datafusion::sql::sqlparser::ast::FunctionArguments::List(list) => {
-                    match list.args.first() {
-                        Some(datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
-                            datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(e),
-                        )) => figure_strength(e),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            }
+            first_argument(f).and_then(figure_strength)
         }
         Expr::Function(f) => f
             .name

@@ -167,17 +167,17 @@ fn wrap_single_output(query: &mut Query) -> bool {
 /// (`augur_exclude_f('mode', x)`, see `catalog::window_exclude`) get their argument count and
 /// their window's ORDER BY keys as arguments: `augur_exclude_f('mode', 1, x, k1, k2)`, the
 /// keys deciding which rows are peers.
-pub fn exclude_window_keys(statement: &mut Statement) {
-    let _ = statement.visit(&mut ExcludeKeys::default());
+pub fn window_clauses(statement: &mut Statement) {
+    let _ = statement.visit(&mut WindowClauses::default());
 }
 
 /// The named windows of each query being visited, innermost last.
 #[derive(Default)]
-struct ExcludeKeys {
+struct WindowClauses {
     windows: Vec<Vec<(String, datafusion::sql::sqlparser::ast::NamedWindowExpr)>>,
 }
 
-impl ExcludeKeys {
+impl WindowClauses {
     /// The definition of the named window `name`, through windows defined by other names.
     fn spec_of(&self, mut name: String) -> Option<datafusion::sql::sqlparser::ast::WindowSpec> {
         use datafusion::sql::sqlparser::ast::NamedWindowExpr;
@@ -216,7 +216,7 @@ fn inherit(
     }
 }
 
-impl VisitorMut for ExcludeKeys {
+impl VisitorMut for WindowClauses {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {

@@ -296,23 +296,33 @@ impl<'a> TableChanges<'a> {
     /// has not deleted, or by a row this statement wrote.
     pub fn taken(&self, rows: &RecordBatch) -> Result<Vec<bool>> {
         let keys = self.keys(rows)?;
-        let mut taken = vec![false; keys.len()];
+        if self.table.def().has_row_id() {
+            // Every stored row has its own key: only this statement's can be taken.
+            return Ok(keys.iter().map(|k| self.written.contains_key(k)).collect());
+        }
+        self.has_keys(&keys)
+    }
+
+    /// For each storage key, whether a row has it as this statement leaves the table (read in
+    /// one batch where the statement has not decided it).
+    pub fn has_keys(&self, keys: &[Vec<u8>]) -> Result<Vec<bool>> {
+        let mut found = vec![false; keys.len()];
         let mut to_read = Vec::new();
         let mut positions = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             if self.written.contains_key(key) {
-                taken[i] = true;
+                found[i] = true;
             } else if !self.deleted.contains(key) {
                 to_read.push(key.clone());
                 positions.push(i);
             }
         }
-        if !to_read.is_empty() && !self.table.def().has_row_id() {
-            for (found, i) in self.store.multi_get(&to_read)?.into_iter().zip(positions) {
-                taken[i] = found.is_some();
+        if !to_read.is_empty() {
+            for (value, i) in self.store.multi_get(&to_read)?.into_iter().zip(positions) {
+                found[i] = value.is_some();
             }
         }
-        Ok(taken)
+        Ok(found)
     }
 
     /// The stored values of the rows with the keys of `rows` (whole rows), as this statement
@@ -336,17 +346,6 @@ impl<'a> TableChanges<'a> {
             }
         }
         Ok(out)
-    }
-
-    /// Whether a row with storage key `key` exists as this statement leaves the table.
-    pub fn has_key(&self, key: &[u8]) -> Result<bool> {
-        if self.written.contains_key(key) {
-            return Ok(true);
-        }
-        if self.deleted.contains(key) {
-            return Ok(false);
-        }
-        Ok(self.store.get(key)?.is_some())
     }
 
     /// Whether this statement deleted or wrote the row with storage key `key`.
