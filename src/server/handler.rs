@@ -3,7 +3,6 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
@@ -411,8 +410,8 @@ impl ExtendedQueryHandler for Queries {
             .map(|t| (!t.is_null()).then_some(t))
             .collect();
         let params = match text_typed_parameters(portal) {
-            Some(portal) => deserialize_parameters(&portal, &types)?,
-            None => deserialize_parameters(portal, &types)?,
+            Some(portal) => super::params::deserialize(&portal, &types)?,
+            None => super::params::deserialize(portal, &types)?,
         };
         let options = format_options(client.metadata());
         let limits = self.limits(client)(client);

@@ -6,6 +6,7 @@ mod auth;
 mod cancel;
 mod copy;
 mod handler;
+mod params;
 pub mod text;
 
 use std::future::Future;

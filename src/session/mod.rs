@@ -33,6 +33,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, IntervalUnit, SchemaRef};
 use datafusion::common::ParamValues;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -516,7 +517,7 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
                 .state()
                 .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
                 .await?;
-            let schema = Arc::new(plan.schema().as_arrow().clone());
+            let schema = Arc::new(coerced_schema(db, &plan));
             let types = param_types(&plan, db.models())?;
             let plan = postgres_plan(db.ctx(), plan)?;
             let plan = match lookup::PointLookup::from_plan(&plan, &db.ctx().state()) {
@@ -964,13 +965,64 @@ async fn run_query(db: &Database, env: &SessionEnv, plan: LogicalPlan) -> Result
         }));
     env.apply(&mut state);
     let df = datafusion::dataframe::DataFrame::new(state, plan);
-    let schema = Arc::new(df.schema().as_arrow().clone());
+    let named = df.schema().as_arrow().clone();
     let stream = df.execute_stream().await?;
+    let schema = Arc::new(executed_types(named, &stream.schema()));
     Ok(Output::Rows {
         schema,
         stream,
         tag: "SELECT".into(),
     })
+}
+
+/// The columns `plan` returns, typed as they are once type coercion ran (a `UNION` branch's
+/// columns take the type common to all branches only then).
+fn coerced_schema(db: &Database, plan: &LogicalPlan) -> datafusion::arrow::datatypes::Schema {
+    let named = plan.schema().as_arrow().clone();
+    let has_union = plan
+        .exists(|node| Ok(matches!(node, LogicalPlan::Union(_))))
+        .unwrap_or(false);
+    if !has_union {
+        return named;
+    }
+    let state = db.ctx().state();
+    match state
+        .analyzer()
+        .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
+    {
+        Ok(analyzed) => executed_types(named, &Arc::new(analyzed.schema().as_arrow().clone())),
+        Err(_) => named,
+    }
+}
+
+/// `named` (the columns as the statement names them) with the types its plan produces once
+/// type coercion ran: `SELECT 1 UNION SELECT 2.2::numeric` names an `int8` column and returns
+/// `numeric` values.
+fn executed_types(
+    named: datafusion::arrow::datatypes::Schema,
+    executed: &SchemaRef,
+) -> datafusion::arrow::datatypes::Schema {
+    if named.fields().len() != executed.fields().len()
+        || named
+            .fields()
+            .iter()
+            .zip(executed.fields())
+            .all(|(n, e)| n.data_type() == e.data_type())
+    {
+        return named;
+    }
+    let fields: Vec<_> = named
+        .fields()
+        .iter()
+        .zip(executed.fields())
+        .map(|(n, e)| {
+            n.as_ref()
+                .clone()
+                .with_data_type(e.data_type().clone())
+                .with_nullable(n.is_nullable() || e.is_nullable())
+        })
+        .collect();
+    datafusion::arrow::datatypes::Schema::new_with_metadata(fields, named.metadata().clone())
 }
 
 /// Compiles `expr` over columns `schema` describes, with DataFusion's type coercion.

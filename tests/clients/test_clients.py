@@ -61,6 +61,38 @@ def psycopg_text_binary_and_prepared():
 
 
 @test
+def psycopg_python_numbers_into_numeric_and_integer_columns():
+    # psycopg sends a Python float as float8 and an int as int8 whatever the column's type;
+    # they convert as PostgreSQL's assignment casts do (numeric rounds to its scale, a float
+    # rounds to the nearest integer, ties to even).
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute("CREATE TABLE py_prices (id INT PRIMARY KEY, price NUMERIC(10, 2), qty INT)")
+        for binary in (False, True):
+            with conn.cursor(binary=binary) as cur:
+                base = 10 if binary else 0
+                for i, v in enumerate([2.2, 5, decimal.Decimal("3.456"), 2.5]):
+                    cur.execute("INSERT INTO py_prices VALUES (%s, %s, %s)", (base + i, v, v))
+                cur.execute("SELECT price, qty FROM py_prices WHERE id >= %s AND id < %s ORDER BY id",
+                            (base, base + 10))
+                assert cur.fetchall() == [
+                    (decimal.Decimal("2.20"), 2), (decimal.Decimal("5.00"), 5),
+                    (decimal.Decimal("3.46"), 3), (decimal.Decimal("2.50"), 2),
+                ], binary
+                cur.execute("SELECT count(*) FROM py_prices WHERE price > %s AND id >= %s", (2.2, base))
+                assert cur.fetchone() == (3,)
+                cur.execute("SELECT %s::numeric(4, 1)", (3.25,))
+                assert cur.fetchone() == (decimal.Decimal("3.3"),)
+                try:
+                    cur.execute("INSERT INTO py_prices VALUES (99, %s, 1)", (1e12,))
+                    raise AssertionError("overflowing numeric accepted")
+                except psycopg.errors.NumericValueOutOfRange:
+                    pass
+                # one UNION branch numeric, the other integer: the column is numeric
+                cur.execute("SELECT 1 UNION ALL SELECT %s::numeric(3, 1) ORDER BY 1", (2.5,))
+                assert cur.fetchall() == [(decimal.Decimal("1.0"),), (decimal.Decimal("2.5"),)]
+
+
+@test
 def psycopg_transactions():
     with psycopg.connect(DSN) as conn:  # not autocommit: psycopg sends BEGIN
         conn.execute("CREATE TABLE py_tx (a INT PRIMARY KEY)")
