@@ -29,6 +29,53 @@ pub fn register(ctx: &datafusion::prelude::SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(SubstringSimilar {
         signature: any_of(3..=3),
     }));
+    ctx.register_udf(ScalarUDF::new_from_impl(SubstringRegex {
+        signature: any_of(2..=2),
+    }));
+}
+
+/// The function `SUBSTRING(text FROM pattern)` with a text pattern is read as.
+pub const SUBSTRING_REGEX: &str = "augur_substring_regex";
+
+/// `SUBSTRING(text FROM pattern)` with a text `pattern`: the first match of the POSIX regular
+/// expression, or the part its first parenthesized subexpression matched when it has one (NULL
+/// when that part did not take part in the match); NULL when nothing matches.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SubstringRegex {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for SubstringRegex {
+    fn name(&self) -> &str {
+        SUBSTRING_REGEX
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut regex_rows = RegexRows::new(&arrays, rows, 2)?;
+        let mut out = StringBuilder::new();
+        for i in 0..rows {
+            let Some((text, re, _)) = regex_rows.row(i)? else {
+                out.append_null();
+                continue;
+            };
+            let group = usize::from(re.captures_len() > 1);
+            match re.captures(text).and_then(|c| c.get(group)) {
+                Some(m) => out.append_value(m.as_str()),
+                None => out.append_null(),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
 }
 
 /// The function `SUBSTRING(text SIMILAR pattern ESCAPE escape)` is read as.

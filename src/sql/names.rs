@@ -171,6 +171,10 @@ fn figure_strength(expr: &Expr) -> Option<(String, u8)> {
                     ("array".into(), 2)
                 } else if name == crate::catalog::pg_extract::EXTRACT {
                     ("extract".into(), 2)
+                } else if name == crate::catalog::pg_regexp::SUBSTRING_REGEX
+                    || name == crate::catalog::pg_regexp::SUBSTRING_SIMILAR
+                {
+                    ("substring".into(), 2)
                 } else if let Some(function) =
                     name.strip_prefix(crate::catalog::window_exclude::PREFIX)
                 {

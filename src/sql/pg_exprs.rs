@@ -14,8 +14,9 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, DateTimeField, Expr, Statement, TypedString, UnaryOperator,
-    Value, ValueWithSpan, VisitMut, VisitorMut,
+    BinaryOperator, CastKind, DataType, DateTimeField, Expr, Function, NamedWindowExpr, Select,
+    Statement, TypedString, UnaryOperator, Value, ValueWithSpan, VisitMut, VisitorMut,
+    WindowFrameBound, WindowSpec, WindowType,
 };
 
 /// Applies every rewrite of this module to `statement`.
@@ -33,8 +34,21 @@ struct PgExprs;
 impl VisitorMut for PgExprs {
     type Break = ();
 
+    fn pre_visit_select(&mut self, select: &mut Select) -> ControlFlow<()> {
+        for window in &mut select.named_window {
+            if let NamedWindowExpr::WindowSpec(spec) = &mut window.1 {
+                literal_frame_offsets(spec);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
+            Expr::Function(Function {
+                over: Some(WindowType::WindowSpec(spec)),
+                ..
+            }) => literal_frame_offsets(spec),
             Expr::UnaryOp {
                 op: UnaryOperator::Minus,
                 expr: inner,
@@ -77,6 +91,32 @@ impl VisitorMut for PgExprs {
                         BinaryOperator::PGRegexMatch
                     },
                     right: Box::new(Expr::value(Value::SingleQuotedString(regex))),
+                };
+            }
+            // `SUBSTRING(text FROM 'pattern')` takes a regular expression and `SUBSTRING(text
+            // FROM 'pattern' FOR 'escape')` a SQL one (what `SIMILAR ... ESCAPE` reads), where
+            // DataFusion takes positions only.
+            Expr::Substring {
+                expr: text,
+                substring_from: Some(from),
+                substring_for,
+                ..
+            } if string_literal(from).is_some()
+                && substring_for
+                    .as_deref()
+                    .is_none_or(|f| string_literal(f).is_some()) =>
+            {
+                let text = std::mem::replace(text.as_mut(), null());
+                let from = std::mem::replace(from.as_mut(), null());
+                *expr = match substring_for.take() {
+                    None => super::rewrite::call(
+                        crate::catalog::pg_regexp::SUBSTRING_REGEX,
+                        vec![text, from],
+                    ),
+                    Some(escape) => super::rewrite::call(
+                        crate::catalog::pg_regexp::SUBSTRING_SIMILAR,
+                        vec![text, from, *escape],
+                    ),
                 };
             }
             // Types stored as text and read by a function of their own.
@@ -408,6 +448,52 @@ fn push_literal(out: &mut String, c: char) {
         out.push('\\');
     }
     out.push(c);
+}
+
+/// `2::int8 PRECEDING`: a frame offset that is a number cast to a number type is the number,
+/// which DataFusion (taking literal offsets only) reads as the ORDER BY key's type.
+fn literal_frame_offsets(spec: &mut WindowSpec) {
+    let Some(frame) = spec.window_frame.as_mut() else {
+        return;
+    };
+    for bound in std::iter::once(&mut frame.start_bound).chain(frame.end_bound.as_mut()) {
+        if let WindowFrameBound::Preceding(Some(offset)) | WindowFrameBound::Following(Some(offset)) =
+            bound
+            && let Expr::Cast {
+                expr: inner,
+                data_type,
+                ..
+            } = offset.as_mut()
+            && is_number_type(data_type)
+            && let Expr::Value(ValueWithSpan {
+                value: Value::Number(number, _),
+                ..
+            }) = inner.as_ref()
+        {
+            **offset = Expr::value(Value::Number(number.clone(), false));
+        }
+    }
+}
+
+fn is_number_type(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::SmallInt(_)
+            | DataType::Int2(_)
+            | DataType::Int(_)
+            | DataType::Integer(_)
+            | DataType::Int4(_)
+            | DataType::BigInt(_)
+            | DataType::Int8(_)
+            | DataType::Real
+            | DataType::Float4
+            | DataType::Double(_)
+            | DataType::DoublePrecision
+            | DataType::Float8
+            | DataType::Float(_)
+            | DataType::Numeric(_)
+            | DataType::Decimal(_)
+    )
 }
 
 #[cfg(test)]
