@@ -575,18 +575,168 @@ where
     )
 }
 
+/// An interval function of one interval that may fail (`interval out of range`).
+fn interval_map(
+    name: &str,
+    f: impl Fn(IntervalParts) -> Option<IntervalParts> + Send + Sync + 'static,
+) -> ScalarUDF {
+    use datafusion::arrow::datatypes::{IntervalMonthDayNano, IntervalMonthDayNanoType};
+    let interval = DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano);
+    create_udf(
+        name,
+        vec![interval.clone()],
+        interval,
+        Volatility::Immutable,
+        Arc::new(make_scalar_function(
+            move |args: &[ArrayRef]| {
+                let out = args[0]
+                    .as_primitive::<IntervalMonthDayNanoType>()
+                    .iter()
+                    .map(|v| {
+                        v.map(|v| {
+                            f(IntervalParts {
+                                months: i64::from(v.months),
+                                days: i64::from(v.days),
+                                nanos: v.nanoseconds,
+                            })
+                            .and_then(|p| {
+                                Some(IntervalMonthDayNano::new(
+                                    i32::try_from(p.months).ok()?,
+                                    i32::try_from(p.days).ok()?,
+                                    p.nanos,
+                                ))
+                            })
+                            .ok_or_else(|| pg_error("22008", "interval out of range"))
+                        })
+                        .transpose()
+                    })
+                    .collect::<datafusion::error::Result<
+                        datafusion::arrow::array::IntervalMonthDayNanoArray,
+                    >>()?;
+                Ok(Arc::new(out) as ArrayRef)
+            },
+            vec![],
+        )),
+    )
+}
+
+/// An interval's fields, wide enough to carry between them before they are checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct IntervalParts {
+    months: i64,
+    days: i64,
+    nanos: i64,
+}
+
+const DAY_NANOS: i64 = 86_400_000_000_000;
+const DAYS_PER_MONTH: i64 = 30;
+
+/// `justify_hours`: whole 24-hour periods of the time moved into days, the time then of the
+/// days' sign.
+fn justify_hours(mut v: IntervalParts) -> Option<IntervalParts> {
+    v.days = v.days.checked_add(v.nanos / DAY_NANOS)?;
+    v.nanos %= DAY_NANOS;
+    if v.days > 0 && v.nanos < 0 {
+        v.nanos += DAY_NANOS;
+        v.days -= 1;
+    } else if v.days < 0 && v.nanos > 0 {
+        v.nanos -= DAY_NANOS;
+        v.days += 1;
+    }
+    Some(v)
+}
+
+/// `justify_days`: whole 30-day periods moved into months, the days then of the months' sign.
+fn justify_days(mut v: IntervalParts) -> Option<IntervalParts> {
+    v.months = v.months.checked_add(v.days / DAYS_PER_MONTH)?;
+    v.days %= DAYS_PER_MONTH;
+    if v.months > 0 && v.days < 0 {
+        v.days += DAYS_PER_MONTH;
+        v.months -= 1;
+    } else if v.months < 0 && v.days > 0 {
+        v.days -= DAYS_PER_MONTH;
+        v.months += 1;
+    }
+    Some(v)
+}
+
+/// `justify_interval`: both, with every field of one sign.
+fn justify_interval(mut v: IntervalParts) -> Option<IntervalParts> {
+    // Days of the time's sign first, which keeps the day count in range.
+    if (v.days > 0 && v.nanos > 0) || (v.days < 0 && v.nanos < 0) {
+        v.months = v.months.checked_add(v.days / DAYS_PER_MONTH)?;
+        v.days %= DAYS_PER_MONTH;
+    }
+    v.days = v.days.checked_add(v.nanos / DAY_NANOS)?;
+    v.nanos %= DAY_NANOS;
+    v.months = v.months.checked_add(v.days / DAYS_PER_MONTH)?;
+    v.days %= DAYS_PER_MONTH;
+    if v.months > 0 && (v.days < 0 || (v.days == 0 && v.nanos < 0)) {
+        v.days += DAYS_PER_MONTH;
+        v.months -= 1;
+    } else if v.months < 0 && (v.days > 0 || (v.days == 0 && v.nanos > 0)) {
+        v.days -= DAYS_PER_MONTH;
+        v.months += 1;
+    }
+    if v.days > 0 && v.nanos < 0 {
+        v.nanos += DAY_NANOS;
+        v.days -= 1;
+    } else if v.days < 0 && v.nanos > 0 {
+        v.nanos -= DAY_NANOS;
+        v.days += 1;
+    }
+    Some(v)
+}
+
 /// Name of the function that writes an interval as text as PostgreSQL does.
 pub const INTERVAL_TEXT: &str = "augur_interval_text";
 
-/// `augur_interval_text(interval)`: the interval's text in PostgreSQL's `postgres` style
-/// (`1 day 02:00:00`), what `CAST(interval AS text)` gives there and what the wire carries.
-fn interval_text() -> ScalarUDF {
-    interval_function(
-        INTERVAL_TEXT,
-        DataType::Utf8,
-        |v| crate::server::text::interval_text(v.months, v.days, v.nanoseconds / 1000),
-        |texts: datafusion::arrow::array::StringArray| Ok(Arc::new(texts) as ArrayRef),
-    )
+/// `augur_interval_text(interval)`: the interval's text in the session's `IntervalStyle`
+/// (`1 day 02:00:00` in the default `postgres` style), what `CAST(interval AS text)` gives there
+/// and what the wire carries.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntervalText {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for IntervalText {
+    fn name(&self) -> &str {
+        INTERVAL_TEXT
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        use pgwire::types::format::interval_style::IntervalStyle;
+        let style = session_setting(&args.config_options, "intervalstyle")
+            .and_then(|s| IntervalStyle::try_from(s).ok())
+            .unwrap_or_default();
+        let intervals = args.args[0].to_array(args.number_rows)?;
+        let texts: datafusion::arrow::array::StringArray = intervals
+            .as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>()
+            .iter()
+            .map(|v| {
+                v.map(|v| {
+                    crate::server::text::styled_interval_text(
+                        style,
+                        v.months,
+                        v.days,
+                        v.nanoseconds / 1000,
+                    )
+                })
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(texts)))
+    }
 }
 
 /// Name of the function that orders intervals as PostgreSQL compares them.
@@ -611,7 +761,17 @@ fn interval_key() -> ScalarUDF {
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(like_escape());
     ctx.register_udf(interval_key());
-    ctx.register_udf(interval_text());
+    ctx.register_udf(ScalarUDF::new_from_impl(IntervalText {
+        signature: Signature::exact(
+            vec![DataType::Interval(
+                datafusion::arrow::datatypes::IntervalUnit::MonthDayNano,
+            )],
+            Volatility::Stable,
+        ),
+    }));
+    ctx.register_udf(interval_map("justify_hours", justify_hours));
+    ctx.register_udf(interval_map("justify_days", justify_days));
+    ctx.register_udf(interval_map("justify_interval", justify_interval));
     ctx.register_udf(float_divide());
     ctx.register_udf(float8_in());
     ctx.register_udf(ScalarUDF::new_from_impl(Decode {

@@ -15,6 +15,7 @@ use datafusion::arrow::datatypes::{
 };
 use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::types::format::FormatOptions;
+use pgwire::types::format::interval_style::IntervalStyle;
 
 /// Rewrites the text-format columns of `batch` whose PostgreSQL text differs from the encoder's.
 /// Field metadata naming a list column's PostgreSQL vector type (`int2vector` or `oidvector`),
@@ -80,6 +81,7 @@ pub fn postgres_text(
     // timestamptz values are shown in the session's time zone.
     let zone = crate::session::timezone::Zone::parse(&options.time_zone)
         .unwrap_or_else(crate::session::timezone::Zone::utc);
+    let style = IntervalStyle::try_from(options.interval_style.as_str()).unwrap_or_default();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     let mut schema_fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
     let mut changed = false;
@@ -149,7 +151,11 @@ pub fn postgres_text(
                 column
                     .as_primitive::<IntervalMonthDayNanoType>()
                     .iter()
-                    .map(|v| v.map(|v| interval_text(v.months, v.days, v.nanoseconds / 1000)))
+                    .map(|v| {
+                        v.map(|v| {
+                            styled_interval_text(style, v.months, v.days, v.nanoseconds / 1000)
+                        })
+                    })
                     .collect(),
             ),
             // The difference of two timestamps: PostgreSQL's interval of whole days and a time.
@@ -163,7 +169,7 @@ pub fn postgres_text(
                             v.map(|v| {
                                 let day = 86_400_000_000;
                                 let days = i32::try_from(v / day).unwrap_or(i32::MAX);
-                                interval_text(0, days, v % day)
+                                styled_interval_text(style, 0, days, v % day)
                             })
                         })
                         .collect()
@@ -309,6 +315,202 @@ fn time_text(micros: i64) -> String {
         (secs / 60) % 60,
         secs % 60
     )
+}
+
+/// An interval as PostgreSQL writes it in the session's `IntervalStyle`.
+pub fn styled_interval_text(style: IntervalStyle, months: i32, days: i32, micros: i64) -> String {
+    match style {
+        IntervalStyle::Postgres => interval_text(months, days, micros),
+        IntervalStyle::PostgresVerbose => verbose_interval_text(months, days, micros),
+        IntervalStyle::SQLStandard => sql_standard_interval_text(months, days, micros),
+        IntervalStyle::ISO8601 => iso_interval_text(months, days, micros),
+    }
+}
+
+/// An interval's fields as PostgreSQL's `EncodeInterval` takes them: years and months from the
+/// months, hours, minutes, seconds and microseconds from the time, each with its part's sign.
+struct IntervalFields {
+    year: i64,
+    mon: i64,
+    day: i64,
+    hour: i64,
+    min: i64,
+    sec: i64,
+    fsec: i64,
+}
+
+impl IntervalFields {
+    fn of(months: i32, days: i32, micros: i64) -> Self {
+        let months = i64::from(months);
+        let secs = micros / 1_000_000;
+        Self {
+            year: months / 12,
+            mon: months % 12,
+            day: i64::from(days),
+            hour: secs / 3600,
+            min: (secs / 60) % 60,
+            sec: secs % 60,
+            fsec: micros % 1_000_000,
+        }
+    }
+
+    /// `|sec|.fraction`, the seconds two digits wide when `zero_padded`.
+    fn seconds(&self, zero_padded: bool) -> String {
+        let sec = self.sec.unsigned_abs();
+        let whole = if zero_padded {
+            format!("{sec:02}")
+        } else {
+            sec.to_string()
+        };
+        format!("{whole}{}", fraction(self.fsec.unsigned_abs() as u32))
+    }
+}
+
+/// `postgres_verbose`: `@ 1 year 2 mons -3 days 4 hours 5 mins 6.5 secs`, the sign of the first
+/// field not zero given once as a trailing `ago`.
+fn verbose_interval_text(months: i32, days: i32, micros: i64) -> String {
+    let f = IntervalFields::of(months, days, micros);
+    let mut out = String::from("@");
+    let mut zero = true;
+    let mut before = false;
+    for (value, unit) in [
+        (f.year, "year"),
+        (f.mon, "mon"),
+        (f.day, "day"),
+        (f.hour, "hour"),
+        (f.min, "min"),
+    ] {
+        if value == 0 {
+            continue;
+        }
+        let shown = if zero {
+            before = value < 0;
+            value.abs()
+        } else if before {
+            -value
+        } else {
+            value
+        };
+        let plural = if shown == 1 { "" } else { "s" };
+        out.push_str(&format!(" {shown} {unit}{plural}"));
+        zero = false;
+    }
+    if f.sec != 0 || f.fsec != 0 {
+        out.push(' ');
+        if f.sec < 0 || (f.sec == 0 && f.fsec < 0) {
+            if zero {
+                before = true;
+            } else if !before {
+                out.push('-');
+            }
+        } else if before {
+            out.push('-');
+        }
+        out.push_str(&f.seconds(false));
+        let plural = if f.sec.abs() != 1 || f.fsec != 0 {
+            "s"
+        } else {
+            ""
+        };
+        out.push_str(&format!(" sec{plural}"));
+        zero = false;
+    }
+    if zero {
+        out.push_str(" 0");
+    }
+    if before {
+        out.push_str(" ago");
+    }
+    out
+}
+
+/// `sql_standard`: `1-2` (years-months), `3 4:05:06` (day-time), one sign for the whole value;
+/// `+1-2 -3 +4:05:06` when the value mixes signs or both kinds of field.
+fn sql_standard_interval_text(months: i32, days: i32, micros: i64) -> String {
+    let mut f = IntervalFields::of(months, days, micros);
+    let fields = [f.year, f.mon, f.day, f.hour, f.min, f.sec, f.fsec];
+    let negative = fields.iter().any(|v| *v < 0);
+    let positive = fields.iter().any(|v| *v > 0);
+    let year_month = f.year != 0 || f.mon != 0;
+    let day_time = f.day != 0 || f.hour != 0 || f.min != 0 || f.sec != 0 || f.fsec != 0;
+    let mixed = (negative && positive) || (year_month && day_time);
+    if !mixed {
+        let mut out = String::new();
+        if negative {
+            out.push('-');
+            f = IntervalFields {
+                year: -f.year,
+                mon: -f.mon,
+                day: -f.day,
+                hour: -f.hour,
+                min: -f.min,
+                sec: -f.sec,
+                fsec: -f.fsec,
+            };
+        }
+        if !negative && !positive {
+            out.push('0');
+        } else if !day_time {
+            out.push_str(&format!("{}-{}", f.year, f.mon));
+        } else if f.day != 0 {
+            out.push_str(&format!(
+                "{} {}:{:02}:{}",
+                f.day,
+                f.hour,
+                f.min,
+                f.seconds(true)
+            ));
+        } else {
+            out.push_str(&format!("{}:{:02}:{}", f.hour, f.min, f.seconds(true)));
+        }
+        return out;
+    }
+    let sign = |negative: bool| if negative { '-' } else { '+' };
+    format!(
+        "{}{}-{} {}{} {}{}:{:02}:{}",
+        sign(f.year < 0 || f.mon < 0),
+        f.year.abs(),
+        f.mon.abs(),
+        sign(f.day < 0),
+        f.day.abs(),
+        sign(f.hour < 0 || f.min < 0 || f.sec < 0 || f.fsec < 0),
+        f.hour.abs(),
+        f.min.abs(),
+        f.seconds(true)
+    )
+}
+
+/// `iso_8601`: `P1Y2M3DT4H5M6.5S`, each field with its own sign; `PT0S` for zero.
+fn iso_interval_text(months: i32, days: i32, micros: i64) -> String {
+    let f = IntervalFields::of(months, days, micros);
+    if [f.year, f.mon, f.day, f.hour, f.min, f.sec, f.fsec]
+        .iter()
+        .all(|v| *v == 0)
+    {
+        return "PT0S".into();
+    }
+    let mut out = String::from("P");
+    let part = |out: &mut String, value: i64, unit: char| {
+        if value != 0 {
+            out.push_str(&format!("{value}{unit}"));
+        }
+    };
+    part(&mut out, f.year, 'Y');
+    part(&mut out, f.mon, 'M');
+    part(&mut out, f.day, 'D');
+    if f.hour != 0 || f.min != 0 || f.sec != 0 || f.fsec != 0 {
+        out.push('T');
+    }
+    part(&mut out, f.hour, 'H');
+    part(&mut out, f.min, 'M');
+    if f.sec != 0 || f.fsec != 0 {
+        if f.sec < 0 || f.fsec < 0 {
+            out.push('-');
+        }
+        out.push_str(&f.seconds(false));
+        out.push('S');
+    }
+    out
 }
 
 /// An interval as PostgreSQL writes it in the `postgres` interval style: `1 year 2 mons -3 days

@@ -352,6 +352,10 @@ fn validate(name: &str, value: String) -> Result<String> {
             "on" | "true" | "1" => Ok("on".into()),
             _ => invalid(" (Augur only supports on)"),
         },
+        "IntervalStyle" => match value.to_ascii_lowercase().as_str() {
+            v @ ("postgres" | "postgres_verbose" | "sql_standard" | "iso_8601") => Ok(v.into()),
+            _ => invalid(" (postgres, postgres_verbose, sql_standard or iso_8601)"),
+        },
         "TimeZone" => match super::timezone::Zone::canonical_name(&value) {
             Some(name) => Ok(name),
             None => invalid(""),

@@ -108,7 +108,15 @@ pub fn parse(text: &str) -> Option<IntervalMonthDayNano> {
         return parse_iso(iso);
     }
     let body = trimmed.strip_prefix('@').unwrap_or(trimmed).trim();
-    let tokens = tokenize(body)?;
+    // SQL's `Y-M` for years and months (`1-2`, `-1-2`), spelled out with units.
+    let spelled: Vec<String> = body
+        .split_whitespace()
+        .map(|word| match year_month(word) {
+            Some((years, months)) => format!("{years} years {months} months"),
+            None => word.to_string(),
+        })
+        .collect();
+    let tokens = tokenize(&spelled.join(" "))?;
     if tokens.is_empty() {
         return None;
     }
@@ -480,6 +488,12 @@ mod tests {
     #[test]
     fn reads_what_postgresql_reads() {
         assert_eq!(p("41 mon 12 days 360:00"), (41, 12, 360 * H));
+        assert_eq!(p("1-2"), (14, 0, 0));
+        assert_eq!(p("-1-2"), (-14, 0, 0));
+        assert_eq!(
+            p("+1-2 -3 +4:05:06.789"),
+            (14, -3, 4 * H + 5 * M + 6_789_000)
+        );
         assert_eq!(p("-41 mon -12 days +360:00"), (-41, -12, 360 * H));
         assert_eq!(
             p("9 mon -27 days 12:34:56"),

@@ -14,9 +14,10 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, DateTimeField, Expr, Function, NamedWindowExpr, Select,
-    Statement, TypedString, UnaryOperator, Value, ValueWithSpan, VisitMut, VisitorMut,
-    WindowFrameBound, WindowSpec, WindowType,
+    BinaryOperator, CastKind, DataType, DateTimeField, Expr, Function, FunctionArg,
+    FunctionArgExpr, FunctionArgOperator, FunctionArguments, NamedWindowExpr, Select, Statement,
+    TypedString, UnaryOperator, Value, ValueWithSpan, VisitMut, VisitorMut, WindowFrameBound,
+    WindowSpec, WindowType,
 };
 
 /// Applies every rewrite of this module to `statement`.
@@ -43,12 +44,50 @@ impl VisitorMut for PgExprs {
         ControlFlow::Continue(())
     }
 
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        // `f(name := value)`, PostgreSQL's older spelling of `f(name => value)`, which
+        // sqlparser reads as an assignment expression.
+        if let Expr::Function(Function {
+            args: FunctionArguments::List(list),
+            ..
+        }) = expr
+        {
+            for arg in &mut list.args {
+                if let FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::BinaryOp {
+                    left,
+                    op: BinaryOperator::Assignment,
+                    right,
+                })) = arg
+                    && let Expr::Identifier(name) = left.as_ref()
+                {
+                    let value = std::mem::replace(right.as_mut(), null());
+                    *arg = FunctionArg::Named {
+                        name: name.clone(),
+                        arg: FunctionArgExpr::Expr(value),
+                        operator: FunctionArgOperator::RightArrow,
+                    };
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
             Expr::Function(Function {
                 over: Some(WindowType::WindowSpec(spec)),
                 ..
             }) => literal_frame_offsets(spec),
+            // `- INTERVAL '1 day 2 hours'`: DataFusion negates by putting a minus before the
+            // text, which negates its first field only; the whole value is negated here.
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr: inner,
+            } if negated_interval(inner).is_some() => {
+                if let Some(negated) = negated_interval(inner) {
+                    *expr = negated;
+                }
+            }
             Expr::UnaryOp {
                 op: UnaryOperator::Minus,
                 expr: inner,
@@ -494,6 +533,25 @@ fn is_number_type(data_type: &DataType) -> bool {
             | DataType::Numeric(_)
             | DataType::Decimal(_)
     )
+}
+
+/// An unqualified interval literal negated field by field, as the zero interval minus it (an
+/// expression, named `?column?` as PostgreSQL names a negation).
+fn negated_interval(expr: &Expr) -> Option<Expr> {
+    let Expr::Interval(interval) = expr else {
+        return None;
+    };
+    if interval.leading_field.is_some() || interval.last_field.is_some() {
+        return None;
+    }
+    super::interval::parse(&string_literal(&interval.value)?)?;
+    let mut zero = interval.clone();
+    zero.value = Box::new(Expr::value(Value::SingleQuotedString("0 seconds".into())));
+    Some(Expr::BinaryOp {
+        left: Box::new(Expr::Interval(zero)),
+        op: BinaryOperator::Minus,
+        right: Box::new(expr.clone()),
+    })
 }
 
 #[cfg(test)]
