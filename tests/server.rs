@@ -999,3 +999,65 @@ async fn a_declared_view_key_serves_lookups_and_is_checked_after_restarts() {
         .get(0);
     assert_eq!(errors, 1);
 }
+
+/// Functions written in SQL are part of the catalog: they survive a kill and a restart, a view
+/// that calls one is recovered with the body it was created with, and a dropped function stays
+/// dropped.
+#[tokio::test]
+async fn sql_functions_survive_restarts() {
+    let mut server = TestServer::start();
+    {
+        let client = server.connect().await;
+        client
+            .batch_execute(
+                "CREATE TABLE m (id INT PRIMARY KEY, x INT); INSERT INTO m VALUES (1, 10), (2, 20); \
+                 CREATE FUNCTION bump(v int, by int = 1) RETURNS int RETURN v + by; \
+                 CREATE FUNCTION over_x(lim int) RETURNS TABLE (id int, x int) LANGUAGE sql \
+                   AS 'SELECT id, x FROM m WHERE x > lim'; \
+                 CREATE MATERIALIZED VIEW bumped AS SELECT id, bump(x, 5) AS b FROM m;",
+            )
+            .await
+            .unwrap();
+    }
+    server.kill();
+    server.start_again();
+    let client = server.connect().await;
+    let got: (i32, i32) = client
+        .query_one("SELECT bump(1), bump(1, 2)", &[])
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(got, (2, 3));
+    let ids: Vec<i32> = client
+        .query("SELECT id FROM over_x(15)", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![2]);
+    client
+        .batch_execute("DROP FUNCTION bump(int, int); INSERT INTO m VALUES (3, 30); FLUSH")
+        .await
+        .unwrap();
+    let bumped: Vec<(i32, i32)> = client
+        .query("SELECT id, b FROM bumped ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(bumped, vec![(1, 15), (2, 25), (3, 35)]);
+    drop(client);
+    assert!(server.terminate(), "SIGTERM must exit cleanly");
+    server.start_again();
+    let client = server.connect().await;
+    let err = client.query_one("SELECT bump(1)", &[]).await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42883"), "{err}");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM bumped", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+}

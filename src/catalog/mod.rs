@@ -6,6 +6,7 @@
 //! the same batch); a materialized view's entry is committed by the dataflow together with its
 //! first state. DataFusion sees the catalog through [`schema::AugurSchema`].
 
+pub mod function;
 pub mod information_schema;
 pub mod ordered_set;
 pub mod pg_builtins;
@@ -67,6 +68,8 @@ pub struct Catalog {
     sources: RwLock<BTreeMap<String, Arc<SourceEntry>>>,
     /// Sequences (`CREATE SEQUENCE`, `SERIAL` and identity columns).
     sequences: Arc<sequence::Sequences>,
+    /// Functions written in SQL (`CREATE FUNCTION`).
+    functions: Arc<function::Functions>,
     /// Secondary indexes by name; each is also attached to the table it indexes.
     indexes: RwLock<BTreeMap<String, IndexDef>>,
     /// The schemas made by `CREATE SCHEMA` (`public` is always there).
@@ -104,6 +107,7 @@ impl Catalog {
             views: RwLock::new(BTreeMap::new()),
             sources: RwLock::new(BTreeMap::new()),
             sequences,
+            functions: Arc::new(function::Functions::load(store.clone())?),
             indexes: RwLock::new(BTreeMap::new()),
             schemas: RwLock::new(BTreeSet::new()),
             temp_schemas: RwLock::new(BTreeSet::new()),
@@ -414,6 +418,11 @@ impl Catalog {
             || self.read_sources().contains_key(name)
             || self.sequences.get(name).is_some()
             || self.read_indexes().contains_key(name)
+    }
+
+    /// The functions written in SQL.
+    pub fn functions(&self) -> &Arc<function::Functions> {
+        &self.functions
     }
 
     /// The sequences.

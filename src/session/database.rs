@@ -105,7 +105,7 @@ impl Database {
         for schema in catalog.schemas() {
             attach_schema(&ctx, &dml_ctx, &catalog, &schema)?;
         }
-        let parser = SqlParser::new();
+        let parser = SqlParser::new().with_functions(catalog.functions().clone());
         let sources = super::sources::recover(&catalog)?;
         let flows = super::views::recover(&store, &catalog, &ctx, &parser).await?;
         let lookup_catalog = catalog.clone();

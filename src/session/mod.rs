@@ -13,6 +13,7 @@ pub mod copy;
 mod database;
 mod dml;
 mod foreign_keys;
+mod functions;
 mod indexes;
 pub mod limits;
 mod lookup;
@@ -379,6 +380,8 @@ fn changes_for_good(statement: &Stmt) -> bool {
                 | Statement::CreateIndex(_)
                 | Statement::CreateSequence { .. }
                 | Statement::CreateSchema { .. }
+                | Statement::CreateFunction(_)
+                | Statement::DropFunction(_)
         ),
         Stmt::DropSource { .. }
         | Stmt::DropModel { .. }
@@ -425,6 +428,16 @@ fn undo_of_create(statement: &Stmt) -> Option<String> {
                 if_not_exists: false,
                 ..
             } => drop("SCHEMA", schema_name),
+            Statement::CreateFunction(create) if !create.or_replace => {
+                let types = create
+                    .args
+                    .iter()
+                    .flatten()
+                    .map(|a| a.data_type.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Some(format!("DROP FUNCTION IF EXISTS {}({types})", create.name))
+            }
             _ => None,
         },
         Stmt::CreateTable { create, .. } if !create.if_not_exists && !create.or_replace => {

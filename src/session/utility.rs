@@ -362,6 +362,8 @@ impl Session<'_> {
                 ..
             } => self.drop_schemas(names, *if_exists, *cascade).await,
             Statement::CreateIndex(create) => self.create_index(create).await,
+            Statement::CreateFunction(create) => self.create_function(create),
+            Statement::DropFunction(drop) => self.drop_functions(drop),
             Statement::Drop {
                 object_type: ObjectType::Index,
                 if_exists,
@@ -724,6 +726,8 @@ pub(super) fn check_utility(statement: &Statement) -> Result<()> {
         | Statement::CreateIndex(_)
         | Statement::CreateView(_)
         | Statement::CreateSchema { .. }
+        | Statement::CreateFunction(_)
+        | Statement::DropFunction(_)
         | Statement::ShowViews { .. }
         | Statement::ShowTables { .. }
         | Statement::Drop {

@@ -7,6 +7,7 @@
 pub mod balance;
 pub mod ddl;
 pub mod depth;
+pub mod functions;
 pub mod interval;
 pub mod names;
 pub mod operators;
@@ -154,6 +155,8 @@ pub struct SqlParser {
     /// `x = ANY(array)`, `'{1,2}'` array literals, `pg_catalog.`-qualified function names,
     /// `current_user`, `COLLATE`.
     exact_rules: Vec<Box<dyn SqlStatementRewriteRule>>,
+    /// The functions written in SQL, whose calls are replaced by their bodies.
+    functions: Option<std::sync::Arc<crate::catalog::function::Functions>>,
 }
 
 impl Default for SqlParser {
@@ -174,7 +177,17 @@ impl SqlParser {
                 Box::new(rules::CurrentUserVariableToSessionUserFunctionCall),
                 Box::new(rules::StripCollate),
             ],
+            functions: None,
         }
+    }
+
+    /// This parser, replacing calls of `functions` by their bodies.
+    pub fn with_functions(
+        mut self,
+        functions: std::sync::Arc<crate::catalog::function::Functions>,
+    ) -> Self {
+        self.functions = Some(functions);
+        self
     }
 
     /// Parses `sql` — standard SQL and Augur's own statements — into statements.
@@ -372,40 +385,7 @@ impl SqlParser {
                 ),
             ));
         }
-        let parser =
-            Parser::new(&PostgreSqlDialect {}).with_recursion_limit(depth::PARSER_RECURSION_LIMIT);
-        let plain = if sql.len() > depth::MAX_DEPTH {
-            // Long enough to nest too deeply: look at the tokens before building a tree.
-            let tokens =
-                datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, sql)
-                    .with_unescape(true)
-                    .tokenize_with_location();
-            match tokens {
-                Ok(tokens) if depth::chain_depth(&tokens) > depth::MAX_DEPTH => {
-                    return Err(depth::too_deep("the statement"));
-                }
-                Ok(tokens) => parser.with_tokens_with_locations(tokens).parse_statements(),
-                Err(e) => Err(ParserError::from(e)),
-            }
-        } else {
-            parser
-                .try_with_sql(sql)
-                .and_then(|mut parser| parser.parse_statements())
-        };
-        // PostgreSQL forms sqlparser does not take, rewritten token by token when the text does
-        // not parse as written.
-        let plain = match plain {
-            Err(ParserError::ParserError(message)) => postgresql_token_forms(sql)
-                .and_then(|tokens| {
-                    Parser::new(&PostgreSqlDialect {})
-                        .with_recursion_limit(depth::PARSER_RECURSION_LIMIT)
-                        .with_tokens_with_locations(tokens)
-                        .parse_statements()
-                        .ok()
-                })
-                .ok_or(ParserError::ParserError(message)),
-            other => other,
-        };
+        let plain = parse_raw(sql);
         if let Err(ParserError::RecursionLimitExceeded) = plain {
             return Err(depth::too_deep("the statement"));
         }
@@ -415,6 +395,22 @@ impl SqlParser {
             plain.into_iter().flatten().for_each(depth::dismantle);
             return Err(e);
         }
+        // Calls of functions written in SQL become their bodies, before every other rewrite
+        // sees the statement.
+        let plain = match (plain, &self.functions) {
+            (Ok(mut statements), Some(functions)) => {
+                let mut scope = functions::Scope::new(functions);
+                for statement in statements.iter_mut() {
+                    if scope.any() {
+                        scope.inline(statement)?;
+                        depth::check(statement)?;
+                    }
+                    scope.note(statement);
+                }
+                Ok(statements)
+            }
+            (plain, _) => plain,
+        };
         let mut statements = match plain {
             Ok(statements) if !statements.iter().any(rewrite::reads_catalog) => statements
                 .into_iter()
@@ -466,6 +462,45 @@ impl SqlParser {
         };
         statements.iter_mut().for_each(names::apply_pg_column_names);
         Ok(statements)
+    }
+}
+
+/// `sql` as sqlparser parses it, with the PostgreSQL forms it does not take rewritten token by
+/// token; none of Augur's rewrites applied.
+fn parse_raw(sql: &str) -> std::result::Result<Vec<Statement>, ParserError> {
+    let parser =
+        Parser::new(&PostgreSqlDialect {}).with_recursion_limit(depth::PARSER_RECURSION_LIMIT);
+    let plain = if sql.len() > depth::MAX_DEPTH {
+        // Long enough to nest too deeply: look at the tokens before building a tree.
+        let tokens =
+            datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, sql)
+                .with_unescape(true)
+                .tokenize_with_location();
+        match tokens {
+            Ok(tokens) if depth::chain_depth(&tokens) > depth::MAX_DEPTH => {
+                return Err(ParserError::RecursionLimitExceeded);
+            }
+            Ok(tokens) => parser.with_tokens_with_locations(tokens).parse_statements(),
+            Err(e) => Err(ParserError::from(e)),
+        }
+    } else {
+        parser
+            .try_with_sql(sql)
+            .and_then(|mut parser| parser.parse_statements())
+    };
+    // PostgreSQL forms sqlparser does not take, rewritten token by token when the text does
+    // not parse as written.
+    match plain {
+        Err(ParserError::ParserError(message)) => postgresql_token_forms(sql)
+            .and_then(|tokens| {
+                Parser::new(&PostgreSqlDialect {})
+                    .with_recursion_limit(depth::PARSER_RECURSION_LIMIT)
+                    .with_tokens_with_locations(tokens)
+                    .parse_statements()
+                    .ok()
+            })
+            .ok_or(ParserError::ParserError(message)),
+        other => other,
     }
 }
 
