@@ -461,6 +461,7 @@ impl SqlParser {
             }
         };
         statements.iter_mut().for_each(names::apply_pg_column_names);
+        statements.iter_mut().for_each(pg_exprs::name_type_as_text);
         Ok(statements)
     }
 }
@@ -618,6 +619,38 @@ fn postgresql_token_forms(
                 changed = true;
                 continue;
             }
+        }
+        // `TRIM(BOTH | LEADING | TRAILING FROM text)`: spaces are what goes.
+        if word(token, "trim")
+            && let [open, side, from] = next_significant(i + 1, 3).as_slice()
+            && tokens[*open].token == Token::LParen
+            && ["both", "leading", "trailing"]
+                .iter()
+                .any(|w| word(&tokens[*side].token, w))
+            && word(&tokens[*from].token, "from")
+        {
+            out.extend(tokens[i..*from].iter().cloned());
+            let mut space = tokens[*from].clone();
+            space.token = Token::SingleQuotedString(" ".into());
+            out.push(space);
+            out.push(tokens[*from].clone());
+            i = *from + 1;
+            changed = true;
+            continue;
+        }
+        // `name 'text'`: a literal of type name.
+        if word(token, "name")
+            && let [literal] = next_significant(i + 1, 1).as_slice()
+            && matches!(tokens[*literal].token, Token::SingleQuotedString(_))
+        {
+            out.push(tokens[*literal].clone());
+            let mut colons = tokens[i].clone();
+            colons.token = Token::DoubleColon;
+            out.push(colons);
+            out.push(tokens[i].clone());
+            i = *literal + 1;
+            changed = true;
+            continue;
         }
         // `SUBSTRING(text SIMILAR pattern ESCAPE escape)`: a call of the function that reads it.
         if word(token, "substring")
@@ -826,7 +859,88 @@ fn postgresql_token_forms(
         out.push(tokens[i].clone());
         i += 1;
     }
+    changed |= nest_joins(&mut out);
     changed.then_some(out)
+}
+
+/// Puts parentheses around the right side of a join that holds a join of its own written
+/// without them: `a LEFT JOIN b JOIN c ON x ON y` is `a LEFT JOIN (b JOIN c ON x) ON y` in
+/// PostgreSQL's grammar, which sqlparser does not take. `true` when it changed `tokens`.
+fn nest_joins(tokens: &mut Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan>) -> bool {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let word = |t: &Token, w: &str| matches!(t, Token::Word(word) if word.value.eq_ignore_ascii_case(w) && word.quote_style.is_none());
+    struct Pending {
+        depth: usize,
+        /// Where the join's right side starts.
+        right: usize,
+        /// A join inside the right side waits for its ON first.
+        nested: bool,
+    }
+    let mut pending: Vec<Pending> = Vec::new();
+    // (position, token) to insert, in any order.
+    let mut inserts: Vec<(usize, Token)> = Vec::new();
+    let mut depth = 0usize;
+    let mut previous_word: Option<String> = None;
+    for (i, t) in tokens.iter().enumerate() {
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                pending.retain(|p| p.depth < depth);
+                depth = depth.saturating_sub(1);
+            }
+            Token::Comma | Token::SemiColon => pending.retain(|p| p.depth != depth),
+            tok if word(tok, "join") => {
+                let takes_condition = !matches!(previous_word.as_deref(), Some("cross"))
+                    && !tokens[..i]
+                        .iter()
+                        .rev()
+                        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+                        .take(3)
+                        .any(|t| word(&t.token, "natural"));
+                if takes_condition {
+                    if let Some(outer) = pending.iter_mut().rev().find(|p| p.depth == depth) {
+                        outer.nested = true;
+                    }
+                    let right = (i + 1..tokens.len())
+                        .find(|&j| !matches!(tokens[j].token, Token::Whitespace(_)))
+                        .unwrap_or(tokens.len());
+                    pending.push(Pending {
+                        depth,
+                        right,
+                        nested: false,
+                    });
+                }
+            }
+            tok if word(tok, "on") || word(tok, "using") => {
+                if let Some(at) = pending.iter().rposition(|p| p.depth == depth) {
+                    let join = pending.remove(at);
+                    if join.nested {
+                        inserts.push((join.right, Token::LParen));
+                        inserts.push((i, Token::RParen));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Token::Word(w) = &t.token {
+            previous_word = Some(w.value.to_ascii_lowercase());
+        }
+    }
+    if inserts.is_empty() {
+        return false;
+    }
+    // Later positions first, so that earlier ones stay where they are; at one position a
+    // closing parenthesis goes before an opening one.
+    inserts.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then((a.1 == Token::LParen).cmp(&(b.1 == Token::LParen)))
+    });
+    for (at, token) in inserts {
+        let mut inserted = tokens[at.min(tokens.len() - 1)].clone();
+        inserted.token = token;
+        tokens.insert(at, inserted);
+    }
+    true
 }
 
 /// Where a statement that ends in `EMIT ON WINDOW CLOSE` lies in the text.

@@ -245,6 +245,26 @@ impl VisitorMut for PgExprs {
     }
 }
 
+/// Casts to `name`, PostgreSQL's type of identifiers, as casts to text (which Augur stores
+/// names as). Run after the columns are named, so that `'x'::name` is named `name`.
+pub fn name_type_as_text(statement: &mut Statement) {
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(statement, |expr| {
+        match expr {
+            Expr::Cast { data_type, .. } if is_name_type(data_type) => *data_type = DataType::Text,
+            Expr::TypedString(typed) if is_name_type(&typed.data_type) => {
+                typed.data_type = DataType::Text;
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn is_name_type(data_type: &DataType) -> bool {
+    matches!(data_type, DataType::Custom(name, modifiers)
+        if modifiers.is_empty() && name.to_string().eq_ignore_ascii_case("name"))
+}
+
 /// The function that reads text as a value of `data_type`, for the types Augur stores as
 /// checked text: `uuid`, `json` and `jsonb`.
 fn text_type_reader(data_type: &DataType) -> Option<&'static str> {
