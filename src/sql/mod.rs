@@ -461,7 +461,7 @@ impl SqlParser {
             }
         };
         statements.iter_mut().for_each(names::apply_pg_column_names);
-        statements.iter_mut().for_each(pg_exprs::name_type_as_text);
+        statements.iter_mut().for_each(pg_exprs::after_naming);
         Ok(statements)
     }
 }

@@ -15,10 +15,12 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CastKind, DataType, DateTimeField, Expr, Function, FunctionArg,
-    FunctionArgExpr, FunctionArgOperator, FunctionArguments, NamedWindowExpr, Select, Statement,
-    TypedString, UnaryOperator, Value, ValueWithSpan, VisitMut, VisitorMut, WindowFrameBound,
-    WindowSpec, WindowType,
+    FunctionArgExpr, FunctionArgOperator, FunctionArguments, Ident, NamedWindowExpr, ObjectName,
+    ObjectNamePart, Select, Statement, TypedString, UnaryOperator, Value, ValueWithSpan, VisitMut,
+    VisitorMut, WindowFrameBound, WindowSpec, WindowType,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 
 /// Applies every rewrite of this module to `statement`.
 pub fn rewrite(statement: &mut Statement) {
@@ -245,10 +247,133 @@ impl VisitorMut for PgExprs {
     }
 }
 
-/// Casts to `name`, PostgreSQL's type of identifiers, as casts to text (which Augur stores
-/// names as). Run after the columns are named, so that `'x'::name` is named `name`.
-pub fn name_type_as_text(statement: &mut Statement) {
+/// `rank(v, ...) WITHIN GROUP (ORDER BY k, ...)` and `dense_rank`, `percent_rank`, `cume_dist`
+/// of a hypothetical row: where the row `v` would stand among the group's rows, counted with
+/// filtered aggregates (`1 + count(*) FILTER (WHERE (k) sorts before (v))` for `rank`), nulls
+/// sorted last ascending and first descending unless the order says otherwise.
+fn hypothetical_set(expr: &Expr) -> Option<Expr> {
+    let Expr::Function(function) = expr else {
+        return None;
+    };
+    if function.within_group.is_empty() || function.over.is_some() || function.filter.is_some() {
+        return None;
+    }
+    let name = function
+        .name
+        .0
+        .last()?
+        .as_ident()?
+        .value
+        .to_ascii_lowercase();
+    if !matches!(
+        name.as_str(),
+        "rank" | "dense_rank" | "percent_rank" | "cume_dist"
+    ) {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    let values: Vec<&Expr> = list
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    if values.len() != function.within_group.len() || list.duplicate_treatment.is_some() {
+        return None;
+    }
+    let keys = &function.within_group;
+    // The hypothetical row is one value per group: the column it is ranked by is not one.
+    let columns = |e: &Expr| {
+        let mut names = Vec::new();
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |e| {
+            match e {
+                Expr::Identifier(i) => names.push(i.value.to_ascii_lowercase()),
+                Expr::CompoundIdentifier(parts) => {
+                    names.extend(parts.last().map(|i| i.value.to_ascii_lowercase()))
+                }
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        names
+    };
+    let ranked: Vec<String> = keys.iter().flat_map(|k| columns(&k.expr)).collect();
+    if values
+        .iter()
+        .any(|v| columns(v).iter().any(|c| ranked.contains(c)))
+    {
+        return None;
+    }
+    // (k) before (v) in the order, key by key; (k) a peer of (v).
+    let before = |i: usize| {
+        let (k, v) = (&keys[i].expr, values[i]);
+        let ascending = keys[i].options.asc.unwrap_or(true);
+        let nulls_first = keys[i].options.nulls_first.unwrap_or(!ascending);
+        let op = if ascending { "<" } else { ">" };
+        if nulls_first {
+            format!("(({k}) {op} ({v}) OR (({k}) IS NULL AND ({v}) IS NOT NULL))")
+        } else {
+            format!("(({k}) {op} ({v}) OR (({v}) IS NULL AND ({k}) IS NOT NULL))")
+        }
+    };
+    let peer = |i: usize| format!("(({}) IS NOT DISTINCT FROM ({}))", keys[i].expr, values[i]);
+    let precedes = (0..keys.len())
+        .map(|i| {
+            (0..i)
+                .map(peer)
+                .chain(std::iter::once(before(i)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let peers = (0..keys.len()).map(peer).collect::<Vec<_>>().join(" AND ");
+    let sql = match name.as_str() {
+        "rank" => format!("(count(*) FILTER (WHERE {precedes}) + 1)"),
+        "dense_rank" if keys.len() == 1 => {
+            let k = &keys[0].expr;
+            format!(
+                "(count(DISTINCT {k}) FILTER (WHERE {precedes}) + CASE WHEN count(*) FILTER \
+                 (WHERE ({k}) IS NULL AND ({precedes})) > 0 THEN 2 ELSE 1 END)"
+            )
+        }
+        "percent_rank" => format!(
+            "(CASE WHEN count(*) = 0 THEN CAST(0 AS DOUBLE PRECISION) ELSE \
+             CAST(count(*) FILTER (WHERE {precedes}) AS DOUBLE PRECISION) / count(*) END)"
+        ),
+        "cume_dist" => format!(
+            "(CAST(count(*) FILTER (WHERE {precedes} OR ({peers})) + 1 AS DOUBLE PRECISION) \
+             / (count(*) + 1))"
+        ),
+        _ => return None,
+    };
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
+/// The rewrites that run after the columns are named, so that a column keeps the name of what
+/// was written: casts to `name`, PostgreSQL's type of identifiers, as casts to text (which
+/// Augur stores names as), so that `'x'::name` is named `name`; hypothetical-set aggregates
+/// (see [`hypothetical_set`]), so that `rank(3) WITHIN GROUP (...)` is named `rank`.
+pub fn after_naming(statement: &mut Statement) {
     let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(statement, |expr| {
+        if let Some(counted) = hypothetical_set(expr) {
+            *expr = counted;
+        }
+        // `every`, the standard's name of `bool_and`.
+        if let Expr::Function(function) = expr
+            && let [ObjectNamePart::Identifier(name)] = function.name.0.as_slice()
+            && name.quote_style.is_none()
+            && name.value.eq_ignore_ascii_case("every")
+        {
+            function.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new("bool_and"))]);
+        }
         match expr {
             Expr::Cast { data_type, .. } if is_name_type(data_type) => *data_type = DataType::Text,
             Expr::TypedString(typed) if is_name_type(&typed.data_type) => {
