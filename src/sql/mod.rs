@@ -416,6 +416,7 @@ impl SqlParser {
                 .into_iter()
                 .map(|mut statement| {
                     recursive::check(&statement)?;
+                    rewrite::fetch_first(&mut statement)?;
                     rewrite::distinct_from_precedence(&mut statement);
                     using::merge_using_columns(&mut statement);
                     rewrite::like_escapes(&mut statement);

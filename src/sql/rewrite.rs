@@ -1769,6 +1769,127 @@ fn mark_rows(factor: &mut TableFactor) -> bool {
     true
 }
 
+/// `FETCH FIRST n ROWS ONLY` as `LIMIT n` (after any `OFFSET`), and `FETCH FIRST n ROWS WITH
+/// TIES` as `QUALIFY rank() OVER (ORDER BY the query's order) <= n`: the first `n` rows and
+/// every row that sorts equal to the last of them. `FETCH` that neither form covers (`PERCENT`,
+/// `WITH TIES` after an `OFFSET` or without `ORDER BY`) is left for the planner to refuse.
+pub fn fetch_first(statement: &mut Statement) -> crate::error::Result<()> {
+    struct Fetches;
+    impl VisitorMut for Fetches {
+        type Break = crate::error::Error;
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<Self::Break> {
+            match fetch_as_limit(query) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => ControlFlow::Break(e),
+            }
+        }
+    }
+    match statement.visit(&mut Fetches) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(e) => Err(e),
+    }
+}
+
+fn fetch_as_limit(query: &mut Query) -> crate::error::Result<()> {
+    use crate::error::Error;
+    use datafusion::sql::sqlparser::ast::{LimitClause, OrderByKind};
+    let Some(fetch) = query.fetch.as_ref() else {
+        return Ok(());
+    };
+    if fetch.percent {
+        return Ok(());
+    }
+    if fetch.with_ties {
+        if matches!(&fetch.quantity, Some(Expr::Value(v)) if v.value == Value::Null) {
+            return Err(Error::coded(
+                "2201W",
+                "row count cannot be null in FETCH FIRST ... WITH TIES clause".to_string(),
+            ));
+        }
+        if query.locks.iter().any(|l| l.nonblock.is_some()) {
+            return Err(Error::coded(
+                "42601",
+                "SKIP LOCKED and WITH TIES options cannot be used together".to_string(),
+            ));
+        }
+    }
+    let quantity = fetch
+        .quantity
+        .clone()
+        .unwrap_or_else(|| Expr::value(Value::Number("1".into(), false)));
+    if !fetch.with_ties {
+        match &mut query.limit_clause {
+            None => {
+                query.limit_clause = Some(LimitClause::LimitOffset {
+                    limit: Some(quantity),
+                    offset: None,
+                    limit_by: vec![],
+                })
+            }
+            Some(LimitClause::LimitOffset {
+                limit: limit @ None,
+                ..
+            }) => *limit = Some(quantity),
+            _ => return Ok(()),
+        }
+        query.fetch = None;
+        return Ok(());
+    }
+    if query.limit_clause.is_some() {
+        return Ok(());
+    }
+    let Some(OrderByKind::Expressions(order)) = query.order_by.as_ref().map(|o| &o.kind) else {
+        return Err(Error::coded(
+            "42601",
+            "WITH TIES cannot be specified without ORDER BY clause".to_string(),
+        ));
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Ok(());
+    };
+    if order.is_empty() || select.qualify.is_some() {
+        return Ok(());
+    }
+    // The order's keys as expressions of the select's input: output positions and aliases
+    // replaced by what they name.
+    let keys: Vec<String> = order
+        .iter()
+        .map(|key| {
+            let item = match &key.expr {
+                Expr::Value(v) => match &v.value {
+                    Value::Number(n, _) => n
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|n| n.checked_sub(1))
+                        .and_then(|n| select.projection.get(n)),
+                    _ => None,
+                },
+                Expr::Identifier(name) => select.projection.iter().find(|item| {
+                    matches!(item, SelectItem::ExprWithAlias { alias, .. }
+                        if super::normalize_ident(alias) == super::normalize_ident(name))
+                }),
+                _ => None,
+            };
+            let expr = match item {
+                Some(SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) => {
+                    e.clone()
+                }
+                _ => key.expr.clone(),
+            };
+            let mut resolved = key.clone();
+            resolved.expr = expr;
+            resolved.to_string()
+        })
+        .collect();
+    let sql = format!("rank() OVER (ORDER BY {}) <= ({quantity})", keys.join(", "));
+    let Some(qualify) = parse_expr(&sql) else {
+        return Ok(());
+    };
+    select.qualify = Some(qualify);
+    query.fetch = None;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
