@@ -10,6 +10,7 @@ pub mod function;
 pub mod information_schema;
 pub mod ordered_set;
 pub mod pg_builtins;
+pub mod pg_bytea;
 pub mod pg_datetime;
 pub mod pg_extract;
 pub mod pg_functions;

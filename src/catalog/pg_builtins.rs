@@ -42,6 +42,7 @@ pub fn register(ctx: &SessionContext) {
         signature: Signature::any(1, Volatility::Immutable),
     }));
     super::pg_regexp::register(ctx);
+    super::pg_bytea::register(ctx);
     ctx.register_udf(ScalarUDF::new_from_impl(Format {
         signature: Signature::variadic_any(Volatility::Stable),
     }));
@@ -52,7 +53,7 @@ pub fn register(ctx: &SessionContext) {
     }
 }
 
-fn pg_error(code: &'static str, message: String) -> datafusion::error::DataFusionError {
+pub(crate) fn pg_error(code: &'static str, message: String) -> datafusion::error::DataFusionError {
     datafusion::error::DataFusionError::External(Box::new(crate::error::Error::coded(
         code, message,
     )))

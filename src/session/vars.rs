@@ -177,30 +177,46 @@ const VARS: &[Var] = &[
 /// them; Augur accepts and shows them, and its own planner reads one of them:
 /// `max_parallel_workers_per_gather = 0` runs each query on one thread.
 const POSTGRES_TUNING: &[Var] = &[
+    tuning("cpu_index_tuple_cost", "0.005"),
+    tuning("cpu_operator_cost", "0.0025"),
+    tuning("cpu_tuple_cost", "0.01"),
+    tuning("effective_cache_size", "4GB"),
+    tuning("enable_async_append", "on"),
     tuning("enable_bitmapscan", "on"),
+    tuning("enable_gathermerge", "on"),
     tuning("enable_hashagg", "on"),
     tuning("enable_hashjoin", "on"),
+    tuning("enable_incremental_sort", "on"),
     tuning("enable_indexonlyscan", "on"),
     tuning("enable_indexscan", "on"),
     tuning("enable_material", "on"),
     tuning("enable_memoize", "on"),
     tuning("enable_mergejoin", "on"),
     tuning("enable_nestloop", "on"),
+    tuning("enable_parallel_append", "on"),
+    tuning("enable_parallel_hash", "on"),
+    tuning("enable_partition_pruning", "on"),
     tuning("enable_partitionwise_aggregate", "off"),
     tuning("enable_partitionwise_join", "off"),
     tuning("enable_seqscan", "on"),
     tuning("enable_sort", "on"),
+    tuning("enable_tidscan", "on"),
     tuning("escape_string_warning", "on"),
     tuning("force_parallel_mode", "off"),
+    tuning("from_collapse_limit", "8"),
     tuning("geqo", "on"),
+    tuning("geqo_threshold", "12"),
     tuning("jit", "off"),
     tuning("jit_above_cost", "100000"),
+    tuning("join_collapse_limit", "8"),
     tuning("maintenance_work_mem", "64MB"),
     tuning("max_parallel_workers_per_gather", "2"),
     tuning("min_parallel_table_scan_size", "8MB"),
+    tuning("parallel_leader_participation", "on"),
     tuning("parallel_setup_cost", "1000"),
     tuning("parallel_tuple_cost", "0.1"),
     tuning("random_page_cost", "4"),
+    tuning("seq_page_cost", "1"),
     tuning("synchronous_commit", "on"),
     tuning("work_mem", "4MB"),
 ];
@@ -363,7 +379,11 @@ fn validate(name: &str, value: String) -> Result<String> {
         _ if name.starts_with("enable_")
             || matches!(
                 name,
-                "geqo" | "jit" | "escape_string_warning" | "force_parallel_mode"
+                "geqo"
+                    | "jit"
+                    | "escape_string_warning"
+                    | "force_parallel_mode"
+                    | "parallel_leader_participation"
             ) =>
         {
             match value.to_ascii_lowercase().as_str() {

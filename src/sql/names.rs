@@ -197,7 +197,9 @@ fn figure_strength(expr: &Expr) -> Option<(String, u8)> {
         Expr::Exists { .. } => strong("exists".into()),
         Expr::Array(_) => strong("array".into()),
         Expr::Extract { .. } => strong("extract".into()),
-        Expr::Substring { .. } => strong("substring".into()),
+        Expr::Substring { shorthand, .. } => {
+            strong(if *shorthand { "substr" } else { "substring" }.into())
+        }
         Expr::Trim { .. } => strong("btrim".into()),
         Expr::Position { .. } => strong("position".into()),
         Expr::Overlay { .. } => strong("overlay".into()),

@@ -366,6 +366,25 @@ pub fn after_naming(statement: &mut Statement) {
         if let Some(counted) = hypothetical_set(expr) {
             *expr = counted;
         }
+        // `SUBSTRING(x FROM p FOR n)` by positions as a call of `substr`, which takes `bytea`
+        // too (DataFusion plans the syntax with its own text-only function).
+        if let Expr::Substring {
+            expr: text,
+            substring_from,
+            substring_for,
+            ..
+        } = expr
+        {
+            let text = std::mem::replace(text.as_mut(), null());
+            let from = substring_from
+                .take()
+                .map_or_else(|| Expr::value(Value::Number("1".into(), false)), |f| *f);
+            let args = std::iter::once(text)
+                .chain(std::iter::once(from))
+                .chain(substring_for.take().map(|f| *f))
+                .collect();
+            *expr = super::rewrite::call("substr", args);
+        }
         // `every`, the standard's name of `bool_and`.
         if let Expr::Function(function) = expr
             && let [ObjectNamePart::Identifier(name)] = function.name.0.as_slice()
