@@ -45,7 +45,22 @@ pub fn register(ctx: &SessionContext) {
     super::pg_bytea::register(ctx);
     ctx.register_udf(ScalarUDF::new_from_impl(Format {
         signature: Signature::variadic_any(Volatility::Stable),
+        spread: false,
     }));
+    ctx.register_udf(ScalarUDF::new_from_impl(Format {
+        signature: Signature::any(2, Volatility::Stable),
+        spread: true,
+    }));
+    if let Ok(array_to_string) =
+        datafusion::execution::FunctionRegistry::udf(ctx, "array_to_string")
+    {
+        ctx.register_udf(
+            array_to_string
+                .as_ref()
+                .clone()
+                .with_aliases([CONCAT_SPREAD, CONCAT_WS_SPREAD]),
+        );
+    }
     ctx.register_udf(ScalarUDF::new_from_impl(MakeInterval::new()));
     // PostgreSQL's name for the sample variance.
     if let Ok(var_samp) = datafusion::execution::FunctionRegistry::udaf(ctx, "var_samp") {
@@ -535,11 +550,22 @@ impl ScalarUDFImpl for UuidIn {
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Format {
     signature: Signature,
+    /// `format(f, VARIADIC array)` ([`FORMAT_SPREAD`]): the arguments are the elements of the
+    /// one array after the template (none when it is NULL).
+    spread: bool,
 }
+
+/// The name `format(f, VARIADIC array)` is called by (see `sql::postgresql_token_forms`).
+pub const FORMAT_SPREAD: &str = "augur_format_variadic";
+/// The names `concat(VARIADIC array)` and `concat_ws(sep, VARIADIC array)` are called by:
+/// `array_to_string`, which skips NULL elements as they skip NULL arguments.
+pub const CONCAT_SPREAD: &str = "augur_concat_variadic";
+/// See [`CONCAT_SPREAD`].
+pub const CONCAT_WS_SPREAD: &str = "augur_concat_ws_variadic";
 
 impl ScalarUDFImpl for Format {
     fn name(&self) -> &str {
-        "format"
+        if self.spread { FORMAT_SPREAD } else { "format" }
     }
 
     fn signature(&self) -> &Signature {
@@ -576,6 +602,22 @@ impl ScalarUDFImpl for Format {
                 .iter()
                 .map(|a| ScalarValue::try_from_array(a, row))
                 .collect::<Result<Vec<_>>>()?;
+            let values = match (self.spread, values.as_slice()) {
+                (false, _) => values,
+                (true, [list]) if list.is_null() => vec![],
+                (true, [ScalarValue::List(list)]) => {
+                    let elements = list.value(0);
+                    (0..elements.len())
+                        .map(|k| ScalarValue::try_from_array(&elements, k))
+                        .collect::<Result<Vec<_>>>()?
+                }
+                (true, _) => {
+                    return Err(pg_error(
+                        "42804",
+                        "VARIADIC argument must be an array".into(),
+                    ));
+                }
+            };
             out.append_value(format_text(template.value(row), &values)?);
         }
         let result: ArrayRef = Arc::new(out.finish());

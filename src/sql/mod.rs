@@ -726,6 +726,80 @@ fn postgresql_token_forms(
                 continue;
             }
         }
+        // `concat(VARIADIC a)`, `concat_ws(sep, VARIADIC a)` and `format(f, VARIADIC a)` with an
+        // array that is not written out: the array's elements as the arguments, by
+        // `array_to_string` (which skips NULLs as `concat` does) and a `format` that spreads
+        // an array.
+        if word(token, "variadic")
+            && let Some((name_at, open_at)) = enclosing_call(&out)
+            && let Token::Word(name) = &out[name_at].token
+            && let Some(close) = {
+                // Where the call ends: its closing parenthesis.
+                let mut depth = 0i32;
+                (i..tokens.len()).find(|&j| match tokens[j].token {
+                    Token::LParen | Token::LBracket => {
+                        depth += 1;
+                        false
+                    }
+                    Token::RParen | Token::RBracket if depth == 0 => true,
+                    Token::RParen | Token::RBracket => {
+                        depth -= 1;
+                        false
+                    }
+                    _ => false,
+                })
+            }
+        {
+            let function = name.value.to_ascii_lowercase();
+            let before: Vec<usize> = (open_at + 1..out.len())
+                .filter(|&k| significant(&out[k].token))
+                .collect();
+            let rename = |out: &mut Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan>,
+                          to: &str| {
+                out[name_at].token = Token::make_word(to, None);
+            };
+            match function.as_str() {
+                "concat" if before.is_empty() => {
+                    rename(&mut out, crate::catalog::pg_builtins::CONCAT_SPREAD);
+                    out.extend(tokens[i + 1..close].iter().cloned());
+                    let mut comma = tokens[i].clone();
+                    comma.token = Token::Comma;
+                    out.push(comma);
+                    let mut empty = tokens[i].clone();
+                    empty.token = Token::SingleQuotedString(String::new());
+                    out.push(empty);
+                    i = close;
+                    changed = true;
+                    continue;
+                }
+                "concat_ws"
+                    if before.last().is_some_and(|&k| out[k].token == Token::Comma)
+                        && top_level_commas(&out[open_at + 1..]) == 1 =>
+                {
+                    let separator: Vec<_> = out.drain(open_at + 1..).collect();
+                    let separator = &separator[..separator
+                        .iter()
+                        .rposition(|t| t.token == Token::Comma)
+                        .unwrap_or(0)];
+                    rename(&mut out, crate::catalog::pg_builtins::CONCAT_WS_SPREAD);
+                    out.extend(tokens[i + 1..close].iter().cloned());
+                    let mut comma = tokens[i].clone();
+                    comma.token = Token::Comma;
+                    out.push(comma);
+                    out.extend(separator.iter().cloned());
+                    i = close;
+                    changed = true;
+                    continue;
+                }
+                "format" if !before.is_empty() => {
+                    rename(&mut out, crate::catalog::pg_builtins::FORMAT_SPREAD);
+                    i += 1;
+                    changed = true;
+                    continue;
+                }
+                _ => {}
+            }
+        }
         // `f(x) OVER (... EXCLUDE CURRENT ROW | GROUP | TIES | NO OTHERS)`: DataFusion's
         // frames have no exclusion; `augur_exclude_f('mode', x) OVER (...)` computes it (see
         // `catalog::window_exclude`).
@@ -862,6 +936,55 @@ fn postgresql_token_forms(
     }
     changed |= nest_joins(&mut out);
     changed.then_some(out)
+}
+
+/// How many commas `tokens` holds outside parentheses and brackets.
+fn top_level_commas(tokens: &[datafusion::sql::sqlparser::tokenizer::TokenWithSpan]) -> usize {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let mut depth = 0i32;
+    tokens
+        .iter()
+        .filter(|t| match t.token {
+            Token::LParen | Token::LBracket => {
+                depth += 1;
+                false
+            }
+            Token::RParen | Token::RBracket => {
+                depth -= 1;
+                false
+            }
+            Token::Comma => depth == 0,
+            _ => false,
+        })
+        .count()
+}
+
+/// The positions in `out` of the name and the opening parenthesis of the call whose arguments
+/// `out` ends inside.
+fn enclosing_call(
+    out: &[datafusion::sql::sqlparser::tokenizer::TokenWithSpan],
+) -> Option<(usize, usize)> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let mut depth = 0i32;
+    let open = (0..out.len()).rev().find(|&k| match out[k].token {
+        Token::RParen | Token::RBracket => {
+            depth += 1;
+            false
+        }
+        Token::LParen | Token::LBracket if depth == 0 => true,
+        Token::LParen | Token::LBracket => {
+            depth -= 1;
+            false
+        }
+        _ => false,
+    })?;
+    if out[open].token != Token::LParen {
+        return None;
+    }
+    let name = (0..open)
+        .rev()
+        .find(|&k| !matches!(out[k].token, Token::Whitespace(_)))?;
+    matches!(out[name].token, Token::Word(_)).then_some((name, open))
 }
 
 /// Puts parentheses around the right side of a join that holds a join of its own written

@@ -175,6 +175,12 @@ fn figure_strength(expr: &Expr) -> Option<(String, u8)> {
                     || name == crate::catalog::pg_regexp::SUBSTRING_SIMILAR
                 {
                     ("substring".into(), 2)
+                } else if name == crate::catalog::pg_builtins::FORMAT_SPREAD {
+                    ("format".into(), 2)
+                } else if name == crate::catalog::pg_builtins::CONCAT_SPREAD {
+                    ("concat".into(), 2)
+                } else if name == crate::catalog::pg_builtins::CONCAT_WS_SPREAD {
+                    ("concat_ws".into(), 2)
                 } else if let Some(function) =
                     name.strip_prefix(crate::catalog::window_exclude::PREFIX)
                 {
