@@ -621,6 +621,39 @@ fn postgresql_token_forms(
                 continue;
             }
         }
+        // `TABLE name` where a query begins: `SELECT * FROM name`.
+        if word(token, "table")
+            && let [name] = next_significant(i + 1, 1).as_slice()
+            && matches!(tokens[*name].token, Token::Word(_))
+            && match out
+                .iter()
+                .rev()
+                .find(|t| significant(&t.token))
+                .map(|t| &t.token)
+            {
+                None | Some(Token::SemiColon | Token::LParen) => true,
+                Some(previous) => ["union", "intersect", "except", "all", "distinct"]
+                    .iter()
+                    .any(|w| word(previous, w)),
+            }
+        {
+            for replacement in [
+                keyword("SELECT", Keyword::SELECT),
+                Token::Mul,
+                keyword("FROM", Keyword::FROM),
+            ] {
+                let mut t = tokens[i].clone();
+                t.token = replacement;
+                out.push(t);
+                let mut space = tokens[i].clone();
+                space.token =
+                    Token::Whitespace(datafusion::sql::sqlparser::tokenizer::Whitespace::Space);
+                out.push(space);
+            }
+            i += 1;
+            changed = true;
+            continue;
+        }
         // `TRIM(BOTH | LEADING | TRAILING FROM text)`: spaces are what goes.
         if word(token, "trim")
             && let [open, side, from] = next_significant(i + 1, 3).as_slice()

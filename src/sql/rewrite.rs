@@ -1778,6 +1778,7 @@ pub fn fetch_first(statement: &mut Statement) -> crate::error::Result<()> {
     impl VisitorMut for Fetches {
         type Break = crate::error::Error;
         fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<Self::Break> {
+            table_as_select(query.body.as_mut());
             match fetch_as_limit(query) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(e) => ControlFlow::Break(e),
@@ -1787,6 +1788,32 @@ pub fn fetch_first(statement: &mut Statement) -> crate::error::Result<()> {
     match statement.visit(&mut Fetches) {
         ControlFlow::Continue(()) => Ok(()),
         ControlFlow::Break(e) => Err(e),
+    }
+}
+
+/// `TABLE name`, in a query or a branch of a set operation, as `SELECT * FROM name`.
+fn table_as_select(body: &mut SetExpr) {
+    match body {
+        SetExpr::SetOperation { left, right, .. } => {
+            table_as_select(left);
+            table_as_select(right);
+        }
+        SetExpr::Table(table) => {
+            let name = match (&table.schema_name, &table.table_name) {
+                (Some(schema), Some(name)) => format!("{schema}.{name}"),
+                (None, Some(name)) => name.clone(),
+                _ => return,
+            };
+            let parsed = datafusion::sql::sqlparser::parser::Parser::new(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            )
+            .try_with_sql(&format!("SELECT * FROM {name}"))
+            .and_then(|mut p| p.parse_query());
+            if let Ok(query) = parsed {
+                *body = *query.body;
+            }
+        }
+        _ => {}
     }
 }
 
