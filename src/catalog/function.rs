@@ -80,14 +80,6 @@ impl FunctionDef {
         )
     }
 
-    /// How many arguments a call needs at least (the rest have defaults).
-    pub fn required_args(&self) -> usize {
-        self.args
-            .iter()
-            .rposition(|a| a.default.is_none())
-            .map_or(0, |p| p + 1)
-    }
-
     /// Whether it returns rows rather than one value.
     pub fn returns_set(&self) -> bool {
         !matches!(self.returns, Returns::Scalar(_))
@@ -141,16 +133,6 @@ impl Functions {
     /// Whether there is any function at all.
     pub fn any(&self) -> bool {
         !self.read().is_empty()
-    }
-
-    /// Whether any function is called `name`.
-    pub fn has(&self, name: &str) -> bool {
-        self.read().contains_key(name)
-    }
-
-    /// Every function, by name then signature.
-    pub fn all(&self) -> Vec<Arc<FunctionDef>> {
-        self.read().values().flatten().cloned().collect()
     }
 
     /// Creates `def`, or with `or_replace` replaces the function of the same signature. A

@@ -162,96 +162,88 @@ impl ScalarUDFImpl for WithBytea {
         if !args.args.first().is_some_and(|a| is_binary(&a.data_type())) {
             return self.inner.invoke_with_args(args);
         }
-        let rows = args.number_rows;
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        let bytes = cast(&arrays[0], &DataType::Binary)?;
-        let bytes = bytes.as_binary::<i32>();
-        let mut out = BinaryBuilder::new();
-        match self.op {
-            Op::Substr => {
-                let int = |i: usize| -> Result<Option<Int64Array>> {
-                    arrays
-                        .get(i)
-                        .map(|a| Ok(cast(a, &DataType::Int64)?.as_primitive().clone()))
-                        .transpose()
+        let op = self.op;
+        datafusion::functions::utils::make_scalar_function(move |arrays| bytea(op, arrays), vec![])(
+            &args.args,
+        )
+    }
+}
+
+/// `op` of the byte strings in `arrays[0]`, row by row.
+fn bytea(op: Op, arrays: &[ArrayRef]) -> Result<ArrayRef> {
+    let rows = arrays[0].len();
+    let bytes = cast(&arrays[0], &DataType::Binary)?;
+    let bytes = bytes.as_binary::<i32>();
+    let mut out = BinaryBuilder::new();
+    match op {
+        Op::Substr => {
+            let int = |i: usize| -> Result<Option<Int64Array>> {
+                arrays
+                    .get(i)
+                    .map(|a| Ok(cast(a, &DataType::Int64)?.as_primitive().clone()))
+                    .transpose()
+            };
+            let starts = int(1)?.expect("two arguments at least");
+            let counts = int(2)?;
+            for row in 0..rows {
+                if bytes.is_null(row)
+                    || starts.is_null(row)
+                    || counts.as_ref().is_some_and(|c| c.is_null(row))
+                {
+                    out.append_null();
+                    continue;
+                }
+                let value = bytes.value(row);
+                let start = starts.value(row);
+                let end = match &counts {
+                    Some(counts) => {
+                        let count = counts.value(row);
+                        if count < 0 {
+                            return Err(super::pg_builtins::pg_error(
+                                "22011",
+                                "negative substring length not allowed".into(),
+                            ));
+                        }
+                        start.saturating_add(count)
+                    }
+                    None => i64::MAX,
                 };
-                let starts = int(1)?.expect("two arguments at least");
-                let counts = int(2)?;
-                for row in 0..rows {
-                    if bytes.is_null(row)
-                        || starts.is_null(row)
-                        || counts.as_ref().is_some_and(|c| c.is_null(row))
-                    {
-                        out.append_null();
-                        continue;
-                    }
-                    let value = bytes.value(row);
-                    let start = starts.value(row);
-                    let end = match &counts {
-                        Some(counts) => {
-                            let count = counts.value(row);
-                            if count < 0 {
-                                return Err(super::pg_builtins::pg_error(
-                                    "22011",
-                                    "negative substring length not allowed".into(),
-                                ));
-                            }
-                            start.saturating_add(count)
-                        }
-                        None => i64::MAX,
-                    };
-                    // 1-based positions [start, end), clipped to the value.
-                    let len = value.len() as i64;
-                    let from = (start.max(1) - 1).min(len);
-                    let to = (end.max(1) - 1).clamp(from, len);
-                    out.append_value(&value[from as usize..to as usize]);
-                }
-            }
-            Op::Trim { start, end } => {
-                let sets = cast(&arrays[1], &DataType::Binary)?;
-                let sets = sets.as_binary::<i32>();
-                for row in 0..rows {
-                    if bytes.is_null(row) || sets.is_null(row) {
-                        out.append_null();
-                        continue;
-                    }
-                    let set = sets.value(row);
-                    let mut value = bytes.value(row);
-                    if start {
-                        while let Some((first, rest)) = value.split_first()
-                            && set.contains(first)
-                        {
-                            value = rest;
-                        }
-                    }
-                    if end {
-                        while let Some((last, rest)) = value.split_last()
-                            && set.contains(last)
-                        {
-                            value = rest;
-                        }
-                    }
-                    out.append_value(value);
-                }
+                // 1-based positions [start, end), clipped to the value.
+                let len = value.len() as i64;
+                let from = (start.max(1) - 1).min(len);
+                let to = (end.max(1) - 1).clamp(from, len);
+                out.append_value(&value[from as usize..to as usize]);
             }
         }
-        let array: ArrayRef = Arc::new(out.finish());
-        if scalar {
-            Ok(ColumnarValue::Scalar(
-                datafusion::common::ScalarValue::try_from_array(&array, 0)?,
-            ))
-        } else {
-            Ok(ColumnarValue::Array(array))
+        Op::Trim { start, end } => {
+            let sets = cast(&arrays[1], &DataType::Binary)?;
+            let sets = sets.as_binary::<i32>();
+            for row in 0..rows {
+                if bytes.is_null(row) || sets.is_null(row) {
+                    out.append_null();
+                    continue;
+                }
+                let set = sets.value(row);
+                let mut value = bytes.value(row);
+                if start {
+                    while let Some((first, rest)) = value.split_first()
+                        && set.contains(first)
+                    {
+                        value = rest;
+                    }
+                }
+                if end {
+                    while let Some((last, rest)) = value.split_last()
+                        && set.contains(last)
+                    {
+                        value = rest;
+                    }
+                }
+                out.append_value(value);
+            }
         }
     }
+    Ok(Arc::new(out.finish()))
 }
 
 #[cfg(test)]

@@ -1,12 +1,11 @@
 //! `CREATE FUNCTION` and `DROP FUNCTION` for functions written in SQL (see
 //! [`crate::catalog::function`] and [`crate::sql::functions`]).
 
-use datafusion::sql::sqlparser::ast::{ArgMode, CreateFunction, DropFunction};
+use datafusion::sql::sqlparser::ast::{CreateFunction, DropFunction};
 
 use super::{Output, Session};
-use crate::catalog::function::signature;
 use crate::error::{Error, Result};
-use crate::sql::functions::{canonical_type, function_def};
+use crate::sql::functions::{function_def, listed_signature};
 use crate::sql::table_name;
 
 impl Session<'_> {
@@ -25,14 +24,7 @@ impl Session<'_> {
         for desc in &drop.func_desc {
             let name = table_name(&desc.name)?;
             let signature = match &desc.args {
-                Some(args) => {
-                    let types = args
-                        .iter()
-                        .filter(|a| !matches!(a.mode, Some(ArgMode::Out)))
-                        .map(|a| canonical_type(&a.data_type))
-                        .collect::<Result<Vec<_>>>()?;
-                    Some(signature(&name, &types))
-                }
+                Some(args) => Some(listed_signature(&name, args)?),
                 None => {
                     let named = functions.named(&name);
                     if named.len() > 1 {

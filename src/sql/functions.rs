@@ -91,13 +91,7 @@ impl<'a> Scope<'a> {
                         continue;
                     };
                     let signatures: Vec<String> = match &desc.args {
-                        Some(args) => args
-                            .iter()
-                            .filter(|a| !matches!(a.mode, Some(ArgMode::Out)))
-                            .map(|a| canonical_type(&a.data_type))
-                            .collect::<Result<Vec<_>>>()
-                            .map(|types| vec![signature(&name, &types)])
-                            .unwrap_or_default(),
+                        Some(args) => listed_signature(&name, args).into_iter().collect(),
                         None => self.named(&name).iter().map(|f| f.signature()).collect(),
                     };
                     self.created
@@ -746,6 +740,17 @@ fn parse_query(sql: &str, def: &FunctionDef) -> Result<Box<Query>> {
 
 fn body_error(def: &FunctionDef, e: impl std::fmt::Display) -> Error {
     Error::Syntax(format!("SQL function \"{}\": {e}", def.name))
+}
+
+/// The signature `DROP FUNCTION name(args)` names: the types of the arguments other than
+/// `OUT` ones.
+pub fn listed_signature(name: &str, args: &[OperateFunctionArg]) -> Result<String> {
+    let types = args
+        .iter()
+        .filter(|a| !matches!(a.mode, Some(ArgMode::Out)))
+        .map(|a| canonical_type(&a.data_type))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(signature(name, &types))
 }
 
 /// The definition `create` gives, checked.

@@ -766,22 +766,8 @@ fn postgresql_token_forms(
         if word(token, "variadic")
             && let Some((name_at, open_at)) = enclosing_call(&out)
             && let Token::Word(name) = &out[name_at].token
-            && let Some(close) = {
-                // Where the call ends: its closing parenthesis.
-                let mut depth = 0i32;
-                (i..tokens.len()).find(|&j| match tokens[j].token {
-                    Token::LParen | Token::LBracket => {
-                        depth += 1;
-                        false
-                    }
-                    Token::RParen | Token::RBracket if depth == 0 => true,
-                    Token::RParen | Token::RBracket => {
-                        depth -= 1;
-                        false
-                    }
-                    _ => false,
-                })
-            }
+            // Where the call ends: its closing parenthesis.
+            && let Some(close) = unmatched_bracket(&tokens, i..tokens.len(), true)
         {
             let function = name.value.to_ascii_lowercase();
             let before: Vec<usize> = (open_at + 1..out.len())
@@ -977,19 +963,36 @@ fn top_level_commas(tokens: &[datafusion::sql::sqlparser::tokenizer::TokenWithSp
     let mut depth = 0i32;
     tokens
         .iter()
-        .filter(|t| match t.token {
-            Token::LParen | Token::LBracket => {
-                depth += 1;
-                false
-            }
-            Token::RParen | Token::RBracket => {
-                depth -= 1;
-                false
-            }
-            Token::Comma => depth == 0,
-            _ => false,
+        .filter(|t| {
+            depth += bracket_step(&t.token);
+            t.token == Token::Comma && depth == 0
         })
         .count()
+}
+
+/// How much `token` deepens the nesting of parentheses and brackets: 1, -1 or 0.
+fn bracket_step(token: &datafusion::sql::sqlparser::tokenizer::Token) -> i32 {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    match token {
+        Token::LParen | Token::LBracket => 1,
+        Token::RParen | Token::RBracket => -1,
+        _ => 0,
+    }
+}
+
+/// The first of `positions` (walked forward or backward through `tokens`) that holds a
+/// parenthesis or bracket closing (`forward`) or opening (backward) one the walk did not pass.
+fn unmatched_bracket(
+    tokens: &[datafusion::sql::sqlparser::tokenizer::TokenWithSpan],
+    positions: impl Iterator<Item = usize>,
+    forward: bool,
+) -> Option<usize> {
+    let mut depth = 0i32;
+    let sign = if forward { 1 } else { -1 };
+    positions.into_iter().find(|&k| {
+        depth += sign * bracket_step(&tokens[k].token);
+        depth < 0
+    })
 }
 
 /// The positions in `out` of the name and the opening parenthesis of the call whose arguments
@@ -998,19 +1001,7 @@ fn enclosing_call(
     out: &[datafusion::sql::sqlparser::tokenizer::TokenWithSpan],
 ) -> Option<(usize, usize)> {
     use datafusion::sql::sqlparser::tokenizer::Token;
-    let mut depth = 0i32;
-    let open = (0..out.len()).rev().find(|&k| match out[k].token {
-        Token::RParen | Token::RBracket => {
-            depth += 1;
-            false
-        }
-        Token::LParen | Token::LBracket if depth == 0 => true,
-        Token::LParen | Token::LBracket => {
-            depth -= 1;
-            false
-        }
-        _ => false,
-    })?;
+    let open = unmatched_bracket(out, (0..out.len()).rev(), false)?;
     if out[open].token != Token::LParen {
         return None;
     }
