@@ -349,6 +349,16 @@ impl Inliner<'_> {
         let mut named = Vec::new();
         for arg in args {
             match arg {
+                // `name := value`, which sqlparser reads as an assignment.
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::BinaryOp {
+                    left,
+                    op: BinaryOperator::Assignment,
+                    right,
+                })) if matches!(left.as_ref(), Expr::Identifier(_)) => {
+                    if let Expr::Identifier(name) = left.as_ref() {
+                        named.push((normalize_ident(name), right.as_ref().clone()));
+                    }
+                }
                 FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) if named.is_empty() => {
                     positional.push(e.clone())
                 }
