@@ -14,6 +14,7 @@ pub mod operators;
 pub mod pg_exprs;
 pub mod recursive;
 pub mod rewrite;
+pub mod search_cycle;
 pub mod sequence_options;
 pub mod types;
 pub mod using;
@@ -416,6 +417,7 @@ impl SqlParser {
                 .into_iter()
                 .map(|mut statement| {
                     recursive::check(&statement)?;
+                    search_cycle::apply(&mut statement)?;
                     rewrite::fetch_first(&mut statement)?;
                     rewrite::distinct_from_precedence(&mut statement);
                     using::merge_using_columns(&mut statement);
@@ -551,6 +553,9 @@ fn postgresql_token_forms(
         .with_unescape(true)
         .tokenize_with_location()
         .ok()?;
+    let marked = search_cycle::mark(&tokens);
+    let mut changed = marked.is_some();
+    let tokens = marked.unwrap_or(tokens);
     let significant = |t: &Token| !matches!(t, Token::Whitespace(_));
     let word = |t: &Token, w: &str| matches!(t, Token::Word(word) if word.value.eq_ignore_ascii_case(w) && word.quote_style.is_none());
     let next_significant = |from: usize, n: usize| -> Vec<usize> {
@@ -568,7 +573,6 @@ fn postgresql_token_forms(
     };
     let mut out: Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan> =
         Vec::with_capacity(tokens.len());
-    let mut changed = false;
     // Tokens left out (an EXCLUDE clause), first and last.
     let mut skipped: Option<(usize, usize)> = None;
     let mut i = 0;

@@ -38,6 +38,20 @@ impl VisitorMut for PgExprs {
     type Break = ();
 
     fn pre_visit_select(&mut self, select: &mut Select) -> ControlFlow<()> {
+        // A `lag`/`lead` rewritten below keeps its name as the column's.
+        for item in &mut select.projection {
+            if let datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(
+                expr @ Expr::Function(Function { .. }),
+            ) = item
+                && variable_offset(expr).is_some()
+                && let Expr::Function(Function { name, .. }) = expr
+                && let Some(ObjectNamePart::Identifier(function)) = name.0.last()
+            {
+                let alias = Ident::new(function.value.to_ascii_lowercase());
+                let expr = std::mem::replace(expr, null());
+                *item = datafusion::sql::sqlparser::ast::SelectItem::ExprWithAlias { expr, alias };
+            }
+        }
         for window in &mut select.named_window {
             if let NamedWindowExpr::WindowSpec(spec) = &mut window.1 {
                 literal_frame_offsets(spec);
@@ -76,6 +90,14 @@ impl VisitorMut for PgExprs {
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
+            Expr::Function(Function {
+                over: Some(WindowType::WindowSpec(_)),
+                ..
+            }) if variable_offset(expr).is_some() => {
+                if let Some(rewritten) = variable_offset(expr) {
+                    *expr = rewritten;
+                }
+            }
             Expr::Function(Function {
                 over: Some(WindowType::WindowSpec(spec)),
                 ..
@@ -651,6 +673,86 @@ fn push_literal(out: &mut String, c: char) {
         out.push('\\');
     }
     out.push(c);
+}
+
+/// `lag(x, n [, d])` and `lead(x, n [, d])` with an `n` that is not a constant, which
+/// DataFusion's functions do not take: the partition's values as an array (`array_agg` over the
+/// whole partition) read at the row's position moved by `n`, as PostgreSQL reads them: NULL for
+/// a NULL `n`, `d` (or NULL) outside the partition.
+fn variable_offset(expr: &Expr) -> Option<Expr> {
+    let Expr::Function(Function {
+        name,
+        args: FunctionArguments::List(list),
+        over: Some(WindowType::WindowSpec(spec)),
+        filter: None,
+        null_treatment: None,
+        within_group,
+        ..
+    }) = expr
+    else {
+        return None;
+    };
+    let function = match name.0.as_slice() {
+        [ObjectNamePart::Identifier(ident)] if ident.quote_style.is_none() => {
+            ident.value.to_ascii_lowercase()
+        }
+        _ => return None,
+    };
+    if !within_group.is_empty() || list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+        return None;
+    }
+    let args: Vec<&Expr> = list
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    fn constant(e: &Expr) -> bool {
+        match e {
+            Expr::Value(_) => true,
+            Expr::UnaryOp { expr, .. } | Expr::Nested(expr) | Expr::Cast { expr, .. } => {
+                constant(expr)
+            }
+            _ => false,
+        }
+    }
+    let (value, offset) = match args.as_slice() {
+        [value, offset, ..] if !constant(offset) => (*value, *offset),
+        _ => return None,
+    };
+    let mut whole = spec.clone();
+    whole.window_frame = Some(datafusion::sql::sqlparser::ast::WindowFrame {
+        units: datafusion::sql::sqlparser::ast::WindowFrameUnits::Rows,
+        start_bound: WindowFrameBound::Preceding(None),
+        end_bound: Some(WindowFrameBound::Following(None)),
+    });
+    let mut partition = spec.clone();
+    partition.order_by.clear();
+    partition.window_frame = None;
+    let text = match (function.as_str(), args.len()) {
+        ("lag" | "lead", 2 | 3) => {
+            let sign = if function == "lag" { '-' } else { '+' };
+            let default = args.get(2).map_or("NULL".to_string(), |d| d.to_string());
+            let position =
+                format!("(CAST(row_number() OVER ({spec}) AS BIGINT) {sign} ({offset}))");
+            format!(
+                "CASE WHEN ({offset}) IS NULL THEN NULL \
+                 WHEN {position} BETWEEN 1 AND count(*) OVER ({partition}) \
+                 THEN (array_agg({value}) OVER ({whole}))[{position}] ELSE {default} END"
+            )
+        }
+        ("nth_value", 2) => format!(
+            "CASE WHEN ({offset}) <= 0 THEN augur_raise('22016', 'argument of nth_value must be greater than zero') \
+             ELSE (array_agg({value}) OVER ({spec}))[{offset}] END"
+        ),
+        _ => return None,
+    };
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
 }
 
 /// `2::int8 PRECEDING`: a frame offset that is a number cast to a number type is the number,
