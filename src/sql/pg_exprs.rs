@@ -296,14 +296,7 @@ fn hypothetical_set(expr: &Expr) -> Option<Expr> {
     let FunctionArguments::List(list) = &function.args else {
         return None;
     };
-    let values: Vec<&Expr> = list
-        .args
-        .iter()
-        .map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
+    let values = unnamed_args(list)?;
     if values.len() != function.within_group.len() || list.duplicate_treatment.is_some() {
         return None;
     }
@@ -675,6 +668,19 @@ fn push_literal(out: &mut String, c: char) {
     out.push(c);
 }
 
+/// A call's arguments, when none is named.
+fn unnamed_args(
+    list: &datafusion::sql::sqlparser::ast::FunctionArgumentList,
+) -> Option<Vec<&Expr>> {
+    list.args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `lag(x, n [, d])` and `lead(x, n [, d])` with an `n` that is not a constant, which
 /// DataFusion's functions do not take: the partition's values as an array (`array_agg` over the
 /// whole partition) read at the row's position moved by `n`, as PostgreSQL reads them: NULL for
@@ -701,14 +707,7 @@ fn variable_offset(expr: &Expr) -> Option<Expr> {
     if !within_group.is_empty() || list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
         return None;
     }
-    let args: Vec<&Expr> = list
-        .args
-        .iter()
-        .map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
+    let args = unnamed_args(list)?;
     fn constant(e: &Expr) -> bool {
         match e {
             Expr::Value(_) => true,
