@@ -30,6 +30,7 @@ pub const FUNCTIONS: &[&str] = &[
     "max",
     "first_value",
     "last_value",
+    "nth_value",
 ];
 
 /// The functions, one per entry of [`FUNCTIONS`].
@@ -204,6 +205,26 @@ impl PartitionEvaluator for ExcludeEvaluator {
         match self.function {
             "first_value" => rows.first().map_or_else(null, |&r| value(r)),
             "last_value" => rows.last().map_or_else(null, |&r| value(r)),
+            "nth_value" => {
+                let n = match values.get(3) {
+                    Some(n) => ScalarValue::try_from_array(n, current)?,
+                    None => return exec_err!("nth_value takes two arguments"),
+                };
+                if n.is_null() {
+                    return null();
+                }
+                let n = match n.cast_to(&DataType::Int64)? {
+                    ScalarValue::Int64(Some(n)) => n,
+                    _ => return null(),
+                };
+                if n <= 0 {
+                    return Err(crate::catalog::pg_builtins::pg_error(
+                        "22016",
+                        "argument of nth_value must be greater than zero".to_string(),
+                    ));
+                }
+                rows.get(n as usize - 1).map_or_else(null, |&r| value(r))
+            }
             "count" => {
                 let mut n = 0i64;
                 for &r in &rows {

@@ -426,6 +426,7 @@ impl SqlParser {
                     rewrite::set_returning_select_items(&mut statement);
                     rewrite::name_function_columns(&mut statement);
                     rewrite::count_row_references(&mut statement);
+                    rewrite::zero_column_set_operations(&mut statement);
                     rewrite::array_subqueries(&mut statement);
                     pg_exprs::rewrite(&mut statement);
                     balance::balance(&mut statement);
@@ -534,9 +535,24 @@ fn enclosed(
     None
 }
 
+/// The window functions whose value does not depend on the frame: an `EXCLUDE` clause in their
+/// window changes nothing.
+const FRAMELESS_WINDOW_FUNCTIONS: &[&str] = &[
+    "lag",
+    "lead",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+];
+
 /// The tokens of `sql` with PostgreSQL's forms that sqlparser does not take rewritten into ones it
 /// does; None when there are none.
 ///
+/// - `CREATE RECURSIVE VIEW v (cols) AS q`: `CREATE VIEW v AS WITH RECURSIVE v (cols) AS (q)
+///   SELECT cols FROM v`.
 /// - `'1 day'::interval PRECEDING`: sqlparser reads a quoted window frame offset as an interval
 ///   already, and stops at the cast, which is left out.
 /// - `ORDER BY x USING <` (or `>`): `ASC` (or `DESC`).
@@ -544,7 +560,8 @@ fn enclosed(
 /// - `'a'` and `'b'` separated by whitespace holding a newline: one constant, `'ab'`.
 /// - `SUBSTRING(text SIMILAR pattern ESCAPE escape)`: a call of a function of the three.
 /// - `f(a, VARIADIC ARRAY[x, y])`: `f(a, x, y)`.
-/// - `f(x) OVER (... EXCLUDE mode)`: `augur_exclude_f('mode', x) OVER (...)`.
+/// - `f(x) OVER (... EXCLUDE mode)`: `augur_exclude_f('mode', x) OVER (...)`; the clause is
+///   dropped where `f` does not read its frame (`lag`, `rank`, ...).
 fn postgresql_token_forms(
     sql: &str,
 ) -> Option<Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan>> {
@@ -553,8 +570,11 @@ fn postgresql_token_forms(
         .with_unescape(true)
         .tokenize_with_location()
         .ok()?;
+    let views = recursive::views(&tokens);
+    let mut changed = views.is_some();
+    let tokens = views.unwrap_or(tokens);
     let marked = search_cycle::mark(&tokens);
-    let mut changed = marked.is_some();
+    changed |= marked.is_some();
     let tokens = marked.unwrap_or(tokens);
     let significant = |t: &Token| !matches!(t, Token::Whitespace(_));
     let word = |t: &Token, w: &str| matches!(t, Token::Word(word) if word.value.eq_ignore_ascii_case(w) && word.quote_style.is_none());
@@ -850,8 +870,9 @@ fn postgresql_token_forms(
                 }
             });
             // The call before OVER: `name ( args )`, the name one of the functions that take
-            // an exclusion.
-            let call = || -> Option<(usize, usize, bool)> {
+            // an exclusion, or one that does not read its frame (the exclusion has nothing to
+            // leave out: `lag`, `rank`, ...), which says `None` for the place of its name.
+            let call = || -> Option<(Option<usize>, usize, bool)> {
                 let significant_out: Vec<usize> = (0..out.len())
                     .rev()
                     .filter(|&k| significant(&out[k].token))
@@ -881,16 +902,29 @@ fn postgresql_token_forms(
                     return None;
                 };
                 let lower = name.value.to_ascii_lowercase();
-                if name.quote_style.is_some()
-                    || !crate::catalog::window_exclude::FUNCTIONS.contains(&lower.as_str())
-                {
+                if name.quote_style.is_some() {
                     return None;
                 }
                 let empty = (open_at + 1..last).all(|k| !significant(&out[k].token));
-                Some((name_at, open_at, empty))
+                if crate::catalog::window_exclude::FUNCTIONS.contains(&lower.as_str()) {
+                    Some((Some(name_at), open_at, empty))
+                } else if FRAMELESS_WINDOW_FUNCTIONS.contains(&lower.as_str()) {
+                    Some((None, open_at, empty))
+                } else {
+                    None
+                }
             };
+            if let (Some(exclude), Some((_, end))) = (exclude, mode)
+                && let Some((None, _, _)) = call()
+            {
+                skipped = Some((exclude, end));
+                out.push(tokens[i].clone());
+                i += 1;
+                changed = true;
+                continue;
+            }
             if let (Some(exclude), Some((mode, end))) = (exclude, mode)
-                && let Some((name_at, open_at, empty)) = call()
+                && let Some((Some(name_at), open_at, empty)) = call()
             {
                 let Token::Word(name) = &out[name_at].token else {
                     unreachable!("checked by call()")

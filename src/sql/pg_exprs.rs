@@ -57,6 +57,9 @@ impl VisitorMut for PgExprs {
                 literal_frame_offsets(spec);
             }
         }
+        if let Some(selection) = &mut select.selection {
+            row_in_subqueries(selection);
+        }
         ControlFlow::Continue(())
     }
 
@@ -752,6 +755,58 @@ fn variable_offset(expr: &Expr) -> Option<Expr> {
         .try_with_sql(&text)
         .and_then(|mut p| p.parse_expr())
         .ok()
+}
+
+/// `(a, b) [NOT] IN (SELECT x, y ...)` among a WHERE clause's conjuncts, which DataFusion refuses
+/// (its IN takes one column): `EXISTS (SELECT FROM (SELECT x, y ...) s (c1, c2) WHERE s.c1 = a
+/// AND s.c2 = b)`, and for NOT IN `NOT EXISTS (... WHERE (s.c1 = a AND s.c2 = b) IS NOT
+/// FALSE)`: a row that compares unknown keeps NOT IN from being true. Where the clause only
+/// filters, an unknown IN and a false one are the same.
+fn row_in_subqueries(expr: &mut Expr) {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            row_in_subqueries(left);
+            row_in_subqueries(right);
+        }
+        Expr::Nested(inner) => row_in_subqueries(inner),
+        Expr::InSubquery {
+            expr: tested,
+            subquery,
+            negated,
+        } if matches!(tested.as_ref(), Expr::Tuple(items) if items.len() > 1) => {
+            let Expr::Tuple(items) = tested.as_ref() else {
+                return;
+            };
+            let columns: Vec<String> = (1..=items.len()).map(|n| format!("c{n}")).collect();
+            let matches = items
+                .iter()
+                .zip(&columns)
+                .map(|(item, c)| format!("\"augur.row_in\".{c} = ({item})"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let condition = if *negated {
+                format!("({matches}) IS NOT FALSE")
+            } else {
+                matches
+            };
+            let text = format!(
+                "{}EXISTS (SELECT 1 FROM ({subquery}) AS \"augur.row_in\" ({}) WHERE {condition})",
+                if *negated { "NOT " } else { "" },
+                columns.join(", ")
+            );
+            if let Ok(rewritten) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&text)
+                .and_then(|mut p| p.parse_expr())
+            {
+                *expr = rewritten;
+            }
+        }
+        _ => {}
+    }
 }
 
 /// `2::int8 PRECEDING`: a frame offset that is a number cast to a number type is the number,

@@ -13,6 +13,9 @@ use datafusion::sql::sqlparser::ast::{
     Visitor,
 };
 
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Whitespace, Word};
+
 use super::rewrite::is_aggregate;
 use crate::error::{Error, Result};
 
@@ -175,6 +178,137 @@ impl Visitor for OwnAggregates {
             _ => ControlFlow::Continue(()),
         }
     }
+}
+
+/// `CREATE [OR REPLACE] [TEMP] RECURSIVE VIEW name (columns) AS query`, which sqlparser does not
+/// read, written as PostgreSQL defines it: `CREATE ... VIEW name AS WITH RECURSIVE name (columns)
+/// AS (query) SELECT columns FROM name`. None when `tokens` hold no such statement.
+pub(super) fn views(tokens: &[TokenWithSpan]) -> Option<Vec<TokenWithSpan>> {
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&j| !matches!(tokens[j].token, Token::Whitespace(_)))
+        .collect();
+    let word = |k: usize, w: &str| {
+        significant.get(k).is_some_and(|&j| {
+            matches!(&tokens[j].token, Token::Word(word)
+                if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(w))
+        })
+    };
+    let mut out = Vec::with_capacity(tokens.len() + 16);
+    let mut copied = 0;
+    let mut changed = false;
+    let mut k = 0;
+    while k < significant.len() {
+        if !(word(k, "recursive") && word(k + 1, "view")) {
+            k += 1;
+            continue;
+        }
+        // CREATE [OR REPLACE] [TEMP | TEMPORARY] before it.
+        let mut m = k;
+        while m > 0
+            && ["temp", "temporary", "replace", "or"]
+                .iter()
+                .any(|w| word(m - 1, w))
+        {
+            m -= 1;
+        }
+        if m == 0 || !word(m - 1, "create") {
+            k += 1;
+            continue;
+        }
+        // The name, up to the column list.
+        let name_start = k + 2;
+        let mut n = name_start;
+        while n < significant.len() && tokens[significant[n]].token != Token::LParen {
+            n += 1;
+        }
+        let Some(name) = (name_start..n)
+            .rev()
+            .map(|n| &tokens[significant[n]].token)
+            .find(|t| matches!(t, Token::Word(_)))
+            .cloned()
+        else {
+            k += 1;
+            continue;
+        };
+        let Some(open) = significant.get(n).copied() else {
+            k += 1;
+            continue;
+        };
+        let Some(close) = super::unmatched_bracket(tokens, open + 1..tokens.len(), true) else {
+            k += 1;
+            continue;
+        };
+        let Ok(after) = significant.binary_search(&close) else {
+            k += 1;
+            continue;
+        };
+        if !word(after + 1, "as") {
+            k += 1;
+            continue;
+        }
+        let body_start = significant[after + 1] + 1;
+        let body_end = (body_start..tokens.len())
+            .scan(0i32, |depth, j| {
+                match tokens[j].token {
+                    Token::LParen => *depth += 1,
+                    Token::RParen => *depth -= 1,
+                    _ => {}
+                }
+                Some((j, *depth))
+            })
+            .find(|&(j, depth)| depth == 0 && tokens[j].token == Token::SemiColon)
+            .map_or(tokens.len(), |(j, _)| j);
+        let at = tokens[significant[k]].span;
+        let token = |t: Token| TokenWithSpan::new(t, at);
+        let keyword = |text: &str, keyword: Keyword| {
+            token(Token::Word(Word {
+                value: text.into(),
+                quote_style: None,
+                keyword,
+            }))
+        };
+        let columns: Vec<TokenWithSpan> = tokens[open..=close].to_vec();
+        let space = || token(Token::Whitespace(Whitespace::Space));
+        // Everything before RECURSIVE, then `VIEW name`.
+        out.extend(tokens[copied..significant[k]].iter().cloned());
+        out.extend(tokens[significant[k + 1]..open].iter().cloned());
+        out.extend([
+            space(),
+            keyword("AS", Keyword::AS),
+            space(),
+            keyword("WITH", Keyword::WITH),
+            space(),
+            keyword("RECURSIVE", Keyword::RECURSIVE),
+            space(),
+            token(name.clone()),
+        ]);
+        out.extend(columns.iter().cloned());
+        out.extend([
+            space(),
+            keyword("AS", Keyword::AS),
+            space(),
+            token(Token::LParen),
+        ]);
+        out.extend(tokens[body_start..body_end].iter().cloned());
+        out.extend([
+            token(Token::RParen),
+            space(),
+            keyword("SELECT", Keyword::SELECT),
+            space(),
+        ]);
+        out.extend(columns[1..columns.len() - 1].iter().cloned());
+        out.extend([
+            space(),
+            keyword("FROM", Keyword::FROM),
+            space(),
+            token(name),
+        ]);
+        copied = body_end;
+        changed = true;
+        k = significant.partition_point(|&j| j < body_end);
+    }
+    out.extend(tokens[copied..].iter().cloned());
+    changed.then_some(out)
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-    ObjectName, ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableFactor, Value,
-    VisitMut, VisitorMut, visit_expressions, visit_relations,
+    ObjectName, ObjectNamePart, Query, SelectItem, SetExpr, SetOperator, Statement, TableFactor,
+    Value, VisitMut, VisitorMut, visit_expressions, visit_relations,
 };
 
 /// Aggregates whose presence makes a scalar subquery return one row already.
@@ -1531,6 +1531,57 @@ impl VisitorMut for FunctionColumns {
                 with_ordinality: false,
             };
         }
+        // `generate_series(1, t.n)` reading columns of the tables before it (a function in FROM
+        // is lateral): DataFusion's table function takes constants only, so the rows are the
+        // elements of the array the scalar `generate_series` gives, in a lateral subquery.
+        let series = match &*factor {
+            TableFactor::Table {
+                name,
+                args: Some(args),
+                alias,
+                with_ordinality: false,
+                ..
+            } => Some((name, &args.args, alias)),
+            TableFactor::Function {
+                name, args, alias, ..
+            } => Some((name, args, alias)),
+            _ => None,
+        };
+        if let Some((name, args, alias)) = series
+            && name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_series"))
+            && args.iter().any(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => reads_columns(e),
+                _ => false,
+            })
+        {
+            let alias = alias.clone().unwrap_or_else(|| TableAlias {
+                explicit: true,
+                name: Ident::new("generate_series"),
+                columns: vec![],
+                at: None,
+            });
+            let column = alias
+                .columns
+                .first()
+                .map_or_else(|| alias.name.clone(), |c| c.name.clone());
+            let arguments: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            if let Ok(Statement::Query(subquery)) = single_statement(&format!(
+                "SELECT unnest(generate_series({})) AS {column}",
+                arguments.join(", ")
+            )) {
+                *factor = TableFactor::Derived {
+                    lateral: true,
+                    subquery,
+                    alias: Some(alias),
+                    sample: None,
+                };
+                return ControlFlow::Continue(());
+            }
+        }
         let (function, alias) = match factor {
             TableFactor::Table {
                 name,
@@ -1590,6 +1641,15 @@ impl VisitorMut for FunctionColumns {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// True when `expr` reads a column.
+fn reads_columns(expr: &Expr) -> bool {
+    visit_expressions(expr, |e| match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 /// `count(t.*)` counts the rows in which `t` has a row: in an outer join, not the rows `t` did
@@ -1915,6 +1975,95 @@ fn fetch_as_limit(query: &mut Query) -> crate::error::Result<()> {
     select.qualify = Some(qualify);
     query.fetch = None;
     Ok(())
+}
+
+/// `SELECT FROM a INTERSECT SELECT FROM b` (and EXCEPT): set operations of rows without columns,
+/// which DataFusion's intersection and difference cannot join. Each side selects a constant
+/// instead, and an outer `SELECT FROM (...)` drops it again: the rows counted are the same.
+pub fn zero_column_set_operations(statement: &mut Statement) {
+    let _ = statement.visit(&mut ZeroColumnSetOperations);
+}
+
+struct ZeroColumnSetOperations;
+
+/// True when every select of `body` has no columns; `compares` notes an INTERSECT or EXCEPT.
+fn zero_columns(body: &SetExpr, compares: &mut bool) -> bool {
+    match body {
+        SetExpr::Select(select) => select.projection.is_empty(),
+        SetExpr::Query(query) => zero_columns(&query.body, compares),
+        SetExpr::SetOperation {
+            op, left, right, ..
+        } => {
+            if !matches!(op, SetOperator::Union) {
+                *compares = true;
+            }
+            zero_columns(left, compares) && zero_columns(right, compares)
+        }
+        _ => false,
+    }
+}
+
+/// Gives every select of `body` the one column `1`.
+fn select_constant(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => {
+            select.projection = vec![SelectItem::UnnamedExpr(Expr::Value(
+                Value::Number("1".into(), false).into(),
+            ))]
+        }
+        SetExpr::Query(query) => select_constant(&mut query.body),
+        SetExpr::SetOperation { left, right, .. } => {
+            select_constant(left);
+            select_constant(right);
+        }
+        _ => {}
+    }
+}
+
+impl VisitorMut for ZeroColumnSetOperations {
+    type Break = ();
+
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let mut compares = false;
+        if !matches!(*query.body, SetExpr::SetOperation { .. })
+            || !zero_columns(&query.body, &mut compares)
+            || !compares
+        {
+            return ControlFlow::Continue(());
+        }
+        let Ok(Statement::Query(mut outer)) =
+            single_statement("SELECT FROM (SELECT 1) AS \"augur.zero_columns\"")
+        else {
+            return ControlFlow::Continue(());
+        };
+        let mut body = query.body.clone();
+        select_constant(&mut body);
+        let SetExpr::Select(select) = outer.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let Some(TableFactor::Derived { subquery, .. }) =
+            select.from.first_mut().map(|f| &mut f.relation)
+        else {
+            return ControlFlow::Continue(());
+        };
+        subquery.body = body;
+        query.body = outer.body;
+        ControlFlow::Continue(())
+    }
+}
+
+/// The one statement `sql` parses to, with PostgreSQL's dialect.
+fn single_statement(sql: &str) -> Result<Statement, ()> {
+    let mut statements = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+        sql,
+    )
+    .map_err(|_| ())?;
+    if statements.len() == 1 {
+        Ok(statements.remove(0))
+    } else {
+        Err(())
+    }
 }
 
 #[cfg(test)]
