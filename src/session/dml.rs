@@ -24,6 +24,7 @@ use datafusion::sql::sqlparser::ast::{
     OnInsert, SelectItem, Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
 };
 
+use super::modifying_with::WithRows;
 use super::{Database, Output, compile, evaluate, rows_output};
 use crate::error::{Error, Result};
 use crate::sql::{normalize_ident, table_name};
@@ -64,6 +65,31 @@ enum InsertConflict {
     },
 }
 
+/// What a write did, its changes not yet committed.
+pub(super) struct Applied {
+    /// Rows inserted, updated or deleted.
+    count: usize,
+    /// Completion tag without the row count.
+    tag: &'static str,
+    /// The RETURNING rows, if the statement has RETURNING.
+    returning: Option<(SchemaRef, Vec<RecordBatch>)>,
+}
+
+impl Applied {
+    /// The RETURNING rows, if the statement has RETURNING.
+    pub(super) fn returning(&self) -> Option<&(SchemaRef, Vec<RecordBatch>)> {
+        self.returning.as_ref()
+    }
+
+    /// The statement's result.
+    pub(super) fn output(self) -> Output {
+        match self.returning {
+            None => Output::Command(format!("{} {}", self.tag, self.count)),
+            Some((schema, rows)) => rows_output(schema, rows, self.tag.into()),
+        }
+    }
+}
+
 /// Compiled RETURNING list.
 #[derive(Debug)]
 struct Returning {
@@ -76,10 +102,20 @@ struct Returning {
 impl WritePlan {
     /// Plans `statement`, which is an INSERT, UPDATE or DELETE.
     pub async fn new(db: &Database, statement: &Statement) -> Result<Self> {
+        Self::reading(db, statement, &WithRows::default()).await
+    }
+
+    /// Plans `statement`, which may read `rows` (the results of the data-modifying queries of
+    /// its WITH clause).
+    pub(super) async fn reading(
+        db: &Database,
+        statement: &Statement,
+        rows: &WithRows,
+    ) -> Result<Self> {
         match statement {
-            Statement::Insert(insert) => plan_insert(db, insert).await,
-            Statement::Update(update) => plan_update(db, update).await,
-            Statement::Delete(delete) => plan_delete(db, delete).await,
+            Statement::Insert(insert) => plan_insert(db, insert, rows).await,
+            Statement::Update(update) => plan_update(db, update, rows).await,
+            Statement::Delete(delete) => plan_delete(db, delete, rows).await,
             other => Err(Error::Internal(format!("not a write: {other}"))),
         }
     }
@@ -102,8 +138,28 @@ impl WritePlan {
         params: ParamValues,
         lock_timeout: Option<std::time::Duration>,
     ) -> Result<Output> {
-        let input = self.input.clone().replace_params_with_values(&params)?;
         let _guard = db.write_guard(lock_timeout).await?;
+        let mut changes = TableChanges::new(db.store(), &self.table);
+        let applied = self.apply(db, env, params, &mut changes).await?;
+        changes.commit(db.log_for(self.table.def().id))?;
+        Ok(applied.output())
+    }
+
+    /// The table written.
+    pub(super) fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
+
+    /// Works out the statement's changes into `changes` (of this statement's table) without
+    /// committing them; the caller holds the write guard until they are committed.
+    pub(super) async fn apply(
+        &self,
+        db: &Database,
+        env: &super::SessionEnv,
+        params: ParamValues,
+        changes: &mut TableChanges<'_>,
+    ) -> Result<Applied> {
+        let input = self.input.clone().replace_params_with_values(&params)?;
         // A plan made before ALTER TABLE or DROP TABLE holds the table as it was.
         self.table.check_current()?;
         let ctx = match self.kind {
@@ -120,12 +176,11 @@ impl WritePlan {
                 .await?,
         );
         let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
-        let mut changes = TableChanges::new(db.store(), &self.table);
         let mut removed = Vec::new();
         let (affected, tag) = match &self.kind {
-            Kind::Insert(conflict) => (self.insert(&mut changes, conflict, batches)?, "INSERT 0"),
+            Kind::Insert(conflict) => (self.insert(changes, conflict, batches)?, "INSERT 0"),
             Kind::Update { columns } => (
-                self.update(&mut changes, columns, batches, &mut removed)?,
+                self.update(changes, columns, batches, &mut removed)?,
                 "UPDATE",
             ),
             Kind::Delete => {
@@ -137,21 +192,25 @@ impl WritePlan {
             }
         };
         if !matches!(self.kind, Kind::Delete) {
-            super::foreign_keys::check_written(db, &self.table, &changes, &affected)?;
+            super::foreign_keys::check_written(db, &self.table, changes, &affected)?;
         }
-        super::foreign_keys::check_removed(db, &self.table, &changes, &removed)?;
-        changes.commit(db.log_for(self.table.def().id))?;
+        super::foreign_keys::check_removed(db, &self.table, changes, &removed)?;
         let count: usize = affected.iter().map(RecordBatch::num_rows).sum();
-        match &self.returning {
-            None => Ok(Output::Command(format!("{tag} {count}"))),
+        let returning = match &self.returning {
+            None => None,
             Some(returning) => {
                 let rows = affected
                     .iter()
                     .map(|batch| returning.evaluate(&self.table, batch))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(rows_output(returning.schema.clone(), rows, tag.into()))
+                Some((returning.schema.clone(), rows))
             }
-        }
+        };
+        Ok(Applied {
+            count,
+            tag,
+            returning,
+        })
     }
 
     /// Writes the rows of an INSERT; returns the rows written (inserted or, with ON CONFLICT DO
@@ -434,7 +493,7 @@ fn assigned_value(value: &ast::Expr, ty: &DataType) -> String {
     }
 }
 
-async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
+async fn plan_insert(db: &Database, insert: &Insert, rows: &WithRows) -> Result<WritePlan> {
     let TableObject::TableName(name) = &insert.table else {
         return Err(Error::NotSupported("INSERT into a table function".into()));
     };
@@ -454,9 +513,8 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
         .as_ref()
         .is_none_or(|s| matches!(s.body.as_ref(), ast::SetExpr::Values(_)));
     let input = if is_values {
-        let plan = db
-            .ctx()
-            .state()
+        let plan = rows
+            .state(db.ctx())?
             .statement_to_plan(DfStatement::Statement(Box::new(Statement::Insert(
                 stripped,
             ))))
@@ -469,7 +527,7 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
         }
         dml.input.as_ref().clone()
     } else {
-        insert_query_input(db, &table, &stripped).await?
+        insert_query_input(db, &table, &stripped, rows).await?
     };
     let conflict = match on {
         None => InsertConflict::Fail,
@@ -511,16 +569,20 @@ async fn plan_insert(db: &Database, insert: &Insert) -> Result<WritePlan> {
 /// (`INSERT INTO t (a) SELECT p0 FROM (VALUES ($1, 0), ($2, 1)) AS v(p0, n) ORDER BY n`, which
 /// SQLAlchemy sends for a batch of ORM rows, is refused for its two-column VALUES), so the query
 /// is planned on its own here.
-async fn insert_query_input(db: &Database, table: &Table, insert: &Insert) -> Result<LogicalPlan> {
+async fn insert_query_input(
+    db: &Database,
+    table: &Table,
+    insert: &Insert,
+    rows: &WithRows,
+) -> Result<LogicalPlan> {
     use datafusion::logical_expr::{ExprSchemable, LogicalPlanBuilder, lit};
 
     let source = insert
         .source
         .as_ref()
         .ok_or_else(|| Error::Internal("INSERT without rows".into()))?;
-    let plan = db
-        .ctx()
-        .state()
+    let plan = rows
+        .state(db.ctx())?
         .statement_to_plan(DfStatement::Statement(Box::new(Statement::Query(
             source.clone(),
         ))))
@@ -764,20 +826,19 @@ pub(super) fn quote_key(key: &str) -> String {
     }
 }
 
-async fn plan_select(db: &Database, sql: &str) -> Result<LogicalPlan> {
+async fn plan_select(db: &Database, sql: &str, rows: &WithRows) -> Result<LogicalPlan> {
     let statement = db
         .parser()
         .parse(sql)?
         .pop()
         .ok_or_else(|| Error::Internal("empty rewritten statement".into()))?;
-    Ok(db
-        .dml_ctx()
-        .state()
+    Ok(rows
+        .state(db.dml_ctx())?
         .statement_to_plan(DfStatement::Statement(Box::new(statement)))
         .await?)
 }
 
-async fn plan_update(db: &Database, update: &Update) -> Result<WritePlan> {
+async fn plan_update(db: &Database, update: &Update, rows: &WithRows) -> Result<WritePlan> {
     if !update.table.joins.is_empty() {
         return Err(Error::NotSupported("UPDATE of a join".into()));
     }
@@ -801,7 +862,7 @@ async fn plan_update(db: &Database, update: &Update) -> Result<WritePlan> {
     if let Some(selection) = &update.selection {
         sql.push_str(&format!(" WHERE {selection}"));
     }
-    let selected = plan_select(db, &sql).await?;
+    let selected = plan_select(db, &sql, rows).await?;
     let input = super::postgres_plan(db.ctx(), selected)?;
     let returning = compile_returning(db, &table, &qualifier, &update.returning)?;
     Ok(WritePlan {
@@ -812,7 +873,7 @@ async fn plan_update(db: &Database, update: &Update) -> Result<WritePlan> {
     })
 }
 
-async fn plan_delete(db: &Database, delete: &Delete) -> Result<WritePlan> {
+async fn plan_delete(db: &Database, delete: &Delete, rows: &WithRows) -> Result<WritePlan> {
     let from = match &delete.from {
         FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from) => from,
     };
@@ -832,7 +893,7 @@ async fn plan_delete(db: &Database, delete: &Delete) -> Result<WritePlan> {
     if let Some(selection) = &delete.selection {
         sql.push_str(&format!(" WHERE {selection}"));
     }
-    let input = plan_select(db, &sql).await?;
+    let input = plan_select(db, &sql, rows).await?;
     let returning = compile_returning(db, &table, &qualifier, &delete.returning)?;
     Ok(WritePlan {
         table,

@@ -18,6 +18,7 @@ mod indexes;
 pub mod limits;
 mod lookup;
 mod models;
+mod modifying_with;
 mod portals;
 mod schemas;
 mod set_ops;
@@ -126,6 +127,9 @@ enum Plan {
     Lookup(lookup::PointLookup),
     /// INSERT / UPDATE / DELETE.
     Write(dml::WritePlan),
+    /// A statement with INSERT, UPDATE or DELETE in its WITH clause, or after it: planned when
+    /// it runs, after the WITH queries before it (see `modifying_with`).
+    ModifyingWith,
     /// `EXECUTE name (arguments)` of a statement prepared with PREPARE.
     Execute {
         target: connection::NamedStatement,
@@ -254,6 +258,23 @@ impl<'a> Session<'a> {
                         vars::duration(self.vars, "lock_timeout"),
                     )
                     .await?;
+                if in_transaction(self.vars) {
+                    self.vars.insert(TXN_WROTE.into(), "1".into());
+                }
+                Ok(output)
+            }
+            Plan::ModifyingWith => {
+                let Stmt::Sql(statement) = prepared.statement() else {
+                    return Err(Error::Internal("a WITH statement that is not SQL".into()));
+                };
+                let output = modifying_with::execute(
+                    self.db,
+                    &self.env(),
+                    statement,
+                    params,
+                    vars::duration(self.vars, "lock_timeout"),
+                )
+                .await?;
                 if in_transaction(self.vars) {
                     self.vars.insert(TXN_WROTE.into(), "1".into());
                 }
@@ -524,7 +545,14 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
                 })?;
             (Plan::Utility, Some(schema), vec![])
         }
+        Statement::Query(_) if modifying_with::is_modifying(statement) => {
+            let (schema, types) = modifying_with::describe(db, statement).await?;
+            (Plan::ModifyingWith, schema, types)
+        }
         Statement::Query(_) | Statement::Explain { .. } => {
+            if let Statement::Query(query) = statement {
+                modifying_with::refuse_nested_writes(query)?;
+            }
             let plan = db
                 .ctx()
                 .state()
@@ -1154,7 +1182,7 @@ mod tests {
         {
             Plan::Lookup(_) => "lookup",
             Plan::Query(_) => "query",
-            Plan::Write(_) => "write",
+            Plan::Write(_) | Plan::ModifyingWith => "write",
             Plan::Execute { .. } | Plan::Declare { .. } | Plan::Utility => "utility",
         }
     }

@@ -1531,6 +1531,33 @@ impl VisitorMut for FunctionColumns {
                 with_ordinality: false,
             };
         }
+        // `LATERAL unnest(t.a)`: DataFusion knows `unnest` in FROM without the keyword only.
+        if let TableFactor::Function {
+            name, args, alias, ..
+        } = factor
+            && name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("unnest"))
+        {
+            let array_exprs: Vec<Expr> = args
+                .iter()
+                .filter_map(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                    _ => None,
+                })
+                .collect();
+            if array_exprs.len() == args.len() {
+                *factor = TableFactor::UNNEST {
+                    alias: alias.take(),
+                    array_exprs,
+                    with_offset: false,
+                    with_offset_alias: None,
+                    with_ordinality: false,
+                };
+            }
+        }
         // `generate_series(1, t.n)` reading columns of the tables before it (a function in FROM
         // is lateral): DataFusion's table function takes constants only, so the rows are the
         // elements of the array the scalar `generate_series` gives, in a lateral subquery.
