@@ -175,6 +175,11 @@ pub fn postgres_text(
                         .collect()
                 })
             }
+            DataType::Struct(_) => Some(
+                (0..column.len())
+                    .map(|row| field_text(column, row))
+                    .collect(),
+            ),
             DataType::Time32(_) | DataType::Time64(_) => {
                 let micros = cast(column, &DataType::Time64(TimeUnit::Microsecond)).ok();
                 micros.map(|micros| {
@@ -232,6 +237,79 @@ pub fn value_text(value: &datafusion::common::ScalarValue) -> Option<String> {
         V::Date32(Some(days)) => crate::catalog::pg_datetime::date_text(*days),
         other => other.to_string(),
     })
+}
+
+/// Row `row` of `column` as PostgreSQL writes it, records (and arrays inside them) included;
+/// None for NULL.
+fn field_text(column: &ArrayRef, row: usize) -> Option<String> {
+    if column.is_null(row) {
+        return None;
+    }
+    match column.data_type() {
+        // `(a,b,)`: a NULL field is empty; a field is quoted when it is empty or holds a quote,
+        // a backslash, a parenthesis, a comma or white space (record_out).
+        DataType::Struct(_) => {
+            let record = column.as_struct();
+            let fields: Vec<String> = record
+                .columns()
+                .iter()
+                .map(|field| {
+                    field_text(field, row).map_or_else(String::new, |text| {
+                        let quoted = text.is_empty()
+                            || text.chars().any(|c| {
+                                matches!(c, '"' | '\\' | '(' | ')' | ',') || c.is_whitespace()
+                            });
+                        if quoted {
+                            let escaped: String = text
+                                .chars()
+                                .flat_map(|c| match c {
+                                    '"' | '\\' => vec![c, c],
+                                    c => vec![c],
+                                })
+                                .collect();
+                            format!("\"{escaped}\"")
+                        } else {
+                            text
+                        }
+                    })
+                })
+                .collect();
+            Some(format!("({})", fields.join(",")))
+        }
+        // `{a,b,NULL}`: an element is quoted when it is empty, `NULL`, or holds a quote, a
+        // backslash, a brace, a comma or white space (array_out).
+        DataType::List(_) => {
+            let values = column.as_list::<i32>().value(row);
+            let elements: Vec<String> = (0..values.len())
+                .map(|i| match field_text(&values, i) {
+                    None => "NULL".to_string(),
+                    Some(text) => {
+                        let quoted = text.is_empty()
+                            || text.eq_ignore_ascii_case("null")
+                            || text.chars().any(|c| {
+                                matches!(c, '"' | '\\' | '{' | '}' | ',') || c.is_whitespace()
+                            });
+                        if quoted {
+                            let escaped: String = text
+                                .chars()
+                                .flat_map(|c| match c {
+                                    '"' | '\\' => vec!['\\', c],
+                                    c => vec![c],
+                                })
+                                .collect();
+                            format!("\"{escaped}\"")
+                        } else {
+                            text
+                        }
+                    }
+                })
+                .collect();
+            Some(format!("{{{}}}", elements.join(",")))
+        }
+        _ => datafusion::common::ScalarValue::try_from_array(column, row)
+            .ok()
+            .and_then(|v| value_text(&v)),
+    }
 }
 
 /// A double as PostgreSQL writes it with `extra_float_digits` ≥ 1: the shortest text that reads

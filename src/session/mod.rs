@@ -28,6 +28,7 @@ pub mod timezone;
 mod utility;
 pub mod vars;
 mod views;
+mod whole_rows;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -553,11 +554,28 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
             if let Statement::Query(query) = statement {
                 modifying_with::refuse_nested_writes(query)?;
             }
-            let plan = db
+            let plan = match db
                 .ctx()
                 .state()
                 .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
-                .await?;
+                .await
+            {
+                Ok(plan) => plan,
+                // `SELECT t FROM t`: a relation's name as a value is its whole row.
+                Err(e) => match missing_column(&e).and_then(|name| {
+                    let mut rewritten = statement.clone();
+                    crate::sql::rewrite::whole_row_references(&mut rewritten, &name)
+                        .then_some(rewritten)
+                }) {
+                    Some(rewritten) => db
+                        .ctx()
+                        .state()
+                        .statement_to_plan(DfStatement::Statement(Box::new(rewritten)))
+                        .await
+                        .map_err(|_| e)?,
+                    None => return Err(e.into()),
+                },
+            };
             let schema = Arc::new(coerced_schema(db, &plan));
             let types = param_types(&plan, db.models())?;
             let plan = postgres_plan(db.ctx(), plan)?;
@@ -609,6 +627,21 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
     })))
 }
 
+/// The name of the unqualified column planning did not find, if that is why it failed.
+fn missing_column(e: &datafusion::error::DataFusionError) -> Option<String> {
+    match e.find_root() {
+        datafusion::error::DataFusionError::SchemaError(error, _) => match error.as_ref() {
+            datafusion::common::SchemaError::FieldNotFound { field, .. }
+                if field.relation.is_none() =>
+            {
+                Some(field.name.clone())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn in_transaction(vars: &HashMap<String, String>) -> bool {
     vars.contains_key("augur.in_txn")
 }
@@ -625,6 +658,7 @@ pub(crate) fn postgres_plan(
     plan: LogicalPlan,
 ) -> Result<LogicalPlan> {
     let plan = set_ops::multiset_semantics(plan)?;
+    let plan = whole_rows::expand(plan)?;
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::logical_expr::{Cast, Expr, ExprSchemable};
 

@@ -2093,6 +2093,109 @@ fn single_statement(sql: &str) -> Result<Statement, ()> {
     }
 }
 
+/// A relation's name used as a value (`SELECT t FROM t`, `(SELECT t)`), which PostgreSQL reads
+/// as the relation's whole row: `ROW(t.*)`, named `t` in the select list. Applied when planning
+/// found no column `name`; true when the statement changed.
+pub fn whole_row_references(statement: &mut Statement, name: &str) -> bool {
+    let mut rewrite = WholeRows {
+        name: name.to_string(),
+        depth: Vec::new(),
+        changed: false,
+    };
+    let _ = statement.visit(&mut rewrite);
+    rewrite.changed
+}
+
+struct WholeRows {
+    name: String,
+    /// For each query being visited, whether it or one around it reads a relation `name`.
+    depth: Vec<bool>,
+    changed: bool,
+}
+
+impl WholeRows {
+    fn row(&self) -> Option<Expr> {
+        parse_expr(&format!("ROW({}.*)", Ident::with_quote('"', &self.name)))
+    }
+
+    fn is_name(&self, expr: &Expr) -> bool {
+        matches!(expr, Expr::Identifier(i) if crate::sql::normalize_ident(i) == self.name)
+    }
+}
+
+impl VisitorMut for WholeRows {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let outer = self.depth.last().copied().unwrap_or(false);
+        let here = match query.body.as_mut() {
+            SetExpr::Select(select) => {
+                let reads = select.from.iter().any(|from| {
+                    std::iter::once(&from.relation)
+                        .chain(from.joins.iter().map(|j| &j.relation))
+                        .any(|factor| match factor {
+                            TableFactor::Table { name, alias, .. } => match alias {
+                                Some(alias) => {
+                                    crate::sql::normalize_ident(&alias.name) == self.name
+                                }
+                                None => {
+                                    name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                                        crate::sql::normalize_ident(i) == self.name
+                                    })
+                                }
+                            },
+                            TableFactor::Derived {
+                                alias: Some(alias), ..
+                            }
+                            | TableFactor::Function {
+                                alias: Some(alias), ..
+                            }
+                            | TableFactor::UNNEST {
+                                alias: Some(alias), ..
+                            } => crate::sql::normalize_ident(&alias.name) == self.name,
+                            _ => false,
+                        })
+                });
+                if outer || reads {
+                    let row = self.row();
+                    for item in select.projection.iter_mut() {
+                        if let SelectItem::UnnamedExpr(expr) = item
+                            && self.is_name(expr)
+                            && let Some(row) = row.clone()
+                        {
+                            *item = SelectItem::ExprWithAlias {
+                                expr: row,
+                                alias: Ident::new(&self.name),
+                            };
+                            self.changed = true;
+                        }
+                    }
+                }
+                outer || reads
+            }
+            _ => outer,
+        };
+        self.depth.push(here);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &mut Query) -> ControlFlow<()> {
+        self.depth.pop();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if self.depth.last().copied().unwrap_or(false)
+            && self.is_name(expr)
+            && let Some(row) = self.row()
+        {
+            *expr = row;
+            self.changed = true;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2135,6 +2238,19 @@ mod tests {
         );
         regproc_as_names(&mut s);
         assert_eq!(s.to_string(), "SELECT typinput = 'array_in' FROM pg_type");
+    }
+
+    #[test]
+    fn relation_names_as_values_become_whole_rows() {
+        let mut s = parse("SELECT t, (SELECT t), x FROM t WHERE t IS NOT NULL");
+        assert!(whole_row_references(&mut s, "t"));
+        assert_eq!(
+            s.to_string(),
+            "SELECT ROW(\"t\".*) AS t, (SELECT ROW(\"t\".*) AS t), x FROM t WHERE ROW(\"t\".*) IS NOT NULL"
+        );
+        // Only where a relation of that name is read.
+        let mut s = parse("SELECT u FROM t");
+        assert!(!whole_row_references(&mut s, "u"));
     }
 
     #[test]
