@@ -18,6 +18,7 @@ pub mod pg_json;
 pub mod pg_overlay;
 pub mod pg_regexp;
 pub mod pg_to_char;
+pub mod pg_transition;
 pub mod schema;
 pub mod sequence;
 pub mod sequence_functions;

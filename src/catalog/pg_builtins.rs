@@ -62,6 +62,7 @@ pub fn register(ctx: &SessionContext) {
         );
     }
     ctx.register_udf(ScalarUDF::new_from_impl(MakeInterval::new()));
+    super::pg_transition::register(ctx);
     // PostgreSQL's name for the sample variance.
     if let Ok(var_samp) = datafusion::execution::FunctionRegistry::udaf(ctx, "var_samp") {
         ctx.register_udaf(var_samp.as_ref().clone().with_aliases(["variance"]));

@@ -192,6 +192,44 @@ pub fn postgres_text(
             }
             _ => None,
         };
+        // Arrays of doubles: each element as PostgreSQL writes it (`{5,2.5}`, not `{5.0,2.5}`);
+        // the array keeps its type, its elements go to the encoder as text.
+        if let DataType::List(element) = column.data_type()
+            && matches!(element.data_type(), DataType::Float64 | DataType::Float32)
+        {
+            let lists = column.as_list::<i32>();
+            let values = cast(lists.values(), &DataType::Float64).ok();
+            if let Some(values) = values {
+                let texts: StringArray = values
+                    .as_primitive::<Float64Type>()
+                    .iter()
+                    .map(|v| {
+                        v.map(|v| match (element.data_type(), rounded) {
+                            (DataType::Float32, Some(extra)) => float_digits(v, 6 + extra),
+                            (DataType::Float32, None) => float32_text(v as f32),
+                            (_, Some(extra)) => float_digits(v, 15 + extra),
+                            (_, None) => float_text(v, 15),
+                        })
+                    })
+                    .collect();
+                let item = Arc::new(Field::new_list_field(DataType::Utf8, true));
+                if let Ok(texts) = datafusion::arrow::array::ListArray::try_new(
+                    item.clone(),
+                    lists.offsets().clone(),
+                    Arc::new(texts),
+                    lists.nulls().cloned(),
+                ) {
+                    schema_fields[i] = Arc::new(Field::new(
+                        schema_fields[i].name(),
+                        DataType::List(item),
+                        schema_fields[i].is_nullable(),
+                    ));
+                    columns[i] = Arc::new(texts);
+                    changed = true;
+                }
+            }
+            continue;
+        }
         if let Some(strings) = rewritten {
             schema_fields[i] = Arc::new(Field::new(
                 schema_fields[i].name(),

@@ -7,9 +7,10 @@
 //! in the list (DataFusion requires unique names; PostgreSQL does not).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Ident, Query, SelectItem, SetExpr, Statement, Value,
+    DataType, Expr, Ident, Query, SelectItem, SetExpr, Statement, Value, VisitMut, VisitorMut,
 };
 
 use super::normalize_ident;
@@ -26,6 +27,9 @@ pub fn client_name(name: &str) -> &str {
 
 /// Aliases unaliased output expressions of a query statement with PostgreSQL's column names.
 pub fn apply_pg_column_names(statement: &mut Statement) {
+    // Subqueries keep DataFusion's names, except that a name repeated in one select list
+    // (`SELECT DISTINCT a, b, a`) gets the suffix that makes it unique.
+    let _ = statement.visit(&mut NestedDuplicates);
     match statement {
         Statement::Query(query) => name_query(query),
         // The names of an INSERT's rows do not matter, but DataFusion wants them unique.
@@ -35,6 +39,53 @@ pub fn apply_pg_column_names(statement: &mut Statement) {
             }
         }
         _ => {}
+    }
+}
+
+struct NestedDuplicates;
+
+impl VisitorMut for NestedDuplicates {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            suffix_duplicates(&mut select.projection);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Gives the repeated names of a select list the suffix after [`DUPLICATE_MARK`].
+fn suffix_duplicates(projection: &mut [SelectItem]) {
+    let names: Vec<Option<String>> = projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(expr) => Some(column_name(expr)),
+            SelectItem::ExprWithAlias { alias, .. } => Some(normalize_ident(alias)),
+            _ => None,
+        })
+        .collect();
+    if names.iter().any(Option::is_none) {
+        return;
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, (item, name)) in projection.iter_mut().zip(names).enumerate() {
+        let Some(name) = name else {
+            continue;
+        };
+        let count = seen.entry(name.clone()).or_default();
+        *count += 1;
+        if *count == 1 {
+            continue;
+        }
+        let expr = match &*item {
+            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr.clone(),
+            _ => continue,
+        };
+        *item = SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::with_quote('"', format!("{name}{DUPLICATE_MARK}{i}")),
+        };
     }
 }
 

@@ -375,6 +375,58 @@ fn hypothetical_set(expr: &Expr) -> Option<Expr> {
         .ok()
 }
 
+/// `percentile_cont(ARRAY[f1, f2, ...]) WITHIN GROUP (ORDER BY x)` (and `percentile_disc`): the
+/// array of the percentiles at each fraction, `ARRAY[percentile_cont(f1) WITHIN GROUP (ORDER BY
+/// x), ...]`, NULL where a fraction is NULL.
+fn fraction_array(expr: &Expr) -> Option<Expr> {
+    let Expr::Function(function) = expr else {
+        return None;
+    };
+    if function.within_group.is_empty() || function.over.is_some() {
+        return None;
+    }
+    let name = function
+        .name
+        .0
+        .last()?
+        .as_ident()?
+        .value
+        .to_ascii_lowercase();
+    if !matches!(name.as_str(), "percentile_cont" | "percentile_disc") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Array(array)))] = list.args.as_slice()
+    else {
+        return None;
+    };
+    if array.elem.iter().any(|e| matches!(e, Expr::Array(_))) {
+        return None;
+    }
+    let elem = array
+        .elem
+        .iter()
+        .map(|fraction| {
+            if matches!(fraction, Expr::Value(v) if matches!(v.value, Value::Null)) {
+                return null();
+            }
+            let mut call = function.clone();
+            if let FunctionArguments::List(list) = &mut call.args {
+                list.args = vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(
+                    fraction.clone(),
+                ))];
+            }
+            Expr::Function(call)
+        })
+        .collect();
+    Some(Expr::Array(datafusion::sql::sqlparser::ast::Array {
+        elem,
+        named: true,
+    }))
+}
+
 /// The rewrites that run after the columns are named, so that a column keeps the name of what
 /// was written: casts to `name`, PostgreSQL's type of identifiers, as casts to text (which
 /// Augur stores names as), so that `'x'::name` is named `name`; hypothetical-set aggregates
@@ -383,6 +435,9 @@ pub fn after_naming(statement: &mut Statement) {
     let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(statement, |expr| {
         if let Some(counted) = hypothetical_set(expr) {
             *expr = counted;
+        }
+        if let Some(each) = fraction_array(expr) {
+            *expr = each;
         }
         // `SUBSTRING(x FROM p FOR n)` by positions as a call of `substr`, which takes `bytea`
         // too (DataFusion plans the syntax with its own text-only function).
