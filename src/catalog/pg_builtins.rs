@@ -63,6 +63,14 @@ pub fn register(ctx: &SessionContext) {
     }
     ctx.register_udf(ScalarUDF::new_from_impl(MakeInterval::new()));
     super::pg_transition::register(ctx);
+    super::pg_degrees::register(ctx);
+    super::pg_power::register(ctx);
+    // PostgreSQL's other names for ceil and signum.
+    for (function, alias) in [("ceil", "ceiling"), ("signum", "sign")] {
+        if let Ok(udf) = datafusion::execution::FunctionRegistry::udf(ctx, function) {
+            ctx.register_udf(udf.as_ref().clone().with_aliases([alias]));
+        }
+    }
     // PostgreSQL's name for the sample variance.
     if let Ok(var_samp) = datafusion::execution::FunctionRegistry::udaf(ctx, "var_samp") {
         ctx.register_udaf(var_samp.as_ref().clone().with_aliases(["variance"]));

@@ -91,13 +91,25 @@ fn checked(
         let Some(binary) = e.downcast_ref::<BinaryExpr>() else {
             return Ok(Transformed::no(e));
         };
-        let integers = matches!(
+        let arithmetic = matches!(
             binary.op(),
             Operator::Plus | Operator::Minus | Operator::Multiply
-        ) && matches!(
-            binary.data_type(schema)?,
-            DataType::Int16 | DataType::Int32 | DataType::Int64
         );
+        let data_type = binary.data_type(schema)?;
+        if arithmetic && matches!(data_type, DataType::Float32 | DataType::Float64) {
+            let checked: Arc<dyn PhysicalExpr> = Arc::new(FloatChecked {
+                op: *binary.op(),
+                left: binary.left().clone(),
+                right: binary.right().clone(),
+                data_type,
+            });
+            return Ok(Transformed::yes(checked));
+        }
+        let integers = arithmetic
+            && matches!(
+                data_type,
+                DataType::Int16 | DataType::Int32 | DataType::Int64
+            );
         if !integers {
             return Ok(Transformed::no(e));
         }
@@ -107,4 +119,123 @@ fn checked(
         );
         Ok(Transformed::yes(checked))
     })
+}
+
+/// Floating point `+`, `-` and `*` that raise `22003` where PostgreSQL's do: a result that is
+/// infinite from finite operands (overflow), or a product that is zero from operands that are
+/// not (underflow). DataFusion's kernels give the infinity or the zero.
+#[derive(Debug, Clone)]
+struct FloatChecked {
+    op: Operator,
+    left: Arc<dyn PhysicalExpr>,
+    right: Arc<dyn PhysicalExpr>,
+    data_type: DataType,
+}
+
+impl PartialEq for FloatChecked {
+    fn eq(&self, other: &Self) -> bool {
+        self.op == other.op
+            && self.data_type == other.data_type
+            && self.left.eq(&other.left)
+            && self.right.eq(&other.right)
+    }
+}
+
+impl Eq for FloatChecked {}
+
+impl std::hash::Hash for FloatChecked {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.op.hash(state);
+        self.left.hash(state);
+        self.right.hash(state);
+    }
+}
+
+impl std::fmt::Display for FloatChecked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.left, self.op, self.right)
+    }
+}
+
+fn out_of_range(what: &str) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(crate::error::Error::coded(
+        "22003",
+        format!("value out of range: {what}"),
+    )))
+}
+
+impl PhysicalExpr for FloatChecked {
+    fn data_type(&self, _input_schema: &datafusion::arrow::datatypes::Schema) -> Result<DataType> {
+        Ok(self.data_type.clone())
+    }
+
+    fn nullable(&self, input_schema: &datafusion::arrow::datatypes::Schema) -> Result<bool> {
+        Ok(self.left.nullable(input_schema)? || self.right.nullable(input_schema)?)
+    }
+
+    fn evaluate(
+        &self,
+        batch: &datafusion::arrow::record_batch::RecordBatch,
+    ) -> Result<datafusion::logical_expr::ColumnarValue> {
+        use datafusion::arrow::array::{Array, AsArray};
+        use datafusion::arrow::compute::cast;
+        use datafusion::arrow::compute::kernels::numeric;
+        use datafusion::arrow::datatypes::Float64Type;
+
+        let rows = batch.num_rows();
+        let left = self.left.evaluate(batch)?.into_array(rows)?;
+        let right = self.right.evaluate(batch)?.into_array(rows)?;
+        let left = cast(&left, &self.data_type)?;
+        let right = cast(&right, &self.data_type)?;
+        let result = match self.op {
+            Operator::Plus => numeric::add(&left, &right)?,
+            Operator::Minus => numeric::sub(&left, &right)?,
+            _ => numeric::mul(&left, &right)?,
+        };
+        let wide = |a: &Arc<dyn Array>| cast(a, &DataType::Float64);
+        let (l, r, out) = (wide(&left)?, wide(&right)?, wide(&result)?);
+        let (l, r, out) = (
+            l.as_primitive::<Float64Type>(),
+            r.as_primitive::<Float64Type>(),
+            out.as_primitive::<Float64Type>(),
+        );
+        for i in 0..out.len() {
+            if out.is_null(i) {
+                continue;
+            }
+            let (a, b, v) = (l.value(i), r.value(i), out.value(i));
+            if v.is_infinite() && a.is_finite() && b.is_finite() {
+                return Err(out_of_range("overflow"));
+            }
+            if self.op == Operator::Multiply && v == 0.0 && a != 0.0 && b != 0.0 {
+                return Err(out_of_range("underflow"));
+            }
+        }
+        Ok(datafusion::logical_expr::ColumnarValue::Array(result))
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.left, &self.right]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        let [left, right]: [Arc<dyn PhysicalExpr>; 2] = children.try_into().map_err(|_| {
+            datafusion::error::DataFusionError::Internal("two operands expected".into())
+        })?;
+        Ok(Arc::new(FloatChecked {
+            op: self.op,
+            left,
+            right,
+            data_type: self.data_type.clone(),
+        }))
+    }
+
+    fn fmt_sql(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.left.fmt_sql(f)?;
+        write!(f, " {} ", self.op)?;
+        self.right.fmt_sql(f)
+    }
 }

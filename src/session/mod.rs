@@ -701,6 +701,38 @@ pub(crate) fn postgres_plan(
                             | datafusion::logical_expr::Operator::Multiply
                     ) =>
                 {
+                    // Doubles likewise: PostgreSQL's overflow and underflow errors, where
+                    // folding gives an infinity or a zero.
+                    if let (Some((l, l_double)), Some((r, r_double))) =
+                        (constant_double(left), constant_double(right))
+                        && (l_double || r_double)
+                    {
+                        let (l, r) = (&l, &r);
+                        let v = match op {
+                            datafusion::logical_expr::Operator::Plus => l + r,
+                            datafusion::logical_expr::Operator::Minus => l - r,
+                            _ => l * r,
+                        };
+                        let what = if v.is_infinite() && l.is_finite() && r.is_finite() {
+                            Some("overflow")
+                        } else if *op == datafusion::logical_expr::Operator::Multiply
+                            && v == 0.0
+                            && *l != 0.0
+                            && *r != 0.0
+                        {
+                            Some("underflow")
+                        } else {
+                            None
+                        };
+                        if let Some(what) = what {
+                            return Err(datafusion::error::DataFusionError::External(Box::new(
+                                crate::error::Error::coded(
+                                    "22003",
+                                    format!("value out of range: {what}"),
+                                ),
+                            )));
+                        }
+                    }
                     if let (Some(l), Some(r)) = (constant_integer(left), constant_integer(right)) {
                         let wide = if l.data_type() == DataType::Int64
                             || r.data_type() == DataType::Int64
@@ -933,6 +965,28 @@ pub(crate) fn postgres_plan(
 }
 
 /// The value of an integer literal, possibly cast to another integer type.
+/// The value of a constant number as a double, and whether it is one (a literal double, or a
+/// literal cast to one).
+fn constant_double(expr: &datafusion::logical_expr::Expr) -> Option<(f64, bool)> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{Cast, Expr};
+    match expr {
+        Expr::Literal(ScalarValue::Float64(Some(v)), _) => Some((*v, true)),
+        Expr::Cast(Cast { expr, field }) if field.data_type() == &DataType::Float64 => {
+            let (v, _) = constant_double(expr)?;
+            Some((v, true))
+        }
+        Expr::Negative(inner) => constant_double(inner).map(|(v, d)| (-v, d)),
+        other => {
+            let v = constant_integer(other)?.cast_to(&DataType::Float64).ok()?;
+            match v {
+                ScalarValue::Float64(Some(v)) => Some((v, false)),
+                _ => None,
+            }
+        }
+    }
+}
+
 fn constant_integer(
     expr: &datafusion::logical_expr::Expr,
 ) -> Option<datafusion::common::ScalarValue> {

@@ -64,6 +64,68 @@ impl VisitorMut for PgExprs {
     }
 
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        // `f1 * '-10'`, `f1 ^ '2.0'`: a quoted number in arithmetic with something that is not
+        // quoted takes the other operand's type in PostgreSQL (an untyped literal); DataFusion
+        // refuses arithmetic on text, so the number is written unquoted.
+        if let Expr::BinaryOp { left, op, right } = expr
+            && matches!(
+                op,
+                BinaryOperator::Plus
+                    | BinaryOperator::Minus
+                    | BinaryOperator::Multiply
+                    | BinaryOperator::Divide
+                    | BinaryOperator::Modulo
+                    | BinaryOperator::PGExp
+            )
+        {
+            let quoted = |e: &Expr| match e {
+                Expr::Value(v) => match &v.value {
+                    Value::SingleQuotedString(s) => Some(s.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let number = |text: &str| -> Option<Expr> {
+                let text = text.trim();
+                let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+                if digits.is_empty()
+                    || !digits.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+                    || text.parse::<f64>().is_err()
+                {
+                    return None;
+                }
+                Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(text)
+                    .and_then(|mut p| p.parse_expr())
+                    .ok()
+                    .map(|e| Expr::Nested(Box::new(e)))
+            };
+            match (quoted(left), quoted(right)) {
+                (Some(text), None) => {
+                    if let Some(n) = number(&text) {
+                        **left = n;
+                    }
+                }
+                (None, Some(text)) => {
+                    if let Some(n) = number(&text) {
+                        **right = n;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // `@ x`, `|/ x`, `||/ x`: PostgreSQL's prefix operators for abs, sqrt and cbrt.
+        if let Expr::UnaryOp { op, expr: operand } = expr
+            && let Some(function) = match op {
+                UnaryOperator::PGAbs => Some("abs"),
+                UnaryOperator::PGSquareRoot => Some("sqrt"),
+                UnaryOperator::PGCubeRoot => Some("cbrt"),
+                _ => None,
+            }
+        {
+            let operand = std::mem::replace(operand.as_mut(), null());
+            *expr = crate::sql::rewrite::call(function, vec![Expr::Nested(Box::new(operand))]);
+        }
         // `f(name := value)`, PostgreSQL's older spelling of `f(name => value)`, which
         // sqlparser reads as an assignment expression.
         if let Expr::Function(Function {
