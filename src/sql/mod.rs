@@ -553,6 +553,7 @@ const FRAMELESS_WINDOW_FUNCTIONS: &[&str] = &[
 ///
 /// - `CREATE RECURSIVE VIEW v (cols) AS q`: `CREATE VIEW v AS WITH RECURSIVE v (cols) AS (q)
 ///   SELECT cols FROM v`.
+/// - `JOIN ... USING (k) AS x`: the alias taken out, `x.k` written `k` and `x.*` the columns.
 /// - `'1 day'::interval PRECEDING`: sqlparser reads a quoted window frame offset as an interval
 ///   already, and stops at the cast, which is left out.
 /// - `ORDER BY x USING <` (or `>`): `ASC` (or `DESC`).
@@ -573,6 +574,9 @@ fn postgresql_token_forms(
     let views = recursive::views(&tokens);
     let mut changed = views.is_some();
     let tokens = views.unwrap_or(tokens);
+    let aliased = using::join_aliases(&tokens);
+    changed |= aliased.is_some();
+    let tokens = aliased.unwrap_or(tokens);
     let marked = search_cycle::mark(&tokens);
     changed |= marked.is_some();
     let tokens = marked.unwrap_or(tokens);

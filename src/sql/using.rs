@@ -16,6 +16,8 @@ use datafusion::sql::sqlparser::ast::{
     TableFactor, VisitMut, VisitorMut, WildcardAdditionalOptions,
 };
 
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Word};
+
 use super::normalize_ident;
 
 /// Rewrites every SELECT of `statement` that joins with USING.
@@ -265,4 +267,129 @@ impl VisitorMut for Replace<'_> {
         }
         ControlFlow::Continue(())
     }
+}
+/// `JOIN ... USING (k) AS x`, which sqlparser does not read: the alias names the join's merged
+/// columns, so `x.k` is the merged `k` and `x.*` lists them. The alias is taken out and its
+/// references written as the columns they mean. None when `tokens` hold no such alias.
+pub(super) fn join_aliases(tokens: &[TokenWithSpan]) -> Option<Vec<TokenWithSpan>> {
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&j| !matches!(tokens[j].token, Token::Whitespace(_)))
+        .collect();
+    let word = |k: usize| match significant.get(k).map(|&j| &tokens[j].token) {
+        Some(Token::Word(w)) => Some(w.clone()),
+        _ => None,
+    };
+    let is = |k: usize, w: &str| {
+        word(k).is_some_and(|x| x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
+    };
+    let name = |w: &Word| {
+        if w.quote_style.is_some() {
+            w.value.clone()
+        } else {
+            w.value.to_ascii_lowercase()
+        }
+    };
+    // The aliases, their columns, and the tokens `AS alias` to drop.
+    let mut aliases: HashMap<String, Vec<Word>> = HashMap::new();
+    let mut dropped: Vec<usize> = Vec::new();
+    for k in 0..significant.len() {
+        if !is(k, "using")
+            || significant.get(k + 1).map(|&j| &tokens[j].token) != Some(&Token::LParen)
+        {
+            continue;
+        }
+        let mut columns = Vec::new();
+        let mut m = k + 2;
+        while let Some(column) = word(m) {
+            columns.push(column);
+            match significant.get(m + 1).map(|&j| &tokens[j].token) {
+                Some(Token::Comma) => m += 2,
+                _ => break,
+            }
+        }
+        if significant.get(m + 1).map(|&j| &tokens[j].token) != Some(&Token::RParen)
+            || !is(m + 2, "as")
+        {
+            continue;
+        }
+        let Some(alias) = word(m + 3) else {
+            continue;
+        };
+        // Left for PostgreSQL's errors (the statement then does not parse): an alias hidden
+        // by the alias of a parenthesized join around it, an alias another relation has too,
+        // and row locks, which do not apply to a join.
+        let hidden = significant.get(m + 4).map(|&j| &tokens[j].token) == Some(&Token::RParen)
+            && (is(m + 5, "as")
+                || word(m + 5).is_some_and(|w| {
+                    w.quote_style.is_some()
+                        || w.keyword == datafusion::sql::sqlparser::keywords::Keyword::NoKeyword
+                }));
+        let taken = (0..significant.len()).any(|n| {
+            n != m + 3
+                && word(n).is_some_and(|w| name(&w) == name(&alias))
+                && significant.get(n + 1).map(|&j| &tokens[j].token) != Some(&Token::Period)
+        });
+        let locks = (0..significant.len())
+            .any(|n| is(n, "for") && (is(n + 1, "update") || is(n + 1, "share")));
+        if hidden || taken || locks {
+            continue;
+        }
+        aliases.insert(name(&alias), columns);
+        dropped.extend([significant[m + 2], significant[m + 3]]);
+    }
+    if aliases.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut skip_to = 0;
+    for (k, &j) in significant.iter().enumerate() {
+        if j < skip_to {
+            continue;
+        }
+        // Whitespace before this token.
+        let previous = if k == 0 { 0 } else { significant[k - 1] + 1 };
+        out.extend(tokens[previous.max(skip_to)..j].iter().cloned());
+        skip_to = j + 1;
+        if dropped.contains(&j) {
+            continue;
+        }
+        if let Some(alias) = word(k).filter(|w| aliases.contains_key(&name(w)))
+            && significant.get(k + 1).map(|&p| &tokens[p].token) == Some(&Token::Period)
+            && let Some(&after) = significant.get(k + 2)
+        {
+            let columns = &aliases[&name(&alias)];
+            let replacement: Option<Vec<Token>> = match &tokens[after].token {
+                Token::Mul => Some(
+                    columns
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(n, c)| {
+                            let mut t = Vec::new();
+                            if n > 0 {
+                                t.push(Token::Comma);
+                            }
+                            t.push(Token::Word(c.clone()));
+                            t
+                        })
+                        .collect(),
+                ),
+                Token::Word(column) if columns.iter().any(|c| name(c) == name(column)) => {
+                    Some(vec![Token::Word(column.clone())])
+                }
+                _ => None,
+            };
+            if let Some(replacement) = replacement {
+                out.extend(
+                    replacement
+                        .into_iter()
+                        .map(|t| TokenWithSpan::new(t, tokens[j].span)),
+                );
+                skip_to = after + 1;
+                continue;
+            }
+        }
+        out.push(tokens[j].clone());
+    }
+    out.extend(tokens[skip_to..].iter().cloned());
+    Some(out)
 }
