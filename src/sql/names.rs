@@ -29,7 +29,10 @@ pub fn client_name(name: &str) -> &str {
 pub fn apply_pg_column_names(statement: &mut Statement) {
     // Subqueries keep DataFusion's names, except that a name repeated in one select list
     // (`SELECT DISTINCT a, b, a`) gets the suffix that makes it unique.
-    let _ = statement.visit(&mut NestedDuplicates);
+    let named_here = matches!(statement, Statement::Query(_) | Statement::Insert(_));
+    let _ = statement.visit(&mut NestedDuplicates {
+        skip_first: named_here,
+    });
     match statement {
         Statement::Query(query) => name_query(query),
         // The names of an INSERT's rows do not matter, but DataFusion wants them unique.
@@ -42,12 +45,18 @@ pub fn apply_pg_column_names(statement: &mut Statement) {
     }
 }
 
-struct NestedDuplicates;
+struct NestedDuplicates {
+    /// The statement's own query, named below, comes first.
+    skip_first: bool,
+}
 
 impl VisitorMut for NestedDuplicates {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if std::mem::take(&mut self.skip_first) {
+            return ControlFlow::Continue(());
+        }
         if let SetExpr::Select(select) = query.body.as_mut() {
             suffix_duplicates(&mut select.projection);
         }
