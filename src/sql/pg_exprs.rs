@@ -114,6 +114,22 @@ impl VisitorMut for PgExprs {
                 _ => {}
             }
         }
+        // `~x`: bitwise not, `x # -1` (exclusive or with all bits set).
+        if let Expr::UnaryOp {
+            op: UnaryOperator::BitwiseNot,
+            expr: operand,
+        } = expr
+        {
+            let operand = std::mem::replace(operand.as_mut(), null());
+            *expr = Expr::Nested(Box::new(Expr::BinaryOp {
+                left: Box::new(Expr::Nested(Box::new(operand))),
+                op: BinaryOperator::PGBitwiseXor,
+                right: Box::new(Expr::UnaryOp {
+                    op: UnaryOperator::Minus,
+                    expr: Box::new(Expr::value(Value::Number("1".into(), false))),
+                }),
+            }));
+        }
         // `@ x`, `|/ x`, `||/ x`: PostgreSQL's prefix operators for abs, sqrt and cbrt.
         if let Expr::UnaryOp { op, expr: operand } = expr
             && let Some(function) = match op {
@@ -489,6 +505,42 @@ fn fraction_array(expr: &Expr) -> Option<Expr> {
     }))
 }
 
+/// `float8(x)`, `int4(x)`, ...: a type's name called as a function is a cast to it (after the
+/// columns are named: the column is named after the type, as the call).
+fn function_style_cast(expr: &mut Expr) {
+    if let Expr::Function(Function {
+        name,
+        args: FunctionArguments::List(list),
+        over: None,
+        filter: None,
+        ..
+    }) = expr
+        && let [ObjectNamePart::Identifier(function)] = name.0.as_slice()
+        && function.quote_style.is_none()
+        && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(argument))] = list.args.as_slice()
+        && list.duplicate_treatment.is_none()
+        && list.clauses.is_empty()
+    {
+        let data_type = match function.value.to_ascii_lowercase().as_str() {
+            "float8" => Some(DataType::Float8),
+            "float4" => Some(DataType::Float4),
+            "int2" => Some(DataType::Int2(None)),
+            "int4" => Some(DataType::Int4(None)),
+            "int8" => Some(DataType::Int8(None)),
+            _ => None,
+        };
+        if let Some(data_type) = data_type {
+            *expr = Expr::Cast {
+                kind: CastKind::Cast,
+                expr: Box::new(argument.clone()),
+                data_type,
+                array: false,
+                format: None,
+            };
+        }
+    }
+}
+
 /// The rewrites that run after the columns are named, so that a column keeps the name of what
 /// was written: casts to `name`, PostgreSQL's type of identifiers, as casts to text (which
 /// Augur stores names as), so that `'x'::name` is named `name`; hypothetical-set aggregates
@@ -501,6 +553,7 @@ pub fn after_naming(statement: &mut Statement) {
         if let Some(each) = fraction_array(expr) {
             *expr = each;
         }
+        function_style_cast(expr);
         // `SUBSTRING(x FROM p FOR n)` by positions as a call of `substr`, which takes `bytea`
         // too (DataFusion plans the syntax with its own text-only function).
         if let Expr::Substring {
