@@ -9,6 +9,7 @@
 pub mod function;
 pub mod information_schema;
 pub mod ordered_set;
+pub mod pg_bits;
 pub mod pg_builtins;
 pub mod pg_bytea;
 pub mod pg_datetime;

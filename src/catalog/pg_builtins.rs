@@ -65,6 +65,7 @@ pub fn register(ctx: &SessionContext) {
     super::pg_transition::register(ctx);
     super::pg_degrees::register(ctx);
     super::pg_power::register(ctx);
+    super::pg_bits::register(ctx);
     // PostgreSQL's other names for ceil and signum.
     for (function, alias) in [("ceil", "ceiling"), ("signum", "sign")] {
         if let Ok(udf) = datafusion::execution::FunctionRegistry::udf(ctx, function) {
