@@ -43,53 +43,83 @@ fn out_of_range() -> datafusion::error::DataFusionError {
     super::pg_builtins::pg_error("22003", "input is out of range".to_string())
 }
 
-fn sin_30() -> f64 {
-    (30.0 * RADIANS_PER_DEGREE).sin()
+/// The values at known angles the functions are scaled by, computed once at run time (as
+/// PostgreSQL does, so that they carry the same rounding as the values they divide).
+struct Constants {
+    sin_30: f64,
+    one_minus_cos_60: f64,
+    asin_0_5: f64,
+    acos_0_5: f64,
+    atan_1_0: f64,
+    tan_45: f64,
+    cot_45: f64,
 }
 
-fn one_minus_cos_60() -> f64 {
-    1.0 - (60.0 * RADIANS_PER_DEGREE).cos()
-}
+static CONSTANTS: std::sync::LazyLock<Constants> = std::sync::LazyLock::new(|| {
+    let mut c = Constants {
+        sin_30: (30.0 * RADIANS_PER_DEGREE).sin(),
+        one_minus_cos_60: 1.0 - (60.0 * RADIANS_PER_DEGREE).cos(),
+        asin_0_5: 0.5f64.asin(),
+        acos_0_5: 0.5f64.acos(),
+        atan_1_0: 1.0f64.atan(),
+        tan_45: 1.0,
+        cot_45: 1.0,
+    };
+    let (sin_45, cos_45) = (sind_q1_with(&c, 45.0), cosd_q1_with(&c, 45.0));
+    c.tan_45 = sin_45 / cos_45;
+    c.cot_45 = cos_45 / sin_45;
+    c
+});
 
-fn sind_0_to_30(x: f64) -> f64 {
+fn sind_0_to_30(c: &Constants, x: f64) -> f64 {
     let sin_x = (x * RADIANS_PER_DEGREE).sin();
-    (sin_x / sin_30()) / 2.0
+    (sin_x / c.sin_30) / 2.0
 }
 
-fn cosd_0_to_60(x: f64) -> f64 {
+fn cosd_0_to_60(c: &Constants, x: f64) -> f64 {
     let one_minus_cos_x = 1.0 - (x * RADIANS_PER_DEGREE).cos();
-    1.0 - (one_minus_cos_x / one_minus_cos_60()) / 2.0
+    1.0 - (one_minus_cos_x / c.one_minus_cos_60) / 2.0
+}
+
+fn sind_q1_with(c: &Constants, x: f64) -> f64 {
+    if x <= 30.0 {
+        sind_0_to_30(c, x)
+    } else {
+        cosd_0_to_60(c, 90.0 - x)
+    }
+}
+
+fn cosd_q1_with(c: &Constants, x: f64) -> f64 {
+    if x <= 60.0 {
+        cosd_0_to_60(c, x)
+    } else {
+        sind_0_to_30(c, 90.0 - x)
+    }
 }
 
 fn sind_q1(x: f64) -> f64 {
-    if x <= 30.0 {
-        sind_0_to_30(x)
-    } else {
-        cosd_0_to_60(90.0 - x)
-    }
+    sind_q1_with(&CONSTANTS, x)
 }
 
 fn cosd_q1(x: f64) -> f64 {
-    if x <= 60.0 {
-        cosd_0_to_60(x)
-    } else {
-        sind_0_to_30(90.0 - x)
-    }
+    cosd_q1_with(&CONSTANTS, x)
 }
 
 fn asind_q1(x: f64) -> f64 {
+    let c = &*CONSTANTS;
     if x <= 0.5 {
-        (x.asin() / 0.5f64.asin()) * 30.0
+        (x.asin() / c.asin_0_5) * 30.0
     } else {
-        90.0 - (x.acos() / 0.5f64.acos()) * 60.0
+        90.0 - (x.acos() / c.acos_0_5) * 60.0
     }
 }
 
 fn acosd_q1(x: f64) -> f64 {
+    let c = &*CONSTANTS;
     if x <= 0.5 {
-        90.0 - (x.asin() / 0.5f64.asin()) * 30.0
+        90.0 - (x.asin() / c.asin_0_5) * 30.0
     } else {
-        (x.acos() / 0.5f64.acos()) * 60.0
+        (x.acos() / c.acos_0_5) * 60.0
     }
 }
 
@@ -127,13 +157,11 @@ fn degrees(name: &str, x: f64, y: f64) -> Result<f64> {
                 "sind" => sin_sign * sind_q1(q),
                 "cosd" => cos_sign * cosd_q1(q),
                 "tand" => {
-                    let tan_45 = sind_q1(45.0) / cosd_q1(45.0);
-                    let r = sin_sign * cos_sign * ((sind_q1(q) / cosd_q1(q)) / tan_45);
+                    let r = sin_sign * cos_sign * ((sind_q1(q) / cosd_q1(q)) / CONSTANTS.tan_45);
                     if r == 0.0 { 0.0 } else { r }
                 }
                 _ => {
-                    let cot_45 = cosd_q1(45.0) / sind_q1(45.0);
-                    let r = sin_sign * cos_sign * ((cosd_q1(q) / sind_q1(q)) / cot_45);
+                    let r = sin_sign * cos_sign * ((cosd_q1(q) / sind_q1(q)) / CONSTANTS.cot_45);
                     if r == 0.0 { 0.0 } else { r }
                 }
             }
@@ -149,8 +177,8 @@ fn degrees(name: &str, x: f64, y: f64) -> Result<f64> {
                 (_, false) => 90.0 + asind_q1(-x),
             }
         }
-        "atand" => (x.atan() / 1.0f64.atan()) * 45.0,
-        _ => (x.atan2(y) / 1.0f64.atan()) * 45.0,
+        "atand" => (x.atan() / CONSTANTS.atan_1_0) * 45.0,
+        _ => (x.atan2(y) / CONSTANTS.atan_1_0) * 45.0,
     };
     if result.is_infinite() && !matches!(name, "tand" | "cotd") {
         return Err(super::pg_builtins::pg_error(

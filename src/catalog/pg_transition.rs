@@ -215,12 +215,7 @@ fn combine(a: &[f64], b: &[f64]) -> Result<Vec<f64>> {
     let sx = sx1 + sx2;
     let tmp = sx1 / n1 - sx2 / n2;
     let sxx = sxx1 + sxx2 + n1 * n2 * tmp * tmp / n;
-    if sx.is_infinite() && !sx1.is_infinite() && !sx2.is_infinite() {
-        return Err(overflow());
-    }
-    if sxx.is_infinite() && !sxx1.is_infinite() && !sxx2.is_infinite() {
-        return Err(overflow());
-    }
+    check_sums(&[(sx, sx1, sx2), (sxx, sxx1, sxx2)])?;
     Ok(vec![n, sx, sxx])
 }
 
@@ -286,18 +281,25 @@ fn regr_combine(a: &[f64], b: &[f64]) -> Result<Vec<f64>> {
     let tmp2 = sy1 / n1 - sy2 / n2;
     let syy = syy1 + syy2 + n1 * n2 * tmp2 * tmp2 / n;
     let sxy = sxy1 + sxy2 + n1 * n2 * tmp1 * tmp2 / n;
-    for (sum, left, right) in [
+    check_sums(&[
         (sx, sx1, sx2),
         (sxx, sxx1, sxx2),
         (sy, sy1, sy2),
         (syy, syy1, syy2),
         (sxy, sxy1, sxy2),
-    ] {
-        if sum.is_infinite() && !left.is_infinite() && !right.is_infinite() {
-            return Err(overflow());
-        }
-    }
+    ])?;
     Ok(vec![n, sx, sxx, sy, syy, sxy])
+}
+
+/// Combined sums `(sum, left, right)` that overflowed: infinite from parts that are not.
+fn check_sums(sums: &[(f64, f64, f64)]) -> Result<()> {
+    if sums
+        .iter()
+        .any(|(sum, left, right)| sum.is_infinite() && !left.is_infinite() && !right.is_infinite())
+    {
+        return Err(overflow());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

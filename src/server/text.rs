@@ -293,22 +293,11 @@ fn field_text(column: &ArrayRef, row: usize) -> Option<String> {
                 .iter()
                 .map(|field| {
                     field_text(field, row).map_or_else(String::new, |text| {
-                        let quoted = text.is_empty()
+                        let special = text.is_empty()
                             || text.chars().any(|c| {
                                 matches!(c, '"' | '\\' | '(' | ')' | ',') || c.is_whitespace()
                             });
-                        if quoted {
-                            let escaped: String = text
-                                .chars()
-                                .flat_map(|c| match c {
-                                    '"' | '\\' => vec![c, c],
-                                    c => vec![c],
-                                })
-                                .collect();
-                            format!("\"{escaped}\"")
-                        } else {
-                            text
-                        }
+                        quoted(text, special, None)
                     })
                 })
                 .collect();
@@ -322,23 +311,12 @@ fn field_text(column: &ArrayRef, row: usize) -> Option<String> {
                 .map(|i| match field_text(&values, i) {
                     None => "NULL".to_string(),
                     Some(text) => {
-                        let quoted = text.is_empty()
+                        let special = text.is_empty()
                             || text.eq_ignore_ascii_case("null")
                             || text.chars().any(|c| {
                                 matches!(c, '"' | '\\' | '{' | '}' | ',') || c.is_whitespace()
                             });
-                        if quoted {
-                            let escaped: String = text
-                                .chars()
-                                .flat_map(|c| match c {
-                                    '"' | '\\' => vec!['\\', c],
-                                    c => vec![c],
-                                })
-                                .collect();
-                            format!("\"{escaped}\"")
-                        } else {
-                            text
-                        }
+                        quoted(text, special, Some('\\'))
                     }
                 })
                 .collect();
@@ -348,6 +326,24 @@ fn field_text(column: &ArrayRef, row: usize) -> Option<String> {
             .ok()
             .and_then(|v| value_text(&v)),
     }
+}
+
+/// `text` in double quotes when `special`, each quote and backslash in it escaped: preceded by
+/// `escape`, or doubled (a record's field) when there is none.
+fn quoted(text: String, special: bool, escape: Option<char>) -> String {
+    if !special {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push(escape.unwrap_or(c));
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 /// A double as PostgreSQL writes it with `extra_float_digits` ≥ 1: the shortest text that reads

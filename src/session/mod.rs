@@ -250,32 +250,26 @@ impl<'a> Session<'a> {
                 hold,
                 no_scroll,
             } => self.declare(name, query, *hold, *no_scroll, &params).await,
-            Plan::Write(write) => {
-                let output = write
-                    .execute(
-                        self.db,
-                        &self.env(),
-                        params,
-                        vars::duration(self.vars, "lock_timeout"),
-                    )
-                    .await?;
-                if in_transaction(self.vars) {
-                    self.vars.insert(TXN_WROTE.into(), "1".into());
-                }
-                Ok(output)
-            }
-            Plan::ModifyingWith => {
-                let Stmt::Sql(statement) = prepared.statement() else {
-                    return Err(Error::Internal("a WITH statement that is not SQL".into()));
+            Plan::Write(_) | Plan::ModifyingWith => {
+                let lock_timeout = vars::duration(self.vars, "lock_timeout");
+                let output = match (&prepared.0.plan, prepared.statement()) {
+                    (Plan::Write(write), _) => {
+                        write
+                            .execute(self.db, &self.env(), params, lock_timeout)
+                            .await?
+                    }
+                    (_, Stmt::Sql(statement)) => {
+                        modifying_with::execute(
+                            self.db,
+                            &self.env(),
+                            statement,
+                            params,
+                            lock_timeout,
+                        )
+                        .await?
+                    }
+                    _ => return Err(Error::Internal("a WITH statement that is not SQL".into())),
                 };
-                let output = modifying_with::execute(
-                    self.db,
-                    &self.env(),
-                    statement,
-                    params,
-                    vars::duration(self.vars, "lock_timeout"),
-                )
-                .await?;
                 if in_transaction(self.vars) {
                     self.vars.insert(TXN_WROTE.into(), "1".into());
                 }

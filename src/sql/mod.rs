@@ -1024,6 +1024,43 @@ fn bracket_step(token: &datafusion::sql::sqlparser::tokenizer::Token) -> i32 {
 
 /// The first of `positions` (walked forward or backward through `tokens`) that holds a
 /// parenthesis or bracket closing (`forward`) or opening (backward) one the walk did not pass.
+/// The tokens of a statement that are not white space, counted by `k`: what the token passes
+/// read (`CREATE RECURSIVE VIEW`, `SEARCH`/`CYCLE`, `USING (...) AS x`).
+pub(crate) struct Significant<'a> {
+    tokens: &'a [datafusion::sql::sqlparser::tokenizer::TokenWithSpan],
+    /// The position in `tokens` of each.
+    pub at: Vec<usize>,
+}
+
+impl<'a> Significant<'a> {
+    pub fn new(tokens: &'a [datafusion::sql::sqlparser::tokenizer::TokenWithSpan]) -> Self {
+        use datafusion::sql::sqlparser::tokenizer::Token;
+        let at = (0..tokens.len())
+            .filter(|&j| !matches!(tokens[j].token, Token::Whitespace(_)))
+            .collect();
+        Self { tokens, at }
+    }
+
+    /// The `k`th of them.
+    pub fn token(&self, k: usize) -> Option<&'a datafusion::sql::sqlparser::tokenizer::Token> {
+        self.at.get(k).map(|&j| &self.tokens[j].token)
+    }
+
+    /// The `k`th, if it is a word.
+    pub fn word(&self, k: usize) -> Option<&'a datafusion::sql::sqlparser::tokenizer::Word> {
+        match self.token(k) {
+            Some(datafusion::sql::sqlparser::tokenizer::Token::Word(w)) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// Whether the `k`th is the unquoted word `w` (any case).
+    pub fn is(&self, k: usize, w: &str) -> bool {
+        self.word(k)
+            .is_some_and(|x| x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
+    }
+}
+
 fn unmatched_bracket(
     tokens: &[datafusion::sql::sqlparser::tokenizer::TokenWithSpan],
     positions: impl Iterator<Item = usize>,

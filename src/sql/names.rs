@@ -66,36 +66,29 @@ impl VisitorMut for NestedDuplicates {
 
 /// Gives the repeated names of a select list the suffix after [`DUPLICATE_MARK`].
 fn suffix_duplicates(projection: &mut [SelectItem]) {
-    let names: Vec<Option<String>> = projection
-        .iter()
-        .map(|item| match item {
-            SelectItem::UnnamedExpr(expr) => Some(column_name(expr)),
-            SelectItem::ExprWithAlias { alias, .. } => Some(normalize_ident(alias)),
-            _ => None,
-        })
-        .collect();
-    if names.iter().any(Option::is_none) {
+    let Some(names) = item_names(projection) else {
         return;
-    }
+    };
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, (item, name)) in projection.iter_mut().zip(names).enumerate() {
-        let Some(name) = name else {
-            continue;
-        };
         let count = seen.entry(name.clone()).or_default();
         *count += 1;
-        if *count == 1 {
-            continue;
+        if *count > 1 {
+            set_alias(item, format!("{name}{DUPLICATE_MARK}{i}"));
         }
-        let expr = match &*item {
-            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr.clone(),
-            _ => continue,
-        };
-        *item = SelectItem::ExprWithAlias {
-            expr,
-            alias: Ident::with_quote('"', format!("{name}{DUPLICATE_MARK}{i}")),
-        };
     }
+}
+
+/// Names `item` (an expression) `alias`.
+fn set_alias(item: &mut SelectItem, alias: String) {
+    let expr = match &*item {
+        SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr.clone(),
+        _ => return,
+    };
+    *item = SelectItem::ExprWithAlias {
+        expr,
+        alias: Ident::with_quote('"', alias),
+    };
 }
 
 fn name_query(query: &mut Query) {
@@ -122,21 +115,25 @@ fn name_set_expr(body: &mut SetExpr, columns: bool) {
     }
 }
 
-fn name_items(projection: &mut [SelectItem], columns: bool) {
-    let names: Vec<Option<String>> = projection
+/// PostgreSQL's name for each item of a select list; None with a wildcard, where the full list
+/// of names is unknown here (DataFusion's names stay).
+fn item_names(projection: &[SelectItem]) -> Option<Vec<String>> {
+    projection
         .iter()
         .map(|item| match item {
             SelectItem::UnnamedExpr(expr) => Some(column_name(expr)),
             SelectItem::ExprWithAlias { alias, .. } => Some(normalize_ident(alias)),
             _ => None,
         })
-        .collect();
-    // With a wildcard the full list of names is unknown here: leave DataFusion's names.
-    if names.iter().any(Option::is_none) {
+        .collect()
+}
+
+fn name_items(projection: &mut [SelectItem], columns: bool) {
+    let Some(names) = item_names(projection) else {
         return;
-    }
+    };
     let mut counts: HashMap<&str, usize> = HashMap::new();
-    for name in names.iter().flatten() {
+    for name in &names {
         *counts.entry(name.as_str()).or_default() += 1;
     }
     let aliases: Vec<Option<String>> = projection
@@ -144,7 +141,6 @@ fn name_items(projection: &mut [SelectItem], columns: bool) {
         .zip(&names)
         .enumerate()
         .map(|(i, (item, name))| {
-            let name = name.as_ref()?;
             let unique = counts.get(name.as_str()) == Some(&1);
             match item {
                 _ if !unique => Some(format!("{name}{DUPLICATE_MARK}{i}")),
@@ -156,17 +152,9 @@ fn name_items(projection: &mut [SelectItem], columns: bool) {
         })
         .collect();
     for (item, alias) in projection.iter_mut().zip(aliases) {
-        let Some(alias) = alias else {
-            continue;
-        };
-        let expr = match &*item {
-            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr.clone(),
-            _ => continue,
-        };
-        *item = SelectItem::ExprWithAlias {
-            expr,
-            alias: Ident::with_quote('"', alias),
-        };
+        if let Some(alias) = alias {
+            set_alias(item, alias);
+        }
     }
 }
 

@@ -184,15 +184,9 @@ impl Visitor for OwnAggregates {
 /// read, written as PostgreSQL defines it: `CREATE ... VIEW name AS WITH RECURSIVE name (columns)
 /// AS (query) SELECT columns FROM name`. None when `tokens` hold no such statement.
 pub(super) fn views(tokens: &[TokenWithSpan]) -> Option<Vec<TokenWithSpan>> {
-    let significant: Vec<usize> = (0..tokens.len())
-        .filter(|&j| !matches!(tokens[j].token, Token::Whitespace(_)))
-        .collect();
-    let word = |k: usize, w: &str| {
-        significant.get(k).is_some_and(|&j| {
-            matches!(&tokens[j].token, Token::Word(word)
-                if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(w))
-        })
-    };
+    let words = super::Significant::new(tokens);
+    let significant = &words.at;
+    let word = |k: usize, w: &str| words.is(k, w);
     let mut out = Vec::with_capacity(tokens.len() + 16);
     let mut copied = 0;
     let mut changed = false;

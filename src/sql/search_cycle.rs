@@ -45,15 +45,9 @@ const RIGHT: &str = "augur.search_cycle.right";
 /// The tokens with every `SEARCH` / `CYCLE` clause that follows a query of a `WITH` list taken out
 /// and recorded in a marker query right after it; None when there is no such clause.
 pub(super) fn mark(tokens: &[TokenWithSpan]) -> Option<Vec<TokenWithSpan>> {
-    let significant: Vec<usize> = (0..tokens.len())
-        .filter(|&j| !matches!(tokens[j].token, Token::Whitespace(_)))
-        .collect();
-    let word = |k: usize, w: &str| {
-        significant.get(k).is_some_and(|&j| {
-            matches!(&tokens[j].token, Token::Word(word)
-                if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(w))
-        })
-    };
+    let words = super::Significant::new(tokens);
+    let significant = &words.at;
+    let word = |k: usize, w: &str| words.is(k, w);
     let mut out = Vec::with_capacity(tokens.len());
     let mut copied = 0;
     let mut changed = false;
@@ -63,10 +57,10 @@ pub(super) fn mark(tokens: &[TokenWithSpan]) -> Option<Vec<TokenWithSpan>> {
         {
             continue;
         }
-        let Some(name) = query_name(tokens, &significant, k) else {
+        let Some(name) = query_name(tokens, significant, k) else {
             continue;
         };
-        let Some((clauses, end)) = Clauses::read(tokens, &significant, k + 1) else {
+        let Some((clauses, end)) = Clauses::read(tokens, significant, k + 1) else {
             continue;
         };
         out.extend(tokens[copied..=close].iter().cloned());

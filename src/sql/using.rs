@@ -272,16 +272,10 @@ impl VisitorMut for Replace<'_> {
 /// columns, so `x.k` is the merged `k` and `x.*` lists them. The alias is taken out and its
 /// references written as the columns they mean. None when `tokens` hold no such alias.
 pub(super) fn join_aliases(tokens: &[TokenWithSpan]) -> Option<Vec<TokenWithSpan>> {
-    let significant: Vec<usize> = (0..tokens.len())
-        .filter(|&j| !matches!(tokens[j].token, Token::Whitespace(_)))
-        .collect();
-    let word = |k: usize| match significant.get(k).map(|&j| &tokens[j].token) {
-        Some(Token::Word(w)) => Some(w.clone()),
-        _ => None,
-    };
-    let is = |k: usize, w: &str| {
-        word(k).is_some_and(|x| x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
-    };
+    let words = super::Significant::new(tokens);
+    let significant = &words.at;
+    let word = |k: usize| words.word(k).cloned();
+    let is = |k: usize, w: &str| words.is(k, w);
     let name = |w: &Word| {
         if w.quote_style.is_some() {
             w.value.clone()
@@ -293,23 +287,19 @@ pub(super) fn join_aliases(tokens: &[TokenWithSpan]) -> Option<Vec<TokenWithSpan
     let mut aliases: HashMap<String, Vec<Word>> = HashMap::new();
     let mut dropped: Vec<usize> = Vec::new();
     for k in 0..significant.len() {
-        if !is(k, "using")
-            || significant.get(k + 1).map(|&j| &tokens[j].token) != Some(&Token::LParen)
-        {
+        if !is(k, "using") || words.token(k + 1) != Some(&Token::LParen) {
             continue;
         }
         let mut columns = Vec::new();
         let mut m = k + 2;
         while let Some(column) = word(m) {
             columns.push(column);
-            match significant.get(m + 1).map(|&j| &tokens[j].token) {
+            match words.token(m + 1) {
                 Some(Token::Comma) => m += 2,
                 _ => break,
             }
         }
-        if significant.get(m + 1).map(|&j| &tokens[j].token) != Some(&Token::RParen)
-            || !is(m + 2, "as")
-        {
+        if words.token(m + 1) != Some(&Token::RParen) || !is(m + 2, "as") {
             continue;
         }
         let Some(alias) = word(m + 3) else {
@@ -318,7 +308,7 @@ pub(super) fn join_aliases(tokens: &[TokenWithSpan]) -> Option<Vec<TokenWithSpan
         // Left for PostgreSQL's errors (the statement then does not parse): an alias hidden
         // by the alias of a parenthesized join around it, an alias another relation has too,
         // and row locks, which do not apply to a join.
-        let hidden = significant.get(m + 4).map(|&j| &tokens[j].token) == Some(&Token::RParen)
+        let hidden = words.token(m + 4) == Some(&Token::RParen)
             && (is(m + 5, "as")
                 || word(m + 5).is_some_and(|w| {
                     w.quote_style.is_some()
@@ -327,7 +317,7 @@ pub(super) fn join_aliases(tokens: &[TokenWithSpan]) -> Option<Vec<TokenWithSpan
         let taken = (0..significant.len()).any(|n| {
             n != m + 3
                 && word(n).is_some_and(|w| name(&w) == name(&alias))
-                && significant.get(n + 1).map(|&j| &tokens[j].token) != Some(&Token::Period)
+                && words.token(n + 1) != Some(&Token::Period)
         });
         let locks = (0..significant.len())
             .any(|n| is(n, "for") && (is(n + 1, "update") || is(n + 1, "share")));
@@ -354,7 +344,7 @@ pub(super) fn join_aliases(tokens: &[TokenWithSpan]) -> Option<Vec<TokenWithSpan
             continue;
         }
         if let Some(alias) = word(k).filter(|w| aliases.contains_key(&name(w)))
-            && significant.get(k + 1).map(|&p| &tokens[p].token) == Some(&Token::Period)
+            && words.token(k + 1) == Some(&Token::Period)
             && let Some(&after) = significant.get(k + 2)
         {
             let columns = &aliases[&name(&alias)];
