@@ -169,6 +169,14 @@ impl From<ArrowError> for Error {
     }
 }
 
+/// An Augur error raised inside DataFusion (a function, a table scan), carried through it
+/// unchanged and recognised again by `From<DataFusionError>`.
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
 impl From<DataFusionError> for Error {
     /// Recognises the DataFusion errors that have a PostgreSQL counterpart and rewrites them into
     /// PostgreSQL's wording; keeps the rest as they are.

@@ -126,12 +126,8 @@ impl std::hash::Hash for SequenceFunction {
     }
 }
 
-fn user_error(e: Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
-
 fn not_in_session(what: String) -> DataFusionError {
-    user_error(Error::coded(
+    DataFusionError::from(Error::coded(
         "55000",
         format!("{what} is not yet defined in this session"),
     ))
@@ -225,10 +221,10 @@ impl ScalarUDFImpl for SequenceFunction {
             let run = (i..rows)
                 .take_while(|&j| names.is_valid(j) && names.value(j) == name)
                 .count();
-            let sequence = self.sequences.resolve(name).map_err(user_error)?;
+            let sequence = self.sequences.resolve(name)?;
             match self.kind {
                 Kind::Nextval => {
-                    let values = sequence.next(store, run).map_err(user_error)?;
+                    let values = sequence.next(store, run)?;
                     if let (Some(session), Some(last)) = (session, values.last()) {
                         session.record(&sequence, *last);
                     }
@@ -252,9 +248,7 @@ impl ScalarUDFImpl for SequenceFunction {
                             .get(2)
                             .map(|a| a.as_boolean())
                             .is_none_or(|a| a.is_null(j) || a.value(j));
-                        let value = sequence
-                            .set(store, values.value(j), called)
-                            .map_err(user_error)?;
+                        let value = sequence.set(store, values.value(j), called)?;
                         if let (Some(session), true) = (session, called) {
                             session.record(&sequence, value);
                         }

@@ -62,19 +62,15 @@ pub fn register(ctx: &SessionContext, models: &Arc<Models>) {
     }
 }
 
-fn external(e: Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
-
 fn mismatch(message: String) -> DataFusionError {
-    external(Error::coded("42883", message))
+    DataFusionError::from(Error::coded("42883", message))
 }
 
 /// The model's name in the first argument.
 fn model_name(function: &str, value: Option<&ScalarValue>) -> Result<String, DataFusionError> {
     match value.and_then(|v| v.try_as_str().flatten()) {
         Some(name) => Ok(name.to_string()),
-        None => Err(external(Error::coded(
+        None => Err(DataFusionError::from(Error::coded(
             "42804",
             format!(
                 "the first argument of {} must be a model's name, as a text literal",
@@ -92,7 +88,7 @@ impl PredictFn {
     /// Checks the arguments against `model` and gives the result type.
     fn check(&self, model: &Model, args: &[DataType]) -> Result<DataType, DataFusionError> {
         let name = &model.def.name;
-        let loaded = model.loaded().map_err(external)?;
+        let loaded = model.loaded()?;
         let signature = &loaded.signature;
         let call = self.call_text(name);
         if let Err(why) = &signature.inputs {
@@ -152,7 +148,7 @@ impl PredictFn {
     fn model(&self, name: &str) -> Result<Arc<Model>, DataFusionError> {
         self.models
             .get(name)
-            .ok_or_else(|| external(undefined(name)))
+            .ok_or_else(|| DataFusionError::from(undefined(name)))
     }
 }
 
@@ -204,11 +200,9 @@ impl ScalarUDFImpl for PredictFn {
             .iter()
             .map(|a| a.to_array(rows))
             .collect::<datafusion::error::Result<_>>()?;
-        let result = model
-            .run(self.models.config(), self.want, &arrays, rows)
-            .map_err(external)?;
+        let result = model.run(self.models.config(), self.want, &arrays, rows)?;
         if result.data_type() != args.return_field.data_type() {
-            return Err(external(Error::coded(
+            return Err(DataFusionError::from(Error::coded(
                 "42883",
                 format!(
                     "{}: model \"{name}\" now gives {} where it gave {} when the statement was \

@@ -9,13 +9,16 @@
 //! - RETURNING expressions are planned against the table's columns and evaluated over the
 //!   rows written.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::{DFSchema, ParamValues, TableReference};
-use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, ParamValues, Result as DfResult, ScalarValue, TableReference};
+use datafusion::logical_expr::expr::{Exists, InList, InSubquery};
+use datafusion::logical_expr::{Expr, LogicalPlan, Subquery, WriteOp, lit};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast;
@@ -29,6 +32,7 @@ use super::{Database, Output, compile, evaluate, rows_output};
 use crate::error::{Error, Result};
 use crate::sql::{normalize_ident, table_name};
 use crate::table::Table;
+use crate::table::index::Index;
 use crate::table::writer::{OnConflict, TableChanges};
 
 /// A planned INSERT, UPDATE or DELETE.
@@ -54,15 +58,33 @@ enum Kind {
 #[derive(Debug)]
 enum InsertConflict {
     Fail,
-    Skip,
-    /// `ON CONFLICT (...) DO UPDATE SET ...`: expressions over the existing row (qualified by the
-    /// table name) and the proposed one (`excluded`).
+    /// `ON CONFLICT [target] DO NOTHING`: rows that conflict on any of the arbiters are skipped.
+    Skip(Vec<Arbiter>),
+    /// `ON CONFLICT target DO UPDATE SET ...`: expressions over the existing row (qualified by
+    /// the table name) and the proposed one (`excluded`).
     Update {
+        arbiter: Arbiter,
         columns: Vec<usize>,
-        values: Vec<Arc<dyn PhysicalExpr>>,
-        condition: Option<Arc<dyn PhysicalExpr>>,
+        /// A projection over the existing and the proposed row whose expressions are the new
+        /// values of `columns`, then the WHERE condition if there is one.
+        exprs: Box<LogicalPlan>,
+        has_condition: bool,
         schema: Arc<DFSchema>,
     },
+}
+
+/// An ON CONFLICT DO UPDATE clause ready to run: the new values of its columns, then its WHERE
+/// condition if there is one.
+type CompiledUpdate = (Vec<Arc<dyn PhysicalExpr>>, Option<Arc<dyn PhysicalExpr>>);
+
+/// A constraint an ON CONFLICT clause decides conflicts on, as PostgreSQL infers it from the
+/// conflict target.
+#[derive(Debug, Clone, PartialEq)]
+enum Arbiter {
+    /// The primary key.
+    PrimaryKey,
+    /// A unique index (or `UNIQUE` constraint), by id.
+    Index(u32),
 }
 
 /// What a write did, its changes not yet committed.
@@ -127,7 +149,18 @@ impl WritePlan {
 
     /// Parameter types, by position.
     pub fn param_types(&self, models: &crate::model::Models) -> Result<Vec<DataType>> {
-        super::param_types(&self.input, models)
+        let mut types = super::param_types(&self.input, models)?;
+        if let Kind::Insert(InsertConflict::Update { exprs, .. }) = &self.kind {
+            for (i, ty) in super::param_types(exprs, models)?.into_iter().enumerate() {
+                if i >= types.len() {
+                    types.resize(i + 1, DataType::Null);
+                }
+                if types[i] == DataType::Null {
+                    types[i] = ty;
+                }
+            }
+        }
+        Ok(types)
     }
 
     /// Runs the statement, waiting at most `lock_timeout` for other writers.
@@ -170,6 +203,10 @@ impl WritePlan {
         // between batches.
         let mut state = ctx.state();
         env.apply(&mut state);
+        let input = match self.kind {
+            Kind::Insert(_) => run_values_subqueries(&state, input).await?,
+            _ => input,
+        };
         let stream = datafusion::physical_plan::coop::make_cooperative(
             datafusion::dataframe::DataFrame::new(state, input)
                 .execute_stream()
@@ -178,7 +215,41 @@ impl WritePlan {
         let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
         let mut removed = Vec::new();
         let (affected, tag) = match &self.kind {
-            Kind::Insert(conflict) => (self.insert(changes, conflict, batches)?, "INSERT 0"),
+            Kind::Insert(conflict) => {
+                let compiled = match conflict {
+                    InsertConflict::Update {
+                        exprs,
+                        has_condition,
+                        schema,
+                        ..
+                    } => {
+                        let mut state = db.ctx().state();
+                        env.apply(&mut state);
+                        let LogicalPlan::Projection(projection) =
+                            (**exprs).clone().replace_params_with_values(&params)?
+                        else {
+                            return Err(Error::Internal(
+                                "ON CONFLICT expressions are not a projection".into(),
+                            ));
+                        };
+                        let results =
+                            SubqueryResults::run(&state, &projection.expr, "ON CONFLICT DO UPDATE")
+                                .await?;
+                        let mut compiled = Vec::with_capacity(projection.expr.len());
+                        for expr in projection.expr {
+                            let expr = results.replace(expr.unalias_nested().data)?;
+                            compiled.push(compile(db, &expr, schema)?);
+                        }
+                        let condition = if *has_condition { compiled.pop() } else { None };
+                        Some((compiled, condition))
+                    }
+                    _ => None,
+                };
+                (
+                    self.insert(changes, conflict, compiled, batches)?,
+                    "INSERT 0",
+                )
+            }
             Kind::Update { columns } => (
                 self.update(changes, columns, batches, &mut removed)?,
                 "UPDATE",
@@ -219,41 +290,80 @@ impl WritePlan {
         &self,
         changes: &mut TableChanges<'_>,
         conflict: &InsertConflict,
+        compiled: Option<CompiledUpdate>,
         batches: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>> {
         let mut written = Vec::with_capacity(batches.len());
+        // Storage keys of the rows this statement inserted or updated: a proposed row that
+        // conflicts with one of them is an error under DO UPDATE, as in PostgreSQL.
+        let mut touched: HashSet<Vec<u8>> = HashSet::new();
         for batch in batches {
             let rows = self.table.conform(batch.columns().to_vec(), None)?;
             match conflict {
-                InsertConflict::Fail | InsertConflict::Skip => {
-                    let mode = if matches!(conflict, InsertConflict::Fail) {
-                        OnConflict::Fail
-                    } else {
-                        OnConflict::Skip
-                    };
-                    let inserted = changes.insert(&rows, mode)?;
+                InsertConflict::Fail => {
+                    changes.insert(&rows, OnConflict::Fail)?;
+                    written.push(rows);
+                }
+                InsertConflict::Skip(arbiters) if arbiters == &[Arbiter::PrimaryKey] => {
+                    let inserted = changes.insert(&rows, OnConflict::Skip)?;
                     written.push(filter_record_batch(&rows, &BooleanArray::from(inserted))?);
                 }
+                InsertConflict::Skip(arbiters) => {
+                    let indexes = self.arbiter_indexes(arbiters)?;
+                    // Row by row, so that a value repeated within the statement is seen.
+                    for i in 0..rows.num_rows() {
+                        let row = rows.slice(i, 1);
+                        if arbiters.contains(&Arbiter::PrimaryKey) && changes.taken(&row)?[0] {
+                            continue;
+                        }
+                        let mut conflicts = false;
+                        for index in &indexes {
+                            if changes.holders(index, &row)?[0].is_some() {
+                                conflicts = true;
+                                break;
+                            }
+                        }
+                        if !conflicts {
+                            changes.insert(&row, OnConflict::Fail)?;
+                            written.push(row);
+                        }
+                    }
+                }
                 InsertConflict::Update {
+                    arbiter,
                     columns,
-                    values,
-                    condition,
                     schema,
+                    ..
                 } => {
+                    let (values, condition) = compiled.as_ref().ok_or_else(|| {
+                        Error::Internal("ON CONFLICT DO UPDATE not compiled".into())
+                    })?;
+                    let index = self.arbiter_indexes(std::slice::from_ref(arbiter))?.pop();
                     // Row by row, so that a key repeated within the statement is seen.
                     for i in 0..rows.num_rows() {
                         let row = rows.slice(i, 1);
-                        if changes.written_here(&row)?[0] {
+                        let holder = match &index {
+                            None => {
+                                let key = changes.row_keys(&row)?.remove(0);
+                                changes.value(&key)?.map(|value| (key, value))
+                            }
+                            Some(index) => match changes.holders(index, &row)?.remove(0) {
+                                Some(key) => changes.value(&key)?.map(|value| (key, value)),
+                                None => None,
+                            },
+                        };
+                        let Some((key, existing)) = holder else {
+                            changes.insert(&row, OnConflict::Fail)?;
+                            touched.extend(changes.row_keys(&row)?);
+                            written.push(row);
+                            continue;
+                        };
+                        if touched.contains(&key) {
                             return Err(Error::coded(
                                 "21000",
                                 "ON CONFLICT DO UPDATE command cannot affect row a second time",
                             ));
                         }
-                        let Some(existing) = changes.existing(&row)?.remove(0) else {
-                            changes.insert(&row, OnConflict::Fail)?;
-                            written.push(row);
-                            continue;
-                        };
                         let existing = self.table.codec().decode_values([existing.as_slice()])?;
                         let visible = self.table.visible_schema().fields().len();
                         let mut both: Vec<ArrayRef> = existing.columns()[..visible].to_vec();
@@ -287,12 +397,32 @@ impl WritePlan {
                         let updated = self.table.conform(new_columns, row_ids)?;
                         changes.delete(&existing)?;
                         changes.insert(&updated, OnConflict::Fail)?;
+                        touched.extend(changes.row_keys(&updated)?);
                         written.push(updated);
                     }
                 }
             }
         }
         Ok(written)
+    }
+
+    /// The unique indexes among `arbiters`, as the table has them now.
+    fn arbiter_indexes(&self, arbiters: &[Arbiter]) -> Result<Vec<Arc<Index>>> {
+        let indexes = self.table.indexes();
+        arbiters
+            .iter()
+            .filter_map(|arbiter| match arbiter {
+                Arbiter::PrimaryKey => None,
+                Arbiter::Index(id) => Some(
+                    indexes
+                        .iter()
+                        .find(|index| index.def().id == *id)
+                        .cloned()
+                        // Dropped since the statement was planned.
+                        .ok_or_else(no_arbiter),
+                ),
+            })
+            .collect()
     }
 
     /// Rewrites the rows of an UPDATE; returns the new rows, and the old ones in `old_out`.
@@ -532,21 +662,30 @@ async fn plan_insert(db: &Database, insert: &Insert, rows: &WithRows) -> Result<
     let conflict = match on {
         None => InsertConflict::Fail,
         Some(OnInsert::OnConflict(on_conflict)) => match on_conflict.action {
-            OnConflictAction::DoNothing => InsertConflict::Skip,
+            OnConflictAction::DoNothing => {
+                InsertConflict::Skip(arbiters(&table, on_conflict.conflict_target.as_ref())?)
+            }
             OnConflictAction::DoUpdate(update) => {
                 refuse_if_append_only(&table, "ON CONFLICT DO UPDATE")?;
+                let Some(target) = on_conflict.conflict_target.as_ref() else {
+                    return Err(Error::coded(
+                        "42601",
+                        "ON CONFLICT DO UPDATE requires inference specification or constraint name",
+                    ));
+                };
+                let arbiter = arbiters(&table, Some(target))?.remove(0);
                 let mut schema = qualified_schema(&table, &qualifier)?;
                 schema.merge(&qualified_schema(&table, "excluded")?);
                 let (columns, texts) = assignment_columns(&table, &update.assignments)?;
-                let values = plan_exprs(db, &texts, &schema)?;
-                let condition = update
-                    .selection
-                    .map(|s| plan_exprs(db, &[s.to_string()], &schema).map(|mut v| v.remove(0)))
-                    .transpose()?;
+                let mut texts = texts;
+                let has_condition = update.selection.is_some();
+                texts.extend(update.selection.map(|s| s.to_string()));
+                let exprs = plan_conflict_exprs(db, rows, &table, &qualifier, &texts).await?;
                 InsertConflict::Update {
+                    arbiter,
                     columns,
-                    values,
-                    condition,
+                    exprs: Box::new(exprs),
+                    has_condition,
                     schema: Arc::new(schema),
                 }
             }
@@ -560,6 +699,261 @@ async fn plan_insert(db: &Database, insert: &Insert, rows: &WithRows) -> Result<
         input: super::postgres_plan(db.ctx(), input)?,
         returning,
     })
+}
+
+/// The constraints an ON CONFLICT clause with `target` decides conflicts on, inferred as
+/// PostgreSQL infers them: without a target every unique constraint of the table; with a column
+/// list the primary key or the unique index on exactly those columns; `ON CONSTRAINT name` the
+/// primary key or `UNIQUE` constraint so named.
+fn arbiters(table: &Table, target: Option<&ast::ConflictTarget>) -> Result<Vec<Arbiter>> {
+    let def = table.def();
+    let indexes = table.indexes();
+    let unique = indexes.iter().map(|i| i.def()).filter(|d| d.unique);
+    let has_key = !def.has_row_id();
+    match target {
+        None => {
+            let mut all = vec![Arbiter::PrimaryKey];
+            all.extend(unique.map(|d| Arbiter::Index(d.id)));
+            Ok(all)
+        }
+        Some(ast::ConflictTarget::Columns(names)) => {
+            let mut columns = Vec::with_capacity(names.len());
+            for name in names {
+                let column = normalize_ident(name);
+                let position = table.visible_schema().index_of(&column).map_err(|_| {
+                    Error::UndefinedColumn(format!("column \"{column}\" does not exist"))
+                })?;
+                if !columns.contains(&position) {
+                    columns.push(position);
+                }
+            }
+            let same =
+                |of: &[usize]| of.len() == columns.len() && of.iter().all(|c| columns.contains(c));
+            let mut found = Vec::new();
+            if has_key && same(&def.primary_key) {
+                found.push(Arbiter::PrimaryKey);
+            }
+            found.extend(
+                unique
+                    .filter(|d| same(&d.columns))
+                    .map(|d| Arbiter::Index(d.id)),
+            );
+            if found.is_empty() {
+                return Err(no_arbiter());
+            }
+            Ok(found)
+        }
+        Some(ast::ConflictTarget::OnConstraint(name)) => {
+            let wanted = name
+                .0
+                .last()
+                .and_then(|part| part.as_ident())
+                .map(normalize_ident)
+                .unwrap_or_default();
+            let unqualified = |n: &str| crate::catalog::schema::split(n).1.to_string();
+            if has_key && unqualified(&def.pkey_name()) == wanted {
+                return Ok(vec![Arbiter::PrimaryKey]);
+            }
+            unique
+                .filter(|d| d.constraint)
+                .find(|d| unqualified(&d.name) == wanted)
+                .map(|d| vec![Arbiter::Index(d.id)])
+                .ok_or_else(|| {
+                    Error::coded(
+                        "42704",
+                        format!(
+                            "constraint \"{wanted}\" for table \"{}\" does not exist",
+                            unqualified(table.name())
+                        ),
+                    )
+                })
+        }
+    }
+}
+
+/// Plans the expressions (SQL text) of ON CONFLICT DO UPDATE over the existing row (qualified
+/// by `qualifier`) and the proposed one (`excluded`), as the select list of a query over the
+/// two, so that subqueries in them read relations and WITH queries as in any query.
+async fn plan_conflict_exprs(
+    db: &Database,
+    rows: &WithRows,
+    table: &Table,
+    qualifier: &str,
+    texts: &[String],
+) -> Result<LogicalPlan> {
+    let name = quote_key(table.name());
+    let sql = format!(
+        "SELECT {} FROM {name} AS {}, {name} AS excluded",
+        texts
+            .iter()
+            .map(|t| format!("({t})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        quote(qualifier)
+    );
+    // The expressions are the statement's own, already rewritten as every statement is.
+    let statement = crate::sql::parse_raw(&sql)
+        .map_err(|e| Error::Syntax(e.to_string()))?
+        .pop()
+        .ok_or_else(|| Error::Internal("ON CONFLICT expressions did not parse".into()))?;
+    let plan = rows
+        .state(db.ctx())?
+        .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+        .await?;
+    if !matches!(plan, LogicalPlan::Projection(_)) {
+        return Err(Error::Internal(
+            "ON CONFLICT expressions did not plan as a projection".into(),
+        ));
+    }
+    Ok(plan)
+}
+
+/// The results of the uncorrelated subqueries of some expressions, run before the expressions
+/// are evaluated: ON CONFLICT DO UPDATE's and those in an INSERT's VALUES rows are evaluated row
+/// by row, outside a query plan that could run them.
+struct SubqueryResults(Vec<(Subquery, Vec<ScalarValue>)>);
+
+impl SubqueryResults {
+    /// Runs every subquery of `exprs` (read as the statement runs). `place` names where they
+    /// are, for the error refusing a subquery that reads the row's own columns.
+    async fn run<'a>(
+        state: &datafusion::execution::SessionState,
+        exprs: impl IntoIterator<Item = &'a Expr>,
+        place: &str,
+    ) -> Result<Self> {
+        let mut found: Vec<Subquery> = Vec::new();
+        for expr in exprs {
+            expr.apply(|e| {
+                if let Expr::ScalarSubquery(s)
+                | Expr::Exists(Exists { subquery: s, .. })
+                | Expr::InSubquery(InSubquery { subquery: s, .. }) = e
+                    && !found.contains(s)
+                {
+                    found.push(s.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })?;
+        }
+        let mut results = Vec::with_capacity(found.len());
+        for subquery in found {
+            if !subquery.outer_ref_columns.is_empty() {
+                return Err(Error::NotSupported(format!(
+                    "a subquery in {place} that reads the row's columns"
+                )));
+            }
+            let plan = subquery.subquery.as_ref().clone();
+            let batches = datafusion::dataframe::DataFrame::new(state.clone(), plan)
+                .collect()
+                .await?;
+            let mut values = Vec::new();
+            for batch in &batches {
+                for i in 0..batch.num_rows() {
+                    values.push(ScalarValue::try_from_array(batch.column(0), i)?);
+                }
+            }
+            results.push((subquery, values));
+        }
+        Ok(Self(results))
+    }
+
+    fn values_of(&self, subquery: &Subquery) -> DfResult<&[ScalarValue]> {
+        self.0
+            .iter()
+            .find(|(found, _)| found == subquery)
+            .map(|(_, values)| values.as_slice())
+            .ok_or_else(|| Error::Internal("subquery not run".into()).into())
+    }
+
+    /// `expr` with each subquery replaced by its result: a scalar subquery by its value, EXISTS
+    /// by whether it has rows, `x IN (subquery)` by the list of its values.
+    fn replace(&self, expr: Expr) -> DfResult<Expr> {
+        let resolved = expr.transform_up(|e| {
+            Ok(match e {
+                Expr::ScalarSubquery(s) => {
+                    let value = match self.values_of(&s)? {
+                        [] => ScalarValue::try_from(s.subquery.schema().field(0).data_type())?,
+                        [one] => one.clone(),
+                        _ => {
+                            return Err(Error::coded(
+                                "21000",
+                                "more than one row returned by a subquery used as an expression",
+                            )
+                            .into());
+                        }
+                    };
+                    Transformed::yes(lit(value))
+                }
+                Expr::Exists(Exists { subquery, negated }) => {
+                    let any = !self.values_of(&subquery)?.is_empty();
+                    Transformed::yes(lit(any != negated))
+                }
+                Expr::InSubquery(InSubquery {
+                    expr,
+                    subquery,
+                    negated,
+                }) => {
+                    let list = self
+                        .values_of(&subquery)?
+                        .iter()
+                        .cloned()
+                        .map(lit)
+                        .collect();
+                    Transformed::yes(Expr::InList(InList::new(expr, list, negated)))
+                }
+                other => Transformed::no(other),
+            })
+        })?;
+        Ok(resolved.data)
+    }
+}
+
+/// `plan` with the subqueries in the rows of its VALUES run and replaced by their results.
+async fn run_values_subqueries(
+    state: &datafusion::execution::SessionState,
+    plan: LogicalPlan,
+) -> Result<LogicalPlan> {
+    let mut exprs: Vec<Expr> = Vec::new();
+    plan.apply(|node| {
+        if let LogicalPlan::Values(values) = node {
+            exprs.extend(values.values.iter().flatten().cloned());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let has_subquery = |e: &Expr| {
+        e.exists(|e| {
+            Ok(matches!(
+                e,
+                Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+            ))
+        })
+    };
+    if !exprs.iter().try_fold(false, |any, e| {
+        Ok::<_, datafusion::error::DataFusionError>(any || has_subquery(e)?)
+    })? {
+        return Ok(plan);
+    }
+    let results = SubqueryResults::run(state, &exprs, "VALUES").await?;
+    let plan = plan.transform_up(|node| {
+        Ok(match node {
+            LogicalPlan::Values(mut values) => {
+                for row in values.values.iter_mut() {
+                    for expr in row.iter_mut() {
+                        *expr = results.replace(expr.clone())?;
+                    }
+                }
+                Transformed::yes(LogicalPlan::Values(values))
+            }
+            other => Transformed::no(other),
+        })
+    })?;
+    Ok(plan.data)
+}
+
+fn no_arbiter() -> Error {
+    Error::coded(
+        "42P10",
+        "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+    )
 }
 
 /// The rows of `INSERT INTO t [(columns)] query`, as whole rows of `t`: the query's columns cast

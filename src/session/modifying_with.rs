@@ -574,6 +574,9 @@ fn read_computed_by_write(write: &mut Statement, computed: &HashSet<String>) {
             if let Some(source) = insert.source.as_mut() {
                 read_computed(source.as_mut(), computed);
             }
+            if let Some(on) = insert.on.as_mut() {
+                read_computed(on, computed);
+            }
         }
         Statement::Update(update) => {
             let target = update.table.relation.clone();

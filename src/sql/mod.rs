@@ -472,7 +472,7 @@ impl SqlParser {
 
 /// `sql` as sqlparser parses it, with the PostgreSQL forms it does not take rewritten token by
 /// token; none of Augur's rewrites applied.
-fn parse_raw(sql: &str) -> std::result::Result<Vec<Statement>, ParserError> {
+pub(crate) fn parse_raw(sql: &str) -> std::result::Result<Vec<Statement>, ParserError> {
     let parser =
         Parser::new(&PostgreSqlDialect {}).with_recursion_limit(depth::PARSER_RECURSION_LIMIT);
     let plain = if sql.len() > depth::MAX_DEPTH {

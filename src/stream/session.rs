@@ -139,10 +139,6 @@ struct SessionBoundFn {
     signature: Signature,
 }
 
-fn external(e: crate::Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
-
 impl WindowUDFImpl for SessionBoundFn {
     fn name(&self) -> &str {
         self.bound.name()
@@ -154,12 +150,12 @@ impl WindowUDFImpl for SessionBoundFn {
 
     fn field(&self, args: WindowUDFFieldArgs) -> datafusion::error::Result<FieldRef> {
         let time = args.get_input_field(0).ok_or_else(|| {
-            external(crate::Error::coded(
+            DataFusionError::from(crate::Error::coded(
                 "42883",
                 format!("{} takes a time column and a gap", self.name()),
             ))
         })?;
-        unit_nanos(time.data_type()).map_err(external)?;
+        unit_nanos(time.data_type())?;
         Ok(Arc::new(Field::new(
             args.name(),
             time.data_type().clone(),
@@ -185,7 +181,7 @@ impl WindowUDFImpl for SessionBoundFn {
                 _ => None,
             })
             .ok_or_else(|| {
-                external(crate::Error::coded(
+                DataFusionError::from(crate::Error::coded(
                     "42804",
                     format!(
                         "{}'s gap must be a constant BIGINT of nanoseconds",
@@ -193,7 +189,7 @@ impl WindowUDFImpl for SessionBoundFn {
                     ),
                 ))
             })?;
-        let gap = gap_in_units(gap, &time_type).map_err(external)?;
+        let gap = gap_in_units(gap, &time_type)?;
         Ok(Box::new(SessionEvaluator {
             bound: self.bound,
             gap,
@@ -225,7 +221,7 @@ impl PartitionEvaluator for SessionEvaluator {
         for session in sessions(&times, self.gap) {
             let value = match self.bound {
                 Bound::Start => times[session.start],
-                Bound::End => end_of(times[session.end - 1], self.gap).map_err(external)?,
+                Bound::End => end_of(times[session.end - 1], self.gap)?,
             };
             for &i in &order[session] {
                 out[i] = Some(value);

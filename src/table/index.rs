@@ -130,6 +130,28 @@ impl Index {
             .collect())
     }
 
+    /// For each of `rows` (whole stored rows), the storage key of its entry in this unique
+    /// index; `None` where an index column is NULL (such a row conflicts with none).
+    pub fn unique_keys(&self, rows: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
+        let columns: Vec<ArrayRef> = self
+            .def
+            .columns
+            .iter()
+            .map(|&i| rows.column(i).clone())
+            .collect();
+        let values = self.converter.convert_columns(&columns)?;
+        let prefix = self.def.key_prefix();
+        Ok((0..rows.num_rows())
+            .map(|i| {
+                columns.iter().all(|c| c.is_valid(i)).then(|| {
+                    let mut key = prefix.to_vec();
+                    key.extend_from_slice(values.row(i).as_ref());
+                    key
+                })
+            })
+            .collect())
+    }
+
     /// The key prefix of the entries of rows whose index columns hold `values`; `None` when a
     /// value is NULL (no row equals NULL) or cannot be converted to its column's type.
     pub fn lookup_prefix(

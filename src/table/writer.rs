@@ -12,6 +12,7 @@ use datafusion::common::ScalarValue;
 
 use super::Table;
 use super::changelog::ChangeLog;
+use super::index::Index;
 use super::watermark::WatermarkState;
 use crate::error::{Error, Result};
 use crate::sql::types::parse_bytea;
@@ -259,7 +260,14 @@ pub struct TableChanges<'a> {
     absent: HashSet<Vec<u8>>,
     /// The table's watermark as this statement has moved it (tables with a watermark).
     watermark: Option<WatermarkState>,
+    /// For the unique indexes asked about by [`TableChanges::holders`] (an ON CONFLICT clause's
+    /// arbiters), by index id: the entries of the rows this statement wrote, entry key → the
+    /// row's storage key.
+    entries: HashMap<u32, (Arc<Index>, EntryKeys)>,
 }
+
+/// Index entry key → the storage key of the row it belongs to.
+type EntryKeys = HashMap<Vec<u8>, Vec<u8>>;
 
 impl<'a> TableChanges<'a> {
     /// No changes yet.
@@ -271,6 +279,7 @@ impl<'a> TableChanges<'a> {
             written: HashMap::new(),
             absent: HashSet::new(),
             watermark: None,
+            entries: HashMap::new(),
         }
     }
 
@@ -285,11 +294,91 @@ impl<'a> TableChanges<'a> {
 
     /// Deletes `rows` (whole stored rows, as read from the table).
     pub fn delete(&mut self, rows: &RecordBatch) -> Result<()> {
-        for key in self.keys(rows)? {
+        let keys = self.keys(rows)?;
+        for (index, entries) in self.entries.values_mut() {
+            for (entry, key) in index.unique_keys(rows)?.into_iter().zip(&keys) {
+                if let Some(entry) = entry
+                    && entries.get(&entry) == Some(key)
+                {
+                    entries.remove(&entry);
+                }
+            }
+        }
+        for key in keys {
             self.written.remove(&key);
             self.deleted.insert(key);
         }
         Ok(())
+    }
+
+    /// The storage key of each of `rows` (whole rows).
+    pub fn row_keys(&self, rows: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        self.keys(rows)
+    }
+
+    /// The stored value of the row with storage key `key`, as this statement sees it.
+    pub fn value(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(value) = self.written.get(key) {
+            return Ok(Some(value.clone()));
+        }
+        if self.deleted.contains(key) {
+            return Ok(None);
+        }
+        Ok(self.store.get(key)?)
+    }
+
+    /// For each of `rows` (whole rows), the storage key of the row that holds the same values
+    /// in the columns of the unique `index` as this statement leaves the table; `None` where no
+    /// row does or an index column of the row is NULL.
+    pub fn holders(
+        &mut self,
+        index: &Arc<Index>,
+        rows: &RecordBatch,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let id = index.def().id;
+        if !self.entries.contains_key(&id) {
+            // Rows this statement (or an earlier part of it) already wrote are not in the index
+            // yet: their entries are worked out once, then kept as rows are written.
+            let mut entries = HashMap::new();
+            if !self.written.is_empty() {
+                let keys: Vec<Vec<u8>> = self.written.keys().cloned().collect();
+                let values: Vec<Vec<u8>> = keys.iter().map(|k| self.written[k].clone()).collect();
+                let written = self.table.decode_stored(&values)?;
+                for (entry, key) in index.unique_keys(&written)?.into_iter().zip(keys) {
+                    if let Some(entry) = entry {
+                        entries.insert(entry, key);
+                    }
+                }
+            }
+            self.entries.insert(id, (index.clone(), entries));
+        }
+        let entries = &self.entries[&id].1;
+        let wanted = index.unique_keys(rows)?;
+        let mut out = vec![None; wanted.len()];
+        let mut to_read = Vec::new();
+        let mut positions = Vec::new();
+        for (i, entry) in wanted.into_iter().enumerate() {
+            let Some(entry) = entry else { continue };
+            if let Some(key) = entries.get(&entry) {
+                out[i] = Some(key.clone());
+            } else {
+                to_read.push(entry);
+                positions.push(i);
+            }
+        }
+        if !to_read.is_empty() {
+            for (found, i) in self.store.multi_get(&to_read)?.into_iter().zip(positions) {
+                // A stored row this statement deleted or rewrote holds the value no longer
+                // (rewritten with it, it is among this statement's entries).
+                if let Some(row_key) = found {
+                    let key = self.table.row_key(&row_key);
+                    if !self.changed(&key) {
+                        out[i] = Some(key);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// For each of `rows` (whole rows), whether its key is taken: by a stored row this statement
@@ -417,6 +506,19 @@ impl<'a> TableChanges<'a> {
             }
             self.written.insert(key, values.row(i).as_ref().to_vec());
             inserted.push(true);
+        }
+        if !self.entries.is_empty() {
+            let keys = self.keys(rows)?;
+            for (index, entries) in self.entries.values_mut() {
+                let wanted = index.unique_keys(rows)?;
+                for ((entry, key), inserted) in wanted.into_iter().zip(&keys).zip(&inserted) {
+                    if let Some(entry) = entry
+                        && *inserted
+                    {
+                        entries.insert(entry, key.clone());
+                    }
+                }
+            }
         }
         Ok(inserted)
     }
