@@ -321,4 +321,19 @@ async fn recursive_queries_postgresql_refuses_are_refused() {
         .unwrap(),
         "5050"
     );
+    // Read through a subquery in FROM or a CTE of the recursive term, as PostgreSQL allows.
+    for sql in [
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM (SELECT * FROM r) s WHERE n < 100) SELECT sum(n) FROM r",
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL (WITH c AS (SELECT * FROM r) SELECT n + 1 FROM c WHERE n < 100)) SELECT sum(n) FROM r",
+    ] {
+        assert_eq!(value(&client, sql).await.unwrap(), "5050", "{sql}");
+    }
+    // A CTE reading the recursive query named twice would read it twice: refused, not wrong.
+    let err = client
+        .simple_query(
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL (WITH c AS (SELECT * FROM r) SELECT c.n + 1 FROM c, c AS d WHERE c.n < 3)) SELECT * FROM r",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000", "{err}");
 }

@@ -62,6 +62,8 @@ pub fn register(ctx: &SessionContext) {
         );
     }
     ctx.register_udf(ScalarUDF::new_from_impl(MakeInterval::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(MakeTimestamp::new()));
+    ctx.register_udf(unistr());
     super::pg_transition::register(ctx);
     super::pg_degrees::register(ctx);
     super::pg_power::register(ctx);
@@ -891,6 +893,145 @@ impl ScalarUDFImpl for MakeInterval {
         }
         Ok(ColumnarValue::Array(Arc::new(
             IntervalMonthDayNanoArray::from(out),
+        )))
+    }
+}
+
+/// `unistr(text)`: the text with its Unicode escapes (`\XXXX`, `\+XXXXXX`, `\uXXXX`,
+/// `\UXXXXXXXX`, `\\`) decoded.
+fn unistr() -> ScalarUDF {
+    datafusion::logical_expr::create_udf(
+        "unistr",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let texts = args[0].to_array(1)?;
+            let texts = texts.as_string::<i32>();
+            let decoded = texts
+                .iter()
+                .map(|text| {
+                    text.map(crate::sql::unicode_escapes::unistr)
+                        .transpose()
+                        .map_err(|message| pg_error("42601", message))
+                })
+                .collect::<Result<StringArray>>()?;
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(_) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&decoded, 0)?)
+                }
+                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(decoded)),
+            })
+        }),
+    )
+}
+
+/// `make_timestamp(year, month, mday, hour, min, sec)`: a `timestamp` from its fields, a
+/// negative year counting years BC as PostgreSQL does.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct MakeTimestamp {
+    signature: Signature,
+}
+
+impl MakeTimestamp {
+    fn new() -> Self {
+        let int = || DataType::Int64;
+        Self {
+            signature: Signature::exact(
+                vec![int(), int(), int(), int(), int(), DataType::Float64],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+/// Microseconds since 1970-01-01 of a date and time given by its fields as `make_timestamp`
+/// takes them, or the error message when a field is out of range.
+fn timestamp_of_fields(
+    year: i64,
+    month: i64,
+    day: i64,
+    hour: i64,
+    minute: i64,
+    second: f64,
+) -> std::result::Result<i64, String> {
+    if year == 0 {
+        return Err(format!(
+            "date field value out of range: {year}-{month:02}-{day:02}"
+        ));
+    }
+    // Year -1 is 1 BC, astronomical year 0.
+    let astronomical = if year < 0 { year + 1 } else { year };
+    let valid_date = (1..=12).contains(&month)
+        && day >= 1
+        && chrono::NaiveDate::from_ymd_opt(
+            2000 + (astronomical.rem_euclid(400)) as i32,
+            month as u32,
+            1,
+        )
+        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+        .and_then(|d| d.pred_opt())
+        .is_some_and(|last| day <= i64::from(last.day()));
+    if !valid_date {
+        return Err(format!(
+            "date field value out of range: {year}-{month:02}-{day:02}"
+        ));
+    }
+    let micros_of_second = (second * 1e6).round();
+    let time_valid = (0..=24).contains(&hour)
+        && (0..=59).contains(&minute)
+        && (0.0..=60e6).contains(&micros_of_second)
+        && (hour < 24 || (minute == 0 && micros_of_second == 0.0));
+    if !time_valid {
+        return Err(format!(
+            "time field value out of range: {hour}:{minute:02}:{second:02}"
+        ));
+    }
+    let days = super::pg_datetime::days_from_civil(astronomical, month as u32, day as u32);
+    days.checked_mul(86_400_000_000)
+        .and_then(|d| d.checked_add((hour * 3600 + minute * 60) * 1_000_000))
+        .and_then(|d| d.checked_add(micros_of_second as i64))
+        .ok_or_else(|| "timestamp out of range".to_string())
+}
+
+impl ScalarUDFImpl for MakeTimestamp {
+    fn name(&self) -> &str {
+        "make_timestamp"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Timestamp(TimeUnit::Microsecond, None))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let ints: Vec<_> = arrays[..5]
+            .iter()
+            .map(|a| a.as_primitive::<datafusion::arrow::datatypes::Int64Type>())
+            .collect();
+        let seconds = arrays[5].as_primitive::<Float64Type>();
+        let mut out = Vec::with_capacity(rows);
+        for row in 0..rows {
+            if ints.iter().any(|a| a.is_null(row)) || seconds.is_null(row) {
+                out.push(None);
+                continue;
+            }
+            let [year, month, day, hour, minute] = [0, 1, 2, 3, 4].map(|i| ints[i].value(row));
+            let micros = timestamp_of_fields(year, month, day, hour, minute, seconds.value(row))
+                .map_err(|message| pg_error("22008", message))?;
+            out.push(Some(micros));
+        }
+        Ok(ColumnarValue::Array(Arc::new(
+            TimestampMicrosecondArray::from(out),
         )))
     }
 }

@@ -17,6 +17,7 @@ pub mod rewrite;
 pub mod search_cycle;
 pub mod sequence_options;
 pub mod types;
+pub mod unicode_escapes;
 pub mod using;
 pub mod windows;
 
@@ -193,6 +194,7 @@ impl SqlParser {
 
     /// Parses `sql` — standard SQL and Augur's own statements — into statements.
     pub fn parse_stmts(&self, sql: &str) -> Result<Vec<Stmt>> {
+        let sql = &*unicode_escapes::rewrite(sql).map_err(|m| Error::coded("42601", m))?;
         match self.parse(sql) {
             Ok(statements) => Ok(statements.into_iter().map(own_statement).collect()),
             // Augur's own statements are syntax errors to sqlparser; text too long or nested
@@ -386,6 +388,7 @@ impl SqlParser {
                 ),
             ));
         }
+        let sql = &*unicode_escapes::rewrite(sql).map_err(|m| Error::coded("42601", m))?;
         let plain = parse_raw(sql);
         if let Err(ParserError::RecursionLimitExceeded) = plain {
             return Err(depth::too_deep("the statement"));
@@ -473,6 +476,7 @@ impl SqlParser {
 /// `sql` as sqlparser parses it, with the PostgreSQL forms it does not take rewritten token by
 /// token; none of Augur's rewrites applied.
 pub(crate) fn parse_raw(sql: &str) -> std::result::Result<Vec<Statement>, ParserError> {
+    let sql = &*unicode_escapes::rewrite(sql).map_err(ParserError::ParserError)?;
     let parser =
         Parser::new(&PostgreSqlDialect {}).with_recursion_limit(depth::PARSER_RECURSION_LIMIT);
     let plain = if sql.len() > depth::MAX_DEPTH {

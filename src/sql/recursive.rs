@@ -3,7 +3,7 @@
 //! A recursive query's recursive term (what follows its `UNION [ALL]`) is run again on the rows
 //! of its last round until a round gives none. PostgreSQL refuses recursive terms for which that
 //! is not well defined: an aggregate (it gives a row even from no rows, so the query would never
-//! end), the query's own name inside a subquery, or read more than once. DataFusion plans such
+//! end), the query's own name inside a subquery expression, or read more than once. DataFusion plans such
 //! queries and runs them forever; Augur refuses them with PostgreSQL's `42P19`.
 
 use std::ops::ControlFlow;
@@ -46,12 +46,7 @@ impl Visitor for RecursiveQueries {
             else {
                 continue;
             };
-            let mut references = References {
-                name: &name,
-                direct: 0,
-                nested: 0,
-                depth: 0,
-            };
+            let mut references = References::new(&name);
             let _ = right.visit(&mut references);
             if references.direct + references.nested == 0 {
                 continue;
@@ -88,6 +83,14 @@ impl Visitor for RecursiveQueries {
                     "recursive reference to query \"{name}\" must not appear more than once"
                 )));
             }
+            if references.shared > 0 {
+                return ControlFlow::Break(Error::coded(
+                    "0A000",
+                    format!(
+                        "a CTE that reads recursive query \"{name}\" and is named more than once in its recursive term is not supported"
+                    ),
+                ));
+            }
             if term_aggregates(right) {
                 return ControlFlow::Break(invalid_recursion(
                     "aggregate functions are not allowed in a recursive query's recursive term",
@@ -102,26 +105,76 @@ fn invalid_recursion(message: impl Into<String>) -> Error {
     Error::coded("42P19", message)
 }
 
-/// Counts the reads of a query's own name in its recursive term: at the term's own level, and
-/// inside subqueries.
+/// Counts the reads of a query's own name in its recursive term: those the term reads as a table
+/// (directly, through a subquery in FROM or through a CTE of its own), and those inside
+/// subquery expressions (`(SELECT ...)`, `EXISTS`, `IN (SELECT ...)`), which PostgreSQL refuses.
 struct References<'a> {
     name: &'a str,
     direct: usize,
     nested: usize,
-    /// Open subqueries in the term.
-    depth: usize,
+    /// Further reads through a CTE of the term that it names more than once (PostgreSQL
+    /// computes such a CTE once; Augur would read the recursive query again for each use).
+    shared: usize,
+    /// Open subquery expressions in the term.
+    sublinks: usize,
+}
+
+impl<'a> References<'a> {
+    fn new(name: &'a str) -> Self {
+        Self {
+            name,
+            direct: 0,
+            nested: 0,
+            shared: 0,
+            sublinks: 0,
+        }
+    }
+}
+
+fn is_sublink(expr: &Expr) -> bool {
+    matches!(
+        expr,
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. }
+    )
 }
 
 impl Visitor for References<'_> {
     type Break = ();
 
-    fn pre_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
-        self.depth += 1;
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        // A CTE of the term that reads the recursive query is read as many times as the term
+        // names it; its body is visited once.
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                let mut inner = References::new(self.name);
+                let _ = cte.query.visit(&mut inner);
+                let reads = inner.direct + inner.nested;
+                if reads == 0 {
+                    continue;
+                }
+                let alias = crate::sql::normalize_ident(&cte.alias.name);
+                let mut uses = References::new(&alias);
+                let _ = query.body.visit(&mut uses);
+                let uses = uses.direct + uses.nested;
+                if uses > 1 {
+                    self.shared += reads * (uses - 1);
+                }
+            }
+        }
         ControlFlow::Continue(())
     }
 
-    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
-        self.depth -= 1;
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if is_sublink(expr) {
+            self.sublinks += 1;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if is_sublink(expr) {
+            self.sublinks -= 1;
+        }
         ControlFlow::Continue(())
     }
 
@@ -130,7 +183,7 @@ impl Visitor for References<'_> {
             && let [ObjectNamePart::Identifier(ident)] = name.0.as_slice()
             && crate::sql::normalize_ident(ident) == self.name
         {
-            if self.depth == 0 {
+            if self.sublinks == 0 {
                 self.direct += 1;
             } else {
                 self.nested += 1;
