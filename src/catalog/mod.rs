@@ -21,6 +21,7 @@ pub mod pg_overlay;
 pub mod pg_power;
 pub mod pg_regexp;
 pub mod pg_to_char;
+pub mod pg_to_date;
 pub mod pg_transition;
 pub mod schema;
 pub mod sequence;

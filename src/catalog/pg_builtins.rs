@@ -35,6 +35,10 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(UuidIn::new()));
     ctx.register_udf(gen_random_uuid());
     ctx.register_udf(super::pg_to_char::to_char());
+    ctx.register_udf(super::pg_to_date::to_date());
+    ctx.register_udf(super::pg_to_date::to_timestamp(
+        ctx.state().config_options(),
+    ));
     for function in super::pg_datetime::functions() {
         ctx.register_udf(function);
     }
@@ -64,6 +68,8 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(MakeInterval::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(MakeTimestamp::new()));
     ctx.register_udf(unistr());
+    ctx.register_udf(ScalarUDF::new_from_impl(Concat::new(false)));
+    ctx.register_udf(ScalarUDF::new_from_impl(Concat::new(true)));
     super::pg_transition::register(ctx);
     super::pg_degrees::register(ctx);
     super::pg_power::register(ctx);
@@ -894,6 +900,115 @@ impl ScalarUDFImpl for MakeInterval {
         Ok(ColumnarValue::Array(Arc::new(
             IntervalMonthDayNanoArray::from(out),
         )))
+    }
+}
+
+/// `concat(any, ...)` and `concat_ws(separator, any, ...)`, replacing DataFusion's: each
+/// argument written as PostgreSQL writes its type (`t` for true, `{1,2}` for an array), NULLs
+/// skipped.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Concat {
+    /// `concat_ws`: the first argument goes between the others.
+    separated: bool,
+    signature: Signature,
+}
+
+impl Concat {
+    fn new(separated: bool) -> Self {
+        Self {
+            separated,
+            signature: Signature::user_defined(Volatility::Stable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Concat {
+    fn name(&self) -> &str {
+        if self.separated {
+            "concat_ws"
+        } else {
+            "concat"
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if arg_types.is_empty() || (self.separated && arg_types.len() < 2) {
+            return Err(pg_error(
+                "42883",
+                format!("function {}() does not exist", self.name()),
+            ));
+        }
+        Ok(arg_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t {
+                DataType::Utf8View | DataType::LargeUtf8 | DataType::Null => DataType::Utf8,
+                _ if i == 0 && self.separated => DataType::Utf8,
+                other => other.clone(),
+            })
+            .collect())
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let text = |array: &ArrayRef, row: usize| -> Result<Option<String>> {
+            if array.is_null(row) {
+                return Ok(None);
+            }
+            Ok(match array.data_type() {
+                DataType::Utf8 => Some(array.as_string::<i32>().value(row).to_string()),
+                _ => crate::server::text::field_text(array, row),
+            })
+        };
+        let mut out = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let (separator, values) = if self.separated {
+                match text(&arrays[0], row)? {
+                    None => {
+                        out.push(None);
+                        continue;
+                    }
+                    Some(separator) => (separator, &arrays[1..]),
+                }
+            } else {
+                (String::new(), &arrays[..])
+            };
+            let mut joined = String::new();
+            let mut first = true;
+            for array in values {
+                if let Some(value) = text(array, row)? {
+                    if !first {
+                        joined.push_str(&separator);
+                    }
+                    joined.push_str(&value);
+                    first = false;
+                }
+            }
+            out.push(Some(joined));
+        }
+        let array = StringArray::from(out);
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(Arc::new(array))
+        })
     }
 }
 

@@ -197,7 +197,7 @@ impl ScalarUDFImpl for ToChar {
 // Dates and times
 // ---------------------------------------------------------------------------------------------
 
-const MONTHS: [&str; 12] = [
+pub(crate) const MONTHS: [&str; 12] = [
     "January",
     "February",
     "March",
@@ -211,7 +211,7 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const DAYS: [&str; 7] = [
+pub(crate) const DAYS: [&str; 7] = [
     "Sunday",
     "Monday",
     "Tuesday",
@@ -220,7 +220,7 @@ const DAYS: [&str; 7] = [
     "Friday",
     "Saturday",
 ];
-const ROMAN_MONTHS: [&str; 12] = [
+pub(crate) const ROMAN_MONTHS: [&str; 12] = [
     "I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII",
 ];
 
@@ -237,7 +237,7 @@ const PATTERNS: &[&str] = &[
 ];
 
 /// The pattern at the start of `rest`, as listed in [`PATTERNS`].
-fn pattern_at(rest: &str) -> Option<&'static str> {
+pub(crate) fn pattern_at(rest: &str) -> Option<&'static str> {
     PATTERNS.iter().copied().find(|p| {
         let Some(head) = rest.get(..p.len()) else {
             return false;

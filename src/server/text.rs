@@ -279,7 +279,7 @@ pub fn value_text(value: &datafusion::common::ScalarValue) -> Option<String> {
 
 /// Row `row` of `column` as PostgreSQL writes it, records (and arrays inside them) included;
 /// None for NULL.
-fn field_text(column: &ArrayRef, row: usize) -> Option<String> {
+pub fn field_text(column: &ArrayRef, row: usize) -> Option<String> {
     if column.is_null(row) {
         return None;
     }
