@@ -301,8 +301,9 @@ impl WritePlan {
             let rows = self.table.conform(batch.columns().to_vec(), None)?;
             match conflict {
                 InsertConflict::Fail => {
-                    changes.insert(&rows, OnConflict::Fail)?;
-                    written.push(rows);
+                    // Late rows (behind a watermark) are not written.
+                    let inserted = changes.insert(&rows, OnConflict::Fail)?;
+                    written.push(filter_record_batch(&rows, &BooleanArray::from(inserted))?);
                 }
                 InsertConflict::Skip(arbiters) if arbiters == &[Arbiter::PrimaryKey] => {
                     let inserted = changes.insert(&rows, OnConflict::Skip)?;
@@ -324,8 +325,9 @@ impl WritePlan {
                             }
                         }
                         if !conflicts {
-                            changes.insert(&row, OnConflict::Fail)?;
-                            written.push(row);
+                            if changes.insert(&row, OnConflict::Fail)?[0] {
+                                written.push(row);
+                            }
                         }
                     }
                 }
@@ -353,9 +355,10 @@ impl WritePlan {
                             },
                         };
                         let Some((key, existing)) = holder else {
-                            changes.insert(&row, OnConflict::Fail)?;
-                            touched.extend(changes.row_keys(&row)?);
-                            written.push(row);
+                            if changes.insert(&row, OnConflict::Fail)?[0] {
+                                touched.extend(changes.row_keys(&row)?);
+                                written.push(row);
+                            }
                             continue;
                         };
                         if touched.contains(&key) {

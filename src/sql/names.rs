@@ -102,6 +102,11 @@ pub fn name_derived(query: &mut Query) {
     name_set_expr(query.body.as_mut(), true);
 }
 
+/// Names the computed columns of a subquery in FROM or a CTE as PostgreSQL does.
+pub fn name_subquery(query: &mut Query) {
+    name_set_expr(query.body.as_mut(), false);
+}
+
 fn name_set_expr(body: &mut SetExpr, columns: bool) {
     match body {
         // Every branch needs names DataFusion accepts; the first one's are the result's.
@@ -254,7 +259,24 @@ fn figure_strength(expr: &Expr) -> Option<(String, u8)> {
         Expr::Substring { shorthand, .. } => {
             strong(if *shorthand { "substr" } else { "substring" }.into())
         }
-        Expr::Trim { .. } => strong("btrim".into()),
+        Expr::Trim { trim_where, .. } => strong(
+            match trim_where {
+                Some(datafusion::sql::sqlparser::ast::TrimWhereField::Leading) => "ltrim",
+                Some(datafusion::sql::sqlparser::ast::TrimWhereField::Trailing) => "rtrim",
+                _ => "btrim",
+            }
+            .into(),
+        ),
+        // `a[1]`, `(ARRAY[...])[2]`: named as what is subscripted; `(r).f` after the field.
+        Expr::CompoundFieldAccess { root, access_chain } => match access_chain.last() {
+            Some(datafusion::sql::sqlparser::ast::AccessExpr::Dot(Expr::Identifier(field))) => {
+                strong(normalize_ident(field))
+            }
+            Some(datafusion::sql::sqlparser::ast::AccessExpr::Subscript(_)) => {
+                figure_strength(root)
+            }
+            _ => None,
+        },
         Expr::Position { .. } => strong("position".into()),
         Expr::Overlay { .. } => strong("overlay".into()),
         Expr::Ceil { .. } => strong("ceil".into()),

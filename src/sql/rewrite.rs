@@ -287,8 +287,9 @@ impl VisitorMut for WindowClauses {
     }
 }
 
-/// A `LATERAL` subquery's output columns are named as PostgreSQL names them (see
-/// [`super::names::name_derived`]).
+/// The output columns of a subquery in FROM and of a CTE are named as PostgreSQL names them
+/// (`SELECT max FROM (SELECT max(x) FROM t) s`); in a `LATERAL` subquery plain column references
+/// too (see [`super::names::name_derived`]).
 pub fn name_lateral_columns(statement: &mut Statement) {
     let _ = statement.visit(&mut LateralColumns);
 }
@@ -298,17 +299,31 @@ struct LateralColumns;
 impl VisitorMut for LateralColumns {
     type Break = ();
 
+    fn pre_visit_query(
+        &mut self,
+        query: &mut datafusion::sql::sqlparser::ast::Query,
+    ) -> ControlFlow<()> {
+        if let Some(with) = query.with.as_mut() {
+            for cte in with.cte_tables.iter_mut() {
+                super::names::name_subquery(&mut cte.query);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_table_factor(
         &mut self,
         factor: &mut datafusion::sql::sqlparser::ast::TableFactor,
     ) -> ControlFlow<()> {
         if let datafusion::sql::sqlparser::ast::TableFactor::Derived {
-            lateral: true,
-            subquery,
-            ..
+            lateral, subquery, ..
         } = factor
         {
-            super::names::name_derived(subquery);
+            if *lateral {
+                super::names::name_derived(subquery);
+            } else {
+                super::names::name_subquery(subquery);
+            }
         }
         ControlFlow::Continue(())
     }

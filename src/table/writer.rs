@@ -461,7 +461,8 @@ impl<'a> TableChanges<'a> {
     }
 
     /// Inserts `rows` (whole rows, from [`Table::conform`]); returns which of them were written
-    /// (all of them, unless `on_conflict` is [`OnConflict::Skip`]).
+    /// (all of them, except late rows behind the table's watermark and, with
+    /// [`OnConflict::Skip`], rows whose key is taken).
     pub fn insert(&mut self, rows: &RecordBatch, on_conflict: OnConflict) -> Result<Vec<bool>> {
         let table = self.table;
         let on_time = match table.watermark() {
