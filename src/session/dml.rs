@@ -324,10 +324,8 @@ impl WritePlan {
                                 break;
                             }
                         }
-                        if !conflicts {
-                            if changes.insert(&row, OnConflict::Fail)?[0] {
-                                written.push(row);
-                            }
+                        if !conflicts && changes.insert(&row, OnConflict::Fail)?[0] {
+                            written.push(row);
                         }
                     }
                 }
