@@ -68,6 +68,12 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(MakeInterval::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(MakeTimestamp::new()));
     ctx.register_udf(unistr());
+    // DataFusion takes a unit or stride only as a constant; PostgreSQL from any expression.
+    for (name, constant) in [("date_trunc", 0), ("date_bin", 0)] {
+        if let Ok(inner) = datafusion::execution::FunctionRegistry::udf(ctx, name) {
+            ctx.register_udf(ScalarUDF::new_from_impl(RowByRow { inner, constant }));
+        }
+    }
     ctx.register_udf(ScalarUDF::new_from_impl(Concat::new(false)));
     ctx.register_udf(ScalarUDF::new_from_impl(Concat::new(true)));
     super::pg_transition::register(ctx);
@@ -1010,6 +1016,127 @@ impl ScalarUDFImpl for Concat {
             ColumnarValue::Array(Arc::new(array))
         })
     }
+}
+
+/// A function whose argument `constant` DataFusion takes only as a constant, run row by row
+/// when that argument varies (`date_trunc(unit_column, ts)`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RowByRow {
+    inner: Arc<ScalarUDF>,
+    constant: usize,
+}
+
+impl ScalarUDFImpl for RowByRow {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(args)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        // NULL when the unit or stride of a row is.
+        let field = self.inner.return_field_from_args(args)?;
+        Ok(Arc::new(field.as_ref().clone().with_nullable(true)))
+    }
+
+    fn output_ordering(
+        &self,
+        inputs: &[datafusion::logical_expr::sort_properties::ExprProperties],
+    ) -> Result<datafusion::logical_expr::sort_properties::SortProperties> {
+        self.inner.output_ordering(inputs)
+    }
+
+    fn preserves_lex_ordering(
+        &self,
+        inputs: &[datafusion::logical_expr::sort_properties::ExprProperties],
+    ) -> Result<bool> {
+        self.inner.preserves_lex_ordering(inputs)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if self.inner.name() == "date_bin" {
+            check_strides(&args.args[0])?;
+        }
+        if !matches!(args.args.get(self.constant), Some(ColumnarValue::Array(_))) {
+            return self.inner.invoke_with_args(args);
+        }
+        let rows = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let mut values = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let row_args = arrays
+                .iter()
+                .map(|a| ScalarValue::try_from_array(a, row).map(ColumnarValue::Scalar))
+                .collect::<Result<Vec<_>>>()?;
+            // Strict, as PostgreSQL's are: NULL in, NULL out.
+            if row_args
+                .iter()
+                .any(|a| matches!(a, ColumnarValue::Scalar(v) if v.is_null()))
+            {
+                values.push(ScalarValue::try_from(args.return_field.data_type())?);
+                continue;
+            }
+            let value = self.inner.invoke_with_args(ScalarFunctionArgs {
+                args: row_args,
+                arg_fields: args.arg_fields.clone(),
+                number_rows: 1,
+                return_field: args.return_field.clone(),
+                config_options: args.config_options.clone(),
+            })?;
+            values.push(match value {
+                ColumnarValue::Scalar(v) => v,
+                ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0)?,
+            });
+        }
+        if values.is_empty() {
+            return Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_empty_array(args.return_field.data_type()),
+            ));
+        }
+        Ok(ColumnarValue::Array(ScalarValue::iter_to_array(values)?))
+    }
+}
+
+/// Refuses the strides of `date_bin` PostgreSQL refuses: with months or years, or not positive.
+fn check_strides(strides: &ColumnarValue) -> Result<()> {
+    let strides = strides.to_array(1)?;
+    let DataType::Interval(IntervalUnit::MonthDayNano) = strides.data_type() else {
+        return Ok(());
+    };
+    for stride in strides
+        .as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>()
+        .iter()
+        .flatten()
+    {
+        if stride.months != 0 {
+            return Err(pg_error(
+                "0A000",
+                "timestamps cannot be binned into intervals containing months or years".into(),
+            ));
+        }
+        if i128::from(stride.days) * 86_400_000_000_000 + i128::from(stride.nanoseconds) <= 0 {
+            return Err(pg_error("22008", "stride must be greater than zero".into()));
+        }
+    }
+    Ok(())
 }
 
 /// `unistr(text)`: the text with its Unicode escapes (`\XXXX`, `\+XXXXXX`, `\uXXXX`,
