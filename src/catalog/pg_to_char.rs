@@ -627,6 +627,10 @@ enum NumToken {
     SignHere,
     /// `PR`: a negative number in angle brackets.
     Brackets,
+    /// `TH` (or `th`, `lower`): the ordinal suffix of a whole number that is not negative.
+    Ordinal {
+        lower: bool,
+    },
     Literal(char),
 }
 
@@ -650,7 +654,10 @@ fn num_tokens(template: &str) -> Result<(Vec<NumToken>, bool)> {
             "PL" => Some(NumToken::Plus),
             "SG" => Some(NumToken::SignHere),
             "PR" => Some(NumToken::Brackets),
-            "EE" | "RN" | "TH" => {
+            "TH" => Some(NumToken::Ordinal {
+                lower: chars[i] == 't',
+            }),
+            "EE" | "RN" => {
                 return Err(refuse(format!(
                     "to_char of a number with the pattern {two} is not supported"
                 )));
@@ -662,13 +669,28 @@ fn num_tokens(template: &str) -> Result<(Vec<NumToken>, bool)> {
             i += 2;
             continue;
         }
+        // Text in double quotes is written as it is, `\` escaping the next character.
+        if chars[i] == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' && i + 1 < chars.len() {
+                    i += 1;
+                }
+                tokens.push(NumToken::Literal(chars[i]));
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
         tokens.push(match chars[i] {
             '9' => NumToken::Nine,
             '0' => NumToken::Zero,
             '.' | 'D' | 'd' => NumToken::Point,
             ',' | 'G' | 'g' => NumToken::Comma,
             'S' | 's' => NumToken::Sign,
-            'V' | 'v' | 'L' | 'l' => {
+            // The currency symbol: none in Augur's C locale, which PostgreSQL writes as a space.
+            'L' | 'l' => NumToken::Literal(' '),
+            'V' | 'v' => {
                 return Err(refuse(format!(
                     "to_char of a number with the pattern {} is not supported",
                     chars[i]
@@ -828,6 +850,27 @@ pub fn format_number(number: &str, template: &str, float: bool) -> Result<String
                     out.push('>');
                 } else if !fill {
                     out.push(' ');
+                }
+            }
+            Ordinal { lower } => {
+                let whole = frac_digits.chars().all(|c| c == '0');
+                if !negative && whole && !overflow {
+                    let last_two = int_digits
+                        .get(int_digits.len().saturating_sub(2)..)
+                        .and_then(|d| d.parse::<u32>().ok())
+                        .unwrap_or(0);
+                    let suffix = match (last_two % 100, last_two % 10) {
+                        (11..=13, _) => "th",
+                        (_, 1) => "st",
+                        (_, 2) => "nd",
+                        (_, 3) => "rd",
+                        _ => "th",
+                    };
+                    if *lower {
+                        out.push_str(suffix);
+                    } else {
+                        out.push_str(&suffix.to_ascii_uppercase());
+                    }
                 }
             }
             Literal(c) => out.push(*c),
