@@ -437,6 +437,7 @@ impl SqlParser {
                         .exact_rules
                         .iter()
                         .fold(statement, |s, rule| rule.rewrite(s));
+                    rewrite::inline_outer_aggregates(&mut statement);
                     rewrite::aggregate_scalar_subqueries(&mut statement);
                     rewrite::name_lateral_columns(&mut statement);
                     rewrite::window_clauses(&mut statement);

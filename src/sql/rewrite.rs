@@ -2276,3 +2276,139 @@ mod tests {
         assert_eq!(s.to_string(), "SELECT a, NULL FROM t");
     }
 }
+
+/// A scalar subquery without FROM whose value is an aggregate of outer columns
+/// (`SELECT (SELECT max(o.x) FILTER (WHERE o.ok)) FROM o`) is that aggregate computed in the
+/// outer query, as PostgreSQL places an aggregate at the level of the columns it reads.
+pub fn inline_outer_aggregates(statement: &mut Statement) {
+    let _ = statement.visit(&mut OuterAggregates);
+}
+
+struct OuterAggregates;
+
+impl VisitorMut for OuterAggregates {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Subquery(query) = expr else {
+            return ControlFlow::Continue(());
+        };
+        let SetExpr::Select(select) = query.body.as_ref() else {
+            return ControlFlow::Continue(());
+        };
+        let plain = query.with.is_none()
+            && query.order_by.is_none()
+            && query.limit_clause.is_none()
+            && query.fetch.is_none()
+            && select.from.is_empty()
+            && select.selection.is_none()
+            && select.having.is_none()
+            && select.distinct.is_none()
+            && matches!(&select.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
+            && select.projection.len() == 1;
+        if !plain {
+            return ControlFlow::Continue(());
+        }
+        let value = match &select.projection[0] {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+            _ => return ControlFlow::Continue(()),
+        };
+        let mut finder = ReadingAggregate::default();
+        let _ = datafusion::sql::sqlparser::ast::Visit::visit(value, &mut finder);
+        if finder.found {
+            *expr = Expr::Nested(Box::new(value.clone()));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Finds an aggregate at the top level of an expression that reads a column: one not defined
+/// by a subquery inside the aggregate.
+#[derive(Default)]
+struct ReadingAggregate {
+    found: bool,
+}
+
+impl datafusion::sql::sqlparser::ast::Visitor for ReadingAggregate {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+                // Aggregates inside a subquery belong to it.
+                ControlFlow::Continue(())
+            }
+            Expr::Function(f) if is_aggregate(f) => {
+                let mut columns = OuterColumns::default();
+                let _ = datafusion::sql::sqlparser::ast::Visit::visit(f, &mut columns);
+                // DataFusion cannot run a correlated subquery inside an aggregate's argument:
+                // such a query keeps the error that says what to write instead.
+                if columns.outer && !columns.subqueries {
+                    self.found = true;
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+/// Whether an expression reads a column from outside it: an unqualified column outside its
+/// subqueries, or a qualified one whose table none of its subqueries defines.
+#[derive(Default)]
+struct OuterColumns {
+    depth: usize,
+    defined: Vec<String>,
+    qualified: Vec<String>,
+    outer: bool,
+    subqueries: bool,
+}
+
+impl datafusion::sql::sqlparser::ast::Visitor for OuterColumns {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.depth += 1;
+        self.subqueries = true;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        if self.depth == 0 {
+            self.outer |= self.qualified.iter().any(|q| !self.defined.contains(q));
+            self.qualified.clear();
+            self.defined.clear();
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(
+        &mut self,
+        factor: &datafusion::sql::sqlparser::ast::TableFactor,
+    ) -> ControlFlow<()> {
+        if let datafusion::sql::sqlparser::ast::TableFactor::Table { name, alias, .. } = factor {
+            if let Some(alias) = alias {
+                self.defined.push(super::normalize_ident(&alias.name));
+            } else if let Some(last) = name.0.last().and_then(|p| p.as_ident()) {
+                self.defined.push(super::normalize_ident(last));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::Identifier(_) if self.depth == 0 => self.outer = true,
+            Expr::CompoundIdentifier(parts) if self.depth == 0 && !parts.is_empty() => {
+                self.outer = true
+            }
+            Expr::CompoundIdentifier(parts) if parts.len() > 1 => self
+                .qualified
+                .push(super::normalize_ident(&parts[parts.len() - 2])),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
