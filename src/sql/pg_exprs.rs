@@ -179,10 +179,14 @@ impl VisitorMut for PgExprs {
                     *expr = rewritten;
                 }
             }
-            Expr::Function(Function {
-                over: Some(WindowType::WindowSpec(spec)),
-                ..
-            }) => literal_frame_offsets(spec),
+            Expr::Function(function)
+                if matches!(function.over, Some(WindowType::WindowSpec(_))) =>
+            {
+                widen_lead_lag_default(function);
+                if let Some(WindowType::WindowSpec(spec)) = &mut function.over {
+                    literal_frame_offsets(spec);
+                }
+            }
             // `- INTERVAL '1 day 2 hours'`: DataFusion negates by putting a minus before the
             // text, which negates its first field only; the whole value is negated here.
             Expr::UnaryOp {
@@ -1042,6 +1046,65 @@ fn negated_interval(expr: &Expr) -> Option<Expr> {
         op: BinaryOperator::Minus,
         right: Box::new(expr.clone()),
     })
+}
+
+fn function_named(function: &datafusion::sql::sqlparser::ast::Function, name: &str) -> bool {
+    function.name.0.len() == 1
+        && function
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.quote_style.is_none() && i.value.eq_ignore_ascii_case(name))
+}
+
+/// The unnamed arguments of a call.
+fn function_arguments(function: &datafusion::sql::sqlparser::ast::Function) -> Vec<&Expr> {
+    match &function.args {
+        FunctionArguments::List(list) => list
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `lead(x, n, 1.5)`, `lag(...)`: PostgreSQL gives the value and the default their common type;
+/// DataFusion casts the default to the value's type (`-1.4` to `-1`), so a default with a
+/// fraction makes the value `double precision`.
+fn widen_lead_lag_default(function: &mut datafusion::sql::sqlparser::ast::Function) {
+    fn fractional(e: &Expr) -> bool {
+        match e {
+            Expr::Value(v) => {
+                matches!(&v.value, Value::Number(n, _) if n.contains(['.', 'e', 'E']))
+            }
+            Expr::UnaryOp { expr, .. } | Expr::Nested(expr) => fractional(expr),
+            _ => false,
+        }
+    }
+    if !(function_named(function, "lead") || function_named(function, "lag"))
+        || !function_arguments(function)
+            .get(2)
+            .is_some_and(|d| fractional(d))
+    {
+        return;
+    }
+    if let FunctionArguments::List(list) = &mut function.args
+        && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(value))) = list.args.first_mut()
+    {
+        let inner = std::mem::replace(value, null());
+        *value = Expr::Cast {
+            kind: CastKind::Cast,
+            expr: Box::new(inner),
+            data_type: DataType::DoublePrecision,
+            array: false,
+            format: None,
+        };
+    }
 }
 
 #[cfg(test)]
