@@ -1,8 +1,8 @@
 //! PostgreSQL's reading of interval text (`interval_in` in the `postgres` style): numbers with
 //! units in any of PostgreSQL's spellings (`2 mons`, `3 hrs`, `1.5 weeks`), times of day
 //! (`+04:05:06.5`, `1 2:03`), a leading `@`, a trailing `ago`, and ISO 8601 (`P1Y2M3DT4H5M6S`).
-//! Fractions are carried down as PostgreSQL carries them: a year's into months, a month's into
-//! days of 30, a week's into days, a day's into hours of 24.
+//! Fractions are carried down as PostgreSQL carries them: a year's into whole months, a month's
+//! into days of 30, a week's into days, a day's into hours of 24.
 
 use datafusion::arrow::datatypes::IntervalMonthDayNano;
 
@@ -23,11 +23,17 @@ impl Fields {
             f.months += whole;
             f.days += ((m - whole) * 30.0 * 1e6).round() / 1e6;
         };
+        // A fraction of a year (decade, ...) is a whole number of months, rounded: it does not
+        // reach days, as in PostgreSQL.
+        let years = |f: &mut Fields, y: f64, per: f64| {
+            let whole = y.trunc();
+            f.months += whole * per + ((y - whole) * per).round_ties_even();
+        };
         match unit {
-            Unit::Millennium => months(self, value * 12_000.0),
-            Unit::Century => months(self, value * 1_200.0),
-            Unit::Decade => months(self, value * 120.0),
-            Unit::Year => months(self, value * 12.0),
+            Unit::Millennium => years(self, value, 12_000.0),
+            Unit::Century => years(self, value, 1_200.0),
+            Unit::Decade => years(self, value, 120.0),
+            Unit::Year => years(self, value, 12.0),
             Unit::Month => months(self, value),
             Unit::Week | Unit::Day => {
                 let days = if unit == Unit::Week {
@@ -224,40 +230,121 @@ fn time_micros(token: &str) -> Option<f64> {
     Some(if negative { -micros } else { micros })
 }
 
-/// ISO 8601 durations after the `P`: `1Y2M3DT4H5M6.5S`, `T1H`, `2W`.
+/// ISO 8601 durations after the `P`: with designators (`1Y2M3DT4H5M6.5S`, `T1H`, `2W`,
+/// `10.5e4Y`), or in the alternative format, basic (`00021015T103020`) or extended
+/// (`0002-10-15T10:30:20`, `0002`, `T10:30`).
 fn parse_iso(text: &str) -> Option<IntervalMonthDayNano> {
+    let chars: Vec<char> = text.chars().collect();
     let mut fields = Fields::default();
     let mut in_time = false;
-    let mut number = String::new();
     let mut any = false;
-    for c in text.chars() {
-        match c {
-            'T' | 't' => {
-                if !number.is_empty() || in_time {
-                    return None;
-                }
-                in_time = true;
-            }
-            '0'..='9' | '.' | '-' | '+' => number.push(c),
-            letter => {
-                let value: f64 = number.parse().ok()?;
-                number.clear();
-                let u = match (letter.to_ascii_uppercase(), in_time) {
-                    ('Y', false) => Unit::Year,
-                    ('M', false) => Unit::Month,
-                    ('W', false) => Unit::Week,
-                    ('D', false) => Unit::Day,
-                    ('H', true) => Unit::Hour,
-                    ('M', true) => Unit::Minute,
-                    ('S', true) => Unit::Second,
-                    _ => return None,
-                };
-                fields.add(value, u);
-                any = true;
+    // Fields read so far in the date or the time part: the alternative format comes first.
+    let mut in_part = 0;
+    let mut i = 0;
+    // A number at `i`: its value, the count of digits before its point, and where it ends.
+    let read = |i: usize| -> Option<(f64, usize, usize)> {
+        let mut j = i;
+        if matches!(chars.get(j), Some('+' | '-')) {
+            j += 1;
+        }
+        let digits_start = j;
+        while chars.get(j).is_some_and(|c| c.is_ascii_digit()) {
+            j += 1;
+        }
+        let whole_digits = j - digits_start;
+        if chars.get(j) == Some(&'.') {
+            j += 1;
+            while chars.get(j).is_some_and(|c| c.is_ascii_digit()) {
+                j += 1;
             }
         }
+        if j == digits_start || (j == digits_start + 1 && chars[digits_start] == '.') {
+            return None;
+        }
+        // An exponent, which PostgreSQL has always taken.
+        if matches!(chars.get(j), Some('e' | 'E')) {
+            let mut k = j + 1;
+            if matches!(chars.get(k), Some('+' | '-')) {
+                k += 1;
+            }
+            if chars.get(k).is_some_and(|c| c.is_ascii_digit()) {
+                while chars.get(k).is_some_and(|c| c.is_ascii_digit()) {
+                    k += 1;
+                }
+                j = k;
+            }
+        }
+        let text: String = chars[i..j].iter().collect();
+        Some((text.parse().ok()?, whole_digits, j))
+    };
+    while i < chars.len() {
+        if matches!(chars[i], 'T' | 't') {
+            if in_time {
+                return None;
+            }
+            in_time = true;
+            in_part = 0;
+            i += 1;
+            continue;
+        }
+        let (value, whole_digits, end) = read(i)?;
+        in_part += 1;
+        i = end;
+        let designator = chars
+            .get(i)
+            .copied()
+            .filter(|c| c.is_ascii_alphabetic() && !matches!(c, 'T' | 't'));
+        if let Some(letter) = designator {
+            let u = match (letter.to_ascii_uppercase(), in_time) {
+                ('Y', false) => Unit::Year,
+                ('M', false) => Unit::Month,
+                ('W', false) => Unit::Week,
+                ('D', false) => Unit::Day,
+                ('H', true) => Unit::Hour,
+                ('M', true) => Unit::Minute,
+                ('S', true) => Unit::Second,
+                _ => return None,
+            };
+            fields.add(value, u);
+            any = true;
+            i += 1;
+            continue;
+        }
+        // The alternative format: positions, not designators, say what a number is.
+        if in_part > 1 {
+            return None;
+        }
+        let (units, separator, basic) = if in_time {
+            ([Unit::Hour, Unit::Minute, Unit::Second], ':', 6)
+        } else {
+            ([Unit::Year, Unit::Month, Unit::Day], '-', 8)
+        };
+        if chars.get(i) == Some(&separator) {
+            fields.add(value, units[0]);
+            for unit in &units[1..] {
+                if chars.get(i) != Some(&separator) {
+                    break;
+                }
+                let (value, _, end) = read(i + 1)?;
+                fields.add(value, *unit);
+                i = end;
+            }
+        } else if whole_digits == basic && value.fract() == 0.0 {
+            let v = value.abs() as i64;
+            let sign = value.signum();
+            fields.add(sign * (v / 10_000) as f64, units[0]);
+            fields.add(sign * (v / 100 % 100) as f64, units[1]);
+            fields.add(sign * (v % 100) as f64, units[2]);
+        } else {
+            fields.add(value, units[0]);
+        }
+        any = true;
+        // The date part ends at `T`, the time part at the end.
+        if i < chars.len() && (in_time || !matches!(chars[i], 'T' | 't')) {
+            return None;
+        }
     }
-    if !number.is_empty() || !any {
+    if !any {
         return None;
     }
     fields.finish()
@@ -483,6 +570,23 @@ mod tests {
         assert_eq!(q("999", Month, None, None), (999, 0, 0));
         assert!(parse_qualified("1 2", Day, Some(Second), None).is_none());
         assert!(parse_qualified("abc", Day, Some(Second), None).is_none());
+    }
+
+    #[test]
+    fn reads_iso_8601_alternative_format() {
+        assert_eq!(p("P00021015T103020"), p("2 years 10 mons 15 days 10:30:20"));
+        assert_eq!(
+            p("P0002-10-15T10:30:20"),
+            p("2 years 10 mons 15 days 10:30:20")
+        );
+        assert_eq!(p("P0002"), p("2 years"));
+        assert_eq!(p("P0002-10T1S"), p("2 years 10 mons 1 second"));
+        assert_eq!(p("PT10"), p("10 hours"));
+        assert_eq!(p("PT10:30"), p("10 hours 30 minutes"));
+        assert_eq!(p("P10.5e4Y"), p("105000 years"));
+        assert_eq!(p("P.1Y0M3DT4H5M6S"), p("1 mon 3 days 04:05:06"));
+        assert!(parse("P.Y0M3DT4H5M6S").is_none());
+        assert!(parse("P1Y2").is_none());
     }
 
     #[test]
