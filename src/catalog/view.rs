@@ -100,6 +100,7 @@ impl ViewDef {
                     .metadata()
                     .get(crate::catalog::pg_builtins::PG_TYPE_KEY)
                     .cloned(),
+                precision: None,
             })
             .collect()
     }

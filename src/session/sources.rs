@@ -110,6 +110,7 @@ impl Session<'_> {
                 hidden: false,
                 identity: None,
                 pg_type: None,
+                precision: None,
             });
         }
         let mut options = BTreeMap::new();
@@ -129,6 +130,7 @@ impl Session<'_> {
                     hidden: false,
                     identity: None,
                     pg_type: None,
+                    precision: None,
                 })
                 .collect();
         }

@@ -361,6 +361,7 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
             hidden: false,
             identity,
             pg_type: types::text_type(sql_type).map(str::to_string),
+            precision: types::seconds_precision(sql_type),
         });
     }
     if columns.is_empty() {
@@ -425,6 +426,7 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
                 hidden: true,
                 identity: None,
                 pg_type: None,
+                precision: None,
             });
             vec![columns.len() - 1]
         }

@@ -97,6 +97,15 @@ pub fn arrow_type(sql: &SqlType) -> Result<DataType> {
     })
 }
 
+/// The digits after the point a `timestamp(p)` or `timestamptz(p)` column keeps of its
+/// seconds, when fewer than the six Augur stores.
+pub fn seconds_precision(sql: &SqlType) -> Option<u8> {
+    match sql {
+        SqlType::Timestamp(Some(p), _) if *p < 6 => Some(*p as u8),
+        _ => None,
+    }
+}
+
 /// The PostgreSQL type of a column of type `sql` that is stored as text but is a type of its
 /// own: `uuid`, `json`, `jsonb`.
 pub fn text_type(sql: &SqlType) -> Option<&'static str> {

@@ -481,6 +481,7 @@ mod tests {
             hidden: false,
             identity: None,
             pg_type: None,
+            precision: None,
         };
         let def = TableDef {
             id: 7,

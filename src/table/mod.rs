@@ -55,6 +55,10 @@ pub struct ColumnDef {
     /// `jsonb`): carried in the field's metadata, checked and normalized on every write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pg_type: Option<String>,
+    /// Digits kept after the point of the seconds of a `timestamp(p)` column below 6: values
+    /// are rounded to them on every write, as PostgreSQL rounds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<u8>,
 }
 
 /// How an identity column takes values.
