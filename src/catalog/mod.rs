@@ -23,6 +23,7 @@ pub mod pg_regexp;
 pub mod pg_to_char;
 pub mod pg_to_date;
 pub mod pg_transition;
+pub mod pg_variance;
 pub mod schema;
 pub mod sequence;
 pub mod sequence_functions;
