@@ -279,6 +279,33 @@ impl VisitorMut for PgExprs {
                     *expr = super::rewrite::call(reader, vec![inner]);
                 }
             }
+            // `interval(p) '...'`, `'...'::interval(p)`: the seconds rounded to `p` digits.
+            Expr::TypedString(typed)
+                if interval_precision(&typed.data_type).is_some()
+                    && matches!(typed.value.value, Value::SingleQuotedString(_)) =>
+            {
+                if let (Some(p), Value::SingleQuotedString(text)) =
+                    (interval_precision(&typed.data_type), &typed.value.value)
+                    && let Some(rounded) = rounded_interval(text, p)
+                {
+                    *expr = rounded;
+                }
+            }
+            Expr::Cast {
+                kind: CastKind::Cast | CastKind::DoubleColon,
+                expr: inner,
+                data_type,
+                ..
+            } if interval_precision(data_type).is_some()
+                && matches!(inner.as_ref(), Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_))) =>
+            {
+                if let (Some(p), Expr::Value(v)) = (interval_precision(data_type), inner.as_ref())
+                    && let Value::SingleQuotedString(text) = &v.value
+                    && let Some(rounded) = rounded_interval(text, p)
+                {
+                    *expr = rounded;
+                }
+            }
             Expr::TypedString(typed) if text_type_reader(&typed.data_type).is_some() => {
                 let reader = text_type_reader(&typed.data_type).unwrap_or_default();
                 let value = Expr::Value(typed.value.clone());
@@ -286,6 +313,26 @@ impl VisitorMut for PgExprs {
             }
             // Interval text as PostgreSQL reads it (`41 mon 12 days 360:00`, `@ 1 minute`,
             // `1.5 weeks`), rewritten into the form DataFusion's reader takes.
+            // `INTERVAL(p) '...'`: the seconds rounded to `p` digits.
+            Expr::Interval(interval)
+                if interval.leading_field.is_none()
+                    && interval.last_field.is_none()
+                    && interval
+                        .leading_precision
+                        .or(interval.fractional_seconds_precision)
+                        .is_some() =>
+            {
+                let digits = interval
+                    .leading_precision
+                    .or(interval.fractional_seconds_precision)
+                    .unwrap_or(6);
+                if let Expr::Value(v) = interval.value.as_ref()
+                    && let Value::SingleQuotedString(text) = &v.value
+                    && let Some(rounded) = rounded_interval(text, digits)
+                {
+                    *expr = rounded;
+                }
+            }
             Expr::Interval(interval)
                 if interval.leading_field.is_none() && interval.last_field.is_none() =>
             {
@@ -1105,6 +1152,41 @@ fn widen_lead_lag_default(function: &mut datafusion::sql::sqlparser::ast::Functi
             format: None,
         };
     }
+}
+
+/// The precision of `interval(p)`.
+fn interval_precision(data_type: &DataType) -> Option<u64> {
+    match data_type {
+        DataType::Interval {
+            fields: None,
+            precision: Some(p),
+        } => Some(*p),
+        _ => None,
+    }
+}
+
+/// Interval text read as PostgreSQL reads it, its seconds rounded to `digits` after the point
+/// (halves away from zero), as an interval literal.
+fn rounded_interval(text: &str, digits: u64) -> Option<Expr> {
+    let value = super::interval::parse(text)?;
+    let step = 10i64.pow(6 - digits.min(6) as u32) * 1000;
+    let nanos = value.nanoseconds;
+    let rounded = if nanos >= 0 {
+        (nanos + step / 2) / step * step
+    } else {
+        -((-nanos + step / 2) / step * step)
+    };
+    let value =
+        datafusion::arrow::datatypes::IntervalMonthDayNano::new(value.months, value.days, rounded);
+    Some(Expr::Interval(datafusion::sql::sqlparser::ast::Interval {
+        value: Box::new(Expr::value(Value::SingleQuotedString(
+            super::interval::canonical_text(value),
+        ))),
+        leading_field: None,
+        leading_precision: None,
+        last_field: None,
+        fractional_seconds_precision: None,
+    }))
 }
 
 #[cfg(test)]
