@@ -975,42 +975,44 @@ impl ScalarUDFImpl for Concat {
             .iter()
             .map(|a| a.to_array(rows))
             .collect::<Result<Vec<_>>>()?;
-        let text = |array: &ArrayRef, row: usize| -> Result<Option<String>> {
-            if array.is_null(row) {
-                return Ok(None);
-            }
-            Ok(match array.data_type() {
-                DataType::Utf8 => Some(array.as_string::<i32>().value(row).to_string()),
-                _ => crate::server::text::field_text(array, row),
+        // Each argument as text once: as it is, or written as PostgreSQL writes its type.
+        let texts: Vec<StringArray> = arrays
+            .iter()
+            .map(|array| match array.data_type() {
+                DataType::Utf8 => array.as_string::<i32>().clone(),
+                _ => (0..rows)
+                    .map(|row| crate::server::text::field_text(array, row))
+                    .collect(),
             })
+            .collect();
+        let (separators, values) = if self.separated {
+            (Some(&texts[0]), &texts[1..])
+        } else {
+            (None, &texts[..])
         };
-        let mut out = Vec::with_capacity(rows);
+        let mut out = datafusion::arrow::array::StringBuilder::with_capacity(rows, rows * 16);
+        let mut joined = String::new();
         for row in 0..rows {
-            let (separator, values) = if self.separated {
-                match text(&arrays[0], row)? {
-                    None => {
-                        out.push(None);
-                        continue;
-                    }
-                    Some(separator) => (separator, &arrays[1..]),
+            let separator = match separators {
+                Some(s) if s.is_null(row) => {
+                    out.append_null();
+                    continue;
                 }
-            } else {
-                (String::new(), &arrays[..])
+                Some(s) => s.value(row),
+                None => "",
             };
-            let mut joined = String::new();
+            joined.clear();
             let mut first = true;
-            for array in values {
-                if let Some(value) = text(array, row)? {
-                    if !first {
-                        joined.push_str(&separator);
-                    }
-                    joined.push_str(&value);
-                    first = false;
+            for value in values.iter().filter(|v| v.is_valid(row)) {
+                if !first {
+                    joined.push_str(separator);
                 }
+                joined.push_str(value.value(row));
+                first = false;
             }
-            out.push(Some(joined));
+            out.append_value(&joined);
         }
-        let array = StringArray::from(out);
+        let array = out.finish();
         Ok(if scalar {
             ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
         } else {
@@ -1206,15 +1208,11 @@ fn timestamp_of_fields(
     // Year -1 is 1 BC, astronomical year 0.
     let astronomical = if year < 0 { year + 1 } else { year };
     let valid_date = (1..=12).contains(&month)
-        && day >= 1
-        && chrono::NaiveDate::from_ymd_opt(
-            2000 + (astronomical.rem_euclid(400)) as i32,
+        && (1..=i64::from(super::pg_datetime::days_in_month(
+            astronomical,
             month as u32,
-            1,
-        )
-        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
-        .and_then(|d| d.pred_opt())
-        .is_some_and(|last| day <= i64::from(last.day()));
+        )))
+            .contains(&day);
     if !valid_date {
         return Err(format!(
             "date field value out of range: {year}-{month:02}-{day:02}"

@@ -285,6 +285,18 @@ pub(crate) fn pattern_at(rest: &str) -> Option<&'static str> {
     })
 }
 
+/// A template modifier at the start of `rest` (`FM`, or `FX` and `TM`, which change nothing
+/// here): the text after it, and whether it is `FM`.
+pub(crate) fn modifier(rest: &str) -> Option<(&str, bool)> {
+    if let Some(after) = rest.strip_prefix("FM").or_else(|| rest.strip_prefix("fm")) {
+        return Some((after, true));
+    }
+    ["FX", "fx", "TM", "tm"]
+        .iter()
+        .find_map(|p| rest.strip_prefix(p))
+        .map(|after| (after, false))
+}
+
 /// `ts` (local time) formatted with PostgreSQL's template `template`; `offset` is the zone's
 /// offset east in seconds for a `timestamptz`.
 pub fn format_datetime(ts: NaiveDateTime, offset: Option<i32>, template: &str) -> String {
@@ -292,15 +304,8 @@ pub fn format_datetime(ts: NaiveDateTime, offset: Option<i32>, template: &str) -
     let mut rest = template;
     let mut fill = false;
     while !rest.is_empty() {
-        if let Some(after) = rest.strip_prefix("FM").or_else(|| rest.strip_prefix("fm")) {
-            fill = true;
-            rest = after;
-            continue;
-        }
-        if let Some(after) = ["FX", "fx", "TM", "tm"]
-            .iter()
-            .find_map(|p| rest.strip_prefix(p))
-        {
+        if let Some((after, is_fill)) = modifier(rest) {
+            fill |= is_fill;
             rest = after;
             continue;
         }

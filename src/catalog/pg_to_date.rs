@@ -19,7 +19,7 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
-use super::pg_to_char::{DAYS, MONTHS, ROMAN_MONTHS, pattern_at};
+use super::pg_to_char::{DAYS, MONTHS, ROMAN_MONTHS, modifier, pattern_at};
 use crate::session::timezone::Zone;
 
 /// `to_date`, taking PostgreSQL's templates in its two-argument form.
@@ -189,15 +189,8 @@ fn template_nodes(template: &str) -> Vec<Node> {
     let mut rest = template;
     let mut fill = false;
     while let Some(c) = rest.chars().next() {
-        if let Some(after) = rest.strip_prefix("FM").or_else(|| rest.strip_prefix("fm")) {
-            fill = true;
-            rest = after;
-            continue;
-        }
-        if let Some(after) = ["FX", "fx", "TM", "tm"]
-            .iter()
-            .find_map(|p| rest.strip_prefix(p))
-        {
+        if let Some((after, is_fill)) = modifier(rest) {
+            fill |= is_fill;
             rest = after;
             continue;
         }
@@ -581,8 +574,12 @@ impl Fields {
                 .map(|w| (w - 1) * 7 + 1)
         });
         if let (Some(doy), None) = (day_of_year, self.month) {
-            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-            if !(1..=if leap { 366 } else { 365 }).contains(&doy) {
+            let days = if super::pg_datetime::is_leap(year) {
+                366
+            } else {
+                365
+            };
+            if !(1..=days).contains(&doy) {
                 return Err(out_of_range());
             }
             return Ok(super::pg_datetime::days_from_civil(year, 1, 1) + doy - 1);
@@ -592,19 +589,17 @@ impl Fields {
             .day
             .or_else(|| self.week_of_month.map(|w| (w - 1) * 7 + 1))
             .unwrap_or(1);
-        if !(1..=12).contains(&month) || day < 1 {
+        if !(1..=12).contains(&month)
+            || !(1..=i64::from(super::pg_datetime::days_in_month(year, month as u32)))
+                .contains(&day)
+        {
             return Err(out_of_range());
         }
-        let first = super::pg_datetime::days_from_civil(year, month as u32, 1);
-        let next = if month == 12 {
-            super::pg_datetime::days_from_civil(year + 1, 1, 1)
-        } else {
-            super::pg_datetime::days_from_civil(year, month as u32 + 1, 1)
-        };
-        if day > next - first {
-            return Err(out_of_range());
-        }
-        Ok(first + day - 1)
+        Ok(super::pg_datetime::days_from_civil(
+            year,
+            month as u32,
+            day as u32,
+        ))
     }
 
     /// The instant read: the local time in `zone`, or at the offset the input gave.

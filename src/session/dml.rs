@@ -913,27 +913,17 @@ async fn run_values_subqueries(
     state: &datafusion::execution::SessionState,
     plan: LogicalPlan,
 ) -> Result<LogicalPlan> {
-    let mut exprs: Vec<Expr> = Vec::new();
+    let mut exprs: Vec<&Expr> = Vec::new();
     plan.apply(|node| {
         if let LogicalPlan::Values(values) = node {
-            exprs.extend(values.values.iter().flatten().cloned());
+            exprs.extend(values.values.iter().flatten());
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    let has_subquery = |e: &Expr| {
-        e.exists(|e| {
-            Ok(matches!(
-                e,
-                Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
-            ))
-        })
-    };
-    if !exprs.iter().try_fold(false, |any, e| {
-        Ok::<_, datafusion::error::DataFusionError>(any || has_subquery(e)?)
-    })? {
+    let results = SubqueryResults::run(state, exprs, "VALUES").await?;
+    if results.0.is_empty() {
         return Ok(plan);
     }
-    let results = SubqueryResults::run(state, &exprs, "VALUES").await?;
     let plan = plan.transform_up(|node| {
         Ok(match node {
             LogicalPlan::Values(mut values) => {

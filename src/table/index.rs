@@ -97,9 +97,12 @@ impl Index {
         &self.def
     }
 
-    /// The entries of `rows` (whole stored rows) whose keys (without the table prefix) are
-    /// `row_keys`.
-    fn entries(&self, rows: &RecordBatch, row_keys: &[Vec<u8>]) -> Result<Vec<Entry>> {
+    /// The index columns of `rows` (whole stored rows), and their values in the row format
+    /// the entry keys are made of.
+    fn index_values(
+        &self,
+        rows: &RecordBatch,
+    ) -> Result<(Vec<ArrayRef>, datafusion::arrow::row::Rows)> {
         let columns: Vec<ArrayRef> = self
             .def
             .columns
@@ -107,6 +110,13 @@ impl Index {
             .map(|&i| rows.column(i).clone())
             .collect();
         let values = self.converter.convert_columns(&columns)?;
+        Ok((columns, values))
+    }
+
+    /// The entries of `rows` (whole stored rows) whose keys (without the table prefix) are
+    /// `row_keys`.
+    fn entries(&self, rows: &RecordBatch, row_keys: &[Vec<u8>]) -> Result<Vec<Entry>> {
+        let (columns, values) = self.index_values(rows)?;
         let prefix = self.def.key_prefix();
         Ok(row_keys
             .iter()
@@ -133,13 +143,7 @@ impl Index {
     /// For each of `rows` (whole stored rows), the storage key of its entry in this unique
     /// index; `None` where an index column is NULL (such a row conflicts with none).
     pub fn unique_keys(&self, rows: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
-        let columns: Vec<ArrayRef> = self
-            .def
-            .columns
-            .iter()
-            .map(|&i| rows.column(i).clone())
-            .collect();
-        let values = self.converter.convert_columns(&columns)?;
+        let (columns, values) = self.index_values(rows)?;
         let prefix = self.def.key_prefix();
         Ok((0..rows.num_rows())
             .map(|i| {
