@@ -349,6 +349,8 @@ struct RelationColumn {
     nullable: bool,
     default: Option<String>,
     identity: Option<Identity>,
+    /// `character(n)` / `character varying(n)`: the kind and the limit.
+    chars: Option<(super::pg_char::CharKind, u64)>,
 }
 
 impl RelationColumn {
@@ -362,6 +364,10 @@ impl RelationColumn {
             nullable: def.nullable,
             default: def.default.clone().filter(|_| def.identity.is_none()),
             identity: def.identity,
+            chars: def
+                .pg_type
+                .as_deref()
+                .and_then(super::pg_char::parse_pg_type),
         })
     }
 
@@ -372,6 +378,7 @@ impl RelationColumn {
             nullable: field.is_nullable(),
             default: None,
             identity: None,
+            chars: super::pg_char::of_field(field),
         }
     }
 }
@@ -615,7 +622,15 @@ impl InformationSchema {
             let key = qualify(&relation.schema, &relation.name);
             let writable = relation.kind.writable() && self.catalog.has_schema(&relation.schema);
             for (i, column) in relation.columns.into_iter().enumerate() {
-                let info = type_info(&column.data_type);
+                let mut info = type_info(&column.data_type);
+                let mut max_length = None;
+                if let Some((kind, length)) = column.chars {
+                    info.data_type = kind.name().to_string();
+                    info.udt_name = kind.internal_name().to_string();
+                    // Four bytes at most per character in UTF-8.
+                    info.octet_length = i32::try_from(length * 4).ok();
+                    max_length = i32::try_from(length).ok();
+                }
                 let position = i as i32 + 1;
                 let identity = column.identity.and_then(|identity| {
                     let sequence = sequences.all().into_iter().find(|s| {
@@ -645,7 +660,7 @@ impl InformationSchema {
                             ),
                     ),
                     info.data_type.into(),
-                    Cell::Number(None),
+                    max_length.into(),
                     info.octet_length.into(),
                     info.precision.into(),
                     info.radix.into(),

@@ -12,6 +12,7 @@ pub mod ordered_set;
 pub mod pg_bits;
 pub mod pg_builtins;
 pub mod pg_bytea;
+pub mod pg_char;
 pub mod pg_datetime;
 pub mod pg_degrees;
 pub mod pg_extract;

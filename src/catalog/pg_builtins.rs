@@ -47,6 +47,9 @@ pub fn register(ctx: &SessionContext) {
     }));
     super::pg_regexp::register(ctx);
     super::pg_bytea::register(ctx);
+    for function in super::pg_char::functions() {
+        ctx.register_udf(function);
+    }
     ctx.register_udf(ScalarUDF::new_from_impl(Format {
         signature: Signature::variadic_any(Volatility::Stable),
         spread: false,

@@ -39,6 +39,7 @@ pub fn register(ctx: &SessionContext) {
             },
         ),
     ];
+    ctx.register_udf(bytea_like());
     for (name, op) in forms {
         let Ok(inner) = datafusion::execution::FunctionRegistry::udf(ctx, name) else {
             continue;
@@ -263,5 +264,139 @@ mod tests {
         register(&ctx);
         let trimmed = one(&ctx, "SELECT btrim(X'00410000', X'00') AS a, ltrim(X'0041', X'00') AS b, rtrim(X'4100', X'00') AS c, btrim('  x ') AS d").await;
         assert!(trimmed.contains("| 41 | 41 | 41 | x |"), "{trimmed}");
+    }
+}
+
+/// The function `bytea LIKE bytea` is planned as: `augur_bytea_like(value, pattern, escape)`.
+pub const BYTEA_LIKE: &str = "augur_bytea_like";
+
+/// `augur_bytea_like(value, pattern, escape)`: `LIKE` of byte strings, as PostgreSQL's
+/// `bytealike`: `%` is any run of bytes, `_` one byte, and the escape character (one ASCII
+/// character) takes the byte after it as itself.
+pub fn bytea_like() -> ScalarUDF {
+    ScalarUDF::new_from_impl(ByteaLike {
+        signature: Signature::exact(
+            vec![DataType::Binary, DataType::Binary, DataType::Utf8],
+            datafusion::logical_expr::Volatility::Immutable,
+        ),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ByteaLike {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ByteaLike {
+    fn name(&self) -> &str {
+        BYTEA_LIKE
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let values = args.args[0].to_array(args.number_rows)?;
+        let patterns = args.args[1].to_array(args.number_rows)?;
+        let escape = match &args.args[2] {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(e)))
+                if e.len() == 1 =>
+            {
+                e.as_bytes()[0]
+            }
+            _ => {
+                return datafusion::common::exec_err!(
+                    "the escape of bytea LIKE must be one ASCII character"
+                );
+            }
+        };
+        let (values, patterns) = (values.as_binary::<i32>(), patterns.as_binary::<i32>());
+        let out: datafusion::arrow::array::BooleanArray = values
+            .iter()
+            .zip(patterns.iter())
+            .map(|(value, pattern)| Some(like(value?, pattern?, escape)))
+            .collect();
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(Arc::new(out) as ArrayRef)
+        })
+    }
+}
+
+/// Whether `value` matches the `LIKE` pattern `pattern`, byte by byte.
+fn like(value: &[u8], pattern: &[u8], escape: u8) -> bool {
+    // One pattern item: a byte to match (escaped or not), `_` or `%`.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Item {
+        Byte(u8),
+        One,
+        Any,
+    }
+    let mut items = Vec::with_capacity(pattern.len());
+    let mut bytes = pattern.iter();
+    while let Some(&b) = bytes.next() {
+        items.push(match b {
+            b if b == escape => Item::Byte(bytes.next().copied().unwrap_or(escape)),
+            b'_' => Item::One,
+            b'%' => Item::Any,
+            b => Item::Byte(b),
+        });
+    }
+    // Greedy matching with a return to the last `%` on a mismatch.
+    let (mut v, mut p) = (0, 0);
+    let mut resume: Option<(usize, usize)> = None;
+    while v < value.len() {
+        match items.get(p) {
+            Some(Item::Any) => {
+                resume = Some((p, v));
+                p += 1;
+            }
+            Some(Item::One) => {
+                v += 1;
+                p += 1;
+            }
+            Some(Item::Byte(b)) if *b == value[v] => {
+                v += 1;
+                p += 1;
+            }
+            _ => match resume {
+                Some((star, from)) => {
+                    p = star + 1;
+                    v = from + 1;
+                    resume = Some((star, from + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    items[p..].iter().all(|i| *i == Item::Any)
+}
+
+#[cfg(test)]
+mod like_tests {
+    use super::like;
+
+    #[test]
+    fn bytea_like_patterns() {
+        assert!(like(b"abc", b"_b_", b'\\'));
+        assert!(!like(b"abc", b"_b", b'\\'));
+        assert!(like(b"abc", b"%c", b'\\'));
+        assert!(like(b"abcabd", b"%ab_", b'\\'));
+        assert!(like(b"a_c", b"a\\__", b'\\'));
+        assert!(!like(b"abc", b"a\\__", b'\\'));
+        assert!(like(b"", b"%", b'\\'));
+        assert!(!like(b"", b"_", b'\\'));
+        assert!(like(b"a_c", b"a$__", b'$'));
+        assert!(like(&[0xff, 0x00, 0x01], &[b'%', 0x00, b'_'], b'\\'));
     }
 }

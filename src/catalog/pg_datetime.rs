@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Date32Array, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use datafusion::common::Result;
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -1244,6 +1244,21 @@ impl Context {
             order: datestyle.map_or(DateOrder::Mdy, DateOrder::of_datestyle),
         }
     }
+
+    /// The context of a query with `config`: its session's settings, and as its moment the
+    /// start of the session's transaction block if one is open, or this moment.
+    pub fn of_query(config: &datafusion::config::ConfigOptions) -> Context {
+        let setting = |name| session_setting(config, name);
+        Context {
+            now_micros: setting(crate::session::TXN_START)
+                .and_then(|micros| micros.parse().ok())
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
+            zone: setting("timezone")
+                .and_then(Zone::parse)
+                .unwrap_or_else(Zone::utc),
+            order: setting("datestyle").map_or(DateOrder::Mdy, DateOrder::of_datestyle),
+        }
+    }
 }
 
 /// A column of timestamps, timestamptz or dates as PostgreSQL writes them in the ISO style, a
@@ -1292,6 +1307,9 @@ pub fn functions() -> Vec<ScalarUDF> {
         .collect();
     functions.push(ScalarUDF::new_from_impl(DateTimeText {
         signature: Signature::any(1, Volatility::Stable),
+    }));
+    functions.push(ScalarUDF::new_from_impl(RoundSeconds {
+        signature: Signature::user_defined(Volatility::Immutable),
     }));
     functions
 }
@@ -1359,8 +1377,7 @@ impl ScalarUDFImpl for DateTimeIn {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let setting = |name| session_setting(&args.config_options, name);
-        let context = Context::of_settings(setting("timezone"), setting("datestyle"));
+        let context = Context::of_query(&args.config_options);
         let texts = args.args[0].to_array(rows)?;
         let out = read_column(texts.as_string::<i32>(), self.target, &context)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
@@ -1375,6 +1392,88 @@ impl ScalarUDFImpl for DateTimeIn {
             ));
         }
         Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// A column of timestamps rounded to `digits` after the point of the seconds, halves away from
+/// zero, as PostgreSQL rounds a `timestamp(p)`; infinities stay.
+pub fn round_seconds(column: &ArrayRef, digits: u8) -> ArrayRef {
+    use datafusion::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
+    let DataType::Timestamp(TimeUnit::Microsecond, _) = column.data_type() else {
+        return column.clone();
+    };
+    let step = 10i64.pow(6 - u32::from(digits.min(6)));
+    let half = step / 2;
+    // PostgreSQL counts from 2000-01-01, which decides which way a half rounds.
+    const FROM_2000: i64 = 946_684_800_000_000;
+    let rounded: datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType> = column
+        .as_primitive::<TimestampMicrosecondType>()
+        .unary(|v| {
+            if v == i64::MAX || v == i64::MIN {
+                return v;
+            }
+            let t = v.saturating_sub(FROM_2000);
+            let rounded = if t >= 0 {
+                t.saturating_add(half) / step * step
+            } else {
+                -((-t).saturating_add(half) / step * step)
+            };
+            rounded.saturating_add(FROM_2000)
+        });
+    Arc::new(rounded.with_data_type(column.data_type().clone()))
+}
+
+/// The function a cast to `timestamp(p)` or `timestamptz(p)` is planned as:
+/// `augur_round_seconds(value, p)`.
+pub const ROUND_SECONDS: &str = "augur_round_seconds";
+
+/// `augur_round_seconds(timestamp, p)`: the timestamp with its seconds rounded to `p` digits
+/// after the point, as a cast to `timestamp(p)` rounds it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RoundSeconds {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for RoundSeconds {
+    fn name(&self) -> &str {
+        ROUND_SECONDS
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        match arg_types {
+            [DataType::Timestamp(_, zone), _] => Ok(vec![
+                DataType::Timestamp(TimeUnit::Microsecond, zone.clone()),
+                DataType::Int64,
+            ]),
+            [DataType::Null, _] => Ok(vec![
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                DataType::Int64,
+            ]),
+            _ => datafusion::common::plan_err!("{ROUND_SECONDS} takes a timestamp and digits"),
+        }
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(arg_types[0].clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let digits = match &args.args[1] {
+            ColumnarValue::Scalar(ScalarValue::Int64(Some(p))) => (*p).clamp(0, 6) as u8,
+            _ => return datafusion::common::exec_err!("{ROUND_SECONDS} takes constant digits"),
+        };
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let values = args.args[0].to_array(args.number_rows)?;
+        let rounded = round_seconds(&values, digits);
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&rounded, 0)?)
+        } else {
+            ColumnarValue::Array(rounded)
+        })
     }
 }
 

@@ -1623,7 +1623,10 @@ impl ScalarUDFImpl for TypeOf {
     ) -> datafusion::common::Result<ColumnarValue> {
         let field = &args.arg_fields[0];
         let name = match field.metadata().get(super::pg_builtins::PG_TYPE_KEY) {
-            Some(pg_type) => pg_type.clone(),
+            Some(pg_type) => match super::pg_char::parse_pg_type(pg_type) {
+                Some((kind, _)) => kind.name().to_string(),
+                None => pg_type.clone(),
+            },
             None if field.data_type() == &DataType::Null => "unknown".to_string(),
             None => crate::sql::types::pg_type_name(field.data_type()),
         };

@@ -791,6 +791,11 @@ impl PgCatalogOverlay {
                     Some("uuid") => (2950, -1),
                     Some("json") => (114, -1),
                     Some("jsonb") => (3802, -1),
+                    Some(pg_type) if super::pg_char::parse_pg_type(pg_type).is_some() => {
+                        let (kind, length) =
+                            super::pg_char::parse_pg_type(pg_type).unwrap_or_default();
+                        (kind.oid(), length as i32 + 4)
+                    }
                     _ => crate::sql::types::pg_type_oid(&data_type),
                 };
                 names.push(relation.clone());

@@ -87,10 +87,12 @@ pub(super) fn copy_out(
             }
         }
     };
+    let widths = crate::catalog::pg_char::padded_widths(&schema);
     let rows = stream
         .map(move |batch| {
             let rows: Vec<PgWireResult<CopyData>> = match batch {
                 Ok(batch) => {
+                    let batch = crate::catalog::pg_char::pad_batch(batch, &widths);
                     let mut encoder = new_encoder();
                     let mut out = Vec::with_capacity(batch.num_rows());
                     'rows: for row in 0..batch.num_rows() {

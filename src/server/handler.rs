@@ -252,13 +252,19 @@ fn into_response(
         } => {
             let fields = Arc::new(pg_fields(&schema, format, Some(options.clone()))?);
             let encode_fields = fields.clone();
+            // `character(n)` values, kept without their trailing spaces, are sent padded to `n`.
+            let widths = crate::catalog::pg_char::padded_widths(&schema);
             let rows = stream
                 .map(move |batch| {
                     let rows: Box<dyn Iterator<Item = PgWireResult<_>> + Send + Sync> = match batch
                     {
                         Ok(batch) => encode_recordbatch(
                             encode_fields.clone(),
-                            super::text::postgres_text(batch, &encode_fields, &options),
+                            super::text::postgres_text(
+                                crate::catalog::pg_char::pad_batch(batch, &widths),
+                                &encode_fields,
+                                &options,
+                            ),
                         ),
                         Err(e) => Box::new(std::iter::once(Err(to_pgwire(Error::from(e))))),
                     };

@@ -43,6 +43,10 @@ pub fn vector_types(schema: &Schema, fields: Vec<FieldInfo>) -> Vec<FieldInfo> {
                 Some("uuid") => ("uuid", pgwire::api::Type::UUID.oid()),
                 Some("json") => ("json", pgwire::api::Type::JSON.oid()),
                 Some("jsonb") => ("jsonb", pgwire::api::Type::JSONB.oid()),
+                Some(pg_type) => match crate::catalog::pg_char::parse_pg_type(pg_type) {
+                    Some((kind, _)) => (kind.internal_name(), kind.oid() as u32),
+                    None => return info,
+                },
                 _ => return info,
             };
             let vector = pgwire::api::Type::new(

@@ -167,6 +167,9 @@ impl Prepared {
 
 /// Metadata key recording that the current transaction block has written.
 const TXN_WROTE: &str = "augur.txn_wrote";
+/// Metadata key (and query setting) holding the moment the current transaction block began, in
+/// microseconds since 1970: what `now()` and the text 'now' give inside the block.
+pub(crate) const TXN_START: &str = "augur.txn_start";
 
 /// One connection's view of the database. Session variables live in the connection's metadata
 /// map, which the caller owns and passes in.
@@ -360,6 +363,11 @@ impl<'a> Session<'a> {
                 vars::all(self.vars)
                     .into_iter()
                     .map(|(name, value)| (name.to_ascii_lowercase(), value))
+                    .chain(
+                        self.vars
+                            .get(TXN_START)
+                            .map(|start| (TXN_START.to_string(), start.clone())),
+                    )
                     .collect(),
             )),
         }
@@ -668,13 +676,40 @@ pub(crate) fn postgres_plan(
     let timestamptz_in = datetime_in(crate::catalog::pg_datetime::Target::Timestamptz)?;
     let date_in = datetime_in(crate::catalog::pg_datetime::Target::Date)?;
     let datetime_text = registry.udf(crate::catalog::pg_datetime::DATETIME_TEXT)?;
+    let bytea_like = registry.udf(crate::catalog::pg_bytea::BYTEA_LIKE)?;
     let rewritten = plan.transform_up_with_subqueries(|node| {
         let inputs: Vec<_> = node.inputs().iter().map(|i| i.schema().clone()).collect();
         // Rewritten expressions keep their names: the nodes above refer to them by name.
         let names = datafusion::logical_expr::expr_rewriter::NamePreserver::new(&node);
-        node.map_expressions(|expr| {
+        // Whether a rewrite changed what a column of the node's output is typed as.
+        let retyped = std::cell::Cell::new(false);
+        let node = node.map_expressions(|expr| {
             let name = names.save(&expr);
             let rewritten = expr.transform_up(|e| match &e {
+                // A `character(n)` or `character varying(n)` value cast to text is text: the
+                // cast's field does not keep the source's type.
+                Expr::Cast(Cast { expr, field })
+                    if matches!(
+                        field.data_type(),
+                        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+                    ) && field.name().is_empty()
+                        && inputs
+                            .iter()
+                            .find_map(|schema| expr.to_field(schema).ok())
+                            .is_some_and(|(_, source)| {
+                                crate::catalog::pg_char::of_field(&source).is_some()
+                            }) =>
+                {
+                    retyped.set(true);
+                    Ok(Transformed::yes(Expr::Cast(Cast {
+                        expr: expr.clone(),
+                        field: Arc::new(datafusion::arrow::datatypes::Field::new(
+                            "text",
+                            field.data_type().clone(),
+                            true,
+                        )),
+                    })))
+                }
                 Expr::Cast(Cast { expr, field })
                     if field.data_type() == &DataType::Binary
                         && inputs.iter().any(|schema| {
@@ -757,6 +792,29 @@ pub(crate) fn postgres_plan(
                         }
                     }
                     Ok(Transformed::no(e))
+                }
+                // `bytea LIKE bytea` matches bytes.
+                Expr::Like(datafusion::logical_expr::Like {
+                    negated,
+                    expr,
+                    pattern,
+                    escape_char,
+                    case_insensitive: false,
+                }) if type_in(expr, &inputs) == Some(DataType::Binary)
+                    && type_in(pattern, &inputs) == Some(DataType::Binary)
+                    && escape_char.is_none_or(|c| c.is_ascii()) =>
+                {
+                    let escape = escape_char.unwrap_or('\\').to_string();
+                    let matched = bytea_like.call(vec![
+                        expr.as_ref().clone(),
+                        pattern.as_ref().clone(),
+                        datafusion::logical_expr::lit(escape),
+                    ]);
+                    Ok(Transformed::yes(if *negated {
+                        Expr::Not(Box::new(matched))
+                    } else {
+                        matched
+                    }))
                 }
                 // A double divided by zero is an error in PostgreSQL, not an infinity.
                 Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr {
@@ -953,7 +1011,12 @@ pub(crate) fn postgres_plan(
                 _ => Ok(Transformed::no(e)),
             })?;
             Ok(rewritten.update_data(|e| name.restore(e)))
-        })
+        })?;
+        if retyped.get() {
+            node.map_data(|plan| plan.recompute_schema())
+        } else {
+            Ok(node)
+        }
     })?;
     Ok(rewritten.data)
 }
@@ -1073,6 +1136,16 @@ impl SessionEnv {
         }
         // Functions read the configuration as of the start of execution.
         state.mark_start_execution();
+        // Inside a transaction block, `now()` is the moment the block began.
+        if let Some(start) = self
+            .settings
+            .0
+            .get(TXN_START)
+            .and_then(|micros| micros.parse::<i64>().ok())
+            .and_then(chrono::DateTime::from_timestamp_micros)
+        {
+            state.execution_props_mut().query_execution_start_time = Some(start);
+        }
     }
 }
 

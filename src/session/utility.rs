@@ -11,7 +11,8 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::{
-    Notice, Output, Plan, Session, TXN_WROTE, copy, in_transaction, rows_output, run_query, vars,
+    Notice, Output, Plan, Session, TXN_START, TXN_WROTE, copy, in_transaction, rows_output,
+    run_query, vars,
 };
 use crate::error::{Error, Result};
 use crate::sql::{Stmt, ddl, table_name};
@@ -513,6 +514,14 @@ impl Session<'_> {
                         "there is already a transaction in progress".into(),
                     ));
                 }
+                if !in_transaction(self.vars) {
+                    // `now()`, `current_timestamp` and the text 'now' are the moment the
+                    // block began, for all of its statements.
+                    self.vars.insert(
+                        TXN_START.into(),
+                        chrono::Utc::now().timestamp_micros().to_string(),
+                    );
+                }
                 self.vars.insert("augur.in_txn".into(), "1".into());
                 Ok(Output::TransactionStart("BEGIN".into()))
             }
@@ -706,7 +715,7 @@ impl Session<'_> {
 
     fn end_transaction(&mut self) {
         self.conn.transaction_ended();
-        for key in ["augur.in_txn", "augur.txn_failed", TXN_WROTE] {
+        for key in ["augur.in_txn", "augur.txn_failed", TXN_WROTE, TXN_START] {
             self.vars.remove(key);
         }
         self.vars.remove("transaction_isolation");

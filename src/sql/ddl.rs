@@ -360,7 +360,10 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
             default,
             hidden: false,
             identity,
-            pg_type: types::text_type(sql_type).map(str::to_string),
+            pg_type: match types::text_type(sql_type) {
+                Some(name) => Some(name.to_string()),
+                None => types::char_type(sql_type)?,
+            },
             precision: types::seconds_precision(sql_type),
         });
     }

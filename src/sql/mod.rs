@@ -478,6 +478,8 @@ impl SqlParser {
 /// token; none of Augur's rewrites applied.
 pub(crate) fn parse_raw(sql: &str) -> std::result::Result<Vec<Statement>, ParserError> {
     let sql = &*unicode_escapes::rewrite(sql).map_err(ParserError::ParserError)?;
+    let precise = interval_precision_literals(sql);
+    let sql = precise.as_deref().unwrap_or(sql);
     let parser =
         Parser::new(&PostgreSqlDialect {}).with_recursion_limit(depth::PARSER_RECURSION_LIMIT);
     let plain = if sql.len() > depth::MAX_DEPTH {
@@ -512,6 +514,47 @@ pub(crate) fn parse_raw(sql: &str) -> std::result::Result<Vec<Statement>, Parser
             .ok_or(ParserError::ParserError(message)),
         other => other,
     }
+}
+
+/// `sql` with each `interval(p) 'text'` written `'text'::interval(p)`, when it has one:
+/// sqlparser reads the first form but drops its precision.
+fn interval_precision_literals(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if !sql.contains(['(']) || !sql.to_ascii_lowercase().contains("interval") {
+        return None;
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .with_unescape(false)
+        .tokenize()
+        .ok()?;
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .collect();
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut changed = false;
+    let mut i = 0;
+    while i < tokens.len() {
+        let at = significant.binary_search(&i).ok();
+        if let Some(at) = at
+            && matches!(&tokens[i], Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("interval"))
+            && let Some(&[open, digits, close, literal]) = significant.get(at + 1..at + 5)
+            && tokens[open] == Token::LParen
+            && matches!(&tokens[digits], Token::Number(n, _) if n.bytes().all(|b| b.is_ascii_digit()))
+            && tokens[close] == Token::RParen
+            && matches!(tokens[literal], Token::SingleQuotedString(_))
+        {
+            out.push_str(&format!(
+                "{}::interval({})",
+                tokens[literal], tokens[digits]
+            ));
+            i = literal + 1;
+            changed = true;
+            continue;
+        }
+        out.push_str(&tokens[i].to_string());
+        i += 1;
+    }
+    changed.then_some(out)
 }
 
 /// The position of the token that closes the parenthesis or bracket at `open`, and the

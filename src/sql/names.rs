@@ -208,6 +208,7 @@ fn figure_strength(expr: &Expr) -> Option<(String, u8)> {
             if f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
                 i.value == crate::catalog::single_value::SINGLE_VALUE
                     || i.value == crate::catalog::single_value::SINGLE_UNWRAP
+                    || i.value == crate::catalog::pg_datetime::ROUND_SECONDS
             }) =>
         {
             first_argument(f).and_then(figure_strength)
@@ -305,6 +306,8 @@ fn text_type_reader(f: &datafusion::sql::sqlparser::ast::Function) -> Option<&'s
         crate::catalog::pg_builtins::UUID_IN => Some("uuid"),
         crate::catalog::pg_json::JSON_IN => Some("json"),
         crate::catalog::pg_json::JSONB_IN => Some("jsonb"),
+        crate::catalog::pg_char::BPCHAR => Some("bpchar"),
+        crate::catalog::pg_char::VARCHAR => Some("varchar"),
         _ => None,
     }
 }
@@ -326,6 +329,7 @@ fn type_name(data_type: &DataType) -> String {
             | datafusion::sql::sqlparser::ast::TimezoneInfo::Tz,
         ) => "timestamptz".into(),
         DataType::Timestamp(..) => "timestamp".into(),
+        DataType::Interval { .. } => "interval".into(),
         other => other.to_string().to_lowercase(),
     }
 }

@@ -176,7 +176,7 @@ fn text_array_literal(e: &Expr) -> Option<Vec<String>> {
 impl ExprPlanner for PostgresOperators {
     fn plan_binary_op(
         &self,
-        expr: RawBinaryExpr,
+        mut expr: RawBinaryExpr,
         schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
         // Types are looked at only for the operators planned here, and only of operands that
@@ -232,6 +232,27 @@ impl ExprPlanner for PostgresOperators {
                 }
             };
             let literal = |e: &Expr| matches!(e, Expr::Literal(ScalarValue::Utf8(Some(_)), _));
+            // A text literal compared with a `character(n)` value is one: its trailing spaces
+            // do not count.
+            let bpchar = |e: &Expr| {
+                typed(e)
+                    && e.to_field(schema).is_ok_and(|(_, field)| {
+                        matches!(
+                            crate::catalog::pg_char::of_field(&field),
+                            Some((crate::catalog::pg_char::CharKind::Bpchar, _))
+                        )
+                    })
+            };
+            let trim = |e: &mut Expr| {
+                if let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = e {
+                    text.truncate(text.trim_end_matches(' ').len());
+                }
+            };
+            if literal(&expr.right) && bpchar(&expr.left) {
+                trim(&mut expr.right);
+            } else if literal(&expr.left) && bpchar(&expr.right) {
+                trim(&mut expr.left);
+            }
             let read = |udf: Arc<ScalarUDF>, e: Expr| {
                 Expr::ScalarFunction(ScalarFunction::new_udf(udf, vec![e]))
             };

@@ -114,6 +114,43 @@ impl VisitorMut for PgExprs {
                 _ => {}
             }
         }
+        // `booleq(a, b)` and its kin: the functions of PostgreSQL's `boolean` comparison
+        // operators, called by name.
+        if let Expr::Function(function) = expr
+            && function.over.is_none()
+            && function.filter.is_none()
+            && let Some(op) = [
+                ("booleq", BinaryOperator::Eq),
+                ("boolne", BinaryOperator::NotEq),
+                ("boollt", BinaryOperator::Lt),
+                ("boolgt", BinaryOperator::Gt),
+                ("boolle", BinaryOperator::LtEq),
+                ("boolge", BinaryOperator::GtEq),
+            ]
+            .into_iter()
+            .find_map(|(name, op)| function_named(function, name).then_some(op))
+            && let [left, right] = function_arguments(function)[..]
+            && matches!(&function.args, FunctionArguments::List(list) if list.args.len() == 2)
+        {
+            let (left, right) = (left.clone(), right.clone());
+            *expr = Expr::Nested(Box::new(Expr::BinaryOp {
+                left: Box::new(Expr::Nested(Box::new(Expr::Cast {
+                    kind: CastKind::DoubleColon,
+                    expr: Box::new(left),
+                    data_type: DataType::Boolean,
+                    array: false,
+                    format: None,
+                }))),
+                op,
+                right: Box::new(Expr::Nested(Box::new(Expr::Cast {
+                    kind: CastKind::DoubleColon,
+                    expr: Box::new(right),
+                    data_type: DataType::Boolean,
+                    array: false,
+                    format: None,
+                }))),
+            }));
+        }
         // `~x`: bitwise not, `x # -1` (exclusive or with all bits set).
         if let Expr::UnaryOp {
             op: UnaryOperator::BitwiseNot,
@@ -267,6 +304,25 @@ impl VisitorMut for PgExprs {
                     ),
                 };
             }
+            // `character(n)` and `character varying(n)`: text cut to `n` characters, typed.
+            Expr::Cast {
+                kind: CastKind::Cast | CastKind::DoubleColon,
+                data_type,
+                ..
+            } if char_cast(data_type).is_some() => {
+                if let Some((function, length)) = char_cast(data_type)
+                    && let Expr::Cast { expr: inner, .. } = expr
+                {
+                    let inner = std::mem::replace(inner.as_mut(), null());
+                    *expr = super::rewrite::call(function, vec![as_text(inner), length]);
+                }
+            }
+            Expr::TypedString(typed) if char_cast(&typed.data_type).is_some() => {
+                if let Some((function, length)) = char_cast(&typed.data_type) {
+                    let value = Expr::Value(typed.value.clone());
+                    *expr = super::rewrite::call(function, vec![value, length]);
+                }
+            }
             // Types stored as text and read by a function of their own.
             Expr::Cast {
                 kind: CastKind::Cast | CastKind::DoubleColon,
@@ -390,9 +446,20 @@ impl VisitorMut for PgExprs {
             // Timestamps in microseconds, as tables store them and as PostgreSQL keeps them
             // (DataFusion reads `timestamp` as nanoseconds, which reach only 1677 to 2262, and
             // knows no precision but 0, 3, 6 and 9).
-            Expr::TypedString(TypedString { data_type, .. }) | Expr::Cast { data_type, .. } if matches!(&*data_type, DataType::Timestamp(p, _) if *p != Some(6)) => {
+            Expr::TypedString(TypedString { data_type, .. }) | Expr::Cast { data_type, .. } if matches!(&*data_type, DataType::Timestamp(p, _) if *p != Some(6)) =>
+            {
+                let mut digits = None;
                 if let DataType::Timestamp(precision, _) = data_type {
+                    digits = precision.filter(|p| *p < 6);
                     *precision = Some(6);
+                }
+                // `timestamp(p)`: the seconds rounded to `p` digits.
+                if let Some(p) = digits {
+                    let value = std::mem::replace(expr, null());
+                    *expr = super::rewrite::call(
+                        crate::catalog::pg_datetime::ROUND_SECONDS,
+                        vec![value, Expr::value(Value::Number(p.to_string(), false))],
+                    );
                 }
             }
             _ => {}
@@ -664,6 +731,41 @@ fn text_type_reader(data_type: &DataType) -> Option<&'static str> {
             }
         }
         _ => None,
+    }
+}
+
+/// The function a cast to `character(n)` / `character varying(n)` is planned as, and `n` (`char`
+/// alone is `char(1)`; `varchar` alone is text and needs none).
+fn char_cast(data_type: &DataType) -> Option<(&'static str, Expr)> {
+    use datafusion::sql::sqlparser::ast::CharacterLength;
+    let (function, length) = match data_type {
+        DataType::Char(length) | DataType::Character(length) => {
+            (crate::catalog::pg_char::BPCHAR, length)
+        }
+        DataType::Varchar(length)
+        | DataType::CharacterVarying(length)
+        | DataType::CharVarying(length) => (crate::catalog::pg_char::VARCHAR, length),
+        _ => return None,
+    };
+    let length = match length {
+        Some(CharacterLength::IntegerLength { length, .. }) => *length,
+        None if function == crate::catalog::pg_char::BPCHAR => 1,
+        _ => return None,
+    };
+    Some((
+        function,
+        Expr::value(Value::Number(length.to_string(), false)),
+    ))
+}
+
+/// `CAST(expr AS text)`.
+fn as_text(expr: Expr) -> Expr {
+    Expr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(expr),
+        data_type: DataType::Text,
+        array: false,
+        format: None,
     }
 }
 
@@ -1256,7 +1358,8 @@ mod tests {
     fn timestamps_are_microseconds() {
         assert_eq!(
             rewritten("SELECT TIMESTAMP '2024-05-06 07:08:09+02', '1997-02-10'::timestamp(2)"),
-            "SELECT TIMESTAMP(6) '2024-05-06 07:08:09+02', '1997-02-10'::TIMESTAMP(6)"
+            "SELECT TIMESTAMP(6) '2024-05-06 07:08:09+02', \
+             augur_round_seconds('1997-02-10'::TIMESTAMP(6), 2)"
         );
     }
 }

@@ -1105,6 +1105,27 @@ struct LikeEscapes;
 impl VisitorMut for LikeEscapes {
     type Break = ();
 
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        // `a LIKE b ESCAPE 'c'::bytea` reads as the match cast to bytea: the cast is of the
+        // escape character, which is one either way.
+        if let Expr::Cast {
+            expr: inner,
+            data_type: datafusion::sql::sqlparser::ast::DataType::Bytea,
+            ..
+        } = expr
+            && matches!(
+                inner.as_ref(),
+                Expr::Like {
+                    escape_char: Some(_),
+                    ..
+                }
+            )
+        {
+            *expr = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
+        }
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         let (pattern, escape_char) = match expr {
             Expr::Like {

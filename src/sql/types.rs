@@ -125,6 +125,31 @@ pub fn text_type(sql: &SqlType) -> Option<&'static str> {
     }
 }
 
+/// The PostgreSQL type of a `character(n)` or `character varying(n)` column (`char` alone is
+/// `character(1)`), as its field's metadata carries it; `None` for other types and for
+/// `varchar` without a limit, which is text. A length out of PostgreSQL's bounds is `22023`.
+pub fn char_type(sql: &SqlType) -> Result<Option<String>> {
+    use crate::catalog::pg_char::CharKind;
+    use datafusion::sql::sqlparser::ast::CharacterLength;
+    let (kind, length) = match sql {
+        SqlType::Char(length) | SqlType::Character(length) => (CharKind::Bpchar, length),
+        SqlType::Varchar(length)
+        | SqlType::CharacterVarying(length)
+        | SqlType::CharVarying(length) => (CharKind::Varchar, length),
+        _ => return Ok(None),
+    };
+    let length = match length {
+        Some(CharacterLength::IntegerLength { length, .. }) => *length,
+        Some(CharacterLength::Max) => return Ok(None),
+        None if kind == CharKind::Bpchar => 1,
+        None => return Ok(None),
+    };
+    let length = kind
+        .checked_length(i64::try_from(length).unwrap_or(i64::MAX))
+        .map_err(Error::InvalidParameter)?;
+    Ok(Some(kind.pg_type(length)))
+}
+
 fn decimal_precision(p: u64) -> Result<u8> {
     u8::try_from(p)
         .ok()

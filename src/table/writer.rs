@@ -100,11 +100,14 @@ impl Table {
                 .metadata()
                 .get(crate::catalog::pg_builtins::PG_TYPE_KEY)
             {
-                Some(pg_type) => typed_text(&column, pg_type)?,
+                Some(pg_type) => match crate::catalog::pg_char::parse_pg_type(pg_type) {
+                    Some((kind, length)) => crate::catalog::pg_char::assign(&column, kind, length)?,
+                    None => typed_text(&column, pg_type)?,
+                },
                 None => column,
             };
             let column = match precision {
-                Some(digits) => round_seconds(&column, digits)?,
+                Some(digits) => crate::catalog::pg_datetime::round_seconds(&column, digits),
                 None => column,
             };
             if !field.is_nullable() && column.null_count() > 0 {
@@ -199,34 +202,6 @@ impl Table {
 /// Text for a column of a type stored as text (`uuid`, `json`, `jsonb`), read as that type
 /// reads it: checked (`22P02`) and normalized (`uuid` in lower case, `jsonb` as PostgreSQL
 /// writes it).
-/// A column of timestamps rounded to `digits` after the point of the seconds, halves away from
-/// zero, as PostgreSQL rounds a `timestamp(p)`; infinities stay.
-fn round_seconds(column: &ArrayRef, digits: u8) -> Result<ArrayRef> {
-    use datafusion::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
-    let DataType::Timestamp(TimeUnit::Microsecond, _) = column.data_type() else {
-        return Ok(column.clone());
-    };
-    let step = 10i64.pow(6 - u32::from(digits.min(6)));
-    let half = step / 2;
-    // PostgreSQL counts from 2000-01-01, which decides which way a half rounds.
-    const FROM_2000: i64 = 946_684_800_000_000;
-    let rounded: datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType> = column
-        .as_primitive::<TimestampMicrosecondType>()
-        .unary(|v| {
-            if v == i64::MAX || v == i64::MIN {
-                return v;
-            }
-            let t = v.saturating_sub(FROM_2000);
-            let rounded = if t >= 0 {
-                t.saturating_add(half) / step * step
-            } else {
-                -((-t).saturating_add(half) / step * step)
-            };
-            rounded.saturating_add(FROM_2000)
-        });
-    Ok(Arc::new(rounded.with_data_type(column.data_type().clone())))
-}
-
 fn typed_text(column: &ArrayRef, pg_type: &str) -> Result<ArrayRef> {
     use crate::catalog::pg_json::JsonKind;
     let read = |text: &str| -> Result<String> {

@@ -375,6 +375,49 @@ def psycopg_uuid_json_jsonb_and_time_zones():
         conn.execute("DROP TABLE py_docs")
 
 
+
+@test
+def character_types_through_psycopg_and_sqlalchemy():
+    engine = sa.create_engine(URL)
+    meta = sa.MetaData()
+    codes = sa.Table(
+        "py_codes", meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("country", sa.CHAR(2)),
+        sa.Column("label", sa.String(8)),
+    )
+    meta.create_all(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(codes.insert(), [{"id": 1, "country": "NZ", "label": "kiwi"},
+                                          {"id": 2, "country": "J", "label": "long  "}])
+        # the declared types, as PostgreSQL reports them
+        columns = {c["name"]: c["type"] for c in sa.inspect(engine).get_columns("py_codes")}
+        assert isinstance(columns["country"], sa.CHAR) and columns["country"].length == 2, columns
+        assert isinstance(columns["label"], sa.VARCHAR) and columns["label"].length == 8, columns
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            for binary in (False, True):
+                with conn.cursor(binary=binary) as cur:
+                    # character(n) comes back padded to n; spaces past a varchar's limit are cut
+                    cur.execute("SELECT country, label FROM py_codes ORDER BY id")
+                    assert cur.fetchall() == [("NZ", "kiwi"), ("J ", "long  ")], binary
+                    cur.execute("SELECT id FROM py_codes WHERE country = %s", ("J",))
+                    assert cur.fetchall() == [(2,)], binary
+            try:
+                conn.execute("INSERT INTO py_codes VALUES (3, 'NZL', 'x')")
+                raise AssertionError("a value too long for character(2) was accepted")
+            except psycopg.errors.StringDataRightTruncation:
+                pass
+            try:
+                conn.execute("INSERT INTO py_codes VALUES (3, 'NZ', %s)", ("nine char",))
+                raise AssertionError("a value too long for character varying(8) was accepted")
+            except psycopg.errors.StringDataRightTruncation:
+                pass
+    finally:
+        meta.drop_all(engine)
+        engine.dispose()
+
+
 passed = failed = 0
 for fn in TESTS:
     try:
