@@ -578,9 +578,9 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
                     None => return Err(e.into()),
                 },
             };
-            let schema = Arc::new(coerced_schema(db, &plan));
             let types = param_types(&plan, db.models())?;
             let plan = postgres_plan(db.ctx(), plan)?;
+            let schema = Arc::new(coerced_schema(db, &plan));
             let plan = match lookup::PointLookup::from_plan(&plan, &db.ctx().state()) {
                 Some(lookup) => Plan::Lookup(lookup),
                 None => Plan::Query(plan),
