@@ -90,6 +90,10 @@ pub fn register(ctx: &SessionContext) {
             ctx.register_udf(udf.as_ref().clone().with_aliases([alias]));
         }
     }
+    // `transaction_timestamp()` is `now()`: the start of the transaction block.
+    if let Ok(now) = datafusion::execution::FunctionRegistry::udf(ctx, "now") {
+        ctx.register_udf(now.as_ref().clone().with_aliases(["transaction_timestamp"]));
+    }
     // PostgreSQL's name for the sample variance.
     if let Ok(var_samp) = datafusion::execution::FunctionRegistry::udaf(ctx, "var_samp") {
         ctx.register_udaf(var_samp.as_ref().clone().with_aliases(["variance"]));

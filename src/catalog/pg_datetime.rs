@@ -1311,7 +1311,69 @@ pub fn functions() -> Vec<ScalarUDF> {
     functions.push(ScalarUDF::new_from_impl(RoundSeconds {
         signature: Signature::user_defined(Volatility::Immutable),
     }));
+    for clock in [Clock::Statement, Clock::Wall] {
+        functions.push(ScalarUDF::new_from_impl(ClockTime {
+            clock,
+            signature: Signature::nullary(match clock {
+                Clock::Statement => Volatility::Stable,
+                Clock::Wall => Volatility::Volatile,
+            }),
+        }));
+    }
     functions
+}
+
+/// Which moment a clock function gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Clock {
+    /// `statement_timestamp()`: when the statement began (one value for the statement, where
+    /// `now()` is the transaction block's start).
+    Statement,
+    /// `clock_timestamp()`: the moment the value is computed, row by row.
+    Wall,
+}
+
+/// `statement_timestamp()` and `clock_timestamp()`, as `timestamptz`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ClockTime {
+    clock: Clock,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ClockTime {
+    fn name(&self) -> &str {
+        match self.clock {
+            Clock::Statement => "statement_timestamp",
+            Clock::Wall => "clock_timestamp",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Timestamp(
+            TimeUnit::Microsecond,
+            Some(crate::sql::types::UTC.into()),
+        ))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let now = || chrono::Utc::now().timestamp_micros();
+        let zone = Some(std::sync::Arc::from(crate::sql::types::UTC));
+        Ok(match self.clock {
+            Clock::Statement => {
+                ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(Some(now()), zone))
+            }
+            Clock::Wall => ColumnarValue::Array(Arc::new(
+                (0..args.number_rows)
+                    .map(|_| Some(now()))
+                    .collect::<TimestampMicrosecondArray>()
+                    .with_timezone_opt(zone),
+            )),
+        })
+    }
 }
 
 /// The name of the function that writes a timestamp, timestamptz or date as PostgreSQL's
