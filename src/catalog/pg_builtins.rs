@@ -716,9 +716,13 @@ fn format_text(template: &str, values: &[ScalarValue]) -> Result<String> {
             let index = match number(&mut chars) {
                 Some(n) if chars.peek() == Some(&'$') => {
                     chars.next();
-                    n.checked_sub(1).ok_or_else(|| {
+                    let index = n.checked_sub(1).ok_or_else(|| {
                         invalid("format specifies argument 0, but arguments are numbered from 1")
-                    })?
+                    })?;
+                    // As in PostgreSQL, the value without a position of its own is the
+                    // argument after the width's.
+                    next = index + 1;
+                    index
                 }
                 Some(_) => return Err(invalid("unterminated format() type specifier")),
                 None => {

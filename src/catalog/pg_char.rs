@@ -158,6 +158,7 @@ pub fn pad_batch(batch: RecordBatch, widths: &[Option<usize>]) -> RecordBatch {
 
 /// `column`'s values padded with spaces to `width` characters.
 fn pad(column: &ArrayRef, width: usize) -> Option<ArrayRef> {
+    let column = datafusion::arrow::compute::cast(column, &DataType::Utf8).ok()?;
     let texts = column.as_string_opt::<i32>()?;
     let padded: StringArray = texts
         .iter()

@@ -1364,7 +1364,10 @@ impl ScalarUDFImpl for ClockTime {
         let zone = Some(std::sync::Arc::from(crate::sql::types::UTC));
         Ok(match self.clock {
             Clock::Statement => {
-                ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(Some(now()), zone))
+                let start = session_setting(&args.config_options, crate::session::STATEMENT_START)
+                    .and_then(|micros| micros.parse().ok())
+                    .unwrap_or_else(now);
+                ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(Some(start), zone))
             }
             Clock::Wall => ColumnarValue::Array(Arc::new(
                 (0..args.number_rows)

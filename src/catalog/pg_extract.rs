@@ -1,6 +1,7 @@
-//! `EXTRACT(DECADE | CENTURY | MILLENNIUM | QUARTER | EPOCH FROM x)` as PostgreSQL computes
-//! them: DataFusion's `date_part` has no decades, centuries or millennia, no quarter of an
-//! interval, and counts an interval's years as 360 days where PostgreSQL counts 365.25.
+//! `EXTRACT(DECADE | CENTURY | MILLENNIUM | QUARTER | EPOCH | SECOND FROM x)` as PostgreSQL
+//! computes them: DataFusion's `date_part` has no decades, centuries or millennia, no quarter
+//! of an interval, counts an interval's years as 360 days where PostgreSQL counts 365.25, and
+//! gives whole seconds where PostgreSQL keeps their fraction.
 
 use std::sync::Arc;
 
@@ -17,11 +18,16 @@ use datafusion::logical_expr::{
 /// `augur_extract('field', x)`.
 pub const EXTRACT: &str = "augur_extract";
 
-/// `augur_extract(field, x)`.
+/// The name `date_part('field', x)` with one of these fields is planned as (the same function,
+/// named `date_part` in a column heading).
+pub const DATE_PART: &str = "augur_date_part";
+
+/// `augur_extract(field, x)`, also called [`DATE_PART`].
 pub fn function() -> ScalarUDF {
     ScalarUDF::new_from_impl(Extract {
         signature: Signature::any(2, Volatility::Immutable),
     })
+    .with_aliases([DATE_PART])
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -110,6 +116,9 @@ impl ScalarUDFImpl for Extract {
                         let value = intervals.value(i);
                         let value = if field == "epoch" {
                             Some(interval_epoch(value.months, value.days, value.nanoseconds))
+                        } else if field == "second" {
+                            // The seconds of the time part, with their fraction and sign.
+                            Some((value.nanoseconds % 60_000_000_000) as f64 / 1e9)
                         } else {
                             of_interval(&field, value.months)
                         };
@@ -139,6 +148,22 @@ impl ScalarUDFImpl for Extract {
                         }));
                         continue;
                     }
+                    // An infinity's decade, century and millennium are that infinity; its
+                    // other fields have no value.
+                    if let v @ (i64::MAX | i64::MIN) = micros.value(i) {
+                        let infinite = ["decade", "century", "millennium"].contains(&&*field);
+                        out.push(infinite.then_some(if v == i64::MAX {
+                            f64::INFINITY
+                        } else {
+                            f64::NEG_INFINITY
+                        }));
+                        continue;
+                    }
+                    if field == "second" {
+                        // The seconds of the minute with their fraction.
+                        out.push(Some(micros.value(i).rem_euclid(60_000_000) as f64 / 1e6));
+                        continue;
+                    }
                     let Some(at) = chrono::DateTime::from_timestamp_micros(micros.value(i)) else {
                         return exec_err!("timestamp out of range");
                     };
@@ -153,6 +178,14 @@ impl ScalarUDFImpl for Extract {
                     }
                 }
                 out.into_iter().collect()
+            }
+            DataType::Time32(_) | DataType::Time64(_) if field == "second" => {
+                let micros = cast(&values, &DataType::Time64(TimeUnit::Microsecond))?;
+                micros
+                    .as_primitive::<datafusion::arrow::datatypes::Time64MicrosecondType>()
+                    .iter()
+                    .map(|v| v.map(|v| v.rem_euclid(60_000_000) as f64 / 1e6))
+                    .collect()
             }
             _ => return unsupported(),
         };
@@ -177,5 +210,6 @@ mod tests {
         assert_eq!(of_interval("quarter", 11), Some(4.0));
         assert_eq!(interval_epoch(34 * 12, 0, 0), 1_072_958_400.0);
         assert_eq!(interval_epoch(5, 0, 12 * 3_600_000_000_000), 13_003_200.0);
+        assert_eq!((-61_500_000_000i64 % 60_000_000_000) as f64 / 1e9, -1.5);
     }
 }

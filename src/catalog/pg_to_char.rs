@@ -405,6 +405,13 @@ fn datetime_field(
     // PostgreSQL counts years before 1 AD from 1 (1 BC is year 0 in the proleptic calendar).
     let year = ts.year();
     let shown_year = if year <= 0 { 1 - year } else { year } as i64;
+    // An ISO year before 1 AD is written as its BC year, as the calendar year is.
+    let iso_year = ts.iso_week().year();
+    let shown_iso_year = if iso_year <= 0 {
+        1 - iso_year
+    } else {
+        iso_year
+    } as i64;
     let hour12 = match ts.hour() % 12 {
         0 => 12,
         h => h,
@@ -451,10 +458,10 @@ fn datetime_field(
         "YYY" => num(shown_year % 1000, 3),
         "YY" => num(shown_year % 100, 2),
         "Y" => num(shown_year % 10, 1),
-        "IYYY" => num(ts.iso_week().year() as i64, 4),
-        "IYY" => num(ts.iso_week().year() as i64 % 1000, 3),
-        "IY" => num(ts.iso_week().year() as i64 % 100, 2),
-        "I" => num(ts.iso_week().year() as i64 % 10, 1),
+        "IYYY" => num(shown_iso_year, 4),
+        "IYY" => num(shown_iso_year % 1000, 3),
+        "IY" => num(shown_iso_year % 100, 2),
+        "I" => num(shown_iso_year % 10, 1),
         "MONTH" => (name(MONTHS[ts.month0() as usize], case(pattern)), None),
         "MON" => {
             let abbreviated = &MONTHS[ts.month0() as usize][..3];

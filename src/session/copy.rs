@@ -195,10 +195,19 @@ impl CopyIn {
         })
     }
 
-    /// Reads dates and times as a session with these `TimeZone` and `DateStyle` settings does.
-    pub fn with_datetime_settings(mut self, timezone: &str, datestyle: &str) -> Self {
+    /// Reads dates and times as a session with these `TimeZone` and `DateStyle` settings does,
+    /// `'now'` being `now_micros` (the transaction block's start) when given.
+    pub fn with_datetime_settings(
+        mut self,
+        timezone: &str,
+        datestyle: &str,
+        now_micros: Option<i64>,
+    ) -> Self {
         self.datetime =
             crate::catalog::pg_datetime::Context::of_settings(Some(timezone), Some(datestyle));
+        if let Some(now) = now_micros {
+            self.datetime.now_micros = now;
+        }
         self
     }
 

@@ -170,6 +170,9 @@ const TXN_WROTE: &str = "augur.txn_wrote";
 /// Metadata key (and query setting) holding the moment the current transaction block began, in
 /// microseconds since 1970: what `now()` and the text 'now' give inside the block.
 pub(crate) const TXN_START: &str = "augur.txn_start";
+/// Query setting holding the moment the statement began, in microseconds since 1970: what
+/// `statement_timestamp()` gives.
+pub(crate) const STATEMENT_START: &str = "augur.statement_start";
 
 /// One connection's view of the database. Session variables live in the connection's metadata
 /// map, which the caller owns and passes in.
@@ -368,6 +371,10 @@ impl<'a> Session<'a> {
                             .get(TXN_START)
                             .map(|start| (TXN_START.to_string(), start.clone())),
                     )
+                    .chain(std::iter::once((
+                        STATEMENT_START.to_string(),
+                        chrono::Utc::now().timestamp_micros().to_string(),
+                    )))
                     .collect(),
             )),
         }
@@ -677,22 +684,20 @@ pub(crate) fn postgres_plan(
     let date_in = datetime_in(crate::catalog::pg_datetime::Target::Date)?;
     let datetime_text = registry.udf(crate::catalog::pg_datetime::DATETIME_TEXT)?;
     let bytea_like = registry.udf(crate::catalog::pg_bytea::BYTEA_LIKE)?;
+    // Whether a rewrite changed what a column of a node's output is typed as: that node and
+    // every node above it work their schemas out again.
+    let retyped = std::cell::Cell::new(false);
     let rewritten = plan.transform_up_with_subqueries(|node| {
         let inputs: Vec<_> = node.inputs().iter().map(|i| i.schema().clone()).collect();
         // Rewritten expressions keep their names: the nodes above refer to them by name.
         let names = datafusion::logical_expr::expr_rewriter::NamePreserver::new(&node);
-        // Whether a rewrite changed what a column of the node's output is typed as.
-        let retyped = std::cell::Cell::new(false);
         let node = node.map_expressions(|expr| {
             let name = names.save(&expr);
             let rewritten = expr.transform_up(|e| match &e {
-                // A `character(n)` or `character varying(n)` value cast to text is text: the
-                // cast's field does not keep the source's type.
+                // A `character(n)` or `character varying(n)` value cast to another type (text
+                // among them) is of that type: the cast's field does not keep the source's.
                 Expr::Cast(Cast { expr, field })
-                    if matches!(
-                        field.data_type(),
-                        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-                    ) && field.name().is_empty()
+                    if field.name().is_empty()
                         && inputs
                             .iter()
                             .find_map(|schema| expr.to_field(schema).ok())
@@ -1136,14 +1141,15 @@ impl SessionEnv {
         }
         // Functions read the configuration as of the start of execution.
         state.mark_start_execution();
-        // Inside a transaction block, `now()` is the moment the block began.
-        if let Some(start) = self
-            .settings
-            .0
-            .get(TXN_START)
-            .and_then(|micros| micros.parse::<i64>().ok())
-            .and_then(chrono::DateTime::from_timestamp_micros)
-        {
+        // `now()` is the moment the transaction block began, or the statement outside one.
+        let moment = |key| {
+            self.settings
+                .0
+                .get(key)
+                .and_then(|micros| micros.parse::<i64>().ok())
+                .and_then(chrono::DateTime::from_timestamp_micros)
+        };
+        if let Some(start) = moment(TXN_START).or_else(|| moment(STATEMENT_START)) {
             state.execution_props_mut().query_execution_start_time = Some(start);
         }
     }

@@ -651,6 +651,7 @@ impl Session<'_> {
                         .with_datetime_settings(
                             &vars::get(self.vars, "TimeZone")?,
                             &vars::get(self.vars, "DateStyle")?,
+                            self.vars.get(TXN_START).and_then(|m| m.parse().ok()),
                         ),
                 ))
             }

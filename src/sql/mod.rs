@@ -517,44 +517,61 @@ pub(crate) fn parse_raw(sql: &str) -> std::result::Result<Vec<Statement>, Parser
 }
 
 /// `sql` with each `interval(p) 'text'` written `'text'::interval(p)`, when it has one:
-/// sqlparser reads the first form but drops its precision.
+/// sqlparser reads the first form but drops its precision. Only those words change; the rest
+/// of the text is copied as it is.
 fn interval_precision_literals(sql: &str) -> Option<String> {
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    if !sql.contains(['(']) || !sql.to_ascii_lowercase().contains("interval") {
+    use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
+    if !sql.contains('(') || !sql.to_ascii_lowercase().contains("interval") {
         return None;
     }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .with_unescape(false)
-        .tokenize()
+        .tokenize_with_location()
         .ok()?;
+    // Byte offsets of the lines, to find a token's text from its line and column.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let offset = |at: Location| -> Option<usize> {
+        let start = *line_starts.get(usize::try_from(at.line).ok()?.checked_sub(1)?)?;
+        let column = usize::try_from(at.column).ok()?.checked_sub(1)?;
+        Some(
+            sql[start..]
+                .char_indices()
+                .nth(column)
+                .map_or(sql.len(), |(i, _)| start + i),
+        )
+    };
     let significant: Vec<usize> = (0..tokens.len())
-        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
         .collect();
     let mut out = String::with_capacity(sql.len() + 16);
-    let mut changed = false;
-    let mut i = 0;
-    while i < tokens.len() {
-        let at = significant.binary_search(&i).ok();
-        if let Some(at) = at
-            && matches!(&tokens[i], Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("interval"))
+    let mut copied = 0;
+    for (at, &i) in significant.iter().enumerate() {
+        if matches!(&tokens[i].token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("interval"))
             && let Some(&[open, digits, close, literal]) = significant.get(at + 1..at + 5)
-            && tokens[open] == Token::LParen
-            && matches!(&tokens[digits], Token::Number(n, _) if n.bytes().all(|b| b.is_ascii_digit()))
-            && tokens[close] == Token::RParen
-            && matches!(tokens[literal], Token::SingleQuotedString(_))
+            && tokens[open].token == Token::LParen
+            && matches!(&tokens[digits].token, Token::Number(n, _) if n.bytes().all(|b| b.is_ascii_digit()))
+            && tokens[close].token == Token::RParen
+            && matches!(tokens[literal].token, Token::SingleQuotedString(_))
+            && let (Some(from), Some(text_from), Some(to)) = (
+                offset(tokens[i].span.start),
+                offset(tokens[literal].span.start),
+                offset(tokens[literal].span.end),
+            )
+            && copied <= from
+            && from <= text_from
+            && text_from <= to
         {
-            out.push_str(&format!(
-                "{}::interval({})",
-                tokens[literal], tokens[digits]
-            ));
-            i = literal + 1;
-            changed = true;
-            continue;
+            out.push_str(&sql[copied..from]);
+            out.push_str(&sql[text_from..to]);
+            out.push_str(&format!("::interval({})", tokens[digits].token));
+            copied = to;
         }
-        out.push_str(&tokens[i].to_string());
-        i += 1;
     }
-    changed.then_some(out)
+    (copied > 0).then(|| {
+        out.push_str(&sql[copied..]);
+        out
+    })
 }
 
 /// The position of the token that closes the parenthesis or bracket at `open`, and the
@@ -1619,6 +1636,19 @@ pub fn table_name(name: &ObjectName) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interval_precision_literals_change_only_those_words() {
+        let sql =
+            "SELECT 'é', E'a\\'b', -- interval(1) 'x'\n  INTERVAL (2) '1.234 s', interval '1 s'";
+        assert_eq!(
+            interval_precision_literals(sql).as_deref(),
+            Some(
+                "SELECT 'é', E'a\\'b', -- interval(1) 'x'\n  '1.234 s'::interval(2), interval '1 s'"
+            )
+        );
+        assert_eq!(interval_precision_literals("SELECT interval '1 s'"), None);
+    }
 
     #[test]
     fn empty_and_comment_only_text_has_no_statements() {

@@ -225,6 +225,8 @@ fn figure_strength(expr: &Expr) -> Option<(String, u8)> {
                     ("array".into(), 2)
                 } else if name == crate::catalog::pg_extract::EXTRACT {
                     ("extract".into(), 2)
+                } else if name == crate::catalog::pg_extract::DATE_PART {
+                    ("date_part".into(), 2)
                 } else if name == crate::catalog::pg_regexp::SUBSTRING_REGEX
                     || name == crate::catalog::pg_regexp::SUBSTRING_SIMILAR
                 {

@@ -235,7 +235,9 @@ impl ExprPlanner for PostgresOperators {
             // A text literal compared with a `character(n)` value is one: its trailing spaces
             // do not count.
             let bpchar = |e: &Expr| {
-                typed(e)
+                // A column: a cast of one has the cast's type, whatever metadata DataFusion's
+                // cast carries over.
+                matches!(e, Expr::Column(_))
                     && e.to_field(schema).is_ok_and(|(_, field)| {
                         matches!(
                             crate::catalog::pg_char::of_field(&field),
@@ -252,6 +254,18 @@ impl ExprPlanner for PostgresOperators {
                 trim(&mut expr.right);
             } else if literal(&expr.left) && bpchar(&expr.right) {
                 trim(&mut expr.left);
+            }
+            // So is a parameter (a value read back padded finds its row again).
+            let rtrim = |e: Expr| {
+                Expr::ScalarFunction(ScalarFunction::new_udf(
+                    datafusion::functions::string::rtrim(),
+                    vec![e, datafusion::logical_expr::lit(" ")],
+                ))
+            };
+            if matches!(expr.right, Expr::Placeholder(_)) && bpchar(&expr.left) {
+                expr.right = rtrim(expr.right);
+            } else if matches!(expr.left, Expr::Placeholder(_)) && bpchar(&expr.right) {
+                expr.left = rtrim(expr.left);
             }
             let read = |udf: Arc<ScalarUDF>, e: Expr| {
                 Expr::ScalarFunction(ScalarFunction::new_udf(udf, vec![e]))

@@ -414,6 +414,29 @@ impl VisitorMut for PgExprs {
                     },
                 ..
             } => canonical_interval(inner.as_mut()),
+            // `date_part('epoch', x)` and the other fields `EXTRACT` computes itself: as
+            // `EXTRACT` computes them (an interval's year is 365.25 days, not 360; seconds keep
+            // their fraction).
+            Expr::Function(function)
+                if function_named(function, "date_part")
+                    && matches!(
+                        function_arguments(function)[..],
+                        [field, _] if string_literal(field).is_some_and(|f| {
+                            ["decade", "century", "millennium", "quarter", "epoch", "second"]
+                                .contains(&f.to_ascii_lowercase().as_str())
+                        })
+                    ) =>
+            {
+                if let FunctionArguments::List(list) = &mut function.args
+                    && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(field))) =
+                        list.args.first_mut()
+                    && let Some(text) = string_literal(field)
+                {
+                    *field = Expr::value(Value::SingleQuotedString(text.to_ascii_lowercase()));
+                }
+                function.name =
+                    ObjectName::from(vec![Ident::new(crate::catalog::pg_extract::DATE_PART)]);
+            }
             // Fields DataFusion's `date_part` does not have (or not for intervals).
             Expr::Extract {
                 field:
@@ -421,11 +444,16 @@ impl VisitorMut for PgExprs {
                     | DateTimeField::Century
                     | DateTimeField::Millennium
                     | DateTimeField::Quarter
-                    | DateTimeField::Epoch),
+                    | DateTimeField::Epoch
+                    | DateTimeField::Second
+                    | DateTimeField::Seconds),
                 expr: inner,
                 ..
             } => {
-                let name = field.to_string().to_ascii_lowercase();
+                let name = match field {
+                    DateTimeField::Seconds => "second".to_string(),
+                    field => field.to_string().to_ascii_lowercase(),
+                };
                 let inner = std::mem::replace(inner.as_mut(), null());
                 *expr = super::rewrite::call(
                     crate::catalog::pg_extract::EXTRACT,
