@@ -422,6 +422,7 @@ impl SqlParser {
                     recursive::check(&statement)?;
                     search_cycle::apply(&mut statement)?;
                     rewrite::fetch_first(&mut statement)?;
+                    using::refuse_natural_outer_joins(&statement)?;
                     rewrite::distinct_from_precedence(&mut statement);
                     using::merge_using_columns(&mut statement);
                     rewrite::like_escapes(&mut statement);

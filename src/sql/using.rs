@@ -21,6 +21,41 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Word};
 use super::normalize_ident;
 
 /// Rewrites every SELECT of `statement` that joins with USING.
+/// Refuses `NATURAL RIGHT JOIN` and `NATURAL FULL JOIN` (`0A000`): their common columns would
+/// take the left side's value where only the right side has the row; `USING (...)` merges them.
+pub fn refuse_natural_outer_joins(statement: &Statement) -> crate::error::Result<()> {
+    use datafusion::sql::sqlparser::ast::{JoinConstraint, JoinOperator, Select, Visit, Visitor};
+    struct Natural;
+    impl Visitor for Natural {
+        type Break = &'static str;
+        fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<&'static str> {
+            for join in select.from.iter().flat_map(|table| &table.joins) {
+                match &join.join_operator {
+                    JoinOperator::Right(JoinConstraint::Natural)
+                    | JoinOperator::RightOuter(JoinConstraint::Natural) => {
+                        return ControlFlow::Break("NATURAL RIGHT JOIN");
+                    }
+                    JoinOperator::FullOuter(JoinConstraint::Natural) => {
+                        return ControlFlow::Break("NATURAL FULL JOIN");
+                    }
+                    _ => {}
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    match statement.visit(&mut Natural) {
+        ControlFlow::Break(what) => Err(crate::error::Error::coded(
+            "0A000",
+            format!(
+                "{what} is not supported: write it with USING (columns), which merges the \
+                 common columns"
+            ),
+        )),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
 pub fn merge_using_columns(statement: &mut Statement) {
     let _ = statement.visit(&mut Queries);
 }
@@ -69,13 +104,13 @@ enum Side {
 fn reference(factor: &TableFactor) -> Option<Ident> {
     match factor {
         TableFactor::Table { name, alias, .. } => match alias {
-            Some(alias) if alias.columns.is_empty() => Some(alias.name.clone()),
-            Some(_) => None,
+            Some(alias) => Some(alias.name.clone()),
             None => name.0.last().and_then(|p| p.as_ident()).cloned(),
         },
+        // A column list (`(VALUES ...) v(k, x)`) names the columns `v.k`, `v.x`.
         TableFactor::Derived {
             alias: Some(alias), ..
-        } if alias.columns.is_empty() => Some(alias.name.clone()),
+        } => Some(alias.name.clone()),
         _ => None,
     }
 }
