@@ -87,6 +87,26 @@ impl ScalarUDFImpl for Extract {
         Ok(DataType::Float64)
     }
 
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> Result<datafusion::arrow::datatypes::FieldRef> {
+        // The year is an integer, as DataFusion's `date_part` gives it; the rest are doubles.
+        let year = matches!(
+            args.scalar_arguments.first(),
+            Some(Some(ScalarValue::Utf8(Some(f)))) if f.eq_ignore_ascii_case("year")
+        );
+        Ok(Arc::new(datafusion::arrow::datatypes::Field::new(
+            self.name(),
+            if year {
+                DataType::Int32
+            } else {
+                DataType::Float64
+            },
+            true,
+        )))
+    }
+
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let field = match &args.args[0] {
             ColumnarValue::Scalar(ScalarValue::Utf8(Some(f))) => f.to_ascii_lowercase(),
@@ -104,6 +124,9 @@ impl ScalarUDFImpl for Extract {
                 ),
             )))
         };
+        if field == "year" {
+            return Ok(ColumnarValue::Array(years(&values)?));
+        }
         let out: Float64Array = match values.data_type() {
             DataType::Interval(IntervalUnit::MonthDayNano) => {
                 let intervals =
@@ -191,6 +214,41 @@ impl ScalarUDFImpl for Extract {
         };
         Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
     }
+}
+
+/// The years of `values` as PostgreSQL numbers them: 1 BC is -1 (not 0, as in the proleptic
+/// calendar), an interval's whole years; none for an infinity.
+fn years(values: &ArrayRef) -> Result<ArrayRef> {
+    let out: datafusion::arrow::array::Int32Array = match values.data_type() {
+        DataType::Interval(IntervalUnit::MonthDayNano) => values
+            .as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>()
+            .iter()
+            .map(|v| v.map(|v| v.months / 12))
+            .collect(),
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
+            let micros = cast(values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            micros
+                .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+                .iter()
+                .map(|v| {
+                    let at = chrono::DateTime::from_timestamp_micros(v?)?;
+                    Some(match at.year() {
+                        y if y <= 0 => y - 1,
+                        y => y,
+                    })
+                })
+                .collect()
+        }
+        other => {
+            return Err(datafusion::error::DataFusionError::External(Box::new(
+                crate::error::Error::coded(
+                    "0A000",
+                    format!("unit \"year\" not supported for type {other}"),
+                ),
+            )));
+        }
+    };
+    Ok(Arc::new(out))
 }
 
 #[cfg(test)]

@@ -422,8 +422,16 @@ impl VisitorMut for PgExprs {
                     && matches!(
                         function_arguments(function)[..],
                         [field, _] if string_literal(field).is_some_and(|f| {
-                            ["decade", "century", "millennium", "quarter", "epoch", "second"]
-                                .contains(&f.to_ascii_lowercase().as_str())
+                            [
+                                "decade",
+                                "century",
+                                "millennium",
+                                "quarter",
+                                "epoch",
+                                "second",
+                                "year",
+                            ]
+                            .contains(&f.to_ascii_lowercase().as_str())
                         })
                     ) =>
             {
@@ -446,7 +454,8 @@ impl VisitorMut for PgExprs {
                     | DateTimeField::Quarter
                     | DateTimeField::Epoch
                     | DateTimeField::Second
-                    | DateTimeField::Seconds),
+                    | DateTimeField::Seconds
+                    | DateTimeField::Year),
                 expr: inner,
                 ..
             } => {
