@@ -306,7 +306,6 @@ impl ScalarUDFImpl for ByteaLike {
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let values = args.args[0].to_array(args.number_rows)?;
-        let patterns = args.args[1].to_array(args.number_rows)?;
         let escape = match &args.args[2] {
             ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(e)))
                 if e.len() == 1 =>
@@ -319,12 +318,27 @@ impl ScalarUDFImpl for ByteaLike {
                 );
             }
         };
-        let (values, patterns) = (values.as_binary::<i32>(), patterns.as_binary::<i32>());
-        let out: datafusion::arrow::array::BooleanArray = values
-            .iter()
-            .zip(patterns.iter())
-            .map(|(value, pattern)| Some(like(value?, pattern?, escape)))
-            .collect();
+        let values = values.as_binary::<i32>();
+        let out: datafusion::arrow::array::BooleanArray = match &args.args[1] {
+            // One pattern for the batch: read once.
+            ColumnarValue::Scalar(pattern) => {
+                let pattern = match pattern {
+                    datafusion::common::ScalarValue::Binary(Some(p)) => {
+                        Some(Pattern::new(p, escape))
+                    }
+                    _ => None,
+                };
+                values
+                    .iter()
+                    .map(|value| Some(pattern.as_ref()?.matches(value?)))
+                    .collect()
+            }
+            ColumnarValue::Array(patterns) => values
+                .iter()
+                .zip(patterns.as_binary::<i32>().iter())
+                .map(|(value, pattern)| Some(Pattern::new(pattern?, escape).matches(value?)))
+                .collect(),
+        };
         Ok(if scalar {
             ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
         } else {
@@ -333,53 +347,69 @@ impl ScalarUDFImpl for ByteaLike {
     }
 }
 
-/// Whether `value` matches the `LIKE` pattern `pattern`, byte by byte.
-fn like(value: &[u8], pattern: &[u8], escape: u8) -> bool {
-    // One pattern item: a byte to match (escaped or not), `_` or `%`.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Item {
-        Byte(u8),
-        One,
-        Any,
-    }
-    let mut items = Vec::with_capacity(pattern.len());
-    let mut bytes = pattern.iter();
-    while let Some(&b) = bytes.next() {
-        items.push(match b {
-            b if b == escape => Item::Byte(bytes.next().copied().unwrap_or(escape)),
-            b'_' => Item::One,
-            b'%' => Item::Any,
-            b => Item::Byte(b),
-        });
-    }
-    // Greedy matching with a return to the last `%` on a mismatch.
-    let (mut v, mut p) = (0, 0);
-    let mut resume: Option<(usize, usize)> = None;
-    while v < value.len() {
-        match items.get(p) {
-            Some(Item::Any) => {
-                resume = Some((p, v));
-                p += 1;
-            }
-            Some(Item::One) => {
-                v += 1;
-                p += 1;
-            }
-            Some(Item::Byte(b)) if *b == value[v] => {
-                v += 1;
-                p += 1;
-            }
-            _ => match resume {
-                Some((star, from)) => {
-                    p = star + 1;
-                    v = from + 1;
-                    resume = Some((star, from + 1));
-                }
-                None => return false,
-            },
+/// A `LIKE` pattern of bytes, read: each item a byte to match (escaped or not), `_` or `%`.
+struct Pattern(Vec<Item>);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Item {
+    Byte(u8),
+    One,
+    Any,
+}
+
+impl Pattern {
+    fn new(pattern: &[u8], escape: u8) -> Self {
+        let mut items = Vec::with_capacity(pattern.len());
+        let mut bytes = pattern.iter();
+        while let Some(&b) = bytes.next() {
+            items.push(match b {
+                b if b == escape => Item::Byte(bytes.next().copied().unwrap_or(escape)),
+                b'_' => Item::One,
+                b'%' => Item::Any,
+                b => Item::Byte(b),
+            });
         }
+        Pattern(items)
     }
-    items[p..].iter().all(|i| *i == Item::Any)
+
+    /// Whether `value` matches, byte by byte: greedy, going back to the last `%` on a
+    /// mismatch.
+    fn matches(&self, value: &[u8]) -> bool {
+        let items = &self.0;
+        let (mut v, mut p) = (0, 0);
+        let mut resume: Option<(usize, usize)> = None;
+        while v < value.len() {
+            match items.get(p) {
+                Some(Item::Any) => {
+                    resume = Some((p, v));
+                    p += 1;
+                }
+                Some(Item::One) => {
+                    v += 1;
+                    p += 1;
+                }
+                Some(Item::Byte(b)) if *b == value[v] => {
+                    v += 1;
+                    p += 1;
+                }
+                _ => match resume {
+                    Some((star, from)) => {
+                        p = star + 1;
+                        v = from + 1;
+                        resume = Some((star, from + 1));
+                    }
+                    None => return false,
+                },
+            }
+        }
+        items[p..].iter().all(|i| *i == Item::Any)
+    }
+}
+
+/// Whether `value` matches the `LIKE` pattern `pattern`.
+#[cfg(test)]
+fn like(value: &[u8], pattern: &[u8], escape: u8) -> bool {
+    Pattern::new(pattern, escape).matches(value)
 }
 
 #[cfg(test)]

@@ -46,6 +46,14 @@ impl CharKind {
         }
     }
 
+    /// The function a cast to this type is planned as.
+    pub fn cast_function(self) -> &'static str {
+        match self {
+            CharKind::Bpchar => BPCHAR,
+            CharKind::Varchar => VARCHAR,
+        }
+    }
+
     /// The type's OID.
     pub fn oid(self) -> i32 {
         match self {
@@ -235,10 +243,7 @@ impl CharCast {
 
 impl ScalarUDFImpl for CharCast {
     fn name(&self) -> &str {
-        match self.kind {
-            CharKind::Bpchar => BPCHAR,
-            CharKind::Varchar => VARCHAR,
-        }
+        self.kind.cast_function()
     }
 
     fn signature(&self) -> &Signature {

@@ -1249,15 +1249,13 @@ impl Context {
     /// start of the session's transaction block if one is open, or this moment.
     pub fn of_query(config: &datafusion::config::ConfigOptions) -> Context {
         let setting = |name| session_setting(config, name);
-        Context {
-            now_micros: setting(crate::session::TXN_START)
-                .and_then(|micros| micros.parse().ok())
-                .unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
-            zone: setting("timezone")
-                .and_then(Zone::parse)
-                .unwrap_or_else(Zone::utc),
-            order: setting("datestyle").map_or(DateOrder::Mdy, DateOrder::of_datestyle),
+        let mut context = Context::of_settings(setting("timezone"), setting("datestyle"));
+        if let Some(start) =
+            setting(crate::session::TXN_START).and_then(|micros| micros.parse().ok())
+        {
+            context.now_micros = start;
         }
+        context
     }
 }
 

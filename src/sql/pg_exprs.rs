@@ -132,23 +132,11 @@ impl VisitorMut for PgExprs {
             && let [left, right] = function_arguments(function)[..]
             && matches!(&function.args, FunctionArguments::List(list) if list.args.len() == 2)
         {
-            let (left, right) = (left.clone(), right.clone());
+            let boolean = |e: &Expr| Box::new(cast_to(e.clone(), DataType::Boolean));
             *expr = Expr::Nested(Box::new(Expr::BinaryOp {
-                left: Box::new(Expr::Nested(Box::new(Expr::Cast {
-                    kind: CastKind::DoubleColon,
-                    expr: Box::new(left),
-                    data_type: DataType::Boolean,
-                    array: false,
-                    format: None,
-                }))),
+                left: boolean(left),
                 op,
-                right: Box::new(Expr::Nested(Box::new(Expr::Cast {
-                    kind: CastKind::DoubleColon,
-                    expr: Box::new(right),
-                    data_type: DataType::Boolean,
-                    array: false,
-                    format: None,
-                }))),
+                right: boolean(right),
             }));
         }
         // `~x`: bitwise not, `x # -1` (exclusive or with all bits set).
@@ -314,7 +302,10 @@ impl VisitorMut for PgExprs {
                     && let Expr::Cast { expr: inner, .. } = expr
                 {
                     let inner = std::mem::replace(inner.as_mut(), null());
-                    *expr = super::rewrite::call(function, vec![as_text(inner), length]);
+                    *expr = super::rewrite::call(
+                        function,
+                        vec![cast_to(inner, DataType::Text), length],
+                    );
                 }
             }
             Expr::TypedString(typed) if char_cast(&typed.data_type).is_some() => {
@@ -774,33 +765,19 @@ fn text_type_reader(data_type: &DataType) -> Option<&'static str> {
 /// The function a cast to `character(n)` / `character varying(n)` is planned as, and `n` (`char`
 /// alone is `char(1)`; `varchar` alone is text and needs none).
 fn char_cast(data_type: &DataType) -> Option<(&'static str, Expr)> {
-    use datafusion::sql::sqlparser::ast::CharacterLength;
-    let (function, length) = match data_type {
-        DataType::Char(length) | DataType::Character(length) => {
-            (crate::catalog::pg_char::BPCHAR, length)
-        }
-        DataType::Varchar(length)
-        | DataType::CharacterVarying(length)
-        | DataType::CharVarying(length) => (crate::catalog::pg_char::VARCHAR, length),
-        _ => return None,
-    };
-    let length = match length {
-        Some(CharacterLength::IntegerLength { length, .. }) => *length,
-        None if function == crate::catalog::pg_char::BPCHAR => 1,
-        _ => return None,
-    };
+    let (kind, length) = super::types::char_length(data_type)?;
     Some((
-        function,
+        kind.cast_function(),
         Expr::value(Value::Number(length.to_string(), false)),
     ))
 }
 
-/// `CAST(expr AS text)`.
-fn as_text(expr: Expr) -> Expr {
+/// `CAST(expr AS data_type)`.
+fn cast_to(expr: Expr, data_type: DataType) -> Expr {
     Expr::Cast {
         kind: CastKind::Cast,
         expr: Box::new(expr),
-        data_type: DataType::Text,
+        data_type,
         array: false,
         format: None,
     }

@@ -125,10 +125,10 @@ pub fn text_type(sql: &SqlType) -> Option<&'static str> {
     }
 }
 
-/// The PostgreSQL type of a `character(n)` or `character varying(n)` column (`char` alone is
-/// `character(1)`), as its field's metadata carries it; `None` for other types and for
-/// `varchar` without a limit, which is text. A length out of PostgreSQL's bounds is `22023`.
-pub fn char_type(sql: &SqlType) -> Result<Option<String>> {
+/// The kind and declared length of a `character(n)` or `character varying(n)` type (`char`
+/// alone is `character(1)`); `None` for other types and for `varchar` without a limit, which
+/// is text.
+pub fn char_length(sql: &SqlType) -> Option<(crate::catalog::pg_char::CharKind, u64)> {
     use crate::catalog::pg_char::CharKind;
     use datafusion::sql::sqlparser::ast::CharacterLength;
     let (kind, length) = match sql {
@@ -136,13 +136,20 @@ pub fn char_type(sql: &SqlType) -> Result<Option<String>> {
         SqlType::Varchar(length)
         | SqlType::CharacterVarying(length)
         | SqlType::CharVarying(length) => (CharKind::Varchar, length),
-        _ => return Ok(None),
+        _ => return None,
     };
-    let length = match length {
-        Some(CharacterLength::IntegerLength { length, .. }) => *length,
-        Some(CharacterLength::Max) => return Ok(None),
-        None if kind == CharKind::Bpchar => 1,
-        None => return Ok(None),
+    match length {
+        Some(CharacterLength::IntegerLength { length, .. }) => Some((kind, *length)),
+        None if kind == CharKind::Bpchar => Some((kind, 1)),
+        _ => None,
+    }
+}
+
+/// The PostgreSQL type of a `character(n)` or `character varying(n)` column, as its field's
+/// metadata carries it (see [`char_length`]). A length out of PostgreSQL's bounds is `22023`.
+pub fn char_type(sql: &SqlType) -> Result<Option<String>> {
+    let Some((kind, length)) = char_length(sql) else {
+        return Ok(None);
     };
     let length = kind
         .checked_length(i64::try_from(length).unwrap_or(i64::MAX))
