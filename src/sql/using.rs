@@ -129,9 +129,14 @@ fn rewrite_select(select: &mut Select) -> Option<HashMap<String, Expr>> {
     };
     let first = reference(&from.relation)?;
     let mut merged: HashMap<String, Expr> = HashMap::new();
-    // The merged columns in order, for `*`.
+    // The relations whose column each merged name stands for (each excludes it from its `*`).
+    let mut contributors: HashMap<String, Vec<Ident>> = HashMap::new();
+    // The merged columns in PostgreSQL's order for `*`: the last join's first.
     let mut order: Vec<String> = Vec::new();
-    let mut wildcard: Option<(Ident, Ident)> = None;
+    // Every relation of the chain, in order, while each join of it is a USING join.
+    let mut relations: Option<Vec<Ident>> = Some(vec![first.clone()]);
+    // Later joins' USING written as ON (which DataFusion's `*` does not merge), by position.
+    let mut ons: Vec<(usize, Expr)> = Vec::new();
     for (i, join) in from.joins.iter().enumerate() {
         let (side, columns) = match &join.join_operator {
             JoinOperator::Join(JoinConstraint::Using(c))
@@ -141,13 +146,15 @@ fn rewrite_select(select: &mut Select) -> Option<HashMap<String, Expr>> {
             JoinOperator::Right(JoinConstraint::Using(c))
             | JoinOperator::RightOuter(JoinConstraint::Using(c)) => (Side::Right, c),
             JoinOperator::FullOuter(JoinConstraint::Using(c)) => (Side::Both, c),
-            _ => continue,
+            _ => {
+                relations = None;
+                continue;
+            }
         };
         let right = reference(&join.relation)?;
-        if i == 0 && from.joins.len() == 1 {
-            wildcard = Some((first.clone(), right.clone()));
-        }
-        for column in columns {
+        let mut names = Vec::with_capacity(columns.len());
+        let mut conditions = Vec::with_capacity(columns.len());
+        for column in columns.iter() {
             let name = column
                 .0
                 .last()
@@ -155,22 +162,66 @@ fn rewrite_select(select: &mut Select) -> Option<HashMap<String, Expr>> {
                 .map(normalize_ident)?;
             // Which relation of the left side holds the column: known for the first join, or
             // when an earlier USING merged it.
-            let left = match merged.get(&name) {
-                Some(expr) => expr.clone(),
-                None if i == 0 => qualified(&first, &name),
+            let (left, mut holders) = match merged.get(&name) {
+                Some(expr) => (expr.clone(), contributors[&name].clone()),
+                None if i == 0 => (qualified(&first, &name), vec![first.clone()]),
                 None => return None,
             };
-            let right = qualified(&right, &name);
+            let right_column = qualified(&right, &name);
+            conditions.push(Expr::BinaryOp {
+                left: Box::new(left.clone()),
+                op: datafusion::sql::sqlparser::ast::BinaryOperator::Eq,
+                right: Box::new(right_column.clone()),
+            });
             let expr = match side {
                 Side::Left => left,
-                Side::Right => right,
-                Side::Both => coalesce(left, right),
+                Side::Right => right_column,
+                Side::Both => coalesce(left, right_column),
             };
-            if !merged.contains_key(&name) {
-                order.push(name.clone());
-            }
-            merged.insert(name, expr);
+            holders.push(right.clone());
+            contributors.insert(name.clone(), holders);
+            merged.insert(name.clone(), expr);
+            names.push(name);
         }
+        // This join's columns come first, then those earlier joins merged.
+        order.retain(|n| !names.contains(n));
+        order.splice(0..0, names);
+        if let Some(relations) = &mut relations {
+            relations.push(right);
+        }
+        // A later join matches the left side's merged value (`coalesce(a.k, b.k)` after a
+        // FULL JOIN), where DataFusion would take the first relation's column.
+        if i > 0 {
+            let on = conditions.into_iter().reduce(|a, b| Expr::BinaryOp {
+                left: Box::new(a),
+                op: datafusion::sql::sqlparser::ast::BinaryOperator::And,
+                right: Box::new(b),
+            })?;
+            ons.push((i, on));
+        }
+    }
+    // `*` is spelled out for a join of named relations (DataFusion's would list the first
+    // relation's key, not the merged one); it must be when a USING became ON.
+    let wildcard = relations.filter(|r| r.len() > 1);
+    let has_wildcard = select
+        .projection
+        .iter()
+        .any(|item| matches!(item, SelectItem::Wildcard(options) if is_plain(options)));
+    if !ons.is_empty() && wildcard.is_none() && has_wildcard {
+        return None;
+    }
+    for (i, on) in ons {
+        let join = &mut select.from[0].joins[i];
+        let constraint = JoinConstraint::On(on);
+        join.join_operator = match &join.join_operator {
+            JoinOperator::Join(_) => JoinOperator::Join(constraint),
+            JoinOperator::Inner(_) => JoinOperator::Inner(constraint),
+            JoinOperator::Left(_) => JoinOperator::Left(constraint),
+            JoinOperator::LeftOuter(_) => JoinOperator::LeftOuter(constraint),
+            JoinOperator::Right(_) => JoinOperator::Right(constraint),
+            JoinOperator::RightOuter(_) => JoinOperator::RightOuter(constraint),
+            _ => JoinOperator::FullOuter(constraint),
+        };
     }
     if merged.is_empty() {
         return None;
@@ -215,8 +266,8 @@ fn rewrite_select(select: &mut Select) -> Option<HashMap<String, Expr>> {
                 projection.push(SelectItem::ExprWithAlias { expr, alias });
             }
             SelectItem::Wildcard(options) if is_plain(&options) && wildcard.is_some() => {
-                // The merged columns first, then each side's other columns.
-                let Some((left, right)) = &wildcard else {
+                // The merged columns first, then each relation's other columns.
+                let Some(relations) = &wildcard else {
                     unreachable!("checked above")
                 };
                 for name in &order {
@@ -225,24 +276,24 @@ fn rewrite_select(select: &mut Select) -> Option<HashMap<String, Expr>> {
                         alias: Ident::with_quote('"', name.clone()),
                     });
                 }
-                let exclude = ExcludeSelectItem::Multiple(
-                    order
+                for relation in relations {
+                    let excluded: Vec<ObjectName> = order
                         .iter()
+                        .filter(|n| contributors[*n].contains(relation))
                         .map(|n| {
                             ObjectName(vec![ObjectNamePart::Identifier(Ident::with_quote(
                                 '"',
                                 n.clone(),
                             ))])
                         })
-                        .collect(),
-                );
-                for side in [left, right] {
+                        .collect();
                     projection.push(SelectItem::QualifiedWildcard(
                         SelectItemQualifiedWildcardKind::ObjectName(ObjectName(vec![
-                            ObjectNamePart::Identifier(side.clone()),
+                            ObjectNamePart::Identifier(relation.clone()),
                         ])),
                         WildcardAdditionalOptions {
-                            opt_exclude: Some(exclude.clone()),
+                            opt_exclude: (!excluded.is_empty())
+                                .then_some(ExcludeSelectItem::Multiple(excluded)),
                             ..options.clone()
                         },
                     ));
