@@ -21,6 +21,7 @@ pub mod pg_json;
 pub mod pg_overlay;
 pub mod pg_power;
 pub mod pg_regexp;
+pub mod pg_series;
 pub mod pg_to_char;
 pub mod pg_to_date;
 pub mod pg_transition;

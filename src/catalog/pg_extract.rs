@@ -1,7 +1,9 @@
 //! `EXTRACT(DECADE | CENTURY | MILLENNIUM | QUARTER | EPOCH | SECOND FROM x)` as PostgreSQL
 //! computes them: DataFusion's `date_part` has no decades, centuries or millennia, no quarter
 //! of an interval, counts an interval's years as 360 days where PostgreSQL counts 365.25, and
-//! gives whole seconds where PostgreSQL keeps their fraction.
+//! gives whole seconds where PostgreSQL keeps their fraction. The year and ISO year are numbered
+//! as PostgreSQL numbers them (1 BC is -1) and are doubles, so an infinity's year is that
+//! infinity (PostgreSQL's `date_part` gives a `double precision` for every field).
 
 use std::sync::Arc;
 
@@ -87,26 +89,6 @@ impl ScalarUDFImpl for Extract {
         Ok(DataType::Float64)
     }
 
-    fn return_field_from_args(
-        &self,
-        args: datafusion::logical_expr::ReturnFieldArgs,
-    ) -> Result<datafusion::arrow::datatypes::FieldRef> {
-        // The year is an integer, as DataFusion's `date_part` gives it; the rest are doubles.
-        let year = matches!(
-            args.scalar_arguments.first(),
-            Some(Some(ScalarValue::Utf8(Some(f)))) if f.eq_ignore_ascii_case("year")
-        );
-        Ok(Arc::new(datafusion::arrow::datatypes::Field::new(
-            self.name(),
-            if year {
-                DataType::Int32
-            } else {
-                DataType::Float64
-            },
-            true,
-        )))
-    }
-
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let field = match &args.args[0] {
             ColumnarValue::Scalar(ScalarValue::Utf8(Some(f))) => f.to_ascii_lowercase(),
@@ -124,8 +106,8 @@ impl ScalarUDFImpl for Extract {
                 ),
             )))
         };
-        if field == "year" {
-            return Ok(ColumnarValue::Array(years(&values)?));
+        if field == "year" || field == "isoyear" {
+            return Ok(ColumnarValue::Array(years(&field, &values)?));
         }
         let out: Float64Array = match values.data_type() {
             DataType::Interval(IntervalUnit::MonthDayNano) => {
@@ -216,26 +198,33 @@ impl ScalarUDFImpl for Extract {
     }
 }
 
-/// The years of `values` as PostgreSQL numbers them: 1 BC is -1 (not 0, as in the proleptic
-/// calendar), an interval's whole years; none for an infinity.
-fn years(values: &ArrayRef) -> Result<ArrayRef> {
-    let out: datafusion::arrow::array::Int32Array = match values.data_type() {
-        DataType::Interval(IntervalUnit::MonthDayNano) => values
+/// The years (`field` `year`) or ISO 8601 week-numbering years (`isoyear`) of `values` as
+/// PostgreSQL numbers them: 1 BC is -1 (not 0, as in the proleptic calendar), an interval's
+/// whole years, an infinity's year that infinity.
+fn years(field: &str, values: &ArrayRef) -> Result<ArrayRef> {
+    let out: Float64Array = match values.data_type() {
+        DataType::Interval(IntervalUnit::MonthDayNano) if field == "year" => values
             .as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>()
             .iter()
-            .map(|v| v.map(|v| v.months / 12))
+            .map(|v| v.map(|v| (v.months / 12) as f64))
             .collect(),
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
             let micros = cast(values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
             micros
                 .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
                 .iter()
-                .map(|v| {
-                    let at = chrono::DateTime::from_timestamp_micros(v?)?;
-                    Some(match at.year() {
-                        y if y <= 0 => y - 1,
-                        y => y,
-                    })
+                .map(|v| match v? {
+                    i64::MAX => Some(f64::INFINITY),
+                    i64::MIN => Some(f64::NEG_INFINITY),
+                    v => {
+                        let at = chrono::DateTime::from_timestamp_micros(v)?;
+                        let year = if field == "isoyear" {
+                            at.iso_week().year()
+                        } else {
+                            at.year()
+                        };
+                        Some(if year <= 0 { year - 1 } else { year } as f64)
+                    }
                 })
                 .collect()
         }
@@ -243,7 +232,7 @@ fn years(values: &ArrayRef) -> Result<ArrayRef> {
             return Err(datafusion::error::DataFusionError::External(Box::new(
                 crate::error::Error::coded(
                     "0A000",
-                    format!("unit \"year\" not supported for type {other}"),
+                    format!("unit \"{field}\" not supported for type {other}"),
                 ),
             )));
         }

@@ -821,6 +821,7 @@ pub fn register(ctx: &SessionContext) {
         super::single_value::SingleUnwrap::default(),
     ));
     ctx.register_udf(super::pg_extract::function());
+    ctx.register_udf(super::pg_series::function());
     for function in super::window_exclude::functions() {
         ctx.register_udwf(function);
     }

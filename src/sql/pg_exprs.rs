@@ -421,6 +421,7 @@ impl VisitorMut for PgExprs {
                                 "epoch",
                                 "second",
                                 "year",
+                                "isoyear",
                             ]
                             .contains(&f.to_ascii_lowercase().as_str())
                         })
@@ -446,7 +447,8 @@ impl VisitorMut for PgExprs {
                     | DateTimeField::Epoch
                     | DateTimeField::Second
                     | DateTimeField::Seconds
-                    | DateTimeField::Year),
+                    | DateTimeField::Year
+                    | DateTimeField::Isoyear),
                 expr: inner,
                 ..
             } => {
