@@ -94,10 +94,6 @@ pub fn register(ctx: &SessionContext) {
     if let Ok(now) = datafusion::execution::FunctionRegistry::udf(ctx, "now") {
         ctx.register_udf(now.as_ref().clone().with_aliases(["transaction_timestamp"]));
     }
-    // PostgreSQL's name for the sample variance.
-    if let Ok(var_samp) = datafusion::execution::FunctionRegistry::udaf(ctx, "var_samp") {
-        ctx.register_udaf(var_samp.as_ref().clone().with_aliases(["variance"]));
-    }
 }
 
 pub(crate) fn pg_error(code: &'static str, message: String) -> datafusion::error::DataFusionError {

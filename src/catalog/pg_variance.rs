@@ -1,8 +1,9 @@
-//! `var_pop`, `var_samp`, `stddev_pop` and `stddev_samp` of `double precision` values as
-//! PostgreSQL computes them when an infinity or NaN is among the values: NaN. DataFusion's
-//! running variance of a single such value is 0 (nothing to subtract it from); an infinity or
-//! NaN among several already gives NaN. The functions are DataFusion's, with a count of the
-//! values that are not finite carried beside their state.
+//! `var_pop`, `var_samp`, `stddev_pop` and `stddev_samp` as PostgreSQL computes them: with
+//! Youngs and Cramer's running sums, which keep the digits of values far from zero (DataFusion's
+//! running mean loses them: 2.50000000558794 for the variance of 100000003, 100000004,
+//! 100000006 and 100000007, where it is 2.5), and NaN when an infinity or NaN is among the
+//! values (DataFusion's variance of a single such value is 0). DataFusion's functions give the
+//! signatures, coercions and result types.
 
 use std::sync::Arc;
 
@@ -16,28 +17,33 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-/// Replaces DataFusion's variance and standard deviation functions with ones that give NaN
-/// when a value is infinite or NaN.
+/// Replaces DataFusion's variance and standard deviation functions with PostgreSQL's.
 pub fn register(ctx: &SessionContext) {
     for name in ["var_pop", "var_samp", "stddev_pop", "stddev"] {
         if let Ok(inner) = datafusion::execution::FunctionRegistry::udaf(ctx, name) {
-            ctx.register_udaf(AggregateUDF::new_from_impl(NonFiniteAware { inner }));
+            let mut aliases = inner.aliases().to_vec();
+            // PostgreSQL's name for the sample variance.
+            if name == "var_samp" {
+                aliases.push("variance".to_string());
+            }
+            ctx.register_udaf(AggregateUDF::new_from_impl(Variance { inner, aliases }));
         }
     }
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct NonFiniteAware {
+struct Variance {
     inner: Arc<AggregateUDF>,
+    aliases: Vec<String>,
 }
 
-impl AggregateUDFImpl for NonFiniteAware {
+impl AggregateUDFImpl for Variance {
     fn name(&self) -> &str {
         self.inner.name()
     }
 
     fn aliases(&self) -> &[String] {
-        self.inner.aliases()
+        &self.aliases
     }
 
     fn signature(&self) -> &Signature {
@@ -75,143 +81,310 @@ impl AggregateUDFImpl for NonFiniteAware {
         }
     }
 
-    fn accumulator(&self, acc_args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(Counting {
-            inner: self.inner.accumulator(acc_args)?,
-            non_finite: 0,
+    fn accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Single {
+            kind: self.kind(),
+            state: Moments::default(),
         }))
     }
 
-    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(Counting {
-            inner: self.inner.create_sliding_accumulator(args)?,
-            non_finite: 0,
+    fn create_sliding_accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Sliding {
+            kind: self.kind(),
+            values: std::collections::VecDeque::new(),
         }))
     }
 
-    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        self.inner.groups_accumulator_supported(args)
+    fn groups_accumulator_supported(&self, _: AccumulatorArgs) -> bool {
+        true
     }
 
-    fn create_groups_accumulator(
-        &self,
-        args: AccumulatorArgs,
-    ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(CountingGroups {
-            inner: self.inner.create_groups_accumulator(args)?,
-            non_finite: Vec::new(),
+    fn create_groups_accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(Groups {
+            kind: self.kind(),
+            groups: Vec::new(),
         }))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        let name = format!("{}[non_finite]", args.name);
-        let mut fields = self.inner.state_fields(args)?;
-        fields.push(Arc::new(Field::new(name, DataType::Int64, true)));
-        Ok(fields)
+        Ok(["count", "sum", "sum_of_squared_deviations", "non_finite"]
+            .iter()
+            .zip([
+                DataType::Int64,
+                DataType::Float64,
+                DataType::Float64,
+                DataType::Int64,
+            ])
+            .map(|(part, data_type)| {
+                Arc::new(Field::new(
+                    format!("{}[{part}]", args.name),
+                    data_type,
+                    true,
+                ))
+            })
+            .collect())
     }
 }
 
-/// DataFusion's accumulator, and how many of the values it took were infinite or NaN.
-#[derive(Debug)]
-struct Counting {
-    inner: Box<dyn Accumulator>,
+impl Variance {
+    fn kind(&self) -> Kind {
+        let name = self.inner.name();
+        Kind {
+            sample: !name.ends_with("_pop"),
+            root: name.starts_with("stddev"),
+        }
+    }
+}
+
+/// Which of the four functions: of a sample (divided by n - 1) or of the population (by n),
+/// and the standard deviation (the variance's square root) or the variance.
+#[derive(Debug, Clone, Copy)]
+struct Kind {
+    sample: bool,
+    root: bool,
+}
+
+/// PostgreSQL's running state (Youngs and Cramer): how many finite values, their sum, and the
+/// sum of their squared deviations from their mean, updated without cancellation; apart, how
+/// many values were infinite or NaN, so that a moving window can take them back out.
+#[derive(Debug, Default, Clone, Copy)]
+struct Moments {
+    count: i64,
+    sum: f64,
+    squares: f64,
     non_finite: i64,
 }
 
-/// For each value of `values[0]` (when they are doubles), whether it is infinite or NaN.
-fn non_finite_flags(values: &[ArrayRef]) -> Option<impl Iterator<Item = bool> + '_> {
-    match values.first() {
-        Some(array) if array.data_type() == &DataType::Float64 => Some(
-            array
-                .as_primitive::<Float64Type>()
-                .iter()
-                .map(|v| v.is_some_and(|v| !v.is_finite())),
-        ),
-        _ => None,
+impl Moments {
+    fn add(&mut self, x: f64) {
+        if !x.is_finite() {
+            self.non_finite += 1;
+            return;
+        }
+        self.count += 1;
+        self.sum += x;
+        if self.count > 1 {
+            let n = self.count as f64;
+            let t = x * n - self.sum;
+            self.squares += t * t / (n * (n - 1.0));
+        }
+    }
+
+    /// The inverse of [`Moments::add`].
+    fn remove(&mut self, x: f64) {
+        if !x.is_finite() {
+            self.non_finite -= 1;
+            return;
+        }
+        if self.count > 1 {
+            let n = self.count as f64;
+            let t = x * n - self.sum;
+            self.squares = (self.squares - t * t / (n * (n - 1.0))).max(0.0);
+        }
+        self.count -= 1;
+        self.sum -= x;
+        if self.count == 0 {
+            self.sum = 0.0;
+            self.squares = 0.0;
+        }
+    }
+
+    /// Both states as one, as PostgreSQL combines partial states.
+    fn merge(&mut self, other: Moments) {
+        self.non_finite += other.non_finite;
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            (self.count, self.sum, self.squares) = (other.count, other.sum, other.squares);
+            return;
+        }
+        let (n1, n2) = (self.count as f64, other.count as f64);
+        let t = self.sum / n1 - other.sum / n2;
+        self.squares += other.squares + n1 * n2 * t * t / (n1 + n2);
+        self.count += other.count;
+        self.sum += other.sum;
+    }
+
+    fn evaluate(&self, kind: Kind) -> Option<f64> {
+        let values = self.count + self.non_finite;
+        if values == 0 || (kind.sample && values == 1) {
+            return None;
+        }
+        if self.non_finite > 0 {
+            return Some(f64::NAN);
+        }
+        let divisor = if kind.sample {
+            self.count - 1
+        } else {
+            self.count
+        };
+        let variance = self.squares / divisor as f64;
+        Some(if kind.root { variance.sqrt() } else { variance })
     }
 }
 
-fn non_finite(values: &[ArrayRef]) -> i64 {
-    match values.first() {
-        Some(array) if array.data_type() == &DataType::Float64 => array
-            .as_primitive::<Float64Type>()
+/// The values of `values[0]` as doubles.
+fn doubles(values: &[ArrayRef]) -> Result<Float64Array> {
+    let Some(array) = values.first() else {
+        return Ok(Float64Array::from(Vec::<f64>::new()));
+    };
+    let array = datafusion::arrow::compute::cast(array, &DataType::Float64)?;
+    Ok(array.as_primitive::<Float64Type>().clone())
+}
+
+/// The four state columns of `states` as one state per row.
+fn states_of(states: &[ArrayRef]) -> Result<impl Iterator<Item = Moments> + '_> {
+    let [count, sum, squares, non_finite] = states else {
+        return datafusion::common::internal_err!("variance state of {} parts", states.len());
+    };
+    let count: &Int64Array = count.as_primitive();
+    let sum: &Float64Array = sum.as_primitive();
+    let squares: &Float64Array = squares.as_primitive();
+    let non_finite: &Int64Array = non_finite.as_primitive();
+    Ok((0..count.len()).map(move |i| Moments {
+        count: count.value(i),
+        sum: sum.value(i),
+        squares: squares.value(i),
+        non_finite: non_finite.value(i),
+    }))
+}
+
+fn state_arrays(states: &[Moments]) -> Vec<ArrayRef> {
+    vec![
+        Arc::new(Int64Array::from_iter_values(states.iter().map(|s| s.count))),
+        Arc::new(Float64Array::from_iter_values(states.iter().map(|s| s.sum))),
+        Arc::new(Float64Array::from_iter_values(
+            states.iter().map(|s| s.squares),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            states.iter().map(|s| s.non_finite),
+        )),
+    ]
+}
+
+/// One group's state.
+#[derive(Debug)]
+struct Single {
+    kind: Kind,
+    state: Moments,
+}
+
+impl Accumulator for Single {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        doubles(values)?
             .iter()
             .flatten()
-            .filter(|v| !v.is_finite())
-            .count() as i64,
-        _ => 0,
-    }
-}
-
-impl Accumulator for Counting {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.non_finite += non_finite(values);
-        self.inner.update_batch(values)
+            .for_each(|x| self.state.add(x));
+        Ok(())
     }
 
     fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.non_finite -= non_finite(values);
-        self.inner.retract_batch(values)
+        doubles(values)?
+            .iter()
+            .flatten()
+            .for_each(|x| self.state.remove(x));
+        Ok(())
     }
 
     fn supports_retract_batch(&self) -> bool {
-        self.inner.supports_retract_batch()
+        true
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let value = self.inner.evaluate()?;
-        Ok(match value {
-            ScalarValue::Float64(Some(_)) if self.non_finite > 0 => {
-                ScalarValue::Float64(Some(f64::NAN))
-            }
-            other => other,
-        })
+        Ok(ScalarValue::Float64(self.state.evaluate(self.kind)))
     }
 
     fn size(&self) -> usize {
-        self.inner.size() + std::mem::size_of::<i64>()
+        std::mem::size_of_val(self)
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let mut state = self.inner.state()?;
-        state.push(ScalarValue::Int64(Some(self.non_finite)));
-        Ok(state)
+        let s = self.state;
+        Ok(vec![
+            ScalarValue::Int64(Some(s.count)),
+            ScalarValue::Float64(Some(s.sum)),
+            ScalarValue::Float64(Some(s.squares)),
+            ScalarValue::Int64(Some(s.non_finite)),
+        ])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let Some((counts, inner)) = states.split_last() else {
-            return Ok(());
-        };
-        let counts: &Int64Array = counts.as_primitive();
-        self.non_finite += counts.iter().flatten().sum::<i64>();
-        self.inner.merge_batch(inner)
-    }
-}
-
-/// DataFusion's accumulator of many groups, and for each group how many of its values were
-/// infinite or NaN.
-struct CountingGroups {
-    inner: Box<dyn GroupsAccumulator>,
-    non_finite: Vec<i64>,
-}
-
-impl CountingGroups {
-    /// `result` with NaN for the groups (the first of `counts`) that took a value not finite.
-    fn with_nan(result: ArrayRef, counts: &[i64]) -> ArrayRef {
-        if counts.iter().all(|c| *c == 0) || result.data_type() != &DataType::Float64 {
-            return result;
+        for other in states_of(states)? {
+            self.state.merge(other);
         }
-        let values = result.as_primitive::<Float64Type>();
-        let patched: Float64Array = values
-            .iter()
-            .zip(counts)
-            .map(|(v, c)| v.map(|v| if *c > 0 { f64::NAN } else { v }))
-            .collect();
-        Arc::new(patched)
+        Ok(())
     }
 }
 
-impl GroupsAccumulator for CountingGroups {
+/// A moving window frame's values, summed anew for each frame as PostgreSQL does: taking values
+/// back out of the running sums would leave rounding behind (2.0000000000000004 for 2).
+#[derive(Debug)]
+struct Sliding {
+    kind: Kind,
+    values: std::collections::VecDeque<f64>,
+}
+
+impl Accumulator for Sliding {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.values.extend(doubles(values)?.iter().flatten());
+        Ok(())
+    }
+
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        for x in doubles(values)?.iter().flatten() {
+            // Rows leave a frame in the order they entered it.
+            let same = |v: &f64| v.to_bits() == x.to_bits();
+            match self.values.iter().position(same) {
+                Some(at) => {
+                    self.values.remove(at);
+                }
+                None => {
+                    return datafusion::common::internal_err!(
+                        "variance: a value left the frame that was not in it"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn supports_retract_batch(&self) -> bool {
+        true
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let mut state = Moments::default();
+        self.values.iter().for_each(|&x| state.add(x));
+        Ok(ScalarValue::Float64(state.evaluate(self.kind)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.values.capacity() * std::mem::size_of::<f64>()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let mut state = Moments::default();
+        self.values.iter().for_each(|&x| state.add(x));
+        Single {
+            kind: self.kind,
+            state,
+        }
+        .state()
+    }
+
+    fn merge_batch(&mut self, _: &[ArrayRef]) -> Result<()> {
+        datafusion::common::internal_err!("a window frame's variance is not merged")
+    }
+}
+
+/// The states of many groups.
+struct Groups {
+    kind: Kind,
+    groups: Vec<Moments>,
+}
+
+impl GroupsAccumulator for Groups {
     fn update_batch(
         &mut self,
         values: &[ArrayRef],
@@ -219,28 +392,26 @@ impl GroupsAccumulator for CountingGroups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.non_finite.resize(total_num_groups, 0);
-        if let Some(flags) = non_finite_flags(values) {
-            for (row, (flag, &group)) in flags.zip(group_indices).enumerate() {
-                if flag && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
-                    self.non_finite[group] += 1;
-                }
+        self.groups.resize(total_num_groups, Moments::default());
+        let values = doubles(values)?;
+        for (row, (value, &group)) in values.iter().zip(group_indices).enumerate() {
+            if let Some(x) = value
+                && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+            {
+                self.groups[group].add(x);
             }
         }
-        self.inner
-            .update_batch(values, group_indices, opt_filter, total_num_groups)
+        Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let counts = emit_to.take_needed(&mut self.non_finite);
-        Ok(Self::with_nan(self.inner.evaluate(emit_to)?, &counts))
+        let groups = emit_to.take_needed(&mut self.groups);
+        let values: Float64Array = groups.iter().map(|s| s.evaluate(self.kind)).collect();
+        Ok(Arc::new(values))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let counts = emit_to.take_needed(&mut self.non_finite);
-        let mut state = self.inner.state(emit_to)?;
-        state.push(Arc::new(Int64Array::from(counts)));
-        Ok(state)
+        Ok(state_arrays(&emit_to.take_needed(&mut self.groups)))
     }
 
     fn merge_batch(
@@ -249,16 +420,11 @@ impl GroupsAccumulator for CountingGroups {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        let Some((counts, inner)) = values.split_last() else {
-            return Ok(());
-        };
-        self.non_finite.resize(total_num_groups, 0);
-        let counts: &Int64Array = counts.as_primitive();
-        for (count, &group) in counts.iter().zip(group_indices) {
-            self.non_finite[group] += count.unwrap_or(0);
+        self.groups.resize(total_num_groups, Moments::default());
+        for (other, &group) in states_of(values)?.zip(group_indices) {
+            self.groups[group].merge(other);
         }
-        self.inner
-            .merge_batch(inner, group_indices, total_num_groups)
+        Ok(())
     }
 
     fn convert_to_state(
@@ -266,23 +432,73 @@ impl GroupsAccumulator for CountingGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let mut state = self.inner.convert_to_state(values, opt_filter)?;
-        let rows = values.first().map_or(0, |v| v.len());
-        let counts: Int64Array = match non_finite_flags(values) {
-            Some(flags) => flags
-                .enumerate()
-                .map(|(row, flag)| {
-                    let kept = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
-                    Some(i64::from(flag && kept))
-                })
-                .collect(),
-            None => std::iter::repeat_n(Some(0), rows).collect(),
-        };
-        state.push(Arc::new(counts));
-        Ok(state)
+        let values = doubles(values)?;
+        let states: Vec<Moments> = values
+            .iter()
+            .enumerate()
+            .map(|(row, value)| {
+                let mut state = Moments::default();
+                if let Some(x) = value
+                    && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+                {
+                    state.add(x);
+                }
+                state
+            })
+            .collect();
+        Ok(state_arrays(&states))
     }
 
     fn size(&self) -> usize {
-        self.inner.size() + self.non_finite.capacity() * std::mem::size_of::<i64>()
+        self.groups.capacity() * std::mem::size_of::<Moments>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POP: Kind = Kind {
+        sample: false,
+        root: false,
+    };
+
+    #[test]
+    fn variance_of_values_far_from_zero_keeps_its_digits() {
+        let mut state = Moments::default();
+        for x in [100000003.0, 100000004.0, 100000006.0, 100000007.0] {
+            state.add(x);
+        }
+        assert_eq!(state.evaluate(POP), Some(2.5));
+        // Two halves combined give the same.
+        let (mut a, mut b) = (Moments::default(), Moments::default());
+        a.add(100000003.0);
+        a.add(100000004.0);
+        b.add(100000006.0);
+        b.add(100000007.0);
+        a.merge(b);
+        assert_eq!(a.evaluate(POP), Some(2.5));
+        // Taking a value back out leaves the variance of the rest.
+        state.remove(100000003.0);
+        let rest = state.evaluate(POP).unwrap();
+        assert!((rest - 14.0 / 9.0).abs() < 1e-9, "{rest}");
+    }
+
+    #[test]
+    fn a_value_not_finite_makes_nan_until_taken_out() {
+        let mut state = Moments::default();
+        state.add(1.0);
+        state.add(f64::INFINITY);
+        assert!(state.evaluate(POP).unwrap().is_nan());
+        state.remove(f64::INFINITY);
+        assert_eq!(state.evaluate(POP), Some(0.0));
+        let mut single = Moments::default();
+        single.add(f64::NAN);
+        assert!(single.evaluate(POP).unwrap().is_nan());
+        let sample = Kind {
+            sample: true,
+            root: true,
+        };
+        assert_eq!(single.evaluate(sample), None);
     }
 }
