@@ -1,7 +1,9 @@
 //! Ordered-set aggregates DataFusion does not have: `percentile_disc(p) WITHIN GROUP (ORDER BY
 //! x)` (the first value whose position in the order reaches the fraction `p`) and `mode()
 //! WITHIN GROUP (ORDER BY x)` (the most frequent value, the first in the order among equally
-//! frequent ones). NULLs are left out, as in PostgreSQL.
+//! frequent ones); and `percentile_cont(p)` as PostgreSQL interpolates, between the values at
+//! the positions around `p` of the way (DataFusion rounds the fraction down to millionths:
+//! 2.899999 for 2.9). NULLs are left out, as in PostgreSQL.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -14,9 +16,13 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
 };
 
-/// The two aggregates.
+/// The three aggregates.
 pub fn functions() -> Vec<AggregateUDF> {
     vec![
+        AggregateUDF::new_from_impl(OrderedSet {
+            kind: Kind::PercentileCont,
+            signature: Signature::any(2, Volatility::Immutable),
+        }),
         AggregateUDF::new_from_impl(OrderedSet {
             kind: Kind::PercentileDisc,
             signature: Signature::any(2, Volatility::Immutable),
@@ -30,6 +36,7 @@ pub fn functions() -> Vec<AggregateUDF> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
+    PercentileCont,
     PercentileDisc,
     Mode,
 }
@@ -43,6 +50,7 @@ struct OrderedSet {
 impl AggregateUDFImpl for OrderedSet {
     fn name(&self) -> &str {
         match self.kind {
+            Kind::PercentileCont => "percentile_cont",
             Kind::PercentileDisc => "percentile_disc",
             Kind::Mode => "mode",
         }
@@ -53,7 +61,21 @@ impl AggregateUDFImpl for OrderedSet {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        Ok(arg_types[0].clone())
+        match self.kind {
+            Kind::PercentileCont if arg_types[0].is_numeric() || arg_types[0].is_null() => {
+                Ok(DataType::Float64)
+            }
+            Kind::PercentileCont => Err(datafusion::error::DataFusionError::External(Box::new(
+                crate::error::Error::coded(
+                    "42883",
+                    format!(
+                        "function percentile_cont of {} does not exist",
+                        arg_types[0]
+                    ),
+                ),
+            ))),
+            _ => Ok(arg_types[0].clone()),
+        }
     }
 
     fn supports_within_group_clause(&self) -> bool {
@@ -61,7 +83,10 @@ impl AggregateUDFImpl for OrderedSet {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        let value = args.input_fields[0].data_type().clone();
+        let value = match self.kind {
+            Kind::PercentileCont => DataType::Float64,
+            _ => args.input_fields[0].data_type().clone(),
+        };
         Ok(vec![Arc::new(Field::new(
             "values",
             DataType::List(Arc::new(Field::new_list_field(value, true))),
@@ -72,7 +97,7 @@ impl AggregateUDFImpl for OrderedSet {
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let fraction = match self.kind {
             Kind::Mode => 0.0,
-            Kind::PercentileDisc => {
+            Kind::PercentileDisc | Kind::PercentileCont => {
                 let literal = args.exprs.get(1).and_then(|e| {
                     e.downcast_ref::<datafusion::physical_expr::expressions::Literal>()
                         .map(|l| l.value().clone())
@@ -89,7 +114,7 @@ impl AggregateUDFImpl for OrderedSet {
                         }
                         p
                     }
-                    _ => return exec_err!("percentile_disc takes one constant fraction"),
+                    _ => return exec_err!("{} takes one constant fraction", self.name()),
                 }
             }
         };
@@ -115,7 +140,12 @@ struct OrderedSetAccumulator {
 
 impl Accumulator for OrderedSetAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let column = &values[0];
+        let column = &match self.kind {
+            Kind::PercentileCont => {
+                datafusion::arrow::compute::cast(&values[0], &DataType::Float64)?
+            }
+            _ => Arc::clone(&values[0]),
+        };
         for row in 0..column.len() {
             if column.is_valid(row) {
                 self.values.push(ScalarValue::try_from_array(column, row)?);
@@ -151,6 +181,20 @@ impl Accumulator for OrderedSetAccumulator {
             return ScalarValue::try_from(&self.data_type);
         }
         match self.kind {
+            Kind::PercentileCont => {
+                let value = |i: usize| match &self.values[i] {
+                    ScalarValue::Float64(Some(v)) => *v,
+                    _ => f64::NAN,
+                };
+                let position = self.fraction * (self.values.len() - 1) as f64;
+                let (below, above) = (position.floor(), position.ceil());
+                let first = value(below as usize);
+                Ok(ScalarValue::Float64(Some(if below == above {
+                    first
+                } else {
+                    first + (value(above as usize) - first) * (position - below)
+                })))
+            }
             Kind::PercentileDisc => {
                 let n = self.values.len();
                 let position = (self.fraction * n as f64).ceil() as usize;

@@ -739,6 +739,62 @@ impl ScalarUDFImpl for IntervalText {
     }
 }
 
+/// Name of the function that reads interval text in the session's `IntervalStyle`.
+pub const INTERVAL_IN: &str = "augur_interval_in";
+
+/// `augur_interval_in(text)`: interval text read as PostgreSQL reads it under the session's
+/// `IntervalStyle` (see [`crate::sql::interval::parse_in_style`]). Literals whose reading
+/// depends on the style are planned as a call of it; others are read when they are parsed.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntervalIn {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for IntervalIn {
+    fn name(&self) -> &str {
+        INTERVAL_IN
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Interval(
+            datafusion::arrow::datatypes::IntervalUnit::MonthDayNano,
+        ))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let sql_standard = session_setting(&args.config_options, "intervalstyle")
+            .is_some_and(|s| s.eq_ignore_ascii_case("sql_standard"));
+        let texts = args.args[0].to_array(args.number_rows)?;
+        let texts = datafusion::arrow::compute::cast(&texts, &DataType::Utf8)?;
+        let intervals = texts
+            .as_string::<i32>()
+            .iter()
+            .map(|text| {
+                text.map(|text| {
+                    crate::sql::interval::parse_in_style(text, sql_standard).ok_or_else(|| {
+                        datafusion::error::DataFusionError::External(Box::new(
+                            crate::error::Error::InvalidText(format!(
+                                "invalid input syntax for type interval: \"{text}\""
+                            )),
+                        ))
+                    })
+                })
+                .transpose()
+            })
+            .collect::<datafusion::error::Result<
+                datafusion::arrow::array::IntervalMonthDayNanoArray,
+            >>()?;
+        Ok(ColumnarValue::Array(Arc::new(intervals)))
+    }
+}
+
 /// Name of the function that orders intervals as PostgreSQL compares them.
 pub const INTERVAL_KEY: &str = "augur_interval_key";
 
@@ -761,6 +817,9 @@ fn interval_key() -> ScalarUDF {
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(like_escape());
     ctx.register_udf(interval_key());
+    ctx.register_udf(ScalarUDF::new_from_impl(IntervalIn {
+        signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
+    }));
     ctx.register_udf(ScalarUDF::new_from_impl(IntervalText {
         signature: Signature::exact(
             vec![DataType::Interval(

@@ -107,6 +107,39 @@ fn unit(word: &str) -> Option<Unit> {
     })
 }
 
+/// Whether `text` reads differently under `IntervalStyle = sql_standard`: its first field has
+/// a minus and no other field has a sign (`-1 day 2:03:04`), so the minus applies to every
+/// field there, to the first only in the other styles.
+pub fn depends_on_style(text: &str) -> bool {
+    let trimmed = text.trim();
+    if !trimmed.starts_with('-') {
+        return false;
+    }
+    let Some(tokens) = tokenize(trimmed) else {
+        return false;
+    };
+    let numbers = tokens
+        .iter()
+        .filter(|t| t.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '+' | '-' | '.')))
+        .count();
+    numbers > 1 && !tokens[1..].iter().any(|t| t.starts_with(['+', '-']))
+}
+
+/// Reads `text` as PostgreSQL reads an interval under the session's `IntervalStyle`: under
+/// `sql_standard` a minus before the first field of [`depends_on_style`] text applies to all
+/// of them.
+pub fn parse_in_style(text: &str, sql_standard: bool) -> Option<IntervalMonthDayNano> {
+    if !(sql_standard && depends_on_style(text)) {
+        return parse(text);
+    }
+    let positive = parse(text.trim().strip_prefix('-')?)?;
+    Some(IntervalMonthDayNano::new(
+        positive.months.checked_neg()?,
+        positive.days.checked_neg()?,
+        positive.nanoseconds.checked_neg()?,
+    ))
+}
+
 /// Reads `text` as PostgreSQL reads an interval; `None` when PostgreSQL would refuse it.
 pub fn parse(text: &str) -> Option<IntervalMonthDayNano> {
     let trimmed = text.trim();
@@ -513,6 +546,21 @@ pub fn canonical_text(v: IntervalMonthDayNano) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_leading_minus_under_sql_standard() {
+        let read = |t: &str, standard: bool| {
+            let v = parse_in_style(t, standard).unwrap();
+            (v.months, v.days, v.nanoseconds / 1000)
+        };
+        assert!(depends_on_style("-1 day 2:03:04"));
+        assert!(!depends_on_style("-1 day +2:03:04"));
+        assert!(!depends_on_style("-1-2"));
+        assert!(!depends_on_style("1 day -2 hours"));
+        assert_eq!(read("-1 day 2 hours", true), (0, -1, -7_200_000_000));
+        assert_eq!(read("-1 day 2 hours", false), (0, -1, 7_200_000_000));
+        assert_eq!(read("-1 year 2 months", true), (-14, 0, 0));
+    }
     use super::*;
 
     fn p(text: &str) -> (i32, i32, i64) {

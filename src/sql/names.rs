@@ -227,6 +227,9 @@ fn figure_strength(expr: &Expr) -> Option<(String, u8)> {
                     ("extract".into(), 2)
                 } else if name == crate::catalog::pg_extract::DATE_PART {
                     ("date_part".into(), 2)
+                } else if name == crate::catalog::pg_functions::INTERVAL_IN {
+                    // An interval literal read in the session's style: named as the cast.
+                    ("interval".into(), 1)
                 } else if name == crate::catalog::pg_regexp::SUBSTRING_REGEX
                     || name == crate::catalog::pg_regexp::SUBSTRING_SIMILAR
                 {

@@ -380,6 +380,29 @@ impl VisitorMut for PgExprs {
                     *expr = rounded;
                 }
             }
+            // Text whose reading depends on the session's `IntervalStyle`: read as the
+            // statement runs.
+            Expr::Interval(datafusion::sql::sqlparser::ast::Interval {
+                value,
+                leading_field: None,
+                last_field: None,
+                fractional_seconds_precision: None,
+                ..
+            })
+            | Expr::Cast {
+                kind: CastKind::Cast | CastKind::DoubleColon,
+                expr: value,
+                data_type:
+                    DataType::Interval {
+                        fields: None,
+                        precision: None,
+                    },
+                ..
+            } if string_literal(value).is_some_and(|t| super::interval::depends_on_style(&t)) => {
+                let value = std::mem::replace(value.as_mut(), null());
+                *expr =
+                    super::rewrite::call(crate::catalog::pg_functions::INTERVAL_IN, vec![value]);
+            }
             Expr::Interval(interval)
                 if interval.leading_field.is_none() && interval.last_field.is_none() =>
             {
