@@ -254,7 +254,79 @@ fn resolve_names(db: &Database, conn: &ConnectionState, statement: &mut Statemen
         }
         ControlFlow::<()>::Continue(())
     });
+    let _ = VisitMut::visit(
+        statement,
+        &mut RegclassNames {
+            db,
+            schema: &schema,
+        },
+    );
     resolved
+}
+
+/// `'t'::regclass` of a temporary relation `t`: the catalog reads it as
+/// `parse_ident('t'::TEXT)` looked up in the current schema (see `datafusion-pg-catalog`'s
+/// `RewriteRegCastToSubquery`), where the temporary relation is not; the name is qualified
+/// with the connection's schema of temporary relations, which comes first as in PostgreSQL.
+struct RegclassNames<'a> {
+    db: &'a Database,
+    schema: &'a str,
+}
+
+impl VisitorMut for RegclassNames<'_> {
+    type Break = ();
+
+    fn pre_visit_expr(
+        &mut self,
+        expr: &mut datafusion::sql::sqlparser::ast::Expr,
+    ) -> ControlFlow<()> {
+        use datafusion::sql::sqlparser::ast::{
+            DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Value,
+        };
+        let Expr::Function(function) = expr else {
+            return ControlFlow::Continue(());
+        };
+        let named = function
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("parse_ident"));
+        let FunctionArguments::List(list) = &mut function.args else {
+            return ControlFlow::Continue(());
+        };
+        if !named || list.args.len() != 1 {
+            return ControlFlow::Continue(());
+        }
+        let FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Cast {
+            expr: operand,
+            data_type: DataType::Text,
+            ..
+        })) = &mut list.args[0]
+        else {
+            return ControlFlow::Continue(());
+        };
+        let Expr::Value(value) = operand.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let Value::SingleQuotedString(text) = &mut value.value else {
+            return ControlFlow::Continue(());
+        };
+        // One name, as `parse_ident` reads it: folded to lower case unless quoted.
+        let relation = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            Some(quoted) if !quoted.contains('"') => Ident::with_quote('"', quoted),
+            Some(_) => return ControlFlow::Continue(()),
+            None if text.chars().all(|c| c.is_alphanumeric() || c == '_') => {
+                Ident::new(text.as_str())
+            }
+            None => return ControlFlow::Continue(()),
+        };
+        let name = ObjectName(vec![ObjectNamePart::Identifier(relation)]);
+        if let Some(temporary) = temporary_name(self.db, self.schema, &name) {
+            *text = temporary.to_string();
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 struct AliasedTables<'a> {
