@@ -485,6 +485,36 @@ impl VisitorMut for PgExprs {
                     vec![Expr::value(Value::SingleQuotedString(name)), inner],
                 );
             }
+            // `generate_series(start, stop, '1 day')`: the step of a series of timestamps is
+            // an interval, as PostgreSQL resolves the untyped literal.
+            Expr::Function(function)
+                if function_named(function, "generate_series")
+                    && matches!(
+                        function_arguments(function)[..],
+                        [_, _, step] if string_literal(step).is_some_and(|t| {
+                            t.trim().parse::<f64>().is_err()
+                                && super::interval::parse(&t).is_some()
+                        })
+                    ) =>
+            {
+                if let FunctionArguments::List(list) = &mut function.args
+                    && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(step))) =
+                        list.args.get_mut(2)
+                {
+                    let mut literal = std::mem::replace(step, null());
+                    canonical_interval(&mut literal);
+                    *step = Expr::Cast {
+                        kind: CastKind::DoubleColon,
+                        expr: Box::new(literal),
+                        data_type: DataType::Interval {
+                            fields: None,
+                            precision: None,
+                        },
+                        array: false,
+                        format: None,
+                    };
+                }
+            }
             // `make_interval(days => 10)`: named arguments in their places, zero for the others.
             Expr::Function(function)
                 if function
