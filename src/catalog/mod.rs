@@ -16,6 +16,7 @@ pub mod pg_char;
 pub mod pg_datetime;
 pub mod pg_degrees;
 pub mod pg_extract;
+pub mod pg_frame_sum;
 pub mod pg_functions;
 pub mod pg_json;
 pub mod pg_overlay;

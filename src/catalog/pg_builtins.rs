@@ -81,6 +81,7 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(Concat::new(true)));
     super::pg_transition::register(ctx);
     super::pg_variance::register(ctx);
+    super::pg_frame_sum::register(ctx);
     super::pg_degrees::register(ctx);
     super::pg_power::register(ctx);
     super::pg_bits::register(ctx);
