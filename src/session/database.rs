@@ -313,6 +313,12 @@ fn new_context(
         .with_information_schema(false)
         .with_target_partitions(2);
     config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    // A subquery's ORDER BY is kept, as PostgreSQL keeps it: an outer LIMIT, or a window without
+    // ORDER BY, takes the subquery's rows in its order.
+    config
+        .options_mut()
+        .sql_parser
+        .enable_subquery_sort_elimination = false;
     // `timestamptz` literals and `now()` are instants (typed with UTC); they are shown in the
     // session's TimeZone when written out.
     config.options_mut().execution.time_zone = Some("+00:00".into());
