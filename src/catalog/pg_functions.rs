@@ -493,6 +493,42 @@ fn float_divide() -> ScalarUDF {
     )
 }
 
+/// Name of the function that gives a `real` as the decimal PostgreSQL casts it to `numeric`.
+pub const FLOAT4_DECIMAL: &str = "augur_float4_decimal";
+
+/// `augur_float4_decimal(real)`: the value to 6 significant digits (as a double), which is what
+/// PostgreSQL casts a `real` to `numeric` as (`7.8::real::numeric` is 7.8, not the binary
+/// value's 7.80000019073486).
+fn float4_decimal() -> ScalarUDF {
+    create_udf(
+        FLOAT4_DECIMAL,
+        vec![DataType::Float32],
+        DataType::Float64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = match &args[0] {
+                ColumnarValue::Array(a) => a.len(),
+                ColumnarValue::Scalar(_) => 1,
+            };
+            let values = args[0].to_array(rows)?;
+            let out: datafusion::arrow::array::Float64Array = values
+                .as_primitive::<datafusion::arrow::datatypes::Float32Type>()
+                .iter()
+                .map(|v| v.map(significant_digits))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
+}
+
+/// `v` to 6 significant digits, as C's `%.6g` writes it.
+fn significant_digits(v: f32) -> f64 {
+    if !v.is_finite() {
+        return f64::from(v);
+    }
+    format!("{v:.5e}").parse().unwrap_or(f64::from(v))
+}
+
 /// Name of the function that reads text as a double as PostgreSQL does.
 pub const FLOAT8_IN: &str = "augur_float8_in";
 
@@ -817,6 +853,7 @@ fn interval_key() -> ScalarUDF {
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(like_escape());
     ctx.register_udf(interval_key());
+    ctx.register_udf(float4_decimal());
     ctx.register_udf(ScalarUDF::new_from_impl(IntervalIn {
         signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
     }));
@@ -1727,4 +1764,18 @@ fn quote_literal() -> ScalarUDF {
             })
         }),
     )
+}
+
+#[cfg(test)]
+mod float4_tests {
+    use super::significant_digits;
+
+    #[test]
+    fn a_real_as_numeric_has_six_significant_digits() {
+        assert_eq!(significant_digits(7.8), 7.8);
+        assert_eq!(significant_digits(0.09561), 0.09561);
+        assert_eq!(significant_digits(1.2345678), 1.23457);
+        assert_eq!(significant_digits(-324.78), -324.78);
+        assert_eq!(significant_digits(1e30), 1e30);
+    }
 }

@@ -684,6 +684,7 @@ pub(crate) fn postgres_plan(
     let date_in = datetime_in(crate::catalog::pg_datetime::Target::Date)?;
     let datetime_text = registry.udf(crate::catalog::pg_datetime::DATETIME_TEXT)?;
     let bytea_like = registry.udf(crate::catalog::pg_bytea::BYTEA_LIKE)?;
+    let float4_decimal = registry.udf(crate::catalog::pg_functions::FLOAT4_DECIMAL)?;
     // Whether a rewrite changed what a column of a node's output is typed as: that node and
     // every node above it work their schemas out again.
     let retyped = std::cell::Cell::new(false);
@@ -713,6 +714,22 @@ pub(crate) fn postgres_plan(
                             field.data_type().clone(),
                             true,
                         )),
+                    })))
+                }
+                // A `real` cast to `numeric` is its value to 6 significant digits, as
+                // PostgreSQL casts it, not its binary value's digits.
+                Expr::Cast(Cast { expr, field })
+                    if matches!(
+                        field.data_type(),
+                        DataType::Decimal128(..) | DataType::Decimal256(..)
+                    ) && inputs
+                        .iter()
+                        .find_map(|schema| expr.get_type(schema).ok())
+                        .is_some_and(|t| t == DataType::Float32) =>
+                {
+                    Ok(Transformed::yes(Expr::Cast(Cast {
+                        expr: Box::new(float4_decimal.call(vec![expr.as_ref().clone()])),
+                        field: field.clone(),
                     })))
                 }
                 Expr::Cast(Cast { expr, field })
