@@ -16,6 +16,7 @@ pub mod recursive;
 pub mod rewrite;
 pub mod search_cycle;
 pub mod sequence_options;
+pub mod shared_ctes;
 pub mod types;
 pub mod unicode_escapes;
 pub mod using;
@@ -420,6 +421,7 @@ impl SqlParser {
                 .into_iter()
                 .map(|mut statement| {
                     recursive::check(&statement)?;
+                    shared_ctes::refuse(&statement)?;
                     search_cycle::apply(&mut statement)?;
                     rewrite::fetch_first(&mut statement)?;
                     using::refuse_natural_outer_joins(&statement)?;
