@@ -136,7 +136,7 @@ impl ScalarUDFImpl for Extract {
                 out.into_iter().collect()
             }
             DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
-                let micros = cast(&values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+                let micros = timestamp_micros(&values)?;
                 let micros =
                     micros.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
                 let mut out = Vec::with_capacity(micros.len());
@@ -198,6 +198,29 @@ impl ScalarUDFImpl for Extract {
     }
 }
 
+/// Timestamps or dates as timestamps in microseconds; a date's infinity (the largest or smallest
+/// day) becomes a timestamp's, which a cast would overflow into NULL.
+fn timestamp_micros(values: &ArrayRef) -> Result<ArrayRef> {
+    if values.data_type() != &DataType::Date32 {
+        return Ok(cast(
+            values,
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?);
+    }
+    let days = values.as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+    let micros: datafusion::arrow::array::TimestampMicrosecondArray = days
+        .iter()
+        .map(|day| {
+            day.map(|day| match day {
+                super::pg_datetime::DATE_INFINITY => i64::MAX,
+                super::pg_datetime::DATE_NEG_INFINITY => i64::MIN,
+                day => i64::from(day) * 86_400_000_000,
+            })
+        })
+        .collect();
+    Ok(Arc::new(micros))
+}
+
 /// The years (`field` `year`) or ISO 8601 week-numbering years (`isoyear`) of `values` as
 /// PostgreSQL numbers them: 1 BC is -1 (not 0, as in the proleptic calendar), an interval's
 /// whole years, an infinity's year that infinity.
@@ -209,7 +232,7 @@ fn years(field: &str, values: &ArrayRef) -> Result<ArrayRef> {
             .map(|v| v.map(|v| (v.months / 12) as f64))
             .collect(),
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
-            let micros = cast(values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            let micros = timestamp_micros(values)?;
             micros
                 .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
                 .iter()

@@ -1,4 +1,4 @@
-//! `generate_series(start, stop, step)` of timestamps with an infinite bound. In PostgreSQL such
+//! `generate_series(start, stop, step)` of timestamps or dates with an infinite bound. In PostgreSQL such
 //! a series has no end (a query cuts it with `LIMIT`); DataFusion's `generate_series` builds
 //! the whole series as one list and gives an empty one for an infinite bound. This refuses the
 //! series instead of answering it wrongly, and hands every other call to DataFusion's.
@@ -25,9 +25,20 @@ struct Series {
 }
 
 /// Whether a series from `start` to `stop` by `step` has a row and an infinite bound; Augur
-/// keeps `'infinity'` and `'-infinity'` as the largest and smallest timestamps.
-fn unbounded(start: i64, stop: i64, step: i128) -> bool {
-    let infinite = |v: i64| v == i64::MAX || v == i64::MIN;
+/// keeps `'infinity'` and `'-infinity'` as the largest and smallest timestamps and dates.
+fn unbounded(start: i64, stop: i64, step: i128, dates: bool) -> bool {
+    let infinite = |v: i64| {
+        if dates {
+            [
+                super::pg_datetime::DATE_INFINITY,
+                super::pg_datetime::DATE_NEG_INFINITY,
+            ]
+            .map(i64::from)
+            .contains(&v)
+        } else {
+            [i64::MAX, i64::MIN].contains(&v)
+        }
+    };
     let rows = (step > 0 && start <= stop) || (step < 0 && start >= stop);
     rows && (infinite(start) || infinite(stop))
 }
@@ -60,15 +71,17 @@ impl ScalarUDFImpl for Series {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         if let [start, stop, step] = &args.args[..]
-            && let DataType::Timestamp(..) = start.data_type()
-            && let DataType::Timestamp(..) = stop.data_type()
+            && let DataType::Timestamp(..) | DataType::Date32 = start.data_type()
+            && let DataType::Timestamp(..) | DataType::Date32 = stop.data_type()
         {
             let rows = args.number_rows;
             let as_integers = |value: &ColumnarValue| -> Result<_> {
                 let array = value.to_array(rows)?;
-                // The unit does not matter: an infinity is the type's extreme in any unit.
+                // The unit does not matter: an infinity is the type's extreme in any unit (a
+                // date's is that of 32 bits).
                 Ok(datafusion::arrow::compute::cast(&array, &DataType::Int64)?)
             };
+            let dates = start.data_type() == DataType::Date32;
             let (start_values, stop_values) = (as_integers(start)?, as_integers(stop)?);
             let step_values = step.to_array(rows)?;
             if let DataType::Interval(IntervalUnit::MonthDayNano) = step_values.data_type() {
@@ -84,6 +97,7 @@ impl ScalarUDFImpl for Series {
                         starts.value(i),
                         stops.value(i),
                         direction(step.months, step.days, step.nanoseconds),
+                        dates,
                     ) {
                         return Err(datafusion::error::DataFusionError::External(Box::new(
                             crate::error::Error::coded(
@@ -107,12 +121,15 @@ mod tests {
     #[test]
     fn infinite_bounds_in_the_series_direction() {
         let month = direction(1, 0, 0);
-        assert!(unbounded(0, i64::MAX, month));
-        assert!(unbounded(i64::MIN, 0, month));
+        assert!(unbounded(0, i64::MAX, month, false));
+        assert!(unbounded(i64::MIN, 0, month, false));
         // Empty series: the start is already past the stop.
-        assert!(!unbounded(i64::MAX, 0, month));
-        assert!(!unbounded(0, i64::MIN, month));
-        assert!(unbounded(0, i64::MIN, -month));
-        assert!(!unbounded(0, 10, month));
+        assert!(!unbounded(i64::MAX, 0, month, false));
+        assert!(!unbounded(0, i64::MIN, month, false));
+        assert!(unbounded(0, i64::MIN, -month, false));
+        assert!(!unbounded(0, 10, month, false));
+        // A date's infinity is that of 32 bits; a timestamp there is an ordinary one.
+        assert!(unbounded(0, i64::from(i32::MAX), month, true));
+        assert!(!unbounded(0, i64::from(i32::MAX), month, false));
     }
 }

@@ -81,7 +81,11 @@ impl AggregateUDFImpl for Variance {
         }
     }
 
-    fn accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        // `var_pop(DISTINCT x)`: DataFusion's, which keeps the distinct values.
+        if args.is_distinct {
+            return self.inner.accumulator(args);
+        }
         Ok(Box::new(Single {
             kind: self.kind(),
             state: Moments::default(),
@@ -95,8 +99,8 @@ impl AggregateUDFImpl for Variance {
         }))
     }
 
-    fn groups_accumulator_supported(&self, _: AccumulatorArgs) -> bool {
-        true
+    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
+        !args.is_distinct
     }
 
     fn create_groups_accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
@@ -107,6 +111,9 @@ impl AggregateUDFImpl for Variance {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        if args.is_distinct {
+            return self.inner.state_fields(args);
+        }
         Ok(["count", "sum", "sum_of_squared_deviations", "non_finite"]
             .iter()
             .zip([

@@ -725,6 +725,8 @@ pub(crate) fn postgres_plan(
                     ) && inputs
                         .iter()
                         .find_map(|schema| expr.get_type(schema).ok())
+                        // A node without inputs (VALUES): constants.
+                        .or_else(|| expr.get_type(&datafusion::common::DFSchema::empty()).ok())
                         .is_some_and(|t| t == DataType::Float32) =>
                 {
                     Ok(Transformed::yes(Expr::Cast(Cast {

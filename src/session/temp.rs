@@ -276,16 +276,27 @@ struct RegclassNames<'a> {
 impl VisitorMut for RegclassNames<'_> {
     type Break = ();
 
-    fn pre_visit_expr(
-        &mut self,
-        expr: &mut datafusion::sql::sqlparser::ast::Expr,
-    ) -> ControlFlow<()> {
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
         use datafusion::sql::sqlparser::ast::{
-            DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Value,
+            DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, SelectItem, SetExpr,
+            Value,
         };
-        let Expr::Function(function) = expr else {
+        // Only the catalog's own lookup: `SELECT parse_ident('t'::TEXT) AS parts`.
+        let SetExpr::Select(select) = query.body.as_mut() else {
             return ControlFlow::Continue(());
         };
+        let [
+            SelectItem::ExprWithAlias {
+                expr: Expr::Function(function),
+                alias,
+            },
+        ] = select.projection.as_mut_slice()
+        else {
+            return ControlFlow::Continue(());
+        };
+        if alias.value != "parts" {
+            return ControlFlow::Continue(());
+        }
         let named = function
             .name
             .0

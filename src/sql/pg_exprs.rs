@@ -502,6 +502,15 @@ impl VisitorMut for PgExprs {
                         list.args.get_mut(2)
                 {
                     let mut literal = std::mem::replace(step, null());
+                    if string_literal(&literal)
+                        .is_some_and(|t| super::interval::depends_on_style(&t))
+                    {
+                        *step = super::rewrite::call(
+                            crate::catalog::pg_functions::INTERVAL_IN,
+                            vec![literal],
+                        );
+                        return ControlFlow::Continue(());
+                    }
                     canonical_interval(&mut literal);
                     *step = Expr::Cast {
                         kind: CastKind::DoubleColon,

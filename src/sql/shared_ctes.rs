@@ -45,24 +45,52 @@ impl Visitor for Queries {
         let Some(with) = &query.with else {
             return ControlFlow::Continue(());
         };
-        for (i, cte) in with.cte_tables.iter().enumerate() {
-            let Some(function) = volatile_call(&cte.query) else {
+        let ctes = &with.cte_tables;
+        let names: Vec<String> = ctes
+            .iter()
+            .map(|c| normalize_ident(&c.alias.name))
+            .collect();
+        // The volatile function each WITH query calls, itself or through another it reads.
+        let mut volatile: Vec<Option<String>> =
+            ctes.iter().map(|c| volatile_call(&c.query)).collect();
+        loop {
+            let mut changed = false;
+            for i in 0..ctes.len() {
+                if volatile[i].is_some() {
+                    continue;
+                }
+                let through = (0..ctes.len()).find_map(|j| {
+                    (j != i && references(&ctes[i].query, &names[j]) > 0)
+                        .then(|| volatile[j].clone())
+                        .flatten()
+                });
+                if through.is_some() {
+                    volatile[i] = through;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        for (i, function) in volatile.iter().enumerate() {
+            let Some(function) = function else {
                 continue;
             };
-            let name = normalize_ident(&cte.alias.name);
+            let name = &names[i];
             // Readings in the main query and in the other WITH queries (a recursive query's
             // reading of itself is its working table, not another computation).
-            let mut readings = references(&query.body, &name);
-            for (j, other) in with.cte_tables.iter().enumerate() {
+            let mut readings = references(&query.body, name);
+            for (j, other) in ctes.iter().enumerate() {
                 if j != i {
-                    readings += references(&other.query, &name);
+                    readings += references(&other.query, name);
                 }
             }
             if let Some(order_by) = &query.order_by {
-                readings += references(order_by, &name);
+                readings += references(order_by, name);
             }
             if readings > 1 {
-                return ControlFlow::Break((name, function));
+                return ControlFlow::Break((name.clone(), function.clone()));
             }
         }
         ControlFlow::Continue(())
@@ -143,6 +171,14 @@ mod tests {
         assert!(
             check("WITH q AS (SELECT nextval('s') v), p AS (SELECT * FROM q) SELECT * FROM p, q")
                 .is_err()
+        );
+        // Read twice through another WITH query.
+        assert!(
+            check("WITH q AS (SELECT random() r), p AS (SELECT r FROM q) SELECT * FROM p a, p b")
+                .is_err()
+        );
+        assert!(
+            check("WITH q AS (SELECT random() r), p AS (SELECT r FROM q) SELECT * FROM p").is_ok()
         );
     }
 }
