@@ -213,6 +213,16 @@ impl Moments {
         self.sum += other.sum;
     }
 
+    /// An overflow of the running sums of finite values is PostgreSQL's error, not an infinity.
+    fn overflowed(&self) -> Result<()> {
+        if self.non_finite == 0 && !(self.sum.is_finite() && self.squares.is_finite()) {
+            return Err(datafusion::error::DataFusionError::External(Box::new(
+                crate::error::Error::coded("22003", "value out of range: overflow"),
+            )));
+        }
+        Ok(())
+    }
+
     fn evaluate(&self, kind: Kind) -> Option<f64> {
         let values = self.count + self.non_finite;
         if values == 0 || (kind.sample && values == 1) {
@@ -299,6 +309,7 @@ impl Accumulator for Single {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
+        self.state.overflowed()?;
         Ok(ScalarValue::Float64(self.state.evaluate(self.kind)))
     }
 
@@ -363,6 +374,7 @@ impl Accumulator for Sliding {
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let mut state = Moments::default();
         self.values.iter().for_each(|&x| state.add(x));
+        state.overflowed()?;
         Ok(ScalarValue::Float64(state.evaluate(self.kind)))
     }
 
@@ -413,6 +425,7 @@ impl GroupsAccumulator for Groups {
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let groups = emit_to.take_needed(&mut self.groups);
+        groups.iter().try_for_each(Moments::overflowed)?;
         let values: Float64Array = groups.iter().map(|s| s.evaluate(self.kind)).collect();
         Ok(Arc::new(values))
     }
@@ -507,5 +520,11 @@ mod tests {
             root: true,
         };
         assert_eq!(single.evaluate(sample), None);
+        // Finite values whose squares overflow.
+        let mut huge = Moments::default();
+        huge.add(1e200);
+        huge.add(-1e200);
+        assert!(huge.overflowed().is_err());
+        assert!(single.overflowed().is_ok());
     }
 }
