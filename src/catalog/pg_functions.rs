@@ -816,9 +816,7 @@ impl ScalarUDFImpl for IntervalIn {
                 text.map(|text| {
                     crate::sql::interval::parse_in_style(text, sql_standard).ok_or_else(|| {
                         datafusion::error::DataFusionError::External(Box::new(
-                            crate::error::Error::InvalidText(format!(
-                                "invalid input syntax for type interval: \"{text}\""
-                            )),
+                            crate::sql::interval::invalid_text(text),
                         ))
                     })
                 })
@@ -834,15 +832,21 @@ impl ScalarUDFImpl for IntervalIn {
 /// Name of the function that orders intervals as PostgreSQL compares them.
 pub const INTERVAL_KEY: &str = "augur_interval_key";
 
+/// An interval's length in nanoseconds as PostgreSQL compares intervals: a month of 30 days, a
+/// day of 24 hours.
+pub fn interval_length(v: datafusion::arrow::datatypes::IntervalMonthDayNano) -> i128 {
+    const DAY: i128 = 86_400_000_000_000;
+    i128::from(v.months) * 30 * DAY + i128::from(v.days) * DAY + i128::from(v.nanoseconds)
+}
+
 /// `augur_interval_key(interval)`: the interval as nanoseconds with a month counted as 30 days
 /// and a day as 24 hours, which is how PostgreSQL compares intervals (`'30 days' = '1 month'`
 /// and `'24 hours' = '1 day'` are true there); comparisons of two intervals are planned on it.
 fn interval_key() -> ScalarUDF {
-    const DAY: i128 = 86_400_000_000_000;
     interval_function(
         INTERVAL_KEY,
         DataType::Decimal128(38, 0),
-        |v| i128::from(v.months) * 30 * DAY + i128::from(v.days) * DAY + i128::from(v.nanoseconds),
+        interval_length,
         |keys: datafusion::arrow::array::Decimal128Array| {
             Ok(Arc::new(keys.with_precision_and_scale(38, 0)?) as ArrayRef)
         },

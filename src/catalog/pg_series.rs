@@ -43,12 +43,6 @@ fn unbounded(start: i64, stop: i64, step: i128, dates: bool) -> bool {
     rows && (infinite(start) || infinite(stop))
 }
 
-/// An interval's sign as a step: months of 30 days, days of 24 hours.
-fn direction(months: i32, days: i32, nanoseconds: i64) -> i128 {
-    const DAY: i128 = 86_400_000_000_000;
-    months as i128 * 30 * DAY + days as i128 * DAY + nanoseconds as i128
-}
-
 impl ScalarUDFImpl for Series {
     fn name(&self) -> &str {
         self.inner.name()
@@ -92,11 +86,10 @@ impl ScalarUDFImpl for Series {
                     if starts.is_null(i) || stops.is_null(i) || steps.is_null(i) {
                         continue;
                     }
-                    let step = steps.value(i);
                     if unbounded(
                         starts.value(i),
                         stops.value(i),
-                        direction(step.months, step.days, step.nanoseconds),
+                        super::pg_functions::interval_length(steps.value(i)),
                         dates,
                     ) {
                         return Err(datafusion::error::DataFusionError::External(Box::new(
@@ -120,7 +113,9 @@ mod tests {
 
     #[test]
     fn infinite_bounds_in_the_series_direction() {
-        let month = direction(1, 0, 0);
+        let month = super::super::pg_functions::interval_length(
+            datafusion::arrow::datatypes::IntervalMonthDayNano::new(1, 0, 0),
+        );
         assert!(unbounded(0, i64::MAX, month, false));
         assert!(unbounded(i64::MIN, 0, month, false));
         // Empty series: the start is already past the stop.

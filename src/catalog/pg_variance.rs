@@ -8,12 +8,13 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue};
+
+use super::pg_frame_sum::doubles;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, ReversedUDAF, Signature,
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator,
 };
 use datafusion::prelude::SessionContext;
 
@@ -38,47 +39,10 @@ struct Variance {
 }
 
 impl AggregateUDFImpl for Variance {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
+    super::pg_frame_sum::forward_to_inner!();
 
     fn aliases(&self) -> &[String] {
         &self.aliases
-    }
-
-    fn signature(&self) -> &Signature {
-        self.inner.signature()
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.inner.coerce_types(arg_types)
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
-    }
-
-    fn return_field(&self, arg_fields: &[FieldRef]) -> Result<FieldRef> {
-        self.inner.return_field(arg_fields)
-    }
-
-    fn is_nullable(&self) -> bool {
-        self.inner.is_nullable()
-    }
-
-    fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
-        self.inner.default_value(data_type)
-    }
-
-    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
-        self.inner.order_sensitivity()
-    }
-
-    fn reverse_expr(&self) -> ReversedUDAF {
-        match self.inner.reverse_udf() {
-            ReversedUDAF::Identical => ReversedUDAF::Identical,
-            _ => ReversedUDAF::NotSupported,
-        }
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
@@ -93,10 +57,15 @@ impl AggregateUDFImpl for Variance {
     }
 
     fn create_sliding_accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(Sliding {
-            kind: self.kind(),
-            values: std::collections::VecDeque::new(),
-        }))
+        // Summed anew for each frame, as PostgreSQL does: taking values back out of the running
+        // sums would leave rounding behind (2.0000000000000004 for 2).
+        let kind = self.kind();
+        Ok(Box::new(super::pg_frame_sum::Frame::new(move |values| {
+            let mut state = Moments::default();
+            values.iter().for_each(|&x| state.add(x));
+            state.overflowed()?;
+            Ok(state.evaluate(kind))
+        })))
     }
 
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
@@ -241,15 +210,6 @@ impl Moments {
     }
 }
 
-/// The values of `values[0]` as doubles.
-fn doubles(values: &[ArrayRef]) -> Result<Float64Array> {
-    let Some(array) = values.first() else {
-        return Ok(Float64Array::from(Vec::<f64>::new()));
-    };
-    let array = datafusion::arrow::compute::cast(array, &DataType::Float64)?;
-    Ok(array.as_primitive::<Float64Type>().clone())
-}
-
 /// The four state columns of `states` as one state per row.
 fn states_of(states: &[ArrayRef]) -> Result<impl Iterator<Item = Moments> + '_> {
     let [count, sum, squares, non_finite] = states else {
@@ -332,68 +292,6 @@ impl Accumulator for Single {
             self.state.merge(other);
         }
         Ok(())
-    }
-}
-
-/// A moving window frame's values, summed anew for each frame as PostgreSQL does: taking values
-/// back out of the running sums would leave rounding behind (2.0000000000000004 for 2).
-#[derive(Debug)]
-struct Sliding {
-    kind: Kind,
-    values: std::collections::VecDeque<f64>,
-}
-
-impl Accumulator for Sliding {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.values.extend(doubles(values)?.iter().flatten());
-        Ok(())
-    }
-
-    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        for x in doubles(values)?.iter().flatten() {
-            // Rows leave a frame in the order they entered it.
-            let same = |v: &f64| v.to_bits() == x.to_bits();
-            match self.values.iter().position(same) {
-                Some(at) => {
-                    self.values.remove(at);
-                }
-                None => {
-                    return datafusion::common::internal_err!(
-                        "variance: a value left the frame that was not in it"
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn supports_retract_batch(&self) -> bool {
-        true
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        let mut state = Moments::default();
-        self.values.iter().for_each(|&x| state.add(x));
-        state.overflowed()?;
-        Ok(ScalarValue::Float64(state.evaluate(self.kind)))
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.values.capacity() * std::mem::size_of::<f64>()
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let mut state = Moments::default();
-        self.values.iter().for_each(|&x| state.add(x));
-        Single {
-            kind: self.kind,
-            state,
-        }
-        .state()
-    }
-
-    fn merge_batch(&mut self, _: &[ArrayRef]) -> Result<()> {
-        datafusion::common::internal_err!("a window frame's variance is not merged")
     }
 }
 

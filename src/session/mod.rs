@@ -873,9 +873,7 @@ pub(crate) fn postgres_plan(
                             datafusion::common::ScalarValue::IntervalMonthDayNano(Some(v)),
                         ))),
                         None => Err(datafusion::error::DataFusionError::External(Box::new(
-                            crate::error::Error::InvalidText(format!(
-                                "invalid input syntax for type interval: \"{text}\""
-                            )),
+                            crate::sql::interval::invalid_text(text),
                         ))),
                     }
                 }

@@ -140,6 +140,13 @@ pub fn parse_in_style(text: &str, sql_standard: bool) -> Option<IntervalMonthDay
     ))
 }
 
+/// PostgreSQL's error for `text` that is not an interval.
+pub fn invalid_text(text: &str) -> crate::error::Error {
+    crate::error::Error::InvalidText(format!(
+        "invalid input syntax for type interval: \"{text}\""
+    ))
+}
+
 /// Reads `text` as PostgreSQL reads an interval; `None` when PostgreSQL would refuse it.
 pub fn parse(text: &str) -> Option<IntervalMonthDayNano> {
     let trimmed = text.trim();

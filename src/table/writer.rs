@@ -234,11 +234,8 @@ fn interval_from_text(column: &ArrayRef) -> Result<ArrayRef> {
         .iter()
         .map(|text| {
             text.map(|text| {
-                crate::sql::interval::parse(text).ok_or_else(|| {
-                    Error::InvalidText(format!(
-                        "invalid input syntax for type interval: \"{text}\""
-                    ))
-                })
+                crate::sql::interval::parse(text)
+                    .ok_or_else(|| crate::sql::interval::invalid_text(text))
             })
             .transpose()
         })
