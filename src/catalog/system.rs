@@ -4,7 +4,9 @@
 //!   from (the last committed one, the same for every view) and when that epoch was committed,
 //!   and how many rows got NULL because an expression failed on them (since the server started).
 //! - `source_stats`: per source and per table, the rows ingested so far, and the rows dropped as
-//!   late or rejected as malformed.
+//!   late or rejected as malformed, and the fault a source's reader is retrying through.
+//! - `rejected_rows`: the records sources could not turn into rows (malformed, or not fitting
+//!   their columns): where each was read, its payload (truncated), the error and when.
 //! - `view_state`: per materialized view, the entries and bytes of operator state it holds
 //!   (read from RocksDB when queried): what windows, watermarks and NOW() keep bounded.
 //! - `models`: every model with its version, kind, inputs and outputs, file size and SHA-256,
@@ -16,7 +18,7 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
     TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -46,7 +48,13 @@ impl std::fmt::Debug for SystemSchema {
     }
 }
 
-const TABLES: &[&str] = &["views", "source_stats", "models", "view_state"];
+const TABLES: &[&str] = &[
+    "views",
+    "source_stats",
+    "models",
+    "view_state",
+    "rejected_rows",
+];
 
 impl SystemSchema {
     /// System views over `catalog`; `epoch` tells the last committed epoch.
@@ -240,21 +248,19 @@ impl SystemSchema {
         let mut late = Vec::new();
         let mut rejected = Vec::new();
         let mut watermarks = Vec::new();
+        let mut errors = Vec::new();
         for source in self.catalog.sources() {
             names.push(source.def.name.clone());
             kinds.push("source");
-            let read = source.scan.committed.load(Ordering::SeqCst) as i64;
-            let dropped = source
-                .scan
-                .watermark
-                .as_ref()
-                .map(|w| w.committed())
-                .unwrap_or_default();
+            let splits = source.scan.progress.committed();
+            let read = splits.records() as i64;
+            let dropped = splits.mark();
             // Rows that reached the views: those read, less those dropped.
             ingested.push(read - dropped.late as i64 - dropped.rejected as i64);
             late.push(dropped.late as i64);
             rejected.push(dropped.rejected as i64);
-            watermarks.push(dropped.current);
+            watermarks.push(source.scan.watermark.as_ref().and(dropped.current));
+            errors.push(source.scan.progress.last_error());
         }
         for name in self.catalog.table_names() {
             if let Some(table) = self.catalog.table(&name) {
@@ -265,6 +271,7 @@ impl SystemSchema {
                 late.push(dropped.late as i64);
                 rejected.push(dropped.rejected as i64);
                 watermarks.push(dropped.current);
+                errors.push(None);
             }
         }
         let schema = Arc::new(Schema::new(vec![
@@ -278,6 +285,7 @@ impl SystemSchema {
                 DataType::Timestamp(TimeUnit::Microsecond, None),
                 true,
             ),
+            Field::new("last_error", DataType::Utf8, true),
         ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(names)),
@@ -286,6 +294,55 @@ impl SystemSchema {
             Arc::new(Int64Array::from(late)),
             Arc::new(Int64Array::from(rejected)),
             Arc::new(TimestampMicrosecondArray::from(watermarks)),
+            Arc::new(StringArray::from(errors)),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    /// The records sources rejected, oldest first, as many per source as its retention keeps.
+    fn rejected_rows(&self) -> DfResult<RecordBatch> {
+        let mut names = Vec::new();
+        let mut splits = Vec::new();
+        let mut offsets = Vec::new();
+        let mut payloads = Vec::new();
+        let mut errors = Vec::new();
+        let mut times = Vec::new();
+        for source in self.catalog.sources() {
+            let prefix = crate::stream::runtime::rejected_prefix(source.def.id);
+            self.catalog
+                .store()
+                .scan_prefix::<crate::storage::StorageError>(&prefix, |_, value| {
+                    if let Some((rejected, at)) = crate::source::Rejected::decode(value) {
+                        names.push(source.def.name.clone());
+                        splits.push(rejected.split);
+                        offsets.push(rejected.offset);
+                        payloads.push(String::from_utf8_lossy(&rejected.payload).into_owned());
+                        errors.push(rejected.error);
+                        times.push(at);
+                    }
+                    Ok(true)
+                })
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("source_name", DataType::Utf8, false),
+            Field::new("split", DataType::Int32, false),
+            Field::new("offset", DataType::Int64, false),
+            Field::new("payload", DataType::Utf8, false),
+            Field::new("error", DataType::Utf8, false),
+            Field::new(
+                "rejected_at",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+                false,
+            ),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(names)),
+            Arc::new(Int32Array::from(splits)),
+            Arc::new(Int64Array::from(offsets)),
+            Arc::new(StringArray::from(payloads)),
+            Arc::new(StringArray::from(errors)),
+            Arc::new(TimestampMillisecondArray::from(times).with_timezone("+00:00")),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -303,6 +360,7 @@ impl SchemaProvider for SystemSchema {
             "source_stats" => self.source_stats()?,
             "models" => self.models()?,
             "view_state" => self.view_state()?,
+            "rejected_rows" => self.rejected_rows()?,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(MemTable::try_new(

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 
@@ -10,7 +9,7 @@ use super::{Output, Session};
 use crate::catalog::{Catalog, SourceEntry};
 use crate::error::{Error, Result};
 use crate::source::provider::SourceScan;
-use crate::source::{self, SourceDef, SourceWatermark};
+use crate::source::{self, SourceDef, SourceProgress, SourceWatermark};
 use crate::sql::{CreateSource, normalize_ident, types};
 use crate::stream::runtime::SourceFlow;
 use crate::table::ColumnDef;
@@ -44,20 +43,21 @@ pub(super) fn open(def: SourceDef) -> Result<(SourceEntry, SourceFlow)> {
         })
         .transpose()?;
     let rows = source::open(&def, schema)?;
-    let committed = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(SourceProgress::default());
     let scan = Arc::new(SourceScan {
         id: def.id,
         name: def.name.clone(),
         source: rows.clone(),
-        committed: committed.clone(),
+        progress: progress.clone(),
         watermark: watermark.clone(),
     });
     let flow = SourceFlow {
         id: def.id,
         name: def.name.clone(),
         source: rows,
-        committed,
+        progress,
         watermark,
+        rejected_retention: source::rejected_retention(&def.options)?,
     };
     Ok((SourceEntry { def, scan }, flow))
 }
@@ -134,6 +134,30 @@ impl Session<'_> {
                 })
                 .collect();
         }
+        for include in &create.includes {
+            let part = source::kafka::Include::from_name(&include.part).ok_or_else(|| {
+                Error::Syntax(format!(
+                    "INCLUDE {} is not one of partition, offset, timestamp, key",
+                    include.part
+                ))
+            })?;
+            if columns.iter().any(|c| c.name == include.column) {
+                return Err(Error::coded(
+                    "42701",
+                    format!("column \"{}\" specified more than once", include.column),
+                ));
+            }
+            columns.push(ColumnDef {
+                name: include.column.clone(),
+                data_type: part.data_type().to_string(),
+                nullable: true,
+                default: None,
+                hidden: false,
+                identity: None,
+                pg_type: None,
+                precision: None,
+            });
+        }
         let def = SourceDef {
             id: catalog.reserve_id()?,
             name: create.name.clone(),
@@ -141,10 +165,22 @@ impl Session<'_> {
             options,
             created_ms: chrono::Utc::now().timestamp_millis(),
             watermark: create.watermark.clone(),
+            format: create.format.clone(),
+            includes: create.includes.clone(),
         };
         let entry = Catalog::source_entry(&def)?;
-        let (source, flow) = open(def)?;
-        self.db.runtime().add_source(flow, vec![entry]).await?;
+        // Opening a connector and finding where it starts may wait on the network.
+        let (source, flow, splits) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let (source, flow) = open(def)?;
+            let splits = flow.source.initial_splits()?;
+            Ok((source, flow, splits))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("opening the source failed: {e}")))??;
+        self.db
+            .runtime()
+            .add_source(flow, splits, vec![entry])
+            .await?;
         catalog.insert_source(source);
         Ok(Output::Command("CREATE SOURCE".into()))
     }

@@ -21,7 +21,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
-use super::{Result, Source, SourceError, declared_rows, parse_option as parse, rows_to_read};
+use super::{Positional, Result, SourceError, declared_rows, parse_option as parse, rows_to_read};
 
 /// Rows per second when no rate is given (RisingWave's default).
 const DEFAULT_RATE: f64 = 10.0;
@@ -309,7 +309,7 @@ impl Datagen {
     }
 }
 
-impl Source for Datagen {
+impl Positional for Datagen {
     fn schema(&self) -> &SchemaRef {
         &self.schema
     }

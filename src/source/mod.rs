@@ -8,8 +8,11 @@
 //! definitions.
 
 pub mod datagen;
+pub mod encoding;
+pub mod kafka;
 pub mod nexmark;
 pub mod provider;
+pub mod split;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::table::ColumnDef;
 use crate::table::watermark::{Watermark, WatermarkDef, WatermarkState};
+
+pub use split::{SplitState, Splits};
 
 /// A source's watermark: compiled, and where it stands as last committed (what the system
 /// views show).
@@ -38,34 +43,66 @@ impl SourceWatermark {
     }
 }
 
-/// The first `end` rows of a source as its views saw them, in batches of up to `batch` rows:
-/// late rows dropped as `watermark`, judged from the source's first row, says. Batches left with
-/// no rows are skipped.
+/// How far the views have read a source, as of the last commit, and what its reader is
+/// retrying through: what readers of the source and the system views see.
+#[derive(Debug, Default)]
+pub struct SourceProgress {
+    committed: std::sync::Mutex<Splits>,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl SourceProgress {
+    /// The splits as last committed.
+    pub fn committed(&self) -> Splits {
+        self.committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records a commit.
+    pub fn set_committed(&self, splits: &Splits) {
+        *self.committed.lock().unwrap_or_else(|e| e.into_inner()) = splits.clone();
+    }
+
+    /// The fault the reader is retrying through, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records the reader's fault (`None` once it reads again).
+    pub fn set_last_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+}
+
+/// What a source's views saw up to `until`, read again: each split from its start, late rows
+/// dropped as `watermark` says (judged split by split, from each split's first row). Batches left
+/// with no rows are skipped.
 pub struct OnTimeRows {
-    source: Arc<dyn Source>,
+    reader: Box<dyn SourceReader>,
     watermark: Option<Arc<SourceWatermark>>,
-    state: WatermarkState,
-    from: u64,
-    end: u64,
+    marks: BTreeMap<i32, WatermarkState>,
     batch: usize,
 }
 
 impl OnTimeRows {
-    /// Reads `source` from its first row up to row `end`.
+    /// Re-reads `source` up to `until`, in batches of up to `batch` rows.
     pub fn new(
-        source: Arc<dyn Source>,
+        source: &Arc<dyn Source>,
         watermark: Option<Arc<SourceWatermark>>,
-        end: u64,
+        until: &Splits,
         batch: usize,
-    ) -> Self {
-        Self {
-            source,
+    ) -> Result<Self> {
+        Ok(Self {
+            reader: source.reread(until)?,
             watermark,
-            state: WatermarkState::default(),
-            from: 0,
-            end,
+            marks: BTreeMap::new(),
             batch: batch.max(1),
-        }
+        })
     }
 }
 
@@ -73,25 +110,103 @@ impl Iterator for OnTimeRows {
     type Item = crate::error::Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.from < self.end {
-            let n = (self.end - self.from).min(self.batch as u64) as usize;
-            let rows = match self.source.read(self.from, n) {
-                Ok(rows) if rows.num_rows() == 0 => return None,
-                Ok(rows) => rows,
+        loop {
+            let read = match self.reader.next(self.batch) {
+                Ok(Some(read)) => read,
+                Ok(None) => return None,
                 Err(e) => return Some(Err(e.into())),
             };
-            self.from += rows.num_rows() as u64;
             let rows = match &self.watermark {
-                Some(w) => match w.watermark.filter(&rows, &mut self.state) {
-                    Ok(rows) => rows,
-                    Err(e) => return Some(Err(e)),
-                },
-                None => rows,
+                Some(w) => {
+                    let state = self.marks.entry(read.split).or_default();
+                    match w.watermark.filter(&read.rows, state) {
+                        Ok(rows) => rows,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                None => read.rows,
             };
             if rows.num_rows() > 0 {
                 return Some(Ok(rows));
             }
         }
+    }
+}
+
+/// A record a reader could not turn into a row, kept for `augur_catalog.rejected_rows`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// The split it was read from.
+    pub split: i32,
+    /// Its offset in the split.
+    pub offset: i64,
+    /// The record as it came (truncated by the reader).
+    pub payload: Vec<u8>,
+    /// Why it was rejected.
+    pub error: String,
+}
+
+impl Rejected {
+    /// The stored form, with the time it was rejected (ms since 1970): split, offset, time,
+    /// the error's length and text, then the payload.
+    pub fn encode(&self, at_ms: i64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24 + self.error.len() + self.payload.len());
+        out.extend_from_slice(&self.split.to_be_bytes());
+        out.extend_from_slice(&self.offset.to_be_bytes());
+        out.extend_from_slice(&at_ms.to_be_bytes());
+        out.extend_from_slice(&(self.error.len() as u32).to_be_bytes());
+        out.extend_from_slice(self.error.as_bytes());
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// Reads [`Rejected::encode`]'s output: the record and when it was rejected.
+    pub fn decode(bytes: &[u8]) -> Option<(Self, i64)> {
+        let split = i32::from_be_bytes(bytes.get(..4)?.try_into().ok()?);
+        let offset = i64::from_be_bytes(bytes.get(4..12)?.try_into().ok()?);
+        let at = i64::from_be_bytes(bytes.get(12..20)?.try_into().ok()?);
+        let len = u32::from_be_bytes(bytes.get(20..24)?.try_into().ok()?) as usize;
+        let error = String::from_utf8_lossy(bytes.get(24..24 + len)?).into_owned();
+        let payload = bytes.get(24 + len..)?.to_vec();
+        Some((
+            Self {
+                split,
+                offset,
+                payload,
+                error,
+            },
+            at,
+        ))
+    }
+}
+
+/// Records read from one split.
+#[derive(Debug)]
+pub struct SourceBatch {
+    /// The split.
+    pub split: i32,
+    /// Where the split starts, for a split the reader met first (a partition added later).
+    pub start: i64,
+    /// The rows.
+    pub rows: RecordBatch,
+    /// The split's next offset after these records.
+    pub next: i64,
+    /// Records read: the rows and the rejected ones.
+    pub records: u64,
+    /// Records that gave no row.
+    pub rejected: Vec<Rejected>,
+}
+
+/// Reads a source's records in order, split by split.
+pub trait SourceReader: Send {
+    /// Up to `max_rows` rows of one split. A reader of what comes next answers `None` when no
+    /// record is ready yet; a re-read answers `None` at its end (it waits for records up to
+    /// there).
+    fn next(&mut self, max_rows: usize) -> Result<Option<SourceBatch>>;
+
+    /// The last fault the reader met and retries through (an unreachable broker), while it
+    /// lasts.
+    fn last_error(&self) -> Option<String> {
         None
     }
 }
@@ -105,6 +220,12 @@ pub enum SourceError {
     /// A column type or connector Augur does not have (`0A000`).
     #[error("{0} is not supported")]
     NotSupported(String),
+    /// An outside system cannot be reached (`08001`).
+    #[error("{0}")]
+    Unavailable(String),
+    /// What the source names does not exist (`42704`): the text names it.
+    #[error("{0} does not exist")]
+    Missing(String),
     /// Building rows failed.
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
@@ -118,6 +239,8 @@ impl From<SourceError> for crate::Error {
         match e {
             SourceError::Option(m) => crate::Error::InvalidParameter(m),
             SourceError::NotSupported(what) => crate::Error::NotSupported(what),
+            SourceError::Unavailable(m) => crate::Error::coded("08001", m),
+            SourceError::Missing(m) => crate::Error::coded("42704", format!("{m} does not exist")),
             SourceError::Arrow(e) => crate::Error::from(e),
         }
     }
@@ -139,15 +262,68 @@ pub struct SourceDef {
     /// `WATERMARK FOR column AS expr`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<WatermarkDef>,
+    /// `FORMAT ... ENCODE ...`, for connectors that read encoded records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<FormatDef>,
+    /// `INCLUDE part AS column`: columns a record adds besides its payload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub includes: Vec<IncludeDef>,
 }
 
-/// Rows of a source by position.
+/// `FORMAT format ENCODE encode (options)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FormatDef {
+    /// `PLAIN` (appends), lower-cased.
+    pub format: String,
+    /// `JSON`, `CSV`, lower-cased.
+    pub encode: String,
+    /// The encoding's options, keys lower-cased.
+    pub options: BTreeMap<String, String>,
+}
+
+/// `INCLUDE part AS column`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncludeDef {
+    /// What the record adds: `partition`, `offset`, `timestamp`, `key`.
+    pub part: String,
+    /// The column it goes into.
+    pub column: String,
+}
+
+/// A source: rows from outside, read split by split.
 pub trait Source: Send + Sync + std::fmt::Debug {
     /// The columns of every row.
     fn schema(&self) -> &SchemaRef;
 
-    /// Up to `max_rows` rows starting at position `from`. Fewer (or none) when the source has
-    /// no more rows yet, or ends.
+    /// The splits reading starts from, resolved when the source is created (for Kafka,
+    /// `scan.startup.mode` turned into offsets) and committed with it.
+    fn initial_splits(&self) -> Result<Splits> {
+        Ok(Splits::single())
+    }
+
+    /// Reads on from each split's next offset (and splits that appear later from their
+    /// start), for the views.
+    fn reader(&self, from: &Splits) -> Result<Box<dyn SourceReader>>;
+
+    /// Reads again what was read up to `until`: each of its splits from its start to its next
+    /// offset (a view created later, a SELECT from the source).
+    fn reread(&self, until: &Splits) -> Result<Box<dyn SourceReader>>;
+
+    /// The number of rows of a bounded source.
+    fn bound(&self) -> Option<u64>;
+
+    /// How many rows per second to read at; `None` reads as fast as possible.
+    fn rate(&self) -> Option<f64>;
+}
+
+/// A source whose row `n` is always the same row (generated sources): one split whose offsets
+/// are row numbers.
+pub trait Positional: Send + Sync + std::fmt::Debug + 'static {
+    /// The columns of every row.
+    fn schema(&self) -> &SchemaRef;
+
+    /// Up to `max_rows` rows starting at row `from`; fewer (or none) at the end of a bounded
+    /// source.
     fn read(&self, from: u64, max_rows: usize) -> Result<RecordBatch>;
 
     /// The number of rows of a bounded source.
@@ -155,6 +331,74 @@ pub trait Source: Send + Sync + std::fmt::Debug {
 
     /// How many rows per second to read at; `None` reads as fast as possible.
     fn rate(&self) -> Option<f64>;
+}
+
+/// A [`Positional`] source as a [`Source`].
+#[derive(Debug)]
+pub struct ByPosition<P>(pub Arc<P>);
+
+impl<P: Positional> Source for ByPosition<P> {
+    fn schema(&self) -> &SchemaRef {
+        self.0.schema()
+    }
+
+    fn reader(&self, from: &Splits) -> Result<Box<dyn SourceReader>> {
+        let next = from.0.get(&0).map_or(0, |s| s.next.max(0) as u64);
+        Ok(Box::new(PositionReader {
+            source: self.0.clone(),
+            next,
+            end: None,
+        }))
+    }
+
+    fn reread(&self, until: &Splits) -> Result<Box<dyn SourceReader>> {
+        let end = until.0.get(&0).map_or(0, |s| s.next.max(0) as u64);
+        Ok(Box::new(PositionReader {
+            source: self.0.clone(),
+            next: 0,
+            end: Some(end),
+        }))
+    }
+
+    fn bound(&self) -> Option<u64> {
+        self.0.bound()
+    }
+
+    fn rate(&self) -> Option<f64> {
+        self.0.rate()
+    }
+}
+
+/// Reads a positional source from row `next`, up to row `end` if given.
+struct PositionReader<P> {
+    source: Arc<P>,
+    next: u64,
+    end: Option<u64>,
+}
+
+impl<P: Positional> SourceReader for PositionReader<P> {
+    fn next(&mut self, max_rows: usize) -> Result<Option<SourceBatch>> {
+        let n = match self.end {
+            Some(end) => (end.saturating_sub(self.next) as usize).min(max_rows),
+            None => max_rows,
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        let rows = self.source.read(self.next, n)?;
+        if rows.num_rows() == 0 {
+            return Ok(None);
+        }
+        self.next += rows.num_rows() as u64;
+        Ok(Some(SourceBatch {
+            split: 0,
+            start: 0,
+            records: rows.num_rows() as u64,
+            rows,
+            next: self.next as i64,
+            rejected: Vec::new(),
+        }))
+    }
 }
 
 /// The value of option `key`, if given, as a `T`.
@@ -202,6 +446,15 @@ fn declared_rows(schema: &SchemaRef, columns: Vec<ArrayRef>, n: usize) -> Result
     )?)
 }
 
+/// Rejected records kept per source when `rejected.retention.rows` is not given.
+const DEFAULT_REJECTED_RETENTION: u64 = 10_000;
+
+/// How many rejected records of a source `augur_catalog.rejected_rows` keeps (the newest):
+/// option `rejected.retention.rows`.
+pub fn rejected_retention(options: &BTreeMap<String, String>) -> Result<u64> {
+    Ok(parse_option(options, "rejected.retention.rows")?.unwrap_or(DEFAULT_REJECTED_RETENTION))
+}
+
 /// The columns of a source declared without any, for connectors whose rows have a fixed shape.
 pub fn implied_columns(
     options: &BTreeMap<String, String>,
@@ -216,12 +469,35 @@ pub fn implied_columns(
 
 /// Opens the connector `def` names.
 pub fn open(def: &SourceDef, schema: SchemaRef) -> Result<Arc<dyn Source>> {
-    match def.options.get("connector").map(String::as_str) {
-        Some("datagen") => Ok(Arc::new(datagen::Datagen::new(schema, &def.options)?)),
-        Some("nexmark") => Ok(Arc::new(nexmark::Nexmark::new(schema, &def.options)?)),
+    let connector = def.options.get("connector").map(String::as_str);
+    if matches!(connector, Some("datagen" | "nexmark")) {
+        if def.format.is_some() {
+            return Err(SourceError::Option(format!(
+                "a '{}' source generates rows: it takes no FORMAT ... ENCODE",
+                connector.unwrap_or_default()
+            )));
+        }
+        if !def.includes.is_empty() {
+            return Err(SourceError::Option(format!(
+                "INCLUDE is for kafka sources, not '{}'",
+                connector.unwrap_or_default()
+            )));
+        }
+    }
+    match connector {
+        Some("datagen") => Ok(Arc::new(ByPosition(Arc::new(datagen::Datagen::new(
+            schema,
+            &def.options,
+        )?)))),
+        Some("nexmark") => Ok(Arc::new(ByPosition(Arc::new(nexmark::Nexmark::new(
+            schema,
+            &def.options,
+        )?)))),
+        Some("kafka") => Ok(Arc::new(kafka::KafkaSource::new(schema, def)?)),
         Some(other) => Err(SourceError::NotSupported(format!("connector '{other}'"))),
         None => Err(SourceError::Option(
-            "a source needs WITH (connector = '...'); Augur has 'datagen' and 'nexmark'".into(),
+            "a source needs WITH (connector = '...'); Augur has 'datagen', 'nexmark' and 'kafka'"
+                .into(),
         )),
     }
 }

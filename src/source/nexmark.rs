@@ -30,7 +30,7 @@ use nexmark::EventGenerator;
 use nexmark::config::NexmarkConfig;
 use nexmark::event::{Event, EventType};
 
-use super::{Result, Source, SourceError, declared_rows, parse_option, rows_to_read};
+use super::{Positional, Result, SourceError, declared_rows, parse_option, rows_to_read};
 
 /// Rows per second when `nexmark.min.event.gap.in.ns` is not given (RisingWave's default gap
 /// of 100 µs).
@@ -268,7 +268,7 @@ fn rows_of(event_type: EventType, events: u64, (person, auction, bid): (u64, u64
     events / round * count + (events % round).saturating_sub(first).min(count)
 }
 
-impl Source for Nexmark {
+impl Positional for Nexmark {
     fn schema(&self) -> &SchemaRef {
         &self.schema
     }

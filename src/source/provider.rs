@@ -3,7 +3,6 @@
 //! view over the source has seen.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -16,7 +15,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 
-use super::{OnTimeRows, Source, SourceWatermark};
+use super::{OnTimeRows, Source, SourceProgress, SourceWatermark, Splits};
 
 /// A source, with how far the views have read it.
 #[derive(Debug, Clone)]
@@ -27,8 +26,8 @@ pub struct SourceScan {
     pub name: String,
     /// Its rows.
     pub source: Arc<dyn Source>,
-    /// Rows read and committed by the views.
-    pub committed: Arc<AtomicU64>,
+    /// How far the views have read and committed.
+    pub progress: Arc<SourceProgress>,
     /// The source's watermark, if it has one: late rows are not shown.
     pub watermark: Option<Arc<SourceWatermark>>,
 }
@@ -53,7 +52,7 @@ impl TableProvider for SourceScan {
         let partition = Arc::new(Rows {
             source: self.source.clone(),
             watermark: self.watermark.clone(),
-            end: self.committed.load(Ordering::SeqCst),
+            until: self.progress.committed(),
             batch_size: state.config().batch_size(),
         });
         Ok(Arc::new(StreamingTableExec::try_new(
@@ -71,7 +70,7 @@ impl TableProvider for SourceScan {
 struct Rows {
     source: Arc<dyn Source>,
     watermark: Option<Arc<SourceWatermark>>,
-    end: u64,
+    until: Splits,
     batch_size: usize,
 }
 
@@ -81,16 +80,37 @@ impl PartitionStream for Rows {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let rows = OnTimeRows::new(
-            self.source.clone(),
+        let schema = self.source.schema().clone();
+        let rows = match OnTimeRows::new(
+            &self.source,
             self.watermark.clone(),
-            self.end,
+            &self.until,
             self.batch_size,
-        )
-        .map(|rows| rows.map_err(|e| DataFusionError::External(Box::new(e))));
+        ) {
+            Ok(rows) => rows,
+            Err(e) => {
+                let error = DataFusionError::External(Box::new(crate::Error::from(e)));
+                return Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::once(async move { Err(error) }),
+                ));
+            }
+        };
+        // A re-read may wait on the network: it runs off the async threads.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            for rows in rows {
+                let rows = rows.map_err(|e| DataFusionError::External(Box::new(e)));
+                if tx.blocking_send(rows).is_err() {
+                    return;
+                }
+            }
+        });
         Box::pin(RecordBatchStreamAdapter::new(
-            self.source.schema().clone(),
-            futures::stream::iter(rows),
+            schema,
+            futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|rows| (rows, rx))
+            }),
         ))
     }
 }

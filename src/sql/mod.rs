@@ -123,6 +123,10 @@ pub struct CreateSource {
     pub options: Vec<(String, String)>,
     /// `WATERMARK FOR column AS expr`.
     pub watermark: Option<WatermarkDef>,
+    /// `INCLUDE part [AS column]`, in order.
+    pub includes: Vec<crate::source::IncludeDef>,
+    /// `FORMAT ... ENCODE ... (options)`.
+    pub format: Option<crate::source::FormatDef>,
 }
 
 impl std::fmt::Display for Stmt {
@@ -1437,57 +1441,124 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<CreateSource> {
         }
         parser.expect_token(&Token::RParen)?;
     }
-    let mut options = Vec::new();
-    if parser.parse_keyword(Keyword::WITH) {
-        parser.expect_token(&Token::LParen)?;
+    // INCLUDE partition [AS p], offset [AS o], ...: what a record adds besides its payload.
+    let mut includes = Vec::new();
+    while is_word(parser, 0, "include") {
+        parser.next_token();
         loop {
-            // Keys are dotted words: datagen.rows.per.second, fields.id.kind.
-            let mut key = String::new();
-            loop {
-                match parser.next_token().token {
-                    Token::Word(w) => key.push_str(&w.value.to_lowercase()),
-                    Token::Period => key.push('.'),
-                    Token::Number(n, _) => key.push_str(&n),
-                    Token::Eq => break,
-                    other => {
-                        return Err(Error::Syntax(format!(
-                            "syntax error at or near \"{other}\" in the WITH options"
-                        )));
-                    }
-                }
-            }
-            let value = match parser.next_token().token {
-                Token::SingleQuotedString(s) => s,
-                Token::Number(n, _) => n,
-                Token::Word(w) => w.value,
+            let part = match parser.next_token().token {
+                Token::Word(w) => w.value.to_lowercase(),
                 other => {
                     return Err(Error::Syntax(format!(
-                        "syntax error at or near \"{other}\": option {key} needs a value"
+                        "syntax error at or near \"{other}\": INCLUDE takes partition, offset, \
+                         timestamp or key"
                     )));
                 }
             };
-            options.push((key, value));
+            let column = if parser.parse_keyword(Keyword::AS) {
+                normalize_ident(&parser.parse_identifier()?)
+            } else {
+                format!("_rw_kafka_{part}")
+            };
+            includes.push(crate::source::IncludeDef { part, column });
             if !parser.consume_token(&Token::Comma) {
                 break;
             }
         }
-        parser.expect_token(&Token::RParen)?;
     }
-    // FORMAT PLAIN ENCODE JSON: only for connectors with an encoding (none yet).
-    if let Token::Word(w) = &parser.peek_token().token
-        && w.value.eq_ignore_ascii_case("format")
-    {
-        return Err(Error::NotSupported(
-            "FORMAT ... ENCODE ... for this connector".into(),
-        ));
-    }
+    let options = if parser.parse_keyword(Keyword::WITH) {
+        parse_source_options(parser)?
+    } else {
+        Vec::new()
+    };
+    // FORMAT PLAIN ENCODE JSON [(options)]
+    let format = if is_word(parser, 0, "format") {
+        parser.next_token();
+        let format = parse_word(parser, "FORMAT")?;
+        if !is_word(parser, 0, "encode") {
+            return Err(Error::Syntax(format!(
+                "FORMAT {} needs ENCODE JSON | CSV after it",
+                format.to_uppercase()
+            )));
+        }
+        parser.next_token();
+        let encode = parse_word(parser, "ENCODE")?;
+        let mut options = std::collections::BTreeMap::new();
+        if parser.peek_token().token == Token::LParen {
+            for (key, value) in parse_source_options(parser)? {
+                if options.insert(key.clone(), value).is_some() {
+                    return Err(Error::InvalidParameter(format!("option {key} given twice")));
+                }
+            }
+        }
+        Some(crate::source::FormatDef {
+            format,
+            encode,
+            options,
+        })
+    } else {
+        None
+    };
     Ok(CreateSource {
         name,
         if_not_exists,
         columns,
         options,
         watermark,
+        includes,
+        format,
     })
+}
+
+/// A word, lower-cased: what `FORMAT` and `ENCODE` take.
+fn parse_word(parser: &mut Parser<'_>, after: &str) -> Result<String> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    match parser.next_token().token {
+        Token::Word(w) => Ok(w.value.to_lowercase()),
+        other => Err(Error::Syntax(format!(
+            "syntax error at or near \"{other}\" after {after}"
+        ))),
+    }
+}
+
+/// `(key = 'value', ...)`, keys dotted words lower-cased: `datagen.rows.per.second`,
+/// `properties.bootstrap.server`.
+fn parse_source_options(parser: &mut Parser<'_>) -> Result<Vec<(String, String)>> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let mut options = Vec::new();
+    parser.expect_token(&Token::LParen)?;
+    loop {
+        let mut key = String::new();
+        loop {
+            match parser.next_token().token {
+                Token::Word(w) => key.push_str(&w.value.to_lowercase()),
+                Token::Period => key.push('.'),
+                Token::Number(n, _) => key.push_str(&n),
+                Token::Eq => break,
+                other => {
+                    return Err(Error::Syntax(format!(
+                        "syntax error at or near \"{other}\" in the WITH options"
+                    )));
+                }
+            }
+        }
+        let value = match parser.next_token().token {
+            Token::SingleQuotedString(s) => s,
+            Token::Number(n, _) => n,
+            Token::Word(w) => w.value,
+            other => {
+                return Err(Error::Syntax(format!(
+                    "syntax error at or near \"{other}\": option {key} needs a value"
+                )));
+            }
+        };
+        options.push((key, value));
+        if !parser.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    parser.expect_token(&Token::RParen)?;
+    Ok(options)
 }
 
 /// Whether the `n`-th token ahead is the word `word`.

@@ -24,7 +24,7 @@ mod worker;
 
 use super::graph::Graph;
 use super::{Result, StreamError};
-use crate::source::{Source, SourceWatermark};
+use crate::source::{Source, SourceProgress, SourceReader, SourceWatermark, Splits};
 use crate::storage::{Snapshot, Store};
 use crate::table::Table;
 use crate::table::changelog::{self, LoggedChange};
@@ -66,6 +66,44 @@ pub fn source_watermark_key(id: u32) -> Vec<u8> {
     key
 }
 
+/// The prefix of the storage keys of source `id`'s rejected records.
+pub fn rejected_prefix(id: u32) -> Vec<u8> {
+    let mut key = REJECTED_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The prefix of every source's rejected records: source id, then a number that grows with
+/// each rejection (the source's count of rejected records when it was rejected).
+pub const REJECTED_PREFIX: &[u8] = b"mrejected/";
+
+/// Adds the records `run` rejected since the last commit to `batch`, and deletes those past the
+/// source's retention.
+fn keep_rejected(
+    batch: &mut crate::storage::WriteBatch,
+    id: u32,
+    run: &mut SourceRun,
+) -> Result<()> {
+    if run.rejected.is_empty() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let total = run.splits.mark().rejected;
+    let first = total.saturating_sub(run.rejected.len() as u64);
+    for (n, rejected) in std::mem::take(&mut run.rejected).into_iter().enumerate() {
+        let mut key = rejected_prefix(id);
+        key.extend_from_slice(&(first + n as u64).to_be_bytes());
+        batch.put(key, rejected.encode(now));
+    }
+    let keep_from = total.saturating_sub(run.flow.rejected_retention);
+    if keep_from > 0 {
+        let mut end = rejected_prefix(id);
+        end.extend_from_slice(&keep_from.to_be_bytes());
+        batch.delete_range(rejected_prefix(id).as_slice(), end.as_slice());
+    }
+    Ok(())
+}
+
 /// Finds the table (or a view's storage) with an id.
 pub type Lookup = Arc<dyn Fn(u32) -> Option<Arc<Table>> + Send + Sync>;
 
@@ -87,20 +125,36 @@ pub struct SourceFlow {
     pub name: String,
     /// Its rows.
     pub source: Arc<dyn Source>,
-    /// Rows read and committed, for readers of the source.
-    pub committed: Arc<AtomicU64>,
+    /// How far the views have read and committed, for readers of the source.
+    pub progress: Arc<SourceProgress>,
     /// Its watermark, if it has one; late rows never reach a view.
     pub watermark: Option<Arc<SourceWatermark>>,
+    /// How many rejected records to keep (the newest).
+    pub rejected_retention: u64,
 }
 
 struct SourceRun {
     flow: SourceFlow,
-    /// Rows read so far.
-    offset: u64,
-    /// Pacing: the position and time reading (re)started from.
+    /// Where each split stands after the records read so far.
+    splits: Splits,
+    /// Reads on from `splits`, opened when a view first reads the source.
+    reader: Option<Box<dyn SourceReader>>,
+    /// Pacing: the records read and the time reading (re)started from.
     paced_from: (u64, Instant),
-    /// Where the watermark stands after the rows read so far.
-    watermark: WatermarkState,
+    /// Records rejected since the last commit, kept with it.
+    rejected: Vec<crate::source::Rejected>,
+}
+
+impl SourceRun {
+    fn new(flow: SourceFlow, splits: Splits) -> Self {
+        Self {
+            paced_from: (splits.records(), Instant::now()),
+            flow,
+            splits,
+            reader: None,
+            rejected: Vec::new(),
+        }
+    }
 }
 
 /// Answers a request once it is done.
@@ -128,6 +182,8 @@ enum Message {
     },
     AddSource {
         flow: Box<SourceFlow>,
+        /// Where reading starts.
+        splits: Splits,
         catalog: Vec<(Vec<u8>, Vec<u8>)>,
         reply: Reply,
     },
@@ -203,29 +259,23 @@ impl Runtime {
         let (applied, number, at) = committed_position(&store)?;
         let mut runs = BTreeMap::new();
         for flow in sources {
-            let offset = store
-                .get(&source_offset_key(flow.id))?
-                .map(|v| u64::from_be_bytes(v.as_slice().try_into().unwrap_or([0; 8])))
-                .unwrap_or(0);
-            flow.committed.store(offset, Ordering::SeqCst);
-            let watermark = store
+            // Before sources had splits, the watermark was stored apart.
+            let legacy_mark = store
                 .get(&source_watermark_key(flow.id))?
                 .map(|v| WatermarkState::decode(&v))
                 .transpose()
-                .map_err(|e| StreamError::Corrupt(e.to_string()))?
-                .unwrap_or_default();
+                .map_err(|e| StreamError::Corrupt(e.to_string()))?;
+            let splits = match store.get(&source_offset_key(flow.id))? {
+                Some(v) => Splits::decode(&v, legacy_mark).ok_or_else(|| {
+                    StreamError::Corrupt(format!("stored position of source {}", flow.name))
+                })?,
+                None => Splits::single(),
+            };
+            flow.progress.set_committed(&splits);
             if let Some(w) = &flow.watermark {
-                *w.committed.lock().unwrap_or_else(|e| e.into_inner()) = watermark;
+                *w.committed.lock().unwrap_or_else(|e| e.into_inner()) = splits.mark();
             }
-            runs.insert(
-                flow.id,
-                SourceRun {
-                    flow,
-                    offset,
-                    paced_from: (offset, Instant::now()),
-                    watermark,
-                },
-            );
+            runs.insert(flow.id, SourceRun::new(flow, splits));
         }
         let mut table_watermarks = BTreeMap::new();
         store.scan_prefix::<StreamError>(TABLE_WATERMARK_PREFIX, |key, value| {
@@ -320,14 +370,16 @@ impl Runtime {
         .await
     }
 
-    /// Adds a source, committing `catalog` writes with its starting position.
+    /// Adds a source, committing `catalog` writes with its starting position, `splits`.
     pub async fn add_source(
         &self,
         flow: SourceFlow,
+        splits: Splits,
         catalog: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<()> {
         self.request(|reply| Message::AddSource {
             flow: Box::new(flow),
+            splits,
             catalog,
             reply,
         })

@@ -12,7 +12,7 @@ use super::{
     APPLIED_SEQ_KEY, BACKFILL_BATCH, EPOCH_KEY, Lookup, Message, Progress, Reply, SOURCE_POLL,
     SourceRun, ViewFlow, source_offset_key, source_watermark_key, table_watermark_key,
 };
-use crate::source::OnTimeRows;
+use crate::source::{OnTimeRows, SplitState};
 use crate::storage::{Store, WriteBatch};
 use crate::stream::{ChangeBatch, Result, StreamError, Watermark};
 use crate::table::Table;
@@ -153,6 +153,7 @@ impl Worker {
             },
             Message::AddSource {
                 flow,
+                splits,
                 catalog,
                 reply,
             } => {
@@ -161,15 +162,7 @@ impl Worker {
                     batch.put(key, value);
                 }
                 let id = flow.id;
-                self.sources.insert(
-                    id,
-                    SourceRun {
-                        flow: *flow,
-                        offset: 0,
-                        paced_from: (0, Instant::now()),
-                        watermark: WatermarkState::default(),
-                    },
-                );
+                self.sources.insert(id, SourceRun::new(*flow, splits));
                 let result = self.commit_with(batch);
                 if result.is_err() {
                     self.sources.remove(&id);
@@ -184,6 +177,8 @@ impl Worker {
                 }
                 batch.delete(source_offset_key(id));
                 batch.delete(source_watermark_key(id));
+                self.store
+                    .delete_prefix_in(&mut batch, &super::rejected_prefix(id));
                 let result = if self.failure.is_some() {
                     self.store.write(batch).map_err(StreamError::from)
                 } else {
@@ -208,7 +203,10 @@ impl Worker {
     fn caught_up(&self, seq: u64) -> bool {
         seq <= self.applied_seq
             && self.sources.iter().all(|(id, s)| {
-                s.flow.source.bound().is_none_or(|b| s.offset >= b)
+                s.flow
+                    .source
+                    .bound()
+                    .is_none_or(|b| s.splits.records() >= b)
                     || !self.views.values().any(|v| v.graph.reads(*id))
             })
     }
@@ -225,10 +223,12 @@ impl Worker {
             };
             if !read {
                 // A source is read while a view reads it; its pace starts over when one does.
-                run.paced_from = (run.offset, Instant::now());
+                run.paced_from = (run.splits.records(), Instant::now());
+                run.reader = None;
                 continue;
             }
             let source = run.flow.source.clone();
+            let done = run.splits.records();
             let mut due = match source.rate() {
                 Some(rate) => {
                     let (from, since) = run.paced_from;
@@ -239,33 +239,55 @@ impl Worker {
             if let Some(bound) = source.bound() {
                 due = due.min(bound);
             }
-            if due <= run.offset {
+            if due <= done {
                 continue;
             }
-            let n = (due - run.offset).min(BACKFILL_BATCH as u64) as usize;
-            let rows = source
-                .read(run.offset, n)
-                .map_err(|e| StreamError::Internal(format!("source {}: {e}", run.flow.name)))?;
-            if rows.num_rows() == 0 {
-                continue;
+            let name = run.flow.name.clone();
+            let failed = |e: crate::source::SourceError| {
+                StreamError::Internal(format!("source {name}: {e}"))
+            };
+            if run.reader.is_none() {
+                run.reader = Some(source.reader(&run.splits).map_err(failed)?);
             }
-            run.offset += rows.num_rows() as u64;
-            more |= due > run.offset;
+            let Some(reader) = run.reader.as_mut() else {
+                continue;
+            };
+            let n = (due - done).min(BACKFILL_BATCH as u64) as usize;
+            let batch = reader.next(n).map_err(failed)?;
+            run.flow.progress.set_last_error(reader.last_error());
+            let Some(batch) = batch else {
+                continue;
+            };
+            let split = run
+                .splits
+                .0
+                .entry(batch.split)
+                .or_insert_with(|| SplitState {
+                    start: batch.start,
+                    next: batch.start,
+                    ..SplitState::default()
+                });
+            split.next = batch.next;
+            split.records += batch.records;
+            split.mark.rejected += batch.rejected.len() as u64;
+            run.rejected.extend(batch.rejected);
+            more |= due > run.splits.records();
             self.pending = true;
-            let before = run.watermark.current;
-            let (rows, watermark) = match &run.flow.watermark {
+            let before = run.splits.mark().current;
+            let rows = match &run.flow.watermark {
                 Some(w) => {
-                    let rows = w.watermark.filter(&rows, &mut run.watermark).map_err(|e| {
-                        StreamError::Internal(format!("source {}: {e}", run.flow.name))
-                    })?;
-                    let watermark = if run.watermark.current != before {
-                        source_mark(&w.watermark, &run.watermark)?
-                    } else {
-                        None
-                    };
-                    (rows, watermark)
+                    let state = &mut run.splits.0.entry(batch.split).or_default().mark;
+                    w.watermark
+                        .filter(&batch.rows, state)
+                        .map_err(|e| StreamError::Internal(format!("source {name}: {e}")))?
                 }
-                None => (rows, None),
+                None => batch.rows,
+            };
+            let watermark = match &run.flow.watermark {
+                Some(w) if run.splits.mark().current != before => {
+                    source_mark(&w.watermark, &run.splits.mark())?
+                }
+                _ => None,
             };
             if rows.num_rows() > 0 {
                 self.push(id, &[ChangeBatch::inserts(rows)], 0)?;
@@ -398,7 +420,7 @@ impl Worker {
         let mut marks = Vec::new();
         for (id, run) in &self.sources {
             if let Some(w) = &run.flow.watermark
-                && let Some(mark) = source_mark(&w.watermark, &run.watermark)?
+                && let Some(mark) = source_mark(&w.watermark, &run.splits.mark())?
             {
                 marks.push((*id, mark));
             }
@@ -442,11 +464,10 @@ impl Worker {
         epoch.extend_from_slice(&now.to_be_bytes());
         batch.put(EPOCH_KEY, epoch);
         batch.put(APPLIED_SEQ_KEY, self.applied_seq.to_be_bytes());
-        for (id, run) in &self.sources {
-            batch.put(source_offset_key(*id), run.offset.to_be_bytes());
-            if run.flow.watermark.is_some() {
-                batch.put(source_watermark_key(*id), run.watermark.encode());
-            }
+        for (id, run) in &mut self.sources {
+            batch.put(source_offset_key(*id), run.splits.encode());
+            batch.delete(source_watermark_key(*id));
+            super::keep_rejected(&mut batch, *id, run)?;
         }
         for (id, state) in &self.table_watermarks {
             batch.put(table_watermark_key(*id), state.encode());
@@ -468,9 +489,9 @@ impl Worker {
             .applied_seq
             .store(self.applied_seq, Ordering::SeqCst);
         for run in self.sources.values() {
-            run.flow.committed.store(run.offset, Ordering::SeqCst);
+            run.flow.progress.set_committed(&run.splits);
             if let Some(w) = &run.flow.watermark {
-                *w.committed.lock().unwrap_or_else(|e| e.into_inner()) = run.watermark;
+                *w.committed.lock().unwrap_or_else(|e| e.into_inner()) = run.splits.mark();
             }
         }
         let waiters = std::mem::take(&mut self.waiters);
@@ -497,13 +518,15 @@ impl Worker {
         self.commit()?;
         for input in flow.graph.inputs() {
             if let Some(run) = self.sources.get(&input) {
-                // The rows the other views saw: late ones judged again from the first row.
+                // The rows the other views saw: late ones judged again from each split's
+                // first row.
                 let rows = OnTimeRows::new(
-                    run.flow.source.clone(),
+                    &run.flow.source,
                     run.flow.watermark.clone(),
-                    run.offset,
+                    &run.splits,
                     BACKFILL_BATCH,
-                );
+                )
+                .map_err(|e| StreamError::Internal(format!("source {}: {e}", run.flow.name)))?;
                 for rows in rows {
                     let out = flow.graph.push(input, &ChangeBatch::inserts(rows?))?;
                     debug_assert!(out.is_empty(), "a view's root emits only at barriers");

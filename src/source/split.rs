@@ -1,0 +1,186 @@
+//! Where reading a source stands, split by split.
+//!
+//! A source is read in splits: a Kafka topic's partitions, or the single split of a generated
+//! source, whose offsets are row numbers. Each split has the offset its rows are read from (fixed
+//! when the split is first seen: `scan.startup.mode` at CREATE, the start of a partition added
+//! later), the next offset to read, the records read, and where its watermark stands. All of it
+//! is committed with the views' state in every epoch, so after a crash reading resumes exactly
+//! where the committed views end, and a view created later re-reads each split from its start
+//! up to the same place.
+//!
+//! Late rows are judged split by split: a row is late when it is below the watermark of its own
+//! split. Which rows are dropped then does not depend on how the splits' records interleave, so a
+//! re-read drops the same rows. The source's watermark is the lowest of its splits' (of the
+//! splits that have had a row), so no row on time in its split is below it.
+
+use std::collections::BTreeMap;
+
+use crate::table::watermark::WatermarkState;
+
+/// One split's position and counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SplitState {
+    /// The first offset read (where a re-read starts).
+    pub start: i64,
+    /// The next offset to read.
+    pub next: i64,
+    /// Records read from `start` to `next`.
+    pub records: u64,
+    /// The split's watermark, and its late and rejected records.
+    pub mark: WatermarkState,
+}
+
+/// Every split of a source, by split number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Splits(pub BTreeMap<i32, SplitState>);
+
+/// Bytes of one encoded split: number, start, next, records, watermark state.
+const ENCODED_SPLIT: usize = 4 + 8 + 8 + 8 + 25;
+
+/// Tag of the encoded form (the first byte), to tell it from the single row count stored before
+/// sources had splits.
+const FORMAT: u8 = 1;
+
+impl Splits {
+    /// One split, `0`, starting at offset 0: sources whose offsets are row numbers.
+    pub fn single() -> Self {
+        Self(BTreeMap::from([(0, SplitState::default())]))
+    }
+
+    /// Records read from every split.
+    pub fn records(&self) -> u64 {
+        self.0.values().map(|s| s.records).sum()
+    }
+
+    /// The splits' watermark states together: the lowest watermark of the splits that have one,
+    /// and the late and rejected records of all.
+    pub fn mark(&self) -> WatermarkState {
+        let mut out = WatermarkState::default();
+        for split in self.0.values() {
+            if let Some(current) = split.mark.current {
+                out.current = Some(out.current.map_or(current, |c| c.min(current)));
+            }
+            out.late += split.mark.late;
+            out.rejected += split.mark.rejected;
+        }
+        out
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.0.len() * ENCODED_SPLIT);
+        out.push(FORMAT);
+        for (split, state) in &self.0 {
+            out.extend_from_slice(&split.to_be_bytes());
+            out.extend_from_slice(&state.start.to_be_bytes());
+            out.extend_from_slice(&state.next.to_be_bytes());
+            out.extend_from_slice(&state.records.to_be_bytes());
+            out.extend_from_slice(&state.mark.encode());
+        }
+        out
+    }
+
+    /// Reads [`Splits::encode`]'s output; `legacy_mark` is the watermark state stored apart
+    /// before sources had splits. A stored row count (8 bytes, the form before splits) is split
+    /// 0 at that offset.
+    pub fn decode(bytes: &[u8], legacy_mark: Option<WatermarkState>) -> Option<Self> {
+        if bytes.len() == 8 {
+            let rows = u64::from_be_bytes(bytes.try_into().ok()?);
+            let state = SplitState {
+                start: 0,
+                next: rows as i64,
+                records: rows,
+                mark: legacy_mark.unwrap_or_default(),
+            };
+            return Some(Self(BTreeMap::from([(0, state)])));
+        }
+        let (&format, mut rest) = bytes.split_first()?;
+        if format != FORMAT || rest.len() % ENCODED_SPLIT != 0 {
+            return None;
+        }
+        let mut splits = BTreeMap::new();
+        while !rest.is_empty() {
+            let (one, tail) = rest.split_at(ENCODED_SPLIT);
+            let word = |at: usize| -> Option<[u8; 8]> { one[at..at + 8].try_into().ok() };
+            let split = i32::from_be_bytes(one[..4].try_into().ok()?);
+            let state = SplitState {
+                start: i64::from_be_bytes(word(4)?),
+                next: i64::from_be_bytes(word(12)?),
+                records: u64::from_be_bytes(word(20)?),
+                mark: WatermarkState::decode(&one[28..]).ok()?,
+            };
+            splits.insert(split, state);
+            rest = tail;
+        }
+        Some(Self(splits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_round_trips() {
+        let mut splits = Splits::default();
+        splits.0.insert(
+            0,
+            SplitState {
+                start: 3,
+                next: 10,
+                records: 7,
+                mark: WatermarkState {
+                    current: Some(-5),
+                    late: 1,
+                    rejected: 2,
+                },
+            },
+        );
+        splits.0.insert(
+            7,
+            SplitState {
+                start: 0,
+                next: 1 << 40,
+                records: 1 << 40,
+                mark: WatermarkState::default(),
+            },
+        );
+        assert_eq!(Splits::decode(&splits.encode(), None), Some(splits));
+        assert_eq!(Splits::decode(&[FORMAT, 1, 2], None), None);
+    }
+
+    #[test]
+    fn a_stored_row_count_is_split_zero() {
+        let mark = WatermarkState {
+            current: Some(9),
+            late: 4,
+            rejected: 0,
+        };
+        let splits = Splits::decode(&42u64.to_be_bytes(), Some(mark)).unwrap();
+        assert_eq!(splits.records(), 42);
+        assert_eq!(splits.0[&0].next, 42);
+        assert_eq!(splits.mark(), mark);
+    }
+
+    #[test]
+    fn the_watermark_is_the_lowest_of_the_splits_that_have_one() {
+        let mut splits = Splits::default();
+        for (split, current, late) in [(0, Some(50), 1), (1, Some(20), 2), (2, None, 0)] {
+            let mark = WatermarkState {
+                current,
+                late,
+                rejected: 0,
+            };
+            splits.0.insert(
+                split,
+                SplitState {
+                    mark,
+                    ..Default::default()
+                },
+            );
+        }
+        let mark = splits.mark();
+        assert_eq!(mark.current, Some(20));
+        assert_eq!(mark.late, 3);
+    }
+}

@@ -1,0 +1,357 @@
+//! Kafka sources against rdkafka's mock cluster (the real protocol, in this process): JSON and
+//! CSV records into views, records that cannot be read kept aside, offsets committed with the
+//! views so `kill -9` neither loses nor repeats a record, and a view created after the records
+//! arrived that sees the same rows.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tokio_postgres::Client;
+
+fn producer(cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .expect("producer")
+}
+
+/// Sends `payloads` to `topic`, record `i` to partition `i % partitions`, keyed by `i`.
+fn produce(producer: &BaseProducer, topic: &str, partitions: i32, payloads: &[(usize, String)]) {
+    for (i, payload) in payloads {
+        let key = i.to_string();
+        let record = BaseRecord::to(topic)
+            .partition(*i as i32 % partitions)
+            .key(&key)
+            .payload(payload);
+        producer.send(record).expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
+/// Waits until `sql`'s single value is `want`; panics with the last value after 60 s.
+async fn wait_for(client: &Client, sql: &str, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Ok(row) = client.query_one(sql, &[]).await {
+            let value: Option<i64> = row.get(0);
+            if value == Some(want) {
+                return;
+            }
+            last = value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{sql}: {last:?} after 60 s, expected {want}");
+}
+
+async fn scalar(client: &Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn error_code(client: &Client, sql: &str) -> String {
+    let error = client.batch_execute(sql).await.expect_err(sql);
+    error
+        .code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_default()
+}
+
+/// The JSON of event `i`: user `i % 7`, amount `i`.
+fn event(i: usize) -> String {
+    format!(
+        r#"{{"id": {i}, "user_id": {}, "amount": {i}.5, "ts": "2026-01-01 00:00:{:02}"}}"#,
+        i % 7,
+        i % 60
+    )
+}
+
+#[tokio::test]
+async fn json_records_into_views_with_bad_records_kept_aside() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("payments", 3, 1).expect("topic");
+    let producer = producer(&cluster);
+    let server = TestServer::start();
+    let client = server.connect().await;
+
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE payments (id BIGINT, user_id BIGINT, amount DOUBLE PRECISION, \
+             ts TIMESTAMP) INCLUDE partition AS p, offset AS o, key AS k \
+             WITH (connector = 'kafka', topic = 'payments', \
+             properties.bootstrap.server = '{}', scan.startup.mode = 'earliest') \
+             FORMAT PLAIN ENCODE JSON; \
+             CREATE MATERIALIZED VIEW per_user AS \
+             SELECT user_id, count(*) AS n, sum(amount) AS total FROM payments GROUP BY user_id;",
+            cluster.bootstrap_servers()
+        ))
+        .await
+        .unwrap();
+
+    // 300 good events, and among them three records that cannot be rows.
+    let mut payloads: Vec<(usize, String)> = (0..300).map(|i| (i, event(i))).collect();
+    payloads.insert(10, (1000, r#"{"id": 1000, "user_id": "#.into()));
+    payloads.insert(150, (1001, r#"{"id": "not a number"}"#.into()));
+    payloads.insert(200, (1002, "[1, 2, 3]".into()));
+    produce(&producer, "payments", 3, &payloads);
+
+    wait_for(&client, "SELECT sum(n)::BIGINT FROM per_user", 300).await;
+    let total: f64 = client
+        .query_one("SELECT sum(total) FROM per_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, (0..300).map(|i| i as f64 + 0.5).sum::<f64>());
+    let user3 = scalar(&client, "SELECT n FROM per_user WHERE user_id = 3").await;
+    assert_eq!(user3, (0..300).filter(|i| i % 7 == 3).count() as i64);
+
+    // The included parts: each record's partition, offset and key.
+    let rows = client
+        .query(
+            "SELECT id, p, o, k FROM payments WHERE id IN (0, 1, 5) ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let parts: Vec<(i64, i32, Vec<u8>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(3)))
+        .collect();
+    assert_eq!(
+        parts,
+        vec![
+            (0, 0, b"0".to_vec()),
+            (1, 1, b"1".to_vec()),
+            (5, 2, b"5".to_vec())
+        ]
+    );
+    let offset: i64 = rows[0].get(2);
+    assert_eq!(offset, 0);
+
+    // The bad records: counted, and kept with where they were and why.
+    let stats = client
+        .query_one(
+            "SELECT rows_ingested, rows_rejected FROM augur_catalog.source_stats \
+             WHERE source_name = 'payments'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((stats.get::<_, i64>(0), stats.get::<_, i64>(1)), (300, 3));
+    let rejected = client
+        .query(
+            "SELECT split, payload, error FROM augur_catalog.rejected_rows \
+             WHERE source_name = 'payments' ORDER BY payload",
+            &[],
+        )
+        .await
+        .unwrap();
+    let payloads: Vec<String> = rejected.iter().map(|r| r.get(1)).collect();
+    assert_eq!(
+        payloads,
+        vec![
+            "[1, 2, 3]".to_string(),
+            r#"{"id": "not a number"}"#.to_string(),
+            r#"{"id": 1000, "user_id": "#.to_string(),
+        ]
+    );
+    let splits: Vec<i32> = rejected.iter().map(|r| r.get(0)).collect();
+    assert_eq!(splits, vec![1002 % 3, 1001 % 3, 1000 % 3]);
+    for row in &rejected {
+        let error: String = row.get(2);
+        assert!(!error.is_empty());
+    }
+
+    // A view created now reads the topic again and sees the same rows.
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW per_user_later AS \
+             SELECT user_id, count(*) AS n, sum(amount) AS total FROM payments GROUP BY user_id",
+        )
+        .await
+        .unwrap();
+    let same = scalar(
+        &client,
+        "SELECT count(*) FROM per_user a JOIN per_user_later b \
+         ON a.user_id = b.user_id AND a.n = b.n AND a.total = b.total",
+    )
+    .await;
+    assert_eq!(same, 7);
+
+    // And both follow new records.
+    let more: Vec<(usize, String)> = (300..400).map(|i| (i, event(i))).collect();
+    produce(&producer, "payments", 3, &more);
+    wait_for(&client, "SELECT sum(n)::BIGINT FROM per_user", 400).await;
+    wait_for(&client, "SELECT sum(n)::BIGINT FROM per_user_later", 400).await;
+}
+
+#[tokio::test]
+async fn kill_9_while_ingesting_neither_loses_nor_repeats_a_record() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("clicks", 4, 1).expect("topic");
+    let producer = producer(&cluster);
+    let mut server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE clicks (id BIGINT, user_id BIGINT, amount DOUBLE PRECISION, \
+             ts TIMESTAMP) WITH (connector = 'kafka', topic = 'clicks', \
+             properties.bootstrap.server = '{}') FORMAT PLAIN ENCODE JSON; \
+             CREATE MATERIALIZED VIEW counts AS \
+             SELECT user_id, count(*) AS n, count(DISTINCT id) AS ids FROM clicks GROUP BY user_id;",
+            cluster.bootstrap_servers()
+        ))
+        .await
+        .unwrap();
+    drop(client);
+
+    let mut produced = 0;
+    for round in 0..4 {
+        let batch: Vec<(usize, String)> =
+            (produced..produced + 5000).map(|i| (i, event(i))).collect();
+        produce(&producer, "clicks", 4, &batch);
+        produced += batch.len();
+        // Killed at some moment of ingesting (the earlier rounds' records are in by now, some
+        // of this round's are).
+        tokio::time::sleep(Duration::from_millis(50 + 70 * round)).await;
+        server.restart();
+    }
+    let client = server.connect().await;
+    let want = produced as i64;
+    wait_for(&client, "SELECT sum(n)::BIGINT FROM counts", want).await;
+    assert_eq!(
+        scalar(&client, "SELECT sum(ids)::BIGINT FROM counts").await,
+        want
+    );
+    // Nothing more comes after the last record.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        scalar(&client, "SELECT sum(n)::BIGINT FROM counts").await,
+        want
+    );
+    let ingested = scalar(
+        &client,
+        "SELECT rows_ingested FROM augur_catalog.source_stats WHERE source_name = 'clicks'",
+    )
+    .await;
+    assert_eq!(ingested, want);
+}
+
+#[tokio::test]
+async fn csv_records_and_startup_at_the_latest_offset() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("readings", 2, 1).expect("topic");
+    let producer = producer(&cluster);
+    // Records before the source exists: `latest` skips them.
+    let before: Vec<(usize, String)> = (0..10).map(|i| (i, format!("{i};old;1.0"))).collect();
+    produce(&producer, "readings", 2, &before);
+
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE readings (id BIGINT, sensor TEXT, value DOUBLE PRECISION) \
+             WITH (connector = 'kafka', topic = 'readings', \
+             properties.bootstrap.server = '{}', scan.startup.mode = 'latest') \
+             FORMAT PLAIN ENCODE CSV (delimiter = ';'); \
+             CREATE MATERIALIZED VIEW by_sensor AS \
+             SELECT sensor, count(*) AS n, sum(value) AS total FROM readings GROUP BY sensor;",
+            cluster.bootstrap_servers()
+        ))
+        .await
+        .unwrap();
+    let mut after: Vec<(usize, String)> = (10..60)
+        .map(|i| (i, format!("{i};s{};{}.25", i % 3, i)))
+        .collect();
+    after.push((60, "61;s1;not a number".into()));
+    after.push((61, "62;s1".into()));
+    produce(&producer, "readings", 2, &after);
+    wait_for(&client, "SELECT sum(n)::BIGINT FROM by_sensor", 50).await;
+    let s1 = scalar(&client, "SELECT n FROM by_sensor WHERE sensor = 's1'").await;
+    assert_eq!(s1, (10..60).filter(|i| i % 3 == 1).count() as i64);
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM by_sensor WHERE sensor = 'old'"
+        )
+        .await,
+        0
+    );
+    wait_for(
+        &client,
+        "SELECT count(*) FROM augur_catalog.rejected_rows WHERE source_name = 'readings'",
+        2,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn mistakes_at_create_are_refused_with_their_sqlstate() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("t", 1, 1).expect("topic");
+    let server = TestServer::start();
+    let client = server.connect().await;
+    let brokers = cluster.bootstrap_servers();
+    let create = |with: &str, format: &str| {
+        format!(
+            "CREATE SOURCE s (id BIGINT) WITH (connector = 'kafka', \
+             properties.bootstrap.server = '{brokers}'{with}) {format}"
+        )
+    };
+    let json = "FORMAT PLAIN ENCODE JSON";
+    // A topic that does not exist.
+    assert_eq!(
+        error_code(&client, &create(", topic = 'nope'", json)).await,
+        "42704"
+    );
+    // An option the connector does not have.
+    assert_eq!(
+        error_code(
+            &client,
+            &create(", topic = 't', scan.startup.mod = 'x'", json)
+        )
+        .await,
+        "22023"
+    );
+    assert_eq!(
+        error_code(
+            &client,
+            &create(", topic = 't', scan.startup.mode = 'x'", json)
+        )
+        .await,
+        "22023"
+    );
+    // No topic, no FORMAT, an encoding Augur does not read.
+    assert_eq!(error_code(&client, &create("", json)).await, "22023");
+    assert_eq!(
+        error_code(&client, &create(", topic = 't'", "")).await,
+        "22023"
+    );
+    assert_eq!(
+        error_code(
+            &client,
+            &create(", topic = 't'", "FORMAT PLAIN ENCODE PROTOBUF")
+        )
+        .await,
+        "0A000"
+    );
+    assert_eq!(
+        error_code(
+            &client,
+            &create(", topic = 't'", "FORMAT PLAIN ENCODE CSV (delim = ',')")
+        )
+        .await,
+        "22023"
+    );
+    // Nothing was left behind by the refusals.
+    client
+        .batch_execute(&create(", topic = 't'", json))
+        .await
+        .unwrap();
+}
