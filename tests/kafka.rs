@@ -355,3 +355,97 @@ async fn mistakes_at_create_are_refused_with_their_sqlstate() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_broker_that_goes_away_is_waited_for_and_caught_up_with() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("orders", 2, 1).expect("topic");
+    let producer = producer(&cluster);
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE orders (id BIGINT, user_id BIGINT, amount DOUBLE PRECISION, \
+             ts TIMESTAMP) WITH (connector = 'kafka', topic = 'orders', \
+             properties.bootstrap.server = '{}', scan.partition.discovery.interval.ms = '200') \
+             FORMAT PLAIN ENCODE JSON; \
+             CREATE MATERIALIZED VIEW n AS SELECT count(*) AS n FROM orders;",
+            cluster.bootstrap_servers()
+        ))
+        .await
+        .unwrap();
+    let first: Vec<(usize, String)> = (0..100).map(|i| (i, event(i))).collect();
+    produce(&producer, "orders", 2, &first);
+    wait_for(&client, "SELECT n FROM n", 100).await;
+    // Each partition read to its end: no lag.
+    wait_for(
+        &client,
+        "SELECT sum(lag)::BIGINT FROM augur_catalog.source_splits WHERE source_name = 'orders'",
+        0,
+    )
+    .await;
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT sum(next_offset - start_offset)::BIGINT FROM augur_catalog.source_splits \
+             WHERE source_name = 'orders'"
+        )
+        .await,
+        100
+    );
+
+    cluster.broker_down(1).expect("broker down");
+    // The source says what is wrong, and the server keeps answering.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let error: Option<String> = client
+            .query_one(
+                "SELECT last_error FROM augur_catalog.source_stats WHERE source_name = 'orders'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if error.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no last_error while the broker is down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(scalar(&client, "SELECT n FROM n").await, 100);
+
+    cluster.broker_up(1).expect("broker up");
+    let second: Vec<(usize, String)> = (100..250).map(|i| (i, event(i))).collect();
+    produce(&producer, "orders", 2, &second);
+    wait_for(&client, "SELECT n FROM n", 250).await;
+    wait_for(
+        &client,
+        "SELECT count(*) FROM augur_catalog.source_stats \
+         WHERE source_name = 'orders' AND last_error IS NULL",
+        1,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_refused_at_create() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let server = TestServer::start();
+    let client = server.connect().await;
+    let sql = format!(
+        "CREATE SOURCE s (id BIGINT) WITH (connector = 'kafka', topic = 't', \
+         properties.bootstrap.server = '127.0.0.1:{port}') FORMAT PLAIN ENCODE JSON"
+    );
+    assert_eq!(error_code(&client, &sql).await, "08001");
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM augur_catalog.source_stats").await,
+        0
+    );
+}

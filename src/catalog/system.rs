@@ -4,7 +4,10 @@
 //!   from (the last committed one, the same for every view) and when that epoch was committed,
 //!   and how many rows got NULL because an expression failed on them (since the server started).
 //! - `source_stats`: per source and per table, the rows ingested so far, and the rows dropped as
-//!   late or rejected as malformed, and the fault a source's reader is retrying through.
+//!   late or rejected as malformed, the fault a source's reader is retrying through, and how
+//!   many records it is behind (Kafka: offsets behind the partitions' high watermarks).
+//! - `source_splits`: per source and split (a Kafka partition), where reading started, the next
+//!   offset, the records read, and how far behind the split's end (its lag).
 //! - `rejected_rows`: the records sources could not turn into rows (malformed, or not fitting
 //!   their columns): where each was read, its payload (truncated), the error and when.
 //! - `view_state`: per materialized view, the entries and bytes of operator state it holds
@@ -54,6 +57,7 @@ const TABLES: &[&str] = &[
     "models",
     "view_state",
     "rejected_rows",
+    "source_splits",
 ];
 
 impl SystemSchema {
@@ -249,6 +253,7 @@ impl SystemSchema {
         let mut rejected = Vec::new();
         let mut watermarks = Vec::new();
         let mut errors = Vec::new();
+        let mut lags = Vec::new();
         for source in self.catalog.sources() {
             names.push(source.def.name.clone());
             kinds.push("source");
@@ -261,6 +266,16 @@ impl SystemSchema {
             rejected.push(dropped.rejected as i64);
             watermarks.push(source.scan.watermark.as_ref().and(dropped.current));
             errors.push(source.scan.progress.last_error());
+            let ends = source.scan.progress.ends();
+            lags.push((!ends.is_empty()).then(|| {
+                splits
+                    .0
+                    .iter()
+                    .map(|(split, state)| {
+                        ends.get(split).map_or(0, |end| (end - state.next).max(0))
+                    })
+                    .sum::<i64>()
+            }));
         }
         for name in self.catalog.table_names() {
             if let Some(table) = self.catalog.table(&name) {
@@ -272,6 +287,7 @@ impl SystemSchema {
                 rejected.push(dropped.rejected as i64);
                 watermarks.push(dropped.current);
                 errors.push(None);
+                lags.push(None);
             }
         }
         let schema = Arc::new(Schema::new(vec![
@@ -286,6 +302,7 @@ impl SystemSchema {
                 true,
             ),
             Field::new("last_error", DataType::Utf8, true),
+            Field::new("lag", DataType::Int64, true),
         ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(names)),
@@ -295,6 +312,51 @@ impl SystemSchema {
             Arc::new(Int64Array::from(rejected)),
             Arc::new(TimestampMicrosecondArray::from(watermarks)),
             Arc::new(StringArray::from(errors)),
+            Arc::new(Int64Array::from(lags)),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    /// Per source and split (a Kafka partition): where reading started, the next offset, the
+    /// records read, and the split's end and lag where the reader knows them.
+    fn source_splits(&self) -> DfResult<RecordBatch> {
+        let mut names = Vec::new();
+        let mut ids = Vec::new();
+        let mut starts = Vec::new();
+        let mut nexts = Vec::new();
+        let mut records = Vec::new();
+        let mut ends = Vec::new();
+        let mut lags = Vec::new();
+        for source in self.catalog.sources() {
+            let known = source.scan.progress.ends();
+            for (split, state) in source.scan.progress.committed().0 {
+                names.push(source.def.name.clone());
+                ids.push(split);
+                starts.push(state.start);
+                nexts.push(state.next);
+                records.push(state.records as i64);
+                let end = known.get(&split).copied();
+                ends.push(end);
+                lags.push(end.map(|end| (end - state.next).max(0)));
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("source_name", DataType::Utf8, false),
+            Field::new("split", DataType::Int32, false),
+            Field::new("start_offset", DataType::Int64, false),
+            Field::new("next_offset", DataType::Int64, false),
+            Field::new("records", DataType::Int64, false),
+            Field::new("end_offset", DataType::Int64, true),
+            Field::new("lag", DataType::Int64, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(names)),
+            Arc::new(Int32Array::from(ids)),
+            Arc::new(Int64Array::from(starts)),
+            Arc::new(Int64Array::from(nexts)),
+            Arc::new(Int64Array::from(records)),
+            Arc::new(Int64Array::from(ends)),
+            Arc::new(Int64Array::from(lags)),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -361,6 +423,7 @@ impl SchemaProvider for SystemSchema {
             "models" => self.models()?,
             "view_state" => self.view_state()?,
             "rejected_rows" => self.rejected_rows()?,
+            "source_splits" => self.source_splits()?,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(MemTable::try_new(

@@ -385,6 +385,7 @@ impl Source for KafkaSource {
         let (tx, rx) = sync_channel(PREFETCH);
         let stop = Arc::new(AtomicBool::new(false));
         let last_error = Arc::new(Mutex::new(None));
+        let ends = Arc::new(Mutex::new(BTreeMap::new()));
         let live = Live {
             source: self.clone(),
             known: from.0.keys().copied().collect(),
@@ -392,6 +393,7 @@ impl Source for KafkaSource {
             tx,
             stop: stop.clone(),
             last_error: last_error.clone(),
+            ends: ends.clone(),
         };
         std::thread::Builder::new()
             .name(format!("augur-kafka-{}", self.topic))
@@ -401,6 +403,7 @@ impl Source for KafkaSource {
             rx,
             stop,
             last_error,
+            ends,
         }))
     }
 
@@ -434,6 +437,8 @@ struct Live {
     tx: SyncSender<SourceBatch>,
     stop: Arc<AtomicBool>,
     last_error: Arc<Mutex<Option<String>>>,
+    /// Each partition's end (high watermark) as last asked.
+    ends: Arc<Mutex<BTreeMap<i32, i64>>>,
 }
 
 impl Live {
@@ -524,11 +529,18 @@ impl Live {
         };
         self.fault(None);
         let mut added = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
         for p in partitions {
             if self.known.insert(p) {
                 let _ = added.add_partition_offset(&self.source.topic, p, Offset::Offset(0));
             }
+            if let Ok((_, high)) =
+                consumer.fetch_watermarks(&self.source.topic, p, Duration::from_secs(1))
+            {
+                ends.insert(p, high);
+            }
         }
+        *self.ends.lock().unwrap_or_else(|e| e.into_inner()) = ends;
         if added.count() > 0
             && let Err(e) = consumer.incremental_assign(&added)
         {
@@ -545,6 +557,7 @@ struct Prefetched {
     rx: Receiver<SourceBatch>,
     stop: Arc<AtomicBool>,
     last_error: Arc<Mutex<Option<String>>>,
+    ends: Arc<Mutex<BTreeMap<i32, i64>>>,
 }
 
 impl SourceReader for Prefetched {
@@ -563,6 +576,10 @@ impl SourceReader for Prefetched {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    fn ends(&self) -> BTreeMap<i32, i64> {
+        self.ends.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -665,5 +682,139 @@ impl SourceReader for Reread {
                 None => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::*;
+    use crate::source::FormatDef;
+
+    fn def(brokers: &str, topic: &str) -> SourceDef {
+        let options = [
+            ("connector", "kafka"),
+            ("topic", topic),
+            ("properties.bootstrap.server", brokers),
+            ("scan.partition.discovery.interval.ms", "100"),
+        ];
+        SourceDef {
+            id: 1,
+            name: "s".into(),
+            columns: Vec::new(),
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            created_ms: 0,
+            watermark: None,
+            format: Some(FormatDef {
+                format: "plain".into(),
+                encode: "json".into(),
+                options: BTreeMap::new(),
+            }),
+            includes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_partition_the_splits_lack_is_read_from_its_beginning() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("grow", 3, 1).unwrap();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        for i in 0..9 {
+            let payload = format!(r#"{{"id": {i}}}"#);
+            let record = BaseRecord::<(), _>::to("grow")
+                .partition(i % 3)
+                .payload(&payload);
+            producer.send(record).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let source = KafkaSource::new(schema, &def(&cluster.bootstrap_servers(), "grow")).unwrap();
+        // As if the topic had partitions 0 and 1 when the source was created and partition 2
+        // was added later; partition 0 was read up to offset 2.
+        let mut splits = Splits::default();
+        splits.0.insert(
+            0,
+            SplitState {
+                start: 0,
+                next: 2,
+                records: 2,
+                ..SplitState::default()
+            },
+        );
+        splits.0.insert(1, SplitState::default());
+        let mut reader = source.reader(&splits).unwrap();
+        let mut read: BTreeMap<i32, (i64, i64, u64)> = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read.values().map(|r| r.2).sum::<u64>() < 7 && Instant::now() < deadline {
+            match reader.next(100).unwrap() {
+                Some(batch) => {
+                    let entry = read.entry(batch.split).or_insert((batch.start, 0, 0));
+                    entry.1 = batch.next;
+                    entry.2 += batch.records;
+                }
+                None => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        // Partition 0 from offset 2 (one record left), 1 and 2 from their beginning.
+        assert_eq!(read.get(&0), Some(&(0, 3, 1)));
+        assert_eq!(read.get(&1), Some(&(0, 3, 3)));
+        assert_eq!(read.get(&2), Some(&(0, 3, 3)));
+        // The reader knows where each partition ends.
+        assert_eq!(reader.ends(), BTreeMap::from([(0, 3), (1, 3), (2, 3)]));
+    }
+
+    #[test]
+    fn a_reread_ends_at_the_committed_offsets() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("again", 2, 1).unwrap();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        for i in 0..20 {
+            let payload = format!(r#"{{"id": {i}}}"#);
+            let record = BaseRecord::<(), _>::to("again")
+                .partition(i % 2)
+                .payload(&payload);
+            producer.send(record).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let source = KafkaSource::new(schema, &def(&cluster.bootstrap_servers(), "again")).unwrap();
+        let mut until = Splits::default();
+        for (p, start, next) in [(0, 1, 6), (1, 0, 10)] {
+            until.0.insert(
+                p,
+                SplitState {
+                    start,
+                    next,
+                    ..SplitState::default()
+                },
+            );
+        }
+        let mut reader = source.reread(&until).unwrap();
+        let mut ids = Vec::new();
+        while let Some(batch) = reader.next(3).unwrap() {
+            assert!(batch.rows.num_rows() <= 3);
+            let column = batch.rows.column(0);
+            let column = column.as_any().downcast_ref::<Int64Array>().unwrap();
+            ids.extend(column.iter().flatten());
+        }
+        ids.sort_unstable();
+        // Partition 0 holds the even ids (offset n is id 2n), partition 1 the odd ones.
+        let mut want: Vec<i64> = (1..6)
+            .map(|n| 2 * n)
+            .chain((0..10).map(|n| 2 * n + 1))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(ids, want);
     }
 }

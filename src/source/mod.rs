@@ -49,6 +49,7 @@ impl SourceWatermark {
 pub struct SourceProgress {
     committed: std::sync::Mutex<Splits>,
     last_error: std::sync::Mutex<Option<String>>,
+    ends: std::sync::Mutex<BTreeMap<i32, i64>>,
 }
 
 impl SourceProgress {
@@ -76,6 +77,16 @@ impl SourceProgress {
     /// Records the reader's fault (`None` once it reads again).
     pub fn set_last_error(&self, error: Option<String>) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    /// Each split's end as the reader last saw it (a Kafka partition's high watermark).
+    pub fn ends(&self) -> BTreeMap<i32, i64> {
+        self.ends.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records the splits' ends.
+    pub fn set_ends(&self, ends: BTreeMap<i32, i64>) {
+        *self.ends.lock().unwrap_or_else(|e| e.into_inner()) = ends;
     }
 }
 
@@ -208,6 +219,12 @@ pub trait SourceReader: Send {
     /// lasts.
     fn last_error(&self) -> Option<String> {
         None
+    }
+
+    /// Each split's end as last seen (a partition's high watermark): how far behind the
+    /// reading is. Empty when the reader does not know.
+    fn ends(&self) -> BTreeMap<i32, i64> {
+        BTreeMap::new()
     }
 }
 

@@ -255,6 +255,7 @@ impl Worker {
             let n = (due - done).min(BACKFILL_BATCH as u64) as usize;
             let batch = reader.next(n).map_err(failed)?;
             run.flow.progress.set_last_error(reader.last_error());
+            run.flow.progress.set_ends(reader.ends());
             let Some(batch) = batch else {
                 continue;
             };
