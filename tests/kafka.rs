@@ -449,3 +449,268 @@ async fn an_unreachable_broker_is_refused_at_create() {
         0
     );
 }
+
+/// Sends `(key, value)` records to partition `key % partitions`; no value is a tombstone.
+fn produce_keyed(
+    producer: &BaseProducer,
+    topic: &str,
+    partitions: i32,
+    records: &[(i64, Option<String>)],
+) {
+    for (key, value) in records {
+        let key_text = key.to_string();
+        let mut record = BaseRecord::to(topic)
+            .partition((*key % partitions as i64) as i32)
+            .key(&key_text);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        producer.send(record).expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
+#[tokio::test]
+async fn upsert_changelog_into_a_table_with_updates_and_deletes() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("users", 2, 1).expect("topic");
+    let producer = producer(&cluster);
+    let mut server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE users (id BIGINT PRIMARY KEY, name TEXT, score BIGINT NOT NULL) \
+             WITH (connector = 'kafka', topic = 'users', properties.bootstrap.server = '{}') \
+             FORMAT UPSERT ENCODE JSON; \
+             CREATE MATERIALIZED VIEW totals AS \
+             SELECT count(*) AS n, sum(score) AS score FROM users;",
+            cluster.bootstrap_servers()
+        ))
+        .await
+        .unwrap();
+    let value = |id: i64, name: &str, score: i64| {
+        Some(format!(
+            r#"{{"id": {id}, "name": "{name}", "score": {score}}}"#
+        ))
+    };
+    // What the table must end up holding, computed alongside.
+    let mut want: std::collections::BTreeMap<i64, (String, i64)> = Default::default();
+    let mut records = Vec::new();
+    for id in 0..50 {
+        records.push((id, value(id, "a", id)));
+        want.insert(id, ("a".into(), id));
+    }
+    for id in (0..50).step_by(3) {
+        records.push((id, value(id, "b", id * 10)));
+        want.insert(id, ("b".into(), id * 10));
+    }
+    for id in (0..50).step_by(5) {
+        records.push((id, None));
+        want.remove(&id);
+    }
+    // No score: NOT NULL refuses it; the row keeps its earlier version.
+    records.push((7, Some(r#"{"id": 7, "name": "c"}"#.into())));
+    produce_keyed(&producer, "users", 2, &records);
+
+    let n = want.len() as i64;
+    let score: i64 = want.values().map(|(_, s)| s).sum();
+    wait_for(&client, "SELECT count(*) FROM users", n).await;
+    client.batch_execute("FLUSH").await.unwrap();
+    wait_for(&client, "SELECT n FROM totals", n).await;
+    assert_eq!(
+        scalar(&client, "SELECT score::BIGINT FROM totals").await,
+        score
+    );
+    let rows = client
+        .query("SELECT id, name, score FROM users ORDER BY id", &[])
+        .await
+        .unwrap();
+    let got: Vec<(i64, String, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected: Vec<(i64, String, i64)> = want
+        .iter()
+        .map(|(id, (name, score))| (*id, name.clone(), *score))
+        .collect();
+    assert_eq!(got, expected);
+    wait_for(
+        &client,
+        "SELECT rows_rejected FROM augur_catalog.source_stats WHERE source_name = 'users'",
+        1,
+    )
+    .await;
+    let error: String = client
+        .query_one(
+            "SELECT error FROM augur_catalog.rejected_rows WHERE source_name = 'users'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(error.contains("score"), "{error}");
+
+    // The topic owns the rows.
+    for sql in [
+        "INSERT INTO users VALUES (100, 'x', 1)",
+        "UPDATE users SET score = 0",
+        "DELETE FROM users",
+        "TRUNCATE users",
+    ] {
+        assert_eq!(error_code(&client, sql).await, "42809", "{sql}");
+    }
+
+    // After kill -9, nothing is applied twice: deletes and updates of the same keys again.
+    drop(client);
+    server.restart();
+    let more: Vec<(i64, Option<String>)> =
+        vec![(1, value(1, "z", 1000)), (2, None), (60, value(60, "n", 6))];
+    produce_keyed(&producer, "users", 2, &more);
+    want.insert(1, ("z".into(), 1000));
+    want.remove(&2);
+    want.insert(60, ("n".into(), 6));
+    let client = server.connect().await;
+    let score: i64 = want.values().map(|(_, s)| s).sum();
+    wait_for(&client, "SELECT score::BIGINT FROM totals", score).await;
+    assert_eq!(
+        scalar(&client, "SELECT n FROM totals").await,
+        want.len() as i64
+    );
+    // A view created now fills from the table.
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW totals_later AS \
+             SELECT count(*) AS n, sum(score) AS score FROM users",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&client, "SELECT score::BIGINT FROM totals_later").await,
+        score
+    );
+}
+
+#[tokio::test]
+async fn debezium_changes_into_a_table_and_its_views() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster
+        .create_topic("dbserver.public.accounts", 1, 1)
+        .expect("topic");
+    let producer = producer(&cluster);
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner TEXT, balance DOUBLE PRECISION) \
+             WITH (connector = 'kafka', topic = 'dbserver.public.accounts', \
+             properties.bootstrap.server = '{}') FORMAT DEBEZIUM ENCODE JSON; \
+             CREATE MATERIALIZED VIEW by_owner AS \
+             SELECT owner, count(*) AS n, sum(balance) AS balance FROM accounts GROUP BY owner;",
+            cluster.bootstrap_servers()
+        ))
+        .await
+        .unwrap();
+    let row = |id: i64, owner: &str, balance: f64| {
+        format!(r#"{{"id": {id}, "owner": "{owner}", "balance": {balance}}}"#)
+    };
+    let events: Vec<(i64, Option<String>)> = vec![
+        // The snapshot, then live changes.
+        (
+            1,
+            Some(format!(
+                r#"{{"op": "r", "before": null, "after": {}}}"#,
+                row(1, "ann", 10.0)
+            )),
+        ),
+        (
+            2,
+            Some(format!(
+                r#"{{"op": "r", "before": null, "after": {}}}"#,
+                row(2, "bob", 20.0)
+            )),
+        ),
+        (
+            3,
+            Some(format!(
+                r#"{{"op": "c", "before": null, "after": {}, "ts_ms": 1}}"#,
+                row(3, "ann", 5.0)
+            )),
+        ),
+        // An update, wrapped by the JSON converter with its schema.
+        (
+            1,
+            Some(format!(
+                r#"{{"schema": {{"type": "struct"}}, "payload": {{"op": "u", "before": {}, "after": {}}}}}"#,
+                row(1, "ann", 10.0),
+                row(1, "bob", 15.0)
+            )),
+        ),
+        // A delete and its tombstone.
+        (
+            2,
+            Some(format!(
+                r#"{{"op": "d", "before": {}, "after": null}}"#,
+                row(2, "bob", 20.0)
+            )),
+        ),
+        (2, None),
+        // An op Augur does not know, and a record that is not an event.
+        (4, Some(r#"{"op": "x", "after": {"id": 4}}"#.into())),
+        (5, Some("hello".into())),
+        (
+            6,
+            Some(format!(r#"{{"op": "c", "after": {}}}"#, row(6, "cy", 1.5))),
+        ),
+    ];
+    produce_keyed(&producer, "dbserver.public.accounts", 1, &events);
+    wait_for(&client, "SELECT count(*) FROM accounts", 3).await;
+    client.batch_execute("FLUSH").await.unwrap();
+    let rows = client
+        .query("SELECT owner, n, balance FROM by_owner ORDER BY owner", &[])
+        .await
+        .unwrap();
+    let got: Vec<(String, i64, f64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ann".to_string(), 1, 5.0),
+            ("bob".to_string(), 1, 15.0),
+            ("cy".to_string(), 1, 1.5)
+        ]
+    );
+    // The view equals its query run over the table.
+    let batch = client
+        .query(
+            "SELECT owner, count(*), sum(balance) FROM accounts GROUP BY owner ORDER BY owner",
+            &[],
+        )
+        .await
+        .unwrap();
+    let batch: Vec<(String, i64, f64)> = batch
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got, batch);
+    wait_for(
+        &client,
+        "SELECT count(*) FROM augur_catalog.rejected_rows WHERE source_name = 'accounts'",
+        2,
+    )
+    .await;
+    let errors: Vec<String> = client
+        .query(
+            "SELECT error FROM augur_catalog.rejected_rows WHERE source_name = 'accounts' \
+             ORDER BY \"offset\"",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(errors[0].contains("unknown Debezium op"), "{errors:?}");
+}

@@ -90,6 +90,8 @@ pub struct Catalog {
     ids: std::sync::Mutex<()>,
     /// Plans DEFAULT expressions (built-in functions and the sequence functions).
     expr_state: SessionState,
+    /// How far the connectors of tables fed by one have read, by table id.
+    feeds: RwLock<BTreeMap<u32, Arc<crate::source::SourceProgress>>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -123,6 +125,7 @@ impl Catalog {
             temp_schemas: RwLock::new(BTreeSet::new()),
             ids: std::sync::Mutex::new(()),
             expr_state: defaults.state(),
+            feeds: RwLock::new(BTreeMap::new()),
         };
         store.scan_prefix::<Error>(SCHEMA_PREFIX, |key, _| {
             let name = String::from_utf8_lossy(&key[SCHEMA_PREFIX.len()..]).into_owned();
@@ -540,11 +543,43 @@ impl Catalog {
         sources
     }
 
+    /// Records how far the connector feeding table `id` has read.
+    pub fn set_feed(&self, id: u32, progress: Arc<crate::source::SourceProgress>) {
+        self.feeds
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, progress);
+    }
+
+    /// How far the connector feeding table `id` has read, if one does.
+    pub fn feed(&self, id: u32) -> Option<Arc<crate::source::SourceProgress>> {
+        self.feeds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
     /// The table called `name` for a statement that writes (`action`: "insert into", "update",
     /// "delete from", "truncate", "copy to"). A view or source of that name is named as what it is
     /// (`42809`, as PostgreSQL does for a materialized view); nothing of that name is `42P01`.
     pub fn table_to_write(&self, name: &str, action: &str) -> Result<Arc<Table>> {
         if let Some(table) = self.table(name) {
+            if let Some(connector) = &table.def().connector {
+                // Its topic owns its rows.
+                let from = connector
+                    .options
+                    .get("connector")
+                    .cloned()
+                    .unwrap_or_default();
+                return Err(Error::coded(
+                    "42809",
+                    format!(
+                        "cannot {action} table \"{name}\": its rows come from its '{from}' \
+                         connector"
+                    ),
+                ));
+            }
             return Ok(table);
         }
         let what = match self.view(name) {

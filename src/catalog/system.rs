@@ -284,10 +284,16 @@ impl SystemSchema {
                 ingested.push(table.ingested());
                 let dropped = table.watermark_state();
                 late.push(dropped.late as i64);
-                rejected.push(dropped.rejected as i64);
                 watermarks.push(dropped.current);
-                errors.push(None);
-                lags.push(None);
+                let feed = self.catalog.feed(table.def().id);
+                errors.push(feed.as_ref().and_then(|f| f.last_error()));
+                lags.push(feed.as_ref().and_then(|f| lag(f)));
+                // Late rows of a table are counted by its watermark; records its connector
+                // could not read, by the connector.
+                rejected.push(
+                    dropped.rejected as i64
+                        + feed.map_or(0, |f| f.committed().mark().rejected as i64),
+                );
             }
         }
         let schema = Arc::new(Schema::new(vec![
@@ -317,6 +323,24 @@ impl SystemSchema {
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
+    /// Every source, and every table fed by a connector: name, id, and how far it has read.
+    fn fed(&self) -> Vec<(String, u32, Arc<crate::source::SourceProgress>)> {
+        let mut fed: Vec<_> = self
+            .catalog
+            .sources()
+            .into_iter()
+            .map(|s| (s.def.name.clone(), s.def.id, s.scan.progress.clone()))
+            .collect();
+        for name in self.catalog.table_names() {
+            if let Some(table) = self.catalog.table(&name)
+                && let Some(feed) = self.catalog.feed(table.def().id)
+            {
+                fed.push((name, table.def().id, feed));
+            }
+        }
+        fed
+    }
+
     /// Per source and split (a Kafka partition): where reading started, the next offset, the
     /// records read, and the split's end and lag where the reader knows them.
     fn source_splits(&self) -> DfResult<RecordBatch> {
@@ -327,10 +351,10 @@ impl SystemSchema {
         let mut records = Vec::new();
         let mut ends = Vec::new();
         let mut lags = Vec::new();
-        for source in self.catalog.sources() {
-            let known = source.scan.progress.ends();
-            for (split, state) in source.scan.progress.committed().0 {
-                names.push(source.def.name.clone());
+        for (name, _, progress) in self.fed() {
+            let known = progress.ends();
+            for (split, state) in progress.committed().0 {
+                names.push(name.clone());
                 ids.push(split);
                 starts.push(state.start);
                 nexts.push(state.next);
@@ -369,13 +393,13 @@ impl SystemSchema {
         let mut payloads = Vec::new();
         let mut errors = Vec::new();
         let mut times = Vec::new();
-        for source in self.catalog.sources() {
-            let prefix = crate::stream::runtime::rejected_prefix(source.def.id);
+        for (name, id, _) in self.fed() {
+            let prefix = crate::stream::runtime::rejected_prefix(id);
             self.catalog
                 .store()
                 .scan_prefix::<crate::storage::StorageError>(&prefix, |_, value| {
                     if let Some((rejected, at)) = crate::source::Rejected::decode(value) {
-                        names.push(source.def.name.clone());
+                        names.push(name.clone());
                         splits.push(rejected.split);
                         offsets.push(rejected.offset);
                         payloads.push(String::from_utf8_lossy(&rejected.payload).into_owned());
@@ -408,6 +432,22 @@ impl SystemSchema {
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
+}
+
+/// Records behind the splits' ends, where the reader knows them.
+fn lag(progress: &crate::source::SourceProgress) -> Option<i64> {
+    let ends = progress.ends();
+    if ends.is_empty() {
+        return None;
+    }
+    Some(
+        progress
+            .committed()
+            .0
+            .iter()
+            .map(|(split, state)| ends.get(split).map_or(0, |end| (end - state.next).max(0)))
+            .sum(),
+    )
 }
 
 #[async_trait]

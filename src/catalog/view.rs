@@ -80,6 +80,7 @@ impl ViewDef {
             temporary: false,
             checks: Vec::new(),
             foreign_keys: Vec::new(),
+            connector: None,
         }
     }
 

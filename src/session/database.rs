@@ -33,7 +33,7 @@ pub struct Database {
     /// Held while a statement writes, so that constraint checks and writes do not interleave,
     /// and while a view is created or dropped, so that its backfill sees every write before it
     /// and none after.
-    write_lock: tokio::sync::Mutex<()>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
     /// Where writes to tables that views read are logged.
     changelog: Arc<ChangeLog>,
     /// The dataflow keeping materialized views up to date.
@@ -143,17 +143,19 @@ impl Database {
                 Arc::downgrade(&augur),
             )),
         )?;
-        Ok(Arc::new(Self {
+        let db = Arc::new(Self {
             store,
             catalog,
             ctx,
             dml_ctx,
             parser,
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
             changelog,
             runtime,
             models,
-        }))
+        });
+        db.start_feeds()?;
+        Ok(db)
     }
 
     /// Makes schema `name` (made by `CREATE SCHEMA`) visible to queries.
@@ -186,6 +188,39 @@ impl Database {
     /// The change log.
     pub(crate) fn changelog(&self) -> &Arc<ChangeLog> {
         &self.changelog
+    }
+
+    /// What a thread feeding a table from its connector needs.
+    pub(crate) fn feeder(&self) -> super::ingest::Feeder {
+        super::ingest::Feeder {
+            store: self.store.clone(),
+            catalog: self.catalog.clone(),
+            write_lock: self.write_lock.clone(),
+            changelog: self.changelog.clone(),
+        }
+    }
+
+    /// Starts feeding every table that has a connector, from where its last write left it.
+    fn start_feeds(&self) -> Result<()> {
+        for name in self.catalog.table_names() {
+            let Some(table) = self.catalog.table(&name) else {
+                continue;
+            };
+            let Some(connector) = table.def().connector.clone() else {
+                continue;
+            };
+            let source = super::ingest::open(&table, &connector)?;
+            let splits =
+                super::ingest::stored_splits(&self.store, table.def().id)?.unwrap_or_default();
+            super::ingest::start(
+                self.feeder(),
+                table,
+                source,
+                splits,
+                Arc::new(crate::source::SourceProgress::default()),
+            )?;
+        }
+        Ok(())
     }
 
     /// The change log, if a view reads table `table_id` (writes to other tables are not logged).

@@ -15,6 +15,7 @@ mod dml;
 mod foreign_keys;
 mod functions;
 mod indexes;
+mod ingest;
 pub mod limits;
 mod lookup;
 mod models;
@@ -313,8 +314,9 @@ impl<'a> Session<'a> {
                     create,
                     append_only,
                     watermark,
+                    connector,
                 } => {
-                    self.create_table(create, *append_only, watermark.clone())
+                    self.create_table(create, *append_only, watermark.clone(), connector.clone())
                         .await
                 }
                 Stmt::EmitOnWindowClose { create, explain } => {

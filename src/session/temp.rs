@@ -29,6 +29,7 @@ pub fn resolve(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Result<Stmt
             mut create,
             append_only,
             watermark,
+            connector,
         } => {
             let written = create.name.clone();
             if create.temporary {
@@ -39,6 +40,7 @@ pub fn resolve(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Result<Stmt
                 create,
                 append_only,
                 watermark,
+                connector,
             })
         }
         Stmt::Maintenance { command, tables } => {

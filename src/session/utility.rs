@@ -25,9 +25,10 @@ impl Session<'_> {
         create: &CreateTable,
         append_only: bool,
         watermark: Option<WatermarkDef>,
+        connector: Option<crate::table::ConnectorDef>,
     ) -> Result<Output> {
         if let Some(query) = &create.query {
-            if append_only || watermark.is_some() {
+            if append_only || watermark.is_some() || connector.is_some() {
                 return Err(Error::NotSupported(
                     "APPEND ONLY or WATERMARK with CREATE TABLE ... AS".into(),
                 ));
@@ -71,11 +72,35 @@ impl Session<'_> {
         }
         def.append_only = append_only;
         def.watermark = watermark;
+        if connector.is_some() {
+            if def.temporary {
+                return Err(Error::NotSupported(
+                    "a temporary table with a connector".into(),
+                ));
+            }
+            if !def.foreign_keys.is_empty() || !unique.is_empty() {
+                return Err(Error::NotSupported(
+                    "FOREIGN KEY and UNIQUE constraints on a table fed by a connector (its rows \
+                     are the topic's)"
+                        .into(),
+                ));
+            }
+        }
+        def.connector = connector;
         let name = def.name.clone();
         let created =
             self.db
                 .catalog()
                 .create_table(def, create.if_not_exists, sequences, unique)?;
+        if let Some(table) = &created
+            && let Some(connector) = table.def().connector.clone()
+            && let Err(e) = self.start_feed(table.clone(), connector).await
+        {
+            // Nothing of a table whose connector cannot start is kept.
+            let _guard = self.write_guard().await?;
+            self.db.catalog().drop_table(&name)?;
+            return Err(e);
+        }
         match created {
             None => self.notice(
                 "42P07",
@@ -89,6 +114,34 @@ impl Session<'_> {
             Some(_) => {}
         }
         Ok(Output::Command("CREATE TABLE".into()))
+    }
+
+    /// Finds where a new table's connector starts, stores it, and starts feeding the table.
+    async fn start_feed(
+        &self,
+        table: std::sync::Arc<crate::table::Table>,
+        connector: crate::table::ConnectorDef,
+    ) -> Result<()> {
+        let (source, splits) = {
+            let table = table.clone();
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let source = super::ingest::open(&table, &connector)?;
+                let splits = crate::source::Source::initial_splits(&source)?;
+                Ok((source, splits))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("opening the connector failed: {e}")))??
+        };
+        let mut batch = crate::storage::WriteBatch::default();
+        batch.put(super::ingest::feed_key(table.def().id), splits.encode());
+        self.db.store().write(batch)?;
+        super::ingest::start(
+            self.db.feeder(),
+            table,
+            source,
+            splits,
+            std::sync::Arc::new(crate::source::SourceProgress::default()),
+        )
     }
 
     /// A unique index for each `UNIQUE` constraint of a new table, under the constraint's name.
@@ -371,7 +424,7 @@ impl Session<'_> {
                 names,
                 ..
             } => self.drop_indexes(names, *if_exists).await,
-            Statement::CreateTable(create) => self.create_table(create, false, None).await,
+            Statement::CreateTable(create) => self.create_table(create, false, None, None).await,
             Statement::AlterTable(alter) => self.alter_table(alter).await,
             Statement::Drop {
                 object_type:

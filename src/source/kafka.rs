@@ -39,8 +39,10 @@ use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::encoding::{Encoding, RecordDecoder};
+use super::envelope::{ChangeDecoder, Envelope, Record};
 use super::{
-    Rejected, Result, Source, SourceBatch, SourceDef, SourceError, SourceReader, SplitState, Splits,
+    Rejected, Result, Source, SourceBatch, SourceDef, SourceError, SourceReader, SplitState,
+    Splits, TableChanges,
 };
 
 /// Batches decoded ahead of the views.
@@ -108,13 +110,22 @@ pub struct KafkaSource {
     schema: SchemaRef,
     /// For each column of `schema`: the payload's column, or what the record adds.
     columns: Vec<Column>,
-    decoder: RecordDecoder,
+    decoder: Payload,
     topic: String,
     /// librdkafka's settings for every consumer.
     config: BTreeMap<String, String>,
     startup: Startup,
     discovery: Duration,
     payload_kept: usize,
+}
+
+/// How a record's payload becomes rows.
+#[derive(Debug, Clone)]
+enum Payload {
+    /// Each record a row of a source.
+    Rows(RecordDecoder),
+    /// Each record a change of a table with a key.
+    Changes(ChangeDecoder),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +148,16 @@ const OPTIONS: &[&str] = &[
 impl KafkaSource {
     /// Reads `def`'s topic into rows of `schema`.
     pub fn new(schema: SchemaRef, def: &SourceDef) -> Result<Self> {
+        Self::open(schema, def, None)
+    }
+
+    /// Reads `def`'s topic into changes of a table whose whole rows are `schema` and whose
+    /// primary key is the columns named `key` (none: the table has no key, and records append).
+    pub fn for_table(schema: SchemaRef, def: &SourceDef, key: Vec<String>) -> Result<Self> {
+        Self::open(schema, def, Some(key))
+    }
+
+    fn open(schema: SchemaRef, def: &SourceDef, table_key: Option<Vec<String>>) -> Result<Self> {
         let options = &def.options;
         let mut config = BTreeMap::new();
         for (key, value) in options {
@@ -191,13 +212,28 @@ impl KafkaSource {
                 "a kafka source needs FORMAT PLAIN ENCODE JSON | CSV after its options".into(),
             )
         })?;
-        if !format.format.eq_ignore_ascii_case("plain") {
+        let envelope = Envelope::new(&format.format)?;
+        if envelope != Envelope::Plain && table_key.is_none() {
             return Err(SourceError::NotSupported(format!(
-                "FORMAT {} for a kafka source (Augur reads FORMAT PLAIN)",
+                "FORMAT {} on a source: changes need a table with a primary key (CREATE TABLE \
+                 ... PRIMARY KEY ... WITH (connector = 'kafka', ...))",
                 format.format.to_uppercase()
             )));
         }
         let encoding = Encoding::new(&format.encode, &format.options)?;
+        if let Some(key) = table_key {
+            let decoder = ChangeDecoder::new(schema.clone(), key, envelope, encoding)?;
+            return Ok(Self {
+                columns: (0..schema.fields().len()).map(Column::Payload).collect(),
+                schema,
+                decoder: Payload::Changes(decoder),
+                topic,
+                config,
+                startup,
+                discovery: Duration::from_millis(discovery.max(1)),
+                payload_kept,
+            });
+        }
         let mut columns = Vec::with_capacity(schema.fields().len());
         let mut payload = Vec::new();
         for field in schema.fields() {
@@ -218,7 +254,7 @@ impl KafkaSource {
         Ok(Self {
             schema,
             columns,
-            decoder,
+            decoder: Payload::Rows(decoder),
             topic,
             config,
             startup,
@@ -256,7 +292,33 @@ impl KafkaSource {
     /// the record adds, and the records that gave no row.
     fn rows<M: Message>(&self, partition: i32, records: &[M]) -> Result<SourceBatch> {
         let payloads: Vec<&[u8]> = records.iter().map(|m| m.payload().unwrap_or(&[])).collect();
-        let (rows, kept, failures) = self.decoder.decode(&payloads);
+        let decoder = match &self.decoder {
+            Payload::Rows(decoder) => decoder,
+            Payload::Changes(decoder) => {
+                let keyed: Vec<Record<'_>> =
+                    records.iter().map(|m| (m.key(), m.payload())).collect();
+                let changes = decoder.decode(&keyed);
+                let rejected = self.rejected(partition, records, changes.failures);
+                return Ok(SourceBatch {
+                    split: partition,
+                    start: 0,
+                    rows: changes.rows,
+                    next: records.last().map_or(0, |m| m.offset() + 1),
+                    records: records.len() as u64,
+                    rejected,
+                    changes: Some(TableChanges {
+                        deleted: changes.deleted,
+                        ops: changes.ops,
+                        row_offsets: changes
+                            .row_records
+                            .iter()
+                            .map(|&i| records[i].offset())
+                            .collect(),
+                    }),
+                });
+            }
+        };
+        let (rows, kept, failures) = decoder.decode(&payloads);
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
         for column in &self.columns {
             let array: ArrayRef = match column {
@@ -287,18 +349,7 @@ impl KafkaSource {
         let options =
             datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(kept.len()));
         let rows = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
-        let rejected = failures
-            .into_iter()
-            .map(|(i, error)| {
-                let payload = payloads[i];
-                Rejected {
-                    split: partition,
-                    offset: records[i].offset(),
-                    payload: payload[..payload.len().min(self.payload_kept)].to_vec(),
-                    error,
-                }
-            })
-            .collect();
+        let rejected = self.rejected(partition, records, failures);
         let next = records.last().map_or(0, |m| m.offset() + 1);
         Ok(SourceBatch {
             split: partition,
@@ -307,7 +358,29 @@ impl KafkaSource {
             next,
             records: records.len() as u64,
             rejected,
+            changes: None,
         })
+    }
+
+    /// The records of `failures`, kept with why (the payload truncated).
+    fn rejected<M: Message>(
+        &self,
+        partition: i32,
+        records: &[M],
+        failures: Vec<(usize, String)>,
+    ) -> Vec<Rejected> {
+        failures
+            .into_iter()
+            .map(|(i, error)| {
+                let payload = records[i].payload().unwrap_or(&[]);
+                Rejected {
+                    split: partition,
+                    offset: records[i].offset(),
+                    payload: payload[..payload.len().min(self.payload_kept)].to_vec(),
+                    error,
+                }
+            })
+            .collect()
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod datagen;
 pub mod encoding;
+pub mod envelope;
 pub mod kafka;
 pub mod nexmark;
 pub mod provider;
@@ -206,6 +207,20 @@ pub struct SourceBatch {
     pub records: u64,
     /// Records that gave no row.
     pub rejected: Vec<Rejected>,
+    /// For a table fed by changes: the keys deleted and the order of writes and deletes
+    /// (`rows` are the rows written).
+    pub changes: Option<TableChanges>,
+}
+
+/// What records do to a keyed table besides writing [`SourceBatch::rows`].
+#[derive(Debug)]
+pub struct TableChanges {
+    /// Rows whose keys are deleted (whole rows; only their key columns matter).
+    pub deleted: RecordBatch,
+    /// Writes and deletes in record order.
+    pub ops: Vec<envelope::Op>,
+    /// The offset of the record each row to write came from.
+    pub row_offsets: Vec<i64>,
 }
 
 /// Reads a source's records in order, split by split.
@@ -414,6 +429,7 @@ impl<P: Positional> SourceReader for PositionReader<P> {
             rows,
             next: self.next as i64,
             rejected: Vec::new(),
+            changes: None,
         }))
     }
 }

@@ -458,6 +458,7 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
         append_only: false,
         watermark: None,
         temporary: create.temporary,
+        connector: None,
     };
     Ok((table, sequences))
 }

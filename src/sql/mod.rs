@@ -86,6 +86,8 @@ pub enum Stmt {
         append_only: bool,
         /// `WATERMARK FOR column AS expr`.
         watermark: Option<WatermarkDef>,
+        /// `WITH (connector = ...) FORMAT ... ENCODE ...`: a table fed by a connector.
+        connector: Option<crate::table::ConnectorDef>,
     },
     /// `[EXPLAIN] CREATE MATERIALIZED VIEW ... EMIT ON WINDOW CLOSE`: the query's GROUP BY
     /// emits each group once, when the watermark closes it.
@@ -1471,34 +1473,7 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<CreateSource> {
     } else {
         Vec::new()
     };
-    // FORMAT PLAIN ENCODE JSON [(options)]
-    let format = if is_word(parser, 0, "format") {
-        parser.next_token();
-        let format = parse_word(parser, "FORMAT")?;
-        if !is_word(parser, 0, "encode") {
-            return Err(Error::Syntax(format!(
-                "FORMAT {} needs ENCODE JSON | CSV after it",
-                format.to_uppercase()
-            )));
-        }
-        parser.next_token();
-        let encode = parse_word(parser, "ENCODE")?;
-        let mut options = std::collections::BTreeMap::new();
-        if parser.peek_token().token == Token::LParen {
-            for (key, value) in parse_source_options(parser)? {
-                if options.insert(key.clone(), value).is_some() {
-                    return Err(Error::InvalidParameter(format!("option {key} given twice")));
-                }
-            }
-        }
-        Some(crate::source::FormatDef {
-            format,
-            encode,
-            options,
-        })
-    } else {
-        None
-    };
+    let format = parse_format(parser)?;
     Ok(CreateSource {
         name,
         if_not_exists,
@@ -1508,6 +1483,37 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<CreateSource> {
         includes,
         format,
     })
+}
+
+/// `FORMAT PLAIN ENCODE JSON [(options)]`, if it comes next.
+fn parse_format(parser: &mut Parser<'_>) -> Result<Option<crate::source::FormatDef>> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    if !is_word(parser, 0, "format") {
+        return Ok(None);
+    }
+    parser.next_token();
+    let format = parse_word(parser, "FORMAT")?;
+    if !is_word(parser, 0, "encode") {
+        return Err(Error::Syntax(format!(
+            "FORMAT {} needs ENCODE JSON | CSV after it",
+            format.to_uppercase()
+        )));
+    }
+    parser.next_token();
+    let encode = parse_word(parser, "ENCODE")?;
+    let mut options = std::collections::BTreeMap::new();
+    if parser.peek_token().token == Token::LParen {
+        for (key, value) in parse_source_options(parser)? {
+            if options.insert(key.clone(), value).is_some() {
+                return Err(Error::InvalidParameter(format!("option {key} given twice")));
+            }
+        }
+    }
+    Ok(Some(crate::source::FormatDef {
+        format,
+        encode,
+        options,
+    }))
 }
 
 /// A word, lower-cased: what `FORMAT` and `ENCODE` take.
@@ -1638,6 +1644,31 @@ fn parse_create_table(parser: &mut Parser<'_>) -> Result<Stmt> {
         }
         parser.next_token();
     }
+    // WITH (connector = 'kafka', ...) FORMAT ... ENCODE ...: rows from a connector.
+    let connector = if parser.parse_keyword(Keyword::WITH) {
+        let options: std::collections::BTreeMap<String, String> =
+            parse_source_options(parser)?.into_iter().collect();
+        if !options.contains_key("connector") {
+            return Err(Error::NotSupported(
+                "WITH options on CREATE TABLE other than a connector's".into(),
+            ));
+        }
+        let format = parse_format(parser)?.ok_or_else(|| {
+            Error::Syntax(
+                "a table with a connector needs FORMAT PLAIN | UPSERT | DEBEZIUM ENCODE ... \
+                 after its options"
+                    .into(),
+            )
+        })?;
+        Some(crate::table::ConnectorDef {
+            options,
+            format: format.format,
+            encode: format.encode,
+            encode_options: format.options,
+        })
+    } else {
+        None
+    };
     let create = CreateTableBuilder::new(name)
         .if_not_exists(if_not_exists)
         .columns(columns)
@@ -1647,6 +1678,7 @@ fn parse_create_table(parser: &mut Parser<'_>) -> Result<Stmt> {
         create: Box::new(create),
         append_only,
         watermark,
+        connector,
     })
 }
 

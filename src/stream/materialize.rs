@@ -496,6 +496,7 @@ mod tests {
             temporary: false,
             checks: Vec::new(),
             foreign_keys: Vec::new(),
+            connector: None,
         };
         let table = Arc::new(Table::new(def, 0, |_| unreachable!()).unwrap());
         let op =

@@ -79,29 +79,37 @@ pub const REJECTED_PREFIX: &[u8] = b"mrejected/";
 
 /// Adds the records `run` rejected since the last commit to `batch`, and deletes those past the
 /// source's retention.
-fn keep_rejected(
+fn keep_rejected(batch: &mut crate::storage::WriteBatch, id: u32, run: &mut SourceRun) {
+    let rejected = std::mem::take(&mut run.rejected);
+    let total = run.splits.mark().rejected;
+    write_rejected(batch, id, total, rejected, run.flow.rejected_retention);
+}
+
+/// Adds `rejected`, the last of `total` records source (or table) `id` has rejected, to
+/// `batch`, and deletes all but the newest `retention`.
+pub fn write_rejected(
     batch: &mut crate::storage::WriteBatch,
     id: u32,
-    run: &mut SourceRun,
-) -> Result<()> {
-    if run.rejected.is_empty() {
-        return Ok(());
+    total: u64,
+    rejected: Vec<crate::source::Rejected>,
+    retention: u64,
+) {
+    if rejected.is_empty() {
+        return;
     }
     let now = chrono::Utc::now().timestamp_millis();
-    let total = run.splits.mark().rejected;
-    let first = total.saturating_sub(run.rejected.len() as u64);
-    for (n, rejected) in std::mem::take(&mut run.rejected).into_iter().enumerate() {
+    let first = total.saturating_sub(rejected.len() as u64);
+    for (n, rejected) in rejected.into_iter().enumerate() {
         let mut key = rejected_prefix(id);
         key.extend_from_slice(&(first + n as u64).to_be_bytes());
         batch.put(key, rejected.encode(now));
     }
-    let keep_from = total.saturating_sub(run.flow.rejected_retention);
+    let keep_from = total.saturating_sub(retention);
     if keep_from > 0 {
         let mut end = rejected_prefix(id);
         end.extend_from_slice(&keep_from.to_be_bytes());
         batch.delete_range(rejected_prefix(id).as_slice(), end.as_slice());
     }
-    Ok(())
 }
 
 /// Finds the table (or a view's storage) with an id.

@@ -108,6 +108,23 @@ pub struct TableDef {
     /// tables they reference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_keys: Vec<foreign_key::ForeignKeyDef>,
+    /// `WITH (connector = ...) FORMAT ... ENCODE ...`: the table's rows come from a connector
+    /// (a Kafka topic), which owns them; clients only read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<ConnectorDef>,
+}
+
+/// The connector that feeds a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectorDef {
+    /// The `WITH (...)` options, keys lower-cased.
+    pub options: std::collections::BTreeMap<String, String>,
+    /// `FORMAT PLAIN | UPSERT | DEBEZIUM`, lower-cased.
+    pub format: String,
+    /// `ENCODE JSON | CSV`, lower-cased.
+    pub encode: String,
+    /// The encoding's options.
+    pub encode_options: std::collections::BTreeMap<String, String>,
 }
 
 impl TableDef {

@@ -540,8 +540,14 @@ impl<'a> TableChanges<'a> {
     /// Writes every change in one atomic batch. With `log` (the table feeds views), the old
     /// and new versions of every changed row go into the change log in the same batch.
     pub fn commit(self, log: Option<&ChangeLog>) -> Result<()> {
+        self.commit_with(log, WriteBatch::default())
+    }
+
+    /// [`TableChanges::commit`], with `extra` writes in the same atomic batch (a connector's
+    /// offsets).
+    pub fn commit_with(self, log: Option<&ChangeLog>, extra: WriteBatch) -> Result<()> {
         self.table.check_current()?;
-        let mut batch = WriteBatch::default();
+        let mut batch = extra;
         let indexes = self.table.indexes();
         let versions = if log.is_some() || !indexes.is_empty() {
             Some(self.row_versions()?)

@@ -468,7 +468,7 @@ impl Worker {
         for (id, run) in &mut self.sources {
             batch.put(source_offset_key(*id), run.splits.encode());
             batch.delete(source_watermark_key(*id));
-            super::keep_rejected(&mut batch, *id, run)?;
+            super::keep_rejected(&mut batch, *id, run);
         }
         for (id, state) in &self.table_watermarks {
             batch.put(table_watermark_key(*id), state.encode());
