@@ -713,4 +713,30 @@ async fn debezium_changes_into_a_table_and_its_views() {
         .map(|r| r.get(0))
         .collect();
     assert!(errors[0].contains("unknown Debezium op"), "{errors:?}");
+
+    assert_eq!(
+        error_code(&client, "ALTER TABLE accounts ADD COLUMN note TEXT").await,
+        "0A000"
+    );
+    // Dropped, it leaves nothing behind: no rows, no position, no rejected records.
+    client
+        .batch_execute("DROP MATERIALIZED VIEW by_owner; DROP TABLE accounts")
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM augur_catalog.rejected_rows WHERE source_name = 'accounts'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM augur_catalog.source_splits WHERE source_name = 'accounts'"
+        )
+        .await,
+        0
+    );
 }

@@ -931,6 +931,11 @@ impl Catalog {
         batch.delete(Table::row_id_counter_key(def.id));
         batch.delete(Table::ingested_key(def.id));
         batch.delete(Table::watermark_key(def.id));
+        if def.connector.is_some() {
+            batch.delete(Table::feed_key(def.id));
+            self.store
+                .delete_prefix_in(&mut batch, &crate::stream::runtime::rejected_prefix(def.id));
+        }
         self.store.delete_prefix_in(&mut batch, &def.key_prefix());
         let owned = self.sequences.owned_by(name);
         for sequence in &owned {
@@ -950,6 +955,10 @@ impl Catalog {
         }
         table.retire(crate::table::DROPPED);
         tables.remove(name);
+        self.feeds
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&def.id);
         Ok(true)
     }
 }

@@ -56,6 +56,11 @@ impl Session<'_> {
             }
             return Err(Error::UndefinedTable(name));
         };
+        if table.def().connector.is_some() {
+            return Err(Error::NotSupported(format!(
+                "ALTER TABLE on \"{name}\", which its connector feeds (drop and create it again)"
+            )));
+        }
         // Foreign keys name columns and tables: changing either is not supported yet.
         let adds_foreign_key = alter.operations.iter().any(|op| match op {
             AlterTableOperation::AddConstraint { constraint, .. } => {

@@ -29,13 +29,6 @@ use crate::table::changelog::ChangeLog;
 use crate::table::writer::{OnConflict, TableChanges};
 use crate::table::{ConnectorDef, Table};
 
-/// Storage key of the position table `id`'s connector has read to.
-pub fn feed_key(id: u32) -> Vec<u8> {
-    let mut key = b"mtable_feed/".to_vec();
-    key.extend_from_slice(&id.to_be_bytes());
-    key
-}
-
 /// Records read per write at most.
 const BATCH: usize = 8192;
 
@@ -236,7 +229,7 @@ impl Feed {
         split.records += batch.records;
         split.mark.rejected += rejected.len() as u64;
         let mut extra = WriteBatch::default();
-        extra.put(feed_key(table.def().id), self.splits.encode());
+        extra.put(Table::feed_key(table.def().id), self.splits.encode());
         crate::stream::runtime::write_rejected(
             &mut extra,
             table.def().id,
@@ -367,7 +360,7 @@ fn conform_each(
 
 /// Where feeding a table resumes: the stored position, if any.
 pub fn stored_splits(store: &Store, id: u32) -> Result<Option<Splits>> {
-    match store.get(&feed_key(id))? {
+    match store.get(&Table::feed_key(id))? {
         Some(bytes) => Splits::decode(&bytes, None)
             .map(Some)
             .ok_or_else(|| Error::Internal(format!("corrupt stored position of table {id}"))),

@@ -133,7 +133,10 @@ impl Session<'_> {
             .map_err(|e| Error::Internal(format!("opening the connector failed: {e}")))??
         };
         let mut batch = crate::storage::WriteBatch::default();
-        batch.put(super::ingest::feed_key(table.def().id), splits.encode());
+        batch.put(
+            crate::table::Table::feed_key(table.def().id),
+            splits.encode(),
+        );
         self.db.store().write(batch)?;
         super::ingest::start(
             self.db.feeder(),

@@ -400,6 +400,13 @@ impl Table {
         key
     }
 
+    /// Storage key of where the connector feeding table `table_id` has read to.
+    pub fn feed_key(table_id: u32) -> Vec<u8> {
+        let mut key = b"mtable_feed/".to_vec();
+        key.extend_from_slice(&table_id.to_be_bytes());
+        key
+    }
+
     /// Storage key of the row-id counter of the table with id `table_id`.
     pub fn row_id_counter_key(table_id: u32) -> Vec<u8> {
         let mut key = b"mrowid/".to_vec();
