@@ -740,3 +740,58 @@ async fn debezium_changes_into_a_table_and_its_views() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_view_created_after_the_topic_dropped_records_says_so() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("logs", 1, 1).expect("topic");
+    let producer = producer(&cluster);
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE logs (id BIGINT, line TEXT) WITH (connector = 'kafka', \
+             topic = 'logs', properties.bootstrap.server = '{}') FORMAT PLAIN ENCODE JSON; \
+             CREATE MATERIALIZED VIEW early AS SELECT count(*) AS n FROM logs;",
+            cluster.bootstrap_servers()
+        ))
+        .await
+        .unwrap();
+    // The mock broker keeps about 5 MiB per partition: 8 MiB pushes the first records out,
+    // after the view has read them.
+    let line = "x".repeat(1000);
+    let mut sent = 0;
+    for _ in 0..8 {
+        let chunk: Vec<(usize, String)> = (sent..sent + 1000)
+            .map(|i| (i, format!(r#"{{"id": {i}, "line": "{line}"}}"#)))
+            .collect();
+        produce(&producer, "logs", 1, &chunk);
+        sent += chunk.len();
+        wait_for(&client, "SELECT n FROM early", sent as i64).await;
+    }
+    client
+        .batch_execute("CREATE MATERIALIZED VIEW late AS SELECT count(*) AS n FROM logs")
+        .await
+        .unwrap();
+    let late = scalar(&client, "SELECT n FROM late").await;
+    assert!(late < sent as i64, "{late}");
+    let note: Option<String> = client
+        .query_one(
+            "SELECT backfill_note FROM augur_catalog.views WHERE name = 'late'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let note = note.expect("a note on the view created late");
+    assert!(note.contains("partition 0: offsets 0 to"), "{note}");
+    let early: Option<String> = client
+        .query_one(
+            "SELECT backfill_note FROM augur_catalog.views WHERE name = 'early'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(early, None);
+}

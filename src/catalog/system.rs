@@ -2,7 +2,8 @@
 //!
 //! - `views`: every materialized view with its query, key, row count, the epoch its rows are
 //!   from (the last committed one, the same for every view) and when that epoch was committed,
-//!   and how many rows got NULL because an expression failed on them (since the server started).
+//!   how many rows got NULL because an expression failed on them (since the server started), and
+//!   what it could not fill itself with when it was created (records a topic no longer held).
 //! - `source_stats`: per source and per table, the rows ingested so far, and the rows dropped as
 //!   late or rejected as malformed, the fault a source's reader is retrying through, and how
 //!   many records it is behind (Kafka: offsets behind the partitions' high watermarks).
@@ -178,6 +179,7 @@ impl SystemSchema {
             ),
             Field::new("errors", DataType::Int64, false),
             Field::new("last_error", DataType::Utf8, true),
+            Field::new("backfill_note", DataType::Utf8, true),
         ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
@@ -207,6 +209,9 @@ impl SystemSchema {
                     .unwrap_or_else(|e| e.into_inner())
                     .clone()
             }))),
+            Arc::new(StringArray::from_iter(
+                views.iter().map(|v| v.def().backfill_note.clone()),
+            )),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }

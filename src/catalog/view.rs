@@ -49,6 +49,10 @@ pub struct ViewDef {
     /// Positions of the columns that carry a watermark to views reading this one.
     #[serde(default)]
     pub watermarks: Vec<usize>,
+    /// What the view could not fill itself with when it was created: records a source had
+    /// read that its topic no longer holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill_note: Option<String>,
     /// `CREATE TEMPORARY VIEW` (or a view over a temporary relation): dropped when the
     /// connection that created it ends, or when the server starts again.
     #[serde(default)]

@@ -185,6 +185,40 @@ impl Session<'_> {
         Ok(Output::Command("CREATE SOURCE".into()))
     }
 
+    /// What a view reading `inputs` cannot fill itself with: records its sources have read
+    /// that they no longer hold (a Kafka topic's retention removed them).
+    pub(super) async fn backfill_gaps(&self, inputs: &[u32]) -> Result<Option<String>> {
+        let sources: Vec<_> = self
+            .db
+            .catalog()
+            .sources()
+            .into_iter()
+            .filter(|s| inputs.contains(&s.def.id))
+            .collect();
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        let gaps = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+            let mut gaps = Vec::new();
+            for source in sources {
+                let committed = source.scan.progress.committed();
+                if let Some(gap) = source.scan.source.missing(&committed)? {
+                    gaps.push(format!("source {}: {gap}", source.def.name));
+                }
+            }
+            Ok(gaps)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("checking the sources failed: {e}")))??;
+        Ok((!gaps.is_empty()).then(|| {
+            format!(
+                "the view starts without records its sources no longer hold ({}); views created \
+                 before them have them",
+                gaps.join("; ")
+            )
+        }))
+    }
+
     /// `SHOW SOURCES`.
     pub(super) fn show_sources(&self) -> Result<Output> {
         let names: Vec<String> = self

@@ -514,6 +514,7 @@ impl Session<'_> {
                 append_only: false,
                 watermarks: Vec::new(),
                 appended: false,
+                backfill_note: None,
             };
             let (name, id) = (def.name.clone(), def.id);
             match &replaced {
@@ -549,6 +550,10 @@ impl Session<'_> {
         depends_on.extend(dependencies(catalog, &create.query)?);
         depends_on.sort_unstable();
         depends_on.dedup();
+        let backfill_note = self.backfill_gaps(&planned.graph.inputs()).await?;
+        if let Some(note) = &backfill_note {
+            self.notice("01000", note.clone());
+        }
         let def = ViewDef {
             id,
             name: name.clone(),
@@ -565,6 +570,7 @@ impl Session<'_> {
             emit_on_window_close: emit_on_close,
             append_only: planned.append_only,
             watermarks: planned.watermarks.clone(),
+            backfill_note,
         };
         let view = View::materialized(def.clone())?.with_errors(errors);
         add_root(&mut planned, &view, store, true)?;

@@ -484,6 +484,28 @@ impl Source for KafkaSource {
         Ok(Box::new(Reread::new(self.clone(), until)?))
     }
 
+    fn missing(&self, until: &Splits) -> Result<Option<String>> {
+        let consumer = self.consumer(false)?;
+        let mut gaps = Vec::new();
+        for (p, split) in &until.0 {
+            if split.next <= split.start {
+                continue;
+            }
+            let (low, _) = consumer
+                .fetch_watermarks(&self.topic, *p, TIMEOUT)
+                .map_err(|e| SourceError::Unavailable(format!("kafka partition {p}: {e}")))?;
+            if low > split.start {
+                gaps.push(format!(
+                    "partition {p}: offsets {} to {} of topic {} are gone",
+                    split.start,
+                    low.min(split.next) - 1,
+                    self.topic
+                ));
+            }
+        }
+        Ok((!gaps.is_empty()).then(|| gaps.join(", ")))
+    }
+
     fn bound(&self) -> Option<u64> {
         None
     }

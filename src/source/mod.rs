@@ -341,6 +341,13 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// offset (a view created later, a SELECT from the source).
     fn reread(&self, until: &Splits) -> Result<Box<dyn SourceReader>>;
 
+    /// What of the records read up to `until` the source no longer holds (a topic's retention
+    /// removed them), said for a user; `None` when a re-read gets them all.
+    fn missing(&self, until: &Splits) -> Result<Option<String>> {
+        let _ = until;
+        Ok(None)
+    }
+
     /// The number of rows of a bounded source.
     fn bound(&self) -> Option<u64>;
 
