@@ -21,8 +21,7 @@ use crate::error::{Error, Result};
 use crate::source::envelope::Op;
 use crate::source::kafka::KafkaSource;
 use crate::source::{
-    FormatDef, Rejected, Source, SourceBatch, SourceDef, SourceProgress, SourceReader, SplitState,
-    Splits,
+    FormatDef, Rejected, Source, SourceBatch, SourceDef, SourceProgress, SourceReader, Splits,
 };
 use crate::storage::{Store, WriteBatch};
 use crate::table::changelog::ChangeLog;
@@ -216,18 +215,13 @@ impl Feed {
         } else {
             self.apply_keyed(&mut changes, &rows, &fitting, deleted, &ops)?;
         }
-        let split = self
-            .splits
-            .0
-            .entry(batch.split)
-            .or_insert_with(|| SplitState {
-                start: batch.start,
-                next: batch.start,
-                ..SplitState::default()
-            });
-        split.next = batch.next;
-        split.records += batch.records;
-        split.mark.rejected += rejected.len() as u64;
+        self.splits.advance(
+            batch.split,
+            batch.start,
+            batch.next,
+            batch.records,
+            rejected.len() as u64,
+        );
         let mut extra = WriteBatch::default();
         extra.put(Table::feed_key(table.def().id), self.splits.encode());
         crate::stream::runtime::write_rejected(

@@ -29,6 +29,20 @@ fn schema_of(columns: &[ColumnDef]) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// A source's column: nullable, of a stored Arrow type, with nothing else.
+fn column_def(name: String, data_type: String) -> ColumnDef {
+    ColumnDef {
+        name,
+        data_type,
+        nullable: true,
+        default: None,
+        hidden: false,
+        identity: None,
+        pg_type: None,
+        precision: None,
+    }
+}
+
 /// Opens a stored source: its catalog entry and its flow for the runtime.
 pub(super) fn open(def: SourceDef) -> Result<(SourceEntry, SourceFlow)> {
     let schema = schema_of(&def.columns)?;
@@ -102,16 +116,10 @@ impl Session<'_> {
                     "constraints and defaults on source columns ({name})"
                 )));
             }
-            columns.push(ColumnDef {
+            columns.push(column_def(
                 name,
-                data_type: types::arrow_type(&column.data_type)?.to_string(),
-                nullable: true,
-                default: None,
-                hidden: false,
-                identity: None,
-                pg_type: None,
-                precision: None,
-            });
+                types::arrow_type(&column.data_type)?.to_string(),
+            ));
         }
         let mut options = BTreeMap::new();
         for (key, value) in &create.options {
@@ -122,16 +130,7 @@ impl Session<'_> {
         if columns.is_empty() {
             columns = source::implied_columns(&options)?
                 .into_iter()
-                .map(|(name, data_type)| ColumnDef {
-                    name,
-                    data_type: data_type.to_string(),
-                    nullable: true,
-                    default: None,
-                    hidden: false,
-                    identity: None,
-                    pg_type: None,
-                    precision: None,
-                })
+                .map(|(name, data_type)| column_def(name, data_type.to_string()))
                 .collect();
         }
         for include in &create.includes {
@@ -147,16 +146,10 @@ impl Session<'_> {
                     format!("column \"{}\" specified more than once", include.column),
                 ));
             }
-            columns.push(ColumnDef {
-                name: include.column.clone(),
-                data_type: part.data_type().to_string(),
-                nullable: true,
-                default: None,
-                hidden: false,
-                identity: None,
-                pg_type: None,
-                precision: None,
-            });
+            columns.push(column_def(
+                include.column.clone(),
+                part.data_type().to_string(),
+            ));
         }
         let def = SourceDef {
             id: catalog.reserve_id()?,

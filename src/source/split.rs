@@ -66,6 +66,27 @@ impl Splits {
         out
     }
 
+    /// Records that `records` more records of `split` were read, up to offset `next` (first
+    /// seen: the split starts at `start`), of which `rejected` gave no row. Returns the split.
+    pub fn advance(
+        &mut self,
+        split: i32,
+        start: i64,
+        next: i64,
+        records: u64,
+        rejected: u64,
+    ) -> &mut SplitState {
+        let state = self.0.entry(split).or_insert_with(|| SplitState {
+            start,
+            next: start,
+            ..SplitState::default()
+        });
+        state.next = next;
+        state.records += records;
+        state.mark.rejected += rejected;
+        state
+    }
+
     /// The stored form.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 + self.0.len() * ENCODED_SPLIT);

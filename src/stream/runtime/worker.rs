@@ -12,7 +12,7 @@ use super::{
     APPLIED_SEQ_KEY, BACKFILL_BATCH, EPOCH_KEY, Lookup, Message, Progress, Reply, SOURCE_POLL,
     SourceRun, ViewFlow, source_offset_key, source_watermark_key, table_watermark_key,
 };
-use crate::source::{OnTimeRows, SplitState};
+use crate::source::OnTimeRows;
 use crate::storage::{Store, WriteBatch};
 use crate::stream::{ChangeBatch, Result, StreamError, Watermark};
 use crate::table::Table;
@@ -259,18 +259,13 @@ impl Worker {
             let Some(batch) = batch else {
                 continue;
             };
-            let split = run
-                .splits
-                .0
-                .entry(batch.split)
-                .or_insert_with(|| SplitState {
-                    start: batch.start,
-                    next: batch.start,
-                    ..SplitState::default()
-                });
-            split.next = batch.next;
-            split.records += batch.records;
-            split.mark.rejected += batch.rejected.len() as u64;
+            run.splits.advance(
+                batch.split,
+                batch.start,
+                batch.next,
+                batch.records,
+                batch.rejected.len() as u64,
+            );
             run.rejected.extend(batch.rejected);
             more |= due > run.splits.records();
             self.pending = true;
