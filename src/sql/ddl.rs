@@ -547,6 +547,13 @@ pub fn refuse_options(options: &CreateTableOptions) -> Result<()> {
                 SqlOption::Ident(ident) => ident.to_string(),
                 other => other.to_string(),
             };
+            if name.eq_ignore_ascii_case("connector") {
+                return Err(Error::Syntax(
+                    "a table with a connector needs FORMAT PLAIN | UPSERT | DEBEZIUM ENCODE JSON \
+                     | CSV after its options"
+                        .into(),
+                ));
+            }
             Err(Error::coded(
                 "22023",
                 format!("unrecognized parameter \"{name}\""),
