@@ -158,8 +158,9 @@ impl Feed {
             self.progress.set_last_error(r.last_error());
             self.progress.set_ends(r.ends());
             match next {
-                Ok(Some(batch)) => {
-                    if let Err(e) = self.write(batch) {
+                Ok(Some(batch)) => match self.write(batch) {
+                    Ok(()) => r.committed(&self.splits),
+                    Err(e) => {
                         if !self.current() {
                             return;
                         }
@@ -169,7 +170,7 @@ impl Feed {
                         reader = None;
                         std::thread::sleep(Duration::from_secs(1));
                     }
-                }
+                },
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
                 Err(e) => {
                     self.progress.set_last_error(Some(e.to_string()));

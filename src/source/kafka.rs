@@ -15,7 +15,8 @@
 //! `scan.startup.timestamp.millis` fixes each partition's first offset when the source is
 //! created; partitions added later are found every `scan.partition.discovery.interval.ms`
 //! (5 s) and read from their beginning. Any `properties.<name>` is passed to librdkafka as
-//! `<name>`.
+//! `<name>`. With `properties.group.id`, what Augur has committed is also committed to that
+//! consumer group, at the same interval, for Kafka's monitoring tools; Augur never reads it.
 //!
 //! The views read through a thread that polls the consumer and decodes ahead of them, at most
 //! [`PREFETCH`] batches: when the views fall behind, the thread waits, and so does the broker's
@@ -33,7 +34,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -459,7 +460,9 @@ impl Source for KafkaSource {
         let stop = Arc::new(AtomicBool::new(false));
         let last_error = Arc::new(Mutex::new(None));
         let ends = Arc::new(Mutex::new(BTreeMap::new()));
+        let committed = Arc::new(Mutex::new(None));
         let live = Live {
+            committed: committed.clone(),
             source: self.clone(),
             known: from.0.keys().copied().collect(),
             from: from.clone(),
@@ -477,6 +480,7 @@ impl Source for KafkaSource {
             stop,
             last_error,
             ends,
+            committed,
         }))
     }
 
@@ -534,6 +538,8 @@ struct Live {
     last_error: Arc<Mutex<Option<String>>>,
     /// Each partition's end (high watermark) as last asked.
     ends: Arc<Mutex<BTreeMap<i32, i64>>>,
+    /// What Augur last committed, to report to the consumer group.
+    committed: Arc<Mutex<Option<Splits>>>,
 }
 
 impl Live {
@@ -572,6 +578,7 @@ impl Live {
             if discovered.elapsed() >= self.source.discovery {
                 discovered = Instant::now();
                 self.discover(&consumer);
+                self.report(&consumer);
             }
             let mut records: Vec<BorrowedMessage<'_>> = Vec::new();
             let mut wait = Duration::from_millis(100);
@@ -611,6 +618,40 @@ impl Live {
             }
         }
         Ok(())
+    }
+
+    /// Commits what Augur has committed to the consumer group named by `properties.group.id`,
+    /// so that Kafka's tools show the source's progress. Augur never reads these back.
+    fn report(&self, consumer: &BaseConsumer) {
+        if !self.source.config.contains_key("group.id") {
+            return;
+        }
+        let Some(splits) = self
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let mut offsets = TopicPartitionList::new();
+        for (p, split) in &splits.0 {
+            if split.next > split.start {
+                let _ = offsets.add_partition_offset(
+                    &self.source.topic,
+                    *p,
+                    Offset::Offset(split.next),
+                );
+            }
+        }
+        if offsets.count() > 0
+            && let Err(e) = consumer.commit(&offsets, CommitMode::Async)
+        {
+            tracing::debug!(
+                topic = self.source.topic,
+                "reporting offsets to the group: {e}"
+            );
+        }
     }
 
     /// Assigns partitions that appeared since the last look, from their beginning.
@@ -653,6 +694,7 @@ struct Prefetched {
     stop: Arc<AtomicBool>,
     last_error: Arc<Mutex<Option<String>>>,
     ends: Arc<Mutex<BTreeMap<i32, i64>>>,
+    committed: Arc<Mutex<Option<Splits>>>,
 }
 
 impl SourceReader for Prefetched {
@@ -675,6 +717,10 @@ impl SourceReader for Prefetched {
 
     fn ends(&self) -> BTreeMap<i32, i64> {
         self.ends.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn committed(&mut self, splits: &Splits) {
+        *self.committed.lock().unwrap_or_else(|e| e.into_inner()) = Some(splits.clone());
     }
 }
 
@@ -911,5 +957,39 @@ mod tests {
             .collect();
         want.sort_unstable();
         assert_eq!(ids, want);
+    }
+
+    #[test]
+    fn what_augur_commits_is_reported_to_the_consumer_group() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("watched", 1, 1).unwrap();
+        let mut def = def(&cluster.bootstrap_servers(), "watched");
+        def.options
+            .insert("properties.group.id".into(), "monitoring".into());
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let source = KafkaSource::new(schema, &def).unwrap();
+        let mut reader = source.reader(&Splits::single()).unwrap();
+        let mut splits = Splits::default();
+        splits.advance(0, 0, 7, 7, 0);
+        reader.committed(&splits);
+        let group: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "monitoring")
+            .create()
+            .unwrap();
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition("watched", 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let offset = group
+                .committed_offsets(wanted.clone(), Duration::from_secs(5))
+                .ok()
+                .and_then(|list| list.elements().first().map(|e| e.offset()));
+            if offset == Some(Offset::Offset(7)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "group offset {offset:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }

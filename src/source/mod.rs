@@ -241,6 +241,13 @@ pub trait SourceReader: Send {
     fn ends(&self) -> BTreeMap<i32, i64> {
         BTreeMap::new()
     }
+
+    /// Tells the reader what Augur has committed, for monitoring outside Augur (Kafka: the
+    /// consumer group's offsets, when `properties.group.id` is given). Reading never starts
+    /// from what this reports.
+    fn committed(&mut self, splits: &Splits) {
+        let _ = splits;
+    }
 }
 
 /// Errors of the source layer.

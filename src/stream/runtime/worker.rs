@@ -484,8 +484,11 @@ impl Worker {
         self.progress
             .applied_seq
             .store(self.applied_seq, Ordering::SeqCst);
-        for run in self.sources.values() {
+        for run in self.sources.values_mut() {
             run.flow.progress.set_committed(&run.splits);
+            if let Some(reader) = run.reader.as_mut() {
+                reader.committed(&run.splits);
+            }
             if let Some(w) = &run.flow.watermark {
                 *w.committed.lock().unwrap_or_else(|e| e.into_inner()) = run.splits.mark();
             }
