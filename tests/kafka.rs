@@ -511,6 +511,9 @@ async fn upsert_changelog_into_a_table_with_updates_and_deletes() {
     }
     // No score: NOT NULL refuses it; the row keeps its earlier version.
     records.push((7, Some(r#"{"id": 7, "name": "c"}"#.into())));
+    // The key decides the row, whatever id the value carries.
+    records.push((70, value(71, "k", 70)));
+    want.insert(70, ("k".into(), 70));
     produce_keyed(&producer, "users", 2, &records);
 
     let n = want.len() as i64;
@@ -551,6 +554,19 @@ async fn upsert_changelog_into_a_table_with_updates_and_deletes() {
         .get(0);
     assert!(error.contains("score"), "{error}");
 
+    // Constraints that its writes would have to check are refused.
+    assert_eq!(
+        error_code(&client, "CREATE UNIQUE INDEX ON users (name)").await,
+        "0A000"
+    );
+    assert_eq!(
+        error_code(
+            &client,
+            "CREATE TABLE child (id BIGINT PRIMARY KEY, user_id BIGINT REFERENCES users (id))"
+        )
+        .await,
+        "0A000"
+    );
     // The topic owns the rows.
     for sql in [
         "INSERT INTO users VALUES (100, 'x', 1)",

@@ -44,6 +44,13 @@ pub fn resolve(db: &Database, def: &mut crate::table::TableDef) -> Result<()> {
                     )
                 }
             })?;
+            if parent.def().connector.is_some() {
+                return Err(Error::NotSupported(format!(
+                    "a foreign key referencing \"{}\", which its connector feeds (its rows \
+                     change without checks)",
+                    fk.parent
+                )));
+            }
             if parent.def().temporary && !def.temporary {
                 return Err(Error::coded(
                     "42P16",

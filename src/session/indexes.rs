@@ -23,6 +23,12 @@ impl Session<'_> {
         let relation = table_name(&create.table_name)?;
         let catalog = self.db.catalog();
         let (table, is_view) = match catalog.table(&relation) {
+            Some(table) if create.unique && table.def().connector.is_some() => {
+                return Err(Error::NotSupported(format!(
+                    "a unique index on table \"{relation}\", which its connector feeds (its rows \
+                     are the topic's)"
+                )));
+            }
             Some(table) => (table, false),
             None => match catalog.view(&relation).and_then(|v| v.storage().cloned()) {
                 Some(storage) if create.unique => {

@@ -216,7 +216,9 @@ impl Feed {
         } else {
             self.apply_keyed(&mut changes, &rows, &fitting, deleted, &ops)?;
         }
-        self.splits.advance(
+        // The position moves only with a write that succeeded: a failed one is read again.
+        let mut splits = self.splits.clone();
+        splits.advance(
             batch.split,
             batch.start,
             batch.next,
@@ -224,17 +226,18 @@ impl Feed {
             rejected.len() as u64,
         );
         let mut extra = WriteBatch::default();
-        extra.put(Table::feed_key(table.def().id), self.splits.encode());
+        extra.put(Table::feed_key(table.def().id), splits.encode());
         crate::stream::runtime::write_rejected(
             &mut extra,
             table.def().id,
-            self.splits.mark().rejected,
+            splits.mark().rejected,
             rejected,
             self.retention,
         );
         let logged =
             self.feeder.catalog.has_dependents(table.def().id) || table.watermark().is_some();
         changes.commit_with(logged.then_some(self.feeder.changelog.as_ref()), extra)?;
+        self.splits = splits;
         self.progress.set_committed(&self.splits);
         Ok(())
     }

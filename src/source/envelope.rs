@@ -143,16 +143,24 @@ impl ChangeDecoder {
 
     fn upserts(&self, records: &[Record<'_>]) -> Changes {
         let mut failures = Vec::new();
-        let mut writes: Vec<&[u8]> = Vec::new();
+        let mut writes: Vec<Vec<u8>> = Vec::new();
         let mut write_at = Vec::new();
         let mut keys: Vec<Vec<u8>> = Vec::new();
         let mut key_at = Vec::new();
         for (i, (key, value)) in records.iter().enumerate() {
             match value {
-                Some(value) if !value.is_empty() => {
-                    writes.push(value);
-                    write_at.push(i);
-                }
+                Some(value) if !value.is_empty() => match key.map(|k| self.keyed_value(k, value)) {
+                    Some(Ok(row)) => {
+                        writes.push(row);
+                        write_at.push(i);
+                    }
+                    Some(Err(e)) => failures.push((i, e)),
+                    // No key: the value's own key columns.
+                    None => {
+                        writes.push(value.to_vec());
+                        write_at.push(i);
+                    }
+                },
                 _ => match key.map(|k| self.key_object(k)) {
                     Some(Ok(key)) => {
                         keys.push(key);
@@ -163,7 +171,26 @@ impl ChangeDecoder {
                 },
             }
         }
+        let writes: Vec<&[u8]> = writes.iter().map(Vec::as_slice).collect();
         self.assemble((writes, write_at), (keys, key_at), failures, None)
+    }
+
+    /// An upsert record's value with the key's columns taken from its key: the key decides
+    /// which row the value is.
+    fn keyed_value(&self, key: &[u8], value: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        let key: Value = serde_json::from_slice(&self.key_object(key)?)
+            .map_err(|e| format!("the key is not JSON: {e}"))?;
+        let mut row = match serde_json::from_slice::<Value>(value) {
+            Ok(Value::Object(row)) => row,
+            // Not an object: the decoder says what is wrong with it.
+            _ => return Ok(value.to_vec()),
+        };
+        if let Value::Object(key) = key {
+            for (column, v) in key {
+                row.insert(column, v);
+            }
+        }
+        Ok(Value::Object(row).to_string().into_bytes())
     }
 
     /// An upsert record's key as a JSON object of the key's columns.
@@ -353,7 +380,8 @@ mod tests {
     fn upsert_values_write_and_tombstones_delete_by_key() {
         let d = decoder(Envelope::Upsert);
         let records: Vec<Record<'_>> = vec![
-            (Some(b"1"), Some(br#"{"id": 1, "name": "a"}"#)),
+            // The key decides the row, whatever the value says.
+            (Some(b"1"), Some(br#"{"id": 9, "name": "a"}"#)),
             (Some(br#"{"id": 2}"#), None),
             (Some(b"not json"), None),
             (Some(b"3"), Some(br#"{"id": 3, "name": "c"}"#)),

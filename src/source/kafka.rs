@@ -331,10 +331,12 @@ impl KafkaSource {
                     kept.iter().map(|&i| records[i].offset()),
                 )),
                 Column::Include(Include::Timestamp) => Arc::new(
-                    TimestampMicrosecondArray::from_iter(
-                        kept.iter()
-                            .map(|&i| records[i].timestamp().to_millis().map(|ms| ms * 1000)),
-                    )
+                    TimestampMicrosecondArray::from_iter(kept.iter().map(|&i| {
+                        records[i]
+                            .timestamp()
+                            .to_millis()
+                            .and_then(|ms| ms.checked_mul(1000))
+                    }))
                     .with_timezone(crate::sql::types::UTC),
                 ),
                 Column::Include(Include::Key) => {
@@ -560,8 +562,10 @@ impl Live {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
     }
 
-    /// Reads until stopped; an error if the consumer cannot be set up.
+    /// Reads until stopped; an error if the consumer cannot be set up. Starts again from what
+    /// it has handed over, and looks for new partitions again.
     fn read(&mut self) -> Result<()> {
+        self.known = self.from.0.keys().copied().collect();
         let consumer = self.source.consumer(false)?;
         let mut assignment = TopicPartitionList::new();
         for (p, split) in &self.from.0 {
@@ -612,9 +616,12 @@ impl Live {
             for (partition, records) in by_partition {
                 let batch = self.source.rows(partition, &records)?;
                 drop(records);
+                let (start, next) = (batch.start, batch.next);
                 if self.tx.send(batch).is_err() {
                     return Ok(());
                 }
+                // Handed over: a restart of the reading goes on from here.
+                self.from.advance(partition, start, next, 0, 0);
             }
         }
         Ok(())

@@ -151,12 +151,15 @@ struct SourceRun {
     paced_from: (u64, Instant),
     /// Records rejected since the last commit, kept with it.
     rejected: Vec<crate::source::Rejected>,
+    /// The highest watermark sent to the views (event-time units).
+    emitted: Option<i64>,
 }
 
 impl SourceRun {
     fn new(flow: SourceFlow, splits: Splits) -> Self {
         Self {
             paced_from: (splits.records(), Instant::now()),
+            emitted: splits.mark().current,
             flow,
             splits,
             reader: None,

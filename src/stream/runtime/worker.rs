@@ -243,17 +243,30 @@ impl Worker {
                 continue;
             }
             let name = run.flow.name.clone();
-            let failed = |e: crate::source::SourceError| {
-                StreamError::Internal(format!("source {name}: {e}"))
-            };
+            // A reader's fault stops only its source, which shows it as its last_error and is
+            // read again from where the views are.
             if run.reader.is_none() {
-                run.reader = Some(source.reader(&run.splits).map_err(failed)?);
+                match source.reader(&run.splits) {
+                    Ok(reader) => run.reader = Some(reader),
+                    Err(e) => {
+                        run.flow.progress.set_last_error(Some(e.to_string()));
+                        continue;
+                    }
+                }
             }
             let Some(reader) = run.reader.as_mut() else {
                 continue;
             };
             let n = (due - done).min(BACKFILL_BATCH as u64) as usize;
-            let batch = reader.next(n).map_err(failed)?;
+            let batch = match reader.next(n) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(source = name, "reading the source failed: {e}");
+                    run.flow.progress.set_last_error(Some(e.to_string()));
+                    run.reader = None;
+                    continue;
+                }
+            };
             run.flow.progress.set_last_error(reader.last_error());
             run.flow.progress.set_ends(reader.ends());
             let Some(batch) = batch else {
@@ -267,9 +280,14 @@ impl Worker {
                 batch.rejected.len() as u64,
             );
             run.rejected.extend(batch.rejected);
+            // Only the newest are kept: an epoch of bad records stays within the retention.
+            let over = run
+                .rejected
+                .len()
+                .saturating_sub(run.flow.rejected_retention as usize);
+            run.rejected.drain(..over);
             more |= due > run.splits.records();
             self.pending = true;
-            let before = run.splits.mark().current;
             let rows = match &run.flow.watermark {
                 Some(w) => {
                     let state = &mut run.splits.0.entry(batch.split).or_default().mark;
@@ -279,9 +297,13 @@ impl Worker {
                 }
                 None => batch.rows,
             };
+            // The source's watermark only rises: a partition whose first row comes late (one
+            // added later, or idle until now) does not take it back.
+            let mark = run.splits.mark();
             let watermark = match &run.flow.watermark {
-                Some(w) if run.splits.mark().current != before => {
-                    source_mark(&w.watermark, &run.splits.mark())?
+                Some(w) if mark.current > run.emitted => {
+                    run.emitted = mark.current;
+                    source_mark(&w.watermark, &mark)?
                 }
                 _ => None,
             };
