@@ -210,8 +210,7 @@ impl Database {
                 continue;
             };
             let source = super::ingest::open(&table, &connector)?;
-            let splits =
-                super::ingest::stored_splits(&self.store, table.def().id)?.unwrap_or_default();
+            let splits = super::ingest::stored_splits(&self.store, table.def().id)?;
             super::ingest::start(
                 self.feeder(),
                 table,

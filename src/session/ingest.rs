@@ -87,12 +87,14 @@ pub fn open(table: &Table, def: &ConnectorDef) -> Result<KafkaSource> {
     Ok(KafkaSource::for_table(visible, &source, key)?)
 }
 
-/// Starts feeding `table` from `source`, from `splits`; `progress` shows how far it has read.
+/// Starts feeding `table` from `source`, from `splits` (`None`: the table's start was never
+/// stored — the server stopped right after CREATE — and is found as CREATE finds it);
+/// `progress` shows how far it has read.
 pub fn start(
     feeder: Feeder,
     table: Arc<Table>,
     source: KafkaSource,
-    splits: Splits,
+    splits: Option<Splits>,
     progress: Arc<SourceProgress>,
 ) -> Result<()> {
     let retention = crate::source::rejected_retention(
@@ -103,6 +105,8 @@ pub fn start(
             .map(|c| c.options.clone())
             .unwrap_or_default(),
     )?;
+    let unknown = splits.is_none();
+    let splits = splits.unwrap_or_default();
     progress.set_committed(&splits);
     feeder.catalog.set_feed(table.def().id, progress.clone());
     let feed = Feed {
@@ -110,6 +114,7 @@ pub fn start(
         table,
         source,
         splits,
+        unknown,
         progress,
         retention,
     };
@@ -125,6 +130,8 @@ struct Feed {
     table: Arc<Table>,
     source: KafkaSource,
     splits: Splits,
+    /// The start is still to be found.
+    unknown: bool,
     progress: Arc<SourceProgress>,
     retention: u64,
 }
@@ -143,6 +150,20 @@ impl Feed {
     fn run(mut self) {
         let mut reader: Option<Box<dyn SourceReader>> = None;
         while self.current() {
+            if self.unknown {
+                match self.source.initial_splits() {
+                    Ok(splits) => {
+                        self.splits = splits;
+                        self.unknown = false;
+                        self.progress.set_committed(&self.splits);
+                    }
+                    Err(e) => {
+                        self.progress.set_last_error(Some(e.to_string()));
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                }
+            }
             if reader.is_none() {
                 match self.source.reader(&self.splits) {
                     Ok(r) => reader = Some(r),

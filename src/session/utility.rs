@@ -142,7 +142,7 @@ impl Session<'_> {
             self.db.feeder(),
             table,
             source,
-            splits,
+            Some(splits),
             std::sync::Arc::new(crate::source::SourceProgress::default()),
         )
     }
