@@ -678,6 +678,14 @@ async fn debezium_changes_into_a_table_and_its_views() {
             6,
             Some(format!(r#"{{"op": "c", "after": {}}}"#, row(6, "cy", 1.5))),
         ),
+        // An update whose new row has no key: rejected, and the old row stays.
+        (
+            3,
+            Some(format!(
+                r#"{{"op": "u", "before": {}, "after": {{"owner": "zed", "balance": 1}}}}"#,
+                row(3, "ann", 5.0)
+            )),
+        ),
     ];
     produce_keyed(&producer, "dbserver.public.accounts", 1, &events);
     wait_for(&client, "SELECT count(*) FROM accounts", 3).await;
@@ -714,7 +722,7 @@ async fn debezium_changes_into_a_table_and_its_views() {
     wait_for(
         &client,
         "SELECT count(*) FROM augur_catalog.rejected_rows WHERE source_name = 'accounts'",
-        2,
+        3,
     )
     .await;
     let errors: Vec<String> = client

@@ -222,10 +222,29 @@ impl Feed {
                 error,
             });
         })?;
-        let ops = match &batch.changes {
+        let mut ops = match &batch.changes {
             Some(changes) => changes.ops.clone(),
             None => (0..batch.rows.num_rows()).map(Op::Write).collect(),
         };
+        // A record whose new row was rejected changes nothing: not even the delete of its old
+        // row (a Debezium update).
+        if let Some(changes) = &batch.changes {
+            let refused: std::collections::HashSet<i64> = fitting
+                .iter()
+                .zip(&offsets)
+                .filter(|(at, _)| at.is_none())
+                .map(|(_, offset)| *offset)
+                .collect();
+            if !refused.is_empty() {
+                ops.retain(|op| match *op {
+                    Op::Delete(i) => changes
+                        .deleted_offsets
+                        .get(i)
+                        .is_none_or(|offset| !refused.contains(offset)),
+                    Op::Write(_) => true,
+                });
+            }
+        }
         let deleted = batch.changes.as_ref().map(|c| &c.deleted);
 
         let _guard = self.feeder.write_lock.blocking_lock();

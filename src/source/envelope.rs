@@ -64,6 +64,8 @@ pub struct Changes {
     pub rows: RecordBatch,
     /// The record each row to write came from (its index).
     pub row_records: Vec<usize>,
+    /// The record each deleted key came from (its index).
+    pub deleted_records: Vec<usize>,
     /// Rows whose keys are deleted.
     pub deleted: RecordBatch,
     /// The operations, in record order.
@@ -131,6 +133,7 @@ impl ChangeDecoder {
                 Changes {
                     ops: (0..kept.len()).map(Op::Write).collect(),
                     row_records: kept,
+                    deleted_records: Vec::new(),
                     rows,
                     deleted: RecordBatch::new_empty(self.schema.clone()),
                     failures,
@@ -308,6 +311,7 @@ impl ChangeDecoder {
         }
         Changes {
             row_records: rows_kept.iter().map(|&j| write_at[j]).collect(),
+            deleted_records: keys_kept.iter().map(|&j| key_at[j]).collect(),
             rows,
             deleted,
             ops,

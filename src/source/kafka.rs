@@ -315,6 +315,11 @@ impl KafkaSource {
                             .iter()
                             .map(|&i| records[i].offset())
                             .collect(),
+                        deleted_offsets: changes
+                            .deleted_records
+                            .iter()
+                            .map(|&i| records[i].offset())
+                            .collect(),
                     }),
                 });
             }

@@ -221,6 +221,8 @@ pub struct TableChanges {
     pub ops: Vec<envelope::Op>,
     /// The offset of the record each row to write came from.
     pub row_offsets: Vec<i64>,
+    /// The offset of the record each deleted key came from.
+    pub deleted_offsets: Vec<i64>,
 }
 
 /// Reads a source's records in order, split by split.
