@@ -1004,4 +1004,14 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    #[test]
+    fn a_start_by_time_is_the_first_offset_found_or_the_end() {
+        // The broker found the first record at or after the time.
+        assert_eq!(start_by_time(Some(Offset::Offset(42)), 100), 42);
+        // No record that late (Kafka answers -1, librdkafka an end or invalid offset): the end.
+        assert_eq!(start_by_time(Some(Offset::Offset(-1)), 100), 100);
+        assert_eq!(start_by_time(Some(Offset::End), 100), 100);
+        assert_eq!(start_by_time(None, 100), 100);
+    }
 }
