@@ -543,6 +543,16 @@ impl Catalog {
         sources
     }
 
+    /// Whether writes to table `id` go into the change log: while a view reads it, and always
+    /// for a table with a watermark (the dataflow keeps its watermark for the views created
+    /// later).
+    pub fn is_logged(&self, id: u32) -> bool {
+        self.has_dependents(id)
+            || self
+                .relation_by_id(id)
+                .is_some_and(|t| t.watermark().is_some())
+    }
+
     /// Records how far the connector feeding table `id` has read.
     pub fn set_feed(&self, id: u32, progress: Arc<crate::source::SourceProgress>) {
         self.feeds

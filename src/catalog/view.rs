@@ -95,17 +95,11 @@ impl ViewDef {
             .iter()
             .zip(names)
             .map(|(f, name)| ColumnDef {
-                name: name.clone(),
-                data_type: f.data_type().to_string(),
-                nullable: true,
-                default: None,
-                hidden: false,
-                identity: None,
                 pg_type: f
                     .metadata()
                     .get(crate::catalog::pg_builtins::PG_TYPE_KEY)
                     .cloned(),
-                precision: None,
+                ..ColumnDef::nullable(name.clone(), f.data_type())
             })
             .collect()
     }

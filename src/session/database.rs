@@ -224,14 +224,9 @@ impl Database {
 
     /// The change log, if a view reads table `table_id` (writes to other tables are not logged).
     pub(crate) fn log_for(&self, table_id: u32) -> Option<&ChangeLog> {
-        // A table with a watermark is logged even while no view reads it: the dataflow keeps
-        // its watermark for the views created later.
-        let logged = self.catalog.has_dependents(table_id)
-            || self
-                .catalog
-                .relation_by_id(table_id)
-                .is_some_and(|t| t.watermark().is_some());
-        logged.then_some(self.changelog.as_ref())
+        self.catalog
+            .is_logged(table_id)
+            .then_some(self.changelog.as_ref())
     }
 
     /// The models.

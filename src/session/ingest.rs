@@ -206,15 +206,12 @@ impl Feed {
     fn write(&mut self, batch: SourceBatch) -> Result<()> {
         let table = self.table.clone();
         let mut rejected = batch.rejected;
-        let (rows, offsets) = match &batch.changes {
-            Some(changes) => (batch.rows.clone(), changes.row_offsets.clone()),
-            None => (
-                batch.rows.clone(),
-                vec![batch.next - 1; batch.rows.num_rows()],
-            ),
+        let offsets = match &batch.changes {
+            Some(changes) => changes.row_offsets.clone(),
+            None => vec![batch.next - 1; batch.rows.num_rows()],
         };
         // Rows that do not fit the table (a NULL where it allows none) are rejected alone.
-        let (rows, fitting) = conform_each(&table, &rows, |n, error| {
+        let (rows, fitting) = conform_each(&table, &batch.rows, |n, error| {
             rejected.push(Rejected {
                 split: batch.split,
                 offset: offsets.get(n).copied().unwrap_or(batch.next - 1),
@@ -274,8 +271,7 @@ impl Feed {
             rejected,
             self.retention,
         );
-        let logged =
-            self.feeder.catalog.has_dependents(table.def().id) || table.watermark().is_some();
+        let logged = self.feeder.catalog.is_logged(table.def().id);
         changes.commit_with(logged.then_some(self.feeder.changelog.as_ref()), extra)?;
         self.splits = splits;
         self.progress.set_committed(&self.splits);
@@ -317,12 +313,8 @@ impl Feed {
         }
         // Every key touched loses its old row; the keys whose last operation writes get the
         // new one.
-        let mut old = Vec::new();
-        for key in &order {
-            if let Some(value) = changes.value(key)? {
-                old.push(value);
-            }
-        }
+        let keys: Vec<Vec<u8>> = order.iter().map(|key| key.to_vec()).collect();
+        let old: Vec<Vec<u8>> = changes.values(&keys)?.into_iter().flatten().collect();
         if !old.is_empty() {
             let old_rows = table.decode_stored(&old)?;
             changes.delete(&old_rows)?;

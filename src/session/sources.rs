@@ -29,20 +29,6 @@ fn schema_of(columns: &[ColumnDef]) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// A source's column: nullable, of a stored Arrow type, with nothing else.
-fn column_def(name: String, data_type: String) -> ColumnDef {
-    ColumnDef {
-        name,
-        data_type,
-        nullable: true,
-        default: None,
-        hidden: false,
-        identity: None,
-        pg_type: None,
-        precision: None,
-    }
-}
-
 /// Opens a stored source: its catalog entry and its flow for the runtime.
 pub(super) fn open(def: SourceDef) -> Result<(SourceEntry, SourceFlow)> {
     let schema = schema_of(&def.columns)?;
@@ -52,7 +38,6 @@ pub(super) fn open(def: SourceDef) -> Result<(SourceEntry, SourceFlow)> {
         .map(|w| -> Result<_> {
             Ok(Arc::new(SourceWatermark {
                 watermark: Watermark::compile(w, &schema)?,
-                committed: Default::default(),
             }))
         })
         .transpose()?;
@@ -116,9 +101,9 @@ impl Session<'_> {
                     "constraints and defaults on source columns ({name})"
                 )));
             }
-            columns.push(column_def(
+            columns.push(ColumnDef::nullable(
                 name,
-                types::arrow_type(&column.data_type)?.to_string(),
+                &types::arrow_type(&column.data_type)?,
             ));
         }
         let mut options = BTreeMap::new();
@@ -130,7 +115,7 @@ impl Session<'_> {
         if columns.is_empty() {
             columns = source::implied_columns(&options)?
                 .into_iter()
-                .map(|(name, data_type)| column_def(name, data_type.to_string()))
+                .map(|(name, data_type)| ColumnDef::nullable(name, &data_type))
                 .collect();
         }
         for include in &create.includes {
@@ -146,9 +131,9 @@ impl Session<'_> {
                     format!("column \"{}\" specified more than once", include.column),
                 ));
             }
-            columns.push(column_def(
+            columns.push(ColumnDef::nullable(
                 include.column.clone(),
-                part.data_type().to_string(),
+                &part.data_type(),
             ));
         }
         let def = SourceDef {

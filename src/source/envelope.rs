@@ -166,7 +166,7 @@ impl ChangeDecoder {
                 },
                 _ => match key.map(|k| self.key_object(k)) {
                     Some(Ok(key)) => {
-                        keys.push(key);
+                        keys.push(Value::Object(key).to_string().into_bytes());
                         key_at.push(i);
                     }
                     Some(Err(e)) => failures.push((i, e)),
@@ -181,32 +181,30 @@ impl ChangeDecoder {
     /// An upsert record's value with the key's columns taken from its key: the key decides
     /// which row the value is.
     fn keyed_value(&self, key: &[u8], value: &[u8]) -> std::result::Result<Vec<u8>, String> {
-        let key: Value = serde_json::from_slice(&self.key_object(key)?)
-            .map_err(|e| format!("the key is not JSON: {e}"))?;
+        let key = self.key_object(key)?;
         let mut row = match serde_json::from_slice::<Value>(value) {
             Ok(Value::Object(row)) => row,
             // Not an object: the decoder says what is wrong with it.
             _ => return Ok(value.to_vec()),
         };
-        if let Value::Object(key) = key {
-            for (column, v) in key {
-                row.insert(column, v);
-            }
-        }
+        row.extend(key);
         Ok(Value::Object(row).to_string().into_bytes())
     }
 
     /// An upsert record's key as a JSON object of the key's columns.
-    fn key_object(&self, key: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    fn key_object(
+        &self,
+        key: &[u8],
+    ) -> std::result::Result<serde_json::Map<String, Value>, String> {
         let value: Value =
             serde_json::from_slice(key).map_err(|e| format!("the key is not JSON: {e}"))?;
         match value {
-            Value::Object(_) => Ok(key.to_vec()),
+            Value::Object(object) => Ok(object),
             Value::Null | Value::Array(_) => Err("the key must be a JSON object or value".into()),
             scalar if self.key.len() == 1 => {
                 let mut object = serde_json::Map::new();
                 object.insert(self.key[0].clone(), scalar);
-                Ok(Value::Object(object).to_string().into_bytes())
+                Ok(object)
             }
             _ => Err(format!(
                 "the key must be a JSON object of the key columns ({})",

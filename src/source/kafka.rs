@@ -292,7 +292,6 @@ impl KafkaSource {
     /// Turns a batch of records of one partition into rows: the payloads decoded, the parts
     /// the record adds, and the records that gave no row.
     fn rows<M: Message>(&self, partition: i32, records: &[M]) -> Result<SourceBatch> {
-        let payloads: Vec<&[u8]> = records.iter().map(|m| m.payload().unwrap_or(&[])).collect();
         let decoder = match &self.decoder {
             Payload::Rows(decoder) => decoder,
             Payload::Changes(decoder) => {
@@ -324,6 +323,7 @@ impl KafkaSource {
                 });
             }
         };
+        let payloads: Vec<&[u8]> = records.iter().map(|m| m.payload().unwrap_or(&[])).collect();
         let (rows, kept, failures) = decoder.decode(&payloads);
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
         for column in &self.columns {
@@ -872,24 +872,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_partition_the_splits_lack_is_read_from_its_beginning() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("grow", 3, 1).unwrap();
+    /// Topic `topic` with `partitions` partitions holding `{"id": i}` for `i` below `n`, record
+    /// `i` in partition `i % partitions`; and a source of `id BIGINT` over it.
+    fn topic_of_ids(
+        cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+        topic: &str,
+        partitions: i32,
+        n: i32,
+    ) -> KafkaSource {
+        cluster.create_topic(topic, partitions, 1).unwrap();
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", cluster.bootstrap_servers())
             .create()
             .unwrap();
-        for i in 0..9 {
+        for i in 0..n {
             let payload = format!(r#"{{"id": {i}}}"#);
-            let record = BaseRecord::<(), _>::to("grow")
-                .partition(i % 3)
+            let record = BaseRecord::<(), _>::to(topic)
+                .partition(i % partitions)
                 .payload(&payload);
             producer.send(record).unwrap();
         }
         producer.flush(Duration::from_secs(10)).unwrap();
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
-        let source = KafkaSource::new(schema, &def(&cluster.bootstrap_servers(), "grow")).unwrap();
+        KafkaSource::new(schema, &def(&cluster.bootstrap_servers(), topic)).unwrap()
+    }
+
+    #[test]
+    fn a_partition_the_splits_lack_is_read_from_its_beginning() {
+        let cluster = MockCluster::new(1).unwrap();
+        let source = topic_of_ids(&cluster, "grow", 3, 9);
         // As if the topic had partitions 0 and 1 when the source was created and partition 2
         // was added later; partition 0 was read up to offset 2.
         let mut splits = Splits::default();
@@ -927,21 +938,7 @@ mod tests {
     #[test]
     fn a_reread_ends_at_the_committed_offsets() {
         let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("again", 2, 1).unwrap();
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .create()
-            .unwrap();
-        for i in 0..20 {
-            let payload = format!(r#"{{"id": {i}}}"#);
-            let record = BaseRecord::<(), _>::to("again")
-                .partition(i % 2)
-                .payload(&payload);
-            producer.send(record).unwrap();
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
-        let source = KafkaSource::new(schema, &def(&cluster.bootstrap_servers(), "again")).unwrap();
+        let source = topic_of_ids(&cluster, "again", 2, 20);
         let mut until = Splits::default();
         for (p, start, next) in [(0, 1, 6), (1, 0, 10)] {
             until.0.insert(

@@ -27,21 +27,12 @@ use crate::table::watermark::{Watermark, WatermarkDef, WatermarkState};
 
 pub use split::{SplitState, Splits};
 
-/// A source's watermark: compiled, and where it stands as last committed (what the system
-/// views show).
+/// A source's watermark, compiled. Where it stands is in the source's committed splits
+/// ([`Splits::mark`]).
 #[derive(Debug)]
 pub struct SourceWatermark {
     /// The compiled declaration.
     pub watermark: Watermark,
-    /// As of the last commit.
-    pub committed: std::sync::Mutex<WatermarkState>,
-}
-
-impl SourceWatermark {
-    /// The state as of the last commit.
-    pub fn committed(&self) -> WatermarkState {
-        *self.committed.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 /// How far the views have read a source, as of the last commit, and what its reader is

@@ -473,16 +473,7 @@ mod tests {
     }
 
     fn view_of(store: &Store, counted: bool, appended: bool) -> (Arc<Table>, MaterializeOp) {
-        let column = |name: &str, t: DataType| ColumnDef {
-            name: name.into(),
-            data_type: t.to_string(),
-            nullable: true,
-            default: None,
-            hidden: false,
-            identity: None,
-            pg_type: None,
-            precision: None,
-        };
+        let column = |name: &str, t: DataType| ColumnDef::nullable(name, &t);
         let def = TableDef {
             id: 7,
             name: "v".into(),

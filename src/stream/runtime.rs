@@ -283,9 +283,6 @@ impl Runtime {
                 None => Splits::single(),
             };
             flow.progress.set_committed(&splits);
-            if let Some(w) = &flow.watermark {
-                *w.committed.lock().unwrap_or_else(|e| e.into_inner()) = splits.mark();
-            }
             runs.insert(flow.id, SourceRun::new(flow, splits));
         }
         let mut table_watermarks = BTreeMap::new();

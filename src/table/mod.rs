@@ -61,6 +61,22 @@ pub struct ColumnDef {
     pub precision: Option<u8>,
 }
 
+impl ColumnDef {
+    /// A nullable column of `data_type` with nothing else: no default, not hidden, no identity.
+    pub fn nullable(name: impl Into<String>, data_type: &DataType) -> Self {
+        Self {
+            name: name.into(),
+            data_type: data_type.to_string(),
+            nullable: true,
+            default: None,
+            hidden: false,
+            identity: None,
+            pg_type: None,
+            precision: None,
+        }
+    }
+}
+
 /// How an identity column takes values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Identity {

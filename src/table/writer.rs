@@ -430,7 +430,12 @@ impl<'a> TableChanges<'a> {
     /// The stored values of the rows with the keys of `rows` (whole rows), as this statement
     /// sees them: its own writes and deletes included.
     pub fn existing(&self, rows: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
-        let keys = self.keys(rows)?;
+        self.values(&self.keys(rows)?)
+    }
+
+    /// The stored values of the rows with storage keys `keys`, as this statement sees them: its
+    /// own writes and deletes included; the rest read in one batch.
+    pub fn values(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
         let mut out = vec![None; keys.len()];
         let mut to_read = Vec::new();
         let mut positions = Vec::new();

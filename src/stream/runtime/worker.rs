@@ -511,9 +511,6 @@ impl Worker {
             if let Some(reader) = run.reader.as_mut() {
                 reader.committed(&run.splits);
             }
-            if let Some(w) = &run.flow.watermark {
-                *w.committed.lock().unwrap_or_else(|e| e.into_inner()) = run.splits.mark();
-            }
         }
         let waiters = std::mem::take(&mut self.waiters);
         let (done, waiting): (Vec<_>, Vec<_>) = waiters
