@@ -819,3 +819,460 @@ async fn a_view_created_after_the_topic_dropped_records_says_so() {
         .get(0);
     assert_eq!(early, None);
 }
+
+/// A Confluent schema registry on loopback: subjects with versions of schemas, answered over
+/// HTTP as the registry's REST API does (`/schemas/ids/{id}`, `/subjects/{s}/versions/latest`).
+#[derive(Clone, Default)]
+struct SchemaRegistry {
+    /// (id, subject, schema text), ids from 1 in order of registration.
+    schemas: std::sync::Arc<std::sync::Mutex<Vec<(u32, String, String)>>>,
+}
+
+impl SchemaRegistry {
+    /// Serves the registry on a free port: its URL.
+    fn serve(&self) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let schemas = self.schemas.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                        break;
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let schemas = schemas.lock().unwrap();
+                let found = if let Some(id) = path.strip_prefix("/schemas/ids/") {
+                    schemas
+                        .iter()
+                        .find(|(i, _, _)| i.to_string() == id)
+                        .map(|(_, _, text)| serde_json::json!({ "schema": text }))
+                } else if let Some(rest) = path.strip_prefix("/subjects/") {
+                    let subject = rest.split('/').next().unwrap_or("");
+                    let versions: Vec<_> =
+                        schemas.iter().filter(|(_, s, _)| s == subject).collect();
+                    versions.last().map(|(id, subject, text)| {
+                        serde_json::json!({
+                            "subject": subject, "id": id, "version": versions.len(), "schema": text
+                        })
+                    })
+                } else {
+                    None
+                };
+                let (status, body) = match found {
+                    Some(body) => ("200 OK", body.to_string()),
+                    None => ("404 Not Found", r#"{"error_code":40401}"#.to_string()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    /// Registers a new version of `subject`: its id.
+    fn register(&self, subject: &str, schema: &str) -> u32 {
+        let mut schemas = self.schemas.lock().unwrap();
+        let id = schemas.len() as u32 + 1;
+        schemas.push((id, subject.to_string(), schema.to_string()));
+        id
+    }
+}
+
+/// Each row of `rows` as a record in the Confluent wire format, written by Arrow's Avro writer
+/// with the Avro schema `schema` registered as `id`.
+fn avro_records(
+    schema: &str,
+    id: u32,
+    rows: datafusion::arrow::array::RecordBatch,
+) -> Vec<Vec<u8>> {
+    use arrow_avro::schema::{FingerprintStrategy, SCHEMA_METADATA_KEY};
+    use arrow_avro::writer::WriterBuilder;
+    use arrow_avro::writer::format::AvroSoeFormat;
+    let arrow = rows.schema().as_ref().clone().with_metadata(
+        [(SCHEMA_METADATA_KEY.to_string(), schema.to_string())]
+            .into_iter()
+            .collect(),
+    );
+    let rows = rows
+        .with_schema(std::sync::Arc::new(arrow.clone()))
+        .unwrap();
+    let mut encoder = WriterBuilder::new(arrow)
+        .with_fingerprint_strategy(FingerprintStrategy::Id(id))
+        .build_encoder::<AvroSoeFormat>()
+        .expect("encoder");
+    encoder.encode(&rows).expect("encode");
+    encoder.flush().iter().map(|r| r.to_vec()).collect()
+}
+
+/// A record's key and value as bytes (`None`: absent).
+type RawRecord = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A Debezium event: op, the row before, the row after (id, balance).
+type AccountEvent<'a> = (&'a str, Option<(i64, i64)>, Option<(i64, i64)>);
+
+/// Sends each `(key, value)` to `topic`'s partition `partition`.
+fn produce_bytes(producer: &BaseProducer, topic: &str, partition: i32, records: &[RawRecord]) {
+    for (key, value) in records {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(partition);
+        if let Some(key) = key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(value) = value {
+            record = record.payload(value.as_slice());
+        }
+        producer.send(record).expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
+const PAYMENT_V1: &str = r#"{"type":"record","name":"Payment","fields":[
+    {"name":"id","type":"long"},{"name":"user_id","type":"long"},
+    {"name":"amount","type":"double"}]}"#;
+const PAYMENT_V2: &str = r#"{"type":"record","name":"Payment","fields":[
+    {"name":"id","type":"long"},{"name":"user_id","type":"int"},
+    {"name":"amount","type":"double"},
+    {"name":"note","type":["null","string"],"default":null}]}"#;
+
+#[tokio::test]
+async fn avro_records_of_two_schema_versions_into_views() {
+    use datafusion::arrow::array::{
+        Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    };
+    use std::sync::Arc;
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("payments", 2, 1).expect("topic");
+    let producer = producer(&cluster);
+    let registry = SchemaRegistry::default();
+    let url = registry.serve();
+    let v1 = registry.register("payments-value", PAYMENT_V1);
+    let server = TestServer::start();
+    let client = server.connect().await;
+    let create = |columns: &str, registry: &str| {
+        format!(
+            "CREATE SOURCE payments ({columns}) \
+             WITH (connector = 'kafka', topic = 'payments', properties.bootstrap.server = '{}') \
+             FORMAT PLAIN ENCODE AVRO (schema.registry = '{registry}')",
+            cluster.bootstrap_servers()
+        )
+    };
+    let columns = "id BIGINT, user_id BIGINT, amount DOUBLE PRECISION, note TEXT";
+    // Mistakes at CREATE: a registry that does not answer, a subject it lacks, a column the
+    // schema lacks (note comes with version 2).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    assert_eq!(
+        error_code(&client, &create(columns, &nobody)).await,
+        "08001"
+    );
+    assert_eq!(error_code(&client, &create(columns, &url)).await, "42703");
+    assert_eq!(
+        error_code(
+            &client,
+            &create(columns, &url).replace("topic = 'payments'", "topic = 'other'")
+        )
+        .await,
+        "42704"
+    );
+    let v2 = registry.register("payments-value", PAYMENT_V2);
+    client
+        .batch_execute(&format!(
+            "{}; CREATE MATERIALIZED VIEW per_user AS SELECT user_id, count(*) AS n, \
+             sum(amount) AS total, count(note) AS notes FROM payments GROUP BY user_id",
+            create(columns, &url)
+        ))
+        .await
+        .unwrap();
+
+    // 200 records written with version 1, then 100 with version 2 (user_id now an INT, and a
+    // note), and among them three that cannot be read.
+    let v1_rows = |range: std::ops::Range<i64>| {
+        RecordBatch::try_from_iter(vec![
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(range.clone())) as _,
+            ),
+            (
+                "user_id",
+                Arc::new(Int64Array::from_iter_values(range.clone().map(|i| i % 7))) as _,
+            ),
+            (
+                "amount",
+                Arc::new(Float64Array::from_iter_values(
+                    range.map(|i| i as f64 + 0.5),
+                )) as _,
+            ),
+        ])
+        .unwrap()
+    };
+    let v2_rows = |range: std::ops::Range<i64>| {
+        RecordBatch::try_from_iter(vec![
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(range.clone())) as _,
+            ),
+            (
+                "user_id",
+                Arc::new(Int32Array::from_iter_values(
+                    range.clone().map(|i| (i % 7) as i32),
+                )) as _,
+            ),
+            (
+                "amount",
+                Arc::new(Float64Array::from_iter_values(
+                    range.clone().map(|i| i as f64 + 0.5),
+                )) as _,
+            ),
+            (
+                "note",
+                Arc::new(StringArray::from_iter(
+                    range.map(|i| (i % 2 == 0).then(|| format!("n{i}"))),
+                )) as _,
+            ),
+        ])
+        .unwrap()
+    };
+    let mut records: Vec<RawRecord> = avro_records(PAYMENT_V1, v1, v1_rows(0..200))
+        .into_iter()
+        .map(|r| (None, Some(r)))
+        .collect();
+    let mut cut = records[5].1.clone().unwrap();
+    cut.pop();
+    records.insert(10, (None, Some(cut)));
+    records.insert(50, (None, Some(br#"{"id": 1}"#.to_vec())));
+    records.insert(90, (None, Some(vec![0, 0, 0, 0, 99, 2, 4, 6])));
+    records.extend(
+        avro_records(PAYMENT_V2, v2, v2_rows(200..300))
+            .into_iter()
+            .map(|r| (None, Some(r))),
+    );
+    produce_bytes(&producer, "payments", 0, &records[..150]);
+    produce_bytes(&producer, "payments", 1, &records[150..]);
+
+    wait_for(&client, "SELECT sum(n)::BIGINT FROM per_user", 300).await;
+    let total: f64 = client
+        .query_one("SELECT sum(total) FROM per_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, (0..300).map(|i| i as f64 + 0.5).sum::<f64>());
+    assert_eq!(
+        scalar(&client, "SELECT n FROM per_user WHERE user_id = 3").await,
+        (0..300).filter(|i| i % 7 == 3).count() as i64
+    );
+    assert_eq!(
+        scalar(&client, "SELECT sum(notes)::BIGINT FROM per_user").await,
+        50
+    );
+    wait_for(
+        &client,
+        "SELECT rows_rejected FROM augur_catalog.source_stats WHERE source_name = 'payments'",
+        3,
+    )
+    .await;
+    let errors: Vec<String> = client
+        .query(
+            "SELECT error FROM augur_catalog.rejected_rows WHERE source_name = 'payments' \
+             ORDER BY split, \"offset\"",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(errors.len(), 3);
+    assert!(errors[2].contains("schema id 99"), "{errors:?}");
+    // A binary payload is shown as bytea's hex.
+    let payload: String = client
+        .query_one(
+            "SELECT payload FROM augur_catalog.rejected_rows WHERE error LIKE '%schema id 99%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(payload, "\\x0000000063020406");
+}
+
+#[tokio::test]
+async fn avro_upsert_and_debezium_changelogs_into_tables() {
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, StructArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Fields};
+    use std::sync::Arc;
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("users", 1, 1).expect("topic");
+    cluster.create_topic("accounts", 1, 1).expect("topic");
+    let producer = producer(&cluster);
+    let registry = SchemaRegistry::default();
+    let url = registry.serve();
+    let user = r#"{"type":"record","name":"User","fields":[
+        {"name":"id","type":"long"},{"name":"name","type":"string"}]}"#;
+    let key_id = registry.register("users-key", r#""long""#);
+    let value_id = registry.register("users-value", user);
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE users (id BIGINT PRIMARY KEY, name TEXT) \
+             WITH (connector = 'kafka', topic = 'users', properties.bootstrap.server = '{0}') \
+             FORMAT UPSERT ENCODE AVRO (schema.registry = '{url}'); \
+             CREATE MATERIALIZED VIEW user_count AS SELECT count(*) AS n FROM users;",
+            cluster.bootstrap_servers()
+        ))
+        .await
+        .unwrap();
+    // A key is a bare Avro long; its framed bytes are zig-zag varints after the header.
+    let key = |id: i64| {
+        let mut bytes = vec![0];
+        bytes.extend_from_slice(&key_id.to_be_bytes());
+        let mut z = ((id << 1) ^ (id >> 63)) as u64;
+        while z >= 0x80 {
+            bytes.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        bytes.push(z as u8);
+        bytes
+    };
+    let users = |ids: &[i64], name: &str| {
+        let rows = RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(Int64Array::from(ids.to_vec())) as _),
+            (
+                "name",
+                Arc::new(StringArray::from(vec![name; ids.len()])) as _,
+            ),
+        ])
+        .unwrap();
+        avro_records(user, value_id, rows)
+    };
+    let mut records = Vec::new();
+    for (id, value) in (0..20).zip(users(&(0..20).collect::<Vec<_>>(), "a")) {
+        records.push((Some(key(id)), Some(value)));
+    }
+    for (id, value) in [3, 4].into_iter().zip(users(&[3, 4], "b")) {
+        records.push((Some(key(id)), Some(value)));
+    }
+    records.push((Some(key(5)), None));
+    records.push((Some(b"not avro".to_vec()), users(&[6], "c").pop()));
+    produce_bytes(&producer, "users", 0, &records);
+    wait_for(&client, "SELECT n FROM user_count", 19).await;
+    let names: Vec<(i64, String)> = client
+        .query(
+            "SELECT id, name FROM users WHERE id IN (2, 3, 4, 5) ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        names,
+        vec![(2, "a".into()), (3, "b".into()), (4, "b".into())]
+    );
+    wait_for(
+        &client,
+        "SELECT rows_rejected FROM augur_catalog.source_stats WHERE source_name = 'users'",
+        1,
+    )
+    .await;
+
+    // Debezium's Avro envelope: before and after are the row's record, op says what happened.
+    let row = r#"{"type":"record","name":"Value","fields":[
+        {"name":"id","type":"long"},{"name":"balance","type":"long"}]}"#;
+    let envelope = format!(
+        r#"{{"type":"record","name":"Envelope","fields":[
+        {{"name":"before","type":["null",{row}],"default":null}},
+        {{"name":"after","type":["null","Value"],"default":null}},
+        {{"name":"op","type":"string"}},
+        {{"name":"ts_ms","type":["null","long"],"default":null}}]}}"#
+    );
+    let envelope_id = registry.register("accounts-value", &envelope);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT) \
+             WITH (connector = 'kafka', topic = 'accounts', properties.bootstrap.server = '{0}') \
+             FORMAT DEBEZIUM ENCODE AVRO (schema.registry = '{url}'); \
+             CREATE MATERIALIZED VIEW balances AS \
+             SELECT count(*) AS n, sum(balance) AS total FROM accounts;",
+            cluster.bootstrap_servers()
+        ))
+        .await
+        .unwrap();
+    let fields = Fields::from(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("balance", DataType::Int64, false),
+    ]);
+    let side = |rows: &[Option<(i64, i64)>]| {
+        let ids = Int64Array::from_iter_values(rows.iter().map(|r| r.map_or(0, |r| r.0)));
+        let balances = Int64Array::from_iter_values(rows.iter().map(|r| r.map_or(0, |r| r.1)));
+        let valid = datafusion::arrow::buffer::NullBuffer::from(
+            rows.iter().map(Option::is_some).collect::<Vec<_>>(),
+        );
+        StructArray::new(
+            fields.clone(),
+            vec![Arc::new(ids) as _, Arc::new(balances) as _],
+            Some(valid),
+        )
+    };
+    // (op, before, after)
+    let events: Vec<AccountEvent<'_>> = vec![
+        ("r", None, Some((1, 100))),
+        ("c", None, Some((2, 200))),
+        ("c", None, Some((3, 300))),
+        ("u", Some((2, 200)), Some((2, 250))),
+        ("d", Some((1, 100)), None),
+        ("x", None, Some((9, 900))),
+    ];
+    let rows = RecordBatch::try_from_iter(vec![
+        (
+            "before",
+            Arc::new(side(&events.iter().map(|e| e.1).collect::<Vec<_>>())) as _,
+        ),
+        (
+            "after",
+            Arc::new(side(&events.iter().map(|e| e.2).collect::<Vec<_>>())) as _,
+        ),
+        (
+            "op",
+            Arc::new(StringArray::from(
+                events.iter().map(|e| e.0).collect::<Vec<_>>(),
+            )) as _,
+        ),
+        (
+            "ts_ms",
+            Arc::new(Int64Array::from(vec![None; events.len()])) as _,
+        ),
+    ])
+    .unwrap();
+    let records: Vec<_> = avro_records(&envelope, envelope_id, rows)
+        .into_iter()
+        .map(|r| (None, Some(r)))
+        .collect();
+    produce_bytes(&producer, "accounts", 0, &records);
+    wait_for(&client, "SELECT total::BIGINT FROM balances", 550).await;
+    assert_eq!(scalar(&client, "SELECT n FROM balances").await, 2);
+    wait_for(
+        &client,
+        "SELECT rows_rejected FROM augur_catalog.source_stats WHERE source_name = 'accounts'",
+        1,
+    )
+    .await;
+}

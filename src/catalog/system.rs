@@ -10,13 +10,15 @@
 //! - `source_splits`: per source and split (a Kafka partition), where reading started, the next
 //!   offset, the records read, and how far behind the split's end (its lag).
 //! - `rejected_rows`: the records sources could not turn into rows (malformed, or not fitting
-//!   their columns): where each was read, its payload (truncated), the error and when.
+//!   their columns): where each was read, its payload (truncated; binary payloads such as Avro
+//!   as `\x` and hex digits, as PostgreSQL shows `bytea`), the error and when.
 //! - `view_state`: per materialized view, the entries and bytes of operator state it holds
 //!   (read from RocksDB when queried): what windows, watermarks and NOW() keep bounded.
 //! - `models`: every model with its version, kind, inputs and outputs, file size and SHA-256,
 //!   and how many rows it scored, in how many runs, how many failed and the last failure (since
 //!   the server started).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -407,7 +409,7 @@ impl SystemSchema {
                         names.push(name.clone());
                         splits.push(rejected.split);
                         offsets.push(rejected.offset);
-                        payloads.push(String::from_utf8_lossy(&rejected.payload).into_owned());
+                        payloads.push(payload_text(&rejected.payload));
                         errors.push(rejected.error);
                         times.push(at);
                     }
@@ -479,5 +481,26 @@ impl SchemaProvider for SystemSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         TABLES.contains(&name)
+    }
+}
+
+/// A rejected record's payload as text: itself when it is text, else `\x` and its bytes in hex.
+fn payload_text(payload: &[u8]) -> String {
+    match std::str::from_utf8(payload) {
+        Ok(text)
+            if !text
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) =>
+        {
+            text.to_string()
+        }
+        _ => {
+            let mut hex = String::with_capacity(2 + payload.len() * 2);
+            hex.push_str("\\x");
+            for byte in payload {
+                let _ = write!(hex, "{byte:02x}");
+            }
+            hex
+        }
     }
 }

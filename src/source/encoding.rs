@@ -1,22 +1,25 @@
-//! Record encodings: `ENCODE JSON` and `ENCODE CSV` payloads into Arrow rows, one record per
-//! row, and the records that cannot be read set aside with the reason.
+//! Record encodings: `ENCODE JSON`, `ENCODE CSV` and `ENCODE AVRO` payloads into Arrow rows, one
+//! record per row, and the records that cannot be read set aside with the reason.
 //!
-//! Records are decoded in batches with Arrow's readers (`arrow-json`, `arrow-csv`). A bad
+//! Records are decoded in batches with Arrow's readers (`arrow-json`, `arrow-csv`, `arrow-avro`,
+//! see [`super::avro`] for the schema registry). A bad
 //! record must cost one row, not its batch: Arrow's decoders cannot resume after an error, so
 //! when a batch fails it is decoded again record by record, and only the records that fail
 //! alone are rejected.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 
+use super::avro::AvroFormat;
 use super::{Result, SourceError};
 
 /// How a record's payload is written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Encoding {
     /// One JSON object per record: fields by name, missing ones NULL, unknown ones ignored.
     Json,
@@ -27,6 +30,8 @@ pub enum Encoding {
         /// Whether a record may be a header line (the column names), which is skipped.
         header: bool,
     },
+    /// Avro in the Confluent wire format, schemas from a schema registry.
+    Avro(Arc<AvroFormat>),
 }
 
 impl Encoding {
@@ -35,9 +40,10 @@ impl Encoding {
         let known: &[&str] = match name.to_ascii_lowercase().as_str() {
             "json" => &[],
             "csv" => &["delimiter", "without_header"],
+            "avro" => super::avro::OPTIONS,
             other => {
                 return Err(SourceError::NotSupported(format!(
-                    "ENCODE {} (Augur reads JSON and CSV)",
+                    "ENCODE {} (Augur reads JSON, CSV and AVRO)",
                     other.to_uppercase()
                 )));
             }
@@ -50,6 +56,9 @@ impl Encoding {
         }
         if known.is_empty() {
             return Ok(Self::Json);
+        }
+        if name.eq_ignore_ascii_case("avro") {
+            return Ok(Self::Avro(Arc::new(AvroFormat::new(options)?)));
         }
         let delimiter = match options.get("delimiter").map(String::as_str) {
             None => b',',
@@ -88,6 +97,25 @@ impl RecordDecoder {
     /// Reads `encoding` into rows of `schema`.
     pub fn new(schema: SchemaRef, encoding: Encoding) -> Self {
         Self { schema, encoding }
+    }
+
+    /// The encoding.
+    pub fn encoding(&self) -> &Encoding {
+        &self.encoding
+    }
+
+    /// The columns of the rows.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Readies what decoding `payloads` needs from outside (Avro's writer schemas): an error,
+    /// to retry later, only if an outside system cannot be reached.
+    pub fn resolve<'a>(&self, payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+        match &self.encoding {
+            Encoding::Avro(format) => format.resolve(payloads),
+            _ => Ok(()),
+        }
     }
 
     /// The rows of `payloads`, in order, and the records that gave none: which ones (by index)
@@ -152,9 +180,10 @@ impl RecordDecoder {
 
     /// Every payload as one row each, or the first error.
     fn decode_all(&self, payloads: &[&[u8]]) -> Result<RecordBatch, String> {
-        let rows = match self.encoding {
+        let rows = match &self.encoding {
             Encoding::Json => self.json(payloads),
-            Encoding::Csv { delimiter, .. } => self.csv(payloads, delimiter),
+            Encoding::Csv { delimiter, .. } => self.csv(payloads, *delimiter),
+            Encoding::Avro(format) => return self.avro(format, payloads),
         }
         .map_err(|e| e.to_string())?;
         if rows.num_rows() != payloads.len() {
@@ -194,6 +223,14 @@ impl RecordDecoder {
         Ok(decoder
             .flush()?
             .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
+    }
+
+    fn avro(&self, format: &AvroFormat, payloads: &[&[u8]]) -> Result<RecordBatch, String> {
+        let mut parts = Vec::new();
+        for decoded in format.decode(payloads)? {
+            parts.extend(decoded.project(&self.schema)?);
+        }
+        concat_batches(&self.schema, &parts).map_err(|e| e.to_string())
     }
 
     fn csv(&self, payloads: &[&[u8]], delimiter: u8) -> Result<RecordBatch, ArrowError> {

@@ -12,6 +12,10 @@
 //!
 //! The result is a list of operations in record order over two batches of whole rows: rows
 //! to write and rows whose key is deleted (only their key columns matter).
+//!
+//! Keys and values may be JSON or Avro (`ENCODE AVRO`: each decoded with its writer schema and
+//! then read as the JSON object of its fields, so both encodings share one reading of the
+//! envelopes).
 
 use std::collections::BTreeMap;
 
@@ -19,6 +23,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::Value;
 
+use super::avro::AvroFormat;
 use super::encoding::{Encoding, RecordDecoder};
 use super::{Result, SourceError};
 
@@ -85,6 +90,8 @@ pub struct ChangeDecoder {
     /// The key's column names, for bare upsert keys.
     key: Vec<String>,
     schema: SchemaRef,
+    /// For `ENCODE AVRO`: how keys and values are read into the JSON the envelopes read.
+    avro: Option<std::sync::Arc<AvroFormat>>,
 }
 
 impl ChangeDecoder {
@@ -96,11 +103,16 @@ impl ChangeDecoder {
         envelope: Envelope,
         encoding: Encoding,
     ) -> Result<Self> {
-        if envelope != Envelope::Plain && encoding != Encoding::Json {
-            return Err(SourceError::NotSupported(format!(
-                "FORMAT {envelope:?} with an encoding other than JSON"
-            )));
-        }
+        let (encoding, avro) = match encoding {
+            Encoding::Avro(format) if envelope != Envelope::Plain => (Encoding::Json, Some(format)),
+            Encoding::Csv { .. } if envelope != Envelope::Plain => {
+                return Err(SourceError::NotSupported(format!(
+                    "FORMAT {} ENCODE CSV (changes are read from JSON or AVRO)",
+                    format!("{envelope:?}").to_uppercase()
+                )));
+            }
+            other => (other, None),
+        };
         if envelope != Envelope::Plain && key.is_empty() {
             return Err(SourceError::Option(format!(
                 "FORMAT {} needs a table with a PRIMARY KEY",
@@ -121,11 +133,118 @@ impl ChangeDecoder {
             decoder: RecordDecoder::new(schema.clone(), encoding),
             key,
             schema,
+            avro,
         })
+    }
+
+    /// The envelope.
+    pub fn envelope(&self) -> Envelope {
+        self.envelope
+    }
+
+    /// The columns of the rows.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// How the records the envelope reads are encoded (JSON when Avro is read as JSON).
+    pub fn encoding(&self) -> &Encoding {
+        self.decoder.encoding()
+    }
+
+    /// The Avro format keys and values are read with, if they are Avro.
+    pub fn avro(&self) -> Option<&AvroFormat> {
+        self.avro.as_deref()
+    }
+
+    /// Readies what decoding `records` needs from outside (Avro's writer schemas): an error,
+    /// to retry later, only if an outside system cannot be reached.
+    pub fn resolve(&self, records: &[Record<'_>]) -> Result<()> {
+        match &self.avro {
+            Some(format) => {
+                format.resolve(records.iter().flat_map(|(k, v)| k.iter().chain(v).copied()))
+            }
+            None => self.decoder.resolve(records.iter().filter_map(|(_, v)| *v)),
+        }
     }
 
     /// The changes `records` make, in order.
     pub fn decode(&self, records: &[Record<'_>]) -> Changes {
+        let Some(format) = &self.avro else {
+            return self.decode_records(records);
+        };
+        // Avro keys and values as JSON; a record that does not read is rejected here.
+        let keys = self.avro_json(format, records.iter().map(|(k, _)| *k));
+        let values = self.avro_json(format, records.iter().map(|(_, v)| *v));
+        let mut failures = Vec::new();
+        let mut read = Vec::with_capacity(records.len());
+        let mut at = Vec::with_capacity(records.len());
+        for (i, (key, value)) in keys.into_iter().zip(values).enumerate() {
+            match (key, value) {
+                (Ok(key), Ok(value)) => {
+                    read.push((key, value));
+                    at.push(i);
+                }
+                (Err(e), _) => failures.push((i, format!("the key: {e}"))),
+                (_, Err(e)) => failures.push((i, e)),
+            }
+        }
+        let json: Vec<Record<'_>> = read
+            .iter()
+            .map(|(k, v)| (k.as_deref(), v.as_deref()))
+            .collect();
+        let mut changes = self.decode_records(&json);
+        for i in changes
+            .row_records
+            .iter_mut()
+            .chain(changes.deleted_records.iter_mut())
+        {
+            *i = at[*i];
+        }
+        for (i, _) in changes.failures.iter_mut() {
+            *i = at[*i];
+        }
+        changes.failures.extend(failures);
+        changes.failures.sort_by_key(|(i, _)| *i);
+        changes
+    }
+
+    /// Each Avro payload (absent or empty: none) as JSON, or why it does not read. Decoded
+    /// together, and one by one only if that fails.
+    fn avro_json<'a>(
+        &self,
+        format: &AvroFormat,
+        payloads: impl Iterator<Item = Option<&'a [u8]>>,
+    ) -> Vec<std::result::Result<Option<Vec<u8>>, String>> {
+        let payloads: Vec<Option<&[u8]>> = payloads.map(|p| p.filter(|p| !p.is_empty())).collect();
+        let present: Vec<&[u8]> = payloads.iter().flatten().copied().collect();
+        let read_all = |batch: &[&[u8]]| -> std::result::Result<Vec<Vec<u8>>, String> {
+            let mut out = Vec::with_capacity(batch.len());
+            for decoded in format.decode(batch)? {
+                out.extend(decoded.json()?);
+            }
+            Ok(out)
+        };
+        let mut read: Vec<std::result::Result<Vec<u8>, String>> = match read_all(&present) {
+            Ok(all) => all.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(_) => present
+                .iter()
+                .map(|p| read_all(&[p]).map(|mut one| one.remove(0)))
+                .collect(),
+        }
+        .into_iter()
+        .rev()
+        .collect();
+        payloads
+            .into_iter()
+            .map(|p| match p {
+                None => Ok(None),
+                Some(_) => read.pop().unwrap_or_else(|| Err("no row".into())).map(Some),
+            })
+            .collect()
+    }
+
+    fn decode_records(&self, records: &[Record<'_>]) -> Changes {
         match self.envelope {
             Envelope::Plain => {
                 let values: Vec<&[u8]> = records.iter().map(|(_, v)| v.unwrap_or(&[])).collect();

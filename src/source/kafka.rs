@@ -297,6 +297,7 @@ impl KafkaSource {
             Payload::Changes(decoder) => {
                 let keyed: Vec<Record<'_>> =
                     records.iter().map(|m| (m.key(), m.payload())).collect();
+                decoder.resolve(&keyed)?;
                 let changes = decoder.decode(&keyed);
                 let rejected = self.rejected(partition, records, changes.failures);
                 return Ok(SourceBatch {
@@ -324,6 +325,7 @@ impl KafkaSource {
             }
         };
         let payloads: Vec<&[u8]> = records.iter().map(|m| m.payload().unwrap_or(&[])).collect();
+        decoder.resolve(payloads.iter().copied())?;
         let (rows, kept, failures) = decoder.decode(&payloads);
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
         for column in &self.columns {
@@ -368,6 +370,55 @@ impl KafkaSource {
             rejected,
             changes: None,
         })
+    }
+
+    /// For `ENCODE AVRO`: the registry answers, has the topic's value subject, and its latest
+    /// schema has every declared column (a misspelt column would otherwise read as NULL).
+    fn check_registry(&self) -> Result<()> {
+        let (format, envelope, columns) = match &self.decoder {
+            Payload::Rows(decoder) => match decoder.encoding() {
+                Encoding::Avro(format) => (format.as_ref(), Envelope::Plain, decoder.schema()),
+                _ => return Ok(()),
+            },
+            Payload::Changes(decoder) => match (decoder.avro(), decoder.encoding()) {
+                (Some(format), _) => (format, decoder.envelope(), decoder.schema()),
+                (None, Encoding::Avro(format)) => {
+                    (format.as_ref(), Envelope::Plain, decoder.schema())
+                }
+                _ => return Ok(()),
+            },
+        };
+        let registry = format.registry();
+        let subject = format!("{}-value", self.topic);
+        let Some((_, latest)) = registry.latest(&subject)? else {
+            return Err(SourceError::Missing(format!(
+                "schema registry subject {subject}"
+            )));
+        };
+        let inner = (envelope == Envelope::Debezium).then_some("after");
+        let Some(mut fields) = super::avro::record_fields(&latest, inner) else {
+            return Ok(());
+        };
+        if envelope == Envelope::Upsert
+            && let Some((_, key)) = registry.latest(&format!("{}-key", self.topic))?
+        {
+            match super::avro::record_fields(&key, None) {
+                Some(key_fields) => fields.extend(key_fields),
+                // A bare key value: the key's one column.
+                None => return Ok(()),
+            }
+        }
+        for column in columns.fields() {
+            if !fields.iter().any(|f| f.eq_ignore_ascii_case(column.name())) {
+                return Err(SourceError::Column(format!(
+                    "column {} is not a field of the latest schema of subject {subject} \
+                     (fields: {})",
+                    column.name(),
+                    fields.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The records of `failures`, kept with why (the payload truncated).
@@ -422,6 +473,7 @@ impl Source for KafkaSource {
     fn initial_splits(&self) -> Result<Splits> {
         let consumer = self.consumer(false)?;
         let partitions = self.partitions(&consumer)?;
+        self.check_registry()?;
         let mut splits = Splits::default();
         let by_time = match self.startup {
             Startup::Timestamp(ms) => {

@@ -7,6 +7,7 @@
 //! live one per file (`datagen.rs`). Depends on nothing of Augur but the table column
 //! definitions.
 
+pub mod avro;
 pub mod datagen;
 pub mod encoding;
 pub mod envelope;
@@ -258,6 +259,9 @@ pub enum SourceError {
     /// What the source names does not exist (`42704`): the text names it.
     #[error("{0} does not exist")]
     Missing(String),
+    /// A declared column the records do not have (`42703`).
+    #[error("{0}")]
+    Column(String),
     /// Building rows failed.
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
@@ -273,6 +277,7 @@ impl From<SourceError> for crate::Error {
             SourceError::NotSupported(what) => crate::Error::NotSupported(what),
             SourceError::Unavailable(m) => crate::Error::coded("08001", m),
             SourceError::Missing(m) => crate::Error::coded("42704", format!("{m} does not exist")),
+            SourceError::Column(m) => crate::Error::coded("42703", m),
             SourceError::Arrow(e) => crate::Error::from(e),
         }
     }
