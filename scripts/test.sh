@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, sqllogictest files, end-to-end tests against the built binary,
-# the Python client tests (psycopg 3, SQLAlchemy, pandas in ./.venv), and the side-by-side
+# the Python client tests (psycopg 3, SQLAlchemy, pandas in ./.venv), the file source tests
+# against moto's S3 server (./.venv), and the side-by-side
 # comparison with PostgreSQL 15 (tests/compat.rs), which gets a throwaway server started here
 # and PostgreSQL's own regression scripts.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -9,12 +10,12 @@ cd "$AUGUR_ROOT"
 # psql and openssl drive the psql and TLS tests.
 apt_install postgresql-client openssl
 
-# ONNX Runtime for the model tests, and the Python client libraries, in ./.venv.
+# ONNX Runtime for the model tests; the Python client libraries and moto's S3 server, in ./.venv.
 install_onnxruntime
-if ! .venv/bin/python -c "import psycopg, sqlalchemy, pandas" 2>/dev/null; then
-  echo "==> installing Python client libraries into .venv" >&2
+if ! .venv/bin/python -c "import psycopg, sqlalchemy, pandas, moto.server" 2>/dev/null; then
+  echo "==> installing the Python test libraries into .venv" >&2
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
 
 cargo build --tests

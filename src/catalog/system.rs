@@ -7,10 +7,12 @@
 //! - `source_stats`: per source and per table, the rows ingested so far, and the rows dropped as
 //!   late or rejected as malformed, the fault a source's reader is retrying through, and how
 //!   many records it is behind (Kafka: offsets behind the partitions' high watermarks).
-//! - `source_splits`: per source and split (a Kafka partition), where reading started, the next
-//!   offset, the records read, and how far behind the split's end (its lag).
+//! - `source_splits`: per source and split (a Kafka partition, a file), where reading started,
+//!   the next offset, the records read, how far behind the split's end (its lag), and whether a
+//!   file is read to its end.
 //! - `rejected_rows`: the records sources could not turn into rows (malformed, or not fitting
-//!   their columns): where each was read, its payload (truncated; binary payloads such as Avro
+//!   their columns): where each was read (split and offset; for a file, its name and the line
+//!   or row number from 0), its payload (truncated; binary payloads such as Avro
 //!   as `\x` and hex digits, as PostgreSQL shows `bytea`), the error and when.
 //! - `view_state`: per materialized view, the entries and bytes of operator state it holds
 //!   (read from RocksDB when queried): what windows, watermarks and NOW() keep bounded.
@@ -24,8 +26,8 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    TimestampMillisecondArray,
+    ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::SchemaProvider;
@@ -353,6 +355,8 @@ impl SystemSchema {
     fn source_splits(&self) -> DfResult<RecordBatch> {
         let mut names = Vec::new();
         let mut ids = Vec::new();
+        let mut files = Vec::new();
+        let mut done = Vec::new();
         let mut starts = Vec::new();
         let mut nexts = Vec::new();
         let mut records = Vec::new();
@@ -360,9 +364,12 @@ impl SystemSchema {
         let mut lags = Vec::new();
         for (name, _, progress) in self.fed() {
             let known = progress.ends();
-            for (split, state) in progress.committed().0 {
+            let committed = progress.committed();
+            for (split, state) in committed.0 {
                 names.push(name.clone());
                 ids.push(split);
+                files.push(committed.1.get(&split).cloned());
+                done.push(state.done);
                 starts.push(state.start);
                 nexts.push(state.next);
                 records.push(state.records as i64);
@@ -374,20 +381,24 @@ impl SystemSchema {
         let schema = Arc::new(Schema::new(vec![
             Field::new("source_name", DataType::Utf8, false),
             Field::new("split", DataType::Int32, false),
+            Field::new("file", DataType::Utf8, true),
             Field::new("start_offset", DataType::Int64, false),
             Field::new("next_offset", DataType::Int64, false),
             Field::new("records", DataType::Int64, false),
             Field::new("end_offset", DataType::Int64, true),
             Field::new("lag", DataType::Int64, true),
+            Field::new("done", DataType::Boolean, false),
         ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(names)),
             Arc::new(Int32Array::from(ids)),
+            Arc::new(StringArray::from(files)),
             Arc::new(Int64Array::from(starts)),
             Arc::new(Int64Array::from(nexts)),
             Arc::new(Int64Array::from(records)),
             Arc::new(Int64Array::from(ends)),
             Arc::new(Int64Array::from(lags)),
+            Arc::new(BooleanArray::from(done)),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -396,11 +407,13 @@ impl SystemSchema {
     fn rejected_rows(&self) -> DfResult<RecordBatch> {
         let mut names = Vec::new();
         let mut splits = Vec::new();
+        let mut files = Vec::new();
         let mut offsets = Vec::new();
         let mut payloads = Vec::new();
         let mut errors = Vec::new();
         let mut times = Vec::new();
-        for (name, id, _) in self.fed() {
+        for (name, id, progress) in self.fed() {
+            let split_names = progress.committed().1;
             let prefix = crate::stream::runtime::rejected_prefix(id);
             self.catalog
                 .store()
@@ -408,6 +421,7 @@ impl SystemSchema {
                     if let Some((rejected, at)) = crate::source::Rejected::decode(value) {
                         names.push(name.clone());
                         splits.push(rejected.split);
+                        files.push(split_names.get(&rejected.split).cloned());
                         offsets.push(rejected.offset);
                         payloads.push(payload_text(&rejected.payload));
                         errors.push(rejected.error);
@@ -420,6 +434,7 @@ impl SystemSchema {
         let schema = Arc::new(Schema::new(vec![
             Field::new("source_name", DataType::Utf8, false),
             Field::new("split", DataType::Int32, false),
+            Field::new("file", DataType::Utf8, true),
             Field::new("offset", DataType::Int64, false),
             Field::new("payload", DataType::Utf8, false),
             Field::new("error", DataType::Utf8, false),
@@ -432,6 +447,7 @@ impl SystemSchema {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(names)),
             Arc::new(Int32Array::from(splits)),
+            Arc::new(StringArray::from(files)),
             Arc::new(Int64Array::from(offsets)),
             Arc::new(StringArray::from(payloads)),
             Arc::new(StringArray::from(errors)),

@@ -203,9 +203,9 @@ impl Feed {
     }
 
     /// Writes one batch of records and the position after it, atomically.
-    fn write(&mut self, batch: SourceBatch) -> Result<()> {
+    fn write(&mut self, mut batch: SourceBatch) -> Result<()> {
         let table = self.table.clone();
-        let mut rejected = batch.rejected;
+        let mut rejected = std::mem::take(&mut batch.rejected);
         let offsets = match &batch.changes {
             Some(changes) => changes.row_offsets.clone(),
             None => vec![batch.next - 1; batch.rows.num_rows()],
@@ -255,13 +255,7 @@ impl Feed {
         }
         // The position moves only with a write that succeeded: a failed one is read again.
         let mut splits = self.splits.clone();
-        splits.advance(
-            batch.split,
-            batch.start,
-            batch.next,
-            batch.records,
-            rejected.len() as u64,
-        );
+        splits.apply(&batch, rejected.len() as u64);
         let mut extra = WriteBatch::default();
         extra.put(Table::feed_key(table.def().id), splits.encode());
         crate::stream::runtime::write_rejected(

@@ -12,14 +12,13 @@
 //! through ([`SourceError::Unavailable`]), never a reason to reject records.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow_avro::reader::{Decoder, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, new_null_array};
-use datafusion::arrow::compute::{CastOptions, cast_with_options};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use serde_json::Value;
 
 use super::{Result, SourceError};
@@ -240,41 +239,30 @@ pub fn record_fields(text: &str, inner: Option<&str>) -> Option<Vec<String>> {
     }
 }
 
-/// `GET url`: the status and the body. Runs on a thread of its own with its own runtime, so it
-/// may be called from any thread, async or not; registry requests are rare (one per schema).
+/// `GET url`: the status and the body. Registry requests are rare (one per schema), each on a
+/// runtime of its own so that any thread may make one.
 fn http_get(
     url: &str,
     auth: Option<(String, String)>,
 ) -> std::result::Result<(u16, String), String> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                runtime.block_on(async move {
-                    let client = reqwest::Client::builder()
-                        .connect_timeout(Duration::from_secs(5))
-                        .timeout(Duration::from_secs(10))
-                        .build()
-                        .map_err(|e| e.to_string())?;
-                    let mut request = client.get(url).header(
-                        "Accept",
-                        "application/vnd.schemaregistry.v1+json, application/json",
-                    );
-                    if let Some((user, password)) = auth {
-                        request = request.basic_auth(user, Some(password));
-                    }
-                    let response = request.send().await.map_err(error_chain)?;
-                    let status = response.status().as_u16();
-                    let body = response.text().await.map_err(error_chain)?;
-                    Ok((status, body))
-                })
-            })
-            .join()
-            .unwrap_or_else(|_| Err("the request failed".into()))
-    })
+    super::on_own_runtime(move || async move {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut request = client.get(url).header(
+            "Accept",
+            "application/vnd.schemaregistry.v1+json, application/json",
+        );
+        if let Some((user, password)) = auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().await.map_err(error_chain)?;
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(error_chain)?;
+        Ok((status, body))
+    })?
 }
 
 /// An error with its causes ("error sending request: connection refused").
@@ -422,44 +410,23 @@ impl Decoded {
     /// column no field has is NULL; values are cast to the column's type, and an error if one
     /// does not fit. A wrapped value fills a schema of one column.
     pub fn project(&self, schema: &SchemaRef) -> std::result::Result<Vec<RecordBatch>, String> {
-        let options = CastOptions {
-            safe: false,
-            ..CastOptions::default()
-        };
         self.parts
             .iter()
             .map(|part| {
-                let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-                for field in schema.fields() {
-                    let found = if self.wrapped && schema.fields().len() == 1 {
-                        Some(part.column(0))
-                    } else {
-                        part.schema()
-                            .index_of(field.name())
-                            .ok()
-                            .or_else(|| {
-                                part.schema()
-                                    .fields()
-                                    .iter()
-                                    .position(|f| f.name().eq_ignore_ascii_case(field.name()))
-                            })
-                            .map(|i| part.column(i))
-                    };
-                    let column = match found {
-                        None => new_null_array(field.data_type(), part.num_rows()),
-                        Some(c) if c.data_type() == field.data_type() => c.clone(),
-                        Some(c) => cast_with_options(c, field.data_type(), &options)
-                            .map_err(|e| format!("field {}: {e}", field.name()))?,
-                    };
-                    if !field.is_nullable() && column.null_count() > 0 {
-                        return Err(format!("field {} is null", field.name()));
-                    }
-                    columns.push(column);
+                if self.wrapped && schema.fields().len() == 1 {
+                    // The value is the one column, whatever its name.
+                    let renamed = RecordBatch::try_new(
+                        Arc::new(Schema::new(vec![Field::new(
+                            schema.field(0).name(),
+                            part.column(0).data_type().clone(),
+                            true,
+                        )])),
+                        vec![part.column(0).clone()],
+                    )
+                    .map_err(|e| e.to_string())?;
+                    return super::encoding::by_name(&renamed, schema);
                 }
-                let options = datafusion::arrow::array::RecordBatchOptions::new()
-                    .with_row_count(Some(part.num_rows()));
-                RecordBatch::try_new_with_options(schema.clone(), columns, &options)
-                    .map_err(|e| e.to_string())
+                super::encoding::by_name(part, schema)
             })
             .collect()
     }

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
+use datafusion::arrow::compute::{CastOptions, cast_with_options, concat_batches};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 
@@ -260,6 +260,83 @@ impl RecordDecoder {
             .flush()?
             .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
     }
+}
+
+/// The rows of `part` as columns of `schema`, matched by name (exactly, else ignoring case): a
+/// column no field has is NULL; values are cast to the column's type, an error if one does not
+/// fit, and a NULL in a NOT NULL column is an error. For records whose writer says the names
+/// (Avro, Parquet).
+pub fn by_name(part: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
+    let options = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let found = part
+            .schema()
+            .index_of(field.name())
+            .ok()
+            .or_else(|| {
+                part.schema()
+                    .fields()
+                    .iter()
+                    .position(|f| f.name().eq_ignore_ascii_case(field.name()))
+            })
+            .map(|i| part.column(i));
+        let column = match found {
+            None => new_null_array(field.data_type(), part.num_rows()),
+            Some(c) if c.data_type() == field.data_type() => c.clone(),
+            Some(c) => cast_with_options(c, field.data_type(), &options)
+                .map_err(|e| format!("field {}: {e}", field.name()))?,
+        };
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(format!("field {} is null", field.name()));
+        }
+        columns.push(column);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(part.num_rows()));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(|e| e.to_string())
+}
+
+/// [`by_name`], a bad row costing only itself: the rows that fit, which rows of `part` they
+/// are, and the rows that do not with why.
+pub fn by_name_rows(part: &RecordBatch, schema: &SchemaRef) -> (RecordBatch, Vec<usize>, Failures) {
+    if let Ok(rows) = by_name(part, schema) {
+        return (rows, (0..part.num_rows()).collect(), Failures::new());
+    }
+    let mut parts = Vec::new();
+    let mut kept = Vec::new();
+    let mut failures = Failures::new();
+    for i in 0..part.num_rows() {
+        match by_name(&part.slice(i, 1), schema) {
+            Ok(row) => {
+                parts.push(row);
+                kept.push(i);
+            }
+            Err(e) => failures.push((i, e)),
+        }
+    }
+    let rows =
+        concat_batches(schema, &parts).unwrap_or_else(|_| RecordBatch::new_empty(schema.clone()));
+    (rows, kept, failures)
+}
+
+/// Row `i` of `rows` as a line of JSON, to keep as a rejected record's payload.
+pub fn row_json(rows: &RecordBatch, i: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
+    if writer
+        .write(&rows.slice(i, 1))
+        .and_then(|()| writer.finish())
+        .is_err()
+    {
+        return Vec::new();
+    }
+    while out.last() == Some(&b'\n') {
+        out.pop();
+    }
+    out
 }
 
 #[cfg(test)]

@@ -321,6 +321,8 @@ impl KafkaSource {
                             .map(|&i| records[i].offset())
                             .collect(),
                     }),
+                    name: None,
+                    done: false,
                 });
             }
         };
@@ -369,6 +371,8 @@ impl KafkaSource {
             records: records.len() as u64,
             rejected,
             changes: None,
+            name: None,
+            done: false,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod avro;
 pub mod datagen;
 pub mod encoding;
 pub mod envelope;
+pub mod file;
 pub mod kafka;
 pub mod nexmark;
 pub mod provider;
@@ -202,6 +203,10 @@ pub struct SourceBatch {
     /// For a table fed by changes: the keys deleted and the order of writes and deletes
     /// (`rows` are the rows written).
     pub changes: Option<TableChanges>,
+    /// The split's name, for a split that has one (a file).
+    pub name: Option<String>,
+    /// Whether the split is read to its end and will have no more records (a file).
+    pub done: bool,
 }
 
 /// What records do to a keyed table besides writing [`SourceBatch::rows`].
@@ -356,6 +361,13 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// The number of rows of a bounded source.
     fn bound(&self) -> Option<u64>;
 
+    /// Whether reading has reached what the source holds, as far as a FLUSH waits for it:
+    /// a bounded source's every row, a file source's every file listed. An unbounded stream
+    /// is never waited for.
+    fn read_to_end(&self, splits: &Splits) -> bool {
+        self.bound().is_none_or(|b| splits.records() >= b)
+    }
+
     /// How many rows per second to read at; `None` reads as fast as possible.
     fn rate(&self) -> Option<f64>;
 }
@@ -442,6 +454,8 @@ impl<P: Positional> SourceReader for PositionReader<P> {
             next: self.next as i64,
             rejected: Vec::new(),
             changes: None,
+            name: None,
+            done: false,
         }))
     }
 }
@@ -489,6 +503,30 @@ fn declared_rows(schema: &SchemaRef, columns: Vec<ArrayRef>, n: usize) -> Result
         columns,
         &options,
     )?)
+}
+
+/// Runs the future `work` makes to completion on a thread of its own with a runtime of its own,
+/// so it may be called from any thread, async or not. For the rare calls to outside systems
+/// made while a statement runs (a schema registry, an object store's listing).
+pub(crate) fn on_own_runtime<T, F>(
+    work: impl FnOnce() -> F + Send,
+) -> std::result::Result<T, String>
+where
+    T: Send,
+    F: std::future::Future<Output = T>,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Ok(runtime.block_on(work()))
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the request failed".into()))
+    })
 }
 
 /// Rejected records kept per source when `rejected.retention.rows` is not given.
@@ -539,9 +577,11 @@ pub fn open(def: &SourceDef, schema: SchemaRef) -> Result<Arc<dyn Source>> {
             &def.options,
         )?)))),
         Some("kafka") => Ok(Arc::new(kafka::KafkaSource::new(schema, def)?)),
+        Some("file") => Ok(Arc::new(file::FileSource::new(schema, def)?)),
         Some(other) => Err(SourceError::NotSupported(format!("connector '{other}'"))),
         None => Err(SourceError::Option(
-            "a source needs WITH (connector = '...'); Augur has 'datagen', 'nexmark' and 'kafka'"
+            "a source needs WITH (connector = '...'); Augur has 'datagen', 'nexmark', 'kafka' \
+             and 'file'"
                 .into(),
         )),
     }

@@ -1,7 +1,8 @@
 //! Where reading a source stands, split by split.
 //!
-//! A source is read in splits: a Kafka topic's partitions, or the single split of a generated
-//! source, whose offsets are row numbers. Each split has the offset its rows are read from (fixed
+//! A source is read in splits: a Kafka topic's partitions, a file source's files (named, offsets
+//! are line or row numbers), or the single split of a generated source, whose offsets are row
+//! numbers. Each split has the offset its rows are read from (fixed
 //! when the split is first seen: `scan.startup.mode` at CREATE, the start of a partition added
 //! later), the next offset to read, the records read, and where its watermark stands. All of it
 //! is committed with the views' state in every epoch, so after a crash reading resumes exactly
@@ -28,23 +29,32 @@ pub struct SplitState {
     pub records: u64,
     /// The split's watermark, and its late and rejected records.
     pub mark: WatermarkState,
+    /// Whether the split has been read to its end and has no more records (a file read).
+    pub done: bool,
 }
 
-/// Every split of a source, by split number.
+/// Every split of a source, by split number, and the names of the splits that have one (a file
+/// source's files).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Splits(pub BTreeMap<i32, SplitState>);
+pub struct Splits(pub BTreeMap<i32, SplitState>, pub BTreeMap<i32, String>);
 
-/// Bytes of one encoded split: number, start, next, records, watermark state.
+/// Bytes of one encoded split in the first form: number, start, next, records, watermark state.
 const ENCODED_SPLIT: usize = 4 + 8 + 8 + 8 + 25;
 
-/// Tag of the encoded form (the first byte), to tell it from the single row count stored before
-/// sources had splits.
+/// Tag of the first encoded form (the first byte), to tell it from the single row count stored
+/// before sources had splits.
 const FORMAT: u8 = 1;
+
+/// Tag of the encoded form with the splits' count, a done flag per split and the names.
+const FORMAT_NAMED: u8 = 2;
 
 impl Splits {
     /// One split, `0`, starting at offset 0: sources whose offsets are row numbers.
     pub fn single() -> Self {
-        Self(BTreeMap::from([(0, SplitState::default())]))
+        Self(
+            BTreeMap::from([(0, SplitState::default())]),
+            BTreeMap::new(),
+        )
     }
 
     /// Records read from every split.
@@ -87,16 +97,42 @@ impl Splits {
         state
     }
 
-    /// The stored form.
+    /// Records a batch read from one split: [`Splits::advance`], the split's name, and whether
+    /// it is read to its end. Returns the split.
+    pub fn apply(&mut self, batch: &super::SourceBatch, rejected: u64) -> &mut SplitState {
+        if let Some(name) = &batch.name {
+            self.1.entry(batch.split).or_insert_with(|| name.clone());
+        }
+        let state = self.advance(
+            batch.split,
+            batch.start,
+            batch.next,
+            batch.records,
+            rejected,
+        );
+        state.done |= batch.done;
+        state
+    }
+
+    /// The stored form: the count of splits, each split (number, start, next, records,
+    /// watermark state, done), then each name (split, length, text).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + self.0.len() * ENCODED_SPLIT);
-        out.push(FORMAT);
+        let names: usize = self.1.values().map(|n| 8 + n.len()).sum();
+        let mut out = Vec::with_capacity(5 + self.0.len() * (ENCODED_SPLIT + 1) + names);
+        out.push(FORMAT_NAMED);
+        out.extend_from_slice(&(self.0.len() as u32).to_be_bytes());
         for (split, state) in &self.0 {
             out.extend_from_slice(&split.to_be_bytes());
             out.extend_from_slice(&state.start.to_be_bytes());
             out.extend_from_slice(&state.next.to_be_bytes());
             out.extend_from_slice(&state.records.to_be_bytes());
             out.extend_from_slice(&state.mark.encode());
+            out.push(u8::from(state.done));
+        }
+        for (split, name) in &self.1 {
+            out.extend_from_slice(&split.to_be_bytes());
+            out.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            out.extend_from_slice(name.as_bytes());
         }
         out
     }
@@ -112,28 +148,46 @@ impl Splits {
                 next: rows as i64,
                 records: rows,
                 mark: legacy_mark.unwrap_or_default(),
+                done: false,
             };
-            return Some(Self(BTreeMap::from([(0, state)])));
+            return Some(Self(BTreeMap::from([(0, state)]), BTreeMap::new()));
         }
         let (&format, mut rest) = bytes.split_first()?;
-        if format != FORMAT || rest.len() % ENCODED_SPLIT != 0 {
-            return None;
-        }
+        let (count, size) = match format {
+            FORMAT if rest.len() % ENCODED_SPLIT == 0 => {
+                (rest.len() / ENCODED_SPLIT, ENCODED_SPLIT)
+            }
+            FORMAT_NAMED => {
+                let count = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+                rest = &rest[4..];
+                (count, ENCODED_SPLIT + 1)
+            }
+            _ => return None,
+        };
         let mut splits = BTreeMap::new();
-        while !rest.is_empty() {
-            let (one, tail) = rest.split_at(ENCODED_SPLIT);
+        for _ in 0..count {
+            let one = rest.get(..size)?;
             let word = |at: usize| -> Option<[u8; 8]> { one[at..at + 8].try_into().ok() };
             let split = i32::from_be_bytes(one[..4].try_into().ok()?);
             let state = SplitState {
                 start: i64::from_be_bytes(word(4)?),
                 next: i64::from_be_bytes(word(12)?),
                 records: u64::from_be_bytes(word(20)?),
-                mark: WatermarkState::decode(&one[28..]).ok()?,
+                mark: WatermarkState::decode(&one[28..ENCODED_SPLIT]).ok()?,
+                done: one.get(ENCODED_SPLIT) == Some(&1),
             };
             splits.insert(split, state);
-            rest = tail;
+            rest = &rest[size..];
         }
-        Some(Self(splits))
+        let mut names = BTreeMap::new();
+        while !rest.is_empty() {
+            let split = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+            let len = u32::from_be_bytes(rest.get(4..8)?.try_into().ok()?) as usize;
+            let name = std::str::from_utf8(rest.get(8..8 + len)?).ok()?;
+            names.insert(split, name.to_string());
+            rest = &rest[8 + len..];
+        }
+        Some(Self(splits, names))
     }
 }
 
@@ -155,6 +209,7 @@ mod tests {
                     late: 1,
                     rejected: 2,
                 },
+                done: false,
             },
         );
         splits.0.insert(
@@ -164,10 +219,21 @@ mod tests {
                 next: 1 << 40,
                 records: 1 << 40,
                 mark: WatermarkState::default(),
+                done: true,
             },
         );
-        assert_eq!(Splits::decode(&splits.encode(), None), Some(splits));
+        splits
+            .1
+            .insert(7, "s3://bucket/day=1/part-0.parquet".into());
+        assert_eq!(Splits::decode(&splits.encode(), None), Some(splits.clone()));
         assert_eq!(Splits::decode(&[FORMAT, 1, 2], None), None);
+        assert_eq!(Splits::decode(&[FORMAT_NAMED, 0, 0, 0, 1, 2], None), None);
+        // The first form, without done flags and names, still reads.
+        let mut first = vec![FORMAT];
+        first.extend_from_slice(&splits.encode()[5..5 + ENCODED_SPLIT]);
+        let read = Splits::decode(&first, None).unwrap();
+        assert_eq!(read.0[&0], splits.0[&0]);
+        assert!(read.1.is_empty());
     }
 
     #[test]

@@ -203,10 +203,7 @@ impl Worker {
     fn caught_up(&self, seq: u64) -> bool {
         seq <= self.applied_seq
             && self.sources.iter().all(|(id, s)| {
-                s.flow
-                    .source
-                    .bound()
-                    .is_none_or(|b| s.splits.records() >= b)
+                s.flow.source.read_to_end(&s.splits)
                     || !self.views.values().any(|v| v.graph.reads(*id))
             })
     }
@@ -272,13 +269,7 @@ impl Worker {
             let Some(batch) = batch else {
                 continue;
             };
-            run.splits.advance(
-                batch.split,
-                batch.start,
-                batch.next,
-                batch.records,
-                batch.rejected.len() as u64,
-            );
+            run.splits.apply(&batch, batch.rejected.len() as u64);
             run.rejected.extend(batch.rejected);
             // Only the newest are kept: an epoch of bad records stays within the retention.
             let over = run
