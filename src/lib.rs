@@ -57,6 +57,7 @@ pub mod error;
 pub mod model;
 pub mod server;
 pub mod session;
+pub mod sink;
 pub mod source;
 pub mod sql;
 pub mod storage;

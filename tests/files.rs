@@ -682,3 +682,226 @@ async fn csv_json_and_parquet_files_in_s3_into_views() {
         "08001"
     );
 }
+
+/// Every row of the Parquet files of sink `sink` in `dir`: `(id, user_id, amount)`, sorted.
+fn sink_rows(dir: &Path, sink: &str) -> Vec<(i64, i64, f64)> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let mut rows = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return rows;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with(&format!("{sink}-")) || !name.ends_with(".parquet") {
+            continue;
+        }
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let ids = batch.column(0).as_primitive::<Int64Type>();
+            let users = batch.column(1).as_primitive::<Int64Type>();
+            let amounts = batch.column(2).as_primitive::<Float64Type>();
+            for i in 0..batch.num_rows() {
+                rows.push((ids.value(i), users.value(i), amounts.value(i)));
+            }
+        }
+    }
+    rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rows
+}
+
+/// Waits until sink `sink` has nothing waiting and has written `rows` records.
+async fn wait_delivered(client: &Client, sink: &str) {
+    wait_for(
+        client,
+        &format!(
+            "SELECT count(*) FROM augur_catalog.sinks WHERE sink_name = '{sink}' \
+             AND backlog = 0 AND last_error IS NULL"
+        ),
+        1,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn file_sinks_write_each_epoch_once_through_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE events (id BIGINT, user_id BIGINT, amount DOUBLE PRECISION) APPEND ONLY; \
+             INSERT INTO events SELECT i, i % 7, i + 0.5 FROM generate_series(0, 99) AS s(i); \
+             CREATE MATERIALIZED VIEW big AS SELECT id, user_id, amount FROM events \
+             WHERE amount > 10; \
+             CREATE MATERIALIZED VIEW per_user AS \
+             SELECT user_id, count(*) AS n, sum(amount) AS total FROM events GROUP BY user_id;",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE SINK big_parquet FROM big WITH (connector = 'file', path = '{o}', \
+             max.rows.per.file = '1000') FORMAT PLAIN ENCODE PARQUET; \
+             CREATE SINK big_csv FROM big WITH (connector = 'file', path = '{o}/csv') \
+             FORMAT PLAIN ENCODE CSV; \
+             CREATE SINK users_json FROM per_user WITH (connector = 'file', path = '{o}/json', \
+             force_append_only = 'true', snapshot = 'false') FORMAT PLAIN ENCODE JSON;",
+            o = out.display()
+        ))
+        .await
+        .unwrap();
+    // The rows already in the view were the sink's first epoch.
+    wait_delivered(&client, "big_parquet").await;
+    let expected = |n: usize| -> Vec<(i64, i64, f64)> {
+        (0..n)
+            .filter(|&i| i as f64 + 0.5 > 10.0)
+            .map(|i| (i as i64, (i % 7) as i64, i as f64 + 0.5))
+            .collect()
+    };
+    assert_eq!(sink_rows(&out, "big_parquet"), expected(100));
+
+    // Rows written while the server is killed three times: each acknowledged row is in the
+    // files exactly once.
+    let mut next = 100;
+    for _ in 0..3 {
+        let client = server.connect().await;
+        for _ in 0..20 {
+            client
+                .batch_execute(&format!(
+                    "INSERT INTO events SELECT i, i % 7, i + 0.5 FROM generate_series({next}, {}) \
+                     AS s(i)",
+                    next + 99
+                ))
+                .await
+                .unwrap();
+            next += 100;
+        }
+        drop(client);
+        server.restart();
+    }
+    let client = server.connect().await;
+    client.batch_execute("FLUSH").await.unwrap();
+    wait_delivered(&client, "big_parquet").await;
+    assert_eq!(sink_rows(&out, "big_parquet"), expected(next));
+    wait_delivered(&client, "big_csv").await;
+    let mut csv_rows = 0;
+    for entry in std::fs::read_dir(out.join("csv")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("id,user_id,amount"));
+        csv_rows += lines.count();
+    }
+    assert_eq!(csv_rows, expected(next).len());
+    // No file is left half written, and none has a temporary name.
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            name == "csv" || name == "json" || name.ends_with(".parquet"),
+            "{name}"
+        );
+    }
+    // The aggregate's new values, one line per changed user per epoch.
+    wait_delivered(&client, "users_json").await;
+    let mut last: std::collections::BTreeMap<i64, i64> = Default::default();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out.join("json"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for path in files {
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            last.insert(row["user_id"].as_i64().unwrap(), row["n"].as_i64().unwrap());
+        }
+    }
+    let counts: std::collections::BTreeMap<i64, i64> = client
+        .query("SELECT user_id, n FROM per_user", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(last, counts);
+
+    // SHOW SINKS, the system view, and the refusals.
+    let shown: Vec<String> = client
+        .simple_query("SHOW SINKS")
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shown, vec!["big_csv", "big_parquet", "users_json"]);
+    let o = out.display();
+    for (sql, code) in [
+        (
+            format!(
+                "CREATE SINK s FROM per_user WITH (connector = 'file', path = '{o}') \
+                 FORMAT PLAIN ENCODE PARQUET"
+            ),
+            "22023",
+        ),
+        (
+            format!(
+                "CREATE SINK s FROM events WITH (connector = 'file', path = '{o}') \
+                 FORMAT PLAIN ENCODE PARQUET"
+            ),
+            "42809",
+        ),
+        (
+            format!(
+                "CREATE SINK s FROM nothing WITH (connector = 'file', path = '{o}') \
+                 FORMAT PLAIN ENCODE PARQUET"
+            ),
+            "42P01",
+        ),
+        (
+            format!(
+                "CREATE SINK s FROM big WITH (connector = 'file', path = '{o}') \
+                 FORMAT PLAIN ENCODE AVRO"
+            ),
+            "0A000",
+        ),
+        (
+            format!(
+                "CREATE SINK big_csv FROM big WITH (connector = 'file', path = '{o}') \
+                 FORMAT PLAIN ENCODE CSV"
+            ),
+            "42710",
+        ),
+        (
+            "CREATE SINK s FROM big WITH (connector = 'file', path = 'relative') \
+             FORMAT PLAIN ENCODE CSV"
+                .to_string(),
+            "22023",
+        ),
+        (
+            "CREATE SINK s FROM big WITH (connector = 'ftp') FORMAT PLAIN ENCODE CSV".to_string(),
+            "0A000",
+        ),
+        ("DROP MATERIALIZED VIEW big".to_string(), "2BP01"),
+        ("DROP SINK nothing".to_string(), "42704"),
+    ] {
+        assert_eq!(error_code(&client, &sql).await, code, "{sql}");
+    }
+    client
+        .batch_execute("DROP SINK big_csv; DROP MATERIALIZED VIEW big CASCADE")
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM augur_catalog.sinks").await,
+        1
+    );
+}

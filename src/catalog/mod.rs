@@ -52,6 +52,7 @@ use crate::table::{Table, TableDef};
 const TABLE_PREFIX: &[u8] = b"ct";
 const VIEW_PREFIX: &[u8] = b"cv";
 const SOURCE_PREFIX: &[u8] = b"cs";
+const SINK_PREFIX: &[u8] = b"ck";
 const INDEX_PREFIX: &[u8] = b"ci";
 const SCHEMA_PREFIX: &[u8] = b"cn";
 const NEXT_TABLE_ID: &[u8] = b"mnext_table_id";
@@ -70,12 +71,24 @@ pub struct SourceEntry {
     pub scan: Arc<SourceScan>,
 }
 
+/// A sink: its definition, how its delivery goes, and the delivery thread.
+#[derive(Debug)]
+pub struct SinkEntry {
+    /// The stored definition.
+    pub def: crate::sink::SinkDef,
+    /// Records written, epochs waiting, the last error.
+    pub progress: Arc<crate::sink::SinkProgress>,
+    /// The thread delivering its outbox (none when its connector could not be opened).
+    pub delivery: std::sync::Mutex<Option<crate::sink::Delivery>>,
+}
+
 /// All tables and views, by name.
 pub struct Catalog {
     store: Store,
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
     views: RwLock<BTreeMap<String, Arc<View>>>,
     sources: RwLock<BTreeMap<String, Arc<SourceEntry>>>,
+    sinks: RwLock<BTreeMap<String, Arc<SinkEntry>>>,
     /// Sequences (`CREATE SEQUENCE`, `SERIAL` and identity columns).
     sequences: Arc<sequence::Sequences>,
     /// Functions written in SQL (`CREATE FUNCTION`).
@@ -118,6 +131,7 @@ impl Catalog {
             tables: RwLock::new(BTreeMap::new()),
             views: RwLock::new(BTreeMap::new()),
             sources: RwLock::new(BTreeMap::new()),
+            sinks: RwLock::new(BTreeMap::new()),
             sequences,
             functions: Arc::new(function::Functions::load(store.clone())?),
             indexes: RwLock::new(BTreeMap::new()),
@@ -541,6 +555,64 @@ impl Catalog {
         let mut sources: Vec<_> = self.read_sources().values().cloned().collect();
         sources.sort_by_key(|s| s.def.id);
         sources
+    }
+
+    /// Stored sink definitions, in id order.
+    pub fn stored_sinks(&self) -> Result<Vec<crate::sink::SinkDef>> {
+        stored(&self.store, SINK_PREFIX, "sink")
+    }
+
+    /// The catalog entry of a sink: its key and value.
+    pub fn sink_entry(def: &crate::sink::SinkDef) -> Result<(Vec<u8>, Vec<u8>)> {
+        Ok((
+            entry_key(SINK_PREFIX, def.id),
+            serde_json::to_vec(def).map_err(json_err)?,
+        ))
+    }
+
+    /// The storage key of sink `id`'s catalog entry.
+    pub fn sink_entry_key(id: u32) -> Vec<u8> {
+        entry_key(SINK_PREFIX, id)
+    }
+
+    /// Adds a sink whose entry is stored.
+    pub fn insert_sink(&self, entry: SinkEntry) -> Arc<SinkEntry> {
+        let entry = Arc::new(entry);
+        self.sinks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry.def.name.clone(), entry.clone());
+        entry
+    }
+
+    /// Forgets a sink (its entry is deleted by the caller).
+    pub fn remove_sink(&self, name: &str) -> Option<Arc<SinkEntry>> {
+        self.sinks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+    }
+
+    /// The sink called `name`.
+    pub fn sink(&self, name: &str) -> Option<Arc<SinkEntry>> {
+        self.sinks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// All sinks, in id order.
+    pub fn sinks(&self) -> Vec<Arc<SinkEntry>> {
+        let mut sinks: Vec<_> = self
+            .sinks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        sinks.sort_by_key(|s| s.def.id);
+        sinks
     }
 
     /// Whether writes to table `id` go into the change log: while a view reads it, and always

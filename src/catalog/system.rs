@@ -14,6 +14,9 @@
 //!   their columns): where each was read (split and offset; for a file, its name and the line
 //!   or row number from 0), its payload (truncated; binary payloads such as Avro
 //!   as `\x` and hex digits, as PostgreSQL shows `bytea`), the error and when.
+//! - `sinks`: per sink, the view it reads, its connector and format, the records written since
+//!   the server started, the last epoch delivered, the epochs waiting and the error delivery is
+//!   retrying through.
 //! - `view_state`: per materialized view, the entries and bytes of operator state it holds
 //!   (read from RocksDB when queried): what windows, watermarks and NOW() keep bounded.
 //! - `models`: every model with its version, kind, inputs and outputs, file size and SHA-256,
@@ -63,6 +66,7 @@ const TABLES: &[&str] = &[
     "view_state",
     "rejected_rows",
     "source_splits",
+    "sinks",
 ];
 
 impl SystemSchema {
@@ -457,6 +461,55 @@ impl SystemSchema {
     }
 }
 
+impl SystemSchema {
+    /// Every sink: what it reads, where it writes, and how its delivery goes.
+    fn sinks(&self) -> DfResult<RecordBatch> {
+        let sinks = self.catalog.sinks();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("sink_name", DataType::Utf8, false),
+            Field::new("from_view", DataType::Utf8, false),
+            Field::new("connector", DataType::Utf8, false),
+            Field::new("format", DataType::Utf8, false),
+            Field::new("rows_written", DataType::Int64, false),
+            Field::new("last_epoch", DataType::Int64, true),
+            Field::new("backlog", DataType::Int64, false),
+            Field::new("last_error", DataType::Utf8, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                sinks.iter().map(|s| s.def.name.clone()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                sinks.iter().map(|s| s.def.from.clone()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                sinks.iter().map(|s| s.def.connector().to_string()),
+            )),
+            Arc::new(StringArray::from_iter_values(sinks.iter().map(|s| {
+                format!(
+                    "{} {}",
+                    s.def.format.format.to_uppercase(),
+                    s.def.format.encode.to_uppercase()
+                )
+            }))),
+            Arc::new(Int64Array::from_iter_values(
+                sinks.iter().map(|s| s.progress.written() as i64),
+            )),
+            Arc::new(Int64Array::from_iter(sinks.iter().map(|s| {
+                let epoch = s.progress.last_epoch();
+                (epoch > 0).then_some(epoch as i64)
+            }))),
+            Arc::new(Int64Array::from_iter_values(
+                sinks.iter().map(|s| s.progress.backlog() as i64),
+            )),
+            Arc::new(StringArray::from_iter(
+                sinks.iter().map(|s| s.progress.last_error()),
+            )),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
 /// Records behind the splits' ends, where the reader knows them.
 fn lag(progress: &crate::source::SourceProgress) -> Option<i64> {
     let ends = progress.ends();
@@ -487,6 +540,7 @@ impl SchemaProvider for SystemSchema {
             "view_state" => self.view_state()?,
             "rejected_rows" => self.rejected_rows()?,
             "source_splits" => self.source_splits()?,
+            "sinks" => self.sinks()?,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(MemTable::try_new(

@@ -108,12 +108,14 @@ impl Database {
         let parser = SqlParser::new().with_functions(catalog.functions().clone());
         let sources = super::sources::recover(&catalog)?;
         let flows = super::views::recover(&store, &catalog, &ctx, &parser).await?;
+        let sinks = super::sinks::recover(&store, &catalog)?;
         let lookup_catalog = catalog.clone();
         let runtime = Runtime::start(
             store.clone(),
             Arc::new(move |id| lookup_catalog.relation_by_id(id)),
             flows,
             sources,
+            sinks,
             std::time::Duration::from_millis(config.epoch_ms),
         )?;
         let applied = runtime

@@ -23,6 +23,7 @@ mod modifying_with;
 mod portals;
 mod schemas;
 mod set_ops;
+mod sinks;
 mod sources;
 mod temp;
 pub mod timezone;
@@ -295,6 +296,9 @@ impl<'a> Session<'a> {
                         .await
                 }
                 Stmt::ShowSources => self.show_sources(),
+                Stmt::CreateSink(create) => self.create_sink(create).await,
+                Stmt::DropSink { names, if_exists } => self.drop_sinks(names, *if_exists).await,
+                Stmt::ShowSinks => self.show_sinks(),
                 Stmt::CreateModel(create) => self.create_model(create).await,
                 Stmt::DropModel {
                     names,
@@ -417,6 +421,8 @@ fn changes_for_good(statement: &Stmt) -> bool {
                 | Statement::DropFunction(_)
         ),
         Stmt::DropSource { .. }
+        | Stmt::CreateSink(_)
+        | Stmt::DropSink { .. }
         | Stmt::DropModel { .. }
         | Stmt::CreateModel(_)
         | Stmt::CreateSource(_)
@@ -495,7 +501,9 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
         Stmt::Sql(statement) => statement.as_ref(),
         other => {
             let schema = match other {
-                Stmt::ShowSources | Stmt::ShowModels => Some(views::show_views_schema()),
+                Stmt::ShowSources | Stmt::ShowSinks | Stmt::ShowModels => {
+                    Some(views::show_views_schema())
+                }
                 Stmt::EmitOnWindowClose { explain: true, .. } => Some(views::explain_schema()),
                 _ => None,
             };

@@ -791,10 +791,22 @@ impl Session<'_> {
                 }
             }
         }
-        if !dependents.is_empty() && !cascade {
+        // Sinks of what is dropped go with it.
+        let sinks: Vec<_> = catalog
+            .sinks()
+            .into_iter()
+            .filter(|s| doomed.contains(&s.def.input))
+            .collect();
+        if (!dependents.is_empty() || !sinks.is_empty()) && !cascade {
             let detail = dependents
                 .iter()
                 .map(|(v, on)| format!("{} depends on {on}", view_noun(v)))
+                .chain(sinks.iter().map(|s| {
+                    format!(
+                        "sink {} depends on materialized view {}",
+                        s.def.name, s.def.from
+                    )
+                }))
                 .collect::<Vec<_>>()
                 .join("\n");
             return Err(Error::DependentObjects {
@@ -804,6 +816,10 @@ impl Session<'_> {
         }
         for (view, _) in &dependents {
             self.notice("00000", format!("drop cascades to {}", view_noun(view)));
+        }
+        for sink in &sinks {
+            self.notice("00000", format!("drop cascades to sink {}", sink.def.name));
+            self.drop_sink(&sink.def.name).await?;
         }
         // Newest first: a view is always newer than what it reads.
         let mut order: Vec<u32> = doomed.into_iter().collect();

@@ -95,7 +95,7 @@ enum Store {
 
 /// Where the files are: the store, the prefix to list under, and the pattern a glob adds.
 #[derive(Debug, Clone)]
-struct Location {
+pub(crate) struct Location {
     store: Store,
     /// The path in the store: the file, the directory or the part of a glob before its first
     /// wildcard.
@@ -316,7 +316,8 @@ impl FileSource {
 }
 
 impl Location {
-    fn new(path: &str, options: &BTreeMap<String, String>) -> Result<Self> {
+    /// Where `path` (with the `s3.*` options) points.
+    pub(crate) fn new(path: &str, options: &BTreeMap<String, String>) -> Result<Self> {
         let s3 = options.keys().find(|k| k.starts_with("s3."));
         let (store, key) = if let Some(rest) = path.strip_prefix("s3://") {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
@@ -398,8 +399,18 @@ impl Location {
         }
     }
 
+    /// The directory or prefix `path` names, when it has no wildcard.
+    pub(crate) fn directory(&self) -> Option<&StorePath> {
+        self.pattern.is_none().then_some(&self.prefix)
+    }
+
+    /// Whether the files are on the local disk.
+    pub(crate) fn is_local(&self) -> bool {
+        matches!(self.store, Store::Local)
+    }
+
     /// A file's name as users see it: its absolute path, or its `s3://` URL.
-    fn name(&self, path: &StorePath) -> String {
+    pub(crate) fn name(&self, path: &StorePath) -> String {
         match &self.store {
             Store::Local => format!("/{path}"),
             Store::S3 { bucket, .. } => format!("s3://{bucket}/{path}"),
@@ -427,7 +438,8 @@ impl Location {
         StorePath::parse(key).map_err(|e| SourceError::Option(format!("file {name}: {e}")))
     }
 
-    fn object_store(&self) -> Result<Arc<dyn ObjectStore>> {
+    /// The object store, made for the calling thread's runtime.
+    pub(crate) fn object_store(&self) -> Result<Arc<dyn ObjectStore>> {
         match &self.store {
             Store::Local => Ok(Arc::new(LocalFileSystem::new())),
             Store::S3 {
@@ -469,7 +481,7 @@ impl Location {
 }
 
 /// An object store's error, for a user: a missing file or directory, or an outage.
-fn store_error(what: &str, e: object_store::Error) -> SourceError {
+pub(crate) fn store_error(what: &str, e: object_store::Error) -> SourceError {
     match e {
         object_store::Error::NotFound { .. } => SourceError::Missing(format!("file {what}")),
         other => SourceError::Unavailable(format!("cannot read {what}: {other}")),

@@ -55,6 +55,17 @@ pub enum Stmt {
     },
     /// `SHOW SOURCES`.
     ShowSources,
+    /// `CREATE SINK`.
+    CreateSink(CreateSink),
+    /// `DROP SINK [IF EXISTS] name, ...`.
+    DropSink {
+        /// Sinks to drop.
+        names: Vec<String>,
+        /// IF EXISTS.
+        if_exists: bool,
+    },
+    /// `SHOW SINKS`.
+    ShowSinks,
     /// `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name FROM 'file.onnx'`.
     CreateModel(CreateModel),
     /// `DROP MODEL [IF EXISTS] name, ... [CASCADE]`.
@@ -112,6 +123,21 @@ pub struct CreateModel {
     pub if_not_exists: bool,
 }
 
+/// `CREATE SINK [IF NOT EXISTS] name FROM view WITH (options) FORMAT ... ENCODE ...`.
+#[derive(Debug, Clone)]
+pub struct CreateSink {
+    /// The sink's name.
+    pub name: String,
+    /// IF NOT EXISTS.
+    pub if_not_exists: bool,
+    /// The materialized view it reads.
+    pub from: String,
+    /// `WITH (key = 'value', ...)`, keys lower-cased.
+    pub options: Vec<(String, String)>,
+    /// `FORMAT ... ENCODE ... (options)`.
+    pub format: Option<crate::source::FormatDef>,
+}
+
 /// `CREATE SOURCE [IF NOT EXISTS] name (columns) WITH (options) [FORMAT ... ENCODE ...]`.
 #[derive(Debug, Clone)]
 pub struct CreateSource {
@@ -139,6 +165,9 @@ impl std::fmt::Display for Stmt {
             Stmt::CreateSource(create) => write!(f, "CREATE SOURCE {}", create.name),
             Stmt::DropSource { names, .. } => write!(f, "DROP SOURCE {}", names.join(", ")),
             Stmt::ShowSources => write!(f, "SHOW SOURCES"),
+            Stmt::CreateSink(create) => write!(f, "CREATE SINK {}", create.name),
+            Stmt::DropSink { names, .. } => write!(f, "DROP SINK {}", names.join(", ")),
+            Stmt::ShowSinks => write!(f, "SHOW SINKS"),
             Stmt::CreateModel(create) => write!(f, "CREATE MODEL {}", create.name),
             Stmt::DropModel { names, .. } => write!(f, "DROP MODEL {}", names.join(", ")),
             Stmt::ShowModels => write!(f, "SHOW MODELS"),
@@ -270,6 +299,34 @@ impl SqlParser {
                     }),
                     Err(e) => return Some(Err(e)),
                 }
+            } else if word(0, "create") && word(1, "sink") {
+                own = true;
+                parser.next_token();
+                parser.next_token();
+                match parse_create_sink(&mut parser) {
+                    Ok(create) => stmts.push(Stmt::CreateSink(create)),
+                    Err(e) => return Some(Err(e)),
+                }
+            } else if word(0, "drop") && word(1, "sink") {
+                own = true;
+                parser.next_token();
+                parser.next_token();
+                match parse_drop_names(&mut parser) {
+                    Ok((_, _, true)) => {
+                        return Some(Err(Error::Syntax(
+                            "DROP SINK takes no CASCADE: nothing depends on a sink".into(),
+                        )));
+                    }
+                    Ok((names, if_exists, false)) => {
+                        stmts.push(Stmt::DropSink { names, if_exists })
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+            } else if word(0, "show") && word(1, "sinks") {
+                own = true;
+                parser.next_token();
+                parser.next_token();
+                stmts.push(Stmt::ShowSinks);
             } else if word(0, "show") && word(1, "sources") {
                 own = true;
                 parser.next_token();
@@ -1320,6 +1377,11 @@ fn own_statement(statement: Statement) -> Stmt {
         {
             Stmt::ShowModels
         }
+        Statement::ShowVariable { variable }
+            if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("sinks") =>
+        {
+            Stmt::ShowSinks
+        }
         Statement::Vacuum(vacuum) => maintenance("VACUUM", vacuum.table_name.as_ref()),
         Statement::Analyze(analyze) => maintenance("ANALYZE", analyze.table_name.as_ref()),
         _ => Stmt::Sql(Box::new(statement)),
@@ -1419,6 +1481,33 @@ fn parse_create_model(parser: &mut Parser<'_>, or_replace: bool) -> Result<Creat
         path,
         or_replace,
         if_not_exists,
+    })
+}
+
+fn parse_create_sink(parser: &mut Parser<'_>) -> Result<CreateSink> {
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = table_name(&parser.parse_object_name(false)?)?;
+    if parser.parse_keyword(Keyword::AS) {
+        return Err(Error::NotSupported(
+            "CREATE SINK ... AS query (create a materialized view of the query and CREATE SINK \
+             ... FROM it)"
+                .into(),
+        ));
+    }
+    parser.expect_keyword(Keyword::FROM)?;
+    let from = table_name(&parser.parse_object_name(false)?)?;
+    let options = if parser.parse_keyword(Keyword::WITH) {
+        parse_source_options(parser)?
+    } else {
+        Vec::new()
+    };
+    let format = parse_format(parser)?;
+    Ok(CreateSink {
+        name,
+        if_not_exists,
+        from,
+        options,
+        format,
     })
 }
 

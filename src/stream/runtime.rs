@@ -141,6 +141,24 @@ pub struct SourceFlow {
     pub rejected_retention: u64,
 }
 
+/// A sink ready to take a view's changes.
+pub struct SinkFlow {
+    /// The sink's id: its outbox's key.
+    pub id: u32,
+    /// Its name, for logs.
+    pub name: String,
+    /// The view whose changes it takes.
+    pub input: u32,
+    /// Its delivery: told of each epoch added; sources wait while its backlog is long.
+    pub progress: Arc<crate::sink::SinkProgress>,
+}
+
+struct SinkRun {
+    flow: SinkFlow,
+    /// The view's changes in the epoch being run.
+    pending: Vec<super::ChangeBatch>,
+}
+
 struct SourceRun {
     flow: SourceFlow,
     /// Where each split stands after the records read so far.
@@ -199,6 +217,18 @@ enum Message {
         reply: Reply,
     },
     DropSource {
+        id: u32,
+        catalog: Vec<Vec<u8>>,
+        reply: Reply,
+    },
+    AddSink {
+        flow: Box<SinkFlow>,
+        /// Whether the sink starts with the view's rows as they are.
+        snapshot: bool,
+        catalog: Vec<(Vec<u8>, Vec<u8>)>,
+        reply: Reply,
+    },
+    DropSink {
         id: u32,
         catalog: Vec<Vec<u8>>,
         reply: Reply,
@@ -265,6 +295,7 @@ impl Runtime {
         lookup: Lookup,
         views: Vec<ViewFlow>,
         sources: Vec<SourceFlow>,
+        sinks: Vec<SinkFlow>,
         epoch: Duration,
     ) -> Result<Self> {
         let (applied, number, at) = committed_position(&store)?;
@@ -307,6 +338,18 @@ impl Runtime {
             lookup,
             views: views.into_iter().map(|v| (v.id, v)).collect(),
             sources: runs,
+            sinks: sinks
+                .into_iter()
+                .map(|flow| {
+                    (
+                        flow.id,
+                        SinkRun {
+                            flow,
+                            pending: Vec::new(),
+                        },
+                    )
+                })
+                .collect(),
             table_watermarks,
             watermarks: BTreeMap::new(),
             applied_seq: applied,
@@ -397,6 +440,29 @@ impl Runtime {
     /// Stops reading a source and deletes the `catalog` keys.
     pub async fn drop_source(&self, id: u32, catalog: Vec<Vec<u8>>) -> Result<()> {
         self.request(|reply| Message::DropSource { id, catalog, reply })
+            .await
+    }
+
+    /// Adds a sink of a view's changes, committing `catalog` writes with it; with `snapshot`,
+    /// its first epoch holds the view's rows as they are.
+    pub async fn add_sink(
+        &self,
+        flow: SinkFlow,
+        snapshot: bool,
+        catalog: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        self.request(|reply| Message::AddSink {
+            flow: Box::new(flow),
+            snapshot,
+            catalog,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops giving a sink changes and deletes its outbox and the `catalog` keys.
+    pub async fn drop_sink(&self, id: u32, catalog: Vec<Vec<u8>>) -> Result<()> {
+        self.request(|reply| Message::DropSink { id, catalog, reply })
             .await
     }
 

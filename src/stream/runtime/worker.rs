@@ -10,7 +10,7 @@ use datafusion::arrow::array::Int64Array;
 
 use super::{
     APPLIED_SEQ_KEY, BACKFILL_BATCH, EPOCH_KEY, Lookup, Message, Progress, Reply, SOURCE_POLL,
-    SourceRun, ViewFlow, source_offset_key, source_watermark_key, table_watermark_key,
+    SinkRun, SourceRun, ViewFlow, source_offset_key, source_watermark_key, table_watermark_key,
 };
 use crate::source::OnTimeRows;
 use crate::storage::{Store, WriteBatch};
@@ -25,6 +25,7 @@ pub(super) struct Worker {
     pub(super) lookup: Lookup,
     pub(super) views: BTreeMap<u32, ViewFlow>,
     pub(super) sources: BTreeMap<u32, SourceRun>,
+    pub(super) sinks: BTreeMap<u32, SinkRun>,
     /// Where the watermarks of append-only tables with one stand in the rows applied.
     pub(super) table_watermarks: BTreeMap<u32, WatermarkState>,
     /// The last watermark of each column of each relation (sources, tables, views) sent to
@@ -186,6 +187,34 @@ impl Worker {
                 };
                 let _ = reply.send(result);
             }
+            Message::AddSink {
+                flow,
+                snapshot,
+                catalog,
+                reply,
+            } => {
+                let result = match self.stopped() {
+                    Some(e) => Err(e),
+                    None => self.add_sink(*flow, snapshot, catalog),
+                };
+                let _ = reply.send(result);
+            }
+            Message::DropSink { id, catalog, reply } => {
+                self.sinks.remove(&id);
+                let mut batch = WriteBatch::default();
+                for key in catalog {
+                    batch.delete(key);
+                }
+                batch.delete(crate::sink::delivered_key(id));
+                self.store
+                    .delete_prefix_in(&mut batch, &crate::sink::outbox_prefix(id));
+                let result = if self.failure.is_some() {
+                    self.store.write(batch).map_err(StreamError::from)
+                } else {
+                    self.commit_with(batch)
+                };
+                let _ = reply.send(result);
+            }
             Message::Exclusive { work, reply } => {
                 let result = self.commit().and_then(|()| match work(&self.store) {
                     Some(batch) => self.commit_with(batch),
@@ -211,6 +240,15 @@ impl Worker {
     /// Reads what is due from each source (at most one batch each) into the views; returns
     /// whether more is due at once.
     fn poll_sources(&mut self) -> Result<bool> {
+        // A sink that has fallen behind holds the sources back: memory and the outbox stay
+        // bounded.
+        if self
+            .sinks
+            .values()
+            .any(|s| s.flow.progress.backlog() >= crate::sink::MAX_BACKLOG)
+        {
+            return Ok(false);
+        }
         let ids: Vec<u32> = self.sources.keys().copied().collect();
         let mut more = false;
         for id in ids {
@@ -388,8 +426,14 @@ impl Worker {
             .collect()
     }
 
-    /// Feeds changes of relation `input` to every view after `after` that reads it.
+    /// Feeds changes of relation `input` to every view after `after` that reads it, and to the
+    /// sinks of it.
     fn push(&mut self, input: u32, changes: &[ChangeBatch], after: u32) -> Result<()> {
+        for sink in self.sinks.values_mut() {
+            if sink.flow.input == input {
+                sink.pending.extend(changes.iter().cloned());
+            }
+        }
         for id in self.readers(input, after) {
             let mut out = Vec::new();
             if let Some(view) = self.views.get_mut(&id) {
@@ -481,12 +525,34 @@ impl Worker {
         for (id, state) in &self.table_watermarks {
             batch.put(table_watermark_key(*id), state.encode());
         }
+        let mut staged = Vec::new();
+        for (id, sink) in &mut self.sinks {
+            let changes: Vec<crate::sink::Changes> = std::mem::take(&mut sink.pending)
+                .into_iter()
+                .filter(|c| c.rows().num_rows() > 0)
+                .map(|c| crate::sink::Changes {
+                    rows: c.rows().clone(),
+                    weights: c.weights().clone(),
+                })
+                .collect();
+            if changes.is_empty() {
+                continue;
+            }
+            crate::sink::stage(&mut batch, *id, self.epoch, now, &changes)
+                .map_err(|e| StreamError::Internal(format!("sink {}: {e}", sink.flow.name)))?;
+            staged.push(*id);
+        }
         batch.delete_range(
             changelog::log_key(0).as_slice(),
             changelog::log_key(self.applied_seq.saturating_add(1)).as_slice(),
         );
         debug_assert_eq!(changelog::log_key(0)[0], LOG_TAG);
         self.store.write(batch)?;
+        for id in staged {
+            if let Some(sink) = self.sinks.get(&id) {
+                sink.flow.progress.added();
+            }
+        }
         self.progress.publish(self.store.snapshot());
         self.pending = false;
         for view in self.views.values_mut() {
@@ -572,6 +638,38 @@ impl Worker {
         self.views.insert(id, flow);
         if let Err(e) = self.commit_with(batch) {
             self.views.remove(&id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Adds a sink: everything before it committed, then (with `snapshot`) the view's rows as
+    /// its first epoch, committed with its catalog entry.
+    fn add_sink(
+        &mut self,
+        flow: super::SinkFlow,
+        snapshot: bool,
+        catalog: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        self.commit()?;
+        let mut pending = Vec::new();
+        if snapshot {
+            let view = (self.lookup)(flow.input).ok_or_else(|| {
+                StreamError::Internal(format!("sink {}: its view is gone", flow.name))
+            })?;
+            backfill(&self.store, &view, |changes| {
+                pending.push(changes);
+                Ok(())
+            })?;
+        }
+        let mut batch = WriteBatch::default();
+        for (key, value) in catalog {
+            batch.put(key, value);
+        }
+        let id = flow.id;
+        self.sinks.insert(id, SinkRun { flow, pending });
+        if let Err(e) = self.commit_with(batch) {
+            self.sinks.remove(&id);
             return Err(e);
         }
         Ok(())

@@ -1,0 +1,256 @@
+//! What an epoch's changes become in a sink: `FORMAT PLAIN` (each inserted row; deletes only
+//! with `force_append_only`, which drops them), `FORMAT UPSERT` (per key the row it has after
+//! the epoch, or a tombstone when it has none) and `FORMAT DEBEZIUM` (per key a change event
+//! with `before`, `after` and `op` `c`, `u` or `d`, Debezium's envelope).
+
+use std::collections::BTreeMap;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use super::{Epoch, SinkError};
+
+/// How changes become records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Envelope {
+    /// Inserted rows, one record each.
+    Plain,
+    /// The last row of each key, or a tombstone.
+    Upsert,
+    /// Debezium's change events.
+    Debezium,
+}
+
+impl Envelope {
+    /// The envelope `FORMAT name` names.
+    pub fn new(name: &str) -> Result<Self, SinkError> {
+        match name.to_ascii_lowercase().as_str() {
+            "plain" => Ok(Self::Plain),
+            "upsert" => Ok(Self::Upsert),
+            "debezium" => Ok(Self::Debezium),
+            other => Err(SinkError::NotSupported(format!(
+                "FORMAT {} for sinks (PLAIN, UPSERT or DEBEZIUM)",
+                other.to_uppercase()
+            ))),
+        }
+    }
+}
+
+/// A record for a log: its key and its value (`None`: a tombstone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The key's JSON, when the sink has a key.
+    pub key: Option<Vec<u8>>,
+    /// The value's JSON.
+    pub value: Option<Vec<u8>>,
+}
+
+/// A key's row before an epoch (deleted) and after it (inserted), as JSON.
+type BeforeAfter = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Every row of `rows` as a JSON object.
+pub fn json_rows(rows: &RecordBatch) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    {
+        let mut writer = datafusion::arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut out);
+        writer.write(rows).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())?;
+    }
+    Ok(out
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+/// Every row's key columns (`key`, positions) as a JSON object.
+fn json_keys(rows: &RecordBatch, key: &[usize]) -> Result<Vec<Vec<u8>>, String> {
+    let keys = rows.project(key).map_err(|e| e.to_string())?;
+    json_rows(&keys)
+}
+
+/// The records an epoch's `changes` (rows of `schema`) become. `key` is the key's positions
+/// (for PLAIN, the record key if given); `force_append_only` drops deletes in PLAIN, which
+/// otherwise are an error.
+pub fn records(
+    envelope: Envelope,
+    schema: &SchemaRef,
+    key: &[usize],
+    force_append_only: bool,
+    epoch: &Epoch,
+    sink: &str,
+) -> Result<Vec<Record>, String> {
+    let mut out = Vec::new();
+    match envelope {
+        Envelope::Plain => {
+            for change in &epoch.changes {
+                let rows = super::visible(&change.rows, schema)?;
+                let values = json_rows(&rows)?;
+                let keys = if key.is_empty() {
+                    None
+                } else {
+                    Some(json_keys(&rows, key)?)
+                };
+                for (i, value) in values.into_iter().enumerate() {
+                    let weight = change.weights.value(i);
+                    if weight < 0 && !force_append_only {
+                        return Err(format!(
+                            "the view deleted a row, which FORMAT PLAIN cannot say; use FORMAT \
+                             UPSERT or DEBEZIUM, or force_append_only = 'true' to drop deletes \
+                             (sink {sink})"
+                        ));
+                    }
+                    for _ in 0..weight.max(0) {
+                        out.push(Record {
+                            key: keys.as_ref().map(|k| k[i].clone()),
+                            value: Some(value.clone()),
+                        });
+                    }
+                }
+            }
+        }
+        Envelope::Upsert | Envelope::Debezium => {
+            // Per key, in key order: the row it had before the epoch (deleted) and after
+            // (inserted).
+            let mut by_key: BTreeMap<Vec<u8>, BeforeAfter> = BTreeMap::new();
+            for change in &epoch.changes {
+                let rows = super::visible(&change.rows, schema)?;
+                let values = json_rows(&rows)?;
+                let keys = json_keys(&rows, key)?;
+                for (i, (value, k)) in values.into_iter().zip(keys).enumerate() {
+                    let entry = by_key.entry(k).or_default();
+                    if change.weights.value(i) > 0 {
+                        entry.1 = Some(value);
+                    } else if change.weights.value(i) < 0 && entry.0.is_none() {
+                        entry.0 = Some(value);
+                    }
+                }
+            }
+            for (k, (before, after)) in by_key {
+                if envelope == Envelope::Upsert {
+                    out.push(Record {
+                        key: Some(k),
+                        value: after,
+                    });
+                    continue;
+                }
+                let op = match (&before, &after) {
+                    (None, Some(_)) => "c",
+                    (Some(_), Some(_)) => "u",
+                    (Some(_), None) => "d",
+                    (None, None) => continue,
+                };
+                let text = |row: &Option<Vec<u8>>| -> String {
+                    row.as_ref()
+                        .map_or("null".into(), |r| String::from_utf8_lossy(r).into_owned())
+                };
+                let value = format!(
+                    "{{\"before\":{},\"after\":{},\"op\":\"{op}\",\"ts_ms\":{},\"source\":\
+                     {{\"connector\":\"augur\",\"name\":{},\"epoch\":{}}}}}",
+                    text(&before),
+                    text(&after),
+                    epoch.committed_ms,
+                    serde_json::Value::String(sink.to_string()),
+                    epoch.number
+                );
+                out.push(Record {
+                    key: Some(k),
+                    value: Some(value.into_bytes()),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::sink::Changes;
+
+    fn epoch(rows: &[(i64, &str, i64)]) -> (SchemaRef, Epoch) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap();
+        let weights = Int64Array::from_iter_values(rows.iter().map(|r| r.2));
+        let epoch = Epoch {
+            number: 7,
+            committed_ms: 1000,
+            changes: vec![Changes {
+                rows: batch,
+                weights,
+            }],
+        };
+        (schema, epoch)
+    }
+
+    fn text(records: &[Record]) -> Vec<(Option<String>, Option<String>)> {
+        let s = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+        records.iter().map(|r| (s(&r.key), s(&r.value))).collect()
+    }
+
+    #[test]
+    fn upsert_keeps_the_last_row_of_each_key_and_tombstones_deletes() {
+        // Key 1 updated (its old row retracted after the new one came), key 2 deleted, key 3
+        // inserted.
+        let (schema, epoch) = epoch(&[(1, "new", 1), (1, "old", -1), (2, "gone", -1), (3, "c", 1)]);
+        let records = records(Envelope::Upsert, &schema, &[0], false, &epoch, "s").unwrap();
+        assert_eq!(
+            text(&records),
+            vec![
+                (
+                    Some(r#"{"id":1}"#.into()),
+                    Some(r#"{"id":1,"name":"new"}"#.into())
+                ),
+                (Some(r#"{"id":2}"#.into()), None),
+                (
+                    Some(r#"{"id":3}"#.into()),
+                    Some(r#"{"id":3,"name":"c"}"#.into())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn debezium_events_carry_before_after_and_op() {
+        let (schema, epoch) = epoch(&[(1, "old", -1), (1, "new", 1), (2, "gone", -1), (3, "c", 1)]);
+        let records = records(Envelope::Debezium, &schema, &[0], false, &epoch, "s").unwrap();
+        let values: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| serde_json::from_slice(r.value.as_ref().unwrap()).unwrap())
+            .collect();
+        let ops: Vec<&str> = values.iter().map(|v| v["op"].as_str().unwrap()).collect();
+        assert_eq!(ops, vec!["u", "d", "c"]);
+        assert_eq!(values[0]["before"]["name"], "old");
+        assert_eq!(values[0]["after"]["name"], "new");
+        assert!(values[1]["after"].is_null());
+        assert_eq!(values[2]["source"]["epoch"], 7);
+    }
+
+    #[test]
+    fn plain_writes_inserts_and_refuses_deletes_unless_forced() {
+        let (schema, epoch) = epoch(&[(1, "a", 2), (2, "b", -1)]);
+        assert!(records(Envelope::Plain, &schema, &[], false, &epoch, "s").is_err());
+        let records = records(Envelope::Plain, &schema, &[], true, &epoch, "s").unwrap();
+        assert_eq!(
+            text(&records),
+            vec![(None, Some(r#"{"id":1,"name":"a"}"#.into())); 2]
+        );
+    }
+}
