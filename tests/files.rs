@@ -653,6 +653,38 @@ async fn csv_json_and_parquet_files_in_s3_into_views() {
         vec!["s3://lake/csv/day=1/a.csv", "s3://lake/csv/day=2/b.csv"]
     );
 
+    // A sink writing the view's new values into S3, read back as a consumer would.
+    client
+        .batch_execute(&format!(
+            "CREATE SINK to_lake FROM all_users WITH (connector = 'file', path = 's3://lake/out/', \
+             force_append_only = 'true', {s3}) FORMAT PLAIN ENCODE JSON"
+        ))
+        .await
+        .unwrap();
+    wait_delivered(&client, "to_lake").await;
+    let mut keys: Vec<StorePath> = Vec::new();
+    let mut listing = object_store::ObjectStore::list(&store, Some(&StorePath::from("out")));
+    while let Some(meta) = futures::StreamExt::next(&mut listing).await {
+        keys.push(meta.unwrap().location);
+    }
+    keys.sort();
+    assert!(!keys.is_empty());
+    let mut last: std::collections::BTreeMap<i64, i64> = Default::default();
+    for key in keys {
+        assert!(key.as_ref().starts_with("out/to_lake-"), "{key}");
+        let bytes = store.get(&key).await.unwrap().bytes().await.unwrap();
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            last.insert(row["user_id"].as_i64().unwrap(), row["n"].as_i64().unwrap());
+        }
+    }
+    let want: std::collections::BTreeMap<i64, i64> = view_rows(&client, "all_users")
+        .await
+        .into_iter()
+        .map(|(u, n, _)| (u, n))
+        .collect();
+    assert_eq!(last, want);
+
     // A prefix with nothing under it, and a store nothing answers at.
     assert_eq!(
         error_code(

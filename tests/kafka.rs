@@ -1276,3 +1276,213 @@ async fn avro_upsert_and_debezium_changelogs_into_tables() {
     )
     .await;
 }
+
+/// A record's key and value as read back.
+type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Every record of `topic` (all `partitions`, from the beginning to their ends): key and value.
+fn read_topic(bootstrap: &str, topic: &str, partitions: i32) -> Vec<KeyValue> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut ended = std::collections::BTreeSet::new();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ended.len() < partitions as usize {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} did not reach its end"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                records.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)))
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            _ => {}
+        }
+    }
+    records
+}
+
+/// The view's rows as the JSON objects a sink writes, by id.
+async fn rows_by_id(
+    client: &Client,
+    sql: &str,
+) -> std::collections::BTreeMap<i64, serde_json::Value> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let id: i64 = r.get(0);
+            let name: Option<String> = r.get(1);
+            let score: Option<i64> = r.get(2);
+            (
+                id,
+                serde_json::json!({"id": id, "name": name, "score": score}),
+            )
+        })
+        .collect()
+}
+
+/// What a consumer of an UPSERT topic holds after reading it: the last value of each key.
+fn upserted(records: &[KeyValue]) -> std::collections::BTreeMap<i64, serde_json::Value> {
+    let mut state = std::collections::BTreeMap::new();
+    for (key, value) in records {
+        let key: serde_json::Value = serde_json::from_slice(key.as_ref().unwrap()).unwrap();
+        let id = key["id"].as_i64().unwrap();
+        match value {
+            Some(v) => {
+                state.insert(id, serde_json::from_slice(v).unwrap());
+            }
+            None => {
+                state.remove(&id);
+            }
+        }
+    }
+    state
+}
+
+/// What a consumer of a Debezium topic holds after applying its events.
+fn applied(records: &[KeyValue]) -> std::collections::BTreeMap<i64, serde_json::Value> {
+    let mut state = std::collections::BTreeMap::new();
+    for (_, value) in records {
+        let event: serde_json::Value = serde_json::from_slice(value.as_ref().unwrap()).unwrap();
+        match event["op"].as_str().unwrap() {
+            "c" | "u" => {
+                let after = event["after"].clone();
+                state.insert(after["id"].as_i64().unwrap(), after);
+            }
+            "d" => {
+                state.remove(&event["before"]["id"].as_i64().unwrap());
+            }
+            other => panic!("unknown op {other}"),
+        }
+    }
+    state
+}
+
+#[tokio::test]
+async fn kafka_sinks_read_back_as_the_views_rows() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for (topic, partitions) in [("upserts", 3), ("changes", 3), ("clicks_out", 2)] {
+        cluster.create_topic(topic, partitions, 1).expect("topic");
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    let mut server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE users (id BIGINT PRIMARY KEY, name TEXT, score BIGINT); \
+             INSERT INTO users SELECT i, 'user ' || i, i * 10 FROM generate_series(0, 49) AS s(i); \
+             CREATE MATERIALIZED VIEW good AS SELECT id, name, score FROM users WHERE score >= 0; \
+             CREATE TABLE clicks (id BIGINT, user_id BIGINT) APPEND ONLY; \
+             CREATE MATERIALIZED VIEW c AS SELECT id, user_id FROM clicks; \
+             CREATE SINK up FROM good WITH (connector = 'kafka', topic = 'upserts', \
+             properties.bootstrap.server = '{bootstrap}') FORMAT UPSERT ENCODE JSON; \
+             CREATE SINK dbz FROM good WITH (connector = 'kafka', topic = 'changes', \
+             properties.bootstrap.server = '{bootstrap}') FORMAT DEBEZIUM ENCODE JSON; \
+             CREATE SINK pl FROM c WITH (connector = 'kafka', topic = 'clicks_out', \
+             properties.bootstrap.server = '{bootstrap}', primary_key = 'user_id') \
+             FORMAT PLAIN ENCODE JSON;"
+        ))
+        .await
+        .unwrap();
+    let changes = [
+        "UPDATE users SET score = score + 1000 WHERE id % 3 = 0",
+        "DELETE FROM users WHERE id % 5 = 0",
+        "INSERT INTO users SELECT i, 'user ' || i, i FROM generate_series(50, 59) AS s(i)",
+        // Leaves the view: a delete for its sinks.
+        "UPDATE users SET score = -1 WHERE id = 1",
+        "UPDATE users SET name = NULL WHERE id = 2",
+        "INSERT INTO clicks SELECT i, i % 10 FROM generate_series(0, 499) AS s(i)",
+    ];
+    for sql in changes {
+        client.batch_execute(sql).await.unwrap();
+    }
+    client.batch_execute("FLUSH").await.unwrap();
+    let delivered = "SELECT count(*) FROM augur_catalog.sinks WHERE backlog = 0 \
+                     AND last_error IS NULL";
+    wait_for(&client, delivered, 3).await;
+    let want = rows_by_id(&client, "SELECT id, name, score FROM good").await;
+    assert_eq!(want.len(), 50 - 10 - 1 + 10);
+    assert_eq!(upserted(&read_topic(&bootstrap, "upserts", 3)), want);
+    assert_eq!(applied(&read_topic(&bootstrap, "changes", 3)), want);
+    let clicks = read_topic(&bootstrap, "clicks_out", 2);
+    assert_eq!(clicks.len(), 500);
+    let first: serde_json::Value = serde_json::from_slice(clicks[0].1.as_ref().unwrap()).unwrap();
+    let key: serde_json::Value = serde_json::from_slice(clicks[0].0.as_ref().unwrap()).unwrap();
+    assert_eq!(key["user_id"], first["user_id"]);
+
+    // Killed with changes in flight: nothing lost (a record may come twice; applying it twice
+    // leaves the same rows).
+    client
+        .batch_execute("UPDATE users SET score = score + 1 WHERE id < 30")
+        .await
+        .unwrap();
+    drop(client);
+    server.restart();
+    let client = server.connect().await;
+    client
+        .batch_execute("DELETE FROM users WHERE id > 55; FLUSH")
+        .await
+        .unwrap();
+    wait_for(&client, delivered, 3).await;
+    let want = rows_by_id(&client, "SELECT id, name, score FROM good").await;
+    assert_eq!(upserted(&read_topic(&bootstrap, "upserts", 3)), want);
+    assert_eq!(applied(&read_topic(&bootstrap, "changes", 3)), want);
+    let rows = client
+        .query("SELECT rows_written > 0, last_epoch > 0 FROM augur_catalog.sinks WHERE sink_name = 'up'", &[])
+        .await
+        .unwrap();
+    assert!(rows[0].get::<_, bool>(0) && rows[0].get::<_, bool>(1));
+
+    // Refusals: no key for UPSERT, a missing topic, brokers nobody runs.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    for (sql, code) in [
+        (
+            format!(
+                "CREATE SINK x FROM c WITH (connector = 'kafka', topic = 'upserts', \
+                 properties.bootstrap.server = '{bootstrap}') FORMAT UPSERT ENCODE JSON"
+            ),
+            "22023",
+        ),
+        (
+            format!(
+                "CREATE SINK x FROM good WITH (connector = 'kafka', topic = 'nowhere', \
+                 properties.bootstrap.server = '{bootstrap}') FORMAT UPSERT ENCODE JSON"
+            ),
+            "42704",
+        ),
+        (
+            format!(
+                "CREATE SINK x FROM good WITH (connector = 'kafka', topic = 'upserts', \
+                 properties.bootstrap.server = '127.0.0.1:{port}') FORMAT UPSERT ENCODE JSON"
+            ),
+            "08001",
+        ),
+    ] {
+        assert_eq!(error_code(&client, &sql).await, code, "{sql}");
+    }
+}

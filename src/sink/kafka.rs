@@ -137,13 +137,23 @@ impl KafkaSink {
             .map_err(|e| SinkError::Option(format!("kafka settings: {e}")))
     }
 
-    /// The brokers answer and have the topic.
+    /// The brokers answer and have the topic (asked as a consumer would, which does not
+    /// create the topic by asking).
     fn check(&self) -> Result<(), SinkError> {
-        let producer = self.producer()?;
-        let metadata = producer
-            .client()
-            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
-            .map_err(|e| SinkError::Unavailable(format!("cannot reach the kafka brokers: {e}")))?;
+        let mut config = ClientConfig::new();
+        for (key, value) in &self.config {
+            config.set(key, value);
+        }
+        config.set("allow.auto.create.topics", "false");
+        let consumer: rdkafka::consumer::BaseConsumer = config
+            .create()
+            .map_err(|e| SinkError::Option(format!("kafka settings: {e}")))?;
+        let metadata = rdkafka::consumer::Consumer::fetch_metadata(
+            &consumer,
+            Some(&self.topic),
+            Duration::from_secs(10),
+        )
+        .map_err(|e| SinkError::Unavailable(format!("cannot reach the kafka brokers: {e}")))?;
         let found = metadata.topics().iter().find(|t| t.name() == self.topic);
         match found.and_then(|t| t.error()) {
             None if found.is_some_and(|t| !t.partitions().is_empty()) => Ok(()),
