@@ -10,7 +10,7 @@
 //! Each module is one layer; dependencies point one way, from the wire down to storage:
 //!
 //! ```text
-//! server (pgwire only) → session (statement dispatch) → sql · catalog · model · stream · source · table → storage
+//! server (pgwire only) → session (statement dispatch) → sql · catalog · model · stream · source · sink · table → storage
 //! ```
 //!
 //! - [`server`]: the PostgreSQL wire protocol (pgwire): startup and authentication, the simple and
@@ -28,7 +28,10 @@
 //! - [`model`]: ONNX models stored in RocksDB and run by ONNX Runtime (loaded at run time from
 //!   the `onnxruntime` Python package's library) inside SQL: `PREDICT`, `PREDICT_LABEL`,
 //!   `PREDICT_PROBA`, one run per Arrow batch.
-//! - [`source`]: rows from outside, addressed by position so they can be replayed (`datagen`).
+//! - [`source`]: rows from outside, addressed by position so they can be replayed (datagen,
+//!   nexmark, Kafka, files and S3).
+//! - [`sink`]: views' changes leaving Augur epoch by epoch, through an outbox committed with
+//!   each epoch (Kafka topics, files and S3).
 //! - [`table`]: durable tables: row encoding with Arrow's row format, the DataFusion
 //!   `TableProvider` that scans them (an equality filter on the whole primary key becomes a point
 //!   read), and the writer that applies INSERT / UPDATE / DELETE atomically.
