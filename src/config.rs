@@ -20,6 +20,10 @@ pub struct Config {
     #[arg(long, env = "AUGUR_LISTEN", default_value = "127.0.0.1:5440")]
     pub listen: SocketAddr,
 
+    /// Address to serve the HTTP API on: webhook ingestion, point reads of views, PREDICT.
+    #[arg(long, env = "AUGUR_HTTP_LISTEN", default_value = "127.0.0.1:5441")]
+    pub http_listen: SocketAddr,
+
     /// Require this password (SCRAM-SHA-256) from every user.
     #[arg(long, env = "AUGUR_PASSWORD", conflicts_with = "users_file")]
     pub password: Option<String>,
@@ -68,6 +72,7 @@ impl Config {
         Config {
             data_dir: data_dir.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             password: None,
             users_file: None,
             tls_cert: None,

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use augur::Config;
 use augur::server::Server;
+use augur::server::http::HttpServer;
 use augur::session::Database;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -29,11 +30,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
     let server = Server::bind(&config, db.clone()).await?;
     let addr = server.local_addr()?;
+    let http = HttpServer::bind(&config, db.clone()).await?;
+    let http_addr = http.local_addr()?;
+    let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(http.run(async move {
+        let _ = stopped.await;
+    }));
     tracing::info!(
         data_dir = %config.data_dir.display(),
         "Augur {} listening on {addr}",
         env!("CARGO_PKG_VERSION")
     );
+    println!("HTTP API on http://{http_addr}");
     println!(
         "Augur is ready. Connect with:\n  psql -h {} -p {} -U augur augur",
         addr.ip(),
@@ -41,6 +49,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     server.run(shutdown_signal()).await?;
+    let _ = stop_http.send(());
+    if let Ok(Err(e)) = http.await {
+        tracing::warn!("HTTP API: {e}");
+    }
     db.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -773,3 +773,66 @@ async fn without_onnx_runtime_the_server_runs_and_create_model_says_how_to_insta
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), 1);
 }
+
+#[tokio::test]
+async fn predict_over_http_scores_as_predict_in_sql() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE MODEL fraud FROM 'tests/models/gbc_tensor.onnx'")
+        .await
+        .unwrap();
+    let in_sql: f64 = client
+        .query_one("SELECT PREDICT('fraud', 195.2, 3, 25.1, 641.0)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let other: f64 = client
+        .query_one("SELECT PREDICT('fraud', 20.0, 9, 30.0, 12.0)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let web = reqwest::Client::new();
+    let url = format!("{}/v1/predict/fraud", server.http_url());
+    let post = |body: &str| web.post(&url).body(body.to_string()).send();
+    let one: Value = post("[195.2, 3, 25.1, 641.0]")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str::<Value>(&t).unwrap())
+        .unwrap();
+    assert!(close(one["prediction"].as_f64().unwrap(), in_sql), "{one}");
+    let many: Value = post("[[195.2, 3, 25.1, 641.0], [20.0, 9, 30.0, 12.0]]")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str::<Value>(&t).unwrap())
+        .unwrap();
+    let scores: Vec<f64> = many["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        close(scores[0], in_sql) && close(scores[1], other),
+        "{many}"
+    );
+    // Wrong inputs, an unknown model, a body that is not inputs.
+    let response = post("[1, 2, 3]").await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let error: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(error["code"], "42883", "{error}");
+    let response = web
+        .post(format!("{}/v1/predict/nothing", server.http_url()))
+        .body("[1]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    for body in ["{\"a\": 1}", "not json", "[[1, 2], [1]]", "[{}]"] {
+        assert_eq!(post(body).await.unwrap().status().as_u16(), 400, "{body}");
+    }
+}

@@ -1061,3 +1061,136 @@ async fn sql_functions_survive_restarts() {
         .get(0);
     assert_eq!(n, 3);
 }
+
+/// `(status, body as JSON)` of an HTTP request to the server's API.
+async fn http(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let response = request.send().await.expect("HTTP request");
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn webhook_ingestion_and_point_reads_over_http() {
+    let mut server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE SOURCE clicks (id BIGINT, user_id BIGINT, url TEXT) \
+             WITH (connector = 'webhook') FORMAT PLAIN ENCODE JSON; \
+             CREATE SOURCE gen (x BIGINT) WITH (connector = 'datagen'); \
+             CREATE MATERIALIZED VIEW per_user AS \
+             SELECT user_id, count(*) AS n FROM clicks GROUP BY user_id;",
+        )
+        .await
+        .unwrap();
+    let web = reqwest::Client::new();
+    let base = server.http_url();
+    // One object, an array, and JSON lines.
+    let (status, body) = http(
+        web.post(format!("{base}/ingest/clicks"))
+            .body(r#"{"id": 0, "user_id": 1, "url": "/a"}"#),
+    )
+    .await;
+    assert_eq!((status, body["rows"].as_i64()), (200, Some(1)));
+    let array: Vec<serde_json::Value> = (1..100)
+        .map(|i| serde_json::json!({"id": i, "user_id": i % 5, "url": format!("/{i}")}))
+        .collect();
+    let (status, body) = http(
+        web.post(format!("{base}/ingest/clicks"))
+            .body(serde_json::to_string(&array).unwrap()),
+    )
+    .await;
+    assert_eq!((status, body["rows"].as_i64()), (200, Some(99)));
+    let lines: String = (100..150)
+        .map(|i| format!("{{\"id\": {i}, \"user_id\": {}}}\n", i % 5))
+        .collect();
+    let (status, _) = http(web.post(format!("{base}/ingest/clicks")).body(lines)).await;
+    assert_eq!(status, 200);
+    // A record that does not fit: the whole request is refused, nothing stored.
+    let (status, body) = http(
+        web.post(format!("{base}/ingest/clicks"))
+            .body(r#"[{"id": 150, "user_id": 1}, {"id": "x", "user_id": 2}]"#),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("record 1"),
+        "{body}"
+    );
+    for (path, want) in [("/ingest/nothing", 404), ("/ingest/gen", 400)] {
+        let (status, _) = http(web.post(format!("{base}{path}")).body("{}")).await;
+        assert_eq!(status, want, "{path}");
+    }
+
+    client.batch_execute("FLUSH").await.unwrap();
+    let total: i64 = client
+        .query_one("SELECT sum(n)::BIGINT FROM per_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 150);
+    let want: i64 = client
+        .query_one("SELECT n FROM per_user WHERE user_id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Point reads: by `key`, by the key column's name; a key no row has; no key.
+    for query in ["key=1", "user_id=1"] {
+        let (status, row) = http(web.get(format!("{base}/v1/views/per_user?{query}"))).await;
+        assert_eq!(status, 200, "{query}");
+        assert_eq!(row, serde_json::json!({"user_id": 1, "n": want}));
+    }
+    for (path, code) in [
+        ("/v1/views/per_user?key=99", 404),
+        ("/v1/views/per_user", 400),
+        ("/v1/views/per_user?nope=1", 400),
+        ("/v1/views/nothing?key=1", 404),
+    ] {
+        let (status, _) = http(web.get(format!("{base}{path}"))).await;
+        assert_eq!(status, code, "{path}");
+    }
+
+    // Acknowledged records survive kill -9, and numbering goes on after them.
+    drop(client);
+    server.restart();
+    let base = server.http_url();
+    let (status, _) = http(
+        web.post(format!("{base}/ingest/clicks"))
+            .body(r#"{"id": 150, "user_id": 1}"#),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "FLUSH; CREATE MATERIALIZED VIEW later AS \
+             SELECT user_id, count(*) AS n FROM clicks GROUP BY user_id",
+        )
+        .await
+        .unwrap();
+    for view in ["per_user", "later"] {
+        let total: i64 = client
+            .query_one(&format!("SELECT sum(n)::BIGINT FROM {view}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(total, 151, "{view}");
+    }
+}
+
+#[tokio::test]
+async fn the_http_api_asks_for_the_pgwire_passwords() {
+    let server = TestServer::start_with(&["--password", "secret"]);
+    let web = reqwest::Client::new();
+    let url = format!("{}/v1/views/nothing?key=1", server.http_url());
+    let (status, _) = http(web.get(&url)).await;
+    assert_eq!(status, 401);
+    let (status, _) = http(web.get(&url).basic_auth("augur", Some("wrong"))).await;
+    assert_eq!(status, 401);
+    let (status, _) = http(web.get(&url).basic_auth("augur", Some("secret"))).await;
+    assert_eq!(status, 404);
+}

@@ -38,6 +38,7 @@ impl Augur {
             .arg(dir.path())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .args(["--http-listen", "127.0.0.1:0"])
             .args(args)
             .env("AUGUR_LOG", "warn")
             .stdout(Stdio::null())

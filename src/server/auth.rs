@@ -106,6 +106,19 @@ impl Users {
         Ok(Self::new(passwords))
     }
 
+    /// Whether `password` is `user`'s (compared in time independent of where they differ).
+    pub fn check(&self, user: &str, password: &str) -> bool {
+        let Some(expected) = self.password_of(user) else {
+            return false;
+        };
+        let (a, b) = (expected.as_bytes(), password.as_bytes());
+        let mut differ = a.len() ^ b.len();
+        for i in 0..a.len().max(b.len()) {
+            differ |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+        }
+        differ == 0
+    }
+
     fn password_of(&self, user: &str) -> Option<&String> {
         self.passwords
             .get(&Some(user.to_string()))

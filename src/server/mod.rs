@@ -6,6 +6,7 @@ mod auth;
 mod cancel;
 mod copy;
 mod handler;
+pub mod http;
 mod params;
 pub mod text;
 
@@ -44,11 +45,7 @@ impl Server {
     /// Binds `config.listen` and sets up authentication and TLS for `db`.
     pub async fn bind(config: &Config, db: Arc<Database>) -> Result<Self> {
         let connections = Arc::new(ConnectionManager::new());
-        let users = match (&config.password, &config.users_file) {
-            (Some(password), _) => Some(Users::any_user(password.clone())),
-            (None, Some(path)) => Some(Users::from_file(path)?),
-            (None, None) => None,
-        };
+        let users = users_of(config)?;
         let startup = match users {
             Some(users) => auth::Startup::scram(users, connections.clone()),
             None => auth::Startup::trust(connections.clone()),
@@ -110,6 +107,15 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The users and passwords `--password` or `--users-file` give; none: authentication is off.
+pub(crate) fn users_of(config: &Config) -> Result<Option<Users>> {
+    Ok(match (&config.password, &config.users_file) {
+        (Some(password), _) => Some(Users::any_user(password.clone())),
+        (None, Some(path)) => Some(Users::from_file(path)?),
+        (None, None) => None,
+    })
 }
 
 fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor> {

@@ -30,7 +30,10 @@ fn schema_of(columns: &[ColumnDef]) -> Result<SchemaRef> {
 }
 
 /// Opens a stored source: its catalog entry and its flow for the runtime.
-pub(super) fn open(def: SourceDef) -> Result<(SourceEntry, SourceFlow)> {
+pub(super) fn open(
+    def: SourceDef,
+    store: &crate::storage::Store,
+) -> Result<(SourceEntry, SourceFlow)> {
     let schema = schema_of(&def.columns)?;
     let watermark = def
         .watermark
@@ -41,7 +44,7 @@ pub(super) fn open(def: SourceDef) -> Result<(SourceEntry, SourceFlow)> {
             }))
         })
         .transpose()?;
-    let rows = source::open(&def, schema)?;
+    let rows = source::open(&def, schema, store)?;
     let progress = Arc::new(SourceProgress::default());
     let scan = Arc::new(SourceScan {
         id: def.id,
@@ -65,7 +68,7 @@ pub(super) fn open(def: SourceDef) -> Result<(SourceEntry, SourceFlow)> {
 pub(super) fn recover(catalog: &Catalog) -> Result<Vec<SourceFlow>> {
     let mut flows = Vec::new();
     for def in catalog.stored_sources()? {
-        let (entry, flow) = open(def)?;
+        let (entry, flow) = open(def, catalog.store())?;
         catalog.insert_source(entry);
         flows.push(flow);
     }
@@ -148,8 +151,9 @@ impl Session<'_> {
         };
         let entry = Catalog::source_entry(&def)?;
         // Opening a connector and finding where it starts may wait on the network.
+        let store = catalog.store().clone();
         let (source, flow, splits) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let (source, flow) = open(def)?;
+            let (source, flow) = open(def, &store)?;
             let splits = flow.source.initial_splits()?;
             Ok((source, flow, splits))
         })

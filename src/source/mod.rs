@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod nexmark;
 pub mod provider;
 pub mod split;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -370,6 +371,11 @@ pub trait Source: Send + Sync + std::fmt::Debug {
 
     /// How many rows per second to read at; `None` reads as fast as possible.
     fn rate(&self) -> Option<f64>;
+
+    /// The source as a webhook source, which applications write to over HTTP.
+    fn as_webhook(&self) -> Option<&webhook::WebhookSource> {
+        None
+    }
 }
 
 /// A source whose row `n` is always the same row (generated sources): one split whose offsets
@@ -550,8 +556,12 @@ pub fn implied_columns(
     }
 }
 
-/// Opens the connector `def` names.
-pub fn open(def: &SourceDef, schema: SchemaRef) -> Result<Arc<dyn Source>> {
+/// Opens the connector `def` names; `store` keeps what a webhook source is sent.
+pub fn open(
+    def: &SourceDef,
+    schema: SchemaRef,
+    store: &crate::storage::Store,
+) -> Result<Arc<dyn Source>> {
     let connector = def.options.get("connector").map(String::as_str);
     if matches!(connector, Some("datagen" | "nexmark")) {
         if def.format.is_some() {
@@ -578,10 +588,15 @@ pub fn open(def: &SourceDef, schema: SchemaRef) -> Result<Arc<dyn Source>> {
         )?)))),
         Some("kafka") => Ok(Arc::new(kafka::KafkaSource::new(schema, def)?)),
         Some("file") => Ok(Arc::new(file::FileSource::new(schema, def)?)),
+        Some("webhook") => Ok(Arc::new(webhook::WebhookSource::new(
+            schema,
+            def,
+            store.clone(),
+        )?)),
         Some(other) => Err(SourceError::NotSupported(format!("connector '{other}'"))),
         None => Err(SourceError::Option(
-            "a source needs WITH (connector = '...'); Augur has 'datagen', 'nexmark', 'kafka' \
-             and 'file'"
+            "a source needs WITH (connector = '...'); Augur has 'datagen', 'nexmark', 'kafka', \
+             'file' and 'webhook'"
                 .into(),
         )),
     }

@@ -13,6 +13,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     extra_args: Vec<String>,
+    /// Where the HTTP API listens (a free port, told by the server at start).
+    http: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -38,6 +40,7 @@ impl TestServer {
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             data_dir,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            http: Default::default(),
             _tmp: Some(tmp),
         };
         server.spawn();
@@ -50,6 +53,12 @@ impl TestServer {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(self.addr.to_string())
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--http-listen"))
+                    .then_some(["--http-listen", "127.0.0.1:0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.extra_args)
             .env("AUGUR_LOG", "warn")
             .stdout(Stdio::piped())
@@ -60,12 +69,17 @@ impl TestServer {
         // process's, when this one could not listen on it.
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().expect("augur's stdout");
+        let http = self.http.clone();
+        *http.lock().unwrap() = None;
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
             {
+                if let Some(addr) = line.strip_prefix("HTTP API on http://") {
+                    *http.lock().unwrap() = addr.parse().ok();
+                }
                 if line.starts_with("Augur is ready") {
                     let _ = ready_tx.send(());
                 }
@@ -157,6 +171,16 @@ impl TestServer {
             let _ = connection.await;
         });
         client
+    }
+
+    /// The HTTP API's base URL.
+    pub fn http_url(&self) -> String {
+        let addr = self
+            .http
+            .lock()
+            .unwrap()
+            .expect("the server told its HTTP address");
+        format!("http://{addr}")
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -178,6 +178,10 @@ impl Worker {
                 }
                 batch.delete(source_offset_key(id));
                 batch.delete(source_watermark_key(id));
+                // What a webhook source was sent.
+                batch.delete(crate::source::webhook::next_key(id));
+                self.store
+                    .delete_prefix_in(&mut batch, &crate::source::webhook::records_prefix(id));
                 self.store
                     .delete_prefix_in(&mut batch, &super::rejected_prefix(id));
                 let result = if self.failure.is_some() {
