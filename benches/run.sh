@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs the benchmarks in release mode on this machine and prints Markdown tables for
 # benches/README.md. `benches/run.sh` runs all of them; `benches/run.sh NAME` runs one of
-# point_lookup, streaming, predict, nexmark, kafka, files. point_lookup measures against a throwaway
+# point_lookup, streaming, predict, nexmark, kafka, files, http. point_lookup measures against a throwaway
 # PostgreSQL 15 (Debian's package) started here, in the same run.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$AUGUR_ROOT"
 
-which=("${@:-point_lookup streaming predict nexmark kafka files}")
+which=("${@:-point_lookup streaming predict nexmark kafka files http}")
 read -r -a which <<<"${which[*]}"
 
 # Built with the release profile and run directly (`cargo bench` would build everything again
@@ -15,7 +15,7 @@ read -r -a which <<<"${which[*]}"
 declare -A executables
 while IFS='=' read -r name path; do
   executables[$name]=$path
-done < <(cargo build --release --bin augur --bench point_lookup --bench streaming --bench predict --bench nexmark --bench kafka --bench files --message-format=json \
+done < <(cargo build --release --bin augur --bench point_lookup --bench streaming --bench predict --bench nexmark --bench kafka --bench files --bench http --message-format=json \
   | python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -41,15 +41,15 @@ for bench in "${which[@]}"; do
         || "$AUGUR_ROOT/.venv/bin/pip" install --quiet --disable-pip-version-check duckdb
       "${executables[$bench]}"
       ;;
-    predict)
+    predict | http)
       install_onnxruntime
-      "${executables[predict]}"
+      "${executables[$bench]}"
       ;;
     nexmark)
       "${executables[nexmark]}"
       ;;
     *)
-      echo "unknown benchmark $bench (point_lookup, streaming, predict, nexmark, kafka, files)" >&2
+      echo "unknown benchmark $bench (point_lookup, streaming, predict, nexmark, kafka, files, http)" >&2
       exit 2
       ;;
   esac

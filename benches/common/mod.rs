@@ -14,6 +14,8 @@ pub struct Augur {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// Where its HTTP API listens (`host:port`).
+    pub http: String,
 }
 
 impl Drop for Augur {
@@ -33,7 +35,7 @@ impl Augur {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_augur"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_augur"))
             .arg("--data-dir")
             .arg(dir.path())
             .arg("--listen")
@@ -41,15 +43,37 @@ impl Augur {
             .args(["--http-listen", "127.0.0.1:0"])
             .args(args)
             .env("AUGUR_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("start augur");
+        // The server says where its HTTP API listens before it is ready.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("augur's stdout");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line.strip_prefix("HTTP API on http://") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let http = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("augur did not start its HTTP API");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "augur did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Augur { child, dir, port }
+        Augur {
+            child,
+            dir,
+            port,
+            http,
+        }
     }
 
     /// Its connection string.
