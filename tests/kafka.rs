@@ -821,7 +821,8 @@ async fn a_view_created_after_the_topic_dropped_records_says_so() {
 }
 
 /// A Confluent schema registry on loopback: subjects with versions of schemas, answered over
-/// HTTP as the registry's REST API does (`/schemas/ids/{id}`, `/subjects/{s}/versions/latest`).
+/// HTTP as the registry's REST API does (`/schemas/ids/{id}`, `/subjects/{s}/versions/latest`,
+/// and `POST /subjects/{s}/versions` to register).
 #[derive(Clone, Default)]
 struct SchemaRegistry {
     /// (id, subject, schema text), ids from 1 in order of registration.
@@ -843,15 +844,45 @@ impl SchemaRegistry {
                 if reader.read_line(&mut line).is_err() {
                     continue;
                 }
+                let mut length = 0;
                 loop {
                     let mut header = String::new();
                     if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
                         break;
                     }
+                    if let Some((name, value)) = header.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+                    continue;
                 }
                 let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                let schemas = schemas.lock().unwrap();
-                let found = if let Some(id) = path.strip_prefix("/schemas/ids/") {
+                let mut schemas = schemas.lock().unwrap();
+                let found = if line.starts_with("POST ") {
+                    // A new version of a subject: the same schema keeps its id.
+                    let subject = path
+                        .strip_prefix("/subjects/")
+                        .and_then(|rest| rest.strip_suffix("/versions"))
+                        .unwrap_or("")
+                        .to_string();
+                    let text = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["schema"].as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    let id = match schemas.iter().find(|(_, s, t)| *s == subject && *t == text) {
+                        Some((id, _, _)) => *id,
+                        None => {
+                            let id = schemas.len() as u32 + 1;
+                            schemas.push((id, subject, text));
+                            id
+                        }
+                    };
+                    Some(serde_json::json!({ "id": id }))
+                } else if let Some(id) = path.strip_prefix("/schemas/ids/") {
                     schemas
                         .iter()
                         .find(|(i, _, _)| i.to_string() == id)
@@ -1479,6 +1510,106 @@ async fn kafka_sinks_read_back_as_the_views_rows() {
             format!(
                 "CREATE SINK x FROM good WITH (connector = 'kafka', topic = 'upserts', \
                  properties.bootstrap.server = '127.0.0.1:{port}') FORMAT UPSERT ENCODE JSON"
+            ),
+            "08001",
+        ),
+    ] {
+        assert_eq!(error_code(&client, &sql).await, code, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn avro_sinks_read_back_through_avro_sources() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for topic in ["avro_upserts", "avro_clicks"] {
+        cluster.create_topic(topic, 2, 1).expect("topic");
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    let registry = SchemaRegistry::default();
+    let url = registry.serve();
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE users (id BIGINT PRIMARY KEY, name TEXT, score BIGINT); \
+             INSERT INTO users SELECT i, 'user ' || i, i * 10 FROM generate_series(0, 49) AS s(i); \
+             CREATE MATERIALIZED VIEW good AS SELECT id, name, score FROM users WHERE score >= 0; \
+             CREATE TABLE clicks (id BIGINT, user_id BIGINT) APPEND ONLY; \
+             CREATE MATERIALIZED VIEW c AS SELECT id, user_id FROM clicks; \
+             CREATE SINK up FROM good WITH (connector = 'kafka', topic = 'avro_upserts', \
+             properties.bootstrap.server = '{bootstrap}') \
+             FORMAT UPSERT ENCODE AVRO (schema.registry = '{url}'); \
+             CREATE SINK pl FROM c WITH (connector = 'kafka', topic = 'avro_clicks', \
+             properties.bootstrap.server = '{bootstrap}') \
+             FORMAT PLAIN ENCODE AVRO (schema.registry = '{url}');"
+        ))
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE users SET score = score + 1000 WHERE id % 3 = 0",
+        "DELETE FROM users WHERE id % 5 = 0",
+        "UPDATE users SET name = NULL WHERE id = 2",
+        "INSERT INTO clicks SELECT i, i % 10 FROM generate_series(0, 299) AS s(i)",
+        "FLUSH",
+    ] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    wait_for(
+        &client,
+        "SELECT count(*) FROM augur_catalog.sinks WHERE backlog = 0 AND last_error IS NULL",
+        2,
+    )
+    .await;
+    // Read back by Augur's own Avro readers, through the schemas the sinks registered.
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE back (id BIGINT PRIMARY KEY, name TEXT, score BIGINT) \
+             WITH (connector = 'kafka', topic = 'avro_upserts', \
+             properties.bootstrap.server = '{bootstrap}') \
+             FORMAT UPSERT ENCODE AVRO (schema.registry = '{url}'); \
+             CREATE SOURCE clicks_back (id BIGINT, user_id BIGINT) \
+             WITH (connector = 'kafka', topic = 'avro_clicks', \
+             properties.bootstrap.server = '{bootstrap}') \
+             FORMAT PLAIN ENCODE AVRO (schema.registry = '{url}'); \
+             CREATE MATERIALIZED VIEW clicks_n AS SELECT count(*) AS n, sum(id) AS s \
+             FROM clicks_back;"
+        ))
+        .await
+        .unwrap();
+    let want = rows_by_id(&client, "SELECT id, name, score FROM good").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = rows_by_id(&client, "SELECT id, name, score FROM back").await;
+        if got == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{got:?}\n!=\n{want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for(&client, "SELECT n FROM clicks_n", 300).await;
+    assert_eq!(
+        scalar(&client, "SELECT s FROM clicks_n").await,
+        (0..300).sum::<i64>()
+    );
+    // DEBEZIUM is written as JSON only; a registry nobody runs is refused at CREATE.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    for (sql, code) in [
+        (
+            format!(
+                "CREATE SINK x FROM good WITH (connector = 'kafka', topic = 'avro_upserts', \
+                 properties.bootstrap.server = '{bootstrap}') \
+                 FORMAT DEBEZIUM ENCODE AVRO (schema.registry = '{url}')"
+            ),
+            "0A000",
+        ),
+        (
+            format!(
+                "CREATE SINK x FROM good WITH (connector = 'kafka', topic = 'avro_upserts', \
+                 properties.bootstrap.server = '{bootstrap}') \
+                 FORMAT UPSERT ENCODE AVRO (schema.registry = 'http://127.0.0.1:{port}')"
             ),
             "08001",
         ),

@@ -65,15 +65,27 @@ pub fn json_rows(rows: &RecordBatch) -> Result<Vec<Vec<u8>>, String> {
         .collect())
 }
 
-/// Every row's key columns (`key`, positions) as a JSON object.
-fn json_keys(rows: &RecordBatch, key: &[usize]) -> Result<Vec<Vec<u8>>, String> {
-    let keys = rows.project(key).map_err(|e| e.to_string())?;
-    json_rows(&keys)
+/// Turns rows into record bytes, one per row: JSON objects, or Avro records.
+pub trait RowEncoder {
+    /// Every row of `rows`, encoded.
+    fn encode(&mut self, rows: &RecordBatch) -> Result<Vec<Vec<u8>>, String>;
+}
+
+/// Rows as JSON objects.
+#[derive(Debug, Default)]
+pub struct Json;
+
+impl RowEncoder for Json {
+    fn encode(&mut self, rows: &RecordBatch) -> Result<Vec<Vec<u8>>, String> {
+        json_rows(rows)
+    }
 }
 
 /// The records an epoch's `changes` (rows of `schema`) become. `key` is the key's positions
 /// (for PLAIN, the record key if given); `force_append_only` drops deletes in PLAIN, which
 /// otherwise are an error.
+/// Keys and values are written by `keys` and `values` (Debezium's events are JSON).
+#[allow(clippy::too_many_arguments)]
 pub fn records(
     envelope: Envelope,
     schema: &SchemaRef,
@@ -81,19 +93,27 @@ pub fn records(
     force_append_only: bool,
     epoch: &Epoch,
     sink: &str,
+    keys: &mut dyn RowEncoder,
+    values: &mut dyn RowEncoder,
 ) -> Result<Vec<Record>, String> {
+    let mut json = Json;
+    let values: &mut dyn RowEncoder = if envelope == Envelope::Debezium {
+        &mut json
+    } else {
+        values
+    };
     let mut out = Vec::new();
     match envelope {
         Envelope::Plain => {
             for change in &epoch.changes {
                 let rows = super::visible(&change.rows, schema)?;
-                let values = json_rows(&rows)?;
-                let keys = if key.is_empty() {
+                let encoded = values.encode(&rows)?;
+                let row_keys = if key.is_empty() {
                     None
                 } else {
-                    Some(json_keys(&rows, key)?)
+                    Some(keys.encode(&rows.project(key).map_err(|e| e.to_string())?)?)
                 };
-                for (i, value) in values.into_iter().enumerate() {
+                for (i, value) in encoded.into_iter().enumerate() {
                     let weight = change.weights.value(i);
                     if weight < 0 && !force_append_only {
                         return Err(format!(
@@ -104,7 +124,7 @@ pub fn records(
                     }
                     for _ in 0..weight.max(0) {
                         out.push(Record {
-                            key: keys.as_ref().map(|k| k[i].clone()),
+                            key: row_keys.as_ref().map(|k| k[i].clone()),
                             value: Some(value.clone()),
                         });
                     }
@@ -117,9 +137,9 @@ pub fn records(
             let mut by_key: BTreeMap<Vec<u8>, BeforeAfter> = BTreeMap::new();
             for change in &epoch.changes {
                 let rows = super::visible(&change.rows, schema)?;
-                let values = json_rows(&rows)?;
-                let keys = json_keys(&rows, key)?;
-                for (i, (value, k)) in values.into_iter().zip(keys).enumerate() {
+                let encoded = values.encode(&rows)?;
+                let row_keys = keys.encode(&rows.project(key).map_err(|e| e.to_string())?)?;
+                for (i, (value, k)) in encoded.into_iter().zip(row_keys).enumerate() {
                     let entry = by_key.entry(k).or_default();
                     if change.weights.value(i) > 0 {
                         entry.1 = Some(value);
@@ -210,7 +230,17 @@ mod tests {
         // Key 1 updated (its old row retracted after the new one came), key 2 deleted, key 3
         // inserted.
         let (schema, epoch) = epoch(&[(1, "new", 1), (1, "old", -1), (2, "gone", -1), (3, "c", 1)]);
-        let records = records(Envelope::Upsert, &schema, &[0], false, &epoch, "s").unwrap();
+        let records = records(
+            Envelope::Upsert,
+            &schema,
+            &[0],
+            false,
+            &epoch,
+            "s",
+            &mut Json,
+            &mut Json,
+        )
+        .unwrap();
         assert_eq!(
             text(&records),
             vec![
@@ -230,7 +260,17 @@ mod tests {
     #[test]
     fn debezium_events_carry_before_after_and_op() {
         let (schema, epoch) = epoch(&[(1, "old", -1), (1, "new", 1), (2, "gone", -1), (3, "c", 1)]);
-        let records = records(Envelope::Debezium, &schema, &[0], false, &epoch, "s").unwrap();
+        let records = records(
+            Envelope::Debezium,
+            &schema,
+            &[0],
+            false,
+            &epoch,
+            "s",
+            &mut Json,
+            &mut Json,
+        )
+        .unwrap();
         let values: Vec<serde_json::Value> = records
             .iter()
             .map(|r| serde_json::from_slice(r.value.as_ref().unwrap()).unwrap())
@@ -246,8 +286,30 @@ mod tests {
     #[test]
     fn plain_writes_inserts_and_refuses_deletes_unless_forced() {
         let (schema, epoch) = epoch(&[(1, "a", 2), (2, "b", -1)]);
-        assert!(records(Envelope::Plain, &schema, &[], false, &epoch, "s").is_err());
-        let records = records(Envelope::Plain, &schema, &[], true, &epoch, "s").unwrap();
+        assert!(
+            records(
+                Envelope::Plain,
+                &schema,
+                &[],
+                false,
+                &epoch,
+                "s",
+                &mut Json,
+                &mut Json
+            )
+            .is_err()
+        );
+        let records = records(
+            Envelope::Plain,
+            &schema,
+            &[],
+            true,
+            &epoch,
+            "s",
+            &mut Json,
+            &mut Json,
+        )
+        .unwrap();
         assert_eq!(
             text(&records),
             vec![(None, Some(r#"{"id":1,"name":"a"}"#.into())); 2]

@@ -1,6 +1,8 @@
 //! Kafka sinks: `CREATE SINK s FROM v WITH (connector = 'kafka', topic = ...,
 //! properties.bootstrap.server = ..., primary_key = '...') FORMAT PLAIN | UPSERT | DEBEZIUM
-//! ENCODE JSON`.
+//! ENCODE JSON`, or `FORMAT PLAIN | UPSERT ENCODE AVRO (schema.registry = 'http://...')`: Avro
+//! in Confluent's wire format, the value's (and key's) schema derived from the view's columns
+//! and registered as `<topic>-value` (`<topic>-key`).
 //!
 //! An epoch's records are produced and flushed, and every delivery report checked, before the
 //! epoch counts as delivered; an epoch whose records are not all acknowledged is produced again
@@ -19,8 +21,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::encode::{Envelope, records};
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+
+use super::encode::{Envelope, Json, RowEncoder, records};
 use super::{Epoch, SinkDef, SinkError, SinkWriter};
+use crate::source::avro::Registry;
 
 /// Options a Kafka sink takes besides [`super::COMMON_OPTIONS`] and `properties.*`.
 const OPTIONS: &[&str] = &["topic"];
@@ -48,6 +55,65 @@ impl ProducerContext for Reports {
     }
 }
 
+/// Avro rows in Confluent's wire format with the schema registered under a subject.
+struct AvroRows {
+    registry: Arc<Registry>,
+    subject: String,
+    /// The columns, with the Avro schema in their metadata, and its id once registered.
+    registered: Option<(Arc<datafusion::arrow::datatypes::Schema>, u32)>,
+}
+
+impl AvroRows {
+    /// Registers the Avro schema of `columns` (once): the schema with it, and its id.
+    fn register(
+        &mut self,
+        columns: &datafusion::arrow::datatypes::Schema,
+    ) -> Result<(Arc<datafusion::arrow::datatypes::Schema>, u32), SinkError> {
+        if let Some(done) = &self.registered {
+            return Ok(done.clone());
+        }
+        let avro = arrow_avro::schema::AvroSchema::try_from(columns)
+            .map_err(|e| SinkError::NotSupported(format!("these columns in Avro ({e})")))?;
+        let id = self.registry.register(&self.subject, &avro.json_string)?;
+        let schema = Arc::new(
+            columns.clone().with_metadata(
+                [(
+                    arrow_avro::schema::SCHEMA_METADATA_KEY.to_string(),
+                    avro.json_string,
+                )]
+                .into_iter()
+                .collect(),
+            ),
+        );
+        self.registered = Some((schema.clone(), id));
+        Ok((schema, id))
+    }
+}
+
+impl RowEncoder for AvroRows {
+    fn encode(&mut self, rows: &RecordBatch) -> Result<Vec<Vec<u8>>, String> {
+        let (schema, id) = self
+            .register(rows.schema().as_ref())
+            .map_err(|e| e.to_string())?;
+        let rows = rows
+            .clone()
+            .with_schema(schema.clone())
+            .map_err(|e| e.to_string())?;
+        let mut encoder = arrow_avro::writer::WriterBuilder::new(schema.as_ref().clone())
+            .with_fingerprint_strategy(arrow_avro::schema::FingerprintStrategy::Id(id))
+            .build_encoder::<arrow_avro::writer::format::AvroSoeFormat>()
+            .map_err(|e| e.to_string())?;
+        encoder.encode(&rows).map_err(|e| e.to_string())?;
+        Ok(encoder.flush().iter().map(|r| r.to_vec()).collect())
+    }
+}
+
+/// How keys and values are written.
+enum Encoders {
+    Json,
+    Avro { keys: AvroRows, values: AvroRows },
+}
+
 /// Writes epochs to a topic.
 pub struct KafkaSink {
     name: String,
@@ -57,6 +123,7 @@ pub struct KafkaSink {
     key: Vec<usize>,
     force_append_only: bool,
     config: BTreeMap<String, String>,
+    encoders: Encoders,
     producer: Option<BaseProducer<Reports>>,
 }
 
@@ -91,17 +158,52 @@ impl KafkaSink {
             .cloned()
             .ok_or_else(|| SinkError::Option("a kafka sink needs topic".into()))?;
         let envelope = Envelope::new(&def.format.format)?;
-        if !def.format.encode.eq_ignore_ascii_case("json") {
-            return Err(SinkError::NotSupported(format!(
-                "ENCODE {} for kafka sinks (JSON)",
-                def.format.encode.to_uppercase()
-            )));
-        }
-        if let Some(option) = def.format.options.keys().next() {
-            return Err(SinkError::Option(format!(
-                "unknown option {option} for ENCODE JSON"
-            )));
-        }
+        let encoders = match def.format.encode.to_ascii_lowercase().as_str() {
+            "json" => {
+                if let Some(option) = def.format.options.keys().next() {
+                    return Err(SinkError::Option(format!(
+                        "unknown option {option} for ENCODE JSON"
+                    )));
+                }
+                Encoders::Json
+            }
+            "avro" => {
+                if envelope == Envelope::Debezium {
+                    return Err(SinkError::NotSupported(
+                        "FORMAT DEBEZIUM ENCODE AVRO for kafka sinks (DEBEZIUM writes JSON)".into(),
+                    ));
+                }
+                if let Some(option) = def
+                    .format
+                    .options
+                    .keys()
+                    .find(|k| !crate::source::avro::OPTIONS.contains(&k.as_str()))
+                {
+                    return Err(SinkError::Option(format!(
+                        "unknown option {option} for ENCODE AVRO"
+                    )));
+                }
+                let registry = Arc::new(Registry::new(&def.format.options)?);
+                Encoders::Avro {
+                    keys: AvroRows {
+                        registry: registry.clone(),
+                        subject: format!("{topic}-key"),
+                        registered: None,
+                    },
+                    values: AvroRows {
+                        registry,
+                        subject: format!("{topic}-value"),
+                        registered: None,
+                    },
+                }
+            }
+            other => {
+                return Err(SinkError::NotSupported(format!(
+                    "ENCODE {} for kafka sinks (JSON or AVRO)",
+                    other.to_uppercase()
+                )));
+            }
+        };
         let key = super::key_positions(&schema, &def.key)?;
         if envelope != Envelope::Plain && key.is_empty() {
             return Err(SinkError::Option(format!(
@@ -110,7 +212,7 @@ impl KafkaSink {
                 def.from
             )));
         }
-        let sink = Self {
+        let mut sink = Self {
             name: def.name.clone(),
             topic,
             schema,
@@ -118,10 +220,12 @@ impl KafkaSink {
             key,
             force_append_only: super::flag(&def.options, "force_append_only")?,
             config,
+            encoders,
             producer: None,
         };
         if check {
             sink.check()?;
+            sink.register()?;
         }
         Ok(sink)
     }
@@ -135,6 +239,23 @@ impl KafkaSink {
         config
             .create_with_context(Reports::default())
             .map_err(|e| SinkError::Option(format!("kafka settings: {e}")))
+    }
+
+    /// For Avro: registers the value's schema (and the key's) now, so that a registry that
+    /// cannot be reached or refuses the schema is an error at CREATE.
+    fn register(&mut self) -> Result<(), SinkError> {
+        let Encoders::Avro { keys, values } = &mut self.encoders else {
+            return Ok(());
+        };
+        values.register(self.schema.as_ref())?;
+        if !self.key.is_empty() {
+            let key = self
+                .schema
+                .project(&self.key)
+                .map_err(|e| SinkError::Option(e.to_string()))?;
+            keys.register(&key)?;
+        }
+        Ok(())
     }
 
     /// The brokers answer and have the topic (asked as a consumer would, which does not
@@ -177,6 +298,12 @@ impl KafkaSink {
 
 impl SinkWriter for KafkaSink {
     fn write(&mut self, epoch: &Epoch) -> Result<u64, String> {
+        let mut json_keys = Json;
+        let mut json_values = Json;
+        let (keys, values): (&mut dyn RowEncoder, &mut dyn RowEncoder) = match &mut self.encoders {
+            Encoders::Json => (&mut json_keys, &mut json_values),
+            Encoders::Avro { keys, values } => (keys, values),
+        };
         let records = records(
             self.envelope,
             &self.schema,
@@ -184,6 +311,8 @@ impl SinkWriter for KafkaSink {
             self.force_append_only,
             epoch,
             &self.name,
+            keys,
+            values,
         )?;
         if records.is_empty() {
             return Ok(0);

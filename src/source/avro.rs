@@ -125,6 +125,41 @@ impl Registry {
         Err(SourceError::Unavailable(last))
     }
 
+    /// Registers Avro schema `schema` (JSON text) under `subject`: its id (the same schema
+    /// registered again keeps its id).
+    pub fn register(&self, subject: &str, schema: &str) -> Result<u32> {
+        let body = serde_json::json!({ "schema": schema }).to_string();
+        let path = format!("/subjects/{subject}/versions");
+        let mut last = String::new();
+        for url in &self.urls {
+            let address = format!("{url}{path}");
+            match http_post(&address, self.auth.clone(), body.clone()) {
+                Ok((200, answer)) => {
+                    let id = serde_json::from_str::<Value>(&answer)
+                        .ok()
+                        .and_then(|v| v.get("id").and_then(Value::as_u64));
+                    return id.map(|id| id as u32).ok_or_else(|| {
+                        SourceError::Unavailable(format!(
+                            "the schema registry at {url} answered {path} without an id"
+                        ))
+                    });
+                }
+                Ok((status, answer)) => {
+                    last = format!(
+                        "the schema registry at {url} refused the schema for {subject} (HTTP \
+                         {status}): {}",
+                        answer.chars().take(200).collect::<String>()
+                    );
+                    if (400..500).contains(&status) {
+                        return Err(SourceError::Option(last));
+                    }
+                }
+                Err(e) => last = format!("cannot reach the schema registry at {url}: {e}"),
+            }
+        }
+        Err(SourceError::Unavailable(last))
+    }
+
     /// The latest schema of `subject` (its id and JSON text), or `None` if the registry has no
     /// such subject.
     pub fn latest(&self, subject: &str) -> Result<Option<(u32, String)>> {
@@ -262,6 +297,32 @@ fn http_get(
         let status = response.status().as_u16();
         let body = response.text().await.map_err(error_chain)?;
         Ok((status, body))
+    })?
+}
+
+/// `POST url` of a JSON `body`: the status and the answer.
+fn http_post(
+    url: &str,
+    auth: Option<(String, String)>,
+    body: String,
+) -> std::result::Result<(u16, String), String> {
+    super::on_own_runtime(move || async move {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut request = client
+            .post(url)
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .body(body);
+        if let Some((user, password)) = auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().await.map_err(error_chain)?;
+        let status = response.status().as_u16();
+        let answer = response.text().await.map_err(error_chain)?;
+        Ok((status, answer))
     })?
 }
 
