@@ -1428,7 +1428,8 @@ async fn kafka_sinks_read_back_as_the_views_rows() {
              CREATE TABLE clicks (id BIGINT, user_id BIGINT) APPEND ONLY; \
              CREATE MATERIALIZED VIEW c AS SELECT id, user_id FROM clicks; \
              CREATE SINK up FROM good WITH (connector = 'kafka', topic = 'upserts', \
-             properties.bootstrap.server = '{bootstrap}') FORMAT UPSERT ENCODE JSON; \
+             properties.bootstrap.server = '{bootstrap}', sink.exactly_once = 'true') \
+             FORMAT UPSERT ENCODE JSON; \
              CREATE SINK dbz FROM good WITH (connector = 'kafka', topic = 'changes', \
              properties.bootstrap.server = '{bootstrap}') FORMAT DEBEZIUM ENCODE JSON; \
              CREATE SINK pl FROM c WITH (connector = 'kafka', topic = 'clicks_out', \

@@ -6,7 +6,12 @@
 //!
 //! An epoch's records are produced and flushed, and every delivery report checked, before the
 //! epoch counts as delivered; an epoch whose records are not all acknowledged is produced again
-//! (at-least-once). Records with a key go to the partition librdkafka's partitioner picks for
+//! (at-least-once). With `sink.exactly_once = 'true'` each epoch is one Kafka transaction
+//! (`transactional.id` `augur-sink-<id>`), which also commits the epoch's number as the offset
+//! of the sink's own consumer group (`augur-sink-<id>`, partition 0 of the topic): the marker
+//! and the records become visible together, so after a crash the sink asks Kafka which epoch it
+//! committed last and skips the epochs up to it instead of writing them twice. Starting the
+//! transactional producer fences an earlier one with the same id. Records with a key go to the partition librdkafka's partitioner picks for
 //! the key, so all changes of one key stay in order.
 
 use std::collections::BTreeMap;
@@ -30,7 +35,10 @@ use super::{Epoch, SinkDef, SinkError, SinkWriter};
 use crate::source::avro::Registry;
 
 /// Options a Kafka sink takes besides [`super::COMMON_OPTIONS`] and `properties.*`.
-const OPTIONS: &[&str] = &["topic"];
+const OPTIONS: &[&str] = &["topic", "sink.exactly_once"];
+
+/// How long a transaction's calls may take.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long an epoch's records may take to be acknowledged before the epoch is tried again.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -125,6 +133,87 @@ pub struct KafkaSink {
     config: BTreeMap<String, String>,
     encoders: Encoders,
     producer: Option<BaseProducer<Reports>>,
+    /// With `sink.exactly_once`: the group that marks the committed epochs, and the last
+    /// epoch Kafka has (asked once per producer).
+    exactly_once: Option<ExactlyOnce>,
+}
+
+/// An exactly-once sink's transaction state.
+struct ExactlyOnce {
+    transactional_id: String,
+    marker: Box<dyn EpochMarker>,
+    /// Whether the transactional producer is started and `committed` known.
+    started: bool,
+    committed: Option<u64>,
+}
+
+/// Where an exactly-once sink's last committed epoch is kept, inside the transactions that
+/// write the epochs (a seam: rdkafka's mock cluster does not keep a transaction's group
+/// offsets, so tests keep the marker themselves).
+trait EpochMarker: Send {
+    /// The last epoch committed, as Kafka says now.
+    fn last(&mut self) -> Result<Option<u64>, String>;
+    /// Adds `epoch` as the marker to the open transaction.
+    fn stage(&mut self, producer: &BaseProducer<Reports>, epoch: u64) -> Result<(), String>;
+    /// The transaction with `epoch`'s marker committed.
+    fn committed(&mut self, epoch: u64);
+}
+
+/// The marker as the offset of partition 0 of the topic for the sink's own consumer group,
+/// committed by the transaction (`send_offsets_to_transaction`).
+struct GroupMarker {
+    topic: String,
+    consumer: rdkafka::consumer::BaseConsumer,
+}
+
+impl GroupMarker {
+    fn new(config: &BTreeMap<String, String>, topic: &str, group: &str) -> Result<Self, String> {
+        let mut client = ClientConfig::new();
+        for (key, value) in config {
+            client.set(key, value);
+        }
+        client
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+        Ok(Self {
+            topic: topic.to_string(),
+            consumer: client
+                .create()
+                .map_err(|e| format!("kafka settings: {e}"))?,
+        })
+    }
+}
+
+impl EpochMarker for GroupMarker {
+    fn last(&mut self) -> Result<Option<u64>, String> {
+        let mut partition = rdkafka::TopicPartitionList::new();
+        partition.add_partition(&self.topic, 0);
+        let committed = rdkafka::consumer::Consumer::committed_offsets(
+            &self.consumer,
+            partition,
+            TRANSACTION_TIMEOUT,
+        )
+        .map_err(|e| format!("asking kafka for the last committed epoch: {e}"))?;
+        Ok(committed.elements().first().and_then(|e| match e.offset() {
+            rdkafka::Offset::Offset(n) if n >= 0 => Some(n as u64),
+            _ => None,
+        }))
+    }
+
+    fn stage(&mut self, producer: &BaseProducer<Reports>, epoch: u64) -> Result<(), String> {
+        let metadata = rdkafka::consumer::Consumer::group_metadata(&self.consumer)
+            .ok_or("no consumer group for the transaction's marker")?;
+        let mut marker = rdkafka::TopicPartitionList::new();
+        marker
+            .add_partition_offset(&self.topic, 0, rdkafka::Offset::Offset(epoch as i64))
+            .map_err(|e| e.to_string())?;
+        producer
+            .send_offsets_to_transaction(&marker, &metadata, TRANSACTION_TIMEOUT)
+            .map_err(|e| format!("adding epoch {epoch}'s marker to the transaction: {e}"))
+    }
+
+    fn committed(&mut self, _epoch: u64) {}
 }
 
 impl KafkaSink {
@@ -222,7 +311,19 @@ impl KafkaSink {
             config,
             encoders,
             producer: None,
+            exactly_once: None,
         };
+        if super::flag(&def.options, "sink.exactly_once")? {
+            let id = format!("augur-sink-{}", def.id);
+            let marker =
+                GroupMarker::new(&sink.config, &sink.topic, &id).map_err(SinkError::Option)?;
+            sink.exactly_once = Some(ExactlyOnce {
+                transactional_id: id,
+                marker: Box::new(marker),
+                started: false,
+                committed: None,
+            });
+        }
         if check {
             sink.check()?;
             sink.register()?;
@@ -235,6 +336,11 @@ impl KafkaSink {
         config.set("linger.ms", "5");
         for (key, value) in &self.config {
             config.set(key, value);
+        }
+        if let Some(exactly) = &self.exactly_once {
+            config
+                .set("transactional.id", &exactly.transactional_id)
+                .set("enable.idempotence", "true");
         }
         config
             .create_with_context(Reports::default())
@@ -296,8 +402,84 @@ impl KafkaSink {
     }
 }
 
+impl KafkaSink {
+    /// For an exactly-once sink: starts the transactional producer (fencing an earlier one) and
+    /// learns the last epoch Kafka committed. Returns whether `epoch` is still to be written.
+    fn transaction_needed(&mut self, epoch: u64) -> Result<bool, String> {
+        let (Some(exactly), Some(producer)) = (&mut self.exactly_once, &self.producer) else {
+            return Ok(true);
+        };
+        if !exactly.started {
+            producer
+                .init_transactions(TRANSACTION_TIMEOUT)
+                .map_err(|e| format!("starting kafka transactions: {e}"))?;
+            exactly.committed = exactly.marker.last()?;
+            exactly.started = true;
+        }
+        Ok(exactly.committed.is_none_or(|last| epoch > last))
+    }
+
+    /// Commits the open transaction with `epoch` as its marker.
+    fn commit_transaction(&mut self, epoch: u64) -> Result<(), String> {
+        let (Some(exactly), Some(producer)) = (&mut self.exactly_once, &self.producer) else {
+            return Ok(());
+        };
+        exactly.marker.stage(producer, epoch)?;
+        producer
+            .commit_transaction(TRANSACTION_TIMEOUT)
+            .map_err(|e| format!("committing the kafka transaction of epoch {epoch}: {e}"))?;
+        exactly.marker.committed(epoch);
+        exactly.committed = Some(epoch);
+        Ok(())
+    }
+
+    /// Aborts the open transaction; the next write starts the producer again (a fenced or
+    /// failed producer cannot go on).
+    fn abort_transaction(&mut self) {
+        let Some(exactly) = &mut self.exactly_once else {
+            return;
+        };
+        if let Some(producer) = self.producer.take() {
+            let _ = producer.abort_transaction(TRANSACTION_TIMEOUT);
+        }
+        exactly.started = false;
+    }
+}
+
 impl SinkWriter for KafkaSink {
     fn write(&mut self, epoch: &Epoch) -> Result<u64, String> {
+        if self.exactly_once.is_some() {
+            if self.producer.is_none() {
+                self.producer = Some(self.producer().map_err(|e| e.to_string())?);
+            }
+            match self.transaction_needed(epoch.number) {
+                Ok(true) => {}
+                // Kafka has this epoch already: committed before a crash.
+                Ok(false) => return Ok(0),
+                Err(e) => {
+                    self.abort_transaction();
+                    return Err(e);
+                }
+            }
+            if let Some(producer) = &self.producer
+                && let Err(e) = producer.begin_transaction()
+            {
+                self.abort_transaction();
+                return Err(format!("beginning a kafka transaction: {e}"));
+            }
+        }
+        let written = self.produce(epoch);
+        let written = written.and_then(|n| self.commit_transaction(epoch.number).map(|()| n));
+        if written.is_err() {
+            self.abort_transaction();
+        }
+        written
+    }
+}
+
+impl KafkaSink {
+    /// Produces `epoch`'s records and waits until every one is acknowledged.
+    fn produce(&mut self, epoch: &Epoch) -> Result<u64, String> {
         let mut json_keys = Json;
         let mut json_values = Json;
         let (keys, values): (&mut dyn RowEncoder, &mut dyn RowEncoder) = match &mut self.encoders {
@@ -363,5 +545,134 @@ impl SinkWriter for KafkaSink {
             ));
         }
         Ok(records.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::*;
+    use crate::sink::Changes;
+    use crate::source::FormatDef;
+
+    fn def(brokers: &str) -> SinkDef {
+        SinkDef {
+            id: 9,
+            name: "s".into(),
+            from: "v".into(),
+            input: 1,
+            options: BTreeMap::from([
+                ("connector".into(), "kafka".into()),
+                ("topic".into(), "out".into()),
+                ("properties.bootstrap.server".into(), brokers.into()),
+                ("sink.exactly_once".into(), "true".into()),
+            ]),
+            format: FormatDef {
+                format: "upsert".into(),
+                encode: "json".into(),
+                options: BTreeMap::new(),
+            },
+            key: vec!["id".into()],
+            created_ms: 0,
+        }
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]))
+    }
+
+    fn epoch(number: u64, ids: &[i64]) -> Epoch {
+        let rows =
+            RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(ids.to_vec()))]).unwrap();
+        Epoch {
+            number,
+            committed_ms: 0,
+            changes: vec![Changes {
+                rows,
+                weights: Int64Array::from(vec![1; ids.len()]),
+            }],
+        }
+    }
+
+    /// Records in partition 0 of `out`.
+    fn records(brokers: &str) -> i64 {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "reader")
+            .create()
+            .unwrap();
+        let mut partition = TopicPartitionList::new();
+        partition.add_partition("out", 0);
+        let (low, high) = consumer
+            .fetch_watermarks("out", 0, Duration::from_secs(10))
+            .unwrap();
+        // Transaction markers take an offset each; count the data records by reading them.
+        consumer
+            .assign(&{
+                let mut list = TopicPartitionList::new();
+                list.add_partition_offset("out", 0, Offset::Offset(low))
+                    .unwrap();
+                list
+            })
+            .unwrap();
+        let mut read = 0;
+        let mut position = low;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while position + 1 < high && std::time::Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                use rdkafka::Message;
+                position = m.offset();
+                read += 1;
+            }
+        }
+        read
+    }
+
+    /// The marker kept by the test, as Kafka keeps a transaction's group offsets: staged in
+    /// the transaction, visible once it commits.
+    #[derive(Clone, Default)]
+    struct KeptMarker(Arc<std::sync::Mutex<Option<u64>>>);
+
+    impl EpochMarker for KeptMarker {
+        fn last(&mut self) -> Result<Option<u64>, String> {
+            Ok(*self.0.lock().unwrap())
+        }
+
+        fn stage(&mut self, _: &BaseProducer<Reports>, _: u64) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn committed(&mut self, epoch: u64) {
+            *self.0.lock().unwrap() = Some(epoch);
+        }
+    }
+
+    fn sink(brokers: &str, marker: &KeptMarker) -> KafkaSink {
+        let mut sink = KafkaSink::new(&def(brokers), schema(), false).unwrap();
+        sink.exactly_once.as_mut().unwrap().marker = Box::new(marker.clone());
+        sink
+    }
+
+    #[test]
+    fn an_epoch_kafka_committed_is_not_written_again() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("out", 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let marker = KeptMarker::default();
+        let mut first = sink(&brokers, &marker);
+        assert_eq!(first.write(&epoch(1, &[1, 2, 3])), Ok(3));
+        // The server restarts with epoch 1 still in its outbox: Kafka has it, so it is skipped.
+        let mut second = sink(&brokers, &marker);
+        assert_eq!(second.write(&epoch(1, &[1, 2, 3])), Ok(0));
+        assert_eq!(second.write(&epoch(2, &[4])), Ok(1));
+        assert_eq!(records(&brokers), 4);
+        drop(first);
     }
 }
