@@ -29,8 +29,8 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 
 const USERS: u64 = 100_000;
-/// Rows of the full-size file: about 1 GB with the 32-character notes.
-const ROWS: usize = 16_000_000;
+/// Rows of the full-size file: about 1 GB (snappy) with the 32-character notes.
+const ROWS: usize = 21_500_000;
 
 fn schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![

@@ -374,7 +374,8 @@ fn deliver(
             continue;
         }
         let Some((key, value)) = next else {
-            progress.backlog.store(0, Ordering::SeqCst);
+            // The backlog is counted up by the dataflow as it stages epochs and down here as
+            // they are delivered: an epoch staged after this scan began is still to come.
             progress.wait(Duration::from_millis(500));
             continue;
         };
