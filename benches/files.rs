@@ -116,28 +116,11 @@ fn cpu_time() -> f64 {
 
 /// DuckDB's CPU seconds to group the file by user on one thread, if `.venv` has duckdb.
 fn duckdb(path: &Path) -> Option<f64> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let script = format!(
-        "import duckdb, time\n\
-         con = duckdb.connect()\n\
-         con.execute('SET threads TO 1')\n\
-         t = time.process_time()\n\
-         n = con.execute(\"SELECT count(*) FROM (SELECT user_id, count(*), sum(amount) FROM \
-         read_parquet('{}') GROUP BY user_id)\").fetchone()[0]\n\
-         print(time.process_time() - t, n)\n",
+    common::duckdb_seconds(&format!(
+        "SELECT count(*) FROM (SELECT user_id, count(*), sum(amount) FROM read_parquet('{}') \
+         GROUP BY user_id)",
         path.display()
-    );
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("duckdb: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace().next()?.parse().ok()
+    ))
 }
 
 fn main() {

@@ -89,79 +89,53 @@ async fn run() {
     let mut times: [Vec<Duration>; 6] = Default::default();
     let mut id = 0i64;
     // A warm-up, then the rounds that count.
-    for (count, n) in std::iter::once((WARMUP, false)).chain((0..ROUNDS).map(|_| (REQUESTS, true)))
+    for (count, counted) in
+        std::iter::once((WARMUP, false)).chain((0..ROUNDS).map(|_| (REQUESTS, true)))
     {
-        {
-            for _ in 0..count {
-                let key = (rng.next() % USERS as u64) as i64 + 1;
-                let inputs = [
-                    (rng.next() % 100) as f64,
-                    (rng.next() % 7) as f64,
-                    (rng.next() % 13) as f64,
-                    (rng.next() % 1000) as f64,
+        for _ in 0..count {
+            let key = (rng.next() % USERS as u64) as i64 + 1;
+            let inputs = [
+                (rng.next() % 100) as f64,
+                (rng.next() % 7) as f64,
+                (rng.next() % 13) as f64,
+                (rng.next() % 1000) as f64,
+            ];
+            id += 1;
+            let read = timed(web.get(format!("{base}/v1/views/scores?key={key}"))).await;
+            let predicted = timed(web.post(format!("{base}/v1/predict/gbdt")).body(format!(
+                "[{}, {}, {}, {}]",
+                inputs[0], inputs[1], inputs[2], inputs[3]
+            )))
+            .await;
+            let ingested = timed(
+                web.post(format!("{base}/ingest/clicks"))
+                    .body(format!("{{\"id\": {id}, \"user_id\": {key}}}")),
+            )
+            .await;
+            let t = Instant::now();
+            let rows = client.query(&lookup, &[&key]).await.unwrap();
+            assert_eq!(rows.len(), 1);
+            let pg_read = t.elapsed();
+            let t = Instant::now();
+            client
+                .query_one(&score, &[&inputs[0], &inputs[1], &inputs[2], &inputs[3]])
+                .await
+                .unwrap();
+            let pg_predicted = t.elapsed();
+            let t = Instant::now();
+            client.execute(&insert, &[&id, &key]).await.unwrap();
+            let pg_inserted = t.elapsed();
+            if counted {
+                let all = [
+                    read,
+                    pg_read,
+                    predicted,
+                    pg_predicted,
+                    ingested,
+                    pg_inserted,
                 ];
-                id += 1;
-                // HTTP.
-                let t = Instant::now();
-                let response = web
-                    .get(format!("{base}/v1/views/scores?key={key}"))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status().as_u16(), 200);
-                response.bytes().await.unwrap();
-                let read = t.elapsed();
-                let t = Instant::now();
-                let response = web
-                    .post(format!("{base}/v1/predict/gbdt"))
-                    .body(format!(
-                        "[{}, {}, {}, {}]",
-                        inputs[0], inputs[1], inputs[2], inputs[3]
-                    ))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status().as_u16(), 200);
-                response.bytes().await.unwrap();
-                let predicted = t.elapsed();
-                let t = Instant::now();
-                let response = web
-                    .post(format!("{base}/ingest/clicks"))
-                    .body(format!("{{\"id\": {id}, \"user_id\": {key}}}"))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status().as_u16(), 200);
-                response.bytes().await.unwrap();
-                let ingested = t.elapsed();
-                // pgwire.
-                let t = Instant::now();
-                let rows = client.query(&lookup, &[&key]).await.unwrap();
-                assert_eq!(rows.len(), 1);
-                let pg_read = t.elapsed();
-                let t = Instant::now();
-                client
-                    .query_one(&score, &[&inputs[0], &inputs[1], &inputs[2], &inputs[3]])
-                    .await
-                    .unwrap();
-                let pg_predicted = t.elapsed();
-                let t = Instant::now();
-                client.execute(&insert, &[&id, &key]).await.unwrap();
-                let pg_inserted = t.elapsed();
-                if n {
-                    for (slot, d) in [
-                        read,
-                        pg_read,
-                        predicted,
-                        pg_predicted,
-                        ingested,
-                        pg_inserted,
-                    ]
-                    .into_iter()
-                    .enumerate()
-                    {
-                        times[slot].push(d);
-                    }
+                for (slot, d) in all.into_iter().enumerate() {
+                    times[slot].push(d);
                 }
             }
         }
@@ -187,6 +161,15 @@ async fn run() {
         "{} requests of each kind over {ROUNDS} rounds, one client, loopback.",
         REQUESTS * ROUNDS
     );
+}
+
+/// How long `request` takes to answer 200 with its whole body.
+async fn timed(request: reqwest::RequestBuilder) -> Duration {
+    let t = Instant::now();
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.bytes().await.unwrap();
+    t.elapsed()
 }
 
 /// The HTTP API's base URL.

@@ -144,29 +144,12 @@ fn duckdb(events: usize) -> Option<f64> {
         text.push('\n');
     }
     std::fs::write(&path, text).ok()?;
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let script = format!(
-        "import duckdb, time\n\
-         con = duckdb.connect()\n\
-         con.execute('SET threads TO 1')\n\
-         t = time.process_time()\n\
-         n = con.execute(\"SELECT count(*) FROM (SELECT user_id, count(*), sum(amount) FROM \
-         read_json('{}', columns = {{'id': 'BIGINT', 'user_id': 'BIGINT', 'amount': 'DOUBLE', \
-         'ts': 'TIMESTAMP'}}) GROUP BY user_id)\").fetchone()[0]\n\
-         print(time.process_time() - t, n)\n",
+    common::duckdb_seconds(&format!(
+        "SELECT count(*) FROM (SELECT user_id, count(*), sum(amount) FROM read_json('{}', \
+         columns = {{'id': 'BIGINT', 'user_id': 'BIGINT', 'amount': 'DOUBLE', \
+         'ts': 'TIMESTAMP'}}) GROUP BY user_id)",
         path.display()
-    );
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("duckdb: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace().next()?.parse().ok()
+    ))
 }
 
 fn main() {

@@ -10,42 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::{TestServer, error_code, scalar, wait_for};
 use datafusion::arrow::array::{
     ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
 use tokio_postgres::Client;
-
-/// Waits until `sql`'s single value is `want`; panics with the last value after 60 s.
-async fn wait_for(client: &Client, sql: &str, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Ok(row) = client.query_one(sql, &[]).await {
-            let value: Option<i64> = row.get(0);
-            if value == Some(want) {
-                return;
-            }
-            last = value;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{sql}: {last:?} after 60 s, expected {want}");
-}
-
-async fn scalar(client: &Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-async fn error_code(client: &Client, sql: &str) -> String {
-    let error = client.batch_execute(sql).await.expect_err(sql);
-    error
-        .code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_default()
-}
 
 /// The CSV line of event `i`: id, user `i % 7`, amount `i + 0.5`.
 fn csv_line(i: usize) -> String {
@@ -517,10 +488,7 @@ impl Moto {
             "{} is missing: the test command installs moto[server] into .venv",
             bin.display()
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
+        let port = common::free_port();
         let child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -697,10 +665,7 @@ async fn csv_json_and_parquet_files_in_s3_into_views() {
         .await,
         "42704"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
+    let port = common::free_port();
     assert_eq!(
         error_code(
             &client,

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::{TestServer, error_code, scalar, wait_for};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -32,35 +32,6 @@ fn produce(producer: &BaseProducer, topic: &str, partitions: i32, payloads: &[(u
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(10)).expect("flush");
-}
-
-/// Waits until `sql`'s single value is `want`; panics with the last value after 60 s.
-async fn wait_for(client: &Client, sql: &str, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Ok(row) = client.query_one(sql, &[]).await {
-            let value: Option<i64> = row.get(0);
-            if value == Some(want) {
-                return;
-            }
-            last = value;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{sql}: {last:?} after 60 s, expected {want}");
-}
-
-async fn scalar(client: &Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-async fn error_code(client: &Client, sql: &str) -> String {
-    let error = client.batch_execute(sql).await.expect_err(sql);
-    error
-        .code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_default()
 }
 
 /// The JSON of event `i`: user `i % 7`, amount `i`.
@@ -433,10 +404,7 @@ async fn a_broker_that_goes_away_is_waited_for_and_caught_up_with() {
 #[tokio::test]
 async fn an_unreachable_broker_is_refused_at_create() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
+    let port = common::free_port();
     let server = TestServer::start();
     let client = server.connect().await;
     let sql = format!(
@@ -1488,10 +1456,7 @@ async fn kafka_sinks_read_back_as_the_views_rows() {
     assert!(rows[0].get::<_, bool>(0) && rows[0].get::<_, bool>(1));
 
     // Refusals: no key for UPSERT, a missing topic, brokers nobody runs.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
+    let port = common::free_port();
     for (sql, code) in [
         (
             format!(
@@ -1593,10 +1558,7 @@ async fn avro_sinks_read_back_through_avro_sources() {
         (0..300).sum::<i64>()
     );
     // DEBEZIUM is written as JSON only; a registry nobody runs is refused at CREATE.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
+    let port = common::free_port();
     for (sql, code) in [
         (
             format!(

@@ -163,3 +163,23 @@ pub fn scale() -> f64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0)
 }
+
+/// DuckDB's CPU seconds to run `query` (which must return one row) on one thread, through
+/// `.venv`'s duckdb; `None` (said on stderr) when it cannot run.
+pub fn duckdb_seconds(query: &str) -> Option<f64> {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let script = format!(
+        "import duckdb, time\n\
+         con = duckdb.connect()\n\
+         con.execute('SET threads TO 1')\n\
+         t = time.process_time()\n\
+         con.execute({query:?}).fetchone()\n\
+         print(time.process_time() - t)\n"
+    );
+    let out = Command::new(python).arg("-c").arg(script).output().ok()?;
+    if !out.status.success() {
+        eprintln!("duckdb: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}

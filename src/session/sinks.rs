@@ -120,19 +120,10 @@ impl Session<'_> {
                 })
                 .unwrap_or_default(),
         };
-        let snapshot = match options.get("snapshot").map(|v| v.to_ascii_lowercase()) {
-            None => true,
-            Some(v) if v == "true" => true,
-            Some(v) if v == "false" => false,
-            Some(v) => {
-                return Err(Error::InvalidParameter(format!(
-                    "invalid value '{v}' for option snapshot: 'true' or 'false'"
-                )));
-            }
-        };
+        let snapshot = sink::flag(&options, "snapshot", true)?;
         if sink::encode::Envelope::new(&format.format)? == sink::encode::Envelope::Plain
             && !view.def().append_only
-            && !sink::flag(&options, "force_append_only")?
+            && !sink::flag(&options, "force_append_only", false)?
         {
             return Err(Error::InvalidParameter(format!(
                 "materialized view {} updates and deletes rows, which FORMAT PLAIN cannot say: \

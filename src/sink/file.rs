@@ -130,7 +130,7 @@ impl FileSink {
             directory,
             encode,
             max_rows,
-            force_append_only: super::flag(&def.options, "force_append_only")?,
+            force_append_only: super::flag(&def.options, "force_append_only", false)?,
             io: None,
         };
         if check {

@@ -461,20 +461,17 @@ pub fn key_positions(schema: &SchemaRef, key: &[String]) -> Result<Vec<usize>, S
         .collect()
 }
 
-/// Whether `changes` delete anything.
-pub fn has_deletes(changes: &[Changes]) -> bool {
-    changes
-        .iter()
-        .any(|c| c.weights.iter().any(|w| w.is_some_and(|w| w < 0)))
-}
-
 /// Options every sink takes.
 pub const COMMON_OPTIONS: &[&str] = &["connector", "primary_key", "force_append_only", "snapshot"];
 
-/// Whether option `key` is `'true'` (or `'false'`, the default).
-pub fn flag(options: &BTreeMap<String, String>, key: &str) -> Result<bool, SinkError> {
+/// Whether option `key` is `'true'` or `'false'`; `default` when not given.
+pub fn flag(
+    options: &BTreeMap<String, String>,
+    key: &str,
+    default: bool,
+) -> Result<bool, SinkError> {
     match options.get(key).map(|v| v.to_ascii_lowercase()) {
-        None => Ok(false),
+        None => Ok(default),
         Some(v) if v == "true" => Ok(true),
         Some(v) if v == "false" => Ok(false),
         Some(v) => Err(SinkError::Option(format!(
@@ -519,7 +516,6 @@ mod tests {
         assert_eq!(epoch.changes.len(), 1);
         assert_eq!(epoch.changes[0].rows.num_rows(), 2);
         assert_eq!(epoch.changes[0].weights, Int64Array::from(vec![1, -2]));
-        assert!(has_deletes(&epoch.changes));
         assert_eq!(backlog(&store, 3).unwrap(), 1);
     }
 }

@@ -262,6 +262,17 @@ impl RecordDecoder {
     }
 }
 
+/// The position of the field of `schema` called `name`: exactly so named, else the same name
+/// ignoring case.
+pub fn field_index(schema: &datafusion::arrow::datatypes::Schema, name: &str) -> Option<usize> {
+    schema.index_of(name).ok().or_else(|| {
+        schema
+            .fields()
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(name))
+    })
+}
+
 /// The rows of `part` as columns of `schema`, matched by name (exactly, else ignoring case): a
 /// column no field has is NULL; values are cast to the column's type, an error if one does not
 /// fit, and a NULL in a NOT NULL column is an error. For records whose writer says the names
@@ -273,17 +284,7 @@ pub fn by_name(part: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, St
     };
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let found = part
-            .schema()
-            .index_of(field.name())
-            .ok()
-            .or_else(|| {
-                part.schema()
-                    .fields()
-                    .iter()
-                    .position(|f| f.name().eq_ignore_ascii_case(field.name()))
-            })
-            .map(|i| part.column(i));
+        let found = field_index(part.schema_ref(), field.name()).map(|i| part.column(i));
         let column = match found {
             None => new_null_array(field.data_type(), part.num_rows()),
             Some(c) if c.data_type() == field.data_type() => c.clone(),

@@ -37,7 +37,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
-use super::encoding::{Encoding, RecordDecoder, by_name_rows, row_json};
+use super::encoding::{Encoding, RecordDecoder, by_name_rows, field_index, row_json};
 use super::{Rejected, Result, Source, SourceBatch, SourceDef, SourceError, SourceReader, Splits};
 
 /// Options a file source takes.
@@ -55,9 +55,6 @@ const OPTIONS: &[&str] = &[
 
 /// Records (lines or rows) per batch handed to the views.
 const BATCH: usize = 8192;
-
-/// Bytes of a rejected record's payload kept when `rejected.payload.max.bytes` is not given.
-const DEFAULT_PAYLOAD_KEPT: usize = 4096;
 
 /// How often the files are listed again when `refresh.interval` is not given.
 const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
@@ -199,8 +196,7 @@ impl FileSource {
                 ))
             })?,
         };
-        let payload_kept = super::parse_option::<usize>(options, "rejected.payload.max.bytes")?
-            .unwrap_or(DEFAULT_PAYLOAD_KEPT);
+        let payload_kept = super::payload_kept(options)?;
         Ok(Self {
             schema,
             location,
@@ -263,14 +259,10 @@ impl FileSource {
         let builder = ParquetRecordBatchStreamBuilder::new(reader)
             .await
             .map_err(|e| SourceError::Option(format!("{first} is not a Parquet file: {e}")))?;
-        let fields: Vec<String> = builder
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let found = builder.schema();
         for column in self.schema.fields() {
-            if !fields.iter().any(|f| f.eq_ignore_ascii_case(column.name())) {
+            if field_index(found, column.name()).is_none() {
+                let fields: Vec<&str> = found.fields().iter().map(|f| f.name().as_str()).collect();
                 return Err(SourceError::Column(format!(
                     "column {} is not a column of {first} (its columns: {})",
                     column.name(),
@@ -281,8 +273,9 @@ impl FileSource {
         Ok(())
     }
 
-    /// Starts reading `files` (split, name, first offset, offset to stop before) on a thread
-    /// of its own; `refresh` lists the files again every interval and reads new ones.
+    /// Starts reading on a thread of its own: the files of `from` not yet done from their next
+    /// offsets, listing again every `refresh.interval` for new ones; or, with `until`, each
+    /// file of `until` from its start to its next offset, then ends.
     fn spawn(&self, from: Splits, until: Option<Splits>) -> Result<Prefetched> {
         let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD);
         let stop = Arc::new(AtomicBool::new(false));
@@ -978,14 +971,7 @@ impl Scan {
                     .schema
                     .fields()
                     .iter()
-                    .filter_map(|field| {
-                        file_schema.index_of(field.name()).ok().or_else(|| {
-                            file_schema
-                                .fields()
-                                .iter()
-                                .position(|f| f.name().eq_ignore_ascii_case(field.name()))
-                        })
-                    })
+                    .filter_map(|field| field_index(&file_schema, field.name()))
                     .collect::<BTreeSet<usize>>()
                     .into_iter()
                     .collect();

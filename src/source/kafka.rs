@@ -55,9 +55,6 @@ const MAX_BATCH: usize = 8192;
 /// How long to wait for the broker at CREATE and for each step of a re-read.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bytes of a rejected record's payload kept when `rejected.payload.max.bytes` is not given.
-const DEFAULT_PAYLOAD_KEPT: usize = 4096;
-
 /// What a Kafka record adds to its row besides its payload (`INCLUDE ... AS column`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Include {
@@ -206,8 +203,7 @@ impl KafkaSource {
         let discovery =
             super::parse_option::<u64>(options, "scan.partition.discovery.interval.ms")?
                 .unwrap_or(5_000);
-        let payload_kept = super::parse_option::<usize>(options, "rejected.payload.max.bytes")?
-            .unwrap_or(DEFAULT_PAYLOAD_KEPT);
+        let payload_kept = super::payload_kept(options)?;
         let format = def.format.as_ref().ok_or_else(|| {
             SourceError::Option(
                 "a kafka source needs FORMAT PLAIN ENCODE JSON | CSV after its options".into(),

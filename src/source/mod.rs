@@ -535,6 +535,15 @@ where
     })
 }
 
+/// Bytes of a rejected record's payload kept when `rejected.payload.max.bytes` is not given.
+const DEFAULT_PAYLOAD_KEPT: usize = 4096;
+
+/// How many bytes of a rejected record's payload `augur_catalog.rejected_rows` keeps: option
+/// `rejected.payload.max.bytes`.
+pub fn payload_kept(options: &BTreeMap<String, String>) -> Result<usize> {
+    Ok(parse_option(options, "rejected.payload.max.bytes")?.unwrap_or(DEFAULT_PAYLOAD_KEPT))
+}
+
 /// Rejected records kept per source when `rejected.retention.rows` is not given.
 const DEFAULT_REJECTED_RETENTION: u64 = 10_000;
 

@@ -40,7 +40,7 @@ fn record_key(id: u32, seq: u64) -> Vec<u8> {
 }
 
 /// A source fed over HTTP.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WebhookSource {
     id: u32,
     schema: SchemaRef,
@@ -174,7 +174,7 @@ impl Source for WebhookSource {
 
     fn reader(&self, from: &Splits) -> Result<Box<dyn SourceReader>> {
         Ok(Box::new(Stored {
-            source: self.clone_handle(),
+            source: Arc::new(self.clone()),
             next: from.0.get(&0).map_or(0, |s| s.next.max(0) as u64),
             end: None,
         }))
@@ -182,7 +182,7 @@ impl Source for WebhookSource {
 
     fn reread(&self, until: &Splits) -> Result<Box<dyn SourceReader>> {
         Ok(Box::new(Stored {
-            source: self.clone_handle(),
+            source: Arc::new(self.clone()),
             next: 0,
             end: Some(until.0.get(&0).map_or(0, |s| s.next.max(0) as u64)),
         }))
@@ -208,18 +208,6 @@ impl Source for WebhookSource {
 
     fn as_webhook(&self) -> Option<&WebhookSource> {
         Some(self)
-    }
-}
-
-impl WebhookSource {
-    fn clone_handle(&self) -> Arc<WebhookSource> {
-        Arc::new(Self {
-            id: self.id,
-            schema: self.schema.clone(),
-            decoder: self.decoder.clone(),
-            store: self.store.clone(),
-            next: self.next.clone(),
-        })
     }
 }
 

@@ -18,7 +18,8 @@ pub struct TestServer {
     _tmp: Option<tempfile::TempDir>,
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -192,4 +193,35 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Waits until `sql`'s single value is `want`; panics with the last value after 60 s.
+pub async fn wait_for(client: &tokio_postgres::Client, sql: &str, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Ok(row) = client.query_one(sql, &[]).await {
+            let value: Option<i64> = row.get(0);
+            if value == Some(want) {
+                return;
+            }
+            last = value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{sql}: {last:?} after 60 s, expected {want}");
+}
+
+/// `sql`'s single `bigint` value.
+pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// The SQLSTATE `sql` fails with (it must fail).
+pub async fn error_code(client: &tokio_postgres::Client, sql: &str) -> String {
+    let error = client.batch_execute(sql).await.expect_err(sql);
+    error
+        .code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_default()
 }
