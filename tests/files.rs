@@ -751,7 +751,9 @@ async fn file_sinks_write_each_epoch_once_through_kill_9() {
              CREATE SINK big_csv FROM big WITH (connector = 'file', path = '{o}/csv') \
              FORMAT PLAIN ENCODE CSV; \
              CREATE SINK users_json FROM per_user WITH (connector = 'file', path = '{o}/json', \
-             force_append_only = 'true', snapshot = 'false') FORMAT PLAIN ENCODE JSON;",
+             force_append_only = 'true', snapshot = 'false') FORMAT PLAIN ENCODE JSON; \
+             CREATE SINK big_query AS SELECT id, user_id, amount FROM events WHERE amount > 10 \
+             WITH (connector = 'file', path = '{o}/query') FORMAT PLAIN ENCODE PARQUET;",
             o = out.display()
         ))
         .await
@@ -765,6 +767,26 @@ async fn file_sinks_write_each_epoch_once_through_kill_9() {
             .collect()
     };
     assert_eq!(sink_rows(&out, "big_parquet"), expected(100));
+    // A sink with its own query writes the same rows, and no view is made for it.
+    wait_delivered(&client, "big_query").await;
+    assert_eq!(sink_rows(&out.join("query"), "big_query"), expected(100));
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM augur_catalog.sinks WHERE sink_name = 'big_query' \
+             AND from_view IS NULL AND query LIKE 'SELECT id, user_id, amount FROM events%'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM pg_class WHERE relname = 'big_query'"
+        )
+        .await,
+        0
+    );
 
     // Rows written while the server is killed three times: each acknowledged row is in the
     // files exactly once.
@@ -789,6 +811,8 @@ async fn file_sinks_write_each_epoch_once_through_kill_9() {
     client.batch_execute("FLUSH").await.unwrap();
     wait_delivered(&client, "big_parquet").await;
     assert_eq!(sink_rows(&out, "big_parquet"), expected(next));
+    wait_delivered(&client, "big_query").await;
+    assert_eq!(sink_rows(&out.join("query"), "big_query"), expected(next));
     wait_delivered(&client, "big_csv").await;
     let mut csv_rows = 0;
     for entry in std::fs::read_dir(out.join("csv")).unwrap() {
@@ -802,7 +826,7 @@ async fn file_sinks_write_each_epoch_once_through_kill_9() {
     for entry in std::fs::read_dir(&out).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         assert!(
-            name == "csv" || name == "json" || name.ends_with(".parquet"),
+            name == "csv" || name == "json" || name == "query" || name.ends_with(".parquet"),
             "{name}"
         );
     }
@@ -840,7 +864,10 @@ async fn file_sinks_write_each_epoch_once_through_kill_9() {
             _ => None,
         })
         .collect();
-    assert_eq!(shown, vec!["big_csv", "big_parquet", "users_json"]);
+    assert_eq!(
+        shown,
+        vec!["big_csv", "big_parquet", "big_query", "users_json"]
+    );
     let o = out.display();
     for (sql, code) in [
         (
@@ -888,6 +915,27 @@ async fn file_sinks_write_each_epoch_once_through_kill_9() {
             "CREATE SINK s FROM big WITH (connector = 'ftp') FORMAT PLAIN ENCODE CSV".to_string(),
             "0A000",
         ),
+        (
+            format!(
+                "CREATE SINK s AS SELECT user_id, count(*) FROM events GROUP BY user_id \
+                 WITH (connector = 'file', path = '{o}') FORMAT PLAIN ENCODE PARQUET"
+            ),
+            "22023",
+        ),
+        (
+            format!(
+                "CREATE SINK s AS DELETE FROM events WITH (connector = 'file', path = '{o}') \
+                 FORMAT PLAIN ENCODE PARQUET"
+            ),
+            "42601",
+        ),
+        (
+            format!(
+                "CREATE SINK s AS SELECT nope FROM events WITH (connector = 'file', \
+                 path = '{o}') FORMAT PLAIN ENCODE PARQUET"
+            ),
+            "42703",
+        ),
         ("DROP MATERIALIZED VIEW big".to_string(), "2BP01"),
         ("DROP SINK nothing".to_string(), "42704"),
     ] {
@@ -899,6 +947,13 @@ async fn file_sinks_write_each_epoch_once_through_kill_9() {
         .unwrap();
     assert_eq!(
         scalar(&client, "SELECT count(*) FROM augur_catalog.sinks").await,
-        1
+        2
     );
+    // Dropping the sink stops its query; what it wrote stays.
+    client.batch_execute("DROP SINK big_query").await.unwrap();
+    client
+        .batch_execute("INSERT INTO events VALUES (1000000, 1, 1e6); FLUSH")
+        .await
+        .unwrap();
+    assert_eq!(sink_rows(&out.join("query"), "big_query"), expected(next));
 }

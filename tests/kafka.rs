@@ -1485,9 +1485,166 @@ async fn kafka_sinks_read_back_as_the_views_rows() {
 }
 
 #[tokio::test]
+async fn sinks_with_their_own_query_write_the_querys_changes() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for topic in ["q_upserts", "q_changes", "q_later"] {
+        cluster.create_topic(topic, 2, 1).expect("topic");
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    let mut server = TestServer::start();
+    let client = server.connect().await;
+    // What each sink's query gives, run as a batch query: the oracle.
+    let per_row = "SELECT id, upper(name) AS name, score * 2 AS score FROM users \
+                   WHERE score < 400";
+    let per_group = "SELECT score % 7 AS id, max(name) AS name, count(*) AS score FROM users \
+                     GROUP BY score % 7";
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE users (id BIGINT PRIMARY KEY, name TEXT, score BIGINT); \
+             INSERT INTO users SELECT i, 'user ' || i, i * 10 FROM generate_series(0, 49) AS s(i); \
+             CREATE SINK q_up AS {per_row} WITH (connector = 'kafka', topic = 'q_upserts', \
+             properties.bootstrap.server = '{bootstrap}') FORMAT UPSERT ENCODE JSON; \
+             CREATE SINK q_dbz AS {per_group} WITH (connector = 'kafka', topic = 'q_changes', \
+             properties.bootstrap.server = '{bootstrap}') FORMAT DEBEZIUM ENCODE JSON; \
+             CREATE SINK q_later AS SELECT id, name, score FROM users WITH (connector = 'kafka', \
+             topic = 'q_later', properties.bootstrap.server = '{bootstrap}', \
+             snapshot = 'false') FORMAT UPSERT ENCODE JSON;"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'q\\_%'"
+        )
+        .await,
+        0,
+        "no view is made for a sink's query"
+    );
+    async fn check(client: &Client, bootstrap: &str, per_row: &str, per_group: &str) {
+        let delivered = "SELECT count(*) FROM augur_catalog.sinks WHERE backlog = 0 \
+                         AND last_error IS NULL";
+        client.batch_execute("FLUSH").await.unwrap();
+        wait_for(client, delivered, 3).await;
+        assert_eq!(
+            upserted(&read_topic(bootstrap, "q_upserts", 2)),
+            rows_by_id(client, per_row).await
+        );
+        assert_eq!(
+            applied(&read_topic(bootstrap, "q_changes", 2)),
+            rows_by_id(client, per_group).await
+        );
+    }
+    check(&client, &bootstrap, per_row, per_group).await;
+    // Without the snapshot, the rows as they stood at CREATE are not written.
+    assert!(read_topic(&bootstrap, "q_later", 2).is_empty());
+    for sql in [
+        "UPDATE users SET score = score + 3 WHERE id % 3 = 0",
+        "DELETE FROM users WHERE id % 5 = 0",
+        "INSERT INTO users SELECT i, 'user ' || i, i FROM generate_series(50, 59) AS s(i)",
+        "UPDATE users SET name = NULL WHERE id = 2",
+    ] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    check(&client, &bootstrap, per_row, per_group).await;
+    let later = upserted(&read_topic(&bootstrap, "q_later", 2));
+    // Only the rows changed after CREATE: 17 updated of which 4 deleted, 10 inserted, 1
+    // renamed.
+    assert_eq!(later.len(), 17 - 4 + 10 + 1);
+
+    // Killed with changes in flight: the queries are planned again and go on where they were.
+    client
+        .batch_execute("UPDATE users SET score = score + 1 WHERE id < 30")
+        .await
+        .unwrap();
+    drop(client);
+    server.restart();
+    let client = server.connect().await;
+    client
+        .batch_execute("DELETE FROM users WHERE id > 55")
+        .await
+        .unwrap();
+    check(&client, &bootstrap, per_row, per_group).await;
+
+    // SHOW CREATE SINK gives a statement that makes the same sink again.
+    let shown = client
+        .query_one("SHOW CREATE SINK q_later", &[])
+        .await
+        .unwrap();
+    let sql: String = shown.get(1);
+    assert!(
+        sql.starts_with("CREATE SINK q_later AS SELECT id, name, score FROM users WITH ("),
+        "{sql}"
+    );
+    client.batch_execute("DROP SINK q_later").await.unwrap();
+    client.batch_execute(&sql).await.unwrap();
+    assert_eq!(
+        error_code(&client, "SHOW CREATE SINK nothing").await,
+        "42704"
+    );
+
+    // The table is what the sinks' queries read: it is not dropped from under them.
+    let err = client.batch_execute("DROP TABLE users").await.unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "2BP01");
+    assert!(
+        db.detail()
+            .unwrap_or_default()
+            .contains("sink q_up depends on table users"),
+        "{:?}",
+        db.detail()
+    );
+    assert_eq!(
+        error_code(&client, "ALTER TABLE users ADD COLUMN x INT").await,
+        "2BP01"
+    );
+    client.batch_execute("DROP SINK q_later").await.unwrap();
+    client
+        .batch_execute("DROP TABLE users CASCADE")
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM augur_catalog.sinks").await,
+        0
+    );
+    // Refusals: PLAIN over a query whose rows change, and a query that does not plan.
+    client
+        .batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT)")
+        .await
+        .unwrap();
+    for (sql, code) in [
+        (
+            format!(
+                "CREATE SINK x AS SELECT v, count(*) FROM t GROUP BY v WITH (connector = 'kafka', \
+                 topic = 'q_later', properties.bootstrap.server = '{bootstrap}') \
+                 FORMAT PLAIN ENCODE JSON"
+            ),
+            "22023",
+        ),
+        (
+            format!(
+                "CREATE SINK x AS SELECT * FROM nowhere WITH (connector = 'kafka', \
+                 topic = 'q_later', properties.bootstrap.server = '{bootstrap}') \
+                 FORMAT UPSERT ENCODE JSON"
+            ),
+            "42P01",
+        ),
+        (
+            format!(
+                "CREATE SINK x AS WITH (connector = 'kafka', topic = 'q_later', \
+                 properties.bootstrap.server = '{bootstrap}') FORMAT UPSERT ENCODE JSON"
+            ),
+            "42601",
+        ),
+    ] {
+        assert_eq!(error_code(&client, &sql).await, code, "{sql}");
+    }
+}
+
+#[tokio::test]
 async fn avro_sinks_read_back_through_avro_sources() {
     let cluster = MockCluster::new(1).expect("mock cluster");
-    for topic in ["avro_upserts", "avro_clicks"] {
+    for topic in ["avro_upserts", "avro_clicks", "avro_changes"] {
         cluster.create_topic(topic, 2, 1).expect("topic");
     }
     let bootstrap = cluster.bootstrap_servers();
@@ -1507,7 +1664,10 @@ async fn avro_sinks_read_back_through_avro_sources() {
              FORMAT UPSERT ENCODE AVRO (schema.registry = '{url}'); \
              CREATE SINK pl FROM c WITH (connector = 'kafka', topic = 'avro_clicks', \
              properties.bootstrap.server = '{bootstrap}') \
-             FORMAT PLAIN ENCODE AVRO (schema.registry = '{url}');"
+             FORMAT PLAIN ENCODE AVRO (schema.registry = '{url}'); \
+             CREATE SINK dbz FROM good WITH (connector = 'kafka', topic = 'avro_changes', \
+             properties.bootstrap.server = '{bootstrap}') \
+             FORMAT DEBEZIUM ENCODE AVRO (schema.registry = '{url}');"
         ))
         .await
         .unwrap();
@@ -1523,7 +1683,7 @@ async fn avro_sinks_read_back_through_avro_sources() {
     wait_for(
         &client,
         "SELECT count(*) FROM augur_catalog.sinks WHERE backlog = 0 AND last_error IS NULL",
-        2,
+        3,
     )
     .await;
     // Read back by Augur's own Avro readers, through the schemas the sinks registered.
@@ -1538,45 +1698,49 @@ async fn avro_sinks_read_back_through_avro_sources() {
              properties.bootstrap.server = '{bootstrap}') \
              FORMAT PLAIN ENCODE AVRO (schema.registry = '{url}'); \
              CREATE MATERIALIZED VIEW clicks_n AS SELECT count(*) AS n, sum(id) AS s \
-             FROM clicks_back;"
+             FROM clicks_back; \
+             CREATE TABLE changes_back (id BIGINT PRIMARY KEY, name TEXT, score BIGINT) \
+             WITH (connector = 'kafka', topic = 'avro_changes', \
+             properties.bootstrap.server = '{bootstrap}') \
+             FORMAT DEBEZIUM ENCODE AVRO (schema.registry = '{url}');"
         ))
         .await
         .unwrap();
     let want = rows_by_id(&client, "SELECT id, name, score FROM good").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = rows_by_id(&client, "SELECT id, name, score FROM back").await;
-        if got == want {
-            break;
+    for table in ["back", "changes_back"] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = rows_by_id(&client, &format!("SELECT id, name, score FROM {table}")).await;
+            if got == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{table}: {got:?}\n!=\n{want:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(Instant::now() < deadline, "{got:?}\n!=\n{want:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM augur_catalog.source_stats WHERE rows_rejected > 0"
+        )
+        .await,
+        0
+    );
     wait_for(&client, "SELECT n FROM clicks_n", 300).await;
     assert_eq!(
         scalar(&client, "SELECT s FROM clicks_n").await,
         (0..300).sum::<i64>()
     );
-    // DEBEZIUM is written as JSON only; a registry nobody runs is refused at CREATE.
+    // A registry nobody runs is refused at CREATE.
     let port = common::free_port();
-    for (sql, code) in [
-        (
-            format!(
-                "CREATE SINK x FROM good WITH (connector = 'kafka', topic = 'avro_upserts', \
-                 properties.bootstrap.server = '{bootstrap}') \
-                 FORMAT DEBEZIUM ENCODE AVRO (schema.registry = '{url}')"
-            ),
-            "0A000",
-        ),
-        (
-            format!(
-                "CREATE SINK x FROM good WITH (connector = 'kafka', topic = 'avro_upserts', \
+    for (sql, code) in [(
+        format!(
+            "CREATE SINK x FROM good WITH (connector = 'kafka', topic = 'avro_upserts', \
                  properties.bootstrap.server = '{bootstrap}') \
                  FORMAT UPSERT ENCODE AVRO (schema.registry = 'http://127.0.0.1:{port}')"
-            ),
-            "08001",
         ),
-    ] {
+        "08001",
+    )] {
         assert_eq!(error_code(&client, &sql).await, code, "{sql}");
     }
 }

@@ -758,11 +758,20 @@ impl Catalog {
         Ok(())
     }
 
-    /// Whether some view reads relation `id` directly.
+    /// Whether some view, or some sink's own query, reads relation `id` directly.
     pub fn has_dependents(&self, id: u32) -> bool {
         self.read_views()
             .values()
             .any(|v| v.def().depends_on.contains(&id))
+            || !self.query_sinks_reading(id).is_empty()
+    }
+
+    /// The sinks whose own queries read relation `id` directly.
+    pub fn query_sinks_reading(&self, id: u32) -> Vec<Arc<SinkEntry>> {
+        self.sinks()
+            .into_iter()
+            .filter(|s| s.def.depends_on.contains(&id))
+            .collect()
     }
 
     /// The views that read relation `id` directly.
@@ -778,6 +787,14 @@ impl Catalog {
         self.views()
             .into_iter()
             .filter(|v| v.def().models.iter().any(|m| m == name))
+            .collect()
+    }
+
+    /// The sinks whose own queries call model `name`.
+    pub fn model_sinks(&self, name: &str) -> Vec<Arc<SinkEntry>> {
+        self.sinks()
+            .into_iter()
+            .filter(|s| s.def.models.iter().any(|m| m == name))
             .collect()
     }
 

@@ -467,7 +467,8 @@ impl SystemSchema {
         let sinks = self.catalog.sinks();
         let schema = Arc::new(Schema::new(vec![
             Field::new("sink_name", DataType::Utf8, false),
-            Field::new("from_view", DataType::Utf8, false),
+            Field::new("from_view", DataType::Utf8, true),
+            Field::new("query", DataType::Utf8, true),
             Field::new("connector", DataType::Utf8, false),
             Field::new("format", DataType::Utf8, false),
             Field::new("rows_written", DataType::Int64, false),
@@ -479,8 +480,13 @@ impl SystemSchema {
             Arc::new(StringArray::from_iter_values(
                 sinks.iter().map(|s| s.def.name.clone()),
             )),
-            Arc::new(StringArray::from_iter_values(
-                sinks.iter().map(|s| s.def.from.clone()),
+            Arc::new(StringArray::from_iter(
+                sinks
+                    .iter()
+                    .map(|s| s.def.query.is_none().then(|| s.def.from.clone())),
+            )),
+            Arc::new(StringArray::from_iter(
+                sinks.iter().map(|s| s.def.query.clone()),
             )),
             Arc::new(StringArray::from_iter_values(
                 sinks.iter().map(|s| s.def.connector().to_string()),

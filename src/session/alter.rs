@@ -89,13 +89,18 @@ impl Session<'_> {
             )));
         }
         let dependents = catalog.dependents(table.def().id);
-        if !dependents.is_empty() {
-            let names: Vec<String> = dependents.iter().map(|v| v.name().to_string()).collect();
+        let sinks = catalog.query_sinks_reading(table.def().id);
+        if !dependents.is_empty() || !sinks.is_empty() {
+            let names: Vec<String> = dependents
+                .iter()
+                .map(|v| v.name().to_string())
+                .chain(sinks.iter().map(|s| format!("sink {}", s.def.name)))
+                .collect();
             return Err(Error::coded(
                 "2BP01",
                 format!(
                     "cannot alter table \"{name}\" because other objects depend on it (views \
-                     read it: {}); drop them first",
+                     or sinks read it: {}); drop them first",
                     names.join(", ")
                 ),
             ));

@@ -107,8 +107,9 @@ impl Database {
         }
         let parser = SqlParser::new().with_functions(catalog.functions().clone());
         let sources = super::sources::recover(&catalog)?;
-        let flows = super::views::recover(&store, &catalog, &ctx, &parser).await?;
-        let sinks = super::sinks::recover(&store, &catalog)?;
+        let mut flows = super::views::recover(&store, &catalog, &ctx, &parser).await?;
+        let (sinks, sink_queries) = super::sinks::recover(&store, &catalog, &ctx).await?;
+        flows.extend(sink_queries);
         let lookup_catalog = catalog.clone();
         let runtime = Runtime::start(
             store.clone(),

@@ -299,6 +299,7 @@ impl<'a> Session<'a> {
                 Stmt::CreateSink(create) => self.create_sink(create).await,
                 Stmt::DropSink { names, if_exists } => self.drop_sinks(names, *if_exists).await,
                 Stmt::ShowSinks => self.show_sinks(),
+                Stmt::ShowCreateSink(name) => self.show_create_sink(name),
                 Stmt::CreateModel(create) => self.create_model(create).await,
                 Stmt::DropModel {
                     names,
@@ -504,6 +505,7 @@ pub async fn prepare(db: &Database, conn: &ConnectionState, stmt: Stmt) -> Resul
                 Stmt::ShowSources | Stmt::ShowSinks | Stmt::ShowModels => {
                     Some(views::show_views_schema())
                 }
+                Stmt::ShowCreateSink(_) => Some(sinks::show_create_schema()),
                 Stmt::EmitOnWindowClose { explain: true, .. } => Some(views::explain_schema()),
                 _ => None,
             };

@@ -69,32 +69,38 @@ impl Session<'_> {
             .await
             .map_err(|e| Error::Internal(format!("loading a model: {e}")))??;
         let catalog = self.db.catalog();
-        let (id, version) = match &existing {
-            Some(old) => {
-                let users = catalog.model_dependents(&create.name);
-                let fits = old
-                    .loaded
-                    .as_ref()
-                    .is_ok_and(|o| o.signature.interface() == loaded.signature.interface());
-                if !users.is_empty() && !fits {
-                    return Err(Error::DependentObjects {
-                        message: format!(
-                            "cannot replace model {}: the new version takes or gives other \
+        let (id, version) =
+            match &existing {
+                Some(old) => {
+                    let users = catalog.model_dependents(&create.name);
+                    let sinks = catalog.model_sinks(&create.name);
+                    let fits = old
+                        .loaded
+                        .as_ref()
+                        .is_ok_and(|o| o.signature.interface() == loaded.signature.interface());
+                    let used = !users.is_empty() || !sinks.is_empty();
+                    if used && !fits {
+                        return Err(Error::DependentObjects {
+                            message: format!(
+                                "cannot replace model {}: the new version takes or gives other \
                              types ({}), and other objects use it",
-                            create.name,
-                            loaded.signature.expects()
-                        ),
-                        detail: users
-                            .iter()
-                            .map(|v| format!("{} uses model {}", view_noun(v), create.name))
-                            .collect::<Vec<_>>()
-                            .join("\n"),
-                    });
+                                create.name,
+                                loaded.signature.expects()
+                            ),
+                            detail: users
+                                .iter()
+                                .map(|v| format!("{} uses model {}", view_noun(v), create.name))
+                                .chain(sinks.iter().map(|s| {
+                                    format!("sink {} uses model {}", s.def.name, create.name)
+                                }))
+                                .collect::<Vec<_>>()
+                                .join("\n"),
+                        });
+                    }
+                    (old.def.id, old.def.version + 1)
                 }
-                (old.def.id, old.def.version + 1)
-            }
-            None => (catalog.reserve_id()?, 1),
-        };
+                None => (catalog.reserve_id()?, 1),
+            };
         let def = ModelDef {
             id,
             name: create.name.clone(),
@@ -145,6 +151,26 @@ impl Session<'_> {
                 .drop_with_dependents("model", name, Vec::new(), users(name), false)
                 .await
                 .map(|_| Output::Empty);
+        }
+        for name in &found {
+            let sinks = catalog.model_sinks(name);
+            if sinks.is_empty() {
+                continue;
+            }
+            if !cascade {
+                return Err(Error::DependentObjects {
+                    message: format!("cannot drop model {name} because other objects depend on it"),
+                    detail: sinks
+                        .iter()
+                        .map(|s| format!("sink {} uses model {name}", s.def.name))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                });
+            }
+            for sink in sinks {
+                self.notice("00000", format!("drop cascades to sink {}", sink.def.name));
+                self.drop_sink(&sink.def.name).await?;
+            }
         }
         for name in &found {
             self.drop_with_dependents("model", name, Vec::new(), users(name), true)

@@ -4,24 +4,124 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::execution::SessionState;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{Query, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
 use super::{Output, Session};
 use crate::catalog::{Catalog, SinkEntry};
 use crate::error::{Error, Result};
 use crate::sink::{self, Delivery, SinkDef, SinkProgress};
-use crate::sql::CreateSink;
+use crate::sql::{CreateSink, SinkInput};
 use crate::storage::Store;
-use crate::stream::runtime::SinkFlow;
+use crate::stream::ExprErrors;
+use crate::stream::emit::EmitOp;
+use crate::stream::runtime::{SinkFlow, ViewFlow};
+use crate::stream::state::StateScope;
+
+/// A sink's own query, planned: its dataflow (ending in an [`EmitOp`]) and what it gives.
+struct QueryFlow {
+    flow: ViewFlow,
+    /// The columns it writes, named as the query names them.
+    schema: SchemaRef,
+    /// Columns unique in every row, by name, when the planner knows some.
+    key: Option<Vec<String>>,
+    /// True when its rows are only ever inserted.
+    append_only: bool,
+    /// The relations its dataflow reads.
+    inputs: Vec<u32>,
+    /// The models it calls.
+    models: Vec<String>,
+}
+
+/// Plans sink `name`'s own query into the dataflow with id `id`.
+async fn plan_query(
+    state: &SessionState,
+    catalog: &Catalog,
+    query: &Query,
+    id: u32,
+    name: &str,
+) -> Result<QueryFlow> {
+    let plan = super::views::logical_plan(state, query).await?;
+    let names = super::views::column_names(&plan, &[])?;
+    let models = crate::model::functions::models_used(&plan);
+    let mut planned = super::views::dataflow(
+        state,
+        catalog,
+        &plan,
+        id,
+        Arc::new(ExprErrors::default()),
+        false,
+    )?;
+    let schema: SchemaRef = Arc::new(Schema::new(
+        planned
+            .schema
+            .fields()
+            .iter()
+            .zip(&names)
+            .map(|(f, name)| f.as_ref().clone().with_name(name))
+            .collect::<Vec<_>>(),
+    ));
+    let top = planned
+        .graph
+        .len()
+        .checked_sub(1)
+        .ok_or_else(|| Error::Internal("an empty dataflow".into()))?;
+    let root = planned.graph.add(Box::new(EmitOp::new(name, &schema)?));
+    planned.graph.connect(top, root, 0);
+    let key = planned
+        .key
+        .as_ref()
+        .map(|key| key.iter().filter_map(|&i| names.get(i).cloned()).collect());
+    Ok(QueryFlow {
+        inputs: planned.graph.inputs(),
+        flow: ViewFlow {
+            id,
+            name: name.to_string(),
+            graph: planned.graph,
+        },
+        schema,
+        key,
+        append_only: planned.append_only,
+        models,
+    })
+}
 
 /// Reopens every stored sink: its catalog entry, its delivery (epochs left in its outbox are
-/// delivered again), and its flow for the runtime.
-pub(super) fn recover(store: &Store, catalog: &Catalog) -> Result<Vec<SinkFlow>> {
+/// delivered again), its flow for the runtime, and the dataflow of its own query if it has one.
+pub(super) async fn recover(
+    store: &Store,
+    catalog: &Arc<Catalog>,
+    ctx: &SessionContext,
+) -> Result<(Vec<SinkFlow>, Vec<ViewFlow>)> {
     let mut flows = Vec::new();
+    let mut queries = Vec::new();
     for def in catalog.stored_sinks()? {
         let progress = Arc::new(SinkProgress::default());
         progress.set_backlog(sink::backlog(store, def.id)?);
-        let schema = catalog
-            .relation_by_id(def.input)
-            .map(|view| view.visible_schema().clone());
+        let schema = match &def.query {
+            Some(text) => {
+                // The stored text was parsed and rewritten once already: parse it as it is.
+                let query = match Parser::parse_sql(&PostgreSqlDialect {}, text)?.pop() {
+                    Some(Statement::Query(query)) => query,
+                    _ => {
+                        return Err(Error::Internal(format!(
+                            "stored query of sink {} is not a query",
+                            def.name
+                        )));
+                    }
+                };
+                let planned = plan_query(&ctx.state(), catalog, &query, def.id, &def.name).await?;
+                queries.push(planned.flow);
+                Some(planned.schema)
+            }
+            None => catalog
+                .relation_by_id(def.input)
+                .map(|view| view.visible_schema().clone()),
+        };
         let delivery = match schema {
             None => {
                 progress.set_error(Some(format!("the view {} is gone", def.from)));
@@ -51,7 +151,65 @@ pub(super) fn recover(store: &Store, catalog: &Catalog) -> Result<Vec<SinkFlow>>
             delivery: Mutex::new(delivery),
         });
     }
-    Ok(flows)
+    Ok((flows, queries))
+}
+
+/// The columns of `SHOW CREATE SINK`.
+pub(super) fn show_create_schema() -> SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field};
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("create_sql", DataType::Utf8, false),
+    ]))
+}
+
+/// `CREATE SINK` of `def`, with the values of options that hold secrets hidden.
+fn create_statement(def: &SinkDef) -> String {
+    let quoted = |key: &str, value: &str| {
+        let secret = ["secret", "password", "sasl.jaas", "ssl.key"]
+            .iter()
+            .any(|s| key.contains(s));
+        let value = if secret { "[hidden]" } else { value };
+        format!("{key} = '{}'", value.replace('\'', "''"))
+    };
+    let list = |options: &BTreeMap<String, String>| {
+        options
+            .iter()
+            .map(|(k, v)| quoted(k, v))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let input = match &def.query {
+        Some(query) => format!("AS {query}"),
+        None => format!("FROM {}", def.from),
+    };
+    let mut text = format!(
+        "CREATE SINK {} {input} WITH ({}) FORMAT {} ENCODE {}",
+        def.name,
+        list(&def.options),
+        def.format.format.to_uppercase(),
+        def.format.encode.to_uppercase()
+    );
+    if !def.format.options.is_empty() {
+        text.push_str(&format!(" ({})", list(&def.format.options)));
+    }
+    text
+}
+
+/// What a new sink writes.
+struct Input {
+    /// The id of the dataflow whose changes it writes.
+    id: u32,
+    /// The materialized view, or empty.
+    from: String,
+    /// Its own query, as text and planned.
+    query: Option<(String, QueryFlow)>,
+    schema: SchemaRef,
+    /// The key of what it writes, by name, when there is one.
+    key: Option<Vec<String>>,
+    append_only: bool,
+    depends_on: Vec<u32>,
+    models: Vec<String>,
 }
 
 impl Session<'_> {
@@ -74,22 +232,30 @@ impl Session<'_> {
         if catalog.exists(&create.name) {
             return Err(Error::DuplicateTable(create.name.clone()));
         }
-        let view = catalog.view(&create.from);
-        let Some((view, storage)) = view
-            .as_ref()
-            .and_then(|v| v.storage().cloned().map(|s| (v.clone(), s)))
-        else {
-            if view.is_some() || catalog.exists(&create.from) {
-                return Err(Error::coded(
-                    "42809",
-                    format!(
-                        "\"{}\" is not a materialized view: a sink reads the changes of a \
-                         materialized view",
-                        create.from
-                    ),
-                ));
+        let id = catalog.reserve_id()?;
+        let input = match &create.input {
+            SinkInput::View(from) => Self::view_input(&catalog, from)?,
+            SinkInput::Query(query) => {
+                let state = self.db.ctx().state();
+                let planned = plan_query(&state, &catalog, query, id, &create.name).await?;
+                let mut depends_on = planned.inputs.clone();
+                depends_on.extend(super::views::dependencies(&catalog, query)?);
+                depends_on.sort_unstable();
+                depends_on.dedup();
+                if let Some(note) = self.backfill_gaps(&planned.inputs).await? {
+                    self.notice("01000", note);
+                }
+                Input {
+                    id,
+                    from: String::new(),
+                    schema: planned.schema.clone(),
+                    key: planned.key.clone(),
+                    append_only: planned.append_only,
+                    depends_on,
+                    models: planned.models.clone(),
+                    query: Some((query.to_string(), planned)),
+                }
             }
-            return Err(Error::UndefinedTable(create.from.clone()));
         };
         let mut options = BTreeMap::new();
         for (key, value) in &create.options {
@@ -102,41 +268,42 @@ impl Session<'_> {
                 "a sink needs FORMAT PLAIN | UPSERT | DEBEZIUM ENCODE ... after its options".into(),
             )
         })?;
-        let schema = storage.visible_schema().clone();
+        let schema = input.schema.clone();
         let key: Vec<String> = match options.get("primary_key") {
             Some(list) => list
                 .split(',')
                 .map(|k| k.trim().to_lowercase())
                 .filter(|k| !k.is_empty())
                 .collect(),
-            None => view
-                .def()
-                .key
-                .as_ref()
-                .map(|key| {
-                    key.iter()
-                        .filter_map(|&i| schema.fields().get(i).map(|f| f.name().clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            None => input.key.clone().unwrap_or_default(),
         };
         let snapshot = sink::flag(&options, "snapshot", true)?;
         if sink::encode::Envelope::new(&format.format)? == sink::encode::Envelope::Plain
-            && !view.def().append_only
+            && !input.append_only
             && !sink::flag(&options, "force_append_only", false)?
         {
+            let what = match &input.query {
+                Some(_) => "the query".to_string(),
+                None => format!("materialized view {}", input.from),
+            };
             return Err(Error::InvalidParameter(format!(
-                "materialized view {} updates and deletes rows, which FORMAT PLAIN cannot say: \
-                 use FORMAT UPSERT or DEBEZIUM, or force_append_only = 'true' to write only the \
-                 rows inserted",
-                create.from
+                "{what} updates and deletes rows, which FORMAT PLAIN cannot say: use FORMAT \
+                 UPSERT or DEBEZIUM, or force_append_only = 'true' to write only the rows \
+                 inserted"
             )));
         }
+        let (query_text, query_flow) = match input.query {
+            Some((text, planned)) => (Some(text), Some(planned.flow)),
+            None => (None, None),
+        };
         let def = SinkDef {
-            id: catalog.reserve_id()?,
+            id,
             name: create.name.clone(),
-            from: create.from.clone(),
-            input: view.def().id,
+            from: input.from,
+            input: input.id,
+            query: query_text,
+            depends_on: input.depends_on,
+            models: input.models,
             options,
             format,
             key,
@@ -159,7 +326,7 @@ impl Session<'_> {
         };
         self.db
             .runtime()
-            .add_sink(flow, snapshot, vec![entry])
+            .add_sink(flow, query_flow, snapshot, vec![entry])
             .await?;
         let delivery = Delivery::start(
             self.db.store().clone(),
@@ -214,12 +381,79 @@ impl Session<'_> {
             // Joins the thread, which may be waiting on a write.
             let _ = tokio::task::spawn_blocking(move || drop(delivery)).await;
         }
+        let ranges = match entry.def.query {
+            Some(_) => vec![StateScope::view_prefix(entry.def.id)],
+            None => Vec::new(),
+        };
         self.db
             .runtime()
-            .drop_sink(entry.def.id, vec![Catalog::sink_entry_key(entry.def.id)])
+            .drop_sink(
+                entry.def.id,
+                vec![Catalog::sink_entry_key(entry.def.id)],
+                ranges,
+            )
             .await?;
         catalog.remove_sink(name);
         Ok(())
+    }
+
+    /// A sink of materialized view `from`.
+    fn view_input(catalog: &Catalog, from: &str) -> Result<Input> {
+        let view = catalog.view(from);
+        let Some((view, storage)) = view
+            .as_ref()
+            .and_then(|v| v.storage().cloned().map(|s| (v.clone(), s)))
+        else {
+            if view.is_some() || catalog.exists(from) {
+                return Err(Error::coded(
+                    "42809",
+                    format!(
+                        "\"{from}\" is not a materialized view: a sink reads the changes of a \
+                         materialized view (or of its own query: CREATE SINK ... AS SELECT ...)"
+                    ),
+                ));
+            }
+            return Err(Error::UndefinedTable(from.to_string()));
+        };
+        let schema = storage.visible_schema().clone();
+        let key = view.def().key.as_ref().map(|key| {
+            key.iter()
+                .filter_map(|&i| schema.fields().get(i).map(|f| f.name().clone()))
+                .collect()
+        });
+        Ok(Input {
+            id: view.def().id,
+            from: from.to_string(),
+            query: None,
+            schema,
+            key,
+            append_only: view.def().append_only,
+            depends_on: Vec::new(),
+            models: Vec::new(),
+        })
+    }
+
+    /// `SHOW CREATE SINK name`: the statement that makes the sink as it is (secrets hidden).
+    pub(super) fn show_create_sink(&self, name: &str) -> Result<Output> {
+        let Some(entry) = self.db.catalog().sink(name) else {
+            return Err(Error::coded(
+                "42704",
+                format!("sink \"{name}\" does not exist"),
+            ));
+        };
+        let schema = show_create_schema();
+        let batch = datafusion::arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                    entry.def.name.clone(),
+                ])),
+                Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                    create_statement(&entry.def),
+                ])),
+            ],
+        )?;
+        Ok(super::rows_output(schema, vec![batch], "SHOW".into()))
     }
 
     /// `SHOW SINKS`, by name.

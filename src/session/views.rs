@@ -98,7 +98,7 @@ fn resolve(
 }
 
 /// Plans a query into a logical plan.
-async fn logical_plan(state: &SessionState, query: &Query) -> Result<LogicalPlan> {
+pub(super) async fn logical_plan(state: &SessionState, query: &Query) -> Result<LogicalPlan> {
     let statement = Statement::Query(Box::new(query.clone()));
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(statement)))
@@ -114,7 +114,7 @@ async fn logical_plan(state: &SessionState, query: &Query) -> Result<LogicalPlan
 
 /// The dataflow of materialized view `id`, without its root; failing rows are counted in
 /// `errors`.
-fn dataflow(
+pub(super) fn dataflow(
     state: &SessionState,
     catalog: &Catalog,
     plan: &LogicalPlan,
@@ -247,7 +247,7 @@ fn key_positions(declared: &[String], names: &[String]) -> Result<Vec<usize>> {
 }
 
 /// The view's column names: the query's, or those the statement lists.
-fn column_names(plan: &LogicalPlan, listed: &[String]) -> Result<Vec<String>> {
+pub(super) fn column_names(plan: &LogicalPlan, listed: &[String]) -> Result<Vec<String>> {
     let names: Vec<String> = plan
         .schema()
         .fields()
@@ -389,7 +389,7 @@ fn compatible_columns(
 }
 
 /// The ids of the tables and views `query` names (plain views included, which planning inlines).
-fn dependencies(catalog: &Catalog, query: &Query) -> Result<Vec<u32>> {
+pub(super) fn dependencies(catalog: &Catalog, query: &Query) -> Result<Vec<u32>> {
     let statement = DfStatement::Statement(Box::new(Statement::Query(Box::new(query.clone()))));
     let (relations, _ctes) = datafusion::sql::resolve::resolve_table_references(&statement, true)?;
     let keys: Vec<String> = relations
@@ -775,6 +775,7 @@ impl Session<'_> {
     ) -> Result<()> {
         let catalog = self.db.catalog().clone();
         let mut doomed: BTreeSet<u32> = seeds.iter().map(|(id, _)| *id).collect();
+        let described_seeds = seeds.clone();
         let mut dependents: Vec<(Arc<View>, String)> = Vec::new();
         let mut frontier: Vec<(u32, String)> = seeds;
         for (view, on) in direct {
@@ -791,22 +792,32 @@ impl Session<'_> {
                 }
             }
         }
-        // Sinks of what is dropped go with it.
+        // Sinks of what is dropped go with it: those of a view dropped, and those whose own
+        // query reads something dropped.
+        let described: std::collections::BTreeMap<u32, String> = dependents
+            .iter()
+            .map(|(v, _)| (v.def().id, view_noun(v)))
+            .chain(described_seeds)
+            .collect();
         let sinks: Vec<_> = catalog
             .sinks()
             .into_iter()
-            .filter(|s| doomed.contains(&s.def.input))
+            .filter_map(|s| {
+                let on = std::iter::once(&s.def.input)
+                    .chain(&s.def.depends_on)
+                    .find_map(|id| described.get(id))?;
+                Some((s, on.clone()))
+            })
             .collect();
         if (!dependents.is_empty() || !sinks.is_empty()) && !cascade {
             let detail = dependents
                 .iter()
                 .map(|(v, on)| format!("{} depends on {on}", view_noun(v)))
-                .chain(sinks.iter().map(|s| {
-                    format!(
-                        "sink {} depends on materialized view {}",
-                        s.def.name, s.def.from
-                    )
-                }))
+                .chain(
+                    sinks
+                        .iter()
+                        .map(|(s, on)| format!("sink {} depends on {on}", s.def.name)),
+                )
                 .collect::<Vec<_>>()
                 .join("\n");
             return Err(Error::DependentObjects {
@@ -817,7 +828,7 @@ impl Session<'_> {
         for (view, _) in &dependents {
             self.notice("00000", format!("drop cascades to {}", view_noun(view)));
         }
-        for sink in &sinks {
+        for (sink, _) in &sinks {
             self.notice("00000", format!("drop cascades to sink {}", sink.def.name));
             self.drop_sink(&sink.def.name).await?;
         }

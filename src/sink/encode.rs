@@ -4,9 +4,14 @@
 //! with `before`, `after` and `op` `c`, `u` or `d`, Debezium's envelope).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, StructArray, new_null_array,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::interleave;
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 
 use super::{Epoch, SinkError};
 
@@ -45,8 +50,101 @@ pub struct Record {
     pub value: Option<Vec<u8>>,
 }
 
-/// A key's row before an epoch (deleted) and after it (inserted), as JSON.
-type BeforeAfter = (Option<Vec<u8>>, Option<Vec<u8>>);
+/// Where a row is among an epoch's batches: (batch, row).
+type At = (usize, usize);
+
+/// A key's row before an epoch (deleted) and after it (inserted).
+type BeforeAfter = (Option<At>, Option<At>);
+
+/// A change event: the key, its rows before and after, and the op.
+type Event = (Vec<u8>, Option<At>, Option<At>, &'static str);
+
+/// Debezium's change event for rows of `schema`: the row `before` and `after` (each null when
+/// there is none), `op`, `ts_ms` (when the epoch committed) and `source` (Augur, the sink, the
+/// epoch). Fields of the rows are nullable, as in Debezium's own schemas.
+pub fn debezium_schema(schema: &SchemaRef) -> SchemaRef {
+    let row: Fields = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    let source = Fields::from(vec![
+        Field::new("connector", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("epoch", DataType::Int64, false),
+    ]);
+    Arc::new(Schema::new(vec![
+        Field::new("before", DataType::Struct(row.clone()), true),
+        Field::new("after", DataType::Struct(row), true),
+        Field::new("op", DataType::Utf8, false),
+        Field::new("ts_ms", DataType::Int64, false),
+        Field::new("source", DataType::Struct(source), false),
+    ]))
+}
+
+/// The change events of `events` (key, before, after, op) over rows of `batches`.
+fn debezium_batch(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    events: &[Event],
+    epoch: &Epoch,
+    sink: &str,
+) -> Result<RecordBatch, String> {
+    let envelope = debezium_schema(schema);
+    let DataType::Struct(row) = envelope.field(0).data_type().clone() else {
+        return Err("the Debezium envelope has no row".into());
+    };
+    // The rows picked from the batches, a null row where an event has none.
+    let rows = |pick: &dyn Fn(&Event) -> Option<At>| {
+        let nulls = batches.len();
+        let indices: Vec<At> = events
+            .iter()
+            .map(|e| pick(e).unwrap_or((nulls, 0)))
+            .collect();
+        let columns = row
+            .iter()
+            .enumerate()
+            .map(|(j, field)| {
+                let null = new_null_array(field.data_type(), 1);
+                let sources: Vec<&dyn Array> = batches
+                    .iter()
+                    .map(|b| b.column(j).as_ref())
+                    .chain(std::iter::once(null.as_ref()))
+                    .collect();
+                interleave(&sources, &indices).map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<ArrayRef>, String>>()?;
+        let present = NullBuffer::from_iter(events.iter().map(|e| pick(e).is_some()));
+        StructArray::try_new(row.clone(), columns, Some(present))
+            .map(|a| Arc::new(a) as ArrayRef)
+            .map_err(|e| e.to_string())
+    };
+    let n = events.len();
+    let DataType::Struct(source) = envelope.field(4).data_type().clone() else {
+        return Err("the Debezium envelope has no source".into());
+    };
+    let source = StructArray::try_new(
+        source,
+        vec![
+            Arc::new(StringArray::from(vec!["augur"; n])),
+            Arc::new(StringArray::from(vec![sink; n])),
+            Arc::new(Int64Array::from(vec![epoch.number as i64; n])),
+        ],
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    RecordBatch::try_new(
+        envelope,
+        vec![
+            rows(&|e| e.1)?,
+            rows(&|e| e.2)?,
+            Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.3))),
+            Arc::new(Int64Array::from(vec![epoch.committed_ms; n])),
+            Arc::new(source),
+        ],
+    )
+    .map_err(|e| e.to_string())
+}
 
 /// Every row of `rows` as a JSON object.
 pub fn json_rows(rows: &RecordBatch) -> Result<Vec<Vec<u8>>, String> {
@@ -83,8 +181,8 @@ impl RowEncoder for Json {
 
 /// The records an epoch's `changes` (rows of `schema`) become. `key` is the key's positions
 /// (for PLAIN, the record key if given); `force_append_only` drops deletes in PLAIN, which
-/// otherwise are an error.
-/// Keys and values are written by `keys` and `values` (Debezium's events are JSON).
+/// otherwise are an error. Keys and values are written by `keys` and `values`; Debezium's
+/// values are its change events ([`debezium_schema`]).
 #[allow(clippy::too_many_arguments)]
 pub fn records(
     envelope: Envelope,
@@ -96,91 +194,87 @@ pub fn records(
     keys: &mut dyn RowEncoder,
     values: &mut dyn RowEncoder,
 ) -> Result<Vec<Record>, String> {
-    let mut json = Json;
-    let values: &mut dyn RowEncoder = if envelope == Envelope::Debezium {
-        &mut json
-    } else {
-        values
-    };
     let mut out = Vec::new();
-    match envelope {
-        Envelope::Plain => {
-            for change in &epoch.changes {
-                let rows = super::visible(&change.rows, schema)?;
-                let encoded = values.encode(&rows)?;
-                let row_keys = if key.is_empty() {
-                    None
-                } else {
-                    Some(keys.encode(&rows.project(key).map_err(|e| e.to_string())?)?)
-                };
-                for (i, value) in encoded.into_iter().enumerate() {
-                    let weight = change.weights.value(i);
-                    if weight < 0 && !force_append_only {
-                        return Err(format!(
-                            "the view deleted a row, which FORMAT PLAIN cannot say; use FORMAT \
-                             UPSERT or DEBEZIUM, or force_append_only = 'true' to drop deletes \
-                             (sink {sink})"
-                        ));
-                    }
-                    for _ in 0..weight.max(0) {
-                        out.push(Record {
-                            key: row_keys.as_ref().map(|k| k[i].clone()),
-                            value: Some(value.clone()),
-                        });
-                    }
+    if envelope == Envelope::Plain {
+        for change in &epoch.changes {
+            let rows = super::visible(&change.rows, schema)?;
+            let encoded = values.encode(&rows)?;
+            let row_keys = if key.is_empty() {
+                None
+            } else {
+                Some(keys.encode(&rows.project(key).map_err(|e| e.to_string())?)?)
+            };
+            for (i, value) in encoded.into_iter().enumerate() {
+                let weight = change.weights.value(i);
+                if weight < 0 && !force_append_only {
+                    return Err(format!(
+                        "the view deleted a row, which FORMAT PLAIN cannot say; use FORMAT \
+                         UPSERT or DEBEZIUM, or force_append_only = 'true' to drop deletes \
+                         (sink {sink})"
+                    ));
                 }
-            }
-        }
-        Envelope::Upsert | Envelope::Debezium => {
-            // Per key, in key order: the row it had before the epoch (deleted) and after
-            // (inserted).
-            let mut by_key: BTreeMap<Vec<u8>, BeforeAfter> = BTreeMap::new();
-            for change in &epoch.changes {
-                let rows = super::visible(&change.rows, schema)?;
-                let encoded = values.encode(&rows)?;
-                let row_keys = keys.encode(&rows.project(key).map_err(|e| e.to_string())?)?;
-                for (i, (value, k)) in encoded.into_iter().zip(row_keys).enumerate() {
-                    let entry = by_key.entry(k).or_default();
-                    if change.weights.value(i) > 0 {
-                        entry.1 = Some(value);
-                    } else if change.weights.value(i) < 0 && entry.0.is_none() {
-                        entry.0 = Some(value);
-                    }
-                }
-            }
-            for (k, (before, after)) in by_key {
-                if envelope == Envelope::Upsert {
+                for _ in 0..weight.max(0) {
                     out.push(Record {
-                        key: Some(k),
-                        value: after,
+                        key: row_keys.as_ref().map(|k| k[i].clone()),
+                        value: Some(value.clone()),
                     });
-                    continue;
                 }
-                let op = match (&before, &after) {
-                    (None, Some(_)) => "c",
-                    (Some(_), Some(_)) => "u",
-                    (Some(_), None) => "d",
-                    (None, None) => continue,
-                };
-                let text = |row: &Option<Vec<u8>>| -> String {
-                    row.as_ref()
-                        .map_or("null".into(), |r| String::from_utf8_lossy(r).into_owned())
-                };
-                let value = format!(
-                    "{{\"before\":{},\"after\":{},\"op\":\"{op}\",\"ts_ms\":{},\"source\":\
-                     {{\"connector\":\"augur\",\"name\":{},\"epoch\":{}}}}}",
-                    text(&before),
-                    text(&after),
-                    epoch.committed_ms,
-                    serde_json::Value::String(sink.to_string()),
-                    epoch.number
-                );
-                out.push(Record {
-                    key: Some(k),
-                    value: Some(value.into_bytes()),
-                });
             }
         }
+        return Ok(out);
+    }
+    // Per key, in key order: the row it had before the epoch (deleted) and after (inserted).
+    let mut batches = Vec::new();
+    let mut by_key: BTreeMap<Vec<u8>, BeforeAfter> = BTreeMap::new();
+    for change in &epoch.changes {
+        let rows = super::visible(&change.rows, schema)?;
+        let row_keys = keys.encode(&rows.project(key).map_err(|e| e.to_string())?)?;
+        let b = batches.len();
+        for (i, k) in row_keys.into_iter().enumerate() {
+            let entry = by_key.entry(k).or_default();
+            let weight = change.weights.value(i);
+            if weight > 0 {
+                entry.1 = Some((b, i));
+            } else if weight < 0 && entry.0.is_none() {
+                entry.0 = Some((b, i));
+            }
+        }
+        batches.push(rows);
+    }
+    if envelope == Envelope::Upsert {
+        let encoded = batches
+            .iter()
+            .map(|rows| values.encode(rows))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (k, (_, after)) in by_key {
+            out.push(Record {
+                key: Some(k),
+                value: after.map(|(b, i)| encoded[b][i].clone()),
+            });
+        }
+        return Ok(out);
+    }
+    let events: Vec<Event> = by_key
+        .into_iter()
+        .filter_map(|(k, (before, after))| {
+            let op = match (&before, &after) {
+                (None, Some(_)) => "c",
+                (Some(_), Some(_)) => "u",
+                (Some(_), None) => "d",
+                (None, None) => return None,
+            };
+            Some((k, before, after, op))
+        })
+        .collect();
+    if events.is_empty() {
+        return Ok(out);
+    }
+    let encoded = values.encode(&debezium_batch(schema, &batches, &events, epoch, sink)?)?;
+    for ((k, ..), value) in events.into_iter().zip(encoded) {
+        out.push(Record {
+            key: Some(k),
+            value: Some(value),
+        });
     }
     Ok(out)
 }

@@ -1,8 +1,9 @@
 //! Kafka sinks: `CREATE SINK s FROM v WITH (connector = 'kafka', topic = ...,
 //! properties.bootstrap.server = ..., primary_key = '...') FORMAT PLAIN | UPSERT | DEBEZIUM
-//! ENCODE JSON`, or `FORMAT PLAIN | UPSERT ENCODE AVRO (schema.registry = 'http://...')`: Avro
-//! in Confluent's wire format, the value's (and key's) schema derived from the view's columns
-//! and registered as `<topic>-value` (`<topic>-key`).
+//! ENCODE JSON | AVRO (schema.registry = 'http://...')`: Avro in Confluent's wire format, the
+//! value's (and key's) schema derived from the view's columns — for DEBEZIUM, from its change
+//! events with the row as `before` and `after` — and registered as `<topic>-value`
+//! (`<topic>-key`).
 //!
 //! An epoch's records are produced and flushed, and every delivery report checked, before the
 //! epoch counts as delivered; an epoch whose records are not all acknowledged is produced again
@@ -254,11 +255,6 @@ impl KafkaSink {
                 Encoders::Json
             }
             "avro" => {
-                if envelope == Envelope::Debezium {
-                    return Err(SinkError::NotSupported(
-                        "FORMAT DEBEZIUM ENCODE AVRO for kafka sinks (DEBEZIUM writes JSON)".into(),
-                    ));
-                }
                 if let Some(option) = def
                     .format
                     .options
@@ -293,9 +289,9 @@ impl KafkaSink {
         let key = super::key_positions(&schema, &def.key)?;
         if envelope != Envelope::Plain && key.is_empty() {
             return Err(SinkError::Option(format!(
-                "FORMAT {} needs a key: primary_key = 'column, ...' (the view {} has none)",
+                "FORMAT {} needs a key: primary_key = 'column, ...' ({} has none)",
                 def.format.format.to_uppercase(),
-                def.from
+                def.reads()
             )));
         }
         let mut sink = Self {
@@ -349,7 +345,11 @@ impl KafkaSink {
         let Encoders::Avro { keys, values } = &mut self.encoders else {
             return Ok(());
         };
-        values.register(self.schema.as_ref())?;
+        let value = match self.envelope {
+            Envelope::Debezium => super::encode::debezium_schema(&self.schema),
+            _ => self.schema.clone(),
+        };
+        values.register(value.as_ref())?;
         if !self.key.is_empty() {
             let key = self
                 .schema
@@ -561,6 +561,9 @@ mod tests {
             name: "s".into(),
             from: "v".into(),
             input: 1,
+            query: None,
+            depends_on: Vec::new(),
+            models: Vec::new(),
             options: BTreeMap::from([
                 ("connector".into(), "kafka".into()),
                 ("topic".into(), "out".into()),

@@ -38,10 +38,20 @@ pub struct SinkDef {
     pub id: u32,
     /// The sink's name.
     pub name: String,
-    /// The materialized view it reads.
+    /// The materialized view it reads; empty when it has its own query.
     pub from: String,
-    /// That view's id.
+    /// That view's id, or the sink's own id when the sink has its own query: the id of the
+    /// dataflow whose changes it writes.
     pub input: u32,
+    /// `CREATE SINK ... AS query`: the query, maintained for the sink alone.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// The tables, sources and views its query reads.
+    #[serde(default)]
+    pub depends_on: Vec<u32>,
+    /// The models its query calls.
+    #[serde(default)]
+    pub models: Vec<String>,
     /// The `WITH (...)` options, keys lower-cased.
     pub options: BTreeMap<String, String>,
     /// `FORMAT ... ENCODE ...`.
@@ -53,6 +63,14 @@ pub struct SinkDef {
 }
 
 impl SinkDef {
+    /// What it writes, for messages: "materialized view v" or "its query".
+    pub fn reads(&self) -> String {
+        match &self.query {
+            Some(_) => "its query".to_string(),
+            None => format!("materialized view {}", self.from),
+        }
+    }
+
     /// The connector's name.
     pub fn connector(&self) -> &str {
         self.options

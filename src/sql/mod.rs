@@ -66,6 +66,8 @@ pub enum Stmt {
     },
     /// `SHOW SINKS`.
     ShowSinks,
+    /// `SHOW CREATE SINK name`.
+    ShowCreateSink(String),
     /// `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name FROM 'file.onnx'`.
     CreateModel(CreateModel),
     /// `DROP MODEL [IF EXISTS] name, ... [CASCADE]`.
@@ -130,12 +132,21 @@ pub struct CreateSink {
     pub name: String,
     /// IF NOT EXISTS.
     pub if_not_exists: bool,
-    /// The materialized view it reads.
-    pub from: String,
+    /// What it writes: a materialized view's changes or its own query's.
+    pub input: SinkInput,
     /// `WITH (key = 'value', ...)`, keys lower-cased.
     pub options: Vec<(String, String)>,
     /// `FORMAT ... ENCODE ... (options)`.
     pub format: Option<crate::source::FormatDef>,
+}
+
+/// What a sink writes.
+#[derive(Debug, Clone)]
+pub enum SinkInput {
+    /// `FROM view`: the changes of a materialized view.
+    View(String),
+    /// `AS query`: the changes of the query's result, maintained for the sink alone.
+    Query(Box<datafusion::sql::sqlparser::ast::Query>),
 }
 
 /// `CREATE SOURCE [IF NOT EXISTS] name (columns) WITH (options) [FORMAT ... ENCODE ...]`.
@@ -168,6 +179,7 @@ impl std::fmt::Display for Stmt {
             Stmt::CreateSink(create) => write!(f, "CREATE SINK {}", create.name),
             Stmt::DropSink { names, .. } => write!(f, "DROP SINK {}", names.join(", ")),
             Stmt::ShowSinks => write!(f, "SHOW SINKS"),
+            Stmt::ShowCreateSink(name) => write!(f, "SHOW CREATE SINK {name}"),
             Stmt::CreateModel(create) => write!(f, "CREATE MODEL {}", create.name),
             Stmt::DropModel { names, .. } => write!(f, "DROP MODEL {}", names.join(", ")),
             Stmt::ShowModels => write!(f, "SHOW MODELS"),
@@ -303,7 +315,7 @@ impl SqlParser {
                 own = true;
                 parser.next_token();
                 parser.next_token();
-                match parse_create_sink(&mut parser) {
+                match parse_create_sink(&mut parser, sql, self) {
                     Ok(create) => stmts.push(Stmt::CreateSink(create)),
                     Err(e) => return Some(Err(e)),
                 }
@@ -320,6 +332,19 @@ impl SqlParser {
                     Ok((names, if_exists, false)) => {
                         stmts.push(Stmt::DropSink { names, if_exists })
                     }
+                    Err(e) => return Some(Err(e)),
+                }
+            } else if word(0, "show") && word(1, "create") && word(2, "sink") {
+                own = true;
+                for _ in 0..3 {
+                    parser.next_token();
+                }
+                match parser
+                    .parse_object_name(false)
+                    .map_err(Error::from)
+                    .and_then(|name| table_name(&name))
+                {
+                    Ok(name) => stmts.push(Stmt::ShowCreateSink(name)),
                     Err(e) => return Some(Err(e)),
                 }
             } else if word(0, "show") && word(1, "sinks") {
@@ -1484,18 +1509,15 @@ fn parse_create_model(parser: &mut Parser<'_>, or_replace: bool) -> Result<Creat
     })
 }
 
-fn parse_create_sink(parser: &mut Parser<'_>) -> Result<CreateSink> {
+fn parse_create_sink(parser: &mut Parser<'_>, sql: &str, full: &SqlParser) -> Result<CreateSink> {
     let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = table_name(&parser.parse_object_name(false)?)?;
-    if parser.parse_keyword(Keyword::AS) {
-        return Err(Error::NotSupported(
-            "CREATE SINK ... AS query (create a materialized view of the query and CREATE SINK \
-             ... FROM it)"
-                .into(),
-        ));
-    }
-    parser.expect_keyword(Keyword::FROM)?;
-    let from = table_name(&parser.parse_object_name(false)?)?;
+    let input = if parser.parse_keyword(Keyword::AS) {
+        SinkInput::Query(Box::new(sink_query(parser, sql, full)?))
+    } else {
+        parser.expect_keyword(Keyword::FROM)?;
+        SinkInput::View(table_name(&parser.parse_object_name(false)?)?)
+    };
     let options = if parser.parse_keyword(Keyword::WITH) {
         parse_source_options(parser)?
     } else {
@@ -1505,10 +1527,70 @@ fn parse_create_sink(parser: &mut Parser<'_>) -> Result<CreateSink> {
     Ok(CreateSink {
         name,
         if_not_exists,
-        from,
+        input,
         options,
         format,
     })
+}
+
+/// The query of `CREATE SINK name AS query WITH (...)`: the text up to the options' `WITH (`,
+/// parsed as any query is. (sqlparser alone would read `FROM t WITH (...)` as table hints.)
+fn sink_query(
+    parser: &mut Parser<'_>,
+    sql: &str,
+    full: &SqlParser,
+) -> Result<datafusion::sql::sqlparser::ast::Query> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+
+    let offset = |parser: &Parser<'_>| {
+        let token = parser.peek_token();
+        match token.token {
+            Token::EOF => Some(sql.len()),
+            _ => byte_offset(sql, token.span.start),
+        }
+    };
+    let start = offset(parser);
+    let mut depth = 0usize;
+    loop {
+        match parser.peek_token().token {
+            Token::EOF | Token::SemiColon => break,
+            Token::LParen | Token::LBracket => depth += 1,
+            Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+            Token::Word(w)
+                if depth == 0
+                    && w.keyword == Keyword::WITH
+                    && parser.peek_nth_token(1).token == Token::LParen =>
+            {
+                break;
+            }
+            _ => {}
+        }
+        parser.next_token();
+    }
+    let text = match (start, offset(parser)) {
+        (Some(start), Some(end)) if start < end => &sql[start..end],
+        _ => {
+            return Err(Error::Syntax(
+                "CREATE SINK name AS needs a query: AS SELECT ... WITH (connector = ...)".into(),
+            ));
+        }
+    };
+    let mut stmts = full.parse_stmts(text)?;
+    match (stmts.pop(), stmts.is_empty()) {
+        (Some(Stmt::Sql(statement)), true) => match *statement {
+            Statement::Query(query) => Ok(*query),
+            other => Err(Error::Syntax(format!(
+                "CREATE SINK ... AS takes a query, not {}",
+                other
+                    .to_string()
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))),
+        },
+        _ => Err(Error::Syntax("CREATE SINK ... AS takes one query".into())),
+    }
 }
 
 fn parse_create_source(parser: &mut Parser<'_>) -> Result<CreateSource> {

@@ -12,6 +12,7 @@
 
 pub mod aggregate;
 pub mod change;
+pub mod emit;
 pub mod filter;
 pub mod graph;
 pub mod join;

@@ -223,6 +223,8 @@ enum Message {
     },
     AddSink {
         flow: Box<SinkFlow>,
+        /// The dataflow of the sink's own query, if it has one.
+        query: Option<Box<ViewFlow>>,
         /// Whether the sink starts with the view's rows as they are.
         snapshot: bool,
         catalog: Vec<(Vec<u8>, Vec<u8>)>,
@@ -231,6 +233,8 @@ enum Message {
     DropSink {
         id: u32,
         catalog: Vec<Vec<u8>>,
+        /// Key prefixes to delete: the state of the sink's own query.
+        ranges: Vec<Vec<u8>>,
         reply: Reply,
     },
     /// Runs `work` between two epochs, with everything before committed and nothing after
@@ -443,16 +447,19 @@ impl Runtime {
             .await
     }
 
-    /// Adds a sink of a view's changes, committing `catalog` writes with it; with `snapshot`,
-    /// its first epoch holds the view's rows as they are.
+    /// Adds a sink of a view's changes, or of its own query's (`query`, the dataflow with the
+    /// sink's id), committing `catalog` writes with it; with `snapshot`, its first epoch holds
+    /// the rows as they are.
     pub async fn add_sink(
         &self,
         flow: SinkFlow,
+        query: Option<ViewFlow>,
         snapshot: bool,
         catalog: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<()> {
         self.request(|reply| Message::AddSink {
             flow: Box::new(flow),
+            query: query.map(Box::new),
             snapshot,
             catalog,
             reply,
@@ -460,10 +467,21 @@ impl Runtime {
         .await
     }
 
-    /// Stops giving a sink changes and deletes its outbox and the `catalog` keys.
-    pub async fn drop_sink(&self, id: u32, catalog: Vec<Vec<u8>>) -> Result<()> {
-        self.request(|reply| Message::DropSink { id, catalog, reply })
-            .await
+    /// Stops giving a sink changes (and stops its own query) and deletes its outbox, the
+    /// `catalog` keys and the key prefixes `ranges`.
+    pub async fn drop_sink(
+        &self,
+        id: u32,
+        catalog: Vec<Vec<u8>>,
+        ranges: Vec<Vec<u8>>,
+    ) -> Result<()> {
+        self.request(|reply| Message::DropSink {
+            id,
+            catalog,
+            ranges,
+            reply,
+        })
+        .await
     }
 
     /// Returns once every change-log entry up to `seq` is committed in every view, and every

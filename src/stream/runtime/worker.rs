@@ -193,21 +193,32 @@ impl Worker {
             }
             Message::AddSink {
                 flow,
+                query,
                 snapshot,
                 catalog,
                 reply,
             } => {
                 let result = match self.stopped() {
                     Some(e) => Err(e),
-                    None => self.add_sink(*flow, snapshot, catalog),
+                    None => self.add_sink(*flow, query.map(|q| *q), snapshot, catalog),
                 };
                 let _ = reply.send(result);
             }
-            Message::DropSink { id, catalog, reply } => {
+            Message::DropSink {
+                id,
+                catalog,
+                ranges,
+                reply,
+            } => {
                 self.sinks.remove(&id);
+                // A sink's own query goes with it.
+                self.views.remove(&id);
                 let mut batch = WriteBatch::default();
                 for key in catalog {
                     batch.delete(key);
+                }
+                for prefix in ranges {
+                    self.store.delete_prefix_in(&mut batch, &prefix);
                 }
                 batch.delete(crate::sink::delivered_key(id));
                 self.store
@@ -595,6 +606,24 @@ impl Worker {
         // Everything before the view is committed: its inputs' stored rows are exactly what
         // the other views have seen.
         self.commit()?;
+        self.backfill_view(&mut flow)?;
+        let mut batch = WriteBatch::default();
+        for (key, value) in catalog {
+            batch.put(key, value);
+        }
+        let id = flow.id;
+        tracing::info!(view = flow.name, "view created");
+        self.views.insert(id, flow);
+        if let Err(e) = self.commit_with(batch) {
+            self.views.remove(&id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Gives a new dataflow its inputs' rows as they stand at the last commit, then where their
+    /// watermarks stand; its root emits them at the next barrier.
+    fn backfill_view(&mut self, flow: &mut ViewFlow) -> Result<()> {
         for input in flow.graph.inputs() {
             if let Some(run) = self.sources.get(&input) {
                 // The rows the other views saw: late ones judged again from each split's
@@ -633,31 +662,30 @@ impl Worker {
                 flow.graph.watermark(input, &mark)?;
             }
         }
-        let mut batch = WriteBatch::default();
-        for (key, value) in catalog {
-            batch.put(key, value);
-        }
-        let id = flow.id;
-        tracing::info!(view = flow.name, "view created");
-        self.views.insert(id, flow);
-        if let Err(e) = self.commit_with(batch) {
-            self.views.remove(&id);
-            return Err(e);
-        }
         Ok(())
     }
 
-    /// Adds a sink: everything before it committed, then (with `snapshot`) the view's rows as
-    /// its first epoch, committed with its catalog entry.
+    /// Adds a sink: everything before it committed, then (with `snapshot`) its input's rows as
+    /// its first epoch, committed with its catalog entry. A sink with its own query brings the
+    /// query's dataflow (`query`, with the sink's id), backfilled here; without `snapshot` what
+    /// the backfill gives is not written.
     fn add_sink(
         &mut self,
         flow: super::SinkFlow,
+        query: Option<ViewFlow>,
         snapshot: bool,
         catalog: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<()> {
         self.commit()?;
         let mut pending = Vec::new();
-        if snapshot {
+        if let Some(mut query) = query {
+            self.backfill_view(&mut query)?;
+            if !snapshot {
+                // The query's rows as they stand stay in its operators' state, unwritten.
+                query.graph.barrier()?;
+            }
+            self.views.insert(query.id, query);
+        } else if snapshot {
             let view = (self.lookup)(flow.input).ok_or_else(|| {
                 StreamError::Internal(format!("sink {}: its view is gone", flow.name))
             })?;
@@ -674,6 +702,7 @@ impl Worker {
         self.sinks.insert(id, SinkRun { flow, pending });
         if let Err(e) = self.commit_with(batch) {
             self.sinks.remove(&id);
+            self.views.remove(&id);
             return Err(e);
         }
         Ok(())
