@@ -1582,6 +1582,24 @@ async fn sinks_with_their_own_query_write_the_querys_changes() {
         error_code(&client, "SHOW CREATE SINK nothing").await,
         "42704"
     );
+    // A plain view a sink's query reads keeps its definition.
+    client
+        .batch_execute(&format!(
+            "CREATE VIEW pv AS SELECT id, name FROM users; \
+             CREATE SINK q_pv AS SELECT id, name FROM pv WITH (connector = 'kafka', \
+             topic = 'q_later', properties.bootstrap.server = '{bootstrap}') \
+             FORMAT UPSERT ENCODE JSON"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(
+            &client,
+            "CREATE OR REPLACE VIEW pv AS SELECT id, name, score FROM users"
+        )
+        .await,
+        "0A000"
+    );
 
     // The table is what the sinks' queries read: it is not dropped from under them.
     let err = client.batch_execute("DROP TABLE users").await.unwrap_err();

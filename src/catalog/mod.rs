@@ -80,6 +80,8 @@ pub struct SinkEntry {
     pub progress: Arc<crate::sink::SinkProgress>,
     /// The thread delivering its outbox (none when its connector could not be opened).
     pub delivery: std::sync::Mutex<Option<crate::sink::Delivery>>,
+    /// Rows of its own query whose expressions failed and got NULL.
+    pub errors: Arc<crate::stream::ExprErrors>,
 }
 
 /// All tables and views, by name.
@@ -763,7 +765,12 @@ impl Catalog {
         self.read_views()
             .values()
             .any(|v| v.def().depends_on.contains(&id))
-            || !self.query_sinks_reading(id).is_empty()
+            || self
+                .sinks
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .any(|s| s.def.depends_on.contains(&id))
     }
 
     /// The sinks whose own queries read relation `id` directly.

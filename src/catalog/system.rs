@@ -468,13 +468,14 @@ impl SystemSchema {
         let schema = Arc::new(Schema::new(vec![
             Field::new("sink_name", DataType::Utf8, false),
             Field::new("from_view", DataType::Utf8, true),
-            Field::new("query", DataType::Utf8, true),
             Field::new("connector", DataType::Utf8, false),
             Field::new("format", DataType::Utf8, false),
             Field::new("rows_written", DataType::Int64, false),
             Field::new("last_epoch", DataType::Int64, true),
             Field::new("backlog", DataType::Int64, false),
             Field::new("last_error", DataType::Utf8, true),
+            Field::new("query", DataType::Utf8, true),
+            Field::new("query_errors", DataType::Int64, false),
         ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
@@ -484,9 +485,6 @@ impl SystemSchema {
                 sinks
                     .iter()
                     .map(|s| s.def.query.is_none().then(|| s.def.from.clone())),
-            )),
-            Arc::new(StringArray::from_iter(
-                sinks.iter().map(|s| s.def.query.clone()),
             )),
             Arc::new(StringArray::from_iter_values(
                 sinks.iter().map(|s| s.def.connector().to_string()),
@@ -510,6 +508,14 @@ impl SystemSchema {
             )),
             Arc::new(StringArray::from_iter(
                 sinks.iter().map(|s| s.progress.last_error()),
+            )),
+            Arc::new(StringArray::from_iter(
+                sinks.iter().map(|s| s.def.query.clone()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                sinks
+                    .iter()
+                    .map(|s| s.errors.rows.load(Ordering::Relaxed) as i64),
             )),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)

@@ -44,18 +44,12 @@ async fn plan_query(
     query: &Query,
     id: u32,
     name: &str,
+    errors: Arc<ExprErrors>,
 ) -> Result<QueryFlow> {
     let plan = super::views::logical_plan(state, query).await?;
     let names = super::views::column_names(&plan, &[])?;
     let models = crate::model::functions::models_used(&plan);
-    let mut planned = super::views::dataflow(
-        state,
-        catalog,
-        &plan,
-        id,
-        Arc::new(ExprErrors::default()),
-        false,
-    )?;
+    let mut planned = super::views::dataflow(state, catalog, &plan, id, errors, false)?;
     let schema: SchemaRef = Arc::new(Schema::new(
         planned
             .schema
@@ -102,32 +96,31 @@ pub(super) async fn recover(
     for def in catalog.stored_sinks()? {
         let progress = Arc::new(SinkProgress::default());
         progress.set_backlog(sink::backlog(store, def.id)?);
+        let errors = Arc::new(ExprErrors::default());
         let schema = match &def.query {
-            Some(text) => {
-                // The stored text was parsed and rewritten once already: parse it as it is.
-                let query = match Parser::parse_sql(&PostgreSqlDialect {}, text)?.pop() {
-                    Some(Statement::Query(query)) => query,
-                    _ => {
-                        return Err(Error::Internal(format!(
-                            "stored query of sink {} is not a query",
-                            def.name
-                        )));
-                    }
-                };
-                let planned = plan_query(&ctx.state(), catalog, &query, def.id, &def.name).await?;
-                queries.push(planned.flow);
-                Some(planned.schema)
-            }
+            // A query that no longer plans leaves the sink stopped, with the reason, until it
+            // is dropped: the server starts anyway.
+            Some(text) => match recover_query(ctx, catalog, text, &def, errors.clone()).await {
+                Ok(planned) => {
+                    queries.push(planned.flow);
+                    Ok(planned.schema)
+                }
+                Err(e) => {
+                    tracing::error!(sink = def.name, "cannot plan the sink's query: {e}");
+                    Err(format!("its query cannot be planned: {e}"))
+                }
+            },
             None => catalog
                 .relation_by_id(def.input)
-                .map(|view| view.visible_schema().clone()),
+                .map(|view| view.visible_schema().clone())
+                .ok_or_else(|| format!("the view {} is gone", def.from)),
         };
         let delivery = match schema {
-            None => {
-                progress.set_error(Some(format!("the view {} is gone", def.from)));
+            Err(e) => {
+                progress.set_error(Some(e));
                 None
             }
-            Some(schema) => match sink::open(&def, schema, false) {
+            Ok(schema) => match sink::open(&def, schema, false) {
                 Ok(writer) => Some(
                     Delivery::start(store.clone(), def.id, &def.name, writer, progress.clone())
                         .map_err(|e| Error::Internal(format!("cannot start sink delivery: {e}")))?,
@@ -149,9 +142,31 @@ pub(super) async fn recover(
             def,
             progress,
             delivery: Mutex::new(delivery),
+            errors,
         });
     }
     Ok((flows, queries))
+}
+
+/// Plans the stored query `text` of sink `def` again.
+async fn recover_query(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    text: &str,
+    def: &SinkDef,
+    errors: Arc<ExprErrors>,
+) -> Result<QueryFlow> {
+    // The stored text was parsed and rewritten once already: parse it as it is.
+    let query = match Parser::parse_sql(&PostgreSqlDialect {}, text)?.pop() {
+        Some(Statement::Query(query)) => query,
+        _ => {
+            return Err(Error::Internal(format!(
+                "stored query of sink {} is not a query",
+                def.name
+            )));
+        }
+    };
+    plan_query(&ctx.state(), catalog, &query, def.id, &def.name, errors).await
 }
 
 /// The columns of `SHOW CREATE SINK`.
@@ -166,11 +181,27 @@ pub(super) fn show_create_schema() -> SchemaRef {
 /// `CREATE SINK` of `def`, with the values of options that hold secrets hidden.
 fn create_statement(def: &SinkDef) -> String {
     let quoted = |key: &str, value: &str| {
-        let secret = ["secret", "password", "sasl.jaas", "ssl.key"]
-            .iter()
-            .any(|s| key.contains(s));
-        let value = if secret { "[hidden]" } else { value };
+        let secret = [
+            "secret",
+            "password",
+            "sasl.jaas",
+            "oauthbearer",
+            "ssl.key.pem",
+        ]
+        .iter()
+        .any(|s| key.contains(s));
+        let value = if secret {
+            "[hidden]".to_string()
+        } else {
+            without_credentials(value)
+        };
         format!("{key} = '{}'", value.replace('\'', "''"))
+    };
+    let ident = |name: &str| {
+        name.split('.')
+            .map(crate::catalog::pg_overlay::quote_ident)
+            .collect::<Vec<_>>()
+            .join(".")
     };
     let list = |options: &BTreeMap<String, String>| {
         options
@@ -181,11 +212,11 @@ fn create_statement(def: &SinkDef) -> String {
     };
     let input = match &def.query {
         Some(query) => format!("AS {query}"),
-        None => format!("FROM {}", def.from),
+        None => format!("FROM {}", ident(&def.from)),
     };
     let mut text = format!(
         "CREATE SINK {} {input} WITH ({}) FORMAT {} ENCODE {}",
-        def.name,
+        ident(&def.name),
         list(&def.options),
         def.format.format.to_uppercase(),
         def.format.encode.to_uppercase()
@@ -194,6 +225,19 @@ fn create_statement(def: &SinkDef) -> String {
         text.push_str(&format!(" ({})", list(&def.format.options)));
     }
     text
+}
+
+/// `value` with the user and password of a URL in it (`http://user:pw@host`) left out.
+fn without_credentials(value: &str) -> String {
+    let Some(scheme) = value.find("://") else {
+        return value.to_string();
+    };
+    let rest = &value[scheme + 3..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    match authority.rfind('@') {
+        Some(at) => format!("{}{}", &value[..scheme + 3], &rest[at + 1..]),
+        None => value.to_string(),
+    }
 }
 
 /// What a new sink writes.
@@ -233,11 +277,13 @@ impl Session<'_> {
             return Err(Error::DuplicateTable(create.name.clone()));
         }
         let id = catalog.reserve_id()?;
+        let errors = Arc::new(ExprErrors::default());
         let input = match &create.input {
             SinkInput::View(from) => Self::view_input(&catalog, from)?,
             SinkInput::Query(query) => {
                 let state = self.db.ctx().state();
-                let planned = plan_query(&state, &catalog, query, id, &create.name).await?;
+                let planned =
+                    plan_query(&state, &catalog, query, id, &create.name, errors.clone()).await?;
                 let mut depends_on = planned.inputs.clone();
                 depends_on.extend(super::views::dependencies(&catalog, query)?);
                 depends_on.sort_unstable();
@@ -340,6 +386,7 @@ impl Session<'_> {
             def,
             progress,
             delivery: Mutex::new(Some(delivery)),
+            errors,
         });
         Ok(Output::Command("CREATE SINK".into()))
     }
@@ -467,5 +514,46 @@ impl Session<'_> {
             .collect();
         names.sort();
         super::views::names_output(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::FormatDef;
+
+    #[test]
+    fn create_statements_hide_secrets_and_quote_names() {
+        let def = SinkDef {
+            id: 1,
+            name: "Out".into(),
+            from: "per user".into(),
+            input: 2,
+            query: None,
+            depends_on: Vec::new(),
+            models: Vec::new(),
+            options: BTreeMap::from([
+                ("connector".into(), "file".into()),
+                ("s3.secret.key".into(), "abc".into()),
+                ("path".into(), "s3://lake/it's/".into()),
+            ]),
+            format: FormatDef {
+                format: "plain".into(),
+                encode: "avro".into(),
+                options: BTreeMap::from([(
+                    "schema.registry".into(),
+                    "http://me:pw@registry:8081/x@y".into(),
+                )]),
+            },
+            key: Vec::new(),
+            created_ms: 0,
+        };
+        assert_eq!(
+            create_statement(&def),
+            "CREATE SINK \"Out\" FROM \"per user\" WITH (connector = 'file', path = \
+             's3://lake/it''s/', s3.secret.key = '[hidden]') FORMAT PLAIN ENCODE AVRO \
+             (schema.registry = 'http://registry:8081/x@y')"
+        );
+        assert_eq!(without_credentials("plain"), "plain");
     }
 }

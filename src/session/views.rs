@@ -497,6 +497,12 @@ impl Session<'_> {
                         view_noun(reader)
                     )));
                 }
+                if let Some(sink) = catalog.query_sinks_reading(old.def().id).first() {
+                    return Err(Error::NotSupported(format!(
+                        "CREATE OR REPLACE VIEW of a view that sink {} reads",
+                        sink.def.name
+                    )));
+                }
             }
             let def = ViewDef {
                 id: catalog.reserve_id()?,

@@ -10,6 +10,9 @@ use super::change::consolidate;
 use super::{ChangeBatch, Operator, Result};
 use crate::table::RowCodec;
 
+/// Rows per batch given on.
+const EMIT_BATCH: usize = 8192;
+
 /// Passes on each epoch's consolidated changes, renamed to the query's column names.
 #[derive(Debug)]
 pub struct EmitOp {
@@ -41,14 +44,14 @@ impl Operator for EmitOp {
 
     fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
         let net = consolidate(std::mem::take(&mut self.pending));
-        if net.is_empty() {
-            return Ok(());
+        // In batches of bounded size: a snapshot may be large.
+        for chunk in net.chunks(EMIT_BATCH) {
+            let rows = self
+                .codec
+                .decode_values(chunk.iter().map(|(v, _)| v.as_ref()))?;
+            let weights = Int64Array::from_iter_values(chunk.iter().map(|(_, w)| *w));
+            out.push(ChangeBatch::new(rows, weights));
         }
-        let rows = self
-            .codec
-            .decode_values(net.iter().map(|(v, _)| v.as_ref()))?;
-        let weights = Int64Array::from_iter_values(net.iter().map(|(_, w)| *w));
-        out.push(ChangeBatch::new(rows, weights));
         Ok(())
     }
 
