@@ -370,10 +370,6 @@ impl Session<'_> {
             input: def.input,
             progress: progress.clone(),
         };
-        self.db
-            .runtime()
-            .add_sink(flow, query_flow, snapshot, vec![entry])
-            .await?;
         let delivery = Delivery::start(
             self.db.store().clone(),
             def.id,
@@ -382,12 +378,32 @@ impl Session<'_> {
             progress.clone(),
         )
         .map_err(|e| Error::Internal(format!("cannot start sink delivery: {e}")))?;
+        // The catalog knows the sink before the dataflow commits it: a statement cancelled
+        // while the dataflow works leaves no committed sink the catalog does not know.
+        let name = def.name.clone();
         catalog.insert_sink(SinkEntry {
             def,
             progress,
             delivery: Mutex::new(Some(delivery)),
             errors,
         });
+        let added = self
+            .db
+            .runtime()
+            .add_sink(flow, query_flow, snapshot, vec![entry])
+            .await;
+        if let Err(e) = added {
+            if let Some(entry) = catalog.remove_sink(&name) {
+                let delivery = entry
+                    .delivery
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                // Joins the thread.
+                let _ = tokio::task::spawn_blocking(move || drop(delivery)).await;
+            }
+            return Err(e.into());
+        }
         Ok(Output::Command("CREATE SINK".into()))
     }
 
