@@ -622,6 +622,53 @@ async fn views_keep_scores_current_and_take_back_exactly_what_they_gave() {
         .unwrap();
     let (state, _) = error_of(&client, "SELECT * FROM scored").await;
     assert_eq!(state, "42P01");
+
+    // A sink's own query scores rows as PREDICT does, and keeps its model from DROP.
+    let out = tempfile::tempdir().unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE MODEL fraud FROM 'tests/models/logreg_tensor.onnx'; \
+             CREATE SINK scores_out AS SELECT id, PREDICT('fraud', a, b, c, d) AS score \
+             FROM features WHERE id < 20 WITH (connector = 'file', path = '{}', \
+             force_append_only = 'true') FORMAT PLAIN ENCODE JSON",
+            out.path().display()
+        ))
+        .await
+        .unwrap();
+    common::wait_for(
+        &client,
+        "SELECT count(*) FROM augur_catalog.sinks WHERE last_epoch IS NOT NULL AND backlog = 0",
+        1,
+    )
+    .await;
+    let mut written: Vec<(i64, Option<f64>)> = Vec::new();
+    for entry in std::fs::read_dir(out.path()).unwrap() {
+        for line in std::fs::read_to_string(entry.unwrap().path())
+            .unwrap()
+            .lines()
+        {
+            let row: Value = serde_json::from_str(line).unwrap();
+            written.push((row["id"].as_i64().unwrap(), row["score"].as_f64()));
+        }
+    }
+    written.sort_by_key(|(id, _)| *id);
+    let batch = scores_of(
+        &client,
+        "SELECT id, PREDICT('fraud', a, b, c, d) FROM features WHERE id < 20 ORDER BY id",
+    )
+    .await;
+    assert!(batch.len() > 10);
+    assert!(same_scores(&written, &batch), "{written:?} != {batch:?}");
+    let (state, message) = error_of(&client, "DROP MODEL fraud").await;
+    assert_eq!(state, "2BP01", "{message}");
+    client
+        .batch_execute("DROP MODEL fraud CASCADE")
+        .await
+        .unwrap();
+    assert_eq!(
+        common::scalar(&client, "SELECT count(*) FROM augur_catalog.sinks").await,
+        0
+    );
 }
 
 #[tokio::test]
