@@ -955,5 +955,7 @@ async fn file_sinks_write_each_epoch_once_through_kill_9() {
         .batch_execute("INSERT INTO events VALUES (1000000, 1, 1e6); FLUSH")
         .await
         .unwrap();
+    // The epoch with the row is delivered to the sink that remains.
+    wait_delivered(&client, "users_json").await;
     assert_eq!(sink_rows(&out.join("query"), "big_query"), expected(next));
 }

@@ -324,7 +324,7 @@ impl Session<'_> {
             None => input.key.clone().unwrap_or_default(),
         };
         let snapshot = sink::flag(&options, "snapshot", true)?;
-        if sink::encode::Envelope::new(&format.format)? == sink::encode::Envelope::Plain
+        if sink::encode::envelope(&format.format)? == sink::encode::Envelope::Plain
             && !input.append_only
             && !sink::flag(&options, "force_append_only", false)?
         {

@@ -15,30 +15,18 @@ use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 
 use super::{Epoch, SinkError};
 
-/// How changes become records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Envelope {
-    /// Inserted rows, one record each.
-    Plain,
-    /// The last row of each key, or a tombstone.
-    Upsert,
-    /// Debezium's change events.
-    Debezium,
-}
+/// How changes become records: inserted rows (PLAIN), the last row of each key or a tombstone
+/// (UPSERT), Debezium's change events (DEBEZIUM) — the envelopes sources read.
+pub use crate::source::envelope::Envelope;
 
-impl Envelope {
-    /// The envelope `FORMAT name` names.
-    pub fn new(name: &str) -> Result<Self, SinkError> {
-        match name.to_ascii_lowercase().as_str() {
-            "plain" => Ok(Self::Plain),
-            "upsert" => Ok(Self::Upsert),
-            "debezium" => Ok(Self::Debezium),
-            other => Err(SinkError::NotSupported(format!(
-                "FORMAT {} for sinks (PLAIN, UPSERT or DEBEZIUM)",
-                other.to_uppercase()
-            ))),
-        }
-    }
+/// The envelope a sink's `FORMAT name` names.
+pub fn envelope(name: &str) -> Result<Envelope, SinkError> {
+    Envelope::named(name).ok_or_else(|| {
+        SinkError::NotSupported(format!(
+            "FORMAT {} for sinks (PLAIN, UPSERT or DEBEZIUM)",
+            name.to_uppercase()
+        ))
+    })
 }
 
 /// A record for a log: its key and its value (`None`: a tombstone).

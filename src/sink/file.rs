@@ -77,7 +77,7 @@ impl FileSink {
                 OPTIONS.join(", ")
             )));
         }
-        if super::encode::Envelope::new(&def.format.format)? != super::encode::Envelope::Plain {
+        if super::encode::envelope(&def.format.format)? != super::encode::Envelope::Plain {
             return Err(SinkError::NotSupported(format!(
                 "FORMAT {} for file sinks (files take FORMAT PLAIN)",
                 def.format.format.to_uppercase()

@@ -244,7 +244,7 @@ impl KafkaSink {
             .get("topic")
             .cloned()
             .ok_or_else(|| SinkError::Option("a kafka sink needs topic".into()))?;
-        let envelope = Envelope::new(&def.format.format)?;
+        let envelope = super::encode::envelope(&def.format.format)?;
         let encoders = match def.format.encode.to_ascii_lowercase().as_str() {
             "json" => {
                 if let Some(option) = def.format.options.keys().next() {

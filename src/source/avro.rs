@@ -104,7 +104,7 @@ impl Registry {
         let mut last = String::new();
         for url in &self.urls {
             let address = format!("{url}{path}");
-            match http_get(&address, self.auth.clone()) {
+            match http_request(&address, self.auth.clone(), None) {
                 Ok((200, body)) => {
                     return serde_json::from_str(&body).map(Some).map_err(|e| {
                         SourceError::Unavailable(format!(
@@ -133,7 +133,7 @@ impl Registry {
         let mut last = String::new();
         for url in &self.urls {
             let address = format!("{url}{path}");
-            match http_post(&address, self.auth.clone(), body.clone()) {
+            match http_request(&address, self.auth.clone(), Some(body.clone())) {
                 Ok((200, answer)) => {
                     let id = serde_json::from_str::<Value>(&answer)
                         .ok()
@@ -274,11 +274,12 @@ pub fn record_fields(text: &str, inner: Option<&str>) -> Option<Vec<String>> {
     }
 }
 
-/// `GET url`: the status and the body. Registry requests are rare (one per schema), each on a
-/// runtime of its own so that any thread may make one.
-fn http_get(
+/// `GET url`, or `POST url` of a JSON `body`: the status and the answer. Registry requests
+/// are rare (one per schema), each on a runtime of its own so that any thread may make one.
+fn http_request(
     url: &str,
     auth: Option<(String, String)>,
+    body: Option<String>,
 ) -> std::result::Result<(u16, String), String> {
     super::on_own_runtime(move || async move {
         let client = reqwest::Client::builder()
@@ -286,36 +287,16 @@ fn http_get(
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| e.to_string())?;
-        let mut request = client.get(url).header(
-            "Accept",
-            "application/vnd.schemaregistry.v1+json, application/json",
-        );
-        if let Some((user, password)) = auth {
-            request = request.basic_auth(user, Some(password));
-        }
-        let response = request.send().await.map_err(error_chain)?;
-        let status = response.status().as_u16();
-        let body = response.text().await.map_err(error_chain)?;
-        Ok((status, body))
-    })?
-}
-
-/// `POST url` of a JSON `body`: the status and the answer.
-fn http_post(
-    url: &str,
-    auth: Option<(String, String)>,
-    body: String,
-) -> std::result::Result<(u16, String), String> {
-    super::on_own_runtime(move || async move {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let mut request = client
-            .post(url)
-            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .body(body);
+        let mut request = match body {
+            None => client.get(url).header(
+                "Accept",
+                "application/vnd.schemaregistry.v1+json, application/json",
+            ),
+            Some(body) => client
+                .post(url)
+                .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+                .body(body),
+        };
         if let Some((user, password)) = auth {
             request = request.basic_auth(user, Some(password));
         }

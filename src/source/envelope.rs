@@ -39,17 +39,25 @@ pub enum Envelope {
 }
 
 impl Envelope {
-    /// The envelope `FORMAT name` names.
-    pub fn new(name: &str) -> Result<Self> {
+    /// The envelope `FORMAT name` names, if there is one: sources read and sinks write the
+    /// same three.
+    pub fn named(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
-            "plain" => Ok(Self::Plain),
-            "upsert" => Ok(Self::Upsert),
-            "debezium" => Ok(Self::Debezium),
-            other => Err(SourceError::NotSupported(format!(
-                "FORMAT {} (Augur reads PLAIN, UPSERT and DEBEZIUM)",
-                other.to_uppercase()
-            ))),
+            "plain" => Some(Self::Plain),
+            "upsert" => Some(Self::Upsert),
+            "debezium" => Some(Self::Debezium),
+            _ => None,
         }
+    }
+
+    /// The envelope a source's `FORMAT name` names.
+    pub fn new(name: &str) -> Result<Self> {
+        Self::named(name).ok_or_else(|| {
+            SourceError::NotSupported(format!(
+                "FORMAT {} (Augur reads PLAIN, UPSERT and DEBEZIUM)",
+                name.to_uppercase()
+            ))
+        })
     }
 }
 
