@@ -9,7 +9,7 @@
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
 
-use super::{ChangeBatch, Operator, Result, Watermark};
+use super::{ChangeBatch, Message, Operator, Result, Watermark};
 use crate::storage::WriteBatch;
 
 /// Where a node sends its output: the parent's position and which of its inputs.
@@ -84,102 +84,61 @@ impl Graph {
             .collect()
     }
 
-    /// Feeds changes of relation `input` in; returns the changes that reach the root's output.
-    pub fn push(&mut self, input: u32, changes: &ChangeBatch) -> Result<Vec<ChangeBatch>> {
+    /// Feeds `message` in: a chunk or a watermark of relation `input` enters at its leaves (a
+    /// watermark's column is a position in the relation's rows); a barrier reaches every
+    /// operator, inputs first, and each emits what it held back, then the watermarks it held
+    /// with it. Returns what reaches the root's output, in order (never a barrier).
+    pub fn push(&mut self, input: u32, message: Message) -> Result<Vec<Message>> {
         let mut root_out = Vec::new();
-        for leaf in self.leaves_of(input) {
-            self.deliver(leaf, 0, changes.clone(), &mut root_out)?;
+        match message {
+            Message::Barrier => {
+                for node in 0..self.nodes.len() {
+                    self.deliver(node, 0, Message::Barrier, &mut root_out)?;
+                }
+            }
+            message => {
+                for leaf in self.leaves_of(input) {
+                    self.deliver(leaf, 0, message.clone(), &mut root_out)?;
+                }
+            }
         }
         Ok(root_out)
     }
 
+    /// Hands `message` to operator `node` on input `side` and sends what it gives on to its
+    /// parent (a barrier is not sent on: [`Graph::push`] gives it to every operator in turn).
     fn deliver(
         &mut self,
         node: usize,
         side: usize,
-        changes: ChangeBatch,
-        root_out: &mut Vec<ChangeBatch>,
+        message: Message,
+        root_out: &mut Vec<Message>,
     ) -> Result<()> {
-        let mut out = Vec::new();
-        self.nodes[node].op.process(side, changes, &mut out)?;
-        self.forward(node, out, root_out)
-    }
-
-    fn forward(
-        &mut self,
-        node: usize,
-        out: Vec<ChangeBatch>,
-        root_out: &mut Vec<ChangeBatch>,
-    ) -> Result<()> {
-        match self.nodes[node].parent {
-            Some(edge) => {
-                for batch in out {
-                    if !batch.is_empty() {
-                        self.deliver(edge.node, edge.side, batch, root_out)?;
-                    }
-                }
+        let op = &mut self.nodes[node].op;
+        let mut changes = Vec::new();
+        let mut watermarks = Vec::new();
+        match message {
+            Message::Chunk(batch) => op.process(side, batch, &mut changes)?,
+            Message::Watermark(watermark) => op.on_watermark(side, watermark, &mut watermarks)?,
+            Message::Barrier => {
+                op.on_barrier(&mut changes)?;
+                op.held_watermarks(&mut watermarks);
             }
-            None => root_out.extend(out.into_iter().filter(|b| !b.is_empty())),
         }
-        Ok(())
-    }
-
-    /// Feeds a watermark of relation `input` in (`column` is a position in the relation's
-    /// rows); returns the watermarks that reach the root's output.
-    pub fn watermark(&mut self, input: u32, watermark: &Watermark) -> Result<Vec<Watermark>> {
-        let mut root_out = Vec::new();
-        for leaf in self.leaves_of(input) {
-            self.deliver_watermark(leaf, 0, watermark.clone(), &mut root_out)?;
-        }
-        Ok(root_out)
-    }
-
-    fn deliver_watermark(
-        &mut self,
-        node: usize,
-        side: usize,
-        watermark: Watermark,
-        root_out: &mut Vec<Watermark>,
-    ) -> Result<()> {
-        let mut out = Vec::new();
-        self.nodes[node]
-            .op
-            .on_watermark(side, watermark, &mut out)?;
-        self.forward_watermarks(node, out, root_out)
-    }
-
-    fn forward_watermarks(
-        &mut self,
-        node: usize,
-        out: Vec<Watermark>,
-        root_out: &mut Vec<Watermark>,
-    ) -> Result<()> {
+        let out = changes
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .map(Message::Chunk)
+            .chain(watermarks.into_iter().map(Message::Watermark));
         match self.nodes[node].parent {
             Some(edge) => {
-                for watermark in out {
-                    self.deliver_watermark(edge.node, edge.side, watermark, root_out)?;
+                for message in out {
+                    self.deliver(edge.node, edge.side, message, root_out)?;
                 }
             }
             None => root_out.extend(out),
         }
         Ok(())
-    }
-
-    /// Ends the epoch: every operator, inputs first, emits what it held back, then the
-    /// watermarks it held with it. Returns the changes of the view's output, and the watermarks
-    /// that follow them.
-    pub fn barrier(&mut self) -> Result<(Vec<ChangeBatch>, Vec<Watermark>)> {
-        let mut root_out = Vec::new();
-        let mut root_watermarks = Vec::new();
-        for node in 0..self.nodes.len() {
-            let mut out = Vec::new();
-            self.nodes[node].op.on_barrier(&mut out)?;
-            self.forward(node, out, &mut root_out)?;
-            let mut held = Vec::new();
-            self.nodes[node].op.held_watermarks(&mut held);
-            self.forward_watermarks(node, held, &mut root_watermarks)?;
-        }
-        Ok((root_out, root_watermarks))
     }
 
     /// Adds every operator's changed state to `batch`.

@@ -1,11 +1,13 @@
 //! Incremental dataflow: the operators that keep materialized views up to date.
 //!
-//! A view's query becomes a tree of [`Operator`]s (see [`planner`]). Sources at the leaves push
-//! [`ChangeBatch`]es (rows with a weight of +1 or −1 each) up the tree; every operator turns the
-//! changes of its inputs into the changes of its output, so the view at the root changes by
-//! exactly what its query's answer changes by. Each epoch ends with a barrier: operators that
-//! hold changes back (aggregates emit once per epoch) emit them, then every operator writes the
-//! state it changed into the epoch's one RocksDB `WriteBatch` ([`runtime`]).
+//! A view's query becomes a tree of [`Operator`]s (see [`planner`]). One [`Message`] type flows
+//! along every edge, from the runtime into a view's [`graph`], between its operators, and from a
+//! view to the views and sinks that read it: [`ChangeBatch`]es (rows with a weight of +1 or −1
+//! each), watermarks, and the barrier that ends each epoch. Every operator turns the changes of
+//! its inputs into the changes of its output, so the view at the root changes by exactly what
+//! its query's answer changes by. At the barrier operators that hold changes back (aggregates
+//! emit once per epoch) emit them, then every operator writes the state it changed into the
+//! epoch's one RocksDB `WriteBatch` ([`runtime`]).
 //!
 //! State lives in memory while hot and in RocksDB under `s` + view id + operator id, with keys in
 //! Arrow's row format. Depends on `storage`, `table` (the change log, view storage) and `source`.
@@ -18,6 +20,7 @@ pub mod graph;
 pub mod join;
 pub mod materialize;
 pub mod memo;
+pub mod message;
 pub mod over;
 pub mod planner;
 pub mod project;
@@ -35,6 +38,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
 pub use change::ChangeBatch;
+pub use message::Message;
 pub use watermark::Watermark;
 
 /// Rows of one view whose expressions failed and got NULL (a model run that failed, a division

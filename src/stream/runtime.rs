@@ -189,7 +189,8 @@ impl SourceRun {
 /// Answers a request once it is done.
 type Reply = oneshot::Sender<Result<()>>;
 
-enum Message {
+/// A request to the dataflow thread.
+enum Request {
     Changes(Vec<LoggedChange>),
     AddView {
         flow: Box<ViewFlow>,
@@ -278,7 +279,7 @@ impl Progress {
 
 /// Handle to the runtime thread.
 pub struct Runtime {
-    tx: Sender<Message>,
+    tx: Sender<Request>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     progress: Arc<Progress>,
 }
@@ -385,11 +386,11 @@ impl Runtime {
         let tx = std::sync::Mutex::new(self.tx.clone());
         Arc::new(move |entries| {
             let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = tx.send(Message::Changes(entries));
+            let _ = tx.send(Request::Changes(entries));
         })
     }
 
-    async fn request(&self, message: impl FnOnce(Reply) -> Message) -> Result<()> {
+    async fn request(&self, message: impl FnOnce(Reply) -> Request) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(message(reply))
@@ -401,7 +402,7 @@ impl Runtime {
 
     /// Adds a view: backfills it from its inputs and commits it with `catalog` writes.
     pub async fn add_view(&self, flow: ViewFlow, catalog: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
-        self.request(|reply| Message::AddView {
+        self.request(|reply| Request::AddView {
             flow: Box::new(flow),
             catalog,
             reply,
@@ -416,7 +417,7 @@ impl Runtime {
         catalog: Vec<Vec<u8>>,
         ranges: Vec<Vec<u8>>,
     ) -> Result<()> {
-        self.request(|reply| Message::DropView {
+        self.request(|reply| Request::DropView {
             id,
             catalog,
             ranges,
@@ -432,7 +433,7 @@ impl Runtime {
         splits: Splits,
         catalog: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<()> {
-        self.request(|reply| Message::AddSource {
+        self.request(|reply| Request::AddSource {
             flow: Box::new(flow),
             splits,
             catalog,
@@ -443,7 +444,7 @@ impl Runtime {
 
     /// Stops reading a source and deletes the `catalog` keys.
     pub async fn drop_source(&self, id: u32, catalog: Vec<Vec<u8>>) -> Result<()> {
-        self.request(|reply| Message::DropSource { id, catalog, reply })
+        self.request(|reply| Request::DropSource { id, catalog, reply })
             .await
     }
 
@@ -457,7 +458,7 @@ impl Runtime {
         snapshot: bool,
         catalog: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<()> {
-        self.request(|reply| Message::AddSink {
+        self.request(|reply| Request::AddSink {
             flow: Box::new(flow),
             query: query.map(Box::new),
             snapshot,
@@ -475,7 +476,7 @@ impl Runtime {
         catalog: Vec<Vec<u8>>,
         ranges: Vec<Vec<u8>>,
     ) -> Result<()> {
-        self.request(|reply| Message::DropSink {
+        self.request(|reply| Request::DropSink {
             id,
             catalog,
             ranges,
@@ -487,20 +488,20 @@ impl Runtime {
     /// Returns once every change-log entry up to `seq` is committed in every view, and every
     /// bounded source is read to its end and committed.
     pub async fn flush(&self, seq: u64) -> Result<()> {
-        self.request(|reply| Message::Flush { seq, reply }).await
+        self.request(|reply| Request::Flush { seq, reply }).await
     }
 
     /// Runs `work` on the dataflow's thread between two epochs: every change before it is
     /// committed and no view writes until it returns, so it sees views' storage still. The
     /// writes it returns are committed with the next epoch.
     pub async fn exclusive(&self, work: ExclusiveWork) -> Result<()> {
-        self.request(|reply| Message::Exclusive { work, reply })
+        self.request(|reply| Request::Exclusive { work, reply })
             .await
     }
 
     /// Commits what is pending and stops the thread.
     pub async fn stop(&self) -> Result<()> {
-        let result = self.request(Message::Stop).await;
+        let result = self.request(Request::Stop).await;
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;

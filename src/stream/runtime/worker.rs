@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::Int64Array;
 
 use super::{
-    APPLIED_SEQ_KEY, BACKFILL_BATCH, EPOCH_KEY, Lookup, Message, Progress, Reply, SOURCE_POLL,
+    APPLIED_SEQ_KEY, BACKFILL_BATCH, EPOCH_KEY, Lookup, Progress, Reply, Request, SOURCE_POLL,
     SinkRun, SourceRun, ViewFlow, source_offset_key, source_watermark_key, table_watermark_key,
 };
 use crate::source::OnTimeRows;
 use crate::storage::{Store, WriteBatch};
-use crate::stream::{ChangeBatch, Result, StreamError, Watermark};
+use crate::stream::message::chunks;
+use crate::stream::{ChangeBatch, Message, Result, StreamError, Watermark};
 use crate::table::Table;
 use crate::table::changelog::{self, LOG_TAG, LoggedChange};
 use crate::table::watermark::WatermarkState;
@@ -44,7 +45,7 @@ pub(super) struct Worker {
 
 impl Worker {
     /// Runs until stopped: replays the log, then serves messages and epochs.
-    pub(super) fn run(&mut self, rx: Receiver<Message>) {
+    pub(super) fn run(&mut self, rx: Receiver<Request>) {
         if let Err(e) = self.replay().and_then(|()| self.send_stored_watermarks()) {
             self.fail(e);
         }
@@ -59,15 +60,15 @@ impl Worker {
                 }
             }
             match rx.recv_timeout(wait) {
-                Ok(Message::Stop(reply)) => {
+                Ok(Request::Stop(reply)) => {
                     let _ = reply.send(self.commit());
                     return;
                 }
-                Ok(message) => {
+                Ok(request) => {
                     // A fault in an operator must not take the server down: the views stop at
                     // their last commit and say why.
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.handle(message)
+                        self.handle(request)
                     }));
                     if let Err(panic) = outcome {
                         let what = panic
@@ -111,16 +112,16 @@ impl Worker {
             .map(|f| StreamError::Internal(format!("the dataflow stopped: {f}")))
     }
 
-    fn handle(&mut self, message: Message) {
-        match message {
-            Message::Changes(entries) => {
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Changes(entries) => {
                 if self.failure.is_none()
                     && let Err(e) = self.apply(entries)
                 {
                     self.fail(e);
                 }
             }
-            Message::AddView {
+            Request::AddView {
                 flow,
                 catalog,
                 reply,
@@ -131,7 +132,7 @@ impl Worker {
                 };
                 let _ = reply.send(result);
             }
-            Message::DropView {
+            Request::DropView {
                 id,
                 catalog,
                 ranges,
@@ -139,7 +140,7 @@ impl Worker {
             } => {
                 let _ = reply.send(self.drop_view(id, catalog, ranges));
             }
-            Message::Flush { seq, reply } => match self.stopped() {
+            Request::Flush { seq, reply } => match self.stopped() {
                 Some(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -152,7 +153,7 @@ impl Worker {
                     }
                 }
             },
-            Message::AddSource {
+            Request::AddSource {
                 flow,
                 splits,
                 catalog,
@@ -170,7 +171,7 @@ impl Worker {
                 }
                 let _ = reply.send(result);
             }
-            Message::DropSource { id, catalog, reply } => {
+            Request::DropSource { id, catalog, reply } => {
                 self.sources.remove(&id);
                 let mut batch = WriteBatch::default();
                 for key in catalog {
@@ -191,7 +192,7 @@ impl Worker {
                 };
                 let _ = reply.send(result);
             }
-            Message::AddSink {
+            Request::AddSink {
                 flow,
                 query,
                 snapshot,
@@ -204,7 +205,7 @@ impl Worker {
                 };
                 let _ = reply.send(result);
             }
-            Message::DropSink {
+            Request::DropSink {
                 id,
                 catalog,
                 ranges,
@@ -230,14 +231,14 @@ impl Worker {
                 };
                 let _ = reply.send(result);
             }
-            Message::Exclusive { work, reply } => {
+            Request::Exclusive { work, reply } => {
                 let result = self.commit().and_then(|()| match work(&self.store) {
                     Some(batch) => self.commit_with(batch),
                     None => Ok(()),
                 });
                 let _ = reply.send(result);
             }
-            Message::Stop(_) => unreachable!("handled by run"),
+            Request::Stop(_) => unreachable!("handled by run"),
         }
     }
 
@@ -351,12 +352,12 @@ impl Worker {
                 }
                 _ => None,
             };
+            let mut messages = Vec::with_capacity(2);
             if rows.num_rows() > 0 {
-                self.push(id, &[ChangeBatch::inserts(rows)], 0)?;
+                messages.push(Message::Chunk(ChangeBatch::inserts(rows)));
             }
-            if let Some(watermark) = watermark {
-                self.push_watermark(id, watermark, 0)?;
-            }
+            messages.extend(watermark.map(Message::Watermark));
+            self.push(id, &messages, 0)?;
         }
         Ok(more)
     }
@@ -421,13 +422,13 @@ impl Worker {
             };
             let weights = std::iter::repeat_n(-1, entry.deleted.len())
                 .chain(std::iter::repeat_n(1, entry.inserted.len()));
-            let changes = ChangeBatch::new(rows, Int64Array::from_iter_values(weights));
+            let mut messages = Vec::with_capacity(2);
             if read {
-                self.push(entry.table, &[changes], 0)?;
+                let changes = ChangeBatch::new(rows, Int64Array::from_iter_values(weights));
+                messages.push(Message::Chunk(changes));
             }
-            if let Some(watermark) = watermark {
-                self.push_watermark(entry.table, watermark, 0)?;
-            }
+            messages.extend(watermark.map(Message::Watermark));
+            self.push(entry.table, &messages, 0)?;
         }
         Ok(())
     }
@@ -441,42 +442,32 @@ impl Worker {
             .collect()
     }
 
-    /// Feeds changes of relation `input` to every view after `after` that reads it, and to the
-    /// sinks of it.
-    fn push(&mut self, input: u32, changes: &[ChangeBatch], after: u32) -> Result<()> {
+    /// Feeds `messages` of relation `input` (its changes and watermarks, in order) to every
+    /// view after `after` that reads it and to the sinks of it, and what they give their
+    /// outputs on to the views and sinks that read those.
+    fn push(&mut self, input: u32, messages: &[Message], after: u32) -> Result<()> {
+        for message in messages {
+            if let Message::Watermark(watermark) = message {
+                self.watermarks
+                    .entry(input)
+                    .or_default()
+                    .insert(watermark.column, watermark.clone());
+            }
+        }
         for sink in self.sinks.values_mut() {
             if sink.flow.input == input {
-                sink.pending.extend(changes.iter().cloned());
+                sink.pending.extend(chunks(messages).cloned());
             }
         }
         for id in self.readers(input, after) {
             let mut out = Vec::new();
             if let Some(view) = self.views.get_mut(&id) {
-                for batch in changes {
-                    out.extend(view.graph.push(input, batch)?);
+                for message in messages {
+                    out.extend(view.graph.push(input, message.clone())?);
                 }
             }
             if !out.is_empty() {
                 self.push(id, &out, id)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Feeds a watermark of relation `input` to every view after `after` that reads it, and
-    /// what it gives their outputs to the views that read those.
-    fn push_watermark(&mut self, input: u32, watermark: Watermark, after: u32) -> Result<()> {
-        self.watermarks
-            .entry(input)
-            .or_default()
-            .insert(watermark.column, watermark.clone());
-        for id in self.readers(input, after) {
-            let out = match self.views.get_mut(&id) {
-                Some(view) => view.graph.watermark(input, &watermark)?,
-                None => continue,
-            };
-            for watermark in out {
-                self.push_watermark(id, watermark, id)?;
             }
         }
         Ok(())
@@ -502,7 +493,7 @@ impl Worker {
             }
         }
         for (id, mark) in marks {
-            self.push_watermark(id, mark, 0)?;
+            self.push(id, &[Message::Watermark(mark)], 0)?;
         }
         Ok(())
     }
@@ -511,15 +502,12 @@ impl Worker {
     fn commit_with(&mut self, extra: WriteBatch) -> Result<()> {
         let ids: Vec<u32> = self.views.keys().copied().collect();
         for id in ids {
-            let (out, watermarks) = match self.views.get_mut(&id) {
-                Some(view) => view.graph.barrier()?,
+            let out = match self.views.get_mut(&id) {
+                Some(view) => view.graph.push(id, Message::Barrier)?,
                 None => continue,
             };
             if !out.is_empty() {
                 self.push(id, &out, id)?;
-            }
-            for watermark in watermarks {
-                self.push_watermark(id, watermark, id)?;
             }
         }
         let mut batch = extra;
@@ -636,7 +624,8 @@ impl Worker {
                 )
                 .map_err(|e| StreamError::Internal(format!("source {}: {e}", run.flow.name)))?;
                 for rows in rows {
-                    let out = flow.graph.push(input, &ChangeBatch::inserts(rows?))?;
+                    let changes = Message::Chunk(ChangeBatch::inserts(rows?));
+                    let out = flow.graph.push(input, changes)?;
                     debug_assert!(out.is_empty(), "a view's root emits only at barriers");
                 }
                 continue;
@@ -645,7 +634,7 @@ impl Worker {
                 StreamError::Internal(format!("view input {input} is not a table or view"))
             })?;
             backfill(&self.store, &table, |changes| {
-                let out = flow.graph.push(input, &changes)?;
+                let out = flow.graph.push(input, Message::Chunk(changes))?;
                 debug_assert!(out.is_empty(), "a view's root emits only at barriers");
                 Ok(())
             })?;
@@ -659,7 +648,7 @@ impl Worker {
                 .unwrap_or_default();
             for mark in marks {
                 // The view's output watermarks follow its first barrier's rows.
-                flow.graph.watermark(input, &mark)?;
+                flow.graph.push(input, Message::Watermark(mark))?;
             }
         }
         Ok(())
@@ -682,7 +671,7 @@ impl Worker {
             self.backfill_view(&mut query)?;
             if !snapshot {
                 // The query's rows as they stand stay in its operators' state, unwritten.
-                query.graph.barrier()?;
+                query.graph.push(query.id, Message::Barrier)?;
             }
             self.views.insert(query.id, query);
         } else if snapshot {
