@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs the benchmarks in release mode on this machine and prints Markdown tables for
 # benches/README.md. `benches/run.sh` runs all of them; `benches/run.sh NAME` runs one of
-# point_lookup, streaming, predict, nexmark, kafka, files, http. point_lookup measures against a throwaway
+# point_lookup, streaming, predict, nexmark, kafka, files, http, freshness. point_lookup measures against a throwaway
 # PostgreSQL 15 (Debian's package) started here, in the same run.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$AUGUR_ROOT"
 
-which=("${@:-point_lookup streaming predict nexmark kafka files http}")
+which=("${@:-point_lookup streaming predict nexmark kafka files http freshness}")
 read -r -a which <<<"${which[*]}"
 
 # Built with the release profile and run directly (`cargo bench` would build everything again
@@ -15,7 +15,7 @@ read -r -a which <<<"${which[*]}"
 declare -A executables
 while IFS='=' read -r name path; do
   executables[$name]=$path
-done < <(cargo build --release --bin augur --bench point_lookup --bench streaming --bench predict --bench nexmark --bench kafka --bench files --bench http --message-format=json \
+done < <(cargo build --release --bin augur --bench point_lookup --bench streaming --bench predict --bench nexmark --bench kafka --bench files --bench http --bench freshness --message-format=json \
   | python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -31,8 +31,8 @@ for bench in "${which[@]}"; do
       AUGUR_BENCH_PG="$REF_PG_CONN" "${executables[point_lookup]}"
       stop_reference_postgres
       ;;
-    streaming)
-      "${executables[streaming]}"
+    streaming | freshness)
+      "${executables[$bench]}"
       ;;
     kafka | files)
       # DuckDB's read_json and read_parquet as the batch references, from PyPI into .venv.
@@ -49,7 +49,7 @@ for bench in "${which[@]}"; do
       "${executables[nexmark]}"
       ;;
     *)
-      echo "unknown benchmark $bench (point_lookup, streaming, predict, nexmark, kafka, files, http)" >&2
+      echo "unknown benchmark $bench (point_lookup, streaming, predict, nexmark, kafka, files, http, freshness)" >&2
       exit 2
       ;;
   esac

@@ -45,10 +45,23 @@ pub struct Config {
     #[arg(long, env = "AUGUR_NO_FSYNC")]
     pub no_fsync: bool,
 
-    /// How often views commit: the epoch length in milliseconds. A write is visible in views at
-    /// most about this long after it is acknowledged (or at once after FLUSH).
+    /// The longest epoch in milliseconds: while changes keep arriving faster than views apply
+    /// them, views commit this often, folding many changes of a key into one write. A write is
+    /// visible in views at most about this long after it is acknowledged (at once after FLUSH).
     #[arg(long, env = "AUGUR_EPOCH_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub epoch_ms: u64,
+
+    /// The shortest epoch in milliseconds: once views have applied everything that arrived,
+    /// they commit as soon as this long has passed since their last commit, so a write is
+    /// visible within about this long while the server keeps up.
+    #[arg(long, env = "AUGUR_MIN_EPOCH_MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub min_epoch_ms: u64,
+
+    /// Memory in MiB that the operator state cached by all views together may take (aggregate
+    /// groups, join rows, remembered model outputs); state beyond it stays in RocksDB and is
+    /// read back when needed.
+    #[arg(long, env = "AUGUR_STATE_CACHE_MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub state_cache_mb: u64,
 
     /// ONNX Runtime's shared library (`libonnxruntime.so.*`), or a directory holding it. Without
     /// it, `ORT_DYLIB_PATH`, then a `.venv` (with the `onnxruntime` package) in the working
@@ -79,6 +92,8 @@ impl Config {
             tls_key: None,
             no_fsync: false,
             epoch_ms: 100,
+            min_epoch_ms: 5,
+            state_cache_mb: 1024,
             onnxruntime: None,
             onnx_threads: 1,
             log: "info".into(),

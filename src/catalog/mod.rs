@@ -107,6 +107,8 @@ pub struct Catalog {
     expr_state: SessionState,
     /// How far the connectors of tables fed by one have read, by table id.
     feeds: RwLock<BTreeMap<u32, Arc<crate::source::SourceProgress>>>,
+    /// The memory the cached operator state of every view may take (`--state-cache-mb`).
+    state_cache: Arc<crate::stream::state::CacheBudget>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -129,6 +131,9 @@ impl Catalog {
         pg_builtins::register(&defaults);
         pg_json::register(&defaults);
         let catalog = Self {
+            state_cache: crate::stream::state::CacheBudget::new(
+                crate::stream::state::table::DEFAULT_CACHE_BYTES,
+            ),
             store: store.clone(),
             tables: RwLock::new(BTreeMap::new()),
             views: RwLock::new(BTreeMap::new()),
@@ -401,7 +406,12 @@ impl Catalog {
         self.tables.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The store the catalog and the tables live in.
+    /// The memory budget of the views' cached operator state (`--state-cache-mb`).
+    pub fn state_cache(&self) -> &Arc<crate::stream::state::CacheBudget> {
+        &self.state_cache
+    }
+
+    /// The store every table, view and the catalog itself live in.
     pub fn store(&self) -> &Store {
         &self.store
     }

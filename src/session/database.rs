@@ -62,6 +62,9 @@ impl Database {
         })?;
         let store = Store::open(&config.data_dir, !config.no_fsync)?;
         let catalog = Arc::new(Catalog::load(store.clone())?);
+        catalog
+            .state_cache()
+            .set_limit((config.state_cache_mb as usize).saturating_mul(1 << 20));
         let models = Arc::new(Models::load(
             store.clone(),
             OnnxConfig {
@@ -117,7 +120,10 @@ impl Database {
             flows,
             sources,
             sinks,
-            std::time::Duration::from_millis(config.epoch_ms),
+            crate::stream::runtime::Epochs {
+                shortest: std::time::Duration::from_millis(config.min_epoch_ms),
+                longest: std::time::Duration::from_millis(config.epoch_ms),
+            },
         )?;
         let applied = runtime
             .progress()

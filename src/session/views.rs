@@ -133,7 +133,7 @@ pub(super) fn dataflow(
     Ok(plan_view(
         &optimized,
         state,
-        catalog.store().clone(),
+        (catalog.store().clone(), catalog.state_cache().clone()),
         id,
         &|scan| resolve(scan, catalog),
         errors,

@@ -66,6 +66,10 @@ impl Store {
         table.set_block_cache(&rocksdb::Cache::new_lru_cache(256 << 20));
         opts.set_block_based_table_factory(&table);
         opts.set_write_buffer_size(128 << 20);
+        // After a machine crash the database is what the log holds up to its first lost or torn
+        // record: always a prefix of the writes, which is what lets the dataflow commit epochs
+        // without waiting for the disk (see `stream::runtime`).
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
         let db = DB::open(&opts, path)?;
         Ok(Self {
             db: Arc::new(db),

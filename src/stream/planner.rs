@@ -39,6 +39,7 @@ use super::watermark::Derived;
 use super::{ExprErrors, Operator, Result, StreamError};
 use crate::model::functions::{NAMES as MODEL_FUNCTIONS, calls_model};
 use crate::storage::Store;
+use crate::stream::state::CacheBudget;
 
 /// What the planner needs to know about a relation a view reads.
 #[derive(Debug, Clone)]
@@ -85,6 +86,7 @@ struct Props {
 struct Planner<'a> {
     state: &'a SessionState,
     store: Store,
+    cache: Arc<CacheBudget>,
     view: u32,
     resolve: Resolve<'a>,
     graph: Graph,
@@ -93,13 +95,13 @@ struct Planner<'a> {
     emit_on_close: bool,
 }
 
-/// Plans the dataflow of view `view` from its optimised logical plan; rows whose expressions
-/// fail are counted in `errors`. With `emit_on_close` (`EMIT ON WINDOW CLOSE`), the query's
+/// Plans the dataflow of view `view` from its optimised logical plan, its state in `store`
+/// with its cache within `cache`; rows whose expressions fail are counted in `errors`. With `emit_on_close` (`EMIT ON WINDOW CLOSE`), the query's
 /// outermost GROUP BY emits each group once, when the watermark closes it.
 pub fn plan_view(
     plan: &LogicalPlan,
     state: &SessionState,
-    store: Store,
+    (store, cache): (Store, Arc<CacheBudget>),
     view: u32,
     resolve: Resolve<'_>,
     errors: Arc<ExprErrors>,
@@ -108,6 +110,7 @@ pub fn plan_view(
     let mut planner = Planner {
         state,
         store,
+        cache,
         view,
         resolve,
         graph: Graph::default(),
@@ -352,7 +355,7 @@ impl Planner<'_> {
 
     fn scope(&self, node: usize) -> Result<StateScope> {
         let op = u16::try_from(node).map_err(|_| not_supported("a query with 65536 operators"))?;
-        Ok(StateScope::new(self.store.clone(), self.view, op))
+        Ok(StateScope::new(self.store.clone(), self.view, op).with_budget(self.cache.clone()))
     }
 
     fn compile(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {

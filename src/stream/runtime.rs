@@ -186,6 +186,17 @@ impl SourceRun {
     }
 }
 
+/// How long epochs last: a commit follows as soon as everything that arrived is applied and
+/// `shortest` has passed since the last one, and at the latest `longest` after it while
+/// changes keep arriving.
+#[derive(Debug, Clone, Copy)]
+pub struct Epochs {
+    /// The shortest time between two commits.
+    pub shortest: Duration,
+    /// The longest an epoch lasts.
+    pub longest: Duration,
+}
+
 /// Answers a request once it is done.
 type Reply = oneshot::Sender<Result<()>>;
 
@@ -301,7 +312,7 @@ impl Runtime {
         views: Vec<ViewFlow>,
         sources: Vec<SourceFlow>,
         sinks: Vec<SinkFlow>,
-        epoch: Duration,
+        epochs: Epochs,
     ) -> Result<Self> {
         let (applied, number, at) = committed_position(&store)?;
         let mut runs = BTreeMap::new();
@@ -363,7 +374,8 @@ impl Runtime {
             waiters: Vec::new(),
             failure: None,
             progress: progress.clone(),
-            interval: epoch,
+            interval: epochs.longest,
+            min_interval: epochs.shortest.min(epochs.longest),
         };
         let thread = std::thread::Builder::new()
             .name("augur-dataflow".into())

@@ -17,8 +17,6 @@ pub mod acc;
 
 use std::sync::Arc;
 
-use datafusion::common::HashMap;
-
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -28,7 +26,7 @@ use datafusion::physical_expr::PhysicalExpr;
 pub use acc::{Acc, AggCall, AggKind};
 
 use super::project::evaluate;
-use super::state::{Reader, StateScope, put_i64, sort_fields};
+use super::state::{Reader, Record, StateScope, StateTable, put_i64, sort_fields};
 use super::watermark::{Derived, hold};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::WriteBatch;
@@ -38,9 +36,6 @@ const VALUE_TAG: u8 = b'm';
 
 /// A group's output values, `None` when it has no row.
 type Values = Option<Vec<ScalarValue>>;
-
-/// How many groups stay cached after a checkpoint.
-const CACHED_GROUPS: usize = 1 << 20;
 
 #[derive(Debug)]
 struct Group {
@@ -52,6 +47,38 @@ struct Group {
     dirty: bool,
 }
 
+impl Group {
+    fn empty(calls: &[AggCall]) -> Self {
+        Group {
+            rows: 0,
+            accs: calls.iter().map(AggCall::empty).collect(),
+            emitted: None,
+            dirty: false,
+        }
+    }
+}
+
+impl Record for Group {
+    fn size(&self) -> usize {
+        let accs: usize = self
+            .accs
+            .iter()
+            .map(|acc| match acc {
+                Acc::Extreme(Some(v)) => 48 + v.len(),
+                Acc::Multiset { values, changed } => {
+                    64 + values.keys().map(|v| 48 + v.len()).sum::<usize>()
+                        + changed.iter().map(|v| 32 + v.len()).sum::<usize>()
+                }
+                _ => 48,
+            })
+            .sum();
+        let emitted = self.emitted.as_ref().map_or(0, |values| {
+            values.iter().map(ScalarValue::size).sum::<usize>()
+        });
+        48 + accs + emitted
+    }
+}
+
 /// A hash aggregate over change batches.
 #[derive(Debug)]
 pub struct AggregateOp {
@@ -61,13 +88,10 @@ pub struct AggregateOp {
     /// Encodes group keys (unused without GROUP BY).
     keys: RowConverter,
     state: StateScope,
-    groups: HashMap<Box<[u8]>, Group>,
+    /// The groups, by key; a cached key without a group has no rows.
+    groups: StateTable<Group>,
     /// Groups changed this epoch.
     dirty: Vec<Box<[u8]>>,
-    /// Groups to write at the next checkpoint.
-    unsaved: Vec<Box<[u8]>>,
-    /// Every stored group is cached: a group not in memory is new, and is not looked up.
-    complete: bool,
     errors: Arc<ExprErrors>,
     /// Group columns (outputs) that carry an input column's watermark.
     watermarks: Vec<Derived>,
@@ -109,11 +133,9 @@ impl AggregateOp {
             group_exprs,
             calls,
             keys: RowConverter::new(fields)?,
+            groups: StateTable::new(state.clone(), GROUP_TAG)?,
             state,
-            groups: HashMap::new(),
             dirty: Vec::new(),
-            unsaved: Vec::new(),
-            complete: false,
             errors: Arc::default(),
             watermarks: Vec::new(),
             key_order: Vec::new(),
@@ -125,14 +147,16 @@ impl AggregateOp {
             held: Vec::new(),
         };
         op.key_order = (0..op.group_exprs.len()).collect();
-        op.complete = op.state.is_empty(GROUP_TAG)?;
         if op.is_global() {
             // The one row exists from the start: make sure it is emitted once.
             op.load(&[&[]])?;
-            if let Some(group) = op.groups.get_mut(&[][..])
-                && group.emitted.is_none()
-            {
-                group.dirty = true;
+            let emitted = matches!(op.groups.get(&[][..]), Some(Some(g)) if g.emitted.is_some());
+            if !emitted {
+                let calls = &op.calls;
+                if let Some(slot) = op.groups.get_mut(&[][..]) {
+                    let group = slot.get_or_insert_with(|| Group::empty(calls));
+                    group.dirty = true;
+                }
                 op.dirty.push(Box::from(&[][..]));
             }
         }
@@ -177,33 +201,15 @@ impl AggregateOp {
             .to_vec();
         // Closed groups: those stored below the bound, and those changed since the last
         // checkpoint (not stored yet) below it.
-        let prefix = self.state.key(GROUP_TAG, &[]);
-        let mut closed: Vec<Box<[u8]>> = Vec::new();
-        self.state.store().scan_range::<StreamError>(
-            &prefix,
-            &self.state.key(GROUP_TAG, &[&bound]),
-            |key, _| {
-                closed.push(key[prefix.len()..].into());
-                Ok(true)
-            },
-        )?;
-        closed.extend(
-            self.unsaved
-                .iter()
-                .filter(|k| k.as_ref() < bound.as_slice())
-                .cloned(),
-        );
-        closed.sort_unstable();
-        closed.dedup();
+        let closed = self.groups.keys_in_range(&[], &bound)?;
         if self.emit_on_close && !closed.is_empty() {
             let keys: Vec<&[u8]> = closed.iter().map(AsRef::as_ref).collect();
             self.load(&keys)?;
             let mut rows = Vec::with_capacity(closed.len());
             for key in &closed {
-                let group = self
-                    .groups
-                    .get(key)
-                    .ok_or_else(|| StreamError::Internal("closed group not loaded".into()))?;
+                let Some(Some(group)) = self.groups.get(key) else {
+                    return Err(StreamError::Internal("closed group not loaded".into()));
+                };
                 if let Some(values) = self.values(group)? {
                     rows.push((key.as_ref(), values, 1));
                 }
@@ -212,10 +218,9 @@ impl AggregateOp {
                 out.push(self.rows(rows)?);
             }
         }
-        for key in &closed {
-            self.groups.remove(key);
+        if !closed.is_empty() {
+            self.groups.delete_range(&[], &bound);
         }
-        self.unsaved.retain(|k| k.as_ref() >= bound.as_slice());
         if self.closed_below.as_ref().is_none_or(|b| *b < bound) {
             self.closed_below = Some(bound);
         }
@@ -224,81 +229,23 @@ impl AggregateOp {
 
     /// Makes sure the groups with `keys` are in memory, reading the missing ones in one batch.
     fn load(&mut self, keys: &[&[u8]]) -> Result<()> {
-        let mut missing: Vec<&[u8]> = keys
-            .iter()
-            .copied()
-            .filter(|k| !self.groups.contains_key(*k))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let found = if self.complete {
-            vec![None; missing.len()]
-        } else {
-            let storage_keys: Vec<Vec<u8>> = missing
-                .iter()
-                .map(|k| self.state.key(GROUP_TAG, &[k]))
-                .collect();
-            self.state.store().multi_get(&storage_keys)?
-        };
-        for (key, value) in missing.into_iter().zip(found) {
-            let group = match value {
-                Some(bytes) => {
-                    let mut group = self.decode_group(key, &bytes)?;
-                    // Stored state is the state of the last barrier: so are its values.
-                    group.emitted = self.values(&group)?;
-                    group
-                }
-                None => Group {
-                    rows: 0,
-                    accs: self.calls.iter().map(AggCall::empty).collect(),
-                    emitted: None,
-                    dirty: false,
-                },
-            };
-            self.groups.insert(key.into(), group);
-        }
-        Ok(())
-    }
-
-    fn decode_group(&self, key: &[u8], bytes: &[u8]) -> Result<Group> {
-        let mut reader = Reader::new(bytes);
-        let rows = reader.i64()?;
-        let mut accs = Vec::with_capacity(self.calls.len());
-        for (index, call) in self.calls.iter().enumerate() {
-            let mut acc = call.decode_state(&mut reader)?;
-            if let Acc::Multiset { values, .. } = &mut acc {
-                let prefix = self.state.key(VALUE_TAG, &[&[index as u8], key]);
-                self.state
-                    .store()
-                    .scan_prefix::<StreamError>(&prefix, |k, v| {
-                        let count = Reader::new(v).i64()?;
-                        values.insert(k[prefix.len()..].into(), count);
-                        Ok(true)
-                    })?;
-            }
-            accs.push(acc);
-        }
-        Ok(Group {
-            rows,
-            accs,
-            emitted: None,
-            dirty: false,
+        let Self {
+            groups,
+            calls,
+            state,
+            ..
+        } = self;
+        let global = self.group_exprs.is_empty();
+        groups.load(keys, |key, bytes| {
+            let mut group = decode_group(calls, state, key, &bytes)?;
+            // Stored state is the state of the last barrier: so are its values.
+            group.emitted = values(calls, global, &group)?;
+            Ok(group)
         })
     }
 
     fn values(&self, group: &Group) -> Result<Option<Vec<ScalarValue>>> {
-        if group.rows <= 0 && !self.is_global() {
-            return Ok(None);
-        }
-        self.calls
-            .iter()
-            .zip(&group.accs)
-            .map(|(call, acc)| call.value(acc))
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        values(&self.calls, self.is_global(), group)
     }
 
     /// Output rows `(group key, values)` with their weights.
@@ -333,6 +280,45 @@ impl AggregateOp {
         let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
         Ok(ChangeBatch::new(batch, weights))
     }
+}
+
+/// A stored group: its row count, then each call's state; the values of multiset calls are
+/// read from their own entries.
+fn decode_group(calls: &[AggCall], state: &StateScope, key: &[u8], bytes: &[u8]) -> Result<Group> {
+    let mut reader = Reader::new(bytes);
+    let rows = reader.i64()?;
+    let mut accs = Vec::with_capacity(calls.len());
+    for (index, call) in calls.iter().enumerate() {
+        let mut acc = call.decode_state(&mut reader)?;
+        if let Acc::Multiset { values, .. } = &mut acc {
+            let prefix = state.key(VALUE_TAG, &[&[index as u8], key]);
+            state.store().scan_prefix::<StreamError>(&prefix, |k, v| {
+                let count = Reader::new(v).i64()?;
+                values.insert(k[prefix.len()..].into(), count);
+                Ok(true)
+            })?;
+        }
+        accs.push(acc);
+    }
+    Ok(Group {
+        rows,
+        accs,
+        emitted: None,
+        dirty: false,
+    })
+}
+
+/// A group's output values, `None` when it has no row (a global aggregate always has one).
+fn values(calls: &[AggCall], global: bool, group: &Group) -> Result<Option<Vec<ScalarValue>>> {
+    if group.rows <= 0 && !global {
+        return Ok(None);
+    }
+    calls
+        .iter()
+        .zip(&group.accs)
+        .map(|(call, acc)| call.value(acc))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 impl Operator for AggregateOp {
@@ -385,13 +371,14 @@ impl Operator for AggregateOp {
             } = self;
             for row in rows_of_pass {
                 let key = key_of(row);
-                let Some(group) = groups.get_mut(key) else {
+                let Some(slot) = groups.get_mut(key) else {
                     if pass == 0 {
                         misses.push(row);
                         continue;
                     }
                     return Err(StreamError::Internal("group not loaded".into()));
                 };
+                let group = slot.get_or_insert_with(|| Group::empty(calls));
                 if !group.dirty {
                     group.dirty = true;
                     dirty.push(key.into());
@@ -431,29 +418,21 @@ impl Operator for AggregateOp {
 
     fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
         let dirty = std::mem::take(&mut self.dirty);
-        if self.emit_on_close {
-            for key in &dirty {
-                if let Some(group) = self.groups.get_mut(key) {
-                    group.dirty = false;
-                }
-            }
-            self.unsaved.extend(dirty);
-            return self.close(out);
-        }
         let mut changes: Vec<(&[u8], Values, Values)> = Vec::new();
-        for key in &dirty {
-            let group = self
-                .groups
-                .get(key)
-                .ok_or_else(|| StreamError::Internal("dirty group not cached".into()))?;
-            let after = self.values(group)?;
-            if group.emitted != after {
-                changes.push((key.as_ref(), group.emitted.clone(), after));
+        if !self.emit_on_close {
+            for key in &dirty {
+                let Some(Some(group)) = self.groups.get(key) else {
+                    return Err(StreamError::Internal("dirty group not cached".into()));
+                };
+                let after = self.values(group)?;
+                if group.emitted != after {
+                    changes.push((key.as_ref(), group.emitted.clone(), after));
+                }
             }
         }
         let mut emitted = Vec::with_capacity(changes.len() * 2);
         for (key, before, after) in changes {
-            if let Some(group) = self.groups.get_mut(key) {
+            if let Some(Some(group)) = self.groups.get_mut(key) {
                 group.emitted = after.clone();
             }
             if let Some(before) = before {
@@ -467,27 +446,30 @@ impl Operator for AggregateOp {
             out.push(self.rows(emitted)?);
         }
         for key in &dirty {
-            if let Some(group) = self.groups.get_mut(key) {
+            if let Some(Some(group)) = self.groups.get_mut(key) {
                 group.dirty = false;
             }
         }
-        self.unsaved.extend(dirty);
         self.close(out)
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         let global = self.is_global();
-        // In key order: RocksDB's memtable inserts sorted keys much faster than scattered ones.
-        let mut unsaved = std::mem::take(&mut self.unsaved);
-        unsaved.sort_unstable();
-        for key in unsaved {
-            let Some(group) = self.groups.get_mut(&key) else {
-                continue;
+        let Self {
+            groups,
+            calls,
+            state,
+            ..
+        } = self;
+        groups.checkpoint(batch, |key, slot, batch| {
+            let Some(group) = slot else {
+                batch.delete(state.key(GROUP_TAG, &[key]));
+                return Ok(());
             };
             for (index, acc) in group.accs.iter_mut().enumerate() {
                 if let Acc::Multiset { values, changed } = acc {
                     for value in changed.drain() {
-                        let k = self.state.key(VALUE_TAG, &[&[index as u8], &key, &value]);
+                        let k = state.key(VALUE_TAG, &[&[index as u8], key, &value]);
                         match values.get(&value) {
                             Some(count) => batch.put(k, count.to_be_bytes()),
                             None => batch.delete(k),
@@ -495,24 +477,22 @@ impl Operator for AggregateOp {
                     }
                 }
             }
-            let storage_key = self.state.key(GROUP_TAG, &[&key]);
+            let storage_key = state.key(GROUP_TAG, &[key]);
             if group.rows == 0 && !global {
+                // The group is gone; its key stays cached as known to have none.
                 batch.delete(storage_key);
-                self.groups.remove(&key);
-                continue;
+                *slot = None;
+                return Ok(());
             }
             let mut value = Vec::with_capacity(32);
             put_i64(&mut value, group.rows);
-            for (call, acc) in self.calls.iter().zip(&group.accs) {
+            for (call, acc) in calls.iter().zip(&group.accs) {
                 call.encode(acc, &mut value);
             }
             batch.put(storage_key, value);
-        }
+            Ok(())
+        })?;
         if let Some(bound) = self.closed_below.take() {
-            batch.delete_range(
-                self.state.key(GROUP_TAG, &[]),
-                self.state.key(GROUP_TAG, &[&bound]),
-            );
             for (index, call) in self.calls.iter().enumerate() {
                 if call.keeps_values() {
                     let index = [index as u8];
@@ -527,14 +507,7 @@ impl Operator for AggregateOp {
     }
 
     fn evict(&mut self) {
-        if self.groups.len() > CACHED_GROUPS && self.dirty.is_empty() {
-            self.complete = false;
-            let mut keep = CACHED_GROUPS / 2;
-            self.groups.retain(|_, _| {
-                keep = keep.saturating_sub(1);
-                keep > 0
-            });
-        }
+        self.groups.evict();
     }
 
     fn schema(&self) -> SchemaRef {

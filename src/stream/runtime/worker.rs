@@ -40,59 +40,101 @@ pub(super) struct Worker {
     /// Set when applying changes failed: views stay at their last commit.
     pub(super) failure: Option<String>,
     pub(super) progress: Arc<Progress>,
+    /// The longest an epoch lasts while changes keep arriving.
     pub(super) interval: Duration,
+    /// The shortest time between two commits.
+    pub(super) min_interval: Duration,
 }
 
 impl Worker {
-    /// Runs until stopped: replays the log, then serves messages and epochs.
+    /// Runs until stopped: replays the log, then serves requests and epochs.
+    ///
+    /// An epoch commits once everything that has arrived is applied (no request queued, no
+    /// source with rows due at once) and `min_interval` has passed since the last commit — so a
+    /// write is visible within a few milliseconds while the server keeps up — and at the latest
+    /// `interval` after the last commit while changes keep arriving, which folds the changes of
+    /// a busy stream into few writes per key.
     pub(super) fn run(&mut self, rx: Receiver<Request>) {
         if let Err(e) = self.replay().and_then(|()| self.send_stored_watermarks()) {
             self.fail(e);
         }
-        let mut next_barrier = Instant::now() + self.interval;
+        let mut last_commit = Instant::now();
         loop {
-            let mut wait = next_barrier.saturating_duration_since(Instant::now());
+            let mut more_due = false;
             if self.failure.is_none() && !self.sources.is_empty() {
                 match self.poll_sources() {
-                    Ok(true) => wait = Duration::ZERO,
-                    Ok(false) => wait = wait.min(SOURCE_POLL),
+                    Ok(more) => more_due = more,
                     Err(e) => self.fail(e),
                 }
             }
-            match rx.recv_timeout(wait) {
-                Ok(Request::Stop(reply)) => {
-                    let _ = reply.send(self.commit());
-                    return;
+            let due = self.pending || !self.waiters.is_empty();
+            let latest = last_commit + self.interval;
+            let wait = if more_due {
+                Duration::ZERO
+            } else {
+                let until = if due {
+                    latest.min(last_commit + self.min_interval)
+                } else {
+                    latest
+                };
+                let wait = until.saturating_duration_since(Instant::now());
+                if self.sources.is_empty() {
+                    wait
+                } else {
+                    wait.min(SOURCE_POLL)
                 }
-                Ok(request) => {
-                    // A fault in an operator must not take the server down: the views stop at
-                    // their last commit and say why.
-                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.handle(request)
-                    }));
-                    if let Err(panic) = outcome {
-                        let what = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "a panic".into());
-                        self.fail(StreamError::Internal(what));
+            };
+            let mut next = rx.recv_timeout(wait);
+            // Everything queued is served before the epoch may end: a burst of writes is one
+            // epoch, not one each.
+            let mut drained = false;
+            loop {
+                match next {
+                    Ok(Request::Stop(reply)) => {
+                        let _ = reply.send(self.commit_durably());
+                        return;
+                    }
+                    Ok(request) => self.serve(request),
+                    Err(RecvTimeoutError::Timeout) => {
+                        drained = true;
+                        break;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        let _ = self.commit_durably();
+                        return;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.commit();
-                    return;
+                if Instant::now() >= latest {
+                    break;
                 }
+                next = rx.recv_timeout(Duration::ZERO);
             }
-            if Instant::now() >= next_barrier {
-                if (self.pending || !self.waiters.is_empty())
-                    && let Err(e) = self.commit()
-                {
+            let idle = !more_due && drained;
+            let now = Instant::now();
+            let due = self.pending || !self.waiters.is_empty();
+            if due && (now >= latest || (idle && now >= last_commit + self.min_interval)) {
+                if let Err(e) = self.commit() {
                     self.fail(e);
                 }
-                next_barrier = Instant::now() + self.interval;
+                last_commit = Instant::now();
+            } else if !due && now >= latest {
+                last_commit = now;
             }
+        }
+    }
+
+    /// Serves one request; a fault in an operator must not take the server down: the views
+    /// stop at their last commit and say why.
+    fn serve(&mut self, request: Request) {
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(request)));
+        if let Err(panic) = outcome {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            self.fail(StreamError::Internal(what));
         }
     }
 
@@ -499,7 +541,30 @@ impl Worker {
     }
 
     /// Ends the epoch and commits it, together with `extra` writes.
+    ///
+    /// An epoch is written without waiting for the disk unless it must outlast a machine
+    /// crash: views derive from acknowledged table writes (each already on disk) and from
+    /// sources that are read again from the committed position, so an epoch lost with the
+    /// machine is computed again, the same, from the change log and the sources at restart.
+    /// RocksDB's log is written in order and recovered to a consistent point, so what survives
+    /// is always a prefix of the epochs, and the next write that waits (an acknowledged table
+    /// write) makes every earlier epoch durable with it. An epoch waits for the disk when it
+    /// carries `extra` writes (catalog changes), when it stages sink output (delivered
+    /// elsewhere once committed), and when it answers a FLUSH.
     fn commit_with(&mut self, extra: WriteBatch) -> Result<()> {
+        let durable = !extra.is_empty() || !self.waiters.is_empty();
+        self.commit_epoch(extra, durable)
+    }
+
+    /// [`Worker::commit_with`] that always waits for the disk: before stopping.
+    fn commit_durably(&mut self) -> Result<()> {
+        if let Some(e) = self.stopped() {
+            return Err(e);
+        }
+        self.commit_epoch(WriteBatch::default(), true)
+    }
+
+    fn commit_epoch(&mut self, extra: WriteBatch, durable: bool) -> Result<()> {
         let ids: Vec<u32> = self.views.keys().copied().collect();
         for id in ids {
             let out = match self.views.get_mut(&id) {
@@ -550,7 +615,11 @@ impl Worker {
             changelog::log_key(self.applied_seq.saturating_add(1)).as_slice(),
         );
         debug_assert_eq!(changelog::log_key(0)[0], LOG_TAG);
-        self.store.write(batch)?;
+        if durable || !staged.is_empty() {
+            self.store.write(batch)?;
+        } else {
+            self.store.write_unsynced(batch)?;
+        }
         for id in staged {
             if let Some(sink) = self.sinks.get(&id) {
                 sink.flow.progress.added();

@@ -15,24 +15,45 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::ExprErrors;
 use crate::storage::Store;
 
+pub mod table;
+
+pub use table::{CacheBudget, Record, StateTable};
+
 /// The storage tag of operator state.
 pub const STATE_TAG: u8 = b's';
 
-/// One operator's key range and the store to read it from.
+/// One operator's key range, the store to read it from, and the memory budget its cached
+/// state counts against.
 #[derive(Debug, Clone)]
 pub struct StateScope {
     store: Store,
     prefix: Vec<u8>,
+    budget: std::sync::Arc<CacheBudget>,
 }
 
 impl StateScope {
-    /// The range of operator `op` of view `view`.
+    /// The range of operator `op` of view `view`, with a budget of its own (the default size).
     pub fn new(store: Store, view: u32, op: u16) -> Self {
         let mut prefix = Vec::with_capacity(7);
         prefix.push(STATE_TAG);
         prefix.extend_from_slice(&view.to_be_bytes());
         prefix.extend_from_slice(&op.to_be_bytes());
-        Self { store, prefix }
+        Self {
+            store,
+            prefix,
+            budget: CacheBudget::new(table::DEFAULT_CACHE_BYTES),
+        }
+    }
+
+    /// The same range, counting its cached state against `budget` (the server's).
+    pub fn with_budget(mut self, budget: std::sync::Arc<CacheBudget>) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The memory budget cached state counts against.
+    pub fn budget(&self) -> &std::sync::Arc<CacheBudget> {
+        &self.budget
     }
 
     /// The prefix of every state key of view `view`.

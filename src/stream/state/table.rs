@@ -1,0 +1,514 @@
+//! The state table: keyed operator state with a cache of hot keys, shared by every stateful
+//! operator.
+//!
+//! An operator keeps its state as records (an aggregate's group, a join key's rows, a memo's
+//! remembered output) decoded in memory, each under a key in Arrow's row format. The table
+//! knows which records are cached, which changed since the last checkpoint, and which keys are
+//! known to have no stored record, so that
+//!
+//! - a record is read from RocksDB at most once while it stays cached, and the reads of a batch
+//!   of changes go in one `multi_get`;
+//! - a key known to be absent (a new group, when the operator's state started empty or the key
+//!   was deleted) is never read;
+//! - each changed record is written once per epoch, at the checkpoint, in key order;
+//! - the records of every operator of every view together stay within the server's cache
+//!   budget (`--state-cache-mb`): after each commit, a table over its share drops the records
+//!   touched longest ago (all of them safely stored by then) and reads them back when they are
+//!   needed again.
+//!
+//! How a record is laid out in storage is the operator's: it decodes what [`StateTable::load`]
+//! read and encodes each changed record at [`StateTable::checkpoint`] (a record may span several
+//! stored entries, such as an aggregate's value multisets).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datafusion::common::HashMap;
+
+use super::StateScope;
+use crate::storage::WriteBatch;
+use crate::stream::Result;
+
+/// Memory the cached state of all views may take together: `--state-cache-mb`.
+#[derive(Debug)]
+pub struct CacheBudget {
+    limit: AtomicUsize,
+    used: AtomicUsize,
+}
+
+impl CacheBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit: AtomicUsize::new(bytes),
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Sets the limit (at start, from the configuration).
+    pub fn set_limit(&self, bytes: usize) {
+        self.limit.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Bytes cached now, over all tables.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn sub(&self, bytes: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(bytes))
+            });
+    }
+}
+
+/// The budget when nothing else is configured: 1 GiB.
+pub const DEFAULT_CACHE_BYTES: usize = 1 << 30;
+
+/// A record an operator keeps in a [`StateTable`].
+pub trait Record {
+    /// About how many bytes of memory the record takes (with its key), for the budget.
+    fn size(&self) -> usize;
+}
+
+/// A cached key: its record, or `None` when it has none.
+#[derive(Debug)]
+struct Slot<V> {
+    record: Option<V>,
+    /// Changed since the last checkpoint.
+    dirty: bool,
+    /// The epoch it was last touched in: eviction drops the oldest.
+    touched: u64,
+    /// The size counted for it in the budget.
+    size: usize,
+}
+
+/// Bytes a cached key costs beyond its record: the key, the slot and the map's entry.
+const SLOT_OVERHEAD: usize = 64;
+
+/// One operator's keyed state (see the module docs).
+#[derive(Debug)]
+pub struct StateTable<V> {
+    scope: StateScope,
+    /// The tag of the stored entries.
+    tag: u8,
+    slots: HashMap<Box<[u8]>, Slot<V>>,
+    /// Keys changed since the last checkpoint, each once.
+    dirty: Vec<Box<[u8]>>,
+    /// Ranges `[from, to)` of keys deleted since the last checkpoint.
+    deleted: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Every stored record is cached: a key not cached has no record, without a read.
+    complete: bool,
+    /// Bytes counted in the budget for this table.
+    bytes: usize,
+    epoch: u64,
+    /// Reads from the store, for tests and statistics.
+    reads: u64,
+}
+
+impl<V: Record> StateTable<V> {
+    /// The records under `tag` in `scope`. When none is stored yet, the table knows that any
+    /// key it has not cached is absent.
+    pub fn new(scope: StateScope, tag: u8) -> Result<Self> {
+        let complete = scope.is_empty(tag)?;
+        Ok(Self {
+            scope,
+            tag,
+            slots: HashMap::new(),
+            dirty: Vec::new(),
+            deleted: Vec::new(),
+            complete,
+            bytes: 0,
+            epoch: 0,
+            reads: 0,
+        })
+    }
+
+    /// The scope the records are stored in.
+    pub fn scope(&self) -> &StateScope {
+        &self.scope
+    }
+
+    /// The storage key of the entry `key` (the prefix of a record spanning several entries).
+    pub fn storage_key(&self, key: &[u8]) -> Vec<u8> {
+        self.scope.key(self.tag, &[key])
+    }
+
+    /// Records read from the store so far.
+    pub fn reads(&self) -> u64 {
+        self.reads
+    }
+
+    /// Number of cached keys.
+    pub fn cached(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether `key` is cached.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.slots.contains_key(key)
+    }
+
+    /// Makes sure `keys` are cached: the missing ones are read in one call (unless known to be
+    /// absent) and decoded by `decode(key, stored value)`.
+    pub fn load(
+        &mut self,
+        keys: &[&[u8]],
+        mut decode: impl FnMut(&[u8], Vec<u8>) -> Result<V>,
+    ) -> Result<()> {
+        let mut missing: Vec<&[u8]> = keys
+            .iter()
+            .copied()
+            .filter(|k| !self.slots.contains_key(*k))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let found = if self.complete {
+            vec![None; missing.len()]
+        } else {
+            let storage_keys: Vec<Vec<u8>> = missing.iter().map(|k| self.storage_key(k)).collect();
+            self.reads += storage_keys.len() as u64;
+            self.scope.store().multi_get(&storage_keys)?
+        };
+        for (key, value) in missing.into_iter().zip(found) {
+            let record = value.map(|v| decode(key, v)).transpose()?;
+            let size = SLOT_OVERHEAD + key.len() + record.as_ref().map_or(0, Record::size);
+            self.bytes += size;
+            self.scope.budget().add(size);
+            self.slots.insert(
+                key.into(),
+                Slot {
+                    record,
+                    dirty: false,
+                    touched: self.epoch,
+                    size,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The record of a cached key (`None` inside: the key has none); `None` when not cached.
+    pub fn get(&self, key: &[u8]) -> Option<&Option<V>> {
+        self.slots.get(key).map(|s| &s.record)
+    }
+
+    /// The record of a cached key to change, marking it changed; `None` when not cached.
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Option<V>> {
+        let slot = self.slots.get_mut(key)?;
+        slot.touched = self.epoch;
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(key.into());
+        }
+        Some(&mut slot.record)
+    }
+
+    /// Sets the record of `key` (`None` deletes it), cached or not.
+    pub fn put(&mut self, key: &[u8], record: Option<V>) {
+        match self.slots.get_mut(key) {
+            Some(slot) => {
+                slot.record = record;
+                slot.touched = self.epoch;
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(key.into());
+                }
+            }
+            None => {
+                let size = SLOT_OVERHEAD + key.len();
+                self.bytes += size;
+                self.scope.budget().add(size);
+                self.slots.insert(
+                    key.into(),
+                    Slot {
+                        record,
+                        dirty: true,
+                        touched: self.epoch,
+                        size,
+                    },
+                );
+                self.dirty.push(key.into());
+            }
+        }
+    }
+
+    /// The cached keys in `[from, to)` that have a record, and the stored ones, in order: what
+    /// the range holds now.
+    pub fn keys_in_range(&mut self, from: &[u8], to: &[u8]) -> Result<Vec<Box<[u8]>>> {
+        let mut keys: Vec<Box<[u8]>> = Vec::new();
+        if !self.complete {
+            let prefix = self.storage_key(&[]).len();
+            self.scope
+                .store()
+                .scan_range::<crate::stream::StreamError>(
+                    &self.storage_key(from),
+                    &self.storage_key(to),
+                    |k, _| {
+                        keys.push(k[prefix..].into());
+                        Ok(true)
+                    },
+                )?;
+            // A cached key decides: deleted or changed since the last checkpoint.
+            keys.retain(|k| self.slots.get(k).is_none_or(|s| s.record.is_some()));
+        }
+        keys.extend(
+            self.slots
+                .iter()
+                .filter(|(k, s)| s.record.is_some() && k.as_ref() >= from && k.as_ref() < to)
+                .map(|(k, _)| k.clone()),
+        );
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// Deletes every record with a key in `[from, to)`, stored or cached; the stored entries go
+    /// at the checkpoint (an entry is any key under the record's, so records spanning several
+    /// entries go whole when `to` is past their last entry).
+    pub fn delete_range(&mut self, from: &[u8], to: &[u8]) {
+        let budget = self.scope.budget().clone();
+        let mut freed = 0;
+        self.slots.retain(|k, s| {
+            let gone = k.as_ref() >= from && k.as_ref() < to;
+            if gone {
+                freed += s.size;
+            }
+            !gone
+        });
+        self.bytes -= freed;
+        budget.sub(freed);
+        self.dirty
+            .retain(|k| !(k.as_ref() >= from && k.as_ref() < to));
+        self.deleted.push((from.to_vec(), to.to_vec()));
+    }
+
+    /// Adds the changed records to `batch`, in key order: `write(key, record, batch)` writes a
+    /// record, or deletes its entries when the key has none (it may also set the record to
+    /// `None` once written: the key stays cached as known to have none). Then the deleted
+    /// ranges.
+    pub fn checkpoint(
+        &mut self,
+        batch: &mut WriteBatch,
+        mut write: impl FnMut(&[u8], &mut Option<V>, &mut WriteBatch) -> Result<()>,
+    ) -> Result<()> {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        let budget = self.scope.budget().clone();
+        for key in dirty {
+            let Some(slot) = self.slots.get_mut(&key) else {
+                continue;
+            };
+            slot.dirty = false;
+            write(&key, &mut slot.record, batch)?;
+            let size = SLOT_OVERHEAD + key.len() + slot.record.as_ref().map_or(0, Record::size);
+            if size >= slot.size {
+                budget.add(size - slot.size);
+                self.bytes += size - slot.size;
+            } else {
+                budget.sub(slot.size - size);
+                self.bytes -= slot.size - size;
+            }
+            slot.size = size;
+        }
+        for (from, to) in std::mem::take(&mut self.deleted) {
+            batch.delete_range(self.storage_key(&from), self.storage_key(&to));
+        }
+        Ok(())
+    }
+
+    /// After a commit: when the cached state of all views is over the budget, drops this
+    /// table's records touched longest ago until it holds its share (three quarters of the
+    /// budget, in proportion to what each table holds). Changed records are never dropped.
+    pub fn evict(&mut self) {
+        self.epoch += 1;
+        let budget = self.scope.budget().clone();
+        let (used, limit) = (budget.used(), budget.limit());
+        if used <= limit || self.bytes == 0 {
+            return;
+        }
+        let target = (self.bytes as u128 * (limit as u128 * 3 / 4) / used as u128) as usize;
+        let mut ages: Vec<(u64, usize)> = self
+            .slots
+            .values()
+            .filter(|s| !s.dirty)
+            .map(|s| (s.touched, s.size))
+            .collect();
+        ages.sort_unstable_by_key(|(touched, _)| *touched);
+        // Drop whole epochs, oldest first, until what is left fits.
+        let mut left = self.bytes;
+        let mut below = 0;
+        for (touched, size) in ages {
+            if left <= target {
+                break;
+            }
+            left -= size;
+            below = touched + 1;
+        }
+        let mut freed = 0;
+        self.slots.retain(|_, s| {
+            let drop = !s.dirty && s.touched < below;
+            if drop {
+                freed += s.size;
+            }
+            !drop
+        });
+        if freed > 0 {
+            self.complete = false;
+            self.bytes -= freed;
+            budget.sub(freed);
+        }
+    }
+}
+
+impl<V> Drop for StateTable<V> {
+    fn drop(&mut self) {
+        self.scope.budget().sub(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Store;
+
+    impl Record for i64 {
+        fn size(&self) -> usize {
+            8
+        }
+    }
+
+    fn decode(_: &[u8], bytes: Vec<u8>) -> Result<i64> {
+        Ok(i64::from_be_bytes(bytes.try_into().unwrap()))
+    }
+
+    fn commit(table: &mut StateTable<i64>, store: &Store) -> usize {
+        let mut batch = WriteBatch::default();
+        let mut written = 0;
+        table
+            .checkpoint(&mut batch, |key, record, batch| {
+                written += 1;
+                let k = table_key(key);
+                match record {
+                    Some(v) => batch.put(k, v.to_be_bytes()),
+                    None => batch.delete(k),
+                }
+                Ok(())
+            })
+            .unwrap();
+        store.write(batch).unwrap();
+        table.evict();
+        written
+    }
+
+    /// The storage key of `key` in view 1, operator 0, tag `k`.
+    fn table_key(key: &[u8]) -> Vec<u8> {
+        let mut k = vec![super::super::STATE_TAG, 0, 0, 0, 1, 0, 0, b'k'];
+        k.extend_from_slice(key);
+        k
+    }
+
+    fn add(table: &mut StateTable<i64>, key: u64, by: i64) {
+        let key = key.to_be_bytes();
+        table.load(&[&key], decode).unwrap();
+        let slot = table.get_mut(&key).unwrap();
+        *slot.get_or_insert(0) += by;
+    }
+
+    #[test]
+    fn keys_of_a_new_table_are_never_read_and_each_changed_key_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let scope = StateScope::new(store.clone(), 1, 0);
+        let mut table: StateTable<i64> = StateTable::new(scope, b'k').unwrap();
+        for round in 0..3 {
+            for key in 0..100u64 {
+                add(&mut table, key, round + 1);
+            }
+        }
+        assert_eq!(table.reads(), 0, "a new table knows its keys are absent");
+        assert_eq!(commit(&mut table, &store), 100, "one write per changed key");
+        assert_eq!(
+            store.get(&table_key(&7u64.to_be_bytes())).unwrap(),
+            Some(6i64.to_be_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn records_over_the_budget_are_evicted_and_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let budget = CacheBudget::new(64 << 10);
+        let scope = StateScope::new(store.clone(), 1, 0).with_budget(budget.clone());
+        let mut table: StateTable<i64> = StateTable::new(scope.clone(), b'k').unwrap();
+        let keys = 10_000u64;
+        for key in 0..keys {
+            add(&mut table, key, key as i64);
+            if key % 1000 == 999 {
+                commit(&mut table, &store);
+                assert!(
+                    budget.used() <= budget.limit(),
+                    "{} cached bytes over a budget of {}",
+                    budget.used(),
+                    budget.limit()
+                );
+            }
+        }
+        assert!(table.cached() < keys as usize / 2, "{}", table.cached());
+        // Every key again: the evicted ones are read back, and the sums are exact.
+        for key in 0..keys {
+            add(&mut table, key, 1);
+        }
+        assert!(table.reads() > 0);
+        commit(&mut table, &store);
+        for key in [0u64, 1, 4_321, keys - 1] {
+            assert_eq!(
+                store.get(&table_key(&key.to_be_bytes())).unwrap(),
+                Some((key as i64 + 1).to_be_bytes().to_vec())
+            );
+        }
+        // A table reopened over the stored records reads them.
+        drop(table);
+        assert_eq!(budget.used(), 0, "a dropped table gives its memory back");
+        let mut reopened: StateTable<i64> = StateTable::new(scope, b'k').unwrap();
+        add(&mut reopened, 5, 0);
+        assert_eq!(reopened.get(&5u64.to_be_bytes()), Some(&Some(6)));
+    }
+
+    #[test]
+    fn a_deleted_range_goes_from_the_cache_and_from_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let scope = StateScope::new(store.clone(), 1, 0);
+        let mut table: StateTable<i64> = StateTable::new(scope.clone(), b'k').unwrap();
+        for key in 0..10u64 {
+            add(&mut table, key, 1);
+        }
+        commit(&mut table, &store);
+        add(&mut table, 2, 1);
+        let (from, to) = (0u64.to_be_bytes(), 5u64.to_be_bytes());
+        assert_eq!(table.keys_in_range(&from, &to).unwrap().len(), 5);
+        table.delete_range(&from, &to);
+        assert_eq!(table.keys_in_range(&from, &to).unwrap().len(), 0);
+        commit(&mut table, &store);
+        let mut reopened: StateTable<i64> = StateTable::new(scope, b'k').unwrap();
+        assert_eq!(reopened.keys_in_range(&from, &to).unwrap().len(), 0);
+        let rest = reopened.keys_in_range(&from, &[0xff; 9]).unwrap();
+        assert_eq!(rest.first().map(|k| k.to_vec()), Some(to.to_vec()));
+        assert_eq!(rest.len(), 5);
+    }
+}
