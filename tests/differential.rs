@@ -48,6 +48,26 @@ const VIEWS: &[&str] = &[
     "SELECT k FROM a INTERSECT ALL SELECT k FROM b",
 ];
 
+/// Views over the append-only event table `e`, whose rows arrive out of order within its
+/// watermark (late ones are dropped before any view or query sees them): per-event sliding
+/// aggregates, OVER frames that recompute, sessions, and joins that delete rows under the
+/// watermarks. The views at even positions are created before any event.
+const EVENT_VIEWS: &[&str] = &[
+    "SELECT id, u, ts, count(*) OVER (PARTITION BY u ORDER BY ts RANGE BETWEEN INTERVAL '10 seconds' PRECEDING AND CURRENT ROW) AS n10, \
+     sum(amount) OVER (PARTITION BY u ORDER BY ts RANGE BETWEEN INTERVAL '10 seconds' PRECEDING AND CURRENT ROW) AS s10, \
+     avg(n) OVER (PARTITION BY u ORDER BY ts RANGE BETWEEN INTERVAL '10 seconds' PRECEDING AND CURRENT ROW) AS a10, \
+     min(amount) OVER (PARTITION BY u ORDER BY ts RANGE BETWEEN INTERVAL '1 minute' PRECEDING AND CURRENT ROW) AS mn60, \
+     max(n) OVER (PARTITION BY u ORDER BY ts RANGE BETWEEN INTERVAL '1 minute' PRECEDING AND CURRENT ROW) AS mx60, \
+     count(n) OVER (PARTITION BY u ORDER BY ts RANGE BETWEEN CURRENT ROW AND CURRENT ROW) AS peers \
+     FROM e",
+    "SELECT id, sum(n) OVER (ORDER BY ts RANGE BETWEEN INTERVAL '5 seconds' PRECEDING AND CURRENT ROW) AS s5 FROM e",
+    "SELECT id, u, sum(amount) OVER (PARTITION BY u ORDER BY ts RANGE BETWEEN INTERVAL '5 seconds' PRECEDING AND INTERVAL '2 seconds' FOLLOWING) AS around, \
+     row_number() OVER (PARTITION BY u ORDER BY ts, id) AS rn FROM e",
+    "SELECT u, window_start, window_end, count(*) AS n, sum(amount) AS total FROM SESSION(e, ts, INTERVAL '3 seconds') GROUP BY u, window_start, window_end",
+    "SELECT x.id, y.id AS yid FROM e x JOIN e y ON x.u = y.u AND y.ts BETWEEN x.ts - INTERVAL '4 seconds' AND x.ts",
+    "SELECT window_start, u, count(*) AS n, max(amount) AS top FROM TUMBLE(e, ts, INTERVAL '10 seconds') GROUP BY window_start, u",
+];
+
 /// Views over views: `(name, query)`, created after all of the above.
 const STACKED: &[(&str, &str)] = &[
     ("s0", "SELECT k, n FROM v0 WHERE n > 1"),
@@ -254,14 +274,26 @@ async fn case(seed: u64) {
         &db,
         "CREATE TABLE a (id INT PRIMARY KEY, k INT, v BIGINT, f DOUBLE PRECISION, s TEXT, b BOOLEAN);
          CREATE TABLE b (id INT PRIMARY KEY, k INT, w BIGINT, t TEXT);
-         CREATE TABLE c (x INT, y TEXT)",
+         CREATE TABLE c (x INT, y TEXT);
+         CREATE TABLE e (id INT, u INT, ts TIMESTAMP, amount DOUBLE PRECISION, n BIGINT,
+                         WATERMARK FOR ts AS ts - INTERVAL '5 seconds') APPEND ONLY",
     )
     .await;
+    // Event time in seconds: it moves forward, and rows come up to 8 s behind it (those more
+    // than 5 s behind the largest so far are late).
+    let mut clock: i64 = 100;
+    let mut event_id = 0;
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut created: Vec<(String, String)> = Vec::new();
     let create = |i: usize| (format!("v{i}"), VIEWS[i].to_string());
     for i in (0..VIEWS.len()).step_by(2) {
         let (name, query) = create(i);
+        run(&db, &format!("CREATE MATERIALIZED VIEW {name} AS {query}")).await;
+        created.push((name, query));
+    }
+    let create_event = |i: usize| (format!("e{i}"), EVENT_VIEWS[i].to_string());
+    for i in (0..EVENT_VIEWS.len()).step_by(2) {
+        let (name, query) = create_event(i);
         run(&db, &format!("CREATE MATERIALIZED VIEW {name} AS {query}")).await;
         created.push((name, query));
     }
@@ -273,9 +305,30 @@ async fn case(seed: u64) {
             }
             run(&db, &write).await;
         }
+        let mut events = Vec::new();
+        for _ in 0..6 {
+            event_id += 1;
+            clock += rng.below(3);
+            let ts = clock - rng.below(9);
+            events.push(format!(
+                "({event_id}, {}, TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{ts} seconds', {}, {})",
+                rng.below(4),
+                rng.float_or_null(),
+                rng.int_or_null(-10, 10)
+            ));
+        }
+        // One statement per row: a row is judged against the watermark the rows before it set.
+        for row in events {
+            run(&db, &format!("INSERT INTO e VALUES {row}")).await;
+        }
         if round == 4 {
             for i in (1..VIEWS.len()).step_by(2) {
                 let (name, query) = create(i);
+                run(&db, &format!("CREATE MATERIALIZED VIEW {name} AS {query}")).await;
+                created.push((name, query));
+            }
+            for i in (1..EVENT_VIEWS.len()).step_by(2) {
+                let (name, query) = create_event(i);
                 run(&db, &format!("CREATE MATERIALIZED VIEW {name} AS {query}")).await;
                 created.push((name, query));
             }

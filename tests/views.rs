@@ -255,3 +255,110 @@ async fn two_views_over_one_table_never_disagree() {
         "only {checks} reads happened during the writes"
     );
 }
+
+/// Views over an append-only table with a watermark, one per event-time operator: sliding
+/// per-event aggregates, a window function that recomputes its partition, sessions, an
+/// interval join that deletes rows out of reach, a top-n and a windowed aggregate. Rows come
+/// out of order (some too late, dropped before any view sees them).
+const EVENT_VIEWS: &[(&str, &str)] = &[
+    (
+        "features",
+        "SELECT id, count(*) OVER (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL '10 seconds' PRECEDING AND CURRENT ROW) AS n10, \
+         sum(amount) OVER (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL '10 seconds' PRECEDING AND CURRENT ROW) AS s10, \
+         max(amount) OVER (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL '1 minute' PRECEDING AND CURRENT ROW) AS m60 \
+         FROM ev",
+    ),
+    (
+        "ranks",
+        "SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY ts, id) AS rn FROM ev",
+    ),
+    (
+        "sessions",
+        "SELECT user_id, window_start, window_end, count(*) AS n, sum(amount) AS total \
+         FROM SESSION(ev, ts, INTERVAL '2 seconds') GROUP BY user_id, window_start, window_end",
+    ),
+    (
+        "pairs",
+        "SELECT a.id, b.id AS bid FROM ev AS a JOIN ev AS b \
+         ON a.user_id = b.user_id AND b.ts BETWEEN a.ts - INTERVAL '3 seconds' AND a.ts",
+    ),
+    (
+        "top",
+        "SELECT id, amount FROM ev ORDER BY amount DESC, id LIMIT 5",
+    ),
+    (
+        "per_window",
+        "SELECT window_start, user_id, count(*) AS n, max(amount) AS top \
+         FROM TUMBLE(ev, ts, INTERVAL '10 seconds') GROUP BY window_start, user_id",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_time_views_equal_their_queries_after_kill_9() {
+    let mut server = TestServer::start_with(&["--epoch-ms", "30"]);
+    {
+        let client = server.connect().await;
+        client
+            .batch_execute(
+                "CREATE TABLE ev (id BIGINT, user_id BIGINT, ts TIMESTAMP, amount BIGINT,
+                                  WATERMARK FOR ts AS ts - INTERVAL '5 seconds') APPEND ONLY",
+            )
+            .await
+            .unwrap();
+        for (name, query) in EVENT_VIEWS {
+            client
+                .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
+                .await
+                .unwrap();
+        }
+    }
+    let mut next_id = 0i64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..6u64 {
+        let client = server.connect().await;
+        let first = next_id;
+        let writer = tokio::spawn(async move {
+            for id in (first..).step_by(4) {
+                // Event time runs at ~1 s per 3 rows; a row is up to 7 s behind it.
+                let rows: Vec<String> = (id..id + 4)
+                    .map(|i| {
+                        format!(
+                            "({i}, {}, TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{} seconds', {})",
+                            i % 7,
+                            i / 3 - (i * 31 % 8),
+                            i * 37 % 101
+                        )
+                    })
+                    .collect();
+                let sql = format!("INSERT INTO ev VALUES {}", rows.join(", "));
+                if client.batch_execute(&sql).await.is_err() {
+                    return id; // the server is gone
+                }
+            }
+            unreachable!()
+        });
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(60 + seed % 400)).await;
+        server.kill();
+        // Ids are never reused: the next round starts after any that may have been sent.
+        next_id = writer.await.unwrap() + 4;
+        server.start_again();
+        let client = server.connect().await;
+        client.batch_execute("FLUSH").await.unwrap();
+        for (name, query) in EVENT_VIEWS {
+            let view = lines(&client, &format!("SELECT * FROM {name}")).await;
+            let batch = lines(&client, query).await;
+            assert_eq!(
+                view, batch,
+                "round {round}: view {name} differs from its query"
+            );
+        }
+    }
+    let client = server.connect().await;
+    let rows: i64 = lines(&client, "SELECT count(*) FROM features").await[0]
+        .parse()
+        .unwrap();
+    assert!(rows > 100, "only {rows} events arrived in time");
+}

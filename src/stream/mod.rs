@@ -26,6 +26,7 @@ pub mod planner;
 pub mod project;
 pub mod runtime;
 pub mod session;
+pub mod sliding;
 pub mod state;
 pub mod temporal;
 pub mod time;

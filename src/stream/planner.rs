@@ -31,6 +31,7 @@ use super::memo::MemoProjectOp;
 use super::over::{OverOp, Reach, bound_units};
 use super::project::ProjectOp;
 use super::session::{Bound, SessionOp};
+use super::sliding::{Slide, SlideKind, SlidingOp};
 use super::state::StateScope;
 use super::temporal::{self, TemporalFilterOp};
 use super::topn::TopNOp;
@@ -962,6 +963,30 @@ impl Planner<'_> {
         };
         let watermark = ordered.filter(|_| causal);
         let node = self.graph.len();
+        if let Some(order_column) = ordered
+            && let Some(slides) = self.slides(window)?
+        {
+            let op = SlidingOp::new(
+                Arc::new(input_schema.as_arrow().clone()),
+                Arc::new(window.schema.as_arrow().clone()),
+                partition,
+                order_column,
+                slides,
+                self.scope(node)?,
+                self.errors.clone(),
+            )?
+            .with_watermark(watermark.is_some());
+            let node = self.graph.add(Box::new(op));
+            self.graph.connect(child, node, 0);
+            return Ok((
+                node,
+                Props {
+                    key: props.key,
+                    append_only: false,
+                    watermarks: watermark.into_iter().collect(),
+                },
+            ));
+        }
         let op = OverOp::new(
             Arc::new(input_schema.as_arrow().clone()),
             Arc::new(window.schema.as_arrow().clone()),
@@ -984,6 +1009,71 @@ impl Planner<'_> {
                 watermarks: watermark.into_iter().collect(),
             },
         ))
+    }
+
+    /// The window's functions as sliding aggregates, when every one is `count`, `sum`, `avg`,
+    /// `min` or `max` of an integer or float over `RANGE BETWEEN x PRECEDING AND CURRENT ROW`
+    /// along one ascending integer or timestamp column (the caller checks that it carries a
+    /// watermark): kept by a [`SlidingOp`] in memory, each appended row in O(1).
+    fn slides(&self, window: &datafusion::logical_expr::Window) -> Result<Option<Vec<Slide>>> {
+        use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+        let input_schema = window.input.schema();
+        let mut slides = Vec::new();
+        for expr in &window.window_expr {
+            let Expr::WindowFunction(function) = strip_aliases(expr) else {
+                return Ok(None);
+            };
+            let params = &function.params;
+            if !matches!(function.fun, WindowFunctionDefinition::AggregateUDF(_))
+                || params.distinct
+                || params.filter.is_some()
+                || params.args.len() != 1
+                || params.window_frame.units != WindowFrameUnits::Range
+                || params.window_frame.end_bound != WindowFrameBound::CurrentRow
+            {
+                return Ok(None);
+            }
+            let Some(kind) = SlideKind::named(&function.fun.name().to_ascii_lowercase()) else {
+                return Ok(None);
+            };
+            let [order] = params.order_by.as_slice() else {
+                return Ok(None);
+            };
+            let order_type = order.expr.get_type(input_schema)?;
+            if !(order_type.is_integer() || matches!(order_type, DataType::Timestamp(..)))
+                || order_type == DataType::UInt64
+            {
+                return Ok(None);
+            }
+            let before = match &params.window_frame.start_bound {
+                WindowFrameBound::CurrentRow => 0,
+                WindowFrameBound::Preceding(v) => match bound_units(v, &order_type) {
+                    Some(x) => x,
+                    None => return Ok(None),
+                },
+                WindowFrameBound::Following(_) => return Ok(None),
+            };
+            let arg = &params.args[0];
+            let arg_type = arg.get_type(input_schema)?;
+            let numeric = (arg_type.is_integer() && arg_type != DataType::UInt64)
+                || matches!(arg_type, DataType::Float32 | DataType::Float64);
+            if kind != SlideKind::Count && !numeric {
+                return Ok(None);
+            }
+            let span = match &order_type {
+                DataType::Timestamp(unit, _) => super::time::human_duration(
+                    i128::from(before) * i128::from(super::time::nanos_per(unit)),
+                ),
+                _ => before.to_string(),
+            };
+            slides.push(Slide {
+                kind,
+                text: format!("{}({arg}) over {span}", function.fun.name()),
+                arg: self.compile(arg, input_schema)?,
+                before,
+            });
+        }
+        Ok(Some(slides))
     }
 
     /// An aggregate over `child`, grouped by `groups`: its rows are keyed by the group columns.

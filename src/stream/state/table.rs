@@ -60,11 +60,13 @@ impl CacheBudget {
         self.used.load(Ordering::Relaxed)
     }
 
-    fn add(&self, bytes: usize) {
+    /// Counts `bytes` more.
+    pub fn add(&self, bytes: usize) {
         self.used.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    fn sub(&self, bytes: usize) {
+    /// Counts `bytes` less.
+    pub fn sub(&self, bytes: usize) {
         let _ = self
             .used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
