@@ -362,3 +362,42 @@ async fn event_time_views_equal_their_queries_after_kill_9() {
         .unwrap();
     assert!(rows > 100, "only {rows} events arrived in time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_state_beyond_the_cache_is_evicted_and_read_back_exactly() {
+    // 100,000 groups take several MiB: far more than the 1 MiB the views may cache.
+    let server = TestServer::start_with(&["--state-cache-mb", "1", "--epoch-ms", "20"]);
+    let client = server.connect().await;
+    let per_user = "SELECT user_id, count(*) AS n, sum(amount) AS total, max(amount) AS top \
+                    FROM s GROUP BY user_id";
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE s (id BIGINT, user_id BIGINT, amount BIGINT)
+             WITH (connector = 'datagen', datagen.rows.per.second = '1000000000',
+                   datagen.rows = '300000', fields.id.kind = 'sequence',
+                   fields.user_id.min = '1', fields.user_id.max = '100000',
+                   fields.amount.min = '0', fields.amount.max = '1000');
+             CREATE MATERIALIZED VIEW per_user AS {per_user};
+             FLUSH"
+        ))
+        .await
+        .unwrap();
+    let view = lines(&client, "SELECT * FROM per_user").await;
+    assert!(view.len() > 90_000, "{} groups", view.len());
+    assert_eq!(view, lines(&client, per_user).await);
+    let cache = lines(
+        &client,
+        "SELECT limit_bytes, cached_bytes, reads, evicted FROM augur_catalog.state_cache",
+    )
+    .await;
+    let numbers: Vec<i64> = cache[0].split('|').map(|v| v.parse().unwrap()).collect();
+    let [limit, cached, reads, evicted] = numbers[..] else {
+        panic!("{cache:?}");
+    };
+    assert_eq!(limit, 1 << 20);
+    assert!(
+        cached <= limit,
+        "{cached} bytes cached over a limit of {limit}"
+    );
+    assert!(evicted > 0 && reads > 0, "{cache:?}");
+}

@@ -19,6 +19,9 @@
 //!   retrying through.
 //! - `view_state`: per materialized view, the entries and bytes of operator state it holds
 //!   (read from RocksDB when queried): what windows, watermarks and NOW() keep bounded.
+//! - `state_cache`: the memory the views' operator state may keep cached (`--state-cache-mb`),
+//!   what it holds now, and since the server started how many keys were read back from RocksDB
+//!   and how many records were evicted.
 //! - `models`: every model with its version, kind, inputs and outputs, file size and SHA-256,
 //!   and how many rows it scored, in how many runs, how many failed and the last failure (since
 //!   the server started).
@@ -67,6 +70,7 @@ const TABLES: &[&str] = &[
     "rejected_rows",
     "source_splits",
     "sinks",
+    "state_cache",
 ];
 
 impl SystemSchema {
@@ -254,6 +258,23 @@ impl SystemSchema {
             Arc::new(StringArray::from(names)),
             Arc::new(Int64Array::from(entries)),
             Arc::new(Int64Array::from(bytes)),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    fn state_cache(&self) -> DfResult<RecordBatch> {
+        let cache = self.catalog.state_cache();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("limit_bytes", DataType::Int64, false),
+            Field::new("cached_bytes", DataType::Int64, false),
+            Field::new("reads", DataType::Int64, false),
+            Field::new("evicted", DataType::Int64, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![cache.limit() as i64])),
+            Arc::new(Int64Array::from(vec![cache.used() as i64])),
+            Arc::new(Int64Array::from(vec![cache.reads() as i64])),
+            Arc::new(Int64Array::from(vec![cache.evicted() as i64])),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -553,6 +574,7 @@ impl SchemaProvider for SystemSchema {
             "rejected_rows" => self.rejected_rows()?,
             "source_splits" => self.source_splits()?,
             "sinks" => self.sinks()?,
+            "state_cache" => self.state_cache()?,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(MemTable::try_new(

@@ -518,7 +518,12 @@ impl SlidingOp {
         weight: i64,
         mut out: Option<Emitted<'_>>,
     ) -> bool {
-        let mut part = self.parts.remove(partition).unwrap_or_default();
+        // The partition is taken out while it changes (and put back in the same slot): its key
+        // is allocated once, when the partition is new.
+        let mut part = match self.parts.get_mut(partition) {
+            Some(part) => std::mem::take(part),
+            None => Part::default(),
+        };
         let first = part.first_t();
         let size = ROW_OVERHEAD + input.len() + args.len() * 16;
         let mut appended = None;
@@ -645,7 +650,11 @@ impl SlidingOp {
                 self.by_first.insert((f, Box::from(partition)));
             }
         }
-        if !part.rows.is_empty() || !part.nulls.is_empty() {
+        if part.rows.is_empty() && part.nulls.is_empty() {
+            self.parts.remove(partition);
+        } else if let Some(slot) = self.parts.get_mut(partition) {
+            *slot = part;
+        } else {
             self.parts.insert(partition.into(), part);
         }
         if let (Some(values), Some((fast, _))) = (appended, out) {
@@ -657,12 +666,19 @@ impl SlidingOp {
 
     /// Drops the rows below `below` from every partition.
     fn drop_below(&mut self, below: i64) {
-        while let Some((first, partition)) = self.by_first.first().cloned() {
+        let Self {
+            parts,
+            by_first,
+            arg_of,
+            bytes,
+            ..
+        } = self;
+        while let Some((first, partition)) = by_first.pop_first() {
             if first >= below {
+                by_first.insert((first, partition));
                 break;
             }
-            self.by_first.pop_first();
-            let Some(mut part) = self.parts.remove(&partition) else {
+            let Some(part) = parts.get_mut(&partition) else {
                 continue;
             };
             while part.rows.front().is_some_and(|r| r.t < below) {
@@ -670,8 +686,7 @@ impl SlidingOp {
                 if let Some(tail) = part.tail.as_mut() {
                     for (i, running) in tail.iter_mut().enumerate() {
                         if running.front == at {
-                            let value = part.rows[0].args[self.arg_of[i]];
-                            running.remove(value);
+                            running.remove(part.rows[0].args[arg_of[i]]);
                             running.front += 1;
                         }
                         while running.extremes.front().is_some_and(|&e| e <= at) {
@@ -680,17 +695,19 @@ impl SlidingOp {
                     }
                 }
                 if let Some(row) = part.rows.pop_front() {
-                    self.bytes = self
-                        .bytes
-                        .saturating_sub(ROW_OVERHEAD + row.input.len() + row.args.len() * 16);
+                    *bytes =
+                        bytes.saturating_sub(ROW_OVERHEAD + row.input.len() + row.args.len() * 16);
                 }
                 part.base += 1;
             }
-            if let Some(f) = part.first_t() {
-                self.by_first.insert((f, partition.clone()));
-            }
-            if !part.rows.is_empty() || !part.nulls.is_empty() {
-                self.parts.insert(partition, part);
+            match part.first_t() {
+                Some(f) => {
+                    by_first.insert((f, partition));
+                }
+                None if part.nulls.is_empty() => {
+                    parts.remove(&partition);
+                }
+                None => {}
             }
         }
         // Log entries whose rows are all out of reach go.
@@ -986,8 +1003,11 @@ mod tests {
         .with_watermark(true)
     }
 
-    /// What the query gives over `rows` (`(p, t, v)` with multiplicities), brute force.
-    fn oracle(rows: &[(i64, i64, Option<i64>)]) -> Vec<String> {
+    /// An input row: partition, order value, value.
+    type Event = (i64, i64, Option<i64>);
+
+    /// What the query gives over `rows` (with multiplicities), brute force.
+    fn oracle(rows: &[Event]) -> Vec<String> {
         let mut lines = std::collections::BTreeMap::<String, i64>::new();
         for &(p, t, v) in rows {
             let frame = |before: i64| {
@@ -1020,8 +1040,8 @@ mod tests {
         let input = schema("I I I");
         let mut sliding = op(&store);
         let mut out = Vec::new();
-        let mut rows: Vec<(i64, i64, Option<i64>)> = Vec::new();
-        let steps: &[(&str, (i64, i64, Option<i64>))] = &[
+        let mut rows: Vec<Event> = Vec::new();
+        let steps: &[(&str, Event)] = &[
             ("+ 1 10 5", (1, 10, Some(5))),
             ("+ 1 11 7", (1, 11, Some(7))),
             ("+ 1 13 .", (1, 13, None)),

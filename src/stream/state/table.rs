@@ -21,7 +21,7 @@
 //! stored entries, such as an aggregate's value multisets).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use datafusion::common::HashMap;
 
@@ -34,6 +34,10 @@ use crate::stream::Result;
 pub struct CacheBudget {
     limit: AtomicUsize,
     used: AtomicUsize,
+    /// Keys looked up in RocksDB because they were not cached, since the server started.
+    reads: AtomicU64,
+    /// Records dropped from the cache to stay within the limit, since the server started.
+    evicted: AtomicU64,
 }
 
 impl CacheBudget {
@@ -42,6 +46,8 @@ impl CacheBudget {
         Arc::new(Self {
             limit: AtomicUsize::new(bytes),
             used: AtomicUsize::new(0),
+            reads: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         })
     }
 
@@ -58,6 +64,16 @@ impl CacheBudget {
     /// Bytes cached now, over all tables.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// Keys looked up in RocksDB so far because they were not cached.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Records evicted so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     /// Counts `bytes` more.
@@ -184,6 +200,10 @@ impl<V: Record> StateTable<V> {
         } else {
             let storage_keys: Vec<Vec<u8>> = missing.iter().map(|k| self.storage_key(k)).collect();
             self.reads += storage_keys.len() as u64;
+            self.scope
+                .budget()
+                .reads
+                .fetch_add(storage_keys.len() as u64, Ordering::Relaxed);
             self.scope.store().multi_get(&storage_keys)?
         };
         for (key, value) in missing.into_iter().zip(found) {
@@ -361,14 +381,16 @@ impl<V: Record> StateTable<V> {
             left -= size;
             below = touched + 1;
         }
-        let mut freed = 0;
+        let (mut freed, mut dropped) = (0, 0);
         self.slots.retain(|_, s| {
             let drop = !s.dirty && s.touched < below;
             if drop {
                 freed += s.size;
+                dropped += 1;
             }
             !drop
         });
+        budget.evicted.fetch_add(dropped, Ordering::Relaxed);
         if freed > 0 {
             self.complete = false;
             self.bytes -= freed;
