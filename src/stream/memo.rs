@@ -6,10 +6,10 @@
 //! This operator stores, per distinct input row, the output it emitted and how many copies are
 //! live: an insert of a known row reuses its output, a retraction takes back exactly what was
 //! given, and only rows it has not seen are computed (one model run per batch of them). State
-//! lives under the operator's scope (tag `m`: input row → count, output row), all of it in
-//! memory while the view runs.
+//! lives under the operator's scope (tag `m`: input row → count, output row) in a state table:
+//! the rows seen recently stay cached, within the views' cache budget, and the others are read
+//! back when they recur.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Int64Array, RecordBatch, UInt32Array};
@@ -19,14 +19,24 @@ use datafusion::arrow::row::RowConverter;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::project::{evaluate, explain_exprs};
-use super::state::{Reader, StateScope, put_i64, sort_fields};
+use super::state::{Reader, Record, StateScope, StateTable, put_i64, sort_fields};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError};
 use crate::storage::WriteBatch;
 
 const MEMO_TAG: u8 = b'm';
 
 /// A remembered output: how many copies of the input row are live, and the output row.
-type Entry = (i64, Box<[u8]>);
+#[derive(Debug)]
+struct Entry {
+    count: i64,
+    output: Box<[u8]>,
+}
+
+impl Record for Entry {
+    fn size(&self) -> usize {
+        24 + self.output.len()
+    }
+}
 
 /// The SELECT list of a view over changing rows, where it calls a model.
 #[derive(Debug)]
@@ -35,9 +45,8 @@ pub struct MemoProjectOp {
     schema: SchemaRef,
     inputs: RowConverter,
     outputs: RowConverter,
-    state: StateScope,
-    memo: Option<HashMap<Box<[u8]>, Entry>>,
-    changed: HashSet<Box<[u8]>>,
+    /// Input row → its remembered output; rows not cached are read back when they recur.
+    memo: StateTable<Entry>,
     errors: Arc<ExprErrors>,
 }
 
@@ -56,32 +65,18 @@ impl MemoProjectOp {
             inputs: RowConverter::new(sort_fields(input.fields()))?,
             outputs: RowConverter::new(sort_fields(schema.fields()))?,
             schema,
-            state,
-            memo: None,
-            changed: HashSet::new(),
+            memo: StateTable::new(state, MEMO_TAG)?,
             errors,
         })
     }
+}
 
-    fn memo(&mut self) -> Result<&mut HashMap<Box<[u8]>, Entry>> {
-        if self.memo.is_none() {
-            let mut memo = HashMap::new();
-            let prefix = self.state.key(MEMO_TAG, &[]);
-            self.state
-                .store()
-                .scan_prefix::<StreamError>(&prefix, |k, v| {
-                    let mut reader = Reader::new(v);
-                    let count = reader.i64()?;
-                    let output = reader.take(v.len() - 8)?;
-                    memo.insert(k[prefix.len()..].into(), (count, output.into()));
-                    Ok(true)
-                })?;
-            self.memo = Some(memo);
-        }
-        self.memo
-            .as_mut()
-            .ok_or_else(|| StreamError::Internal("memo not loaded".into()))
-    }
+/// A stored entry: the count, then the output row.
+fn decode(_: &[u8], value: Vec<u8>) -> Result<Entry> {
+    let mut reader = Reader::new(&value);
+    let count = reader.i64()?;
+    let output = reader.take(value.len() - 8)?.into();
+    Ok(Entry { count, output })
 }
 
 impl Operator for MemoProjectOp {
@@ -92,10 +87,11 @@ impl Operator for MemoProjectOp {
         out: &mut Vec<ChangeBatch>,
     ) -> Result<()> {
         let keys = self.inputs.convert_columns(changes.rows().columns())?;
+        let key_list: Vec<&[u8]> = (0..changes.len()).map(|i| keys.row(i).data()).collect();
+        self.memo.load(&key_list, decode)?;
         // Rows never seen: computed, once per batch.
-        let memo = self.memo()?;
         let unseen: Vec<u32> = (0..changes.len())
-            .filter(|&i| !memo.contains_key(keys.row(i).as_ref()))
+            .filter(|&i| matches!(self.memo.get(key_list[i]), Some(None) | None))
             .map(|i| i as u32)
             .collect();
         let computed = if unseen.is_empty() {
@@ -113,12 +109,7 @@ impl Operator for MemoProjectOp {
         let weights = changes.weights();
         let mut emitted: Vec<Box<[u8]>> = Vec::with_capacity(changes.len());
         let mut next_unseen = 0;
-        self.memo()?;
-        let (Some(memo), changed) = (self.memo.as_mut(), &mut self.changed) else {
-            return Err(StreamError::Internal("memo not loaded".into()));
-        };
-        for i in 0..changes.len() {
-            let key = keys.row(i);
+        for (i, key) in key_list.iter().enumerate() {
             let weight = weights.value(i);
             let fresh = unseen.get(next_unseen) == Some(&(i as u32));
             let fresh_output = if fresh {
@@ -127,22 +118,25 @@ impl Operator for MemoProjectOp {
             } else {
                 None
             };
-            let entry = match memo.get_mut(key.as_ref()) {
-                Some(entry) => entry,
-                None => {
-                    let output = fresh_output.ok_or_else(|| {
-                        StreamError::Internal("a row with no computed output".into())
-                    })?;
-                    memo.entry(key.as_ref().into())
-                        .or_insert((0, output.as_ref().into()))
-                }
-            };
-            entry.0 += weight;
-            emitted.push(entry.1.clone());
-            if entry.0 <= 0 {
-                memo.remove(key.as_ref());
+            let slot = self
+                .memo
+                .get_mut(key)
+                .ok_or_else(|| StreamError::Internal("a memo row not loaded".into()))?;
+            if slot.is_none() {
+                let output = fresh_output
+                    .ok_or_else(|| StreamError::Internal("a row with no computed output".into()))?;
+                *slot = Some(Entry {
+                    count: 0,
+                    output: output.as_ref().into(),
+                });
             }
-            changed.insert(key.as_ref().into());
+            if let Some(entry) = slot {
+                entry.count += weight;
+                emitted.push(entry.output.clone());
+                if entry.count <= 0 {
+                    *slot = None;
+                }
+            }
         }
         let parser = self.outputs.parser();
         let columns = self
@@ -157,13 +151,11 @@ impl Operator for MemoProjectOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        let changed = std::mem::take(&mut self.changed);
-        let state = self.state.clone();
-        let memo = self.memo()?;
-        for row in changed {
-            let key = state.key(MEMO_TAG, &[&row]);
-            match memo.get(&row) {
-                Some((count, output)) => {
+        let state = self.memo.scope().clone();
+        self.memo.checkpoint(batch, |row, entry, batch| {
+            let key = state.key(MEMO_TAG, &[row]);
+            match entry {
+                Some(Entry { count, output }) => {
                     let mut value = Vec::with_capacity(8 + output.len());
                     put_i64(&mut value, *count);
                     value.extend_from_slice(output);
@@ -171,8 +163,12 @@ impl Operator for MemoProjectOp {
                 }
                 None => batch.delete(key),
             }
-        }
-        Ok(())
+            Ok(())
+        })
+    }
+
+    fn evict(&mut self) {
+        self.memo.evict();
     }
 
     fn schema(&self) -> SchemaRef {

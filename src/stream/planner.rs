@@ -128,6 +128,23 @@ pub fn plan_view(
     })
 }
 
+/// Whether `units` of the timestamp (or integer) type `order_type` are exactly the interval
+/// `value` (`bound_units` rounds a timestamp interval up to whole units).
+fn exact_units(value: &ScalarValue, order_type: &DataType, units: i64) -> bool {
+    match order_type {
+        DataType::Timestamp(unit, _) => {
+            let nanos = bound_units(
+                value,
+                &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None),
+            );
+            nanos.is_some_and(|n| {
+                i128::from(n) == i128::from(units) * i128::from(super::time::nanos_per(unit))
+            })
+        }
+        _ => true,
+    }
+}
+
 /// A SESSION bound `expr` over rows of `schema`: which bound, the time column's position, the
 /// gap in nanoseconds and the partition expressions.
 fn session_bound<'e>(expr: &'e Expr, schema: &DFSchema) -> Option<(Bound, usize, i64, &'e [Expr])> {
@@ -1048,12 +1065,18 @@ impl Planner<'_> {
             let before = match &params.window_frame.start_bound {
                 WindowFrameBound::CurrentRow => 0,
                 WindowFrameBound::Preceding(v) => match bound_units(v, &order_type) {
-                    Some(x) => x,
-                    None => return Ok(None),
+                    // The frame's own length, not rounded: a whole number of the column's units.
+                    Some(x) if exact_units(v, &order_type, x) => x,
+                    _ => return Ok(None),
                 },
                 WindowFrameBound::Following(_) => return Ok(None),
             };
             let arg = &params.args[0];
+            // Arguments are evaluated again from the rows when the state is read back: a model
+            // replaced in between would give other values than those emitted.
+            if calls_model(arg) {
+                return Ok(None);
+            }
             let arg_type = arg.get_type(input_schema)?;
             let numeric = (arg_type.is_integer() && arg_type != DataType::UInt64)
                 || matches!(arg_type, DataType::Float32 | DataType::Float64);

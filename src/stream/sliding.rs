@@ -235,6 +235,8 @@ pub struct SlidingOp {
     arg_of: Vec<usize>,
     /// Whether each argument is a float (else an integer, or counted only).
     float_args: Vec<bool>,
+    /// Whether each argument is only counted: neither an integer nor a float.
+    counted_args: Vec<bool>,
     /// The largest `before`: how far any change reaches.
     reach: i64,
     codec: RowConverter,
@@ -290,10 +292,22 @@ impl SlidingOp {
             };
             arg_of.push(at);
         }
-        let float_args = args
+        let types = args
             .iter()
-            .map(|a| Ok(!a.data_type(&input)?.is_integer()))
+            .map(|a| Ok(a.data_type(&input)?))
             .collect::<Result<Vec<_>>>()?;
+        let float_args = types
+            .iter()
+            .map(|t| matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64))
+            .collect();
+        // Arguments only counted (count of text, say) keep whether they are NULL, not a value.
+        let counted_args = types
+            .iter()
+            .map(|t| {
+                !t.is_integer()
+                    && !matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
+            })
+            .collect();
         let mut op = Self {
             codec: RowConverter::new(sort_fields(input.fields()))?,
             partition: Partitioner::new(partition, &input)?,
@@ -305,6 +319,7 @@ impl SlidingOp {
             args,
             arg_of,
             float_args,
+            counted_args,
             parts: HashMap::new(),
             by_first: BTreeSet::new(),
             closing: None,
@@ -392,9 +407,16 @@ impl SlidingOp {
         let columns = self
             .args
             .iter()
-            .zip(&self.float_args)
-            .map(|(arg, &float)| {
+            .zip(self.float_args.iter().zip(&self.counted_args))
+            .map(|(arg, (&float, &counted))| {
                 let values = evaluate(arg, batch, &self.errors)?;
+                if counted {
+                    // Only its NULLs matter: zeros where it has a value.
+                    let present = Int64Array::from_iter(
+                        (0..values.len()).map(|i| values.is_valid(i).then_some(0)),
+                    );
+                    return Ok(Arc::new(present) as ArrayRef);
+                }
                 let to = if float {
                     DataType::Float64
                 } else {

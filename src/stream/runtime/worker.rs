@@ -67,7 +67,7 @@ impl Worker {
                     Err(e) => self.fail(e),
                 }
             }
-            let due = self.pending || !self.waiters.is_empty();
+            let due = self.failure.is_none() && (self.pending || !self.waiters.is_empty());
             let latest = last_commit + self.interval;
             let wait = if more_due {
                 Duration::ZERO
@@ -111,7 +111,7 @@ impl Worker {
             }
             let idle = !more_due && drained;
             let now = Instant::now();
-            let due = self.pending || !self.waiters.is_empty();
+            let due = self.failure.is_none() && (self.pending || !self.waiters.is_empty());
             if due && (now >= latest || (idle && now >= last_commit + self.min_interval)) {
                 if let Err(e) = self.commit() {
                     self.fail(e);

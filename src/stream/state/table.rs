@@ -195,6 +195,16 @@ impl<V: Record> StateTable<V> {
         }
         missing.sort_unstable();
         missing.dedup();
+        // Keys in a range deleted since the last checkpoint have no record, whatever is stored.
+        let (gone, missing): (Vec<&[u8]>, Vec<&[u8]>) = missing
+            .into_iter()
+            .partition(|k| in_ranges(&self.deleted, k));
+        for key in gone {
+            self.put_absent(key);
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
         let found = if self.complete {
             vec![None; missing.len()]
         } else {
@@ -222,6 +232,22 @@ impl<V: Record> StateTable<V> {
             );
         }
         Ok(())
+    }
+
+    /// Caches `key` as having no record.
+    fn put_absent(&mut self, key: &[u8]) {
+        let size = SLOT_OVERHEAD + key.len();
+        self.bytes += size;
+        self.scope.budget().add(size);
+        self.slots.insert(
+            key.into(),
+            Slot {
+                record: None,
+                dirty: false,
+                touched: self.epoch,
+                size,
+            },
+        );
     }
 
     /// The record of a cached key (`None` inside: the key has none); `None` when not cached.
@@ -281,7 +307,10 @@ impl<V: Record> StateTable<V> {
                     &self.storage_key(from),
                     &self.storage_key(to),
                     |k, _| {
-                        keys.push(k[prefix..].into());
+                        let key = &k[prefix..];
+                        if !in_ranges(&self.deleted, key) {
+                            keys.push(key.into());
+                        }
                         Ok(true)
                     },
                 )?;
@@ -328,6 +357,10 @@ impl<V: Record> StateTable<V> {
         batch: &mut WriteBatch,
         mut write: impl FnMut(&[u8], &mut Option<V>, &mut WriteBatch) -> Result<()>,
     ) -> Result<()> {
+        // Ranges first: a record written after its range was deleted stays.
+        for (from, to) in std::mem::take(&mut self.deleted) {
+            batch.delete_range(self.storage_key(&from), self.storage_key(&to));
+        }
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         let budget = self.scope.budget().clone();
@@ -346,9 +379,6 @@ impl<V: Record> StateTable<V> {
                 self.bytes -= slot.size - size;
             }
             slot.size = size;
-        }
-        for (from, to) in std::mem::take(&mut self.deleted) {
-            batch.delete_range(self.storage_key(&from), self.storage_key(&to));
         }
         Ok(())
     }
@@ -397,6 +427,13 @@ impl<V: Record> StateTable<V> {
             budget.sub(freed);
         }
     }
+}
+
+/// Whether `key` is in one of the ranges `[from, to)`.
+fn in_ranges(ranges: &[(Vec<u8>, Vec<u8>)], key: &[u8]) -> bool {
+    ranges
+        .iter()
+        .any(|(from, to)| key >= from.as_slice() && key < to.as_slice())
 }
 
 impl<V> Drop for StateTable<V> {
@@ -511,6 +548,33 @@ mod tests {
         let mut reopened: StateTable<i64> = StateTable::new(scope, b'k').unwrap();
         add(&mut reopened, 5, 0);
         assert_eq!(reopened.get(&5u64.to_be_bytes()), Some(&Some(6)));
+    }
+
+    #[test]
+    fn a_key_written_after_its_range_was_deleted_is_kept_and_stored_keys_in_it_read_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let scope = StateScope::new(store.clone(), 1, 0);
+        let mut table: StateTable<i64> = StateTable::new(scope.clone(), b'k').unwrap();
+        for key in 0..10u64 {
+            add(&mut table, key, 1);
+        }
+        commit(&mut table, &store);
+        // Over stored state, nothing cached.
+        let mut table: StateTable<i64> = StateTable::new(scope.clone(), b'k').unwrap();
+        let (from, to) = (0u64.to_be_bytes(), 5u64.to_be_bytes());
+        table.delete_range(&from, &to);
+        assert_eq!(table.reads(), 0);
+        // A stored key in the range reads as absent; one written again survives the checkpoint.
+        add(&mut table, 3, 7);
+        assert_eq!(table.get(&3u64.to_be_bytes()), Some(&Some(7)));
+        assert!(table.keys_in_range(&from, &to).unwrap().len() == 1);
+        commit(&mut table, &store);
+        let mut reopened: StateTable<i64> = StateTable::new(scope, b'k').unwrap();
+        let kept = reopened.keys_in_range(&from, &to).unwrap();
+        assert_eq!(kept, vec![Box::from(&3u64.to_be_bytes()[..])]);
+        add(&mut reopened, 3, 0);
+        assert_eq!(reopened.get(&3u64.to_be_bytes()), Some(&Some(7)));
     }
 
     #[test]
