@@ -21,15 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Augur, connect, cpu_seconds, rss_mib};
+use common::{Augur, connect, cpu_seconds, percentile, rss_mib};
 
 const USERS: i64 = 100_000;
 const ROWS_PER_INSERT: i64 = 100;
 const LOADERS: usize = 4;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)

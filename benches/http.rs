@@ -15,16 +15,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Augur, Rng, connect, us};
+use common::{Augur, Rng, connect, percentile, us};
 
 const USERS: i64 = 100_000;
 const WARMUP: usize = 500;
 const REQUESTS: usize = 2_000;
 const ROUNDS: usize = 3;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn row(name: &str, via: &str, mut times: Vec<Duration>) {
     times.sort();

@@ -18,7 +18,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Augur, Rng, connect, cpu_seconds, us};
+use common::{Augur, Rng, connect, cpu_seconds, percentile, us};
 use futures::SinkExt;
 use tokio_postgres::{Client, Statement};
 
@@ -119,10 +119,6 @@ fn reference(model: &[u8], rows: &[[f32; 4]]) -> (Duration, f64) {
 /// Uniform in [0, max).
 fn below(rng: &mut Rng, max: f64) -> f64 {
     (rng.next() % 1_000_000) as f64 / 1_000_000.0 * max
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// One round of `LOOKUPS` executions of a prepared single-key statement over random keys,

@@ -58,8 +58,8 @@ pub struct Config {
     pub min_epoch_ms: u64,
 
     /// Memory in MiB that the operator state cached by all views together may take (aggregate
-    /// groups, join rows, remembered model outputs); state beyond it stays in RocksDB and is
-    /// read back when needed.
+    /// groups, remembered model outputs); state beyond it stays in RocksDB and is read back
+    /// when needed.
     #[arg(long, env = "AUGUR_STATE_CACHE_MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub state_cache_mb: u64,
 

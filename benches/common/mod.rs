@@ -128,6 +128,11 @@ impl Rng {
     }
 }
 
+/// The `p` quantile (0 to 1) of `sorted` durations, nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
 /// A duration in microseconds, one decimal.
 pub fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)

@@ -18,13 +18,6 @@ pub enum Message {
     Barrier,
 }
 
-impl Message {
-    /// True for a chunk without rows, which need not travel.
-    pub fn is_empty_chunk(&self) -> bool {
-        matches!(self, Message::Chunk(c) if c.is_empty())
-    }
-}
-
 /// The changes among `messages`, in order (watermarks and barriers dropped).
 pub fn chunks(messages: &[Message]) -> impl Iterator<Item = &ChangeBatch> {
     messages.iter().filter_map(|m| match m {

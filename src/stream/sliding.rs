@@ -108,6 +108,17 @@ impl Num {
     }
 }
 
+/// What an argument's values are kept as.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ArgKind {
+    /// Integers, exactly.
+    Int,
+    /// Floats.
+    Float,
+    /// Only whether it is NULL (an argument only counted, such as text).
+    Counted,
+}
+
 /// A function's running aggregate over a frame.
 #[derive(Debug, Clone, Default)]
 struct Running {
@@ -152,7 +163,8 @@ impl Running {
         }
     }
 
-    fn value(&self, kind: SlideKind, float: bool, rows: &Part, arg: usize) -> Option<Num> {
+    /// The value of a count, sum or avg (min and max come from `extremes`).
+    fn value(&self, kind: SlideKind, float: bool) -> Option<Num> {
         match kind {
             SlideKind::Count => Some(Num::I(self.count)),
             _ if self.count == 0 => None,
@@ -162,9 +174,7 @@ impl Running {
                 Some(Num::F((self.float + self.compensation) / self.count as f64))
             }
             SlideKind::Avg => Some(Num::F(self.int as f64 / self.count as f64)),
-            SlideKind::Min | SlideKind::Max => {
-                self.extremes.front().and_then(|&at| rows.row(at).args[arg])
-            }
+            SlideKind::Min | SlideKind::Max => None,
         }
     }
 }
@@ -227,16 +237,14 @@ pub struct SlidingOp {
     schema: SchemaRef,
     input: SchemaRef,
     partition: Partitioner,
-    /// The ORDER BY column (integer or timestamp) and whether it carries the watermark on.
+    /// The ORDER BY column (integer or timestamp).
     order: usize,
     slides: Vec<Slide>,
     /// Distinct argument expressions; each slide's index into them.
     args: Vec<Arc<dyn PhysicalExpr>>,
     arg_of: Vec<usize>,
-    /// Whether each argument is a float (else an integer, or counted only).
-    float_args: Vec<bool>,
-    /// Whether each argument is only counted: neither an integer nor a float.
-    counted_args: Vec<bool>,
+    /// What each argument's values are.
+    arg_kinds: Vec<ArgKind>,
     /// The largest `before`: how far any change reaches.
     reach: i64,
     codec: RowConverter,
@@ -245,7 +253,7 @@ pub struct SlidingOp {
     by_first: BTreeSet<(i64, Box<[u8]>)>,
     /// The newest watermark on `t`, acted on at the barrier.
     closing: Option<i64>,
-    /// Where `t`'s watermark stands at the last barrier: below it, rows are final.
+    /// Whether the watermark on `t` passes on to the output.
     passes_watermark: bool,
     /// This epoch's changes, encoded for the log.
     log: Vec<u8>,
@@ -292,22 +300,18 @@ impl SlidingOp {
             };
             arg_of.push(at);
         }
-        let types = args
+        let arg_kinds = args
             .iter()
-            .map(|a| Ok(a.data_type(&input)?))
-            .collect::<Result<Vec<_>>>()?;
-        let float_args = types
-            .iter()
-            .map(|t| matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64))
-            .collect();
-        // Arguments only counted (count of text, say) keep whether they are NULL, not a value.
-        let counted_args = types
-            .iter()
-            .map(|t| {
-                !t.is_integer()
-                    && !matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
+            .map(|a| {
+                Ok(match a.data_type(&input)? {
+                    // (UInt64 may not fit; the planner lets only count take it.)
+                    t if t.is_integer() && t != DataType::UInt64 => ArgKind::Int,
+                    t if t.is_floating() => ArgKind::Float,
+                    // Only counted (count of text, say): whether it is NULL is all it keeps.
+                    _ => ArgKind::Counted,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let mut op = Self {
             codec: RowConverter::new(sort_fields(input.fields()))?,
             partition: Partitioner::new(partition, &input)?,
@@ -318,8 +322,7 @@ impl SlidingOp {
             slides,
             args,
             arg_of,
-            float_args,
-            counted_args,
+            arg_kinds,
             parts: HashMap::new(),
             by_first: BTreeSet::new(),
             closing: None,
@@ -407,36 +410,28 @@ impl SlidingOp {
         let columns = self
             .args
             .iter()
-            .zip(self.float_args.iter().zip(&self.counted_args))
-            .map(|(arg, (&float, &counted))| {
+            .zip(&self.arg_kinds)
+            .map(|(arg, kind)| {
                 let values = evaluate(arg, batch, &self.errors)?;
-                if counted {
+                Ok(match kind {
+                    ArgKind::Int => cast(&values, &DataType::Int64)?,
+                    ArgKind::Float => cast(&values, &DataType::Float64)?,
                     // Only its NULLs matter: zeros where it has a value.
-                    let present = Int64Array::from_iter(
+                    ArgKind::Counted => Arc::new(Int64Array::from_iter(
                         (0..values.len()).map(|i| values.is_valid(i).then_some(0)),
-                    );
-                    return Ok(Arc::new(present) as ArrayRef);
-                }
-                let to = if float {
-                    DataType::Float64
-                } else {
-                    DataType::Int64
-                };
-                Ok(cast(&values, &to)?)
+                    )),
+                })
             })
             .collect::<Result<Vec<ArrayRef>>>()?;
         Ok((0..batch.num_rows())
             .map(|row| {
                 columns
                     .iter()
-                    .zip(&self.float_args)
-                    .map(|(c, &float)| {
-                        (!c.is_null(row)).then(|| {
-                            if float {
-                                Num::F(c.as_primitive::<Float64Type>().value(row))
-                            } else {
-                                Num::I(c.as_primitive::<Int64Type>().value(row))
-                            }
+                    .zip(&self.arg_kinds)
+                    .map(|(c, kind)| {
+                        (!c.is_null(row)).then(|| match kind {
+                            ArgKind::Float => Num::F(c.as_primitive::<Float64Type>().value(row)),
+                            _ => Num::I(c.as_primitive::<Int64Type>().value(row)),
                         })
                     })
                     .collect()
@@ -453,18 +448,17 @@ impl SlidingOp {
             .enumerate()
             .map(|(i, slide)| {
                 let start = part.lower(t.saturating_sub(slide.before));
-                self.aggregate(part, i, start..end)
+                self.aggregate(i, part.rows.range(start..end))
             })
             .collect()
     }
 
-    /// Function `i` over the rows `range` (relative) of `part`.
-    fn aggregate(&self, part: &Part, i: usize, range: std::ops::Range<usize>) -> Option<Num> {
+    /// Function `i` over `rows`, added up in their order.
+    fn aggregate<'a>(&self, i: usize, rows: impl Iterator<Item = &'a Row>) -> Option<Num> {
         let (kind, arg) = (self.slides[i].kind, self.arg_of[i]);
-        let float = self.float_args[arg];
         let mut running = Running::default();
         let mut best: Option<Num> = None;
-        for row in part.rows.range(range) {
+        for row in rows {
             let value = row.args[arg];
             running.add(value);
             if let Some(v) = value {
@@ -481,26 +475,14 @@ impl SlidingOp {
         }
         match kind {
             SlideKind::Min | SlideKind::Max => best,
-            _ => running.value(kind, float, part, arg),
+            _ => running.value(kind, self.arg_kinds[arg] == ArgKind::Float),
         }
     }
 
     /// The features of the NULL-`t` rows of `part`: each one's frame is all of them.
     fn null_features(&self, part: &Part) -> Vec<Option<Num>> {
-        let rows = Part {
-            rows: part
-                .nulls
-                .iter()
-                .map(|r| Row {
-                    t: 0,
-                    input: Box::default(),
-                    args: r.args.clone(),
-                })
-                .collect(),
-            ..Part::default()
-        };
         (0..self.slides.len())
-            .map(|i| self.aggregate(&rows, i, 0..rows.rows.len()))
+            .map(|i| self.aggregate(i, part.nulls.iter()))
             .collect()
     }
 
@@ -602,16 +584,20 @@ impl SlidingOp {
                         while running.extremes.front().is_some_and(|&e| e < running.front) {
                             running.extremes.pop_front();
                         }
-                        let float = self.float_args[arg];
+                        let float = self.arg_kinds[arg] == ArgKind::Float;
                         values.push(match slide.kind {
                             // A float sum depends on the order of its terms: summed over the
                             // frame as a recompute sums it, so that a later retraction of this
                             // row takes back exactly these bits.
                             SlideKind::Sum | SlideKind::Avg if float => {
                                 let start = (running.front - part.base) as usize;
-                                self.aggregate(&part, i, start..part.rows.len())
+                                self.aggregate(i, part.rows.range(start..))
                             }
-                            kind => running.value(kind, float, &part, arg),
+                            SlideKind::Min | SlideKind::Max => running
+                                .extremes
+                                .front()
+                                .and_then(|&at| part.row(at).args[arg]),
+                            kind => running.value(kind, float),
                         });
                     }
                     part.tail = Some(tail);
@@ -793,7 +779,7 @@ impl SlidingOp {
                 let float = match self.slides[i].kind {
                     SlideKind::Count => false,
                     SlideKind::Avg => true,
-                    _ => self.float_args[self.arg_of[i]],
+                    _ => self.arg_kinds[self.arg_of[i]] == ArgKind::Float,
                 };
                 let values = rows.clone().map(|r| r[i]);
                 if float {

@@ -43,8 +43,6 @@ struct Group {
     accs: Vec<Acc>,
     /// The values emitted at the last barrier (`None`: the group had no row).
     emitted: Option<Vec<ScalarValue>>,
-    /// Changed since the last barrier.
-    dirty: bool,
 }
 
 impl Group {
@@ -53,7 +51,6 @@ impl Group {
             rows: 0,
             accs: calls.iter().map(AggCall::empty).collect(),
             emitted: None,
-            dirty: false,
         }
     }
 }
@@ -88,10 +85,9 @@ pub struct AggregateOp {
     /// Encodes group keys (unused without GROUP BY).
     keys: RowConverter,
     state: StateScope,
-    /// The groups, by key; a cached key without a group has no rows.
+    /// The groups, by key; a cached key without a group has no rows. The groups it has seen
+    /// change since the last checkpoint are those whose rows may change at the barrier.
     groups: StateTable<Group>,
-    /// Groups changed this epoch.
-    dirty: Vec<Box<[u8]>>,
     errors: Arc<ExprErrors>,
     /// Group columns (outputs) that carry an input column's watermark.
     watermarks: Vec<Derived>,
@@ -135,7 +131,6 @@ impl AggregateOp {
             keys: RowConverter::new(fields)?,
             groups: StateTable::new(state.clone(), GROUP_TAG)?,
             state,
-            dirty: Vec::new(),
             errors: Arc::default(),
             watermarks: Vec::new(),
             key_order: Vec::new(),
@@ -154,10 +149,8 @@ impl AggregateOp {
             if !emitted {
                 let calls = &op.calls;
                 if let Some(slot) = op.groups.get_mut(&[][..]) {
-                    let group = slot.get_or_insert_with(|| Group::empty(calls));
-                    group.dirty = true;
+                    slot.get_or_insert_with(|| Group::empty(calls));
                 }
-                op.dirty.push(Box::from(&[][..]));
             }
         }
         Ok(op)
@@ -304,7 +297,6 @@ fn decode_group(calls: &[AggCall], state: &StateScope, key: &[u8], bytes: &[u8])
         rows,
         accs,
         emitted: None,
-        dirty: false,
     })
 }
 
@@ -363,12 +355,7 @@ impl Operator for AggregateOp {
                 self.load(&keys)?;
                 Box::new(std::mem::take(&mut misses).into_iter())
             };
-            let Self {
-                groups,
-                dirty,
-                calls,
-                ..
-            } = self;
+            let Self { groups, calls, .. } = self;
             for row in rows_of_pass {
                 let key = key_of(row);
                 let Some(slot) = groups.get_mut(key) else {
@@ -379,10 +366,6 @@ impl Operator for AggregateOp {
                     return Err(StreamError::Internal("group not loaded".into()));
                 };
                 let group = slot.get_or_insert_with(|| Group::empty(calls));
-                if !group.dirty {
-                    group.dirty = true;
-                    dirty.push(key.into());
-                }
                 let w = weights[row];
                 group.rows += w;
                 for ((call, acc), (input, mask)) in
@@ -417,24 +400,30 @@ impl Operator for AggregateOp {
     }
 
     fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut changes: Vec<(&[u8], Values, Values)> = Vec::new();
+        // The groups changed since the last checkpoint (a barrier without a checkpoint in
+        // between finds them emitted already): each emits the retraction of the row it had and
+        // its new row.
+        let mut changes: Vec<(usize, Values, Values)> = Vec::new();
         if !self.emit_on_close {
-            for key in &dirty {
+            for (i, key) in self.groups.changed().iter().enumerate() {
                 let Some(Some(group)) = self.groups.get(key) else {
-                    return Err(StreamError::Internal("dirty group not cached".into()));
+                    continue;
                 };
                 let after = self.values(group)?;
                 if group.emitted != after {
-                    changes.push((key.as_ref(), group.emitted.clone(), after));
+                    changes.push((i, group.emitted.clone(), after));
                 }
             }
         }
-        let mut emitted = Vec::with_capacity(changes.len() * 2);
-        for (key, before, after) in changes {
-            if let Some(Some(group)) = self.groups.get_mut(key) {
+        for (i, _, after) in &changes {
+            if let Some(Some(group)) = self.groups.changed_mut(*i) {
                 group.emitted = after.clone();
             }
+        }
+        let keys = self.groups.changed();
+        let mut emitted = Vec::with_capacity(changes.len() * 2);
+        for (i, before, after) in changes {
+            let key = keys[i].as_ref();
             if let Some(before) = before {
                 emitted.push((key, before, -1));
             }
@@ -444,11 +433,6 @@ impl Operator for AggregateOp {
         }
         if !emitted.is_empty() {
             out.push(self.rows(emitted)?);
-        }
-        for key in &dirty {
-            if let Some(Some(group)) = self.groups.get_mut(key) {
-                group.dirty = false;
-            }
         }
         self.close(out)
     }

@@ -67,7 +67,7 @@ impl Worker {
                     Err(e) => self.fail(e),
                 }
             }
-            let due = self.failure.is_none() && (self.pending || !self.waiters.is_empty());
+            let due = self.due();
             let latest = last_commit + self.interval;
             let wait = if more_due {
                 Duration::ZERO
@@ -111,7 +111,7 @@ impl Worker {
             }
             let idle = !more_due && drained;
             let now = Instant::now();
-            let due = self.failure.is_none() && (self.pending || !self.waiters.is_empty());
+            let due = self.due();
             if due && (now >= latest || (idle && now >= last_commit + self.min_interval)) {
                 if let Err(e) = self.commit() {
                     self.fail(e);
@@ -121,6 +121,12 @@ impl Worker {
                 last_commit = now;
             }
         }
+    }
+
+    /// Whether an epoch has something to commit: changes applied or a FLUSH waiting (nothing
+    /// after a failure: the views stay at their last commit).
+    fn due(&self) -> bool {
+        self.failure.is_none() && (self.pending || !self.waiters.is_empty())
     }
 
     /// Serves one request; a fault in an operator must not take the server down: the views

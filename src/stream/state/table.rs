@@ -173,11 +173,6 @@ impl<V: Record> StateTable<V> {
         self.slots.len()
     }
 
-    /// Whether `key` is cached.
-    pub fn contains(&self, key: &[u8]) -> bool {
-        self.slots.contains_key(key)
-    }
-
     /// Makes sure `keys` are cached: the missing ones are read in one call (unless known to be
     /// absent) and decoded by `decode(key, stored value)`.
     pub fn load(
@@ -266,33 +261,15 @@ impl<V: Record> StateTable<V> {
         Some(&mut slot.record)
     }
 
-    /// Sets the record of `key` (`None` deletes it), cached or not.
-    pub fn put(&mut self, key: &[u8], record: Option<V>) {
-        match self.slots.get_mut(key) {
-            Some(slot) => {
-                slot.record = record;
-                slot.touched = self.epoch;
-                if !slot.dirty {
-                    slot.dirty = true;
-                    self.dirty.push(key.into());
-                }
-            }
-            None => {
-                let size = SLOT_OVERHEAD + key.len();
-                self.bytes += size;
-                self.scope.budget().add(size);
-                self.slots.insert(
-                    key.into(),
-                    Slot {
-                        record,
-                        dirty: true,
-                        touched: self.epoch,
-                        size,
-                    },
-                );
-                self.dirty.push(key.into());
-            }
-        }
+    /// The keys changed since the last checkpoint, in the order they first changed.
+    pub fn changed(&self) -> &[Box<[u8]>] {
+        &self.dirty
+    }
+
+    /// The record of the `i`th key of [`StateTable::changed`], to change.
+    pub fn changed_mut(&mut self, i: usize) -> Option<&mut Option<V>> {
+        let key = self.dirty.get(i)?;
+        self.slots.get_mut(key).map(|s| &mut s.record)
     }
 
     /// The cached keys in `[from, to)` that have a record, and the stored ones, in order: what
