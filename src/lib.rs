@@ -10,7 +10,7 @@
 //! Each module is one layer; dependencies point one way, from the wire down to storage:
 //!
 //! ```text
-//! server (pgwire only) → session (statement dispatch) → sql · catalog · model · stream · source · sink · table → storage
+//! server (pgwire only) → session (statement dispatch) → planner → sql · catalog · model · stream · source · sink · table → storage, common
 //! ```
 //!
 //! - [`server`]: the PostgreSQL wire protocol (pgwire): startup and authentication, the simple and
@@ -18,13 +18,16 @@
 //!   and nothing else knows about the wire.
 //! - [`session`]: one per connection. Parses a statement, routes it (DDL to the catalog, DML to
 //!   the table writer, queries to DataFusion) and returns a [`session::Output`].
-//! - [`sql`]: parsing (sqlparser with PostgreSQL compatibility rewrites), SQL types to Arrow types,
-//!   and the planning helpers for DML.
+//! - [`sql`]: parsing (sqlparser with PostgreSQL compatibility rewrites), the window table
+//!   functions (TUMBLE, HOP, SESSION), checked integer arithmetic, and the planning helpers for
+//!   DML.
 //! - [`catalog`]: table definitions, persisted in RocksDB, exposed to DataFusion as the `public`
 //!   schema of the `augur` catalog, with `pg_catalog` from `datafusion-pg-catalog` beside it.
+//! - [`planner`]: a view's or sink's query from DataFusion's logical plan to its operators:
+//!   analyse, rewrite `NOW()` into event time, optimise, build the operator tree.
 //! - [`stream`]: incremental dataflow: change batches (rows with weights ±1), one operator per
-//!   file (filter, project, aggregate, join, union, top-n, materialize), the planner from
-//!   DataFusion's logical plan, and the runtime that commits every view in epochs.
+//!   file (filter, project, aggregate, join, union, top-n, windows, materialize), the state
+//!   table they keep their state in, and the runtime that commits every view in epochs.
 //! - [`model`]: ONNX models stored in RocksDB and run by ONNX Runtime (loaded at run time from
 //!   the `onnxruntime` Python package's library) inside SQL: `PREDICT`, `PREDICT_LABEL`,
 //!   `PREDICT_PROBA`, one run per Arrow batch.
@@ -36,6 +39,8 @@
 //!   `TableProvider` that scans them (an equality filter on the whole primary key becomes a point
 //!   read), and the writer that applies INSERT / UPDATE / DELETE atomically.
 //! - [`storage`]: the RocksDB store. Imports nothing of Augur.
+//! - [`common`]: leaf helpers every layer uses (SQL types to Arrow types, event-time
+//!   arithmetic, shared names). Imports nothing of Augur but [`Error`].
 //!
 //! # Data flow of a statement
 //!
@@ -44,7 +49,7 @@
 //!                                  │ CREATE/DROP TABLE ──> catalog ──> storage (one WriteBatch)
 //!                                  │ INSERT/UPDATE/DELETE/COPY ──> table::writer ──> storage
 //!                                  │        └─ rows + change log, one batch ─┐
-//!                                  │ CREATE MATERIALIZED VIEW ──> stream::planner
+//!                                  │ CREATE MATERIALIZED VIEW ──> planner ──> stream operators
 //!                                  │                                          ▼
 //!                                  │ sources ──> stream::runtime: operators, a barrier per epoch,
 //!                                  │             state + view rows + positions, one batch ──> storage
@@ -55,9 +60,11 @@
 //! ```
 
 pub mod catalog;
+pub mod common;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod planner;
 pub mod server;
 pub mod session;
 pub mod sink;

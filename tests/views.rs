@@ -364,20 +364,30 @@ async fn event_time_views_equal_their_queries_after_kill_9() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_state_beyond_the_cache_is_evicted_and_read_back_exactly() {
-    // 100,000 groups take several MiB: far more than the 1 MiB the views may cache.
+async fn state_beyond_the_cache_is_evicted_and_read_back_exactly() {
+    // 100,000 groups, join keys and distinct rows take several MiB each: far more than the
+    // 1 MiB the views may cache together.
     let server = TestServer::start_with(&["--state-cache-mb", "1", "--epoch-ms", "20"]);
     let client = server.connect().await;
     let per_user = "SELECT user_id, count(*) AS n, sum(amount) AS total, max(amount) AS top \
                     FROM s GROUP BY user_id";
+    let joined = "SELECT s.id, s.amount, u.tier FROM s JOIN u ON s.user_id = u.user_id";
+    let top = "SELECT id, amount FROM s ORDER BY amount DESC, id LIMIT 5";
+    // No key: each distinct (n, top) row is stored once with its multiplicity.
+    let shapes = "SELECT n, top FROM per_user";
     client
         .batch_execute(&format!(
-            "CREATE SOURCE s (id BIGINT, user_id BIGINT, amount BIGINT)
+            "CREATE TABLE u (user_id BIGINT PRIMARY KEY, tier TEXT);
+             INSERT INTO u SELECT i, 'tier ' || (i % 7) FROM generate_series(1, 100000) AS g(i);
+             CREATE SOURCE s (id BIGINT, user_id BIGINT, amount BIGINT)
              WITH (connector = 'datagen', datagen.rows.per.second = '1000000000',
                    datagen.rows = '300000', fields.id.kind = 'sequence',
                    fields.user_id.min = '1', fields.user_id.max = '100000',
                    fields.amount.min = '0', fields.amount.max = '1000');
              CREATE MATERIALIZED VIEW per_user AS {per_user};
+             CREATE MATERIALIZED VIEW joined AS {joined};
+             CREATE MATERIALIZED VIEW top AS {top};
+             CREATE MATERIALIZED VIEW shapes AS {shapes};
              FLUSH"
         ))
         .await
@@ -385,6 +395,20 @@ async fn group_state_beyond_the_cache_is_evicted_and_read_back_exactly() {
     let view = lines(&client, "SELECT * FROM per_user").await;
     assert!(view.len() > 90_000, "{} groups", view.len());
     assert_eq!(view, lines(&client, per_user).await);
+    let digest = |relation: &str| {
+        format!("SELECT count(*), sum(id), sum(amount), sum(length(tier)) FROM ({relation}) AS j")
+    };
+    let joined_digest = lines(&client, &digest("SELECT * FROM joined")).await;
+    assert!(joined_digest[0].starts_with("300000|"), "{joined_digest:?}");
+    assert_eq!(joined_digest, lines(&client, &digest(joined)).await);
+    assert_eq!(
+        lines(&client, "SELECT * FROM top ORDER BY amount DESC, id").await,
+        lines(&client, top).await
+    );
+    assert_eq!(
+        lines(&client, "SELECT * FROM shapes").await,
+        lines(&client, shapes).await
+    );
     let cache = lines(
         &client,
         "SELECT limit_bytes, cached_bytes, reads, evicted FROM augur_catalog.state_cache",

@@ -21,9 +21,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-/// Field metadata naming the PostgreSQL type a text column carries (`uuid`, `json`, `jsonb`),
-/// which decides the type clients are told and how the value is read.
-pub const PG_TYPE_KEY: &str = "augur.pg_type";
+pub use crate::common::names::PG_TYPE_KEY;
 
 /// Name of the function a cast to `uuid` is planned as.
 pub const UUID_IN: &str = "augur_uuid_in";

@@ -299,6 +299,42 @@ impl ScalarUDFImpl for CharCast {
     }
 }
 
+/// The kind and declared length of a `character(n)` or `character varying(n)` type (`char`
+/// alone is `character(1)`); `None` for other types and for `varchar` without a limit, which
+/// is text.
+pub fn char_length(sql: &datafusion::sql::sqlparser::ast::DataType) -> Option<(CharKind, u64)> {
+    use datafusion::sql::sqlparser::ast::CharacterLength;
+    let (kind, length) = match sql {
+        datafusion::sql::sqlparser::ast::DataType::Char(length)
+        | datafusion::sql::sqlparser::ast::DataType::Character(length) => {
+            (CharKind::Bpchar, length)
+        }
+        datafusion::sql::sqlparser::ast::DataType::Varchar(length)
+        | datafusion::sql::sqlparser::ast::DataType::CharacterVarying(length)
+        | datafusion::sql::sqlparser::ast::DataType::CharVarying(length) => {
+            (CharKind::Varchar, length)
+        }
+        _ => return None,
+    };
+    match length {
+        Some(CharacterLength::IntegerLength { length, .. }) => Some((kind, *length)),
+        None if kind == CharKind::Bpchar => Some((kind, 1)),
+        _ => None,
+    }
+}
+
+/// The PostgreSQL type of a `character(n)` or `character varying(n)` column, as its field's
+/// metadata carries it (see [`char_length`]). A length out of PostgreSQL's bounds is `22023`.
+pub fn char_type(sql: &datafusion::sql::sqlparser::ast::DataType) -> crate::Result<Option<String>> {
+    let Some((kind, length)) = char_length(sql) else {
+        return Ok(None);
+    };
+    let length = kind
+        .checked_length(i64::try_from(length).unwrap_or(i64::MAX))
+        .map_err(crate::Error::InvalidParameter)?;
+    Ok(Some(kind.pg_type(length)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

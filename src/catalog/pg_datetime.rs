@@ -1041,7 +1041,7 @@ impl Target {
             Target::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             Target::Timestamptz => DataType::Timestamp(
                 TimeUnit::Microsecond,
-                Some(Arc::from(crate::sql::types::UTC)),
+                Some(Arc::from(crate::common::types::UTC)),
             ),
             Target::Date => DataType::Date32,
         }
@@ -1353,13 +1353,13 @@ impl ScalarUDFImpl for ClockTime {
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
         Ok(DataType::Timestamp(
             TimeUnit::Microsecond,
-            Some(crate::sql::types::UTC.into()),
+            Some(crate::common::types::UTC.into()),
         ))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let now = || chrono::Utc::now().timestamp_micros();
-        let zone = Some(std::sync::Arc::from(crate::sql::types::UTC));
+        let zone = Some(std::sync::Arc::from(crate::common::types::UTC));
         Ok(match self.clock {
             Clock::Statement => {
                 let start = session_setting(&args.config_options, crate::session::STATEMENT_START)

@@ -285,7 +285,7 @@ impl ScalarUDFImpl for Encode {
             }
             let parsed;
             let value: &[u8] = if from_text {
-                parsed = crate::sql::types::parse_bytea(texts.value(i))
+                parsed = crate::common::types::parse_bytea(texts.value(i))
                     .ok_or_else(|| pg_error("22P02", "invalid input syntax for type bytea"))?;
                 &parsed
             } else {
@@ -454,7 +454,7 @@ fn decode_base64(text: &str) -> datafusion::error::Result<Vec<u8>> {
 }
 
 fn decode_escape(text: &str) -> datafusion::error::Result<Vec<u8>> {
-    crate::sql::types::parse_bytea_escape(text)
+    crate::common::types::parse_bytea_escape(text)
         .ok_or_else(|| pg_error("22P02", "invalid input syntax for type bytea"))
 }
 
@@ -1611,7 +1611,7 @@ fn bytea_in() -> ScalarUDF {
             for text in texts.iter() {
                 match text {
                     None => out.append_null(),
-                    Some(text) => match crate::sql::types::parse_bytea(text) {
+                    Some(text) => match crate::common::types::parse_bytea(text) {
                         Some(bytes) => out.append_value(bytes),
                         None => {
                             return Err(datafusion::error::DataFusionError::External(Box::new(
@@ -1729,7 +1729,7 @@ impl ScalarUDFImpl for TypeOf {
                 None => pg_type.clone(),
             },
             None if field.data_type() == &DataType::Null => "unknown".to_string(),
-            None => crate::sql::types::pg_type_name(field.data_type()),
+            None => crate::common::types::pg_type_name(field.data_type()),
         };
         Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(name))))
     }

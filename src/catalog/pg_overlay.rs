@@ -796,7 +796,7 @@ impl PgCatalogOverlay {
                             super::pg_char::parse_pg_type(pg_type).unwrap_or_default();
                         (kind.oid(), length as i32 + 4)
                     }
-                    _ => crate::sql::types::pg_type_oid(&data_type),
+                    _ => crate::common::types::pg_type_oid(&data_type),
                 };
                 names.push(relation.clone());
                 numbers.push(i as i16 + 1);

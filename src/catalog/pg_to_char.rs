@@ -73,7 +73,7 @@ impl ScalarUDFImpl for ToChar {
                     format!(
                         "function to_char({}, text) does not exist",
                         args.first()
-                            .map(crate::sql::types::pg_type_name)
+                            .map(crate::common::types::pg_type_name)
                             .unwrap_or_default()
                     ),
                 ),

@@ -66,7 +66,7 @@ impl FromText {
             Target::Date => DataType::Date32,
             Target::Timestamptz => DataType::Timestamp(
                 TimeUnit::Microsecond,
-                Some(Arc::from(crate::sql::types::UTC)),
+                Some(Arc::from(crate::common::types::UTC)),
             ),
         }
     }
@@ -155,7 +155,7 @@ impl ScalarUDFImpl for FromText {
                     .collect::<Vec<_>>(),
             )),
             Target::Timestamptz => Arc::new(
-                TimestampMicrosecondArray::from(values).with_timezone(crate::sql::types::UTC),
+                TimestampMicrosecondArray::from(values).with_timezone(crate::common::types::UTC),
             ),
         };
         Ok(if scalar {

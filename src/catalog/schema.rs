@@ -13,12 +13,9 @@ use datafusion::datasource::{TableProvider, ViewTable};
 use datafusion::error::Result as DfResult;
 
 use super::Catalog;
-use crate::table::provider::TableScan;
+use crate::table::provider::RelationProvider;
 
-/// Name of the DataFusion catalog (the database clients connect to, whatever name they ask for).
-pub const CATALOG_NAME: &str = "augur";
-/// Name of the schema holding users' tables.
-pub const SCHEMA_NAME: &str = "public";
+pub use crate::common::names::{CATALOG_NAME, SCHEMA_NAME, split};
 
 /// The schemas no `CREATE SCHEMA` may take: the ones every database has.
 pub const SYSTEM_SCHEMAS: [&str; 4] = [
@@ -45,11 +42,6 @@ pub fn is_temp_schema(schema: &str) -> bool {
     schema
         .strip_prefix(TEMP_SCHEMA_PREFIX)
         .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-}
-
-/// The schema and name of catalog key `key`.
-pub fn split(key: &str) -> (&str, &str) {
-    key.split_once('.').unwrap_or((SCHEMA_NAME, key))
 }
 
 /// The catalog key of a relation DataFusion names by `reference`.
@@ -110,7 +102,7 @@ impl SchemaProvider for AugurSchema {
         let key = qualify(&self.schema, name);
         let name = key.as_str();
         if let Some(table) = self.catalog.table(name) {
-            return Ok(Some(Arc::new(TableScan::new(
+            return Ok(Some(Arc::new(RelationProvider::new(
                 table,
                 self.catalog.store().clone(),
                 self.with_hidden,
@@ -123,7 +115,7 @@ impl SchemaProvider for AugurSchema {
             return Ok(None);
         };
         if let Some(storage) = view.storage() {
-            return Ok(Some(Arc::new(TableScan::view(
+            return Ok(Some(Arc::new(RelationProvider::view(
                 storage.clone(),
                 self.catalog.store().clone(),
             ))));

@@ -116,7 +116,7 @@ impl PredictFn {
                 return Err(mismatch(format!(
                     "{call}: argument {} is {}, where model \"{name}\" takes {} ({})",
                     n + 2,
-                    crate::sql::types::pg_type_name(ty),
+                    crate::common::types::pg_type_name(ty),
                     elem.sql(),
                     signature.expects()
                 )));

@@ -35,7 +35,7 @@ pub fn vector_types(schema: &Schema, fields: Vec<FieldInfo>) -> Vec<FieldInfo> {
             let metadata = field.metadata();
             let (name, oid) = match metadata
                 .get(VECTOR_TYPE_KEY)
-                .or_else(|| metadata.get(crate::catalog::pg_builtins::PG_TYPE_KEY))
+                .or_else(|| metadata.get(crate::common::names::PG_TYPE_KEY))
                 .map(String::as_str)
             {
                 Some("int2vector") => ("int2vector", pgwire::api::Type::INT2_VECTOR.oid()),

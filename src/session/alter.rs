@@ -307,14 +307,12 @@ impl Session<'_> {
                 let (RenameTableNameKind::To(new) | RenameTableNameKind::As(new)) = new;
                 let new = match new.0.as_slice() {
                     [_] => crate::catalog::schema::qualify(
-                        crate::catalog::schema::split(&old.name).0,
+                        crate::common::names::split(&old.name).0,
                         &table_name(new)?,
                     ),
                     _ => table_name(new)?,
                 };
-                if crate::catalog::schema::split(&new).0
-                    != crate::catalog::schema::split(&old.name).0
-                {
+                if crate::common::names::split(&new).0 != crate::common::names::split(&old.name).0 {
                     return Err(Error::NotSupported(
                         "moving a table to another schema".into(),
                     ));
@@ -645,7 +643,7 @@ fn column_sql_type(
                 .data_type
                 .parse()
                 .map_err(|e| Error::Internal(format!("stored type {}: {e}", column.data_type)))?;
-            crate::sql::types::pg_type_name(&data_type)
+            crate::common::types::pg_type_name(&data_type)
         }
     };
     Parser::new(&PostgreSqlDialect {})

@@ -110,7 +110,7 @@ impl Database {
         }
         let parser = SqlParser::new().with_functions(catalog.functions().clone());
         let sources = super::sources::recover(&catalog)?;
-        let mut flows = super::views::recover(&store, &catalog, &ctx, &parser).await?;
+        let mut flows = super::views::recover(&catalog, &ctx).await?;
         let (sinks, sink_queries) = super::sinks::recover(&store, &catalog, &ctx).await?;
         flows.extend(sink_queries);
         let lookup_catalog = catalog.clone();
@@ -364,7 +364,7 @@ fn new_context(
     // the plan as it was: correlated subqueries it leaves run per outer row (`apply`).
     config.options_mut().optimizer.skip_failed_rules = true;
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
-    rules.push(Arc::new(super::checked::CheckedArithmetic));
+    rules.push(Arc::new(crate::sql::checked::CheckedArithmetic));
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -392,6 +392,6 @@ fn new_context(
     for function in crate::catalog::sequence_functions::functions(sequences) {
         ctx.register_udf(function);
     }
-    crate::stream::session::register(&ctx);
+    crate::sql::windows::register_session_functions(&ctx);
     Ok(ctx)
 }

@@ -618,7 +618,10 @@ fn assigned_value(value: &ast::Expr, ty: &DataType) -> String {
         ast::Expr::Value(v) if matches!(v.value, ast::Value::Placeholder(_))
     );
     if is_parameter && !ty.is_nested() {
-        format!("CAST({value} AS {})", crate::sql::types::pg_type_name(ty))
+        format!(
+            "CAST({value} AS {})",
+            crate::common::types::pg_type_name(ty)
+        )
     } else {
         value.to_string()
     }
@@ -636,7 +639,7 @@ async fn plan_insert(db: &Database, insert: &Insert, rows: &WithRows) -> Result<
     let returning_items = stripped.returning.take();
     let qualifier = match &stripped.table_alias {
         Some(alias) => normalize_ident(&alias.alias),
-        None => crate::catalog::schema::split(table.name()).1.to_string(),
+        None => crate::common::names::split(table.name()).1.to_string(),
     };
     stripped.table_alias = None;
     let is_values = stripped
@@ -751,7 +754,7 @@ fn arbiters(table: &Table, target: Option<&ast::ConflictTarget>) -> Result<Vec<A
                 .and_then(|part| part.as_ident())
                 .map(normalize_ident)
                 .unwrap_or_default();
-            let unqualified = |n: &str| crate::catalog::schema::split(n).1.to_string();
+            let unqualified = |n: &str| crate::common::names::split(n).1.to_string();
             if has_key && unqualified(&def.pkey_name()) == wanted {
                 return Ok(vec![Arbiter::PrimaryKey]);
             }
@@ -1192,7 +1195,7 @@ fn target(factor: &TableFactor) -> Result<(String, String, String)> {
             (alias, all)
         }
         None => (
-            crate::catalog::schema::split(&table).1.to_string(),
+            crate::common::names::split(&table).1.to_string(),
             format!("{name}.*"),
         ),
     };

@@ -12,7 +12,7 @@ use super::Database;
 use crate::error::{Error, Result};
 use crate::table::Table;
 use crate::table::foreign_key::ForeignKeyDef;
-use crate::table::writer::{TableChanges, key_for_values};
+use crate::table::writer::TableChanges;
 
 /// A new table's foreign keys with their referenced columns filled in and checked: the parent
 /// exists (or is the table itself), is not temporary under a permanent table, and the
@@ -221,7 +221,7 @@ pub fn check_written(
                 };
                 if seen.insert(values.clone()) {
                     let key_values = values_of(rows, &keyed, row)?.unwrap_or_default();
-                    referenced.push((values, key_for_values(parent_table, &key_values)?));
+                    referenced.push((values, parent_table.key_for_values(&key_values)?));
                 }
             }
         }
@@ -242,13 +242,13 @@ pub fn check_written(
                 return Err(Error::ForeignKeyViolation {
                     message: format!(
                         "insert or update on table \"{}\" violates foreign key constraint \"{}\"",
-                        crate::catalog::schema::split(table.name()).1,
+                        crate::common::names::split(table.name()).1,
                         fk.name
                     ),
                     detail: format!(
                         "{} is not present in table \"{}\".",
                         describe(&fk.columns, values),
-                        crate::catalog::schema::split(&fk.parent).1
+                        crate::common::names::split(&fk.parent).1
                     ),
                 });
             }
@@ -333,14 +333,14 @@ pub fn check_removed(
             return Err(Error::ForeignKeyViolation {
                 message: format!(
                     "update or delete on table \"{}\" violates foreign key constraint \"{}\" on table \"{}\"",
-                    crate::catalog::schema::split(table.name()).1,
+                    crate::common::names::split(table.name()).1,
                     fk.name,
-                    crate::catalog::schema::split(child.name()).1
+                    crate::common::names::split(child.name()).1
                 ),
                 detail: format!(
                     "{} is still referenced from table \"{}\".",
                     describe(&names, &values),
-                    crate::catalog::schema::split(child.name()).1
+                    crate::common::names::split(child.name()).1
                 ),
             });
         }

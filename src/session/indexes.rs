@@ -71,7 +71,7 @@ impl Session<'_> {
         let name = match &create.name {
             // An index is in its relation's schema.
             Some(name) if name.0.len() == 1 => crate::catalog::schema::qualify(
-                crate::catalog::schema::split(&relation).0,
+                crate::common::names::split(&relation).0,
                 &table_name(name)?,
             ),
             Some(name) => {

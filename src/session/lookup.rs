@@ -16,15 +16,15 @@ use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::Result;
 use crate::storage::Store;
 use crate::table::Table;
 use crate::table::index::Index;
-use crate::table::provider::TableScan;
-use crate::table::writer::key_for_values;
+use crate::table::key::{column_equals, values_for};
+use crate::table::provider::RelationProvider;
 
 /// Where one key column's value comes from.
 #[derive(Debug, Clone)]
@@ -113,7 +113,7 @@ impl PointLookup {
             return None;
         }
         let provider = source_as_provider(&scan.source).ok()?;
-        let table_scan = provider.as_ref().downcast_ref::<TableScan>()?;
+        let table_scan = provider.as_ref().downcast_ref::<RelationProvider>()?;
         let (table, store) = table_scan.parts();
         let def = table.def();
         let visible = table.visible_schema();
@@ -149,18 +149,7 @@ impl PointLookup {
         // Every conjunct pins one column to a value, each column once.
         let mut pinned: Vec<(usize, KeyValue)> = Vec::new();
         for conjunct in split_conjunction(&filter.predicate) {
-            let Expr::BinaryExpr(BinaryExpr {
-                left,
-                op: Operator::Eq,
-                right,
-            }) = conjunct
-            else {
-                return None;
-            };
-            let (column, value) = match (left.as_ref(), right.as_ref()) {
-                (Expr::Column(c), v) | (v, Expr::Column(c)) => (c, v),
-                _ => return None,
-            };
+            let (column, value) = column_equals(conjunct)?;
             let value = match value {
                 Expr::Placeholder(p) => KeyValue::Param(p.id.clone()),
                 Expr::Literal(v, _) => KeyValue::Literal(v.clone()),
@@ -174,13 +163,10 @@ impl PointLookup {
         }
         // Exactly the columns of the primary key, or of an index.
         let values_for = |columns: &[usize]| -> Option<Vec<KeyValue>> {
-            if columns.is_empty() || columns.len() != pinned.len() {
+            if columns.len() != pinned.len() {
                 return None;
             }
-            columns
-                .iter()
-                .map(|c| pinned.iter().find(|(p, _)| p == c).map(|(_, v)| v.clone()))
-                .collect()
+            values_for(columns, &pinned)
         };
         let (target, key) = match def.unique_key().and_then(values_for) {
             Some(key) => (Target::PrimaryKey, key),
@@ -250,7 +236,7 @@ impl PointLookup {
             })
             .collect::<Result<Vec<_>>>()?;
         let row = match &self.target {
-            Target::PrimaryKey => match key_for_values(&self.table, &values)? {
+            Target::PrimaryKey => match self.table.key_for_values(&values)? {
                 Some(key) => self
                     .store
                     .get_with(&key, |value| self.table.codec().decode_values([value]))?

@@ -7,7 +7,6 @@
 
 mod alter;
 mod apply;
-pub(crate) mod checked;
 pub mod connection;
 pub mod copy;
 mod database;

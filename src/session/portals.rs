@@ -12,8 +12,9 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::connection::{Cursor, Motion, NamedStatement};
 use super::{Output, Session, in_transaction, rows_output, run_query};
+use crate::common::types;
 use crate::error::{Error, Result};
-use crate::sql::{normalize_ident, types};
+use crate::sql::normalize_ident;
 
 /// A cursor declaration: its name, query and whether it is held past its transaction.
 pub(super) struct CursorDeclaration<'a> {

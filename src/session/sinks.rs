@@ -49,7 +49,7 @@ async fn plan_query(
     let plan = super::views::logical_plan(state, query).await?;
     let names = super::views::column_names(&plan, &[])?;
     let models = crate::model::functions::models_used(&plan);
-    let mut planned = super::views::dataflow(state, catalog, &plan, id, errors, false)?;
+    let mut planned = crate::planner::plan(state, catalog, &plan, id, errors, false)?;
     let schema: SchemaRef = Arc::new(Schema::new(
         planned
             .schema
@@ -59,13 +59,7 @@ async fn plan_query(
             .map(|(f, name)| f.as_ref().clone().with_name(name))
             .collect::<Vec<_>>(),
     ));
-    let top = planned
-        .graph
-        .len()
-        .checked_sub(1)
-        .ok_or_else(|| Error::Internal("an empty dataflow".into()))?;
-    let root = planned.graph.add(Box::new(EmitOp::new(name, &schema)?));
-    planned.graph.connect(top, root, 0);
+    planned.add_root(Box::new(EmitOp::new(name, &schema)?))?;
     let key = planned
         .key
         .as_ref()

@@ -7,13 +7,14 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 
 use super::{Output, Session};
 use crate::catalog::{Catalog, SourceEntry};
+use crate::common::types;
 use crate::error::{Error, Result};
 use crate::source::provider::SourceScan;
 use crate::source::{self, SourceDef, SourceProgress, SourceWatermark};
-use crate::sql::{CreateSource, normalize_ident, types};
+use crate::sql::{CreateSource, normalize_ident};
 use crate::stream::runtime::SourceFlow;
 use crate::table::ColumnDef;
-use crate::table::watermark::Watermark;
+use crate::table::watermark::WatermarkRule;
 
 /// The Arrow schema of a source's columns.
 fn schema_of(columns: &[ColumnDef]) -> Result<SchemaRef> {
@@ -40,7 +41,7 @@ pub(super) fn open(
         .as_ref()
         .map(|w| -> Result<_> {
             Ok(Arc::new(SourceWatermark {
-                watermark: Watermark::compile(w, &schema)?,
+                watermark: WatermarkRule::compile(w, &schema)?,
             }))
         })
         .transpose()?;

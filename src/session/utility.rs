@@ -480,30 +480,8 @@ impl Session<'_> {
                 for name in &names {
                     let table = self.db.catalog().table_to_write(name, "truncate")?;
                     super::dml::refuse_if_append_only(&table, "TRUNCATE")?;
-                    let mut batch = crate::storage::WriteBatch::default();
-                    let prefix = table.def().key_prefix();
                     let log = self.db.log_for(table.def().id);
-                    let entries = match log {
-                        Some(log) => {
-                            let mut rows = Vec::new();
-                            self.db.store().scan_prefix::<Error>(&prefix, |_, value| {
-                                rows.push(value.to_vec());
-                                Ok(true)
-                            })?;
-                            log.append(&mut batch, table.def().id, rows, Vec::new())
-                        }
-                        None => Vec::new(),
-                    };
-                    self.db.store().delete_prefix_in(&mut batch, &prefix);
-                    for index in table.indexes().iter() {
-                        self.db
-                            .store()
-                            .delete_prefix_in(&mut batch, &index.def().key_prefix());
-                    }
-                    self.db.store().write(batch)?;
-                    if let Some(log) = log {
-                        log.publish(entries);
-                    }
+                    crate::table::writer::truncate(self.db.store(), &table, log)?;
                 }
                 Ok(Output::Command("TRUNCATE TABLE".into()))
             }
@@ -524,7 +502,7 @@ impl Session<'_> {
                 }
                 if let Ok(path) = vars::get(self.vars, "search_path")
                     && let Some(first) = vars::first_user_schema(&path)
-                    && first != crate::catalog::schema::SCHEMA_NAME
+                    && first != crate::common::names::SCHEMA_NAME
                 {
                     self.notices.push(Notice::Message(
                         "WARNING",
@@ -895,6 +873,6 @@ fn stored_type(dt: &DataType) -> String {
     match dt {
         DataType::Null => "text".into(),
         DataType::Dictionary(_, value) => stored_type(value),
-        other => crate::sql::types::pg_type_name(other),
+        other => crate::common::types::pg_type_name(other),
     }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col};
 use datafusion::prelude::SessionContext;
@@ -20,15 +19,11 @@ use super::{Output, Session, rows_output};
 use crate::catalog::Catalog;
 use crate::catalog::view::{View, ViewDef};
 use crate::error::{Error, Result};
-use crate::source::provider::SourceScan;
-use crate::sql::{SqlParser, normalize_ident, table_name};
-use crate::storage::Store;
-use crate::stream::materialize::MaterializeOp;
-use crate::stream::planner::{Input, Planned, plan_view};
+use crate::planner;
+use crate::sql::{normalize_ident, table_name};
+use crate::stream::ExprErrors;
 use crate::stream::runtime::ViewFlow;
 use crate::stream::state::StateScope;
-use crate::stream::{ExprErrors, StreamError};
-use crate::table::provider::TableScan;
 
 /// The schema of `SHOW [MATERIALIZED] VIEWS`.
 pub(super) fn show_views_schema() -> SchemaRef {
@@ -51,52 +46,6 @@ pub(super) fn names_output(names: Vec<String>) -> Result<Output> {
     Ok(rows_output(schema, vec![batch], "SHOW".into()))
 }
 
-/// Which relation a scan in a view's query reads.
-fn resolve(
-    scan: &datafusion::logical_expr::TableScan,
-    catalog: &Catalog,
-) -> crate::stream::Result<Input> {
-    let provider = source_as_provider(&scan.source)?;
-    if let Some(source) = provider.as_ref().downcast_ref::<SourceScan>() {
-        return Ok(Input {
-            id: source.id,
-            name: source.name.clone(),
-            key: None,
-            append_only: true,
-            watermarks: source
-                .watermark
-                .iter()
-                .map(|w| w.watermark.column())
-                .collect(),
-        });
-    }
-    let Some(relation) = provider.as_ref().downcast_ref::<TableScan>() else {
-        return Err(StreamError::NotSupported(format!(
-            "reading {} (a system table)",
-            scan.table_name
-        )));
-    };
-    let (table, _) = relation.parts();
-    let def = table.def();
-    let key = def.unique_key().map(<[usize]>::to_vec);
-    let watermarks = match table.watermark() {
-        Some(w) => vec![w.column()],
-        // A materialized view's columns that carry a watermark.
-        None => catalog
-            .view(&def.name)
-            .filter(|v| v.def().id == def.id)
-            .map(|v| v.def().watermarks.clone())
-            .unwrap_or_default(),
-    };
-    Ok(Input {
-        id: def.id,
-        name: def.name.clone(),
-        key,
-        append_only: def.append_only,
-        watermarks,
-    })
-}
-
 /// Plans a query into a logical plan.
 pub(super) async fn logical_plan(state: &SessionState, query: &Query) -> Result<LogicalPlan> {
     let statement = Statement::Query(Box::new(query.clone()));
@@ -110,55 +59,6 @@ pub(super) async fn logical_plan(state: &SessionState, query: &Query) -> Result<
         ));
     }
     super::postgres_plan(state, plan)
-}
-
-/// The dataflow of materialized view `id`, without its root; failing rows are counted in
-/// `errors`.
-pub(super) fn dataflow(
-    state: &SessionState,
-    catalog: &Catalog,
-    plan: &LogicalPlan,
-    id: u32,
-    errors: Arc<ExprErrors>,
-    emit_on_close: bool,
-) -> Result<Planned> {
-    // NOW() becomes the event-time clock after the analyser has inlined the views read, and
-    // before the optimiser would fold it into a constant.
-    let analyzed =
-        state
-            .analyzer()
-            .execute_and_check(plan.clone(), state.config_options(), |_, _| {})?;
-    let marked = crate::stream::temporal::mark_now(analyzed, state.config_options())?;
-    let optimized = state.optimizer().optimize(marked, state, |_, _| {})?;
-    Ok(plan_view(
-        &optimized,
-        state,
-        (catalog.store().clone(), catalog.state_cache().clone()),
-        id,
-        &|scan| resolve(scan, catalog),
-        errors,
-        emit_on_close,
-    )?)
-}
-
-/// Adds the view's root: its materialize operator. A declared key is checked; `creating`
-/// makes a violation in the backfill fail the view's creation.
-fn add_root(planned: &mut Planned, view: &View, store: &Store, creating: bool) -> Result<()> {
-    let storage = view
-        .storage()
-        .ok_or_else(|| Error::Internal("a materialized view without storage".into()))?;
-    let top = planned
-        .graph
-        .len()
-        .checked_sub(1)
-        .ok_or_else(|| Error::Internal("an empty dataflow".into()))?;
-    let mut root = MaterializeOp::new(storage.clone(), store.clone(), view.rows().clone())?;
-    if view.def().key_checked {
-        root = root.checking_key(view.errors().clone(), creating);
-    }
-    let root = planned.graph.add(Box::new(root));
-    planned.graph.connect(top, root, 0);
-    Ok(())
 }
 
 /// The options of `CREATE [MATERIALIZED] VIEW ... WITH (...)`: a materialized view's declared
@@ -289,12 +189,7 @@ fn renamed(plan: LogicalPlan, names: &[String]) -> Result<LogicalPlan> {
 
 /// Rebuilds every stored view, in id order: plain views into the catalog, materialized views
 /// into the catalog and into dataflows for the runtime.
-pub(super) async fn recover(
-    store: &Store,
-    catalog: &Arc<Catalog>,
-    ctx: &SessionContext,
-    _parser: &SqlParser,
-) -> Result<Vec<ViewFlow>> {
+pub(super) async fn recover(catalog: &Arc<Catalog>, ctx: &SessionContext) -> Result<Vec<ViewFlow>> {
     let mut flows = Vec::new();
     for def in catalog.stored_views()? {
         if def.temporary {
@@ -317,7 +212,7 @@ pub(super) async fn recover(
         let names: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
         if def.materialized {
             let view = View::materialized(def.clone())?;
-            let mut planned = dataflow(
+            let mut planned = planner::plan(
                 &state,
                 catalog,
                 &plan,
@@ -325,7 +220,7 @@ pub(super) async fn recover(
                 view.errors().clone(),
                 def.emit_on_window_close,
             )?;
-            add_root(&mut planned, &view, store, false)?;
+            planned.materialize(&view, catalog, false)?;
             catalog.insert_view(view);
             flows.push(ViewFlow {
                 id: def.id,
@@ -472,7 +367,7 @@ impl Session<'_> {
                     "00000",
                     format!(
                         "view \"{}\" will be a temporary view",
-                        crate::catalog::schema::split(&name).1
+                        crate::common::names::split(&name).1
                     ),
                 );
             }
@@ -535,9 +430,8 @@ impl Session<'_> {
             return Ok(Output::Command(kind.into()));
         }
         let id = catalog.reserve_id()?;
-        let store = self.db.store();
         let errors = Arc::new(ExprErrors::default());
-        let mut planned = dataflow(&state, catalog, &plan, id, errors.clone(), emit_on_close)?;
+        let mut planned = planner::plan(&state, catalog, &plan, id, errors.clone(), emit_on_close)?;
         let columns = ViewDef::columns_of(&planned.schema, &names);
         let (key, key_checked) = match declared_key {
             None => (planned.key.clone(), false),
@@ -579,7 +473,7 @@ impl Session<'_> {
             backfill_note,
         };
         let view = View::materialized(def.clone())?.with_errors(errors);
-        add_root(&mut planned, &view, store, true)?;
+        planned.materialize(&view, catalog, true)?;
         let entry = Catalog::view_entry(&def)?;
         self.db
             .runtime()
@@ -605,7 +499,7 @@ impl Session<'_> {
         let state = self.db.ctx().state();
         let plan = logical_plan(&state, &create.query).await?;
         // Planning touches no state: an id no view has is fine.
-        let mut planned = dataflow(
+        let mut planned = planner::plan(
             &state,
             self.db.catalog(),
             &plan,

@@ -85,9 +85,10 @@ impl Include {
         match self {
             Self::Partition => DataType::Int32,
             Self::Offset => DataType::Int64,
-            Self::Timestamp => {
-                DataType::Timestamp(TimeUnit::Microsecond, Some(crate::sql::types::UTC.into()))
-            }
+            Self::Timestamp => DataType::Timestamp(
+                TimeUnit::Microsecond,
+                Some(crate::common::types::UTC.into()),
+            ),
             Self::Key => DataType::Binary,
         }
     }
@@ -342,7 +343,7 @@ impl KafkaSource {
                             .to_millis()
                             .and_then(|ms| ms.checked_mul(1000))
                     }))
-                    .with_timezone(crate::sql::types::UTC),
+                    .with_timezone(crate::common::types::UTC),
                 ),
                 Column::Include(Include::Key) => {
                     let mut keys = BinaryBuilder::new();

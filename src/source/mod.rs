@@ -26,7 +26,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 
 use crate::table::ColumnDef;
-use crate::table::watermark::{Watermark, WatermarkDef, WatermarkState};
+use crate::table::watermark::{WatermarkDef, WatermarkRule, WatermarkState};
 
 pub use split::{SplitState, Splits};
 
@@ -35,7 +35,7 @@ pub use split::{SplitState, Splits};
 #[derive(Debug)]
 pub struct SourceWatermark {
     /// The compiled declaration.
-    pub watermark: Watermark,
+    pub watermark: WatermarkRule,
 }
 
 /// How far the views have read a source, as of the last commit, and what its reader is

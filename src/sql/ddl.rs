@@ -5,8 +5,9 @@ use datafusion::sql::sqlparser::ast::{
     GeneratedAs, OnCommit, SequenceOptions, SqlOption, TableConstraint, UnaryOperator, Value,
 };
 
-use super::{normalize_ident, table_name, types};
+use super::{normalize_ident, table_name};
 use crate::catalog::sequence::SequenceDef;
+use crate::common::types;
 use crate::error::{Error, Result};
 use crate::table::foreign_key::ForeignKeyDef;
 use crate::table::{ColumnDef, Identity, ROW_ID_COLUMN, TableDef};
@@ -164,7 +165,7 @@ fn foreign_key(
             "number of referencing and referenced columns for foreign key disagree",
         ));
     }
-    let relation = crate::catalog::schema::split(table).1;
+    let relation = crate::common::names::split(table).1;
     let name = match name {
         Some(n) => normalize_ident(n),
         None => format!("{relation}_{}_fkey", columns.join("_")),
@@ -186,7 +187,7 @@ pub fn unique_constraints(create: &CreateTable) -> Result<Vec<(String, Vec<Strin
     let named = |name: Option<&datafusion::sql::sqlparser::ast::Ident>, columns: &[String]| {
         name.map(|n| {
             crate::catalog::schema::qualify(
-                crate::catalog::schema::split(&table).0,
+                crate::common::names::split(&table).0,
                 &normalize_ident(n),
             )
         })
@@ -362,7 +363,7 @@ pub fn table_def(create: &CreateTable) -> Result<(TableDef, Vec<SequenceDef>)> {
             identity,
             pg_type: match types::text_type(sql_type) {
                 Some(name) => Some(name.to_string()),
-                None => types::char_type(sql_type)?,
+                None => crate::catalog::pg_char::char_type(sql_type)?,
             },
             precision: types::seconds_precision(sql_type),
         });
@@ -505,7 +506,7 @@ fn check_defs(
         }
         let name = name.unwrap_or_else(|| {
             // A constraint's name is not a relation's: no schema in it.
-            let bare = crate::catalog::schema::split(table).1;
+            let bare = crate::common::names::split(table).1;
             let base = match columns.as_slice() {
                 [column] => format!("{bare}_{column}_check"),
                 _ => format!("{bare}_check"),

@@ -899,12 +899,12 @@ pub fn canonical_type(data_type: &DataType) -> Result<String> {
     if polymorphic(&text) {
         return Ok(text);
     }
-    if let Some(name) = super::types::text_type(data_type) {
+    if let Some(name) = crate::common::types::text_type(data_type) {
         return Ok(name.to_string());
     }
-    let arrow = super::types::arrow_type(data_type)
+    let arrow = crate::common::types::arrow_type(data_type)
         .map_err(|_| Error::NotSupported(format!("functions taking or returning type {text}")))?;
-    let name = super::types::pg_type_name(&arrow);
+    let name = crate::common::types::pg_type_name(&arrow);
     Ok(match name.split_once('(') {
         Some((base, _)) => base.to_string(),
         None => name,

@@ -5,6 +5,7 @@
 //! psql, DBeaver and Metabase send into SQL DataFusion can plan.
 
 pub mod balance;
+pub mod checked;
 pub mod ddl;
 pub mod depth;
 pub mod functions;
@@ -17,7 +18,6 @@ pub mod rewrite;
 pub mod search_cycle;
 pub mod sequence_options;
 pub mod shared_ctes;
-pub mod types;
 pub mod unicode_escapes;
 pub mod using;
 pub mod windows;
@@ -30,7 +30,7 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
 
-use crate::catalog::schema::CATALOG_NAME;
+use crate::common::names::CATALOG_NAME;
 use crate::error::{Error, Result};
 use crate::table::watermark::WatermarkDef;
 

@@ -223,7 +223,7 @@ impl ExprPlanner for PostgresOperators {
                 let (_, field) = e.to_field(schema).ok()?;
                 match field
                     .metadata()
-                    .get(crate::catalog::pg_builtins::PG_TYPE_KEY)
+                    .get(crate::common::names::PG_TYPE_KEY)
                     .map(String::as_str)
                 {
                     Some("uuid") => Some(self.uuid_in.clone()),

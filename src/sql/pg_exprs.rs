@@ -829,7 +829,7 @@ fn text_type_reader(data_type: &DataType) -> Option<&'static str> {
 /// The function a cast to `character(n)` / `character varying(n)` is planned as, and `n` (`char`
 /// alone is `char(1)`; `varchar` alone is text and needs none).
 fn char_cast(data_type: &DataType) -> Option<(&'static str, Expr)> {
-    let (kind, length) = super::types::char_length(data_type)?;
+    let (kind, length) = crate::catalog::pg_char::char_length(data_type)?;
     Some((
         kind.cast_function(),
         Expr::value(Value::Number(length.to_string(), false)),

@@ -11,10 +11,26 @@
 //! windows (see `stream::watermark`).
 //!
 //! `SESSION(relation, ts, gap)` forms sessions per GROUP BY key of the query it is in: its
-//! subquery adds the bounds with the window functions of `stream::session`, partitioned by the
-//! GROUP BY columns of the relation (other than the bounds) and ordered by `ts`.
+//! subquery adds the bounds with the window functions defined here, `session_window_start(ts,
+//! gap) OVER (PARTITION BY keys ORDER BY ts)` and `session_window_end(...)`, partitioned by the
+//! GROUP BY columns of the relation (other than the bounds) and ordered by `ts`. An ad-hoc query
+//! runs them over the whole input; in a view the planner recognises them and keeps the bounds
+//! with `stream::session_window`'s operator, which shares their arithmetic.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
+use datafusion::common::ScalarValue;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
+use datafusion::logical_expr::{
+    PartitionEvaluator, Signature, Volatility, WindowUDF, WindowUDFImpl,
+};
+use datafusion::physical_expr::expressions::Literal;
+use datafusion::prelude::SessionContext;
 
 use datafusion::arrow::compute::kernels::cast_utils::parse_interval_month_day_nano;
 use datafusion::sql::sqlparser::ast::{
@@ -25,7 +41,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::{Error, Result};
-use crate::stream::session;
+use crate::stream::session_window::{SessionBound, end_of, gap_in_units, sessions, unit_nanos};
 
 /// The origin windows are aligned to.
 const EPOCH: &str = "TIMESTAMP '1970-01-01 00:00:00'";
@@ -323,8 +339,7 @@ fn expand_call(
             format!(
                 "SELECT *, {}({ts}, {gap}) {over} AS window_start, \
                  {}({ts}, {gap}) {over} AS window_end FROM {relation}",
-                session::START,
-                session::END
+                START, END
             )
         }
     };
@@ -435,6 +450,137 @@ fn derived(text: &str) -> Result<TableFactor> {
     Err(Error::Internal(format!(
         "window subquery has no FROM: {sql}"
     )))
+}
+
+/// The window function giving a row's session start.
+pub const START: &str = "session_window_start";
+/// The window function giving a row's session end.
+pub const END: &str = "session_window_end";
+
+/// The session bound computed by the window function `name`.
+pub fn session_bound(name: &str) -> Option<SessionBound> {
+    match name {
+        START => Some(SessionBound::Start),
+        END => Some(SessionBound::End),
+        _ => None,
+    }
+}
+
+/// The window function computing `bound`.
+fn function_name(bound: SessionBound) -> &'static str {
+    match bound {
+        SessionBound::Start => START,
+        SessionBound::End => END,
+    }
+}
+
+/// Registers the window functions that compute session bounds in ad-hoc queries.
+pub fn register_session_functions(ctx: &SessionContext) {
+    for bound in [SessionBound::Start, SessionBound::End] {
+        ctx.register_udwf(WindowUDF::new_from_impl(SessionBoundFn {
+            bound,
+            signature: Signature::any(2, Volatility::Immutable),
+        }));
+    }
+}
+
+/// `session_window_start(ts, gap_ns)` / `session_window_end(ts, gap_ns)` over a partition.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SessionBoundFn {
+    bound: SessionBound,
+    signature: Signature,
+}
+
+impl WindowUDFImpl for SessionBoundFn {
+    fn name(&self) -> &str {
+        function_name(self.bound)
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn field(&self, args: WindowUDFFieldArgs) -> datafusion::error::Result<FieldRef> {
+        let time = args.get_input_field(0).ok_or_else(|| {
+            DataFusionError::from(crate::Error::coded(
+                "42883",
+                format!("{} takes a time column and a gap", self.name()),
+            ))
+        })?;
+        unit_nanos(time.data_type())?;
+        Ok(Arc::new(Field::new(
+            args.name(),
+            time.data_type().clone(),
+            true,
+        )))
+    }
+
+    fn partition_evaluator(
+        &self,
+        args: PartitionEvaluatorArgs,
+    ) -> datafusion::error::Result<Box<dyn PartitionEvaluator>> {
+        let time_type = args
+            .input_fields()
+            .first()
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::Null);
+        let gap = args
+            .input_exprs()
+            .get(1)
+            .and_then(|e| e.downcast_ref::<Literal>())
+            .and_then(|l| match l.value() {
+                ScalarValue::Int64(gap) => *gap,
+                _ => None,
+            })
+            .ok_or_else(|| {
+                DataFusionError::from(crate::Error::coded(
+                    "42804",
+                    format!(
+                        "{}'s gap must be a constant BIGINT of nanoseconds",
+                        self.name()
+                    ),
+                ))
+            })?;
+        let gap = gap_in_units(gap, &time_type)?;
+        Ok(Box::new(SessionEvaluator {
+            bound: self.bound,
+            gap,
+            time_type,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct SessionEvaluator {
+    bound: SessionBound,
+    /// In the time column's units.
+    gap: i64,
+    time_type: DataType,
+}
+
+impl PartitionEvaluator for SessionEvaluator {
+    fn evaluate_all(
+        &mut self,
+        values: &[ArrayRef],
+        num_rows: usize,
+    ) -> datafusion::error::Result<ArrayRef> {
+        let raw = cast(&values[0], &DataType::Int64)?;
+        let raw = raw.as_primitive::<Int64Type>();
+        let mut order: Vec<usize> = (0..num_rows).filter(|&i| raw.is_valid(i)).collect();
+        order.sort_by_key(|&i| raw.value(i));
+        let times: Vec<i64> = order.iter().map(|&i| raw.value(i)).collect();
+        let mut out: Vec<Option<i64>> = vec![None; num_rows];
+        for session in sessions(&times, self.gap) {
+            let value = match self.bound {
+                SessionBound::Start => times[session.start],
+                SessionBound::End => end_of(times[session.end - 1], self.gap)?,
+            };
+            for &i in &order[session] {
+                out[i] = Some(value);
+            }
+        }
+        Ok(cast(&Int64Array::from(out), &self.time_type)?)
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! condition). A change on one side joins against the other side's current rows —
 //! `Δ(L ⋈ R) = ΔL ⋈ R + L' ⋈ ΔR` — and the match counts say when an outer row gains its
 //! first match (its NULL-padded row is retracted) or loses its last (it comes back). State is
-//! stored under `l` / `r` + join key + row, in Arrow's row format.
+//! stored under `l` / `r` + join key + row, in Arrow's row format; each side keeps its rows per
+//! join key in a state table (a bucket of rows per key), cached within the views' budget.
 
 use datafusion::common::HashMap;
 use std::sync::Arc;
@@ -22,10 +23,10 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::change::rows_of;
 use super::project::evaluate;
-use super::state::{Reader, StateScope, put_i64, sort_fields};
-use super::time;
+use super::state::{Reader, Record, StateScope, StateTable, put_i64, sort_fields};
 use super::watermark::Meet;
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
+use crate::common::time;
 use crate::storage::WriteBatch;
 
 const SIDE_TAGS: [u8; 2] = [b'l', b'r'];
@@ -65,9 +66,6 @@ impl Interval {
     }
 }
 
-/// How many join keys per side stay cached after a checkpoint.
-const CACHED_KEYS: usize = 1 << 18;
-
 /// A row of one side: its join key and its encoding.
 type RowAt = (Box<[u8]>, Box<[u8]>);
 
@@ -91,6 +89,29 @@ struct Bucket {
     changed: Vec<Box<[u8]>>,
 }
 
+impl Record for Bucket {
+    fn size(&self) -> usize {
+        48 + self.rows.keys().map(|r| 64 + r.len()).sum::<usize>() + 16 * self.changed.len()
+    }
+}
+
+/// A bucket from its stored entries: row → count, matches.
+fn decode_bucket(_: &[u8], entries: Vec<(Box<[u8]>, Vec<u8>)>) -> Result<Bucket> {
+    let mut rows = HashMap::with_capacity(entries.len());
+    for (row, value) in entries {
+        let mut reader = Reader::new(&value);
+        let entry = Entry {
+            count: reader.i64()?,
+            matches: reader.i64()?,
+        };
+        rows.insert(row, entry);
+    }
+    Ok(Bucket {
+        rows,
+        changed: Vec::new(),
+    })
+}
+
 /// What a side emits besides joined pairs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Unmatched {
@@ -104,17 +125,14 @@ enum Unmatched {
     AloneWhenMatched,
 }
 
-/// Per side: key expressions, row encoding, cached buckets.
+/// Per side: key expressions, row encoding, the rows by join key.
 #[derive(Debug)]
 struct Side {
     keys: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
     rows: RowConverter,
-    buckets: HashMap<Box<[u8]>, Bucket>,
-    dirty: Vec<Box<[u8]>>,
+    buckets: StateTable<Bucket>,
     unmatched: Unmatched,
-    /// Every stored bucket is cached: a key not in memory has no rows, without a read.
-    complete: bool,
 }
 
 /// A join of two change streams.
@@ -224,10 +242,13 @@ impl JoinOp {
     /// Deletes a stored row of `side` and its cached copy.
     fn forget(&mut self, side: usize, key: &[u8], row: &[u8], batch: &mut WriteBatch) {
         batch.delete(self.state.key(SIDE_TAGS[side], &[key, row]));
-        if let Some(bucket) = self.sides[side].buckets.get_mut(key) {
+        let slot = self.sides[side].buckets.get_unchanged_mut(key);
+        if let Some(slot) = slot
+            && let Some(bucket) = slot
+        {
             bucket.rows.remove(row);
             if bucket.rows.is_empty() && bucket.changed.is_empty() {
-                self.sides[side].buckets.remove(key);
+                *slot = None;
             }
         }
     }
@@ -294,16 +315,14 @@ impl JoinOp {
             JoinType::LeftAnti => (Unmatched::Alone, Unmatched::Nothing),
             other => return Err(StreamError::NotSupported(format!("{other} join"))),
         };
-        let side = |schema: &SchemaRef, keys, unmatched| -> Result<Side> {
+        let side = |index: usize, schema: &SchemaRef, keys, unmatched| -> Result<Side> {
             let fields = sort_fields(schema.fields());
             Ok(Side {
                 keys,
                 schema: schema.clone(),
                 rows: RowConverter::new(fields)?,
-                buckets: HashMap::new(),
-                dirty: Vec::new(),
+                buckets: StateTable::new(state.clone(), SIDE_TAGS[index])?,
                 unmatched,
-                complete: false,
             })
         };
         let (left_keys, right_keys): (Vec<_>, Vec<_>) = on.into_iter().unzip();
@@ -321,11 +340,11 @@ impl JoinOp {
                 .map(|t| SortField::new(t.clone()))
                 .collect(),
         )?;
-        let mut op = Self {
+        let op = Self {
             join_type,
             sides: [
-                side(&left, left_keys, left_unmatched)?,
-                side(&right, right_keys, right_unmatched)?,
+                side(0, &left, left_keys, left_unmatched)?,
+                side(1, &right, right_keys, right_unmatched)?,
             ],
             key_types,
             key_encoder,
@@ -340,9 +359,6 @@ impl JoinOp {
             interval: None,
             deleted_below: [None, None],
         };
-        for (index, side) in op.sides.iter_mut().enumerate() {
-            side.complete = op.state.is_empty(SIDE_TAGS[index])?;
-        }
         Ok(op)
     }
 
@@ -352,32 +368,7 @@ impl JoinOp {
 
     /// Makes sure the buckets of `keys` on `side` are cached.
     fn load(&mut self, side: usize, keys: &[&[u8]]) -> Result<()> {
-        for key in keys {
-            if self.sides[side].buckets.contains_key(*key) {
-                continue;
-            }
-            if self.sides[side].complete {
-                self.sides[side]
-                    .buckets
-                    .insert((*key).into(), Bucket::default());
-                continue;
-            }
-            let prefix = self.state.key(SIDE_TAGS[side], &[key]);
-            let mut bucket = Bucket::default();
-            self.state
-                .store()
-                .scan_prefix::<StreamError>(&prefix, |k, v| {
-                    let mut reader = Reader::new(v);
-                    let entry = Entry {
-                        count: reader.i64()?,
-                        matches: reader.i64()?,
-                    };
-                    bucket.rows.insert(k[prefix.len()..].into(), entry);
-                    Ok(true)
-                })?;
-            self.sides[side].buckets.insert((*key).into(), bucket);
-        }
-        Ok(())
+        self.sides[side].buckets.load_entries(keys, decode_bucket)
     }
 
     /// Decodes rows of `side` from their encoding.
@@ -469,7 +460,7 @@ impl Operator for JoinOp {
         let mut pair_count: Vec<i64> = Vec::new();
         let other_buckets = &self.sides[other].buckets;
         for (i, _) in has_null_key.iter().enumerate().filter(|(_, null)| !**null) {
-            if let Some(bucket) = other_buckets.get(keys.row(i).data()) {
+            if let Some(Some(bucket)) = other_buckets.get(keys.row(i).data()) {
                 for (row, entry) in &bucket.rows {
                     pair_this.push(i as u32);
                     pair_other.push(row);
@@ -583,7 +574,7 @@ impl Operator for JoinOp {
                 continue;
             }
             let side = &mut self.sides[other];
-            let Some(bucket) = side.buckets.get_mut(&key) else {
+            let Some(Some(bucket)) = side.buckets.get_mut(&key) else {
                 continue;
             };
             let Some(entry) = bucket.rows.get_mut(&row) else {
@@ -593,7 +584,6 @@ impl Operator for JoinOp {
             entry.matches += delta;
             let after = entry.matches;
             bucket.changed.push(row.clone());
-            side.dirty.push(key.clone());
             let (was, is) = (before > 0, after > 0);
             if was != is {
                 let shown_when_matched = other_mode == Unmatched::AloneWhenMatched;
@@ -621,7 +611,11 @@ impl Operator for JoinOp {
             let key = keys.row(i).data();
             let row: Box<[u8]> = row_bytes.row(i).data().into();
             let side = &mut self.sides[this];
-            let bucket = side.buckets.entry(key.into()).or_default();
+            let slot = side
+                .buckets
+                .get_mut(key)
+                .ok_or_else(|| StreamError::Internal("a join bucket not loaded".into()))?;
+            let bucket = slot.get_or_insert_with(Bucket::default);
             let entry = bucket.rows.entry(row.clone()).or_default();
             entry.count += weights[i];
             entry.matches = matches[i];
@@ -629,7 +623,6 @@ impl Operator for JoinOp {
                 bucket.rows.remove(&row);
             }
             bucket.changed.push(row);
-            side.dirty.push(key.into());
         }
         Ok(())
     }
@@ -645,32 +638,28 @@ impl Operator for JoinOp {
                 .row(0)
                 .data()
                 .to_vec();
-            for (index, side) in self.sides.iter_mut().enumerate() {
-                side.buckets
-                    .retain(|key, _| key.first() == Some(&0) || key[..] >= bound[..]);
-                let from = self.state.key(SIDE_TAGS[index], &[&[1]]);
-                let to = self.state.key(SIDE_TAGS[index], &[&bound]);
-                batch.delete_range(from.as_slice(), to.as_slice());
+            for side in &mut self.sides {
+                // After NULL keys (`0`), up to the bound.
+                side.buckets.delete_range(&[1], &bound);
             }
         }
         let timed = self.interval.is_some();
         let mut changed_rows: [Vec<Written>; 2] = [Vec::new(), Vec::new()];
         for (index, side) in self.sides.iter_mut().enumerate() {
-            let mut dirty = std::mem::take(&mut side.dirty);
-            dirty.sort_unstable();
-            dirty.dedup();
-            for key in dirty {
-                let Some(bucket) = side.buckets.get_mut(&key) else {
-                    continue;
+            let scope = side.buckets.scope().clone();
+            let written = &mut changed_rows[index];
+            side.buckets.checkpoint(batch, |key, slot, batch| {
+                let Some(bucket) = slot else {
+                    return Ok(());
                 };
                 let mut changed = std::mem::take(&mut bucket.changed);
                 changed.sort_unstable();
                 changed.dedup();
                 for row in changed {
-                    let storage_key = self.state.key(SIDE_TAGS[index], &[&key, &row]);
+                    let storage_key = scope.key(SIDE_TAGS[index], &[key, &row]);
                     if timed {
                         let present = bucket.rows.contains_key(&row);
-                        changed_rows[index].push((key.clone(), row.clone(), present));
+                        written.push((key.into(), row.clone(), present));
                     }
                     match bucket.rows.get(&row) {
                         Some(entry) => {
@@ -683,9 +672,10 @@ impl Operator for JoinOp {
                     }
                 }
                 if bucket.rows.is_empty() {
-                    side.buckets.remove(&key);
+                    *slot = None;
                 }
-            }
+                Ok(())
+            })?;
         }
         if let Some((interval, marks)) = self.interval {
             let columns = [interval.left, interval.right];
@@ -704,14 +694,7 @@ impl Operator for JoinOp {
 
     fn evict(&mut self) {
         for side in &mut self.sides {
-            if side.buckets.len() > CACHED_KEYS && side.dirty.is_empty() {
-                side.complete = false;
-                let mut keep = CACHED_KEYS / 2;
-                side.buckets.retain(|_, _| {
-                    keep = keep.saturating_sub(1);
-                    keep > 0
-                });
-            }
+            side.buckets.evict();
         }
     }
 
@@ -778,7 +761,7 @@ impl Operator for JoinOp {
         if let Some((i, _)) = self.interval {
             let bound = |v: Option<i64>| {
                 v.map_or("unbounded".to_string(), |v| {
-                    let text = super::time::human_duration(i128::from(v).abs());
+                    let text = crate::common::time::human_duration(i128::from(v).abs());
                     if v < 0 { format!("-{text}") } else { text }
                 })
             };
@@ -1079,5 +1062,90 @@ mod tests {
         assert_eq!(push(&mut anti, 1, &["+ 1 10", "+ 1 11"]), vec!["- 1 a"]);
         assert_eq!(push(&mut semi, 1, &["- 1 10"]), Vec::<String>::new());
         assert_eq!(push(&mut anti, 1, &["- 1 10", "- 1 11"]), vec!["+ 1 a"]);
+    }
+
+    /// A left join under random changes on both sides equals the join of all rows, while its
+    /// cache holds almost nothing (buckets are dropped after each commit and read back) and it
+    /// restarts from its state now and then.
+    #[test]
+    fn a_left_join_with_little_memory_equals_the_join_of_all_rows() {
+        use std::collections::BTreeMap;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let budget = crate::stream::state::CacheBudget::new(1);
+        let make = || {
+            let mut op = join(&store, JoinType::Left, None);
+            let scope = StateScope::new(store.clone(), 1, 0).with_budget(budget.clone());
+            for (index, side) in op.sides.iter_mut().enumerate() {
+                side.buckets = StateTable::new(scope.clone(), SIDE_TAGS[index]).unwrap();
+            }
+            op.state = scope;
+            op
+        };
+        let mut seed = 0x51_7cc1_b727_220au64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut op = make();
+        let mut sides: [BTreeMap<String, i64>; 2] = [BTreeMap::new(), BTreeMap::new()];
+        let mut shown: BTreeMap<String, i64> = BTreeMap::new();
+        for round in 0..150 {
+            let side = next(2) as usize;
+            let mut lines = Vec::new();
+            for _ in 0..1 + next(4) {
+                let present: Vec<String> = sides[side].keys().cloned().collect();
+                let line = if next(3) == 0 && !present.is_empty() {
+                    let row = present[next(present.len() as u64) as usize].clone();
+                    *sides[side].get_mut(&row).unwrap() -= 1;
+                    format!("- {row}")
+                } else {
+                    let key = next(6);
+                    let row = if side == 0 {
+                        format!("{key} {}", ["a", "b", "c"][next(3) as usize])
+                    } else {
+                        format!("{key} {}", next(3))
+                    };
+                    *sides[side].entry(row.clone()).or_default() += 1;
+                    format!("+ {row}")
+                };
+                sides[side].retain(|_, c| *c > 0);
+                lines.push(line);
+            }
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            for line in push(&mut op, side, &refs) {
+                let (sign, row) = line.split_once(' ').unwrap();
+                *shown.entry(row.to_string()).or_default() += match sign {
+                    "+" => 1,
+                    "-" => -1,
+                    w => w.parse::<i64>().unwrap(),
+                };
+                shown.retain(|_, c| *c != 0);
+            }
+            let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+            for (l, lc) in &sides[0] {
+                let key = l.split(' ').next().unwrap();
+                let matching: Vec<(&String, &i64)> = sides[1]
+                    .iter()
+                    .filter(|(r, _)| r.split(' ').next().unwrap() == key)
+                    .collect();
+                if matching.is_empty() {
+                    *expected.entry(format!("{l} . .")).or_default() += lc;
+                }
+                for (r, rc) in matching {
+                    *expected.entry(format!("{l} {r}")).or_default() += lc * rc;
+                }
+            }
+            assert_eq!(shown, expected, "round {round}");
+            commit(&mut op, &store);
+            op.evict();
+            if next(8) == 0 {
+                op = make();
+            }
+        }
+        assert!(budget.evicted() > 0);
+        assert!(op.sides[0].buckets.reads() + op.sides[1].buckets.reads() > 0);
     }
 }

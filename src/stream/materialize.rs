@@ -3,9 +3,11 @@
 //! read a table — and passes the consolidated changes on to views defined on this view.
 //!
 //! A view with a key (its GROUP BY columns, or the key of what it selects from) stores one row
-//! per key; a view without one stores each distinct row once with its multiplicity — unless its
-//! rows are only ever inserted (a projection or filter of a source, an inner join of two): then
-//! each row is appended under its sequence number, and nothing is read to write it.
+//! per key, written without reading the old one; a view without one stores each distinct row
+//! once with its multiplicity, which the operator keeps in a state table (cached within the
+//! views' budget, and never read for a row known to be new) — unless its rows are only ever
+//! inserted (a projection or filter of a source, an inner join of two): then each row is
+//! appended under its sequence number, and nothing is read to write it.
 //!
 //! A key the view declares (`WITH (primary_key = '...')`) rather than one the planner derives
 //! is checked: each change is applied against the stored row, a second row for a key is
@@ -21,13 +23,36 @@ use datafusion::arrow::datatypes::SchemaRef;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::change::consolidate;
-use super::state::{Reader, StateScope};
+use super::state::{CacheBudget, Reader, Record, StateScope, StateTable};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::{Store, WriteBatch};
 use crate::table::Table;
 
 /// An encoded row and its weight.
 type Weighted = (Box<[u8]>, i64);
+
+/// A counted view's stored row: its encoding and multiplicity.
+#[derive(Debug)]
+struct Counted {
+    value: Box<[u8]>,
+    count: i64,
+}
+
+impl Record for Counted {
+    fn size(&self) -> usize {
+        16 + self.value.len()
+    }
+}
+
+/// A counted view's row as stored: the encoding followed by the count.
+fn decode_counted(_: &[u8], stored: Vec<u8>) -> Result<Counted> {
+    let (value, count) =
+        crate::table::split_count(&stored).map_err(|e| StreamError::Corrupt(e.to_string()))?;
+    Ok(Counted {
+        value: value.into(),
+        count,
+    })
+}
 
 /// Writes a view's changes into its storage.
 #[derive(Debug)]
@@ -48,6 +73,8 @@ pub struct MaterializeOp {
     appended: Option<Appended>,
     /// How a declared key is checked (`None` for keys the planner derived).
     check: Option<KeyCheck>,
+    /// A counted view's stored rows by key, cached: what `staged` writes over.
+    counted: Option<StateTable<Counted>>,
 }
 
 /// The checking of a declared key.
@@ -176,9 +203,21 @@ impl MaterializeOp {
         Ok(())
     }
 
-    /// Materializes into `table` (a view's storage); keeps the view's row count in `rows`.
-    pub fn new(table: Arc<Table>, store: Store, rows: Arc<AtomicI64>) -> Result<Self> {
-        let rows_key = StateScope::new(store.clone(), table.def().id, u16::MAX).key(b'n', &[]);
+    /// Materializes into `table` (a view's storage); keeps the view's row count in `rows`, and a
+    /// counted view's rows cached within `budget`.
+    pub fn new(
+        table: Arc<Table>,
+        store: Store,
+        rows: Arc<AtomicI64>,
+        budget: Arc<CacheBudget>,
+    ) -> Result<Self> {
+        let scope = StateScope::new(store.clone(), table.def().id, u16::MAX).with_budget(budget);
+        let rows_key = scope.key(b'n', &[]);
+        let counted = if table.def().counted && !table.def().appended {
+            Some(StateTable::at(scope, table.def().key_prefix().to_vec())?)
+        } else {
+            None
+        };
         let count = store
             .get(&rows_key)?
             .map(|v| Reader::new(&v).i64())
@@ -196,6 +235,7 @@ impl MaterializeOp {
             published_rows: rows,
             watermarks: Vec::new(),
             check: None,
+            counted,
         })
     }
 
@@ -317,18 +357,18 @@ impl MaterializeOp {
                 net.push((key, changes[0].0.clone(), total));
             }
         }
-        let keys: Vec<Vec<u8>> = net.iter().map(|(k, _, _)| self.table.row_key(k)).collect();
-        let stored = self.store.multi_get(&keys)?;
+        let rows = self
+            .counted
+            .as_mut()
+            .ok_or_else(|| StreamError::Internal("a counted view without its rows".into()))?;
+        let keys: Vec<&[u8]> = net.iter().map(|(k, _, _)| k.as_ref()).collect();
+        rows.load(&keys, decode_counted)?;
         let mut emitted = Vec::with_capacity(net.len());
-        for ((storage_key, old), (_, value, weight)) in keys.into_iter().zip(stored).zip(net) {
-            let old_count = match old {
-                Some(bytes) => {
-                    crate::table::split_count(&bytes)
-                        .map_err(|e| StreamError::Corrupt(e.to_string()))?
-                        .1
-                }
-                None => 0,
-            };
+        for (key, value, weight) in net {
+            let slot = rows
+                .get_mut(&key)
+                .ok_or_else(|| StreamError::Internal("a counted row not loaded".into()))?;
+            let old_count = slot.as_ref().map_or(0, |row| row.count);
             let count = old_count + weight;
             if count < 0 {
                 tracing::error!(
@@ -336,12 +376,16 @@ impl MaterializeOp {
                     "a row retracted more often than inserted"
                 );
             }
+            *slot = (count > 0).then(|| Counted {
+                value: value.clone(),
+                count,
+            });
             let new = (count > 0).then(|| {
                 let mut v = value.to_vec();
                 v.extend_from_slice(&count.to_be_bytes());
                 v
             });
-            self.staged.push((storage_key, new));
+            self.staged.push((self.table.row_key(&key), new));
             emitted.push((value, weight));
         }
         Ok(emitted)
@@ -428,6 +472,10 @@ impl Operator for MaterializeOp {
         if let Some(appended) = appended {
             appended.write(&self.table, batch);
         }
+        if let Some(rows) = &mut self.counted {
+            // The staged writes below store what the cached rows now hold.
+            rows.checkpoint(batch, |_, _, _| Ok(()))?;
+        }
         // In key order: RocksDB's memtable inserts sorted keys much faster than scattered ones.
         self.staged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (key, value) in self.staged.drain(..) {
@@ -437,6 +485,12 @@ impl Operator for MaterializeOp {
             }
         }
         Ok(())
+    }
+
+    fn evict(&mut self) {
+        if let Some(rows) = &mut self.counted {
+            rows.evict();
+        }
     }
 
     fn schema(&self) -> SchemaRef {
@@ -490,8 +544,13 @@ mod tests {
             connector: None,
         };
         let table = Arc::new(Table::new(def, 0, |_| unreachable!()).unwrap());
-        let op =
-            MaterializeOp::new(table.clone(), store.clone(), Arc::new(AtomicI64::new(0))).unwrap();
+        let op = MaterializeOp::new(
+            table.clone(),
+            store.clone(),
+            Arc::new(AtomicI64::new(0)),
+            CacheBudget::new(1 << 20),
+        )
+        .unwrap();
         (table, op)
     }
 

@@ -1,6 +1,6 @@
 //! Incremental dataflow: the operators that keep materialized views up to date.
 //!
-//! A view's query becomes a tree of [`Operator`]s (see [`planner`]). One [`Message`] type flows
+//! A view's query becomes a tree of [`Operator`]s (built by `planner`). One [`Message`] type flows
 //! along every edge, from the runtime into a view's [`graph`], between its operators, and from a
 //! view to the views and sinks that read it: [`ChangeBatch`]es (rows with a weight of +1 or −1
 //! each), watermarks, and the barrier that ends each epoch. Every operator turns the changes of
@@ -22,14 +22,12 @@ pub mod materialize;
 pub mod memo;
 pub mod message;
 pub mod over;
-pub mod planner;
 pub mod project;
 pub mod runtime;
-pub mod session;
+pub mod session_window;
 pub mod sliding;
 pub mod state;
 pub mod temporal;
-pub mod time;
 pub mod topn;
 pub mod union;
 pub mod watermark;

@@ -38,8 +38,8 @@ use datafusion::physical_plan::WindowExpr;
 use super::change::{consolidate, rows_of};
 use super::project::evaluate;
 use super::state::{Overlay, Partitioner, Reader, StateScope, put_i64, sort_fields, upper_bound};
-use super::time::{human_duration, nanos_per};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
+use crate::common::time::{human_duration, nanos_per};
 use crate::storage::WriteBatch;
 
 const ROW_TAG: u8 = b'o';
@@ -477,7 +477,7 @@ impl Operator for OverOp {
         _: &mut Vec<Watermark>,
     ) -> Result<()> {
         if Some(watermark.column) == self.cleanup
-            && let Some(t) = super::time::raw(&watermark.value)
+            && let Some(t) = crate::common::time::raw(&watermark.value)
         {
             self.closing = Some(self.closing.map_or(t, |c| c.max(t)));
         }

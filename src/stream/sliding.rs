@@ -893,7 +893,7 @@ impl Operator for SlidingOp {
         out: &mut Vec<Watermark>,
     ) -> Result<()> {
         if watermark.column == self.order {
-            let t = match super::time::raw(&watermark.value) {
+            let t = match crate::common::time::raw(&watermark.value) {
                 Some(t) => Some(t),
                 None => match watermark.value.cast_to(&DataType::Int64)? {
                     ScalarValue::Int64(t) => t,

@@ -57,7 +57,7 @@ impl Check {
                 "42804",
                 format!(
                     "argument of CHECK must be type boolean, not type {}",
-                    crate::sql::types::pg_type_name(&ty)
+                    crate::common::types::pg_type_name(&ty)
                 ),
             ));
         }

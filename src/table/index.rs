@@ -261,7 +261,7 @@ impl Index {
                     "23505",
                     format!(
                         "could not create unique index \"{}\": {} is duplicated",
-                        crate::catalog::schema::split(&self.def.name).1,
+                        crate::common::names::split(&self.def.name).1,
                         describe(i)
                     ),
                 ));
@@ -273,7 +273,7 @@ impl Index {
 
     fn violation(&self, key: String) -> Error {
         Error::UniqueViolation {
-            constraint: crate::catalog::schema::split(&self.def.name).1.to_string(),
+            constraint: crate::common::names::split(&self.def.name).1.to_string(),
             detail: format!("{key} already exists."),
         }
     }

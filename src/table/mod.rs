@@ -13,6 +13,7 @@ pub mod check;
 mod codec;
 pub mod foreign_key;
 pub mod index;
+pub mod key;
 pub mod provider;
 pub mod watermark;
 pub mod writer;
@@ -191,7 +192,7 @@ pub struct Table {
     /// Row versions written since the table was created.
     ingested: AtomicI64,
     /// The compiled watermark, if the table has one.
-    watermark: Option<watermark::Watermark>,
+    watermark: Option<watermark::WatermarkRule>,
     /// `CHECK` constraints, compiled.
     checks: Vec<check::Check>,
     /// Set when `ALTER TABLE` replaced this table by one of another definition ([`ALTERED`]) or
@@ -221,7 +222,7 @@ impl Table {
             fields.push(match &c.pg_type {
                 Some(pg_type) => field.with_metadata(
                     [(
-                        crate::catalog::pg_builtins::PG_TYPE_KEY.to_string(),
+                        crate::common::names::PG_TYPE_KEY.to_string(),
                         pg_type.clone(),
                     )]
                     .into_iter()
@@ -248,7 +249,7 @@ impl Table {
         let watermark = def
             .watermark
             .as_ref()
-            .map(|w| watermark::Watermark::compile(w, &full_schema))
+            .map(|w| watermark::WatermarkRule::compile(w, &full_schema))
             .transpose()?;
         let checks = def
             .checks
@@ -382,7 +383,7 @@ impl Table {
     }
 
     /// The table's watermark, if it has one.
-    pub fn watermark(&self) -> Option<&watermark::Watermark> {
+    pub fn watermark(&self) -> Option<&watermark::WatermarkRule> {
         self.watermark.as_ref()
     }
 

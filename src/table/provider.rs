@@ -14,18 +14,19 @@ use datafusion::common::{Constraint, Constraints, ScalarValue};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 
 use super::Table;
 use super::index::Index;
+use super::key::{column_equals, values_for};
 use crate::storage::{Snapshot, Store};
 
 /// A stored table as DataFusion sees it.
 #[derive(Debug)]
-pub struct TableScan {
+pub struct RelationProvider {
     table: Arc<Table>,
     store: Store,
     /// Whether the hidden row id is part of the schema (only for Augur's own DML planning).
@@ -35,7 +36,7 @@ pub struct TableScan {
     is_view: bool,
 }
 
-impl TableScan {
+impl RelationProvider {
     /// A provider for `table`; `with_hidden` exposes the hidden row id column.
     pub fn new(table: Arc<Table>, store: Store, with_hidden: bool) -> Self {
         let def = table.def();
@@ -79,73 +80,41 @@ impl TableScan {
     /// The primary-key values the filters pin, in key order, if they pin every key column.
     fn point_key(&self, filters: &[Expr]) -> Option<Vec<ScalarValue>> {
         let def = self.table.def();
-        if (def.has_row_id() && !self.with_hidden) || def.counted || def.primary_key.is_empty() {
+        if (def.has_row_id() && !self.with_hidden) || def.counted {
             return None;
         }
+        values_for(&def.primary_key, &self.pinned(filters))
+    }
+
+    /// The columns (positions in the stored row) the filters pin to a constant, and the constants.
+    fn pinned(&self, filters: &[Expr]) -> Vec<(usize, ScalarValue)> {
         let schema = self.table.full_schema();
-        let mut key: Vec<Option<ScalarValue>> = vec![None; def.primary_key.len()];
-        for filter in filters {
-            if let Some((column, value)) = column_equals_literal(filter)
-                && let Some(pos) = def
-                    .primary_key
-                    .iter()
-                    .position(|&i| schema.field(i).name() == column)
-            {
-                key[pos] = Some(value.clone());
-            }
-        }
-        key.into_iter().collect()
+        filters
+            .iter()
+            .filter_map(column_equals)
+            .filter_map(|(column, value)| match value {
+                Expr::Literal(v, _) => Some((schema.index_of(&column.name).ok()?, v.clone())),
+                _ => None,
+            })
+            .collect()
     }
 }
 
-impl TableScan {
+impl RelationProvider {
     /// An index whose every column the filters pin to a value, with those values in index
     /// column order. Of several, the one with the most columns.
     fn index_key(&self, filters: &[Expr]) -> Option<(Arc<Index>, Vec<ScalarValue>)> {
-        let schema = self.table.full_schema();
-        let pinned: Vec<(&str, &ScalarValue)> =
-            filters.iter().filter_map(column_equals_literal).collect();
+        let pinned = self.pinned(filters);
         self.table
             .indexes()
             .iter()
-            .filter_map(|index| {
-                let values = index
-                    .def()
-                    .columns
-                    .iter()
-                    .map(|&c| {
-                        pinned
-                            .iter()
-                            .find(|(name, _)| *name == schema.field(c).name())
-                            .map(|(_, v)| (*v).clone())
-                    })
-                    .collect::<Option<Vec<_>>>()?;
-                Some((index.clone(), values))
-            })
+            .filter_map(|index| Some((index.clone(), values_for(&index.def().columns, &pinned)?)))
             .max_by_key(|(index, _)| index.def().columns.len())
     }
 }
 
-/// `column = literal` or `literal = column`.
-fn column_equals_literal(expr: &Expr) -> Option<(&str, &ScalarValue)> {
-    let Expr::BinaryExpr(BinaryExpr {
-        left,
-        op: Operator::Eq,
-        right,
-    }) = expr
-    else {
-        return None;
-    };
-    match (left.as_ref(), right.as_ref()) {
-        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => {
-            Some((c.name.as_str(), v))
-        }
-        _ => None,
-    }
-}
-
 #[async_trait]
-impl TableProvider for TableScan {
+impl TableProvider for RelationProvider {
     fn schema(&self) -> SchemaRef {
         self.out_schema().clone()
     }
@@ -174,9 +143,9 @@ impl TableProvider for TableScan {
         // Key equalities are used for point reads; the filter stays above the scan as well.
         Ok(filters
             .iter()
-            .map(|f| match column_equals_literal(f) {
-                Some(_) => TableProviderFilterPushDown::Inexact,
-                None => TableProviderFilterPushDown::Unsupported,
+            .map(|f| match column_equals(f) {
+                Some((_, Expr::Literal(..))) => TableProviderFilterPushDown::Inexact,
+                _ => TableProviderFilterPushDown::Unsupported,
             })
             .collect())
     }
@@ -416,7 +385,7 @@ impl LookupExec {
     fn keys(&self) -> crate::Result<Vec<Vec<u8>>> {
         let index = match &self.via {
             Via::PrimaryKey => {
-                let key = super::writer::key_for_values(&self.table, &self.values)?;
+                let key = self.table.key_for_values(&self.values)?;
                 return Ok(key.into_iter().collect());
             }
             Via::Index(index) => index,

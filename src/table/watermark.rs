@@ -82,7 +82,7 @@ impl WatermarkState {
 
 /// A watermark compiled against its relation's columns.
 #[derive(Debug)]
-pub struct Watermark {
+pub struct WatermarkRule {
     /// Position of the event-time column.
     column: usize,
     column_type: DataType,
@@ -100,7 +100,7 @@ fn fixed_delay(expr: &Expr, column: &str, column_type: &DataType) -> Option<i64>
     let DataType::Timestamp(unit, _) = column_type else {
         return None;
     };
-    let unit_nanos = crate::stream::time::nanos_per(unit);
+    let unit_nanos = crate::common::time::nanos_per(unit);
     let is_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
     let nanos = match expr {
         e if is_column(e) => 0,
@@ -124,7 +124,7 @@ fn fixed_delay(expr: &Expr, column: &str, column_type: &DataType) -> Option<i64>
     (nanos >= 0 && nanos % unit_nanos == 0).then_some(nanos / unit_nanos)
 }
 
-impl Watermark {
+impl WatermarkRule {
     /// Compiles `def` over rows of `schema`. The column must exist and be a `timestamp` or
     /// `timestamptz`; the expression must give a timestamp and be deterministic (the same rows
     /// must give the same watermark when they are read again).
@@ -143,7 +143,7 @@ impl Watermark {
                     "WATERMARK FOR {}: the event-time column must be a timestamp or timestamptz, \
                      not {}",
                     def.column,
-                    crate::sql::types::pg_type_name(&column_type)
+                    crate::common::types::pg_type_name(&column_type)
                 ),
             ));
         }
@@ -172,7 +172,7 @@ impl Watermark {
                     "the watermark expression {} is of type {}; it must give a timestamp like \
                      column {}",
                     def.expr,
-                    crate::sql::types::pg_type_name(&ty),
+                    crate::common::types::pg_type_name(&ty),
                     def.column
                 ),
             ));
@@ -210,7 +210,7 @@ impl Watermark {
         Ok(filter_record_batch(rows, &BooleanArray::from(keep))?)
     }
 
-    /// [`Watermark::filter`]'s verdicts: for each of `rows`, whether it is on time.
+    /// [`WatermarkRule::filter`]'s verdicts: for each of `rows`, whether it is on time.
     pub fn judge(&self, rows: &RecordBatch, state: &mut WatermarkState) -> Result<Vec<bool>> {
         let n = rows.num_rows();
         if n == 0 {
@@ -269,8 +269,8 @@ mod tests {
         RecordBatch::try_new(schema(), vec![Arc::new(ids), Arc::new(ts)]).unwrap()
     }
 
-    fn watermark(expr: &str) -> Result<Watermark> {
-        Watermark::compile(
+    fn watermark(expr: &str) -> Result<WatermarkRule> {
+        WatermarkRule::compile(
             &WatermarkDef {
                 column: "ts".into(),
                 expr: expr.into(),
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(watermark("ts - INTERVAL '1 day'").unwrap().delay, None);
     }
 
-    fn late_rows_of(w: &Watermark) {
+    fn late_rows_of(w: &WatermarkRule) {
         let mut state = WatermarkState::default();
         // Seconds: 10 (w=5), 7 (on time), 4 (late), 20 (w=15), 15 (on time: not below), 14
         // (late), NULL (rejected), 16.
@@ -366,7 +366,7 @@ mod tests {
                 .sqlstate(),
             "0A000"
         );
-        let w = Watermark::compile(
+        let w = WatermarkRule::compile(
             &WatermarkDef {
                 column: "id".into(),
                 expr: "id".into(),
@@ -374,7 +374,7 @@ mod tests {
             &schema(),
         );
         assert_eq!(w.unwrap_err().sqlstate(), "42804");
-        let w = Watermark::compile(
+        let w = WatermarkRule::compile(
             &WatermarkDef {
                 column: "nope".into(),
                 expr: "nope".into(),

@@ -8,14 +8,13 @@ use datafusion::arrow::array::{ArrayRef, AsArray, BinaryBuilder, Int64Array, Rec
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::common::ScalarValue;
 
 use super::Table;
 use super::changelog::ChangeLog;
 use super::index::Index;
 use super::watermark::WatermarkState;
+use crate::common::types::parse_bytea;
 use crate::error::{Error, Result};
-use crate::sql::types::parse_bytea;
 use crate::storage::{Store, WriteBatch};
 
 /// What an INSERT does with a row whose key is taken.
@@ -25,26 +24,6 @@ pub enum OnConflict {
     Fail,
     /// Skip the row (`ON CONFLICT DO NOTHING`).
     Skip,
-}
-
-/// The storage key of the row whose key columns have `values`, or `None` when no row can have
-/// it (a NULL, or a value that does not fit the column's type).
-pub fn key_for_values(table: &Table, values: &[ScalarValue]) -> Result<Option<Vec<u8>>> {
-    let def = table.def();
-    let schema = table.full_schema();
-    let mut columns = Vec::with_capacity(values.len());
-    for (value, &index) in values.iter().zip(&def.primary_key) {
-        let target = schema.field(index).data_type();
-        let Ok(value) = value.cast_to(target) else {
-            return Ok(None);
-        };
-        if value.is_null() {
-            return Ok(None);
-        }
-        columns.push(value.to_array_of_size(1)?);
-    }
-    let keys = table.codec().encode_keys(&columns)?;
-    Ok(Some(table.row_key(keys.row(0).as_ref())))
 }
 
 impl Table {
@@ -96,10 +75,7 @@ impl Table {
             } else {
                 cast_with_options(&column, field.data_type(), &options)?
             };
-            let column = match field
-                .metadata()
-                .get(crate::catalog::pg_builtins::PG_TYPE_KEY)
-            {
+            let column = match field.metadata().get(crate::common::names::PG_TYPE_KEY) {
                 Some(pg_type) => match crate::catalog::pg_char::parse_pg_type(pg_type) {
                     Some((kind, length)) => crate::catalog::pg_char::assign(&column, kind, length)?,
                     None => typed_text(&column, pg_type)?,
@@ -255,6 +231,34 @@ fn bytea_from_text(column: &ArrayRef) -> Result<ArrayRef> {
         }
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// Deletes every row of `table` (TRUNCATE) in one atomic batch: its rows and index entries go
+/// by range; with `log` (the table feeds views) every row is logged as deleted in the same batch.
+pub fn truncate(store: &Store, table: &Table, log: Option<&ChangeLog>) -> Result<()> {
+    table.check_current()?;
+    let mut batch = WriteBatch::default();
+    let prefix = table.def().key_prefix();
+    let entries = match log {
+        Some(log) => {
+            let mut rows = Vec::new();
+            store.scan_prefix::<crate::Error>(&prefix, |_, value| {
+                rows.push(value.to_vec());
+                Ok(true)
+            })?;
+            log.append(&mut batch, table.def().id, rows, Vec::new())
+        }
+        None => Vec::new(),
+    };
+    store.delete_prefix_in(&mut batch, &prefix);
+    for index in table.indexes().iter() {
+        store.delete_prefix_in(&mut batch, &index.def().key_prefix());
+    }
+    store.write(batch)?;
+    if let Some(log) = log {
+        log.publish(entries);
+    }
+    Ok(())
 }
 
 /// Old and new versions of the rows a statement changes (stored values).
@@ -506,11 +510,9 @@ impl<'a> TableChanges<'a> {
                 match on_conflict {
                     OnConflict::Fail => {
                         return Err(Error::UniqueViolation {
-                            constraint: crate::catalog::schema::split(
-                                &self.table.def().pkey_name(),
-                            )
-                            .1
-                            .to_string(),
+                            constraint: crate::common::names::split(&self.table.def().pkey_name())
+                                .1
+                                .to_string(),
                             detail: format!("{} already exists.", self.table.describe_key(rows, i)),
                         });
                     }

@@ -791,7 +791,7 @@ impl Worker {
 
 /// Where `state` stands as a watermark of `watermark`'s event-time column.
 fn source_mark(
-    watermark: &crate::table::watermark::Watermark,
+    watermark: &crate::table::watermark::WatermarkRule,
     state: &WatermarkState,
 ) -> Result<Option<Watermark>> {
     let value = watermark

@@ -100,6 +100,13 @@ pub trait Record {
     fn size(&self) -> usize;
 }
 
+/// A count (a row's multiplicity).
+impl Record for i64 {
+    fn size(&self) -> usize {
+        8
+    }
+}
+
 /// A cached key: its record, or `None` when it has none.
 #[derive(Debug)]
 struct Slot<V> {
@@ -119,8 +126,8 @@ const SLOT_OVERHEAD: usize = 64;
 #[derive(Debug)]
 pub struct StateTable<V> {
     scope: StateScope,
-    /// The tag of the stored entries.
-    tag: u8,
+    /// What every stored entry's key starts with.
+    prefix: Vec<u8>,
     slots: HashMap<Box<[u8]>, Slot<V>>,
     /// Keys changed since the last checkpoint, each once.
     dirty: Vec<Box<[u8]>>,
@@ -139,10 +146,23 @@ impl<V: Record> StateTable<V> {
     /// The records under `tag` in `scope`. When none is stored yet, the table knows that any
     /// key it has not cached is absent.
     pub fn new(scope: StateScope, tag: u8) -> Result<Self> {
-        let complete = scope.is_empty(tag)?;
+        let prefix = scope.key(tag, &[]);
+        Self::at(scope, prefix)
+    }
+
+    /// The records stored under `prefix` (which need not be in the scope's own key space: a
+    /// view's rows), read and written through `scope`'s store, cached within its budget.
+    pub fn at(scope: StateScope, prefix: Vec<u8>) -> Result<Self> {
+        let mut complete = true;
+        scope
+            .store()
+            .scan_prefix::<crate::stream::StreamError>(&prefix, |_, _| {
+                complete = false;
+                Ok(false)
+            })?;
         Ok(Self {
             scope,
-            tag,
+            prefix,
             slots: HashMap::new(),
             dirty: Vec::new(),
             deleted: Vec::new(),
@@ -160,7 +180,7 @@ impl<V: Record> StateTable<V> {
 
     /// The storage key of the entry `key` (the prefix of a record spanning several entries).
     pub fn storage_key(&self, key: &[u8]) -> Vec<u8> {
-        self.scope.key(self.tag, &[key])
+        [self.prefix.as_slice(), key].concat()
     }
 
     /// Records read from the store so far.
@@ -229,6 +249,57 @@ impl<V: Record> StateTable<V> {
         Ok(())
     }
 
+    /// [`StateTable::load`] for records that span several entries, all under the record's
+    /// key: each missing key's entries are read with one prefix scan and decoded by
+    /// `decode(key, [(rest of the entry's key, value)])` (never called without entries).
+    pub fn load_entries(
+        &mut self,
+        keys: &[&[u8]],
+        mut decode: impl FnMut(&[u8], Vec<(Box<[u8]>, Vec<u8>)>) -> Result<V>,
+    ) -> Result<()> {
+        let mut missing: Vec<&[u8]> = keys
+            .iter()
+            .copied()
+            .filter(|k| !self.slots.contains_key(*k))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        for key in missing {
+            if self.complete || in_ranges(&self.deleted, key) {
+                self.put_absent(key);
+                continue;
+            }
+            let prefix = self.storage_key(key);
+            let mut entries = Vec::new();
+            self.scope
+                .store()
+                .scan_prefix::<crate::stream::StreamError>(&prefix, |k, v| {
+                    entries.push((k[prefix.len()..].into(), v.to_vec()));
+                    Ok(true)
+                })?;
+            self.reads += 1;
+            self.scope.budget().reads.fetch_add(1, Ordering::Relaxed);
+            if entries.is_empty() {
+                self.put_absent(key);
+                continue;
+            }
+            let record = decode(key, entries)?;
+            let size = SLOT_OVERHEAD + key.len() + record.size();
+            self.bytes += size;
+            self.scope.budget().add(size);
+            self.slots.insert(
+                key.into(),
+                Slot {
+                    record: Some(record),
+                    dirty: false,
+                    touched: self.epoch,
+                    size,
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// Caches `key` as having no record.
     fn put_absent(&mut self, key: &[u8]) {
         let size = SLOT_OVERHEAD + key.len();
@@ -259,6 +330,12 @@ impl<V: Record> StateTable<V> {
             self.dirty.push(key.into());
         }
         Some(&mut slot.record)
+    }
+
+    /// The record of a cached key to change without marking it changed, for a change the
+    /// caller writes itself (a stored entry deleted directly); `None` when not cached.
+    pub fn get_unchanged_mut(&mut self, key: &[u8]) -> Option<&mut Option<V>> {
+        self.slots.get_mut(key).map(|s| &mut s.record)
     }
 
     /// The keys changed since the last checkpoint, in the order they first changed.
@@ -303,6 +380,95 @@ impl<V: Record> StateTable<V> {
         keys.sort_unstable();
         keys.dedup();
         Ok(keys)
+    }
+
+    /// The first keys after `after` (all keys when `None`) that have a record now, in key
+    /// order: at least `n` of them, or every one when there are fewer. Stored records read on
+    /// the way are cached, decoded by `decode(key, stored value)`.
+    pub fn first_after(
+        &mut self,
+        after: Option<&[u8]>,
+        n: usize,
+        mut decode: impl FnMut(&[u8], Vec<u8>) -> Result<V>,
+    ) -> Result<Vec<Box<[u8]>>> {
+        let mut out: Vec<Box<[u8]>> = Vec::new();
+        // Keys from `from` on, inclusive: just past `after`.
+        let mut from: Vec<u8> = after.map_or_else(Vec::new, |a| [a, &[0]].concat());
+        let prefix = self.storage_key(&[]).len();
+        let end = super::upper_bound(&self.storage_key(&[]));
+        let batch = n.max(16);
+        loop {
+            // The next stored entries; keys changed since the last checkpoint are merged below.
+            let mut scanned: Vec<(Box<[u8]>, Vec<u8>)> = Vec::new();
+            let mut exhausted = true;
+            self.scope
+                .store()
+                .scan_range::<crate::stream::StreamError>(
+                    &self.storage_key(&from),
+                    &end,
+                    |k, v| {
+                        scanned.push((k[prefix..].into(), v.to_vec()));
+                        if scanned.len() >= batch {
+                            exhausted = false;
+                            return Ok(false);
+                        }
+                        Ok(true)
+                    },
+                )?;
+            let last: Option<Box<[u8]>> = if exhausted {
+                None
+            } else {
+                scanned.last().map(|(k, _)| k.clone())
+            };
+            let mut found: Vec<Box<[u8]>> = Vec::new();
+            for (key, value) in scanned {
+                if in_ranges(&self.deleted, &key) {
+                    continue;
+                }
+                match self.slots.get(&key) {
+                    // A cached key decides (it may have changed since it was stored).
+                    Some(slot) => {
+                        if slot.record.is_some() {
+                            found.push(key);
+                        }
+                    }
+                    None => {
+                        let record = decode(&key, value)?;
+                        let size = SLOT_OVERHEAD + key.len() + record.size();
+                        self.bytes += size;
+                        self.scope.budget().add(size);
+                        self.slots.insert(
+                            key.clone(),
+                            Slot {
+                                record: Some(record),
+                                dirty: false,
+                                touched: self.epoch,
+                                size,
+                            },
+                        );
+                        found.push(key);
+                    }
+                }
+            }
+            // Records written since the last checkpoint in the span scanned.
+            found.extend(
+                self.dirty
+                    .iter()
+                    .filter(|k| {
+                        k.as_ref() >= from.as_slice()
+                            && last.as_ref().is_none_or(|l| k.as_ref() <= l.as_ref())
+                            && self.slots.get(*k).is_some_and(|s| s.record.is_some())
+                    })
+                    .cloned(),
+            );
+            found.sort_unstable();
+            found.dedup();
+            out.extend(found);
+            match last {
+                Some(last) if out.len() < n => from = [&last[..], &[0]].concat(),
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// Deletes every record with a key in `[from, to)`, stored or cached; the stored entries go
@@ -423,12 +589,6 @@ impl<V> Drop for StateTable<V> {
 mod tests {
     use super::*;
     use crate::storage::Store;
-
-    impl Record for i64 {
-        fn size(&self) -> usize {
-            8
-        }
-    }
 
     fn decode(_: &[u8], bytes: Vec<u8>) -> Result<i64> {
         Ok(i64::from_be_bytes(bytes.try_into().unwrap()))
@@ -575,5 +735,63 @@ mod tests {
         let rest = reopened.keys_in_range(&from, &[0xff; 9]).unwrap();
         assert_eq!(rest.first().map(|k| k.to_vec()), Some(to.to_vec()));
         assert_eq!(rest.len(), 5);
+    }
+
+    #[test]
+    fn the_first_keys_after_a_key_merge_stored_and_changed_records_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let scope = StateScope::new(store.clone(), 1, 0);
+        let mut table: StateTable<i64> = StateTable::new(scope.clone(), b'k').unwrap();
+        for key in (0..100u64).step_by(2) {
+            add(&mut table, key, 1);
+        }
+        commit(&mut table, &store);
+        let mut table: StateTable<i64> = StateTable::new(scope, b'k').unwrap();
+        // Not yet stored: 5 comes, 6 goes, 40..50 go by range.
+        add(&mut table, 5, 1);
+        add(&mut table, 6, -1);
+        *table.get_mut(&6u64.to_be_bytes()).unwrap() = None;
+        table.delete_range(&40u64.to_be_bytes(), &50u64.to_be_bytes());
+        let first = |table: &mut StateTable<i64>, after: Option<u64>, n| -> Vec<u64> {
+            let after = after.map(u64::to_be_bytes);
+            table
+                .first_after(after.as_ref().map(|a| &a[..]), n, decode)
+                .unwrap()
+                .iter()
+                .map(|k| u64::from_be_bytes(k[..].try_into().unwrap()))
+                .collect()
+        };
+        assert_eq!(first(&mut table, None, 5)[..5], [0, 2, 4, 5, 8]);
+        assert_eq!(first(&mut table, Some(4), 2)[..2], [5, 8]);
+        let tail = first(&mut table, Some(36), 3);
+        assert_eq!(tail[..3], [38, 50, 52]);
+        // Fewer than asked: every one that is left.
+        assert_eq!(first(&mut table, Some(94), 10), vec![96, 98]);
+        // What was read on the way is cached.
+        assert_eq!(table.get(&52u64.to_be_bytes()), Some(&Some(1)));
+    }
+
+    #[test]
+    fn records_of_several_entries_load_with_one_scan_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let scope = StateScope::new(store.clone(), 1, 0);
+        let mut batch = WriteBatch::default();
+        for (key, part) in [(1u8, 1u8), (1, 2), (1, 3), (2, 1)] {
+            batch.put(table_key(&[key, part]), [part]);
+        }
+        store.write(batch).unwrap();
+        let mut table: StateTable<i64> = StateTable::new(scope, b'k').unwrap();
+        let sum = |_: &[u8], entries: Vec<(Box<[u8]>, Vec<u8>)>| -> Result<i64> {
+            Ok(entries.iter().map(|(_, v)| i64::from(v[0])).sum())
+        };
+        table.load_entries(&[&[1], &[2], &[3]], sum).unwrap();
+        assert_eq!(table.get(&[1]), Some(&Some(6)));
+        assert_eq!(table.get(&[2]), Some(&Some(1)));
+        assert_eq!(table.get(&[3]), Some(&None));
+        assert_eq!(table.reads(), 3);
+        table.load_entries(&[&[1], &[3]], sum).unwrap();
+        assert_eq!(table.reads(), 3, "cached keys are not read again");
     }
 }

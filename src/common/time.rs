@@ -1,9 +1,10 @@
-//! Timestamp units and durations, for operators that work along event time.
+//! Timestamp units and durations, and times in state keys, for whatever works along event
+//! time (operators, watermarks, the planner).
 
 use datafusion::arrow::datatypes::TimeUnit;
 use datafusion::common::ScalarValue;
 
-use super::{Result, StreamError};
+use crate::error::{Error, Result};
 
 /// Nanoseconds in one `unit`.
 pub fn nanos_per(unit: &TimeUnit) -> i64 {
@@ -50,7 +51,7 @@ pub fn decode(bytes: &[u8]) -> Result<i64> {
     let bytes: [u8; 8] = bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| StreamError::Corrupt("a time of fewer than 8 bytes".into()))?;
+        .ok_or_else(|| Error::Internal("corrupt state: a time of fewer than 8 bytes".into()))?;
     Ok((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
 }
 

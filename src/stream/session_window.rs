@@ -1,14 +1,12 @@
-//! SESSION windows: a session is a run of rows of one GROUP BY key whose times are less than
-//! `gap` apart; its `window_start` is the first row's time and its `window_end` the last row's
-//! time plus the gap.
+//! SESSION windows kept up to date: a session is a run of rows of one GROUP BY key whose times
+//! are less than `gap` apart; its `window_start` is the first row's time and its `window_end`
+//! the last row's time plus the gap.
 //!
-//! `SESSION(input, ts, gap)` in FROM becomes a subquery that adds the two bounds with the window
-//! functions defined here, `session_window_start(ts, gap) OVER (PARTITION BY keys ORDER BY ts)`
-//! and `session_window_end(...)` (see `sql::windows`). An ad-hoc query runs them as DataFusion
-//! window functions over the whole input; a view keeps the same bounds up to date with
-//! [`SessionOp`]. A row that falls between two sessions merges them: every row of both is
-//! retracted with its old bounds and inserted with the merged ones, so a GROUP BY of the bounds
-//! above retracts two groups and emits one.
+//! `SESSION(input, ts, gap)` in FROM becomes a subquery that adds the two bounds with two window
+//! functions (`sql::windows`), which an ad-hoc query runs over the whole input; a view keeps the
+//! same bounds up to date with [`SessionOp`]. A row that falls between two sessions merges
+//! them: every row of both is retracted with its old bounds and inserted with the merged ones,
+//! so a GROUP BY of the bounds above retracts two groups and emits one.
 //!
 //! State, per partition (the GROUP BY key, in Arrow's row format):
 //! - `r` + partition + time + row → multiplicity: the rows, in time order;
@@ -25,28 +23,16 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, new_null_array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
-use datafusion::error::DataFusionError;
-use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
-use datafusion::logical_expr::{
-    PartitionEvaluator, Signature, Volatility, WindowUDF, WindowUDFImpl,
-};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::Literal;
-use datafusion::prelude::SessionContext;
 
 use super::change::rows_of;
 use super::state::{Overlay, Partitioner, Reader, StateScope, put_i64, sort_fields, upper_bound};
-use super::time::{self, nanos_per};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
+use crate::common::time::{self, nanos_per};
 use crate::storage::WriteBatch;
-
-/// The window function giving a row's session start.
-pub const START: &str = "session_window_start";
-/// The window function giving a row's session end.
-pub const END: &str = "session_window_end";
 
 const ROW_TAG: u8 = b'r';
 const SESSION_TAG: u8 = b'w';
@@ -54,29 +40,11 @@ const CLOSE_TAG: u8 = b'e';
 
 /// Which bound of its session a column gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Bound {
+pub enum SessionBound {
     /// The first row's time.
     Start,
     /// The last row's time plus the gap.
     End,
-}
-
-impl Bound {
-    /// The bound computed by the window function `name`.
-    pub fn of(name: &str) -> Option<Self> {
-        match name {
-            START => Some(Self::Start),
-            END => Some(Self::End),
-            _ => None,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Start => START,
-            Self::End => END,
-        }
-    }
 }
 
 /// The sessions of `times`, sorted ascending: ranges of positions in which each time is less
@@ -97,7 +65,7 @@ pub fn sessions(times: &[i64], gap: i64) -> Vec<Range<usize>> {
 }
 
 /// Nanoseconds in one unit of a timestamp column.
-fn unit_nanos(data_type: &DataType) -> crate::Result<i64> {
+pub fn unit_nanos(data_type: &DataType) -> crate::Result<i64> {
     match data_type {
         DataType::Timestamp(unit, _) => Ok(nanos_per(unit)),
         other => Err(crate::Error::coded(
@@ -122,117 +90,8 @@ pub fn gap_in_units(nanos: i64, data_type: &DataType) -> crate::Result<i64> {
     Ok(nanos / unit)
 }
 
-/// Registers the window functions that compute session bounds in ad-hoc queries.
-pub fn register(ctx: &SessionContext) {
-    for bound in [Bound::Start, Bound::End] {
-        ctx.register_udwf(WindowUDF::new_from_impl(SessionBoundFn {
-            bound,
-            signature: Signature::any(2, Volatility::Immutable),
-        }));
-    }
-}
-
-/// `session_window_start(ts, gap_ns)` / `session_window_end(ts, gap_ns)` over a partition.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct SessionBoundFn {
-    bound: Bound,
-    signature: Signature,
-}
-
-impl WindowUDFImpl for SessionBoundFn {
-    fn name(&self) -> &str {
-        self.bound.name()
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn field(&self, args: WindowUDFFieldArgs) -> datafusion::error::Result<FieldRef> {
-        let time = args.get_input_field(0).ok_or_else(|| {
-            DataFusionError::from(crate::Error::coded(
-                "42883",
-                format!("{} takes a time column and a gap", self.name()),
-            ))
-        })?;
-        unit_nanos(time.data_type())?;
-        Ok(Arc::new(Field::new(
-            args.name(),
-            time.data_type().clone(),
-            true,
-        )))
-    }
-
-    fn partition_evaluator(
-        &self,
-        args: PartitionEvaluatorArgs,
-    ) -> datafusion::error::Result<Box<dyn PartitionEvaluator>> {
-        let time_type = args
-            .input_fields()
-            .first()
-            .map(|f| f.data_type().clone())
-            .unwrap_or(DataType::Null);
-        let gap = args
-            .input_exprs()
-            .get(1)
-            .and_then(|e| e.downcast_ref::<Literal>())
-            .and_then(|l| match l.value() {
-                ScalarValue::Int64(gap) => *gap,
-                _ => None,
-            })
-            .ok_or_else(|| {
-                DataFusionError::from(crate::Error::coded(
-                    "42804",
-                    format!(
-                        "{}'s gap must be a constant BIGINT of nanoseconds",
-                        self.name()
-                    ),
-                ))
-            })?;
-        let gap = gap_in_units(gap, &time_type)?;
-        Ok(Box::new(SessionEvaluator {
-            bound: self.bound,
-            gap,
-            time_type,
-        }))
-    }
-}
-
-#[derive(Debug)]
-struct SessionEvaluator {
-    bound: Bound,
-    /// In the time column's units.
-    gap: i64,
-    time_type: DataType,
-}
-
-impl PartitionEvaluator for SessionEvaluator {
-    fn evaluate_all(
-        &mut self,
-        values: &[ArrayRef],
-        num_rows: usize,
-    ) -> datafusion::error::Result<ArrayRef> {
-        let raw = cast(&values[0], &DataType::Int64)?;
-        let raw = raw.as_primitive::<Int64Type>();
-        let mut order: Vec<usize> = (0..num_rows).filter(|&i| raw.is_valid(i)).collect();
-        order.sort_by_key(|&i| raw.value(i));
-        let times: Vec<i64> = order.iter().map(|&i| raw.value(i)).collect();
-        let mut out: Vec<Option<i64>> = vec![None; num_rows];
-        for session in sessions(&times, self.gap) {
-            let value = match self.bound {
-                Bound::Start => times[session.start],
-                Bound::End => end_of(times[session.end - 1], self.gap)?,
-            };
-            for &i in &order[session] {
-                out[i] = Some(value);
-            }
-        }
-        Ok(cast(&Int64Array::from(out), &self.time_type)?)
-    }
-}
-
 /// A session's end: its last time plus the gap.
-fn end_of(last: i64, gap: i64) -> crate::Result<i64> {
+pub fn end_of(last: i64, gap: i64) -> crate::Result<i64> {
     last.checked_add(gap)
         .ok_or_else(|| crate::Error::coded("22008", "a session ends after the last timestamp"))
 }
@@ -240,7 +99,7 @@ fn end_of(last: i64, gap: i64) -> crate::Result<i64> {
 /// A time as 8 bytes that sort like the number.
 /// One session: its first and last row's times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Session {
+struct SessionSpan {
     start: i64,
     last: i64,
 }
@@ -255,7 +114,7 @@ type Rows = BTreeMap<RowAt, i64>;
 type Change = (i64, Box<[u8]>, i64);
 
 /// Sessions with the rows (encoded) they hold and their multiplicities.
-type Formed<'a> = Vec<(Session, Vec<(&'a [u8], i64)>)>;
+type Formed<'a> = Vec<(SessionSpan, Vec<(&'a [u8], i64)>)>;
 
 /// The sessions of the rows present (multiplicity above zero) in `rows`, each with the rows it
 /// holds.
@@ -269,7 +128,7 @@ fn sessions_of(rows: &Rows, gap: i64) -> Formed<'_> {
     sessions(&times, gap)
         .into_iter()
         .map(|range| {
-            let session = Session {
+            let session = SessionSpan {
                 start: times[range.start],
                 last: times[range.end - 1],
             };
@@ -280,7 +139,7 @@ fn sessions_of(rows: &Rows, gap: i64) -> Formed<'_> {
 }
 
 /// An output row: the encoded input row, its session, and its weight.
-type Emitted = Vec<(Box<[u8]>, Session, i64)>;
+type Emitted = Vec<(Box<[u8]>, SessionSpan, i64)>;
 
 /// Keeps each row's session bounds as rows arrive, leave and merge sessions.
 #[derive(Debug)]
@@ -294,7 +153,7 @@ pub struct SessionOp {
     time_type: DataType,
     /// In the time column's units.
     gap: i64,
-    outputs: Vec<Bound>,
+    outputs: Vec<SessionBound>,
     /// Changes of this epoch per partition: `(time, row, weight)`.
     pending: BTreeMap<Box<[u8]>, Vec<Change>>,
     /// State written since the last checkpoint (`None`: deleted), read over the store.
@@ -318,7 +177,7 @@ impl SessionOp {
         partition: Vec<Arc<dyn PhysicalExpr>>,
         time: usize,
         gap_nanos: i64,
-        outputs: Vec<Bound>,
+        outputs: Vec<SessionBound>,
         state: StateScope,
         errors: Arc<ExprErrors>,
     ) -> Result<Self> {
@@ -356,7 +215,7 @@ impl SessionOp {
 
     /// The sessions of `partition` that a row at some time in `[first, last]` may join: those
     /// with a row less than `gap` from that span. One scan serves every change of an epoch.
-    fn near(&self, partition: &[u8], first: i64, last: i64) -> Result<Vec<Session>> {
+    fn near(&self, partition: &[u8], first: i64, last: i64) -> Result<Vec<SessionSpan>> {
         let from = self.state.key(
             SESSION_TAG,
             &[
@@ -366,7 +225,7 @@ impl SessionOp {
         );
         let to = self.state.key(SESSION_TAG, &[partition, &[0xff; 9]]);
         let before_end =
-            |s: &Session| i128::from(s.start) < i128::from(last) + i128::from(self.gap);
+            |s: &SessionSpan| i128::from(s.start) < i128::from(last) + i128::from(self.gap);
         // Sessions are disjoint: in order of their last rows their starts rise too, so the
         // first one starting out of reach ends the scan.
         let mut found = BTreeMap::new();
@@ -399,9 +258,9 @@ impl SessionOp {
     }
 
     /// Decodes a `w` entry of `partition`.
-    fn session_entry(&self, partition: &[u8], key: &[u8], value: &[u8]) -> Result<Session> {
+    fn session_entry(&self, partition: &[u8], key: &[u8], value: &[u8]) -> Result<SessionSpan> {
         let at = self.state.key(SESSION_TAG, &[partition]).len();
-        Ok(Session {
+        Ok(SessionSpan {
             start: time::decode(value)?,
             last: time::decode(key.get(at..).unwrap_or_default())?,
         })
@@ -429,7 +288,7 @@ impl SessionOp {
         }
     }
 
-    fn put_session(&mut self, partition: &[u8], session: Session, present: bool) {
+    fn put_session(&mut self, partition: &[u8], session: SessionSpan, present: bool) {
         let by_partition = self
             .state
             .key(SESSION_TAG, &[partition, &time::encode(session.last)]);
@@ -503,7 +362,7 @@ impl SessionOp {
             }
             let before = sessions_of(&old, self.gap);
             let after = sessions_of(&new, self.gap);
-            let kept: HashSet<Session> = before
+            let kept: HashSet<SessionSpan> = before
                 .iter()
                 .map(|(s, _)| *s)
                 .filter(|s| after.iter().any(|(a, _)| a == s))
@@ -533,7 +392,7 @@ impl SessionOp {
                     out.push((row.clone(), session, change));
                 }
             }
-            let (before, after): (Vec<Session>, Vec<Session>) = (
+            let (before, after): (Vec<SessionSpan>, Vec<SessionSpan>) = (
                 before.into_iter().map(|(s, _)| s).collect(),
                 after.into_iter().map(|(s, _)| s).collect(),
             );
@@ -561,7 +420,7 @@ impl SessionOp {
         for (k, v) in self.read(&from, &to)? {
             let last = time::decode(&k[at..])?;
             let partition = k[at + 8..].to_vec();
-            let session = Session {
+            let session = SessionSpan {
                 start: time::decode(&v)?,
                 last,
             };
@@ -585,8 +444,8 @@ impl SessionOp {
             let values = rows
                 .iter()
                 .map(|(_, s, _)| match bound {
-                    Bound::Start => Ok(s.start),
-                    Bound::End => Ok(end_of(s.last, self.gap)?),
+                    SessionBound::Start => Ok(s.start),
+                    SessionBound::End => Ok(end_of(s.last, self.gap)?),
                 })
                 .collect::<Result<Vec<i64>>>()?;
             columns.push(cast(&Int64Array::from(values), &self.time_type)?);
@@ -649,7 +508,7 @@ impl Operator for SessionOp {
             self.closing = Some(watermark.value.clone());
         }
         for (i, bound) in self.outputs.iter().enumerate() {
-            if *bound == Bound::End {
+            if *bound == SessionBound::End {
                 super::watermark::hold(
                     &mut self.held,
                     Watermark {
@@ -694,20 +553,20 @@ impl Operator for SessionOp {
             .outputs
             .iter()
             .map(|b| match b {
-                Bound::Start => "start",
-                Bound::End => "end",
+                SessionBound::Start => "start",
+                SessionBound::End => "end",
             })
             .collect();
         let time = self.schema.field(self.time).name();
         let unit = unit_nanos(&self.time_type).unwrap_or(1);
-        let gap = super::time::human_duration(i128::from(self.gap) * i128::from(unit));
+        let gap = crate::common::time::human_duration(i128::from(self.gap) * i128::from(unit));
         let closed = if self.watermarked {
             format!(", closed below the watermark of {time}")
         } else {
             String::new()
         };
         format!(
-            "Session: partition=[{}], time={time}, gap={gap}, bounds=[{}]{closed}",
+            "SessionSpan: partition=[{}], time={time}, gap={gap}, bounds=[{}]{closed}",
             self.partition.explain(),
             outputs.join(", ")
         )
@@ -716,7 +575,7 @@ impl Operator for SessionOp {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::datatypes::{Schema, TimeUnit};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
     use datafusion::physical_expr::expressions::Column;
 
     use super::*;
@@ -751,7 +610,7 @@ mod tests {
             vec![Arc::new(Column::new("user", 0))],
             1,
             10_000_000_000,
-            vec![Bound::Start, Bound::End],
+            vec![SessionBound::Start, SessionBound::End],
             StateScope::new(store.clone(), 1, 0),
             Arc::default(),
         )

@@ -125,38 +125,6 @@ pub fn text_type(sql: &SqlType) -> Option<&'static str> {
     }
 }
 
-/// The kind and declared length of a `character(n)` or `character varying(n)` type (`char`
-/// alone is `character(1)`); `None` for other types and for `varchar` without a limit, which
-/// is text.
-pub fn char_length(sql: &SqlType) -> Option<(crate::catalog::pg_char::CharKind, u64)> {
-    use crate::catalog::pg_char::CharKind;
-    use datafusion::sql::sqlparser::ast::CharacterLength;
-    let (kind, length) = match sql {
-        SqlType::Char(length) | SqlType::Character(length) => (CharKind::Bpchar, length),
-        SqlType::Varchar(length)
-        | SqlType::CharacterVarying(length)
-        | SqlType::CharVarying(length) => (CharKind::Varchar, length),
-        _ => return None,
-    };
-    match length {
-        Some(CharacterLength::IntegerLength { length, .. }) => Some((kind, *length)),
-        None if kind == CharKind::Bpchar => Some((kind, 1)),
-        _ => None,
-    }
-}
-
-/// The PostgreSQL type of a `character(n)` or `character varying(n)` column, as its field's
-/// metadata carries it (see [`char_length`]). A length out of PostgreSQL's bounds is `22023`.
-pub fn char_type(sql: &SqlType) -> Result<Option<String>> {
-    let Some((kind, length)) = char_length(sql) else {
-        return Ok(None);
-    };
-    let length = kind
-        .checked_length(i64::try_from(length).unwrap_or(i64::MAX))
-        .map_err(Error::InvalidParameter)?;
-    Ok(Some(kind.pg_type(length)))
-}
-
 fn decimal_precision(p: u64) -> Result<u8> {
     u8::try_from(p)
         .ok()
