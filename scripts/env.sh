@@ -41,16 +41,20 @@ fi
 # After a build that compiled RocksDB, keep the libraries for the next clone.
 cache_rocksdb() {
   [ -n "${ROCKSDB_LIB_DIR:-}" ] && return 0
-  local out
-  out="$(ls -d "$AUGUR_ROOT"/target/*/build/librocksdb-sys-*/out 2>/dev/null | while read -r d; do
-    [ -f "$d/librocksdb.a" ] && echo "$d"; done | head -n 1)"
-  if [ -n "$out" ] && [ -f "$out/libsnappy.a" ]; then
-    mkdir -p "$ROCKSDB_CACHE"
-    for lib in librocksdb.a libsnappy.a; do
-      cp "$out/$lib" "$ROCKSDB_CACHE/$lib.tmp.$$"
-      mv "$ROCKSDB_CACHE/$lib.tmp.$$" "$ROCKSDB_CACHE/$lib"
-    done
-  fi
+  # A loop, not `ls | ... | head`: with pipefail, head closing the pipe early fails the script.
+  local out="" dir lib
+  for dir in "$AUGUR_ROOT"/target/*/build/librocksdb-sys-*/out; do
+    if [ -f "$dir/librocksdb.a" ] && [ -f "$dir/libsnappy.a" ]; then
+      out="$dir"
+      break
+    fi
+  done
+  [ -n "$out" ] || return 0
+  mkdir -p "$ROCKSDB_CACHE"
+  for lib in librocksdb.a libsnappy.a; do
+    cp "$out/$lib" "$ROCKSDB_CACHE/$lib.tmp.$$"
+    mv "$ROCKSDB_CACHE/$lib.tmp.$$" "$ROCKSDB_CACHE/$lib"
+  done
 }
 
 # ONNX Runtime for CREATE MODEL and PREDICT: the `onnxruntime` Python package ships the library
