@@ -208,8 +208,9 @@ async fn cancel_requests_and_statement_timeout_stop_any_statement() {
         assert_eq!(sqlstate(&err), "57014", "{sql}: {err}");
         assert!(message(&err).contains("user request"), "{err}");
         eprintln!("cancelled {took:?} after the request: {sql}");
-        // generous for a loaded machine; the figure above is what it took
-        assert!(took < Duration::from_secs(2), "{sql}: {took:?}");
+        // Generous for a loaded machine (the suite runs other tests beside this one, and a
+        // sort checks for cancellation between batches); the figure above is what it took.
+        assert!(took < Duration::from_secs(5), "{sql}: {took:?}");
         assert_eq!(value(&client, "SELECT 1").await.unwrap(), "1");
     }
     // A cancel request while nothing runs does not cancel the next statement.

@@ -87,18 +87,45 @@ struct Bucket {
     rows: HashMap<Box<[u8]>, Entry>,
     /// Rows changed since the last checkpoint.
     changed: Vec<Box<[u8]>>,
+    /// Bytes of the rows' encodings.
+    bytes: usize,
+}
+
+impl Bucket {
+    /// The entry of `row`, a new one when the bucket has none.
+    fn entry(&mut self, row: Box<[u8]>) -> &mut Entry {
+        let len = row.len();
+        let mut added = false;
+        let entry = self.rows.entry(row).or_insert_with(|| {
+            added = true;
+            Entry::default()
+        });
+        if added {
+            self.bytes += len;
+        }
+        entry
+    }
+
+    /// Removes `row`.
+    fn remove(&mut self, row: &[u8]) {
+        if self.rows.remove(row).is_some() {
+            self.bytes -= row.len();
+        }
+    }
 }
 
 impl Record for Bucket {
     fn size(&self) -> usize {
-        48 + self.rows.keys().map(|r| 64 + r.len()).sum::<usize>() + 16 * self.changed.len()
+        48 + 64 * self.rows.len() + self.bytes + 16 * self.changed.len()
     }
 }
 
 /// A bucket from its stored entries: row → count, matches.
 fn decode_bucket(_: &[u8], entries: Vec<(Box<[u8]>, Vec<u8>)>) -> Result<Bucket> {
     let mut rows = HashMap::with_capacity(entries.len());
+    let mut bytes = 0;
     for (row, value) in entries {
+        bytes += row.len();
         let mut reader = Reader::new(&value);
         let entry = Entry {
             count: reader.i64()?,
@@ -109,6 +136,7 @@ fn decode_bucket(_: &[u8], entries: Vec<(Box<[u8]>, Vec<u8>)>) -> Result<Bucket>
     Ok(Bucket {
         rows,
         changed: Vec::new(),
+        bytes,
     })
 }
 
@@ -242,15 +270,14 @@ impl JoinOp {
     /// Deletes a stored row of `side` and its cached copy.
     fn forget(&mut self, side: usize, key: &[u8], row: &[u8], batch: &mut WriteBatch) {
         batch.delete(self.state.key(SIDE_TAGS[side], &[key, row]));
-        let slot = self.sides[side].buckets.get_unchanged_mut(key);
-        if let Some(slot) = slot
-            && let Some(bucket) = slot
-        {
-            bucket.rows.remove(row);
-            if bucket.rows.is_empty() && bucket.changed.is_empty() {
-                *slot = None;
+        self.sides[side].buckets.update_unchanged(key, |slot| {
+            if let Some(bucket) = slot {
+                bucket.remove(row);
+                if bucket.rows.is_empty() && bucket.changed.is_empty() {
+                    *slot = None;
+                }
             }
-        }
+        });
     }
 
     /// Deletes the stored rows of `side` with times below `below`, and their cached copies.
@@ -616,11 +643,11 @@ impl Operator for JoinOp {
                 .get_mut(key)
                 .ok_or_else(|| StreamError::Internal("a join bucket not loaded".into()))?;
             let bucket = slot.get_or_insert_with(Bucket::default);
-            let entry = bucket.rows.entry(row.clone()).or_default();
+            let entry = bucket.entry(row.clone());
             entry.count += weights[i];
             entry.matches = matches[i];
             if entry.count == 0 {
-                bucket.rows.remove(&row);
+                bucket.remove(&row);
             }
             bucket.changed.push(row);
         }

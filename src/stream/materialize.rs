@@ -23,7 +23,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::change::consolidate;
-use super::state::{CacheBudget, Reader, Record, StateScope, StateTable};
+use super::state::{CacheBudget, Reader, StateScope, StateTable};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::storage::{Store, WriteBatch};
 use crate::table::Table;
@@ -31,27 +31,11 @@ use crate::table::Table;
 /// An encoded row and its weight.
 type Weighted = (Box<[u8]>, i64);
 
-/// A counted view's stored row: its encoding and multiplicity.
-#[derive(Debug)]
-struct Counted {
-    value: Box<[u8]>,
-    count: i64,
-}
-
-impl Record for Counted {
-    fn size(&self) -> usize {
-        16 + self.value.len()
-    }
-}
-
-/// A counted view's row as stored: the encoding followed by the count.
-fn decode_counted(_: &[u8], stored: Vec<u8>) -> Result<Counted> {
-    let (value, count) =
+/// The multiplicity of a counted view's row as stored: the encoding followed by the count.
+fn decode_count(_: &[u8], stored: Vec<u8>) -> Result<i64> {
+    let (_, count) =
         crate::table::split_count(&stored).map_err(|e| StreamError::Corrupt(e.to_string()))?;
-    Ok(Counted {
-        value: value.into(),
-        count,
-    })
+    Ok(count)
 }
 
 /// Writes a view's changes into its storage.
@@ -73,8 +57,8 @@ pub struct MaterializeOp {
     appended: Option<Appended>,
     /// How a declared key is checked (`None` for keys the planner derived).
     check: Option<KeyCheck>,
-    /// A counted view's stored rows by key, cached: what `staged` writes over.
-    counted: Option<StateTable<Counted>>,
+    /// A counted view's stored multiplicities by row key, cached: what `staged` writes over.
+    counted: Option<StateTable<i64>>,
 }
 
 /// The checking of a declared key.
@@ -362,13 +346,13 @@ impl MaterializeOp {
             .as_mut()
             .ok_or_else(|| StreamError::Internal("a counted view without its rows".into()))?;
         let keys: Vec<&[u8]> = net.iter().map(|(k, _, _)| k.as_ref()).collect();
-        rows.load(&keys, decode_counted)?;
+        rows.load(&keys, decode_count)?;
         let mut emitted = Vec::with_capacity(net.len());
         for (key, value, weight) in net {
             let slot = rows
                 .get_mut(&key)
                 .ok_or_else(|| StreamError::Internal("a counted row not loaded".into()))?;
-            let old_count = slot.as_ref().map_or(0, |row| row.count);
+            let old_count = slot.unwrap_or(0);
             let count = old_count + weight;
             if count < 0 {
                 tracing::error!(
@@ -376,10 +360,7 @@ impl MaterializeOp {
                     "a row retracted more often than inserted"
                 );
             }
-            *slot = (count > 0).then(|| Counted {
-                value: value.clone(),
-                count,
-            });
+            *slot = (count > 0).then_some(count);
             let new = (count > 0).then(|| {
                 let mut v = value.to_vec();
                 v.extend_from_slice(&count.to_be_bytes());

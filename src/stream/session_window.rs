@@ -566,7 +566,7 @@ impl Operator for SessionOp {
             String::new()
         };
         format!(
-            "SessionSpan: partition=[{}], time={time}, gap={gap}, bounds=[{}]{closed}",
+            "Session: partition=[{}], time={time}, gap={gap}, bounds=[{}]{closed}",
             self.partition.explain(),
             outputs.join(", ")
         )

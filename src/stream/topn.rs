@@ -121,6 +121,9 @@ impl TopNOp {
 
     /// Rows the window needs held in order: those before it and in it.
     fn needed(&self) -> usize {
+        if self.limit == 0 {
+            return 0;
+        }
         self.offset.saturating_add(self.limit)
     }
 

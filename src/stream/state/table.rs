@@ -332,10 +332,14 @@ impl<V: Record> StateTable<V> {
         Some(&mut slot.record)
     }
 
-    /// The record of a cached key to change without marking it changed, for a change the
-    /// caller writes itself (a stored entry deleted directly); `None` when not cached.
-    pub fn get_unchanged_mut(&mut self, key: &[u8]) -> Option<&mut Option<V>> {
-        self.slots.get_mut(key).map(|s| &mut s.record)
+    /// Changes the record of a cached key by `change` without marking it changed, for a change
+    /// the caller writes itself (a stored entry deleted directly); nothing when not cached.
+    pub fn update_unchanged(&mut self, key: &[u8], change: impl FnOnce(&mut Option<V>)) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        change(&mut slot.record);
+        resize(slot, key, self.scope.budget(), &mut self.bytes);
     }
 
     /// The keys changed since the last checkpoint, in the order they first changed.
@@ -397,6 +401,18 @@ impl<V: Record> StateTable<V> {
         let prefix = self.storage_key(&[]).len();
         let end = super::upper_bound(&self.storage_key(&[]));
         let batch = n.max(16);
+        // Records written since the last checkpoint, in order: merged span by span below.
+        let mut changed: Vec<Box<[u8]>> = self
+            .dirty
+            .iter()
+            .filter(|k| {
+                k.as_ref() >= from.as_slice()
+                    && self.slots.get(*k).is_some_and(|s| s.record.is_some())
+            })
+            .cloned()
+            .collect();
+        changed.sort_unstable();
+        let mut changed = changed.into_iter().peekable();
         loop {
             // The next stored entries; keys changed since the last checkpoint are merged below.
             let mut scanned: Vec<(Box<[u8]>, Vec<u8>)> = Vec::new();
@@ -451,16 +467,11 @@ impl<V: Record> StateTable<V> {
                 }
             }
             // Records written since the last checkpoint in the span scanned.
-            found.extend(
-                self.dirty
-                    .iter()
-                    .filter(|k| {
-                        k.as_ref() >= from.as_slice()
-                            && last.as_ref().is_none_or(|l| k.as_ref() <= l.as_ref())
-                            && self.slots.get(*k).is_some_and(|s| s.record.is_some())
-                    })
-                    .cloned(),
-            );
+            while let Some(key) =
+                changed.next_if(|k| last.as_ref().is_none_or(|l| k.as_ref() <= l.as_ref()))
+            {
+                found.push(key);
+            }
             found.sort_unstable();
             found.dedup();
             out.extend(found);
@@ -513,15 +524,7 @@ impl<V: Record> StateTable<V> {
             };
             slot.dirty = false;
             write(&key, &mut slot.record, batch)?;
-            let size = SLOT_OVERHEAD + key.len() + slot.record.as_ref().map_or(0, Record::size);
-            if size >= slot.size {
-                budget.add(size - slot.size);
-                self.bytes += size - slot.size;
-            } else {
-                budget.sub(slot.size - size);
-                self.bytes -= slot.size - size;
-            }
-            slot.size = size;
+            resize(slot, &key, &budget, &mut self.bytes);
         }
         Ok(())
     }
@@ -570,6 +573,19 @@ impl<V: Record> StateTable<V> {
             budget.sub(freed);
         }
     }
+}
+
+/// Counts `slot`'s record at its current size, in `budget` and in its table's `bytes`.
+fn resize<V: Record>(slot: &mut Slot<V>, key: &[u8], budget: &CacheBudget, bytes: &mut usize) {
+    let size = SLOT_OVERHEAD + key.len() + slot.record.as_ref().map_or(0, Record::size);
+    if size >= slot.size {
+        budget.add(size - slot.size);
+        *bytes += size - slot.size;
+    } else {
+        budget.sub(slot.size - size);
+        *bytes -= slot.size - size;
+    }
+    slot.size = size;
 }
 
 /// Whether `key` is in one of the ranges `[from, to)`.
