@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::expr::AggregateFunction;
@@ -118,15 +117,7 @@ impl Planner<'_> {
         no_model_calls(order.iter().map(|s| &s.expr), props.append_only, "ORDER BY")?;
         let order = order
             .iter()
-            .map(|s| {
-                Ok((
-                    self.compile(&s.expr, input.schema())?,
-                    SortOptions {
-                        descending: !s.asc,
-                        nulls_first: s.nulls_first,
-                    },
-                ))
-            })
+            .map(|s| self.sort_key(s, input.schema()))
             .collect::<Result<Vec<_>>>()?;
         let node = self.graph.len();
         let op = TopNOp::new(
@@ -202,14 +193,8 @@ impl Planner<'_> {
             .order_by
             .iter()
             .map(|s| {
-                Ok((
-                    self.compile(&s.expr, input_schema)?,
-                    SortOptions {
-                        descending: !s.asc,
-                        nulls_first: s.nulls_first,
-                    },
-                    s.expr.get_type(input_schema)?,
-                ))
+                let (expr, options) = self.sort_key(s, input_schema)?;
+                Ok((expr, options, s.expr.get_type(input_schema)?))
             })
             .collect::<Result<Vec<_>>>()?;
         AggCall::new(

@@ -24,13 +24,14 @@ mod window;
 
 use std::sync::Arc;
 
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
-use datafusion::logical_expr::{Distinct, Expr, FetchType, LogicalPlan, SkipType};
+use datafusion::logical_expr::{Distinct, Expr, FetchType, LogicalPlan, SkipType, SortExpr};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::catalog::Catalog;
@@ -285,6 +286,21 @@ impl Planner<'_> {
         }
         let compiled = self.state.create_physical_expr(expr.clone(), schema)?;
         Ok(crate::sql::checked::checked_expr(compiled, schema.inner())?)
+    }
+
+    /// An ORDER BY expression compiled over `schema`, with its direction and NULLs' place.
+    fn sort_key(
+        &self,
+        sort: &SortExpr,
+        schema: &DFSchema,
+    ) -> Result<(Arc<dyn PhysicalExpr>, SortOptions)> {
+        Ok((
+            self.compile(&sort.expr, schema)?,
+            SortOptions {
+                descending: !sort.asc,
+                nulls_first: sort.nulls_first,
+            },
+        ))
     }
 
     /// Plans `plan`; returns the node producing its rows.

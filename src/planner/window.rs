@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{Expr, ExprSchemable, SortExpr, WindowFunctionDefinition};
@@ -190,15 +189,7 @@ impl Planner<'_> {
             .collect::<Result<Vec<_>>>()?;
         let order_exprs = order
             .iter()
-            .map(|s| {
-                Ok((
-                    self.compile(&s.expr, input_schema)?,
-                    SortOptions {
-                        descending: !s.asc,
-                        nulls_first: s.nulls_first,
-                    },
-                ))
-            })
+            .map(|s| self.sort_key(s, input_schema))
             .collect::<Result<Vec<_>>>()?;
         // Bounded recompute: aggregates over RANGE frames of fixed reach along one ascending
         // number or timestamp.

@@ -79,18 +79,6 @@ impl StateScope {
         }
         key
     }
-
-    /// True when no entry with `tag` is stored: an operator whose state starts empty knows
-    /// that any key it has not cached is new, without reading it.
-    pub fn is_empty(&self, tag: u8) -> super::Result<bool> {
-        let mut empty = true;
-        self.store
-            .scan_prefix::<super::StreamError>(&self.key(tag, &[]), |_, _| {
-                empty = false;
-                Ok(false)
-            })?;
-        Ok(empty)
-    }
 }
 
 /// Appends `value` as 8 bytes, big-endian.
