@@ -365,8 +365,8 @@ async fn event_time_views_equal_their_queries_after_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_beyond_the_cache_is_evicted_and_read_back_exactly() {
-    // 100,000 groups, join keys and distinct rows take several MiB each: far more than the
-    // 1 MiB the views may cache together.
+    // 100,000 groups, join keys, distinct rows and window partitions take several MiB each:
+    // far more than the 1 MiB the views may cache together.
     let server = TestServer::start_with(&["--state-cache-mb", "1", "--epoch-ms", "20"]);
     let client = server.connect().await;
     let per_user = "SELECT user_id, count(*) AS n, sum(amount) AS total, max(amount) AS top \
@@ -375,19 +375,32 @@ async fn state_beyond_the_cache_is_evicted_and_read_back_exactly() {
     let top = "SELECT id, amount FROM s ORDER BY amount DESC, id LIMIT 5";
     // No key: each distinct (n, top) row is stored once with its multiplicity.
     let shapes = "SELECT n, top FROM per_user";
+    // Window functions and sessions keep each user's rows as one partition. (A RANGE frame
+    // along `ts` would be kept by the sliding operator, whose rows within the watermark's reach
+    // stay in memory whatever the cache's size.)
+    let recent = "SELECT id, user_id, \
+                  count(*) OVER (PARTITION BY user_id ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS n, \
+                  sum(amount) OVER (PARTITION BY user_id ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS total \
+                  FROM s";
+    let sessions = "SELECT user_id, window_start, window_end, count(*) AS n, sum(amount) AS total \
+                    FROM SESSION(s, ts, INTERVAL '30 seconds') GROUP BY user_id, window_start, window_end";
     client
         .batch_execute(&format!(
             "CREATE TABLE u (user_id BIGINT PRIMARY KEY, tier TEXT);
              INSERT INTO u SELECT i, 'tier ' || (i % 7) FROM generate_series(1, 100000) AS g(i);
-             CREATE SOURCE s (id BIGINT, user_id BIGINT, amount BIGINT)
+             CREATE SOURCE s (id BIGINT, user_id BIGINT, amount BIGINT, ts TIMESTAMP,
+                              WATERMARK FOR ts AS ts - INTERVAL '1 second')
              WITH (connector = 'datagen', datagen.rows.per.second = '1000000000',
                    datagen.rows = '300000', fields.id.kind = 'sequence',
                    fields.user_id.min = '1', fields.user_id.max = '100000',
-                   fields.amount.min = '0', fields.amount.max = '1000');
+                   fields.amount.min = '0', fields.amount.max = '1000',
+                   fields.ts.step = '2 milliseconds');
              CREATE MATERIALIZED VIEW per_user AS {per_user};
              CREATE MATERIALIZED VIEW joined AS {joined};
              CREATE MATERIALIZED VIEW top AS {top};
              CREATE MATERIALIZED VIEW shapes AS {shapes};
+             CREATE MATERIALIZED VIEW recent AS {recent};
+             CREATE MATERIALIZED VIEW sessions AS {sessions};
              FLUSH"
         ))
         .await
@@ -409,6 +422,14 @@ async fn state_beyond_the_cache_is_evicted_and_read_back_exactly() {
         lines(&client, "SELECT * FROM shapes").await,
         lines(&client, shapes).await
     );
+    let windowed = |relation: &str| {
+        format!("SELECT count(*), sum(user_id), sum(n), sum(total) FROM ({relation}) AS w")
+    };
+    let recent_digest = lines(&client, &windowed("SELECT * FROM recent")).await;
+    assert!(recent_digest[0].starts_with("300000|"), "{recent_digest:?}");
+    assert_eq!(recent_digest, lines(&client, &windowed(recent)).await);
+    let sessions_digest = lines(&client, &windowed("SELECT * FROM sessions")).await;
+    assert_eq!(sessions_digest, lines(&client, &windowed(sessions)).await);
     let cache = lines(
         &client,
         "SELECT limit_bytes, cached_bytes, reads, evicted FROM augur_catalog.state_cache",

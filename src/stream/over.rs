@@ -22,7 +22,9 @@
 //!
 //! State: `o` + partition + order key + output row → multiplicity and the output row; for
 //! deletion below the watermark, `m` + partition → the partition's lowest order key (or lower)
-//! and `x` + that key + partition, to find the partitions with rows to delete.
+//! and `x` + that key + partition, to find the partitions with rows to delete. A partition's
+//! rows are read whole (one prefix scan) the first time they are needed and then cached within
+//! the state cache's budget (`state::Partitions`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ use datafusion::physical_plan::WindowExpr;
 
 use super::change::{consolidate, rows_of};
 use super::project::evaluate;
-use super::state::{Overlay, Partitioner, Reader, StateScope, put_i64, sort_fields, upper_bound};
+use super::state::{Partitioner, Partitions, Reader, StateScope, StateTable, put_i64, sort_fields};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::common::time::{human_duration, nanos_per};
 use crate::storage::WriteBatch;
@@ -68,6 +70,19 @@ type Span = (i64, i64);
 /// Output rows (encoded) with their multiplicities and order keys.
 type Shown = BTreeMap<Box<[u8]>, (i64, Vec<u8>)>;
 
+/// A stored output row: its entry's key (order key + row) and value (count + row) split into
+/// the order key, the count and the row.
+fn split_entry<'a>(key: &'a [u8], value: &'a [u8]) -> Result<(&'a [u8], i64, &'a [u8])> {
+    let count = Reader::new(value).i64()?;
+    let row = &value[8..];
+    let order_key = key
+        .len()
+        .checked_sub(row.len())
+        .map(|end| &key[..end])
+        .ok_or_else(|| StreamError::Corrupt("a window row key without its row".into()))?;
+    Ok((order_key, count, row))
+}
+
 /// Window functions over `input`, all with one PARTITION BY and ORDER BY.
 #[derive(Debug)]
 pub struct OverOp {
@@ -89,9 +104,12 @@ pub struct OverOp {
     /// The latest watermark on it, acted on at the barrier.
     closing: Option<i64>,
     pending: BTreeMap<Box<[u8]>, Vec<Change>>,
-    /// State written since the last checkpoint (`None`: deleted), read over the store.
-    overlay: Overlay,
-    state: StateScope,
+    /// Output rows by partition: order key + row → multiplicity and row.
+    rows: Partitions,
+    /// Partition → its lowest stored order key, or a lower one (with cleanup).
+    lowest: StateTable<Vec<u8>>,
+    /// Lowest order key + partition: the partitions by their oldest rows (with cleanup).
+    index: StateTable<()>,
     errors: Arc<ExprErrors>,
 }
 
@@ -132,8 +150,9 @@ impl OverOp {
             cleanup: None,
             closing: None,
             pending: BTreeMap::new(),
-            overlay: Overlay::default(),
-            state,
+            rows: Partitions::new(state.clone(), ROW_TAG)?,
+            lowest: StateTable::new(state.clone(), MIN_TAG)?,
+            index: StateTable::new(state, INDEX_TAG)?,
             errors,
         })
     }
@@ -197,25 +216,20 @@ impl OverOp {
     /// Records that each partition holds a row at its order value: lowers the partitions'
     /// lowest keys, read in one call.
     fn note_lowest(&mut self, lowest: Vec<(&[u8], i64)>) -> Result<()> {
-        let entries: Vec<Vec<u8>> = lowest
-            .iter()
-            .map(|(p, _)| self.state.key(MIN_TAG, &[p]))
-            .collect();
-        let old = self.overlay.get_many(self.state.store(), &entries)?;
-        for (((partition, t), entry), old) in lowest.into_iter().zip(entries).zip(old) {
+        let partitions: Vec<&[u8]> = lowest.iter().map(|(p, _)| *p).collect();
+        self.lowest.load(&partitions, |_, stored| Ok(stored))?;
+        for (partition, t) in lowest {
             let key = self.order_key(t)?;
+            let old = self.lowest.get(partition).cloned().flatten();
             if old.as_ref().is_some_and(|old| *old <= key) {
                 continue;
             }
             if let Some(old) = old {
-                self.overlay
-                    .set(self.state.key(INDEX_TAG, &[&old, partition]), None);
+                self.index.put(&[old.as_slice(), partition].concat(), None);
             }
-            self.overlay.set(
-                self.state.key(INDEX_TAG, &[&key, partition]),
-                Some(Vec::new()),
-            );
-            self.overlay.set(entry, Some(key));
+            self.index
+                .put(&[key.as_slice(), partition].concat(), Some(()));
+            self.lowest.put(partition, Some(key));
         }
         Ok(())
     }
@@ -223,57 +237,37 @@ impl OverOp {
     /// Deletes the rows of every partition below order value `below`.
     fn delete_below(&mut self, below: i64) -> Result<()> {
         let bound = self.order_key(below)?;
-        let index = self.state.key(INDEX_TAG, &[]);
-        let end = self.state.key(INDEX_TAG, &[&bound]);
-        for (entry, _) in self.overlay.read(self.state.store(), &index, &end)? {
+        for entry in self.index.keys_in_range(&[], Some(&bound))? {
             let partition = entry
-                .get(index.len() + bound.len()..)
+                .get(bound.len()..)
                 .ok_or_else(|| StreamError::Corrupt("a window index key too short".into()))?
                 .to_vec();
-            self.overlay.set(entry, None);
-            let prefix = self.state.key(ROW_TAG, &[&partition]);
-            let kept = self.state.key(ROW_TAG, &[&partition, &bound]);
-            let first = self
-                .overlay
-                .first(self.state.store(), &kept, &upper_bound(&prefix))?;
-            self.overlay.delete_range(prefix.clone(), kept);
-            let lowest = self.state.key(MIN_TAG, &[&partition]);
+            self.index.put(&entry, None);
+            self.rows.delete_range(&partition, &[], Some(&bound))?;
+            let first = match self.rows.first(&partition, &bound)? {
+                Some((key, value)) => Some(split_entry(&key, &value)?.0.to_vec()),
+                None => None,
+            };
             match first {
-                Some((key, _)) => {
-                    let order_key = key
-                        .get(prefix.len()..prefix.len() + bound.len())
-                        .ok_or_else(|| StreamError::Corrupt("a window row key too short".into()))?
-                        .to_vec();
-                    self.overlay.set(
-                        self.state.key(INDEX_TAG, &[&order_key, &partition]),
-                        Some(Vec::new()),
-                    );
-                    self.overlay.set(lowest, Some(order_key));
+                Some(order_key) => {
+                    self.index
+                        .put(&[order_key.as_slice(), &partition].concat(), Some(()));
+                    self.lowest.put(&partition, Some(order_key));
                 }
-                None => self.overlay.set(lowest, None),
+                None => self.lowest.put(&partition, None),
             }
         }
         Ok(())
     }
 
     /// The stored output rows of `partition` with order keys in `range`.
-    fn stored(&self, partition: &[u8], range: &(Vec<u8>, Option<Vec<u8>>)) -> Result<Shown> {
-        let prefix = self.state.key(ROW_TAG, &[partition]);
-        let from = self.state.key(ROW_TAG, &[partition, &range.0]);
-        let to = match &range.1 {
-            Some(hi) => self.state.key(ROW_TAG, &[partition, hi]),
-            None => upper_bound(&prefix),
-        };
-        let mut rows = Shown::new();
-        for (key, value) in self.overlay.read(self.state.store(), &from, &to)? {
-            let count = Reader::new(&value).i64()?;
-            let row = &value[8..];
-            let order_key = key
-                .get(prefix.len()..key.len().saturating_sub(row.len()))
-                .ok_or_else(|| StreamError::Corrupt("a window row key without its row".into()))?;
-            rows.insert(row.into(), (count, order_key.to_vec()));
+    fn stored(&mut self, partition: &[u8], range: &(Vec<u8>, Option<Vec<u8>>)) -> Result<Shown> {
+        let mut shown = Shown::new();
+        for (key, value) in self.rows.range(partition, &range.0, range.1.as_deref())? {
+            let (order_key, count, row) = split_entry(&key, &value)?;
+            shown.insert(row.into(), (count, order_key.to_vec()));
         }
-        Ok(rows)
+        Ok(shown)
     }
 
     /// The affected spans of `changes` (all with order values) and the spans their frames
@@ -327,7 +321,8 @@ impl OverOp {
         for span in spans {
             let affected = self.key_range(span.map(|(a, _)| a))?;
             let context = span.map(|(_, c)| c);
-            let shown = self.stored(partition, &self.key_range(context)?)?;
+            let reached = self.key_range(context)?;
+            let shown = self.stored(partition, &reached)?;
             // The input rows: the stored outputs' input columns, changed.
             let mut inputs: BTreeMap<Box<[u8]>, i64> = BTreeMap::new();
             if !shown.is_empty() {
@@ -373,15 +368,14 @@ impl OverOp {
                     (None, Some((_, key))) => (0, key),
                     (None, None) => continue,
                 };
-                let state_key = self.state.key(ROW_TAG, &[partition, key, &row]);
-                if count == 0 {
-                    self.overlay.set(state_key, None);
-                } else {
+                let entry = [key.as_slice(), &row].concat();
+                let value = (count != 0).then(|| {
                     let mut value = Vec::with_capacity(8 + row.len());
                     put_i64(&mut value, count);
                     value.extend_from_slice(&row);
-                    self.overlay.set(state_key, Some(value));
-                }
+                    value
+                });
+                self.rows.set(partition, &entry, value)?;
                 out.push((row, change));
             }
         }
@@ -528,8 +522,16 @@ impl Operator for OverOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        self.overlay.flush(batch);
-        Ok(())
+        self.rows.checkpoint(batch)?;
+        self.lowest
+            .checkpoint_entries(batch, |key, value| value.extend_from_slice(key))?;
+        self.index.checkpoint_entries(batch, |_, _| {})
+    }
+
+    fn evict(&mut self) {
+        self.rows.evict();
+        self.lowest.evict();
+        self.index.evict();
     }
 
     fn schema(&self) -> SchemaRef {

@@ -13,6 +13,9 @@
 //! - `w` + partition + last → start: the sessions, found by the time of their last row;
 //! - `e` + last + partition → start: the sessions in the order they close.
 //!
+//! A partition's rows and sessions are each read whole (one prefix scan) the first time they
+//! are needed, then cached within the state cache's budget (`state::Partitions`).
+//!
 //! A watermark `w` on the time column closes every session whose `last + gap ≤ w`: no row at or
 //! after `w` can reach it, so its rows and entries are deleted. Future changes only touch open
 //! sessions, whose `window_end` is above `w`: the watermark passes on to `window_end`.
@@ -29,7 +32,7 @@ use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::change::rows_of;
-use super::state::{Overlay, Partitioner, Reader, StateScope, put_i64, sort_fields, upper_bound};
+use super::state::{Partitioner, Partitions, Reader, StateScope, StateTable, put_i64, sort_fields};
 use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::common::time::{self, nanos_per};
 use crate::storage::WriteBatch;
@@ -96,7 +99,6 @@ pub fn end_of(last: i64, gap: i64) -> crate::Result<i64> {
         .ok_or_else(|| crate::Error::coded("22008", "a session ends after the last timestamp"))
 }
 
-/// A time as 8 bytes that sort like the number.
 /// One session: its first and last row's times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SessionSpan {
@@ -138,6 +140,12 @@ fn sessions_of(rows: &Rows, gap: i64) -> Formed<'_> {
         .collect()
 }
 
+/// The first time key after time `hi` (`None`: no time is after it): the end of a range of
+/// entries keyed by time up to `hi`.
+fn rows_after(hi: i64) -> Option<Vec<u8>> {
+    hi.checked_add(1).map(|next| time::encode(next).to_vec())
+}
+
 /// An output row: the encoded input row, its session, and its weight.
 type Emitted = Vec<(Box<[u8]>, SessionSpan, i64)>;
 
@@ -156,14 +164,17 @@ pub struct SessionOp {
     outputs: Vec<SessionBound>,
     /// Changes of this epoch per partition: `(time, row, weight)`.
     pending: BTreeMap<Box<[u8]>, Vec<Change>>,
-    /// State written since the last checkpoint (`None`: deleted), read over the store.
-    overlay: Overlay,
+    /// Rows by partition: time + row → multiplicity.
+    rows: Partitions,
+    /// Sessions by partition: last → start.
+    sessions: Partitions,
+    /// Sessions in the order they close: last + partition → start.
+    closes: StateTable<Vec<u8>>,
     /// The latest watermark on the time column, not yet acted on.
     closing: Option<ScalarValue>,
     held: Vec<Watermark>,
     /// For EXPLAIN: a watermark on the time column can arrive.
     watermarked: bool,
-    state: StateScope,
     errors: Arc<ExprErrors>,
 }
 
@@ -193,11 +204,12 @@ impl SessionOp {
             gap,
             outputs,
             pending: BTreeMap::new(),
-            overlay: Overlay::default(),
+            rows: Partitions::new(state.clone(), ROW_TAG)?,
+            sessions: Partitions::new(state.clone(), SESSION_TAG)?,
+            closes: StateTable::new(state, CLOSE_TAG)?,
             closing: None,
             held: Vec::new(),
             watermarked: false,
-            state,
             errors,
         })
     }
@@ -208,96 +220,47 @@ impl SessionOp {
         self
     }
 
-    /// The entries of `[from, to)` as they stand: the store under this epoch's writes.
-    fn read(&self, from: &[u8], to: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
-        self.overlay.read(self.state.store(), from, to)
-    }
-
     /// The sessions of `partition` that a row at some time in `[first, last]` may join: those
-    /// with a row less than `gap` from that span. One scan serves every change of an epoch.
-    fn near(&self, partition: &[u8], first: i64, last: i64) -> Result<Vec<SessionSpan>> {
-        let from = self.state.key(
-            SESSION_TAG,
-            &[
-                partition,
-                &time::encode(first.saturating_sub(self.gap).saturating_add(1)),
-            ],
-        );
-        let to = self.state.key(SESSION_TAG, &[partition, &[0xff; 9]]);
-        let before_end =
-            |s: &SessionSpan| i128::from(s.start) < i128::from(last) + i128::from(self.gap);
-        // Sessions are disjoint: in order of their last rows their starts rise too, so the
-        // first one starting out of reach ends the scan.
-        let mut found = BTreeMap::new();
-        let mut bad = None;
-        self.state
-            .store()
-            .scan_range::<StreamError>(&from, &to, |k, v| {
-                let session = match self.session_entry(partition, k, v) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        bad = Some(e);
-                        return Ok(false);
-                    }
-                };
-                found.insert(k.to_vec(), v.to_vec());
-                Ok(before_end(&session))
-            })?;
-        if let Some(e) = bad {
-            return Err(e);
-        }
-        self.overlay.apply(&mut found, &from, &to);
+    /// with a row less than `gap` from that span.
+    fn near(&mut self, partition: &[u8], first: i64, last: i64) -> Result<Vec<SessionSpan>> {
+        let gap = self.gap;
+        let from = time::encode(first.saturating_sub(gap).saturating_add(1));
         let mut sessions = Vec::new();
-        for (k, v) in &found {
-            let session = self.session_entry(partition, k, v)?;
-            if before_end(&session) {
-                sessions.push(session);
+        for (key, value) in self.sessions.range(partition, &from, None)? {
+            let session = SessionSpan {
+                start: time::decode(&value)?,
+                last: time::decode(&key)?,
+            };
+            // Sessions are disjoint: in order of their last rows their starts rise too, so the
+            // first one starting out of reach ends the search.
+            if i128::from(session.start) >= i128::from(last) + i128::from(gap) {
+                break;
             }
+            sessions.push(session);
         }
         Ok(sessions)
     }
 
-    /// Decodes a `w` entry of `partition`.
-    fn session_entry(&self, partition: &[u8], key: &[u8], value: &[u8]) -> Result<SessionSpan> {
-        let at = self.state.key(SESSION_TAG, &[partition]).len();
-        Ok(SessionSpan {
-            start: time::decode(value)?,
-            last: time::decode(key.get(at..).unwrap_or_default())?,
-        })
-    }
-
     /// The rows of `partition` with times in `[lo, hi]`.
-    fn rows(&self, partition: &[u8], lo: i64, hi: i64) -> Result<Rows> {
-        let from = self.state.key(ROW_TAG, &[partition, &time::encode(lo)]);
-        let to = self.rows_after(partition, hi);
-        let at = self.state.key(ROW_TAG, &[partition]).len();
+    fn rows(&mut self, partition: &[u8], lo: i64, hi: i64) -> Result<Rows> {
         let mut rows = Rows::new();
-        for (k, v) in self.read(&from, &to)? {
-            let t = time::decode(&k[at..])?;
-            let row: Box<[u8]> = k[at + 8..].into();
-            rows.insert((t, row), Reader::new(&v).i64()?);
+        let to = rows_after(hi);
+        for (key, value) in self
+            .rows
+            .range(partition, &time::encode(lo), to.as_deref())?
+        {
+            let t = time::decode(&key)?;
+            rows.insert((t, key[8..].into()), Reader::new(&value).i64()?);
         }
         Ok(rows)
     }
 
-    /// The first row key of `partition` after time `hi`.
-    fn rows_after(&self, partition: &[u8], hi: i64) -> Vec<u8> {
-        match hi.checked_add(1) {
-            Some(next) => self.state.key(ROW_TAG, &[partition, &time::encode(next)]),
-            None => upper_bound(&self.state.key(ROW_TAG, &[partition])),
-        }
-    }
-
-    fn put_session(&mut self, partition: &[u8], session: SessionSpan, present: bool) {
-        let by_partition = self
-            .state
-            .key(SESSION_TAG, &[partition, &time::encode(session.last)]);
-        let by_close = self
-            .state
-            .key(CLOSE_TAG, &[&time::encode(session.last), partition]);
+    fn put_session(&mut self, partition: &[u8], session: SessionSpan, present: bool) -> Result<()> {
+        let last = time::encode(session.last);
         let value = present.then(|| time::encode(session.start).to_vec());
-        self.overlay.set(by_partition, value.clone());
-        self.overlay.set(by_close, value);
+        self.sessions.set(partition, &last, value.clone())?;
+        self.closes.put(&[&last[..], partition].concat(), value);
+        Ok(())
     }
 
     /// Applies one partition's changes of the epoch; appends the output's changes.
@@ -346,18 +309,16 @@ impl SessionOp {
                 .map(|(k, w)| (k.clone(), *w))
                 .collect();
             for ((t, row), w) in &in_span {
-                let key = self
-                    .state
-                    .key(ROW_TAG, &[partition, &time::encode(*t), row]);
+                let key = [&time::encode(*t)[..], row].concat();
                 let count = new.entry((*t, row.clone())).or_default();
                 *count += w;
                 if *count == 0 {
                     new.remove(&(*t, row.clone()));
-                    self.overlay.set(key, None);
+                    self.rows.set(partition, &key, None)?;
                 } else {
                     let mut value = Vec::with_capacity(8);
                     put_i64(&mut value, *count);
-                    self.overlay.set(key, Some(value));
+                    self.rows.set(partition, &key, Some(value))?;
                 }
             }
             let before = sessions_of(&old, self.gap);
@@ -397,10 +358,10 @@ impl SessionOp {
                 after.into_iter().map(|(s, _)| s).collect(),
             );
             for s in before.into_iter().filter(|s| !kept.contains(s)) {
-                self.put_session(partition, s, false);
+                self.put_session(partition, s, false)?;
             }
             for s in after.into_iter().filter(|s| !kept.contains(s)) {
-                self.put_session(partition, s, true);
+                self.put_session(partition, s, true)?;
             }
         }
         Ok(())
@@ -411,25 +372,23 @@ impl SessionOp {
         let Some(limit) = watermark.checked_sub(self.gap) else {
             return Ok(());
         };
-        let from = self.state.key(CLOSE_TAG, &[]);
-        let to = match limit.checked_add(1) {
-            Some(next) => self.state.key(CLOSE_TAG, &[&time::encode(next)]),
-            None => upper_bound(&from),
-        };
-        let at = from.len();
-        for (k, v) in self.read(&from, &to)? {
-            let last = time::decode(&k[at..])?;
-            let partition = k[at + 8..].to_vec();
-            let session = SessionSpan {
-                start: time::decode(&v)?,
-                last,
+        let to = rows_after(limit);
+        let closed = self
+            .closes
+            .load_range(&[], to.as_deref(), |_, stored| Ok(stored))?;
+        for key in closed {
+            let Some(Some(start)) = self.closes.get(&key) else {
+                return Err(StreamError::Internal("a closing session not loaded".into()));
             };
-            self.put_session(&partition, session, false);
-            let rows_from = self
-                .state
-                .key(ROW_TAG, &[&partition, &time::encode(session.start)]);
-            let rows_to = self.rows_after(&partition, session.last);
-            self.overlay.delete_range(rows_from, rows_to);
+            let session = SessionSpan {
+                start: time::decode(start)?,
+                last: time::decode(&key)?,
+            };
+            let partition = &key[8..];
+            self.put_session(partition, session, false)?;
+            let to = rows_after(session.last);
+            self.rows
+                .delete_range(partition, &time::encode(session.start), to.as_deref())?;
         }
         Ok(())
     }
@@ -540,8 +499,16 @@ impl Operator for SessionOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        self.overlay.flush(batch);
-        Ok(())
+        self.rows.checkpoint(batch)?;
+        self.sessions.checkpoint(batch)?;
+        self.closes
+            .checkpoint_entries(batch, |start, value| value.extend_from_slice(start))
+    }
+
+    fn evict(&mut self) {
+        self.rows.evict();
+        self.sessions.evict();
+        self.closes.evict();
     }
 
     fn schema(&self) -> SchemaRef {

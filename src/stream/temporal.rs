@@ -19,8 +19,8 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::change::rows_of;
 use super::project::evaluate;
-use super::state::{Overlay, Reader, StateScope, put_i64, sort_fields, upper_bound};
-use super::{ChangeBatch, ExprErrors, Operator, Result, Watermark};
+use super::state::{Reader, StateScope, StateTable, put_i64, sort_fields};
+use super::{ChangeBatch, ExprErrors, Operator, Result, StreamError, Watermark};
 use crate::common::time::{self, human_duration};
 use crate::storage::WriteBatch;
 
@@ -89,6 +89,15 @@ const UNTIL_TAG: u8 = b'u';
 /// The clock (nanoseconds) as of the last barrier.
 const CLOCK_TAG: u8 = b'c';
 
+/// A stored entry: its key and value.
+type Entry = (Box<[u8]>, Vec<u8>);
+
+/// The row of a waiting or leaving entry's key: what follows its time.
+fn row_of(key: &[u8]) -> Result<&[u8]> {
+    key.get(8..)
+        .ok_or_else(|| StreamError::Corrupt("a temporal filter key without its row".into()))
+}
+
 /// Keeps each row while the event-time clock is within the row's `[from, until)`.
 #[derive(Debug)]
 pub struct TemporalFilterOp {
@@ -101,7 +110,12 @@ pub struct TemporalFilterOp {
     now: Option<i64>,
     /// The latest watermark on the clock column, applied at the barrier.
     next: Option<i64>,
-    overlay: Overlay,
+    /// Rows waiting to appear: from + row → count and until.
+    waiting: StateTable<Vec<u8>>,
+    /// Visible rows that leave at a known time: until + row → count.
+    leaving: StateTable<Vec<u8>>,
+    /// The clock changed since the last checkpoint.
+    clock_moved: bool,
     state: StateScope,
     errors: Arc<ExprErrors>,
 }
@@ -122,7 +136,9 @@ impl TemporalFilterOp {
             clock,
             now: None,
             next: None,
-            overlay: Overlay::default(),
+            waiting: StateTable::new(state.clone(), FROM_TAG)?,
+            leaving: StateTable::new(state.clone(), UNTIL_TAG)?,
+            clock_moved: false,
             state,
             errors,
         })
@@ -174,22 +190,28 @@ impl TemporalFilterOp {
         Ok(spans)
     }
 
-    /// Adds each weight to the count under its key (`extra`, when given, is stored after the
-    /// count), reading the counts in one call.
-    fn add(&mut self, changes: Vec<(Vec<u8>, i64, Option<i64>)>) -> Result<()> {
+    /// Adds each weight to the count under its key in `table` (`extra`, when given, is stored
+    /// after the count), reading the uncached counts in one call.
+    fn add(
+        table: &mut StateTable<Vec<u8>>,
+        changes: Vec<(Vec<u8>, i64, Option<i64>)>,
+    ) -> Result<()> {
         let mut summed: BTreeMap<Vec<u8>, (i64, Option<i64>)> = BTreeMap::new();
         for (key, weight, extra) in changes {
             let entry = summed.entry(key).or_insert((0, extra));
             entry.0 += weight;
         }
-        let keys: Vec<Vec<u8>> = summed.keys().cloned().collect();
-        let old = self.overlay.get_many(self.state.store(), &keys)?;
-        for ((key, (weight, extra)), old) in summed.into_iter().zip(old) {
-            let count = match old {
-                Some(bytes) => Reader::new(&bytes).i64()? + weight,
+        let keys: Vec<&[u8]> = summed.keys().map(Vec::as_slice).collect();
+        table.load(&keys, |_, stored| Ok(stored))?;
+        for (key, (weight, extra)) in summed {
+            let Some(slot) = table.get_mut(&key) else {
+                return Err(StreamError::Internal("a waiting row not loaded".into()));
+            };
+            let count = match slot {
+                Some(bytes) => Reader::new(bytes).i64()? + weight,
                 None => weight,
             };
-            let value = (count != 0).then(|| {
+            *slot = (count != 0).then(|| {
                 let mut value = Vec::with_capacity(16);
                 put_i64(&mut value, count);
                 if let Some(extra) = extra {
@@ -197,19 +219,22 @@ impl TemporalFilterOp {
                 }
                 value
             });
-            self.overlay.set(key, value);
         }
         Ok(())
     }
 
-    /// The entries of `tag` with times up to `last`.
-    fn due(&self, tag: u8, last: i64) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
-        let from = self.state.key(tag, &[]);
-        let to = match last.checked_add(1) {
-            Some(next) => self.state.key(tag, &[&time::encode(next)]),
-            None => upper_bound(&from),
-        };
-        self.overlay.read(self.state.store(), &from, &to)
+    /// The entries of `table` with times up to `last`, deleted: they are due.
+    fn take_due(table: &mut StateTable<Vec<u8>>, last: i64) -> Result<Vec<Entry>> {
+        let to = last.checked_add(1).map(time::encode);
+        let keys = table.load_range(&[], to.as_ref().map(|t| &t[..]), |_, stored| Ok(stored))?;
+        let mut due = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(Some(value)) = table.get_mut(&key).map(Option::take) else {
+                return Err(StreamError::Internal("a due row not loaded".into()));
+            };
+            due.push((key, value));
+        }
+        Ok(due)
     }
 
     fn emit(&self, rows: &[(Vec<u8>, i64)], out: &mut Vec<ChangeBatch>) -> Result<()> {
@@ -241,7 +266,7 @@ impl Operator for TemporalFilterOp {
         let encoded = self.codec.convert_columns(changes.rows().columns())?;
         let weights = changes.weights().clone();
         let mut keep = vec![false; changes.len()];
-        let mut stored = Vec::new();
+        let (mut waiting, mut leaving) = (Vec::new(), Vec::new());
         for (i, span) in spans.into_iter().enumerate() {
             let Some((from, until)) = span else { continue };
             if until <= now || from >= until {
@@ -251,21 +276,18 @@ impl Operator for TemporalFilterOp {
             let row = encoded.row(i);
             let weight = weights.value(i);
             if from > now {
-                let key = self
-                    .state
-                    .key(FROM_TAG, &[&time::encode(from), row.as_ref()]);
-                stored.push((key, weight, Some(until)));
+                let key = [&time::encode(from)[..], row.as_ref()].concat();
+                waiting.push((key, weight, Some(until)));
             } else {
                 keep[i] = true;
                 if until != i64::MAX {
-                    let key = self
-                        .state
-                        .key(UNTIL_TAG, &[&time::encode(until), row.as_ref()]);
-                    stored.push((key, weight, None));
+                    let key = [&time::encode(until)[..], row.as_ref()].concat();
+                    leaving.push((key, weight, None));
                 }
             }
         }
-        self.add(stored)?;
+        Self::add(&mut self.waiting, waiting)?;
+        Self::add(&mut self.leaving, leaving)?;
         let kept = changes.filter(&BooleanArray::from(keep))?;
         if !kept.is_empty() {
             out.push(kept);
@@ -295,40 +317,46 @@ impl Operator for TemporalFilterOp {
         if next <= self.now()? {
             return Ok(());
         }
-        let at = self.state.key(FROM_TAG, &[]).len();
         let mut changed = Vec::new();
         let mut visible = Vec::new();
-        for (key, value) in self.due(FROM_TAG, next)? {
+        for (key, value) in Self::take_due(&mut self.waiting, next)? {
             let mut reader = Reader::new(&value);
             let (count, until) = (reader.i64()?, reader.i64()?);
-            self.overlay.set(key.clone(), None);
             if until > next {
-                let row = key[at + 8..].to_vec();
+                let row = row_of(&key)?.to_vec();
                 if until != i64::MAX {
-                    let key = self.state.key(UNTIL_TAG, &[&time::encode(until), &row]);
+                    let key = [&time::encode(until)[..], &row].concat();
                     visible.push((key, count, None));
                 }
                 changed.push((row, count));
             }
         }
-        self.add(visible)?;
-        for (key, value) in self.due(UNTIL_TAG, next)? {
+        Self::add(&mut self.leaving, visible)?;
+        for (key, value) in Self::take_due(&mut self.leaving, next)? {
             let count = Reader::new(&value).i64()?;
-            self.overlay.set(key.clone(), None);
-            changed.push((key[at + 8..].to_vec(), -count));
+            changed.push((row_of(&key)?.to_vec(), -count));
         }
         self.emit(&changed, out)?;
         self.now = Some(next);
-        let mut value = Vec::with_capacity(8);
-        put_i64(&mut value, next);
-        self.overlay
-            .set(self.state.key(CLOCK_TAG, &[]), Some(value));
+        self.clock_moved = true;
         Ok(())
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        self.overlay.flush(batch);
+        let encode = |stored: &Vec<u8>, value: &mut Vec<u8>| value.extend_from_slice(stored);
+        self.waiting.checkpoint_entries(batch, encode)?;
+        self.leaving.checkpoint_entries(batch, encode)?;
+        if let (true, Some(now)) = (std::mem::take(&mut self.clock_moved), self.now) {
+            let mut value = Vec::with_capacity(8);
+            put_i64(&mut value, now);
+            batch.put(self.state.key(CLOCK_TAG, &[]), value);
+        }
         Ok(())
+    }
+
+    fn evict(&mut self) {
+        self.waiting.evict();
+        self.leaving.evict();
     }
 
     fn schema(&self) -> SchemaRef {

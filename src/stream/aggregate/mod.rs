@@ -17,9 +17,10 @@ pub mod acc;
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat, take};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -34,15 +35,12 @@ use crate::storage::WriteBatch;
 const GROUP_TAG: u8 = b'g';
 const VALUE_TAG: u8 = b'm';
 
-/// A group's output values, `None` when it has no row.
-type Values = Option<Vec<ScalarValue>>;
-
 #[derive(Debug)]
 struct Group {
     rows: i64,
     accs: Vec<Acc>,
-    /// The values emitted at the last barrier (`None`: the group had no row).
-    emitted: Option<Vec<ScalarValue>>,
+    /// The values emitted at the last barrier, encoded (`None`: the group had no row).
+    emitted: Option<Box<[u8]>>,
 }
 
 impl Group {
@@ -69,9 +67,7 @@ impl Record for Group {
                 _ => 48,
             })
             .sum();
-        let emitted = self.emitted.as_ref().map_or(0, |values| {
-            values.iter().map(ScalarValue::size).sum::<usize>()
-        });
+        let emitted = self.emitted.as_ref().map_or(0, |row| 16 + row.len());
         48 + accs + emitted
     }
 }
@@ -84,6 +80,8 @@ pub struct AggregateOp {
     calls: Vec<AggCall>,
     /// Encodes group keys (unused without GROUP BY).
     keys: RowConverter,
+    /// Encodes a group's output values (the columns after the group columns).
+    values: RowConverter,
     state: StateScope,
     /// The groups, by key; a cached key without a group has no rows. The groups it has seen
     /// change since the last checkpoint are those whose rows may change at the barrier.
@@ -124,11 +122,13 @@ impl AggregateOp {
         state: StateScope,
     ) -> Result<Self> {
         let fields = sort_fields(&schema.fields()[..group_exprs.len()]);
+        let value_fields = sort_fields(&schema.fields()[group_exprs.len()..]);
         let mut op = Self {
             schema,
             group_exprs,
             calls,
             keys: RowConverter::new(fields)?,
+            values: RowConverter::new(value_fields)?,
             groups: StateTable::new(state.clone(), GROUP_TAG)?,
             state,
             errors: Arc::default(),
@@ -194,21 +194,25 @@ impl AggregateOp {
             .to_vec();
         // Closed groups: those stored below the bound, and those changed since the last
         // checkpoint (not stored yet) below it.
-        let closed = self.groups.keys_in_range(&[], &bound)?;
+        let closed = self.groups.keys_in_range(&[], Some(&bound))?;
         if self.emit_on_close && !closed.is_empty() {
             let keys: Vec<&[u8]> = closed.iter().map(AsRef::as_ref).collect();
             self.load(&keys)?;
-            let mut rows = Vec::with_capacity(closed.len());
+            let mut shown: Vec<&[u8]> = Vec::with_capacity(closed.len());
+            let mut groups: Vec<&Group> = Vec::with_capacity(closed.len());
             for key in &closed {
                 let Some(Some(group)) = self.groups.get(key) else {
                     return Err(StreamError::Internal("closed group not loaded".into()));
                 };
-                if let Some(values) = self.values(group)? {
-                    rows.push((key.as_ref(), values, 1));
+                if self.has_row(group) {
+                    shown.push(key);
+                    groups.push(group);
                 }
             }
-            if !rows.is_empty() {
-                out.push(self.rows(rows)?);
+            if !shown.is_empty() {
+                let values = self.value_columns(&groups)?;
+                let weights = vec![1; shown.len()];
+                out.push(self.batch(&shown, values, weights)?);
             }
         }
         if !closed.is_empty() {
@@ -222,56 +226,184 @@ impl AggregateOp {
 
     /// Makes sure the groups with `keys` are in memory, reading the missing ones in one batch.
     fn load(&mut self, keys: &[&[u8]]) -> Result<()> {
+        let missing: Vec<&[u8]> = keys
+            .iter()
+            .copied()
+            .filter(|k| self.groups.get(k).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
         let Self {
             groups,
             calls,
             state,
             ..
         } = self;
-        let global = self.group_exprs.is_empty();
-        groups.load(keys, |key, bytes| {
-            let mut group = decode_group(calls, state, key, &bytes)?;
-            // Stored state is the state of the last barrier: so are its values.
-            group.emitted = values(calls, global, &group)?;
-            Ok(group)
-        })
+        groups.load(&missing, |key, bytes| {
+            decode_group(calls, state, key, &bytes)
+        })?;
+        // Stored state is the state of the last barrier: so are its values.
+        let mut loaded: Vec<&[u8]> = Vec::with_capacity(missing.len());
+        let mut shown: Vec<&Group> = Vec::with_capacity(missing.len());
+        for key in missing {
+            if let Some(Some(group)) = self.groups.get(key)
+                && self.has_row(group)
+                && group.emitted.is_none()
+            {
+                loaded.push(key);
+                shown.push(group);
+            }
+        }
+        if loaded.is_empty() {
+            return Ok(());
+        }
+        let rows = self.values.convert_columns(&self.value_columns(&shown)?)?;
+        for (i, key) in loaded.into_iter().enumerate() {
+            let row: Box<[u8]> = encoded(&rows, i).into();
+            self.groups.update_unchanged(key, |slot| {
+                if let Some(group) = slot {
+                    group.emitted = Some(row);
+                }
+            });
+        }
+        Ok(())
     }
 
-    fn values(&self, group: &Group) -> Result<Option<Vec<ScalarValue>>> {
-        values(&self.calls, self.is_global(), group)
+    /// Emits the rows of the groups changed since the last checkpoint (a barrier without a
+    /// checkpoint in between finds them emitted already): for each whose values changed, the
+    /// retraction of the row it had and its new row. Values are built a column at a time and
+    /// compared encoded.
+    fn emit_changes(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let changed = self.groups.changed();
+        // Groups with a row now (positions in `changed`), and those whose row went.
+        let (mut live, mut live_groups, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, key) in changed.iter().enumerate() {
+            let Some(Some(group)) = self.groups.get(key) else {
+                continue;
+            };
+            if self.has_row(group) {
+                live.push(i);
+                live_groups.push(group);
+            } else if group.emitted.is_some() {
+                gone.push(i);
+            }
+        }
+        let columns = self.value_columns(&live_groups)?;
+        let rows = self.values.convert_columns(&columns)?;
+        // Retractions: (position in `changed`, the row it had); insertions: (position, index
+        // into `columns`).
+        let mut retracted: Vec<(usize, Box<[u8]>)> = Vec::new();
+        let mut inserted: Vec<(usize, u32)> = Vec::new();
+        for (at, (&i, group)) in live.iter().zip(&live_groups).enumerate() {
+            let row = encoded(&rows, at);
+            if group.emitted.as_deref() == Some(row) {
+                continue;
+            }
+            if let Some(old) = &group.emitted {
+                retracted.push((i, old.clone()));
+            }
+            inserted.push((i, at as u32));
+        }
+        for &i in &gone {
+            if let Some(Some(group)) = self.groups.get(&changed[i])
+                && let Some(old) = &group.emitted
+            {
+                retracted.push((i, old.clone()));
+            }
+        }
+        if retracted.is_empty() && inserted.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&[u8]> = retracted
+            .iter()
+            .map(|(i, _)| changed[*i].as_ref())
+            .chain(inserted.iter().map(|(i, _)| changed[*i].as_ref()))
+            .collect();
+        let parser = self.values.parser();
+        let before = self
+            .values
+            .convert_rows(retracted.iter().map(|(_, row)| parser.parse(row)))?;
+        let picks = UInt32Array::from_iter_values(inserted.iter().map(|(_, at)| *at));
+        let values = before
+            .iter()
+            .zip(&columns)
+            .map(|(old, new)| {
+                let new = take(new.as_ref(), &picks, None)?;
+                Ok(concat(&[old.as_ref(), new.as_ref()])?)
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let mut weights = vec![-1; retracted.len()];
+        weights.resize(keys.len(), 1);
+        let batch = self.batch(&keys, values, weights)?;
+        // What each group shows now.
+        let shown: Vec<(usize, Box<[u8]>)> = inserted
+            .iter()
+            .map(|(i, at)| (*i, encoded(&rows, *at as usize).into()))
+            .collect();
+        for i in gone {
+            if let Some(Some(group)) = self.groups.changed_mut(i) {
+                group.emitted = None;
+            }
+        }
+        for (i, row) in shown {
+            if let Some(Some(group)) = self.groups.changed_mut(i) {
+                group.emitted = Some(row);
+            }
+        }
+        out.push(batch);
+        Ok(())
     }
 
-    /// Output rows `(group key, values)` with their weights.
-    fn rows(&self, rows: Vec<(&[u8], Vec<ScalarValue>, i64)>) -> Result<ChangeBatch> {
-        let parser = self.keys.parser();
+    /// Whether `group` has a row in the output (a global aggregate always has one).
+    fn has_row(&self, group: &Group) -> bool {
+        group.rows > 0 || self.is_global()
+    }
+
+    /// The output values of `groups`, one column per call.
+    fn value_columns(&self, groups: &[&Group]) -> Result<Vec<ArrayRef>> {
+        self.calls
+            .iter()
+            .enumerate()
+            .map(|(i, call)| call.column(groups.iter().map(|g| &g.accs[i])))
+            .collect()
+    }
+
+    /// Output rows: the groups with `keys` and their `values` (one column per call), with
+    /// their `weights`.
+    fn batch(
+        &self,
+        keys: &[&[u8]],
+        values: Vec<ArrayRef>,
+        weights: Vec<i64>,
+    ) -> Result<ChangeBatch> {
         let mut columns: Vec<ArrayRef> = if self.is_global() {
             Vec::new()
         } else {
+            let parser = self.keys.parser();
             let in_key_order = self
                 .keys
-                .convert_rows(rows.iter().map(|(key, _, _)| parser.parse(key)))?;
+                .convert_rows(keys.iter().map(|key| parser.parse(key)))?;
             let mut placed: Vec<(usize, ArrayRef)> =
                 self.key_order.iter().copied().zip(in_key_order).collect();
             placed.sort_unstable_by_key(|(position, _)| *position);
             placed.into_iter().map(|(_, array)| array).collect()
         };
-        for (index, field) in self.schema.fields()[self.group_exprs.len()..]
-            .iter()
-            .enumerate()
-        {
-            let values = rows.iter().map(|(_, values, _)| values[index].clone());
-            let array = if rows.is_empty() {
-                datafusion::arrow::array::new_empty_array(field.data_type())
-            } else {
-                ScalarValue::iter_to_array(values)?
-            };
-            columns.push(array);
-        }
-        let weights = Int64Array::from_iter_values(rows.iter().map(|(_, _, w)| *w));
+        columns.extend(values);
         let options =
-            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(keys.len()));
         let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
-        Ok(ChangeBatch::new(batch, weights))
+        Ok(ChangeBatch::new(batch, Int64Array::from(weights)))
+    }
+}
+
+/// The `i`th of encoded values: empty when there are no values (a GROUP BY without aggregate
+/// calls), where `rows` has none.
+fn encoded(rows: &Rows, i: usize) -> &[u8] {
+    if i < rows.num_rows() {
+        rows.row(i).data()
+    } else {
+        &[]
     }
 }
 
@@ -298,19 +430,6 @@ fn decode_group(calls: &[AggCall], state: &StateScope, key: &[u8], bytes: &[u8])
         accs,
         emitted: None,
     })
-}
-
-/// A group's output values, `None` when it has no row (a global aggregate always has one).
-fn values(calls: &[AggCall], global: bool, group: &Group) -> Result<Option<Vec<ScalarValue>>> {
-    if group.rows <= 0 && !global {
-        return Ok(None);
-    }
-    calls
-        .iter()
-        .zip(&group.accs)
-        .map(|(call, acc)| call.value(acc))
-        .collect::<Result<Vec<_>>>()
-        .map(Some)
 }
 
 impl Operator for AggregateOp {
@@ -400,39 +519,8 @@ impl Operator for AggregateOp {
     }
 
     fn on_barrier(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
-        // The groups changed since the last checkpoint (a barrier without a checkpoint in
-        // between finds them emitted already): each emits the retraction of the row it had and
-        // its new row.
-        let mut changes: Vec<(usize, Values, Values)> = Vec::new();
         if !self.emit_on_close {
-            for (i, key) in self.groups.changed().iter().enumerate() {
-                let Some(Some(group)) = self.groups.get(key) else {
-                    continue;
-                };
-                let after = self.values(group)?;
-                if group.emitted != after {
-                    changes.push((i, group.emitted.clone(), after));
-                }
-            }
-        }
-        for (i, _, after) in &changes {
-            if let Some(Some(group)) = self.groups.changed_mut(*i) {
-                group.emitted = after.clone();
-            }
-        }
-        let keys = self.groups.changed();
-        let mut emitted = Vec::with_capacity(changes.len() * 2);
-        for (i, before, after) in changes {
-            let key = keys[i].as_ref();
-            if let Some(before) = before {
-                emitted.push((key, before, -1));
-            }
-            if let Some(after) = after {
-                emitted.push((key, after, 1));
-            }
-        }
-        if !emitted.is_empty() {
-            out.push(self.rows(emitted)?);
+            self.emit_changes(out)?;
         }
         self.close(out)
     }

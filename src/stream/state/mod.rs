@@ -4,6 +4,11 @@
 //! position (u16 BE). Inside it, a one-byte tag separates kinds of entries (an aggregate's
 //! groups from its value multisets, a join's left rows from its right rows), followed by keys in
 //! Arrow's row format. Dropping a view deletes `s` + view id.
+//!
+//! Operators read and write their state through a [`StateTable`] (`table`): keyed records
+//! cached within the server's budget, written once per changed key per checkpoint. Operators
+//! whose state is ordered within a partition and read in ranges (OVER, SESSION) keep each
+//! partition as one record of sorted entries ([`Partitions`], `sorted`).
 
 use std::sync::Arc;
 
@@ -15,8 +20,10 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::ExprErrors;
 use crate::storage::Store;
 
+pub mod sorted;
 pub mod table;
 
+pub use sorted::{Partitions, Sorted};
 pub use table::{CacheBudget, Record, StateTable};
 
 /// The storage tag of operator state.
@@ -132,130 +139,6 @@ impl<'a> Reader<'a> {
 pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     put_i64(out, bytes.len() as i64);
     out.extend_from_slice(bytes);
-}
-
-/// State an operator wrote since its last checkpoint (`None`: deleted), read over the store:
-/// what an operator that reads its state back in ranges sees before the epoch commits.
-#[derive(Debug, Default)]
-pub struct Overlay {
-    entries: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Key ranges deleted since the last checkpoint, applied after the writes.
-    ranges: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-impl Overlay {
-    /// Sets `key` to `value`, or deletes it with `None`.
-    pub fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.entries.insert(key, value);
-    }
-
-    /// The value of `key` as it stands: this epoch's write, else the store's.
-    pub fn get(&self, store: &Store, key: &[u8]) -> super::Result<Option<Vec<u8>>> {
-        match self.entries.get(key) {
-            Some(value) => Ok(value.clone()),
-            None => Ok(store.get(key)?),
-        }
-    }
-
-    /// The values of `keys` as they stand, the stored ones read in one call.
-    pub fn get_many(&self, store: &Store, keys: &[Vec<u8>]) -> super::Result<Vec<Option<Vec<u8>>>> {
-        let unwritten: Vec<Vec<u8>> = keys
-            .iter()
-            .filter(|k| !self.entries.contains_key(*k))
-            .cloned()
-            .collect();
-        let mut stored = store.multi_get(&unwritten)?.into_iter();
-        Ok(keys
-            .iter()
-            .map(|k| match self.entries.get(k) {
-                Some(value) => value.clone(),
-                None => stored.next().flatten(),
-            })
-            .collect())
-    }
-
-    /// The first entry of `[from, to)` as it stands: the store under this epoch's writes.
-    pub fn first(
-        &self,
-        store: &Store,
-        from: &[u8],
-        to: &[u8],
-    ) -> super::Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let mut stored = None;
-        store.scan_range::<super::StreamError>(from, to, |k, v| {
-            if matches!(self.entries.get(k), Some(None)) {
-                return Ok(true);
-            }
-            stored = Some((k.to_vec(), v.to_vec()));
-            Ok(false)
-        })?;
-        let written = self
-            .entries
-            .range(from.to_vec()..to.to_vec())
-            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())));
-        Ok(match (stored, written) {
-            (Some(s), Some(w)) => Some(if w.0 <= s.0 { w } else { s }),
-            (s, w) => w.or(s),
-        })
-    }
-
-    /// Deletes the keys in `[from, to)`, written or stored, at the checkpoint. Until then the
-    /// stored ones still read: callers delete what they will not read again.
-    pub fn delete_range(&mut self, from: Vec<u8>, to: Vec<u8>) {
-        let keys: Vec<Vec<u8>> = self
-            .entries
-            .range(from.clone()..to.clone())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            self.entries.remove(&key);
-        }
-        self.ranges.push((from, to));
-    }
-
-    /// Applies the writes to keys in `[from, to)` to `found`, entries read from the store.
-    pub fn apply(
-        &self,
-        found: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
-        from: &[u8],
-        to: &[u8],
-    ) {
-        for (k, v) in self.entries.range(from.to_vec()..to.to_vec()) {
-            match v {
-                Some(v) => found.insert(k.clone(), v.clone()),
-                None => found.remove(k),
-            };
-        }
-    }
-
-    /// The entries of `[from, to)` in `store` with the writes applied.
-    pub fn read(
-        &self,
-        store: &Store,
-        from: &[u8],
-        to: &[u8],
-    ) -> super::Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
-        let mut found = std::collections::BTreeMap::new();
-        store.scan_range::<super::StreamError>(from, to, |k, v| {
-            found.insert(k.to_vec(), v.to_vec());
-            Ok(true)
-        })?;
-        self.apply(&mut found, from, to);
-        Ok(found)
-    }
-
-    /// Moves the writes, then the range deletions, into `batch`.
-    pub fn flush(&mut self, batch: &mut crate::storage::WriteBatch) {
-        for (key, value) in std::mem::take(&mut self.entries) {
-            match value {
-                Some(value) => batch.put(key, value),
-                None => batch.delete(key),
-            }
-        }
-        for (from, to) in std::mem::take(&mut self.ranges) {
-            batch.delete_range(from.as_slice(), to.as_slice());
-        }
-    }
 }
 
 /// The smallest key after every key starting with `prefix` (the end of its range).

@@ -107,6 +107,20 @@ impl Record for i64 {
     }
 }
 
+/// Bytes, stored as they are (an index entry's value, a session's start).
+impl Record for Vec<u8> {
+    fn size(&self) -> usize {
+        24 + self.len()
+    }
+}
+
+/// A key that is its own record: an index entry.
+impl Record for () {
+    fn size(&self) -> usize {
+        0
+    }
+}
+
 /// A cached key: its record, or `None` when it has none.
 #[derive(Debug)]
 struct Slot<V> {
@@ -215,7 +229,7 @@ impl<V: Record> StateTable<V> {
             .into_iter()
             .partition(|k| in_ranges(&self.deleted, k));
         for key in gone {
-            self.put_absent(key);
+            self.insert_clean(key, None);
         }
         if missing.is_empty() {
             return Ok(());
@@ -233,18 +247,7 @@ impl<V: Record> StateTable<V> {
         };
         for (key, value) in missing.into_iter().zip(found) {
             let record = value.map(|v| decode(key, v)).transpose()?;
-            let size = SLOT_OVERHEAD + key.len() + record.as_ref().map_or(0, Record::size);
-            self.bytes += size;
-            self.scope.budget().add(size);
-            self.slots.insert(
-                key.into(),
-                Slot {
-                    record,
-                    dirty: false,
-                    touched: self.epoch,
-                    size,
-                },
-            );
+            self.insert_clean(key, record);
         }
         Ok(())
     }
@@ -257,63 +260,20 @@ impl<V: Record> StateTable<V> {
         keys: &[&[u8]],
         mut decode: impl FnMut(&[u8], Vec<(Box<[u8]>, Vec<u8>)>) -> Result<V>,
     ) -> Result<()> {
-        let mut missing: Vec<&[u8]> = keys
-            .iter()
-            .copied()
-            .filter(|k| !self.slots.contains_key(*k))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        for key in missing {
-            if self.complete || in_ranges(&self.deleted, key) {
-                self.put_absent(key);
-                continue;
-            }
-            let prefix = self.storage_key(key);
-            let mut entries = Vec::new();
-            self.scope
-                .store()
-                .scan_prefix::<crate::stream::StreamError>(&prefix, |k, v| {
+        for &key in keys {
+            self.load_with(key, |store, prefix| {
+                let mut entries = Vec::new();
+                store.scan_prefix::<crate::stream::StreamError>(prefix, |k, v| {
                     entries.push((k[prefix.len()..].into(), v.to_vec()));
                     Ok(true)
                 })?;
-            self.reads += 1;
-            self.scope.budget().reads.fetch_add(1, Ordering::Relaxed);
-            if entries.is_empty() {
-                self.put_absent(key);
-                continue;
-            }
-            let record = decode(key, entries)?;
-            let size = SLOT_OVERHEAD + key.len() + record.size();
-            self.bytes += size;
-            self.scope.budget().add(size);
-            self.slots.insert(
-                key.into(),
-                Slot {
-                    record: Some(record),
-                    dirty: false,
-                    touched: self.epoch,
-                    size,
-                },
-            );
+                if entries.is_empty() {
+                    return Ok(None);
+                }
+                decode(key, entries).map(Some)
+            })?;
         }
         Ok(())
-    }
-
-    /// Caches `key` as having no record.
-    fn put_absent(&mut self, key: &[u8]) {
-        let size = SLOT_OVERHEAD + key.len();
-        self.bytes += size;
-        self.scope.budget().add(size);
-        self.slots.insert(
-            key.into(),
-            Slot {
-                record: None,
-                dirty: false,
-                touched: self.epoch,
-                size,
-            },
-        );
     }
 
     /// The record of a cached key (`None` inside: the key has none); `None` when not cached.
@@ -330,6 +290,45 @@ impl<V: Record> StateTable<V> {
             self.dirty.push(key.into());
         }
         Some(&mut slot.record)
+    }
+
+    /// Sets the record of `key` (`None`: it has none), cached or not, without reading what is
+    /// stored: a write that does not depend on the old record.
+    pub fn put(&mut self, key: &[u8], record: Option<V>) {
+        let epoch = self.epoch;
+        match self.slots.get_mut(key) {
+            Some(slot) => {
+                slot.record = record;
+                slot.touched = epoch;
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(key.into());
+                }
+            }
+            None => {
+                let size = SLOT_OVERHEAD + key.len() + record.as_ref().map_or(0, Record::size);
+                self.bytes += size;
+                self.scope.budget().add(size);
+                self.slots.insert(
+                    key.into(),
+                    Slot {
+                        record,
+                        dirty: true,
+                        touched: epoch,
+                        size,
+                    },
+                );
+                self.dirty.push(key.into());
+            }
+        }
+    }
+
+    /// Marks a cached key as used now, so that eviction keeps it longer: for records read
+    /// without being changed.
+    pub fn touch(&mut self, key: &[u8]) {
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.touched = self.epoch;
+        }
     }
 
     /// Changes the record of a cached key by `change` without marking it changed, for a change
@@ -353,37 +352,127 @@ impl<V: Record> StateTable<V> {
         self.slots.get_mut(key).map(|s| &mut s.record)
     }
 
-    /// The cached keys in `[from, to)` that have a record, and the stored ones, in order: what
-    /// the range holds now.
-    pub fn keys_in_range(&mut self, from: &[u8], to: &[u8]) -> Result<Vec<Box<[u8]>>> {
+    /// The keys in `[from, to)` (to the end of the table when `to` is `None`) that have a record
+    /// now, in order: the stored ones merged with those changed since the last checkpoint.
+    pub fn keys_in_range(&mut self, from: &[u8], to: Option<&[u8]>) -> Result<Vec<Box<[u8]>>> {
+        self.scan_range(from, to, |_, _, _| Ok(true))
+    }
+
+    /// [`StateTable::keys_in_range`], caching the stored records read on the way (decoded by
+    /// `decode(key, stored value)`), so that [`StateTable::get`] has every key returned.
+    pub fn load_range(
+        &mut self,
+        from: &[u8],
+        to: Option<&[u8]>,
+        mut decode: impl FnMut(&[u8], Vec<u8>) -> Result<V>,
+    ) -> Result<Vec<Box<[u8]>>> {
+        self.scan_range(from, to, |table, key, value| {
+            let record = decode(key, value)?;
+            table.insert_clean(key, Some(record));
+            Ok(true)
+        })
+    }
+
+    /// The keys in `[from, to)` with a record now; `read(table, key, stored value)` is called for
+    /// each stored key not cached, and returns whether it has a record.
+    fn scan_range(
+        &mut self,
+        from: &[u8],
+        to: Option<&[u8]>,
+        mut read: impl FnMut(&mut Self, &[u8], Vec<u8>) -> Result<bool>,
+    ) -> Result<Vec<Box<[u8]>>> {
+        let in_span = |k: &[u8]| k >= from && to.is_none_or(|to| k < to);
+        // Cached keys that are not dirty are stored as they are cached: the scan finds them.
+        // Dirty ones decide for themselves.
         let mut keys: Vec<Box<[u8]>> = Vec::new();
-        if !self.complete {
-            let prefix = self.storage_key(&[]).len();
-            self.scope
-                .store()
-                .scan_range::<crate::stream::StreamError>(
-                    &self.storage_key(from),
-                    &self.storage_key(to),
-                    |k, _| {
-                        let key = &k[prefix..];
-                        if !in_ranges(&self.deleted, key) {
-                            keys.push(key.into());
-                        }
-                        Ok(true)
-                    },
-                )?;
-            // A cached key decides: deleted or changed since the last checkpoint.
-            keys.retain(|k| self.slots.get(k).is_none_or(|s| s.record.is_some()));
+        let mut stored: Vec<(Box<[u8]>, Vec<u8>)> = Vec::new();
+        let prefix = self.prefix.len();
+        let end = match to {
+            Some(to) => self.storage_key(to),
+            None => super::upper_bound(&self.prefix),
+        };
+        self.scope
+            .store()
+            .scan_range::<crate::stream::StreamError>(&self.storage_key(from), &end, |k, v| {
+                let key = &k[prefix..];
+                if !in_ranges(&self.deleted, key) {
+                    stored.push((key.into(), v.to_vec()));
+                }
+                Ok(true)
+            })?;
+        for (key, value) in stored {
+            match self.slots.get(&key) {
+                Some(slot) => {
+                    if slot.record.is_some() {
+                        keys.push(key);
+                    }
+                }
+                None => {
+                    if read(self, &key, value)? {
+                        keys.push(key);
+                    }
+                }
+            }
         }
-        keys.extend(
-            self.slots
-                .iter()
-                .filter(|(k, s)| s.record.is_some() && k.as_ref() >= from && k.as_ref() < to)
-                .map(|(k, _)| k.clone()),
-        );
+        for key in &self.dirty {
+            if in_span(key) && self.slots.get(key).is_some_and(|s| s.record.is_some()) {
+                keys.push(key.clone());
+            }
+        }
         keys.sort_unstable();
         keys.dedup();
         Ok(keys)
+    }
+
+    /// Caches a record read by the caller (`None`: the key has none) as stored: not changed.
+    fn insert_clean(&mut self, key: &[u8], record: Option<V>) {
+        let size = SLOT_OVERHEAD + key.len() + record.as_ref().map_or(0, Record::size);
+        self.bytes += size;
+        self.scope.budget().add(size);
+        self.slots.insert(
+            key.into(),
+            Slot {
+                record,
+                dirty: false,
+                touched: self.epoch,
+                size,
+            },
+        );
+    }
+
+    /// Makes sure `key` is cached without reading it: a key known to have no record is cached as
+    /// such, any other as `unknown()` (a record standing for what is stored, read later).
+    pub fn cache_unread(&mut self, key: &[u8], unknown: impl FnOnce() -> V) {
+        if self.slots.contains_key(key) {
+            return;
+        }
+        if self.complete || in_ranges(&self.deleted, key) {
+            self.insert_clean(key, None);
+        } else {
+            self.insert_clean(key, Some(unknown()));
+        }
+    }
+
+    /// Makes sure `key` is cached: when it is not (and may be stored), `read(store, storage
+    /// key)` reads its record; a key known to have none is cached as such without a read.
+    pub fn load_with(
+        &mut self,
+        key: &[u8],
+        read: impl FnOnce(&crate::storage::Store, &[u8]) -> Result<Option<V>>,
+    ) -> Result<()> {
+        if self.slots.contains_key(key) {
+            return Ok(());
+        }
+        if self.complete || in_ranges(&self.deleted, key) {
+            self.insert_clean(key, None);
+            return Ok(());
+        }
+        let storage_key = self.storage_key(key);
+        let record = read(self.scope.store(), &storage_key)?;
+        self.reads += 1;
+        self.scope.budget().reads.fetch_add(1, Ordering::Relaxed);
+        self.insert_clean(key, record);
+        Ok(())
     }
 
     /// The first keys after `after` (all keys when `None`) that have a record now, in key
@@ -450,18 +539,7 @@ impl<V: Record> StateTable<V> {
                     }
                     None => {
                         let record = decode(&key, value)?;
-                        let size = SLOT_OVERHEAD + key.len() + record.size();
-                        self.bytes += size;
-                        self.scope.budget().add(size);
-                        self.slots.insert(
-                            key.clone(),
-                            Slot {
-                                record: Some(record),
-                                dirty: false,
-                                touched: self.epoch,
-                                size,
-                            },
-                        );
+                        self.insert_clean(&key, Some(record));
                         found.push(key);
                     }
                 }
@@ -527,6 +605,30 @@ impl<V: Record> StateTable<V> {
             resize(slot, &key, &budget, &mut self.bytes);
         }
         Ok(())
+    }
+
+    /// [`StateTable::checkpoint`] for records stored as one entry each under their key:
+    /// `encode(record, value)` appends a record's stored value; a key without one is deleted.
+    pub fn checkpoint_entries(
+        &mut self,
+        batch: &mut WriteBatch,
+        mut encode: impl FnMut(&V, &mut Vec<u8>),
+    ) -> Result<()> {
+        let prefix = self.storage_key(&[]);
+        let (mut key, mut value) = (prefix.clone(), Vec::new());
+        self.checkpoint(batch, |k, slot, batch| {
+            key.truncate(prefix.len());
+            key.extend_from_slice(k);
+            match slot {
+                Some(record) => {
+                    value.clear();
+                    encode(record, &mut value);
+                    batch.put(&key, &value);
+                }
+                None => batch.delete(&key),
+            }
+            Ok(())
+        })
     }
 
     /// After a commit: when the cached state of all views is over the budget, drops this
@@ -721,10 +823,10 @@ mod tests {
         // A stored key in the range reads as absent; one written again survives the checkpoint.
         add(&mut table, 3, 7);
         assert_eq!(table.get(&3u64.to_be_bytes()), Some(&Some(7)));
-        assert!(table.keys_in_range(&from, &to).unwrap().len() == 1);
+        assert!(table.keys_in_range(&from, Some(&to)).unwrap().len() == 1);
         commit(&mut table, &store);
         let mut reopened: StateTable<i64> = StateTable::new(scope, b'k').unwrap();
-        let kept = reopened.keys_in_range(&from, &to).unwrap();
+        let kept = reopened.keys_in_range(&from, Some(&to)).unwrap();
         assert_eq!(kept, vec![Box::from(&3u64.to_be_bytes()[..])]);
         add(&mut reopened, 3, 0);
         assert_eq!(reopened.get(&3u64.to_be_bytes()), Some(&Some(7)));
@@ -742,13 +844,13 @@ mod tests {
         commit(&mut table, &store);
         add(&mut table, 2, 1);
         let (from, to) = (0u64.to_be_bytes(), 5u64.to_be_bytes());
-        assert_eq!(table.keys_in_range(&from, &to).unwrap().len(), 5);
+        assert_eq!(table.keys_in_range(&from, Some(&to)).unwrap().len(), 5);
         table.delete_range(&from, &to);
-        assert_eq!(table.keys_in_range(&from, &to).unwrap().len(), 0);
+        assert_eq!(table.keys_in_range(&from, Some(&to)).unwrap().len(), 0);
         commit(&mut table, &store);
         let mut reopened: StateTable<i64> = StateTable::new(scope, b'k').unwrap();
-        assert_eq!(reopened.keys_in_range(&from, &to).unwrap().len(), 0);
-        let rest = reopened.keys_in_range(&from, &[0xff; 9]).unwrap();
+        assert_eq!(reopened.keys_in_range(&from, Some(&to)).unwrap().len(), 0);
+        let rest = reopened.keys_in_range(&from, None).unwrap();
         assert_eq!(rest.first().map(|k| k.to_vec()), Some(to.to_vec()));
         assert_eq!(rest.len(), 5);
     }

@@ -21,7 +21,7 @@ impl AggCall {
     }
 
     /// Decodes stored values (their last encoded column) into one array.
-    fn decode(&self, rows: &[&[u8]]) -> Result<ArrayRef> {
+    pub(super) fn decode(&self, rows: &[&[u8]]) -> Result<ArrayRef> {
         let converter = self
             .values
             .as_ref()
