@@ -31,14 +31,19 @@ for bench in "${which[@]}"; do
       AUGUR_BENCH_PG="$REF_PG_CONN" "${executables[point_lookup]}"
       stop_reference_postgres
       ;;
-    streaming | freshness)
+    freshness)
       "${executables[$bench]}"
       ;;
-    kafka | files)
-      # DuckDB's read_json and read_parquet as the batch references, from PyPI into .venv.
+    streaming | kafka | files)
+      # DuckDB as the batch reference (read_json and read_parquet for kafka and files) and
+      # Pathway as the streaming one (streaming), from PyPI into .venv.
       [ -x "$AUGUR_ROOT/.venv/bin/python" ] || python3 -m venv "$AUGUR_ROOT/.venv"
       "$AUGUR_ROOT/.venv/bin/python" -c 'import duckdb' 2>/dev/null \
         || "$AUGUR_ROOT/.venv/bin/pip" install --quiet --disable-pip-version-check duckdb
+      if [ "$bench" = streaming ]; then
+        "$AUGUR_ROOT/.venv/bin/python" -c 'import pathway' 2>/dev/null \
+          || "$AUGUR_ROOT/.venv/bin/pip" install --quiet --disable-pip-version-check pathway
+      fi
       "${executables[$bench]}"
       ;;
     predict | http)

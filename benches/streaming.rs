@@ -7,7 +7,12 @@
 //! bounded source is read to its end and the last epoch is committed. The reference, in the same
 //! run on the same rows, is the same query run once as a batch query by DataFusion inside the
 //! same server (`SELECT ... FROM s GROUP BY user_id` over the source, whose rows are generated
-//! again for the scan): the cost of computing the answer once, against keeping it current.
+//! again for the scan): the cost of computing the answer once, against keeping it current. A
+//! second reference is DuckDB (from `.venv`, one thread) computing the same aggregate once over
+//! as many events with the same distribution of keys, generated inside DuckDB. The streaming
+//! reference is Pathway (from `.venv`, one thread) keeping the same GROUP BY up to date over as
+//! many events, pushed through its Python connector and committed as often (in events) as
+//! Augur's epochs committed in the same run (`benches/pathway_groupby.py`).
 //!
 //! Run with `benches/run.sh streaming` (release build). `AUGUR_BENCH_SCALE=0.25` scales the event
 //! counts; `AUGUR_BENCH_KEYS=100000` runs only the runs with that many keys.
@@ -26,6 +31,8 @@ struct Run {
     wall: f64,
     batch_cpu: f64,
     batch_wall: f64,
+    duckdb_cpu: Option<f64>,
+    pathway_cpu: Option<f64>,
     rss: f64,
     disk: f64,
 }
@@ -81,7 +88,17 @@ async fn measure(keys: u64, events: u64, epoch_ms: u64) -> Run {
         rows,
         "batch and view have the same groups"
     );
+    let duckdb_cpu = common::duckdb_seconds(&format!(
+        "SELECT count(*) FROM (SELECT user_id, count(*), sum(amount), max(amount) \
+         FROM (SELECT 1 + hash(i) % {keys} AS user_id, (hash(i + {events}) % 1000000) / 1000.0 AS amount \
+               FROM range({events}) AS t(i)) GROUP BY user_id)"
+    ));
+    // Pathway commits as many events at a time as Augur's epochs held.
+    let per_commit = ((events as f64 / wall) * epoch_ms as f64 / 1000.0).max(1.0) as u64;
+    let pathway_cpu = pathway(events, keys, per_commit);
     Run {
+        duckdb_cpu,
+        pathway_cpu,
         epoch_ms,
         keys,
         events,
@@ -92,6 +109,41 @@ async fn measure(keys: u64, events: u64, epoch_ms: u64) -> Run {
         rss: rss_mib(pid),
         disk: dir_mib(augur.dir.path()),
     }
+}
+
+/// Events per CPU-second, or why there is no figure.
+fn per_cpu(events: u64, cpu: Option<f64>) -> String {
+    cpu.map_or("not measured".into(), |cpu| {
+        format!("{:.0}", events as f64 / cpu)
+    })
+}
+
+/// Pathway's CPU seconds for the GROUP BY over `events` events, committed every `per_commit`;
+/// `None` (said on stderr) when `.venv` has no pathway.
+fn pathway(events: u64, keys: u64, per_commit: u64) -> Option<f64> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("benches/pathway_groupby.py"))
+        .args([events, keys, per_commit].map(|n| n.to_string()))
+        .env("PATHWAY_THREADS", "1")
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("pathway: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let [cpu, _groups, counted] = fields[..] else {
+        eprintln!("pathway: unexpected output {text:?}");
+        return None;
+    };
+    assert_eq!(
+        counted,
+        events.to_string(),
+        "Pathway counted every event once"
+    );
+    cpu.parse().ok()
 }
 
 fn main() {
@@ -109,9 +161,9 @@ fn main() {
         (10_000_000, large, 1000),
     ];
     println!(
-        "| keys | epoch | events | incremental events/CPU-s | wall events/s | CPU s | batch events/CPU-s | batch wall s | incremental / batch | peak RSS | data dir |"
+        "| keys | epoch | events | incremental events/CPU-s | wall events/s | CPU s | batch events/CPU-s | batch wall s | incremental / batch | DuckDB batch events/CPU-s | Pathway events/CPU-s | peak RSS | data dir |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     // AUGUR_BENCH_KEYS=10000000 runs only the runs with that many keys.
     let only: Option<u64> = std::env::var("AUGUR_BENCH_KEYS")
         .ok()
@@ -124,7 +176,7 @@ fn main() {
         let inc = run.events as f64 / run.cpu;
         let batch = run.events as f64 / run.batch_cpu;
         println!(
-            "| {} | {} ms | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2}× | {:.0} MiB | {:.0} MiB |",
+            "| {} | {} ms | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2}× | {} | {} | {:.0} MiB | {:.0} MiB |",
             run.keys,
             run.epoch_ms,
             run.events,
@@ -134,6 +186,8 @@ fn main() {
             batch,
             run.batch_wall,
             inc / batch,
+            per_cpu(run.events, run.duckdb_cpu),
+            per_cpu(run.events, run.pathway_cpu),
             run.rss,
             run.disk,
         );

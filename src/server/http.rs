@@ -236,7 +236,10 @@ async fn ingest(
     };
     let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
     match webhook.accept(&refs).await {
-        Ok(rows) => (StatusCode::OK, axum::Json(json!({"rows": rows}))).into_response(),
+        Ok(rows) => {
+            api.db.runtime().wake();
+            (StatusCode::OK, axum::Json(json!({"rows": rows}))).into_response()
+        }
         Err(e) => failure(StatusCode::BAD_REQUEST, "22P02", e),
     }
 }

@@ -252,6 +252,29 @@ impl Snapshot {
     }
 }
 
+/// Orders two keys as RocksDB does (bytewise), faster than a `memcmp` call for the short keys
+/// of operator state and view rows: the first 16 bytes compared as one number, the rest only
+/// when those are equal. Sorting a checkpoint's keys with it saves most of the sort.
+#[inline]
+pub fn compare_keys(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    #[inline]
+    fn head(key: &[u8]) -> u128 {
+        let mut bytes = [0u8; 16];
+        let n = key.len().min(16);
+        bytes[..n].copy_from_slice(&key[..n]);
+        u128::from_be_bytes(bytes)
+    }
+    head(a).cmp(&head(b)).then_with(|| {
+        // Equal heads: either both go on, or the shorter key is the other's prefix (what
+        // padding with zeros made equal, the longer one has as zeros).
+        if a.len() > 16 && b.len() > 16 {
+            a[16..].cmp(&b[16..])
+        } else {
+            a.len().cmp(&b.len())
+        }
+    })
+}
+
 /// The smallest key greater than every key starting with `prefix`, if there is one.
 pub fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut upper = prefix.to_vec();
@@ -267,6 +290,30 @@ pub fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_compare_as_bytes() {
+        let keys: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0],
+            vec![0, 0],
+            vec![1],
+            vec![1, 0],
+            vec![1, 2],
+            vec![1; 16],
+            [vec![1; 16], vec![0]].concat(),
+            [vec![1; 16], vec![2]].concat(),
+            [vec![1; 16], vec![2, 0]].concat(),
+            vec![1; 20],
+            vec![2; 3],
+            vec![255; 17],
+        ];
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(compare_keys(a, b), a.cmp(b), "{a:?} against {b:?}");
+            }
+        }
+    }
 
     #[test]
     fn upper_bound_carries() {

@@ -17,7 +17,7 @@
 use datafusion::common::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::Int64Array;
+use datafusion::arrow::array::{BooleanArray, Int64Array};
 use datafusion::arrow::datatypes::SchemaRef;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -43,8 +43,11 @@ fn decode_count(_: &[u8], stored: Vec<u8>) -> Result<i64> {
 pub struct MaterializeOp {
     table: Arc<Table>,
     store: Store,
-    /// Changes of this epoch: key → (value, weight) in arrival order.
+    /// Changes of this epoch of a view with a declared key or counted rows: key → (value,
+    /// weight) in arrival order.
     pending: HashMap<Box<[u8]>, Vec<Weighted>>,
+    /// Changes of this epoch of a view with a derived key, as they came.
+    keyed: Vec<ChangeBatch>,
     /// Writes for the next checkpoint: storage key → new value (`None` deletes).
     staged: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Rows in the view, and where it is stored and published.
@@ -213,6 +216,7 @@ impl MaterializeOp {
             table,
             store,
             pending: HashMap::new(),
+            keyed: Vec::new(),
             staged: Vec::new(),
             rows: count,
             rows_key,
@@ -305,30 +309,118 @@ impl MaterializeOp {
     }
 
     /// Keyed: the net change of each key is the removal of its old row and the insertion of
-    /// its new one.
-    fn barrier_keyed(&mut self) -> Vec<(Box<[u8]>, i64)> {
-        let mut emitted = Vec::new();
-        for (key, changes) in std::mem::take(&mut self.pending) {
-            let net = consolidate(changes);
-            if net.is_empty() {
-                // The changes cancel: the stored row stays as it is.
-                continue;
+    /// its new one. The epoch's changes are encoded and ordered by key in one pass each; the
+    /// changes of a key that cancel nothing (a group whose row changed gives the retraction of
+    /// its old row and its new row) are written and passed on as they came, without building
+    /// anything per row.
+    fn barrier_keyed(&mut self, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let batches = std::mem::take(&mut self.keyed);
+        let changes = match batches.len() {
+            0 => return Ok(()),
+            1 => batches.into_iter().next().unwrap_or_else(|| unreachable!()),
+            _ => {
+                let rows = datafusion::arrow::compute::concat_batches(
+                    &batches[0].schema(),
+                    batches.iter().map(ChangeBatch::rows),
+                )?;
+                let weights = Int64Array::from_iter_values(
+                    batches
+                        .iter()
+                        .flat_map(|b| b.weights().values().iter().copied()),
+                );
+                ChangeBatch::new(rows, weights)
             }
-            let mut new_value = None;
-            for (value, weight) in &net {
-                if *weight > 0 {
-                    if *weight != 1 || new_value.is_some() {
-                        tracing::error!(view = self.table.name(), "two rows for one view key");
+        };
+        let codec = self.table.codec();
+        let rows = changes.rows();
+        let weights = changes.weights().values();
+        let values = codec.encode_values(rows)?;
+        // A view with an empty key (a global aggregate) has one row, under the empty key.
+        let keys = if self.table.def().primary_key.is_empty() {
+            None
+        } else {
+            Some(codec.encode_keys(&codec.key_columns(rows))?)
+        };
+        let key_of = |i: usize| -> &[u8] {
+            match &keys {
+                Some(keys) => keys.row(i).data(),
+                None => &[],
+            }
+        };
+        let mut order: Vec<usize> = (0..changes.len()).collect();
+        // Stable: a key's changes stay in arrival order.
+        order.sort_by(|&a, &b| crate::storage::compare_keys(key_of(a), key_of(b)));
+        let mut kept = vec![false; changes.len()];
+        // Net changes of keys with several changes that do not cancel, to decode and pass on.
+        let mut netted: Vec<Weighted> = Vec::new();
+        let mut emitted_rows = 0i64;
+        let mut run = 0;
+        while run < order.len() {
+            let key = key_of(order[run]);
+            let end = order[run..]
+                .iter()
+                .position(|&i| key_of(i) != key)
+                .map_or(order.len(), |n| run + n);
+            if end - run == 1 {
+                let i = order[run];
+                let weight = weights[i];
+                if weight == 0 {
+                    run = end;
+                    continue;
+                }
+                if weight > 1 {
+                    tracing::error!(view = self.table.name(), "two rows for one view key");
+                }
+                let value = (weight > 0).then(|| values.row(i).data().to_vec());
+                self.staged.push((self.table.row_key(key), value));
+                kept[i] = true;
+                emitted_rows += weight;
+            } else {
+                let net = consolidate(
+                    order[run..end]
+                        .iter()
+                        .map(|&i| (values.row(i).data(), weights[i])),
+                );
+                if !net.is_empty() {
+                    let mut new_value = None;
+                    for (value, weight) in &net {
+                        if *weight > 0 {
+                            if *weight != 1 || new_value.is_some() {
+                                tracing::error!(
+                                    view = self.table.name(),
+                                    "two rows for one view key"
+                                );
+                            }
+                            new_value = Some(value.to_vec());
+                        }
+                        emitted_rows += weight;
                     }
-                    new_value = Some(value.clone());
+                    self.staged.push((self.table.row_key(key), new_value));
+                    if net.len() == end - run {
+                        // Nothing cancelled: the changes pass on as they came.
+                        for &i in &order[run..end] {
+                            kept[i] = true;
+                        }
+                    } else {
+                        netted.extend(net.into_iter().map(|(v, w)| (Box::from(v), w)));
+                    }
                 }
             }
-            let storage_key = self.table.row_key(&key);
-            self.staged
-                .push((storage_key, new_value.map(|v| v.into_vec())));
-            emitted.extend(net);
+            run = end;
         }
-        emitted
+        self.rows += emitted_rows;
+        let schema = self.table.full_schema().clone();
+        let passed = changes.filter(&BooleanArray::from(kept))?;
+        if !passed.is_empty() {
+            let columns = passed.rows().columns().to_vec();
+            out.push(passed.with_columns(schema, columns)?);
+        }
+        if !netted.is_empty() {
+            let rows = codec.decode_values(netted.iter().map(|(v, _)| v.as_ref()))?;
+            let weights = Int64Array::from_iter_values(netted.iter().map(|(_, w)| *w));
+            out.push(ChangeBatch::new(rows, weights));
+        }
+        Ok(())
     }
 
     /// Counted: each distinct row's multiplicity changes by its net weight.
@@ -378,6 +470,12 @@ impl Operator for MaterializeOp {
         if let Some(appended) = &mut self.appended {
             return appended.push(&self.table, self.rows, changes);
         }
+        if self.check.is_none() && !self.table.def().counted {
+            if !changes.is_empty() {
+                self.keyed.push(changes);
+            }
+            return Ok(());
+        }
         let codec = self.table.codec();
         let rows = changes.rows();
         let values = codec.encode_values(rows)?;
@@ -411,7 +509,7 @@ impl Operator for MaterializeOp {
         } else if self.table.def().counted {
             self.barrier_counted()?
         } else {
-            self.barrier_keyed()
+            return self.barrier_keyed(out);
         };
         if emitted.is_empty() {
             return Ok(());
@@ -458,7 +556,8 @@ impl Operator for MaterializeOp {
             rows.checkpoint(batch, |_, _, _| Ok(()))?;
         }
         // In key order: RocksDB's memtable inserts sorted keys much faster than scattered ones.
-        self.staged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.staged
+            .sort_unstable_by(|a, b| crate::storage::compare_keys(&a.0, &b.0));
         for (key, value) in self.staged.drain(..) {
             match value {
                 Some(value) => batch.put(key, value),

@@ -255,6 +255,9 @@ enum Request {
         work: ExclusiveWork,
         reply: Reply,
     },
+    /// A source has records to read (a webhook accepted some): read the sources now rather
+    /// than at the next poll.
+    Wake,
     Stop(Reply),
 }
 
@@ -400,6 +403,11 @@ impl Runtime {
             let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
             let _ = tx.send(Request::Changes(entries));
         })
+    }
+
+    /// Tells the dataflow that a source has new records, so that it reads them at once.
+    pub fn wake(&self) {
+        let _ = self.tx.send(Request::Wake);
     }
 
     async fn request(&self, message: impl FnOnce(Reply) -> Request) -> Result<()> {

@@ -162,6 +162,8 @@ impl Worker {
 
     fn handle(&mut self, request: Request) {
         match request {
+            // The loop reads the sources once the queue is drained.
+            Request::Wake => {}
             Request::Changes(entries) => {
                 if self.failure.is_none()
                     && let Err(e) = self.apply(entries)

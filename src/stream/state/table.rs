@@ -295,31 +295,11 @@ impl<V: Record> StateTable<V> {
     /// Sets the record of `key` (`None`: it has none), cached or not, without reading what is
     /// stored: a write that does not depend on the old record.
     pub fn put(&mut self, key: &[u8], record: Option<V>) {
-        let epoch = self.epoch;
-        match self.slots.get_mut(key) {
-            Some(slot) => {
-                slot.record = record;
-                slot.touched = epoch;
-                if !slot.dirty {
-                    slot.dirty = true;
-                    self.dirty.push(key.into());
-                }
-            }
-            None => {
-                let size = SLOT_OVERHEAD + key.len() + record.as_ref().map_or(0, Record::size);
-                self.bytes += size;
-                self.scope.budget().add(size);
-                self.slots.insert(
-                    key.into(),
-                    Slot {
-                        record,
-                        dirty: true,
-                        touched: epoch,
-                        size,
-                    },
-                );
-                self.dirty.push(key.into());
-            }
+        if !self.slots.contains_key(key) {
+            self.insert_clean(key, None);
+        }
+        if let Some(slot) = self.get_mut(key) {
+            *slot = record;
         }
     }
 
@@ -594,7 +574,7 @@ impl<V: Record> StateTable<V> {
             batch.delete_range(self.storage_key(&from), self.storage_key(&to));
         }
         let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
+        dirty.sort_unstable_by(|a, b| crate::storage::compare_keys(a, b));
         let budget = self.scope.budget().clone();
         for key in dirty {
             let Some(slot) = self.slots.get_mut(&key) else {
