@@ -347,9 +347,8 @@ impl MaterializeOp {
                 None => &[],
             }
         };
-        let mut order: Vec<usize> = (0..changes.len()).collect();
-        // Stable: a key's changes stay in arrival order.
-        order.sort_by(|&a, &b| crate::storage::compare_keys(key_of(a), key_of(b)));
+        // A key's changes stay in arrival order.
+        let order = crate::storage::key_order(changes.len(), key_of);
         let mut kept = vec![false; changes.len()];
         // Net changes of keys with several changes that do not cancel, to decode and pass on.
         let mut netted: Vec<Weighted> = Vec::new();
@@ -556,12 +555,11 @@ impl Operator for MaterializeOp {
             rows.checkpoint(batch, |_, _, _| Ok(()))?;
         }
         // In key order: RocksDB's memtable inserts sorted keys much faster than scattered ones.
-        self.staged
-            .sort_unstable_by(|a, b| crate::storage::compare_keys(&a.0, &b.0));
-        for (key, value) in self.staged.drain(..) {
-            match value {
-                Some(value) => batch.put(key, value),
-                None => batch.delete(key),
+        let staged = std::mem::take(&mut self.staged);
+        for i in crate::storage::key_order(staged.len(), |i| &staged[i].0) {
+            match &staged[i] {
+                (key, Some(value)) => batch.put(key, value),
+                (key, None) => batch.delete(key),
             }
         }
         Ok(())

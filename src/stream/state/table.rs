@@ -573,16 +573,16 @@ impl<V: Record> StateTable<V> {
         for (from, to) in std::mem::take(&mut self.deleted) {
             batch.delete_range(self.storage_key(&from), self.storage_key(&to));
         }
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable_by(|a, b| crate::storage::compare_keys(a, b));
+        let dirty = std::mem::take(&mut self.dirty);
         let budget = self.scope.budget().clone();
-        for key in dirty {
-            let Some(slot) = self.slots.get_mut(&key) else {
+        for i in crate::storage::key_order(dirty.len(), |i| &dirty[i]) {
+            let key = &dirty[i];
+            let Some(slot) = self.slots.get_mut(key) else {
                 continue;
             };
             slot.dirty = false;
-            write(&key, &mut slot.record, batch)?;
-            resize(slot, &key, &budget, &mut self.bytes);
+            write(key, &mut slot.record, batch)?;
+            resize(slot, key, &budget, &mut self.bytes);
         }
         Ok(())
     }
