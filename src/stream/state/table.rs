@@ -149,6 +149,10 @@ pub struct StateTable<V> {
     deleted: Vec<(Vec<u8>, Vec<u8>)>,
     /// Every stored record is cached: a key not cached has no record, without a read.
     complete: bool,
+    /// Every key stored with a record since the table was opened with nothing stored (`None`
+    /// when it was opened over stored records): a key it has never seen is absent, without a
+    /// read, after eviction too.
+    stored: Option<KeyFilter>,
     /// Bytes counted in the budget for this table.
     bytes: usize,
     epoch: u64,
@@ -180,6 +184,7 @@ impl<V: Record> StateTable<V> {
             slots: HashMap::new(),
             dirty: Vec::new(),
             deleted: Vec::new(),
+            stored: complete.then(KeyFilter::default),
             complete,
             bytes: 0,
             epoch: 0,
@@ -224,10 +229,10 @@ impl<V: Record> StateTable<V> {
         }
         missing.sort_unstable();
         missing.dedup();
-        // Keys in a range deleted since the last checkpoint have no record, whatever is stored.
-        let (gone, missing): (Vec<&[u8]>, Vec<&[u8]>) = missing
-            .into_iter()
-            .partition(|k| in_ranges(&self.deleted, k));
+        // Keys in a range deleted since the last checkpoint have no record, whatever is stored;
+        // neither have keys never stored.
+        let (gone, missing): (Vec<&[u8]>, Vec<&[u8]>) =
+            missing.into_iter().partition(|k| self.known_absent(k));
         for key in gone {
             self.insert_clean(key, None);
         }
@@ -404,6 +409,15 @@ impl<V: Record> StateTable<V> {
         Ok(keys)
     }
 
+    /// Whether `key` (not cached) is known to have no record without reading the store: every
+    /// stored record is cached, or the key was never stored, or its range was deleted since the
+    /// last checkpoint.
+    fn known_absent(&self, key: &[u8]) -> bool {
+        self.complete
+            || self.stored.as_ref().is_some_and(|f| !f.may_contain(key))
+            || in_ranges(&self.deleted, key)
+    }
+
     /// Caches a record read by the caller (`None`: the key has none) as stored: not changed.
     fn insert_clean(&mut self, key: &[u8], record: Option<V>) {
         let size = SLOT_OVERHEAD + key.len() + record.as_ref().map_or(0, Record::size);
@@ -426,7 +440,7 @@ impl<V: Record> StateTable<V> {
         if self.slots.contains_key(key) {
             return;
         }
-        if self.complete || in_ranges(&self.deleted, key) {
+        if self.known_absent(key) {
             self.insert_clean(key, None);
         } else {
             self.insert_clean(key, Some(unknown()));
@@ -443,7 +457,7 @@ impl<V: Record> StateTable<V> {
         if self.slots.contains_key(key) {
             return Ok(());
         }
-        if self.complete || in_ranges(&self.deleted, key) {
+        if self.known_absent(key) {
             self.insert_clean(key, None);
             return Ok(());
         }
@@ -583,6 +597,13 @@ impl<V: Record> StateTable<V> {
             slot.dirty = false;
             write(key, &mut slot.record, batch)?;
             resize(slot, key, &budget, &mut self.bytes);
+            if slot.record.is_some()
+                && let Some(filter) = &mut self.stored
+            {
+                let grown = filter.insert(key);
+                self.bytes += grown;
+                budget.add(grown);
+            }
         }
         Ok(())
     }
@@ -622,6 +643,14 @@ impl<V: Record> StateTable<V> {
             return;
         }
         let target = (self.bytes as u128 * (limit as u128 * 3 / 4) / used as u128) as usize;
+        // The filter of stored keys stays while it is well within the table's share; past that
+        // it goes (keys not cached are then read, as over a table opened with stored records).
+        let filter = self.stored.as_ref().map_or(0, KeyFilter::bytes);
+        if filter > target / 2 {
+            self.stored = None;
+            self.bytes -= filter;
+            budget.sub(filter);
+        }
         let mut ages: Vec<(u64, usize)> = self
             .slots
             .values()
@@ -655,6 +684,108 @@ impl<V: Record> StateTable<V> {
             budget.sub(freed);
         }
     }
+}
+
+/// A filter of keys (a scalable Bloom filter): it may say a key it never saw is there (about
+/// 2% of the time), never that a key it saw is not. Filters of doubling capacity are added as
+/// keys come, the first with 10 bits a key, each later one with a bit more (so that the false
+/// positives of all together stay about that of two), and 7 probes each.
+#[derive(Debug, Default)]
+struct KeyFilter {
+    filters: Vec<Bloom>,
+}
+
+#[derive(Debug)]
+struct Bloom {
+    bits: Vec<u64>,
+    keys: usize,
+    capacity: usize,
+}
+
+/// Keys the first filter holds.
+const FIRST_FILTER_KEYS: usize = 1 << 10;
+const FILTER_PROBES: u64 = 7;
+
+impl Bloom {
+    /// A filter for `capacity` keys, the `stage`th of its [`KeyFilter`].
+    fn new(capacity: usize, stage: usize) -> Self {
+        let words = (capacity * (10 + stage)).div_ceil(64).next_power_of_two();
+        Bloom {
+            bits: vec![0; words],
+            keys: 0,
+            capacity,
+        }
+    }
+
+    /// The bit positions of a key's hash.
+    fn probes(&self, hash: u64) -> impl Iterator<Item = usize> + use<> {
+        let mask = (self.bits.len() * 64 - 1) as u64;
+        let step = hash.rotate_left(32) | 1;
+        (0..FILTER_PROBES).map(move |i| (hash.wrapping_add(i.wrapping_mul(step)) & mask) as usize)
+    }
+
+    fn contains(&self, hash: u64) -> bool {
+        self.probes(hash)
+            .all(|bit| self.bits[bit / 64] & (1 << (bit % 64)) != 0)
+    }
+}
+
+impl KeyFilter {
+    /// Notes `key`; returns the bytes the filter grew by.
+    fn insert(&mut self, key: &[u8]) -> usize {
+        let hash = key_hash(key);
+        if self.filters.iter().any(|f| f.contains(hash)) {
+            return 0;
+        }
+        let mut grown = 0;
+        if self.filters.last().is_none_or(|f| f.keys >= f.capacity) {
+            let capacity = self
+                .filters
+                .last()
+                .map_or(FIRST_FILTER_KEYS, |f| f.capacity * 2);
+            let filter = Bloom::new(capacity, self.filters.len());
+            grown = filter.bits.len() * 8;
+            self.filters.push(filter);
+        }
+        if let Some(filter) = self.filters.last_mut() {
+            for bit in filter.probes(hash) {
+                filter.bits[bit / 64] |= 1 << (bit % 64);
+            }
+            filter.keys += 1;
+        }
+        grown
+    }
+
+    /// The memory the filter takes.
+    fn bytes(&self) -> usize {
+        self.filters.iter().map(|f| f.bits.len() * 8).sum()
+    }
+
+    /// Whether `key` may have been noted.
+    fn may_contain(&self, key: &[u8]) -> bool {
+        let hash = key_hash(key);
+        self.filters.iter().any(|f| f.contains(hash))
+    }
+}
+
+/// A 64-bit hash of a short key, 8 bytes at a time.
+fn key_hash(key: &[u8]) -> u64 {
+    const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = (key.len() as u64).wrapping_mul(MUL);
+    let mut chunks = key.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        h = (h ^ word).wrapping_mul(MUL).rotate_left(29);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(MUL);
+    // Murmur3's finalizer: every input bit reaches every output bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// Counts `slot`'s record at its current size, in `budget` and in its table's `bytes`.
@@ -741,6 +872,54 @@ mod tests {
         assert_eq!(
             store.get(&table_key(&7u64.to_be_bytes())).unwrap(),
             Some(6i64.to_be_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn keys_never_stored_are_not_read_after_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let budget = CacheBudget::new(64 << 10);
+        let scope = StateScope::new(store.clone(), 1, 0).with_budget(budget.clone());
+        let mut table: StateTable<i64> = StateTable::new(scope, b'k').unwrap();
+        for key in 0..5_000u64 {
+            add(&mut table, key, 1);
+            if key % 500 == 499 {
+                commit(&mut table, &store);
+            }
+        }
+        assert!(table.cached() < 5_000, "{}", table.cached());
+        let before = table.reads();
+        // New keys: the filter knows they were never stored.
+        for key in 1_000_000..1_010_000u64 {
+            add(&mut table, key, 1);
+        }
+        let unread = 10_000 - (table.reads() - before);
+        assert!(
+            unread > 9_500,
+            "only {unread} of 10,000 new keys were not read"
+        );
+        // Stored keys are read back, exactly.
+        let before = table.reads();
+        add(&mut table, 7, 1);
+        assert_eq!(table.reads(), before + 1);
+        assert_eq!(table.get(&7u64.to_be_bytes()), Some(&Some(2)));
+    }
+
+    #[test]
+    fn the_key_filter_never_forgets_a_key() {
+        let mut filter = KeyFilter::default();
+        let keys: Vec<[u8; 8]> = (0..200_000u64).map(|k| (k * 7919).to_be_bytes()).collect();
+        for key in &keys {
+            filter.insert(key);
+        }
+        assert!(keys.iter().all(|k| filter.may_contain(k)));
+        let false_positives = (0..100_000u64)
+            .filter(|k| filter.may_contain(&(k * 7919 + 1).to_be_bytes()))
+            .count();
+        assert!(
+            false_positives < 5_000,
+            "{false_positives} false positives in 100,000"
         );
     }
 
