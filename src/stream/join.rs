@@ -1109,13 +1109,7 @@ mod tests {
             op.state = scope;
             op
         };
-        let mut seed = 0x51_7cc1_b727_220au64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::stream::xorshift(0x51_7cc1_b727_220a);
         let mut op = make();
         let mut sides: [BTreeMap<String, i64>; 2] = [BTreeMap::new(), BTreeMap::new()];
         let mut shown: BTreeMap<String, i64> = BTreeMap::new();

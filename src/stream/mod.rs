@@ -167,3 +167,15 @@ pub trait Operator: Send + std::fmt::Debug {
     /// One line for `EXPLAIN CREATE MATERIALIZED VIEW`.
     fn explain(&self) -> String;
 }
+
+/// A reproducible random number source for the randomized tests of operators: each call gives
+/// a number below its argument (xorshift64 from `seed`).
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    }
+}

@@ -657,13 +657,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), false).unwrap();
         let mut op = op(&store);
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::stream::xorshift(0x2545_f491_4f6c_dd1d);
         let mut present: BTreeMap<(i64, i64), i64> = BTreeMap::new();
         let mut shown: BTreeMap<String, i64> = BTreeMap::new();
         let time = |t: i64| format!("1970-01-01T00:{:02}:{:02}", t / 60, t % 60);

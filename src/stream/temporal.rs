@@ -506,13 +506,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), false).unwrap();
         let mut op = op(&store);
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: i64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as i64
-        };
+        let mut random = crate::stream::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = move |n: i64| random(n as u64) as i64;
         let mut present: BTreeMap<(i64, i64), i64> = BTreeMap::new();
         let mut shown: BTreeMap<String, i64> = BTreeMap::new();
         let mut clock = i64::MIN;

@@ -379,13 +379,7 @@ mod tests {
             )
             .unwrap()
         };
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::stream::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut op = make();
         let mut all: BTreeMap<(i64, String), i64> = BTreeMap::new();
         let mut shown: BTreeMap<String, i64> = BTreeMap::new();

@@ -23,7 +23,7 @@ use crate::storage::Store;
 pub mod sorted;
 pub mod table;
 
-pub use sorted::{Partitions, Sorted};
+pub use sorted::Partitions;
 pub use table::{CacheBudget, Record, StateTable};
 
 /// The storage tag of operator state.

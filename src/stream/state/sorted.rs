@@ -395,13 +395,7 @@ mod tests {
             model.insert((0, key(i * 2)), vec![0, 1]);
         }
         commit(&mut partitions, &store);
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::stream::xorshift(0x2545_f491_4f6c_dd1d);
         for step in 0..3000u32 {
             let p = next(4) as u8;
             let span = if p == 0 { big as u64 * 2 } else { 64 };

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use datafusion::common::HashMap;
+use datafusion::parquet::bloom_filter::Sbbf;
 
 use super::StateScope;
 use crate::storage::WriteBatch;
@@ -686,107 +687,72 @@ impl<V: Record> StateTable<V> {
     }
 }
 
-/// A filter of keys (a scalable Bloom filter): it may say a key it never saw is there (about
-/// 2% of the time), never that a key it saw is not. Filters of doubling capacity are added as
-/// keys come, the first with 10 bits a key, each later one with a bit more (so that the false
-/// positives of all together stay about that of two), and 7 probes each.
-#[derive(Debug, Default)]
+/// A filter of keys (a scalable Bloom filter, of Parquet's split-block filters): it may say a
+/// key it never saw is there (at most about 2% of the time), never that a key it saw is not.
+/// Filters of doubling capacity are added as keys come, each with half the false positives of
+/// the one before, so that all of them together have about twice the first's.
+#[derive(Default)]
 struct KeyFilter {
-    filters: Vec<Bloom>,
+    /// Each filter with the keys it holds and the keys it was made for.
+    filters: Vec<(Sbbf, usize, usize)>,
 }
 
-#[derive(Debug)]
-struct Bloom {
-    bits: Vec<u64>,
-    keys: usize,
-    capacity: usize,
+impl std::fmt::Debug for KeyFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyFilter")
+            .field("filters", &self.filters.len())
+            .field("bytes", &self.bytes())
+            .finish()
+    }
 }
 
-/// Keys the first filter holds.
+/// Keys the first filter holds, and its false positives.
 const FIRST_FILTER_KEYS: usize = 1 << 10;
-const FILTER_PROBES: u64 = 7;
-
-impl Bloom {
-    /// A filter for `capacity` keys, the `stage`th of its [`KeyFilter`].
-    fn new(capacity: usize, stage: usize) -> Self {
-        let words = (capacity * (10 + stage)).div_ceil(64).next_power_of_two();
-        Bloom {
-            bits: vec![0; words],
-            keys: 0,
-            capacity,
-        }
-    }
-
-    /// The bit positions of a key's hash.
-    fn probes(&self, hash: u64) -> impl Iterator<Item = usize> + use<> {
-        let mask = (self.bits.len() * 64 - 1) as u64;
-        let step = hash.rotate_left(32) | 1;
-        (0..FILTER_PROBES).map(move |i| (hash.wrapping_add(i.wrapping_mul(step)) & mask) as usize)
-    }
-
-    fn contains(&self, hash: u64) -> bool {
-        self.probes(hash)
-            .all(|bit| self.bits[bit / 64] & (1 << (bit % 64)) != 0)
-    }
-}
+const FIRST_FILTER_FPP: f64 = 0.01;
 
 impl KeyFilter {
     /// Notes `key`; returns the bytes the filter grew by.
     fn insert(&mut self, key: &[u8]) -> usize {
-        let hash = key_hash(key);
-        if self.filters.iter().any(|f| f.contains(hash)) {
+        if self.may_contain(key) {
             return 0;
         }
         let mut grown = 0;
-        if self.filters.last().is_none_or(|f| f.keys >= f.capacity) {
-            let capacity = self
-                .filters
-                .last()
-                .map_or(FIRST_FILTER_KEYS, |f| f.capacity * 2);
-            let filter = Bloom::new(capacity, self.filters.len());
-            grown = filter.bits.len() * 8;
-            self.filters.push(filter);
+        if self
+            .filters
+            .last()
+            .is_none_or(|(_, keys, capacity)| keys >= capacity)
+        {
+            let stage = self.filters.len();
+            let capacity = FIRST_FILTER_KEYS << stage;
+            let fpp = FIRST_FILTER_FPP / f64::from(1u32 << stage.min(30));
+            let filter = Sbbf::new_with_ndv_fpp(capacity as u64, fpp)
+                .unwrap_or_else(|_| Sbbf::new_with_num_of_bytes(capacity * 2));
+            grown = filter.num_blocks() * SBBF_BLOCK_BYTES;
+            self.filters.push((filter, 0, capacity));
         }
-        if let Some(filter) = self.filters.last_mut() {
-            for bit in filter.probes(hash) {
-                filter.bits[bit / 64] |= 1 << (bit % 64);
-            }
-            filter.keys += 1;
+        if let Some((filter, keys, _)) = self.filters.last_mut() {
+            filter.insert(key);
+            *keys += 1;
         }
         grown
     }
 
     /// The memory the filter takes.
     fn bytes(&self) -> usize {
-        self.filters.iter().map(|f| f.bits.len() * 8).sum()
+        self.filters
+            .iter()
+            .map(|(f, _, _)| f.num_blocks() * SBBF_BLOCK_BYTES)
+            .sum()
     }
 
     /// Whether `key` may have been noted.
     fn may_contain(&self, key: &[u8]) -> bool {
-        let hash = key_hash(key);
-        self.filters.iter().any(|f| f.contains(hash))
+        self.filters.iter().any(|(f, _, _)| f.check(key))
     }
 }
 
-/// A 64-bit hash of a short key, 8 bytes at a time.
-fn key_hash(key: &[u8]) -> u64 {
-    const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = (key.len() as u64).wrapping_mul(MUL);
-    let mut chunks = key.chunks_exact(8);
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        h = (h ^ word).wrapping_mul(MUL).rotate_left(29);
-    }
-    let mut tail = [0u8; 8];
-    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(MUL);
-    // Murmur3's finalizer: every input bit reaches every output bit.
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
+/// Bytes in one block of a split-block Bloom filter (eight 32-bit words).
+const SBBF_BLOCK_BYTES: usize = 32;
 
 /// Counts `slot`'s record at its current size, in `budget` and in its table's `bytes`.
 fn resize<V: Record>(slot: &mut Slot<V>, key: &[u8], budget: &CacheBudget, bytes: &mut usize) {
